@@ -1,0 +1,185 @@
+//! One suite of behaviour every backend must show, run against each compiled-in backend.
+
+use super::*;
+
+const CF_A: &str = "a";
+const CF_B: &str = "b";
+
+fn open(kind: BackendKind, path: &Path) -> Store {
+    Store::open(&StoreConfig {
+        path: path.to_path_buf(),
+        column_families: vec![CF_A, CF_B],
+        backend: kind,
+    })
+    .expect("open store")
+}
+
+fn each_backend(check: impl Fn(BackendKind)) {
+    assert!(!BackendKind::available().is_empty());
+    for kind in BackendKind::available() {
+        check(*kind);
+    }
+}
+
+fn rows(store: &Store, cf: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    store
+        .scan(cf, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn batch_is_atomic_and_survives_reopen() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(kind, dir.path());
+            let mut batch = WriteBatch::default();
+            batch.put(CF_A, b"k1", b"v1");
+            batch.put(CF_B, b"k2", b"v2");
+            batch.append_log(1, b"first");
+            store.write(&batch, true).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.delete(CF_A, b"k1");
+            batch.put(CF_A, b"k3", b"v3");
+            batch.append_log(2, b"second");
+            store.write(&batch, true).unwrap();
+        }
+        let store = open(kind, dir.path());
+        assert_eq!(store.get(CF_A, b"k1").unwrap(), None, "{kind:?}");
+        assert_eq!(store.get(CF_A, b"k3").unwrap(), Some(b"v3".to_vec()));
+        assert_eq!(store.get(CF_B, b"k2").unwrap(), Some(b"v2".to_vec()));
+        assert_eq!(store.last_lsn().unwrap(), Some(2));
+        assert_eq!(store.first_lsn().unwrap(), Some(1));
+    });
+}
+
+#[test]
+fn scan_is_ordered_and_stops_when_asked() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(kind, dir.path());
+        let mut batch = WriteBatch::default();
+        for key in [b"c", b"a", b"b", b"d"] {
+            batch.put(CF_A, key, key);
+        }
+        store.write(&batch, false).unwrap();
+        let keys: Vec<_> = rows(&store, CF_A).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+        let mut seen = Vec::new();
+        store
+            .scan_from(CF_A, b"b", &mut |k, _| {
+                seen.push(k.to_vec());
+                seen.len() < 2
+            })
+            .unwrap();
+        assert_eq!(seen, vec![b"b".to_vec(), b"c".to_vec()]);
+    });
+}
+
+#[test]
+fn log_reads_from_any_lsn_in_order() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(kind, dir.path());
+        // Big-endian keys keep LSN order across byte boundaries (255 < 256).
+        for lsn in [1u64, 2, 255, 256, 70_000] {
+            let mut batch = WriteBatch::default();
+            batch.append_log(lsn, format!("payload {lsn}").as_bytes());
+            store.write(&batch, true).unwrap();
+        }
+        let lsns: Vec<u64> = store.read_log(2, 100).unwrap().iter().map(|r| r.lsn).collect();
+        assert_eq!(lsns, vec![2, 255, 256, 70_000]);
+        let two = store.read_log(0, 2).unwrap();
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1].payload, b"payload 2");
+        assert!(store.read_log(70_001, 10).unwrap().is_empty());
+        assert!(store.read_log(0, 0).unwrap().is_empty());
+    });
+}
+
+#[test]
+fn corrupt_log_record_is_reported_not_returned() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(kind, dir.path());
+        let mut batch = WriteBatch::default();
+        batch.append_log(7, b"good");
+        // A record whose checksum does not match its payload, as a torn or flipped
+        // write would leave it.
+        let (key, mut value) = LogRecord::encode(8, b"payload");
+        value[5] ^= 0x40;
+        batch.put_owned(CF_LOG, key.to_vec(), value);
+        store.write(&batch, true).unwrap();
+        assert_eq!(store.read_log(7, 1).unwrap()[0].payload, b"good");
+        let error = store.read_log(7, 10).unwrap_err();
+        assert!(error.is_corruption(), "{error}");
+        assert!(store.last_lsn().unwrap_err().is_corruption());
+    });
+}
+
+#[test]
+fn other_storage_format_is_refused() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(kind, dir.path());
+            let mut batch = WriteBatch::default();
+            batch.put(CF_META, META_STORAGE_FORMAT, &(STORAGE_FORMAT_VERSION + 1).to_le_bytes());
+            store.write(&batch, true).unwrap();
+        }
+        let error = Store::open(&StoreConfig {
+            path: dir.path().to_path_buf(),
+            column_families: vec![CF_A],
+            backend: kind,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(error, StorageError::IncompatibleFormat { found, .. } if found == STORAGE_FORMAT_VERSION + 1),
+            "{error}"
+        );
+    });
+}
+
+#[test]
+fn unknown_column_family_is_an_error() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(kind, dir.path());
+        let mut batch = WriteBatch::default();
+        batch.put("nope", b"k", b"v");
+        assert!(matches!(store.write(&batch, true), Err(StorageError::UnknownColumnFamily(_))));
+        assert!(matches!(store.get("nope", b"k"), Err(StorageError::UnknownColumnFamily(_))));
+    });
+}
+
+#[test]
+fn checkpoint_is_a_consistent_openable_copy() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        let copy_dir = tempfile::tempdir().unwrap();
+        let copy_path = copy_dir.path().join("copy");
+        let store = open(kind, &dir.path().join("live"));
+        let mut batch = WriteBatch::default();
+        batch.put(CF_A, b"k", b"before");
+        batch.append_log(1, b"one");
+        store.write(&batch, true).unwrap();
+        store.checkpoint(&copy_path).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put(CF_A, b"k", b"after");
+        batch.append_log(2, b"two");
+        store.write(&batch, true).unwrap();
+        assert!(matches!(
+            store.checkpoint(&copy_path),
+            Err(StorageError::CheckpointTargetExists(_))
+        ));
+        drop(store);
+        let copy = open(kind, &copy_path);
+        assert_eq!(copy.get(CF_A, b"k").unwrap(), Some(b"before".to_vec()));
+        assert_eq!(copy.last_lsn().unwrap(), Some(1));
+    });
+}

@@ -1,0 +1,258 @@
+//! Durable storage for Emporium.
+//!
+//! This crate owns everything that touches the disk: named column families of opaque
+//! key/value rows, atomic write batches that are synced before they return, the `log`
+//! column family of LSN-ordered, checksummed records, and consistent checkpoints. It knows
+//! nothing of the domain: keys and values are bytes chosen by the engine.
+//!
+//! Two backends implement [`Backend`]: RocksDB (the default, cargo feature `rocksdb`)
+//! and sled (cargo feature `sled`), a pure-Rust alternative. Both pass the same
+//! conformance suite. Nothing outside this crate names either database.
+//!
+//! Invariants:
+//! - a [`WriteBatch`] is applied all or nothing, and when [`Store::write`] returns `Ok`
+//!   with `sync = true`, it survives a crash of the process or the machine;
+//! - log records are keyed by their LSN in big-endian order, so a scan returns them in
+//!   LSN order, and each carries a CRC-32 of its LSN and payload that is verified on
+//!   every read.
+
+mod batch;
+mod error;
+mod log;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+#[cfg(feature = "sled")]
+mod sled_backend;
+
+use std::path::{Path, PathBuf};
+
+pub use batch::WriteBatch;
+pub use error::{Result, StorageError};
+pub use log::{LogRecord, LOG_RECORD_BYTES_MAX};
+
+/// The column family holding the log records, keyed by big-endian LSN.
+pub const CF_LOG: &str = "log";
+/// The column family holding small metadata rows (format versions, counters).
+pub const CF_META: &str = "meta";
+
+/// The layout version of what this crate itself writes (log record framing, meta keys).
+/// A directory written with another version is refused rather than misread.
+pub const STORAGE_FORMAT_VERSION: u32 = 1;
+const META_STORAGE_FORMAT: &[u8] = b"storage_format";
+
+/// Which database holds the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// RocksDB, the default and the fast one.
+    #[default]
+    RocksDb,
+    /// sled, pure Rust; useful where a C++ toolchain is unwelcome.
+    Sled,
+}
+
+impl BackendKind {
+    /// The backends compiled into this build, in order of preference.
+    pub fn available() -> &'static [BackendKind] {
+        &[
+            #[cfg(feature = "rocksdb")]
+            BackendKind::RocksDb,
+            #[cfg(feature = "sled")]
+            BackendKind::Sled,
+        ]
+    }
+}
+
+/// How to open a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The data directory; created when missing.
+    pub path: PathBuf,
+    /// The entity column families the caller uses, besides [`CF_LOG`] and [`CF_META`].
+    pub column_families: Vec<&'static str>,
+    /// The backend that holds the data.
+    pub backend: BackendKind,
+}
+
+/// What a storage backend must provide. Implementations are in this crate only.
+pub trait Backend: Send + Sync + 'static {
+    /// Applies every operation of `batch` atomically; with `sync`, durably before
+    /// returning.
+    fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()>;
+    /// Reads one row.
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Visits the rows of `cf` with keys `>= from`, in key order, until `visit` returns
+    /// `false`.
+    fn scan(
+        &self,
+        cf: &str,
+        from: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()>;
+    /// The last row of `cf` in key order.
+    fn last(&self, cf: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// Writes a consistent copy of the whole store into `to`, which must not exist.
+    fn checkpoint(&self, to: &Path) -> Result<()>;
+}
+
+/// An open store: a backend plus the log and format conventions on top of it.
+pub struct Store {
+    backend: Box<dyn Backend>,
+    kind: BackendKind,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("kind", &self.kind).field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `config.path`.
+    ///
+    /// Fails with [`StorageError::IncompatibleFormat`] when the directory was written
+    /// by another storage format, and with [`StorageError::BackendUnavailable`] when the
+    /// requested backend is not compiled in.
+    pub fn open(config: &StoreConfig) -> Result<Store> {
+        let mut cfs: Vec<&'static str> = vec![CF_META, CF_LOG];
+        for cf in &config.column_families {
+            if !cfs.contains(cf) {
+                cfs.push(cf);
+            }
+        }
+        std::fs::create_dir_all(&config.path)
+            .map_err(|e| StorageError::io(format!("creating {}", config.path.display()), e))?;
+        let backend: Box<dyn Backend> = match config.backend {
+            #[cfg(feature = "rocksdb")]
+            BackendKind::RocksDb => Box::new(rocks::RocksBackend::open(&config.path, &cfs)?),
+            #[cfg(feature = "sled")]
+            BackendKind::Sled => Box::new(sled_backend::SledBackend::open(&config.path, &cfs)?),
+            #[allow(unreachable_patterns)]
+            other => return Err(StorageError::BackendUnavailable(format!("{other:?}"))),
+        };
+        let store = Store { backend, kind: config.backend, path: config.path.clone() };
+        store.check_storage_format()?;
+        Ok(store)
+    }
+
+    fn check_storage_format(&self) -> Result<()> {
+        match self.backend.get(CF_META, META_STORAGE_FORMAT)? {
+            Some(bytes) => {
+                let found = decode_u32(&bytes).ok_or_else(|| {
+                    StorageError::Corruption("storage format row is not 4 bytes".into())
+                })?;
+                if found != STORAGE_FORMAT_VERSION {
+                    return Err(StorageError::IncompatibleFormat {
+                        what: "storage".into(),
+                        found,
+                        expected: STORAGE_FORMAT_VERSION,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put(CF_META, META_STORAGE_FORMAT, &STORAGE_FORMAT_VERSION.to_le_bytes());
+                self.backend.write(&batch, true)
+            }
+        }
+    }
+
+    /// Which backend holds the data.
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies `batch` atomically and, with `sync`, durably.
+    pub fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
+        self.backend.write(batch, sync)
+    }
+
+    /// Reads one row.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.backend.get(cf, key)
+    }
+
+    /// Visits every row of `cf` in key order until `visit` returns `false`.
+    pub fn scan(&self, cf: &str, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        self.backend.scan(cf, &[], visit)
+    }
+
+    /// Visits the rows of `cf` from key `from` on, in key order, until `visit` returns
+    /// `false`.
+    pub fn scan_from(
+        &self,
+        cf: &str,
+        from: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.backend.scan(cf, from, visit)
+    }
+
+    /// Reads up to `records_max` log records with LSN `>= from`, in LSN order, verifying
+    /// each checksum.
+    pub fn read_log(&self, from: u64, records_max: usize) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::new();
+        let mut failure = None;
+        if records_max == 0 {
+            return Ok(out);
+        }
+        self.backend.scan(
+            CF_LOG,
+            &from.to_be_bytes(),
+            &mut |key, value| match LogRecord::decode(key, value) {
+                Ok(record) => {
+                    out.push(record);
+                    out.len() < records_max
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            },
+        )?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// The LSN of the last log record, if there is one.
+    pub fn last_lsn(&self) -> Result<Option<u64>> {
+        match self.backend.last(CF_LOG)? {
+            Some((key, value)) => Ok(Some(LogRecord::decode(&key, &value)?.lsn)),
+            None => Ok(None),
+        }
+    }
+
+    /// The LSN of the first log record still held, if there is one.
+    pub fn first_lsn(&self) -> Result<Option<u64>> {
+        let mut first = None;
+        self.backend.scan(CF_LOG, &[], &mut |key, value| {
+            first = Some(LogRecord::decode(key, value));
+            false
+        })?;
+        first.transpose().map(|r| r.map(|record| record.lsn))
+    }
+
+    /// Writes a consistent copy of the store into `to` (which must not exist yet); the
+    /// copy opens as a store of the same backend.
+    pub fn checkpoint(&self, to: &Path) -> Result<()> {
+        if to.exists() {
+            return Err(StorageError::CheckpointTargetExists(to.to_path_buf()));
+        }
+        self.backend.checkpoint(to)
+    }
+}
+
+fn decode_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod conformance;

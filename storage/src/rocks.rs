@@ -1,0 +1,100 @@
+//! The RocksDB backend.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
+
+use crate::batch::Op;
+use crate::{Backend, Result, StorageError, WriteBatch};
+
+pub(crate) struct RocksBackend {
+    db: DB,
+}
+
+fn err(e: rocksdb::Error) -> StorageError {
+    StorageError::Backend { backend: "rocksdb", message: e.into_string() }
+}
+
+impl RocksBackend {
+    pub(crate) fn open(path: &Path, cfs: &[&'static str]) -> Result<RocksBackend> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        // Entity rows are small and written in large synced batches: a bigger memtable
+        // means fewer flushes competing with the commit path for the two cores.
+        opts.set_write_buffer_size(64 << 20);
+        opts.set_max_write_buffer_number(4);
+        opts.set_keep_log_file_num(4);
+        // Column families a newer build created must be opened too, or RocksDB refuses.
+        let mut names: Vec<String> = cfs.iter().map(|s| s.to_string()).collect();
+        if let Ok(existing) = DB::list_cf(&opts, path) {
+            for name in existing {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        let descriptors = names
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()))
+            .collect::<Vec<_>>();
+        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(err)?;
+        Ok(RocksBackend { db })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| StorageError::UnknownColumnFamily(name.to_string()))
+    }
+}
+
+impl Backend for RocksBackend {
+    fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                Op::Put { cf, key, value } => wb.put_cf(self.cf(cf)?, key, value),
+                Op::Delete { cf, key } => wb.delete_cf(self.cf(cf)?, key),
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(wb, &options).map_err(err)
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(cf)?, key).map_err(err)
+    }
+
+    fn scan(
+        &self,
+        cf: &str,
+        from: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        let iter = self.db.iterator_cf(self.cf(cf)?, IteratorMode::From(from, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(err)?;
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn last(&self, cf: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut iter = self.db.iterator_cf(self.cf(cf)?, IteratorMode::End);
+        match iter.next() {
+            Some(item) => {
+                let (key, value) = item.map_err(err)?;
+                Ok(Some((key.into_vec(), value.into_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn checkpoint(&self, to: &Path) -> Result<()> {
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(err)?;
+        checkpoint.create_checkpoint(to).map_err(err)
+    }
+}
