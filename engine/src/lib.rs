@@ -1,0 +1,134 @@
+//! The Emporium commerce engine, embeddable in any Rust program.
+//!
+//! Open an [`Engine`] on a data directory, send it typed commands, read its state. Every
+//! command goes through one sequencer thread that decides and applies it in memory;
+//! its events and changed rows are written to RocksDB in one synced batch per commit
+//! group, and only then is the command answered. Stock is never oversold: a checkout
+//! reserves every line or none, and `on_hand = available + reserved` holds for every
+//! SKU at every instant.
+//!
+//! # Example
+//!
+//! ```
+//! use emporium_engine::*;
+//! use std::collections::BTreeMap;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let engine = Engine::open(EngineConfig::new(dir.path()))?;
+//! let shop = engine.blocking();
+//!
+//! let product = shop.send(CreateProduct {
+//!     handle: None,
+//!     title: "Organic T-Shirt".into(),
+//!     description: "Soft and fair.".into(),
+//!     brand: "Acme".into(),
+//!     category_ids: vec![],
+//!     attributes: BTreeMap::new(),
+//!     status: Some(ProductStatus::Active),
+//!     variants: vec![VariantInput {
+//!         sku: "TSHIRT-M".into(),
+//!         title: "M".into(),
+//!         options: BTreeMap::from([("size".into(), "M".into())]),
+//!         price: MoneyInput { amount: 1999, currency: "USD".into() },
+//!     }],
+//! })?;
+//! assert_eq!(product.handle, "organic-t-shirt");
+//! shop.send(SetStock { sku: "TSHIRT-M".into(), on_hand: 5, ..Default::default() })?;
+//!
+//! let cart = shop.send(CreateCart::default())?;
+//! shop.send(AddCartItem { cart_id: cart.id.to_string(), sku: "TSHIRT-M".into(), quantity: 2 })?;
+//! let order = shop.send(Checkout {
+//!     cart_id: cart.id.to_string(),
+//!     email: Some("ann@example.com".into()),
+//!     ..Default::default()
+//! })?;
+//! assert_eq!(order.total.amount(), 3998);
+//!
+//! let receipt = shop.send(CapturePayment {
+//!     order_id: order.id.to_string(),
+//!     method: "test_card".into(),
+//!     token: "tok_visa".into(),
+//!     idempotency: None,
+//! })?;
+//! assert_eq!(receipt.order.status, OrderStatus::Paid);
+//!
+//! let stock = engine.state().stock(&Sku::new("TSHIRT-M")?).unwrap();
+//! assert_eq!((stock.on_hand, stock.reserved, stock.available()), (3, 0, 3));
+//!
+//! // Asking for more than there is changes nothing and says what is short.
+//! let cart = shop.send(CreateCart::default())?;
+//! shop.send(AddCartItem { cart_id: cart.id.to_string(), sku: "TSHIRT-M".into(), quantity: 4 })?;
+//! let refused = shop.send(Checkout {
+//!     cart_id: cart.id.to_string(),
+//!     email: Some("bob@example.com".into()),
+//!     ..Default::default()
+//! });
+//! match refused {
+//!     Err(EngineError::OutOfStock(short)) => assert_eq!(short[0].available, 3),
+//!     other => panic!("expected out of stock, got {other:?}"),
+//! }
+//! engine.close();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Async callers use [`Engine::send`] (`engine.send(command).await`) instead of the
+//! blocking facade.
+
+#![warn(missing_docs)]
+
+mod apply;
+mod clock;
+mod codec;
+mod command;
+mod decide;
+mod error;
+mod event;
+mod model;
+mod runtime;
+mod state;
+mod types;
+mod validate;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::{decode_log, ENGINE_FORMAT_VERSION};
+pub use command::*;
+pub use decide::{IdSource, Limits, EXPIRIES_PER_COMMAND_MAX, ON_HAND_MAX};
+pub use emporium_storage::BackendKind;
+pub use error::{EngineError, EntityKind, FieldError, Result, Shortfall};
+pub use event::{Event, LogEntry};
+pub use model::*;
+pub use runtime::{BlockingEngine, Engine, EngineConfig, EngineStats};
+pub use state::{
+    OrderFilter, Page, PricedCart, PricedLine, ProductFilter, State, CATEGORY_DEPTH_MAX,
+};
+pub use types::*;
+
+/// The pure domain, for tests and benchmarks that drive `decide` and `apply` without
+/// the runtime or storage.
+pub mod domain {
+    use crate::command::{Command, Reply};
+    use crate::decide::{decide, Ctx};
+    use crate::error::Result;
+    use crate::event::Event;
+    use crate::state::State;
+
+    pub use crate::decide::{Ctx as Context, IdSource, Limits};
+
+    /// Decides `command` against `state` and applies its events, as the sequencer does
+    /// (without logging or persistence). Returns the events and the reply.
+    pub fn execute(
+        state: &State,
+        command: &Command,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(Vec<Event>, Reply)> {
+        let decision = decide(state, command, ctx)?;
+        let mut rows = Vec::new();
+        for event in &decision.events {
+            crate::apply::apply(state, event, &mut rows);
+        }
+        let reply = crate::runtime::resolve(state, decision.outcome);
+        Ok((decision.events, reply))
+    }
+}

@@ -1,0 +1,655 @@
+//! The runtime around the pure domain: a bounded command queue, the sequencer thread
+//! (the only writer of the state), and the committer thread (group commit).
+//!
+//! ```text
+//! callers ──try_send──► queue (bounded) ──► sequencer: decide + apply, assign LSNs
+//!                                              │ hands over a group (merging while the
+//!                                              ▼ committer is busy)
+//!                                  committer: one synced WriteBatch per group,
+//!                                              then releases the group's replies
+//! ```
+//!
+//! Invariants: a success is replied to only after the batch holding its events is
+//! synced; groups are written in LSN order; after a failed write nothing more is
+//! written and every caller gets [`EngineError::Unavailable`] (fail-stop).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use emporium_storage::{BackendKind, Store, StoreConfig, WriteBatch};
+use parking_lot::{Condvar, Mutex};
+use rand::SeedableRng;
+use tokio::sync::{oneshot, watch};
+
+use crate::apply::{apply, Row};
+use crate::clock::{Clock, SystemClock};
+use crate::codec;
+use crate::command::{Command, ExpireDue, PaymentReceipt, Reply, Request};
+use crate::decide::{decide, Ctx, IdSource, Limits, Outcome};
+use crate::error::{EngineError, Result};
+use crate::event::LogEntry;
+use crate::model::IdempotentOutcome;
+use crate::state::State;
+use crate::types::{Lsn, TimestampMs};
+
+/// How to open an [`Engine`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The data directory (created when missing).
+    pub data_dir: PathBuf,
+    /// The storage backend.
+    pub backend: BackendKind,
+    /// The domain's limits and timeouts.
+    pub limits: Limits,
+    /// Commands waiting for the sequencer at most; past it, callers get
+    /// [`EngineError::Overloaded`] at once.
+    pub queue_commands_max: usize,
+    /// Commands in one commit group at most.
+    pub group_commands_max: usize,
+    /// How often the sequencer looks for expired reservations.
+    pub tick_interval_ms: u64,
+    /// Where the time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Seeds the id generator (for reproducible tests); `None` seeds from the OS.
+    pub id_seed: Option<u64>,
+}
+
+impl EngineConfig {
+    /// The defaults, on `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            backend: BackendKind::default(),
+            limits: Limits::default(),
+            queue_commands_max: 65_536,
+            group_commands_max: 8_192,
+            tick_interval_ms: 250,
+            clock: Arc::new(SystemClock),
+            id_seed: None,
+        }
+    }
+}
+
+/// Counters of the runtime, for metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Commands applied by the sequencer (refused ones excluded).
+    pub commands_applied: AtomicU64,
+    /// Commands refused by `decide`.
+    pub commands_refused: AtomicU64,
+    /// Commit groups written.
+    pub groups_committed: AtomicU64,
+    /// Commands acknowledged after their group was synced.
+    pub commands_committed: AtomicU64,
+    /// Total time spent in synced writes, in nanoseconds.
+    pub sync_nanos_total: AtomicU64,
+    /// Commands in the last group written.
+    pub last_group_commands: AtomicU64,
+}
+
+type ReplySender = oneshot::Sender<Result<Reply>>;
+
+enum Envelope {
+    Command(Command, ReplySender),
+    /// Sent by [`Engine::close`]: finish what came before, then stop.
+    Shutdown,
+}
+
+/// Commands applied in memory, waiting to be made durable together.
+#[derive(Default)]
+struct Group {
+    entries: Vec<LogEntry>,
+    rows: Vec<Row>,
+    replies: Vec<(ReplySender, Reply)>,
+    last_lsn: u64,
+    counters: [u64; 4],
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.entries.is_empty()
+    }
+
+    fn merge(&mut self, later: Group) {
+        self.entries.extend(later.entries);
+        self.rows.extend(later.rows);
+        self.replies.extend(later.replies);
+        self.last_lsn = self.last_lsn.max(later.last_lsn);
+        self.counters = later.counters;
+    }
+}
+
+/// The hand-over point between sequencer and committer.
+#[derive(Default)]
+struct Slot {
+    pending: Mutex<(Option<Group>, bool)>,
+    ready: Condvar,
+    room: Condvar,
+}
+
+const RUNNING: u8 = 0;
+const CLOSING: u8 = 1;
+const FAILED: u8 = 2;
+
+/// Whether the engine takes commands: running, closing (queued commands complete, new
+/// ones are refused) or failed (nothing more is applied or written).
+#[derive(Default)]
+struct Health {
+    state: AtomicU8,
+    reason: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn fail(&self, reason: String) {
+        tracing::error!(%reason, "engine stopped accepting writes");
+        self.set(FAILED, reason);
+    }
+
+    fn close(&self) {
+        self.set(CLOSING, "the engine is closed".into());
+    }
+
+    fn set(&self, state: u8, reason: String) {
+        let mut current = self.reason.lock();
+        if self.state.load(Ordering::Acquire) < state {
+            *current = Some(reason);
+            self.state.store(state, Ordering::Release);
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.state.load(Ordering::Acquire) != RUNNING {
+            let reason = self.reason.lock().clone().unwrap_or_default();
+            return Err(EngineError::Unavailable(reason));
+        }
+        Ok(())
+    }
+
+    fn failed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == FAILED
+    }
+}
+
+struct Inner {
+    state: Arc<State>,
+    /// `None` once closed, so the directory is released even while clones live on.
+    store: parking_lot::RwLock<Option<Arc<Store>>>,
+    sender: Sender<Envelope>,
+    health: Arc<Health>,
+    durable: watch::Sender<u64>,
+    stats: Arc<EngineStats>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// An open engine. Cheap to clone; the engine stops when the last clone is dropped or
+/// [`Engine::close`] is called.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &*self.inner.store.read())
+            .field("last_lsn", &self.inner.state.last_lsn())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens the engine on `config.data_dir`, recovering the state it holds.
+    ///
+    /// Fails with [`EngineError::IncompatibleData`] when the directory was written in
+    /// another format, and with [`EngineError::Storage`] when it cannot be opened.
+    pub fn open(config: EngineConfig) -> Result<Engine> {
+        let store = Store::open(&StoreConfig {
+            path: config.data_dir.clone(),
+            column_families: codec::ENTITY_CFS.to_vec(),
+            backend: config.backend,
+        })
+        .map_err(|e| match e {
+            e if e.is_corruption() => EngineError::IncompatibleData(e.to_string()),
+            e => EngineError::Storage(e),
+        })?;
+        codec::check_format(&store)?;
+        let started = Instant::now();
+        let state = Arc::new(codec::recover(&store)?);
+        let last_lsn = state.last_lsn().0;
+        tracing::info!(
+            lsn = last_lsn,
+            products = state.product_count(),
+            orders = state.order_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered"
+        );
+        let store = Arc::new(store);
+        let (sender, receiver) = crossbeam_channel::bounded(config.queue_commands_max.max(1));
+        let health = Arc::new(Health::default());
+        let (durable, _) = watch::channel(last_lsn);
+        let stats = Arc::new(EngineStats::default());
+        let slot = Arc::new(Slot::default());
+        let rng: Box<dyn IdSource + Send> = match config.id_seed {
+            Some(seed) => Box::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            None => Box::new(rand::rngs::StdRng::from_os_rng()),
+        };
+        let sequencer = Sequencer {
+            state: state.clone(),
+            receiver,
+            slot: slot.clone(),
+            health: health.clone(),
+            stats: stats.clone(),
+            rng,
+            clock: config.clock.clone(),
+            limits: config.limits.clone(),
+            group_commands_max: config.group_commands_max.max(1),
+            tick_interval: Duration::from_millis(config.tick_interval_ms.max(1)),
+            last_now: 0,
+        };
+        let committer = Committer {
+            store: store.clone(),
+            slot,
+            health: health.clone(),
+            durable: durable.clone(),
+            stats: stats.clone(),
+        };
+        let threads = vec![
+            spawn("emporium-sequencer", move || sequencer.run())?,
+            spawn("emporium-committer", move || committer.run())?,
+        ];
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                state,
+                store: parking_lot::RwLock::new(Some(store)),
+                sender,
+                health,
+                durable,
+                stats,
+                threads: Mutex::new(threads),
+            }),
+        })
+    }
+
+    /// Sends a command and waits (asynchronously) until it is durable.
+    pub async fn send<R: Request>(&self, request: R) -> Result<R::Output> {
+        let receiver = self.enqueue(request.into())?;
+        match receiver.await {
+            Ok(reply) => reply.map(R::output),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// The blocking facade, for callers outside an async runtime.
+    pub fn blocking(&self) -> BlockingEngine {
+        BlockingEngine { engine: self.clone() }
+    }
+
+    fn enqueue(&self, command: Command) -> Result<oneshot::Receiver<Result<Reply>>> {
+        self.inner.health.check()?;
+        let (reply, receiver) = oneshot::channel();
+        match self.inner.sender.try_send(Envelope::Command(command, reply)) {
+            Ok(()) => Ok(receiver),
+            Err(TrySendError::Full(_)) => Err(EngineError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(self.stopped()),
+        }
+    }
+
+    fn stopped(&self) -> EngineError {
+        self.inner
+            .health
+            .check()
+            .err()
+            .unwrap_or_else(|| EngineError::Unavailable("the engine is closed".into()))
+    }
+
+    /// The state, for reads. Reads never wait for the writer; they may see a change up
+    /// to one commit group before it is durable.
+    pub fn state(&self) -> &State {
+        &self.inner.state
+    }
+
+    /// The LSN of the last command applied in memory.
+    pub fn last_lsn(&self) -> Lsn {
+        self.inner.state.last_lsn()
+    }
+
+    /// The LSN up to which everything is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(*self.inner.durable.borrow())
+    }
+
+    /// Watches the durable LSN: log consumers wait on it, then [`Engine::read_log`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.durable.subscribe()
+    }
+
+    /// Reads up to `entries_max` durable log entries from `from` on.
+    pub fn read_log(&self, from: Lsn, entries_max: usize) -> Result<Vec<LogEntry>> {
+        let durable = self.durable_lsn().0;
+        let records = self.store()?.read_log(from.0, entries_max)?;
+        records
+            .into_iter()
+            .take_while(|r| r.lsn <= durable)
+            .map(|r| codec::decode_log(&r.payload))
+            .collect()
+    }
+
+    /// Writes a consistent copy of the data directory into `to` (which must not exist);
+    /// the copy opens as an engine at some durable LSN.
+    pub fn checkpoint(&self, to: &Path) -> Result<()> {
+        Ok(self.store()?.checkpoint(to)?)
+    }
+
+    fn store(&self) -> Result<Arc<Store>> {
+        self.inner.store.read().clone().ok_or_else(|| self.stopped())
+    }
+
+    /// Commands waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.sender.len()
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.inner.stats
+    }
+
+    /// Why the engine stopped accepting writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.health.reason.lock().clone()
+    }
+
+    /// Stops the engine: commands already queued are applied and made durable, then
+    /// the threads exit. Other clones see [`EngineError::Unavailable`] afterwards.
+    pub fn close(self) {
+        self.inner.shutdown();
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        if threads.is_empty() {
+            return;
+        }
+        // New commands are refused from here on; queued ones still complete.
+        self.health.close();
+        let _ = self.sender.send(Envelope::Shutdown);
+        for thread in threads {
+            let _ = thread.join();
+        }
+        self.store.write().take();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| EngineError::Unavailable(format!("cannot start the {name} thread: {e}")))
+}
+
+/// The blocking facade of an [`Engine`]. Do not call it from inside an async runtime's
+/// worker thread; use [`Engine::send`] there.
+#[derive(Clone, Debug)]
+pub struct BlockingEngine {
+    engine: Engine,
+}
+
+impl BlockingEngine {
+    /// Sends a command and blocks until it is durable.
+    pub fn send<R: Request>(&self, request: R) -> Result<R::Output> {
+        let receiver = self.engine.enqueue(request.into())?;
+        match receiver.blocking_recv() {
+            Ok(reply) => reply.map(R::output),
+            Err(_) => Err(self.engine.stopped()),
+        }
+    }
+
+    /// The engine this facade sends to.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+struct Sequencer {
+    state: Arc<State>,
+    receiver: Receiver<Envelope>,
+    slot: Arc<Slot>,
+    health: Arc<Health>,
+    stats: Arc<EngineStats>,
+    rng: Box<dyn IdSource + Send>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    group_commands_max: usize,
+    tick_interval: Duration,
+    last_now: TimestampMs,
+}
+
+impl Sequencer {
+    fn run(mut self) {
+        let mut next_tick = Instant::now();
+        let mut running = true;
+        while running {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = match self.receiver.recv_timeout(wait) {
+                Ok(envelope) => Some(envelope),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = Group::default();
+            let mut next = first;
+            while let Some(envelope) = next.take() {
+                match envelope {
+                    Envelope::Command(command, reply) => self.handle(command, reply, &mut group),
+                    Envelope::Shutdown => running = false,
+                }
+                if running && group.replies.len() < self.group_commands_max {
+                    next = self.receiver.try_recv().ok();
+                }
+            }
+            if running && Instant::now() >= next_tick {
+                self.tick(&mut group);
+                next_tick = Instant::now() + self.tick_interval;
+            }
+            if !group.is_empty() {
+                self.hand_over(group);
+            }
+        }
+        // Whatever raced with the shutdown is refused, not left hanging.
+        while let Ok(envelope) = self.receiver.try_recv() {
+            if let Envelope::Command(_, reply) = envelope {
+                let _ = reply.send(Err(EngineError::Unavailable("the engine is closed".into())));
+            }
+        }
+        let mut pending = self.slot.pending.lock();
+        pending.1 = true;
+        self.slot.ready.notify_all();
+    }
+
+    fn now(&mut self) -> TimestampMs {
+        // Time never runs backwards for the domain, even if the wall clock does.
+        self.last_now = self.last_now.max(self.clock.now_ms());
+        self.last_now
+    }
+
+    fn handle(&mut self, command: Command, reply: ReplySender, group: &mut Group) {
+        // Commands queued before a close still complete; after a storage failure
+        // nothing is applied any more.
+        if self.health.failed() {
+            let _ = reply.send(self.health.check().map(|_| Reply::Deleted));
+            return;
+        }
+        match self.execute(&command, group) {
+            Ok(value) => group.replies.push((reply, value)),
+            Err(e) => {
+                self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Decides and applies one command; its events and rows join `group`.
+    fn execute(&mut self, command: &Command, group: &mut Group) -> Result<Reply> {
+        let now = self.now();
+        let mut ctx = Ctx { now, ids: &mut *self.rng, limits: &self.limits };
+        let decision = decide(&self.state, command, &mut ctx)?;
+        if !decision.events.is_empty() {
+            for event in &decision.events {
+                apply(&self.state, event, &mut group.rows);
+            }
+            let lsn = self.state.last_lsn.load(Ordering::Relaxed) + 1;
+            self.state.last_lsn.store(lsn, Ordering::Release);
+            group.last_lsn = lsn;
+            group.entries.push(LogEntry { lsn: Lsn(lsn), at: now, events: decision.events });
+            self.stats.commands_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        group.counters = self.state.counters.snapshot();
+        Ok(resolve(&self.state, decision.outcome))
+    }
+
+    /// Expires due reservations and idempotency records, when there are any.
+    fn tick(&mut self, group: &mut Group) {
+        let now = self.now();
+        let due = self.state.next_expiry().is_some_and(|at| at <= now)
+            || self
+                .state
+                .idempotency_by_age
+                .front()
+                .is_some_and(|e| e.value().0 + self.limits.idempotency_ttl_ms <= now);
+        if due && !self.health.failed() {
+            // The tick's reply has no waiter; its events join the group.
+            if let Err(e) = self.execute(&Command::ExpireDue(ExpireDue), group) {
+                tracing::error!(error = %e, "expiry failed");
+            }
+        }
+    }
+
+    fn hand_over(&mut self, group: Group) {
+        let mut pending = self.slot.pending.lock();
+        // Back-pressure: while the committer is more than one full group behind, wait.
+        while pending.0.as_ref().is_some_and(|g| g.replies.len() >= self.group_commands_max * 4) {
+            self.slot.room.wait(&mut pending);
+        }
+        match &mut pending.0 {
+            Some(waiting) => waiting.merge(group),
+            None => pending.0 = Some(group),
+        }
+        self.slot.ready.notify_one();
+    }
+}
+
+pub(crate) fn resolve(state: &State, outcome: Outcome) -> Reply {
+    let missing = "an applied command's entity exists";
+    match outcome {
+        Outcome::Category(id) => Reply::Category(state.category(&id).expect(missing)),
+        Outcome::Deleted => Reply::Deleted,
+        Outcome::Product(id) => Reply::Product(state.product(&id).expect(missing)),
+        Outcome::Stock(sku) => Reply::Stock(state.stock(&sku).expect(missing)),
+        Outcome::Cart(id) => Reply::Cart(state.cart(&id).expect(missing)),
+        Outcome::Order(id) => Reply::Order(state.order(&id).expect(missing)),
+        Outcome::Payment(order_id, payment_id) => {
+            let order = state.order(&order_id).expect(missing);
+            let payment =
+                order.payments.iter().find(|p| p.id == payment_id).expect(missing).clone();
+            Reply::Payment(PaymentReceipt { order, payment })
+        }
+        Outcome::Customer(id) => Reply::Customer(state.customer(&id).expect(missing)),
+        Outcome::Replay(IdempotentOutcome::Checkout(order)) => Reply::Order(Arc::new(order)),
+        Outcome::Replay(IdempotentOutcome::Payment(order, payment)) => {
+            Reply::Payment(PaymentReceipt { order: Arc::new(order), payment })
+        }
+        Outcome::Expired(count) => Reply::Expired(count),
+    }
+}
+
+struct Committer {
+    store: Arc<Store>,
+    slot: Arc<Slot>,
+    health: Arc<Health>,
+    durable: watch::Sender<u64>,
+    stats: Arc<EngineStats>,
+}
+
+impl Committer {
+    fn run(self) {
+        loop {
+            let group = {
+                let mut pending = self.slot.pending.lock();
+                loop {
+                    if let Some(group) = pending.0.take() {
+                        self.slot.room.notify_all();
+                        break Some(group);
+                    }
+                    if pending.1 {
+                        break None;
+                    }
+                    self.slot.ready.wait(&mut pending);
+                }
+            };
+            match group {
+                Some(group) => self.commit(group),
+                None => return,
+            }
+        }
+    }
+
+    fn commit(&self, group: Group) {
+        if !group.entries.is_empty() {
+            if self.health.failed() {
+                return refuse(group, self.health.check().expect_err("failed"));
+            }
+            let batch = build_batch(&group);
+            let started = Instant::now();
+            if let Err(e) = self.store.write(&batch, true) {
+                self.health.fail(format!("a synced write failed: {e}"));
+                return refuse(group, EngineError::Storage(e));
+            }
+            self.stats
+                .sync_nanos_total
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
+            self.durable.send_replace(group.last_lsn);
+        }
+        let commands = group.replies.len() as u64;
+        self.stats.last_group_commands.store(commands, Ordering::Relaxed);
+        self.stats.commands_committed.fetch_add(commands, Ordering::Relaxed);
+        for (reply, value) in group.replies {
+            let _ = reply.send(Ok(value));
+        }
+    }
+}
+
+fn refuse(group: Group, error: EngineError) {
+    let reason = error.to_string();
+    for (reply, _) in group.replies {
+        let _ = reply.send(Err(EngineError::Unavailable(reason.clone())));
+    }
+}
+
+/// The group's log records, each changed row once (its last value), and the meta rows.
+fn build_batch(group: &Group) -> WriteBatch {
+    let mut batch = WriteBatch::with_capacity(group.entries.len() + group.rows.len() + 2);
+    for entry in &group.entries {
+        batch.append_log(entry.lsn.0, &codec::encode_log(entry));
+    }
+    let mut seen = HashSet::with_capacity(group.rows.len());
+    for row in group.rows.iter().rev() {
+        if seen.insert(codec::row_key(row)) {
+            codec::put_row(&mut batch, row);
+        }
+    }
+    codec::put_meta(&mut batch, group.last_lsn, group.counters);
+    batch
+}

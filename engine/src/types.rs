@@ -1,0 +1,289 @@
+//! Newtypes for the values that must not be mixed up: SKUs, money, ids, log positions.
+//! Each constructor validates, so a value of these types is always well-formed.
+
+use std::fmt;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::error::FieldError;
+
+/// Milliseconds since the Unix epoch, UTC. The domain never reads a clock: every
+/// timestamp comes in with the command.
+pub type TimestampMs = i64;
+
+/// A log sequence number: the position of a command's events in the log. Contiguous,
+/// starting at 1.
+#[derive(
+    Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The longest SKU.
+pub const SKU_BYTES_MAX: usize = 64;
+
+/// A stock keeping unit chosen by staff: 1–64 characters of `[A-Za-z0-9._-]`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sku(String);
+
+impl Sku {
+    /// Validates `value` as a SKU.
+    pub fn new(value: impl Into<String>) -> Result<Sku, FieldError> {
+        let value = value.into();
+        let ok = !value.is_empty()
+            && value.len() <= SKU_BYTES_MAX
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(Sku(value))
+        } else {
+            Err(FieldError::new("sku", "must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"))
+        }
+    }
+
+    /// The SKU as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for Sku {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// ISO 4217 codes of the currencies in use.
+const ISO_4217: &str =
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB \
+BRL BSD BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR \
+FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES \
+KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR \
+MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR \
+SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH \
+UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL";
+
+/// An ISO 4217 currency code.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    /// US dollars.
+    pub const USD: Currency = Currency(*b"USD");
+    /// Euros.
+    pub const EUR: Currency = Currency(*b"EUR");
+
+    /// Validates `code` as an ISO 4217 currency code in use.
+    pub fn new(code: &str) -> Result<Currency, FieldError> {
+        let known = code.len() == 3 && ISO_4217.split(' ').any(|c| c == code);
+        match code.as_bytes().try_into() {
+            Ok(bytes) if known => Ok(Currency(bytes)),
+            _ => Err(FieldError::new("currency", "must be an ISO 4217 currency code such as USD")),
+        }
+    }
+
+    /// The three-letter code.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("validated ASCII")
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The largest amount of money one price or total may carry, in minor units.
+pub const MONEY_AMOUNT_MAX: i64 = 1_000_000_000_000_000;
+
+/// An amount of money: integer minor units (cents) and a currency. Never a float.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Money {
+    amount: i64,
+    currency: Currency,
+}
+
+impl Money {
+    /// A non-negative amount of at most [`MONEY_AMOUNT_MAX`] minor units.
+    pub fn new(amount: i64, currency: Currency) -> Result<Money, FieldError> {
+        if (0..=MONEY_AMOUNT_MAX).contains(&amount) {
+            Ok(Money { amount, currency })
+        } else {
+            Err(FieldError::new("amount", "must be between 0 and 10^18 minor units"))
+        }
+    }
+
+    /// Zero in `currency`.
+    pub fn zero(currency: Currency) -> Money {
+        Money { amount: 0, currency }
+    }
+
+    /// The amount in minor units.
+    pub fn amount(&self) -> i64 {
+        self.amount
+    }
+
+    /// The currency.
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    /// `self × quantity`, or `None` past the limit.
+    pub fn times(&self, quantity: u32) -> Option<Money> {
+        let amount = self.amount.checked_mul(i64::from(quantity))?;
+        Money::new(amount, self.currency).ok()
+    }
+
+    /// `self + other`, or `None` on a currency mismatch or past the limit.
+    pub fn plus(&self, other: Money) -> Option<Money> {
+        if self.currency != other.currency {
+            return None;
+        }
+        Money::new(self.amount.checked_add(other.amount)?, self.currency).ok()
+    }
+}
+
+/// Ids are prefixed, opaque strings. Those that must be unguessable (carts, orders,
+/// payments) carry 128 random bits; the others count up, so they sort by creation.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The prefix every id of this kind starts with.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// Parses an id received from a client; `None` unless it has the right
+            /// prefix and shape.
+            pub fn parse(value: &str) -> Option<$name> {
+                let rest = value.strip_prefix($prefix)?;
+                let ok = !rest.is_empty()
+                    && rest.len() <= 32
+                    && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
+                ok.then(|| $name(value.to_string()))
+            }
+
+            /// The id whose suffix is `n` in 12 zero-padded base-36 digits, so ids sort by
+            /// `n`.
+            pub fn from_seq(n: u64) -> $name {
+                $name(format!("{}{}", $prefix, base36(n as u128, 12)))
+            }
+
+            /// The id whose suffix is 128 random bits in 25 base-36 digits.
+            pub fn from_random(bits: u128) -> $name {
+                $name(format!("{}{}", $prefix, base36(bits, 25)))
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A product's id (`prod_…`).
+    ProductId, "prod_"
+);
+id_type!(
+    /// A category's id (`cat_…`).
+    CategoryId, "cat_"
+);
+id_type!(
+    /// A cart's id (`cart_…`), 128 random bits.
+    CartId, "cart_"
+);
+id_type!(
+    /// An order's id (`ord_…`), 128 random bits.
+    OrderId, "ord_"
+);
+id_type!(
+    /// A customer's (or staff member's) id (`cus_…`).
+    CustomerId, "cus_"
+);
+id_type!(
+    /// A payment's id (`pay_…`), 128 random bits.
+    PaymentId, "pay_"
+);
+
+fn base36(mut n: u128, width: usize) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = vec![b'0'; width];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(n % 36) as usize];
+        n /= 36;
+    }
+    debug_assert_eq!(n, 0, "value wider than {width} base-36 digits");
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_rules() {
+        for ok in ["A", "TSHIRT-M", "a.b_c-9", &"x".repeat(64)] {
+            assert!(Sku::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "has space", "ü", "a/b", &"x".repeat(65)] {
+            assert!(Sku::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn currency_rules() {
+        assert_eq!(Currency::new("EUR").unwrap(), Currency::EUR);
+        for bad in ["usd", "XXX", "US", "USDD", ""] {
+            assert!(Currency::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn money_arithmetic_is_checked() {
+        let price = Money::new(1999, Currency::USD).unwrap();
+        assert_eq!(price.times(3).unwrap().amount(), 5997);
+        assert!(Money::new(-1, Currency::USD).is_err());
+        assert!(Money::new(MONEY_AMOUNT_MAX, Currency::USD).unwrap().times(2).is_none());
+        assert!(price.plus(Money::zero(Currency::EUR)).is_none());
+    }
+
+    #[test]
+    fn ids_round_trip_and_sort_by_sequence() {
+        let a = ProductId::from_seq(9);
+        let b = ProductId::from_seq(10);
+        assert!(a < b);
+        assert_eq!(ProductId::parse(a.as_str()), Some(a.clone()));
+        assert_eq!(ProductId::parse("cat_000000000001"), None);
+        assert_eq!(ProductId::parse("prod_"), None);
+        assert_eq!(ProductId::parse("prod_ABC"), None);
+        let random = OrderId::from_random(u128::MAX);
+        assert_eq!(random.as_str().len(), "ord_".len() + 25);
+    }
+}
