@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::accounts::{self, RefreshState};
 use crate::event::Event;
 use crate::model::*;
 use crate::state::{State, StockCell};
@@ -22,6 +23,10 @@ pub(crate) enum Row {
     Customer(Arc<Customer>),
     Idempotency(Arc<IdempotencyRecord>),
     IdempotencyDeleted(String),
+    ApiClient(Arc<accounts::ApiClient>),
+    RefreshToken(Arc<accounts::RefreshToken>),
+    RefreshTokenDeleted(String),
+    SigningKey(Arc<accounts::SigningKey>),
 }
 
 pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
@@ -104,6 +109,18 @@ pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
             state.customers.insert(customer.id.clone(), customer.clone());
             rows.push(Row::Customer(customer));
         }
+        Event::ApiClientCreated(client) => accounts::put_api_client(state, client.clone(), rows),
+        Event::RefreshTokenIssued(token) => accounts::put_refresh_token(state, token.clone(), rows),
+        Event::RefreshTokenRotated { presented, successor } => {
+            accounts::set_refresh_state(state, presented, RefreshState::Rotated, rows);
+            accounts::put_refresh_token(state, successor.clone(), rows);
+        }
+        Event::RefreshFamilyRevoked { family } => accounts::revoke_family(state, family, rows),
+        Event::RefreshTokensPurged { hashes } => {
+            accounts::purge_refresh_tokens(state, hashes, rows)
+        }
+        Event::SigningKeyAdded(key) => accounts::put_signing_key(state, key.clone(), rows),
+        Event::ResponseRecorded(record) => put_idempotency(state, record.clone(), rows),
         Event::IdempotencyForgotten { keys } => {
             for key in keys {
                 if let Some(entry) = state.idempotency.remove(key) {

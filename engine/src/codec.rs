@@ -27,10 +27,23 @@ pub(crate) const CF_CARTS: &str = "carts";
 pub(crate) const CF_ORDERS: &str = "orders";
 pub(crate) const CF_CUSTOMERS: &str = "customers";
 pub(crate) const CF_IDEMPOTENCY: &str = "idempotency";
+pub(crate) const CF_API_CLIENTS: &str = "api_clients";
+pub(crate) const CF_REFRESH_TOKENS: &str = "refresh_tokens";
+pub(crate) const CF_SIGNING_KEYS: &str = "signing_keys";
 
 /// The entity column families, besides the storage crate's `log` and `meta`.
-pub(crate) const ENTITY_CFS: [&str; 7] =
-    [CF_PRODUCTS, CF_CATEGORIES, CF_STOCK, CF_CARTS, CF_ORDERS, CF_CUSTOMERS, CF_IDEMPOTENCY];
+pub(crate) const ENTITY_CFS: [&str; 10] = [
+    CF_PRODUCTS,
+    CF_CATEGORIES,
+    CF_STOCK,
+    CF_CARTS,
+    CF_ORDERS,
+    CF_CUSTOMERS,
+    CF_IDEMPOTENCY,
+    CF_API_CLIENTS,
+    CF_REFRESH_TOKENS,
+    CF_SIGNING_KEYS,
+];
 
 const META_LAST_LSN: &[u8] = b"last_lsn";
 const META_COUNTERS: &[u8] = b"counters";
@@ -71,6 +84,12 @@ pub(crate) fn put_row(batch: &mut WriteBatch, row: &Row) {
         Row::Customer(c) => batch.put_owned(CF_CUSTOMERS, c.id.as_str().into(), encode(&**c)),
         Row::Idempotency(r) => batch.put_owned(CF_IDEMPOTENCY, r.key.as_str().into(), encode(&**r)),
         Row::IdempotencyDeleted(key) => batch.delete(CF_IDEMPOTENCY, key.as_bytes()),
+        Row::ApiClient(c) => batch.put_owned(CF_API_CLIENTS, c.id.as_str().into(), encode(&**c)),
+        Row::RefreshToken(t) => {
+            batch.put_owned(CF_REFRESH_TOKENS, t.hash.as_str().into(), encode(&**t))
+        }
+        Row::RefreshTokenDeleted(hash) => batch.delete(CF_REFRESH_TOKENS, hash.as_bytes()),
+        Row::SigningKey(k) => batch.put_owned(CF_SIGNING_KEYS, k.kid.as_str().into(), encode(&**k)),
     }
 }
 
@@ -86,6 +105,10 @@ pub(crate) fn row_key(row: &Row) -> (&'static str, &str) {
         Row::Customer(c) => (CF_CUSTOMERS, c.id.as_str()),
         Row::Idempotency(r) => (CF_IDEMPOTENCY, r.key.as_str()),
         Row::IdempotencyDeleted(key) => (CF_IDEMPOTENCY, key.as_str()),
+        Row::ApiClient(c) => (CF_API_CLIENTS, c.id.as_str()),
+        Row::RefreshToken(t) => (CF_REFRESH_TOKENS, t.hash.as_str()),
+        Row::RefreshTokenDeleted(hash) => (CF_REFRESH_TOKENS, hash.as_str()),
+        Row::SigningKey(k) => (CF_SIGNING_KEYS, k.kid.as_str()),
     }
 }
 
@@ -184,6 +207,21 @@ pub(crate) fn recover(store: &Store) -> Result<State> {
     })?;
     each(CF_IDEMPOTENCY, &mut |v| {
         put_idempotency(&state, decode(v, "idempotency record")?, &mut sink);
+        sink.clear();
+        Ok(())
+    })?;
+    each(CF_API_CLIENTS, &mut |v| {
+        crate::accounts::put_api_client(&state, decode(v, "API client")?, &mut sink);
+        sink.clear();
+        Ok(())
+    })?;
+    each(CF_REFRESH_TOKENS, &mut |v| {
+        crate::accounts::put_refresh_token(&state, decode(v, "refresh token")?, &mut sink);
+        sink.clear();
+        Ok(())
+    })?;
+    each(CF_SIGNING_KEYS, &mut |v| {
+        crate::accounts::put_signing_key(&state, decode(v, "signing key")?, &mut sink);
         sink.clear();
         Ok(())
     })?;

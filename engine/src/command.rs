@@ -283,6 +283,11 @@ pub enum Command {
     FulfillOrder(FulfillOrder),
     RegisterCustomer(RegisterCustomer),
     ExpireDue(ExpireDue),
+    CreateApiClient(crate::accounts::CreateApiClient),
+    IssueRefreshToken(crate::accounts::IssueRefreshToken),
+    RotateRefreshToken(crate::accounts::RotateRefreshToken),
+    AddSigningKey(crate::accounts::AddSigningKey),
+    RecordResponse(crate::accounts::RecordResponse),
 }
 
 /// What a successful command gives back, before it is narrowed to its request's type.
@@ -298,6 +303,8 @@ pub enum Reply {
     Payment(PaymentReceipt),
     Customer(Arc<Customer>),
     Expired(usize),
+    ApiClient(Arc<crate::accounts::ApiClient>),
+    Rotation(crate::accounts::Rotation),
 }
 
 /// A typed command: [`crate::Engine::send`] takes any of these and returns its

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use crate::accounts;
 use crate::command::*;
 use crate::error::{EngineError, EntityKind, FieldError, Result, Shortfall};
 use crate::event::Event;
@@ -76,6 +77,10 @@ pub(crate) enum Outcome {
     Customer(CustomerId),
     Replay(IdempotentOutcome),
     Expired(usize),
+    ApiClient(ApiClientId),
+    RefreshToken(String),
+    Rotation(Option<String>),
+    RotationReused,
 }
 
 /// The events of a command and what its reply names.
@@ -120,6 +125,11 @@ pub(crate) fn decide(state: &State, command: &Command, ctx: &mut Ctx<'_>) -> Res
         Command::FulfillOrder(c) => fulfill_order(state, c, ctx),
         Command::RegisterCustomer(c) => register_customer(state, c, ctx),
         Command::ExpireDue(_) => expire_due(state, ctx),
+        Command::CreateApiClient(c) => accounts::create_api_client(state, c, ctx),
+        Command::IssueRefreshToken(c) => accounts::issue_refresh_token(state, c, ctx),
+        Command::RotateRefreshToken(c) => accounts::rotate_refresh_token(state, c, ctx),
+        Command::AddSigningKey(c) => accounts::add_signing_key(state, c, ctx),
+        Command::RecordResponse(c) => accounts::record_response(state, c, ctx),
     }
 }
 
@@ -674,7 +684,7 @@ fn check_idempotency(
     }
     checks.text("idempotency_key.scope", &key.scope, 1, 128, false);
     done(checks)?;
-    let scoped = format!("{}\u{0}{}", key.scope, key.key);
+    let scoped = key.scoped();
     match state.idempotency_record(&scoped) {
         Some(record) if record.created_at + ctx.limits.idempotency_ttl_ms > ctx.now => {
             if record.fingerprint == fingerprint {
@@ -707,8 +717,12 @@ fn check_address(checks: &mut Checks, address: &Address) {
 fn checkout(state: &State, c: &Checkout, ctx: &mut Ctx<'_>) -> Result<Decision> {
     let print = fingerprint(&(&c.cart_id, &c.email, &c.shipping_address));
     let idempotency = check_idempotency(state, c.idempotency.as_ref(), print, ctx)?;
-    if let Some((_, Some(outcome))) = idempotency {
-        return Decision::new(Outcome::Replay(outcome), vec![]);
+    match idempotency {
+        Some((_, Some(outcome @ IdempotentOutcome::Checkout(_)))) => {
+            return Decision::new(Outcome::Replay(outcome), vec![]);
+        }
+        Some((_, Some(_))) => return Err(EngineError::IdempotencyKeyReused),
+        _ => {}
     }
     let cart = open_cart(state, &c.cart_id)?;
     let mut checks = Checks::default();
@@ -818,8 +832,12 @@ fn test_card(token: &str) -> Result<Option<&'static str>> {
 fn capture_payment(state: &State, c: &CapturePayment, ctx: &mut Ctx<'_>) -> Result<Decision> {
     let print = fingerprint(&(&c.order_id, &c.method, &c.token));
     let idempotency = check_idempotency(state, c.idempotency.as_ref(), print, ctx)?;
-    if let Some((_, Some(outcome))) = idempotency {
-        return Decision::new(Outcome::Replay(outcome), vec![]);
+    match idempotency {
+        Some((_, Some(outcome @ IdempotentOutcome::Payment(..)))) => {
+            return Decision::new(Outcome::Replay(outcome), vec![]);
+        }
+        Some((_, Some(_))) => return Err(EngineError::IdempotencyKeyReused),
+        _ => {}
     }
     if c.method != "test_card" {
         return Err(EngineError::field("method", "the only payment method is test_card"));
@@ -895,6 +913,10 @@ fn expire_due(state: &State, ctx: &mut Ctx<'_>) -> Result<Decision> {
         .collect();
     if !forgotten.is_empty() {
         events.push(Event::IdempotencyForgotten { keys: forgotten });
+    }
+    let purged = accounts::expired_refresh_tokens(state, ctx.now, EXPIRIES_PER_COMMAND_MAX);
+    if !purged.is_empty() {
+        events.push(Event::RefreshTokensPurged { hashes: purged });
     }
     Decision::new(Outcome::Expired(expired), events)
 }

@@ -64,6 +64,22 @@ pub enum Event {
     IdempotencyForgotten {
         keys: Vec<String>,
     },
+    ApiClientCreated(crate::accounts::ApiClient),
+    RefreshTokenIssued(crate::accounts::RefreshToken),
+    /// The presented token is spent; its successor joins the family.
+    RefreshTokenRotated {
+        presented: String,
+        successor: crate::accounts::RefreshToken,
+    },
+    /// A spent token was presented again: every token of the family is revoked.
+    RefreshFamilyRevoked {
+        family: String,
+    },
+    RefreshTokensPurged {
+        hashes: Vec<String>,
+    },
+    SigningKeyAdded(crate::accounts::SigningKey),
+    ResponseRecorded(IdempotencyRecord),
 }
 
 /// The events of one command, as one log record.

@@ -78,6 +78,7 @@
 
 #![warn(missing_docs)]
 
+mod accounts;
 mod apply;
 mod clock;
 mod codec;
@@ -91,6 +92,7 @@ mod state;
 mod types;
 mod validate;
 
+pub use accounts::*;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{decode_log, ENGINE_FORMAT_VERSION};
 pub use command::*;

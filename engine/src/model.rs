@@ -384,6 +384,17 @@ pub enum IdempotentOutcome {
     Checkout(Order),
     /// A payment that was captured (the order as it was then).
     Payment(Order, Payment),
+    /// A response recorded by the HTTP layer.
+    Response(RecordedResponse),
+}
+
+/// A response kept for an idempotency key.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RecordedResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 /// An idempotency key's record.

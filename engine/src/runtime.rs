@@ -26,6 +26,7 @@ use parking_lot::{Condvar, Mutex};
 use rand::SeedableRng;
 use tokio::sync::{oneshot, watch};
 
+use crate::accounts::Rotation;
 use crate::apply::{apply, Row};
 use crate::clock::{Clock, SystemClock};
 use crate::codec;
@@ -571,6 +572,15 @@ pub(crate) fn resolve(state: &State, outcome: Outcome) -> Reply {
             Reply::Payment(PaymentReceipt { order: Arc::new(order), payment })
         }
         Outcome::Expired(count) => Reply::Expired(count),
+        Outcome::Replay(IdempotentOutcome::Response(_)) => {
+            unreachable!("decide replays only the outcome kind of the command")
+        }
+        Outcome::ApiClient(id) => Reply::ApiClient(state.api_client(&id).expect(missing)),
+        Outcome::RefreshToken(hash) | Outcome::Rotation(Some(hash)) => {
+            Reply::Rotation(Rotation::Rotated(state.refresh_token(&hash).expect(missing)))
+        }
+        Outcome::Rotation(None) => Reply::Rotation(Rotation::Invalid),
+        Outcome::RotationReused => Reply::Rotation(Rotation::Reused),
     }
 }
 

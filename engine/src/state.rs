@@ -165,6 +165,13 @@ pub struct State {
     pub(crate) expiry: SkipSet<(TimestampMs, OrderId)>,
     pub(crate) counters: Counters,
     pub(crate) last_lsn: AtomicU64,
+    pub(crate) api_clients: SkipMap<ApiClientId, Arc<crate::accounts::ApiClient>>,
+    pub(crate) refresh_tokens: SkipMap<String, Arc<crate::accounts::RefreshToken>>,
+    /// `(expires_at, hash)` of every refresh token.
+    pub(crate) refresh_by_expiry: SkipSet<(TimestampMs, String)>,
+    /// `(family, hash)` of every refresh token.
+    pub(crate) refresh_families: SkipSet<(String, String)>,
+    pub(crate) signing_keys: SkipMap<String, Arc<crate::accounts::SigningKey>>,
 }
 
 fn get<K: Ord + Send + 'static, V: Clone + Send + 'static>(
@@ -385,6 +392,28 @@ impl State {
     /// The idempotency record of a scoped key.
     pub fn idempotency_record(&self, scoped_key: &str) -> Option<Arc<IdempotencyRecord>> {
         self.idempotency.get(scoped_key).map(|e| e.value().clone())
+    }
+
+    /// An API client by id.
+    pub fn api_client(&self, id: &ApiClientId) -> Option<Arc<crate::accounts::ApiClient>> {
+        get(&self.api_clients, id)
+    }
+
+    /// A refresh token by the hash of its value.
+    pub fn refresh_token(&self, hash: &str) -> Option<Arc<crate::accounts::RefreshToken>> {
+        self.refresh_tokens.get(hash).map(|e| e.value().clone())
+    }
+
+    /// Every token signing key, oldest first.
+    pub fn signing_keys(&self) -> Vec<Arc<crate::accounts::SigningKey>> {
+        let mut keys: Vec<_> = self.signing_keys.iter().map(|e| e.value().clone()).collect();
+        keys.sort_by_key(|k| k.created_at);
+        keys
+    }
+
+    /// Accounts with `role`, in id order.
+    pub fn customers_with_role(&self, role: Role) -> Vec<Arc<Customer>> {
+        self.customers.iter().map(|e| e.value().clone()).filter(|c| c.role == role).collect()
     }
 
     /// When the next pending order expires.

@@ -231,6 +231,10 @@ id_type!(
     /// A payment's id (`pay_…`), 128 random bits.
     PaymentId, "pay_"
 );
+id_type!(
+    /// An API client's id (`cli_…`), 128 random bits.
+    ApiClientId, "cli_"
+);
 
 fn base36(mut n: u128, width: usize) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
