@@ -1,0 +1,314 @@
+//! Who is calling and what they may do: signed JWT access tokens with key ids,
+//! argon2id password and secret hashing, opaque refresh tokens, roles and permissions.
+
+use std::collections::BTreeSet;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine as _;
+use emporium_engine::{CustomerId, Role};
+use jsonwebtoken::{Algorithm as JwtAlgorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// Every permission the server checks.
+pub mod perm {
+    /// Create and change products and categories.
+    pub const CATALOG_WRITE: &str = "catalog:write";
+    /// Read stock levels.
+    pub const INVENTORY_READ: &str = "inventory:read";
+    /// Set and adjust stock.
+    pub const INVENTORY_WRITE: &str = "inventory:write";
+    /// Read any order (and any cart).
+    pub const ORDERS_READ: &str = "orders:read";
+    /// Change any order (cancel, fulfil) and any cart.
+    pub const ORDERS_WRITE: &str = "orders:write";
+    /// Refund payments.
+    pub const PAYMENTS_REFUND: &str = "payments:refund";
+    /// Create staff accounts and API clients.
+    pub const USERS_ADMIN: &str = "users:admin";
+    /// Checkpoints, replication, operations.
+    pub const OPS_ADMIN: &str = "ops:admin";
+
+    /// Every permission, for validating API client scopes.
+    pub const ALL: [&str; 8] = [
+        CATALOG_WRITE,
+        INVENTORY_READ,
+        INVENTORY_WRITE,
+        ORDERS_READ,
+        ORDERS_WRITE,
+        PAYMENTS_REFUND,
+        USERS_ADMIN,
+        OPS_ADMIN,
+    ];
+}
+
+/// The permissions a role grants.
+pub fn role_permissions(role: Role) -> &'static [&'static str] {
+    use perm::*;
+    match role {
+        Role::Customer => &[],
+        Role::Staff => &[CATALOG_WRITE, INVENTORY_READ, INVENTORY_WRITE, ORDERS_READ, ORDERS_WRITE],
+        Role::Admin => &ALL,
+    }
+}
+
+/// The caller of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// No token.
+    Anonymous,
+    /// A customer, staff member or admin.
+    User {
+        /// The account.
+        id: CustomerId,
+        /// Its role.
+        role: Role,
+    },
+    /// An API client.
+    Client {
+        /// The client id.
+        id: String,
+        /// Its scopes.
+        scopes: BTreeSet<String>,
+    },
+}
+
+impl Principal {
+    /// Whether the caller holds `permission`.
+    pub fn can(&self, permission: &str) -> bool {
+        match self {
+            Principal::Anonymous => false,
+            Principal::User { role, .. } => role_permissions(*role).contains(&permission),
+            Principal::Client { scopes, .. } => scopes.contains(permission),
+        }
+    }
+
+    /// The customer account behind the caller, if it is one.
+    pub fn customer_id(&self) -> Option<&CustomerId> {
+        match self {
+            Principal::User { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// A stable name for rate limits and idempotency scopes.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::User { id, .. } => Some(id.to_string()),
+            Principal::Client { id, .. } => Some(id.clone()),
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Claims {
+    /// The account or client id.
+    pub sub: String,
+    /// `user` or `client`.
+    pub typ: String,
+    /// The role, for users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Space-separated scopes, for clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Issued at (seconds).
+    pub iat: u64,
+    /// Expires at (seconds).
+    pub exp: u64,
+    /// The issuer.
+    pub iss: String,
+}
+
+const ISSUER: &str = "emporium";
+
+/// The keys that sign and verify access tokens. The first signs; all verify, so keys
+/// can be rotated without logging anyone out.
+#[derive(Clone)]
+pub struct TokenKeys {
+    keys: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&str> = self.keys.iter().map(|(kid, _)| kid.as_str()).collect();
+        f.debug_struct("TokenKeys").field("kids", &kids).finish()
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenError(pub String);
+
+impl TokenKeys {
+    /// Keys in order of preference (the first signs). Never empty.
+    pub fn new(keys: Vec<(String, Vec<u8>)>) -> TokenKeys {
+        assert!(!keys.is_empty(), "at least one signing key");
+        TokenKeys { keys }
+    }
+
+    /// Parses `kid:base64secret`.
+    pub fn parse_key(text: &str) -> anyhow::Result<(String, Vec<u8>)> {
+        let (kid, secret) = text
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("a signing key is kid:base64secret"))?;
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(secret.trim())
+            .map_err(|e| anyhow::anyhow!("signing key {kid}: {e}"))?;
+        anyhow::ensure!(secret.len() >= 32, "signing key {kid} must have at least 32 bytes");
+        Ok((kid.trim().to_string(), secret))
+    }
+
+    /// Signs an access token for `principal`, valid `ttl_s` seconds from `now_s`.
+    pub fn issue(&self, principal: &Principal, now_s: u64, ttl_s: u64) -> String {
+        let (kid, secret) = &self.keys[0];
+        let (sub, typ, role, scope) = match principal {
+            Principal::User { id, role } => {
+                (id.to_string(), "user", Some(role.as_str().to_string()), None)
+            }
+            Principal::Client { id, scopes } => (
+                id.clone(),
+                "client",
+                None,
+                Some(scopes.iter().cloned().collect::<Vec<_>>().join(" ")),
+            ),
+            Principal::Anonymous => unreachable!("anonymous callers get no token"),
+        };
+        let claims = Claims {
+            sub,
+            typ: typ.into(),
+            role,
+            scope,
+            iat: now_s,
+            exp: now_s + ttl_s,
+            iss: ISSUER.into(),
+        };
+        let mut header = Header::new(JwtAlgorithm::HS256);
+        header.kid = Some(kid.clone());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret))
+            .expect("HS256 signing cannot fail")
+    }
+
+    /// Verifies a token's signature, key id, algorithm, issuer and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| TokenError(format!("malformed token: {e}")))?;
+        if header.alg != JwtAlgorithm::HS256 {
+            return Err(TokenError("the token's algorithm is not accepted".into()));
+        }
+        let kid = header.kid.ok_or_else(|| TokenError("the token has no key id".into()))?;
+        let (_, secret) = self
+            .keys
+            .iter()
+            .find(|(k, _)| *k == kid)
+            .ok_or_else(|| TokenError("the token's key id is unknown".into()))?;
+        let mut validation = Validation::new(JwtAlgorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
+            .map(|data| data.claims)
+            .map_err(|e| TokenError(format!("the token is not valid: {e}")))
+    }
+}
+
+/// Hashes passwords and client secrets with argon2id.
+#[derive(Clone, Debug)]
+pub struct Hasher {
+    params: Params,
+}
+
+impl Hasher {
+    /// argon2id with `memory_kib` of memory, 2 passes, 1 lane.
+    pub fn new(memory_kib: u32) -> Hasher {
+        Hasher { params: Params::new(memory_kib, 2, 1, None).expect("valid argon2 parameters") }
+    }
+
+    fn argon(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    /// A PHC-format hash of `secret` with a random salt.
+    pub fn hash(&self, secret: &str) -> String {
+        let salt = SaltString::generate(&mut OsRng);
+        self.argon()
+            .hash_password(secret.as_bytes(), &salt)
+            .expect("argon2 hashing cannot fail")
+            .to_string()
+    }
+
+    /// Whether `secret` matches `hash` (the parameters come from the hash itself).
+    pub fn verify(&self, secret: &str, hash: &str) -> bool {
+        PasswordHash::new(hash)
+            .is_ok_and(|parsed| self.argon().verify_password(secret.as_bytes(), &parsed).is_ok())
+    }
+}
+
+/// A new opaque token: 256 random bits, base64url.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// SHA-256 of a token, hex: what the engine keeps instead of the token.
+pub fn token_hash(token: &str) -> String {
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(vec![("k2".into(), vec![2; 32]), ("k1".into(), vec![1; 32])])
+    }
+
+    #[test]
+    fn tokens_round_trip_and_attacks_fail() {
+        let keys = keys();
+        let user = Principal::User { id: CustomerId::from_seq(1), role: Role::Staff };
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let token = keys.issue(&user, now, 60);
+        assert_eq!(keys.verify(&token).unwrap().role.as_deref(), Some("staff"));
+        // A flipped signature byte.
+        let mut flipped = token.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        assert!(keys.verify(std::str::from_utf8(&flipped).unwrap()).is_err());
+        // Expired.
+        assert!(keys.verify(&keys.issue(&user, now - 120, 60)).is_err());
+        // Signed by a key this server does not hold.
+        let stranger = TokenKeys::new(vec![("k9".into(), vec![9; 32])]);
+        assert!(keys.verify(&stranger.issue(&user, now, 60)).is_err());
+        // The right kid with the wrong secret.
+        let forged = TokenKeys::new(vec![("k1".into(), vec![9; 32])]);
+        assert!(keys.verify(&forged.issue(&user, now, 60)).is_err());
+        // alg: none.
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let body = b64(&format!(
+            r#"{{"sub":"cus_1","typ":"user","role":"admin","iat":{now},"exp":{},"iss":"emporium"}}"#,
+            now + 60
+        ));
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#), body);
+        assert!(keys.verify(&none).is_err());
+        // An older key still verifies after rotation.
+        let old = TokenKeys::new(vec![("k1".into(), vec![1; 32])]);
+        assert!(keys.verify(&old.issue(&user, now, 60)).is_ok());
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let hasher = Hasher::new(64);
+        let hash = hasher.hash("correct horse");
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(hasher.verify("correct horse", &hash));
+        assert!(!hasher.verify("wrong horse", &hash));
+        assert!(!hasher.verify("correct horse", "not a hash"));
+    }
+}

@@ -1,0 +1,302 @@
+//! The server's configuration. Every option has a command-line flag, a key in the TOML
+//! config file and an `EMPORIUM_…` environment variable; a flag or variable wins over
+//! the file, the file over the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+/// The options of `emporium serve`, as given (flags and environment); unset ones fall
+/// back to the config file, then to the defaults.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "EMPORIUM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The data directory.
+    #[arg(long, env = "EMPORIUM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML file with any of these options (keys as the long flags, with `_`).
+    #[arg(long, env = "EMPORIUM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Fill an empty data directory with a deterministic demo catalog.
+    #[arg(long, env = "EMPORIUM_DEMO")]
+    pub demo: Option<bool>,
+    /// PEM certificate chain; with `--tls-key`, serve HTTPS.
+    #[arg(long, env = "EMPORIUM_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    #[arg(long, env = "EMPORIUM_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "EMPORIUM_BODY_BYTES_MAX")]
+    pub body_bytes_max: Option<usize>,
+    /// How long an unpaid order holds its stock, in seconds.
+    #[arg(long, env = "EMPORIUM_RESERVATION_TTL_S")]
+    pub reservation_ttl_s: Option<u64>,
+    /// Access token lifetime, in seconds.
+    #[arg(long, env = "EMPORIUM_ACCESS_TOKEN_TTL_S")]
+    pub access_token_ttl_s: Option<u64>,
+    /// Refresh token lifetime, in seconds.
+    #[arg(long, env = "EMPORIUM_REFRESH_TOKEN_TTL_S")]
+    pub refresh_token_ttl_s: Option<u64>,
+    /// Token signing keys as `kid:secret` (secret base64, ≥ 32 bytes), comma-separated;
+    /// the first signs, all verify. Without any, a key is generated and kept in the
+    /// data directory.
+    #[arg(long, env = "EMPORIUM_SIGNING_KEYS", value_delimiter = ',')]
+    pub signing_keys: Option<Vec<String>>,
+    /// Requests handled at once that only read.
+    #[arg(long, env = "EMPORIUM_READS_CONCURRENCY_MAX")]
+    pub reads_concurrency_max: Option<usize>,
+    /// Requests handled at once that write.
+    #[arg(long, env = "EMPORIUM_WRITES_CONCURRENCY_MAX")]
+    pub writes_concurrency_max: Option<usize>,
+    /// Commands waiting for the engine at most.
+    #[arg(long, env = "EMPORIUM_QUEUE_COMMANDS_MAX")]
+    pub queue_commands_max: Option<usize>,
+    /// Rate limits on or off (off only for benchmarks behind another limiter).
+    #[arg(long, env = "EMPORIUM_RATE_LIMITS")]
+    pub rate_limits: Option<bool>,
+    /// Token endpoint and registration: burst per IP or account.
+    #[arg(long, env = "EMPORIUM_RATE_AUTH_BURST")]
+    pub rate_auth_burst: Option<u32>,
+    /// Token endpoint and registration: sustained requests per minute.
+    #[arg(long, env = "EMPORIUM_RATE_AUTH_PER_MIN")]
+    pub rate_auth_per_min: Option<u32>,
+    /// Reads: burst per IP, user or client.
+    #[arg(long, env = "EMPORIUM_RATE_READ_BURST")]
+    pub rate_read_burst: Option<u32>,
+    /// Reads: sustained requests per second.
+    #[arg(long, env = "EMPORIUM_RATE_READ_PER_S")]
+    pub rate_read_per_s: Option<u32>,
+    /// Writes: burst per IP, user or client.
+    #[arg(long, env = "EMPORIUM_RATE_WRITE_BURST")]
+    pub rate_write_burst: Option<u32>,
+    /// Writes: sustained requests per second.
+    #[arg(long, env = "EMPORIUM_RATE_WRITE_PER_S")]
+    pub rate_write_per_s: Option<u32>,
+    /// Log format: `human` or `json`.
+    #[arg(long, env = "EMPORIUM_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// argon2id memory cost in KiB (19456 by default, as OWASP recommends).
+    #[arg(long, env = "EMPORIUM_PASSWORD_HASH_KIB")]
+    pub password_hash_kib: Option<u32>,
+}
+
+/// The same options as the config file spells them.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    demo: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    body_bytes_max: Option<usize>,
+    reservation_ttl_s: Option<u64>,
+    access_token_ttl_s: Option<u64>,
+    refresh_token_ttl_s: Option<u64>,
+    signing_keys: Option<Vec<String>>,
+    reads_concurrency_max: Option<usize>,
+    writes_concurrency_max: Option<usize>,
+    queue_commands_max: Option<usize>,
+    rate_limits: Option<bool>,
+    rate_auth_burst: Option<u32>,
+    rate_auth_per_min: Option<u32>,
+    rate_read_burst: Option<u32>,
+    rate_read_per_s: Option<u32>,
+    rate_write_burst: Option<u32>,
+    rate_write_per_s: Option<u32>,
+    log_format: Option<String>,
+    password_hash_kib: Option<u32>,
+}
+
+/// A token bucket's shape: `burst` tokens, refilled at `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    /// Most requests at once.
+    pub burst: u32,
+    /// Sustained requests per second.
+    pub per_second: f64,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Load the demo catalog into an empty directory.
+    pub demo: bool,
+    /// Certificate and key, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Unpaid orders' reservation time.
+    pub reservation_ttl_s: u64,
+    /// Access token lifetime.
+    pub access_token_ttl_s: u64,
+    /// Refresh token lifetime.
+    pub refresh_token_ttl_s: u64,
+    /// Configured signing keys (`kid:base64secret`).
+    pub signing_keys: Vec<String>,
+    /// Concurrent reads.
+    pub reads_concurrency_max: usize,
+    /// Concurrent writes.
+    pub writes_concurrency_max: usize,
+    /// Engine queue length.
+    pub queue_commands_max: usize,
+    /// Whether rate limits apply.
+    pub rate_limits: bool,
+    /// Token endpoint and registration.
+    pub rate_auth: Rate,
+    /// Reads.
+    pub rate_read: Rate,
+    /// Writes.
+    pub rate_write: Rate,
+    /// `human` or `json`.
+    pub log_format: String,
+    /// argon2id memory cost in KiB.
+    pub password_hash_kib: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            data_dir: PathBuf::from("./data"),
+            demo: false,
+            tls: None,
+            body_bytes_max: 1 << 20,
+            reservation_ttl_s: 15 * 60,
+            access_token_ttl_s: 15 * 60,
+            refresh_token_ttl_s: 30 * 24 * 3600,
+            signing_keys: Vec::new(),
+            reads_concurrency_max: 4096,
+            writes_concurrency_max: 2048,
+            queue_commands_max: 65_536,
+            rate_limits: true,
+            rate_auth: Rate { burst: 10, per_second: 10.0 / 60.0 },
+            rate_read: Rate { burst: 2000, per_second: 1000.0 },
+            rate_write: Rate { burst: 500, per_second: 250.0 },
+            log_format: "human".into(),
+            password_hash_kib: 19_456,
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags and environment over the config file over the defaults.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        macro_rules! pick {
+            ($field:ident) => {
+                args.$field.clone().or(file.$field.clone())
+            };
+        }
+        let tls = match (pick!(tls_cert), pick!(tls_key)) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let rate = |burst: Option<u32>, per_second: Option<f64>, default: Rate| Rate {
+            burst: burst.unwrap_or(default.burst).max(1),
+            per_second: per_second.unwrap_or(default.per_second).max(0.001),
+        };
+        let config = Config {
+            listen: pick!(listen).unwrap_or(d.listen),
+            data_dir: pick!(data_dir).unwrap_or(d.data_dir),
+            demo: pick!(demo).unwrap_or(d.demo),
+            tls,
+            body_bytes_max: pick!(body_bytes_max).unwrap_or(d.body_bytes_max),
+            reservation_ttl_s: pick!(reservation_ttl_s).unwrap_or(d.reservation_ttl_s),
+            access_token_ttl_s: pick!(access_token_ttl_s).unwrap_or(d.access_token_ttl_s),
+            refresh_token_ttl_s: pick!(refresh_token_ttl_s).unwrap_or(d.refresh_token_ttl_s),
+            signing_keys: pick!(signing_keys).unwrap_or_default(),
+            reads_concurrency_max: pick!(reads_concurrency_max).unwrap_or(d.reads_concurrency_max),
+            writes_concurrency_max: pick!(writes_concurrency_max)
+                .unwrap_or(d.writes_concurrency_max),
+            queue_commands_max: pick!(queue_commands_max).unwrap_or(d.queue_commands_max),
+            rate_limits: pick!(rate_limits).unwrap_or(d.rate_limits),
+            rate_auth: rate(
+                pick!(rate_auth_burst),
+                pick!(rate_auth_per_min).map(|m| f64::from(m) / 60.0),
+                d.rate_auth,
+            ),
+            rate_read: rate(
+                pick!(rate_read_burst),
+                pick!(rate_read_per_s).map(f64::from),
+                d.rate_read,
+            ),
+            rate_write: rate(
+                pick!(rate_write_burst),
+                pick!(rate_write_per_s).map(f64::from),
+                d.rate_write,
+            ),
+            log_format: pick!(log_format).unwrap_or(d.log_format),
+            password_hash_kib: pick!(password_hash_kib).unwrap_or(d.password_hash_kib),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.body_bytes_max >= 1024, "body_bytes_max must be at least 1024");
+        anyhow::ensure!(self.reservation_ttl_s >= 1, "reservation_ttl_s must be at least 1");
+        anyhow::ensure!(self.access_token_ttl_s >= 1, "access_token_ttl_s must be at least 1");
+        anyhow::ensure!(self.refresh_token_ttl_s >= 1, "refresh_token_ttl_s must be at least 1");
+        anyhow::ensure!(
+            self.reads_concurrency_max >= 1 && self.writes_concurrency_max >= 1,
+            "concurrency limits must be at least 1"
+        );
+        anyhow::ensure!(self.queue_commands_max >= 1, "queue_commands_max must be at least 1");
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "human" | "json"),
+            "log_format is human or json"
+        );
+        anyhow::ensure!(self.password_hash_kib >= 8, "password_hash_kib must be at least 8");
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("emporium.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nbody_bytes_max = 2048\nrate_read_per_s = 5\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            body_bytes_max: Some(4096),
+            ..Default::default()
+        };
+        let config = Config::resolve(&args).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.body_bytes_max, 4096);
+        assert_eq!(config.rate_read.per_second, 5.0);
+        assert_eq!(config.reservation_ttl_s, 15 * 60);
+        std::fs::write(&path, "no_such_option = 1\n").unwrap();
+        let error = Config::resolve(&args).unwrap_err().to_string();
+        assert!(error.contains("no_such_option"), "{error}");
+    }
+}

@@ -1,0 +1,114 @@
+//! Carts and checkout.
+
+use std::sync::Arc;
+
+use emporium_engine::*;
+
+use super::{check_owner, idempotency_key, idempotent, InFlight};
+use crate::http::{Call, Out};
+use crate::problem::Problem;
+use crate::wire::*;
+
+/// The cart named by the path, if the caller may reach it.
+fn reachable(call: &Call, write: bool) -> Result<Arc<Cart>, Problem> {
+    let id = call.param("id");
+    let cart = CartId::parse(id)
+        .and_then(|id| call.app.engine.state().cart(&id))
+        .ok_or_else(|| Problem::not_found(format!("cart {id} does not exist")))?;
+    check_owner(call, cart.customer_id.as_ref(), write)?;
+    Ok(cart)
+}
+
+fn answer(call: &Call, cart: Arc<Cart>, status: u16) -> Out {
+    let priced = call.app.engine.state().price_cart(cart);
+    let out = Out::json(status, &CartView::from(&priced)).versioned(priced.cart.version);
+    if status == 201 {
+        Out { location: Some(format!("/v1/carts/{}", priced.cart.id)), ..out }
+    } else {
+        out
+    }
+}
+
+/// `POST /v1/carts`.
+pub async fn create(call: Call) -> Result<Out, Problem> {
+    let body: NewCart = if call.body.is_empty() { NewCart::default() } else { call.json()? };
+    idempotent(&call, async {
+        let customer_id = call.principal.customer_id().map(|c| c.to_string());
+        let cart =
+            call.app.engine.send(CreateCart { customer_id, currency: body.currency }).await?;
+        Ok(answer(&call, cart, 201))
+    })
+    .await
+}
+
+/// `GET /v1/carts/{id}`.
+pub async fn get(call: Call) -> Result<Out, Problem> {
+    let cart = reachable(&call, false)?;
+    Ok(answer(&call, cart, 200))
+}
+
+fn check_version(call: &Call, cart: &Cart) -> Result<(), Problem> {
+    match call.if_match()? {
+        Some(version) if version != cart.version => Err(Problem::precondition_failed(format!(
+            "If-Match names version {version}; the cart is at version {}",
+            cart.version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /v1/carts/{id}/items`.
+pub async fn add_item(call: Call) -> Result<Out, Problem> {
+    let cart = reachable(&call, true)?;
+    let body: CartItemAdd = call.json()?;
+    idempotent(&call, async {
+        let command =
+            AddCartItem { cart_id: cart.id.to_string(), sku: body.sku, quantity: body.quantity };
+        let cart = call.app.engine.send(command).await?;
+        Ok(answer(&call, cart, 200))
+    })
+    .await
+}
+
+/// `PUT /v1/carts/{id}/items/{sku}`.
+pub async fn set_item(call: Call) -> Result<Out, Problem> {
+    let cart = reachable(&call, true)?;
+    check_version(&call, &cart)?;
+    let body: CartItemSet = call.json()?;
+    let command = SetCartItem {
+        cart_id: cart.id.to_string(),
+        sku: call.param("sku").to_string(),
+        quantity: body.quantity,
+    };
+    let cart = call.app.engine.send(command).await?;
+    Ok(answer(&call, cart, 200))
+}
+
+/// `DELETE /v1/carts/{id}/items/{sku}`.
+pub async fn remove_item(call: Call) -> Result<Out, Problem> {
+    let cart = reachable(&call, true)?;
+    check_version(&call, &cart)?;
+    let command =
+        RemoveCartItem { cart_id: cart.id.to_string(), sku: call.param("sku").to_string() };
+    call.app.engine.send(command).await?;
+    Ok(Out::no_content())
+}
+
+/// `POST /v1/carts/{id}/checkout`: the engine keeps the idempotency key with the order,
+/// so a retry gets the same order, also after a restart.
+pub async fn checkout(call: Call) -> Result<Out, Problem> {
+    let cart = reachable(&call, true)?;
+    let body: CheckoutJson =
+        if call.body.is_empty() { CheckoutJson::default() } else { call.json()? };
+    let idempotency = idempotency_key(&call)?;
+    let _guard = idempotency.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
+    let command = Checkout {
+        cart_id: cart.id.to_string(),
+        email: body.email,
+        shipping_address: body.shipping_address.map(Address::from),
+        idempotency,
+    };
+    let order = call.app.engine.send(command).await?;
+    Ok(Out::created(&OrderView::from(&*order), format!("/v1/orders/{}", order.id))
+        .versioned(order.version))
+}

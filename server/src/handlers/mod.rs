@@ -1,0 +1,153 @@
+//! The endpoint handlers, one module per resource. Each reads its [`Call`], sends a
+//! command to the engine or reads its state, and answers an [`Out`] or a [`Problem`].
+
+pub mod accounts;
+pub mod carts;
+pub mod catalog;
+pub mod inventory;
+pub mod ops;
+pub mod orders;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use emporium_engine::{IdempotencyKey, IdempotentOutcome, RecordResponse};
+
+use crate::app::{now_ms, App};
+use crate::auth::{perm, Principal};
+use crate::http::{Call, Out};
+use crate::problem::Problem;
+
+/// How long a recorded outcome is replayed (the engine forgets it after the same time).
+const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The request's `Idempotency-Key`, scoped to the caller and the endpoint instance.
+/// Required where the route says so.
+pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(raw) = call.headers.get("idempotency-key") else {
+        return match call.route.idempotency {
+            Some(true) => {
+                Err(Problem::malformed("this endpoint requires an Idempotency-Key header"))
+            }
+            _ => Ok(None),
+        };
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            Problem::malformed("Idempotency-Key must be 1-255 printable ASCII characters")
+        })?;
+    let caller = call.principal.key().unwrap_or_else(|| "anonymous".into());
+    let scope = format!("{caller}|{:016x}", fnv(call.path.as_bytes()));
+    Ok(Some(IdempotencyKey { scope, key: key.to_string() }))
+}
+
+/// Marks an idempotency key as being worked on; a second request with it while the
+/// first runs gets 409 `request_in_progress`.
+pub(crate) struct InFlight {
+    app: Arc<App>,
+    key: String,
+}
+
+impl InFlight {
+    pub(crate) fn enter(app: &Arc<App>, key: &IdempotencyKey) -> Result<InFlight, Problem> {
+        let scoped = key.scoped();
+        if !app.in_flight.lock().insert(scoped.clone()) {
+            return Err(Problem::new(
+                409,
+                "request_in_progress",
+                "Request in progress",
+                "a request with this Idempotency-Key is still being processed",
+            ));
+        }
+        Ok(InFlight { app: app.clone(), key: scoped })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.app.in_flight.lock().remove(&self.key);
+    }
+}
+
+/// Runs `run` once per idempotency key: a retry with the same key and body gets the
+/// recorded status and body; with another body, 422 `idempotency_key_reused`. Only
+/// successes are recorded, so a refused request may be retried.
+pub(crate) async fn idempotent(
+    call: &Call,
+    run: impl Future<Output = Result<Out, Problem>>,
+) -> Result<Out, Problem> {
+    let Some(key) = idempotency_key(call)? else { return run.await };
+    let _guard = InFlight::enter(&call.app, &key)?;
+    let print = fnv(&call.body);
+    if let Some(record) = call.app.engine.state().idempotency_record(&key.scoped()) {
+        if record.created_at + IDEMPOTENCY_TTL_MS > now_ms() {
+            return match &record.outcome {
+                IdempotentOutcome::Response(response) if record.fingerprint == print => Ok(Out {
+                    body: (!response.body.is_empty()).then(|| response.body.clone()),
+                    replayed: true,
+                    ..Out::status(response.status)
+                }),
+                _ => Err(crate::problem::Problem::from(
+                    emporium_engine::EngineError::IdempotencyKeyReused,
+                )),
+            };
+        }
+    }
+    let out = run.await?;
+    if (200..300).contains(&out.status) {
+        let record = RecordResponse {
+            key,
+            fingerprint: print,
+            status: out.status,
+            body: out.body.clone().unwrap_or_default(),
+        };
+        if let Err(error) = call.app.engine.send(record).await {
+            tracing::warn!(%error, "could not record the idempotent response");
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the caller may see or change a resource owned by `owner` (`None`: a guest
+/// resource, reachable by anyone holding its unguessable id).
+pub(crate) fn check_owner(
+    call: &Call,
+    owner: Option<&emporium_engine::CustomerId>,
+    write: bool,
+) -> Result<(), Problem> {
+    let Some(owner) = owner else { return Ok(()) };
+    if call.principal.customer_id() == Some(owner) {
+        return Ok(());
+    }
+    let permission = if write { perm::ORDERS_WRITE } else { perm::ORDERS_READ };
+    if call.principal.can(permission) {
+        return Ok(());
+    }
+    match call.principal {
+        Principal::Anonymous => {
+            Err(Problem::unauthenticated("this belongs to an account: sign in"))
+        }
+        _ => Err(Problem::forbidden("this belongs to another account")),
+    }
+}
+
+/// `?limit=` (1–100, default 20).
+pub(crate) fn limit(value: Option<&str>) -> Result<usize, Problem> {
+    match value {
+        None => Ok(20),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| Problem::malformed("limit must be a whole number from 1 to 100")),
+    }
+}

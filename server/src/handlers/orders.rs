@@ -1,0 +1,125 @@
+//! Orders and payments.
+
+use std::sync::Arc;
+
+use emporium_engine::*;
+use serde::Deserialize;
+
+use super::{check_owner, idempotency_key, idempotent, limit, InFlight};
+use crate::auth::perm;
+use crate::http::{Call, Out};
+use crate::problem::Problem;
+use crate::wire::*;
+
+fn reachable(call: &Call, write: bool) -> Result<Arc<Order>, Problem> {
+    let id = call.param("id");
+    let order = OrderId::parse(id)
+        .and_then(|id| call.app.engine.state().order(&id))
+        .ok_or_else(|| Problem::not_found(format!("order {id} does not exist")))?;
+    check_owner(call, order.customer_id.as_ref(), write)?;
+    Ok(order)
+}
+
+fn answer(order: &Order) -> Out {
+    Out::ok(&OrderView::from(order)).versioned(order.version)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderQuery {
+    status: Option<String>,
+    customer_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn page(call: &Call, customer: Option<CustomerId>, query: OrderQuery) -> Result<Out, Problem> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            OrderStatus::parse(s)
+                .ok_or_else(|| Problem::malformed("status is not an order status"))?,
+        ),
+    };
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.parse::<u64>()
+                .map_err(|_| Problem::malformed("cursor is not one this server gave"))?,
+        ),
+    };
+    let filter = OrderFilter { customer_id: customer, status };
+    let page = call.app.engine.state().orders(&filter, after, limit(query.limit.as_deref())?);
+    let body = List {
+        data: page.items.iter().map(|o| OrderView::from(&**o)).collect(),
+        next_cursor: page.next,
+    };
+    Ok(Out::ok(&body))
+}
+
+/// `GET /v1/orders`.
+pub async fn list(call: Call) -> Result<Out, Problem> {
+    call.require(perm::ORDERS_READ)?;
+    let query: OrderQuery = call.query()?;
+    let customer = match query.customer_id.as_deref() {
+        None => None,
+        Some(id) => Some(
+            CustomerId::parse(id)
+                .ok_or_else(|| Problem::malformed("customer_id is not a customer id"))?,
+        ),
+    };
+    page(&call, customer, query)
+}
+
+/// `GET /v1/customers/me/orders`.
+pub async fn list_mine(call: Call) -> Result<Out, Problem> {
+    let me = super::accounts::me_id(&call)?;
+    let query: OrderQuery = call.query()?;
+    if query.customer_id.is_some() {
+        return Err(Problem::malformed("customer_id is not a parameter of this endpoint"));
+    }
+    page(&call, Some(me), query)
+}
+
+/// `GET /v1/orders/{id}`.
+pub async fn get(call: Call) -> Result<Out, Problem> {
+    Ok(answer(&*reachable(&call, false)?))
+}
+
+/// `POST /v1/orders/{id}/payments`.
+pub async fn pay(call: Call) -> Result<Out, Problem> {
+    let order = reachable(&call, true)?;
+    let body: PaymentRequest = call.json()?;
+    let idempotency = idempotency_key(&call)?;
+    let _guard = idempotency.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
+    let command = CapturePayment {
+        order_id: order.id.to_string(),
+        method: body.method,
+        token: body.token,
+        idempotency,
+    };
+    let receipt = call.app.engine.send(command).await?;
+    let location = format!("/v1/orders/{}", receipt.order.id);
+    Ok(Out::created(&PaymentReceiptView::from(&receipt), location))
+}
+
+/// `POST /v1/orders/{id}/cancel`.
+pub async fn cancel(call: Call) -> Result<Out, Problem> {
+    let order = reachable(&call, true)?;
+    idempotent(&call, async {
+        let command =
+            CancelOrder { order_id: order.id.to_string(), expected_version: call.if_match()? };
+        Ok(answer(&*call.app.engine.send(command).await?))
+    })
+    .await
+}
+
+/// `POST /v1/orders/{id}/fulfillments`.
+pub async fn fulfil(call: Call) -> Result<Out, Problem> {
+    call.require(perm::ORDERS_WRITE)?;
+    idempotent(&call, async {
+        let command = FulfillOrder { order_id: call.param("id").to_string() };
+        Ok(answer(&*call.app.engine.send(command).await?))
+    })
+    .await
+}

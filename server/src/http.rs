@@ -1,0 +1,468 @@
+//! The request pipeline: request id, routing, authentication, rate limits, concurrency
+//! limits, body limits and content types, the handler (with panics caught), caching
+//! headers, problem answers and metrics. Handlers see a [`Call`] and return an [`Out`]
+//! or a [`Problem`]; nothing else in the server touches hyper types.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::auth::Principal;
+use crate::problem::Problem;
+use crate::ratelimit::Class;
+use crate::routes::{self, BodyKind, Route};
+
+/// What a handler is given.
+pub struct Call {
+    /// The application.
+    pub app: Arc<App>,
+    /// Who calls.
+    pub principal: Principal,
+    /// Path parameters, by name.
+    pub params: Vec<(String, String)>,
+    /// The request path.
+    pub path: String,
+    /// The raw query string.
+    pub query: String,
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The request body (already size-checked).
+    pub body: Bytes,
+    /// The request id.
+    pub request_id: String,
+    /// The client's address.
+    pub peer: IpAddr,
+    /// The route.
+    pub route: &'static Route,
+}
+
+impl Call {
+    /// A path parameter.
+    pub fn param(&self, name: &str) -> &str {
+        self.params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    }
+
+    /// The JSON body as `T`, with unknown fields refused and the failing field's path
+    /// reported.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Problem> {
+        parse_json(&self.body)
+    }
+
+    /// The query string as `T` (unknown parameters refused).
+    pub fn query<T: DeserializeOwned>(&self) -> Result<T, Problem> {
+        serde_urlencoded::from_str(&self.query)
+            .map_err(|e| Problem::malformed(format!("bad query parameters: {e}")))
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The version named by `If-Match` (`"3"`), if the header is present.
+    pub fn if_match(&self) -> Result<Option<u64>, Problem> {
+        match self.header("if-match") {
+            None => Ok(None),
+            Some(value) => {
+                value.trim().trim_start_matches("W/").trim_matches('"').parse().map(Some).map_err(
+                    |_| {
+                        Problem::precondition_failed(
+                            "If-Match does not name a version of this resource",
+                        )
+                    },
+                )
+            }
+        }
+    }
+
+    /// Fails with 403 unless the caller holds `permission`.
+    pub fn require(&self, permission: &str) -> Result<(), Problem> {
+        match (&self.principal, self.principal.can(permission)) {
+            (_, true) => Ok(()),
+            (Principal::Anonymous, false) => {
+                Err(Problem::unauthenticated("this endpoint needs a bearer token"))
+            }
+            _ => Err(Problem::forbidden(format!("this needs the {permission} permission"))),
+        }
+    }
+}
+
+/// Parses a JSON body into `T`, naming the offending field on failure.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize::<_, T>(&mut deserializer);
+    if parsed.is_ok() {
+        if let Err(error) = deserializer.end() {
+            return Err(Problem::malformed(format!("the body is not valid JSON: {error}")));
+        }
+    }
+    match parsed {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(Problem::malformed(format!("the body is not valid JSON: {inner}")));
+            }
+            let message = inner.to_string();
+            // serde names a missing field only in its message; the path is the parent.
+            let missing =
+                message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+            let field = match (path.as_str(), missing) {
+                (".", Some(name)) => name.to_string(),
+                (".", None) => String::new(),
+                (parent, Some(name)) => format!("{parent}.{name}"),
+                (path, None) => path.to_string(),
+            };
+            Err(Problem::invalid_field(&field, message))
+        }
+    }
+}
+
+/// A handler's answer.
+#[derive(Debug)]
+pub struct Out {
+    /// The status.
+    pub status: u16,
+    /// The JSON body, if any.
+    pub body: Option<Vec<u8>>,
+    /// An entity tag: the resource's version, or a hash of the body for lists.
+    pub etag: Option<String>,
+    /// `Location` of a created resource.
+    pub location: Option<String>,
+    /// `Cache-Control`.
+    pub cache: Option<&'static str>,
+    /// The body's media type.
+    pub content_type: &'static str,
+    /// Replayed for an idempotency key.
+    pub replayed: bool,
+}
+
+impl Out {
+    /// 200 with `value` as JSON.
+    pub fn ok<T: Serialize>(value: &T) -> Out {
+        Out::json(200, value)
+    }
+
+    /// `status` with `value` as JSON.
+    pub fn json<T: Serialize>(status: u16, value: &T) -> Out {
+        Out {
+            status,
+            body: Some(serde_json::to_vec(value).expect("response values serialize")),
+            etag: None,
+            location: None,
+            cache: None,
+            content_type: "application/json",
+            replayed: false,
+        }
+    }
+
+    /// 201 with `value` at `location`.
+    pub fn created<T: Serialize>(value: &T, location: String) -> Out {
+        Out { location: Some(location), ..Out::json(201, value) }
+    }
+
+    /// 204.
+    pub fn no_content() -> Out {
+        Out::status(204)
+    }
+
+    /// `status` with no body.
+    pub fn status(status: u16) -> Out {
+        Out {
+            status,
+            body: None,
+            etag: None,
+            location: None,
+            cache: None,
+            content_type: "application/json",
+            replayed: false,
+        }
+    }
+
+    /// With the ETag of a resource at `version`.
+    pub fn versioned(mut self, version: u64) -> Out {
+        self.etag = Some(format!("\"{version}\""));
+        self
+    }
+
+    /// With an ETag hashed from the body (for lists).
+    pub fn hashed(mut self) -> Out {
+        let hash = self
+            .body
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+        self.etag = Some(format!("\"h{hash:016x}\""));
+        self
+    }
+
+    /// Cacheable by anyone for a short while (public catalog reads).
+    pub fn public(mut self) -> Out {
+        self.cache = Some("public, max-age=30");
+        self
+    }
+}
+
+type Body = Full<Bytes>;
+
+/// Handles one HTTP request; never fails.
+pub async fn serve(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let request_id = request_id(request.headers());
+    let method = request.method().clone();
+    let (route_name, mut response) = match routes::find(request.method(), request.uri().path()) {
+        Ok((route, params)) => {
+            (route.path, dispatch(app.clone(), route, params, request, &request_id, peer).await)
+        }
+        Err(problem) => ("unmatched", problem_response(&problem, &request_id)),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status().as_u16();
+    app.metrics.request(route_name, method.as_str(), status, started.elapsed().as_secs_f64());
+    tracing::debug!(request_id = %request_id, %method, route = route_name, status, "answered");
+    Ok(response)
+}
+
+/// The client's request id if it is a sensible one, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        Some(id)
+            if (1..=128).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            id.to_string()
+        }
+        _ => format!("req_{:032x}", rand::random::<u128>()),
+    }
+}
+
+async fn dispatch(
+    app: Arc<App>,
+    route: &'static Route,
+    params: Vec<(String, String)>,
+    request: Request<Incoming>,
+    request_id: &str,
+    peer: IpAddr,
+) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let principal = match authenticate(&app, &parts.headers) {
+        Ok(principal) => principal,
+        Err(problem) => return problem_response(&problem, request_id),
+    };
+    let class = route.class;
+    let limited = app.config.rate_limits.then(|| {
+        let key = principal.key().unwrap_or_else(|| peer.to_string());
+        app.limiter.take(class, &key, Instant::now())
+    });
+    if let Some(decision) = limited.filter(|d| !d.allowed) {
+        app.metrics.rate_limited(class.as_str());
+        let mut problem = Problem::new(
+            429,
+            "rate_limited",
+            "Too many requests",
+            "slow down and retry after the given time",
+        );
+        problem.retry_after_s = Some(decision.reset_s.max(1));
+        let mut response = problem_response(&problem, request_id);
+        rate_headers(&mut response, decision);
+        return response;
+    }
+    let semaphore = if class == Class::Read { &app.reads } else { &app.writes };
+    let Ok(_permit) = semaphore.try_acquire() else {
+        return problem_response(
+            &Problem::overloaded("too many requests in flight; retry shortly"),
+            request_id,
+        );
+    };
+    let body = match read_body(&app, route, &parts, body).await {
+        Ok(body) => body,
+        Err(problem) => return problem_response(&problem, request_id),
+    };
+    let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
+    let call = Call {
+        app: app.clone(),
+        principal,
+        params,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: parts.headers,
+        body,
+        request_id: request_id.to_string(),
+        peer,
+        route,
+    };
+    let outcome = std::panic::AssertUnwindSafe(routes::handle(call)).catch_unwind().await;
+    let mut response = match outcome {
+        Ok(Ok(out)) => out_response(out, if_none_match.as_ref()),
+        Ok(Err(problem)) => problem_response(&problem, request_id),
+        Err(_) => {
+            app.metrics.panic();
+            tracing::error!(request_id, route = route.path, "a handler panicked");
+            problem_response(
+                &Problem::internal("the server hit a bug handling this request"),
+                request_id,
+            )
+        }
+    };
+    if let Some(decision) = limited {
+        rate_headers(&mut response, decision);
+    }
+    response
+}
+
+/// The principal a bearer token names. No header is anonymous; a bad token is 401.
+fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Principal::Anonymous) };
+    let value = value
+        .to_str()
+        .map_err(|_| Problem::unauthenticated("the Authorization header is not text"))?;
+    let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))
+    else {
+        return Err(Problem::unauthenticated("use Authorization: Bearer <access token>"));
+    };
+    let claims = app
+        .keys
+        .read()
+        .verify(token.trim())
+        .map_err(|e| Problem::unauthenticated(e.to_string()))?;
+    crate::handlers::accounts::principal_from_claims(app, &claims)
+}
+
+async fn read_body(
+    app: &App,
+    route: &Route,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Result<Bytes, Problem> {
+    let limit = app.config.body_bytes_max;
+    let too_large = || {
+        Problem::new(
+            413,
+            "payload_too_large",
+            "Payload too large",
+            format!("the body may have at most {limit} bytes"),
+        )
+    };
+    if let Some(length) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(too_large())
+        }
+        Err(error) => return Err(Problem::malformed(format!("reading the body failed: {error}"))),
+    };
+    check_content_type(route.body, &parts.headers, &bytes)?;
+    Ok(bytes)
+}
+
+fn check_content_type(kind: BodyKind, headers: &HeaderMap, body: &[u8]) -> Result<(), Problem> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    let json = media.as_deref() == Some("application/json");
+    let form = media.as_deref() == Some("application/x-www-form-urlencoded");
+    let accepted = match kind {
+        BodyKind::None => true,
+        BodyKind::OptionalJson => body.is_empty() || json,
+        BodyKind::Json => json,
+        BodyKind::JsonOrForm => json || form,
+    };
+    if accepted {
+        return Ok(());
+    }
+    let detail = match kind {
+        BodyKind::JsonOrForm => "send application/json or application/x-www-form-urlencoded",
+        _ => "send the body as application/json",
+    };
+    Err(Problem::new(415, "unsupported_media_type", "Unsupported media type", detail))
+}
+
+fn rate_headers(response: &mut Response<Body>, decision: crate::ratelimit::Decision) {
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", decision.limit.into());
+    headers.insert("ratelimit-remaining", decision.remaining.into());
+    headers.insert("ratelimit-reset", decision.reset_s.into());
+}
+
+/// Turns a handler's answer into a response, answering 304 to a matching
+/// `If-None-Match`.
+fn out_response(out: Out, if_none_match: Option<&HeaderValue>) -> Response<Body> {
+    let not_modified = match (&out.etag, if_none_match.and_then(|v| v.to_str().ok())) {
+        (Some(etag), Some(wanted)) => {
+            out.status == 200
+                && wanted
+                    .split(',')
+                    .any(|w| w.trim() == "*" || w.trim().trim_start_matches("W/") == etag)
+        }
+        _ => false,
+    };
+    let status = if not_modified { 304 } else { out.status };
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(status).expect("handlers use valid statuses"));
+    if let Some(etag) = &out.etag {
+        builder = builder.header(header::ETAG, etag);
+    }
+    if let Some(location) = &out.location {
+        builder = builder.header(header::LOCATION, location);
+    }
+    builder = builder.header(header::CACHE_CONTROL, out.cache.unwrap_or("no-store"));
+    if out.replayed {
+        builder = builder.header("idempotent-replayed", "true");
+    }
+    let body = match (not_modified, out.body) {
+        (false, Some(body)) => {
+            builder = builder.header(header::CONTENT_TYPE, out.content_type);
+            Bytes::from(body)
+        }
+        _ => Bytes::new(),
+    };
+    builder.body(Full::new(body)).expect("valid response parts")
+}
+
+/// A problem+json response.
+pub fn problem_response(problem: &Problem, request_id: &str) -> Response<Body> {
+    let body = serde_json::to_vec(&problem.body(request_id)).expect("problems serialize");
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(problem.status).expect("problems use valid statuses"))
+        .header(header::CONTENT_TYPE, "application/problem+json")
+        .header(header::CACHE_CONTROL, "no-store");
+    if let Some(seconds) = problem.retry_after_s {
+        builder = builder.header(header::RETRY_AFTER, seconds);
+    }
+    if let Some(allow) = &problem.allow {
+        builder = builder.header(header::ALLOW, allow);
+    }
+    if problem.status == 401 {
+        builder = builder.header(header::WWW_AUTHENTICATE, "Bearer realm=\"emporium\"");
+    }
+    builder.body(Full::new(Bytes::from(body))).expect("valid response parts")
+}

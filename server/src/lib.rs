@@ -1,0 +1,22 @@
+#![recursion_limit = "512"]
+//! Emporium's HTTP server: the contract of `API.md` on hyper 1.x (HTTP/1.1 keep-alive
+//! and HTTP/2, TLS with rustls), with accounts and auth, rate limits, validation,
+//! idempotency, caching headers and Prometheus metrics. No web framework: a route
+//! table, a matcher and a pipeline.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod handlers;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod wire;
+
+pub use config::{Config, ServeArgs};
+pub use server::{RunningServer, Server};

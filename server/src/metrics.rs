@@ -1,0 +1,169 @@
+//! Prometheus metrics: requests by route and status, latency histograms, rate-limit
+//! rejections, caught panics, failed logins, and the engine's queue and group commit.
+
+use std::sync::atomic::Ordering;
+
+use emporium_engine::Engine;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    rate_limited: Family<ClassLabels, Counter>,
+    panics: Counter,
+    failed_logins: Counter,
+    queue_depth: Gauge,
+    group_size: Gauge,
+    groups: Gauge,
+    commands: Gauge,
+    sync_seconds_total: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("emporium");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let rate_limited = Family::<ClassLabels, Counter>::default();
+        let panics = Counter::default();
+        let failed_logins = Counter::default();
+        let queue_depth = Gauge::default();
+        let group_size = Gauge::default();
+        let groups = Gauge::default();
+        let commands = Gauge::default();
+        let sync_seconds_total = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by route class",
+            rate_limited.clone(),
+        );
+        registry.register("handler_panics", "Panics caught in request handlers", panics.clone());
+        registry.register(
+            "failed_logins",
+            "Failed password and client-secret checks",
+            failed_logins.clone(),
+        );
+        registry.register(
+            "engine_queue_depth",
+            "Commands waiting for the sequencer",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "engine_group_commit_size",
+            "Commands in the last commit group",
+            group_size.clone(),
+        );
+        registry.register(
+            "engine_groups_committed",
+            "Commit groups written (one sync each)",
+            groups.clone(),
+        );
+        registry.register(
+            "engine_commands_committed",
+            "Commands acknowledged after their group synced",
+            commands.clone(),
+        );
+        registry.register(
+            "engine_sync_seconds",
+            "Total time spent in synced writes",
+            sync_seconds_total.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            rate_limited,
+            panics,
+            failed_logins,
+            queue_depth,
+            group_size,
+            groups,
+            commands,
+            sync_seconds_total,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let labels = RequestLabels { route: route.to_string(), method: method.to_string(), status };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&RouteLabels { route: route.to_string() }).observe(seconds);
+    }
+
+    /// Records a rate-limit refusal.
+    pub fn rate_limited(&self, class: &str) {
+        self.rate_limited.get_or_create(&ClassLabels { class: class.to_string() }).inc();
+    }
+
+    /// Records a caught panic.
+    pub fn panic(&self) {
+        self.panics.inc();
+    }
+
+    /// Records a failed login.
+    pub fn failed_login(&self) {
+        self.failed_logins.inc();
+    }
+
+    /// The exposition text, with the engine's figures read now.
+    pub fn render(&self, engine: &Engine) -> String {
+        let stats = engine.stats();
+        self.queue_depth.set(engine.queue_depth() as i64);
+        self.group_size.set(stats.last_group_commands.load(Ordering::Relaxed) as i64);
+        self.groups.set(stats.groups_committed.load(Ordering::Relaxed) as i64);
+        self.commands.set(stats.commands_committed.load(Ordering::Relaxed) as i64);
+        self.sync_seconds_total.set(stats.sync_nanos_total.load(Ordering::Relaxed) as f64 / 1e9);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

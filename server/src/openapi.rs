@@ -1,0 +1,324 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`. Paths, methods, success statuses,
+//! error statuses, security and idempotency headers come from the route table (so the
+//! document cannot drift from the router); the schemas below describe `wire`.
+
+use std::sync::LazyLock;
+
+use serde_json::{json, Map, Value};
+
+use crate::routes::{BodyKind, ROUTES};
+
+static DOCUMENT: LazyLock<Vec<u8>> =
+    LazyLock::new(|| serde_json::to_vec(&document()).expect("the document serializes"));
+
+/// The document as served.
+pub fn document_bytes() -> &'static [u8] {
+    &DOCUMENT
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn problem_response(status: u16) -> Value {
+    let description = match status {
+        400 => "Malformed request (bad JSON, bad query parameter, missing Idempotency-Key)",
+        401 => "Missing, expired or tampered token",
+        402 => "Payment declined",
+        403 => "Not allowed for this caller",
+        404 => "Not found",
+        405 => "Method not allowed",
+        409 => "Conflict: out_of_stock, conflict, invalid_state or request_in_progress",
+        412 => "If-Match names another version",
+        413 => "Body too large",
+        415 => "Unsupported media type",
+        422 => "validation_failed, idempotency_key_reused or empty_cart",
+        429 => "Rate limited",
+        503 => "Overloaded or not ready",
+        _ => "Error",
+    };
+    json!({
+        "description": description,
+        "content": {"application/problem+json": {"schema": reference("Problem")}}
+    })
+}
+
+/// Errors any route may answer.
+const COMMON_ERRORS: [u16; 5] = [400, 405, 413, 429, 503];
+
+fn operation(route: &crate::routes::Route) -> Value {
+    let mut op = Map::new();
+    op.insert("operationId".into(), json!(route.operation));
+    op.insert("summary".into(), json!(route.summary));
+    op.insert("description".into(), json!(format!("Who may call it: {}.", route.access)));
+    let mut parameters: Vec<Value> = route
+        .path
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}))
+        .collect();
+    parameters.extend(query_parameters(route.operation));
+    if let Some(required) = route.idempotency {
+        parameters.push(json!({
+            "name": "Idempotency-Key", "in": "header", "required": required,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+            "description": "Same key and body within 24 h replays the first answer."
+        }));
+    }
+    if matches!(route.method.as_str(), "PATCH" | "PUT" | "DELETE") {
+        parameters.push(json!({"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}}));
+    }
+    op.insert("parameters".into(), Value::Array(parameters));
+    if let Some(schema) = route.request_schema {
+        let mut content = Map::new();
+        content.insert("application/json".into(), json!({"schema": reference(schema)}));
+        if route.body == BodyKind::JsonOrForm {
+            content.insert(
+                "application/x-www-form-urlencoded".into(),
+                json!({"schema": reference(schema)}),
+            );
+        }
+        op.insert(
+            "requestBody".into(),
+            json!({"required": route.body != BodyKind::OptionalJson, "content": Value::Object(content)}),
+        );
+    }
+    let mut responses = Map::new();
+    let success = match (route.response_schema, route.operation) {
+        (_, "metrics") => {
+            json!({"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        }
+        (_, "openapi") => {
+            json!({"description": "This document", "content": {"application/json": {"schema": {"type": "object"}}}})
+        }
+        (Some(schema), _) => {
+            json!({"description": "Success", "content": {"application/json": {"schema": reference(schema)}}})
+        }
+        (None, _) => json!({"description": "Success, no body"}),
+    };
+    responses.insert(route.success.to_string(), success);
+    if route.operation == "token" {
+        let oauth = json!({"description": "RFC 6749 error", "content": {"application/json": {"schema": reference("OAuthError")}}});
+        responses.insert("400".into(), oauth.clone());
+        responses.insert("401".into(), oauth);
+    }
+    if route.method == http::Method::GET && route.response_schema.is_some() {
+        responses.insert("304".into(), json!({"description": "Not modified (If-None-Match)"}));
+    }
+    for status in COMMON_ERRORS.iter().chain(route.errors) {
+        responses.entry(status.to_string()).or_insert_with(|| problem_response(*status));
+    }
+    if route.body != BodyKind::None {
+        responses.entry("415".to_string()).or_insert_with(|| problem_response(415));
+        responses.entry("422".to_string()).or_insert_with(|| problem_response(422));
+    }
+    // A bearer token is optional everywhere; where it is given it must be valid.
+    responses.entry("401".to_string()).or_insert_with(|| problem_response(401));
+    op.insert("responses".into(), Value::Object(responses));
+    op.insert("security".into(), json!([{}, {"bearer": []}]));
+    Value::Object(op)
+}
+
+fn query(name: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": schema})
+}
+
+fn query_parameters(operation: &str) -> Vec<Value> {
+    let limit = query("limit", json!({"type": "string", "pattern": "^[0-9]+$"}));
+    let cursor = query("cursor", json!({"type": "string"}));
+    match operation {
+        "list_products" => vec![
+            query("category_id", json!({"type": "string"})),
+            query("status", json!({"type": "string", "enum": ["draft", "active", "archived"]})),
+            limit,
+            cursor,
+        ],
+        "list_categories" => vec![limit, cursor],
+        "list_orders" => vec![
+            query("status", json!({"type": "string"})),
+            query("customer_id", json!({"type": "string"})),
+            limit,
+            cursor,
+        ],
+        "list_my_orders" => vec![query("status", json!({"type": "string"})), limit, cursor],
+        _ => vec![],
+    }
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES.iter() {
+        let item = paths.entry(route.path.to_string()).or_insert_with(|| json!({}));
+        item[route.method.as_str().to_ascii_lowercase()] = operation(route);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Emporium",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The Emporium commerce engine's HTTP API. Errors are application/problem+json (RFC 9457) except the OAuth token endpoint's (RFC 6749 section 5.2). Lists take limit (1-100, default 20) and cursor. Catalog GETs carry ETags and honour If-None-Match; PATCH, PUT and DELETE honour If-Match."
+        },
+        "paths": Value::Object(paths),
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn timestamp() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": properties, "additionalProperties": false})
+}
+
+fn list_of(item: &str) -> Value {
+    object(
+        &["data", "next_cursor"],
+        json!({"data": {"type": "array", "items": reference(item)}, "next_cursor": {"type": ["string", "null"]}}),
+    )
+}
+
+fn string_map() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string"}})
+}
+
+fn schemas() -> Value {
+    let money = object(
+        &["amount", "currency"],
+        json!({"amount": {"type": "integer"}, "currency": {"type": "string"}}),
+    );
+    let line = object(
+        &["sku", "product_id", "title", "quantity", "unit_price", "line_total"],
+        json!({"sku": string(), "product_id": {"type": ["string", "null"]}, "title": string(), "quantity": {"type": "integer"},
+               "unit_price": reference("Money"), "line_total": reference("Money")}),
+    );
+    let address = object(
+        &["name", "line1", "city", "country"],
+        json!({"name": string(), "line1": string(), "line2": string(), "city": string(), "region": string(), "postal_code": string(), "country": string()}),
+    );
+    let variant_in = object(
+        &["sku", "price"],
+        json!({"sku": string(), "title": string(), "options": string_map(), "price": reference("Money")}),
+    );
+    let payment = object(
+        &["id", "order_id", "method", "card_brand", "amount", "status", "created_at"],
+        json!({"id": string(), "order_id": string(), "method": string(), "card_brand": string(), "amount": reference("Money"),
+               "status": {"type": "string", "enum": ["captured"]}, "created_at": timestamp()}),
+    );
+    let mut payment_with_order = payment.clone();
+    payment_with_order["properties"]["order"] = reference("Order");
+    payment_with_order["required"].as_array_mut().expect("an array").push(json!("order"));
+    let order_statuses = json!(["pending_payment", "paid", "fulfilled", "cancelled", "expired"]);
+    json!({
+        "Money": money,
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status", "code", "request_id"],
+            "properties": {"type": string(), "title": string(), "status": {"type": "integer"}, "detail": string(),
+                           "code": string(), "request_id": string(), "errors": {"type": "array", "items": {"type": "object"}}}
+        },
+        "OAuthError": {"type": "object", "required": ["error"], "properties": {"error": string(), "error_description": string()}},
+        "Health": object(&["status"], json!({"status": string()})),
+        "Ready": object(&["status", "role", "epoch", "lsn"], json!({"status": string(), "role": {"type": "string", "enum": ["primary", "standby"]}, "epoch": {"type": "integer"}, "lsn": {"type": "integer"}})),
+        "Replication": object(&["role", "epoch", "last_lsn", "durable_lsn", "standbys"], json!({"role": string(), "epoch": {"type": "integer"}, "last_lsn": {"type": "integer"}, "durable_lsn": {"type": "integer"}, "standbys": {"type": "array"}})),
+        "Checkpoint": object(&["path", "lsn", "created_at"], json!({"path": string(), "lsn": {"type": "integer"}, "created_at": timestamp()})),
+        "Registration": object(&["email", "password"], json!({"email": string(), "password": {"type": "string", "minLength": 8}, "name": string()})),
+        "NewUser": object(&["email", "password", "role"], json!({"email": string(), "password": {"type": "string", "minLength": 8}, "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "name": string()})),
+        "NewApiClient": object(&["name", "scopes"], json!({"name": string(), "scopes": {"type": "array", "items": string()}})),
+        "ApiClientCredentials": object(&["client_id", "client_secret", "name", "scopes", "created_at"], json!({"client_id": string(), "client_secret": string(), "name": string(), "scopes": {"type": "array", "items": string()}, "created_at": timestamp()})),
+        "Customer": object(&["id", "email", "name", "role", "created_at"], json!({"id": string(), "email": string(), "name": string(), "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "created_at": timestamp()})),
+        "Session": object(&["customer", "access_token", "refresh_token", "token_type", "expires_in"], json!({"customer": reference("Customer"), "access_token": string(), "refresh_token": string(), "token_type": {"type": "string", "enum": ["Bearer"]}, "expires_in": {"type": "integer"}})),
+        "TokenRequest": {"type": "object", "required": ["grant_type"], "properties": {"grant_type": {"type": "string", "enum": ["password", "client_credentials", "refresh_token"]}, "username": string(), "password": string(), "client_id": string(), "client_secret": string(), "refresh_token": string(), "scope": string()}},
+        "Token": {"type": "object", "required": ["access_token", "token_type", "expires_in"], "properties": {"access_token": string(), "token_type": {"type": "string", "enum": ["Bearer"]}, "expires_in": {"type": "integer"}, "refresh_token": string(), "scope": string()}, "additionalProperties": false},
+        "Variant": object(&["sku", "title", "options", "price"], json!({"sku": string(), "title": string(), "options": string_map(), "price": reference("Money")})),
+        "VariantInput": variant_in,
+        "Product": object(
+            &["id", "handle", "title", "description", "brand", "category_ids", "attributes", "status", "variants", "rating", "created_at", "updated_at", "version"],
+            json!({"id": string(), "handle": string(), "title": string(), "description": string(), "brand": string(),
+                   "category_ids": {"type": "array", "items": string()}, "attributes": string_map(),
+                   "status": {"type": "string", "enum": ["draft", "active", "archived"]},
+                   "variants": {"type": "array", "items": reference("Variant")},
+                   "rating": object(&["average", "count"], json!({"average": {"type": "number"}, "count": {"type": "integer"}})),
+                   "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}}),
+        ),
+        "NewProduct": object(&["title", "variants"], json!({"handle": string(), "title": string(), "description": string(), "brand": string(),
+            "category_ids": {"type": "array", "items": string()}, "attributes": string_map(),
+            "status": {"type": "string", "enum": ["draft", "active", "archived"]}, "variants": {"type": "array", "items": reference("VariantInput")}})),
+        "ProductPatch": object(&[], json!({"handle": string(), "title": string(), "description": string(), "brand": string(),
+            "category_ids": {"type": "array", "items": string()}, "attributes": string_map(),
+            "status": {"type": "string", "enum": ["draft", "active", "archived"]}, "variants": {"type": "array", "items": reference("VariantInput")}})),
+        "ProductList": list_of("Product"),
+        "Category": object(&["id", "name", "parent_id", "path", "created_at", "updated_at", "version"],
+            json!({"id": string(), "name": string(), "parent_id": {"type": ["string", "null"]}, "path": string(),
+                   "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
+        "NewCategory": object(&["name"], json!({"name": string(), "parent_id": {"type": ["string", "null"]}})),
+        "CategoryPatch": object(&[], json!({"name": string(), "parent_id": {"type": ["string", "null"]}})),
+        "CategoryList": list_of("Category"),
+        "Inventory": object(&["sku", "on_hand", "reserved", "available", "version"], json!({"sku": string(), "on_hand": {"type": "integer"}, "reserved": {"type": "integer"}, "available": {"type": "integer"}, "version": {"type": "integer"}})),
+        "InventorySet": object(&["on_hand"], json!({"on_hand": {"type": "integer"}, "reason": string()})),
+        "InventoryAdjustment": object(&["delta", "reason"], json!({"delta": {"type": "integer"}, "reason": string()})),
+        "CartLine": line,
+        "Cart": object(&["id", "customer_id", "currency", "status", "order_id", "items", "subtotal", "discount_total", "total", "created_at", "updated_at", "version"],
+            json!({"id": string(), "customer_id": {"type": ["string", "null"]}, "currency": string(), "status": {"type": "string", "enum": ["open", "checked_out"]},
+                   "order_id": {"type": ["string", "null"]}, "items": {"type": "array", "items": reference("CartLine")},
+                   "subtotal": reference("Money"), "discount_total": reference("Money"), "total": reference("Money"),
+                   "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
+        "NewCart": object(&[], json!({"currency": string()})),
+        "CartItemAdd": object(&["sku", "quantity"], json!({"sku": string(), "quantity": {"type": "integer"}})),
+        "CartItemSet": object(&["quantity"], json!({"quantity": {"type": "integer"}})),
+        "Address": address,
+        "Checkout": object(&[], json!({"email": string(), "shipping_address": reference("Address")})),
+        "PaymentRequest": object(&["method", "token"], json!({"method": {"type": "string", "enum": ["test_card"]}, "token": string()})),
+        "OrderPayment": payment,
+        "Payment": payment_with_order,
+        "Order": object(&["id", "customer_id", "email", "status", "items", "subtotal", "discount_total", "total", "currency", "reservation_expires_at", "payments", "shipping_address", "created_at", "updated_at", "version"],
+            json!({"id": string(), "customer_id": {"type": ["string", "null"]}, "email": string(), "status": {"type": "string", "enum": order_statuses},
+                   "items": {"type": "array", "items": reference("CartLine")}, "subtotal": reference("Money"), "discount_total": reference("Money"),
+                   "total": reference("Money"), "currency": string(), "reservation_expires_at": timestamp(),
+                   "payments": {"type": "array", "items": reference("OrderPayment")},
+                   "shipping_address": {"oneOf": [reference("Address"), {"type": "null"}]},
+                   "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
+        "OrderList": list_of("Order"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_once_with_its_schemas() {
+        let doc = document();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for route in ROUTES.iter() {
+            let op = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+            assert_eq!(op["operationId"], route.operation, "{} {}", route.method, route.path);
+            assert!(op["responses"][route.success.to_string()].is_object());
+            for schema in route.request_schema.iter().chain(route.response_schema.iter()) {
+                assert!(
+                    schemas.contains_key(*schema),
+                    "schema {schema} of {} is missing",
+                    route.operation
+                );
+            }
+        }
+        let documented: usize =
+            doc["paths"].as_object().unwrap().values().map(|v| v.as_object().unwrap().len()).sum();
+        assert_eq!(documented, ROUTES.len());
+        let text = serde_json::to_string(&doc).unwrap();
+        for name in schemas.keys() {
+            assert!(
+                text.contains(&format!("#/components/schemas/{name}\"")) || name == "Problem",
+                "{name} is never used"
+            );
+        }
+    }
+}

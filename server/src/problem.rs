@@ -1,0 +1,178 @@
+//! Errors over HTTP: `application/problem+json` (RFC 9457) with the contract's codes.
+//! Every engine error maps to one problem here, in one place.
+
+use emporium_engine::EngineError;
+use serde_json::{json, Value};
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: u16,
+    /// The contract's code (`out_of_stock`).
+    pub code: &'static str,
+    /// The problem type's title.
+    pub title: &'static str,
+    /// What happened, for a person.
+    pub detail: String,
+    /// Details a program can use (`errors: [...]`).
+    pub errors: Option<Value>,
+    /// Seconds to wait before retrying (429, 503).
+    pub retry_after_s: Option<u64>,
+    /// Methods allowed (405).
+    pub allow: Option<String>,
+}
+
+impl Problem {
+    /// A problem with no extra members.
+    pub fn new(
+        status: u16,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            errors: None,
+            retry_after_s: None,
+            allow: None,
+        }
+    }
+
+    /// 400 `malformed_request`.
+    pub fn malformed(detail: impl Into<String>) -> Problem {
+        Problem::new(400, "malformed_request", "Malformed request", detail)
+    }
+
+    /// 401 `unauthenticated`.
+    pub fn unauthenticated(detail: impl Into<String>) -> Problem {
+        Problem::new(401, "unauthenticated", "Authentication required", detail)
+    }
+
+    /// 403 `forbidden`.
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(403, "forbidden", "Forbidden", detail)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(404, "not_found", "Not found", detail)
+    }
+
+    /// 412 `precondition_failed`.
+    pub fn precondition_failed(detail: impl Into<String>) -> Problem {
+        Problem::new(412, "precondition_failed", "Precondition failed", detail)
+    }
+
+    /// 422 `validation_failed` about one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Problem {
+        let mut problem = Problem::new(
+            422,
+            "validation_failed",
+            "Validation failed",
+            "the request has invalid fields",
+        );
+        problem.errors = Some(json!([{"field": field, "message": message.into()}]));
+        problem
+    }
+
+    /// 503 `overloaded`, with `Retry-After`.
+    pub fn overloaded(detail: impl Into<String>) -> Problem {
+        let mut problem = Problem::new(503, "overloaded", "Overloaded", detail);
+        problem.retry_after_s = Some(1);
+        problem
+    }
+
+    /// 500: only for a caught panic or a storage failure, never for client input.
+    pub fn internal(detail: impl Into<String>) -> Problem {
+        Problem::new(500, "internal_error", "Internal error", detail)
+    }
+
+    /// The body, with the request id.
+    pub fn body(&self, request_id: &str) -> Value {
+        let mut body = json!({
+            "type": format!("/problems/{}", self.code),
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            "request_id": request_id,
+        });
+        if let Some(errors) = &self.errors {
+            body["errors"] = errors.clone();
+        }
+        body
+    }
+}
+
+impl From<EngineError> for Problem {
+    fn from(error: EngineError) -> Problem {
+        match error {
+            EngineError::Validation(fields) => {
+                let mut problem = Problem::new(
+                    422,
+                    "validation_failed",
+                    "Validation failed",
+                    "the request has invalid fields",
+                );
+                let errors: Vec<Value> = fields
+                    .iter()
+                    .map(|f| json!({"field": f.field, "message": f.message}))
+                    .collect();
+                problem.errors = Some(Value::Array(errors));
+                problem
+            }
+            EngineError::NotFound { kind, id } => {
+                Problem::not_found(format!("{kind} {id} does not exist"))
+            }
+            EngineError::OutOfStock(shortfalls) => {
+                let mut problem = Problem::new(
+                    409,
+                    "out_of_stock",
+                    "Not enough stock",
+                    "some lines cannot be reserved in full; nothing was reserved",
+                );
+                let errors: Vec<Value> = shortfalls
+                    .iter()
+                    .map(|s| json!({"sku": s.sku.as_str(), "requested": s.requested, "available": s.available}))
+                    .collect();
+                problem.errors = Some(Value::Array(errors));
+                problem
+            }
+            EngineError::InvalidState(detail) => {
+                Problem::new(409, "invalid_state", "Invalid state", detail)
+            }
+            EngineError::Conflict(detail) => Problem::new(409, "conflict", "Conflict", detail),
+            EngineError::EmptyCart => {
+                Problem::new(422, "empty_cart", "Empty cart", "the cart has no items to check out")
+            }
+            EngineError::PaymentDeclined(detail) => {
+                Problem::new(402, "payment_declined", "Payment declined", detail)
+            }
+            EngineError::IdempotencyKeyReused => Problem::new(
+                422,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was used for a different request",
+            ),
+            EngineError::VersionMismatch { expected, current } => Problem::precondition_failed(
+                format!("If-Match names version {expected}; the current version is {current}"),
+            ),
+            EngineError::Overloaded => {
+                Problem::overloaded("the engine's queue is full; retry shortly")
+            }
+            EngineError::Unavailable(detail) => {
+                let mut problem = Problem::new(503, "unavailable", "Unavailable", detail);
+                problem.retry_after_s = Some(5);
+                problem
+            }
+            other => {
+                tracing::error!(error = %other, "engine failure");
+                Problem::internal("the engine failed to store the change")
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The route table: every endpoint once, with its method, path, handler, rate-limit
+//! class, body kind, success status and who may call it. The router and the OpenAPI
+//! document are both built from this table, so they cannot drift apart.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::LazyLock;
+
+use http::Method;
+
+use crate::handlers::{accounts, carts, catalog, inventory, ops, orders};
+use crate::http::{Call, Out};
+use crate::problem::Problem;
+use crate::ratelimit::Class;
+
+/// A handler's future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Out, Problem>> + Send>>;
+
+/// What a request body may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body is read.
+    None,
+    /// A JSON body is required.
+    Json,
+    /// An empty body, or JSON.
+    OptionalJson,
+    /// JSON or a form (the OAuth token endpoint).
+    JsonOrForm,
+}
+
+/// One endpoint.
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path pattern (`/v1/products/{id}`).
+    pub path: &'static str,
+    /// The OpenAPI operation id.
+    pub operation: &'static str,
+    /// One line for the OpenAPI document.
+    pub summary: &'static str,
+    /// The handler.
+    pub handler: fn(Call) -> HandlerFuture,
+    /// The rate-limit class.
+    pub class: Class,
+    /// The body it reads.
+    pub body: BodyKind,
+    /// The status of a success.
+    pub success: u16,
+    /// Who may call it, for the document.
+    pub access: &'static str,
+    /// The OpenAPI schema of the request body, if any.
+    pub request_schema: Option<&'static str>,
+    /// The OpenAPI schema of the success body, if any.
+    pub response_schema: Option<&'static str>,
+    /// Error statuses it can answer besides the ones every route can.
+    pub errors: &'static [u16],
+    /// Whether it takes (`Some(true)`: requires) an `Idempotency-Key`.
+    pub idempotency: Option<bool>,
+}
+
+macro_rules! route {
+    ($method:ident $path:literal, $op:literal, $summary:literal, $handler:path, $class:ident, $body:ident,
+     $success:literal, $access:literal, $req:expr, $resp:expr, $errors:expr, $idem:expr) => {
+        Route {
+            method: Method::$method,
+            path: $path,
+            operation: $op,
+            summary: $summary,
+            handler: |call| Box::pin($handler(call)),
+            class: Class::$class,
+            body: BodyKind::$body,
+            success: $success,
+            access: $access,
+            request_schema: $req,
+            response_schema: $resp,
+            errors: $errors,
+            idempotency: $idem,
+        }
+    };
+}
+
+/// Every endpoint.
+pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
+    vec![
+        route!(GET "/healthz", "health", "The process is alive", ops::health, Read, None, 200, "anyone", None, Some("Health"), &[], None),
+        route!(GET "/readyz", "ready", "Recovered and serving: role, epoch and LSN", ops::ready, Read, None, 200, "anyone", None, Some("Ready"), &[503], None),
+        route!(GET "/metrics", "metrics", "Prometheus metrics (text exposition format)", ops::metrics, Read, None, 200, "anyone", None, None, &[], None),
+        route!(GET "/openapi.json", "openapi", "This document", ops::openapi, Read, None, 200, "anyone", None, None, &[], None),
+        route!(POST "/v1/auth/register", "register", "Register a customer account", accounts::register, Auth, Json, 201, "anyone", Some("Registration"), Some("Session"), &[409, 422], Some(false)),
+        route!(POST "/v1/auth/token", "token", "OAuth 2.0 token endpoint (password, client_credentials, refresh_token)", accounts::token, Auth, JsonOrForm, 200, "anyone", Some("TokenRequest"), Some("Token"), &[], None),
+        route!(GET "/v1/customers/me", "get_me", "The calling account", accounts::me, Read, None, 200, "any signed-in account", None, Some("Customer"), &[401, 403], None),
+        route!(GET "/v1/customers/me/orders", "list_my_orders", "The calling account's orders", orders::list_mine, Read, None, 200, "any signed-in account", None, Some("OrderList"), &[401, 403], None),
+        route!(POST "/v1/admin/users", "create_user", "Create an account with a role", accounts::create_user, Write, Json, 201, "users:admin", Some("NewUser"), Some("Customer"), &[401, 403, 409, 422], Some(false)),
+        route!(POST "/v1/admin/api-clients", "create_api_client", "Create an API client; its secret is shown once", accounts::create_api_client, Write, Json, 201, "users:admin", Some("NewApiClient"), Some("ApiClientCredentials"), &[401, 403, 422], Some(false)),
+        route!(GET "/v1/products", "list_products", "List products (customers see active ones)", catalog::list_products, Read, None, 200, "anyone", None, Some("ProductList"), &[], None),
+        route!(POST "/v1/products", "create_product", "Create a product", catalog::create_product, Write, Json, 201, "catalog:write", Some("NewProduct"), Some("Product"), &[401, 403, 409, 422], Some(false)),
+        route!(GET "/v1/products/{id}", "get_product", "A product", catalog::get_product, Read, None, 200, "anyone (active products); catalog:write for others", None, Some("Product"), &[404], None),
+        route!(PATCH "/v1/products/{id}", "update_product", "Change a product", catalog::update_product, Write, Json, 200, "catalog:write", Some("ProductPatch"), Some("Product"), &[401, 403, 404, 409, 412, 422], None),
+        route!(DELETE "/v1/products/{id}", "archive_product", "Archive a product", catalog::archive_product, Write, None, 204, "catalog:write", None, None, &[401, 403, 404, 412], None),
+        route!(GET "/v1/categories", "list_categories", "List categories", catalog::list_categories, Read, None, 200, "anyone", None, Some("CategoryList"), &[], None),
+        route!(POST "/v1/categories", "create_category", "Create a category", catalog::create_category, Write, Json, 201, "catalog:write", Some("NewCategory"), Some("Category"), &[401, 403, 422], Some(false)),
+        route!(GET "/v1/categories/{id}", "get_category", "A category", catalog::get_category, Read, None, 200, "anyone", None, Some("Category"), &[404], None),
+        route!(PATCH "/v1/categories/{id}", "update_category", "Rename or move a category", catalog::update_category, Write, Json, 200, "catalog:write", Some("CategoryPatch"), Some("Category"), &[401, 403, 404, 412, 422], None),
+        route!(DELETE "/v1/categories/{id}", "delete_category", "Delete an empty category", catalog::delete_category, Write, None, 204, "catalog:write", None, None, &[401, 403, 404, 409, 412], None),
+        route!(GET "/v1/inventory/{sku}", "get_inventory", "A SKU's stock levels", inventory::get, Read, None, 200, "inventory:read", None, Some("Inventory"), &[401, 403, 404], None),
+        route!(PUT "/v1/inventory/{sku}", "set_inventory", "Set a SKU's units on hand", inventory::set, Write, Json, 200, "inventory:write", Some("InventorySet"), Some("Inventory"), &[401, 403, 404, 409, 412, 422], None),
+        route!(POST "/v1/inventory/{sku}/adjustments", "adjust_inventory", "Add or remove units on hand", inventory::adjust, Write, Json, 200, "inventory:write", Some("InventoryAdjustment"), Some("Inventory"), &[401, 403, 404, 409, 422], Some(false)),
+        route!(POST "/v1/carts", "create_cart", "Open a cart (owned with a customer token, else a guest cart)", carts::create, Write, OptionalJson, 201, "anyone", Some("NewCart"), Some("Cart"), &[422], Some(false)),
+        route!(GET "/v1/carts/{id}", "get_cart", "A cart with current prices", carts::get, Read, None, 200, "its owner, anyone for a guest cart, orders:read", None, Some("Cart"), &[403, 404], None),
+        route!(POST "/v1/carts/{id}/items", "add_cart_item", "Add units of a SKU", carts::add_item, Write, Json, 200, "its owner, anyone for a guest cart, orders:write", Some("CartItemAdd"), Some("Cart"), &[403, 404, 409, 422], Some(false)),
+        route!(PUT "/v1/carts/{id}/items/{sku}", "set_cart_item", "Set a line's quantity (0 removes it)", carts::set_item, Write, Json, 200, "its owner, anyone for a guest cart, orders:write", Some("CartItemSet"), Some("Cart"), &[403, 404, 409, 412, 422], None),
+        route!(DELETE "/v1/carts/{id}/items/{sku}", "remove_cart_item", "Remove a line", carts::remove_item, Write, None, 204, "its owner, anyone for a guest cart, orders:write", None, None, &[403, 404, 409, 412], None),
+        route!(POST "/v1/carts/{id}/checkout", "checkout", "Reserve every line's stock and place an order", carts::checkout, Write, OptionalJson, 201, "its owner, anyone for a guest cart, orders:write", Some("Checkout"), Some("Order"), &[403, 404, 409, 422], Some(true)),
+        route!(GET "/v1/orders", "list_orders", "List orders", orders::list, Read, None, 200, "orders:read", None, Some("OrderList"), &[401, 403], None),
+        route!(GET "/v1/orders/{id}", "get_order", "An order", orders::get, Read, None, 200, "its owner, anyone for a guest order, orders:read", None, Some("Order"), &[403, 404], None),
+        route!(POST "/v1/orders/{id}/payments", "pay_order", "Pay with the test provider", orders::pay, Write, Json, 201, "its owner, anyone for a guest order, orders:write", Some("PaymentRequest"), Some("Payment"), &[402, 403, 404, 409, 422], Some(true)),
+        route!(POST "/v1/orders/{id}/cancel", "cancel_order", "Cancel a pending order, releasing its stock", orders::cancel, Write, OptionalJson, 200, "its owner, anyone for a guest order, orders:write", None, Some("Order"), &[403, 404, 409, 412], Some(false)),
+        route!(POST "/v1/orders/{id}/fulfillments", "fulfil_order", "Mark a paid order fulfilled", orders::fulfil, Write, OptionalJson, 200, "orders:write", None, Some("Order"), &[401, 403, 404, 409], Some(false)),
+        route!(GET "/v1/admin/replication", "get_replication", "Replication status", ops::replication, Read, None, 200, "ops:admin", None, Some("Replication"), &[401, 403], None),
+        route!(POST "/v1/admin/checkpoints", "create_checkpoint", "Write a consistent on-disk checkpoint", ops::checkpoint, Write, OptionalJson, 201, "ops:admin", None, Some("Checkpoint"), &[401, 403], Some(false)),
+    ]
+});
+
+static ROUTER: LazyLock<matchit::Router<Vec<usize>>> = LazyLock::new(|| {
+    let mut paths: Vec<(&'static str, Vec<usize>)> = Vec::new();
+    for (index, route) in ROUTES.iter().enumerate() {
+        match paths.iter_mut().find(|(path, _)| *path == route.path) {
+            Some((_, indexes)) => indexes.push(index),
+            None => paths.push((route.path, vec![index])),
+        }
+    }
+    let mut router = matchit::Router::new();
+    for (path, indexes) in paths {
+        router.insert(path, indexes).expect("route paths do not overlap");
+    }
+    router
+});
+
+/// The route for a method and path, with its path parameters; 404 or 405 otherwise.
+pub fn find(
+    method: &Method,
+    path: &str,
+) -> Result<(&'static Route, Vec<(String, String)>), Problem> {
+    let matched = ROUTER
+        .at(path)
+        .map_err(|_| Problem::not_found(format!("no endpoint at {}", truncate(path))))?;
+    let params = matched.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let routes = matched.value.iter().map(|&i| &ROUTES[i]);
+    if let Some(route) = routes
+        .clone()
+        .find(|r| r.method == method || (method == Method::HEAD && r.method == Method::GET))
+    {
+        return Ok((route, params));
+    }
+    let allow = routes.map(|r| r.method.as_str()).collect::<Vec<_>>().join(", ");
+    let mut problem = Problem::new(
+        405,
+        "method_not_allowed",
+        "Method not allowed",
+        format!("{path} allows {allow}"),
+    );
+    problem.allow = Some(allow);
+    Err(problem)
+}
+
+fn truncate(path: &str) -> String {
+    path.chars().take(200).collect()
+}
+
+/// Runs the route's handler.
+pub fn handle(call: Call) -> HandlerFuture {
+    (call.route.handler)(call)
+}

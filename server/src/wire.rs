@@ -1,0 +1,597 @@
+//! The JSON wire format: request bodies (unknown fields refused) and the views of the
+//! engine's values that responses carry. Only this module knows field names on the wire.
+
+use std::collections::BTreeMap;
+
+use emporium_engine::*;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Milliseconds since the epoch as RFC 3339 UTC (`2026-01-01T00:00:00.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let secs_of_day = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        secs_of_day / 3600,
+        secs_of_day % 3600 / 60,
+        secs_of_day % 60
+    )
+}
+
+/// `{"amount": 1999, "currency": "USD"}`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyJson {
+    /// Minor units.
+    pub amount: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+impl From<Money> for MoneyJson {
+    fn from(money: Money) -> MoneyJson {
+        MoneyJson { amount: money.amount(), currency: money.currency().as_str().to_string() }
+    }
+}
+
+/// A list page.
+#[derive(Serialize)]
+pub struct List<T> {
+    /// The items.
+    pub data: Vec<T>,
+    /// The cursor of the next page, or null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Deserializes a field that may be absent (`None`), null (`Some(None)`) or a value.
+pub fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+// --- requests ------------------------------------------------------------------------
+
+/// `POST /v1/auth/register`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST /v1/admin/users`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub email: String,
+    pub password: String,
+    pub role: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST /v1/admin/api-clients`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiClient {
+    pub name: String,
+    pub scopes: Vec<String>,
+}
+
+/// A variant in a product body.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct VariantJson {
+    pub sku: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    pub price: MoneyJson,
+}
+
+impl From<VariantJson> for VariantInput {
+    fn from(v: VariantJson) -> VariantInput {
+        VariantInput {
+            sku: v.sku,
+            title: v.title,
+            options: v.options,
+            price: MoneyInput { amount: v.price.amount, currency: v.price.currency },
+        }
+    }
+}
+
+/// `POST /v1/products`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    #[serde(default)]
+    pub handle: Option<String>,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub brand: String,
+    #[serde(default)]
+    pub category_ids: Vec<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    pub variants: Vec<VariantJson>,
+}
+
+/// `PATCH /v1/products/{id}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    #[serde(default)]
+    pub handle: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub brand: Option<String>,
+    #[serde(default)]
+    pub category_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub attributes: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub variants: Option<Vec<VariantJson>>,
+}
+
+/// `POST /v1/categories`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewCategory {
+    pub name: String,
+    #[serde(default)]
+    pub parent_id: Option<String>,
+}
+
+/// `PATCH /v1/categories/{id}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub parent_id: Option<Option<String>>,
+}
+
+/// `PUT /v1/inventory/{sku}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct InventorySet {
+    pub on_hand: i64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/inventory/{sku}/adjustments`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryAdjustment {
+    pub delta: i64,
+    pub reason: String,
+}
+
+/// `POST /v1/carts`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewCart {
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// `POST /v1/carts/{id}/items`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CartItemAdd {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// `PUT /v1/carts/{id}/items/{sku}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CartItemSet {
+    pub quantity: i64,
+}
+
+/// A shipping address.
+#[derive(Deserialize, Serialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AddressJson {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: String,
+    pub city: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub postal_code: String,
+    pub country: String,
+}
+
+impl From<AddressJson> for Address {
+    fn from(a: AddressJson) -> Address {
+        Address {
+            name: a.name,
+            line1: a.line1,
+            line2: a.line2,
+            city: a.city,
+            region: a.region,
+            postal_code: a.postal_code,
+            country: a.country,
+        }
+    }
+}
+
+impl From<&Address> for AddressJson {
+    fn from(a: &Address) -> AddressJson {
+        AddressJson {
+            name: a.name.clone(),
+            line1: a.line1.clone(),
+            line2: a.line2.clone(),
+            city: a.city.clone(),
+            region: a.region.clone(),
+            postal_code: a.postal_code.clone(),
+            country: a.country.clone(),
+        }
+    }
+}
+
+/// `POST /v1/carts/{id}/checkout`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutJson {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub shipping_address: Option<AddressJson>,
+}
+
+/// `POST /v1/orders/{id}/payments`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    pub method: String,
+    pub token: String,
+}
+
+// --- responses -----------------------------------------------------------------------
+
+#[derive(Serialize)]
+pub struct VariantView<'a> {
+    sku: &'a str,
+    title: &'a str,
+    options: &'a BTreeMap<String, String>,
+    price: MoneyJson,
+}
+
+#[derive(Serialize)]
+pub struct RatingView {
+    average: f64,
+    count: u64,
+}
+
+/// A product.
+#[derive(Serialize)]
+pub struct ProductView<'a> {
+    id: &'a str,
+    handle: &'a str,
+    title: &'a str,
+    description: &'a str,
+    brand: &'a str,
+    category_ids: Vec<&'a str>,
+    attributes: &'a BTreeMap<String, String>,
+    status: &'static str,
+    variants: Vec<VariantView<'a>>,
+    rating: RatingView,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl<'a> From<&'a Product> for ProductView<'a> {
+    fn from(p: &'a Product) -> ProductView<'a> {
+        ProductView {
+            id: p.id.as_str(),
+            handle: &p.handle,
+            title: &p.title,
+            description: &p.description,
+            brand: &p.brand,
+            category_ids: p.category_ids.iter().map(|c| c.as_str()).collect(),
+            attributes: &p.attributes,
+            status: p.status.as_str(),
+            variants: p
+                .variants
+                .iter()
+                .map(|v| VariantView {
+                    sku: v.sku.as_str(),
+                    title: &v.title,
+                    options: &v.options,
+                    price: v.price.into(),
+                })
+                .collect(),
+            rating: RatingView {
+                average: (p.rating.average() * 100.0).round() / 100.0,
+                count: p.rating.count,
+            },
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+            version: p.version,
+        }
+    }
+}
+
+/// A category.
+#[derive(Serialize)]
+pub struct CategoryView {
+    id: String,
+    name: String,
+    parent_id: Option<String>,
+    path: String,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl CategoryView {
+    /// The category with its path from the root (`Clothing > Shirts`).
+    pub fn new(category: &Category, state: &State) -> CategoryView {
+        let path = state
+            .category_path(&category.id)
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" > ");
+        CategoryView {
+            id: category.id.to_string(),
+            name: category.name.clone(),
+            parent_id: category.parent_id.as_ref().map(|p| p.to_string()),
+            path,
+            created_at: rfc3339(category.created_at),
+            updated_at: rfc3339(category.updated_at),
+            version: category.version,
+        }
+    }
+}
+
+/// A SKU's stock.
+#[derive(Serialize)]
+pub struct InventoryView<'a> {
+    sku: &'a str,
+    on_hand: u32,
+    reserved: u32,
+    available: u32,
+    version: u64,
+}
+
+impl<'a> From<&'a StockLevels> for InventoryView<'a> {
+    fn from(s: &'a StockLevels) -> InventoryView<'a> {
+        InventoryView {
+            sku: s.sku.as_str(),
+            on_hand: s.on_hand,
+            reserved: s.reserved,
+            available: s.available(),
+            version: s.version,
+        }
+    }
+}
+
+/// A cart or order line.
+#[derive(Serialize)]
+pub struct LineView<'a> {
+    sku: &'a str,
+    product_id: Option<&'a str>,
+    title: &'a str,
+    quantity: u32,
+    unit_price: MoneyJson,
+    line_total: MoneyJson,
+}
+
+/// A cart with current prices.
+#[derive(Serialize)]
+pub struct CartView<'a> {
+    id: &'a str,
+    customer_id: Option<&'a str>,
+    currency: &'a str,
+    status: &'static str,
+    order_id: Option<&'a str>,
+    items: Vec<LineView<'a>>,
+    subtotal: MoneyJson,
+    discount_total: MoneyJson,
+    total: MoneyJson,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl<'a> From<&'a PricedCart> for CartView<'a> {
+    fn from(p: &'a PricedCart) -> CartView<'a> {
+        let cart = &p.cart;
+        let (status, order_id) = match &cart.status {
+            CartStatus::Open => ("open", None),
+            CartStatus::CheckedOut(order) => ("checked_out", Some(order.as_str())),
+        };
+        CartView {
+            id: cart.id.as_str(),
+            customer_id: cart.customer_id.as_ref().map(|c| c.as_str()),
+            currency: cart.currency.as_str(),
+            status,
+            order_id,
+            items: p
+                .lines
+                .iter()
+                .map(|l| LineView {
+                    sku: l.sku.as_str(),
+                    product_id: l.product_id.as_ref().map(|p| p.as_str()),
+                    title: &l.title,
+                    quantity: l.quantity,
+                    unit_price: l.unit_price.into(),
+                    line_total: l.line_total.into(),
+                })
+                .collect(),
+            subtotal: p.subtotal.into(),
+            discount_total: p.discount_total.into(),
+            total: p.total.into(),
+            created_at: rfc3339(cart.created_at),
+            updated_at: rfc3339(cart.updated_at),
+            version: cart.version,
+        }
+    }
+}
+
+/// A captured payment.
+#[derive(Serialize)]
+pub struct PaymentView<'a> {
+    id: &'a str,
+    order_id: &'a str,
+    method: &'a str,
+    card_brand: &'a str,
+    amount: MoneyJson,
+    status: &'static str,
+    created_at: String,
+}
+
+impl<'a> PaymentView<'a> {
+    /// The payment of `order`.
+    pub fn new(payment: &'a Payment, order: &'a Order) -> PaymentView<'a> {
+        PaymentView {
+            id: payment.id.as_str(),
+            order_id: order.id.as_str(),
+            method: &payment.method,
+            card_brand: &payment.card_brand,
+            amount: payment.amount.into(),
+            status: "captured",
+            created_at: rfc3339(payment.created_at),
+        }
+    }
+}
+
+/// A payment with the order it paid.
+#[derive(Serialize)]
+pub struct PaymentReceiptView<'a> {
+    #[serde(flatten)]
+    payment: PaymentView<'a>,
+    order: OrderView<'a>,
+}
+
+impl<'a> From<&'a PaymentReceipt> for PaymentReceiptView<'a> {
+    fn from(r: &'a PaymentReceipt) -> PaymentReceiptView<'a> {
+        PaymentReceiptView {
+            payment: PaymentView::new(&r.payment, &r.order),
+            order: OrderView::from(&*r.order),
+        }
+    }
+}
+
+/// An order.
+#[derive(Serialize)]
+pub struct OrderView<'a> {
+    id: &'a str,
+    customer_id: Option<&'a str>,
+    email: &'a str,
+    status: &'static str,
+    items: Vec<LineView<'a>>,
+    subtotal: MoneyJson,
+    discount_total: MoneyJson,
+    total: MoneyJson,
+    currency: String,
+    reservation_expires_at: String,
+    payments: Vec<PaymentView<'a>>,
+    shipping_address: Option<AddressJson>,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl<'a> From<&'a Order> for OrderView<'a> {
+    fn from(o: &'a Order) -> OrderView<'a> {
+        OrderView {
+            id: o.id.as_str(),
+            customer_id: o.customer_id.as_ref().map(|c| c.as_str()),
+            email: &o.email,
+            status: o.status.as_str(),
+            items: o
+                .lines
+                .iter()
+                .map(|l| LineView {
+                    sku: l.sku.as_str(),
+                    product_id: Some(l.product_id.as_str()),
+                    title: &l.title,
+                    quantity: l.quantity,
+                    unit_price: l.unit_price.into(),
+                    line_total: l.line_total.into(),
+                })
+                .collect(),
+            subtotal: o.subtotal.into(),
+            discount_total: o.discount_total.into(),
+            total: o.total.into(),
+            currency: o.total.currency().as_str().to_string(),
+            reservation_expires_at: rfc3339(o.reservation_expires_at),
+            payments: o.payments.iter().map(|p| PaymentView::new(p, o)).collect(),
+            shipping_address: o.shipping_address.as_ref().map(AddressJson::from),
+            created_at: rfc3339(o.created_at),
+            updated_at: rfc3339(o.updated_at),
+            version: o.version,
+        }
+    }
+}
+
+/// An account.
+#[derive(Serialize)]
+pub struct CustomerView<'a> {
+    id: &'a str,
+    email: &'a str,
+    name: &'a str,
+    role: &'static str,
+    created_at: String,
+}
+
+impl<'a> From<&'a Customer> for CustomerView<'a> {
+    fn from(c: &'a Customer) -> CustomerView<'a> {
+        CustomerView {
+            id: c.id.as_str(),
+            email: &c.email,
+            name: &c.name,
+            role: c.role.as_str(),
+            created_at: rfc3339(c.created_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
