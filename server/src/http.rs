@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::Principal;
@@ -227,9 +228,12 @@ pub async fn serve(
     let started = Instant::now();
     let request_id = request_id(request.headers());
     let method = request.method().clone();
+    // Every log line of the request carries its id.
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %request.uri().path());
     let (route_name, mut response) = match routes::find(request.method(), request.uri().path()) {
         Ok((route, params)) => {
-            (route.path, dispatch(app.clone(), route, params, request, &request_id, peer).await)
+            let dispatched = dispatch(app.clone(), route, params, request, &request_id, peer);
+            (route.path, dispatched.instrument(span.clone()).await)
         }
         Err(problem) => ("unmatched", problem_response(&problem, &request_id)),
     };
@@ -237,8 +241,8 @@ pub async fn serve(
         response.headers_mut().insert("x-request-id", value);
     }
     let status = response.status().as_u16();
-    app.metrics.request(route_name, method.as_str(), status, started.elapsed().as_secs_f64());
-    tracing::debug!(request_id = %request_id, %method, route = route_name, status, "answered");
+    app.metrics.request(route_name, &method, status, started.elapsed().as_secs_f64());
+    span.in_scope(|| tracing::debug!(route = route_name, status, "answered"));
     Ok(response)
 }
 
@@ -310,23 +314,28 @@ async fn dispatch(
         peer,
         route,
     };
-    let outcome = std::panic::AssertUnwindSafe(routes::handle(call)).catch_unwind().await;
-    let mut response = match outcome {
-        Ok(Ok(out)) => out_response(out, if_none_match.as_ref()),
-        Ok(Err(problem)) => problem_response(&problem, request_id),
-        Err(_) => {
-            app.metrics.panic();
-            tracing::error!(request_id, route = route.path, "a handler panicked");
-            problem_response(
-                &Problem::internal("the server hit a bug handling this request"),
-                request_id,
-            )
-        }
+    let mut response = match run_handler(&app, call).await {
+        Ok(out) => out_response(out, if_none_match.as_ref()),
+        Err(problem) => problem_response(&problem, request_id),
     };
     if let Some(decision) = limited {
         rate_headers(&mut response, decision);
     }
     response
+}
+
+/// Runs the route's handler; a panic is caught, counted and answered 500, and the
+/// server goes on.
+pub async fn run_handler(app: &App, call: Call) -> Result<Out, Problem> {
+    let route = call.route.path;
+    match std::panic::AssertUnwindSafe(routes::handle(call)).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            app.metrics.panic();
+            tracing::error!(route, "a handler panicked");
+            Err(Problem::internal("the server hit a bug handling this request"))
+        }
+    }
 }
 
 /// The principal a bearer token names. No header is anonymous; a bad token is 401.
@@ -465,4 +474,58 @@ pub fn problem_response(problem: &Problem, request_id: &str) -> Response<Body> {
         builder = builder.header(header::WWW_AUTHENTICATE, "Bearer realm=\"emporium\"");
     }
     builder.body(Full::new(Bytes::from(body))).expect("valid response parts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::{BodyKind, HandlerFuture};
+
+    fn panicking(_call: Call) -> HandlerFuture {
+        Box::pin(async { panic!("a bug in a handler") })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::Config {
+            data_dir: dir.path().join("data"),
+            password_hash_kib: 64,
+            ..Default::default()
+        };
+        let app = App::open(config).await.unwrap();
+        let route: &'static Route = Box::leak(Box::new(Route {
+            method: http::Method::GET,
+            path: "/panic",
+            operation: "panic",
+            summary: "",
+            handler: panicking,
+            class: Class::Read,
+            body: BodyKind::None,
+            success: 200,
+            access: "anyone",
+            request_schema: None,
+            response_schema: None,
+            errors: &[],
+            idempotency: None,
+        }));
+        for _ in 0..2 {
+            let call = Call {
+                app: app.clone(),
+                principal: Principal::Anonymous,
+                params: vec![],
+                path: "/panic".into(),
+                query: String::new(),
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+                request_id: "req_1".into(),
+                peer: IpAddr::from([127, 0, 0, 1]),
+                route,
+            };
+            let problem = run_handler(&app, call).await.unwrap_err();
+            assert_eq!((problem.status, problem.code), (500, "internal_error"));
+        }
+        assert!(app.metrics.render(&app.engine).contains("emporium_handler_panics_total 2"));
+        app.engine.clone().close();
+    }
 }

@@ -13,19 +13,19 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    method: String,
+    route: &'static str,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
-    class: String,
+    class: &'static str,
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -132,15 +132,23 @@ impl Metrics {
     }
 
     /// Records one answered request.
-    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        let labels = RequestLabels { route: route.to_string(), method: method.to_string(), status };
-        self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&RouteLabels { route: route.to_string() }).observe(seconds);
+    pub fn request(&self, route: &'static str, method: &http::Method, status: u16, seconds: f64) {
+        let method = match *method {
+            http::Method::GET => "GET",
+            http::Method::POST => "POST",
+            http::Method::PUT => "PUT",
+            http::Method::PATCH => "PATCH",
+            http::Method::DELETE => "DELETE",
+            http::Method::HEAD => "HEAD",
+            _ => "OTHER",
+        };
+        self.requests.get_or_create(&RequestLabels { route, method, status }).inc();
+        self.latency.get_or_create(&RouteLabels { route }).observe(seconds);
     }
 
     /// Records a rate-limit refusal.
-    pub fn rate_limited(&self, class: &str) {
-        self.rate_limited.get_or_create(&ClassLabels { class: class.to_string() }).inc();
+    pub fn rate_limited(&self, class: &'static str) {
+        self.rate_limited.get_or_create(&ClassLabels { class }).inc();
     }
 
     /// Records a caught panic.

@@ -181,24 +181,22 @@ pub async fn create_api_client(call: Call) -> Result<Out, Problem> {
             ));
         }
     }
-    idempotent(&call, async {
-        let secret = random_token();
-        let secret_hash = hash(&call.app, secret.clone()).await?;
-        let client = call
-            .app
-            .engine
-            .send(CreateApiClient { name: body.name, secret_hash, scopes: body.scopes })
-            .await?;
-        let body = json!({
-            "client_id": client.id.as_str(),
-            "client_secret": secret,
-            "name": client.name,
-            "scopes": client.scopes,
-            "created_at": rfc3339(client.created_at),
-        });
-        Ok(Out::created(&body, format!("/v1/admin/api-clients/{}", client.id)))
-    })
-    .await
+    // Not idempotent by key: a replay would mean keeping the secret, shown only once.
+    let secret = random_token();
+    let secret_hash = hash(&call.app, secret.clone()).await?;
+    let client = call
+        .app
+        .engine
+        .send(CreateApiClient { name: body.name, secret_hash, scopes: body.scopes })
+        .await?;
+    let body = json!({
+        "client_id": client.id.as_str(),
+        "client_secret": secret,
+        "name": client.name,
+        "scopes": client.scopes,
+        "created_at": rfc3339(client.created_at),
+    });
+    Ok(Out::created(&body, format!("/v1/admin/api-clients/{}", client.id)))
 }
 
 /// The token endpoint's parameters (form or JSON); unknown ones are ignored, as RFC 6749
