@@ -65,6 +65,8 @@ pub struct Ctx<'a> {
 }
 
 /// What a command's reply names, resolved against the state once its events are applied.
+// Short-lived and moved once per command; boxing would cost an allocation each time.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(crate) enum Outcome {
     Category(CategoryId),

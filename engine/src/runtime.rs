@@ -95,6 +95,8 @@ pub struct EngineStats {
 
 type ReplySender = oneshot::Sender<Result<Reply>>;
 
+// The queue's slots hold commands by value: boxing would allocate per command.
+#[allow(clippy::large_enum_variant)]
 enum Envelope {
     Command(Command, ReplySender),
     /// Sent by [`Engine::close`]: finish what came before, then stop.

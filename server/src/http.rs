@@ -268,7 +268,7 @@ async fn dispatch(
     peer: IpAddr,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    let principal = match authenticate(&app, &parts.headers) {
+    let principal = match authenticate(&app, route, &parts.headers) {
         Ok(principal) => principal,
         Err(problem) => return problem_response(&problem, request_id),
     };
@@ -339,11 +339,15 @@ pub async fn run_handler(app: &App, call: Call) -> Result<Out, Problem> {
 }
 
 /// The principal a bearer token names. No header is anonymous; a bad token is 401.
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
+fn authenticate(app: &App, route: &Route, headers: &HeaderMap) -> Result<Principal, Problem> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(Principal::Anonymous) };
     let value = value
         .to_str()
         .map_err(|_| Problem::unauthenticated("the Authorization header is not text"))?;
+    // The token endpoint takes API client credentials as HTTP Basic (RFC 6749 §2.3.1).
+    if route.body == BodyKind::JsonOrForm && value.starts_with("Basic ") {
+        return Ok(Principal::Anonymous);
+    }
     let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))
     else {
         return Err(Problem::unauthenticated("use Authorization: Bearer <access token>"));

@@ -13,6 +13,9 @@ use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::ratelimit::Class;
 
+/// Path parameters by name, in path order.
+pub type Params = Vec<(String, String)>;
+
 /// A handler's future.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Out, Problem>> + Send>>;
 
@@ -138,10 +141,7 @@ static ROUTER: LazyLock<matchit::Router<Vec<usize>>> = LazyLock::new(|| {
 });
 
 /// The route for a method and path, with its path parameters; 404 or 405 otherwise.
-pub fn find(
-    method: &Method,
-    path: &str,
-) -> Result<(&'static Route, Vec<(String, String)>), Problem> {
+pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Problem> {
     let matched = ROUTER
         .at(path)
         .map_err(|_| Problem::not_found(format!("no endpoint at {}", truncate(path))))?;

@@ -77,7 +77,7 @@ struct Session<'a> {
 
 fn check_password(password: &str) -> Result<(), Problem> {
     let chars = password.chars().count();
-    if chars < 8 || chars > PASSWORD_CHARS_MAX {
+    if !(8..=PASSWORD_CHARS_MAX).contains(&chars) {
         return Err(Problem::invalid_field(
             "password",
             format!("must be 8 to {PASSWORD_CHARS_MAX} characters"),

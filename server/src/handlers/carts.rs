@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use emporium_engine::*;
 
-use super::{check_owner, idempotency_key, idempotent, InFlight};
+use super::{check_owner, idempotency_key, idempotent, record_refusal, recorded_refusal, InFlight};
 use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::wire::*;
@@ -102,13 +102,19 @@ pub async fn checkout(call: Call) -> Result<Out, Problem> {
         if call.body.is_empty() { CheckoutJson::default() } else { call.json()? };
     let idempotency = idempotency_key(&call)?;
     let _guard = idempotency.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
+    if let Some(replay) = recorded_refusal(&call, idempotency.as_ref())? {
+        return Ok(replay);
+    }
     let command = Checkout {
         cart_id: cart.id.to_string(),
         email: body.email,
         shipping_address: body.shipping_address.map(Address::from),
-        idempotency,
+        idempotency: idempotency.clone(),
     };
-    let order = call.app.engine.send(command).await?;
+    let order = match call.app.engine.send(command).await {
+        Ok(order) => order,
+        Err(error) => return Err(record_refusal(&call, idempotency, error).await),
+    };
     Ok(Out::created(&OrderView::from(&*order), format!("/v1/orders/{}", order.id))
         .versioned(order.version))
 }

@@ -117,6 +117,60 @@ pub(crate) async fn idempotent(
     Ok(out)
 }
 
+/// Checkout and payment keep their successes in the engine, which replays them. A
+/// refusal that a retry must see again (a declined payment, a shortfall, a closed cart)
+/// is recorded here as a response; validation failures are not, so a corrected request
+/// may reuse its key.
+pub(crate) fn recorded_refusal(
+    call: &Call,
+    key: Option<&IdempotencyKey>,
+) -> Result<Option<Out>, Problem> {
+    let Some(key) = key else { return Ok(None) };
+    let Some(record) = call.app.engine.state().idempotency_record(&key.scoped()) else {
+        return Ok(None);
+    };
+    if record.created_at + IDEMPOTENCY_TTL_MS <= now_ms() {
+        return Ok(None);
+    }
+    match &record.outcome {
+        IdempotentOutcome::Response(response) if record.fingerprint == fnv(&call.body) => {
+            Ok(Some(Out {
+                body: Some(response.body.clone()),
+                content_type: "application/problem+json",
+                replayed: true,
+                ..Out::status(response.status)
+            }))
+        }
+        IdempotentOutcome::Response(_) => {
+            Err(Problem::from(emporium_engine::EngineError::IdempotencyKeyReused))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Records `error` for `key` when it is a refusal a retry must see again.
+pub(crate) async fn record_refusal(
+    call: &Call,
+    key: Option<IdempotencyKey>,
+    error: emporium_engine::EngineError,
+) -> Problem {
+    use emporium_engine::EngineError as E;
+    let lasting = matches!(
+        error,
+        E::PaymentDeclined(_) | E::OutOfStock(_) | E::InvalidState(_) | E::EmptyCart
+    );
+    let problem = Problem::from(error);
+    if let (Some(key), true) = (key, lasting) {
+        let body = serde_json::to_vec(&problem.body(&call.request_id)).expect("problems serialize");
+        let record =
+            RecordResponse { key, fingerprint: fnv(&call.body), status: problem.status, body };
+        if let Err(error) = call.app.engine.send(record).await {
+            tracing::warn!(%error, "could not record the refusal for its idempotency key");
+        }
+    }
+    problem
+}
+
 /// Whether the caller may see or change a resource owned by `owner` (`None`: a guest
 /// resource, reachable by anyone holding its unguessable id).
 pub(crate) fn check_owner(

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use emporium_engine::*;
 use serde::Deserialize;
 
-use super::{check_owner, idempotency_key, idempotent, limit, InFlight};
+use super::{
+    check_owner, idempotency_key, idempotent, limit, record_refusal, recorded_refusal, InFlight,
+};
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -92,13 +94,19 @@ pub async fn pay(call: Call) -> Result<Out, Problem> {
     let body: PaymentRequest = call.json()?;
     let idempotency = idempotency_key(&call)?;
     let _guard = idempotency.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
+    if let Some(replay) = recorded_refusal(&call, idempotency.as_ref())? {
+        return Ok(replay);
+    }
     let command = CapturePayment {
         order_id: order.id.to_string(),
         method: body.method,
         token: body.token,
-        idempotency,
+        idempotency: idempotency.clone(),
     };
-    let receipt = call.app.engine.send(command).await?;
+    let receipt = match call.app.engine.send(command).await {
+        Ok(receipt) => receipt,
+        Err(error) => return Err(record_refusal(&call, idempotency, error).await),
+    };
     let location = format!("/v1/orders/{}", receipt.order.id);
     Ok(Out::created(&PaymentReceiptView::from(&receipt), location))
 }
