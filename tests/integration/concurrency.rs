@@ -1,0 +1,164 @@
+//! Many threads racing for the same scarce stock: exactly the stock is sold, never more,
+//! and readers never see a broken invariant while the race runs.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+
+use emporium_engine::*;
+use emporium_tests::{cart_with, check_invariants, checkout, pay, stocked_sku, TestEngine};
+
+const BUYERS: usize = 64;
+const UNITS: u32 = 100;
+const ROUNDS: usize = 8;
+
+#[test]
+fn sixty_four_buyers_take_exactly_the_stock() {
+    let te = TestEngine::new();
+    for round in 0..ROUNDS {
+        let sku = format!("HOT-{round}");
+        stocked_sku(&te.shop, &sku, 999, i64::from(UNITS));
+        let sku = Sku::new(sku).unwrap();
+        let taken = Arc::new(AtomicU32::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let start = Arc::new(Barrier::new(BUYERS + 1));
+        let watcher = {
+            let (engine, sku, done) = (te.engine.clone(), sku.clone(), done.clone());
+            std::thread::spawn(move || watch_invariants(&engine, &sku, &done))
+        };
+        let buyers: Vec<_> = (0..BUYERS)
+            .map(|buyer| {
+                let (shop, sku, taken, start) =
+                    (te.shop.clone(), sku.clone(), taken.clone(), start.clone());
+                std::thread::spawn(move || buy_until_sold_out(&shop, &sku, buyer, &taken, &start))
+            })
+            .collect();
+        start.wait();
+        for buyer in buyers {
+            buyer.join().unwrap();
+        }
+        done.store(true, Ordering::Release);
+        let reads = watcher.join().unwrap();
+        let levels = te.state().stock(&sku).unwrap();
+        assert_eq!(taken.load(Ordering::Acquire), UNITS, "round {round}: units taken");
+        assert_eq!(levels.available(), 0, "round {round}: {levels:?}");
+        assert_eq!(levels.on_hand, levels.available() + levels.reserved, "round {round}");
+        assert!(reads > 0, "the watcher read nothing");
+        check_invariants(te.state());
+    }
+}
+
+/// Buys 1–3 units at a time until the SKU is sold out; pays for every other order.
+fn buy_until_sold_out(
+    shop: &BlockingEngine,
+    sku: &Sku,
+    buyer: usize,
+    taken: &AtomicU32,
+    start: &Barrier,
+) {
+    start.wait();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let quantity = (buyer + attempt) % 3 + 1;
+        let cart = cart_with(shop, &[(sku.as_str(), quantity as i64)]);
+        match checkout(shop, &cart.id) {
+            Ok(order) => {
+                taken.fetch_add(quantity as u32, Ordering::AcqRel);
+                if attempt % 2 == 0 {
+                    pay(shop, &order.id).expect("pay");
+                }
+            }
+            Err(EngineError::OutOfStock(short)) => {
+                assert_eq!(short.len(), 1);
+                assert!(short[0].available < quantity as u32);
+                if short[0].available == 0 {
+                    return;
+                }
+            }
+            Err(e) => panic!("unexpected checkout error: {e}"),
+        }
+    }
+}
+
+/// Reads the SKU's levels while the race runs: they must always add up.
+fn watch_invariants(engine: &Engine, sku: &Sku, done: &AtomicBool) -> u64 {
+    let mut reads = 0;
+    while !done.load(Ordering::Acquire) {
+        let levels = engine.state().stock(sku).unwrap();
+        assert!(levels.reserved <= levels.on_hand, "{levels:?}");
+        assert!(levels.on_hand <= UNITS, "{levels:?}");
+        reads += 1;
+    }
+    reads
+}
+
+#[test]
+fn async_callers_share_group_commits() {
+    let te = TestEngine::new();
+    stocked_sku(&te.shop, "ASYNC-1", 100, 100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    runtime.block_on(checkout_from_tasks(&te));
+}
+
+async fn checkout_from_tasks(te: &TestEngine) {
+    let before = te.engine.stats().groups_committed.load(Ordering::Acquire);
+    let mut tasks = Vec::new();
+    for _ in 0..512 {
+        let engine = te.engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let cart = engine.send(CreateCart::default()).await?;
+            engine
+                .send(AddCartItem {
+                    cart_id: cart.id.to_string(),
+                    sku: "ASYNC-1".into(),
+                    quantity: 1,
+                })
+                .await?;
+            engine
+                .send(Checkout {
+                    cart_id: cart.id.to_string(),
+                    email: Some("a@example.com".into()),
+                    ..Default::default()
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("checkout");
+    }
+    let groups = te.engine.stats().groups_committed.load(Ordering::Acquire) - before;
+    // 1536 commands: group commit must have shared syncs between them.
+    assert!(groups < 1536, "{groups} groups for 1536 commands");
+    let levels = te.state().stock(&Sku::new("ASYNC-1").unwrap()).unwrap();
+    assert_eq!(levels.reserved, 512);
+    assert_eq!(te.engine.durable_lsn(), te.engine.last_lsn());
+}
+
+#[test]
+fn a_full_queue_answers_overloaded_at_once() {
+    let te = TestEngine::with(|config| config.queue_commands_max = 4);
+    stocked_sku(&te.shop, "Q-1", 100, 10);
+    // Flood the queue from many threads; some calls must be refused as overloaded, none
+    // may hang, and whatever was accepted is applied.
+    let overloaded = Arc::new(AtomicU32::new(0));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (shop, overloaded) = (te.shop.clone(), overloaded.clone());
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    match shop.send(CreateCart::default()) {
+                        Ok(_) => {}
+                        Err(EngineError::Overloaded) => {
+                            overloaded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("unexpected: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(overloaded.load(Ordering::Relaxed) > 0, "a queue of 4 never filled under 16 threads");
+}

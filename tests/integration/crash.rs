@@ -1,0 +1,182 @@
+//! Crash safety: the engine runs in a child process under concurrent checkout, payment
+//! and cancellation load and is SIGKILLed at random moments. After each kill the
+//! directory is reopened and every acknowledged command must be there, nothing
+//! half-applied, the stock invariants must hold and the log's LSNs must be contiguous.
+//!
+//! `EMPORIUM_CRASH_CYCLES` sets the number of kills (default 20) and
+//! `EMPORIUM_CRASH_SEED` replays a run; the seed is printed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use emporium_engine::*;
+use emporium_tests::{check_invariants, config, ManualClockExt};
+use rand::{Rng, SeedableRng};
+
+/// What the child acknowledged about one order.
+#[derive(Debug, Default)]
+struct Acked {
+    lines: String,
+    paid: bool,
+    cancelled: bool,
+}
+
+#[test]
+fn acknowledged_commands_survive_sigkill() {
+    let cycles: usize = env_or("EMPORIUM_CRASH_CYCLES", 20);
+    let seed: u64 = env_or("EMPORIUM_CRASH_SEED", rand::random());
+    eprintln!("crash test: {cycles} cycles, EMPORIUM_CRASH_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked: BTreeMap<String, Acked> = BTreeMap::new();
+    let mut previous_lsn = 0;
+    for cycle in 0..cycles {
+        let kill_after = Duration::from_millis(rng.random_range(5..250));
+        let lines = run_and_kill(dir.path(), rng.random(), kill_after);
+        let new_acks = record(&mut acked, &lines);
+        let lsn = verify(dir.path(), &acked, cycle);
+        assert!(
+            lsn >= previous_lsn,
+            "cycle {cycle}: the log went back from {previous_lsn} to {lsn}"
+        );
+        eprintln!("cycle {cycle}: killed after {kill_after:?}, {new_acks} acks, log at LSN {lsn}");
+        previous_lsn = lsn;
+    }
+    assert!(
+        acked.len() > cycles,
+        "the load acknowledged too little to prove anything: {}",
+        acked.len()
+    );
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Runs the child until it is ready plus `kill_after`, SIGKILLs it, and returns every
+/// complete line it printed.
+fn run_and_kill(dir: &std::path::Path, seed: u64, kill_after: Duration) -> Vec<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crash-child"))
+        .arg(dir)
+        .arg(seed.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start crash-child");
+    let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut lines = Vec::new();
+        let mut buffer = Vec::new();
+        // A line cut by the kill has no newline and was never fully said: dropped.
+        while reader.read_until(b'\n', &mut buffer).unwrap_or(0) > 0 {
+            if buffer.ends_with(b"\n") {
+                let line = String::from_utf8_lossy(&buffer).trim_end().to_string();
+                if line == "READY" {
+                    let _ = ready_tx.send(());
+                }
+                lines.push(line);
+            }
+            buffer.clear();
+        }
+        lines
+    });
+    // The child signals readiness after opening (and, first time, stocking) the engine;
+    // if it dies first, the channel closes and the test fails below.
+    let ready = ready_rx.recv_timeout(Duration::from_secs(60));
+    // The kill lands at a random point of the load; the bound keeps the test short.
+    let deadline = std::time::Instant::now() + kill_after;
+    while ready.is_ok() && std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("crash-child exited on its own: {status}");
+        }
+        std::thread::yield_now();
+    }
+    child.kill().expect("SIGKILL crash-child");
+    child.wait().unwrap();
+    let lines = reader.join().unwrap();
+    assert!(ready.is_ok(), "crash-child never became ready; it printed {lines:?}");
+    lines
+}
+
+fn record(acked: &mut BTreeMap<String, Acked>, lines: &[String]) -> usize {
+    let mut count = 0;
+    for line in lines.iter().filter(|l| l.starts_with("ACK ")) {
+        let words: Vec<&str> = line.split(' ').collect();
+        let order = acked.entry(words[2].to_string()).or_default();
+        match words[1] {
+            "checkout" => order.lines = words[3].to_string(),
+            "pay" => order.paid = true,
+            "cancel" => order.cancelled = true,
+            other => panic!("unknown acknowledgement {other}"),
+        }
+        count += 1;
+    }
+    count
+}
+
+/// Reopens the directory and checks it against every acknowledgement so far; returns
+/// the last LSN.
+fn verify(dir: &std::path::Path, acked: &BTreeMap<String, Acked>, cycle: usize) -> u64 {
+    let clock = Arc::new(ManualClock::new(0));
+    clock.set_to_now();
+    let engine = Engine::open(config(dir, clock)).expect("reopen after SIGKILL");
+    let state = engine.state();
+    for (id, expected) in acked {
+        let order = state
+            .order(&OrderId::parse(id).unwrap())
+            .unwrap_or_else(|| panic!("cycle {cycle}: acknowledged order {id} is missing"));
+        let lines: Vec<String> =
+            order.lines.iter().map(|l| format!("{}:{}", l.sku, l.quantity)).collect();
+        assert_eq!(lines.join(","), expected.lines, "cycle {cycle}: order {id} lines");
+        let status = order.status;
+        if expected.paid {
+            assert_eq!(status, OrderStatus::Paid, "cycle {cycle}: paid order {id}");
+        } else if expected.cancelled {
+            assert_eq!(status, OrderStatus::Cancelled, "cycle {cycle}: cancelled order {id}");
+        } else {
+            // An unacknowledged payment or cancel may or may not have been made durable.
+            assert!(
+                matches!(
+                    status,
+                    OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Cancelled
+                ),
+                "cycle {cycle}: order {id} is {status:?}"
+            );
+        }
+    }
+    // Every order present, acknowledged or not, is whole: its cart is closed into it.
+    let mut after = None;
+    loop {
+        let page = state.orders(&OrderFilter::default(), after, 100);
+        for order in &page.items {
+            let cart = state.cart(&order.cart_id).expect("an order's cart exists");
+            assert_eq!(cart.status, CartStatus::CheckedOut(order.id.clone()), "cycle {cycle}");
+        }
+        match page.next {
+            Some(next) => after = Some(next.parse().unwrap()),
+            None => break,
+        }
+    }
+    check_invariants(state);
+    let last = engine.last_lsn().0;
+    assert_eq!(engine.durable_lsn().0, last);
+    let mut expected_lsn = 1;
+    while expected_lsn <= last {
+        let entries = engine.read_log(Lsn(expected_lsn), 10_000).expect("read the log");
+        assert!(
+            !entries.is_empty(),
+            "cycle {cycle}: the log stops at {expected_lsn} before {last}"
+        );
+        for entry in entries {
+            assert_eq!(entry.lsn.0, expected_lsn, "cycle {cycle}: LSNs are not contiguous");
+            expected_lsn += 1;
+        }
+    }
+    engine.close();
+    last
+}

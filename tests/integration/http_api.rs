@@ -1,0 +1,1486 @@
+//! The HTTP contract of `API.md`, endpoint by endpoint, over real sockets: each
+//! endpoint's successes and refusals, the caching and precondition headers, idempotency
+//! (also across a restart), the problem+json shape of every error, the operational
+//! endpoints, rate limits, and two shoppers end to end. Tables of one-line cases run
+//! through one `check` helper per feature.
+
+use emporium_engine::{Engine, EngineConfig, ProductId};
+use serde_json::{json, Value};
+
+use crate::http_support::*;
+
+// --- catalog ------------------------------------------------------------------------
+
+#[test]
+fn products_are_created_read_changed_and_archived() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let created = s.post("/v1/products").bearer(&admin).json(product_body("TEE-1", 1999)).send();
+    assert_eq!(created.status, 201, "{created}");
+    let id = text(&created.json, "id").to_string();
+    assert!(id.starts_with("prod_"), "{id}");
+    assert_eq!(created.header("location"), Some(format!("/v1/products/{id}").as_str()));
+    assert_eq!(created.header("etag"), Some("\"1\""));
+    let body = &created.json;
+    assert_eq!(
+        (body["handle"].as_str(), body["status"].as_str()),
+        (Some("product-tee-1"), Some("active"))
+    );
+    assert_eq!(body["variants"][0]["price"], json!({"amount": 1999, "currency": "USD"}));
+    assert_eq!(body["version"], 1);
+
+    let path = format!("/v1/products/{id}");
+    let read = s.get(&path).send();
+    assert_eq!(read.status, 200, "{read}");
+    assert_eq!(read.header("etag"), Some("\"1\""));
+    assert!(read.header("cache-control").is_some_and(|c| c.starts_with("public")), "{read:?}");
+    assert_eq!(read.json["title"], "Product TEE-1");
+
+    // A stale If-Match changes nothing; the right one does.
+    let stale =
+        s.patch(&path).bearer(&admin).header("if-match", "\"7\"").json(json!({"title": "Changed"}));
+    stale.send().problem(412, "precondition_failed");
+    let garbage =
+        s.patch(&path).bearer(&admin).header("if-match", "yesterday").json(json!({"title": "X"}));
+    garbage.send().problem(412, "precondition_failed");
+    let patched = s
+        .patch(&path)
+        .bearer(&admin)
+        .header("if-match", "\"1\"")
+        .json(json!({"title": "Better"}))
+        .send();
+    assert_eq!(patched.header("etag"), Some("\"2\""), "{patched}");
+    let patched = patched.expect(200);
+    assert_eq!((patched["title"].as_str(), patched["version"].as_u64()), (Some("Better"), Some(2)));
+    assert_eq!(s.get(&path).send().expect(200)["title"], "Better");
+
+    // A SKU or handle another product holds is a conflict.
+    s.post("/v1/products")
+        .bearer(&admin)
+        .json(product_body("TEE-1", 500))
+        .send()
+        .problem(409, "conflict");
+    let mut taken = product_body("TEE-2", 500);
+    taken["handle"] = json!("product-tee-1");
+    s.post("/v1/products").bearer(&admin).json(taken).send().problem(409, "conflict");
+
+    // Archiving: a stale If-Match is refused; then 204, and customers no longer see it.
+    s.delete(&path)
+        .bearer(&admin)
+        .header("if-match", "\"1\"")
+        .send()
+        .problem(412, "precondition_failed");
+    let archived = s.delete(&path).bearer(&admin).send();
+    assert_eq!((archived.status, archived.body.len()), (204, 0), "{archived}");
+    s.get(&path).send().problem(404, "not_found");
+    assert_eq!(s.get(&path).bearer(&admin).send().expect(200)["status"], "archived");
+    s.get("/v1/products/prod_999999").send().problem(404, "not_found");
+    s.get("/v1/products/not-an-id").send().problem(404, "not_found");
+    s.patch("/v1/products/prod_999999")
+        .bearer(&admin)
+        .json(json!({"title": "X"}))
+        .send()
+        .problem(404, "not_found");
+}
+
+/// `If-None-Match` on catalog reads: (header value, expected status).
+#[test]
+fn conditional_catalog_reads_answer_304() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let product =
+        s.post("/v1/products").bearer(&admin).json(product_body("COND-1", 100)).send().expect(201);
+    let category =
+        s.post("/v1/categories").bearer(&admin).json(json!({"name": "Hats"})).send().expect(201);
+    let list_etag =
+        s.get("/v1/products").send().header("etag").expect("lists have an ETag").to_string();
+    let product_path = format!("/v1/products/{}", text(&product, "id"));
+    let category_path = format!("/v1/categories/{}", text(&category, "id"));
+    let check = |path: &str, if_none_match: &str, expected: u16| {
+        let answer = s.get(path).header("if-none-match", if_none_match).send();
+        assert_eq!(answer.status, expected, "GET {path} If-None-Match {if_none_match}: {answer}");
+        if expected == 304 {
+            assert!(answer.body.is_empty(), "a 304 has no body: {answer}");
+        }
+        assert!(answer.header("etag").is_some(), "GET {path}: {answer:?}");
+    };
+    check(&product_path, "\"1\"", 304);
+    check(&product_path, "W/\"1\"", 304);
+    check(&product_path, "\"9\", \"1\"", 304);
+    check(&product_path, "*", 304);
+    check(&product_path, "\"2\"", 200);
+    check(&category_path, "\"1\"", 304);
+    check(&category_path, "\"3\"", 200);
+    check("/v1/products", &list_etag, 304);
+    check("/v1/products", "\"h0000000000000000\"", 200);
+}
+
+/// Catalog reads are cacheable by anyone; everything else is `no-store`.
+#[test]
+fn catalog_reads_are_public_and_the_rest_is_not_cached() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let product = s.product(&admin, "CACHE-1", 100, 5);
+    let mut draft = product_body("CACHE-2", 100);
+    draft["status"] = json!("draft");
+    let draft = s.post("/v1/products").bearer(&admin).json(draft).send().expect(201);
+    let category =
+        s.post("/v1/categories").bearer(&admin).json(json!({"name": "Caps"})).send().expect(201);
+    let cart = s.cart(None);
+    let check = |path: String, token: Option<&str>, public: bool| {
+        let answer = s.get(&path).auth(token).send();
+        assert_eq!(answer.status, 200, "GET {path}: {answer}");
+        let cache = answer.header("cache-control").unwrap_or_default();
+        assert_eq!(cache.starts_with("public"), public, "GET {path}: Cache-Control {cache:?}");
+        if !public {
+            assert!(
+                cache.contains("no-store") || cache.contains("private"),
+                "GET {path}: {cache:?}"
+            );
+        }
+    };
+    check("/v1/products".into(), None, true);
+    check(format!("/v1/products/{}", text(&product, "id")), None, true);
+    check("/v1/categories".into(), None, true);
+    check(format!("/v1/categories/{}", text(&category, "id")), None, true);
+    check(format!("/v1/products/{}", text(&draft, "id")), Some(&admin), false);
+    check(format!("/v1/carts/{cart}"), None, false);
+    check("/v1/inventory/CACHE-1".into(), Some(&admin), false);
+    check("/v1/customers/me".into(), Some(&admin), false);
+}
+
+#[test]
+fn customers_see_only_active_products() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let active = s.product(&admin, "VIS-1", 100, 1);
+    let mut draft = product_body("VIS-2", 100);
+    draft["status"] = json!("draft");
+    let draft = s.post("/v1/products").bearer(&admin).json(draft).send().expect(201);
+    let ids = |answer: Value| -> Vec<String> {
+        answer["data"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|p| text(p, "id").to_string())
+            .collect()
+    };
+    assert_eq!(ids(s.get("/v1/products").send().expect(200)), [text(&active, "id")]);
+    assert_eq!(ids(s.get("/v1/products").bearer(&admin).send().expect(200)).len(), 2);
+    let drafts = s.get("/v1/products?status=draft").bearer(&admin).send().expect(200);
+    assert_eq!(ids(drafts), [text(&draft, "id")]);
+    s.get("/v1/products?status=draft").send().problem(403, "forbidden");
+    s.get(&format!("/v1/products/{}", text(&draft, "id"))).send().problem(404, "not_found");
+    // A customer cannot put a draft product in a cart.
+    let cart = s.cart(None);
+    assert_eq!(s.add(None, &cart, "VIS-2", 1).invalid_fields(), ["sku"]);
+}
+
+#[test]
+fn categories_form_a_tree() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let create = |body: Value| s.post("/v1/categories").bearer(&admin).json(body).send();
+    let clothing = create(json!({"name": "Clothing"}));
+    assert_eq!(clothing.status, 201, "{clothing}");
+    let clothing_id = text(&clothing.json, "id").to_string();
+    assert!(clothing_id.starts_with("cat_"));
+    assert_eq!(clothing.header("location"), Some(format!("/v1/categories/{clothing_id}").as_str()));
+    assert_eq!(
+        (clothing.json["path"].as_str(), &clothing.json["parent_id"]),
+        (Some("Clothing"), &Value::Null)
+    );
+    let shirts = create(json!({"name": "Shirts", "parent_id": clothing_id})).expect(201);
+    let shirts_id = text(&shirts, "id").to_string();
+    assert_eq!(shirts["path"], "Clothing > Shirts");
+    assert_eq!(shirts["parent_id"], clothing_id.as_str());
+    let empty = create(json!({"name": "Empty"})).expect(201);
+
+    assert_eq!(create(json!({"name": ""})).invalid_fields(), ["name"]);
+    assert_eq!(
+        create(json!({"name": "X", "parent_id": "cat_999999"})).invalid_fields(),
+        ["parent_id"]
+    );
+
+    let shirts_path = format!("/v1/categories/{shirts_id}");
+    let clothing_path = format!("/v1/categories/{clothing_id}");
+    // No cycles: a category cannot move under its own descendant.
+    let cycle = s.patch(&clothing_path).bearer(&admin).json(json!({"parent_id": shirts_id})).send();
+    assert_eq!(cycle.invalid_fields(), ["parent_id"]);
+    let stale = s
+        .patch(&shirts_path)
+        .bearer(&admin)
+        .header("if-match", "\"5\"")
+        .json(json!({"name": "Tees"}));
+    stale.send().problem(412, "precondition_failed");
+    let renamed = s
+        .patch(&shirts_path)
+        .bearer(&admin)
+        .header("if-match", "\"1\"")
+        .json(json!({"name": "Tees"}));
+    let renamed = renamed.send().expect(200);
+    assert_eq!(
+        (renamed["path"].as_str(), renamed["version"].as_u64()),
+        (Some("Clothing > Tees"), Some(2))
+    );
+    let moved =
+        s.patch(&shirts_path).bearer(&admin).json(json!({"parent_id": null})).send().expect(200);
+    assert_eq!((moved["path"].as_str(), &moved["parent_id"]), (Some("Tees"), &Value::Null));
+    assert_eq!(s.get(&shirts_path).send().expect(200)["name"], "Tees");
+
+    // A category with subcategories or products is not deleted.
+    s.patch(&shirts_path).bearer(&admin).json(json!({"parent_id": clothing_id})).send().expect(200);
+    s.delete(&clothing_path).bearer(&admin).send().problem(409, "conflict");
+    let mut listed = product_body("CAT-1", 100);
+    listed["category_ids"] = json!([shirts_id]);
+    s.post("/v1/products").bearer(&admin).json(listed).send().expect(201);
+    s.delete(&shirts_path).bearer(&admin).send().problem(409, "conflict");
+    let in_category = s.get(&format!("/v1/products?category_id={shirts_id}")).send().expect(200);
+    assert_eq!(in_category["data"].as_array().map(Vec::len), Some(1));
+
+    let empty_path = format!("/v1/categories/{}", text(&empty, "id"));
+    s.delete(&empty_path)
+        .bearer(&admin)
+        .header("if-match", "\"4\"")
+        .send()
+        .problem(412, "precondition_failed");
+    assert_eq!(s.delete(&empty_path).bearer(&admin).send().status, 204);
+    s.get(&empty_path).send().problem(404, "not_found");
+    s.delete(&empty_path).bearer(&admin).send().problem(404, "not_found");
+    let all = s.get("/v1/categories").send().expect(200);
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(2), "{all}");
+}
+
+// --- inventory ----------------------------------------------------------------------
+
+#[test]
+fn inventory_is_set_and_adjusted_but_never_below_reserved() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.post("/v1/products").bearer(&admin).json(product_body("INV-1", 250)).send().expect(201);
+    let fresh = s.get("/v1/inventory/INV-1").bearer(&admin).send();
+    assert_eq!(fresh.header("etag"), Some("\"1\""), "{fresh}");
+    let fresh = fresh.expect(200);
+    assert_eq!(
+        (&fresh["sku"], &fresh["on_hand"], &fresh["reserved"], &fresh["available"]),
+        (&json!("INV-1"), &json!(0), &json!(0), &json!(0))
+    );
+    let set = |body: Value, if_match: Option<&str>| {
+        let request = s.put("/v1/inventory/INV-1").bearer(&admin).json(body);
+        match if_match {
+            Some(version) => request.header("if-match", version).send(),
+            None => request.send(),
+        }
+    };
+    let adjust = |delta: i64| {
+        s.post("/v1/inventory/INV-1/adjustments")
+            .bearer(&admin)
+            .json(json!({"delta": delta, "reason": "count"}))
+            .send()
+    };
+    assert_eq!(set(json!({"on_hand": 10}), Some("\"1\"")).expect(200)["available"], 10);
+    set(json!({"on_hand": 11}), Some("\"1\"")).problem(412, "precondition_failed");
+    assert_eq!(adjust(5).expect(200)["on_hand"], 15);
+    adjust(-20).problem(409, "conflict");
+    assert_eq!(adjust(0).invalid_fields(), ["delta"]);
+    assert_eq!(set(json!({"on_hand": -1}), None).invalid_fields(), ["on_hand"]);
+    assert_eq!(set(json!({"on_hand": "ten"}), None).invalid_fields(), ["on_hand"]);
+    let no_reason =
+        s.post("/v1/inventory/INV-1/adjustments").bearer(&admin).json(json!({"delta": 1}));
+    assert_eq!(no_reason.send().invalid_fields(), ["reason"]);
+    assert_eq!(s.stock(&admin, "INV-1"), (15, 0, 15));
+
+    // Reserve 4 units with a checkout: on hand may not go below them.
+    s.order(None, "INV-1", 4);
+    assert_eq!(s.stock(&admin, "INV-1"), (15, 4, 11));
+    set(json!({"on_hand": 3}), None).problem(409, "conflict");
+    adjust(-12).problem(409, "conflict");
+    let exact = set(json!({"on_hand": 4}), None).expect(200);
+    assert_eq!(
+        (exact["on_hand"].as_u64(), exact["reserved"].as_u64(), exact["available"].as_u64()),
+        (Some(4), Some(4), Some(0))
+    );
+
+    s.get("/v1/inventory/NOPE-1").bearer(&admin).send().problem(404, "not_found");
+    s.put("/v1/inventory/NOPE-1")
+        .bearer(&admin)
+        .json(json!({"on_hand": 1}))
+        .send()
+        .problem(404, "not_found");
+    let unknown = s
+        .post("/v1/inventory/NOPE-1/adjustments")
+        .bearer(&admin)
+        .json(json!({"delta": 1, "reason": "x"}));
+    unknown.send().problem(404, "not_found");
+}
+
+// --- carts --------------------------------------------------------------------------
+
+#[test]
+fn guest_and_owned_carts_are_created() {
+    let s = TestServer::start();
+    let customer = s.register("cart-owner@example.com");
+    let guest = s.post("/v1/carts").send();
+    assert_eq!(guest.status, 201, "{guest}");
+    let id = text(&guest.json, "id").to_string();
+    assert!(id.starts_with("cart_"), "{id}");
+    assert_eq!(guest.header("location"), Some(format!("/v1/carts/{id}").as_str()));
+    assert_eq!(
+        (
+            &guest.json["customer_id"],
+            &guest.json["currency"],
+            &guest.json["items"],
+            &guest.json["total"]["amount"]
+        ),
+        (&Value::Null, &json!("USD"), &json!([]), &json!(0))
+    );
+    let owned = s
+        .post("/v1/carts")
+        .bearer(&customer.token)
+        .json(json!({"currency": "EUR"}))
+        .send()
+        .expect(201);
+    assert_eq!(
+        (owned["customer_id"].as_str(), owned["currency"].as_str()),
+        (Some(customer.id.as_str()), Some("EUR"))
+    );
+    assert_eq!(
+        s.get(&format!("/v1/carts/{}", text(&owned, "id")))
+            .bearer(&customer.token)
+            .send()
+            .expect(200)["id"],
+        owned["id"]
+    );
+    assert_eq!(
+        s.post("/v1/carts").json(json!({"currency": "usd"})).send().invalid_fields(),
+        ["currency"]
+    );
+    assert_eq!(
+        s.post("/v1/carts").json(json!({"currency": 5})).send().invalid_fields(),
+        ["currency"]
+    );
+    s.get("/v1/carts/cart_00000000000000000000000000000000").send().problem(404, "not_found");
+    s.get("/v1/carts/nonsense").send().problem(404, "not_found");
+}
+
+/// One step on a cart: the request, the expected status, and the line's quantity after
+/// it (`None`: no line), or the expected problem code.
+enum Step {
+    Add(&'static str, i64),
+    Set(&'static str, i64),
+    Remove(&'static str),
+}
+
+#[test]
+fn cart_lines_follow_each_step() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "LINE-1", 1999, 100);
+    s.product(&admin, "LINE-2", 500, 100);
+    let mut euro = product_body("LINE-EUR", 900);
+    euro["variants"][0]["price"]["currency"] = json!("EUR");
+    s.post("/v1/products").bearer(&admin).json(euro).send().expect(201);
+    let cart = s.cart(None);
+    let check = |step: Step, expected: Result<Option<u64>, (u16, &str)>| {
+        let (answer, sku) = match step {
+            Step::Add(sku, quantity) => (s.add(None, &cart, sku, quantity), sku),
+            Step::Set(sku, quantity) => {
+                let path = format!("/v1/carts/{cart}/items/{sku}");
+                (s.put(&path).json(json!({"quantity": quantity})).send(), sku)
+            }
+            Step::Remove(sku) => (s.delete(&format!("/v1/carts/{cart}/items/{sku}")).send(), sku),
+        };
+        match expected {
+            Ok(_) => assert!(matches!(answer.status, 200 | 204), "{sku}: {answer}"),
+            Err((422, field)) => assert_eq!(answer.invalid_fields(), [field], "{sku}"),
+            Err((status, code)) => {
+                answer.problem(status, code);
+            }
+        }
+        let now = s.get(&format!("/v1/carts/{cart}")).send().expect(200);
+        let line =
+            now["items"].as_array().expect("items").iter().find(|l| l["sku"] == sku).cloned();
+        let quantity = line.as_ref().map(|l| l["quantity"].as_u64().expect("a quantity"));
+        if let Ok(wanted) = expected {
+            assert_eq!(quantity, wanted, "{sku} after the step: {now}");
+        }
+        if let Some(line) = line {
+            let units = line["quantity"].as_i64().expect("a quantity");
+            assert_eq!(
+                line["line_total"]["amount"],
+                units * line["unit_price"]["amount"].as_i64().expect("a price")
+            );
+        }
+        let sum: i64 = now["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|l| l["line_total"]["amount"].as_i64().expect("a total"))
+            .sum();
+        assert_eq!(now["subtotal"]["amount"], sum, "{now}");
+    };
+    check(Step::Add("LINE-1", 2), Ok(Some(2)));
+    check(Step::Add("LINE-1", 1), Ok(Some(3)));
+    check(Step::Add("LINE-2", 4), Ok(Some(4)));
+    check(Step::Set("LINE-1", 5), Ok(Some(5)));
+    check(Step::Set("LINE-2", 0), Ok(None));
+    check(Step::Add("LINE-2", 1), Ok(Some(1)));
+    check(Step::Remove("LINE-2"), Ok(None));
+    check(Step::Remove("LINE-2"), Err((404, "not_found")));
+    check(Step::Add("LINE-1", 0), Err((422, "quantity")));
+    check(Step::Add("LINE-1", 1001), Err((422, "quantity")));
+    check(Step::Add("LINE-1", 996), Err((422, "quantity")));
+    check(Step::Set("LINE-1", 1001), Err((422, "quantity")));
+    check(Step::Set("LINE-1", -1), Err((422, "quantity")));
+    check(Step::Add("NO-SUCH-SKU", 1), Err((422, "sku")));
+    check(Step::Add("LINE-EUR", 1), Err((422, "sku")));
+    check(Step::Add("bad sku!", 1), Err((422, "sku")));
+    check(Step::Add("LINE-1", 995), Ok(Some(1000)));
+    // A stale If-Match on a line change is refused.
+    let stale = s
+        .put(&format!("/v1/carts/{cart}/items/LINE-1"))
+        .header("if-match", "\"1\"")
+        .json(json!({"quantity": 1}));
+    stale.send().problem(412, "precondition_failed");
+}
+
+// --- checkout -----------------------------------------------------------------------
+
+#[test]
+fn checkout_places_one_order_per_idempotency_key() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "CO-1", 1250, 10);
+    let cart = s.cart(None);
+    let checkout_path = format!("/v1/carts/{cart}/checkout");
+    let guest = json!({"email": "guest@example.com"});
+    // An empty cart has nothing to check out.
+    s.checkout(None, &cart, "empty", guest.clone()).problem(422, "empty_cart");
+    s.add(None, &cart, "CO-1", 3).expect(200);
+    // The key is required and must be printable ASCII of 1-255 characters.
+    s.post(&checkout_path).json(guest.clone()).send().problem(400, "malformed_request");
+    s.checkout(None, &cart, &"k".repeat(256), guest.clone()).problem(400, "malformed_request");
+    // A guest needs an email; an address must be a real one.
+    assert_eq!(s.checkout(None, &cart, "no-email", json!({})).invalid_fields(), ["email"]);
+    let bad_address = json!({"email": "guest@example.com", "shipping_address": {"name": "Ann", "line1": "1 Main St", "city": "Springfield", "country": "usa"}});
+    assert_eq!(
+        s.checkout(None, &cart, "bad-address", bad_address).invalid_fields(),
+        ["shipping_address.country"]
+    );
+    let unknown_field = json!({"email": "guest@example.com", "coupon": "FREE"});
+    assert_eq!(
+        s.checkout(None, &cart, "unknown-field", unknown_field).invalid_fields(),
+        ["coupon"]
+    );
+    assert_eq!(s.stock(&admin, "CO-1"), (10, 0, 10));
+
+    let placed = s.checkout(None, &cart, "order-1", guest.clone());
+    assert_eq!(placed.status, 201, "{placed}");
+    let order = placed.json.clone();
+    let order_id = text(&order, "id").to_string();
+    assert!(order_id.starts_with("ord_"), "{order_id}");
+    assert_eq!(placed.header("location"), Some(format!("/v1/orders/{order_id}").as_str()));
+    assert_eq!(
+        (
+            &order["status"],
+            &order["email"],
+            &order["customer_id"],
+            &order["total"],
+            &order["items"][0]["quantity"]
+        ),
+        (
+            &json!("pending_payment"),
+            &json!("guest@example.com"),
+            &Value::Null,
+            &json!({"amount": 3750, "currency": "USD"}),
+            &json!(3)
+        )
+    );
+    assert!(order["reservation_expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{order}");
+    assert_eq!(s.stock(&admin, "CO-1"), (10, 3, 7));
+
+    // The same key and body replay the same order and reserve nothing more.
+    let replay = s.checkout(None, &cart, "order-1", guest.clone()).expect(201);
+    assert_eq!(
+        (&replay["id"], &replay["total"], &replay["status"]),
+        (&order["id"], &order["total"], &order["status"])
+    );
+    assert_eq!(s.stock(&admin, "CO-1"), (10, 3, 7));
+    // The same key with another body is refused.
+    s.checkout(None, &cart, "order-1", json!({"email": "other@example.com"}))
+        .problem(422, "idempotency_key_reused");
+
+    // The cart is closed now.
+    let closed = s.get(&format!("/v1/carts/{cart}")).send().expect(200);
+    assert_eq!(
+        (closed["status"].as_str(), closed["order_id"].as_str()),
+        (Some("checked_out"), Some(order_id.as_str()))
+    );
+    s.add(None, &cart, "CO-1", 1).problem(409, "invalid_state");
+    s.put(&format!("/v1/carts/{cart}/items/CO-1"))
+        .json(json!({"quantity": 1}))
+        .send()
+        .problem(409, "invalid_state");
+    s.delete(&format!("/v1/carts/{cart}/items/CO-1")).send().problem(409, "invalid_state");
+    s.checkout(None, &cart, "order-2", guest).problem(409, "invalid_state");
+    assert_eq!(s.stock(&admin, "CO-1"), (10, 3, 7));
+    s.checkout(None, "cart_00000000000000000000000000000000", "k", json!({}))
+        .problem(404, "not_found");
+}
+
+#[test]
+fn out_of_stock_lists_each_short_sku_and_reserves_nothing() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "OOS-A", 100, 5);
+    s.product(&admin, "OOS-B", 100, 1);
+    s.product(&admin, "OOS-C", 100, 0);
+    let cart = s.cart(None);
+    for (sku, quantity) in [("OOS-A", 3), ("OOS-B", 4), ("OOS-C", 2)] {
+        s.add(None, &cart, sku, quantity).expect(200);
+    }
+    let refused = s
+        .checkout(None, &cart, "oos", json!({"email": "guest@example.com"}))
+        .problem(409, "out_of_stock");
+    assert_eq!(
+        refused["errors"],
+        json!([{"sku": "OOS-B", "requested": 4, "available": 1}, {"sku": "OOS-C", "requested": 2, "available": 0}])
+    );
+    for (sku, on_hand) in [("OOS-A", 5), ("OOS-B", 1), ("OOS-C", 0)] {
+        assert_eq!(s.stock(&admin, sku), (on_hand, 0, on_hand), "{sku}");
+    }
+    // The cart stays open: with the short lines fixed, the same key now succeeds.
+    s.put(&format!("/v1/carts/{cart}/items/OOS-B")).json(json!({"quantity": 1})).send().expect(200);
+    assert_eq!(s.delete(&format!("/v1/carts/{cart}/items/OOS-C")).send().status, 204);
+    s.checkout(None, &cart, "oos", json!({"email": "guest@example.com"})).expect(201);
+    assert_eq!(s.stock(&admin, "OOS-A"), (5, 3, 2));
+    assert_eq!(s.stock(&admin, "OOS-B"), (1, 1, 0));
+}
+
+// --- payments and the order status machine ------------------------------------------
+
+#[test]
+fn payments_capture_approved_cards_and_decline_the_rest() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "PAY-1", 1500, 10);
+    let order = s.order(None, "PAY-1", 2);
+    let id = text(&order, "id").to_string();
+    let path = format!("/v1/orders/{id}/payments");
+
+    // Declined: 402, and the order is exactly as it was.
+    s.pay(None, &id, "declined", "tok_declined").problem(402, "payment_declined");
+    let after = s.get(&format!("/v1/orders/{id}")).send().expect(200);
+    assert_eq!(
+        (&after["status"], &after["version"], &after["payments"]),
+        (&json!("pending_payment"), &order["version"], &json!([]))
+    );
+    assert_eq!(s.stock(&admin, "PAY-1"), (10, 2, 8));
+
+    // Refused input.
+    s.post(&path)
+        .json(json!({"method": "test_card", "token": "tok_visa"}))
+        .send()
+        .problem(400, "malformed_request");
+    assert_eq!(s.pay(None, &id, "unknown-token", "tok_unknown").invalid_fields(), ["token"]);
+    assert_eq!(s.pay(None, &id, "card-number", "4242424242424242").invalid_fields(), ["token"]);
+    let cash =
+        s.post(&path).key("cash").json(json!({"method": "cash", "token": "tok_visa"})).send();
+    assert_eq!(cash.invalid_fields(), ["method"]);
+    let number = s
+        .post(&path)
+        .key("number")
+        .json(json!({"method": "test_card", "token": "tok_visa", "number": "4242424242424242"}));
+    assert_eq!(number.send().invalid_fields(), ["number"]);
+
+    let paid = s.pay(None, &id, "pay-1", "tok_visa");
+    assert_eq!(paid.status, 201, "{paid}");
+    assert_eq!(paid.header("location"), Some(format!("/v1/orders/{id}").as_str()));
+    let payment = paid.json;
+    assert!(text(&payment, "id").starts_with("pay_"), "{payment}");
+    assert_eq!(
+        (&payment["amount"], &payment["card_brand"]),
+        (&json!({"amount": 3000, "currency": "USD"}), &json!("visa"))
+    );
+    assert_eq!(payment["order"]["status"], "paid");
+    assert_eq!(s.stock(&admin, "PAY-1"), (8, 0, 8));
+    let order_now = s.get(&format!("/v1/orders/{id}")).send().expect(200);
+    assert_eq!(
+        (order_now["status"].as_str(), order_now["payments"][0]["id"].as_str()),
+        (Some("paid"), Some(text(&payment, "id")))
+    );
+
+    // The same key replays the payment; another body with it is refused; paying twice is
+    // an invalid transition.
+    assert_eq!(s.pay(None, &id, "pay-1", "tok_visa").expect(201)["id"], payment["id"]);
+    s.pay(None, &id, "pay-1", "tok_mastercard").problem(422, "idempotency_key_reused");
+    s.pay(None, &id, "pay-2", "tok_visa").problem(409, "invalid_state");
+    assert_eq!(s.stock(&admin, "PAY-1"), (8, 0, 8));
+
+    let other = s.order(None, "PAY-1", 1);
+    let mastercard = s.pay(None, text(&other, "id"), "pay-mc", "tok_mastercard").expect(201);
+    assert_eq!(mastercard["card_brand"], "mastercard");
+    s.pay(None, "ord_00000000000000000000000000000000", "k", "tok_visa").problem(404, "not_found");
+}
+
+/// Where an order is before the action.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    Pending,
+    Paid,
+    Cancelled,
+    Fulfilled,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Pay,
+    Cancel,
+    Fulfil,
+}
+
+#[test]
+fn orders_move_only_along_the_status_machine() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let mut n = 0;
+    // Each case gets its own SKU with 10 units and an order of 2; the stock after the
+    // action follows from the order's status.
+    let mut check = |at: At, action: Action, expected: Result<&str, &str>| {
+        n += 1;
+        let sku = format!("SM-{n}");
+        s.product(&admin, &sku, 100, 10);
+        let order = s.order(None, &sku, 2);
+        let id = text(&order, "id").to_string();
+        let pay = || s.pay(None, &id, &format!("pay-{n}"), "tok_visa");
+        let cancel = || s.post(&format!("/v1/orders/{id}/cancel")).send();
+        let fulfil = || s.post(&format!("/v1/orders/{id}/fulfillments")).bearer(&admin).send();
+        match at {
+            At::Pending => {}
+            At::Paid => drop(pay().expect(201)),
+            At::Cancelled => drop(cancel().expect(200)),
+            At::Fulfilled => {
+                pay().expect(201);
+                fulfil().expect(200);
+            }
+        }
+        let answer = match action {
+            Action::Pay => s.pay(None, &id, &format!("again-{n}"), "tok_visa"),
+            Action::Cancel => cancel(),
+            Action::Fulfil => fulfil(),
+        };
+        let status = match expected {
+            Ok(status) => {
+                assert!(matches!(answer.status, 200 | 201), "{at:?} + {action:?}: {answer}");
+                status
+            }
+            Err(code) => {
+                answer.problem(409, code);
+                match at {
+                    At::Pending => "pending_payment",
+                    At::Paid => "paid",
+                    At::Cancelled => "cancelled",
+                    At::Fulfilled => "fulfilled",
+                }
+            }
+        };
+        let now = s.get(&format!("/v1/orders/{id}")).send().expect(200);
+        assert_eq!(now["status"], status, "{at:?} + {action:?}");
+        let stock = match status {
+            "pending_payment" => (10, 2, 8),
+            "paid" | "fulfilled" => (8, 0, 8),
+            "cancelled" => (10, 0, 10),
+            other => panic!("unexpected status {other}"),
+        };
+        assert_eq!(s.stock(&admin, &sku), stock, "{at:?} + {action:?}");
+    };
+    check(At::Pending, Action::Pay, Ok("paid"));
+    check(At::Pending, Action::Cancel, Ok("cancelled"));
+    check(At::Pending, Action::Fulfil, Err("invalid_state"));
+    check(At::Paid, Action::Pay, Err("invalid_state"));
+    check(At::Paid, Action::Cancel, Err("invalid_state"));
+    check(At::Paid, Action::Fulfil, Ok("fulfilled"));
+    check(At::Cancelled, Action::Pay, Err("invalid_state"));
+    check(At::Cancelled, Action::Cancel, Err("invalid_state"));
+    check(At::Cancelled, Action::Fulfil, Err("invalid_state"));
+    check(At::Fulfilled, Action::Pay, Err("invalid_state"));
+    check(At::Fulfilled, Action::Cancel, Err("invalid_state"));
+    check(At::Fulfilled, Action::Fulfil, Err("invalid_state"));
+}
+
+#[test]
+fn cancel_honours_if_match() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "CIM-1", 100, 3);
+    let order = s.order(None, "CIM-1", 1);
+    let path = format!("/v1/orders/{}/cancel", text(&order, "id"));
+    s.post(&path).header("if-match", "\"9\"").send().problem(412, "precondition_failed");
+    let cancelled = s.post(&path).header("if-match", "\"1\"").send().expect(200);
+    assert_eq!(cancelled["status"], "cancelled");
+    s.post("/v1/orders/ord_00000000000000000000000000000000/cancel")
+        .send()
+        .problem(404, "not_found");
+    let fulfil =
+        s.post("/v1/orders/ord_00000000000000000000000000000000/fulfillments").bearer(&admin);
+    fulfil.send().problem(404, "not_found");
+}
+
+// --- accounts and order lists -------------------------------------------------------
+
+#[test]
+fn customers_me_describes_the_caller() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let staff = s.user(&admin, "staff-me@example.com", "staff");
+    let customer = s.register("me@example.com");
+    let check = |token: &str, email: &str, role: &str| {
+        let me = s.get("/v1/customers/me").bearer(token).send().expect(200);
+        assert_eq!((me["email"].as_str(), me["role"].as_str()), (Some(email), Some(role)), "{me}");
+        assert!(text(&me, "id").starts_with("cus_"), "{me}");
+        assert!(me.get("password").is_none() && me.get("credential").is_none(), "{me}");
+    };
+    check(&customer.token, "me@example.com", "customer");
+    check(&staff.token, "staff-me@example.com", "staff");
+    check(&admin, ADMIN_EMAIL, "admin");
+    s.get("/v1/customers/me").send().problem(401, "unauthenticated");
+    // Registration refuses duplicates and short passwords.
+    let again =
+        s.post("/v1/auth/register").json(json!({"email": "me@example.com", "password": PASSWORD}));
+    again.send().problem(409, "conflict");
+    let short = s
+        .post("/v1/auth/register")
+        .json(json!({"email": "short@example.com", "password": "short"}));
+    assert_eq!(short.send().invalid_fields(), ["password"]);
+    let bad_email =
+        s.post("/v1/auth/register").json(json!({"email": "not an email", "password": PASSWORD}));
+    assert_eq!(bad_email.send().invalid_fields(), ["email"]);
+}
+
+#[test]
+fn order_lists_filter_by_status_and_customer_and_paginate() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "LIST-1", 100, 100);
+    let ann = s.register("ann@example.com");
+    let bob = s.register("bob@example.com");
+    let ann_paid = s.order(Some(&ann.token), "LIST-1", 1);
+    s.pay(Some(&ann.token), text(&ann_paid, "id"), "pay", "tok_visa").expect(201);
+    let ann_cancelled = s.order(Some(&ann.token), "LIST-1", 1);
+    s.post(&format!("/v1/orders/{}/cancel", text(&ann_cancelled, "id")))
+        .bearer(&ann.token)
+        .send()
+        .expect(200);
+    let ann_pending = s.order(Some(&ann.token), "LIST-1", 1);
+    let bob_pending = s.order(Some(&bob.token), "LIST-1", 1);
+    let guest_pending = s.order(None, "LIST-1", 1);
+    let ids = |orders: &[&Value]| -> Vec<String> {
+        orders.iter().map(|o| text(o, "id").to_string()).collect()
+    };
+    let list = |path: &str, token: &str| -> Vec<String> {
+        let answer = s.get(path).bearer(token).send().expect(200);
+        assert!(answer["next_cursor"].is_null(), "{path}: {answer}");
+        answer["data"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|o| text(o, "id").to_string())
+            .collect()
+    };
+    let check = |path: &str, token: &str, expected: &[&Value]| {
+        assert_eq!(list(path, token), ids(expected), "GET {path}");
+    };
+    check("/v1/customers/me/orders", &ann.token, &[&ann_paid, &ann_cancelled, &ann_pending]);
+    check("/v1/customers/me/orders?status=paid", &ann.token, &[&ann_paid]);
+    check("/v1/customers/me/orders", &bob.token, &[&bob_pending]);
+    check("/v1/customers/me/orders", &admin, &[]);
+    check(
+        "/v1/orders",
+        &admin,
+        &[&ann_paid, &ann_cancelled, &ann_pending, &bob_pending, &guest_pending],
+    );
+    check(
+        "/v1/orders?status=pending_payment",
+        &admin,
+        &[&ann_pending, &bob_pending, &guest_pending],
+    );
+    check("/v1/orders?status=cancelled", &admin, &[&ann_cancelled]);
+    check("/v1/orders?status=fulfilled", &admin, &[]);
+    check(
+        &format!("/v1/orders?customer_id={}", ann.id),
+        &admin,
+        &[&ann_paid, &ann_cancelled, &ann_pending],
+    );
+    check(&format!("/v1/orders?customer_id={}&status=paid", ann.id), &admin, &[&ann_paid]);
+
+    // Pages of two, followed by their cursors, list every order once, in order.
+    let all = ids(&[&ann_paid, &ann_cancelled, &ann_pending, &bob_pending, &guest_pending]);
+    assert_eq!(walk(&s, "/v1/orders", &admin, 2), all);
+    assert_eq!(walk(&s, "/v1/customers/me/orders", &ann.token, 1), &all[..3]);
+
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=ten",
+        "status=lost",
+        "cursor=abc",
+        "colour=red",
+        "customer_id=nobody",
+    ] {
+        s.get(&format!("/v1/orders?{bad}")).bearer(&admin).send().problem(400, "malformed_request");
+    }
+    s.get("/v1/customers/me/orders?customer_id=x")
+        .bearer(&ann.token)
+        .send()
+        .problem(400, "malformed_request");
+}
+
+/// Follows `next_cursor` from `path` with `limit`; every page has at most `limit`
+/// items. Returns the ids in order.
+fn walk(s: &TestServer, path: &str, token: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let page_path = match &cursor {
+            None => format!("{path}{separator}limit={limit}"),
+            Some(c) => format!("{path}{separator}limit={limit}&cursor={c}"),
+        };
+        let page = s.get(&page_path).bearer(token).send().expect(200);
+        let items = page["data"].as_array().expect("a list");
+        assert!(items.len() <= limit, "GET {page_path}: {page}");
+        ids.extend(items.iter().map(|i| text(i, "id").to_string()));
+        match page["next_cursor"].as_str() {
+            Some(next) => {
+                assert!(!items.is_empty(), "a page with a next cursor has items: {page}");
+                cursor = Some(next.to_string());
+            }
+            None => return ids,
+        }
+    }
+    panic!("{path} did not end within 100 pages");
+}
+
+#[test]
+fn product_and_category_lists_paginate() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let mut products = Vec::new();
+    let mut categories = Vec::new();
+    for i in 0..5 {
+        let product = s
+            .post("/v1/products")
+            .bearer(&admin)
+            .json(product_body(&format!("PAGE-{i}"), 100))
+            .send();
+        products.push(text(&product.expect(201), "id").to_string());
+        let category =
+            s.post("/v1/categories").bearer(&admin).json(json!({"name": format!("C{i}")})).send();
+        categories.push(text(&category.expect(201), "id").to_string());
+    }
+    assert_eq!(walk(&s, "/v1/products", &admin, 2), products);
+    assert_eq!(walk(&s, "/v1/products?status=active", &admin, 3), products);
+    assert_eq!(walk(&s, "/v1/categories", &admin, 2), categories);
+    let default_page = s.get("/v1/products").send().expect(200);
+    assert_eq!(default_page["data"].as_array().map(Vec::len), Some(5));
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "limit=-1",
+        "cursor=zzz",
+        "category_id=nope",
+        "status=gone",
+        "sort=price",
+    ] {
+        s.get(&format!("/v1/products?{bad}")).send().problem(400, "malformed_request");
+    }
+    s.get("/v1/categories?limit=0").send().problem(400, "malformed_request");
+}
+
+// --- the problem shape and the pipeline ---------------------------------------------
+
+/// Refused requests: (method, path, content type, body, status, code, fields of a
+/// `validation_failed`).
+#[test]
+fn bad_requests_get_problem_answers() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "BAD-1", 100, 1);
+    let product = |edit: &dyn Fn(&mut Value)| {
+        let mut body = product_body("BAD-2", 100);
+        edit(&mut body);
+        serde_json::to_string(&body).expect("JSON")
+    };
+    let cases: Vec<(&str, &str, &str, String, u16, &str, &[&str])> = vec![
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            "{\"title\": ".into(),
+            400,
+            "malformed_request",
+            &[],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            "{\"title\" \"x\"}".into(),
+            400,
+            "malformed_request",
+            &[],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            "not json".into(),
+            400,
+            "malformed_request",
+            &[],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            format!("{} x", product(&|_| {})),
+            400,
+            "malformed_request",
+            &[],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| b["colour"] = json!("red")),
+            422,
+            "validation_failed",
+            &["colour"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| b["variants"][0]["price"]["amount"] = json!("x")),
+            422,
+            "validation_failed",
+            &["variants[0].price.amount"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| b["variants"][0]["price"]["amount"] = json!(-5)),
+            422,
+            "validation_failed",
+            &["variants[0].price.amount"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| b["variants"][0]["price"]["currency"] = json!("dollars")),
+            422,
+            "validation_failed",
+            &["variants[0].price.currency"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| b["variants"][0]["sku"] = json!("no spaces")),
+            422,
+            "validation_failed",
+            &["variants[0].sku"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| b["variants"][0]["price"]["cents"] = json!(1)),
+            422,
+            "validation_failed",
+            &["variants[0].price.cents"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| drop(b.as_object_mut().map(|o| o.remove("title")))),
+            422,
+            "validation_failed",
+            &["title"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| b["variants"] = json!([])),
+            422,
+            "validation_failed",
+            &["variants"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "application/json",
+            product(&|b| b["status"] = json!("archived")),
+            422,
+            "validation_failed",
+            &["status"],
+        ),
+        (
+            "POST",
+            "/v1/products",
+            "text/plain",
+            product(&|_| {}),
+            415,
+            "unsupported_media_type",
+            &[],
+        ),
+        ("POST", "/v1/products", "", product(&|_| {}), 415, "unsupported_media_type", &[]),
+        (
+            "POST",
+            "/v1/products",
+            "application/x-www-form-urlencoded",
+            "title=x".into(),
+            415,
+            "unsupported_media_type",
+            &[],
+        ),
+        ("POST", "/v1/carts", "text/plain", "{}".into(), 415, "unsupported_media_type", &[]),
+        (
+            "POST",
+            "/v1/carts",
+            "application/json",
+            "{\"currency\": \"EUR\", \"owner\": 1}".into(),
+            422,
+            "validation_failed",
+            &["owner"],
+        ),
+        (
+            "PUT",
+            "/v1/inventory/BAD-1",
+            "application/json",
+            "{\"on_hand\": 1.5}".into(),
+            422,
+            "validation_failed",
+            &["on_hand"],
+        ),
+        ("GET", "/v1/nothing/here", "", String::new(), 404, "not_found", &[]),
+        ("GET", "/", "", String::new(), 404, "not_found", &[]),
+        ("GET", "/v1/products/prod_1/reviews", "", String::new(), 404, "not_found", &[]),
+        ("DELETE", "/v1/products", "", String::new(), 405, "method_not_allowed", &[]),
+        ("PUT", "/healthz", "", String::new(), 405, "method_not_allowed", &[]),
+        ("GET", "/v1/products?limit=abc", "", String::new(), 400, "malformed_request", &[]),
+        (
+            "POST",
+            "/v1/auth/token",
+            "text/plain",
+            "grant_type=password".into(),
+            415,
+            "unsupported_media_type",
+            &[],
+        ),
+    ];
+    for (method, path, content_type, body, status, code, fields) in cases {
+        let mut request = s.req(method, path).bearer(&admin);
+        if !body.is_empty() || !content_type.is_empty() {
+            request = request.body(content_type, body.clone().into_bytes());
+        }
+        let answer = request.send();
+        let what = format!("{method} {path} {content_type} {body}");
+        assert_eq!(
+            (answer.status, answer.json["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {answer}"
+        );
+        let problem = answer.problem(status, code);
+        if !fields.is_empty() {
+            let found: Vec<&str> = problem["errors"]
+                .as_array()
+                .expect("errors")
+                .iter()
+                .map(|e| e["field"].as_str().expect("a field"))
+                .collect();
+            assert_eq!(found, fields, "{what}");
+        }
+    }
+    // Nothing above created a product.
+    let products = s.get("/v1/products").bearer(&admin).send().expect(200);
+    assert_eq!(products["data"].as_array().map(Vec::len), Some(1), "{products}");
+}
+
+/// `405` names the allowed methods: (method, path, `Allow`).
+#[test]
+fn method_not_allowed_lists_the_allowed_methods() {
+    let s = TestServer::start();
+    let check = |method: &str, path: &str, allow: &[&str]| {
+        let answer = s.req(method, path).send();
+        let header = answer.header("allow").unwrap_or_default().to_string();
+        let mut listed: Vec<&str> =
+            header.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+        listed.sort_unstable();
+        answer.problem(405, "method_not_allowed");
+        assert_eq!(listed, allow, "{method} {path}");
+    };
+    check("DELETE", "/v1/products", &["GET", "POST"]);
+    check("PUT", "/v1/products/prod_1", &["DELETE", "GET", "PATCH"]);
+    check("POST", "/healthz", &["GET"]);
+    check("GET", "/v1/carts", &["POST"]);
+    check("GET", "/v1/auth/token", &["POST"]);
+    check("PATCH", "/v1/inventory/SKU-1", &["GET", "PUT"]);
+    check("GET", "/v1/orders/ord_1/payments", &["POST"]);
+}
+
+#[test]
+fn request_ids_are_echoed_or_made_up() {
+    let s = TestServer::start();
+    let check = |sent: Option<&str>, echoed: bool| {
+        let request = s.get("/v1/nothing");
+        let answer = match sent {
+            Some(id) => request.header("x-request-id", id).send(),
+            None => request.send(),
+        };
+        let id = answer.header("x-request-id").expect("every answer has X-Request-Id").to_string();
+        assert!(!id.is_empty());
+        assert_eq!(sent == Some(id.as_str()), echoed, "sent {sent:?}, got {id}");
+        let body = answer.problem(404, "not_found");
+        assert_eq!(body["request_id"], id.as_str());
+    };
+    check(Some("client-req-42"), true);
+    check(Some("a1:b2.c3_d4"), true);
+    check(None, false);
+    check(Some("has spaces in it"), false);
+    check(Some(&"x".repeat(500)), false);
+    check(Some("quote\"d"), false);
+    // Successes carry one too.
+    let ok = s.get("/healthz").header("x-request-id", "health-1").send();
+    assert_eq!((ok.status, ok.header("x-request-id")), (200, Some("health-1")));
+}
+
+#[test]
+fn bodies_over_the_limit_get_413() {
+    let s = TestServer::with(|c| c.body_bytes_max = 1024);
+    let admin = s.admin();
+    let mut big = product_body("BIG-1", 100);
+    big["description"] = json!("d".repeat(4096));
+    let answer = s.post("/v1/products").bearer(&admin).json(big).send();
+    answer.problem(413, "payload_too_large");
+    // Just under the limit is read as usual.
+    let mut small = product_body("BIG-2", 100);
+    small["description"] = json!("d".repeat(600));
+    s.post("/v1/products").bearer(&admin).json(small).send().expect(201);
+    let cart = s.post("/v1/carts").body("application/json", vec![b' '; 2048]).send();
+    cart.problem(413, "payload_too_large");
+}
+
+// --- operations ---------------------------------------------------------------------
+
+#[test]
+fn health_readiness_and_metrics() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    assert_eq!(s.get("/healthz").send().expect(200)["status"], "ok");
+    let ready = s.get("/readyz").send().expect(200);
+    assert_eq!(ready["role"], "primary", "{ready}");
+    assert!(ready["epoch"].as_u64().is_some_and(|e| e >= 1), "{ready}");
+    let lsn = ready["lsn"].as_u64().expect("an LSN");
+    s.post("/v1/products").bearer(&admin).json(product_body("OPS-1", 100)).send().expect(201);
+    let later = s.get("/readyz").send().expect(200)["lsn"].as_u64().expect("an LSN");
+    assert!(later > lsn, "a write moves the LSN: {lsn} then {later}");
+
+    s.get("/v1/nothing").send();
+    let metrics = s.get("/metrics").send();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.header("content-type").is_some_and(|c| c.starts_with("text/plain")),
+        "{metrics:?}"
+    );
+    let text = String::from_utf8(metrics.body).expect("metrics are text");
+    assert!(text.contains("emporium_http_requests_total"), "{text}");
+    let created = text.lines().any(|l| {
+        l.starts_with("emporium_http_requests_total{")
+            && l.contains("/v1/products")
+            && l.contains("201")
+    });
+    assert!(created, "the product creation is counted: {text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("emporium_http_requests_total{") && l.contains("404")),
+        "{text}"
+    );
+}
+
+/// The contract's endpoints with their success statuses; the OpenAPI document must
+/// describe each, and nothing else.
+const ENDPOINTS: [(&str, &str, u16); 36] = [
+    ("get", "/healthz", 200),
+    ("get", "/readyz", 200),
+    ("get", "/metrics", 200),
+    ("get", "/openapi.json", 200),
+    ("post", "/v1/auth/register", 201),
+    ("post", "/v1/auth/token", 200),
+    ("get", "/v1/customers/me", 200),
+    ("get", "/v1/customers/me/orders", 200),
+    ("post", "/v1/admin/users", 201),
+    ("post", "/v1/admin/api-clients", 201),
+    ("get", "/v1/products", 200),
+    ("post", "/v1/products", 201),
+    ("get", "/v1/products/{id}", 200),
+    ("patch", "/v1/products/{id}", 200),
+    ("delete", "/v1/products/{id}", 204),
+    ("get", "/v1/categories", 200),
+    ("post", "/v1/categories", 201),
+    ("get", "/v1/categories/{id}", 200),
+    ("patch", "/v1/categories/{id}", 200),
+    ("delete", "/v1/categories/{id}", 204),
+    ("get", "/v1/inventory/{sku}", 200),
+    ("put", "/v1/inventory/{sku}", 200),
+    ("post", "/v1/inventory/{sku}/adjustments", 200),
+    ("post", "/v1/carts", 201),
+    ("get", "/v1/carts/{id}", 200),
+    ("post", "/v1/carts/{id}/items", 200),
+    ("put", "/v1/carts/{id}/items/{sku}", 200),
+    ("delete", "/v1/carts/{id}/items/{sku}", 204),
+    ("post", "/v1/carts/{id}/checkout", 201),
+    ("get", "/v1/orders", 200),
+    ("get", "/v1/orders/{id}", 200),
+    ("post", "/v1/orders/{id}/payments", 201),
+    ("post", "/v1/orders/{id}/cancel", 200),
+    ("post", "/v1/orders/{id}/fulfillments", 200),
+    ("get", "/v1/admin/replication", 200),
+    ("post", "/v1/admin/checkpoints", 201),
+];
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    let s = TestServer::start();
+    let answer = s.get("/openapi.json").send();
+    assert!(
+        answer.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+        "{answer:?}"
+    );
+    let document = answer.expect(200);
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{document}");
+    let paths = document["paths"].as_object().expect("paths");
+    for (method, path, success) in ENDPOINTS {
+        let operation =
+            &paths.get(path).unwrap_or_else(|| panic!("{path} is not documented"))[method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        let responses = operation["responses"].as_object().expect("responses");
+        assert!(responses.contains_key(&success.to_string()), "{method} {path} lacks {success}");
+    }
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().expect("a path item").keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options", "trace"]
+                .contains(&method.as_str())
+            {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> =
+        ENDPOINTS.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+    // Served with a validator like the catalog.
+    let etag = s.get("/openapi.json").send().header("etag").expect("an ETag").to_string();
+    assert_eq!(s.get("/openapi.json").header("if-none-match", &etag).send().status, 304);
+}
+
+#[test]
+fn checkpoints_open_as_an_engine() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let product = s.product(&admin, "CKPT-1", 700, 9);
+    let answer = s.post("/v1/admin/checkpoints").bearer(&admin).send();
+    assert_eq!(answer.status, 201, "{answer}");
+    let path = std::path::PathBuf::from(text(&answer.json, "path"));
+    assert!(answer.json["lsn"].as_u64().is_some_and(|l| l > 0), "{}", answer.json);
+    assert!(
+        path.starts_with(s.config().data_dir.parent().expect("a parent")),
+        "{}",
+        path.display()
+    );
+    // A write after the checkpoint is not in it.
+    s.post("/v1/products").bearer(&admin).json(product_body("CKPT-2", 1)).send().expect(201);
+    let engine = Engine::open(EngineConfig::new(path.clone())).expect("the checkpoint opens");
+    let id = ProductId::parse(text(&product, "id")).expect("a product id");
+    let copy = engine.state().product(&id).expect("the product is in the checkpoint");
+    assert_eq!(copy.title, "Product CKPT-1");
+    let sku = emporium_engine::Sku::new("CKPT-1").expect("a SKU");
+    assert_eq!(engine.state().stock(&sku).map(|s| s.on_hand), Some(9));
+    assert!(engine
+        .state()
+        .product_by_sku(&emporium_engine::Sku::new("CKPT-2").expect("a SKU"))
+        .is_none());
+    engine.close();
+    let second = s.post("/v1/admin/checkpoints").bearer(&admin).send().expect(201);
+    assert_ne!(second["path"], answer.json["path"]);
+}
+
+#[test]
+fn the_token_endpoint_is_rate_limited() {
+    let s = TestServer::with(|c| {
+        c.rate_limits = true;
+        c.rate_auth = emporium_server::config::Rate { burst: 2, per_second: 0.001 };
+    });
+    let check = |expected: u16, remaining: &str| {
+        let answer = s.password_grant("nobody@example.com", "wrong password");
+        assert_eq!(answer.status, expected, "{answer}");
+        assert_eq!(answer.header("ratelimit-limit"), Some("2"), "{answer:?}");
+        assert_eq!(answer.header("ratelimit-remaining"), Some(remaining), "{answer:?}");
+        let reset = answer.header("ratelimit-reset").and_then(|r| r.parse::<u64>().ok());
+        assert!(reset.is_some(), "RateLimit-Reset: {answer:?}");
+        answer
+    };
+    assert_eq!(check(400, "1").json["error"], "invalid_grant");
+    assert_eq!(check(400, "0").json["error"], "invalid_grant");
+    let limited = check(429, "0");
+    let retry = limited.header("retry-after").and_then(|r| r.parse::<u64>().ok());
+    assert!(retry.is_some_and(|r| r >= 1), "Retry-After: {limited:?}");
+    assert!(limited
+        .header("ratelimit-reset")
+        .and_then(|r| r.parse::<u64>().ok())
+        .is_some_and(|r| r >= 1));
+    limited.problem(429, "rate_limited");
+    // Registration shares the auth bucket; reads have their own.
+    let register =
+        s.post("/v1/auth/register").json(json!({"email": "x@example.com", "password": PASSWORD}));
+    register.send().problem(429, "rate_limited");
+    assert_eq!(s.get("/v1/products").send().status, 200);
+}
+
+// --- shoppers end to end, and idempotency across a restart --------------------------
+
+#[test]
+fn a_registered_shopper_buys_end_to_end() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let category =
+        s.post("/v1/categories").bearer(&admin).json(json!({"name": "Mugs"})).send().expect(201);
+    let mut mug = product_body("MUG-1", 1200);
+    mug["category_ids"] = json!([text(&category, "id")]);
+    let mug = s.post("/v1/products").bearer(&admin).json(mug).send().expect(201);
+    s.put("/v1/inventory/MUG-1").bearer(&admin).json(json!({"on_hand": 5})).send().expect(200);
+
+    let shopper = s.register("shopper@example.com");
+    let browse = s
+        .get(&format!("/v1/products?category_id={}", text(&category, "id")))
+        .bearer(&shopper.token)
+        .send();
+    let listed = browse.expect(200);
+    assert_eq!(listed["data"][0]["id"], mug["id"]);
+    let product = s
+        .get(&format!("/v1/products/{}", text(&mug, "id")))
+        .bearer(&shopper.token)
+        .send()
+        .expect(200);
+    let sku = product["variants"][0]["sku"].as_str().expect("a SKU");
+
+    let cart = s.cart(Some(&shopper.token));
+    let added = s.add(Some(&shopper.token), &cart, sku, 2).expect(200);
+    assert_eq!(added["total"], json!({"amount": 2400, "currency": "USD"}));
+    let order = s.checkout(Some(&shopper.token), &cart, "shopper-checkout", json!({})).expect(201);
+    assert_eq!(
+        (order["customer_id"].as_str(), order["email"].as_str()),
+        (Some(shopper.id.as_str()), Some("shopper@example.com"))
+    );
+    let order_id = text(&order, "id");
+    let payment = s.pay(Some(&shopper.token), order_id, "shopper-pay", "tok_visa").expect(201);
+    assert_eq!(payment["amount"]["amount"], 2400);
+
+    let mine = s.get("/v1/customers/me/orders").bearer(&shopper.token).send().expect(200);
+    assert_eq!(mine["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        (mine["data"][0]["id"].as_str(), mine["data"][0]["status"].as_str()),
+        (Some(order_id), Some("paid"))
+    );
+    let seen = s.get(&format!("/v1/orders/{order_id}")).bearer(&shopper.token).send().expect(200);
+    assert_eq!(seen["payments"][0]["id"], payment["id"]);
+    assert_eq!(s.stock(&admin, "MUG-1"), (3, 0, 3));
+    let fulfilled =
+        s.post(&format!("/v1/orders/{order_id}/fulfillments")).bearer(&admin).send().expect(200);
+    assert_eq!(fulfilled["status"], "fulfilled");
+    let again =
+        s.get("/v1/customers/me/orders?status=fulfilled").bearer(&shopper.token).send().expect(200);
+    assert_eq!(again["data"][0]["id"].as_str(), Some(order_id));
+}
+
+#[test]
+fn a_guest_shopper_buys_end_to_end() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "GUEST-1", 800, 4);
+    let listed = s.get("/v1/products").send().expect(200);
+    let sku = listed["data"][0]["variants"][0]["sku"].as_str().expect("a SKU").to_string();
+    let cart = s.cart(None);
+    s.add(None, &cart, &sku, 3).expect(200);
+    let address = json!({"name": "Gail Guest", "line1": "2 High Street", "city": "Leeds", "postal_code": "LS1 1AA", "country": "GB"});
+    let order = s
+        .checkout(
+            None,
+            &cart,
+            "guest-checkout",
+            json!({"email": "gail@example.com", "shipping_address": address}),
+        )
+        .expect(201);
+    assert_eq!(
+        (&order["customer_id"], &order["shipping_address"]["city"]),
+        (&Value::Null, &json!("Leeds"))
+    );
+    let order_id = text(&order, "id");
+    let paid = s.pay(None, order_id, "guest-pay", "tok_mastercard").expect(201);
+    assert_eq!(paid["order"]["status"], "paid");
+    let seen = s.get(&format!("/v1/orders/{order_id}")).send().expect(200);
+    assert_eq!(
+        (seen["status"].as_str(), seen["total"]["amount"].as_i64()),
+        (Some("paid"), Some(2400))
+    );
+    assert_eq!(s.stock(&admin, "GUEST-1"), (1, 0, 1));
+}
+
+#[test]
+fn idempotent_requests_replay_after_a_restart() {
+    let mut s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "RST-1", 300, 10);
+    let created = s
+        .post("/v1/products")
+        .bearer(&admin)
+        .key("create-1")
+        .json(product_body("RST-2", 1))
+        .send()
+        .expect(201);
+    let cart = s.cart(None);
+    s.add(None, &cart, "RST-1", 2).expect(200);
+    let guest = json!({"email": "restart@example.com"});
+    let order = s.checkout(None, &cart, "restart-checkout", guest.clone()).expect(201);
+    let order_id = text(&order, "id").to_string();
+    let other = s.order(None, "RST-1", 1);
+    let payment = s.pay(None, text(&other, "id"), "restart-pay", "tok_visa").expect(201);
+
+    s.restart();
+
+    let replayed = s.checkout(None, &cart, "restart-checkout", guest).expect(201);
+    assert_eq!((&replayed["id"], &replayed["total"]), (&json!(order_id), &order["total"]));
+    s.checkout(None, &cart, "restart-checkout", json!({"email": "else@example.com"}))
+        .problem(422, "idempotency_key_reused");
+    assert_eq!(s.stock(&admin, "RST-1"), (9, 2, 7));
+    let paid_again = s.pay(None, text(&other, "id"), "restart-pay", "tok_visa").expect(201);
+    assert_eq!(paid_again["id"], payment["id"]);
+    let again =
+        s.post("/v1/products").bearer(&admin).key("create-1").json(product_body("RST-2", 1)).send();
+    assert_eq!(again.header("idempotent-replayed"), Some("true"), "{again:?}");
+    assert_eq!(again.expect(201)["id"], created["id"]);
+    let changed =
+        s.post("/v1/products").bearer(&admin).key("create-1").json(product_body("RST-3", 1));
+    changed.send().problem(422, "idempotency_key_reused");
+    // The admin's token from before the restart still works, and the orders are there.
+    assert_eq!(
+        s.get(&format!("/v1/orders/{order_id}")).send().expect(200)["status"],
+        "pending_payment"
+    );
+}

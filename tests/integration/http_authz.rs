@@ -1,0 +1,726 @@
+//! Who may call what, over HTTP. An authorization matrix runs every endpoint as each
+//! kind of caller — anonymous, customer A (the owner of the resources), customer B,
+//! staff, admin, an API client holding the scope the endpoint needs, and one holding
+//! none that matters — and compares the status with the table. Every row builds its
+//! own fresh resources, so an action one caller takes cannot change what the next
+//! caller sees. Then the attacks on tokens: tampered, expired, `alg: none`, unknown
+//! and forged keys, forged role claims, refresh-token reuse, and the client
+//! credentials grant.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use emporium_engine::{CustomerId, Role};
+use emporium_server::auth::{Principal, TokenKeys};
+use serde_json::{json, Value};
+
+use crate::http_support::*;
+
+/// The callers of the matrix, in the order of each row's expectations.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    Anonymous,
+    OwnerA,
+    OtherB,
+    Staff,
+    Admin,
+    Scoped,
+    Unscoped,
+}
+
+const CALLERS: [Who; 7] =
+    [Who::Anonymous, Who::OwnerA, Who::OtherB, Who::Staff, Who::Admin, Who::Scoped, Who::Unscoped];
+
+/// The SKU every cart and order of the matrix uses; it never runs short.
+const SKU: &str = "AUTHZ-1";
+/// A scope no endpoint checks yet: the "client without the scope".
+const IRRELEVANT_SCOPE: &str = "payments:refund";
+
+/// One request of the matrix.
+struct Call {
+    method: &'static str,
+    path: String,
+    body: Option<Value>,
+    form: Option<Vec<(&'static str, String)>>,
+    idempotency: bool,
+}
+
+impl Call {
+    fn new(method: &'static str, path: impl Into<String>) -> Call {
+        Call { method, path: path.into(), body: None, form: None, idempotency: false }
+    }
+
+    fn json(mut self, body: Value) -> Call {
+        self.body = Some(body);
+        self
+    }
+
+    fn keyed(mut self) -> Call {
+        self.idempotency = true;
+        self
+    }
+}
+
+/// The server, its callers, and fresh resources on demand.
+struct Fixture {
+    s: TestServer,
+    admin: String,
+    a: Account,
+    b: Account,
+    staff: Account,
+    scoped: BTreeMap<&'static str, String>,
+    unscoped: String,
+    n: Cell<u32>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let s = TestServer::start();
+        let admin = s.admin();
+        let a = s.register("owner-a@example.com");
+        let b = s.register("other-b@example.com");
+        let staff = s.user(&admin, "staff@example.com", "staff");
+        let mut scoped = BTreeMap::new();
+        for scope in [
+            "catalog:write",
+            "inventory:read",
+            "inventory:write",
+            "orders:read",
+            "orders:write",
+            "users:admin",
+            "ops:admin",
+        ] {
+            scoped.insert(scope, s.client(&admin, &[scope]).token);
+        }
+        let unscoped = s.client(&admin, &[IRRELEVANT_SCOPE]).token;
+        s.product(&admin, SKU, 100, 1_000_000);
+        s.product(&admin, "AUTHZ-INV", 100, 10);
+        Fixture { s, admin, a, b, staff, scoped, unscoped, n: Cell::new(0) }
+    }
+
+    fn unique(&self) -> u32 {
+        self.n.set(self.n.get() + 1);
+        self.n.get()
+    }
+
+    /// The token of `who` for an endpoint that needs `scope` (empty: none).
+    fn token(&self, who: Who, scope: &str) -> Option<&str> {
+        match who {
+            Who::Anonymous => None,
+            Who::OwnerA => Some(&self.a.token),
+            Who::OtherB => Some(&self.b.token),
+            Who::Staff => Some(&self.staff.token),
+            Who::Admin => Some(&self.admin),
+            Who::Scoped if scope.is_empty() => Some(&self.unscoped),
+            Who::Scoped => Some(self.scoped.get(scope).expect("a client per scope")),
+            Who::Unscoped => Some(&self.unscoped),
+        }
+    }
+
+    /// A cart with one line: A's, or a guest's.
+    fn cart(&self, owned: bool) -> String {
+        let token = owned.then_some(self.a.token.as_str());
+        let cart = self.s.cart(token);
+        self.s.add(token, &cart, SKU, 1).expect(200);
+        cart
+    }
+
+    /// A pending order: A's, or a guest's.
+    fn order(&self, owned: bool) -> String {
+        let token = owned.then_some(self.a.token.as_str());
+        text(&self.s.order(token, SKU, 1), "id").to_string()
+    }
+
+    /// A paid order of A's.
+    fn paid_order(&self) -> String {
+        let order = self.order(true);
+        self.s.pay(Some(&self.a.token), &order, "paid", "tok_visa").expect(201);
+        order
+    }
+
+    fn product(&self, status: &str) -> String {
+        let mut body = product_body(&format!("AUTHZ-P{}", self.unique()), 100);
+        body["status"] = json!(status);
+        let created = self.s.post("/v1/products").bearer(&self.admin).json(body).send();
+        text(&created.expect(201), "id").to_string()
+    }
+
+    fn category(&self) -> String {
+        let body = json!({"name": format!("Category {}", self.unique())});
+        let created = self.s.post("/v1/categories").bearer(&self.admin).json(body).send();
+        text(&created.expect(201), "id").to_string()
+    }
+
+    fn send(&self, call: Call, token: Option<&str>) -> Resp {
+        let mut request = self.s.req(call.method, &call.path).auth(token);
+        if call.idempotency {
+            request = request.key(&format!("authz-{}", self.unique()));
+        }
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        if let Some(form) = call.form {
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            request = request.form(&pairs);
+        }
+        request.send()
+    }
+}
+
+/// One endpoint of the matrix: its name, the scope it needs (empty: none), how to build
+/// a fresh request, and the expected status per caller, in the order of [`CALLERS`].
+type Row = (&'static str, &'static str, fn(&Fixture) -> Call, [u16; 7]);
+
+const ALL_200: [u16; 7] = [200; 7];
+const ALL_201: [u16; 7] = [201; 7];
+/// Signed-in accounts only; API clients have no account.
+const ACCOUNTS: [u16; 7] = [401, 200, 200, 200, 200, 403, 403];
+/// Staff, admins and clients with the scope.
+const STAFF_200: [u16; 7] = [401, 403, 403, 200, 200, 200, 403];
+const STAFF_201: [u16; 7] = [401, 403, 403, 201, 201, 201, 403];
+const STAFF_204: [u16; 7] = [401, 403, 403, 204, 204, 204, 403];
+/// Admins and clients with the scope.
+const ADMIN_200: [u16; 7] = [401, 403, 403, 403, 200, 200, 403];
+const ADMIN_201: [u16; 7] = [401, 403, 403, 403, 201, 201, 403];
+/// A's own resources: A, and staff, admins and clients with the scope.
+const OWNER_200: [u16; 7] = [401, 200, 403, 200, 200, 200, 403];
+const OWNER_201: [u16; 7] = [401, 201, 403, 201, 201, 201, 403];
+const OWNER_204: [u16; 7] = [401, 204, 403, 204, 204, 204, 403];
+
+fn row(
+    endpoint: &'static str,
+    scope: &'static str,
+    build: fn(&Fixture) -> Call,
+    expected: [u16; 7],
+) -> Row {
+    (endpoint, scope, build, expected)
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        row("GET /healthz", "", |_| Call::new("GET", "/healthz"), ALL_200),
+        row("GET /readyz", "", |_| Call::new("GET", "/readyz"), ALL_200),
+        row("GET /metrics", "", |_| Call::new("GET", "/metrics"), ALL_200),
+        row("GET /openapi.json", "", |_| Call::new("GET", "/openapi.json"), ALL_200),
+        row(
+            "POST /v1/auth/register",
+            "",
+            |f| {
+                let email = format!("new-{}@example.com", f.unique());
+                Call::new("POST", "/v1/auth/register")
+                    .json(json!({"email": email, "password": PASSWORD}))
+            },
+            ALL_201,
+        ),
+        row(
+            "POST /v1/auth/token",
+            "",
+            |f| Call {
+                form: Some(vec![
+                    ("grant_type", "password".into()),
+                    ("username", f.a.email.clone()),
+                    ("password", PASSWORD.into()),
+                ]),
+                ..Call::new("POST", "/v1/auth/token")
+            },
+            ALL_200,
+        ),
+        row("GET /v1/customers/me", "", |_| Call::new("GET", "/v1/customers/me"), ACCOUNTS),
+        row(
+            "GET /v1/customers/me/orders",
+            "",
+            |_| Call::new("GET", "/v1/customers/me/orders"),
+            ACCOUNTS,
+        ),
+        row(
+            "POST /v1/admin/users",
+            "users:admin",
+            |f| {
+                let email = format!("user-{}@example.com", f.unique());
+                Call::new("POST", "/v1/admin/users")
+                    .json(json!({"email": email, "password": PASSWORD, "role": "customer"}))
+            },
+            ADMIN_201,
+        ),
+        row(
+            "POST /v1/admin/api-clients",
+            "users:admin",
+            |_| {
+                Call::new("POST", "/v1/admin/api-clients")
+                    .json(json!({"name": "made in the matrix", "scopes": ["orders:read"]}))
+            },
+            ADMIN_201,
+        ),
+        row("GET /v1/products", "", |_| Call::new("GET", "/v1/products"), ALL_200),
+        row(
+            "POST /v1/products",
+            "catalog:write",
+            |f| {
+                Call::new("POST", "/v1/products")
+                    .json(product_body(&format!("AUTHZ-N{}", f.unique()), 100))
+            },
+            STAFF_201,
+        ),
+        row(
+            "GET /v1/products/{active}",
+            "catalog:write",
+            |f| Call::new("GET", format!("/v1/products/{}", f.product("active"))),
+            ALL_200,
+        ),
+        row(
+            "GET /v1/products/{draft}",
+            "catalog:write",
+            |f| Call::new("GET", format!("/v1/products/{}", f.product("draft"))),
+            [404, 404, 404, 200, 200, 200, 404],
+        ),
+        row(
+            "PATCH /v1/products/{id}",
+            "catalog:write",
+            |f| {
+                Call::new("PATCH", format!("/v1/products/{}", f.product("active")))
+                    .json(json!({"title": "Renamed"}))
+            },
+            STAFF_200,
+        ),
+        row(
+            "DELETE /v1/products/{id}",
+            "catalog:write",
+            |f| Call::new("DELETE", format!("/v1/products/{}", f.product("active"))),
+            STAFF_204,
+        ),
+        row("GET /v1/categories", "", |_| Call::new("GET", "/v1/categories"), ALL_200),
+        row(
+            "POST /v1/categories",
+            "catalog:write",
+            |_| Call::new("POST", "/v1/categories").json(json!({"name": "New"})),
+            STAFF_201,
+        ),
+        row(
+            "GET /v1/categories/{id}",
+            "",
+            |f| Call::new("GET", format!("/v1/categories/{}", f.category())),
+            ALL_200,
+        ),
+        row(
+            "PATCH /v1/categories/{id}",
+            "catalog:write",
+            |f| {
+                Call::new("PATCH", format!("/v1/categories/{}", f.category()))
+                    .json(json!({"name": "Renamed"}))
+            },
+            STAFF_200,
+        ),
+        row(
+            "DELETE /v1/categories/{id}",
+            "catalog:write",
+            |f| Call::new("DELETE", format!("/v1/categories/{}", f.category())),
+            STAFF_204,
+        ),
+        row(
+            "GET /v1/inventory/{sku}",
+            "inventory:read",
+            |_| Call::new("GET", "/v1/inventory/AUTHZ-INV"),
+            STAFF_200,
+        ),
+        row(
+            "PUT /v1/inventory/{sku}",
+            "inventory:write",
+            |_| Call::new("PUT", "/v1/inventory/AUTHZ-INV").json(json!({"on_hand": 10})),
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/inventory/{sku}/adjustments",
+            "inventory:write",
+            |_| {
+                Call::new("POST", "/v1/inventory/AUTHZ-INV/adjustments")
+                    .json(json!({"delta": 1, "reason": "matrix"}))
+            },
+            STAFF_200,
+        ),
+        row("POST /v1/carts", "", |_| Call::new("POST", "/v1/carts"), ALL_201),
+        row(
+            "GET /v1/carts/{A's}",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/carts/{}", f.cart(true))),
+            OWNER_200,
+        ),
+        row(
+            "GET /v1/carts/{guest}",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/carts/{}", f.cart(false))),
+            ALL_200,
+        ),
+        row(
+            "POST /v1/carts/{A's}/items",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/carts/{}/items", f.cart(true)))
+                    .json(json!({"sku": SKU, "quantity": 1}))
+            },
+            OWNER_200,
+        ),
+        row(
+            "POST /v1/carts/{guest}/items",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/carts/{}/items", f.cart(false)))
+                    .json(json!({"sku": SKU, "quantity": 1}))
+            },
+            ALL_200,
+        ),
+        row(
+            "PUT /v1/carts/{A's}/items/{sku}",
+            "orders:write",
+            |f| {
+                Call::new("PUT", format!("/v1/carts/{}/items/{SKU}", f.cart(true)))
+                    .json(json!({"quantity": 2}))
+            },
+            OWNER_200,
+        ),
+        row(
+            "PUT /v1/carts/{guest}/items/{sku}",
+            "orders:write",
+            |f| {
+                Call::new("PUT", format!("/v1/carts/{}/items/{SKU}", f.cart(false)))
+                    .json(json!({"quantity": 2}))
+            },
+            ALL_200,
+        ),
+        row(
+            "DELETE /v1/carts/{A's}/items/{sku}",
+            "orders:write",
+            |f| Call::new("DELETE", format!("/v1/carts/{}/items/{SKU}", f.cart(true))),
+            OWNER_204,
+        ),
+        row(
+            "DELETE /v1/carts/{guest}/items/{sku}",
+            "orders:write",
+            |f| Call::new("DELETE", format!("/v1/carts/{}/items/{SKU}", f.cart(false))),
+            [204; 7],
+        ),
+        row(
+            "POST /v1/carts/{A's}/checkout",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/carts/{}/checkout", f.cart(true)))
+                    .json(json!({}))
+                    .keyed()
+            },
+            OWNER_201,
+        ),
+        row(
+            "POST /v1/carts/{guest}/checkout",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/carts/{}/checkout", f.cart(false)))
+                    .json(json!({"email": "guest@example.com"}))
+                    .keyed()
+            },
+            ALL_201,
+        ),
+        row("GET /v1/orders", "orders:read", |_| Call::new("GET", "/v1/orders"), STAFF_200),
+        row(
+            "GET /v1/orders/{A's}",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/orders/{}", f.order(true))),
+            OWNER_200,
+        ),
+        row(
+            "GET /v1/orders/{guest}",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/orders/{}", f.order(false))),
+            ALL_200,
+        ),
+        row(
+            "POST /v1/orders/{A's}/payments",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/orders/{}/payments", f.order(true)))
+                    .json(json!({"method": "test_card", "token": "tok_visa"}))
+                    .keyed()
+            },
+            OWNER_201,
+        ),
+        row(
+            "POST /v1/orders/{guest}/payments",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/orders/{}/payments", f.order(false)))
+                    .json(json!({"method": "test_card", "token": "tok_visa"}))
+                    .keyed()
+            },
+            ALL_201,
+        ),
+        row(
+            "POST /v1/orders/{A's}/cancel",
+            "orders:write",
+            |f| Call::new("POST", format!("/v1/orders/{}/cancel", f.order(true))),
+            OWNER_200,
+        ),
+        row(
+            "POST /v1/orders/{guest}/cancel",
+            "orders:write",
+            |f| Call::new("POST", format!("/v1/orders/{}/cancel", f.order(false))),
+            ALL_200,
+        ),
+        row(
+            "POST /v1/orders/{A's paid}/fulfillments",
+            "orders:write",
+            |f| Call::new("POST", format!("/v1/orders/{}/fulfillments", f.paid_order())),
+            STAFF_200,
+        ),
+        row(
+            "GET /v1/admin/replication",
+            "ops:admin",
+            |_| Call::new("GET", "/v1/admin/replication"),
+            ADMIN_200,
+        ),
+        row(
+            "POST /v1/admin/checkpoints",
+            "ops:admin",
+            |_| Call::new("POST", "/v1/admin/checkpoints"),
+            ADMIN_201,
+        ),
+    ]
+}
+
+#[test]
+fn every_endpoint_admits_exactly_the_callers_it_should() {
+    let f = Fixture::new();
+    let mut failures = Vec::new();
+    for (endpoint, scope, build, expected) in rows() {
+        for (who, expected) in CALLERS.into_iter().zip(expected) {
+            let answer = f.send(build(&f), f.token(who, scope));
+            let mut wrong = answer.status != expected;
+            // A refusal is a problem with the contract's code for its status.
+            let code = match answer.status {
+                401 => Some("unauthenticated"),
+                403 => Some("forbidden"),
+                404 => Some("not_found"),
+                _ => None,
+            };
+            if let Some(code) = code {
+                wrong |= answer.json["code"] != code;
+                wrong |= answer.status == 401
+                    && !answer.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer"));
+            }
+            if wrong {
+                failures.push(format!(
+                    "{endpoint} as {who:?} (scope {scope:?}): expected {expected}, got {answer}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
+}
+
+// --- token attacks ------------------------------------------------------------------
+
+const KID: &str = "test";
+const SECRET: [u8; 32] = [7; 32];
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `token` with one character of its signature changed.
+fn flip_signature(token: &str) -> String {
+    let mut bytes = token.as_bytes().to_vec();
+    let at = bytes.len() - 10;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).expect("ASCII")
+}
+
+/// A JWT with `alg: none` claiming to be `sub` with `role`.
+fn unsigned(sub: &str, role: &str) -> String {
+    let now = now_s();
+    let header = b64url(format!(r#"{{"alg":"none","typ":"JWT","kid":"{KID}"}}"#).as_bytes());
+    let claims = json!({"sub": sub, "typ": "user", "role": role, "iat": now, "exp": now + 600, "iss": "emporium"});
+    format!("{header}.{}.", b64url(claims.to_string().as_bytes()))
+}
+
+#[test]
+fn tampered_expired_and_forged_tokens_are_refused() {
+    let secret = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    let s = TestServer::with(|c| c.signing_keys = vec![format!("{KID}:{secret}")]);
+    let a = s.register("token-owner@example.com");
+    let id = CustomerId::parse(&a.id).expect("a customer id");
+    let keys = TokenKeys::new(vec![(KID.into(), SECRET.to_vec())]);
+    let customer = Principal::User { id: id.clone(), role: Role::Customer };
+    let now = now_s();
+    let valid = keys.issue(&customer, now, 600);
+    let stranger = TokenKeys::new(vec![("elsewhere".into(), SECRET.to_vec())]);
+    let wrong_secret = TokenKeys::new(vec![(KID.into(), vec![8; 32])]);
+    let nobody = Principal::User { id: CustomerId::from_seq(999_999), role: Role::Admin };
+    let no_client =
+        Principal::Client { id: "cli_nobody".into(), scopes: ["orders:read".to_string()].into() };
+    // The role in a token is not trusted: the account's role is.
+    let promoted = keys.issue(&Principal::User { id, role: Role::Admin }, now, 600);
+
+    let check = |name: &str, authorization: &str, path: &str, expected: u16| {
+        let answer = s.get(path).header("authorization", authorization).send();
+        assert_eq!(answer.status, expected, "{name}: {answer}");
+        if expected == 401 {
+            let challenge = answer.header("www-authenticate").unwrap_or_default().to_string();
+            assert!(challenge.starts_with("Bearer"), "{name}: WWW-Authenticate {challenge:?}");
+            answer.problem(401, "unauthenticated");
+        }
+    };
+    let bearer = |token: &str| format!("Bearer {token}");
+    check("a token signed with the configured key", &bearer(&valid), "/v1/customers/me", 200);
+    check("the token registration gave", &bearer(&a.token), "/v1/customers/me", 200);
+    check("a flipped signature byte", &bearer(&flip_signature(&valid)), "/v1/customers/me", 401);
+    check(
+        "expired an hour ago",
+        &bearer(&keys.issue(&customer, now - 3600, 60)),
+        "/v1/customers/me",
+        401,
+    );
+    check(
+        "expired a second ago",
+        &bearer(&keys.issue(&customer, now - 61, 60)),
+        "/v1/customers/me",
+        401,
+    );
+    check("alg none", &bearer(&unsigned(&a.id, "admin")), "/v1/customers/me", 401);
+    check("alg none on an admin endpoint", &bearer(&unsigned(&a.id, "admin")), "/v1/orders", 401);
+    check("an unknown kid", &bearer(&stranger.issue(&customer, now, 600)), "/v1/customers/me", 401);
+    check(
+        "the wrong secret under a known kid",
+        &bearer(&wrong_secret.issue(&customer, now, 600)),
+        "/v1/customers/me",
+        401,
+    );
+    check(
+        "an account that does not exist",
+        &bearer(&keys.issue(&nobody, now, 600)),
+        "/v1/customers/me",
+        401,
+    );
+    check(
+        "a client that does not exist",
+        &bearer(&keys.issue(&no_client, now, 600)),
+        "/v1/orders",
+        401,
+    );
+    check("not a JWT", "Bearer not-a-token", "/v1/customers/me", 401);
+    check("an empty bearer token", "Bearer ", "/v1/customers/me", 401);
+    check("another scheme", &format!("Basic {}", b64url(b"a:b")), "/v1/customers/me", 401);
+    check("a bad token on a public endpoint", "Bearer not-a-token", "/v1/products", 401);
+    check("a promoted role claim", &bearer(&promoted), "/v1/orders", 403);
+    let me = s.get("/v1/customers/me").bearer(&promoted).send().expect(200);
+    assert_eq!(me["role"], "customer");
+}
+
+#[test]
+fn a_reused_refresh_token_revokes_its_family() {
+    let s = TestServer::start();
+    let a = s.register("refresh@example.com");
+    let refresh = |token: &str| {
+        s.post("/v1/auth/token")
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+            .send()
+    };
+    let rotated = refresh(&a.refresh).expect(200);
+    let successor = text(&rotated, "refresh_token").to_string();
+    assert_ne!(successor, a.refresh);
+    assert_eq!(rotated["token_type"], "Bearer");
+    let access = text(&rotated, "access_token");
+    assert_eq!(s.get("/v1/customers/me").bearer(access).send().expect(200)["id"], a.id.as_str());
+    // Another sign-in starts a family of its own.
+    let other = s.password_grant(&a.email, PASSWORD).expect(200);
+    let other = text(&other, "refresh_token").to_string();
+
+    // The spent token comes back: it leaked, so the whole family dies.
+    let reused = refresh(&a.refresh);
+    assert_eq!(
+        (reused.status, reused.json["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{reused}"
+    );
+    let after = refresh(&successor);
+    assert_eq!(
+        (after.status, after.json["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{after}"
+    );
+    assert_eq!(refresh(&other).status, 200, "the other family lives on");
+    let unknown = refresh("never-issued");
+    assert_eq!(
+        (unknown.status, unknown.json["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{unknown}"
+    );
+    let missing = s.post("/v1/auth/token").form(&[("grant_type", "refresh_token")]).send();
+    assert_eq!(
+        (missing.status, missing.json["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{missing}"
+    );
+}
+
+/// The token endpoint's grants: (name, request, expected status, expected `error` of an
+/// RFC 6749 answer or `None` for a token).
+#[test]
+fn the_token_endpoint_grants_and_refuses() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let customer = s.register("grants@example.com");
+    let client = s.client(&admin, &["orders:read"]);
+    let basic = |id: &str, secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    };
+    let token = || s.post("/v1/auth/token");
+    let cases = vec![
+        ("client_credentials, HTTP Basic", token().header("authorization", &basic(&client.id, &client.secret)).form(&[("grant_type", "client_credentials")]), 200, None),
+        ("client_credentials, form parameters", token().form(&[("grant_type", "client_credentials"), ("client_id", &client.id), ("client_secret", &client.secret)]), 200, None),
+        ("client_credentials, JSON", token().json(json!({"grant_type": "client_credentials", "client_id": client.id, "client_secret": client.secret})), 200, None),
+        ("client_credentials, HTTP Basic, wrong secret", token().header("authorization", &basic(&client.id, "wrong")).form(&[("grant_type", "client_credentials")]), 401, Some("invalid_client")),
+        ("client_credentials, form, wrong secret", token().form(&[("grant_type", "client_credentials"), ("client_id", &client.id), ("client_secret", "wrong")]), 401, Some("invalid_client")),
+        ("client_credentials, unknown client", token().form(&[("grant_type", "client_credentials"), ("client_id", "cli_nobody"), ("client_secret", "x")]), 401, Some("invalid_client")),
+        ("client_credentials, no secret", token().form(&[("grant_type", "client_credentials"), ("client_id", &client.id)]), 400, Some("invalid_request")),
+        ("password", token().form(&[("grant_type", "password"), ("username", &customer.email), ("password", PASSWORD)]), 200, None),
+        ("password, JSON", token().json(json!({"grant_type": "password", "username": customer.email, "password": PASSWORD})), 200, None),
+        ("password, wrong password", token().form(&[("grant_type", "password"), ("username", &customer.email), ("password", "wrong password")]), 400, Some("invalid_grant")),
+        ("password, unknown account", token().form(&[("grant_type", "password"), ("username", "nobody@example.com"), ("password", PASSWORD)]), 400, Some("invalid_grant")),
+        ("password, no password", token().form(&[("grant_type", "password"), ("username", &customer.email)]), 400, Some("invalid_request")),
+        ("an unsupported grant", token().form(&[("grant_type", "authorization_code"), ("code", "x")]), 400, Some("unsupported_grant_type")),
+        ("no grant type", token().form(&[("username", &customer.email)]), 400, Some("invalid_request")),
+        ("malformed JSON", token().body("application/json", b"{\"grant_type\":".to_vec()), 400, Some("invalid_request")),
+    ];
+    for (name, request, status, error) in cases {
+        let answer = request.send();
+        assert_eq!(answer.status, status, "{name}: {answer}");
+        assert!(
+            answer.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+            "{name}: {answer:?}"
+        );
+        assert_eq!(answer.header("cache-control"), Some("no-store"), "{name}");
+        match error {
+            Some(error) => assert_eq!(answer.json["error"], error, "{name}: {answer}"),
+            None => {
+                assert_eq!(answer.json["token_type"], "Bearer", "{name}: {answer}");
+                let access = text(&answer.json, "access_token");
+                // Each token works where its holder may go.
+                let path =
+                    if name.starts_with("client") { "/v1/orders" } else { "/v1/customers/me" };
+                assert_eq!(
+                    s.get(path).bearer(access).send().status,
+                    200,
+                    "{name}: the token works on {path}"
+                );
+            }
+        }
+    }
+    // A client's token is refused where its scopes do not reach.
+    s.get("/v1/inventory/X-1").bearer(&client.token).send().problem(403, "forbidden");
+}

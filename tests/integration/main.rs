@@ -1,0 +1,13 @@
+//! Emporium's black-box tests: one binary, one module per concern.
+
+mod accounts;
+mod bad_input;
+mod concurrency;
+mod crash;
+mod domain;
+mod http_api;
+mod http_authz;
+mod http_flash;
+mod http_support;
+mod model;
+mod recovery;

@@ -1,0 +1,100 @@
+//! The process the crash test kills. It opens the engine on the directory it is given,
+//! stocks a catalog on first start, then runs concurrent checkouts, payments and
+//! cancellations, printing one `ACK …` line per acknowledged command only after the
+//! engine answered it (which it does only once the command is durable). The parent
+//! SIGKILLs it at a random moment and checks every printed acknowledgement against the
+//! reopened directory.
+//!
+//! Usage: `crash-child DIR SEED`
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use emporium_engine::*;
+use emporium_tests::{cart_with, pay, stocked_sku};
+use rand::{Rng, SeedableRng};
+
+/// SKUs the child sells: plenty of a few, and one scarce SKU that runs out, so the
+/// out-of-stock path is crossed under load too.
+pub const SKUS: [(&str, i64); 4] =
+    [("CRASH-A", 1_000_000), ("CRASH-B", 1_000_000), ("CRASH-C", 1_000_000), ("CRASH-SCARCE", 40)];
+const WORKERS: usize = 8;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let dir = args.next().ok_or_else(|| anyhow::anyhow!("usage: crash-child DIR SEED"))?;
+    let seed: u64 =
+        args.next().ok_or_else(|| anyhow::anyhow!("usage: crash-child DIR SEED"))?.parse()?;
+    let mut config = EngineConfig::new(&dir);
+    config.id_seed = Some(seed);
+    let engine = Engine::open(config)?;
+    let shop = engine.blocking();
+    if engine.state().product_count() == 0 {
+        for (sku, on_hand) in SKUS {
+            stocked_sku(&shop, sku, 500, on_hand);
+        }
+    }
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    say(&out, "READY".into());
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|worker| {
+            let (shop, out, stop) = (shop.clone(), out.clone(), stop.clone());
+            let seed = seed.wrapping_mul(31).wrapping_add(worker as u64);
+            std::thread::spawn(move || work(&shop, &out, &stop, seed))
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker panicked")?;
+    }
+    Ok(())
+}
+
+fn say(out: &Mutex<std::io::Stdout>, line: String) {
+    let mut out = out.lock().expect("stdout lock");
+    // One write and a flush per line: what the parent reads is exactly what was said.
+    let _ = out.write_all(format!("{line}\n").as_bytes());
+    let _ = out.flush();
+}
+
+fn work(
+    shop: &BlockingEngine,
+    out: &Mutex<std::io::Stdout>,
+    stop: &AtomicBool,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    while !stop.load(Ordering::Relaxed) {
+        let mut lines: Vec<(&str, i64)> = Vec::new();
+        for (sku, _) in SKUS {
+            if rng.random_bool(0.5) {
+                lines.push((sku, rng.random_range(1..=3)));
+            }
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        let cart = cart_with(shop, &lines);
+        let order = match emporium_tests::checkout(shop, &cart.id) {
+            Ok(order) => order,
+            Err(EngineError::OutOfStock(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let described: Vec<String> =
+            order.lines.iter().map(|l| format!("{}:{}", l.sku, l.quantity)).collect();
+        say(out, format!("ACK checkout {} {}", order.id, described.join(",")));
+        match rng.random_range(0..3) {
+            0 => {
+                pay(shop, &order.id)?;
+                say(out, format!("ACK pay {}", order.id));
+            }
+            1 => {
+                shop.send(CancelOrder { order_id: order.id.to_string(), expected_version: None })?;
+                say(out, format!("ACK cancel {}", order.id));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Helpers shared by the integration tests and the crash-test child process.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use emporium_engine::*;
+
+/// A fixed start time for tests with a manual clock: 2026-01-01T00:00:00Z.
+pub const T0: TimestampMs = 1_767_225_600_000;
+
+/// An engine on a fresh temporary directory, with a manual clock and a fixed id seed.
+pub struct TestEngine {
+    pub engine: Engine,
+    pub shop: BlockingEngine,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEngine {
+    pub fn new() -> TestEngine {
+        TestEngine::with(|_| {})
+    }
+
+    /// A fresh engine whose configuration `adjust` may change first.
+    pub fn with(adjust: impl FnOnce(&mut EngineConfig)) -> TestEngine {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(ManualClock::new(T0));
+        let mut config = config(dir.path(), clock.clone());
+        adjust(&mut config);
+        let engine = Engine::open(config).expect("open engine");
+        let shop = engine.blocking();
+        TestEngine { engine, shop, clock, dir }
+    }
+
+    /// Closes the engine and opens it again on the same directory.
+    pub fn reopen(self) -> TestEngine {
+        let TestEngine { engine, shop, clock, dir } = self;
+        drop(shop);
+        engine.close();
+        let engine = Engine::open(config(dir.path(), clock.clone())).expect("reopen engine");
+        let shop = engine.blocking();
+        TestEngine { engine, shop, clock, dir }
+    }
+
+    pub fn state(&self) -> &State {
+        self.engine.state()
+    }
+}
+
+impl Default for TestEngine {
+    fn default() -> Self {
+        TestEngine::new()
+    }
+}
+
+/// The test configuration: a manual clock, a fixed id seed, and no expiry timer (the
+/// test sends `ExpireDue` when it chooses and sees exactly what that command did).
+pub fn config(dir: &Path, clock: Arc<ManualClock>) -> EngineConfig {
+    let mut config = EngineConfig::new(dir);
+    config.clock = clock;
+    config.id_seed = Some(7);
+    config.tick_interval_ms = TICK_NEVER_MS;
+    config
+}
+
+/// A product input with one variant per `(sku, price)`, priced in USD.
+pub fn product(title: &str, variants: &[(&str, i64)]) -> CreateProduct {
+    CreateProduct {
+        handle: None,
+        title: title.into(),
+        description: String::new(),
+        brand: "Acme".into(),
+        category_ids: vec![],
+        attributes: BTreeMap::new(),
+        status: Some(ProductStatus::Active),
+        variants: variants
+            .iter()
+            .map(|(sku, amount)| VariantInput {
+                sku: (*sku).into(),
+                title: String::new(),
+                options: BTreeMap::new(),
+                price: MoneyInput { amount: *amount, currency: "USD".into() },
+            })
+            .collect(),
+    }
+}
+
+/// Creates an active product with one SKU priced `amount` and `on_hand` units.
+pub fn stocked_sku(shop: &BlockingEngine, sku: &str, amount: i64, on_hand: i64) -> Arc<Product> {
+    let created =
+        shop.send(product(&format!("Product {sku}"), &[(sku, amount)])).expect("create product");
+    shop.send(SetStock {
+        sku: sku.into(),
+        on_hand,
+        reason: "initial".into(),
+        expected_version: None,
+    })
+    .expect("set stock");
+    created
+}
+
+/// A guest cart holding `lines`.
+pub fn cart_with(shop: &BlockingEngine, lines: &[(&str, i64)]) -> Arc<Cart> {
+    let mut cart = shop.send(CreateCart::default()).expect("create cart");
+    for (sku, quantity) in lines {
+        cart = shop
+            .send(AddCartItem {
+                cart_id: cart.id.to_string(),
+                sku: (*sku).into(),
+                quantity: *quantity,
+            })
+            .expect("add item");
+    }
+    cart
+}
+
+/// Checks out `cart_id` as a guest.
+pub fn checkout(shop: &BlockingEngine, cart_id: &CartId) -> Result<Arc<Order>> {
+    shop.send(Checkout {
+        cart_id: cart_id.to_string(),
+        email: Some("guest@example.com".into()),
+        ..Default::default()
+    })
+}
+
+/// Pays `order_id` with an approving test card.
+pub fn pay(shop: &BlockingEngine, order_id: &OrderId) -> Result<PaymentReceipt> {
+    shop.send(CapturePayment {
+        order_id: order_id.to_string(),
+        method: "test_card".into(),
+        token: "tok_visa".into(),
+        idempotency: None,
+    })
+}
+
+/// Asserts the stock invariants of every SKU and that pending orders hold exactly the
+/// reserved units; returns the reserved units per SKU.
+pub fn check_invariants(state: &State) -> BTreeMap<Sku, u32> {
+    let mut held: BTreeMap<Sku, u32> = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = state.orders(&OrderFilter::default(), after, 100);
+        for order in &page.items {
+            if order.status == OrderStatus::PendingPayment {
+                for line in &order.lines {
+                    *held.entry(line.sku.clone()).or_default() += line.quantity;
+                }
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next.parse().expect("order cursors are numbers")),
+            None => break,
+        }
+    }
+    for levels in state.all_stock() {
+        assert!(levels.reserved <= levels.on_hand, "{levels:?}");
+        assert_eq!(levels.on_hand, levels.available() + levels.reserved, "{levels:?}");
+        let expected = held.get(&levels.sku).copied().unwrap_or(0);
+        assert_eq!(levels.reserved, expected, "reserved units of {} vs pending orders", levels.sku);
+    }
+    held
+}
+
+/// Test conveniences on the manual clock.
+pub trait ManualClockExt {
+    /// Sets the clock to the wall clock's time.
+    fn set_to_now(&self);
+}
+
+impl ManualClockExt for ManualClock {
+    fn set_to_now(&self) {
+        self.set(SystemClock.now_ms());
+    }
+}
+
+/// The sequencer's timer period in tests: a day of real time, so that nothing expires
+/// unless the test moves the manual clock and sends `ExpireDue` itself.
+pub const TICK_NEVER_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// One line naming an engine error the way the API's problem codes do, with the detail a
+/// test should pin down: `validation_failed: title, variants[0].sku`, `not_found: order`,
+/// `out_of_stock: A 3>1, B 2>0` (requested > available), `conflict`, `invalid_state`.
+pub fn error_code(error: &EngineError) -> String {
+    match error {
+        EngineError::Validation(fields) => {
+            let fields: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+            format!("validation_failed: {}", fields.join(", "))
+        }
+        EngineError::NotFound { kind, .. } => format!("not_found: {kind}"),
+        EngineError::OutOfStock(short) => {
+            let short: Vec<String> = short
+                .iter()
+                .map(|s| format!("{} {}>{}", s.sku, s.requested, s.available))
+                .collect();
+            format!("out_of_stock: {}", short.join(", "))
+        }
+        EngineError::InvalidState(_) => "invalid_state".into(),
+        EngineError::Conflict(_) => "conflict".into(),
+        EngineError::EmptyCart => "empty_cart".into(),
+        EngineError::PaymentDeclined(_) => "payment_declined".into(),
+        EngineError::IdempotencyKeyReused => "idempotency_key_reused".into(),
+        EngineError::VersionMismatch { expected, current } => {
+            format!("version_mismatch: expected {expected}, current {current}")
+        }
+        other => format!("unexpected: {other:?}"),
+    }
+}
+
+/// `ok` for a success, else the [`error_code`] of the failure.
+pub fn outcome<T>(result: &Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(error) => error_code(error),
+    }
+}
+
+/// `(on_hand, reserved)` of `sku`; panics when the SKU has no stock row.
+pub fn levels(state: &State, sku: &str) -> (u32, u32) {
+    let sku = Sku::new(sku).expect("a valid SKU");
+    let levels = state.stock(&sku).unwrap_or_else(|| panic!("no stock row for {sku}"));
+    (levels.on_hand, levels.reserved)
+}
