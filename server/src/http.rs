@@ -146,6 +146,8 @@ pub struct Out {
     pub content_type: &'static str,
     /// Replayed for an idempotency key.
     pub replayed: bool,
+    /// `WWW-Authenticate`, for a 401 that is not a problem (the token endpoint's).
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl Out {
@@ -164,6 +166,7 @@ impl Out {
             cache: None,
             content_type: "application/json",
             replayed: false,
+            www_authenticate: None,
         }
     }
 
@@ -187,6 +190,7 @@ impl Out {
             cache: None,
             content_type: "application/json",
             replayed: false,
+            www_authenticate: None,
         }
     }
 
@@ -450,6 +454,9 @@ fn out_response(out: Out, if_none_match: Option<&HeaderValue>) -> Response<Body>
     builder = builder.header(header::CACHE_CONTROL, out.cache.unwrap_or("no-store"));
     if out.replayed {
         builder = builder.header("idempotent-replayed", "true");
+    }
+    if let Some(challenge) = out.www_authenticate {
+        builder = builder.header(header::WWW_AUTHENTICATE, challenge);
     }
     let body = match (not_modified, out.body) {
         (false, Some(body)) => {

@@ -6,6 +6,8 @@ use std::sync::LazyLock;
 
 use serde_json::{json, Map, Value};
 
+use emporium_engine::{MONEY_AMOUNT_MAX, ON_HAND_MAX};
+
 use crate::routes::{BodyKind, ROUTES};
 
 static DOCUMENT: LazyLock<Vec<u8>> =
@@ -55,14 +57,18 @@ fn operation(route: &crate::routes::Route) -> Value {
         .path
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}))
+        .map(|name| {
+            let schema =
+                if name == "sku" { sku() } else { json!({"type": "string", "minLength": 1}) };
+            json!({"name": name, "in": "path", "required": true, "schema": schema})
+        })
         .collect();
     parameters.extend(query_parameters(route.operation));
     if let Some(required) = route.idempotency {
         parameters.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": required,
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
-            "description": "Same key and body within 24 h replays the first answer."
+            "description": "Same key and body within 24 h replays the first success (or declined payment); a different body under the key is 422 idempotency_key_reused; other refusals changed nothing and are decided afresh."
         }));
     }
     if matches!(route.method.as_str(), "PATCH" | "PUT" | "DELETE") {
@@ -124,8 +130,9 @@ fn query(name: &str, schema: Value) -> Value {
 }
 
 fn query_parameters(operation: &str) -> Vec<Value> {
-    let limit = query("limit", json!({"type": "string", "pattern": "^[0-9]+$"}));
-    let cursor = query("cursor", json!({"type": "string"}));
+    let limit =
+        query("limit", json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20}));
+    let cursor = query("cursor", json!({"type": "string", "minLength": 1}));
     match operation {
         "list_products" => vec![
             query("category_id", json!({"type": "string"})),
@@ -171,6 +178,28 @@ fn string() -> Value {
     json!({"type": "string"})
 }
 
+/// A text of `min..=max` characters (the engine also refuses control characters).
+fn text(min: usize, max: usize) -> Value {
+    json!({"type": "string", "minLength": min, "maxLength": max})
+}
+
+fn sku() -> Value {
+    json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"})
+}
+
+/// An ISO 4217 code (the server knows which three-letter codes are currencies).
+fn currency() -> Value {
+    json!({"type": "string", "pattern": "^[A-Z]{3}$"})
+}
+
+fn email() -> Value {
+    json!({"type": "string", "format": "email", "maxLength": 254})
+}
+
+fn handle() -> Value {
+    json!({"type": "string", "maxLength": 100, "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$"})
+}
+
 fn timestamp() -> Value {
     json!({"type": "string", "format": "date-time"})
 }
@@ -193,7 +222,7 @@ fn string_map() -> Value {
 fn schemas() -> Value {
     let money = object(
         &["amount", "currency"],
-        json!({"amount": {"type": "integer"}, "currency": {"type": "string"}}),
+        json!({"amount": {"type": "integer", "minimum": 0, "maximum": MONEY_AMOUNT_MAX}, "currency": currency()}),
     );
     let line = object(
         &["sku", "product_id", "title", "quantity", "unit_price", "line_total"],
@@ -202,11 +231,12 @@ fn schemas() -> Value {
     );
     let address = object(
         &["name", "line1", "city", "country"],
-        json!({"name": string(), "line1": string(), "line2": string(), "city": string(), "region": string(), "postal_code": string(), "country": string()}),
+        json!({"name": text(1, 200), "line1": text(1, 200), "line2": text(0, 200), "city": text(1, 100), "region": text(0, 100),
+               "postal_code": text(0, 20), "country": {"type": "string", "pattern": "^[A-Z]{2}$"}}),
     );
     let variant_in = object(
         &["sku", "price"],
-        json!({"sku": string(), "title": string(), "options": string_map(), "price": reference("Money")}),
+        json!({"sku": sku(), "title": text(0, 200), "options": string_map(), "price": reference("Money")}),
     );
     let payment = object(
         &["id", "order_id", "method", "card_brand", "amount", "status", "created_at"],
@@ -230,9 +260,9 @@ fn schemas() -> Value {
         "Ready": object(&["status", "role", "epoch", "lsn"], json!({"status": string(), "role": {"type": "string", "enum": ["primary", "standby"]}, "epoch": {"type": "integer"}, "lsn": {"type": "integer"}})),
         "Replication": object(&["role", "epoch", "last_lsn", "durable_lsn", "standbys"], json!({"role": string(), "epoch": {"type": "integer"}, "last_lsn": {"type": "integer"}, "durable_lsn": {"type": "integer"}, "standbys": {"type": "array"}})),
         "Checkpoint": object(&["path", "lsn", "created_at"], json!({"path": string(), "lsn": {"type": "integer"}, "created_at": timestamp()})),
-        "Registration": object(&["email", "password"], json!({"email": string(), "password": {"type": "string", "minLength": 8}, "name": string()})),
-        "NewUser": object(&["email", "password", "role"], json!({"email": string(), "password": {"type": "string", "minLength": 8}, "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "name": string()})),
-        "NewApiClient": object(&["name", "scopes"], json!({"name": string(), "scopes": {"type": "array", "items": string()}})),
+        "Registration": object(&["email", "password"], json!({"email": email(), "password": text(8, 1024), "name": text(0, 100)})),
+        "NewUser": object(&["email", "password", "role"], json!({"email": email(), "password": text(8, 1024), "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "name": string()})),
+        "NewApiClient": object(&["name", "scopes"], json!({"name": text(1, 100), "scopes": {"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": "^[a-z:_.]{1,64}$"}}})),
         "ApiClientCredentials": object(&["client_id", "client_secret", "name", "scopes", "created_at"], json!({"client_id": string(), "client_secret": string(), "name": string(), "scopes": {"type": "array", "items": string()}, "created_at": timestamp()})),
         "Customer": object(&["id", "email", "name", "role", "created_at"], json!({"id": string(), "email": string(), "name": string(), "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "created_at": timestamp()})),
         "Session": object(&["customer", "access_token", "refresh_token", "token_type", "expires_in"], json!({"customer": reference("Customer"), "access_token": string(), "refresh_token": string(), "token_type": {"type": "string", "enum": ["Bearer"]}, "expires_in": {"type": "integer"}})),
@@ -249,33 +279,33 @@ fn schemas() -> Value {
                    "rating": object(&["average", "count"], json!({"average": {"type": "number"}, "count": {"type": "integer"}})),
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}}),
         ),
-        "NewProduct": object(&["title", "variants"], json!({"handle": string(), "title": string(), "description": string(), "brand": string(),
-            "category_ids": {"type": "array", "items": string()}, "attributes": string_map(),
-            "status": {"type": "string", "enum": ["draft", "active", "archived"]}, "variants": {"type": "array", "items": reference("VariantInput")}})),
-        "ProductPatch": object(&[], json!({"handle": string(), "title": string(), "description": string(), "brand": string(),
-            "category_ids": {"type": "array", "items": string()}, "attributes": string_map(),
-            "status": {"type": "string", "enum": ["draft", "active", "archived"]}, "variants": {"type": "array", "items": reference("VariantInput")}})),
+        "NewProduct": object(&["title", "variants"], json!({"handle": handle(), "title": text(1, 200), "description": text(0, 10_000), "brand": text(0, 100),
+            "category_ids": {"type": "array", "maxItems": 20, "items": string()}, "attributes": string_map(),
+            "status": {"type": "string", "enum": ["draft", "active"]}, "variants": {"type": "array", "minItems": 1, "maxItems": 100, "items": reference("VariantInput")}})),
+        "ProductPatch": object(&[], json!({"handle": handle(), "title": text(1, 200), "description": text(0, 10_000), "brand": text(0, 100),
+            "category_ids": {"type": "array", "maxItems": 20, "items": string()}, "attributes": string_map(),
+            "status": {"type": "string", "enum": ["draft", "active", "archived"]}, "variants": {"type": "array", "minItems": 1, "maxItems": 100, "items": reference("VariantInput")}})),
         "ProductList": list_of("Product"),
         "Category": object(&["id", "name", "parent_id", "path", "created_at", "updated_at", "version"],
             json!({"id": string(), "name": string(), "parent_id": {"type": ["string", "null"]}, "path": string(),
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
-        "NewCategory": object(&["name"], json!({"name": string(), "parent_id": {"type": ["string", "null"]}})),
-        "CategoryPatch": object(&[], json!({"name": string(), "parent_id": {"type": ["string", "null"]}})),
+        "NewCategory": object(&["name"], json!({"name": text(1, 100), "parent_id": {"type": ["string", "null"]}})),
+        "CategoryPatch": object(&[], json!({"name": text(1, 100), "parent_id": {"type": ["string", "null"]}})),
         "CategoryList": list_of("Category"),
         "Inventory": object(&["sku", "on_hand", "reserved", "available", "version"], json!({"sku": string(), "on_hand": {"type": "integer"}, "reserved": {"type": "integer"}, "available": {"type": "integer"}, "version": {"type": "integer"}})),
-        "InventorySet": object(&["on_hand"], json!({"on_hand": {"type": "integer"}, "reason": string()})),
-        "InventoryAdjustment": object(&["delta", "reason"], json!({"delta": {"type": "integer"}, "reason": string()})),
+        "InventorySet": object(&["on_hand"], json!({"on_hand": {"type": "integer", "minimum": 0, "maximum": ON_HAND_MAX}, "reason": text(0, 200)})),
+        "InventoryAdjustment": object(&["delta", "reason"], json!({"delta": {"type": "integer", "minimum": -ON_HAND_MAX, "maximum": ON_HAND_MAX, "not": {"const": 0}}, "reason": text(1, 200)})),
         "CartLine": line,
         "Cart": object(&["id", "customer_id", "currency", "status", "order_id", "items", "subtotal", "discount_total", "total", "created_at", "updated_at", "version"],
             json!({"id": string(), "customer_id": {"type": ["string", "null"]}, "currency": string(), "status": {"type": "string", "enum": ["open", "checked_out"]},
                    "order_id": {"type": ["string", "null"]}, "items": {"type": "array", "items": reference("CartLine")},
                    "subtotal": reference("Money"), "discount_total": reference("Money"), "total": reference("Money"),
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
-        "NewCart": object(&[], json!({"currency": string()})),
-        "CartItemAdd": object(&["sku", "quantity"], json!({"sku": string(), "quantity": {"type": "integer"}})),
-        "CartItemSet": object(&["quantity"], json!({"quantity": {"type": "integer"}})),
+        "NewCart": object(&[], json!({"currency": currency()})),
+        "CartItemAdd": object(&["sku", "quantity"], json!({"sku": sku(), "quantity": {"type": "integer", "minimum": 1}})),
+        "CartItemSet": object(&["quantity"], json!({"quantity": {"type": "integer", "minimum": 0}})),
         "Address": address,
-        "Checkout": object(&[], json!({"email": string(), "shipping_address": reference("Address")})),
+        "Checkout": object(&[], json!({"email": email(), "shipping_address": reference("Address")})),
         "PaymentRequest": object(&["method", "token"], json!({"method": {"type": "string", "enum": ["test_card"]}, "token": string()})),
         "OrderPayment": payment,
         "Payment": payment_with_order,

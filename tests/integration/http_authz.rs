@@ -541,7 +541,9 @@ fn flip_signature(token: &str) -> String {
 fn unsigned(sub: &str, role: &str) -> String {
     let now = now_s();
     let header = b64url(format!(r#"{{"alg":"none","typ":"JWT","kid":"{KID}"}}"#).as_bytes());
-    let claims = json!({"sub": sub, "typ": "user", "role": role, "iat": now, "exp": now + 600, "iss": "emporium"});
+    let claims = json!({
+        "sub": sub, "typ": "user", "role": role, "iat": now, "exp": now + 600, "iss": "emporium"
+    });
     format!("{header}.{}.", b64url(claims.to_string().as_bytes()))
 }
 
@@ -679,48 +681,86 @@ fn the_token_endpoint_grants_and_refuses() {
             base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
         )
     };
-    let token = || s.post("/v1/auth/token");
-    let cases = vec![
-        ("client_credentials, HTTP Basic", token().header("authorization", &basic(&client.id, &client.secret)).form(&[("grant_type", "client_credentials")]), 200, None),
-        ("client_credentials, form parameters", token().form(&[("grant_type", "client_credentials"), ("client_id", &client.id), ("client_secret", &client.secret)]), 200, None),
-        ("client_credentials, JSON", token().json(json!({"grant_type": "client_credentials", "client_id": client.id, "client_secret": client.secret})), 200, None),
-        ("client_credentials, HTTP Basic, wrong secret", token().header("authorization", &basic(&client.id, "wrong")).form(&[("grant_type", "client_credentials")]), 401, Some("invalid_client")),
-        ("client_credentials, form, wrong secret", token().form(&[("grant_type", "client_credentials"), ("client_id", &client.id), ("client_secret", "wrong")]), 401, Some("invalid_client")),
-        ("client_credentials, unknown client", token().form(&[("grant_type", "client_credentials"), ("client_id", "cli_nobody"), ("client_secret", "x")]), 401, Some("invalid_client")),
-        ("client_credentials, no secret", token().form(&[("grant_type", "client_credentials"), ("client_id", &client.id)]), 400, Some("invalid_request")),
-        ("password", token().form(&[("grant_type", "password"), ("username", &customer.email), ("password", PASSWORD)]), 200, None),
-        ("password, JSON", token().json(json!({"grant_type": "password", "username": customer.email, "password": PASSWORD})), 200, None),
-        ("password, wrong password", token().form(&[("grant_type", "password"), ("username", &customer.email), ("password", "wrong password")]), 400, Some("invalid_grant")),
-        ("password, unknown account", token().form(&[("grant_type", "password"), ("username", "nobody@example.com"), ("password", PASSWORD)]), 400, Some("invalid_grant")),
-        ("password, no password", token().form(&[("grant_type", "password"), ("username", &customer.email)]), 400, Some("invalid_request")),
-        ("an unsupported grant", token().form(&[("grant_type", "authorization_code"), ("code", "x")]), 400, Some("unsupported_grant_type")),
-        ("no grant type", token().form(&[("username", &customer.email)]), 400, Some("invalid_request")),
-        ("malformed JSON", token().body("application/json", b"{\"grant_type\":".to_vec()), 400, Some("invalid_request")),
-    ];
-    for (name, request, status, error) in cases {
+    // One grant: the request, the expected status, and the `error` of an RFC 6749
+    // answer (`None`: a token, which must then work where its holder may go).
+    let check = |name: &str, request: Req<'_>, status: u16, error: Option<&str>| {
         let answer = request.send();
         assert_eq!(answer.status, status, "{name}: {answer}");
-        assert!(
-            answer.header("content-type").is_some_and(|c| c.starts_with("application/json")),
-            "{name}: {answer:?}"
-        );
+        let media = answer.header("content-type").unwrap_or_default();
+        assert!(media.starts_with("application/json"), "{name}: {answer:?}");
         assert_eq!(answer.header("cache-control"), Some("no-store"), "{name}");
-        match error {
-            Some(error) => assert_eq!(answer.json["error"], error, "{name}: {answer}"),
-            None => {
-                assert_eq!(answer.json["token_type"], "Bearer", "{name}: {answer}");
-                let access = text(&answer.json, "access_token");
-                // Each token works where its holder may go.
-                let path =
-                    if name.starts_with("client") { "/v1/orders" } else { "/v1/customers/me" };
-                assert_eq!(
-                    s.get(path).bearer(access).send().status,
-                    200,
-                    "{name}: the token works on {path}"
-                );
-            }
+        let Some(error) = error else {
+            assert_eq!(answer.json["token_type"], "Bearer", "{name}: {answer}");
+            let access = text(&answer.json, "access_token");
+            let path = if name.starts_with("client") { "/v1/orders" } else { "/v1/customers/me" };
+            let used = s.get(path).bearer(access).send();
+            assert_eq!(used.status, 200, "{name}: the token on {path}: {used}");
+            return;
+        };
+        assert_eq!(answer.json["error"], error, "{name}: {answer}");
+        // RFC 6749 §5.2: a client that tried HTTP Basic is challenged with its scheme.
+        if name.contains("HTTP Basic") {
+            let challenge = answer.header("www-authenticate").unwrap_or_default();
+            assert!(challenge.starts_with("Basic"), "{name}: WWW-Authenticate {challenge:?}");
         }
-    }
+    };
+    let token = || s.post("/v1/auth/token");
+    let grant = |grant: &'static str| token().form(&[("grant_type", grant)]);
+    let client_form = |id: &str, secret: &str| {
+        let pairs =
+            [("grant_type", "client_credentials"), ("client_id", id), ("client_secret", secret)];
+        token().form(&pairs)
+    };
+    let password_form = |username: &str, password: &str| {
+        let pairs = [("grant_type", "password"), ("username", username), ("password", password)];
+        token().form(&pairs)
+    };
+    let (id, secret, email) = (client.id.as_str(), client.secret.as_str(), customer.email.as_str());
+    let basic_right = grant("client_credentials").header("authorization", &basic(id, secret));
+    let basic_wrong = grant("client_credentials").header("authorization", &basic(id, "wrong"));
+    let client_json =
+        json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret});
+    let password_json = json!({"grant_type": "password", "username": email, "password": PASSWORD});
+    let no_secret = token().form(&[("grant_type", "client_credentials"), ("client_id", id)]);
+    let no_password = token().form(&[("grant_type", "password"), ("username", email)]);
+    let other_grant = token().form(&[("grant_type", "authorization_code"), ("code", "x")]);
+    let truncated = token().body("application/json", b"{\"grant_type\":".to_vec());
+
+    check("client_credentials, HTTP Basic", basic_right, 200, None);
+    check("client_credentials, form parameters", client_form(id, secret), 200, None);
+    check("client_credentials, JSON", token().json(client_json), 200, None);
+    check("client_credentials, HTTP Basic, wrong secret", basic_wrong, 401, Some("invalid_client"));
+    check(
+        "client_credentials, form, wrong secret",
+        client_form(id, "wrong"),
+        401,
+        Some("invalid_client"),
+    );
+    check(
+        "client_credentials, unknown client",
+        client_form("cli_nobody", "x"),
+        401,
+        Some("invalid_client"),
+    );
+    check("client_credentials, no secret", no_secret, 400, Some("invalid_request"));
+    check("password", password_form(email, PASSWORD), 200, None);
+    check("password, JSON", token().json(password_json), 200, None);
+    check(
+        "password, wrong password",
+        password_form(email, "wrong password"),
+        400,
+        Some("invalid_grant"),
+    );
+    check(
+        "password, unknown account",
+        password_form("nobody@example.com", PASSWORD),
+        400,
+        Some("invalid_grant"),
+    );
+    check("password, no password", no_password, 400, Some("invalid_request"));
+    check("an unsupported grant", other_grant, 400, Some("unsupported_grant_type"));
+    check("no grant type", token().form(&[("username", email)]), 400, Some("invalid_request"));
+    check("malformed JSON", truncated, 400, Some("invalid_request"));
     // A client's token is refused where its scopes do not reach.
     s.get("/v1/inventory/X-1").bearer(&client.token).send().problem(403, "forbidden");
 }

@@ -312,10 +312,9 @@ async fn client_grant(call: &Call, request: TokenRequest) -> Result<Out, Problem
         _ => {
             call.app.metrics.failed_login();
             tracing::warn!(request_id = %call.request_id, peer = %call.peer, "failed client authentication");
-            let mut out = oauth_error(401, "invalid_client", "the client id or secret is wrong");
-            out.content_type = "application/json";
-            let _ = basic;
-            Ok(out)
+            let out = oauth_error(401, "invalid_client", "the client id or secret is wrong");
+            // RFC 6749 §5.2: a client that authenticated with Basic gets the challenge.
+            Ok(Out { www_authenticate: basic.then_some("Basic realm=\"emporium\""), ..out })
         }
     }
 }

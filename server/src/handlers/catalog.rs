@@ -62,7 +62,9 @@ pub async fn list_products(call: Call) -> Result<Out, Problem> {
         data: page.items.iter().map(|p| ProductView::from(&**p)).collect(),
         next_cursor: page.next,
     };
-    Ok(Out::ok(&body).hashed().public())
+    // Staff lists may hold drafts: only what every customer sees is publicly cacheable.
+    let out = Out::ok(&body).hashed();
+    Ok(if staff { out } else { out.public() })
 }
 
 /// The product named by the path, if the caller may see it.

@@ -118,9 +118,9 @@ pub(crate) async fn idempotent(
 }
 
 /// Checkout and payment keep their successes in the engine, which replays them. A
-/// refusal that a retry must see again (a declined payment, a shortfall, a closed cart)
-/// is recorded here as a response; validation failures are not, so a corrected request
-/// may reuse its key.
+/// declined payment is the provider's final word on that request, so it is recorded
+/// here and replayed too. Other refusals changed nothing and depend on state that may
+/// change (stock, the cart's lines), so a retry with the same key is decided afresh.
 pub(crate) fn recorded_refusal(
     call: &Call,
     key: Option<&IdempotencyKey>,
@@ -134,8 +134,12 @@ pub(crate) fn recorded_refusal(
     }
     match &record.outcome {
         IdempotentOutcome::Response(response) if record.fingerprint == fnv(&call.body) => {
+            // The original problem, but naming this request, as every problem does.
+            let mut problem: serde_json::Value =
+                serde_json::from_slice(&response.body).unwrap_or_else(|_| serde_json::json!({}));
+            problem["request_id"] = serde_json::json!(call.request_id);
             Ok(Some(Out {
-                body: Some(response.body.clone()),
+                body: Some(serde_json::to_vec(&problem).expect("JSON values serialize")),
                 content_type: "application/problem+json",
                 replayed: true,
                 ..Out::status(response.status)
@@ -148,17 +152,14 @@ pub(crate) fn recorded_refusal(
     }
 }
 
-/// Records `error` for `key` when it is a refusal a retry must see again.
+/// Records `error` for `key` when it is a declined payment.
 pub(crate) async fn record_refusal(
     call: &Call,
     key: Option<IdempotencyKey>,
     error: emporium_engine::EngineError,
 ) -> Problem {
     use emporium_engine::EngineError as E;
-    let lasting = matches!(
-        error,
-        E::PaymentDeclined(_) | E::OutOfStock(_) | E::InvalidState(_) | E::EmptyCart
-    );
+    let lasting = matches!(error, E::PaymentDeclined(_));
     let problem = Problem::from(error);
     if let (Some(key), true) = (key, lasting) {
         let body = serde_json::to_vec(&problem.body(&call.request_id)).expect("problems serialize");
