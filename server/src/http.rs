@@ -158,16 +158,8 @@ impl Out {
 
     /// `status` with `value` as JSON.
     pub fn json<T: Serialize>(status: u16, value: &T) -> Out {
-        Out {
-            status,
-            body: Some(serde_json::to_vec(value).expect("response values serialize")),
-            etag: None,
-            location: None,
-            cache: None,
-            content_type: "application/json",
-            replayed: false,
-            www_authenticate: None,
-        }
+        let body = serde_json::to_vec(value).expect("response values serialize");
+        Out { body: Some(body), ..Out::status(status) }
     }
 
     /// 201 with `value` at `location`.

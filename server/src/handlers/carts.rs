@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use emporium_engine::*;
 
-use super::{check_owner, idempotency_key, idempotent, record_refusal, recorded_refusal, InFlight};
+use super::{begin_keyed, check_owner, idempotent, record_refusal, Keyed};
 use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::wire::*;
@@ -100,11 +100,10 @@ pub async fn checkout(call: Call) -> Result<Out, Problem> {
     let cart = reachable(&call, true)?;
     let body: CheckoutJson =
         if call.body.is_empty() { CheckoutJson::default() } else { call.json()? };
-    let idempotency = idempotency_key(&call)?;
-    let _guard = idempotency.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
-    if let Some(replay) = recorded_refusal(&call, idempotency.as_ref())? {
-        return Ok(replay);
-    }
+    let (idempotency, _in_flight) = match begin_keyed(&call)? {
+        Keyed::Replay(out) => return Ok(out),
+        Keyed::Proceed(key, in_flight) => (key, in_flight),
+    };
     let command = Checkout {
         cart_id: cart.id.to_string(),
         email: body.email,

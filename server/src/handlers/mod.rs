@@ -121,10 +121,7 @@ pub(crate) async fn idempotent(
 /// declined payment is the provider's final word on that request, so it is recorded
 /// here and replayed too. Other refusals changed nothing and depend on state that may
 /// change (stock, the cart's lines), so a retry with the same key is decided afresh.
-pub(crate) fn recorded_refusal(
-    call: &Call,
-    key: Option<&IdempotencyKey>,
-) -> Result<Option<Out>, Problem> {
+fn recorded_refusal(call: &Call, key: Option<&IdempotencyKey>) -> Result<Option<Out>, Problem> {
     let Some(key) = key else { return Ok(None) };
     let Some(record) = call.app.engine.state().idempotency_record(&key.scoped()) else {
         return Ok(None);
@@ -149,6 +146,25 @@ pub(crate) fn recorded_refusal(
             Err(Problem::from(emporium_engine::EngineError::IdempotencyKeyReused))
         }
         _ => Ok(None),
+    }
+}
+
+/// How a checkout or payment with its (required) key goes on.
+pub(crate) enum Keyed {
+    /// A recorded refusal, replayed.
+    Replay(Out),
+    /// Proceed with this key, marked in flight until the guard drops.
+    Proceed(Option<IdempotencyKey>, Option<InFlight>),
+}
+
+/// Reads the key of a checkout or payment, marks it in flight, and replays a recorded
+/// refusal; the engine replays recorded successes itself.
+pub(crate) fn begin_keyed(call: &Call) -> Result<Keyed, Problem> {
+    let key = idempotency_key(call)?;
+    let in_flight = key.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
+    match recorded_refusal(call, key.as_ref())? {
+        Some(replay) => Ok(Keyed::Replay(replay)),
+        None => Ok(Keyed::Proceed(key, in_flight)),
     }
 }
 

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use emporium_engine::*;
 use serde::Deserialize;
 
-use super::{
-    check_owner, idempotency_key, idempotent, limit, record_refusal, recorded_refusal, InFlight,
-};
+use super::{begin_keyed, check_owner, idempotent, limit, record_refusal, Keyed};
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -92,11 +90,10 @@ pub async fn get(call: Call) -> Result<Out, Problem> {
 pub async fn pay(call: Call) -> Result<Out, Problem> {
     let order = reachable(&call, true)?;
     let body: PaymentRequest = call.json()?;
-    let idempotency = idempotency_key(&call)?;
-    let _guard = idempotency.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
-    if let Some(replay) = recorded_refusal(&call, idempotency.as_ref())? {
-        return Ok(replay);
-    }
+    let (idempotency, _in_flight) = match begin_keyed(&call)? {
+        Keyed::Replay(out) => return Ok(out),
+        Keyed::Proceed(key, in_flight) => (key, in_flight),
+    };
     let command = CapturePayment {
         order_id: order.id.to_string(),
         method: body.method,
