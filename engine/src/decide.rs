@@ -614,7 +614,10 @@ fn change_cart_line(
         ));
     }
     if target > 0 {
-        check_purchasable(state, &cart, &sku)?;
+        let variant = check_purchasable(state, &cart, &sku)?;
+        if variant.price.times(target as u32).is_none() {
+            return Err(too_large("quantity"));
+        }
         if existing == 0 && cart.lines.len() >= ctx.limits.cart_lines_max {
             return Err(EngineError::field(
                 "sku",

@@ -126,7 +126,7 @@ impl Money {
         if (0..=MONEY_AMOUNT_MAX).contains(&amount) {
             Ok(Money { amount, currency })
         } else {
-            Err(FieldError::new("amount", "must be between 0 and 10^18 minor units"))
+            Err(FieldError::new("amount", "must be between 0 and 10^15 minor units"))
         }
     }
 
