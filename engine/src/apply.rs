@@ -55,7 +55,10 @@ pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
                 u32::try_from(i64::from(on_hand) + delta).expect("decide bounds the delta");
             write_stock(state, sku, on_hand, reserved, rows);
         }
-        Event::CartCreated(cart) => put_cart(state, cart.clone(), rows),
+        Event::CartCreated(cart) => {
+            state.counters.cart.fetch_add(1, Ordering::AcqRel);
+            put_cart(state, cart.clone(), rows);
+        }
         Event::CartLineSet { cart_id, sku, quantity, at } => {
             let mut cart = (*state.cart(cart_id).expect("decide checked the cart")).clone();
             match cart.lines.iter().position(|l| &l.sku == sku) {

@@ -14,7 +14,7 @@ use crate::apply::{index_order, put_idempotency, put_product, Row};
 use crate::error::{EngineError, Result};
 use crate::event::LogEntry;
 use crate::model::*;
-use crate::state::{State, StockCell};
+use crate::state::{State, StockCell, COUNTERS};
 
 /// The version of the rows and log payloads this build writes. Every column family
 /// records it; a directory with another version is refused.
@@ -79,8 +79,10 @@ pub(crate) fn put_row(batch: &mut WriteBatch, row: &Row) {
         Row::Category(c) => batch.put_owned(CF_CATEGORIES, c.id.as_str().into(), encode(&**c)),
         Row::CategoryDeleted(id) => batch.delete(CF_CATEGORIES, id.as_str().as_bytes()),
         Row::Stock(s) => batch.put_owned(CF_STOCK, s.sku.as_str().into(), encode(s)),
-        Row::Cart(c) => batch.put_owned(CF_CARTS, c.id.as_str().into(), encode(&**c)),
-        Row::Order(o) => batch.put_owned(CF_ORDERS, o.id.as_str().into(), encode(&**o)),
+        // Carts and orders are keyed by their sequence, not their random ids: new rows
+        // append to the memtable instead of landing at random places in it.
+        Row::Cart(c) => batch.put_owned(CF_CARTS, c.seq.to_be_bytes().into(), encode(&**c)),
+        Row::Order(o) => batch.put_owned(CF_ORDERS, o.seq.to_be_bytes().into(), encode(&**o)),
         Row::Customer(c) => batch.put_owned(CF_CUSTOMERS, c.id.as_str().into(), encode(&**c)),
         Row::Idempotency(r) => batch.put_owned(CF_IDEMPOTENCY, r.key.as_str().into(), encode(&**r)),
         Row::IdempotencyDeleted(key) => batch.delete(CF_IDEMPOTENCY, key.as_bytes()),
@@ -93,26 +95,33 @@ pub(crate) fn put_row(batch: &mut WriteBatch, row: &Row) {
     }
 }
 
+/// A row's key within its column family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum RowKey<'a> {
+    Text(&'a str),
+    Seq(u64),
+}
+
 /// The key a row is stored under, so a group writes each row once (its last value).
-pub(crate) fn row_key(row: &Row) -> (&'static str, &str) {
+pub(crate) fn row_key(row: &Row) -> (&'static str, RowKey<'_>) {
     match row {
-        Row::Product(p) => (CF_PRODUCTS, p.id.as_str()),
-        Row::Category(c) => (CF_CATEGORIES, c.id.as_str()),
-        Row::CategoryDeleted(id) => (CF_CATEGORIES, id.as_str()),
-        Row::Stock(s) => (CF_STOCK, s.sku.as_str()),
-        Row::Cart(c) => (CF_CARTS, c.id.as_str()),
-        Row::Order(o) => (CF_ORDERS, o.id.as_str()),
-        Row::Customer(c) => (CF_CUSTOMERS, c.id.as_str()),
-        Row::Idempotency(r) => (CF_IDEMPOTENCY, r.key.as_str()),
-        Row::IdempotencyDeleted(key) => (CF_IDEMPOTENCY, key.as_str()),
-        Row::ApiClient(c) => (CF_API_CLIENTS, c.id.as_str()),
-        Row::RefreshToken(t) => (CF_REFRESH_TOKENS, t.hash.as_str()),
-        Row::RefreshTokenDeleted(hash) => (CF_REFRESH_TOKENS, hash.as_str()),
-        Row::SigningKey(k) => (CF_SIGNING_KEYS, k.kid.as_str()),
+        Row::Product(p) => (CF_PRODUCTS, RowKey::Text(p.id.as_str())),
+        Row::Category(c) => (CF_CATEGORIES, RowKey::Text(c.id.as_str())),
+        Row::CategoryDeleted(id) => (CF_CATEGORIES, RowKey::Text(id.as_str())),
+        Row::Stock(s) => (CF_STOCK, RowKey::Text(s.sku.as_str())),
+        Row::Cart(c) => (CF_CARTS, RowKey::Seq(c.seq)),
+        Row::Order(o) => (CF_ORDERS, RowKey::Seq(o.seq)),
+        Row::Customer(c) => (CF_CUSTOMERS, RowKey::Text(c.id.as_str())),
+        Row::Idempotency(r) => (CF_IDEMPOTENCY, RowKey::Text(r.key.as_str())),
+        Row::IdempotencyDeleted(key) => (CF_IDEMPOTENCY, RowKey::Text(key.as_str())),
+        Row::ApiClient(c) => (CF_API_CLIENTS, RowKey::Text(c.id.as_str())),
+        Row::RefreshToken(t) => (CF_REFRESH_TOKENS, RowKey::Text(t.hash.as_str())),
+        Row::RefreshTokenDeleted(hash) => (CF_REFRESH_TOKENS, RowKey::Text(hash.as_str())),
+        Row::SigningKey(k) => (CF_SIGNING_KEYS, RowKey::Text(k.kid.as_str())),
     }
 }
 
-pub(crate) fn put_meta(batch: &mut WriteBatch, last_lsn: u64, counters: [u64; 4]) {
+pub(crate) fn put_meta(batch: &mut WriteBatch, last_lsn: u64, counters: [u64; COUNTERS]) {
     batch.put(CF_META, META_LAST_LSN, &last_lsn.to_le_bytes());
     let mut bytes = Vec::with_capacity(32);
     for counter in counters {
@@ -284,7 +293,7 @@ fn recover_meta(store: &Store, state: &State) -> Result<()> {
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
-        let values: [u64; 4] = values
+        let values: [u64; COUNTERS] = values
             .try_into()
             .map_err(|_| EngineError::IncompatibleData("counters row is malformed".into()))?;
         state.counters.restore(values);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crate::accounts;
 use crate::command::*;
@@ -563,6 +564,7 @@ fn create_cart(state: &State, c: &CreateCart, ctx: &mut Ctx<'_>) -> Result<Decis
     let id = CartId::from_random(ctx.ids.random_u128());
     let cart = Cart {
         id: id.clone(),
+        seq: state.counters.cart.load(Ordering::Acquire) + 1,
         customer_id,
         currency,
         lines: Vec::new(),
@@ -614,7 +616,7 @@ fn change_cart_line(
         ));
     }
     if target > 0 {
-        let variant = check_purchasable(state, &cart, &sku)?;
+        let (_, variant) = check_purchasable(state, &cart, &sku)?;
         if variant.price.times(target as u32).is_none() {
             return Err(too_large("quantity"));
         }
@@ -634,7 +636,7 @@ fn change_cart_line(
 }
 
 /// A SKU can go in a cart when an active product has it, priced in the cart's currency.
-fn check_purchasable(state: &State, cart: &Cart, sku: &Sku) -> Result<Variant> {
+fn check_purchasable(state: &State, cart: &Cart, sku: &Sku) -> Result<(Arc<Product>, Variant)> {
     let product = state
         .product_by_sku(sku)
         .filter(|p| p.status == ProductStatus::Active)
@@ -650,7 +652,7 @@ fn check_purchasable(state: &State, cart: &Cart, sku: &Sku) -> Result<Variant> {
             ),
         ));
     }
-    Ok(variant)
+    Ok((product, variant))
 }
 
 fn remove_cart_line(state: &State, c: &RemoveCartItem, ctx: &mut Ctx<'_>) -> Result<Decision> {
@@ -720,7 +722,11 @@ fn check_address(checks: &mut Checks, address: &Address) {
 }
 
 fn checkout(state: &State, c: &Checkout, ctx: &mut Ctx<'_>) -> Result<Decision> {
-    let print = fingerprint(&(&c.cart_id, &c.email, &c.shipping_address));
+    // Formatting the request costs a little: only a keyed request needs its fingerprint.
+    let print = c
+        .idempotency
+        .as_ref()
+        .map_or(0, |_| fingerprint(&(&c.cart_id, &c.email, &c.shipping_address)));
     let idempotency = check_idempotency(state, c.idempotency.as_ref(), print, ctx)?;
     match idempotency {
         Some((_, Some(outcome @ IdempotentOutcome::Checkout(_)))) => {
@@ -751,12 +757,11 @@ fn checkout(state: &State, c: &Checkout, ctx: &mut Ctx<'_>) -> Result<Decision> 
     let mut shortfalls = Vec::new();
     let mut subtotal = zero;
     for (i, line) in cart.lines.iter().enumerate() {
-        let variant = check_purchasable(state, &cart, &line.sku).map_err(|e| {
+        let (product, variant) = check_purchasable(state, &cart, &line.sku).map_err(|e| {
             EngineError::Validation(
                 e.fields().iter().map(|f| f.clone().under(&format!("items[{i}]"))).collect(),
             )
         })?;
-        let product = state.product_by_sku(&line.sku).expect("purchasable SKUs have a product");
         let available = state.stock(&line.sku).map_or(0, |s| s.available());
         if available < line.quantity {
             shortfalls.push(Shortfall {
@@ -835,7 +840,8 @@ fn test_card(token: &str) -> Result<Option<&'static str>> {
 }
 
 fn capture_payment(state: &State, c: &CapturePayment, ctx: &mut Ctx<'_>) -> Result<Decision> {
-    let print = fingerprint(&(&c.order_id, &c.method, &c.token));
+    let print =
+        c.idempotency.as_ref().map_or(0, |_| fingerprint(&(&c.order_id, &c.method, &c.token)));
     let idempotency = check_idempotency(state, c.idempotency.as_ref(), print, ctx)?;
     match idempotency {
         Some((_, Some(outcome @ IdempotentOutcome::Payment(..)))) => {

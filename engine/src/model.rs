@@ -171,6 +171,8 @@ pub enum CartStatus {
 pub struct Cart {
     /// The id (128 random bits: holding it is what gives a guest access).
     pub id: CartId,
+    /// Position in the order of cart creation: the storage key, so new rows append.
+    pub seq: u64,
     /// The owner, or `None` for a guest cart.
     pub customer_id: Option<CustomerId>,
     /// The currency every line must be priced in.

@@ -110,7 +110,7 @@ struct Group {
     rows: Vec<Row>,
     replies: Vec<(ReplySender, Reply)>,
     last_lsn: u64,
-    counters: [u64; 4],
+    counters: [u64; crate::state::COUNTERS],
 }
 
 impl Group {

@@ -59,25 +59,31 @@ impl StockCell {
     }
 }
 
-/// Counters that make sequential ids; persisted with every group that advances them.
+/// How many counters there are.
+pub(crate) const COUNTERS: usize = 5;
+
+/// Counters that make sequential ids and storage keys; persisted with every group that
+/// advances them.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) product: AtomicU64,
     pub(crate) category: AtomicU64,
     pub(crate) customer: AtomicU64,
     pub(crate) order: AtomicU64,
+    pub(crate) cart: AtomicU64,
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self) -> [u64; 4] {
-        [&self.product, &self.category, &self.customer, &self.order]
-            .map(|c| c.load(Ordering::Acquire))
+    fn all(&self) -> [&AtomicU64; COUNTERS] {
+        [&self.product, &self.category, &self.customer, &self.order, &self.cart]
     }
 
-    pub(crate) fn restore(&self, values: [u64; 4]) {
-        for (counter, value) in
-            [&self.product, &self.category, &self.customer, &self.order].into_iter().zip(values)
-        {
+    pub(crate) fn snapshot(&self) -> [u64; COUNTERS] {
+        self.all().map(|c| c.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn restore(&self, values: [u64; COUNTERS]) {
+        for (counter, value) in self.all().into_iter().zip(values) {
             counter.store(value, Ordering::Release);
         }
     }
