@@ -1,0 +1,235 @@
+//! Fixtures shared by the Emporium benchmarks: catalog and order inputs, the runtime
+//! that drives concurrent submitters, engine counters, and where cached data sets live.
+//!
+//! Everything here prepares work outside the measured region; nothing here is measured
+//! itself. Failures panic: a benchmark whose setup fails has nothing to report.
+//!
+//! The HTTP load generator (binary `emporium-load`) lives in [`loadgen`].
+
+pub mod loadgen;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use emporium_engine::{
+    AddCartItem, Checkout, CreateCart, CreateProduct, Engine, EngineStats, MoneyInput,
+    ProductStatus, SetStock, TimestampMs, VariantInput,
+};
+
+/// A fixed "now" for the pure-domain benchmarks and the recovery data set:
+/// 2026-01-01T00:00:00Z.
+pub const T0: TimestampMs = 1_767_225_600_000;
+
+/// Units on hand given to every benchmark SKU: enough that no run sells out.
+pub const STOCK_ON_HAND: i64 = 500_000_000;
+
+/// Commands in flight at once while preparing data (not while measuring).
+pub const PREPARE_IN_FLIGHT: usize = 1024;
+
+/// The SKU of benchmark product `n`.
+pub fn sku(n: u64) -> String {
+    format!("BENCH-{n:08}")
+}
+
+/// An active product with one variant, SKU [`sku`]`(n)`, priced in USD.
+pub fn product(n: u64) -> CreateProduct {
+    CreateProduct {
+        handle: None,
+        title: format!("Bench Product {n}"),
+        description: "A product made by the benchmark fixtures.".into(),
+        brand: "Acme".into(),
+        category_ids: vec![],
+        attributes: BTreeMap::new(),
+        status: Some(ProductStatus::Active),
+        variants: vec![VariantInput {
+            sku: sku(n),
+            title: String::new(),
+            options: BTreeMap::new(),
+            price: MoneyInput { amount: 1000 + (n % 9000) as i64, currency: "USD".into() },
+        }],
+    }
+}
+
+/// Sets [`sku`]`(n)` to `on_hand` units.
+pub fn set_stock(n: u64, on_hand: i64) -> SetStock {
+    SetStock { sku: sku(n), on_hand, reason: "stock count".into(), expected_version: None }
+}
+
+/// A guest checkout of `cart_id`.
+pub fn checkout(cart_id: String) -> Checkout {
+    Checkout { cart_id, email: Some("buyer@example.com".into()), ..Default::default() }
+}
+
+/// A multi-thread tokio runtime with one worker per core, for concurrent submitters.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().build().expect("tokio runtime")
+}
+
+/// Runs `job(i)` for every `i` in `0..count`, at most `in_flight` at a time (each of
+/// `in_flight` tasks takes every `in_flight`-th index), and returns the results in
+/// index order.
+pub async fn for_each_concurrently<T, F, Fut>(count: u64, in_flight: usize, job: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+{
+    let tasks = (in_flight as u64).clamp(1, count.max(1));
+    let handles: Vec<_> = (0..tasks)
+        .map(|first| {
+            let job = job.clone();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut i = first;
+                while i < count {
+                    out.push((i, job(i).await));
+                    i += tasks;
+                }
+                out
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(count as usize);
+    for handle in handles {
+        results.extend(handle.await.expect("a fixture task panicked"));
+    }
+    results.sort_unstable_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, value)| value).collect()
+}
+
+/// Creates products `first..first + count`, each with [`STOCK_ON_HAND`] units, through
+/// the engine (durably, with many commands in flight so group commit keeps it quick).
+pub async fn seed_catalog(engine: &Engine, first: u64, count: u64, on_hand: i64) {
+    let engine = engine.clone();
+    for_each_concurrently(count, PREPARE_IN_FLIGHT, move |i| {
+        let engine = engine.clone();
+        async move {
+            engine.send(product(first + i)).await.expect("create a bench product");
+            engine.send(set_stock(first + i, on_hand)).await.expect("stock a bench product");
+        }
+    })
+    .await;
+}
+
+/// Opens `count` guest carts, cart `i` holding one unit of [`sku`]`(sku_of(i))`, and
+/// returns their ids.
+pub async fn prepare_carts(
+    engine: &Engine,
+    count: u64,
+    sku_of: impl Fn(u64) -> u64 + Clone + Send + Sync + 'static,
+) -> Vec<String> {
+    let engine = engine.clone();
+    for_each_concurrently(count, PREPARE_IN_FLIGHT, move |i| {
+        let engine = engine.clone();
+        let sku = sku(sku_of(i));
+        async move {
+            let cart = engine.send(CreateCart::default()).await.expect("create a bench cart");
+            let cart_id = cart.id.to_string();
+            let item = AddCartItem { cart_id: cart_id.clone(), sku, quantity: 1 };
+            engine.send(item).await.expect("fill a bench cart");
+            cart_id
+        }
+    })
+    .await
+}
+
+/// The commit counters at one instant, to take deltas over a measured interval.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommitCounters {
+    /// Commands acknowledged after their group was synced.
+    pub commands: u64,
+    /// Groups written.
+    pub groups: u64,
+    /// Nanoseconds spent in synced writes.
+    pub sync_nanos: u64,
+}
+
+impl CommitCounters {
+    /// Reads the engine's counters.
+    pub fn read(stats: &EngineStats) -> CommitCounters {
+        CommitCounters {
+            commands: stats.commands_committed.load(Ordering::Relaxed),
+            groups: stats.groups_committed.load(Ordering::Relaxed),
+            sync_nanos: stats.sync_nanos_total.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: CommitCounters) -> CommitCounters {
+        CommitCounters {
+            commands: self.commands - earlier.commands,
+            groups: self.groups - earlier.groups,
+            sync_nanos: self.sync_nanos - earlier.sync_nanos,
+        }
+    }
+
+    /// Adds another interval's deltas.
+    pub fn add(&mut self, other: CommitCounters) {
+        self.commands += other.commands;
+        self.groups += other.groups;
+        self.sync_nanos += other.sync_nanos;
+    }
+
+    /// Commands per commit group.
+    pub fn mean_group_commands(&self) -> f64 {
+        self.commands as f64 / self.groups.max(1) as f64
+    }
+
+    /// Microseconds per synced write.
+    pub fn mean_sync_micros(&self) -> f64 {
+        self.sync_nanos as f64 / 1000.0 / self.groups.max(1) as f64
+    }
+}
+
+/// Where benchmarks keep data sets worth reusing between runs: `bench-data/` in the
+/// cargo target directory (found from the benchmark executable's path,
+/// `<target>/<profile>/deps/<bench>`), so `cargo clean` removes them.
+pub fn bench_data_dir() -> PathBuf {
+    let from_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
+        .filter(|target| target.join("CACHEDIR.TAG").exists());
+    let target = from_exe
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
+    target.join("bench-data")
+}
+
+/// The disk's own cost of durability, measured beside the engine in the same run: an
+/// 8 kB write over the start of a preallocated file followed by `fdatasync`, the way
+/// `pg_test_fsync` measures it. One such sync per checkout is what a system without
+/// group commit can at best do with one client.
+pub struct SyncProbe {
+    file: std::fs::File,
+    _dir: tempfile::TempDir,
+}
+
+impl SyncProbe {
+    /// Bytes written before each sync.
+    pub const WRITE_BYTES: usize = 8192;
+
+    /// A probe file in a new temporary directory (on the same file system as the
+    /// benchmarks' data directories).
+    pub fn new() -> SyncProbe {
+        let dir =
+            tempfile::Builder::new().prefix("emporium-bench-sync-").tempdir().expect("temp dir");
+        let file = std::fs::File::create(dir.path().join("probe")).expect("create the probe file");
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&[0u8; SyncProbe::WRITE_BYTES], 0).expect("preallocate the probe");
+        file.sync_all().expect("sync the probe");
+        SyncProbe { file, _dir: dir }
+    }
+
+    /// One write and one `fdatasync`.
+    pub fn sync_once(&mut self) {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&[1u8; SyncProbe::WRITE_BYTES], 0).expect("write the probe");
+        self.file.sync_data().expect("fdatasync the probe");
+    }
+}
+
+impl Default for SyncProbe {
+    fn default() -> SyncProbe {
+        SyncProbe::new()
+    }
+}
