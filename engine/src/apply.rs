@@ -87,10 +87,11 @@ pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
                 );
             }
             mark_paid(&mut order, payment.clone(), *at);
-            put_order(state, order, rows);
-            if let Some(record) = idempotency {
-                put_idempotency(state, record.clone(), rows);
+            if let Some(tag) = idempotency {
+                let outcome = IdempotentOutcome::Payment(order.clone(), payment.clone());
+                put_idempotency(state, record(tag, outcome, *at), rows);
             }
+            put_order(state, order, rows);
         }
         Event::OrderCancelled { order_id, at } => {
             release(state, order_id, OrderStatus::Cancelled, *at, rows)
@@ -234,7 +235,7 @@ fn place_order(
     state: &State,
     order: &Order,
     rows: &mut Vec<Row>,
-    idempotency: &Option<IdempotencyRecord>,
+    idempotency: &Option<IdempotencyTag>,
 ) {
     state.counters.order.fetch_add(1, Ordering::AcqRel);
     for line in &order.lines {
@@ -249,8 +250,18 @@ fn place_order(
     cart.version += 1;
     put_cart(state, cart, rows);
     put_order(state, order.clone(), rows);
-    if let Some(record) = idempotency {
-        put_idempotency(state, record.clone(), rows);
+    if let Some(tag) = idempotency {
+        let outcome = IdempotentOutcome::Checkout(order.clone());
+        put_idempotency(state, record(tag, outcome, order.created_at), rows);
+    }
+}
+
+fn record(tag: &IdempotencyTag, outcome: IdempotentOutcome, at: TimestampMs) -> IdempotencyRecord {
+    IdempotencyRecord {
+        key: tag.key.clone(),
+        fingerprint: tag.fingerprint,
+        outcome,
+        created_at: at,
     }
 }
 

@@ -803,12 +803,7 @@ fn checkout(state: &State, c: &Checkout, ctx: &mut Ctx<'_>) -> Result<Decision> 
         updated_at: ctx.now,
         version: 1,
     };
-    let idempotency = idempotency.map(|(key, _)| IdempotencyRecord {
-        key,
-        fingerprint: print,
-        outcome: IdempotentOutcome::Checkout(order.clone()),
-        created_at: ctx.now,
-    });
+    let idempotency = idempotency.map(|(key, _)| IdempotencyTag { key, fingerprint: print });
     Decision::new(Outcome::Order(id), vec![Event::OrderPlaced { order, idempotency }])
 }
 
@@ -871,16 +866,7 @@ fn capture_payment(state: &State, c: &CapturePayment, ctx: &mut Ctx<'_>) -> Resu
         amount: order.total,
         created_at: ctx.now,
     };
-    let idempotency = idempotency.map(|(key, _)| {
-        let mut paid = (*order).clone();
-        crate::apply::mark_paid(&mut paid, payment.clone(), ctx.now);
-        IdempotencyRecord {
-            key,
-            fingerprint: print,
-            outcome: IdempotentOutcome::Payment(paid, payment.clone()),
-            created_at: ctx.now,
-        }
-    });
+    let idempotency = idempotency.map(|(key, _)| IdempotencyTag { key, fingerprint: print });
     let outcome = Outcome::Payment(order.id.clone(), payment.id.clone());
     let event =
         Event::PaymentCaptured { order_id: order.id.clone(), payment, idempotency, at: ctx.now };

@@ -41,13 +41,13 @@ pub enum Event {
     /// An order was placed: its lines' stock is reserved and its cart closed.
     OrderPlaced {
         order: Order,
-        idempotency: Option<IdempotencyRecord>,
+        idempotency: Option<IdempotencyTag>,
     },
     /// Payment was captured: the reserved units left `on_hand`.
     PaymentCaptured {
         order_id: OrderId,
         payment: Payment,
-        idempotency: Option<IdempotencyRecord>,
+        idempotency: Option<IdempotencyTag>,
         at: TimestampMs,
     },
     OrderCancelled {

@@ -399,6 +399,16 @@ pub struct RecordedResponse {
     pub body: Vec<u8>,
 }
 
+/// The idempotency key an event was made under; `apply` turns it into the record, so
+/// the log does not carry the outcome twice.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyTag {
+    /// The scoped key (`scope` NUL `key`).
+    pub key: String,
+    /// A fingerprint of the request.
+    pub fingerprint: u64,
+}
+
 /// An idempotency key's record.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyRecord {
