@@ -1,0 +1,86 @@
+//! The HTTP layer's own hot functions, with no socket and no engine round trip: what a
+//! request costs the server before and after the engine. Route matching (every
+//! request), bearer-token verification (every authenticated request), a product's JSON
+//! (the hottest read), parsing a cart-item body with field paths (every write), and a
+//! problem+json body (every refusal).
+//!
+//! Run: `cargo bench -p emporium-bench --bench server` (add `-- --quick` for a short
+//! run).
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use emporium_engine::*;
+use emporium_server::auth::{Principal, TokenKeys};
+use emporium_server::problem::Problem;
+use emporium_server::wire::{CartItemAdd, ProductView};
+
+fn sample_product() -> Product {
+    let usd = Currency::USD;
+    Product {
+        id: ProductId::from_seq(4242),
+        handle: "organic-t-shirt".into(),
+        title: "Organic T-Shirt".into(),
+        description: "Soft, fair and made to last: a t-shirt of organic cotton.".into(),
+        brand: "Acme".into(),
+        category_ids: vec![CategoryId::from_seq(3), CategoryId::from_seq(7)],
+        attributes: BTreeMap::from([("material".into(), "cotton".into())]),
+        status: ProductStatus::Active,
+        variants: ["S", "M", "L"]
+            .iter()
+            .map(|size| Variant {
+                sku: Sku::new(format!("TSHIRT-{size}")).unwrap(),
+                title: size.to_string(),
+                options: BTreeMap::from([("size".into(), size.to_string())]),
+                price: Money::new(1999, usd).unwrap(),
+            })
+            .collect(),
+        rating: Rating { sum: 45, count: 10 },
+        created_at: 1_767_225_600_000,
+        updated_at: 1_767_225_600_000,
+        version: 3,
+    }
+}
+
+fn server(c: &mut Criterion) {
+    let mut group = c.benchmark_group("server");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("route_find", |b| {
+        b.iter(|| {
+            emporium_server::routes::find(
+                &http::Method::POST,
+                "/v1/carts/cart_0123456789abcdefghijklmno/checkout",
+            )
+            .unwrap()
+        })
+    });
+    let keys = TokenKeys::new(vec![("k1".into(), vec![7; 32])]);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let token = keys.issue(
+        &Principal::User { id: CustomerId::from_seq(9), role: Role::Customer },
+        now,
+        3600,
+    );
+    group.bench_function("token_verify", |b| b.iter(|| keys.verify(&token).unwrap()));
+    let product = sample_product();
+    group.bench_function("product_json", |b| {
+        b.iter(|| serde_json::to_vec(&ProductView::from(&product)).unwrap())
+    });
+    let body = br#"{"sku":"TSHIRT-M","quantity":2}"#;
+    group.bench_function("parse_cart_item", |b| {
+        b.iter(|| emporium_server::http::parse_json::<CartItemAdd>(body).unwrap())
+    });
+    let refusal = Problem::from(EngineError::OutOfStock(vec![Shortfall {
+        sku: Sku::new("TSHIRT-M").unwrap(),
+        requested: 3,
+        available: 1,
+    }]));
+    group.bench_function("problem_json", |b| {
+        b.iter(|| serde_json::to_vec(&refusal.body("req_0123456789abcdef")).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, server);
+criterion_main!(benches);

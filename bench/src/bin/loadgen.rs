@@ -1,0 +1,307 @@
+//! `emporium-load`: the load generator's command line.
+//!
+//! `emporium-load run WORKLOAD --system SYSTEM …` measures one workload on one running
+//! server (sweeping concurrency, checking correctness) and writes
+//! `RESULTS/WORKLOAD.SYSTEM.json`; `emporium-load report` turns every result file into
+//! the charts and the section of `BENCHMARKS.md`. `scripts/bench` runs the whole
+//! comparison; see `BENCHMARKS.md` for the workloads.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+use emporium_bench::loadgen::report::{self, Results};
+use emporium_bench::loadgen::stats::Point;
+use emporium_bench::loadgen::suite::{self, EmporiumTarget, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "emporium-load",
+    about = "Drives Emporium and its baselines; reports the comparison"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measures one workload on one running server.
+    Run(RunArgs),
+    /// Writes the charts and the report section of BENCHMARKS.md from the result files.
+    Report(ReportArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum WorkloadName {
+    /// GET of one product's JSON (Emporium) or the same bytes as a static file (nginx).
+    ProductGet,
+    /// Add-to-cart on guest carts (Emporium).
+    AddToCart,
+    /// One hot SKU, many buyers (Emporium, PostgreSQL, Redis); sweep and sell-out.
+    FlashSale,
+    /// Checkouts of 5–15 lines from 100k SKUs, then payment (Emporium, PostgreSQL).
+    CheckoutHeavy,
+    /// The TPC-W shopping mix on the demo shop (Emporium), closed and open loop.
+    Storefront,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum System {
+    Emporium,
+    Nginx,
+    Postgres,
+    Redis,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Emporium => "emporium",
+            System::Nginx => "nginx",
+            System::Postgres => "postgres",
+            System::Redis => "redis",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    workload: WorkloadName,
+    /// Which server answers.
+    #[arg(long, value_enum)]
+    system: System,
+    /// Emporium's or nginx's address.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// PostgreSQL's connection string or Redis's URL.
+    #[arg(long)]
+    url: Option<String>,
+    /// nginx: the path of the product JSON file.
+    #[arg(long, default_value = "/product.json")]
+    path: String,
+    /// Emporium admin email.
+    #[arg(long, env = "EMPORIUM_ADMIN_EMAIL", default_value = "admin@example.com")]
+    admin_email: String,
+    /// Emporium admin password.
+    #[arg(long, env = "EMPORIUM_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Concurrency sweep (virtual clients, one connection each).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    clients: Vec<usize>,
+    /// Concurrencies of the hot-SKU checkout-heavy runs.
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    hot_clients: Vec<usize>,
+    /// Connections of the closed-loop storefront.
+    #[arg(long, default_value_t = 64)]
+    storefront_clients: usize,
+    /// Seconds of warm-up before each measured window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds in each measured window.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Prepared flash-sale carts per point, at most.
+    #[arg(long, default_value_t = 300_000)]
+    flash_carts_max: usize,
+    /// Prepared checkout-heavy carts per point, at most.
+    #[arg(long, default_value_t = 25_000)]
+    checkout_carts_max: usize,
+    /// product-get on Emporium: write the product's JSON here (for nginx to serve).
+    #[arg(long)]
+    export_product: Option<PathBuf>,
+    /// Where result files go.
+    #[arg(long, default_value = "bench/results")]
+    results: PathBuf,
+    /// Never draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    /// The server's process id: its CPU time (and its children's) is recorded.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Where the result files are (and the charts go).
+    #[arg(long, default_value = "bench/results")]
+    results: PathBuf,
+    /// The file whose section between the loadgen markers is rewritten.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    benchmarks: PathBuf,
+    /// The command that produced the results, for the record.
+    #[arg(long, default_value = "scripts/bench")]
+    command: String,
+    /// A file of extra context (server versions, settings) to print under the heading.
+    #[arg(long)]
+    context: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(run(args))
+        }
+        Command::Report(args) => write_report(&args),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let settings = Settings {
+        clients: args.clients.clone(),
+        hot_clients: args.hot_clients.clone(),
+        storefront_clients: args.storefront_clients,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+        flash_carts_max: args.flash_carts_max,
+        checkout_carts_max: args.checkout_carts_max,
+        server_pid: args.server_pid,
+        metrics: if args.system == System::Emporium { args.addr } else { None },
+    };
+    let addr = || args.addr.context("--addr is required for this system");
+    let url = || args.url.clone().context("--url is required for this system");
+    let emporium = || -> anyhow::Result<EmporiumTarget> {
+        Ok(EmporiumTarget {
+            addr: addr()?,
+            email: args.admin_email.clone(),
+            password: args
+                .admin_password
+                .clone()
+                .context("set EMPORIUM_ADMIN_PASSWORD (or --admin-password)")?,
+        })
+    };
+    use System::*;
+    use WorkloadName::*;
+    let points: Vec<Point> = match (args.workload, args.system) {
+        (ProductGet, Emporium) => {
+            let export = args.export_product.as_deref();
+            suite::product_get_emporium(&emporium()?, &settings, export).await?
+        }
+        (ProductGet, Nginx) => suite::product_get_nginx(addr()?, &args.path, &settings).await?,
+        (AddToCart, Emporium) => suite::add_to_cart_emporium(&emporium()?, &settings).await?,
+        (FlashSale, Emporium) => suite::flash_emporium(&emporium()?, &settings).await?,
+        (FlashSale, Postgres) => suite::flash_postgres(&url()?, &settings).await?,
+        (FlashSale, Redis) => suite::flash_redis(&url()?, &settings).await?,
+        (CheckoutHeavy, Emporium) => suite::checkout_emporium(&emporium()?, &settings).await?,
+        (CheckoutHeavy, Postgres) => suite::checkout_postgres(&url()?, &settings).await?,
+        (Storefront, Emporium) => suite::storefront_emporium(&emporium()?, &settings).await?,
+        (workload, system) => bail!("{workload:?} does not run on {system:?}"),
+    };
+    let failed = points.iter().filter(|p| !p.checks.passed()).count();
+    let results = Results {
+        workload: args
+            .workload
+            .to_possible_value()
+            .expect("every workload has a name")
+            .get_name()
+            .to_string(),
+        system: args.system.name().to_string(),
+        finished_at: now_rfc3339(),
+        points,
+    };
+    let path = report::save(&args.results, &results)?;
+    eprintln!("wrote {}", path.display());
+    if failed > 0 {
+        bail!("{failed} runs failed their correctness checks");
+    }
+    Ok(())
+}
+
+fn write_report(args: &ReportArgs) -> anyhow::Result<()> {
+    let points = report::load(&args.results)?;
+    if points.is_empty() {
+        bail!("no results in {}", args.results.display());
+    }
+    let charts = report::charts(&points, &args.results)?;
+    let base = args.benchmarks.parent().unwrap_or(Path::new("."));
+    let charts: Vec<(String, String)> =
+        charts.into_iter().map(|(title, path)| (title, relative(&path, base))).collect();
+    let mut context = format!(
+        "Measured by `{}` on {} ({}), {}. Every server ran on 127.0.0.1 with the load \
+         generator on the same cores, one server under load at a time; each point is a \
+         closed loop of N clients (one keep-alive connection each) unless marked open \
+         loop, after a warm-up that is not counted. Raw results: `{}`.\n",
+        args.command,
+        machine(),
+        kernel(),
+        now_rfc3339(),
+        relative(&args.results, base),
+    );
+    if let Some(path) = &args.context {
+        let extra =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        context.push('\n');
+        context.push_str(&extra);
+    }
+    let section = report::markdown(&points, &charts, &context);
+    report::splice(&args.benchmarks, &section)?;
+    eprintln!("wrote {} and {} charts", args.benchmarks.display(), charts.len());
+    Ok(())
+}
+
+fn relative(path: &Path, base: &Path) -> String {
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (path, base) = (absolute(path), absolute(base));
+    match path.strip_prefix(&base) {
+        Ok(rest) if rest.as_os_str().is_empty() => ".".to_string(),
+        Ok(rest) => rest.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// The CPU model and core count.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+        .map_or_else(|| "unknown CPU".to_string(), |m| m.trim().to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        })
+        .unwrap_or(0);
+    format!("{cores} × {model}, {} GiB", (memory_kib as f64 / 1024.0 / 1024.0).round())
+}
+
+fn kernel() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("Linux {}", release.trim())
+}
+
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let seconds = ms.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let secs_of_day = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs_of_day / 3600,
+        secs_of_day % 3600 / 60,
+        secs_of_day % 60
+    )
+}
