@@ -21,8 +21,9 @@ pub struct ServeArgs {
     /// A TOML file with any of these options (keys as the long flags, with `_`).
     #[arg(long, env = "EMPORIUM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Fill an empty data directory with a deterministic demo catalog.
-    #[arg(long, env = "EMPORIUM_DEMO")]
+    /// Fill an empty data directory with a deterministic demo catalog (`--demo` alone
+    /// means `--demo true`).
+    #[arg(long, env = "EMPORIUM_DEMO", num_args = 0..=1, default_missing_value = "true")]
     pub demo: Option<bool>,
     /// PEM certificate chain; with `--tls-key`, serve HTTPS.
     #[arg(long, env = "EMPORIUM_TLS_CERT")]
@@ -57,7 +58,7 @@ pub struct ServeArgs {
     #[arg(long, env = "EMPORIUM_QUEUE_COMMANDS_MAX")]
     pub queue_commands_max: Option<usize>,
     /// Rate limits on or off (off only for benchmarks behind another limiter).
-    #[arg(long, env = "EMPORIUM_RATE_LIMITS")]
+    #[arg(long, env = "EMPORIUM_RATE_LIMITS", num_args = 0..=1, default_missing_value = "true")]
     pub rate_limits: Option<bool>,
     /// Token endpoint and registration: burst per IP or account.
     #[arg(long, env = "EMPORIUM_RATE_AUTH_BURST")]
@@ -275,6 +276,20 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demo_is_a_bare_flag_or_takes_a_value() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().serve.demo;
+        assert_eq!(parse(&["emporium", "--demo"]), Some(true));
+        assert_eq!(parse(&["emporium", "--demo", "false"]), Some(false));
+        assert_eq!(parse(&["emporium", "--demo", "--listen", "127.0.0.1:1"]), Some(true));
+    }
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
