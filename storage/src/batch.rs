@@ -6,8 +6,21 @@ use crate::CF_LOG;
 /// One operation of a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
-    Put { cf: &'static str, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: &'static str, key: Vec<u8> },
+    Put {
+        cf: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: &'static str,
+        key: Vec<u8>,
+    },
+    /// Deletes every key in `from..to`.
+    DeleteRange {
+        cf: &'static str,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
 }
 
 /// Rows to put and delete, across column families, applied all or nothing.
@@ -39,6 +52,19 @@ impl WriteBatch {
     pub fn delete(&mut self, cf: &'static str, key: &[u8]) {
         self.bytes += key.len();
         self.ops.push(Op::Delete { cf, key: key.to_vec() });
+    }
+
+    /// Deletes every key of `cf` in `from..to` (`to` excluded).
+    pub fn delete_range(&mut self, cf: &'static str, from: &[u8], to: &[u8]) {
+        self.bytes += from.len() + to.len();
+        self.ops.push(Op::DeleteRange { cf, from: from.to_vec(), to: to.to_vec() });
+    }
+
+    /// Deletes the log records with LSNs in `from..to` (`to` excluded): log retention.
+    pub fn trim_log(&mut self, from: u64, to: u64) {
+        if from < to {
+            self.delete_range(CF_LOG, &from.to_be_bytes(), &to.to_be_bytes());
+        }
     }
 
     /// Appends a log record with its checksum.

@@ -103,6 +103,33 @@ fn log_reads_from_any_lsn_in_order() {
 }
 
 #[test]
+fn trimming_the_log_removes_a_prefix_atomically_with_other_rows() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(kind, dir.path());
+        for lsn in 1u64..=300 {
+            let mut batch = WriteBatch::default();
+            batch.append_log(lsn, format!("payload {lsn}").as_bytes());
+            store.write(&batch, true).unwrap();
+        }
+        let mut batch = WriteBatch::default();
+        batch.trim_log(1, 256);
+        batch.put(CF_A, b"trimmed_to", b"256");
+        // An empty range is no operation at all.
+        batch.trim_log(9, 9);
+        store.write(&batch, false).unwrap();
+        assert_eq!(store.first_lsn().unwrap(), Some(256));
+        assert_eq!(store.last_lsn().unwrap(), Some(300));
+        assert!(store.read_log(0, 10).unwrap().iter().all(|r| r.lsn >= 256));
+        assert_eq!(rows(&store, CF_A), vec![(b"trimmed_to".to_vec(), b"256".to_vec())]);
+        drop(store);
+        let store = open(kind, dir.path());
+        assert_eq!(store.first_lsn().unwrap(), Some(256));
+        assert_eq!(store.read_log(0, 1000).unwrap().len(), 45);
+    });
+}
+
+#[test]
 fn corrupt_log_record_is_reported_not_returned() {
     each_backend(|kind| {
         let dir = tempfile::tempdir().unwrap();

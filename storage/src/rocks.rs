@@ -26,8 +26,9 @@ impl RocksBackend {
         opts.set_write_buffer_size(64 << 20);
         opts.set_max_write_buffer_number(4);
         opts.set_keep_log_file_num(4);
-        // Exactly one thread writes (the engine's committer): the single-writer memtable
-        // insert path is cheaper than the concurrent one.
+        // Writes come from few threads (the engine's committer, its materializer, rare
+        // meta writes) and RocksDB queues them: the single-writer memtable insert path is
+        // cheaper than the concurrent one.
         opts.set_allow_concurrent_memtable_write(false);
         opts.set_enable_write_thread_adaptive_yield(false);
         // Reuse spent WAL files: overwriting in place lets fdatasync skip the metadata
@@ -62,6 +63,7 @@ impl Backend for RocksBackend {
             match op {
                 Op::Put { cf, key, value } => wb.put_cf(self.cf(cf)?, key, value),
                 Op::Delete { cf, key } => wb.delete_cf(self.cf(cf)?, key),
+                Op::DeleteRange { cf, from, to } => wb.delete_range_cf(self.cf(cf)?, from, to),
             }
         }
         let mut options = WriteOptions::default();

@@ -42,13 +42,23 @@ impl SledBackend {
 
 impl Backend for SledBackend {
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
+        let _shared = self.checkpoint_lock.read();
         let mut ops = Vec::with_capacity(batch.ops.len());
+        // sled's transactions cannot iterate, so a range is read into its keys first; the
+        // engine deletes ranges only of rows no other writer touches (trimmed log).
+        let mut ranges = Vec::new();
         for op in &batch.ops {
             match op {
                 Op::Put { cf, .. } | Op::Delete { cf, .. } => ops.push((self.index(cf)?, op)),
+                Op::DeleteRange { cf, from, to } => {
+                    let index = self.index(cf)?;
+                    for item in self.trees[index].range(from.as_slice()..to.as_slice()) {
+                        let (key, _) = item.map_err(err)?;
+                        ranges.push((index, key));
+                    }
+                }
             }
         }
-        let _shared = self.checkpoint_lock.read();
         let trees: &[sled::Tree] = &self.trees;
         let result: std::result::Result<(), TransactionError<()>> = trees.transaction(|txs| {
             for (index, op) in &ops {
@@ -59,7 +69,11 @@ impl Backend for SledBackend {
                     Op::Delete { key, .. } => {
                         txs[*index].remove(key.as_slice())?;
                     }
+                    Op::DeleteRange { .. } => unreachable!("ranges are expanded above"),
                 }
+            }
+            for (index, key) in &ranges {
+                txs[*index].remove(key)?;
             }
             Ok::<(), ConflictableTransactionError<()>>(())
         });
