@@ -182,7 +182,10 @@ pub(crate) fn create_api_client(
         scopes: c.scopes.clone(),
         created_at: ctx.now,
     };
-    Ok(Decision { events: vec![Event::ApiClientCreated(client)], outcome: Outcome::ApiClient(id) })
+    Ok(Decision {
+        events: vec![Event::ApiClientCreated(Box::new(client))],
+        outcome: Outcome::ApiClient(id),
+    })
 }
 
 fn check_hash(checks: &mut Checks, field: &str, hash: &str) {
@@ -217,7 +220,7 @@ pub(crate) fn issue_refresh_token(
         created_at: ctx.now,
     };
     let outcome = Outcome::RefreshToken(token.hash.clone());
-    Ok(Decision { events: vec![Event::RefreshTokenIssued(token)], outcome })
+    Ok(Decision { events: vec![Event::RefreshTokenIssued(Box::new(token))], outcome })
 }
 
 pub(crate) fn rotate_refresh_token(
@@ -232,8 +235,7 @@ pub(crate) fn rotate_refresh_token(
         return Err(EngineError::Validation(checks.errors));
     }
     let invalid = Ok(Decision { events: vec![], outcome: Outcome::Rotation(None) });
-    let Some(presented) = state.refresh_tokens.get(&c.presented_hash).map(|e| e.value().clone())
-    else {
+    let Some(presented) = state.refresh_tokens.get(&c.presented_hash) else {
         return invalid;
     };
     match presented.state {
@@ -247,7 +249,10 @@ pub(crate) fn rotate_refresh_token(
                 created_at: ctx.now,
             };
             let outcome = Outcome::Rotation(Some(successor.hash.clone()));
-            let event = Event::RefreshTokenRotated { presented: presented.hash.clone(), successor };
+            let event = Event::RefreshTokenRotated {
+                presented: presented.hash.clone(),
+                successor: Box::new(successor),
+            };
             Ok(Decision { events: vec![event], outcome })
         }
         RefreshState::Rotated => {
@@ -279,7 +284,7 @@ pub(crate) fn add_signing_key(
         return Err(EngineError::Conflict(format!("a signing key {} exists", c.kid)));
     }
     let key = SigningKey { kid: c.kid.clone(), secret: c.secret.clone(), created_at: ctx.now };
-    Ok(Decision { events: vec![Event::SigningKeyAdded(key)], outcome: Outcome::Deleted })
+    Ok(Decision { events: vec![Event::SigningKeyAdded(Box::new(key))], outcome: Outcome::Deleted })
 }
 
 pub(crate) fn record_response(
@@ -305,7 +310,10 @@ pub(crate) fn record_response(
         }),
         created_at: ctx.now,
     };
-    Ok(Decision { events: vec![Event::ResponseRecorded(record)], outcome: Outcome::Deleted })
+    Ok(Decision {
+        events: vec![Event::ResponseRecorded(Box::new(record))],
+        outcome: Outcome::Deleted,
+    })
 }
 
 /// Purges up to `max` refresh tokens past their expiry.
@@ -334,8 +342,7 @@ pub(crate) fn put_refresh_token(state: &State, token: RefreshToken, rows: &mut V
 }
 
 pub(crate) fn set_refresh_state(state: &State, hash: &str, to: RefreshState, rows: &mut Vec<Row>) {
-    let mut token =
-        (*state.refresh_tokens.get(hash).expect("decide found the token").value().clone()).clone();
+    let mut token = (*state.refresh_tokens.get(hash).expect("decide found the token")).clone();
     token.state = to;
     put_refresh_token(state, token, rows);
 }
@@ -354,8 +361,7 @@ pub(crate) fn revoke_family(state: &State, family: &str, rows: &mut Vec<Row>) {
 
 pub(crate) fn purge_refresh_tokens(state: &State, hashes: &[String], rows: &mut Vec<Row>) {
     for hash in hashes {
-        if let Some(entry) = state.refresh_tokens.remove(hash) {
-            let token = entry.value();
+        if let Some(token) = state.refresh_tokens.remove(hash) {
             state.refresh_by_expiry.remove(&(token.expires_at, hash.clone()));
             state.refresh_families.remove(&(token.family.clone(), hash.clone()));
             rows.push(Row::RefreshTokenDeleted(hash.clone()));

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::accounts::{self, RefreshState};
-use crate::event::Event;
+use crate::event::{Event, PlacedOrder};
 use crate::model::*;
 use crate::state::{State, StockCell};
 use crate::types::*;
@@ -29,22 +29,24 @@ pub(crate) enum Row {
     SigningKey(Arc<accounts::SigningKey>),
 }
 
-pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
+/// Applies `event` of a log entry made at `at` (the entry's time, which `decide` saw as
+/// its `now`).
+pub(crate) fn apply(state: &State, event: &Event, at: TimestampMs, rows: &mut Vec<Row>) {
     match event {
         Event::CategoryCreated(category) => {
             state.counters.category.fetch_add(1, Ordering::AcqRel);
-            put_category(state, category.clone(), rows);
+            put_category(state, (**category).clone(), rows);
         }
-        Event::CategoryUpdated(category) => put_category(state, category.clone(), rows),
+        Event::CategoryUpdated(category) => put_category(state, (**category).clone(), rows),
         Event::CategoryDeleted(id) => {
             state.categories.remove(id);
             rows.push(Row::CategoryDeleted(id.clone()));
         }
         Event::ProductCreated(product) => {
             state.counters.product.fetch_add(1, Ordering::AcqRel);
-            put_product(state, product.clone(), rows);
+            put_product(state, (**product).clone(), rows);
         }
-        Event::ProductUpdated(product) => put_product(state, product.clone(), rows),
+        Event::ProductUpdated(product) => put_product(state, (**product).clone(), rows),
         Event::StockSet { sku, on_hand, .. } => {
             let (_, reserved) = levels(state, sku);
             write_stock(state, sku, *on_hand, reserved, rows);
@@ -57,7 +59,7 @@ pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
         }
         Event::CartCreated(cart) => {
             state.counters.cart.fetch_add(1, Ordering::AcqRel);
-            put_cart(state, cart.clone(), rows);
+            put_cart(state, (**cart).clone(), rows);
         }
         Event::CartLineSet { cart_id, sku, quantity, at } => {
             let mut cart = (*state.cart(cart_id).expect("decide checked the cart")).clone();
@@ -72,7 +74,7 @@ pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
             cart.version += 1;
             put_cart(state, cart, rows);
         }
-        Event::OrderPlaced { order, idempotency } => place_order(state, order, rows, idempotency),
+        Event::OrderPlaced(placed) => place_order(state, placed, at, rows),
         Event::PaymentCaptured { order_id, payment, idempotency, at } => {
             let mut order = take_pending(state, order_id);
             for line in &order.lines {
@@ -86,9 +88,9 @@ pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
                     rows,
                 );
             }
-            mark_paid(&mut order, payment.clone(), *at);
+            mark_paid(&mut order, (**payment).clone(), *at);
             if let Some(tag) = idempotency {
-                let outcome = IdempotentOutcome::Payment(order.clone(), payment.clone());
+                let outcome = IdempotentOutcome::Payment(order.clone(), (**payment).clone());
                 put_idempotency(state, record(tag, outcome, *at), rows);
             }
             put_order(state, order, rows);
@@ -108,27 +110,31 @@ pub(crate) fn apply(state: &State, event: &Event, rows: &mut Vec<Row>) {
         }
         Event::CustomerRegistered(customer) => {
             state.counters.customer.fetch_add(1, Ordering::AcqRel);
-            let customer = Arc::new(customer.clone());
+            let customer = Arc::new((**customer).clone());
             state.emails.insert(customer.email.clone(), customer.id.clone());
             state.customers.insert(customer.id.clone(), customer.clone());
             rows.push(Row::Customer(customer));
         }
-        Event::ApiClientCreated(client) => accounts::put_api_client(state, client.clone(), rows),
-        Event::RefreshTokenIssued(token) => accounts::put_refresh_token(state, token.clone(), rows),
+        Event::ApiClientCreated(client) => {
+            accounts::put_api_client(state, (**client).clone(), rows)
+        }
+        Event::RefreshTokenIssued(token) => {
+            accounts::put_refresh_token(state, (**token).clone(), rows)
+        }
         Event::RefreshTokenRotated { presented, successor } => {
             accounts::set_refresh_state(state, presented, RefreshState::Rotated, rows);
-            accounts::put_refresh_token(state, successor.clone(), rows);
+            accounts::put_refresh_token(state, (**successor).clone(), rows);
         }
         Event::RefreshFamilyRevoked { family } => accounts::revoke_family(state, family, rows),
         Event::RefreshTokensPurged { hashes } => {
             accounts::purge_refresh_tokens(state, hashes, rows)
         }
-        Event::SigningKeyAdded(key) => accounts::put_signing_key(state, key.clone(), rows),
-        Event::ResponseRecorded(record) => put_idempotency(state, record.clone(), rows),
+        Event::SigningKeyAdded(key) => accounts::put_signing_key(state, (**key).clone(), rows),
+        Event::ResponseRecorded(record) => put_idempotency(state, (**record).clone(), rows),
         Event::IdempotencyForgotten { keys } => {
             for key in keys {
-                if let Some(entry) = state.idempotency.remove(key) {
-                    state.idempotency_by_age.remove(&(entry.value().created_at, key.clone()));
+                if let Some(record) = state.idempotency.remove(key) {
+                    state.idempotency_by_age.remove(&(record.created_at, key.clone()));
                     rows.push(Row::IdempotencyDeleted(key.clone()));
                 }
             }
@@ -150,14 +156,14 @@ fn touch(order: &mut Order, at: TimestampMs) {
 
 fn levels(state: &State, sku: &Sku) -> (u32, u32) {
     let cell = state.stock.get(sku).expect("every SKU of a product has a stock row");
-    let (on_hand, reserved, _) = cell.value().read();
+    let (on_hand, reserved, _) = cell.read();
     (on_hand, reserved)
 }
 
 fn write_stock(state: &State, sku: &Sku, on_hand: u32, reserved: u32, rows: &mut Vec<Row>) {
-    let entry = state.stock.get(sku).expect("every SKU of a product has a stock row");
-    entry.value().write(on_hand, reserved);
-    let (on_hand, reserved, version) = entry.value().read();
+    let cell = state.stock.get(sku).expect("every SKU of a product has a stock row");
+    cell.write(on_hand, reserved);
+    let (on_hand, reserved, version) = cell.read();
     rows.push(Row::Stock(StockLevels { sku: sku.clone(), on_hand, reserved, version }));
 }
 
@@ -179,7 +185,7 @@ pub(crate) fn put_product(state: &State, product: Product, rows: &mut Vec<Row>) 
     }
     state.handles.insert(product.handle.clone(), product.id.clone());
     for variant in &product.variants {
-        state.skus.insert(variant.sku.clone(), product.id.clone());
+        state.skus.insert(variant.sku.clone(), product.clone());
         if !state.stock.contains_key(&variant.sku) {
             state.stock.insert(variant.sku.clone(), Arc::new(StockCell::new(0, 0, 1)));
             rows.push(Row::Stock(StockLevels {
@@ -224,36 +230,67 @@ pub(crate) fn index_order(state: &State, order: &Order) {
 pub(crate) fn put_idempotency(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
     let record = Arc::new(record);
     if let Some(previous) = state.idempotency.get(&record.key) {
-        state.idempotency_by_age.remove(&(previous.value().created_at, record.key.clone()));
+        state.idempotency_by_age.remove(&(previous.created_at, record.key.clone()));
     }
     state.idempotency_by_age.insert((record.created_at, record.key.clone()));
     state.idempotency.insert(record.key.clone(), record.clone());
     rows.push(Row::Idempotency(record));
 }
 
-fn place_order(
-    state: &State,
-    order: &Order,
-    rows: &mut Vec<Row>,
-    idempotency: &Option<IdempotencyTag>,
-) {
-    state.counters.order.fetch_add(1, Ordering::AcqRel);
-    for line in &order.lines {
+/// Reserves the lines' stock, closes the cart and publishes the order, built from the
+/// event's facts and the state at its LSN (owner and currency from the cart, product
+/// ids and titles from the catalog, totals from the lines).
+fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut Vec<Row>) {
+    let seq = state.counters.order.fetch_add(1, Ordering::AcqRel) + 1;
+    debug_assert!(!state.orders_by_seq.contains_key(&seq), "order sequence reused");
+    let mut cart = (*state.cart(&placed.cart_id).expect("decide checked the cart")).clone();
+    let zero = Money::zero(cart.currency);
+    let mut subtotal = zero;
+    let mut lines = Vec::with_capacity(placed.lines.len());
+    for line in &placed.lines {
         let (on_hand, reserved) = levels(state, &line.sku);
         let reserved = reserved + line.quantity;
         assert!(reserved <= on_hand, "decide reserves only available units");
         write_stock(state, &line.sku, on_hand, reserved, rows);
+        let product = state.product_by_sku(&line.sku).expect("decide checked the SKU is sold");
+        let line_total = line.unit_price.times(line.quantity).expect("decide bounded the total");
+        subtotal = subtotal.plus(line_total).expect("decide bounded the total");
+        lines.push(OrderLine {
+            sku: line.sku.clone(),
+            product_id: product.id.clone(),
+            title: crate::state::line_title(Some(&product), product.variant(&line.sku)),
+            quantity: line.quantity,
+            unit_price: line.unit_price,
+            line_total,
+        });
     }
-    let mut cart = (*state.cart(&order.cart_id).expect("decide checked the cart")).clone();
+    let order = Order {
+        id: placed.id.clone(),
+        seq,
+        cart_id: cart.id.clone(),
+        customer_id: cart.customer_id.clone(),
+        email: placed.email.clone(),
+        shipping_address: placed.shipping_address.as_deref().cloned(),
+        status: OrderStatus::PendingPayment,
+        lines,
+        subtotal,
+        discount_total: zero,
+        total: subtotal,
+        reservation_expires_at: placed.reservation_expires_at,
+        payments: Vec::new(),
+        created_at: at,
+        updated_at: at,
+        version: 1,
+    };
     cart.status = CartStatus::CheckedOut(order.id.clone());
-    cart.updated_at = order.created_at;
+    cart.updated_at = at;
     cart.version += 1;
     put_cart(state, cart, rows);
-    put_order(state, order.clone(), rows);
-    if let Some(tag) = idempotency {
+    if let Some(tag) = &placed.idempotency {
         let outcome = IdempotentOutcome::Checkout(order.clone());
-        put_idempotency(state, record(tag, outcome, order.created_at), rows);
+        put_idempotency(state, record(tag, outcome, at), rows);
     }
+    put_order(state, order, rows);
 }
 
 fn record(tag: &IdempotencyTag, outcome: IdempotentOutcome, at: TimestampMs) -> IdempotencyRecord {

@@ -1,8 +1,7 @@
-//! How the engine's values become storage rows: rkyv encoding, the column families,
-//! format versions, and recovery (rebuilding the in-memory state from the rows).
-
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+//! How the engine's values become storage rows: the versioned envelope around rkyv,
+//! the column families, the meta rows (materialized LSN, named counters, log
+//! consumers) and the format check that upgrades an older directory or refuses a newer
+//! one. Recovery itself is in `recovery`.
 
 use emporium_storage::{Store, WriteBatch, CF_META};
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
@@ -10,15 +9,20 @@ use rkyv::rancor::Error as RkyvError;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
-use crate::apply::{index_order, put_idempotency, put_product, Row};
+use crate::apply::Row;
 use crate::error::{EngineError, Result};
 use crate::event::LogEntry;
-use crate::model::*;
-use crate::state::{State, StockCell, COUNTERS};
+use crate::state::{COUNTERS, COUNTER_NAMES};
 
 /// The version of the rows and log payloads this build writes. Every column family
-/// records it; a directory with another version is refused.
-pub const ENGINE_FORMAT_VERSION: u32 = 1;
+/// records it in `meta`, and every row and log payload carries it in its envelope. A
+/// directory of version 1 (no envelope) is upgraded in place on open; a newer one is
+/// refused.
+pub const ENGINE_FORMAT_VERSION: u32 = 2;
+
+/// The first bytes of every enveloped value: a tag and the format version (u16 LE).
+const ENVELOPE_TAG: [u8; 2] = *b"EM";
+const ENVELOPE_BYTES: usize = 4;
 
 pub(crate) const CF_PRODUCTS: &str = "products";
 pub(crate) const CF_CATEGORIES: &str = "categories";
@@ -45,21 +49,86 @@ pub(crate) const ENTITY_CFS: [&str; 10] = [
     CF_SIGNING_KEYS,
 ];
 
-const META_LAST_LSN: &[u8] = b"last_lsn";
-const META_COUNTERS: &[u8] = b"counters";
+/// The LSN the entity rows reflect: recovery replays the log after it.
+const META_MATERIALIZED_LSN: &[u8] = b"materialized_lsn";
+const META_COUNTER_PREFIX: &str = "counter/";
+pub(crate) const META_CONSUMER_PREFIX: &str = "consumer/";
+/// Version 1 kept the last LSN and the counters (a positional array) here.
+const META_V1_LAST_LSN: &[u8] = b"last_lsn";
+const META_V1_COUNTERS: &[u8] = b"counters";
+
+/// Decodes a format-1 row as its column family's type (format 1 wrote today's types).
+fn check_v1_row(cf: &str, bytes: &[u8]) -> Result<()> {
+    use crate::accounts::{ApiClient, RefreshToken, SigningKey};
+    use crate::model::*;
+    let what = format!("format-1 row of {cf}");
+    match cf {
+        CF_PRODUCTS => decode_bare::<Product>(bytes, &what).map(drop),
+        CF_CATEGORIES => decode_bare::<Category>(bytes, &what).map(drop),
+        CF_STOCK => decode_bare::<StockLevels>(bytes, &what).map(drop),
+        CF_CARTS => decode_bare::<Cart>(bytes, &what).map(drop),
+        CF_ORDERS => decode_bare::<Order>(bytes, &what).map(drop),
+        CF_CUSTOMERS => decode_bare::<Customer>(bytes, &what).map(drop),
+        CF_IDEMPOTENCY => decode_bare::<IdempotencyRecord>(bytes, &what).map(drop),
+        CF_API_CLIENTS => decode_bare::<ApiClient>(bytes, &what).map(drop),
+        CF_REFRESH_TOKENS => decode_bare::<RefreshToken>(bytes, &what).map(drop),
+        CF_SIGNING_KEYS => decode_bare::<SigningKey>(bytes, &what).map(drop),
+        other => Err(EngineError::IncompatibleData(format!("unknown column family {other}"))),
+    }
+}
 
 fn format_key(cf: &str) -> Vec<u8> {
     format!("format/{cf}").into_bytes()
+}
+
+fn envelope(capacity: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(ENVELOPE_BYTES + capacity);
+    bytes.extend_from_slice(&ENVELOPE_TAG);
+    bytes.extend_from_slice(&(ENGINE_FORMAT_VERSION as u16).to_le_bytes());
+    bytes
+}
+
+/// Wraps bytes in the current envelope.
+pub(crate) fn wrap(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = envelope(payload.len());
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 pub(crate) fn encode<T>(value: &T) -> Vec<u8>
 where
     T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
 {
-    rkyv::to_bytes::<RkyvError>(value).expect("in-memory values always serialize").into_vec()
+    let archived = rkyv::to_bytes::<RkyvError>(value).expect("in-memory values always serialize");
+    wrap(&archived)
+}
+
+/// The payload inside an envelope, after checking its version.
+fn unwrap<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
+    if bytes.len() < ENVELOPE_BYTES || bytes[..2] != ENVELOPE_TAG {
+        return Err(EngineError::IncompatibleData(format!("{what} has no format envelope")));
+    }
+    let version = u32::from(u16::from_le_bytes([bytes[2], bytes[3]]));
+    if version != ENGINE_FORMAT_VERSION {
+        return Err(EngineError::IncompatibleData(format!(
+            "{what} has format version {version}; this build reads version \
+             {ENGINE_FORMAT_VERSION}"
+        )));
+    }
+    Ok(&bytes[ENVELOPE_BYTES..])
 }
 
 pub(crate) fn decode<T>(bytes: &[u8], what: &str) -> Result<T>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, RkyvError>>
+        + rkyv::Deserialize<T, HighDeserializer<RkyvError>>,
+{
+    decode_bare(unwrap(bytes, what)?, what)
+}
+
+/// Decodes rkyv bytes without an envelope (version 1 rows, and payloads unwrapped).
+pub(crate) fn decode_bare<T>(bytes: &[u8], what: &str) -> Result<T>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, RkyvError>>
@@ -72,62 +141,91 @@ where
         .map_err(|e| EngineError::IncompatibleData(format!("cannot decode {what}: {e}")))
 }
 
-/// Adds a row's persisted form to `batch`.
-pub(crate) fn put_row(batch: &mut WriteBatch, row: &Row) {
+/// Where a row is stored: its column family and key. Carts and orders are keyed by
+/// their sequence, not their random ids, so new rows append instead of landing at random
+/// places.
+pub(crate) fn row_key(row: &Row) -> (&'static str, Vec<u8>) {
+    let text = |s: &str| s.as_bytes().to_vec();
     match row {
-        Row::Product(p) => batch.put_owned(CF_PRODUCTS, p.id.as_str().into(), encode(&**p)),
-        Row::Category(c) => batch.put_owned(CF_CATEGORIES, c.id.as_str().into(), encode(&**c)),
-        Row::CategoryDeleted(id) => batch.delete(CF_CATEGORIES, id.as_str().as_bytes()),
-        Row::Stock(s) => batch.put_owned(CF_STOCK, s.sku.as_str().into(), encode(s)),
-        // Carts and orders are keyed by their sequence, not their random ids: new rows
-        // append to the memtable instead of landing at random places in it.
-        Row::Cart(c) => batch.put_owned(CF_CARTS, c.seq.to_be_bytes().into(), encode(&**c)),
-        Row::Order(o) => batch.put_owned(CF_ORDERS, o.seq.to_be_bytes().into(), encode(&**o)),
-        Row::Customer(c) => batch.put_owned(CF_CUSTOMERS, c.id.as_str().into(), encode(&**c)),
-        Row::Idempotency(r) => batch.put_owned(CF_IDEMPOTENCY, r.key.as_str().into(), encode(&**r)),
-        Row::IdempotencyDeleted(key) => batch.delete(CF_IDEMPOTENCY, key.as_bytes()),
-        Row::ApiClient(c) => batch.put_owned(CF_API_CLIENTS, c.id.as_str().into(), encode(&**c)),
-        Row::RefreshToken(t) => {
-            batch.put_owned(CF_REFRESH_TOKENS, t.hash.as_str().into(), encode(&**t))
+        Row::Product(p) => (CF_PRODUCTS, text(p.id.as_str())),
+        Row::Category(c) => (CF_CATEGORIES, text(c.id.as_str())),
+        Row::CategoryDeleted(id) => (CF_CATEGORIES, text(id.as_str())),
+        Row::Stock(s) => (CF_STOCK, text(s.sku.as_str())),
+        Row::Cart(c) => (CF_CARTS, c.seq.to_be_bytes().to_vec()),
+        Row::Order(o) => (CF_ORDERS, o.seq.to_be_bytes().to_vec()),
+        Row::Customer(c) => (CF_CUSTOMERS, text(c.id.as_str())),
+        Row::Idempotency(r) => (CF_IDEMPOTENCY, text(&r.key)),
+        Row::IdempotencyDeleted(key) => (CF_IDEMPOTENCY, text(key)),
+        Row::ApiClient(c) => (CF_API_CLIENTS, text(c.id.as_str())),
+        Row::RefreshToken(t) => (CF_REFRESH_TOKENS, text(&t.hash)),
+        Row::RefreshTokenDeleted(hash) => (CF_REFRESH_TOKENS, text(hash)),
+        Row::SigningKey(k) => (CF_SIGNING_KEYS, text(&k.kid)),
+    }
+}
+
+/// A row's stored value, or `None` when the row is deleted.
+pub(crate) fn row_value(row: &Row) -> Option<Vec<u8>> {
+    Some(match row {
+        Row::Product(p) => encode(&**p),
+        Row::Category(c) => encode(&**c),
+        Row::Stock(s) => encode(s),
+        Row::Cart(c) => encode(&**c),
+        Row::Order(o) => encode(&**o),
+        Row::Customer(c) => encode(&**c),
+        Row::Idempotency(r) => encode(&**r),
+        Row::ApiClient(c) => encode(&**c),
+        Row::RefreshToken(t) => encode(&**t),
+        Row::SigningKey(k) => encode(&**k),
+        Row::CategoryDeleted(_) | Row::IdempotencyDeleted(_) | Row::RefreshTokenDeleted(_) => {
+            return None
         }
-        Row::RefreshTokenDeleted(hash) => batch.delete(CF_REFRESH_TOKENS, hash.as_bytes()),
-        Row::SigningKey(k) => batch.put_owned(CF_SIGNING_KEYS, k.kid.as_str().into(), encode(&**k)),
+    })
+}
+
+/// Adds a row's persisted form (or its deletion) under `key` to `batch`.
+pub(crate) fn put_row(batch: &mut WriteBatch, (cf, key): (&'static str, Vec<u8>), row: &Row) {
+    match row_value(row) {
+        Some(value) => batch.put_owned(cf, key, value),
+        None => batch.delete(cf, &key),
     }
 }
 
-/// A row's key within its column family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum RowKey<'a> {
-    Text(&'a str),
-    Seq(u64),
-}
-
-/// The key a row is stored under, so a group writes each row once (its last value).
-pub(crate) fn row_key(row: &Row) -> (&'static str, RowKey<'_>) {
-    match row {
-        Row::Product(p) => (CF_PRODUCTS, RowKey::Text(p.id.as_str())),
-        Row::Category(c) => (CF_CATEGORIES, RowKey::Text(c.id.as_str())),
-        Row::CategoryDeleted(id) => (CF_CATEGORIES, RowKey::Text(id.as_str())),
-        Row::Stock(s) => (CF_STOCK, RowKey::Text(s.sku.as_str())),
-        Row::Cart(c) => (CF_CARTS, RowKey::Seq(c.seq)),
-        Row::Order(o) => (CF_ORDERS, RowKey::Seq(o.seq)),
-        Row::Customer(c) => (CF_CUSTOMERS, RowKey::Text(c.id.as_str())),
-        Row::Idempotency(r) => (CF_IDEMPOTENCY, RowKey::Text(r.key.as_str())),
-        Row::IdempotencyDeleted(key) => (CF_IDEMPOTENCY, RowKey::Text(key.as_str())),
-        Row::ApiClient(c) => (CF_API_CLIENTS, RowKey::Text(c.id.as_str())),
-        Row::RefreshToken(t) => (CF_REFRESH_TOKENS, RowKey::Text(t.hash.as_str())),
-        Row::RefreshTokenDeleted(hash) => (CF_REFRESH_TOKENS, RowKey::Text(hash.as_str())),
-        Row::SigningKey(k) => (CF_SIGNING_KEYS, RowKey::Text(k.kid.as_str())),
+/// Records in `batch` that the rows reflect the log up to `lsn`, with the counters of
+/// that instant, each under its name.
+pub(crate) fn put_materialized(batch: &mut WriteBatch, lsn: u64, counters: [u64; COUNTERS]) {
+    batch.put(CF_META, META_MATERIALIZED_LSN, &lsn.to_le_bytes());
+    for (name, value) in COUNTER_NAMES.iter().zip(counters) {
+        batch.put_owned(
+            CF_META,
+            format!("{META_COUNTER_PREFIX}{name}").into_bytes(),
+            value.to_le_bytes().to_vec(),
+        );
     }
 }
 
-pub(crate) fn put_meta(batch: &mut WriteBatch, last_lsn: u64, counters: [u64; COUNTERS]) {
-    batch.put(CF_META, META_LAST_LSN, &last_lsn.to_le_bytes());
-    let mut bytes = Vec::with_capacity(32);
-    for counter in counters {
-        bytes.extend_from_slice(&counter.to_le_bytes());
+/// The LSN the rows reflect, and the counters of that instant (by name; a counter
+/// without a row is 0).
+pub(crate) fn read_materialized(store: &Store) -> Result<(u64, [u64; COUNTERS])> {
+    let lsn = match store.get(CF_META, META_MATERIALIZED_LSN)? {
+        Some(bytes) => read_u64(&bytes, "materialized LSN")?,
+        None => 0,
+    };
+    let mut counters = [0; COUNTERS];
+    for (name, value) in COUNTER_NAMES.iter().zip(counters.iter_mut()) {
+        if let Some(bytes) =
+            store.get(CF_META, format!("{META_COUNTER_PREFIX}{name}").as_bytes())?
+        {
+            *value = read_u64(&bytes, name)?;
+        }
     }
-    batch.put_owned(CF_META, META_COUNTERS.to_vec(), bytes);
+    Ok((lsn, counters))
+}
+
+pub(crate) fn read_u64(bytes: &[u8], what: &str) -> Result<u64> {
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| EngineError::IncompatibleData(format!("the {what} row is malformed")))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 pub(crate) fn encode_log(entry: &LogEntry) -> Vec<u8> {
@@ -139,23 +237,42 @@ pub fn decode_log(payload: &[u8]) -> Result<LogEntry> {
     decode(payload, "log entry")
 }
 
-/// Checks (or, in a new directory, writes) every column family's format version.
+/// Checks every column family's format version: a new directory is stamped with this
+/// build's, a version-1 directory is upgraded in place, anything else is refused.
 pub(crate) fn check_format(store: &Store) -> Result<()> {
-    let mut missing = WriteBatch::default();
+    let mut found = Vec::new();
     for cf in ENTITY_CFS.iter().chain(&[emporium_storage::CF_LOG]) {
-        match store.get(CF_META, &format_key(cf))? {
+        let version = match store.get(CF_META, &format_key(cf))? {
             Some(bytes) => {
-                let found = bytes.as_slice().try_into().map(u32::from_le_bytes).map_err(|_| {
+                Some(bytes.as_slice().try_into().map(u32::from_le_bytes).map_err(|_| {
                     EngineError::IncompatibleData(format!("format row of {cf} is malformed"))
-                })?;
-                if found != ENGINE_FORMAT_VERSION {
-                    return Err(EngineError::IncompatibleData(format!(
-                        "column family {cf} has format version {found}; this build reads \
-                         version {ENGINE_FORMAT_VERSION}"
-                    )));
-                }
+                })?)
             }
-            None => missing.put(CF_META, &format_key(cf), &ENGINE_FORMAT_VERSION.to_le_bytes()),
+            None => None,
+        };
+        found.push((*cf, version));
+    }
+    if let Some((cf, Some(newer))) =
+        found.iter().find(|(_, v)| v.is_some_and(|v| v > ENGINE_FORMAT_VERSION))
+    {
+        return Err(EngineError::IncompatibleData(format!(
+            "column family {cf} has format version {newer}, written by a newer build; this \
+             build reads versions up to {ENGINE_FORMAT_VERSION} and refuses rather than \
+             misreads it"
+        )));
+    }
+    if found.iter().any(|(_, v)| *v == Some(1)) {
+        if found.iter().any(|(_, v)| v.is_some_and(|v| v != 1)) {
+            return Err(EngineError::IncompatibleData(
+                "column families disagree on their format version".into(),
+            ));
+        }
+        return upgrade_v1(store);
+    }
+    let mut missing = WriteBatch::default();
+    for (cf, version) in found {
+        if version.is_none() {
+            missing.put(CF_META, &format_key(cf), &ENGINE_FORMAT_VERSION.to_le_bytes());
         }
     }
     if !missing.is_empty() {
@@ -164,139 +281,74 @@ pub(crate) fn check_format(store: &Store) -> Result<()> {
     Ok(())
 }
 
-/// Rebuilds the in-memory state from the entity rows (no log replay: the rows and log
-/// records of a group were written in one atomic batch).
-pub(crate) fn recover(store: &Store) -> Result<State> {
-    let state = State::new();
-    let mut failure: Option<EngineError> = None;
-    let mut each = |cf: &'static str, f: &mut dyn FnMut(&[u8]) -> Result<()>| -> Result<()> {
-        store.scan(cf, &mut |_, value| match f(value) {
-            Ok(()) => true,
+/// Version 1 stored bare rkyv values (the entity types are unchanged since), kept every
+/// row in step with the log (rows and log records were one batch), and stored the last
+/// LSN and a positional counter array. The upgrade wraps every row in the envelope,
+/// records the rows as materialized at the last LSN, names the counters, drops the
+/// format-1 log (see below) and stamps version 2: one synced, atomic batch, so a crash
+/// leaves either the old directory or the new one.
+fn upgrade_v1(store: &Store) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut batch = WriteBatch::default();
+    let mut rows = 0usize;
+    let mut failure = None;
+    for cf in ENTITY_CFS {
+        store.scan(cf, &mut |key, value| match check_v1_row(cf, value) {
+            Ok(()) => {
+                batch.put_owned(cf, key.to_vec(), wrap(value));
+                rows += 1;
+                true
+            }
             Err(e) => {
                 failure = Some(e);
                 false
             }
         })?;
-        failure.take().map_or(Ok(()), Err)
-    };
-    let mut sink = Vec::new();
-    each(CF_CATEGORIES, &mut |v| {
-        let category: Category = decode(v, "category")?;
-        state.categories.insert(category.id.clone(), Arc::new(category));
-        Ok(())
-    })?;
-    each(CF_STOCK, &mut |v| {
-        let levels: StockLevels = decode(v, "stock levels")?;
-        check_stock(&levels)?;
-        let cell = StockCell::new(levels.on_hand, levels.reserved, levels.version);
-        state.stock.insert(levels.sku, Arc::new(cell));
-        Ok(())
-    })?;
-    each(CF_PRODUCTS, &mut |v| {
-        put_product(&state, decode(v, "product")?, &mut sink);
-        sink.clear();
-        Ok(())
-    })?;
-    each(CF_CARTS, &mut |v| {
-        let cart: Cart = decode(v, "cart")?;
-        state.carts.insert(cart.id.clone(), Arc::new(cart));
-        Ok(())
-    })?;
-    each(CF_ORDERS, &mut |v| {
-        let order: Order = decode(v, "order")?;
-        index_order(&state, &order);
-        state.orders.insert(order.id.clone(), Arc::new(order));
-        Ok(())
-    })?;
-    each(CF_CUSTOMERS, &mut |v| {
-        let customer: Customer = decode(v, "customer")?;
-        state.emails.insert(customer.email.clone(), customer.id.clone());
-        state.customers.insert(customer.id.clone(), Arc::new(customer));
-        Ok(())
-    })?;
-    each(CF_IDEMPOTENCY, &mut |v| {
-        put_idempotency(&state, decode(v, "idempotency record")?, &mut sink);
-        sink.clear();
-        Ok(())
-    })?;
-    each(CF_API_CLIENTS, &mut |v| {
-        crate::accounts::put_api_client(&state, decode(v, "API client")?, &mut sink);
-        sink.clear();
-        Ok(())
-    })?;
-    each(CF_REFRESH_TOKENS, &mut |v| {
-        crate::accounts::put_refresh_token(&state, decode(v, "refresh token")?, &mut sink);
-        sink.clear();
-        Ok(())
-    })?;
-    each(CF_SIGNING_KEYS, &mut |v| {
-        crate::accounts::put_signing_key(&state, decode(v, "signing key")?, &mut sink);
-        sink.clear();
-        Ok(())
-    })?;
-    recover_meta(store, &state)?;
-    check_reservations(&state)?;
-    Ok(state)
-}
-
-fn check_stock(levels: &StockLevels) -> Result<()> {
-    if levels.reserved > levels.on_hand {
-        return Err(EngineError::IncompatibleData(format!(
-            "SKU {} has {} reserved of {} on hand",
-            levels.sku, levels.reserved, levels.on_hand
-        )));
-    }
-    Ok(())
-}
-
-/// Pair assertion for stock: what pending orders hold must be what the SKUs say is
-/// reserved.
-fn check_reservations(state: &State) -> Result<()> {
-    let mut held = std::collections::HashMap::new();
-    for entry in state.expiry.iter() {
-        let order = state.order(&entry.value().1).expect("the expiry index names orders");
-        for line in &order.lines {
-            *held.entry(line.sku.clone()).or_insert(0u64) += u64::from(line.quantity);
+        // Checked before anything is stamped: a row that does not decode leaves the
+        // directory as format 1, refused with the reason.
+        if let Some(e) = failure.take() {
+            return Err(e);
         }
     }
-    for levels in state.all_stock() {
-        let expected = held.get(&levels.sku).copied().unwrap_or(0);
-        if u64::from(levels.reserved) != expected {
-            return Err(EngineError::IncompatibleData(format!(
-                "SKU {} has {} units reserved but pending orders hold {expected}",
-                levels.sku, levels.reserved
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn recover_meta(store: &Store, state: &State) -> Result<()> {
-    let last_lsn = match store.get(CF_META, META_LAST_LSN)? {
-        Some(bytes) => u64::from_le_bytes(
-            bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| EngineError::IncompatibleData("last LSN row is malformed".into()))?,
-        ),
+    // Format-1 log payloads hold format-1 events (an order placement carried the whole
+    // order). The rows hold everything the log did, so the upgrade drops the log
+    // instead of translating it: log readers (none existed in format 1) start after it.
+    let first = store.first_lsn()?.unwrap_or(0);
+    let records = store.last_lsn()?.map_or(0, |last| last + 1 - first);
+    let last_lsn = match store.get(CF_META, META_V1_LAST_LSN)? {
+        Some(bytes) => read_u64(&bytes, "version-1 last LSN")?,
         None => 0,
     };
-    let logged = store.last_lsn()?.unwrap_or(0);
-    if logged != last_lsn {
+    if store.last_lsn()?.unwrap_or(0) != last_lsn {
         return Err(EngineError::IncompatibleData(format!(
-            "the rows are at LSN {last_lsn} but the log ends at {logged}"
+            "version-1 rows are at LSN {last_lsn} but the log ends at {}",
+            store.last_lsn()?.unwrap_or(0)
         )));
     }
-    state.last_lsn.store(last_lsn, Ordering::Release);
-    if let Some(bytes) = store.get(CF_META, META_COUNTERS)? {
-        let values: Vec<u64> = bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        let values: [u64; COUNTERS] = values
-            .try_into()
-            .map_err(|_| EngineError::IncompatibleData("counters row is malformed".into()))?;
-        state.counters.restore(values);
+    let mut counters = [0; COUNTERS];
+    if let Some(bytes) = store.get(CF_META, META_V1_COUNTERS)? {
+        if bytes.len() != 8 * COUNTERS {
+            return Err(EngineError::IncompatibleData("version-1 counters are malformed".into()));
+        }
+        // Version 1's positional order is today's `COUNTER_NAMES` order.
+        for (value, chunk) in counters.iter_mut().zip(bytes.chunks_exact(8)) {
+            *value = read_u64(chunk, "version-1 counter")?;
+        }
     }
+    put_materialized(&mut batch, last_lsn, counters);
+    batch.trim_log(first, last_lsn + 1);
+    batch.delete(CF_META, META_V1_LAST_LSN);
+    batch.delete(CF_META, META_V1_COUNTERS);
+    for cf in ENTITY_CFS.iter().chain(&[emporium_storage::CF_LOG]) {
+        batch.put(CF_META, &format_key(cf), &ENGINE_FORMAT_VERSION.to_le_bytes());
+    }
+    store.write(&batch, true)?;
+    tracing::info!(
+        rows,
+        records,
+        lsn = last_lsn,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "upgraded the data directory from format 1 to 2"
+    );
     Ok(())
 }

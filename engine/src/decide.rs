@@ -9,9 +9,9 @@ use std::sync::Arc;
 use crate::accounts;
 use crate::command::*;
 use crate::error::{EngineError, EntityKind, FieldError, Result, Shortfall};
-use crate::event::Event;
+use crate::event::{Event, PlacedLine, PlacedOrder};
 use crate::model::*;
-use crate::state::{line_title, State, CATEGORY_DEPTH_MAX};
+use crate::state::{State, CATEGORY_DEPTH_MAX};
 use crate::types::*;
 use crate::validate::{self, Checks};
 
@@ -203,7 +203,7 @@ fn create_category(state: &State, c: &CreateCategory, ctx: &mut Ctx<'_>) -> Resu
         updated_at: ctx.now,
         version: 1,
     };
-    Decision::new(Outcome::Category(id), vec![Event::CategoryCreated(category)])
+    Decision::new(Outcome::Category(id), vec![Event::CategoryCreated(Box::new(category))])
 }
 
 fn update_category(state: &State, c: &UpdateCategory, ctx: &mut Ctx<'_>) -> Result<Decision> {
@@ -224,7 +224,7 @@ fn update_category(state: &State, c: &UpdateCategory, ctx: &mut Ctx<'_>) -> Resu
     }
     next.updated_at = ctx.now;
     next.version += 1;
-    Decision::new(Outcome::Category(next.id.clone()), vec![Event::CategoryUpdated(next)])
+    Decision::new(Outcome::Category(next.id.clone()), vec![Event::CategoryUpdated(Box::new(next))])
 }
 
 fn delete_category(state: &State, c: &DeleteCategory) -> Result<Decision> {
@@ -335,12 +335,11 @@ fn check_variants(checks: &mut Checks, inputs: &[VariantInput]) -> Vec<Variant> 
 /// SKUs already taken by a product other than `owner`.
 fn check_skus_free(state: &State, variants: &[Variant], owner: Option<&ProductId>) -> Result<()> {
     for variant in variants {
-        if let Some(entry) = state.skus.get(&variant.sku) {
-            if Some(entry.value()) != owner {
+        if let Some(product) = state.skus.get(&variant.sku) {
+            if Some(&product.id) != owner {
                 return Err(EngineError::Conflict(format!(
                     "SKU {} belongs to product {}",
-                    variant.sku,
-                    entry.value()
+                    variant.sku, product.id
                 )));
             }
         }
@@ -350,7 +349,7 @@ fn check_skus_free(state: &State, variants: &[Variant], owner: Option<&ProductId
 
 fn check_handle_free(state: &State, handle: &str, owner: Option<&ProductId>) -> Result<()> {
     match state.handles.get(handle) {
-        Some(entry) if Some(entry.value()) != owner => {
+        Some(id) if Some(&id) != owner => {
             Err(EngineError::Conflict(format!("handle {handle:?} is taken")))
         }
         _ => Ok(()),
@@ -410,7 +409,7 @@ fn create_product(state: &State, c: &CreateProduct, ctx: &mut Ctx<'_>) -> Result
         updated_at: ctx.now,
         version: 1,
     };
-    Decision::new(Outcome::Product(id), vec![Event::ProductCreated(product)])
+    Decision::new(Outcome::Product(id), vec![Event::ProductCreated(Box::new(product))])
 }
 
 fn product_named(state: &State, id: &str) -> Result<std::sync::Arc<Product>> {
@@ -474,7 +473,7 @@ fn update_product(state: &State, c: &UpdateProduct, ctx: &mut Ctx<'_>) -> Result
     }
     next.updated_at = ctx.now;
     next.version += 1;
-    Decision::new(Outcome::Product(next.id.clone()), vec![Event::ProductUpdated(next)])
+    Decision::new(Outcome::Product(next.id.clone()), vec![Event::ProductUpdated(Box::new(next))])
 }
 
 fn archive_product(state: &State, c: &ArchiveProduct, ctx: &mut Ctx<'_>) -> Result<Decision> {
@@ -487,7 +486,7 @@ fn archive_product(state: &State, c: &ArchiveProduct, ctx: &mut Ctx<'_>) -> Resu
     next.status = ProductStatus::Archived;
     next.updated_at = ctx.now;
     next.version += 1;
-    Decision::new(Outcome::Product(next.id.clone()), vec![Event::ProductUpdated(next)])
+    Decision::new(Outcome::Product(next.id.clone()), vec![Event::ProductUpdated(Box::new(next))])
 }
 
 // --- inventory ----------------------------------------------------------------------
@@ -573,7 +572,7 @@ fn create_cart(state: &State, c: &CreateCart, ctx: &mut Ctx<'_>) -> Result<Decis
         updated_at: ctx.now,
         version: 1,
     };
-    Decision::new(Outcome::Cart(id), vec![Event::CartCreated(cart)])
+    Decision::new(Outcome::Cart(id), vec![Event::CartCreated(Box::new(cart))])
 }
 
 fn open_cart(state: &State, id: &str) -> Result<std::sync::Arc<Cart>> {
@@ -752,12 +751,11 @@ fn checkout(state: &State, c: &Checkout, ctx: &mut Ctx<'_>) -> Result<Decision> 
     if cart.lines.is_empty() {
         return Err(EngineError::EmptyCart);
     }
-    let zero = Money::zero(cart.currency);
     let mut lines = Vec::with_capacity(cart.lines.len());
     let mut shortfalls = Vec::new();
-    let mut subtotal = zero;
+    let mut subtotal = Money::zero(cart.currency);
     for (i, line) in cart.lines.iter().enumerate() {
-        let (product, variant) = check_purchasable(state, &cart, &line.sku).map_err(|e| {
+        let (_, variant) = check_purchasable(state, &cart, &line.sku).map_err(|e| {
             EngineError::Validation(
                 e.fields().iter().map(|f| f.clone().under(&format!("items[{i}]"))).collect(),
             )
@@ -770,41 +768,30 @@ fn checkout(state: &State, c: &Checkout, ctx: &mut Ctx<'_>) -> Result<Decision> 
                 available,
             });
         }
+        // `apply` sums the same lines: checked here, so it cannot overflow there.
         let line_total = variant.price.times(line.quantity).ok_or_else(|| too_large("items"))?;
         subtotal = subtotal.plus(line_total).ok_or_else(|| too_large("items"))?;
-        lines.push(OrderLine {
+        lines.push(PlacedLine {
             sku: line.sku.clone(),
-            product_id: product.id.clone(),
-            title: line_title(Some(&product), Some(&variant)),
             quantity: line.quantity,
             unit_price: variant.price,
-            line_total,
         });
     }
     if !shortfalls.is_empty() {
         return Err(EngineError::OutOfStock(shortfalls));
     }
     let id = OrderId::from_random(ctx.ids.random_u128());
-    let order = Order {
+    let placed = PlacedOrder {
         id: id.clone(),
-        seq: state.counters.order.load(Ordering::Acquire) + 1,
         cart_id: cart.id.clone(),
-        customer_id: cart.customer_id.clone(),
         email: email.unwrap_or_default(),
-        shipping_address: c.shipping_address.clone(),
-        status: OrderStatus::PendingPayment,
+        shipping_address: c.shipping_address.clone().map(Box::new),
         lines,
-        subtotal,
-        discount_total: zero,
-        total: subtotal,
         reservation_expires_at: ctx.now.saturating_add(ctx.limits.reservation_ttl_ms),
-        payments: Vec::new(),
-        created_at: ctx.now,
-        updated_at: ctx.now,
-        version: 1,
+        idempotency: idempotency
+            .map(|(key, _)| Box::new(IdempotencyTag { key, fingerprint: print })),
     };
-    let idempotency = idempotency.map(|(key, _)| IdempotencyTag { key, fingerprint: print });
-    Decision::new(Outcome::Order(id), vec![Event::OrderPlaced { order, idempotency }])
+    Decision::new(Outcome::Order(id), vec![Event::OrderPlaced(Box::new(placed))])
 }
 
 fn too_large(field: &str) -> EngineError {
@@ -866,10 +853,15 @@ fn capture_payment(state: &State, c: &CapturePayment, ctx: &mut Ctx<'_>) -> Resu
         amount: order.total,
         created_at: ctx.now,
     };
-    let idempotency = idempotency.map(|(key, _)| IdempotencyTag { key, fingerprint: print });
+    let idempotency =
+        idempotency.map(|(key, _)| Box::new(IdempotencyTag { key, fingerprint: print }));
     let outcome = Outcome::Payment(order.id.clone(), payment.id.clone());
-    let event =
-        Event::PaymentCaptured { order_id: order.id.clone(), payment, idempotency, at: ctx.now };
+    let event = Event::PaymentCaptured {
+        order_id: order.id.clone(),
+        payment: Box::new(payment),
+        idempotency,
+        at: ctx.now,
+    };
     Decision::new(outcome, vec![event])
 }
 
@@ -943,7 +935,7 @@ fn register_customer(state: &State, c: &RegisterCustomer, ctx: &mut Ctx<'_>) -> 
         updated_at: ctx.now,
         version: 1,
     };
-    Decision::new(Outcome::Customer(id), vec![Event::CustomerRegistered(customer)])
+    Decision::new(Outcome::Customer(id), vec![Event::CustomerRegistered(Box::new(customer))])
 }
 
 impl From<Vec<FieldError>> for EngineError {

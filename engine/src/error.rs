@@ -140,6 +140,15 @@ pub enum EngineError {
     /// The data directory holds data this build cannot read.
     #[error("incompatible data directory: {0}")]
     IncompatibleData(String),
+    /// The log no longer holds the entries asked for: retention trimmed them. A consumer
+    /// that needs them must resynchronise from a checkpoint.
+    #[error("the log was trimmed: LSN {} was asked for, the first held is {}", .requested.0, .first.0)]
+    LogTrimmed {
+        /// The first LSN asked for.
+        requested: crate::types::Lsn,
+        /// The first LSN the log still holds.
+        first: crate::types::Lsn,
+    },
 }
 
 fn display_fields(fields: &[FieldError]) -> String {
@@ -165,6 +174,11 @@ impl EngineError {
     /// Whether this is [`EngineError::Validation`].
     pub fn is_validation(&self) -> bool {
         matches!(self, EngineError::Validation(_))
+    }
+
+    /// Whether this is [`EngineError::LogTrimmed`].
+    pub fn is_log_trimmed(&self) -> bool {
+        matches!(self, EngineError::LogTrimmed { .. })
     }
 
     /// Whether this is [`EngineError::Overloaded`]: the caller should back off and retry.

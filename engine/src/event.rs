@@ -8,18 +8,20 @@ use crate::model::*;
 use crate::types::*;
 
 /// One fact.
+///
+/// Whole entities are boxed: an archived enum is as large as its largest variant, so
+/// an unboxed `Product` or idempotency record would make every event, a one-line
+/// checkout's included, cost hundreds of bytes of log.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-// An event is built once and moved into its log entry; boxing the large ones would
-// only add allocations (and change the archived layout).
-#[allow(missing_docs, clippy::large_enum_variant)]
+#[allow(missing_docs)]
 pub enum Event {
-    CategoryCreated(Category),
-    CategoryUpdated(Category),
+    CategoryCreated(Box<Category>),
+    CategoryUpdated(Box<Category>),
     CategoryDeleted(CategoryId),
     /// A new product; its new SKUs start with no stock.
-    ProductCreated(Product),
+    ProductCreated(Box<Product>),
     /// The product's new value (archiving included).
-    ProductUpdated(Product),
+    ProductUpdated(Box<Product>),
     StockSet {
         sku: Sku,
         on_hand: u32,
@@ -30,7 +32,7 @@ pub enum Event {
         delta: i64,
         reason: String,
     },
-    CartCreated(Cart),
+    CartCreated(Box<Cart>),
     /// A cart line's new quantity; 0 removes the line.
     CartLineSet {
         cart_id: CartId,
@@ -39,15 +41,12 @@ pub enum Event {
         at: TimestampMs,
     },
     /// An order was placed: its lines' stock is reserved and its cart closed.
-    OrderPlaced {
-        order: Order,
-        idempotency: Option<IdempotencyTag>,
-    },
+    OrderPlaced(Box<PlacedOrder>),
     /// Payment was captured: the reserved units left `on_hand`.
     PaymentCaptured {
         order_id: OrderId,
-        payment: Payment,
-        idempotency: Option<IdempotencyTag>,
+        payment: Box<Payment>,
+        idempotency: Option<Box<IdempotencyTag>>,
         at: TimestampMs,
     },
     OrderCancelled {
@@ -62,16 +61,16 @@ pub enum Event {
         order_id: OrderId,
         at: TimestampMs,
     },
-    CustomerRegistered(Customer),
+    CustomerRegistered(Box<Customer>),
     IdempotencyForgotten {
         keys: Vec<String>,
     },
-    ApiClientCreated(crate::accounts::ApiClient),
-    RefreshTokenIssued(crate::accounts::RefreshToken),
+    ApiClientCreated(Box<crate::accounts::ApiClient>),
+    RefreshTokenIssued(Box<crate::accounts::RefreshToken>),
     /// The presented token is spent; its successor joins the family.
     RefreshTokenRotated {
         presented: String,
-        successor: crate::accounts::RefreshToken,
+        successor: Box<crate::accounts::RefreshToken>,
     },
     /// A spent token was presented again: every token of the family is revoked.
     RefreshFamilyRevoked {
@@ -80,8 +79,40 @@ pub enum Event {
     RefreshTokensPurged {
         hashes: Vec<String>,
     },
-    SigningKeyAdded(crate::accounts::SigningKey),
-    ResponseRecorded(IdempotencyRecord),
+    SigningKeyAdded(Box<crate::accounts::SigningKey>),
+    ResponseRecorded(Box<IdempotencyRecord>),
+}
+
+/// The new facts of a placed order: what was bought at which price, by whom, until
+/// when it is reserved. Everything else of the order (owner, currency, product ids,
+/// titles, totals) follows from the state at its LSN, so the log does not repeat it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PlacedOrder {
+    /// The new order's id.
+    pub id: OrderId,
+    /// The cart it closes.
+    pub cart_id: CartId,
+    /// Where to send the receipt.
+    pub email: String,
+    /// Where to ship (boxed: most of its bytes are empty strings' headers).
+    pub shipping_address: Option<Box<Address>>,
+    /// SKU, units and the unit price charged, per line.
+    pub lines: Vec<PlacedLine>,
+    /// When the reservation ends unless paid.
+    pub reservation_expires_at: TimestampMs,
+    /// The idempotency key it was placed under, if any.
+    pub idempotency: Option<Box<IdempotencyTag>>,
+}
+
+/// One line of a [`PlacedOrder`].
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PlacedLine {
+    /// The SKU.
+    pub sku: Sku,
+    /// Units reserved.
+    pub quantity: u32,
+    /// The price of one unit at checkout.
+    pub unit_price: Money,
 }
 
 /// The events of one command, as one log record.

@@ -2,8 +2,10 @@
 //!
 //! Open an [`Engine`] on a data directory, send it typed commands, read its state. Every
 //! command goes through one sequencer thread that decides and applies it in memory;
-//! its events and changed rows are written to RocksDB in one synced batch per commit
-//! group, and only then is the command answered. Stock is never oversold: a checkout
+//! its events are appended to the log in RocksDB, one synced write per commit group,
+//! and only then is the command answered (refusals too). The entity rows are written
+//! later, coalesced, by a materializer; recovery loads them and replays the log after
+//! them. Stock is never oversold: a checkout
 //! reserves every line or none, and `on_hand = available + reserved` holds for every
 //! SKU at every instant.
 //!
@@ -86,7 +88,9 @@ mod command;
 mod decide;
 mod error;
 mod event;
+mod materializer;
 mod model;
+mod recovery;
 mod runtime;
 mod state;
 mod types;
@@ -99,9 +103,11 @@ pub use command::*;
 pub use decide::{IdSource, Limits, EXPIRIES_PER_COMMAND_MAX, ON_HAND_MAX};
 pub use emporium_storage::BackendKind;
 pub use error::{EngineError, EntityKind, FieldError, Result, Shortfall};
-pub use event::{Event, LogEntry};
+pub use event::{Event, LogEntry, PlacedLine, PlacedOrder};
 pub use model::*;
-pub use runtime::{BlockingEngine, Engine, EngineConfig, EngineStats};
+#[cfg(feature = "faults")]
+pub use runtime::Faults;
+pub use runtime::{BlockingEngine, Engine, EngineConfig, EngineStats, LogConsumer};
 pub use state::{
     OrderFilter, Page, PricedCart, PricedLine, ProductFilter, State, CATEGORY_DEPTH_MAX,
 };
@@ -128,7 +134,7 @@ pub mod domain {
         let decision = decide(state, command, ctx)?;
         let mut rows = Vec::new();
         for event in &decision.events {
-            crate::apply::apply(state, event, &mut rows);
+            crate::apply::apply(state, event, ctx.now, &mut rows);
         }
         let reply = crate::runtime::resolve(state, decision.outcome);
         Ok((decision.events, reply))

@@ -5,15 +5,20 @@
 //! callers ──try_send──► queue (bounded) ──► sequencer: decide + apply, assign LSNs
 //!                                              │ hands over a group (merging while the
 //!                                              ▼ committer is busy)
-//!                                  committer: one synced WriteBatch per group,
-//!                                              then releases the group's replies
+//!                                  committer: the group's log entries, one synced
+//!                                              write; then releases the group's replies
+//!                                              │ bounded channel
+//!                                              ▼
+//!                                  materializer: coalesced rows, unsynced, off the
+//!                                              critical path; log retention
 //! ```
 //!
-//! Invariants: a success is replied to only after the batch holding its events is
-//! synced; groups are written in LSN order; after a failed write nothing more is
+//! Invariants: a reply, success or refusal, is released only after the group it was
+//! decided in (and so every group before it) is synced; groups are written in LSN
+//! order; after a failed write or a panic of the sequencer or committer nothing more is
 //! written and every caller gets [`EngineError::Unavailable`] (fail-stop).
 
-use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -34,6 +39,7 @@ use crate::command::{Command, ExpireDue, PaymentReceipt, Reply, Request};
 use crate::decide::{decide, Ctx, IdSource, Limits, Outcome};
 use crate::error::{EngineError, Result};
 use crate::event::LogEntry;
+use crate::materializer::{ConsumerCell, Durable, LogBounds, Materializer, Pacing};
 use crate::model::IdempotentOutcome;
 use crate::state::State;
 use crate::types::{Lsn, TimestampMs};
@@ -58,6 +64,34 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// Seeds the id generator (for reproducible tests); `None` seeds from the OS.
     pub id_seed: Option<u64>,
+    /// How often the materializer writes the changed rows (unsynced; the log is the
+    /// durable copy). Recovery replays the log written since, so this also bounds it.
+    pub materialize_interval_ms: u64,
+    /// Distinct changed rows the materializer holds at most before it writes them.
+    pub materialize_rows_max: usize,
+    /// Durable groups waiting for the materializer at most; past it the committer, and
+    /// so the sequencer, waits: the materializer's lag is bounded.
+    pub materialize_groups_max: usize,
+    /// Log entries always kept behind the materialized LSN, for consumers that have not
+    /// registered (a standby being set up, a debugging session).
+    pub log_retain_entries_min: u64,
+    /// How far (in LSNs) a registered log consumer may fall behind before it is dropped
+    /// and must resynchronise, instead of holding the log forever.
+    pub log_consumer_lag_max: u64,
+    /// Faults to inject, for tests of fail-stop.
+    #[cfg(feature = "faults")]
+    pub faults: Faults,
+}
+
+/// Faults a test can inject (cargo feature `faults`): each fires once, at the next
+/// command (sequencer) or group (committer) after it is set.
+#[cfg(feature = "faults")]
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Panics in the sequencer while it applies the next command.
+    pub panic_sequencer: Arc<std::sync::atomic::AtomicBool>,
+    /// Panics in the committer before it writes the next group.
+    pub panic_committer: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EngineConfig {
@@ -72,6 +106,13 @@ impl EngineConfig {
             tick_interval_ms: 250,
             clock: Arc::new(SystemClock),
             id_seed: None,
+            materialize_interval_ms: 200,
+            materialize_rows_max: 262_144,
+            materialize_groups_max: 1024,
+            log_retain_entries_min: 100_000,
+            log_consumer_lag_max: 50_000_000,
+            #[cfg(feature = "faults")]
+            faults: Faults::default(),
         }
     }
 }
@@ -91,9 +132,20 @@ pub struct EngineStats {
     pub sync_nanos_total: AtomicU64,
     /// Commands in the last group written.
     pub last_group_commands: AtomicU64,
+    /// Bytes of log payload written (the synced bytes of the critical path).
+    pub log_bytes_total: AtomicU64,
+    /// Log entries written.
+    pub log_entries_total: AtomicU64,
+    /// Rows written by the materializer (each coalesced row once).
+    pub rows_materialized: AtomicU64,
+    /// Batches written by the materializer.
+    pub materialize_flushes: AtomicU64,
+    /// Log entries replayed after the materialized rows at the last open.
+    pub recovery_replayed_entries: AtomicU64,
 }
 
 type ReplySender = oneshot::Sender<Result<Reply>>;
+type Replies = Vec<(ReplySender, Result<Reply>)>;
 
 // The queue's slots hold commands by value: boxing would allocate per command.
 #[allow(clippy::large_enum_variant)]
@@ -108,7 +160,9 @@ enum Envelope {
 struct Group {
     entries: Vec<LogEntry>,
     rows: Vec<Row>,
-    replies: Vec<(ReplySender, Reply)>,
+    /// Successes and refusals alike: a refusal was decided against state that may not
+    /// be durable yet, so it waits for its group too.
+    replies: Replies,
     last_lsn: u64,
     counters: [u64; crate::state::COUNTERS],
 }
@@ -129,10 +183,19 @@ impl Group {
 
 /// The hand-over point between sequencer and committer.
 #[derive(Default)]
-struct Slot {
+pub(crate) struct Slot {
     pending: Mutex<(Option<Group>, bool)>,
     ready: Condvar,
     room: Condvar,
+}
+
+impl Slot {
+    /// Tells the committer that no more groups will come.
+    pub(crate) fn stop(&self) {
+        let mut pending = self.pending.lock();
+        pending.1 = true;
+        self.ready.notify_all();
+    }
 }
 
 const RUNNING: u8 = 0;
@@ -142,13 +205,13 @@ const FAILED: u8 = 2;
 /// Whether the engine takes commands: running, closing (queued commands complete, new
 /// ones are refused) or failed (nothing more is applied or written).
 #[derive(Default)]
-struct Health {
+pub(crate) struct Health {
     state: AtomicU8,
     reason: Mutex<Option<String>>,
 }
 
 impl Health {
-    fn fail(&self, reason: String) {
+    pub(crate) fn fail(&self, reason: String) {
         tracing::error!(%reason, "engine stopped accepting writes");
         self.set(FAILED, reason);
     }
@@ -173,7 +236,7 @@ impl Health {
         Ok(())
     }
 
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.state.load(Ordering::Acquire) == FAILED
     }
 }
@@ -186,6 +249,7 @@ struct Inner {
     health: Arc<Health>,
     durable: watch::Sender<u64>,
     stats: Arc<EngineStats>,
+    bounds: Arc<LogBounds>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -211,6 +275,14 @@ impl Engine {
     /// Fails with [`EngineError::IncompatibleData`] when the directory was written in
     /// another format, and with [`EngineError::Storage`] when it cannot be opened.
     pub fn open(config: EngineConfig) -> Result<Engine> {
+        if config.log_consumer_lag_max < config.log_retain_entries_min {
+            // A new consumer starts at the first entry held, that many behind: it
+            // would be dropped at once.
+            return Err(EngineError::field(
+                "log_consumer_lag_max",
+                "must be at least log_retain_entries_min",
+            ));
+        }
         let store = Store::open(&StoreConfig {
             path: config.data_dir.clone(),
             column_families: codec::ENTITY_CFS.to_vec(),
@@ -222,21 +294,27 @@ impl Engine {
         })?;
         codec::check_format(&store)?;
         let started = Instant::now();
-        let state = Arc::new(codec::recover(&store)?);
+        let recovered = crate::recovery::recover(&store)?;
+        let state = Arc::new(recovered.state);
         let last_lsn = state.last_lsn().0;
         tracing::info!(
             lsn = last_lsn,
+            replayed = recovered.replayed,
             products = state.product_count(),
             orders = state.order_count(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
+        let bounds = Arc::new(LogBounds::load(&store, recovered.materialized_lsn)?);
         let store = Arc::new(store);
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_commands_max.max(1));
         let health = Arc::new(Health::default());
         let (durable, _) = watch::channel(last_lsn);
         let stats = Arc::new(EngineStats::default());
+        stats.recovery_replayed_entries.store(recovered.replayed, Ordering::Relaxed);
         let slot = Arc::new(Slot::default());
+        let (to_materializer, from_committer) =
+            crossbeam_channel::bounded(config.materialize_groups_max.max(1));
         let rng: Box<dyn IdSource + Send> = match config.id_seed {
             Some(seed) => Box::new(rand::rngs::StdRng::seed_from_u64(seed)),
             None => Box::new(rand::rngs::StdRng::from_os_rng()),
@@ -253,6 +331,8 @@ impl Engine {
             group_commands_max: config.group_commands_max.max(1),
             tick_interval: Duration::from_millis(config.tick_interval_ms.max(1)),
             last_now: 0,
+            #[cfg(feature = "faults")]
+            faults: config.faults.clone(),
         };
         let committer = Committer {
             store: store.clone(),
@@ -260,10 +340,28 @@ impl Engine {
             health: health.clone(),
             durable: durable.clone(),
             stats: stats.clone(),
+            materializer: to_materializer,
+            #[cfg(feature = "faults")]
+            faults: config.faults.clone(),
         };
+        let materializer = Materializer {
+            store: store.clone(),
+            receiver: from_committer,
+            health: health.clone(),
+            bounds: bounds.clone(),
+            stats: stats.clone(),
+            pacing: Pacing {
+                interval: Duration::from_millis(config.materialize_interval_ms.max(1)),
+                rows_max: config.materialize_rows_max.max(1),
+                retain_entries_min: config.log_retain_entries_min,
+                consumer_lag_max: config.log_consumer_lag_max,
+            },
+        };
+        // Joined in this order at close: each drains what the one before handed over.
         let threads = vec![
             spawn("emporium-sequencer", move || sequencer.run())?,
             spawn("emporium-committer", move || committer.run())?,
+            spawn("emporium-materializer", move || materializer.run())?,
         ];
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -273,6 +371,7 @@ impl Engine {
                 health,
                 durable,
                 stats,
+                bounds,
                 threads: Mutex::new(threads),
             }),
         })
@@ -332,14 +431,77 @@ impl Engine {
     }
 
     /// Reads up to `entries_max` durable log entries from `from` on.
+    ///
+    /// Fails with [`EngineError::LogTrimmed`] when `from` is below the first entry the
+    /// log still holds (retention trimmed it): register a [`LogConsumer`] to keep the
+    /// log from where you are.
     pub fn read_log(&self, from: Lsn, entries_max: usize) -> Result<Vec<LogEntry>> {
         let durable = self.durable_lsn().0;
+        let from = Lsn(from.0.max(1));
+        self.inner.bounds.check_held(from)?;
         let records = self.store()?.read_log(from.0, entries_max)?;
+        // A trim may have raced with the read; the log is contiguous, so anything but
+        // `from` first means it did.
+        if let Some(first) = records.first().filter(|r| r.lsn != from.0) {
+            return Err(EngineError::LogTrimmed { requested: from, first: Lsn(first.lsn) });
+        }
         records
             .into_iter()
             .take_while(|r| r.lsn <= durable)
             .map(|r| codec::decode_log(&r.payload))
             .collect()
+    }
+
+    /// The first LSN the log still holds; everything below was trimmed by retention.
+    pub fn first_log_lsn(&self) -> Lsn {
+        Lsn(self.inner.bounds.first.load(Ordering::Acquire))
+    }
+
+    /// The LSN the materialized rows reflect: recovery replays the log after it.
+    pub fn materialized_lsn(&self) -> Lsn {
+        Lsn(self.inner.bounds.materialized.load(Ordering::Acquire))
+    }
+
+    /// Registers (or finds again, after a restart) the log consumer `name`: the log is
+    /// kept from its position on until it [`LogConsumer::advance`]s, up to
+    /// [`EngineConfig::log_consumer_lag_max`] entries, past which it is dropped. A new
+    /// consumer starts at the first entry the log holds. Names are 1–64 characters of
+    /// `[a-z0-9._-]`.
+    pub fn register_consumer(&self, name: &str) -> Result<LogConsumer> {
+        let valid = (1..=64).contains(&name.len())
+            && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(EngineError::field("name", "1-64 characters of [a-z0-9._-]"));
+        }
+        let store = self.store()?;
+        let mut consumers = self.inner.bounds.consumers.lock();
+        if let Some(cell) = consumers.get(name) {
+            return Ok(LogConsumer { name: name.into(), cell: cell.clone(), engine: self.clone() });
+        }
+        let position = self.inner.bounds.first.load(Ordering::Acquire).saturating_sub(1);
+        let key = format!("{}{name}", codec::META_CONSUMER_PREFIX).into_bytes();
+        let mut batch = WriteBatch::default();
+        batch.put_owned(emporium_storage::CF_META, key, position.to_le_bytes().to_vec());
+        store.write(&batch, true)?;
+        let cell =
+            Arc::new(ConsumerCell { position: AtomicU64::new(position), ..Default::default() });
+        consumers.insert(name.into(), cell.clone());
+        Ok(LogConsumer { name: name.into(), cell, engine: self.clone() })
+    }
+
+    /// Forgets the log consumer `name`; the log it held is trimmed at the next flush.
+    pub fn unregister_consumer(&self, name: &str) -> Result<()> {
+        let store = self.store()?;
+        let mut consumers = self.inner.bounds.consumers.lock();
+        if let Some(cell) = consumers.remove(name) {
+            cell.dropped.store(true, Ordering::Release);
+            let key = format!("{}{name}", codec::META_CONSUMER_PREFIX).into_bytes();
+            let mut batch = WriteBatch::default();
+            batch.delete(emporium_storage::CF_META, &key);
+            store.write(&batch, true)?;
+            self.inner.bounds.dirty.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Writes a consistent copy of the data directory into `to` (which must not exist);
@@ -362,7 +524,8 @@ impl Engine {
         &self.inner.stats
     }
 
-    /// Why the engine stopped accepting writes, if it did.
+    /// Why the engine stopped accepting writes, if it did (a failed write, a panic in
+    /// the sequencer or committer) or that it was closed.
     pub fn failure(&self) -> Option<String> {
         self.inner.health.reason.lock().clone()
     }
@@ -438,10 +601,19 @@ struct Sequencer {
     group_commands_max: usize,
     tick_interval: Duration,
     last_now: TimestampMs,
+    #[cfg(feature = "faults")]
+    faults: Faults,
 }
 
 impl Sequencer {
     fn run(mut self) {
+        // Commands are guarded one by one (`execute_guarded`); this covers the rest of
+        // the loop (the clock, the hand-over).
+        let _stop = crate::materializer::StopOnPanic {
+            health: self.health.clone(),
+            what: "sequencer",
+            slot: Some(self.slot.clone()),
+        };
         let mut next_tick = Instant::now();
         let mut running = true;
         while running {
@@ -476,9 +648,7 @@ impl Sequencer {
                 let _ = reply.send(Err(EngineError::Unavailable("the engine is closed".into())));
             }
         }
-        let mut pending = self.slot.pending.lock();
-        pending.1 = true;
-        self.slot.ready.notify_all();
+        self.slot.stop();
     }
 
     fn now(&mut self) -> TimestampMs {
@@ -494,11 +664,24 @@ impl Sequencer {
             let _ = reply.send(self.health.check().map(|_| Reply::Deleted));
             return;
         }
-        match self.execute(&command, group) {
-            Ok(value) => group.replies.push((reply, value)),
-            Err(e) => {
-                self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(Err(e));
+        let result = self.execute_guarded(&command, group);
+        if result.is_err() {
+            self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        group.replies.push((reply, result));
+    }
+
+    /// [`Self::execute`], but a panic (a broken invariant) stops the engine: nothing of
+    /// the half-applied state is ever made durable or acknowledged, every caller not
+    /// yet answered (this one included) gets `Unavailable` with the reason, and
+    /// [`Engine::failure`] (the server's `/readyz`) reports it until the directory is
+    /// reopened, which recovers the durable prefix.
+    fn execute_guarded(&mut self, command: &Command, group: &mut Group) -> Result<Reply> {
+        match catch_unwind(AssertUnwindSafe(|| self.execute(command, group))) {
+            Ok(result) => result,
+            Err(panic) => {
+                self.health.fail(format!("the sequencer panicked: {}", panic_message(&panic)));
+                Err(self.health.check().expect_err("just failed"))
             }
         }
     }
@@ -510,7 +693,11 @@ impl Sequencer {
         let decision = decide(&self.state, command, &mut ctx)?;
         if !decision.events.is_empty() {
             for event in &decision.events {
-                apply(&self.state, event, &mut group.rows);
+                apply(&self.state, event, now, &mut group.rows);
+                #[cfg(feature = "faults")]
+                if self.faults.panic_sequencer.swap(false, Ordering::AcqRel) {
+                    panic!("injected fault: the sequencer panics halfway through a command");
+                }
             }
             let lsn = self.state.last_lsn.load(Ordering::Relaxed) + 1;
             self.state.last_lsn.store(lsn, Ordering::Release);
@@ -518,7 +705,6 @@ impl Sequencer {
             group.entries.push(LogEntry { lsn: Lsn(lsn), at: now, events: decision.events });
             self.stats.commands_applied.fetch_add(1, Ordering::Relaxed);
         }
-        group.counters = self.state.counters.snapshot();
         Ok(resolve(&self.state, decision.outcome))
     }
 
@@ -533,13 +719,16 @@ impl Sequencer {
                 .is_some_and(|e| e.value().0 + self.limits.idempotency_ttl_ms <= now);
         if due && !self.health.failed() {
             // The tick's reply has no waiter; its events join the group.
-            if let Err(e) = self.execute(&Command::ExpireDue(ExpireDue), group) {
+            if let Err(e) = self.execute_guarded(&Command::ExpireDue(ExpireDue), group) {
                 tracing::error!(error = %e, "expiry failed");
             }
         }
     }
 
-    fn hand_over(&mut self, group: Group) {
+    fn hand_over(&mut self, mut group: Group) {
+        // The counters as of the group's last command: every group carries them, even one
+        // of refusals only, since a merge keeps the later group's.
+        group.counters = self.state.counters.snapshot();
         let mut pending = self.slot.pending.lock();
         // Back-pressure: while the committer is more than one full group behind, wait.
         while pending.0.as_ref().is_some_and(|g| g.replies.len() >= self.group_commands_max * 4) {
@@ -592,6 +781,9 @@ struct Committer {
     health: Arc<Health>,
     durable: watch::Sender<u64>,
     stats: Arc<EngineStats>,
+    materializer: crossbeam_channel::Sender<Durable>,
+    #[cfg(feature = "faults")]
+    faults: Faults,
 }
 
 impl Committer {
@@ -617,51 +809,150 @@ impl Committer {
         }
     }
 
+    /// Makes the group durable (its log entries, one synced write), then releases its
+    /// replies and hands its rows to the materializer. A group without entries (only
+    /// refusals) writes nothing but still checks health: what it refused was decided
+    /// against state that a failure may have lost. A panic while writing stops the
+    /// engine (fail-stop) like a failed write, and the committer goes on refusing
+    /// whatever comes, so no caller is left waiting.
     fn commit(&self, group: Group) {
-        if !group.entries.is_empty() {
-            if self.health.failed() {
-                return refuse(group, self.health.check().expect_err("failed"));
-            }
-            let batch = build_batch(&group);
-            let started = Instant::now();
-            if let Err(e) = self.store.write(&batch, true) {
+        if self.health.failed() {
+            return refuse(group.replies, self.health.check().expect_err("failed"));
+        }
+        match catch_unwind(AssertUnwindSafe(|| self.write(&group))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
                 self.health.fail(format!("a synced write failed: {e}"));
-                return refuse(group, EngineError::Storage(e));
+                return refuse(group.replies, EngineError::Storage(e));
             }
-            self.stats
-                .sync_nanos_total
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
-            self.durable.send_replace(group.last_lsn);
+            Err(panic) => {
+                self.health.fail(format!("the committer panicked: {}", panic_message(&panic)));
+                return refuse(group.replies, self.health.check().expect_err("failed"));
+            }
         }
         let commands = group.replies.len() as u64;
         self.stats.last_group_commands.store(commands, Ordering::Relaxed);
         self.stats.commands_committed.fetch_add(commands, Ordering::Relaxed);
         for (reply, value) in group.replies {
-            let _ = reply.send(Ok(value));
+            let _ = reply.send(value);
         }
+        if !group.entries.is_empty() {
+            let durable =
+                Durable { rows: group.rows, last_lsn: group.last_lsn, counters: group.counters };
+            // Blocks while the materializer is `materialize_groups_max` groups behind:
+            // the back-pressure that bounds its lag. It is gone only after a failure.
+            let _ = self.materializer.send(durable);
+        }
+    }
+
+    /// The group's log entries, appended and synced.
+    fn write(&self, group: &Group) -> emporium_storage::Result<()> {
+        #[cfg(feature = "faults")]
+        if self.faults.panic_committer.swap(false, Ordering::AcqRel) {
+            panic!("injected fault: the committer panics before a write");
+        }
+        if group.entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::with_capacity(group.entries.len());
+        let mut bytes = 0;
+        for entry in &group.entries {
+            let payload = codec::encode_log(entry);
+            bytes += payload.len() as u64;
+            batch.append_log(entry.lsn.0, &payload);
+        }
+        let started = Instant::now();
+        self.store.write(&batch, true)?;
+        self.stats
+            .sync_nanos_total
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.groups_committed.fetch_add(1, Ordering::Relaxed);
+        self.stats.log_bytes_total.fetch_add(bytes, Ordering::Relaxed);
+        self.stats.log_entries_total.fetch_add(group.entries.len() as u64, Ordering::Relaxed);
+        self.durable.send_replace(group.last_lsn);
+        Ok(())
     }
 }
 
-fn refuse(group: Group, error: EngineError) {
+fn refuse(replies: Replies, error: EngineError) {
     let reason = error.to_string();
-    for (reply, _) in group.replies {
+    for (reply, _) in replies {
         let _ = reply.send(Err(EngineError::Unavailable(reason.clone())));
     }
 }
 
-/// The group's log records, each changed row once (its last value), and the meta rows.
-fn build_batch(group: &Group) -> WriteBatch {
-    let mut batch = WriteBatch::with_capacity(group.entries.len() + group.rows.len() + 2);
-    for entry in &group.entries {
-        batch.append_log(entry.lsn.0, &codec::encode_log(entry));
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// A registered reader of the log (a search index, a standby, webhook deliveries): the
+/// log is kept from its position on. Obtained from [`Engine::register_consumer`].
+#[derive(Clone)]
+pub struct LogConsumer {
+    name: String,
+    cell: Arc<ConsumerCell>,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for LogConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConsumer")
+            .field("name", &self.name)
+            .field("position", &self.position())
+            .field("dropped", &self.is_dropped())
+            .finish()
     }
-    let mut seen = HashSet::with_capacity(group.rows.len());
-    for row in group.rows.iter().rev() {
-        if seen.insert(codec::row_key(row)) {
-            codec::put_row(&mut batch, row);
+}
+
+impl LogConsumer {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The last LSN it has processed; the log is kept from the next one on.
+    pub fn position(&self) -> Lsn {
+        Lsn(self.cell.position.load(Ordering::Acquire))
+    }
+
+    /// Records that everything up to `lsn` is processed (persisted with the
+    /// materializer's next write). Positions only move forward and never past the
+    /// durable LSN.
+    pub fn advance(&self, lsn: Lsn) -> Result<()> {
+        if self.is_dropped() {
+            return Err(EngineError::LogTrimmed {
+                requested: Lsn(self.position().0 + 1),
+                first: self.engine.first_log_lsn(),
+            });
         }
+        let durable = self.engine.durable_lsn();
+        if lsn > durable {
+            return Err(EngineError::field("lsn", format!("beyond the durable LSN {}", durable.0)));
+        }
+        self.cell.position.fetch_max(lsn.0, Ordering::AcqRel);
+        self.engine.inner.bounds.dirty.store(true, Ordering::Release);
+        Ok(())
     }
-    codec::put_meta(&mut batch, group.last_lsn, group.counters);
-    batch
+
+    /// Whether it fell more than [`EngineConfig::log_consumer_lag_max`] behind (or was
+    /// unregistered) and was dropped: it must resynchronise from a checkpoint and
+    /// register again.
+    pub fn is_dropped(&self) -> bool {
+        self.cell.dropped.load(Ordering::Acquire)
+    }
+
+    /// Reads up to `entries_max` entries after its position.
+    pub fn read(&self, entries_max: usize) -> Result<Vec<LogEntry>> {
+        if self.is_dropped() {
+            return Err(EngineError::LogTrimmed {
+                requested: Lsn(self.position().0 + 1),
+                first: self.engine.first_log_lsn(),
+            });
+        }
+        self.engine.read_log(Lsn(self.position().0 + 1), entries_max)
+    }
 }

@@ -1,10 +1,15 @@
 //! The in-memory state, shared by the sequencer (its only writer) and every reader.
 //!
-//! Entities are immutable `Arc` values published in lock-free ordered maps
-//! (`crossbeam_skiplist::SkipMap`); a change publishes a new value. Stock levels are
-//! atomics behind a sequence lock, so a reader sees `on_hand` and `reserved` of the same
-//! instant without ever blocking the writer. Nothing here blocks a reader on a write.
+//! Entities are immutable `Arc` values published in lock-free maps; a change publishes
+//! a new value. Point lookups (carts, orders, SKUs, stock, idempotency keys, tokens) go
+//! through [`Index`], a concurrent hash map with lock-free reads (`papaya`); ordered
+//! indexes (`crossbeam_skiplist`) remain only where order is needed: listings, expiry,
+//! ages. Stock levels are atomics behind a sequence lock, so a reader sees `on_hand` and
+//! `reserved` of the same instant without ever blocking the writer. Nothing here blocks
+//! a reader on a write.
 
+use std::borrow::Borrow;
+use std::hash::Hash;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -59,8 +64,75 @@ impl StockCell {
     }
 }
 
+/// A point-lookup index: a concurrent hash map whose reads never block and never wait
+/// for the writer (`papaya`: lock-free reads, incremental resizing, so no lookup pays
+/// for a whole-table resize). Values are cheap clones (`Arc`s and ids). Chosen over the
+/// ordered skip list it replaces, and over `scc` and a locked `HashMap`, by
+/// `benches/maps.rs` (figures in BENCHMARKS.md).
+pub(crate) struct Index<K, V> {
+    map: papaya::HashMap<K, V>,
+}
+
+impl<K, V> Default for Index<K, V> {
+    fn default() -> Self {
+        Index { map: papaya::HashMap::new() }
+    }
+}
+
+impl<K: std::fmt::Debug + Hash + Eq, V: std::fmt::Debug> std::fmt::Debug for Index<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("len", &self.map.len()).finish()
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> Index<K, V> {
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.pin().get(key).cloned()
+    }
+
+    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.pin().contains_key(key)
+    }
+
+    pub(crate) fn insert(&self, key: K, value: V) {
+        self.map.pin().insert(key, value);
+    }
+
+    pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.pin().remove(key).cloned()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn entries(&self) -> Vec<(K, V)>
+    where
+        K: Clone,
+    {
+        self.map.pin().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
 /// How many counters there are.
 pub(crate) const COUNTERS: usize = 5;
+
+/// The counters' persisted names, in the order of [`Counters::snapshot`].
+pub(crate) const COUNTER_NAMES: [&str; COUNTERS] =
+    ["product", "category", "customer", "order", "cart"];
 
 /// Counters that make sequential ids and storage keys; persisted with every group that
 /// advances them.
@@ -154,25 +226,26 @@ pub struct PricedCart {
 #[derive(Debug, Default)]
 pub struct State {
     pub(crate) products: SkipMap<ProductId, Arc<Product>>,
-    pub(crate) handles: SkipMap<String, ProductId>,
-    pub(crate) skus: SkipMap<Sku, ProductId>,
+    pub(crate) handles: Index<String, ProductId>,
+    /// The product each sold SKU belongs to, so a cart line needs one lookup.
+    pub(crate) skus: Index<Sku, Arc<Product>>,
     pub(crate) categories: SkipMap<CategoryId, Arc<Category>>,
-    pub(crate) stock: SkipMap<Sku, Arc<StockCell>>,
-    pub(crate) carts: SkipMap<CartId, Arc<Cart>>,
-    pub(crate) orders: SkipMap<OrderId, Arc<Order>>,
+    pub(crate) stock: Index<Sku, Arc<StockCell>>,
+    pub(crate) carts: Index<CartId, Arc<Cart>>,
+    pub(crate) orders: Index<OrderId, Arc<Order>>,
     pub(crate) orders_by_seq: SkipMap<u64, OrderId>,
     pub(crate) customer_orders: SkipSet<(CustomerId, u64)>,
     pub(crate) customers: SkipMap<CustomerId, Arc<Customer>>,
-    pub(crate) emails: SkipMap<String, CustomerId>,
-    pub(crate) idempotency: SkipMap<String, Arc<IdempotencyRecord>>,
+    pub(crate) emails: Index<String, CustomerId>,
+    pub(crate) idempotency: Index<String, Arc<IdempotencyRecord>>,
     /// `(created_at, key)` of every idempotency record, oldest first.
     pub(crate) idempotency_by_age: SkipSet<(TimestampMs, String)>,
     /// `(reservation_expires_at, order)` of every pending order, soonest first.
     pub(crate) expiry: SkipSet<(TimestampMs, OrderId)>,
     pub(crate) counters: Counters,
     pub(crate) last_lsn: AtomicU64,
-    pub(crate) api_clients: SkipMap<ApiClientId, Arc<crate::accounts::ApiClient>>,
-    pub(crate) refresh_tokens: SkipMap<String, Arc<crate::accounts::RefreshToken>>,
+    pub(crate) api_clients: Index<ApiClientId, Arc<crate::accounts::ApiClient>>,
+    pub(crate) refresh_tokens: Index<String, Arc<crate::accounts::RefreshToken>>,
     /// `(expires_at, hash)` of every refresh token.
     pub(crate) refresh_by_expiry: SkipSet<(TimestampMs, String)>,
     /// `(family, hash)` of every refresh token.
@@ -205,12 +278,12 @@ impl State {
 
     /// A product by handle.
     pub fn product_by_handle(&self, handle: &str) -> Option<Arc<Product>> {
-        self.handles.get(handle).and_then(|e| self.product(e.value()))
+        self.handles.get(handle).and_then(|id| self.product(&id))
     }
 
     /// The product that has the variant `sku`.
     pub fn product_by_sku(&self, sku: &Sku) -> Option<Arc<Product>> {
-        self.skus.get(sku).and_then(|e| self.product(e.value()))
+        self.skus.get(sku)
     }
 
     /// How many products there are.
@@ -287,26 +360,30 @@ impl State {
 
     /// A SKU's stock levels.
     pub fn stock(&self, sku: &Sku) -> Option<StockLevels> {
-        self.stock.get(sku).map(|e| {
-            let (on_hand, reserved, version) = e.value().read();
+        self.stock.get(sku).map(|cell| {
+            let (on_hand, reserved, version) = cell.read();
             StockLevels { sku: sku.clone(), on_hand, reserved, version }
         })
     }
 
     /// Every SKU's stock levels, in SKU order.
     pub fn all_stock(&self) -> Vec<StockLevels> {
-        self.stock
-            .iter()
-            .map(|e| {
-                let (on_hand, reserved, version) = e.value().read();
-                StockLevels { sku: e.key().clone(), on_hand, reserved, version }
+        let mut all: Vec<StockLevels> = self
+            .stock
+            .entries()
+            .into_iter()
+            .map(|(sku, cell)| {
+                let (on_hand, reserved, version) = cell.read();
+                StockLevels { sku, on_hand, reserved, version }
             })
-            .collect()
+            .collect();
+        all.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
+        all
     }
 
     /// A cart by id.
     pub fn cart(&self, id: &CartId) -> Option<Arc<Cart>> {
-        get(&self.carts, id)
+        self.carts.get(id)
     }
 
     /// A cart priced at the current prices.
@@ -345,7 +422,7 @@ impl State {
 
     /// An order by id.
     pub fn order(&self, id: &OrderId) -> Option<Arc<Order>> {
-        get(&self.orders, id)
+        self.orders.get(id)
     }
 
     /// How many orders there are.
@@ -392,22 +469,22 @@ impl State {
 
     /// An account by email (case-insensitive).
     pub fn customer_by_email(&self, email: &str) -> Option<Arc<Customer>> {
-        self.emails.get(&email.to_lowercase()).and_then(|e| self.customer(e.value()))
+        self.emails.get(&email.to_lowercase()).and_then(|id| self.customer(&id))
     }
 
     /// The idempotency record of a scoped key.
     pub fn idempotency_record(&self, scoped_key: &str) -> Option<Arc<IdempotencyRecord>> {
-        self.idempotency.get(scoped_key).map(|e| e.value().clone())
+        self.idempotency.get(scoped_key)
     }
 
     /// An API client by id.
     pub fn api_client(&self, id: &ApiClientId) -> Option<Arc<crate::accounts::ApiClient>> {
-        get(&self.api_clients, id)
+        self.api_clients.get(id)
     }
 
     /// A refresh token by the hash of its value.
     pub fn refresh_token(&self, hash: &str) -> Option<Arc<crate::accounts::RefreshToken>> {
-        self.refresh_tokens.get(hash).map(|e| e.value().clone())
+        self.refresh_tokens.get(hash)
     }
 
     /// Every token signing key, oldest first.

@@ -48,6 +48,9 @@ pub struct Metrics {
     groups: Gauge,
     commands: Gauge,
     sync_seconds_total: Gauge<f64, std::sync::atomic::AtomicU64>,
+    log_bytes: Gauge,
+    materializer_lag: Gauge,
+    log_entries_held: Gauge,
 }
 
 impl Default for Metrics {
@@ -70,6 +73,24 @@ impl Metrics {
         let groups = Gauge::default();
         let commands = Gauge::default();
         let sync_seconds_total = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let log_bytes = Gauge::default();
+        let materializer_lag = Gauge::default();
+        let log_entries_held = Gauge::default();
+        registry.register(
+            "engine_log_bytes",
+            "Bytes of log payload written: everything the synced writes carry",
+            log_bytes.clone(),
+        );
+        registry.register(
+            "engine_materializer_lag_lsn",
+            "Durable log entries whose rows the materializer has not written yet",
+            materializer_lag.clone(),
+        );
+        registry.register(
+            "engine_log_entries_held",
+            "Log entries kept by retention (from the first held to the durable LSN)",
+            log_entries_held.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -128,6 +149,9 @@ impl Metrics {
             groups,
             commands,
             sync_seconds_total,
+            log_bytes,
+            materializer_lag,
+            log_entries_held,
         }
     }
 
@@ -169,6 +193,11 @@ impl Metrics {
         self.groups.set(stats.groups_committed.load(Ordering::Relaxed) as i64);
         self.commands.set(stats.commands_committed.load(Ordering::Relaxed) as i64);
         self.sync_seconds_total.set(stats.sync_nanos_total.load(Ordering::Relaxed) as f64 / 1e9);
+        self.log_bytes.set(stats.log_bytes_total.load(Ordering::Relaxed) as i64);
+        let durable = engine.durable_lsn().0;
+        self.materializer_lag.set(durable.saturating_sub(engine.materialized_lsn().0) as i64);
+        let held = (durable + 1).saturating_sub(engine.first_log_lsn().0);
+        self.log_entries_held.set(held as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

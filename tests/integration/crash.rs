@@ -2,6 +2,9 @@
 //! and cancellation load and is SIGKILLed at random moments. After each kill the
 //! directory is reopened and every acknowledged command must be there, nothing
 //! half-applied, the stock invariants must hold and the log's LSNs must be contiguous.
+//! The child's materializer writes rows and trims the log every few milliseconds, so
+//! the kills land inside those too; across the run, recovery must have replayed a log
+//! tail and found a trimmed log, or the test proved less than it says.
 //!
 //! `EMPORIUM_CRASH_CYCLES` sets the number of kills (default 20) and
 //! `EMPORIUM_CRASH_SEED` replays a run; the seed is printed.
@@ -33,18 +36,26 @@ fn acknowledged_commands_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: BTreeMap<String, Acked> = BTreeMap::new();
     let mut previous_lsn = 0;
+    let (mut replayed_total, mut trimmed_seen) = (0, false);
     for cycle in 0..cycles {
         let kill_after = Duration::from_millis(rng.random_range(5..250));
         let lines = run_and_kill(dir.path(), rng.random(), kill_after);
         let new_acks = record(&mut acked, &lines);
-        let lsn = verify(dir.path(), &acked, cycle);
+        let Reopened { lsn, replayed, first_log_lsn } = verify(dir.path(), &acked, cycle);
+        replayed_total += replayed;
+        trimmed_seen |= first_log_lsn > 1;
         assert!(
             lsn >= previous_lsn,
             "cycle {cycle}: the log went back from {previous_lsn} to {lsn}"
         );
-        eprintln!("cycle {cycle}: killed after {kill_after:?}, {new_acks} acks, log at LSN {lsn}");
+        eprintln!(
+            "cycle {cycle}: killed after {kill_after:?}, {new_acks} acks, log at LSN {lsn}, \
+             {replayed} entries replayed, log from {first_log_lsn}"
+        );
         previous_lsn = lsn;
     }
+    assert!(replayed_total > 0, "no kill left a log tail to replay");
+    assert!(trimmed_seen, "no kill found a trimmed log");
     assert!(
         acked.len() > cycles,
         "the load acknowledged too little to prove anything: {}",
@@ -119,9 +130,15 @@ fn record(acked: &mut BTreeMap<String, Acked>, lines: &[String]) -> usize {
     count
 }
 
-/// Reopens the directory and checks it against every acknowledgement so far; returns
-/// the last LSN.
-fn verify(dir: &std::path::Path, acked: &BTreeMap<String, Acked>, cycle: usize) -> u64 {
+/// What a reopen found.
+struct Reopened {
+    lsn: u64,
+    replayed: u64,
+    first_log_lsn: u64,
+}
+
+/// Reopens the directory and checks it against every acknowledgement so far.
+fn verify(dir: &std::path::Path, acked: &BTreeMap<String, Acked>, cycle: usize) -> Reopened {
     let clock = Arc::new(ManualClock::new(0));
     clock.set_to_now();
     let engine = Engine::open(config(dir, clock)).expect("reopen after SIGKILL");
@@ -165,7 +182,16 @@ fn verify(dir: &std::path::Path, acked: &BTreeMap<String, Acked>, cycle: usize) 
     check_invariants(state);
     let last = engine.last_lsn().0;
     assert_eq!(engine.durable_lsn().0, last);
-    let mut expected_lsn = 1;
+    // The log holds every entry from its first (retention trims below the rows' LSN) to
+    // the last, and the rows' LSN is within it or just before.
+    let first_log_lsn = engine.first_log_lsn().0;
+    assert!(
+        first_log_lsn <= engine.materialized_lsn().0 + 1,
+        "cycle {cycle}: log trimmed past the rows"
+    );
+    let replayed =
+        engine.stats().recovery_replayed_entries.load(std::sync::atomic::Ordering::Relaxed);
+    let mut expected_lsn = first_log_lsn;
     while expected_lsn <= last {
         let entries = engine.read_log(Lsn(expected_lsn), 10_000).expect("read the log");
         assert!(
@@ -178,5 +204,5 @@ fn verify(dir: &std::path::Path, acked: &BTreeMap<String, Acked>, cycle: usize) 
         }
     }
     engine.close();
-    last
+    Reopened { lsn: last, replayed, first_log_lsn }
 }

@@ -63,7 +63,7 @@ fn the_log_reads_back_the_events_from_any_lsn() {
     let tail = te.engine.read_log(last, 10).unwrap();
     assert_eq!(tail.len(), 1);
     match &tail[0].events[..] {
-        [Event::OrderPlaced { order: placed, .. }] => assert_eq!(placed.id, order.id),
+        [Event::OrderPlaced(placed)] => assert_eq!(placed.id, order.id),
         other => panic!("expected the order placement, got {other:?}"),
     }
     assert!(te.engine.read_log(Lsn(last.0 + 1), 10).unwrap().is_empty());
@@ -158,4 +158,144 @@ fn the_sled_backend_recovers_the_same_state() {
     assert_eq!((levels.on_hand, levels.reserved), (3, 0));
     check_invariants(engine.state());
     engine.close();
+}
+
+/// A directory written by format 1 (rows and log payloads without an envelope, a
+/// positional counter array; `fixtures/v1`, made by the engine before format 2) opens
+/// with every entity and idempotency record intact, upgraded in place, and goes on.
+#[test]
+fn a_format_1_directory_is_upgraded_in_place_with_everything_intact() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1");
+    let expected = std::fs::read_to_string(fixture.join("manifest.txt")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("data");
+    copy_dir(&fixture.join("data"), &dir);
+    let ids = Ids::parse(&expected);
+    let clock = std::sync::Arc::new(ManualClock::new(1_780_000_000_000));
+
+    let engine = Engine::open(config(&dir, clock.clone())).unwrap();
+    let found = format!("{}{}", ids.header(), manifest(engine.state(), &ids));
+    assert_eq!(found, expected, "the upgraded state differs from what format 1 held");
+    check_invariants(engine.state());
+    let last = engine.last_lsn();
+    // It goes on: counters continue where they were, a replayed key still replays.
+    let product = stocked_sku(&engine.blocking(), "AFTER-1", 100, 5);
+    assert!(product.id > ProductId::parse(&ids.products[2]).unwrap());
+    assert!(engine.last_lsn() > last);
+    let replay = engine.blocking().send(Checkout {
+        cart_id: ids.carts[0].clone(),
+        email: Some("ann@example.com".into()),
+        shipping_address: Some(Address {
+            name: "Ann".into(),
+            line1: "1 Main St".into(),
+            city: "Springfield".into(),
+            postal_code: "12345".into(),
+            country: "US".into(),
+            ..Default::default()
+        }),
+        idempotency: Some(IdempotencyKey { scope: "checkout".into(), key: "key-0".into() }),
+    });
+    assert_eq!(replay.unwrap().id.to_string(), ids.orders[0]);
+    engine.close();
+
+    // Upgraded for good: it opens again as format 2, the same state plus the new rows.
+    let engine = Engine::open(config(&dir, clock)).unwrap();
+    assert!(engine.state().product(&product.id).is_some());
+    let body = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                !l.starts_with("ids\t") && !l.starts_with("lsn\t") && !l.contains("AFTER-1")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(body(&manifest(engine.state(), &ids)), body(&expected));
+    engine.close();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The ids the fixture's manifest names (its `ids` lines).
+struct Ids {
+    products: Vec<String>,
+    carts: Vec<String>,
+    orders: Vec<String>,
+    keys: Vec<String>,
+    client: String,
+}
+
+impl Ids {
+    fn parse(manifest: &str) -> Ids {
+        let field = |name: &str| -> Vec<String> {
+            let prefix = format!("ids\t{name}\t");
+            let line = manifest.lines().find(|l| l.starts_with(&prefix)).expect(name);
+            line[prefix.len()..].split(',').map(str::to_string).collect()
+        };
+        Ids {
+            products: field("products"),
+            carts: field("carts"),
+            orders: field("orders"),
+            keys: field("keys").iter().map(|k| k.replace('|', "\0")).collect(),
+            client: field("client").remove(0),
+        }
+    }
+
+    fn header(&self) -> String {
+        let keys: Vec<String> = self.keys.iter().map(|k| k.replace('\0', "|")).collect();
+        format!(
+            "ids\tproducts\t{}\nids\tcarts\t{}\nids\torders\t{}\nids\tkeys\t{}\nids\tclient\t{}\n",
+            self.products.join(","),
+            self.carts.join(","),
+            self.orders.join(","),
+            keys.join(","),
+            self.client
+        )
+    }
+}
+
+/// Every entity of the fixture, one line each, in a fixed order: the same text the
+/// format-1 engine wrote into `manifest.txt` when it made the fixture.
+fn manifest(state: &State, ids: &Ids) -> String {
+    use std::fmt::Write;
+    let mut m = String::new();
+    writeln!(m, "lsn\t{}", state.last_lsn().0).unwrap();
+    for c in state.categories() {
+        writeln!(m, "category\t{c:?}").unwrap();
+    }
+    for p in &ids.products {
+        writeln!(m, "product\t{:?}", state.product(&ProductId::parse(p).unwrap()).unwrap())
+            .unwrap();
+    }
+    for s in state.all_stock() {
+        writeln!(m, "stock\t{s:?}").unwrap();
+    }
+    for c in &ids.carts {
+        writeln!(m, "cart\t{:?}", state.cart(&CartId::parse(c).unwrap()).unwrap()).unwrap();
+    }
+    for o in &ids.orders {
+        writeln!(m, "order\t{:?}", state.order(&OrderId::parse(o).unwrap()).unwrap()).unwrap();
+    }
+    for r in [Role::Customer, Role::Staff, Role::Admin] {
+        for c in state.customers_with_role(r) {
+            writeln!(m, "customer\t{c:?}").unwrap();
+        }
+    }
+    for k in &ids.keys {
+        writeln!(m, "idempotency\t{:?}", state.idempotency_record(k).unwrap()).unwrap();
+    }
+    let client = ApiClientId::parse(&ids.client).unwrap();
+    writeln!(m, "api_client\t{:?}", state.api_client(&client).unwrap()).unwrap();
+    for h in ["a".repeat(64), "b".repeat(64)] {
+        writeln!(m, "refresh_token\t{:?}", state.refresh_token(&h).unwrap()).unwrap();
+    }
+    for k in state.signing_keys() {
+        writeln!(m, "signing_key\t{k:?}").unwrap();
+    }
+    m
 }

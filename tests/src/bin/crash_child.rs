@@ -3,7 +3,8 @@
 //! cancellations, printing one `ACK …` line per acknowledged command only after the
 //! engine answered it (which it does only once the command is durable). The parent
 //! SIGKILLs it at a random moment and checks every printed acknowledgement against the
-//! reopened directory.
+//! reopened directory. The materializer flushes and trims the log every few
+//! milliseconds, so kills also land inside those.
 //!
 //! Usage: `crash-child DIR SEED`
 
@@ -28,6 +29,10 @@ fn main() -> anyhow::Result<()> {
         args.next().ok_or_else(|| anyhow::anyhow!("usage: crash-child DIR SEED"))?.parse()?;
     let mut config = EngineConfig::new(&dir);
     config.id_seed = Some(seed);
+    // The materializer writes every few milliseconds and the log is trimmed at every
+    // write, so kills land in the middle of materializer flushes and log trims too.
+    config.materialize_interval_ms = 1 + seed % 8;
+    config.log_retain_entries_min = 0;
     let engine = Engine::open(config)?;
     let shop = engine.blocking();
     if engine.state().product_count() == 0 {

@@ -1,0 +1,260 @@
+//! The materializer: off the critical path, it writes the latest value of each changed
+//! row, coalesced, with the LSN the rows reflect, and trims the log below what every
+//! reader of it has passed.
+//!
+//! ```text
+//! committer ──(durable group: rows, LSN, counters)──► bounded channel ──► materializer
+//!     coalesces rows by key; every interval (or past a row count) one unsynced batch:
+//!     rows + meta/materialized_lsn + counters + consumer positions + log trim
+//! ```
+//!
+//! Invariants: it sees a group only after the group's log entries are durable, so the
+//! rows never run ahead of the log; the rows and the LSN they reflect are one atomic
+//! batch, so after any crash the rows are exactly the state at that LSN; the log is
+//! trimmed only below the materialized LSN and below every registered consumer's
+//! position, in that same batch. Its writes are not synced: the log is the truth, and
+//! the next synced log write (RocksDB has one write-ahead log for every column family)
+//! makes them durable in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use emporium_storage::{Store, WriteBatch, CF_META};
+use parking_lot::Mutex;
+
+use crate::apply::Row;
+use crate::codec::{self, META_CONSUMER_PREFIX};
+use crate::error::{EngineError, Result};
+use crate::runtime::{EngineStats, Health};
+use crate::state::COUNTERS;
+use crate::types::Lsn;
+
+/// A durable group's changes, handed from the committer to the materializer.
+pub(crate) struct Durable {
+    pub(crate) rows: Vec<Row>,
+    pub(crate) last_lsn: u64,
+    pub(crate) counters: [u64; COUNTERS],
+}
+
+/// How the materializer paces itself and how much log it keeps.
+#[derive(Clone, Debug)]
+pub(crate) struct Pacing {
+    pub(crate) interval: Duration,
+    pub(crate) rows_max: usize,
+    pub(crate) retain_entries_min: u64,
+    pub(crate) consumer_lag_max: u64,
+}
+
+/// One registered log consumer's place.
+#[derive(Debug, Default)]
+pub(crate) struct ConsumerCell {
+    /// The last LSN it has processed: the log is kept from the next one on.
+    pub(crate) position: AtomicU64,
+    /// Set when it fell more than the retention cap behind; it must resynchronise.
+    pub(crate) dropped: AtomicBool,
+}
+
+/// The log's bounds and its registered consumers, shared by the engine (reads,
+/// registration) and the materializer (trimming).
+#[derive(Debug, Default)]
+pub(crate) struct LogBounds {
+    /// The first LSN still held (everything below was trimmed).
+    pub(crate) first: AtomicU64,
+    /// The LSN the entity rows reflect.
+    pub(crate) materialized: AtomicU64,
+    /// By name. The materializer holds this lock while it decides and writes a trim, so
+    /// a consumer registered meanwhile never starts below the trimmed point.
+    pub(crate) consumers: Mutex<BTreeMap<String, Arc<ConsumerCell>>>,
+    /// A consumer advanced or was unregistered since the last write: the next flush
+    /// persists it (and trims) even when no command came.
+    pub(crate) dirty: AtomicBool,
+}
+
+impl LogBounds {
+    /// Loads the consumers registered in `meta` and the log's bounds.
+    pub(crate) fn load(store: &Store, materialized: u64) -> Result<LogBounds> {
+        let bounds = LogBounds::default();
+        let first = store.first_lsn()?.unwrap_or(materialized + 1);
+        bounds.first.store(first, Ordering::Release);
+        bounds.materialized.store(materialized, Ordering::Release);
+        let mut failure = None;
+        let mut consumers = bounds.consumers.lock();
+        store.scan_from(CF_META, META_CONSUMER_PREFIX.as_bytes(), &mut |key, value| {
+            let Some(name) = key.strip_prefix(META_CONSUMER_PREFIX.as_bytes()) else {
+                return false;
+            };
+            match codec::read_u64(value, "log consumer position") {
+                Ok(position) => {
+                    let cell =
+                        ConsumerCell { position: AtomicU64::new(position), ..Default::default() };
+                    consumers.insert(String::from_utf8_lossy(name).into_owned(), Arc::new(cell));
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        drop(consumers);
+        failure.map_or(Ok(bounds), Err)
+    }
+
+    /// Whether `from` is still in the log; the error names the first LSN held. LSNs
+    /// start at 1: asking for 0 is asking for the beginning.
+    pub(crate) fn check_held(&self, from: Lsn) -> Result<()> {
+        let from = Lsn(from.0.max(1));
+        let first = self.first.load(Ordering::Acquire);
+        if from.0 < first {
+            return Err(EngineError::LogTrimmed { requested: from, first: Lsn(first) });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Materializer {
+    pub(crate) store: Arc<Store>,
+    pub(crate) receiver: Receiver<Durable>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) bounds: Arc<LogBounds>,
+    pub(crate) stats: Arc<EngineStats>,
+    pub(crate) pacing: Pacing,
+}
+
+/// Rows waiting to be written: the last value per key, and the state they reach.
+#[derive(Default)]
+struct Pending {
+    rows: HashMap<(&'static str, Vec<u8>), Row>,
+    last_lsn: u64,
+    counters: [u64; COUNTERS],
+}
+
+impl Materializer {
+    pub(crate) fn run(self) {
+        // A panic here is fail-stop too: without the materializer the log tail that
+        // recovery replays would grow without bound.
+        let _stop = StopOnPanic { health: self.health.clone(), what: "materializer", slot: None };
+        let mut pending = Pending::default();
+        let mut deadline = Instant::now() + self.pacing.interval;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.receiver.recv_timeout(wait) {
+                Ok(durable) => {
+                    for row in durable.rows {
+                        pending.rows.insert(codec::row_key(&row), row);
+                    }
+                    pending.last_lsn = durable.last_lsn;
+                    pending.counters = durable.counters;
+                    // Under steady load the channel is never empty, so the interval is
+                    // checked here too, not only on a time-out.
+                    if pending.rows.len() >= self.pacing.rows_max || Instant::now() >= deadline {
+                        self.flush(&mut pending);
+                        deadline = Instant::now() + self.pacing.interval;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush(&mut pending);
+                    deadline = Instant::now() + self.pacing.interval;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush(&mut pending);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes the pending rows with the LSN they reflect, the consumers' positions and
+    /// the log trim, as one unsynced batch.
+    fn flush(&self, pending: &mut Pending) {
+        let materialized = self.bounds.materialized.load(Ordering::Acquire);
+        let idle = pending.last_lsn <= materialized && pending.rows.is_empty();
+        if self.health.failed() || idle && !self.bounds.dirty.load(Ordering::Acquire) {
+            return;
+        }
+        let lsn = pending.last_lsn.max(materialized);
+        let mut batch = WriteBatch::with_capacity(pending.rows.len() + 8);
+        let rows = pending.rows.len() as u64;
+        for (key, row) in pending.rows.drain() {
+            codec::put_row(&mut batch, key, &row);
+        }
+        codec::put_materialized(&mut batch, lsn, pending.counters);
+        let mut consumers = self.bounds.consumers.lock();
+        let trim_to = self.trim_point(lsn, &consumers);
+        for (name, cell) in consumers.iter() {
+            let key = format!("{META_CONSUMER_PREFIX}{name}").into_bytes();
+            if cell.dropped.load(Ordering::Acquire) {
+                batch.delete(CF_META, &key);
+            } else {
+                let position = cell.position.load(Ordering::Acquire);
+                batch.put_owned(CF_META, key, position.to_le_bytes().to_vec());
+            }
+        }
+        let first = self.bounds.first.load(Ordering::Acquire);
+        batch.trim_log(first, trim_to);
+        if let Err(e) = self.store.write(&batch, false) {
+            self.health.fail(format!("the materializer's write failed: {e}"));
+            return;
+        }
+        // Published before the lock is released: a consumer registered next starts at
+        // the new first entry, and a reader racing the trim sees it (`read_log` also
+        // checks that what it read starts where it asked).
+        consumers.retain(|_, cell| !cell.dropped.load(Ordering::Acquire));
+        self.bounds.materialized.store(lsn, Ordering::Release);
+        if trim_to > first {
+            self.bounds.first.store(trim_to, Ordering::Release);
+        }
+        self.bounds.dirty.store(false, Ordering::Release);
+        drop(consumers);
+        self.stats.rows_materialized.fetch_add(rows, Ordering::Relaxed);
+        self.stats.materialize_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The first LSN to keep: everything below it has been passed by the rows (at
+    /// `lsn`) and by every consumer, and is older than the entries always kept. A
+    /// consumer more than the cap behind is dropped instead of holding the log.
+    fn trim_point(&self, lsn: u64, consumers: &BTreeMap<String, Arc<ConsumerCell>>) -> u64 {
+        let mut keep_from = (lsn + 1).saturating_sub(self.pacing.retain_entries_min);
+        for (name, cell) in consumers {
+            if cell.dropped.load(Ordering::Acquire) {
+                continue;
+            }
+            let position = cell.position.load(Ordering::Acquire);
+            if lsn.saturating_sub(position) > self.pacing.consumer_lag_max {
+                tracing::warn!(
+                    consumer = %name,
+                    position,
+                    lsn,
+                    "log consumer dropped: it fell behind the retention cap and must resynchronise"
+                );
+                cell.dropped.store(true, Ordering::Release);
+                continue;
+            }
+            keep_from = keep_from.min(position + 1);
+        }
+        keep_from.max(1)
+    }
+}
+
+/// Makes a thread's panic fail-stop: the engine stops taking writes, and the committer
+/// (through the hand-over slot, when given) is told no more groups will come, so no
+/// caller and no `close` waits forever.
+pub(crate) struct StopOnPanic {
+    pub(crate) health: Arc<Health>,
+    pub(crate) what: &'static str,
+    pub(crate) slot: Option<Arc<crate::runtime::Slot>>,
+}
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.health.fail(format!("the {} panicked", self.what));
+            if let Some(slot) = &self.slot {
+                slot.stop();
+            }
+        }
+    }
+}

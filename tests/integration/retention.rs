@@ -1,0 +1,189 @@
+//! The log as the engine's truth: the materialized rows plus the replayed tail give the
+//! acknowledged state back, retention trims what everyone has passed and nothing a
+//! registered consumer still needs, and a consumer that falls too far behind is dropped
+//! and told so.
+
+use std::sync::Arc;
+
+use emporium_engine::*;
+use emporium_tests::{cart_with, check_invariants, checkout, config, pay, stocked_sku, T0};
+
+/// A configuration that trims the log down to what is needed.
+fn trimming(dir: &std::path::Path, clock: Arc<ManualClock>) -> EngineConfig {
+    let mut config = config(dir, clock);
+    config.log_retain_entries_min = 0;
+    config.materialize_interval_ms = 1;
+    config
+}
+
+#[test]
+fn retention_trims_what_the_rows_hold_and_reads_below_it_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = Engine::open(trimming(dir.path(), clock.clone())).unwrap();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "T-1", 100, 50);
+    for _ in 0..5 {
+        let order = checkout(&shop, &cart_with(&shop, &[("T-1", 1)]).id).unwrap();
+        pay(&shop, &order.id).unwrap();
+    }
+    let last = engine.last_lsn();
+    engine.close();
+
+    // Closing flushed the materializer: the rows reflect the last LSN and the log was
+    // trimmed below it, so nothing is replayed.
+    let engine = Engine::open(trimming(dir.path(), clock.clone())).unwrap();
+    assert_eq!(engine.last_lsn(), last);
+    assert_eq!(engine.materialized_lsn(), last);
+    assert_eq!(
+        engine.stats().recovery_replayed_entries.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(engine.first_log_lsn().0 > 1, "the log was not trimmed: {:?}", engine.first_log_lsn());
+    match engine.read_log(Lsn(1), 10) {
+        Err(EngineError::LogTrimmed { requested, first }) => {
+            assert_eq!(requested, Lsn(1));
+            assert_eq!(first, engine.first_log_lsn());
+        }
+        other => panic!("expected LogTrimmed, got {other:?}"),
+    }
+    let levels = engine.state().stock(&Sku::new("T-1").unwrap()).unwrap();
+    assert_eq!((levels.on_hand, levels.reserved), (45, 0));
+    check_invariants(engine.state());
+    engine.close();
+}
+
+#[test]
+fn a_registered_consumer_holds_the_log_until_it_advances() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = Engine::open(trimming(dir.path(), clock.clone())).unwrap();
+    let consumer = engine.register_consumer("search-index").unwrap();
+    assert_eq!(consumer.position(), Lsn(0));
+    let shop = engine.blocking();
+    stocked_sku(&shop, "K-1", 100, 50);
+    let order = checkout(&shop, &cart_with(&shop, &[("K-1", 1)]).id).unwrap();
+    let last = engine.last_lsn();
+    engine.close();
+
+    // Across a restart the consumer keeps its place and every entry after it.
+    let engine = Engine::open(trimming(dir.path(), clock.clone())).unwrap();
+    let consumer = engine.register_consumer("search-index").unwrap();
+    assert_eq!(consumer.position(), Lsn(0));
+    let entries = consumer.read(1000).unwrap();
+    assert_eq!(entries.first().map(|e| e.lsn), Some(Lsn(1)));
+    assert_eq!(entries.last().map(|e| e.lsn), Some(last));
+    assert!(entries.iter().any(|e| e
+        .events
+        .iter()
+        .any(|ev| matches!(ev, Event::OrderPlaced(placed) if placed.id == order.id))));
+    // It cannot claim what is not durable, and positions never go back.
+    assert!(consumer.advance(Lsn(last.0 + 1)).unwrap_err().is_validation());
+    consumer.advance(last).unwrap();
+    consumer.advance(Lsn(1)).unwrap();
+    assert_eq!(consumer.position(), last);
+    engine
+        .blocking()
+        .send(AdjustStock { sku: "K-1".into(), delta: 1, reason: "found".into() })
+        .unwrap();
+    engine.close();
+
+    let engine = Engine::open(trimming(dir.path(), clock)).unwrap();
+    let consumer = engine.register_consumer("search-index").unwrap();
+    assert_eq!(consumer.position(), last, "the position was persisted");
+    assert!(engine.first_log_lsn() > Lsn(1), "the passed prefix was trimmed");
+    let rest = consumer.read(10).unwrap();
+    assert_eq!(rest.iter().map(|e| e.lsn).collect::<Vec<_>>(), vec![Lsn(last.0 + 1)]);
+    assert!(engine.register_consumer("Not A Name").unwrap_err().is_validation());
+    engine.close();
+}
+
+#[test]
+fn a_consumer_past_the_lag_cap_is_dropped_and_told_to_resynchronise() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut config = trimming(dir.path(), clock.clone());
+    config.log_consumer_lag_max = 5;
+    let engine = Engine::open(config).unwrap();
+    let slow = engine.register_consumer("slow-standby").unwrap();
+    let shop = engine.blocking();
+    for n in 0..10 {
+        shop.send(CreateCategory { name: format!("C{n}"), parent_id: None }).unwrap();
+    }
+    engine.close();
+    assert!(slow.is_dropped());
+    assert!(slow.read(10).unwrap_err().is_log_trimmed());
+    assert!(slow.advance(Lsn(3)).unwrap_err().is_log_trimmed());
+
+    // Dropped for good: registering again starts from what the log still holds.
+    let engine = Engine::open(trimming(dir.path(), clock)).unwrap();
+    let again = engine.register_consumer("slow-standby").unwrap();
+    assert_eq!(again.position().0 + 1, engine.first_log_lsn().0);
+    assert!(!again.is_dropped());
+    engine.unregister_consumer("slow-standby").unwrap();
+    assert!(again.is_dropped());
+    engine.close();
+}
+
+#[test]
+fn the_log_tail_after_the_rows_is_replayed_through_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut lazy = config(dir.path(), clock.clone());
+    // The materializer never writes while the engine runs: every command's rows stay
+    // in memory, only its log entry is on disk.
+    lazy.materialize_interval_ms = 3_600_000;
+    let engine = Engine::open(lazy).unwrap();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "P-1", 100, 10);
+    let order = checkout(&shop, &cart_with(&shop, &[("P-1", 3)]).id).unwrap();
+    let paid = checkout(&shop, &cart_with(&shop, &[("P-1", 2)]).id).unwrap();
+    pay(&shop, &paid.id).unwrap();
+    let last = engine.last_lsn();
+    assert_eq!(engine.materialized_lsn(), Lsn(0));
+    // A checkpoint now is what a crash would leave: the log, and rows from before it.
+    let copy = dir.path().with_extension("copy");
+    engine.checkpoint(&copy).unwrap();
+    engine.close();
+
+    let engine = Engine::open(config(&copy, clock)).unwrap();
+    assert_eq!(engine.last_lsn(), last);
+    let replayed =
+        engine.stats().recovery_replayed_entries.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(replayed, last.0);
+    assert_eq!(engine.materialized_lsn(), last, "the replayed tail is written back");
+    assert_eq!(engine.state().order(&order.id).unwrap().status, OrderStatus::PendingPayment);
+    assert_eq!(engine.state().order(&paid.id).unwrap().status, OrderStatus::Paid);
+    let levels = engine.state().stock(&Sku::new("P-1").unwrap()).unwrap();
+    assert_eq!((levels.on_hand, levels.reserved), (8, 3));
+    check_invariants(engine.state());
+    engine.close();
+    std::fs::remove_dir_all(&copy).unwrap();
+}
+
+/// The synced write of a checkout is its log entry alone, and the entry carries only
+/// new facts: a keyed one-line guest checkout fits in 300 bytes.
+#[test]
+fn a_one_line_checkout_writes_at_most_300_bytes_of_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Arc::new(ManualClock::new(T0)))).unwrap();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "TSHIRT-M", 1999, 100);
+    let cart = cart_with(&shop, &[("TSHIRT-M", 1)]);
+    let bytes = || engine.stats().log_bytes_total.load(std::sync::atomic::Ordering::Relaxed);
+    let before = bytes();
+    shop.send(Checkout {
+        cart_id: cart.id.to_string(),
+        email: Some("ann.shopper@example.com".into()),
+        shipping_address: None,
+        idempotency: Some(IdempotencyKey {
+            scope: "guest".into(),
+            key: "0b7f9a52-3c1e-4d7a-9f0e-5a2b8c6d4e1f".into(),
+        }),
+    })
+    .unwrap();
+    let written = bytes() - before;
+    eprintln!("a keyed one-line guest checkout wrote {written} bytes of log");
+    assert!(written <= 300, "a one-line checkout wrote {written} bytes of log");
+    engine.close();
+}
