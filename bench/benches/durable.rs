@@ -119,11 +119,12 @@ fn durable_checkouts(c: &mut Criterion) {
         if let Some((_dir, engine)) = opened {
             eprintln!(
                 "durable_checkout/submitters/{submitters}: {} checkouts in {} groups, mean group \
-                 {:.1} commands, mean synced write {:.0} µs",
+                 {:.1} commands, mean synced write {:.0} µs, {:.0} log bytes per checkout",
                 measured.commands,
                 measured.groups,
                 measured.mean_group_commands(),
                 measured.mean_sync_micros(),
+                measured.mean_log_entry_bytes(),
             );
             engine.close();
         }

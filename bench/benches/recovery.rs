@@ -1,13 +1,15 @@
 //! Time to `Engine::open` a data directory that holds a sizeable shop.
 //!
-//! Recovery is a scan of the entity column families into memory (no log replay), so it
-//! grows with the number of rows, and it is how long a restarted node is unavailable.
+//! Recovery is a scan of the entity column families into memory plus a replay of the
+//! log tail the materializer had not written yet (bounded by its interval; none after a
+//! clean close), so it grows with the number of rows, and it is how long a restarted
+//! node is unavailable.
 //! Two data sets: 100k products and 1M orders (`large`), and 10k products and 100k
 //! orders (`small`, for a quick run). Each order is a guest cart of one line checked
 //! out and left pending (so every order is also in the expiry index, and the
 //! reservation cross-check at open sees all of them). The data sets are built once
 //! through the engine API, with many commands in flight so group commit makes it quick,
-//! and cached under `<target>/bench-data/recovery-v1/`; delete that folder to rebuild.
+//! and cached under `<target>/bench-data/recovery-v2/`; delete that folder to rebuild.
 //! The page cache is warm after the first iteration, so these are warm-cache times.
 //!
 //! Run: `cargo bench -p emporium-bench --bench recovery` (both), or
@@ -62,7 +64,7 @@ fn config(dir: &Path) -> EngineConfig {
 /// `.building` folder that is renamed when complete, so an interrupted build is never
 /// taken for a finished one.
 fn ensure(set: &DataSet) -> PathBuf {
-    let root = bench_data_dir().join("recovery-v1");
+    let root = bench_data_dir().join("recovery-v2");
     let dir = root.join(set.name);
     if dir.exists() {
         return dir;

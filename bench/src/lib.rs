@@ -143,6 +143,10 @@ pub struct CommitCounters {
     pub groups: u64,
     /// Nanoseconds spent in synced writes.
     pub sync_nanos: u64,
+    /// Bytes of log payload written (all that the synced writes carry).
+    pub log_bytes: u64,
+    /// Log entries written.
+    pub log_entries: u64,
 }
 
 impl CommitCounters {
@@ -152,6 +156,8 @@ impl CommitCounters {
             commands: stats.commands_committed.load(Ordering::Relaxed),
             groups: stats.groups_committed.load(Ordering::Relaxed),
             sync_nanos: stats.sync_nanos_total.load(Ordering::Relaxed),
+            log_bytes: stats.log_bytes_total.load(Ordering::Relaxed),
+            log_entries: stats.log_entries_total.load(Ordering::Relaxed),
         }
     }
 
@@ -161,6 +167,8 @@ impl CommitCounters {
             commands: self.commands - earlier.commands,
             groups: self.groups - earlier.groups,
             sync_nanos: self.sync_nanos - earlier.sync_nanos,
+            log_bytes: self.log_bytes - earlier.log_bytes,
+            log_entries: self.log_entries - earlier.log_entries,
         }
     }
 
@@ -169,6 +177,13 @@ impl CommitCounters {
         self.commands += other.commands;
         self.groups += other.groups;
         self.sync_nanos += other.sync_nanos;
+        self.log_bytes += other.log_bytes;
+        self.log_entries += other.log_entries;
+    }
+
+    /// Log payload bytes per log entry.
+    pub fn mean_log_entry_bytes(&self) -> f64 {
+        self.log_bytes as f64 / self.log_entries.max(1) as f64
     }
 
     /// Commands per commit group.
