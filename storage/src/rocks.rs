@@ -31,6 +31,10 @@ impl RocksBackend {
         // cheaper than the concurrent one.
         opts.set_allow_concurrent_memtable_write(false);
         opts.set_enable_write_thread_adaptive_yield(false);
+        // The committer's small synced writes must not queue behind the materializer's
+        // large unsynced batches: with pipelined writes a batch's WAL write proceeds
+        // while the one before it is still being inserted into the memtables.
+        opts.set_enable_pipelined_write(true);
         // Reuse spent WAL files: overwriting in place lets fdatasync skip the metadata
         // update an append needs.
         opts.set_recycle_log_file_num(4);
