@@ -181,7 +181,12 @@ impl Materializer {
         for (key, row) in pending.rows.drain() {
             codec::put_row(&mut batch, key, &row);
         }
-        codec::put_materialized(&mut batch, lsn, pending.counters);
+        // Only a flush that carries groups moves the LSN and the counters: an idle one
+        // (a consumer moved) has no counters of its own to write, and writing the
+        // defaults would reset them.
+        if !idle {
+            codec::put_materialized(&mut batch, lsn, pending.counters);
+        }
         let mut consumers = self.bounds.consumers.lock();
         let trim_to = self.trim_point(lsn, &consumers);
         for (name, cell) in consumers.iter() {

@@ -98,6 +98,28 @@ fn a_registered_consumer_holds_the_log_until_it_advances() {
     engine.close();
 }
 
+/// A consumer that moves while no command comes makes the materializer write without a
+/// group: that write must not touch the LSN or the counters the rows reflect.
+#[test]
+fn an_idle_flush_for_a_consumer_keeps_the_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = Engine::open(trimming(dir.path(), clock.clone())).unwrap();
+    let first = stocked_sku(&engine.blocking(), "I-1", 100, 5);
+    let last = engine.last_lsn();
+    engine.close();
+    let engine = Engine::open(trimming(dir.path(), clock.clone())).unwrap();
+    let consumer = engine.register_consumer("idle-reader").unwrap();
+    consumer.advance(last).unwrap();
+    engine.close();
+    let engine = Engine::open(trimming(dir.path(), clock)).unwrap();
+    assert_eq!(engine.register_consumer("idle-reader").unwrap().position(), last);
+    assert_eq!(engine.last_lsn(), last);
+    let second = stocked_sku(&engine.blocking(), "I-2", 100, 5);
+    assert!(second.id > first.id, "{} reused after {}", second.id, first.id);
+    engine.close();
+}
+
 #[test]
 fn a_consumer_past_the_lag_cap_is_dropped_and_told_to_resynchronise() {
     let dir = tempfile::tempdir().unwrap();
