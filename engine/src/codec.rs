@@ -20,9 +20,10 @@ use crate::state::{COUNTERS, COUNTER_NAMES};
 /// refused.
 pub const ENGINE_FORMAT_VERSION: u32 = 2;
 
-/// The first bytes of every enveloped value: a tag and the format version (u16 LE).
-const ENVELOPE_TAG: [u8; 2] = *b"EM";
-const ENVELOPE_BYTES: usize = 4;
+/// The first bytes of every enveloped value: a tag byte and the format version (one
+/// byte; a format past 255 would bring a wider envelope, told apart by the tag).
+const ENVELOPE_TAG: u8 = 0xE5;
+const ENVELOPE_BYTES: usize = 2;
 
 pub(crate) const CF_PRODUCTS: &str = "products";
 pub(crate) const CF_CATEGORIES: &str = "categories";
@@ -83,8 +84,8 @@ fn format_key(cf: &str) -> Vec<u8> {
 
 fn envelope(capacity: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(ENVELOPE_BYTES + capacity);
-    bytes.extend_from_slice(&ENVELOPE_TAG);
-    bytes.extend_from_slice(&(ENGINE_FORMAT_VERSION as u16).to_le_bytes());
+    bytes.push(ENVELOPE_TAG);
+    bytes.push(u8::try_from(ENGINE_FORMAT_VERSION).expect("the format version fits a byte"));
     bytes
 }
 
@@ -105,10 +106,10 @@ where
 
 /// The payload inside an envelope, after checking its version.
 fn unwrap<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
-    if bytes.len() < ENVELOPE_BYTES || bytes[..2] != ENVELOPE_TAG {
+    if bytes.len() < ENVELOPE_BYTES || bytes[0] != ENVELOPE_TAG {
         return Err(EngineError::IncompatibleData(format!("{what} has no format envelope")));
     }
-    let version = u32::from(u16::from_le_bytes([bytes[2], bytes[3]]));
+    let version = u32::from(bytes[1]);
     if version != ENGINE_FORMAT_VERSION {
         return Err(EngineError::IncompatibleData(format!(
             "{what} has format version {version}; this build reads version \
@@ -228,13 +229,79 @@ pub(crate) fn read_u64(bytes: &[u8], what: &str) -> Result<u64> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-pub(crate) fn encode_log(entry: &LogEntry) -> Vec<u8> {
-    encode(entry)
+/// A log record holds one or more consecutive entries (a commit group writes one record,
+/// or a few when it is large): the envelope, then per entry its length (LEB128) and its
+/// rkyv bytes. It is stored under the LSN of its last entry, so the first record at or
+/// after an LSN is the one that holds it. One record per group means one WAL record and
+/// one memtable insert per sync instead of one per command.
+pub(crate) const LOG_RECORD_BYTES_TARGET: usize = 1 << 20;
+
+/// An empty log record's payload, ready for [`push_log_entry`].
+pub(crate) fn log_record_start() -> Vec<u8> {
+    envelope(4096)
 }
 
-/// Decodes a log record's payload.
-pub fn decode_log(payload: &[u8]) -> Result<LogEntry> {
-    decode(payload, "log entry")
+/// Appends one entry to a log record's payload.
+pub(crate) fn push_log_entry(payload: &mut Vec<u8>, entry: &LogEntry) {
+    let bytes = rkyv::to_bytes::<RkyvError>(entry).expect("in-memory values always serialize");
+    let mut len = bytes.len();
+    while len >= 0x80 {
+        payload.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    payload.push(len as u8);
+    payload.extend_from_slice(&bytes);
+}
+
+/// Decodes a log record's payload: its entries, in LSN order.
+pub fn decode_log(payload: &[u8]) -> Result<Vec<LogEntry>> {
+    let malformed = |why: &str| EngineError::IncompatibleData(format!("log record: {why}"));
+    let mut rest = unwrap(payload, "log record")?;
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let (len, body) = read_varint(rest).ok_or_else(|| malformed("a bad length"))?;
+        let (entry, after) = body.split_at_checked(len).ok_or_else(|| malformed("a cut entry"))?;
+        entries.push(decode_bare(entry, "log entry")?);
+        rest = after;
+    }
+    if entries.is_empty() {
+        return Err(malformed("no entry"));
+    }
+    Ok(entries)
+}
+
+/// A stored record's entries, checked against its key: consecutive LSNs ending at the
+/// key (a record that disagrees would make readers loop or skip).
+pub(crate) fn record_entries(record: &emporium_storage::LogRecord) -> Result<Vec<LogEntry>> {
+    let entries = decode_log(&record.payload)?;
+    let consecutive = entries.windows(2).all(|w| w[1].lsn.0 == w[0].lsn.0 + 1);
+    if !consecutive || entries.last().map(|e| e.lsn.0) != Some(record.lsn) {
+        return Err(EngineError::IncompatibleData(format!(
+            "log record {} does not hold consecutive entries ending at its LSN",
+            record.lsn
+        )));
+    }
+    Ok(entries)
+}
+
+/// A LEB128 length (at most 4 bytes: entries are far below 256 MiB) and what follows.
+fn read_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value = 0usize;
+    for (i, byte) in bytes.iter().take(4).enumerate() {
+        value |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// The LSN of the first entry the log holds, if any.
+pub(crate) fn first_log_lsn(store: &Store) -> Result<Option<u64>> {
+    match store.read_log(0, 1)?.first() {
+        Some(record) => Ok(record_entries(record)?.first().map(|e| e.lsn.0)),
+        None => Ok(None),
+    }
 }
 
 /// Checks every column family's format version: a new directory is stamped with this

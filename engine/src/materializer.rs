@@ -77,7 +77,7 @@ impl LogBounds {
     /// Loads the consumers registered in `meta` and the log's bounds.
     pub(crate) fn load(store: &Store, materialized: u64) -> Result<LogBounds> {
         let bounds = LogBounds::default();
-        let first = store.first_lsn()?.unwrap_or(materialized + 1);
+        let first = codec::first_log_lsn(store)?.unwrap_or(materialized + 1);
         bounds.first.store(first, Ordering::Release);
         bounds.materialized.store(materialized, Ordering::Release);
         let mut failure = None;
@@ -198,6 +198,8 @@ impl Materializer {
                 batch.put_owned(CF_META, key, position.to_le_bytes().to_vec());
             }
         }
+        // Records are keyed by their last entry's LSN: this deletes those whose entries
+        // are all below `trim_to` (a record straddling it stays whole).
         let first = self.bounds.first.load(Ordering::Acquire);
         batch.trim_log(first, trim_to);
         if let Err(e) = self.store.write(&batch, false) {

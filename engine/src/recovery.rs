@@ -18,8 +18,8 @@ use crate::error::{EngineError, Result};
 use crate::model::*;
 use crate::state::{State, StockCell};
 
-/// Log entries read per step of the replay.
-const REPLAY_CHUNK_ENTRIES: usize = 4096;
+/// Log records read per step of the replay.
+const REPLAY_CHUNK_RECORDS: usize = 256;
 
 /// What recovery found.
 pub(crate) struct Recovered {
@@ -45,7 +45,7 @@ pub(crate) fn recover(store: &Store) -> Result<Recovered> {
 /// Applies every log entry after `materialized`, then writes the rows it changed with
 /// the new materialized LSN, so the next open starts from there.
 fn replay_tail(store: &Store, state: &State, materialized: u64) -> Result<u64> {
-    let first = store.first_lsn()?;
+    let first = codec::first_log_lsn(store)?;
     if let Some(first) = first {
         if first > materialized + 1 {
             return Err(EngineError::IncompatibleData(format!(
@@ -59,39 +59,27 @@ fn replay_tail(store: &Store, state: &State, materialized: u64) -> Result<u64> {
     let mut rows = Vec::new();
     let mut next = materialized + 1;
     loop {
-        let chunk = store.read_log(next, REPLAY_CHUNK_ENTRIES)?;
+        // Records are keyed by their last entry's LSN: the first at or after `next`
+        // holds it, possibly after entries the rows already reflect.
+        let chunk = store.read_log(next, REPLAY_CHUNK_RECORDS)?;
         if chunk.is_empty() {
             break;
         }
         for record in chunk {
-            if record.lsn != next {
-                return Err(EngineError::IncompatibleData(format!(
-                    "the log jumps from LSN {} to {}",
-                    next - 1,
-                    record.lsn
-                )));
-            }
-            let entry = codec::decode_log(&record.payload)?;
-            if entry.lsn.0 != record.lsn {
-                return Err(EngineError::IncompatibleData(format!(
-                    "log record {} holds the entry of LSN {}",
-                    record.lsn, entry.lsn.0
-                )));
-            }
-            // An entry that does not fit the state is reported, not a crash at open.
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                for event in &entry.events {
-                    apply(state, event, entry.at, &mut rows);
+            for entry in codec::record_entries(&record)? {
+                if entry.lsn.0 < next {
+                    continue;
                 }
-            }));
-            if applied.is_err() {
-                return Err(EngineError::IncompatibleData(format!(
-                    "log entry {} does not apply to the state before it",
-                    record.lsn
-                )));
+                if entry.lsn.0 != next {
+                    return Err(EngineError::IncompatibleData(format!(
+                        "the log jumps from LSN {} to {}",
+                        next - 1,
+                        entry.lsn.0
+                    )));
+                }
+                replay_one(state, &entry, &mut rows)?;
+                next += 1;
             }
-            state.last_lsn.store(record.lsn, Ordering::Release);
-            next += 1;
         }
     }
     let last = next - 1;
@@ -102,6 +90,24 @@ fn replay_tail(store: &Store, state: &State, materialized: u64) -> Result<u64> {
         store.write(&batch, false)?;
     }
     Ok(last - materialized)
+}
+
+/// Applies one entry; an entry that does not fit the state is reported, not a crash at
+/// open.
+fn replay_one(state: &State, entry: &crate::event::LogEntry, rows: &mut Vec<Row>) -> Result<()> {
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for event in &entry.events {
+            apply(state, event, entry.at, rows);
+        }
+    }));
+    if applied.is_err() {
+        return Err(EngineError::IncompatibleData(format!(
+            "log entry {} does not apply to the state before it",
+            entry.lsn.0
+        )));
+    }
+    state.last_lsn.store(entry.lsn.0, Ordering::Release);
+    Ok(())
 }
 
 /// Adds each row of `rows` once, with its last value.

@@ -439,17 +439,37 @@ impl Engine {
         let durable = self.durable_lsn().0;
         let from = Lsn(from.0.max(1));
         self.inner.bounds.check_held(from)?;
-        let records = self.store()?.read_log(from.0, entries_max)?;
-        // A trim may have raced with the read; the log is contiguous, so anything but
-        // `from` first means it did.
-        if let Some(first) = records.first().filter(|r| r.lsn != from.0) {
-            return Err(EngineError::LogTrimmed { requested: from, first: Lsn(first.lsn) });
+        let store = self.store()?;
+        let mut out = Vec::new();
+        let mut next = from.0;
+        while out.len() < entries_max && next <= durable {
+            // Records are keyed by their last entry's LSN: the first at or after `next`
+            // holds it.
+            let records = store.read_log(next, 16)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                for entry in codec::record_entries(&record)? {
+                    if entry.lsn.0 < next {
+                        continue;
+                    }
+                    if entry.lsn.0 != next {
+                        // The log is contiguous: a trim raced with this read.
+                        return Err(EngineError::LogTrimmed {
+                            requested: Lsn(next),
+                            first: entry.lsn,
+                        });
+                    }
+                    if next > durable || out.len() >= entries_max {
+                        return Ok(out);
+                    }
+                    out.push(entry);
+                    next += 1;
+                }
+            }
         }
-        records
-            .into_iter()
-            .take_while(|r| r.lsn <= durable)
-            .map(|r| codec::decode_log(&r.payload))
-            .collect()
+        Ok(out)
     }
 
     /// The first LSN the log still holds; everything below was trimmed by retention.
@@ -854,12 +874,17 @@ impl Committer {
         if group.entries.is_empty() {
             return Ok(());
         }
-        let mut batch = WriteBatch::with_capacity(group.entries.len());
+        let mut batch = WriteBatch::with_capacity(1);
         let mut bytes = 0;
-        for entry in &group.entries {
-            let payload = codec::encode_log(entry);
-            bytes += payload.len() as u64;
-            batch.append_log(entry.lsn.0, &payload);
+        let mut payload = codec::log_record_start();
+        for (i, entry) in group.entries.iter().enumerate() {
+            codec::push_log_entry(&mut payload, entry);
+            let last = i + 1 == group.entries.len();
+            if last || payload.len() >= codec::LOG_RECORD_BYTES_TARGET {
+                bytes += payload.len() as u64;
+                batch.append_log(entry.lsn.0, &payload);
+                payload = codec::log_record_start();
+            }
         }
         let started = Instant::now();
         self.store.write(&batch, true)?;
