@@ -296,6 +296,41 @@ fn read_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
     None
 }
 
+/// Visits the log's entries from LSN `from` on, in order, until `visit` answers
+/// `false`. Records are keyed by their last entry's LSN, so the first at or after `from`
+/// holds it (after entries before it, skipped). The log is contiguous: when the entry
+/// after `next - 1` is not `next`, the walk stops with `gap(next, found)`.
+pub(crate) fn walk_log(
+    store: &Store,
+    from: u64,
+    gap: impl Fn(u64, u64) -> EngineError,
+    visit: &mut dyn FnMut(LogEntry) -> Result<bool>,
+) -> Result<()> {
+    /// Records read per step.
+    const RECORDS_PER_READ: usize = 16;
+    let mut next = from;
+    loop {
+        let records = store.read_log(next, RECORDS_PER_READ)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        for record in records {
+            for entry in record_entries(&record)? {
+                if entry.lsn.0 < next {
+                    continue;
+                }
+                if entry.lsn.0 != next {
+                    return Err(gap(next, entry.lsn.0));
+                }
+                next += 1;
+                if !visit(entry)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 /// The LSN of the first entry the log holds, if any.
 pub(crate) fn first_log_lsn(store: &Store) -> Result<Option<u64>> {
     match store.read_log(0, 1)?.first() {

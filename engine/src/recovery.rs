@@ -18,9 +18,6 @@ use crate::error::{EngineError, Result};
 use crate::model::*;
 use crate::state::{State, StockCell};
 
-/// Log records read per step of the replay.
-const REPLAY_CHUNK_RECORDS: usize = 256;
-
 /// What recovery found.
 pub(crate) struct Recovered {
     pub(crate) state: State,
@@ -57,32 +54,15 @@ fn replay_tail(store: &Store, state: &State, materialized: u64) -> Result<u64> {
         }
     }
     let mut rows = Vec::new();
-    let mut next = materialized + 1;
-    loop {
-        // Records are keyed by their last entry's LSN: the first at or after `next`
-        // holds it, possibly after entries the rows already reflect.
-        let chunk = store.read_log(next, REPLAY_CHUNK_RECORDS)?;
-        if chunk.is_empty() {
-            break;
-        }
-        for record in chunk {
-            for entry in codec::record_entries(&record)? {
-                if entry.lsn.0 < next {
-                    continue;
-                }
-                if entry.lsn.0 != next {
-                    return Err(EngineError::IncompatibleData(format!(
-                        "the log jumps from LSN {} to {}",
-                        next - 1,
-                        entry.lsn.0
-                    )));
-                }
-                replay_one(state, &entry, &mut rows)?;
-                next += 1;
-            }
-        }
-    }
-    let last = next - 1;
+    let mut last = materialized;
+    let jump = |next: u64, found| {
+        EngineError::IncompatibleData(format!("the log jumps from LSN {} to {found}", next - 1))
+    };
+    codec::walk_log(store, materialized + 1, jump, &mut |entry| {
+        replay_one(state, &entry, &mut rows)?;
+        last = entry.lsn.0;
+        Ok(true)
+    })?;
     if last > materialized {
         let mut batch = WriteBatch::default();
         put_rows(&mut batch, &rows);

@@ -441,34 +441,19 @@ impl Engine {
         self.inner.bounds.check_held(from)?;
         let store = self.store()?;
         let mut out = Vec::new();
-        let mut next = from.0;
-        while out.len() < entries_max && next <= durable {
-            // Records are keyed by their last entry's LSN: the first at or after `next`
-            // holds it.
-            let records = store.read_log(next, 16)?;
-            if records.is_empty() {
-                break;
-            }
-            for record in records {
-                for entry in codec::record_entries(&record)? {
-                    if entry.lsn.0 < next {
-                        continue;
-                    }
-                    if entry.lsn.0 != next {
-                        // The log is contiguous: a trim raced with this read.
-                        return Err(EngineError::LogTrimmed {
-                            requested: Lsn(next),
-                            first: entry.lsn,
-                        });
-                    }
-                    if next > durable || out.len() >= entries_max {
-                        return Ok(out);
-                    }
-                    out.push(entry);
-                    next += 1;
-                }
-            }
+        if entries_max == 0 {
+            return Ok(out);
         }
+        // A gap means a trim raced with this read (`check_held` passed just before).
+        let trimmed =
+            |next, found| EngineError::LogTrimmed { requested: Lsn(next), first: Lsn(found) };
+        codec::walk_log(&store, from.0, trimmed, &mut |entry| {
+            if entry.lsn.0 > durable {
+                return Ok(false);
+            }
+            out.push(entry);
+            Ok(out.len() < entries_max)
+        })?;
         Ok(out)
     }
 
