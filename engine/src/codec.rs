@@ -90,7 +90,7 @@ fn envelope(capacity: usize) -> Vec<u8> {
 }
 
 /// Wraps bytes in the current envelope.
-pub(crate) fn wrap(payload: &[u8]) -> Vec<u8> {
+fn wrap(payload: &[u8]) -> Vec<u8> {
     let mut bytes = envelope(payload.len());
     bytes.extend_from_slice(payload);
     bytes
@@ -165,7 +165,7 @@ pub(crate) fn row_key(row: &Row) -> (&'static str, Vec<u8>) {
 }
 
 /// A row's stored value, or `None` when the row is deleted.
-pub(crate) fn row_value(row: &Row) -> Option<Vec<u8>> {
+fn row_value(row: &Row) -> Option<Vec<u8>> {
     Some(match row {
         Row::Product(p) => encode(&**p),
         Row::Category(c) => encode(&**c),

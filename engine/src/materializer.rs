@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use crate::apply::Row;
 use crate::codec::{self, META_CONSUMER_PREFIX};
 use crate::error::{EngineError, Result};
-use crate::runtime::{EngineStats, Health};
+use crate::runtime::{EngineStats, Health, StopOnPanic};
 use crate::state::COUNTERS;
 use crate::types::Lsn;
 
@@ -74,10 +74,15 @@ pub(crate) struct LogBounds {
 }
 
 impl LogBounds {
-    /// Loads the consumers registered in `meta` and the log's bounds.
-    pub(crate) fn load(store: &Store, materialized: u64) -> Result<LogBounds> {
+    /// Loads the consumers registered in `meta`; the log's bounds are what recovery
+    /// found.
+    pub(crate) fn load(
+        store: &Store,
+        materialized: u64,
+        first_log_lsn: Option<u64>,
+    ) -> Result<LogBounds> {
         let bounds = LogBounds::default();
-        let first = codec::first_log_lsn(store)?.unwrap_or(materialized + 1);
+        let first = first_log_lsn.unwrap_or(materialized + 1);
         bounds.first.store(first, Ordering::Release);
         bounds.materialized.store(materialized, Ordering::Release);
         let mut failure = None;
@@ -243,25 +248,5 @@ impl Materializer {
             keep_from = keep_from.min(position + 1);
         }
         keep_from.max(1)
-    }
-}
-
-/// Makes a thread's panic fail-stop: the engine stops taking writes, and the committer
-/// (through the hand-over slot, when given) is told no more groups will come, so no
-/// caller and no `close` waits forever.
-pub(crate) struct StopOnPanic {
-    pub(crate) health: Arc<Health>,
-    pub(crate) what: &'static str,
-    pub(crate) slot: Option<Arc<crate::runtime::Slot>>,
-}
-
-impl Drop for StopOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.health.fail(format!("the {} panicked", self.what));
-            if let Some(slot) = &self.slot {
-                slot.stop();
-            }
-        }
     }
 }

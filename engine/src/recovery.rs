@@ -25,6 +25,8 @@ pub(crate) struct Recovered {
     pub(crate) materialized_lsn: u64,
     /// Log entries replayed after the rows' LSN.
     pub(crate) replayed: u64,
+    /// The LSN of the first entry the log holds, if any.
+    pub(crate) first_log_lsn: Option<u64>,
 }
 
 /// Rebuilds the state: rows, then the log tail.
@@ -34,15 +36,15 @@ pub(crate) fn recover(store: &Store) -> Result<Recovered> {
     let (materialized, counters) = codec::read_materialized(store)?;
     state.counters.restore(counters);
     state.last_lsn.store(materialized, Ordering::Release);
-    let replayed = replay_tail(store, &state, materialized)?;
+    let first_log_lsn = codec::first_log_lsn(store)?;
+    let replayed = replay_tail(store, &state, materialized, first_log_lsn)?;
     check_reservations(&state)?;
-    Ok(Recovered { materialized_lsn: state.last_lsn().0, state, replayed })
+    Ok(Recovered { materialized_lsn: state.last_lsn().0, state, replayed, first_log_lsn })
 }
 
 /// Applies every log entry after `materialized`, then writes the rows it changed with
 /// the new materialized LSN, so the next open starts from there.
-fn replay_tail(store: &Store, state: &State, materialized: u64) -> Result<u64> {
-    let first = codec::first_log_lsn(store)?;
+fn replay_tail(store: &Store, state: &State, materialized: u64, first: Option<u64>) -> Result<u64> {
     if let Some(first) = first {
         if first > materialized + 1 {
             return Err(EngineError::IncompatibleData(format!(

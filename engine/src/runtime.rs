@@ -241,6 +241,26 @@ impl Health {
     }
 }
 
+/// Makes a thread's panic fail-stop: the engine stops taking writes, and the committer
+/// (through the hand-over slot, when given) is told no more groups will come, so no
+/// caller and no `close` waits forever.
+pub(crate) struct StopOnPanic {
+    pub(crate) health: Arc<Health>,
+    pub(crate) what: &'static str,
+    pub(crate) slot: Option<Arc<Slot>>,
+}
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.health.fail(format!("the {} panicked", self.what));
+            if let Some(slot) = &self.slot {
+                slot.stop();
+            }
+        }
+    }
+}
+
 struct Inner {
     state: Arc<State>,
     /// `None` once closed, so the directory is released even while clones live on.
@@ -305,7 +325,8 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
-        let bounds = Arc::new(LogBounds::load(&store, recovered.materialized_lsn)?);
+        let bounds =
+            Arc::new(LogBounds::load(&store, recovered.materialized_lsn, recovered.first_log_lsn)?);
         let store = Arc::new(store);
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_commands_max.max(1));
         let health = Arc::new(Health::default());
@@ -614,7 +635,7 @@ impl Sequencer {
     fn run(mut self) {
         // Commands are guarded one by one (`execute_guarded`); this covers the rest of
         // the loop (the clock, the hand-over).
-        let _stop = crate::materializer::StopOnPanic {
+        let _stop = StopOnPanic {
             health: self.health.clone(),
             what: "sequencer",
             slot: Some(self.slot.clone()),
