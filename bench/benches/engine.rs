@@ -17,6 +17,7 @@
 //! Run: `cargo bench -p emporium-bench --bench engine` (add `-- --quick` for a short
 //! run).
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +28,8 @@ use criterion::{
 use emporium_bench::{checkout, product, set_stock, sku, STOCK_ON_HAND, T0};
 use emporium_engine::domain::{execute, Context, Limits};
 use emporium_engine::{
-    AddCartItem, AdjustStock, CancelOrder, CapturePayment, Command, CreateCart, Event, ExpireDue,
-    Reply, State, TimestampMs,
+    AddCartItem, AdjustStock, CancelOrder, CapturePayment, Checkout, CreateCart, Event, ExpireDue,
+    Request, State, TimestampMs,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -94,13 +95,13 @@ impl Fixture {
         self.state = Arc::new(State::new());
         self.grown = 0;
         for n in 0..CATALOG_PRODUCTS {
-            self.run(product(n).into());
-            self.run(set_stock(n, STOCK_ON_HAND).into());
+            self.run(product(n));
+            self.run(set_stock(n, STOCK_ON_HAND));
         }
     }
 
     /// Executes a preparation command, which must succeed.
-    fn run(&mut self, command: Command) -> Reply {
+    fn run<R: Request + Debug>(&mut self, command: R) -> R::Output {
         let now = self.clock.now();
         let mut ctx = Context { now, ids: &mut self.ids, limits: &self.limits };
         match execute(&self.state, &command, &mut ctx) {
@@ -126,19 +127,17 @@ impl Fixture {
     }
 
     /// An input: `command` against the current state.
-    fn input(&self, command: impl Into<Command>) -> (Arc<State>, Command) {
-        (self.state.clone(), command.into())
+    fn input<R: Request>(&self, command: R) -> (Arc<State>, R) {
+        (self.state.clone(), command)
     }
 
     /// An open cart with `lines` lines of one unit each (distinct SKUs).
     fn cart(&mut self, lines: usize) -> String {
-        let Reply::Cart(cart) = self.run(CreateCart::default().into()) else {
-            unreachable!("CreateCart answers a cart")
-        };
+        let cart = self.run(CreateCart::default());
         let cart_id = cart.id.to_string();
         for _ in 0..lines {
             let sku = sku(self.next_sku());
-            self.run(AddCartItem { cart_id: cart_id.clone(), sku, quantity: 1 }.into());
+            self.run(AddCartItem { cart_id: cart_id.clone(), sku, quantity: 1 });
         }
         cart_id
     }
@@ -146,9 +145,7 @@ impl Fixture {
     /// A pending order of one line.
     fn pending_order(&mut self) -> String {
         let cart_id = self.cart(1);
-        let Reply::Order(order) = self.run(checkout(cart_id).into()) else {
-            unreachable!("Checkout answers an order")
-        };
+        let order = self.run(checkout(cart_id));
         order.id.to_string()
     }
 }
@@ -170,7 +167,10 @@ impl Routine {
         }
     }
 
-    fn execute(&mut self, input: &mut (Arc<State>, Command)) -> (Vec<Event>, Reply) {
+    fn execute<R: Request + Debug>(
+        &mut self,
+        input: &mut (Arc<State>, R),
+    ) -> (Vec<Event>, R::Output) {
         let now = self.clock.now();
         let mut ctx = Context { now, ids: &mut self.ids, limits: &self.limits };
         match execute(&input.0, &input.1, &mut ctx) {
@@ -181,32 +181,32 @@ impl Routine {
 }
 
 /// Measures `execute` of the inputs `setup` makes, one per iteration.
-fn measure(
+fn measure<R: Request + Debug>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
     fixture: &mut Fixture,
     routine: &mut Routine,
-    mut setup: impl FnMut(&mut Fixture) -> (Arc<State>, Command),
+    mut setup: impl FnMut(&mut Fixture) -> (Arc<State>, R),
 ) {
     group.bench_function(name, |b| {
         b.iter_batched_ref(|| setup(fixture), |input| routine.execute(input), BatchSize::SmallInput)
     });
 }
 
-fn checkout_input(f: &mut Fixture, lines: usize) -> (Arc<State>, Command) {
+fn checkout_input(f: &mut Fixture, lines: usize) -> (Arc<State>, Checkout) {
     f.grow(2);
     let cart_id = f.cart(lines);
     f.input(checkout(cart_id))
 }
 
-fn capture_input(f: &mut Fixture) -> (Arc<State>, Command) {
+fn capture_input(f: &mut Fixture) -> (Arc<State>, CapturePayment) {
     f.grow(2);
     let order_id = f.pending_order();
     let token = "tok_visa".into();
     f.input(CapturePayment { order_id, method: "test_card".into(), token, idempotency: None })
 }
 
-fn cancel_input(f: &mut Fixture) -> (Arc<State>, Command) {
+fn cancel_input(f: &mut Fixture) -> (Arc<State>, CancelOrder) {
     f.grow(2);
     let order_id = f.pending_order();
     f.input(CancelOrder { order_id, expected_version: None })

@@ -81,62 +81,60 @@
 #![warn(missing_docs)]
 
 mod accounts;
-mod apply;
+mod carts;
+mod catalog;
 mod clock;
-mod codec;
-mod command;
-mod decide;
+mod domains;
 mod error;
-mod event;
-mod materializer;
-mod model;
-mod recovery;
-mod runtime;
-mod state;
+mod idempotency;
+mod inventory;
+mod kernel;
+mod orders;
+mod payments;
 mod types;
 mod validate;
 
 pub use accounts::*;
+pub use carts::*;
+pub use catalog::*;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use codec::{decode_log, ENGINE_FORMAT_VERSION};
-pub use command::*;
-pub use decide::{IdSource, Limits, EXPIRIES_PER_COMMAND_MAX, ON_HAND_MAX};
+pub use domains::{Event, LogEntry, State};
 pub use emporium_storage::BackendKind;
 pub use error::{EngineError, EntityKind, FieldError, Result, Shortfall};
-pub use event::{Event, LogEntry, PlacedLine, PlacedOrder};
-pub use model::*;
+pub use idempotency::*;
+pub use inventory::*;
+pub use kernel::codec::{decode_log, ENGINE_FORMAT_VERSION};
+pub use kernel::handler::{IdSource, Limits, Request};
 #[cfg(feature = "faults")]
-pub use runtime::Faults;
-pub use runtime::{BlockingEngine, Engine, EngineConfig, EngineStats, LogConsumer};
-pub use state::{
-    OrderFilter, Page, PricedCart, PricedLine, ProductFilter, State, CATEGORY_DEPTH_MAX,
-};
+pub use kernel::runtime::Faults;
+pub use kernel::runtime::{BlockingEngine, Engine, EngineConfig, EngineStats, LogConsumer};
+pub use kernel::timers::{ExpireDue, EXPIRIES_PER_COMMAND_MAX};
+pub use orders::*;
+pub use payments::*;
 pub use types::*;
 
 /// The pure domain, for tests and benchmarks that drive `decide` and `apply` without
 /// the runtime or storage.
 pub mod domain {
-    use crate::command::{Command, Reply};
-    use crate::decide::{decide, Ctx};
+    use crate::domains::{apply, Event, State};
     use crate::error::Result;
-    use crate::event::Event;
-    use crate::state::State;
+    use crate::kernel::handler::Request;
 
-    pub use crate::decide::{Ctx as Context, IdSource, Limits};
+    pub use crate::kernel::handler::{Ctx as Context, IdSource, Limits};
 
-    /// Decides `command` against `state` and applies its events, as the sequencer does
+    /// Decides `request` against `state` and applies its events, as the sequencer does
     /// (without logging or persistence). Returns the events and the reply.
-    pub fn execute(
+    pub fn execute<R: Request>(
         state: &State,
-        command: &Command,
-        ctx: &mut Ctx<'_>,
-    ) -> Result<(Vec<Event>, Reply)> {
-        let decision = decide(state, command, ctx)?;
+        request: &R,
+        ctx: &mut Context<'_>,
+    ) -> Result<(Vec<Event>, R::Output)> {
+        let decision = request.decide(state, ctx)?;
         let mut rows = Vec::new();
         for event in &decision.events {
-            crate::apply::apply(state, event, ctx.now, &mut rows);
+            apply(state, event, ctx.now, &mut rows);
         }
-        let reply = crate::runtime::resolve(state, decision.outcome);
+        let reply = R::reply(state, decision.outcome);
         Ok((decision.events, reply))
     }
 }

@@ -13,33 +13,24 @@ use std::sync::Arc;
 use emporium_engine::*;
 use emporium_tests::*;
 
+/// Sends one command, its reply dropped.
+type Sender = Box<dyn FnOnce(&BlockingEngine) -> Result<()>>;
+
+/// Any command, its type erased: how it reads (for messages) and how to send it.
+struct Command {
+    shown: String,
+    send: Sender,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
 /// Sends any command; the reply is dropped.
 fn send(shop: &BlockingEngine, command: Command) -> Result<()> {
-    match command {
-        Command::CreateCategory(c) => shop.send(c).map(drop),
-        Command::UpdateCategory(c) => shop.send(c).map(drop),
-        Command::DeleteCategory(c) => shop.send(c),
-        Command::CreateProduct(c) => shop.send(c).map(drop),
-        Command::UpdateProduct(c) => shop.send(c).map(drop),
-        Command::ArchiveProduct(c) => shop.send(c).map(drop),
-        Command::SetStock(c) => shop.send(c).map(drop),
-        Command::AdjustStock(c) => shop.send(c).map(drop),
-        Command::CreateCart(c) => shop.send(c).map(drop),
-        Command::AddCartItem(c) => shop.send(c).map(drop),
-        Command::SetCartItem(c) => shop.send(c).map(drop),
-        Command::RemoveCartItem(c) => shop.send(c).map(drop),
-        Command::Checkout(c) => shop.send(c).map(drop),
-        Command::CapturePayment(c) => shop.send(c).map(drop),
-        Command::CancelOrder(c) => shop.send(c).map(drop),
-        Command::FulfillOrder(c) => shop.send(c).map(drop),
-        Command::RegisterCustomer(c) => shop.send(c).map(drop),
-        Command::ExpireDue(c) => shop.send(c).map(drop),
-        Command::CreateApiClient(c) => shop.send(c).map(drop),
-        Command::IssueRefreshToken(c) => shop.send(c).map(drop),
-        Command::RotateRefreshToken(c) => shop.send(c).map(drop),
-        Command::AddSigningKey(c) => shop.send(c),
-        Command::RecordResponse(c) => shop.send(c),
-    }
+    (command.send)(shop)
 }
 
 /// `n` copies of `c`.
@@ -48,9 +39,9 @@ fn long(c: char, n: usize) -> String {
 }
 
 /// `base` after `tweak`, as a command.
-fn build<T: Into<Command>>(mut base: T, tweak: impl FnOnce(&mut T)) -> Command {
+fn build<T: Request + std::fmt::Debug>(mut base: T, tweak: impl FnOnce(&mut T)) -> Command {
     tweak(&mut base);
-    base.into()
+    Command { shown: format!("{base:?}"), send: Box::new(move |shop| shop.send(base).map(drop)) }
 }
 
 fn address() -> Address {

@@ -1,6 +1,8 @@
 //! Reopening a directory gives back exactly the state that was acknowledged; a
 //! directory in another format is refused; checkpoints open as engines.
 
+use std::sync::atomic::Ordering;
+
 use emporium_engine::*;
 use emporium_tests::{cart_with, check_invariants, checkout, config, pay, stocked_sku, TestEngine};
 
@@ -63,7 +65,7 @@ fn the_log_reads_back_the_events_from_any_lsn() {
     let tail = te.engine.read_log(last, 10).unwrap();
     assert_eq!(tail.len(), 1);
     match &tail[0].events[..] {
-        [Event::OrderPlaced(placed)] => assert_eq!(placed.id, order.id),
+        [Event::Orders(OrderEvent::Placed(placed))] => assert_eq!(placed.id, order.id),
         other => panic!("expected the order placement, got {other:?}"),
     }
     assert!(te.engine.read_log(Lsn(last.0 + 1), 10).unwrap().is_empty());
@@ -165,7 +167,47 @@ fn the_sled_backend_recovers_the_same_state() {
 /// with every entity and idempotency record intact, upgraded in place, and goes on.
 #[test]
 fn a_format_1_directory_is_upgraded_in_place_with_everything_intact() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1");
+    let upgraded = upgrades_in_place("v1");
+    // Format 1's log was dropped by the upgrade: the rows held all of it.
+    assert_eq!(upgraded.replayed, 0);
+    upgraded.engine.close();
+}
+
+/// A directory written by format 2 (`fixtures/v2`: the format-1 fixture opened by the
+/// engine of format 2, then 16 more commands whose rows were never materialized, the
+/// process gone without a close) opens with its log rewritten in format 3: the tail is
+/// replayed through the converted events, and log readers get them too.
+#[test]
+fn a_format_2_directory_is_upgraded_in_place_and_its_log_tail_replayed() {
+    let upgraded = upgrades_in_place("v2");
+    let engine = &upgraded.engine;
+    assert_eq!(upgraded.replayed, 16);
+    let tail = engine.read_log(Lsn(47), 16).unwrap();
+    assert_eq!(tail.iter().map(|e| e.lsn.0).collect::<Vec<_>>(), (47..=62).collect::<Vec<_>>());
+    let placed = tail
+        .iter()
+        .flat_map(|e| &e.events)
+        .filter(|e| matches!(e, Event::Orders(OrderEvent::Placed(_))))
+        .count();
+    assert_eq!(placed, 2, "the tail placed two orders");
+    upgraded.engine.close();
+}
+
+/// A fixture directory after [`upgrades_in_place`].
+struct Upgraded {
+    /// The engine of the second open.
+    engine: Engine,
+    /// Log entries the first open replayed after the rows.
+    replayed: u64,
+    _dir: tempfile::TempDir,
+}
+
+/// Opens a copy of `fixtures/<name>` (its `data/` and `manifest.txt`, the state the
+/// engine that wrote it printed), checks the upgraded state prints the same, that it
+/// goes on (counters continue, a key replays), and that it opens again upgraded for
+/// good.
+fn upgrades_in_place(name: &str) -> Upgraded {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
     let expected = std::fs::read_to_string(fixture.join("manifest.txt")).unwrap();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("data");
@@ -175,12 +217,13 @@ fn a_format_1_directory_is_upgraded_in_place_with_everything_intact() {
 
     let engine = Engine::open(config(&dir, clock.clone())).unwrap();
     let found = format!("{}{}", ids.header(), manifest(engine.state(), &ids));
-    assert_eq!(found, expected, "the upgraded state differs from what format 1 held");
+    assert_eq!(found, expected, "the upgraded state differs from what {name} held");
     check_invariants(engine.state());
     let last = engine.last_lsn();
+    let replayed = engine.stats().recovery_replayed_entries.load(Ordering::Relaxed);
     // It goes on: counters continue where they were, a replayed key still replays.
     let product = stocked_sku(&engine.blocking(), "AFTER-1", 100, 5);
-    assert!(product.id > ProductId::parse(&ids.products[2]).unwrap());
+    assert!(product.id > ProductId::parse(ids.products.last().unwrap()).unwrap());
     assert!(engine.last_lsn() > last);
     let replay = engine.blocking().send(Checkout {
         cart_id: ids.carts[0].clone(),
@@ -198,7 +241,8 @@ fn a_format_1_directory_is_upgraded_in_place_with_everything_intact() {
     assert_eq!(replay.unwrap().id.to_string(), ids.orders[0]);
     engine.close();
 
-    // Upgraded for good: it opens again as format 2, the same state plus the new rows.
+    // Upgraded for good: it opens again in the current format, the same state plus the
+    // new rows.
     let engine = Engine::open(config(&dir, clock)).unwrap();
     assert!(engine.state().product(&product.id).is_some());
     let body = |text: &str| -> Vec<String> {
@@ -210,7 +254,7 @@ fn a_format_1_directory_is_upgraded_in_place_with_everything_intact() {
             .collect()
     };
     assert_eq!(body(&manifest(engine.state(), &ids)), body(&expected));
-    engine.close();
+    Upgraded { engine, replayed, _dir: work }
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -73,10 +73,9 @@ fn a_registered_consumer_holds_the_log_until_it_advances() {
     let entries = consumer.read(1000).unwrap();
     assert_eq!(entries.first().map(|e| e.lsn), Some(Lsn(1)));
     assert_eq!(entries.last().map(|e| e.lsn), Some(last));
-    assert!(entries.iter().any(|e| e
-        .events
-        .iter()
-        .any(|ev| matches!(ev, Event::OrderPlaced(placed) if placed.id == order.id))));
+    assert!(entries.iter().any(|e| e.events.iter().any(
+        |ev| matches!(ev, Event::Orders(OrderEvent::Placed(placed)) if placed.id == order.id)
+    )));
     // It cannot claim what is not durable, and positions never go back.
     assert!(consumer.advance(Lsn(last.0 + 1)).unwrap_err().is_validation());
     consumer.advance(last).unwrap();

@@ -9,46 +9,27 @@ use rkyv::rancor::Error as RkyvError;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
-use crate::apply::Row;
+use crate::domains::{LogEntry, State, DOMAINS};
 use crate::error::{EngineError, Result};
-use crate::event::LogEntry;
-use crate::state::{COUNTERS, COUNTER_NAMES};
+use crate::kernel::legacy::LogEntryV2;
+use crate::kernel::table::Row;
 
-/// The version of the rows and log payloads this build writes. Every column family
-/// records it in `meta`, and every row and log payload carries it in its envelope. A
-/// directory of version 1 (no envelope) is upgraded in place on open; a newer one is
-/// refused.
-pub const ENGINE_FORMAT_VERSION: u32 = 2;
+/// The format of the data directory this build writes: the newest of its row and log
+/// formats. Every column family records its own version in `meta`, and every row and
+/// log payload carries it in its envelope. Older directories (format 1: no envelope;
+/// format 2: the flat event enum in the log) are upgraded in place on open; a newer one
+/// is refused.
+pub const ENGINE_FORMAT_VERSION: u32 = 3;
+
+/// The version of entity rows (unchanged since format 2).
+const ROW_FORMAT: u8 = 2;
+/// The version of log payloads (format 3: events nested by domain).
+const LOG_FORMAT: u8 = 3;
 
 /// The first bytes of every enveloped value: a tag byte and the format version (one
 /// byte; a format past 255 would bring a wider envelope, told apart by the tag).
 const ENVELOPE_TAG: u8 = 0xE5;
 const ENVELOPE_BYTES: usize = 2;
-
-pub(crate) const CF_PRODUCTS: &str = "products";
-pub(crate) const CF_CATEGORIES: &str = "categories";
-pub(crate) const CF_STOCK: &str = "stock";
-pub(crate) const CF_CARTS: &str = "carts";
-pub(crate) const CF_ORDERS: &str = "orders";
-pub(crate) const CF_CUSTOMERS: &str = "customers";
-pub(crate) const CF_IDEMPOTENCY: &str = "idempotency";
-pub(crate) const CF_API_CLIENTS: &str = "api_clients";
-pub(crate) const CF_REFRESH_TOKENS: &str = "refresh_tokens";
-pub(crate) const CF_SIGNING_KEYS: &str = "signing_keys";
-
-/// The entity column families, besides the storage crate's `log` and `meta`.
-pub(crate) const ENTITY_CFS: [&str; 10] = [
-    CF_PRODUCTS,
-    CF_CATEGORIES,
-    CF_STOCK,
-    CF_CARTS,
-    CF_ORDERS,
-    CF_CUSTOMERS,
-    CF_IDEMPOTENCY,
-    CF_API_CLIENTS,
-    CF_REFRESH_TOKENS,
-    CF_SIGNING_KEYS,
-];
 
 /// The LSN the entity rows reflect: recovery replays the log after it.
 const META_MATERIALIZED_LSN: &[u8] = b"materialized_lsn";
@@ -58,23 +39,18 @@ pub(crate) const META_CONSUMER_PREFIX: &str = "consumer/";
 const META_V1_LAST_LSN: &[u8] = b"last_lsn";
 const META_V1_COUNTERS: &[u8] = b"counters";
 
-/// Decodes a format-1 row as its column family's type (format 1 wrote today's types).
-fn check_v1_row(cf: &str, bytes: &[u8]) -> Result<()> {
-    use crate::accounts::{ApiClient, RefreshToken, SigningKey};
-    use crate::model::*;
-    let what = format!("format-1 row of {cf}");
-    match cf {
-        CF_PRODUCTS => decode_bare::<Product>(bytes, &what).map(drop),
-        CF_CATEGORIES => decode_bare::<Category>(bytes, &what).map(drop),
-        CF_STOCK => decode_bare::<StockLevels>(bytes, &what).map(drop),
-        CF_CARTS => decode_bare::<Cart>(bytes, &what).map(drop),
-        CF_ORDERS => decode_bare::<Order>(bytes, &what).map(drop),
-        CF_CUSTOMERS => decode_bare::<Customer>(bytes, &what).map(drop),
-        CF_IDEMPOTENCY => decode_bare::<IdempotencyRecord>(bytes, &what).map(drop),
-        CF_API_CLIENTS => decode_bare::<ApiClient>(bytes, &what).map(drop),
-        CF_REFRESH_TOKENS => decode_bare::<RefreshToken>(bytes, &what).map(drop),
-        CF_SIGNING_KEYS => decode_bare::<SigningKey>(bytes, &what).map(drop),
-        other => Err(EngineError::IncompatibleData(format!("unknown column family {other}"))),
+/// Every domain's tables' column families, besides the storage crate's `log` and
+/// `meta`.
+pub(crate) fn entity_cfs() -> Vec<&'static str> {
+    DOMAINS.iter().flat_map(|d| d.tables.iter().map(|t| t.name)).collect()
+}
+
+/// The version each column family must have: rows and log moved separately.
+fn expected_version(cf: &str) -> u32 {
+    if cf == emporium_storage::CF_LOG {
+        u32::from(LOG_FORMAT)
+    } else {
+        u32::from(ROW_FORMAT)
     }
 }
 
@@ -82,16 +58,16 @@ fn format_key(cf: &str) -> Vec<u8> {
     format!("format/{cf}").into_bytes()
 }
 
-fn envelope(capacity: usize) -> Vec<u8> {
+fn envelope(capacity: usize, version: u8) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(ENVELOPE_BYTES + capacity);
     bytes.push(ENVELOPE_TAG);
-    bytes.push(u8::try_from(ENGINE_FORMAT_VERSION).expect("the format version fits a byte"));
+    bytes.push(version);
     bytes
 }
 
-/// Wraps bytes in the current envelope.
+/// Wraps row bytes in the current envelope.
 fn wrap(payload: &[u8]) -> Vec<u8> {
-    let mut bytes = envelope(payload.len());
+    let mut bytes = envelope(payload.len(), ROW_FORMAT);
     bytes.extend_from_slice(payload);
     bytes
 }
@@ -105,15 +81,14 @@ where
 }
 
 /// The payload inside an envelope, after checking its version.
-fn unwrap<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
+fn unwrap<'a>(bytes: &'a [u8], what: &str, expected: u8) -> Result<&'a [u8]> {
     if bytes.len() < ENVELOPE_BYTES || bytes[0] != ENVELOPE_TAG {
         return Err(EngineError::IncompatibleData(format!("{what} has no format envelope")));
     }
-    let version = u32::from(bytes[1]);
-    if version != ENGINE_FORMAT_VERSION {
+    let version = bytes[1];
+    if version != expected {
         return Err(EngineError::IncompatibleData(format!(
-            "{what} has format version {version}; this build reads version \
-             {ENGINE_FORMAT_VERSION}"
+            "{what} has format version {version}; this build reads version {expected}"
         )));
     }
     Ok(&bytes[ENVELOPE_BYTES..])
@@ -125,7 +100,7 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, RkyvError>>
         + rkyv::Deserialize<T, HighDeserializer<RkyvError>>,
 {
-    decode_bare(unwrap(bytes, what)?, what)
+    decode_bare(unwrap(bytes, what, ROW_FORMAT)?, what)
 }
 
 /// Decodes rkyv bytes without an envelope (version 1 rows, and payloads unwrapped).
@@ -142,50 +117,9 @@ where
         .map_err(|e| EngineError::IncompatibleData(format!("cannot decode {what}: {e}")))
 }
 
-/// Where a row is stored: its column family and key. Carts and orders are keyed by
-/// their sequence, not their random ids, so new rows append instead of landing at random
-/// places.
-pub(crate) fn row_key(row: &Row) -> (&'static str, Vec<u8>) {
-    let text = |s: &str| s.as_bytes().to_vec();
-    match row {
-        Row::Product(p) => (CF_PRODUCTS, text(p.id.as_str())),
-        Row::Category(c) => (CF_CATEGORIES, text(c.id.as_str())),
-        Row::CategoryDeleted(id) => (CF_CATEGORIES, text(id.as_str())),
-        Row::Stock(s) => (CF_STOCK, text(s.sku.as_str())),
-        Row::Cart(c) => (CF_CARTS, c.seq.to_be_bytes().to_vec()),
-        Row::Order(o) => (CF_ORDERS, o.seq.to_be_bytes().to_vec()),
-        Row::Customer(c) => (CF_CUSTOMERS, text(c.id.as_str())),
-        Row::Idempotency(r) => (CF_IDEMPOTENCY, text(&r.key)),
-        Row::IdempotencyDeleted(key) => (CF_IDEMPOTENCY, text(key)),
-        Row::ApiClient(c) => (CF_API_CLIENTS, text(c.id.as_str())),
-        Row::RefreshToken(t) => (CF_REFRESH_TOKENS, text(&t.hash)),
-        Row::RefreshTokenDeleted(hash) => (CF_REFRESH_TOKENS, text(hash)),
-        Row::SigningKey(k) => (CF_SIGNING_KEYS, text(&k.kid)),
-    }
-}
-
-/// A row's stored value, or `None` when the row is deleted.
-fn row_value(row: &Row) -> Option<Vec<u8>> {
-    Some(match row {
-        Row::Product(p) => encode(&**p),
-        Row::Category(c) => encode(&**c),
-        Row::Stock(s) => encode(s),
-        Row::Cart(c) => encode(&**c),
-        Row::Order(o) => encode(&**o),
-        Row::Customer(c) => encode(&**c),
-        Row::Idempotency(r) => encode(&**r),
-        Row::ApiClient(c) => encode(&**c),
-        Row::RefreshToken(t) => encode(&**t),
-        Row::SigningKey(k) => encode(&**k),
-        Row::CategoryDeleted(_) | Row::IdempotencyDeleted(_) | Row::RefreshTokenDeleted(_) => {
-            return None
-        }
-    })
-}
-
 /// Adds a row's persisted form (or its deletion) under `key` to `batch`.
 pub(crate) fn put_row(batch: &mut WriteBatch, (cf, key): (&'static str, Vec<u8>), row: &Row) {
-    match row_value(row) {
+    match row.value() {
         Some(value) => batch.put_owned(cf, key, value),
         None => batch.delete(cf, &key),
     }
@@ -193,9 +127,9 @@ pub(crate) fn put_row(batch: &mut WriteBatch, (cf, key): (&'static str, Vec<u8>)
 
 /// Records in `batch` that the rows reflect the log up to `lsn`, with the counters of
 /// that instant, each under its name.
-pub(crate) fn put_materialized(batch: &mut WriteBatch, lsn: u64, counters: [u64; COUNTERS]) {
+pub(crate) fn put_materialized(batch: &mut WriteBatch, lsn: u64, counters: &[(&str, u64)]) {
     batch.put(CF_META, META_MATERIALIZED_LSN, &lsn.to_le_bytes());
-    for (name, value) in COUNTER_NAMES.iter().zip(counters) {
+    for (name, value) in counters {
         batch.put_owned(
             CF_META,
             format!("{META_COUNTER_PREFIX}{name}").into_bytes(),
@@ -204,22 +138,20 @@ pub(crate) fn put_materialized(batch: &mut WriteBatch, lsn: u64, counters: [u64;
     }
 }
 
-/// The LSN the rows reflect, and the counters of that instant (by name; a counter
-/// without a row is 0).
-pub(crate) fn read_materialized(store: &Store) -> Result<(u64, [u64; COUNTERS])> {
+/// The LSN the rows reflect; sets every registered counter to its value of that instant
+/// (a counter without a row is 0: it is new).
+pub(crate) fn read_materialized(store: &Store, state: &State) -> Result<u64> {
     let lsn = match store.get(CF_META, META_MATERIALIZED_LSN)? {
         Some(bytes) => read_u64(&bytes, "materialized LSN")?,
         None => 0,
     };
-    let mut counters = [0; COUNTERS];
-    for (name, value) in COUNTER_NAMES.iter().zip(counters.iter_mut()) {
-        if let Some(bytes) =
-            store.get(CF_META, format!("{META_COUNTER_PREFIX}{name}").as_bytes())?
-        {
-            *value = read_u64(&bytes, name)?;
+    for counter in state.counters() {
+        let key = format!("{META_COUNTER_PREFIX}{}", counter.name);
+        if let Some(bytes) = store.get(CF_META, key.as_bytes())? {
+            counter.set(read_u64(&bytes, counter.name)?);
         }
     }
-    Ok((lsn, counters))
+    Ok(lsn)
 }
 
 pub(crate) fn read_u64(bytes: &[u8], what: &str) -> Result<u64> {
@@ -238,7 +170,7 @@ pub(crate) const LOG_RECORD_BYTES_TARGET: usize = 1 << 20;
 
 /// An empty log record's payload, ready for [`push_log_entry`].
 pub(crate) fn log_record_start() -> Vec<u8> {
-    envelope(4096)
+    envelope(4096, LOG_FORMAT)
 }
 
 /// Appends one entry to a log record's payload.
@@ -255,13 +187,22 @@ pub(crate) fn push_log_entry(payload: &mut Vec<u8>, entry: &LogEntry) {
 
 /// Decodes a log record's payload: its entries, in LSN order.
 pub fn decode_log(payload: &[u8]) -> Result<Vec<LogEntry>> {
+    decode_entries(payload, LOG_FORMAT, |entry| decode_bare::<LogEntry>(entry, "log entry"))
+}
+
+/// The entries of a record of format `version`, each decoded by `decode`.
+fn decode_entries<T>(
+    payload: &[u8],
+    version: u8,
+    decode: impl Fn(&[u8]) -> Result<T>,
+) -> Result<Vec<T>> {
     let malformed = |why: &str| EngineError::IncompatibleData(format!("log record: {why}"));
-    let mut rest = unwrap(payload, "log record")?;
+    let mut rest = unwrap(payload, "log record", version)?;
     let mut entries = Vec::new();
     while !rest.is_empty() {
         let (len, body) = read_varint(rest).ok_or_else(|| malformed("a bad length"))?;
         let (entry, after) = body.split_at_checked(len).ok_or_else(|| malformed("a cut entry"))?;
-        entries.push(decode_bare(entry, "log entry")?);
+        entries.push(decode(entry)?);
         rest = after;
     }
     if entries.is_empty() {
@@ -339,11 +280,30 @@ pub(crate) fn first_log_lsn(store: &Store) -> Result<Option<u64>> {
     }
 }
 
+/// Visits every row of `cf` in key order; the first error stops the scan and is
+/// returned.
+pub(crate) fn scan(
+    store: &Store,
+    cf: &str,
+    visit: &mut impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut failure = None;
+    store.scan(cf, &mut |key, value| match visit(key, value) {
+        Ok(()) => true,
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
 /// Checks every column family's format version: a new directory is stamped with this
-/// build's, a version-1 directory is upgraded in place, anything else is refused.
+/// build's, a format-1 directory is upgraded in place (rows and log), a format-2 log is
+/// rewritten in format 3, anything newer is refused.
 pub(crate) fn check_format(store: &Store) -> Result<()> {
     let mut found = Vec::new();
-    for cf in ENTITY_CFS.iter().chain(&[emporium_storage::CF_LOG]) {
+    for cf in entity_cfs().into_iter().chain([emporium_storage::CF_LOG]) {
         let version = match store.get(CF_META, &format_key(cf))? {
             Some(bytes) => {
                 Some(bytes.as_slice().try_into().map(u32::from_le_bytes).map_err(|_| {
@@ -352,15 +312,15 @@ pub(crate) fn check_format(store: &Store) -> Result<()> {
             }
             None => None,
         };
-        found.push((*cf, version));
+        found.push((cf, version));
     }
     if let Some((cf, Some(newer))) =
-        found.iter().find(|(_, v)| v.is_some_and(|v| v > ENGINE_FORMAT_VERSION))
+        found.iter().find(|(cf, v)| v.is_some_and(|v| v > expected_version(cf)))
     {
         return Err(EngineError::IncompatibleData(format!(
             "column family {cf} has format version {newer}, written by a newer build; this \
-             build reads versions up to {ENGINE_FORMAT_VERSION} and refuses rather than \
-             misreads it"
+             build reads versions up to {} and refuses rather than misreads it",
+            expected_version(cf)
         )));
     }
     if found.iter().any(|(_, v)| *v == Some(1)) {
@@ -371,10 +331,13 @@ pub(crate) fn check_format(store: &Store) -> Result<()> {
         }
         return upgrade_v1(store);
     }
+    if found.iter().any(|(cf, v)| *cf == emporium_storage::CF_LOG && *v == Some(2)) {
+        return upgrade_log_v2(store);
+    }
     let mut missing = WriteBatch::default();
     for (cf, version) in found {
         if version.is_none() {
-            missing.put(CF_META, &format_key(cf), &ENGINE_FORMAT_VERSION.to_le_bytes());
+            missing.put(CF_META, &format_key(cf), &expected_version(cf).to_le_bytes());
         }
     }
     if !missing.is_empty() {
@@ -383,34 +346,34 @@ pub(crate) fn check_format(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// Stamps every column family with this build's version.
+fn stamp_all(batch: &mut WriteBatch) {
+    for cf in entity_cfs().into_iter().chain([emporium_storage::CF_LOG]) {
+        batch.put(CF_META, &format_key(cf), &expected_version(cf).to_le_bytes());
+    }
+}
+
 /// Version 1 stored bare rkyv values (the entity types are unchanged since), kept every
 /// row in step with the log (rows and log records were one batch), and stored the last
 /// LSN and a positional counter array. The upgrade wraps every row in the envelope,
 /// records the rows as materialized at the last LSN, names the counters, drops the
-/// format-1 log (see below) and stamps version 2: one synced, atomic batch, so a crash
-/// leaves either the old directory or the new one.
+/// format-1 log (see below) and stamps the current versions: one synced, atomic batch,
+/// so a crash leaves either the old directory or the new one.
 fn upgrade_v1(store: &Store) -> Result<()> {
+    /// Version 1's positional counter array, in its order.
+    const V1_COUNTERS: [&str; 5] = ["product", "category", "customer", "order", "cart"];
     let started = std::time::Instant::now();
     let mut batch = WriteBatch::default();
     let mut rows = 0usize;
-    let mut failure = None;
-    for cf in ENTITY_CFS {
-        store.scan(cf, &mut |key, value| match check_v1_row(cf, value) {
-            Ok(()) => {
-                batch.put_owned(cf, key.to_vec(), wrap(value));
-                rows += 1;
-                true
-            }
-            Err(e) => {
-                failure = Some(e);
-                false
-            }
-        })?;
+    for table in DOMAINS.iter().flat_map(|d| d.tables) {
         // Checked before anything is stamped: a row that does not decode leaves the
         // directory as format 1, refused with the reason.
-        if let Some(e) = failure.take() {
-            return Err(e);
-        }
+        scan(store, table.name, &mut |key, value| {
+            (table.check_v1)(value)?;
+            batch.put_owned(table.name, key.to_vec(), wrap(value));
+            rows += 1;
+            Ok(())
+        })?;
     }
     // Format-1 log payloads hold format-1 events (an order placement carried the whole
     // order). The rows hold everything the log did, so the upgrade drops the log
@@ -427,30 +390,62 @@ fn upgrade_v1(store: &Store) -> Result<()> {
             store.last_lsn()?.unwrap_or(0)
         )));
     }
-    let mut counters = [0; COUNTERS];
+    let mut counters = Vec::new();
     if let Some(bytes) = store.get(CF_META, META_V1_COUNTERS)? {
-        if bytes.len() != 8 * COUNTERS {
+        if bytes.len() != 8 * V1_COUNTERS.len() {
             return Err(EngineError::IncompatibleData("version-1 counters are malformed".into()));
         }
-        // Version 1's positional order is today's `COUNTER_NAMES` order.
-        for (value, chunk) in counters.iter_mut().zip(bytes.chunks_exact(8)) {
-            *value = read_u64(chunk, "version-1 counter")?;
+        for (name, chunk) in V1_COUNTERS.iter().zip(bytes.chunks_exact(8)) {
+            counters.push((*name, read_u64(chunk, "version-1 counter")?));
         }
     }
-    put_materialized(&mut batch, last_lsn, counters);
+    put_materialized(&mut batch, last_lsn, &counters);
     batch.trim_log(first, last_lsn + 1);
     batch.delete(CF_META, META_V1_LAST_LSN);
     batch.delete(CF_META, META_V1_COUNTERS);
-    for cf in ENTITY_CFS.iter().chain(&[emporium_storage::CF_LOG]) {
-        batch.put(CF_META, &format_key(cf), &ENGINE_FORMAT_VERSION.to_le_bytes());
-    }
+    stamp_all(&mut batch);
     store.write(&batch, true)?;
     tracing::info!(
         rows,
         records,
         lsn = last_lsn,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "upgraded the data directory from format 1 to 2"
+        "upgraded the data directory from format 1 to {ENGINE_FORMAT_VERSION}"
+    );
+    Ok(())
+}
+
+/// Format 2 wrote the same rows but a flat event enum in the log. The log (the tail the
+/// rows do not reflect yet, and what is kept for consumers) is rewritten record by
+/// record in format 3 under the same keys, and the log is stamped: one synced, atomic
+/// batch.
+fn upgrade_log_v2(store: &Store) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut batch = WriteBatch::default();
+    let mut entries = 0usize;
+    let mut from = 0;
+    loop {
+        let records = store.read_log(from, 64)?;
+        let Some(last) = records.last() else { break };
+        from = last.lsn + 1;
+        for record in records {
+            let old = decode_entries(&record.payload, 2, |entry| {
+                decode_bare::<LogEntryV2>(entry, "format-2 log entry")
+            })?;
+            let mut payload = log_record_start();
+            for entry in old {
+                push_log_entry(&mut payload, &LogEntry::try_from(entry)?);
+                entries += 1;
+            }
+            batch.append_log(record.lsn, &payload);
+        }
+    }
+    stamp_all(&mut batch);
+    store.write(&batch, true)?;
+    tracing::info!(
+        entries,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "upgraded the log from format 2 to 3"
     );
     Ok(())
 }

@@ -31,17 +31,14 @@ use parking_lot::{Condvar, Mutex};
 use rand::SeedableRng;
 use tokio::sync::{oneshot, watch};
 
-use crate::accounts::Rotation;
-use crate::apply::{apply, Row};
 use crate::clock::{Clock, SystemClock};
-use crate::codec;
-use crate::command::{Command, ExpireDue, PaymentReceipt, Reply, Request};
-use crate::decide::{decide, Ctx, IdSource, Limits, Outcome};
+use crate::domains::{apply, LogEntry, State};
 use crate::error::{EngineError, Result};
-use crate::event::LogEntry;
-use crate::materializer::{ConsumerCell, Durable, LogBounds, Materializer, Pacing};
-use crate::model::IdempotentOutcome;
-use crate::state::State;
+use crate::kernel::codec;
+use crate::kernel::handler::{Ctx, IdSource, Limits, Request};
+use crate::kernel::materializer::{ConsumerCell, Durable, LogBounds, Materializer, Pacing};
+use crate::kernel::table::Row;
+use crate::kernel::timers::{self, ExpireDue};
 use crate::types::{Lsn, TimestampMs};
 
 /// How to open an [`Engine`].
@@ -144,13 +141,45 @@ pub struct EngineStats {
     pub recovery_replayed_entries: AtomicU64,
 }
 
-type ReplySender = oneshot::Sender<Result<Reply>>;
-type Replies = Vec<(ReplySender, Result<Reply>)>;
+/// A request on its way through the sequencer, with the channel its caller waits on.
+/// Typed by the request, so its reply is never narrowed from a shared enum; boxed so
+/// the queue and the group hold requests of every type.
+trait Job: Send {
+    /// Decides and applies the request (its events and rows join `group`) and keeps
+    /// its result until the group is durable.
+    fn run(&mut self, sequencer: &mut Sequencer, group: &mut Group);
+    /// Sends the kept result, or `failure` instead when the group did not become
+    /// durable.
+    fn release(self: Box<Self>, failure: Option<&EngineError>);
+}
 
-// The queue's slots hold commands by value: boxing would allocate per command.
-#[allow(clippy::large_enum_variant)]
+struct Submitted<R: Request> {
+    request: R,
+    reply: oneshot::Sender<Result<R::Output>>,
+    result: Option<Result<R::Output>>,
+}
+
+impl<R: Request> Job for Submitted<R> {
+    fn run(&mut self, sequencer: &mut Sequencer, group: &mut Group) {
+        let result = sequencer.execute_guarded(&self.request, group);
+        if result.is_err() {
+            sequencer.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        self.result = Some(result);
+    }
+
+    fn release(self: Box<Self>, failure: Option<&EngineError>) {
+        let result = match (failure, self.result) {
+            (Some(failure), _) => Err(unavailable(failure)),
+            (None, Some(result)) => result,
+            (None, None) => Err(EngineError::Unavailable("the engine is closed".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
 enum Envelope {
-    Command(Command, ReplySender),
+    Request(Box<dyn Job>),
     /// Sent by [`Engine::close`]: finish what came before, then stop.
     Shutdown,
 }
@@ -162,9 +191,9 @@ struct Group {
     rows: Vec<Row>,
     /// Successes and refusals alike: a refusal was decided against state that may not
     /// be durable yet, so it waits for its group too.
-    replies: Replies,
+    replies: Vec<Box<dyn Job>>,
     last_lsn: u64,
-    counters: [u64; crate::state::COUNTERS],
+    counters: Vec<(&'static str, u64)>,
 }
 
 impl Group {
@@ -305,7 +334,7 @@ impl Engine {
         }
         let store = Store::open(&StoreConfig {
             path: config.data_dir.clone(),
-            column_families: codec::ENTITY_CFS.to_vec(),
+            column_families: codec::entity_cfs(),
             backend: config.backend,
         })
         .map_err(|e| match e {
@@ -314,7 +343,7 @@ impl Engine {
         })?;
         codec::check_format(&store)?;
         let started = Instant::now();
-        let recovered = crate::recovery::recover(&store)?;
+        let recovered = crate::kernel::recovery::recover(&store)?;
         let state = Arc::new(recovered.state);
         let last_lsn = state.last_lsn().0;
         tracing::info!(
@@ -400,9 +429,9 @@ impl Engine {
 
     /// Sends a command and waits (asynchronously) until it is durable.
     pub async fn send<R: Request>(&self, request: R) -> Result<R::Output> {
-        let receiver = self.enqueue(request.into())?;
+        let receiver = self.enqueue(request)?;
         match receiver.await {
-            Ok(reply) => reply.map(R::output),
+            Ok(reply) => reply,
             Err(_) => Err(self.stopped()),
         }
     }
@@ -412,10 +441,11 @@ impl Engine {
         BlockingEngine { engine: self.clone() }
     }
 
-    fn enqueue(&self, command: Command) -> Result<oneshot::Receiver<Result<Reply>>> {
+    fn enqueue<R: Request>(&self, request: R) -> Result<oneshot::Receiver<Result<R::Output>>> {
         self.inner.health.check()?;
         let (reply, receiver) = oneshot::channel();
-        match self.inner.sender.try_send(Envelope::Command(command, reply)) {
+        let job = Box::new(Submitted { request, reply, result: None });
+        match self.inner.sender.try_send(Envelope::Request(job)) {
             Ok(()) => Ok(receiver),
             Err(TrySendError::Full(_)) => Err(EngineError::Overloaded),
             Err(TrySendError::Disconnected(_)) => Err(self.stopped()),
@@ -602,9 +632,9 @@ pub struct BlockingEngine {
 impl BlockingEngine {
     /// Sends a command and blocks until it is durable.
     pub fn send<R: Request>(&self, request: R) -> Result<R::Output> {
-        let receiver = self.engine.enqueue(request.into())?;
+        let receiver = self.engine.enqueue(request)?;
         match receiver.blocking_recv() {
-            Ok(reply) => reply.map(R::output),
+            Ok(reply) => reply,
             Err(_) => Err(self.engine.stopped()),
         }
     }
@@ -653,7 +683,7 @@ impl Sequencer {
             let mut next = first;
             while let Some(envelope) = next.take() {
                 match envelope {
-                    Envelope::Command(command, reply) => self.handle(command, reply, &mut group),
+                    Envelope::Request(job) => self.handle(job, &mut group),
                     Envelope::Shutdown => running = false,
                 }
                 if running && group.replies.len() < self.group_commands_max {
@@ -670,8 +700,8 @@ impl Sequencer {
         }
         // Whatever raced with the shutdown is refused, not left hanging.
         while let Ok(envelope) = self.receiver.try_recv() {
-            if let Envelope::Command(_, reply) = envelope {
-                let _ = reply.send(Err(EngineError::Unavailable("the engine is closed".into())));
+            if let Envelope::Request(job) = envelope {
+                job.release(Some(&EngineError::Unavailable("the engine is closed".into())));
             }
         }
         self.slot.stop();
@@ -683,18 +713,14 @@ impl Sequencer {
         self.last_now
     }
 
-    fn handle(&mut self, command: Command, reply: ReplySender, group: &mut Group) {
+    fn handle(&mut self, mut job: Box<dyn Job>, group: &mut Group) {
         // Commands queued before a close still complete; after a storage failure
         // nothing is applied any more.
-        if self.health.failed() {
-            let _ = reply.send(self.health.check().map(|_| Reply::Deleted));
-            return;
+        if let Err(failure) = self.health.check() {
+            return job.release(Some(&failure));
         }
-        let result = self.execute_guarded(&command, group);
-        if result.is_err() {
-            self.stats.commands_refused.fetch_add(1, Ordering::Relaxed);
-        }
-        group.replies.push((reply, result));
+        job.run(self, group);
+        group.replies.push(job);
     }
 
     /// [`Self::execute`], but a panic (a broken invariant) stops the engine: nothing of
@@ -702,8 +728,8 @@ impl Sequencer {
     /// yet answered (this one included) gets `Unavailable` with the reason, and
     /// [`Engine::failure`] (the server's `/readyz`) reports it until the directory is
     /// reopened, which recovers the durable prefix.
-    fn execute_guarded(&mut self, command: &Command, group: &mut Group) -> Result<Reply> {
-        match catch_unwind(AssertUnwindSafe(|| self.execute(command, group))) {
+    fn execute_guarded<R: Request>(&mut self, request: &R, group: &mut Group) -> Result<R::Output> {
+        match catch_unwind(AssertUnwindSafe(|| self.execute(request, group))) {
             Ok(result) => result,
             Err(panic) => {
                 self.health.fail(format!("the sequencer panicked: {}", panic_message(&panic)));
@@ -713,10 +739,10 @@ impl Sequencer {
     }
 
     /// Decides and applies one command; its events and rows join `group`.
-    fn execute(&mut self, command: &Command, group: &mut Group) -> Result<Reply> {
+    fn execute<R: Request>(&mut self, request: &R, group: &mut Group) -> Result<R::Output> {
         let now = self.now();
         let mut ctx = Ctx { now, ids: &mut *self.rng, limits: &self.limits };
-        let decision = decide(&self.state, command, &mut ctx)?;
+        let decision = request.decide(&self.state, &mut ctx)?;
         if !decision.events.is_empty() {
             for event in &decision.events {
                 apply(&self.state, event, now, &mut group.rows);
@@ -731,21 +757,15 @@ impl Sequencer {
             group.entries.push(LogEntry { lsn: Lsn(lsn), at: now, events: decision.events });
             self.stats.commands_applied.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(resolve(&self.state, decision.outcome))
+        Ok(R::reply(&self.state, decision.outcome))
     }
 
     /// Expires due reservations and idempotency records, when there are any.
     fn tick(&mut self, group: &mut Group) {
         let now = self.now();
-        let due = self.state.next_expiry().is_some_and(|at| at <= now)
-            || self
-                .state
-                .idempotency_by_age
-                .front()
-                .is_some_and(|e| e.value().0 + self.limits.idempotency_ttl_ms <= now);
-        if due && !self.health.failed() {
+        if timers::due(&self.state, now, &self.limits) && !self.health.failed() {
             // The tick's reply has no waiter; its events join the group.
-            if let Err(e) = self.execute_guarded(&Command::ExpireDue(ExpireDue), group) {
+            if let Err(e) = self.execute_guarded(&ExpireDue, group) {
                 tracing::error!(error = %e, "expiry failed");
             }
         }
@@ -754,7 +774,7 @@ impl Sequencer {
     fn hand_over(&mut self, mut group: Group) {
         // The counters as of the group's last command: every group carries them, even one
         // of refusals only, since a merge keeps the later group's.
-        group.counters = self.state.counters.snapshot();
+        group.counters = self.state.counter_snapshot();
         let mut pending = self.slot.pending.lock();
         // Back-pressure: while the committer is more than one full group behind, wait.
         while pending.0.as_ref().is_some_and(|g| g.replies.len() >= self.group_commands_max * 4) {
@@ -765,39 +785,6 @@ impl Sequencer {
             None => pending.0 = Some(group),
         }
         self.slot.ready.notify_one();
-    }
-}
-
-pub(crate) fn resolve(state: &State, outcome: Outcome) -> Reply {
-    let missing = "an applied command's entity exists";
-    match outcome {
-        Outcome::Category(id) => Reply::Category(state.category(&id).expect(missing)),
-        Outcome::Deleted => Reply::Deleted,
-        Outcome::Product(id) => Reply::Product(state.product(&id).expect(missing)),
-        Outcome::Stock(sku) => Reply::Stock(state.stock(&sku).expect(missing)),
-        Outcome::Cart(id) => Reply::Cart(state.cart(&id).expect(missing)),
-        Outcome::Order(id) => Reply::Order(state.order(&id).expect(missing)),
-        Outcome::Payment(order_id, payment_id) => {
-            let order = state.order(&order_id).expect(missing);
-            let payment =
-                order.payments.iter().find(|p| p.id == payment_id).expect(missing).clone();
-            Reply::Payment(PaymentReceipt { order, payment })
-        }
-        Outcome::Customer(id) => Reply::Customer(state.customer(&id).expect(missing)),
-        Outcome::Replay(IdempotentOutcome::Checkout(order)) => Reply::Order(Arc::new(order)),
-        Outcome::Replay(IdempotentOutcome::Payment(order, payment)) => {
-            Reply::Payment(PaymentReceipt { order: Arc::new(order), payment })
-        }
-        Outcome::Expired(count) => Reply::Expired(count),
-        Outcome::Replay(IdempotentOutcome::Response(_)) => {
-            unreachable!("decide replays only the outcome kind of the command")
-        }
-        Outcome::ApiClient(id) => Reply::ApiClient(state.api_client(&id).expect(missing)),
-        Outcome::RefreshToken(hash) | Outcome::Rotation(Some(hash)) => {
-            Reply::Rotation(Rotation::Rotated(state.refresh_token(&hash).expect(missing)))
-        }
-        Outcome::Rotation(None) => Reply::Rotation(Rotation::Invalid),
-        Outcome::RotationReused => Reply::Rotation(Rotation::Reused),
     }
 }
 
@@ -859,8 +846,8 @@ impl Committer {
         let commands = group.replies.len() as u64;
         self.stats.last_group_commands.store(commands, Ordering::Relaxed);
         self.stats.commands_committed.fetch_add(commands, Ordering::Relaxed);
-        for (reply, value) in group.replies {
-            let _ = reply.send(value);
+        for job in group.replies {
+            job.release(None);
         }
         if !group.entries.is_empty() {
             let durable =
@@ -905,10 +892,17 @@ impl Committer {
     }
 }
 
-fn refuse(replies: Replies, error: EngineError) {
-    let reason = error.to_string();
-    for (reply, _) in replies {
-        let _ = reply.send(Err(EngineError::Unavailable(reason.clone())));
+fn refuse(replies: Vec<Box<dyn Job>>, error: EngineError) {
+    for job in replies {
+        job.release(Some(&error));
+    }
+}
+
+/// What a caller gets when its command's group did not become durable.
+fn unavailable(failure: &EngineError) -> EngineError {
+    match failure {
+        EngineError::Unavailable(reason) => EngineError::Unavailable(reason.clone()),
+        other => EngineError::Unavailable(other.to_string()),
     }
 }
 

@@ -25,18 +25,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use emporium_storage::{Store, WriteBatch, CF_META};
 use parking_lot::Mutex;
 
-use crate::apply::Row;
-use crate::codec::{self, META_CONSUMER_PREFIX};
 use crate::error::{EngineError, Result};
-use crate::runtime::{EngineStats, Health, StopOnPanic};
-use crate::state::COUNTERS;
+use crate::kernel::codec::{self, META_CONSUMER_PREFIX};
+use crate::kernel::runtime::{EngineStats, Health, StopOnPanic};
+use crate::kernel::table::Row;
 use crate::types::Lsn;
 
 /// A durable group's changes, handed from the committer to the materializer.
 pub(crate) struct Durable {
     pub(crate) rows: Vec<Row>,
     pub(crate) last_lsn: u64,
-    pub(crate) counters: [u64; COUNTERS],
+    pub(crate) counters: Vec<(&'static str, u64)>,
 }
 
 /// How the materializer paces itself and how much log it keeps.
@@ -134,7 +133,7 @@ pub(crate) struct Materializer {
 struct Pending {
     rows: HashMap<(&'static str, Vec<u8>), Row>,
     last_lsn: u64,
-    counters: [u64; COUNTERS],
+    counters: Vec<(&'static str, u64)>,
 }
 
 impl Materializer {
@@ -149,7 +148,7 @@ impl Materializer {
             match self.receiver.recv_timeout(wait) {
                 Ok(durable) => {
                     for row in durable.rows {
-                        pending.rows.insert(codec::row_key(&row), row);
+                        pending.rows.insert(row.location(), row);
                     }
                     pending.last_lsn = durable.last_lsn;
                     pending.counters = durable.counters;
@@ -190,7 +189,7 @@ impl Materializer {
         // (a consumer moved) has no counters of its own to write, and writing the
         // defaults would reset them.
         if !idle {
-            codec::put_materialized(&mut batch, lsn, pending.counters);
+            codec::put_materialized(&mut batch, lsn, &pending.counters);
         }
         let mut consumers = self.bounds.consumers.lock();
         let trim_to = self.trim_point(lsn, &consumers);

@@ -1,0 +1,275 @@
+//! Accounts: customers and staff (registered with a credential hashed by the caller),
+//! API clients, refresh-token families (rotation with reuse detection) and the keys
+//! that sign access tokens.
+
+mod commands;
+mod model;
+
+use std::sync::Arc;
+
+use crossbeam_skiplist::{SkipMap, SkipSet};
+use rkyv::{Archive, Deserialize, Serialize};
+
+pub use commands::*;
+pub use model::*;
+
+use crate::domains::{Event, State};
+use crate::kernel::handler::Ctx;
+use crate::kernel::table::{
+    check_v1, decode_row, persist, Counter, Domain, Index, Row, Table, Timers,
+};
+use crate::types::*;
+use crate::EXPIRIES_PER_COMMAND_MAX;
+
+const CUSTOMERS: &str = "customers";
+const API_CLIENTS: &str = "api_clients";
+const REFRESH_TOKENS: &str = "refresh_tokens";
+const SIGNING_KEYS: &str = "signing_keys";
+
+persist!(Customer, CUSTOMERS, |c| c.id.as_str().as_bytes().to_vec());
+persist!(ApiClient, API_CLIENTS, |c| c.id.as_str().as_bytes().to_vec());
+persist!(RefreshToken, REFRESH_TOKENS, |t| t.hash.as_bytes().to_vec());
+persist!(SigningKey, SIGNING_KEYS, |k| k.kid.as_bytes().to_vec());
+
+/// The accounts in memory.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub(crate) customers: SkipMap<CustomerId, Arc<Customer>>,
+    pub(crate) emails: Index<String, CustomerId>,
+    pub(crate) customer_seq: Counter,
+    pub(crate) api_clients: Index<ApiClientId, Arc<ApiClient>>,
+    pub(crate) refresh_tokens: Index<String, Arc<RefreshToken>>,
+    /// `(expires_at, hash)` of every refresh token.
+    pub(crate) refresh_by_expiry: SkipSet<(TimestampMs, String)>,
+    /// `(family, hash)` of every refresh token.
+    pub(crate) refresh_families: SkipSet<(String, String)>,
+    pub(crate) signing_keys: SkipMap<String, Arc<SigningKey>>,
+}
+
+impl Default for Tables {
+    fn default() -> Tables {
+        Tables {
+            customers: SkipMap::new(),
+            emails: Index::default(),
+            customer_seq: Counter::new("customer"),
+            api_clients: Index::default(),
+            refresh_tokens: Index::default(),
+            refresh_by_expiry: SkipSet::new(),
+            refresh_families: SkipSet::new(),
+            signing_keys: SkipMap::new(),
+        }
+    }
+}
+
+pub(crate) const DOMAIN: Domain = Domain {
+    name: "accounts",
+    tables: &[
+        Table {
+            name: CUSTOMERS,
+            load: |state, bytes| {
+                put_customer(state, decode_row(bytes, "customer")?, &mut Vec::new());
+                Ok(())
+            },
+            check_v1: check_v1::<Customer>,
+        },
+        Table {
+            name: API_CLIENTS,
+            load: |state, bytes| {
+                put_api_client(state, decode_row(bytes, "API client")?, &mut Vec::new());
+                Ok(())
+            },
+            check_v1: check_v1::<ApiClient>,
+        },
+        Table {
+            name: REFRESH_TOKENS,
+            load: |state, bytes| {
+                put_refresh_token(state, decode_row(bytes, "refresh token")?, &mut Vec::new());
+                Ok(())
+            },
+            check_v1: check_v1::<RefreshToken>,
+        },
+        Table {
+            name: SIGNING_KEYS,
+            load: |state, bytes| {
+                put_signing_key(state, decode_row(bytes, "signing key")?, &mut Vec::new());
+                Ok(())
+            },
+            check_v1: check_v1::<SigningKey>,
+        },
+    ],
+    counters: |state| vec![&state.accounts.customer_seq],
+    timers: Some(Timers {
+        due: |state, now, _| {
+            state.accounts.refresh_by_expiry.front().is_some_and(|e| e.value().0 <= now)
+        },
+        expire: purge_expired,
+    }),
+    verify: None,
+};
+
+// In a module of its own so that rkyv's generated types stay private.
+mod event {
+    use super::*;
+
+    /// The accounts' facts.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub enum AccountEvent {
+        CustomerRegistered(Box<Customer>),
+        ApiClientCreated(Box<ApiClient>),
+        RefreshTokenIssued(Box<RefreshToken>),
+        /// The presented token is spent; its successor joins the family.
+        RefreshTokenRotated {
+            presented: String,
+            successor: Box<RefreshToken>,
+        },
+        /// A spent token was presented again: every token of the family is revoked.
+        RefreshFamilyRevoked {
+            family: String,
+        },
+        RefreshTokensPurged {
+            hashes: Vec<String>,
+        },
+        SigningKeyAdded(Box<SigningKey>),
+    }
+}
+pub use event::AccountEvent;
+
+pub(crate) fn apply(state: &State, event: &AccountEvent, _at: TimestampMs, rows: &mut Vec<Row>) {
+    match event {
+        AccountEvent::CustomerRegistered(customer) => {
+            state.accounts.customer_seq.bump();
+            put_customer(state, (**customer).clone(), rows);
+        }
+        AccountEvent::ApiClientCreated(client) => put_api_client(state, (**client).clone(), rows),
+        AccountEvent::RefreshTokenIssued(token) => {
+            put_refresh_token(state, (**token).clone(), rows)
+        }
+        AccountEvent::RefreshTokenRotated { presented, successor } => {
+            set_refresh_state(state, presented, RefreshState::Rotated, rows);
+            put_refresh_token(state, (**successor).clone(), rows);
+        }
+        AccountEvent::RefreshFamilyRevoked { family } => revoke_family(state, family, rows),
+        AccountEvent::RefreshTokensPurged { hashes } => purge_refresh_tokens(state, hashes, rows),
+        AccountEvent::SigningKeyAdded(key) => put_signing_key(state, (**key).clone(), rows),
+    }
+}
+
+fn put_customer(state: &State, customer: Customer, rows: &mut Vec<Row>) {
+    let customer = Arc::new(customer);
+    state.accounts.emails.insert(customer.email.clone(), customer.id.clone());
+    state.accounts.customers.insert(customer.id.clone(), customer.clone());
+    rows.push(Row::put(customer));
+}
+
+/// Purges the refresh tokens past their expiry.
+fn purge_expired(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usize {
+    let hashes = expired_refresh_tokens(state, ctx.now, EXPIRIES_PER_COMMAND_MAX);
+    if !hashes.is_empty() {
+        events.push(AccountEvent::RefreshTokensPurged { hashes }.into());
+    }
+    0
+}
+
+/// Purges up to `max` refresh tokens past their expiry.
+fn expired_refresh_tokens(state: &State, now: TimestampMs, max: usize) -> Vec<String> {
+    state
+        .accounts
+        .refresh_by_expiry
+        .iter()
+        .take_while(|e| e.value().0 <= now)
+        .take(max)
+        .map(|e| e.value().1.clone())
+        .collect()
+}
+
+fn put_api_client(state: &State, client: ApiClient, rows: &mut Vec<Row>) {
+    let client = Arc::new(client);
+    state.accounts.api_clients.insert(client.id.clone(), client.clone());
+    rows.push(Row::put(client));
+}
+
+fn put_refresh_token(state: &State, token: RefreshToken, rows: &mut Vec<Row>) {
+    let token = Arc::new(token);
+    state.accounts.refresh_by_expiry.insert((token.expires_at, token.hash.clone()));
+    state.accounts.refresh_families.insert((token.family.clone(), token.hash.clone()));
+    state.accounts.refresh_tokens.insert(token.hash.clone(), token.clone());
+    rows.push(Row::put(token));
+}
+
+fn set_refresh_state(state: &State, hash: &str, to: RefreshState, rows: &mut Vec<Row>) {
+    let mut token =
+        (*state.accounts.refresh_tokens.get(hash).expect("decide found the token")).clone();
+    token.state = to;
+    put_refresh_token(state, token, rows);
+}
+
+fn revoke_family(state: &State, family: &str, rows: &mut Vec<Row>) {
+    let hashes: Vec<String> = state
+        .accounts
+        .refresh_families
+        .range((family.to_string(), String::new())..)
+        .take_while(|e| e.value().0 == family)
+        .map(|e| e.value().1.clone())
+        .collect();
+    for hash in hashes {
+        set_refresh_state(state, &hash, RefreshState::Revoked, rows);
+    }
+}
+
+fn purge_refresh_tokens(state: &State, hashes: &[String], rows: &mut Vec<Row>) {
+    for hash in hashes {
+        if let Some(token) = state.accounts.refresh_tokens.remove(hash) {
+            state.accounts.refresh_by_expiry.remove(&(token.expires_at, hash.clone()));
+            state.accounts.refresh_families.remove(&(token.family.clone(), hash.clone()));
+            rows.push(Row::delete(REFRESH_TOKENS, hash.as_bytes()));
+        }
+    }
+}
+
+fn put_signing_key(state: &State, key: SigningKey, rows: &mut Vec<Row>) {
+    let key = Arc::new(key);
+    state.accounts.signing_keys.insert(key.kid.clone(), key.clone());
+    rows.push(Row::put(key));
+}
+
+/// The accounts' reads.
+impl State {
+    /// An account by id.
+    pub fn customer(&self, id: &CustomerId) -> Option<Arc<Customer>> {
+        self.accounts.customers.get(id).map(|e| e.value().clone())
+    }
+
+    /// An account by email (case-insensitive).
+    pub fn customer_by_email(&self, email: &str) -> Option<Arc<Customer>> {
+        self.accounts.emails.get(&email.to_lowercase()).and_then(|id| self.customer(&id))
+    }
+
+    /// An API client by id.
+    pub fn api_client(&self, id: &ApiClientId) -> Option<Arc<ApiClient>> {
+        self.accounts.api_clients.get(id)
+    }
+
+    /// A refresh token by the hash of its value.
+    pub fn refresh_token(&self, hash: &str) -> Option<Arc<RefreshToken>> {
+        self.accounts.refresh_tokens.get(hash)
+    }
+
+    /// Every token signing key, oldest first.
+    pub fn signing_keys(&self) -> Vec<Arc<SigningKey>> {
+        let mut keys: Vec<_> =
+            self.accounts.signing_keys.iter().map(|e| e.value().clone()).collect();
+        keys.sort_by_key(|k| k.created_at);
+        keys
+    }
+
+    /// Accounts with `role`, in id order.
+    pub fn customers_with_role(&self, role: Role) -> Vec<Arc<Customer>> {
+        self.accounts
+            .customers
+            .iter()
+            .map(|e| e.value().clone())
+            .filter(|c| c.role == role)
+            .collect()
+    }
+}

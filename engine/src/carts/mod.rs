@@ -1,0 +1,191 @@
+//! Carts: what a shopper means to buy. Prices are not stored in a cart: they are the
+//! catalog's current ones whenever the cart is read or checked out.
+
+mod commands;
+mod model;
+
+use std::sync::Arc;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+pub use commands::*;
+pub use model::*;
+
+use crate::catalog::{line_title, ProductStatus};
+use crate::domains::State;
+use crate::kernel::table::{check_v1, decode_row, persist, Counter, Domain, Index, Row, Table};
+use crate::types::*;
+
+const CARTS: &str = "carts";
+
+// Keyed by sequence, not by the random id, so new rows append.
+persist!(Cart, CARTS, |c| c.seq.to_be_bytes().to_vec());
+
+/// The carts in memory.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub(crate) carts: Index<CartId, Arc<Cart>>,
+    pub(crate) cart_seq: Counter,
+}
+
+impl Default for Tables {
+    fn default() -> Tables {
+        Tables { carts: Index::default(), cart_seq: Counter::new("cart") }
+    }
+}
+
+pub(crate) const DOMAIN: Domain = Domain {
+    name: "carts",
+    tables: &[Table {
+        name: CARTS,
+        load: |state, bytes| {
+            let cart: Cart = decode_row(bytes, "cart")?;
+            state.carts.carts.insert(cart.id.clone(), Arc::new(cart));
+            Ok(())
+        },
+        check_v1: check_v1::<Cart>,
+    }],
+    counters: |state| vec![&state.carts.cart_seq],
+    timers: None,
+    verify: None,
+};
+
+// In a module of its own so that rkyv's generated types stay private.
+mod event {
+    use super::*;
+
+    /// The carts' facts.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub enum CartEvent {
+        CartCreated(Box<Cart>),
+        /// A cart line's new quantity; 0 removes the line.
+        CartLineSet {
+            cart_id: CartId,
+            sku: Sku,
+            quantity: u32,
+        },
+    }
+}
+pub use event::CartEvent;
+
+pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mut Vec<Row>) {
+    match event {
+        CartEvent::CartCreated(cart) => {
+            state.carts.cart_seq.bump();
+            put_cart(state, (**cart).clone(), rows);
+        }
+        CartEvent::CartLineSet { cart_id, sku, quantity } => {
+            let mut cart = (*state.cart(cart_id).expect("decide checked the cart")).clone();
+            match cart.lines.iter().position(|l| &l.sku == sku) {
+                Some(i) if *quantity == 0 => {
+                    cart.lines.remove(i);
+                }
+                Some(i) => cart.lines[i].quantity = *quantity,
+                None => cart.lines.push(CartLine { sku: sku.clone(), quantity: *quantity }),
+            }
+            cart.updated_at = at;
+            cart.version += 1;
+            put_cart(state, cart, rows);
+        }
+    }
+}
+
+fn put_cart(state: &State, cart: Cart, rows: &mut Vec<Row>) {
+    let cart = Arc::new(cart);
+    state.carts.carts.insert(cart.id.clone(), cart.clone());
+    rows.push(Row::put(cart));
+}
+
+/// Closes `cart` as checked out into `order`; returns it as it was.
+pub(crate) fn check_out(
+    state: &State,
+    cart: &CartId,
+    order: &OrderId,
+    at: TimestampMs,
+    rows: &mut Vec<Row>,
+) -> Arc<Cart> {
+    let before = state.cart(cart).expect("decide checked the cart");
+    let mut cart = (*before).clone();
+    cart.status = CartStatus::CheckedOut(order.clone());
+    cart.updated_at = at;
+    cart.version += 1;
+    put_cart(state, cart, rows);
+    before
+}
+
+/// A cart line priced at the current price.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PricedLine {
+    /// The SKU.
+    pub sku: Sku,
+    /// The product it belongs to, if it still exists.
+    pub product_id: Option<ProductId>,
+    /// The product title (and variant title).
+    pub title: String,
+    /// Units.
+    pub quantity: u32,
+    /// The current price of one unit (zero when the SKU is no longer sold).
+    pub unit_price: Money,
+    /// `unit_price × quantity`.
+    pub line_total: Money,
+    /// Whether the SKU can still be bought (an active product in the cart's currency).
+    pub purchasable: bool,
+}
+
+/// A cart with current prices and totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PricedCart {
+    /// The cart.
+    pub cart: Arc<Cart>,
+    /// Its lines, priced.
+    pub lines: Vec<PricedLine>,
+    /// Sum of the line totals.
+    pub subtotal: Money,
+    /// Discounts.
+    pub discount_total: Money,
+    /// `subtotal - discount_total`.
+    pub total: Money,
+}
+
+/// The carts' reads.
+impl State {
+    /// A cart by id.
+    pub fn cart(&self, id: &CartId) -> Option<Arc<Cart>> {
+        self.carts.carts.get(id)
+    }
+
+    /// A cart priced at the current prices.
+    pub fn priced_cart(&self, id: &CartId) -> Option<PricedCart> {
+        self.cart(id).map(|cart| self.price_cart(cart))
+    }
+
+    /// Prices `cart` at the current prices.
+    pub fn price_cart(&self, cart: Arc<Cart>) -> PricedCart {
+        let zero = Money::zero(cart.currency);
+        let mut subtotal = zero;
+        let lines = cart
+            .lines
+            .iter()
+            .map(|line| {
+                let product = self.product_by_sku(&line.sku);
+                let variant = product.as_ref().and_then(|p| p.variant(&line.sku).cloned());
+                let purchasable = matches!((&product, &variant), (Some(p), Some(v))
+                    if p.status == ProductStatus::Active && v.price.currency() == cart.currency);
+                let unit_price = variant.as_ref().filter(|_| purchasable).map_or(zero, |v| v.price);
+                let line_total = unit_price.times(line.quantity).unwrap_or(zero);
+                subtotal = subtotal.plus(line_total).unwrap_or(subtotal);
+                PricedLine {
+                    sku: line.sku.clone(),
+                    product_id: product.as_ref().map(|p| p.id.clone()),
+                    title: line_title(product.as_deref(), variant.as_ref()),
+                    quantity: line.quantity,
+                    unit_price,
+                    line_total,
+                    purchasable,
+                }
+            })
+            .collect();
+        PricedCart { cart, lines, subtotal, discount_total: zero, total: subtotal }
+    }
+}

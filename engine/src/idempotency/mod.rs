@@ -1,0 +1,258 @@
+//! Idempotency keys: a keyed request's outcome is recorded in the same log entry as its
+//! effect, so a retry with the key gets the first outcome again (also after a crash),
+//! and a different request with the same key is refused. Records are forgotten after
+//! their time to live.
+
+mod model;
+
+use std::sync::Arc;
+
+use crossbeam_skiplist::SkipSet;
+use rkyv::{Archive, Deserialize, Serialize};
+
+pub use model::*;
+
+use crate::domains::{Event, State};
+use crate::error::{EngineError, Result};
+use crate::kernel::handler::{done, Ctx, Decision, Request};
+use crate::kernel::table::{check_v1, decode_row, persist, Domain, Index, Row, Table, Timers};
+use crate::types::*;
+use crate::validate::Checks;
+use crate::EXPIRIES_PER_COMMAND_MAX;
+
+const IDEMPOTENCY: &str = "idempotency";
+
+persist!(IdempotencyRecord, IDEMPOTENCY, |r| r.key.as_bytes().to_vec());
+
+/// An `Idempotency-Key`, scoped to whoever sent it so that two clients cannot collide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Who sent it (a customer id, an API client id, or `guest`).
+    pub scope: String,
+    /// The key: 1–255 printable ASCII characters.
+    pub key: String,
+}
+
+impl IdempotencyKey {
+    /// The key as stored: scope and key joined by a NUL.
+    pub fn scoped(&self) -> String {
+        format!("{}\u{0}{}", self.scope, self.key)
+    }
+}
+
+/// The records in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Tables {
+    pub(crate) records: Index<String, Arc<IdempotencyRecord>>,
+    /// `(created_at, key)` of every record, oldest first.
+    pub(crate) by_age: SkipSet<(TimestampMs, String)>,
+}
+
+pub(crate) const DOMAIN: Domain = Domain {
+    name: "idempotency",
+    tables: &[Table {
+        name: IDEMPOTENCY,
+        load: |state, bytes| {
+            put(state, decode_row(bytes, "idempotency record")?, &mut Vec::new());
+            Ok(())
+        },
+        check_v1: check_v1::<IdempotencyRecord>,
+    }],
+    counters: |_| vec![],
+    timers: Some(Timers {
+        due: |state, now, limits| {
+            state
+                .idempotency
+                .by_age
+                .front()
+                .is_some_and(|e| e.value().0 + limits.idempotency_ttl_ms <= now)
+        },
+        expire: forget_expired,
+    }),
+    verify: None,
+};
+
+// In a module of its own so that rkyv's generated types stay private.
+mod event {
+    use super::*;
+
+    /// Idempotency's own facts (a keyed checkout or payment records its outcome through
+    /// its own event's tag).
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub enum IdempotencyEvent {
+        IdempotencyForgotten { keys: Vec<String> },
+        ResponseRecorded(Box<IdempotencyRecord>),
+    }
+}
+pub use event::IdempotencyEvent;
+
+pub(crate) fn apply(
+    state: &State,
+    event: &IdempotencyEvent,
+    _at: TimestampMs,
+    rows: &mut Vec<Row>,
+) {
+    match event {
+        IdempotencyEvent::ResponseRecorded(record) => put(state, (**record).clone(), rows),
+        IdempotencyEvent::IdempotencyForgotten { keys } => {
+            for key in keys {
+                if let Some(record) = state.idempotency.records.remove(key) {
+                    state.idempotency.by_age.remove(&(record.created_at, key.clone()));
+                    rows.push(Row::delete(IDEMPOTENCY, key.as_bytes()));
+                }
+            }
+        }
+    }
+}
+
+fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
+    let tables = &state.idempotency;
+    let record = Arc::new(record);
+    if let Some(previous) = tables.records.get(&record.key) {
+        tables.by_age.remove(&(previous.created_at, record.key.clone()));
+    }
+    tables.by_age.insert((record.created_at, record.key.clone()));
+    tables.records.insert(record.key.clone(), record.clone());
+    rows.push(Row::put(record));
+}
+
+/// Records the outcome of the command a tag came with; `apply` of that command's event.
+pub(crate) fn record(
+    state: &State,
+    tag: &IdempotencyTag,
+    outcome: IdempotentOutcome,
+    at: TimestampMs,
+    rows: &mut Vec<Row>,
+) {
+    let record = IdempotencyRecord {
+        key: tag.key.clone(),
+        fingerprint: tag.fingerprint,
+        outcome,
+        created_at: at,
+    };
+    put(state, record, rows);
+}
+
+/// FNV-1a over a canonical rendering of a request: equal requests, equal fingerprints.
+pub(crate) fn fingerprint(parts: &dyn std::fmt::Debug) -> u64 {
+    format!("{parts:?}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// What an idempotency key says about a request.
+// Returned once per keyed command and matched at once: boxing would cost more.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Replay {
+    /// No key: proceed.
+    Unkeyed,
+    /// A new key: proceed, and record the outcome under this tag.
+    New(Box<IdempotencyTag>),
+    /// The same request came with this key before: answer what it did.
+    Recorded(IdempotentOutcome),
+}
+
+/// Looks a request's key up. `print` makes the request's fingerprint (only a keyed
+/// request pays for it). The same key with another fingerprint is refused.
+pub(crate) fn check(
+    state: &State,
+    key: Option<&IdempotencyKey>,
+    print: impl FnOnce() -> u64,
+    ctx: &Ctx<'_>,
+) -> Result<Replay> {
+    let Some(key) = key else { return Ok(Replay::Unkeyed) };
+    let mut checks = Checks::default();
+    if key.key.is_empty()
+        || key.key.len() > 255
+        || !key.key.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        checks.fail("idempotency_key", "must be 1-255 printable ASCII characters");
+    }
+    checks.text("idempotency_key.scope", &key.scope, 1, 128, false);
+    done(checks)?;
+    let fingerprint = print();
+    let scoped = key.scoped();
+    match state.idempotency_record(&scoped) {
+        Some(record) if record.created_at + ctx.limits.idempotency_ttl_ms > ctx.now => {
+            if record.fingerprint == fingerprint {
+                Ok(Replay::Recorded(record.outcome.clone()))
+            } else {
+                Err(EngineError::IdempotencyKeyReused)
+            }
+        }
+        _ => Ok(Replay::New(Box::new(IdempotencyTag { key: scoped, fingerprint }))),
+    }
+}
+
+/// Forgets the records past their time to live.
+fn forget_expired(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usize {
+    let keys: Vec<String> = state
+        .idempotency
+        .by_age
+        .iter()
+        .take_while(|e| e.value().0 + ctx.limits.idempotency_ttl_ms <= ctx.now)
+        .take(EXPIRIES_PER_COMMAND_MAX)
+        .map(|e| e.value().1.clone())
+        .collect();
+    if !keys.is_empty() {
+        events.push(IdempotencyEvent::IdempotencyForgotten { keys }.into());
+    }
+    0
+}
+
+/// Records the response of an idempotent request so a retry with the same key gets it
+/// again, also after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordResponse {
+    /// The key.
+    pub key: IdempotencyKey,
+    /// A fingerprint of the request.
+    pub fingerprint: u64,
+    /// The HTTP status.
+    pub status: u16,
+    /// The body, at most [`RESPONSE_BYTES_MAX`].
+    pub body: Vec<u8>,
+}
+
+/// The largest response body kept for an idempotency key.
+pub const RESPONSE_BYTES_MAX: usize = 256 * 1024;
+
+impl Request for RecordResponse {
+    type Output = ();
+    type Outcome = ();
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<()>> {
+        if self.body.len() > RESPONSE_BYTES_MAX {
+            return Err(EngineError::field("body", "is too large to keep for an idempotency key"));
+        }
+        let scoped = self.key.scoped();
+        if let Some(existing) = state.idempotency_record(&scoped) {
+            if existing.created_at + ctx.limits.idempotency_ttl_ms > ctx.now {
+                return Err(EngineError::Conflict(
+                    "the idempotency key has a recorded outcome".into(),
+                ));
+            }
+        }
+        let record = IdempotencyRecord {
+            key: scoped,
+            fingerprint: self.fingerprint,
+            outcome: IdempotentOutcome::Response(RecordedResponse {
+                status: self.status,
+                body: self.body.clone(),
+            }),
+            created_at: ctx.now,
+        };
+        Decision::one((), IdempotencyEvent::ResponseRecorded(Box::new(record)))
+    }
+
+    fn reply(_: &State, (): ()) {}
+}
+
+/// Idempotency's reads.
+impl State {
+    /// The idempotency record of a scoped key.
+    pub fn idempotency_record(&self, scoped_key: &str) -> Option<Arc<IdempotencyRecord>> {
+        self.idempotency.records.get(scoped_key)
+    }
+}

@@ -1,0 +1,50 @@
+//! Idempotency records: what a keyed request did, replayed for a retry.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::orders::Order;
+use crate::payments::Payment;
+use crate::types::*;
+
+/// The recorded outcome of an idempotent command, replayed for a retry.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum IdempotentOutcome {
+    /// A checkout that placed this order (as it was then).
+    Checkout(Order),
+    /// A payment that was captured (the order as it was then).
+    Payment(Order, Payment),
+    /// A response recorded by the HTTP layer.
+    Response(RecordedResponse),
+}
+
+/// A response kept for an idempotency key.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RecordedResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The idempotency key an event was made under; `apply` turns it into the record, so
+/// the log does not carry the outcome twice.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyTag {
+    /// The scoped key (`scope` NUL `key`).
+    pub key: String,
+    /// A fingerprint of the request.
+    pub fingerprint: u64,
+}
+
+/// An idempotency key's record.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The scoped key (`scope` NUL `key`).
+    pub key: String,
+    /// A fingerprint of the request that first used the key.
+    pub fingerprint: u64,
+    /// What that request did.
+    pub outcome: IdempotentOutcome,
+    /// When; the record is forgotten after the configured time to live.
+    pub created_at: TimestampMs,
+}

@@ -1,0 +1,227 @@
+//! What the kernel knows of a domain: its tables (a column family each, how a row is
+//! keyed and loaded), its named counters, its timers and its recovery check. A domain
+//! describes itself in one [`Domain`] value; `domains.rs` lists them.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::domains::{Event, State};
+use crate::error::Result;
+use crate::kernel::handler::{Ctx, Limits};
+use crate::types::TimestampMs;
+
+/// A value stored as a row: its table, its key there, its bytes.
+pub(crate) trait Persist: Send + Sync + fmt::Debug {
+    /// The column family.
+    fn table(&self) -> &'static str;
+    /// The key in it.
+    fn key(&self) -> Vec<u8>;
+    /// The stored value (enveloped rkyv bytes).
+    fn encode(&self) -> Vec<u8>;
+}
+
+/// Implements [`Persist`] for an entity type: `persist!(Product, "products", |p| key)`.
+macro_rules! persist {
+    ($ty:ty, $table:expr, |$value:ident| $key:expr) => {
+        impl $crate::kernel::table::Persist for $ty {
+            fn table(&self) -> &'static str {
+                $table
+            }
+            fn key(&self) -> Vec<u8> {
+                let $value = self;
+                $key
+            }
+            fn encode(&self) -> Vec<u8> {
+                $crate::kernel::codec::encode(self)
+            }
+        }
+    };
+}
+pub(crate) use persist;
+
+/// A changed row, as it must be persisted: the value right after the change, or its
+/// deletion. `apply` reports these; the materializer writes the last of each key.
+#[derive(Clone, Debug)]
+pub(crate) enum Row {
+    Put(Arc<dyn Persist>),
+    Delete { table: &'static str, key: Vec<u8> },
+}
+
+impl Row {
+    pub(crate) fn put(value: Arc<impl Persist + 'static>) -> Row {
+        Row::Put(value)
+    }
+
+    pub(crate) fn delete(table: &'static str, key: impl Into<Vec<u8>>) -> Row {
+        Row::Delete { table, key: key.into() }
+    }
+
+    /// Where it is stored: its column family and key.
+    pub(crate) fn location(&self) -> (&'static str, Vec<u8>) {
+        match self {
+            Row::Put(value) => (value.table(), value.key()),
+            Row::Delete { table, key } => (table, key.clone()),
+        }
+    }
+
+    /// Its stored value, or `None` when it is deleted.
+    pub(crate) fn value(&self) -> Option<Vec<u8>> {
+        match self {
+            Row::Put(value) => Some(value.encode()),
+            Row::Delete { .. } => None,
+        }
+    }
+}
+
+/// One table of a domain: a column family of rows of one type.
+pub(crate) struct Table {
+    /// The column family.
+    pub(crate) name: &'static str,
+    /// Puts a stored row (enveloped bytes) into the state at open.
+    pub(crate) load: fn(&State, &[u8]) -> Result<()>,
+    /// Checks a format-1 row (bare rkyv bytes) decodes as the table's type.
+    pub(crate) check_v1: fn(&[u8]) -> Result<()>,
+}
+
+/// A named, persisted counter (sequential ids and storage keys). Its name is its key in
+/// `meta`: never rename one.
+#[derive(Debug)]
+pub(crate) struct Counter {
+    pub(crate) name: &'static str,
+    value: AtomicU64,
+}
+
+impl Counter {
+    pub(crate) const fn new(name: &'static str) -> Counter {
+        Counter { name, value: AtomicU64::new(0) }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.value.load(Ordering::Acquire)
+    }
+
+    /// The next value (what `bump` will make it), for `decide`.
+    pub(crate) fn next(&self) -> u64 {
+        self.get() + 1
+    }
+
+    /// Advances it by one and returns the new value; `apply` only.
+    pub(crate) fn bump(&self) -> u64 {
+        self.value.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub(crate) fn set(&self, value: u64) {
+        self.value.store(value, Ordering::Release);
+    }
+}
+
+/// Work a domain does on the sequencer's clock (`ExpireDue`): reservations that ran
+/// out, records past their time to live.
+pub(crate) struct Timers {
+    /// Whether anything is due at `now`.
+    pub(crate) due: fn(&State, TimestampMs, &Limits) -> bool,
+    /// Adds the events of what is due (at most
+    /// [`crate::EXPIRIES_PER_COMMAND_MAX`] per kind); returns the reservations it
+    /// releases.
+    pub(crate) expire: fn(&State, &Ctx<'_>, &mut Vec<Event>) -> usize,
+}
+
+/// A domain, as the kernel sees it.
+pub(crate) struct Domain {
+    /// Its name (logs, errors).
+    pub(crate) name: &'static str,
+    /// Its tables, loaded in this order (after every earlier domain's).
+    pub(crate) tables: &'static [Table],
+    /// Its counters.
+    pub(crate) counters: fn(&State) -> Vec<&Counter>,
+    /// Its timers, if it has any.
+    pub(crate) timers: Option<Timers>,
+    /// A check of the recovered state (after the log tail is replayed).
+    pub(crate) verify: Option<fn(&State) -> Result<()>>,
+}
+
+/// A point-lookup index: a concurrent hash map whose reads never block and never wait
+/// for the writer (`papaya`: lock-free reads, incremental resizing, so no lookup pays
+/// for a whole-table resize). Values are cheap clones (`Arc`s and ids). Chosen over the
+/// ordered skip list it replaces, and over `scc` and a locked `HashMap`, by
+/// `benches/maps.rs` (figures in BENCHMARKS.md).
+pub(crate) struct Index<K, V> {
+    map: papaya::HashMap<K, V>,
+}
+
+impl<K, V> Default for Index<K, V> {
+    fn default() -> Self {
+        Index { map: papaya::HashMap::new() }
+    }
+}
+
+impl<K: fmt::Debug + Hash + Eq, V: fmt::Debug> fmt::Debug for Index<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Index").field("len", &self.map.len()).finish()
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> Index<K, V> {
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.pin().get(key).cloned()
+    }
+
+    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.pin().contains_key(key)
+    }
+
+    pub(crate) fn insert(&self, key: K, value: V) {
+        self.map.pin().insert(key, value);
+    }
+
+    pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.pin().remove(key).cloned()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn entries(&self) -> Vec<(K, V)>
+    where
+        K: Clone,
+    {
+        self.map.pin().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Decodes a stored row of a table's type.
+pub(crate) fn decode_row<T>(bytes: &[u8], what: &str) -> Result<T>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    crate::kernel::codec::decode(bytes, what)
+}
+
+/// Checks a format-1 row decodes as `T` (format 1 wrote today's entity types).
+pub(crate) fn check_v1<T>(bytes: &[u8]) -> Result<()>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    crate::kernel::codec::decode_bare::<T>(bytes, "format-1 row").map(drop)
+}

@@ -1,0 +1,201 @@
+//! The orders' commands: checkout, cancel, fulfil.
+
+use std::sync::Arc;
+
+use super::{Address, Order, OrderEvent, OrderStatus, PlacedLine, PlacedOrder};
+use crate::carts::{check_purchasable, open_cart};
+use crate::domains::State;
+use crate::error::{EngineError, EntityKind, Result, Shortfall};
+use crate::idempotency::{self, IdempotencyKey, IdempotentOutcome, Replay};
+use crate::kernel::handler::{
+    check_version, done, not_found, too_large, Ctx, Decision, Request, APPLIED,
+};
+use crate::types::*;
+use crate::validate::{self, Checks};
+
+/// Turns a cart into an order, reserving every line's stock or none.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Checkout {
+    /// The cart.
+    pub cart_id: String,
+    /// Where to send the receipt; required for a guest cart, the account's email
+    /// otherwise.
+    pub email: Option<String>,
+    /// Where to ship.
+    pub shipping_address: Option<Address>,
+    /// Makes a retry return the first outcome.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// Cancels a pending order, releasing its stock.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CancelOrder {
+    /// The order.
+    pub order_id: String,
+    /// Refuse unless this is the current version.
+    pub expected_version: Option<u64>,
+}
+
+/// Marks a paid order fulfilled.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct FulfillOrder {
+    /// The order.
+    pub order_id: String,
+}
+
+fn check_address(checks: &mut Checks, address: &Address) {
+    let fields = [
+        ("name", &address.name, 1, 200),
+        ("line1", &address.line1, 1, 200),
+        ("line2", &address.line2, 0, 200),
+        ("city", &address.city, 1, 100),
+        ("region", &address.region, 0, 100),
+        ("postal_code", &address.postal_code, 0, 20),
+    ];
+    for (field, value, min, max) in fields {
+        checks.text(&format!("shipping_address.{field}"), value, min, max, false);
+    }
+    if address.country.len() != 2 || !address.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        checks.fail("shipping_address.country", "must be an ISO 3166-1 alpha-2 code such as US");
+    }
+}
+
+/// What a checkout's reply is read from: the order it placed, or the one a retry
+/// with its idempotency key replays.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Placed {
+    New(OrderId),
+    Replayed(Box<Order>),
+}
+
+impl Request for Checkout {
+    type Output = Arc<Order>;
+    type Outcome = Placed;
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Placed>> {
+        let c = self;
+        let print = || idempotency::fingerprint(&(&c.cart_id, &c.email, &c.shipping_address));
+        let tag = match idempotency::check(state, c.idempotency.as_ref(), print, ctx)? {
+            Replay::Recorded(IdempotentOutcome::Checkout(order)) => {
+                return Decision::nothing(Placed::Replayed(Box::new(order)));
+            }
+            Replay::Recorded(_) => return Err(EngineError::IdempotencyKeyReused),
+            Replay::New(tag) => Some(tag),
+            Replay::Unkeyed => None,
+        };
+        let cart = open_cart(state, &c.cart_id)?;
+        let mut checks = Checks::default();
+        let email = match (&c.email, &cart.customer_id) {
+            (Some(email), _) => validate::email(email).map_err(|e| checks.push(e)).ok(),
+            (None, Some(customer)) => state.customer(customer).map(|c| c.email.clone()),
+            (None, None) => {
+                checks.fail("email", "a guest checkout needs an email address");
+                None
+            }
+        };
+        if let Some(address) = &c.shipping_address {
+            check_address(&mut checks, address);
+        }
+        done(checks)?;
+        if cart.lines.is_empty() {
+            return Err(EngineError::EmptyCart);
+        }
+        let mut lines = Vec::with_capacity(cart.lines.len());
+        let mut shortfalls = Vec::new();
+        let mut subtotal = Money::zero(cart.currency);
+        for (i, line) in cart.lines.iter().enumerate() {
+            let price = check_purchasable(state, &cart, &line.sku).map_err(|e| {
+                EngineError::Validation(
+                    e.fields().iter().map(|f| f.clone().under(&format!("items[{i}]"))).collect(),
+                )
+            })?;
+            let available = state.stock(&line.sku).map_or(0, |s| s.available());
+            if available < line.quantity {
+                shortfalls.push(Shortfall {
+                    sku: line.sku.clone(),
+                    requested: line.quantity,
+                    available,
+                });
+            }
+            // `apply` sums the same lines: checked here, so it cannot overflow there.
+            let line_total = price.times(line.quantity).ok_or_else(|| too_large("items"))?;
+            subtotal = subtotal.plus(line_total).ok_or_else(|| too_large("items"))?;
+            lines.push(PlacedLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+                unit_price: price,
+            });
+        }
+        if !shortfalls.is_empty() {
+            return Err(EngineError::OutOfStock(shortfalls));
+        }
+        let id = OrderId::from_random(ctx.ids.random_u128());
+        let placed = PlacedOrder {
+            id: id.clone(),
+            cart_id: cart.id.clone(),
+            email: email.unwrap_or_default(),
+            shipping_address: c.shipping_address.clone().map(Box::new),
+            lines,
+            reservation_expires_at: ctx.now.saturating_add(ctx.limits.reservation_ttl_ms),
+            idempotency: tag,
+        };
+        Decision::one(Placed::New(id), OrderEvent::Placed(Box::new(placed)))
+    }
+
+    fn reply(state: &State, outcome: Placed) -> Arc<Order> {
+        match outcome {
+            Placed::New(id) => state.order(&id).expect(APPLIED),
+            Placed::Replayed(order) => Arc::new(*order),
+        }
+    }
+}
+
+pub(crate) fn order_named(state: &State, id: &str) -> Result<Arc<Order>> {
+    OrderId::parse(id)
+        .and_then(|id| state.order(&id))
+        .ok_or_else(|| not_found(EntityKind::Order, id))
+}
+
+pub(crate) fn invalid_transition(order: &Order, action: &str) -> EngineError {
+    EngineError::InvalidState(format!("cannot {action} an order that is {}", order.status.as_str()))
+}
+
+impl Request for CancelOrder {
+    type Output = Arc<Order>;
+    type Outcome = OrderId;
+
+    fn decide(&self, state: &State, _ctx: &mut Ctx<'_>) -> Result<Decision<OrderId>> {
+        let c = self;
+        let order = order_named(state, &c.order_id)?;
+        check_version(c.expected_version, order.version)?;
+        if order.status != OrderStatus::PendingPayment {
+            return Err(invalid_transition(&order, "cancel"));
+        }
+        let event = OrderEvent::Cancelled { order_id: order.id.clone() };
+        Decision::one(order.id.clone(), event)
+    }
+
+    fn reply(state: &State, outcome: OrderId) -> Arc<Order> {
+        state.order(&outcome).expect(APPLIED)
+    }
+}
+
+impl Request for FulfillOrder {
+    type Output = Arc<Order>;
+    type Outcome = OrderId;
+
+    fn decide(&self, state: &State, _ctx: &mut Ctx<'_>) -> Result<Decision<OrderId>> {
+        let c = self;
+        let order = order_named(state, &c.order_id)?;
+        if order.status != OrderStatus::Paid {
+            return Err(invalid_transition(&order, "fulfil"));
+        }
+        let event = OrderEvent::Fulfilled { order_id: order.id.clone() };
+        Decision::one(order.id.clone(), event)
+    }
+
+    fn reply(state: &State, outcome: OrderId) -> Arc<Order> {
+        state.order(&outcome).expect(APPLIED)
+    }
+}

@@ -1,0 +1,350 @@
+//! Orders: a checkout reserves every line's stock or none and makes a pending order;
+//! the reservation ends when the order is paid (payments), cancelled, or expires on the
+//! sequencer's clock.
+
+mod commands;
+mod model;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_skiplist::{SkipMap, SkipSet};
+use rkyv::{Archive, Deserialize, Serialize};
+
+pub use commands::*;
+pub use model::*;
+
+use crate::catalog::{line_title, Page};
+use crate::domains::State;
+use crate::error::{EngineError, Result};
+use crate::idempotency::{IdempotencyTag, IdempotentOutcome};
+use crate::kernel::handler::Ctx;
+use crate::kernel::table::{
+    check_v1, decode_row, persist, Counter, Domain, Index, Row, Table, Timers,
+};
+use crate::types::*;
+use crate::EXPIRIES_PER_COMMAND_MAX;
+
+const ORDERS: &str = "orders";
+
+// Keyed by sequence, not by the random id, so new rows append.
+persist!(Order, ORDERS, |o| o.seq.to_be_bytes().to_vec());
+
+/// The orders in memory, with their indexes.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub(crate) orders: Index<OrderId, Arc<Order>>,
+    pub(crate) by_seq: SkipMap<u64, OrderId>,
+    pub(crate) by_customer: SkipSet<(CustomerId, u64)>,
+    /// `(reservation_expires_at, order)` of every pending order, soonest first.
+    pub(crate) expiry: SkipSet<(TimestampMs, OrderId)>,
+    pub(crate) order_seq: Counter,
+}
+
+impl Default for Tables {
+    fn default() -> Tables {
+        Tables {
+            orders: Index::default(),
+            by_seq: SkipMap::new(),
+            by_customer: SkipSet::new(),
+            expiry: SkipSet::new(),
+            order_seq: Counter::new("order"),
+        }
+    }
+}
+
+pub(crate) const DOMAIN: Domain = Domain {
+    name: "orders",
+    tables: &[Table {
+        name: ORDERS,
+        load: |state, bytes| {
+            let order: Order = decode_row(bytes, "order")?;
+            index_order(state, &order);
+            state.orders.orders.insert(order.id.clone(), Arc::new(order));
+            Ok(())
+        },
+        check_v1: check_v1::<Order>,
+    }],
+    counters: |state| vec![&state.orders.order_seq],
+    timers: Some(Timers {
+        due: |state, now, _| state.next_expiry().is_some_and(|at| at <= now),
+        expire,
+    }),
+    verify: Some(check_reservations),
+};
+
+// In a module of its own so that rkyv's generated types stay private.
+mod event {
+    use super::*;
+
+    /// The orders' facts.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub enum OrderEvent {
+        /// An order was placed: its lines' stock is reserved and its cart closed.
+        Placed(Box<PlacedOrder>),
+        Cancelled {
+            order_id: OrderId,
+        },
+        Expired {
+            order_id: OrderId,
+        },
+        Fulfilled {
+            order_id: OrderId,
+        },
+    }
+}
+pub use event::OrderEvent;
+
+/// The new facts of a placed order: what was bought at which price, by whom, until
+/// when it is reserved. Everything else of the order (owner, currency, product ids,
+/// titles, totals) follows from the state at its LSN, so the log does not repeat it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PlacedOrder {
+    /// The new order's id.
+    pub id: OrderId,
+    /// The cart it closes.
+    pub cart_id: CartId,
+    /// Where to send the receipt.
+    pub email: String,
+    /// Where to ship (boxed: most of its bytes are empty strings' headers).
+    pub shipping_address: Option<Box<Address>>,
+    /// SKU, units and the unit price charged, per line.
+    pub lines: Vec<PlacedLine>,
+    /// When the reservation ends unless paid.
+    pub reservation_expires_at: TimestampMs,
+    /// The idempotency key it was placed under, if any.
+    pub idempotency: Option<Box<IdempotencyTag>>,
+}
+
+/// One line of a [`PlacedOrder`].
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PlacedLine {
+    /// The SKU.
+    pub sku: Sku,
+    /// Units reserved.
+    pub quantity: u32,
+    /// The price of one unit at checkout.
+    pub unit_price: Money,
+}
+
+pub(crate) fn apply(state: &State, event: &OrderEvent, at: TimestampMs, rows: &mut Vec<Row>) {
+    match event {
+        OrderEvent::Placed(placed) => place_order(state, placed, at, rows),
+        OrderEvent::Cancelled { order_id } => {
+            release(state, order_id, OrderStatus::Cancelled, at, rows)
+        }
+        OrderEvent::Expired { order_id } => {
+            release(state, order_id, OrderStatus::Expired, at, rows)
+        }
+        OrderEvent::Fulfilled { order_id } => {
+            let mut order = (*state.order(order_id).expect("decide checked the order")).clone();
+            assert_eq!(order.status, OrderStatus::Paid);
+            order.status = OrderStatus::Fulfilled;
+            touch(&mut order, at);
+            put_order(state, order, rows);
+        }
+    }
+}
+
+pub(crate) fn touch(order: &mut Order, at: TimestampMs) {
+    order.updated_at = at;
+    order.version += 1;
+}
+
+/// Publishes an order and keeps the indexes over it (listing order, owner, expiry).
+pub(crate) fn put_order(state: &State, order: Order, rows: &mut Vec<Row>) {
+    let order = Arc::new(order);
+    index_order(state, &order);
+    state.orders.orders.insert(order.id.clone(), order.clone());
+    rows.push(Row::put(order));
+}
+
+fn index_order(state: &State, order: &Order) {
+    let tables = &state.orders;
+    tables.by_seq.insert(order.seq, order.id.clone());
+    if let Some(customer) = &order.customer_id {
+        tables.by_customer.insert((customer.clone(), order.seq));
+    }
+    let expiry = (order.reservation_expires_at, order.id.clone());
+    if order.holds_reservation() {
+        tables.expiry.insert(expiry);
+    } else {
+        tables.expiry.remove(&expiry);
+    }
+}
+
+/// Reserves the lines' stock, closes the cart and publishes the order, built from the
+/// event's facts and the state at its LSN (owner and currency from the cart, product
+/// ids and titles from the catalog, totals from the lines).
+fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut Vec<Row>) {
+    let seq = state.orders.order_seq.bump();
+    debug_assert!(!state.orders.by_seq.contains_key(&seq), "order sequence reused");
+    let cart = crate::carts::check_out(state, &placed.cart_id, &placed.id, at, rows);
+    let zero = Money::zero(cart.currency);
+    let mut subtotal = zero;
+    let mut lines = Vec::with_capacity(placed.lines.len());
+    for line in &placed.lines {
+        crate::inventory::reserve(state, &line.sku, line.quantity, rows);
+        let product = state.product_by_sku(&line.sku).expect("decide checked the SKU is sold");
+        let line_total = line.unit_price.times(line.quantity).expect("decide bounded the total");
+        subtotal = subtotal.plus(line_total).expect("decide bounded the total");
+        lines.push(OrderLine {
+            sku: line.sku.clone(),
+            product_id: product.id.clone(),
+            title: line_title(Some(&product), product.variant(&line.sku)),
+            quantity: line.quantity,
+            unit_price: line.unit_price,
+            line_total,
+        });
+    }
+    let order = Order {
+        id: placed.id.clone(),
+        seq,
+        cart_id: cart.id.clone(),
+        customer_id: cart.customer_id.clone(),
+        email: placed.email.clone(),
+        shipping_address: placed.shipping_address.as_deref().cloned(),
+        status: OrderStatus::PendingPayment,
+        lines,
+        subtotal,
+        discount_total: zero,
+        total: subtotal,
+        reservation_expires_at: placed.reservation_expires_at,
+        payments: Vec::new(),
+        created_at: at,
+        updated_at: at,
+        version: 1,
+    };
+    if let Some(tag) = &placed.idempotency {
+        let outcome = IdempotentOutcome::Checkout(order.clone());
+        crate::idempotency::record(state, tag, outcome, at, rows);
+    }
+    put_order(state, order, rows);
+}
+
+/// A pending order, about to end its reservation.
+pub(crate) fn take_pending(state: &State, order_id: &OrderId) -> Order {
+    let order = (*state.order(order_id).expect("decide checked the order")).clone();
+    assert_eq!(
+        order.status,
+        OrderStatus::PendingPayment,
+        "only a pending order holds a reservation"
+    );
+    order
+}
+
+/// Ends a pending order's reservation: its units go back to `available`.
+fn release(
+    state: &State,
+    order_id: &OrderId,
+    status: OrderStatus,
+    at: TimestampMs,
+    rows: &mut Vec<Row>,
+) {
+    let mut order = take_pending(state, order_id);
+    for line in &order.lines {
+        crate::inventory::release(state, &line.sku, line.quantity, rows);
+    }
+    order.status = status;
+    touch(&mut order, at);
+    put_order(state, order, rows);
+}
+
+/// Expires the pending orders whose reservation ran out.
+fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>) -> usize {
+    let before = events.len();
+    events.extend(
+        state
+            .orders
+            .expiry
+            .iter()
+            .take_while(|e| e.value().0 <= ctx.now)
+            .take(EXPIRIES_PER_COMMAND_MAX)
+            .map(|e| OrderEvent::Expired { order_id: e.value().1.clone() }.into()),
+    );
+    events.len() - before
+}
+
+/// Pair assertion for stock: what pending orders hold must be what the SKUs say is
+/// reserved.
+fn check_reservations(state: &State) -> Result<()> {
+    let mut held = HashMap::new();
+    for entry in state.orders.expiry.iter() {
+        let order = state.order(&entry.value().1).expect("the expiry index names orders");
+        for line in &order.lines {
+            *held.entry(line.sku.clone()).or_insert(0u64) += u64::from(line.quantity);
+        }
+    }
+    for levels in state.all_stock() {
+        let expected = held.get(&levels.sku).copied().unwrap_or(0);
+        if u64::from(levels.reserved) != expected {
+            return Err(EngineError::IncompatibleData(format!(
+                "SKU {} has {} units reserved but pending orders hold {expected}",
+                levels.sku, levels.reserved
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Which orders a listing returns.
+#[derive(Clone, Debug, Default)]
+pub struct OrderFilter {
+    /// Only this customer's orders.
+    pub customer_id: Option<CustomerId>,
+    /// Only orders with this status.
+    pub status: Option<OrderStatus>,
+}
+
+/// The orders' reads.
+impl State {
+    /// An order by id.
+    pub fn order(&self, id: &OrderId) -> Option<Arc<Order>> {
+        self.orders.orders.get(id)
+    }
+
+    /// How many orders there are.
+    pub fn order_count(&self) -> usize {
+        self.orders.orders.len()
+    }
+
+    /// Orders in checkout order after position `after` (a page's `next`), filtered.
+    pub fn orders(
+        &self,
+        filter: &OrderFilter,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Page<Arc<Order>> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let status_ok = |o: &Arc<Order>| filter.status.is_none_or(|s| o.status == s);
+        match &filter.customer_id {
+            Some(customer) => {
+                let from = (customer.clone(), start);
+                let items = self
+                    .orders
+                    .by_customer
+                    .range(from..)
+                    .take_while(|e| &e.value().0 == customer)
+                    .filter_map(|e| self.orders.by_seq.get(&e.value().1))
+                    .filter_map(|e| self.order(e.value()))
+                    .filter(status_ok);
+                Page::of(items, limit, |o| o.seq.to_string())
+            }
+            None => {
+                let items = self
+                    .orders
+                    .by_seq
+                    .range(start..)
+                    .filter_map(|e| self.order(e.value()))
+                    .filter(status_ok);
+                Page::of(items, limit, |o| o.seq.to_string())
+            }
+        }
+    }
+
+    /// When the next pending order expires.
+    pub fn next_expiry(&self) -> Option<TimestampMs> {
+        self.orders.expiry.front().map(|e| e.value().0)
+    }
+}

@@ -1,0 +1,132 @@
+//! The order entity and its lifecycle.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::payments::Payment;
+use crate::types::*;
+
+/// Where an order ships to.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Address {
+    /// The recipient.
+    pub name: String,
+    /// Street and number.
+    pub line1: String,
+    /// Optional second line.
+    pub line2: String,
+    /// The city.
+    pub city: String,
+    /// State, province or region, where one is used.
+    pub region: String,
+    /// The postal code.
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country: String,
+}
+
+/// Where an order is in its life.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OrderStatus {
+    /// Stock reserved, waiting for payment until the reservation expires.
+    PendingPayment,
+    /// Paid: the reserved units left `on_hand`.
+    Paid,
+    /// Shipped.
+    Fulfilled,
+    /// Cancelled before payment: stock released.
+    Cancelled,
+    /// Not paid in time: stock released.
+    Expired,
+}
+
+impl OrderStatus {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Fulfilled => "fulfilled",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(value: &str) -> Option<OrderStatus> {
+        [
+            OrderStatus::PendingPayment,
+            OrderStatus::Paid,
+            OrderStatus::Fulfilled,
+            OrderStatus::Cancelled,
+            OrderStatus::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+/// One line of an order, priced when the order was placed.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OrderLine {
+    /// The SKU.
+    pub sku: Sku,
+    /// The product the SKU belonged to.
+    pub product_id: ProductId,
+    /// The product and variant title at checkout.
+    pub title: String,
+    /// Units.
+    pub quantity: u32,
+    /// The price of one unit at checkout.
+    pub unit_price: Money,
+    /// `unit_price × quantity`.
+    pub line_total: Money,
+}
+
+/// An order.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    /// The id (128 random bits: holding it is what gives a guest access).
+    pub id: OrderId,
+    /// Position in the order of checkouts, for listing.
+    pub seq: u64,
+    /// The cart it was checked out from.
+    pub cart_id: CartId,
+    /// The owner, or `None` for a guest order.
+    pub customer_id: Option<CustomerId>,
+    /// Where to send the receipt.
+    pub email: String,
+    /// Where to ship.
+    pub shipping_address: Option<Address>,
+    /// The status.
+    pub status: OrderStatus,
+    /// The lines.
+    pub lines: Vec<OrderLine>,
+    /// Sum of the line totals.
+    pub subtotal: Money,
+    /// Discounts applied.
+    pub discount_total: Money,
+    /// `subtotal - discount_total`.
+    pub total: Money,
+    /// When an unpaid order expires and its stock is released.
+    pub reservation_expires_at: TimestampMs,
+    /// Captured payments.
+    pub payments: Vec<Payment>,
+    /// When it was placed.
+    pub created_at: TimestampMs,
+    /// When it last changed.
+    pub updated_at: TimestampMs,
+    /// Bumped by every change.
+    pub version: u64,
+}
+
+impl Order {
+    /// The currency of every amount of the order.
+    pub fn currency(&self) -> Currency {
+        self.total.currency()
+    }
+
+    /// Whether the order still holds a reservation of its lines' stock.
+    pub fn holds_reservation(&self) -> bool {
+        self.status == OrderStatus::PendingPayment
+    }
+}
