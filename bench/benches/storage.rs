@@ -38,6 +38,7 @@ fn open_store(dir: &std::path::Path) -> Store {
         path: dir.to_path_buf(),
         column_families: vec![CF_ROWS],
         backend: BackendKind::RocksDb,
+        ..Default::default()
     })
     .expect("open the store")
 }

@@ -135,7 +135,7 @@ pub enum EngineError {
     #[error("the engine is not accepting writes: {0}")]
     Unavailable(String),
     /// The storage layer failed.
-    #[error("storage failure")]
+    #[error("storage failure: {0}")]
     Storage(#[from] emporium_storage::StorageError),
     /// The data directory holds data this build cannot read.
     #[error("incompatible data directory: {0}")]

@@ -100,6 +100,8 @@ pub use catalog::*;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use domains::{Event, LogEntry, State};
 pub use emporium_storage::BackendKind;
+#[cfg(feature = "faults")]
+pub use emporium_storage::{DiskFaults, ReadFault, WriteFault};
 pub use error::{EngineError, EntityKind, FieldError, Result, Shortfall};
 pub use idempotency::*;
 pub use inventory::*;

@@ -55,6 +55,10 @@ impl App {
         engine_config.limits.reservation_ttl_ms =
             (config.reservation_ttl_s as i64).saturating_mul(1000);
         engine_config.queue_commands_max = config.queue_commands_max;
+        #[cfg(feature = "faults")]
+        {
+            engine_config.faults = config.faults.clone();
+        }
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
             .await?
             .map_err(|e| anyhow::anyhow!("opening the data directory: {e}"))?;

@@ -162,6 +162,9 @@ pub struct Config {
     pub log_format: String,
     /// argon2id memory cost in KiB.
     pub password_hash_kib: u32,
+    /// Faults the engine injects (tests only).
+    #[cfg(feature = "faults")]
+    pub faults: emporium_engine::Faults,
 }
 
 impl Default for Config {
@@ -185,6 +188,8 @@ impl Default for Config {
             rate_write: Rate { burst: 500, per_second: 250.0 },
             log_format: "human".into(),
             password_hash_kib: 19_456,
+            #[cfg(feature = "faults")]
+            faults: Default::default(),
         }
     }
 }
@@ -243,6 +248,8 @@ impl Config {
             ),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             password_hash_kib: pick!(password_hash_kib).unwrap_or(d.password_hash_kib),
+            #[cfg(feature = "faults")]
+            faults: d.faults.clone(),
         };
         config.validate()?;
         Ok(config)

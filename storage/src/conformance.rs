@@ -10,6 +10,7 @@ fn open(kind: BackendKind, path: &Path) -> Store {
         path: path.to_path_buf(),
         column_families: vec![CF_A, CF_B],
         backend: kind,
+        ..Default::default()
     })
     .expect("open store")
 }
@@ -163,6 +164,7 @@ fn other_storage_format_is_refused() {
             path: dir.path().to_path_buf(),
             column_families: vec![CF_A],
             backend: kind,
+            ..Default::default()
         })
         .unwrap_err();
         assert!(

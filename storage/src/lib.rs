@@ -18,6 +18,8 @@
 
 mod batch;
 mod error;
+#[cfg(feature = "faults")]
+mod faults;
 mod log;
 #[cfg(feature = "rocksdb")]
 mod rocks;
@@ -28,6 +30,8 @@ use std::path::{Path, PathBuf};
 
 pub use batch::WriteBatch;
 pub use error::{Result, StorageError};
+#[cfg(feature = "faults")]
+pub use faults::{DiskFaults, ReadFault, WriteFault};
 pub use log::{LogRecord, LOG_RECORD_BYTES_MAX};
 
 /// The column family holding the log records, keyed by big-endian LSN.
@@ -63,7 +67,7 @@ impl BackendKind {
 }
 
 /// How to open a [`Store`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct StoreConfig {
     /// The data directory; created when missing.
     pub path: PathBuf,
@@ -71,6 +75,9 @@ pub struct StoreConfig {
     pub column_families: Vec<&'static str>,
     /// The backend that holds the data.
     pub backend: BackendKind,
+    /// Faults to inject (tests only).
+    #[cfg(feature = "faults")]
+    pub faults: Option<std::sync::Arc<DiskFaults>>,
 }
 
 /// What a storage backend must provide. Implementations are in this crate only.
@@ -129,6 +136,13 @@ impl Store {
             BackendKind::Sled => Box::new(sled_backend::SledBackend::open(&config.path, &cfs)?),
             #[allow(unreachable_patterns)]
             other => return Err(StorageError::BackendUnavailable(format!("{other:?}"))),
+        };
+        #[cfg(feature = "faults")]
+        let backend: Box<dyn Backend> = match &config.faults {
+            Some(faults) => {
+                Box::new(faults::FaultyBackend { inner: backend, faults: faults.clone() })
+            }
+            None => backend,
         };
         let store = Store { backend, kind: config.backend, path: config.path.clone() };
         store.check_storage_format()?;

@@ -4,6 +4,7 @@ mod accounts;
 mod bad_input;
 mod concurrency;
 mod crash;
+mod disk_faults;
 mod domain;
 mod fail_stop;
 mod http_api;

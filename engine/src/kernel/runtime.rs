@@ -89,6 +89,8 @@ pub struct Faults {
     pub panic_sequencer: Arc<std::sync::atomic::AtomicBool>,
     /// Panics in the committer before it writes the next group.
     pub panic_committer: Arc<std::sync::atomic::AtomicBool>,
+    /// Disk faults: failed writes and syncs, damaged reads.
+    pub disk: Option<Arc<emporium_storage::DiskFaults>>,
 }
 
 impl EngineConfig {
@@ -336,6 +338,8 @@ impl Engine {
             path: config.data_dir.clone(),
             column_families: codec::entity_cfs(),
             backend: config.backend,
+            #[cfg(feature = "faults")]
+            faults: config.faults.disk.clone(),
         })
         .map_err(|e| match e {
             e if e.is_corruption() => EngineError::IncompatibleData(e.to_string()),
