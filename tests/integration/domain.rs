@@ -128,8 +128,10 @@ fn a_new_product_starts_at_version_one_with_empty_stock_rows() {
         let owner = te.state().product_by_sku(&Sku::new(sku).unwrap()).expect("indexed");
         assert_eq!(owner.id, created.id);
     }
-    assert_eq!(te.state().product(&created.id).as_deref(), Some(&*created));
     check_invariants(te.state());
+    // The reply was read from the state; what was made durable must be the same value.
+    let te = te.reopen();
+    assert_eq!(te.state().product(&created.id).as_deref(), Some(&*created));
 }
 
 /// `v2 active shirt 'Shirt' A B`: a product's version, status, handle, title and SKUs.

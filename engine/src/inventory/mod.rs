@@ -221,22 +221,38 @@ mod tests {
 
     #[test]
     fn stock_cell_is_never_torn_under_a_concurrent_writer() {
+        const WRITES: u32 = 200_000;
         let cell = Arc::new(StockCell::new(0, 0, 0));
+        let start = Arc::new(std::sync::Barrier::new(2));
         let writer = {
-            let cell = cell.clone();
+            let (cell, start) = (cell.clone(), start.clone());
             std::thread::spawn(move || {
-                for n in 1..200_000u32 {
+                start.wait();
+                for n in 1..=WRITES {
                     cell.write(n, n / 2);
                 }
             })
         };
-        let mut last_version = 0;
-        while !writer.is_finished() {
+        start.wait();
+        // Reads that overlapped the writes (neither the first nor the last value): the
+        // loop must have raced the writer for the check to mean anything.
+        let (mut overlapping, mut last_version) = (0u32, 0);
+        loop {
+            let finished = writer.is_finished();
             let (on_hand, reserved, version) = cell.read();
-            assert_eq!(reserved, on_hand / 2);
+            assert_eq!(reserved, on_hand / 2, "a torn read: {on_hand}, {reserved}");
+            assert_eq!(u64::from(on_hand), version, "levels of one write, its version");
             assert!(version >= last_version);
             last_version = version;
+            if version > 0 && version < u64::from(WRITES) {
+                overlapping += 1;
+            }
+            if finished {
+                break;
+            }
         }
         writer.join().unwrap();
+        assert_eq!(last_version, u64::from(WRITES));
+        assert!(overlapping > 0, "no read overlapped the writer");
     }
 }
