@@ -127,8 +127,7 @@ impl Store {
                 cfs.push(cf);
             }
         }
-        std::fs::create_dir_all(&config.path)
-            .map_err(|e| StorageError::io(format!("creating {}", config.path.display()), e))?;
+        create_dir_durably(&config.path)?;
         let backend: Box<dyn Backend> = match config.backend {
             #[cfg(feature = "rocksdb")]
             BackendKind::RocksDb => Box::new(rocks::RocksBackend::open(&config.path, &cfs)?),
@@ -262,6 +261,34 @@ impl Store {
         }
         self.backend.checkpoint(to)
     }
+}
+
+/// Creates `path` and any missing parents, then syncs each directory that gained an
+/// entry, so the new directory itself survives a power cut (a file's own sync does not
+/// make its directory's entry durable, and a store whose directory vanished would lose
+/// every acknowledged write in it).
+fn create_dir_durably(path: &Path) -> Result<()> {
+    let io = |what: &str, dir: &Path, e| StorageError::io(format!("{what} {}", dir.display()), e);
+    let mut missing = Vec::new();
+    let mut at = path;
+    while !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path).map_err(|e| io("creating", path, e))?;
+    for dir in missing.iter().rev() {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the directory", parent, e))?;
+    }
+    Ok(())
 }
 
 fn decode_u32(bytes: &[u8]) -> Option<u32> {

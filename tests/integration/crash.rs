@@ -32,16 +32,29 @@ fn acknowledged_commands_survive_sigkill() {
     let cycles: usize = env_or("EMPORIUM_CRASH_CYCLES", 20);
     let seed: u64 = env_or("EMPORIUM_CRASH_SEED", rand::random());
     eprintln!("crash test: {cycles} cycles, EMPORIUM_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
+    crash_cycles(dir.path(), cycles, seed, &mut |_| String::new());
+}
+
+/// Runs `cycles` kills of the crash child on `dir`: after each SIGKILL, `after_kill`
+/// does what else the crash did (a power cut loses what was not synced) and describes
+/// it, then the directory is reopened and checked against every acknowledgement so far.
+pub(crate) fn crash_cycles(
+    dir: &std::path::Path,
+    cycles: usize,
+    seed: u64,
+    after_kill: &mut dyn FnMut(&mut rand::rngs::StdRng) -> String,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut acked: BTreeMap<String, Acked> = BTreeMap::new();
     let mut previous_lsn = 0;
     let (mut replayed_total, mut trimmed_seen) = (0, false);
     for cycle in 0..cycles {
         let kill_after = Duration::from_millis(rng.random_range(5..250));
-        let lines = run_and_kill(dir.path(), rng.random(), kill_after);
+        let lines = run_and_kill(dir, rng.random(), kill_after);
         let new_acks = record(&mut acked, &lines);
-        let Reopened { lsn, replayed, first_log_lsn } = verify(dir.path(), &acked, cycle);
+        let crash = after_kill(&mut rng);
+        let Reopened { lsn, replayed, first_log_lsn } = verify(dir, &acked, cycle);
         replayed_total += replayed;
         trimmed_seen |= first_log_lsn > 1;
         assert!(
@@ -49,8 +62,8 @@ fn acknowledged_commands_survive_sigkill() {
             "cycle {cycle}: the log went back from {previous_lsn} to {lsn}"
         );
         eprintln!(
-            "cycle {cycle}: killed after {kill_after:?}, {new_acks} acks, log at LSN {lsn}, \
-             {replayed} entries replayed, log from {first_log_lsn}"
+            "cycle {cycle}: killed after {kill_after:?}{crash}, {new_acks} acks, log at LSN \
+             {lsn}, {replayed} entries replayed, log from {first_log_lsn}"
         );
         previous_lsn = lsn;
     }
@@ -63,7 +76,7 @@ fn acknowledged_commands_survive_sigkill() {
     );
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+pub(crate) fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 

@@ -12,5 +12,6 @@ mod http_authz;
 mod http_flash;
 mod http_support;
 mod model;
+mod power_loss;
 mod recovery;
 mod retention;

@@ -91,6 +91,9 @@ pub struct Faults {
     pub panic_committer: Arc<std::sync::atomic::AtomicBool>,
     /// Disk faults: failed writes and syncs, damaged reads.
     pub disk: Option<Arc<emporium_storage::DiskFaults>>,
+    /// Writes the log without syncing it (acknowledging what a power cut would lose):
+    /// the broken build the power-loss test must catch.
+    pub unsynced_log: bool,
 }
 
 impl EngineConfig {
@@ -884,7 +887,11 @@ impl Committer {
             }
         }
         let started = Instant::now();
-        self.store.write(&batch, true)?;
+        #[cfg(feature = "faults")]
+        let sync = !self.faults.unsynced_log;
+        #[cfg(not(feature = "faults"))]
+        let sync = true;
+        self.store.write(&batch, sync)?;
         self.stats
             .sync_nanos_total
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);

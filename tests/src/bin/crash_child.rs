@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     // write, so kills land in the middle of materializer flushes and log trims too.
     config.materialize_interval_ms = 1 + seed % 8;
     config.log_retain_entries_min = 0;
+    // The deliberately broken build the power-loss test must catch: the log is written
+    // without a sync, so acknowledgements outrun durability.
+    config.faults.unsynced_log = std::env::var_os("EMPORIUM_CRASH_UNSYNCED_LOG").is_some();
     let engine = Engine::open(config)?;
     let shop = engine.blocking();
     if engine.state().product_count() == 0 {
