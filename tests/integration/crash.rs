@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use emporium_engine::*;
-use emporium_tests::{check_invariants, config, ManualClockExt};
+use emporium_tests::{check_invariants, config, units_in_orders, ManualClockExt, CRASH_SKUS};
 use rand::{Rng, SeedableRng};
 
 /// What the child acknowledged about one order.
@@ -46,7 +46,7 @@ pub(crate) fn crash_cycles(
     after_kill: &mut dyn FnMut(&mut rand::rngs::StdRng) -> String,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut acked: BTreeMap<String, Acked> = BTreeMap::new();
+    let mut acked = Acks::default();
     let mut previous_lsn = 0;
     let (mut replayed_total, mut trimmed_seen) = (0, false);
     for cycle in 0..cycles {
@@ -70,9 +70,10 @@ pub(crate) fn crash_cycles(
     assert!(replayed_total > 0, "no kill left a log tail to replay");
     assert!(trimmed_seen, "no kill found a trimmed log");
     assert!(
-        acked.len() > cycles,
-        "the load acknowledged too little to prove anything: {}",
-        acked.len()
+        acked.orders.len() > cycles && acked.restocked > 0,
+        "the load acknowledged too little to prove anything: {} orders, {} restocked",
+        acked.orders.len(),
+        acked.restocked
     );
 }
 
@@ -127,18 +128,44 @@ fn run_and_kill(dir: &std::path::Path, seed: u64, kill_after: Duration) -> Vec<S
     lines
 }
 
-fn record(acked: &mut BTreeMap<String, Acked>, lines: &[String]) -> usize {
+/// Everything the child acknowledged, across cycles.
+#[derive(Debug, Default)]
+struct Acks {
+    orders: BTreeMap<String, Acked>,
+    /// Cart id → its acknowledged lines (`SKU:units`).
+    carts: BTreeMap<String, Vec<String>>,
+    /// Units restocked by acknowledged adjustments of the first SKU.
+    restocked: i64,
+    /// Units of adjustments sent but not acknowledged (each may or may not be durable).
+    restocked_maybe: i64,
+}
+
+fn record(acks: &mut Acks, lines: &[String]) -> usize {
     let mut count = 0;
-    for line in lines.iter().filter(|l| l.starts_with("ACK ")) {
+    for line in lines {
         let words: Vec<&str> = line.split(' ').collect();
-        let order = acked.entry(words[2].to_string()).or_default();
-        match words[1] {
-            "checkout" => order.lines = words[3].to_string(),
-            "pay" => order.paid = true,
-            "cancel" => order.cancelled = true,
-            other => panic!("unknown acknowledgement {other}"),
+        match words.as_slice() {
+            ["TRY", "adjust", delta] => acks.restocked_maybe += delta.parse::<i64>().unwrap(),
+            ["ACK", "adjust", delta] => {
+                let delta: i64 = delta.parse().unwrap();
+                acks.restocked += delta;
+                acks.restocked_maybe -= delta;
+            }
+            ["ACK", "cart", id] => {
+                acks.carts.insert(id.to_string(), Vec::new());
+            }
+            ["ACK", "item", id, line] => acks.carts.get_mut(*id).unwrap().push(line.to_string()),
+            ["ACK", "checkout", id, lines] => {
+                acks.orders.entry(id.to_string()).or_default().lines = lines.to_string()
+            }
+            ["ACK", "pay", id] => acks.orders.entry(id.to_string()).or_default().paid = true,
+            ["ACK", "cancel", id] => {
+                acks.orders.entry(id.to_string()).or_default().cancelled = true
+            }
+            ["READY"] => continue,
+            other => panic!("unknown line from the child: {other:?}"),
         }
-        count += 1;
+        count += usize::from(words[0] == "ACK");
     }
     count
 }
@@ -151,12 +178,38 @@ struct Reopened {
 }
 
 /// Reopens the directory and checks it against every acknowledgement so far.
-fn verify(dir: &std::path::Path, acked: &BTreeMap<String, Acked>, cycle: usize) -> Reopened {
+fn verify(dir: &std::path::Path, acks: &Acks, cycle: usize) -> Reopened {
     let clock = Arc::new(ManualClock::new(0));
     clock.set_to_now();
     let engine = Engine::open(config(dir, clock)).expect("reopen after SIGKILL");
     let state = engine.state();
-    for (id, expected) in acked {
+    for (id, lines) in &acks.carts {
+        let cart = state
+            .cart(&CartId::parse(id).unwrap())
+            .unwrap_or_else(|| panic!("cycle {cycle}: acknowledged cart {id} is missing"));
+        let found: Vec<String> =
+            cart.lines.iter().map(|l| format!("{}:{}", l.sku, l.quantity)).collect();
+        for line in lines {
+            assert!(found.contains(line), "cycle {cycle}: cart {id} lacks {line}: {found:?}");
+        }
+    }
+    // Stock, against what was stocked, restocked and paid for (counted from the orders):
+    // on hand = stocked + restocked - sold, where restocks sent but not acknowledged may
+    // or may not have become durable.
+    for (i, (sku, stocked)) in CRASH_SKUS.into_iter().enumerate() {
+        let sku = Sku::new(sku).unwrap();
+        let (_, sold) = units_in_orders(state, &sku);
+        let on_hand = i64::from(state.stock(&sku).unwrap().on_hand);
+        let restocked = on_hand + i64::from(sold) - stocked;
+        let (least, most) =
+            if i == 0 { (acks.restocked, acks.restocked + acks.restocked_maybe) } else { (0, 0) };
+        assert!(
+            (least..=most).contains(&restocked),
+            "cycle {cycle}: {sku} has {on_hand} on hand after {sold} sold: restocked \
+             {restocked}, expected {least} to {most}"
+        );
+    }
+    for (id, expected) in &acks.orders {
         let order = state
             .order(&OrderId::parse(id).unwrap())
             .unwrap_or_else(|| panic!("cycle {cycle}: acknowledged order {id} is missing"));

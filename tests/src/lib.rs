@@ -100,6 +100,15 @@ pub fn stocked_sku(shop: &BlockingEngine, sku: &str, amount: i64, on_hand: i64) 
     created
 }
 
+/// The SKUs the crash child sells and their stock at its first start: plenty of a
+/// few, and one scarce SKU that runs out, so the out-of-stock path is crossed under
+/// load too.
+pub const CRASH_SKUS: [(&str, i64); 4] =
+    [("CRASH-A", 1_000_000), ("CRASH-B", 1_000_000), ("CRASH-C", 1_000_000), ("CRASH-SCARCE", 40)];
+
+/// What the crash child restocks `CRASH-A` by, now and then.
+pub const CRASH_RESTOCK: i64 = 5;
+
 /// A guest cart holding `lines`.
 pub fn cart_with(shop: &BlockingEngine, lines: &[(&str, i64)]) -> Arc<Cart> {
     let mut cart = shop.send(CreateCart::default()).expect("create cart");

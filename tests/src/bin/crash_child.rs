@@ -13,13 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use emporium_engine::*;
-use emporium_tests::{cart_with, pay, stocked_sku};
+use emporium_tests::{pay, stocked_sku, CRASH_RESTOCK, CRASH_SKUS as SKUS};
 use rand::{Rng, SeedableRng};
 
-/// SKUs the child sells: plenty of a few, and one scarce SKU that runs out, so the
-/// out-of-stock path is crossed under load too.
-pub const SKUS: [(&str, i64); 4] =
-    [("CRASH-A", 1_000_000), ("CRASH-B", 1_000_000), ("CRASH-C", 1_000_000), ("CRASH-SCARCE", 40)];
 const WORKERS: usize = 8;
 
 fn main() -> anyhow::Result<()> {
@@ -83,7 +79,32 @@ fn work(
         if lines.is_empty() {
             continue;
         }
-        let cart = cart_with(shop, &lines);
+        if rng.random_bool(0.1) {
+            // A restock: said before it is sent, so the parent knows it may be durable
+            // even when the kill lands before its acknowledgement.
+            say(out, format!("TRY adjust {CRASH_RESTOCK}"));
+            let adjust = AdjustStock {
+                sku: SKUS[0].0.into(),
+                delta: CRASH_RESTOCK,
+                reason: "restock".into(),
+            };
+            shop.send(adjust)?;
+            say(out, format!("ACK adjust {CRASH_RESTOCK}"));
+        }
+        let cart = shop.send(CreateCart::default())?;
+        say(out, format!("ACK cart {}", cart.id));
+        for (sku, quantity) in &lines {
+            let item = AddCartItem {
+                cart_id: cart.id.to_string(),
+                sku: (*sku).into(),
+                quantity: *quantity,
+            };
+            shop.send(item)?;
+            say(out, format!("ACK item {} {sku}:{quantity}", cart.id));
+        }
+        if rng.random_bool(0.2) {
+            continue; // abandoned
+        }
         let order = match emporium_tests::checkout(shop, &cart.id) {
             Ok(order) => order,
             Err(EngineError::OutOfStock(_)) => continue,
