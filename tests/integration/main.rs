@@ -11,6 +11,7 @@ mod http_api;
 mod http_authz;
 mod http_flash;
 mod http_support;
+mod lifecycle;
 mod model;
 mod power_loss;
 mod recovery;

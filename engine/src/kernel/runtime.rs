@@ -94,6 +94,9 @@ pub struct Faults {
     /// Writes the log without syncing it (acknowledging what a power cut would lose):
     /// the broken build the power-loss test must catch.
     pub unsynced_log: bool,
+    /// Holds the sequencer before it takes a command until the engine stops running
+    /// (a close or a failure), so commands pile up in the queue.
+    pub hold_sequencer: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EngineConfig {
@@ -680,6 +683,11 @@ impl Sequencer {
         let mut next_tick = Instant::now();
         let mut running = true;
         while running {
+            #[cfg(feature = "faults")]
+            while self.faults.hold_sequencer.load(Ordering::Acquire) && self.health.check().is_ok()
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = match self.receiver.recv_timeout(wait) {
                 Ok(envelope) => Some(envelope),
@@ -723,8 +731,8 @@ impl Sequencer {
     fn handle(&mut self, mut job: Box<dyn Job>, group: &mut Group) {
         // Commands queued before a close still complete; after a storage failure
         // nothing is applied any more.
-        if let Err(failure) = self.health.check() {
-            return job.release(Some(&failure));
+        if self.health.failed() {
+            return job.release(Some(&self.health.check().expect_err("failed")));
         }
         job.run(self, group);
         group.replies.push(job);

@@ -1,0 +1,122 @@
+//! The runtime on its own clock and at its end: the sequencer's timer expires
+//! reservations, forgets idempotency records and purges refresh tokens without anyone
+//! sending `ExpireDue` (every other test turns that timer off), and a close lets every
+//! command queued before it complete.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use emporium_engine::*;
+use emporium_tests::{cart_with, check_invariants, levels, stocked_sku, TestEngine};
+
+/// Waits (bounded) until `done` holds; the timer runs on its own thread.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "the timer never did this: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_sequencers_timer_expires_reservations_and_forgets_records() {
+    let te = TestEngine::with(|config| config.tick_interval_ms = 5);
+    stocked_sku(&te.shop, "T-1", 100, 10);
+    let cart = cart_with(&te.shop, &[("T-1", 3)]);
+    let key = IdempotencyKey { scope: "guest".into(), key: "timer-1".into() };
+    let order = te
+        .shop
+        .send(Checkout {
+            cart_id: cart.id.to_string(),
+            email: Some("ann@example.com".into()),
+            idempotency: Some(key.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    te.shop
+        .send(IssueRefreshToken {
+            subject: "cus_000000000001".into(),
+            token_hash: "c".repeat(64),
+            expires_at: te.clock.now_ms() + 60_000,
+        })
+        .unwrap();
+    assert_eq!(levels(te.state(), "T-1"), (10, 3));
+
+    // Nothing is due yet: the timer leaves everything alone.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(te.state().order(&order.id).unwrap().status, OrderStatus::PendingPayment);
+
+    let limits = Limits::default();
+    te.clock.advance(limits.reservation_ttl_ms);
+    eventually("expire the order", || {
+        te.state().order(&order.id).unwrap().status == OrderStatus::Expired
+    });
+    assert_eq!(levels(te.state(), "T-1"), (10, 0), "the expiry released the units");
+    assert!(te.state().refresh_token(&"c".repeat(64)).is_none(), "the token is purged");
+    assert!(te.state().idempotency_record(&key.scoped()).is_some(), "the record is young");
+
+    te.clock.advance(limits.idempotency_ttl_ms);
+    eventually("forget the record", || te.state().idempotency_record(&key.scoped()).is_none());
+    check_invariants(te.state());
+
+    // What the timer did is durable like any command.
+    let te = te.reopen();
+    assert_eq!(te.state().order(&order.id).unwrap().status, OrderStatus::Expired);
+    assert!(te.state().idempotency_record(&key.scoped()).is_none());
+}
+
+/// Commands queued before a close complete and are durable; none is left waiting.
+/// (A sequencer that refused everything once the close began, as one did for a while,
+/// fails this at once.)
+#[test]
+fn a_close_completes_what_was_queued_before_it() {
+    const QUEUED: usize = 200;
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let te = TestEngine::with(|config| config.faults.hold_sequencer = hold.clone());
+    let TestEngine { engine, shop, clock: _clock, dir } = te;
+    drop(shop);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let carts = runtime.block_on(async {
+        let polled = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..QUEUED)
+            .map(|_| {
+                let (engine, polled) = (engine.clone(), polled.clone());
+                tokio::spawn(async move {
+                    let send = engine.send(CreateCart::default());
+                    polled.fetch_add(1, Ordering::AcqRel);
+                    // The first poll of `send` queues the command.
+                    send.await
+                })
+            })
+            .collect();
+        // On this single-threaded runtime a task runs only when this one yields: once
+        // every task has counted itself, each has queued its command in the same poll.
+        // The sequencer is held until the close begins, so all of them are still queued
+        // when it does.
+        while polled.load(Ordering::Acquire) < QUEUED {
+            tokio::task::yield_now().await;
+        }
+        tokio::task::yield_now().await;
+        let closing = tokio::task::spawn_blocking({
+            let engine = engine.clone();
+            move || engine.close()
+        });
+        let mut carts = Vec::new();
+        for task in tasks {
+            carts.push(task.await.unwrap().expect("a command queued before the close completes"));
+        }
+        closing.await.unwrap();
+        carts
+    });
+    assert_eq!(carts.len(), QUEUED);
+    let refused = engine.blocking().send(CreateCart::default());
+    assert!(matches!(refused, Err(EngineError::Unavailable(_))), "{refused:?}");
+    drop(engine);
+    let clock = Arc::new(ManualClock::new(emporium_tests::T0));
+    let engine = Engine::open(emporium_tests::config(dir.path(), clock)).unwrap();
+    for cart in &carts {
+        assert!(engine.state().cart(&cart.id).is_some(), "acknowledged cart {} lost", cart.id);
+    }
+    engine.close();
+}
