@@ -139,4 +139,35 @@ mod tests {
         assert!(limiter.take(Class::Auth, "1.2.3.4", t0 + Duration::from_secs(1)).allowed);
         assert!(!limiter.take(Class::Auth, "1.2.3.4", t0 + Duration::from_secs(1)).allowed);
     }
+
+    /// Memory stays bounded under a flood of distinct keys (one client spraying source
+    /// addresses): once a shard holds `KEYS_MAX` buckets that are still in use, a new key
+    /// is refused rather than admitted; once those buckets have refilled they are
+    /// dropped and new keys are admitted again.
+    #[test]
+    fn a_flood_of_keys_is_capped_then_forgotten() {
+        let rate = Rate { burst: 1, per_second: 1.0 };
+        let limiter = RateLimiter::new(rate, rate, rate);
+        let t0 = Instant::now();
+        let mut first_refused = None;
+        for i in 0..SHARDS * KEYS_MAX + 1 {
+            // Each key spends its only token, so its bucket is in use, not refilled.
+            if !limiter.take(Class::Write, &format!("10.0.{i}"), t0).allowed {
+                first_refused = Some(i);
+                break;
+            }
+        }
+        let refused = first_refused.expect("some shard filled up");
+        assert!(refused >= KEYS_MAX, "refused after only {refused} keys");
+        let held: usize = limiter.shards.iter().map(|s| s.lock().len()).sum();
+        assert!(held <= SHARDS * KEYS_MAX, "{held} buckets held");
+        let newcomer = format!("10.0.{refused}");
+        assert!(!limiter.take(Class::Write, &newcomer, t0).allowed);
+        // A second later every bucket has refilled: the full shard drops them for the
+        // newcomer.
+        let later = t0 + Duration::from_secs(2);
+        assert!(limiter.take(Class::Write, &newcomer, later).allowed);
+        let held_after: usize = limiter.shards.iter().map(|s| s.lock().len()).sum();
+        assert!(held_after < held, "refilled buckets were dropped: {held_after} of {held}");
+    }
 }

@@ -492,8 +492,14 @@ fn every_endpoint_admits_exactly_the_callers_it_should() {
     let mut failures = Vec::new();
     for (endpoint, scope, build, expected) in rows() {
         for (who, expected) in CALLERS.into_iter().zip(expected) {
-            let answer = f.send(build(&f), f.token(who, scope));
+            let (call, token) = (build(&f), f.token(who, scope));
+            let lsn = f.s.durable_lsn();
+            let answer = f.send(call, token);
             let mut wrong = answer.status != expected;
+            // A refused caller changed nothing: no write reached the log.
+            if matches!(answer.status, 401 | 403 | 404) && f.s.durable_lsn() != lsn {
+                failures.push(format!("{endpoint} as {who:?}: refused, yet the log moved"));
+            }
             // A refusal is a problem with the contract's code for its status.
             let code = match answer.status {
                 401 => Some("unauthenticated"),

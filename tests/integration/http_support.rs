@@ -90,6 +90,11 @@ impl TestServer {
         self.server = Some(RunningServer::start(self.config.clone()).expect("the server restarts"));
     }
 
+    /// The durable LSN `/readyz` reports: it moves with every write, and only then.
+    pub fn durable_lsn(&self) -> u64 {
+        self.get("/readyz").send().expect(200)["lsn"].as_u64().expect("readyz reports the LSN")
+    }
+
     /// The server's configuration.
     pub fn config(&self) -> &Config {
         &self.config

@@ -10,6 +10,7 @@ mod fail_stop;
 mod http_api;
 mod http_authz;
 mod http_flash;
+mod http_overload;
 mod http_support;
 mod lifecycle;
 mod model;

@@ -97,6 +97,9 @@ pub struct Faults {
     /// Holds the sequencer before it takes a command until the engine stops running
     /// (a close or a failure), so commands pile up in the queue.
     pub hold_sequencer: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by the sequencer while `hold_sequencer` holds it: from then on every command
+    /// sent waits in the queue.
+    pub sequencer_held: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EngineConfig {
@@ -684,9 +687,14 @@ impl Sequencer {
         let mut running = true;
         while running {
             #[cfg(feature = "faults")]
-            while self.faults.hold_sequencer.load(Ordering::Acquire) && self.health.check().is_ok()
             {
-                std::thread::sleep(Duration::from_millis(1));
+                while self.faults.hold_sequencer.load(Ordering::Acquire)
+                    && self.health.check().is_ok()
+                {
+                    self.faults.sequencer_held.store(true, Ordering::Release);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                self.faults.sequencer_held.store(false, Ordering::Release);
             }
             let wait = next_tick.saturating_duration_since(Instant::now());
             let first = match self.receiver.recv_timeout(wait) {

@@ -1,0 +1,133 @@
+//! Overload and concurrency over HTTP, made deterministic by holding the engine's
+//! sequencer (the `faults.hold_sequencer` switch): requests pile up exactly where the
+//! test wants them. A full command queue and a full write semaphore answer 503
+//! `overloaded` with `Retry-After` at once, and a second request with an idempotency
+//! key whose first is still running answers 409 `request_in_progress`; none of them
+//! changes anything.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::http_support::*;
+
+/// The engine's sequencer, held and released by the test.
+struct Hold(emporium_engine::Faults);
+
+impl Hold {
+    /// Holds the sequencer; returns once it is held, so every command sent from now on
+    /// waits in the queue.
+    fn hold(&self) {
+        self.0.hold_sequencer.store(true, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.0.sequencer_held.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the sequencer was never held");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn release(&self) {
+        self.0.hold_sequencer.store(false, Ordering::Release);
+    }
+}
+
+/// A server whose sequencer the test can hold, with a stocked SKU.
+fn held_server(
+    adjust: impl FnOnce(&mut emporium_server::config::Config),
+) -> (TestServer, Hold, String) {
+    let faults = emporium_engine::Faults::default();
+    let s = TestServer::with(|config| {
+        config.faults = faults.clone();
+        adjust(config);
+    });
+    let admin = s.admin();
+    s.product(&admin, "OV-1", 500, 100);
+    (s, Hold(faults), admin)
+}
+
+/// The engine's queue depth as `/metrics` reports it.
+fn queue_depth(s: &TestServer) -> u64 {
+    let metrics = s.get("/metrics").send();
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    text.lines()
+        .find(|l| {
+            l.starts_with("emporium_engine_queue_depth ") || l.starts_with("engine_queue_depth ")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no queue depth in /metrics:\n{text}"))
+}
+
+/// Waits (bounded) until `n` commands wait in the engine's queue.
+fn until_queued(s: &TestServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue_depth(s) < n {
+        assert!(Instant::now() < deadline, "the requests never reached the engine's queue");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_full_command_queue_answers_503_at_once_and_changes_nothing() {
+    let (s, hold, _admin) = held_server(|config| config.queue_commands_max = 2);
+    let lsn = s.durable_lsn();
+    hold.hold();
+    std::thread::scope(|scope| {
+        let create = || s.post("/v1/carts").json(json!({})).send().status;
+        let waiting: Vec<_> = (0..2).map(|_| scope.spawn(create)).collect();
+        until_queued(&s, 2);
+        let started = Instant::now();
+        let refused = s.post("/v1/carts").json(json!({})).send();
+        let took = started.elapsed();
+        assert!(refused.header("retry-after").is_some(), "{refused}");
+        refused.problem(503, "overloaded");
+        assert!(took < Duration::from_secs(2), "the refusal waited {took:?}");
+        hold.release();
+        for request in waiting {
+            assert_eq!(request.join().unwrap(), 201, "a queued request completes");
+        }
+    });
+    // Two carts were made, by the two queued requests; the refused one made nothing.
+    assert_eq!(s.durable_lsn(), lsn + 2);
+}
+
+#[test]
+fn a_full_write_semaphore_answers_503_at_once() {
+    let (s, hold, admin) = held_server(|config| config.writes_concurrency_max = 1);
+    hold.hold();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| s.post("/v1/carts").json(json!({})).send().status);
+        until_queued(&s, 1);
+        let refused = s.post("/v1/carts").json(json!({})).send();
+        assert!(refused.header("retry-after").is_some(), "{refused}");
+        refused.problem(503, "overloaded");
+        // Reads have their own permits and go on.
+        s.get("/v1/products").send().expect(200);
+        hold.release();
+        assert_eq!(first.join().unwrap(), 201);
+    });
+    assert_eq!(s.stock(&admin, "OV-1"), (100, 0, 100));
+}
+
+#[test]
+fn a_key_still_running_answers_request_in_progress() {
+    let (s, hold, admin) = held_server(|_| {});
+    let cart = s.cart(None);
+    s.add(None, &cart, "OV-1", 2).expect(200);
+    let body = json!({"email": "twice@example.com"});
+    hold.hold();
+    let order: Value = std::thread::scope(|scope| {
+        let first = scope.spawn(|| s.checkout(None, &cart, "same-key", body.clone()));
+        until_queued(&s, 1);
+        let second = s.checkout(None, &cart, "same-key", body.clone());
+        second.problem(409, "request_in_progress");
+        hold.release();
+        first.join().unwrap().expect(201)
+    });
+    // Once the first finished, the key replays it; only one order reserved stock.
+    let replay = s.checkout(None, &cart, "same-key", body).expect(201);
+    assert_eq!(replay["id"], order["id"]);
+    assert_eq!(s.stock(&admin, "OV-1"), (100, 2, 98));
+}
