@@ -68,7 +68,7 @@ fn operation(route: &crate::routes::Route) -> Value {
         parameters.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": required,
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
-            "description": "Same key and body within 24 h replays the first success (or declined payment); a different body under the key is 422 idempotency_key_reused; other refusals changed nothing and are decided afresh."
+            "description": "Same key and body within 24 h replays the first success (or declined payment), with the header Idempotent-Replayed: true, also after a crash; a different body under the key is 422 idempotency_key_reused; the same key while the first request runs is 409 request_in_progress; other refusals changed nothing and are decided afresh."
         }));
     }
     if matches!(route.method.as_str(), "PATCH" | "PUT" | "DELETE") {

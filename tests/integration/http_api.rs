@@ -507,8 +507,11 @@ fn checkout_places_one_order_per_idempotency_key() {
     assert!(order["reservation_expires_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{order}");
     assert_eq!(s.stock(&admin, "CO-1"), (10, 3, 7));
 
-    // The same key and body replay the same order and reserve nothing more.
-    let replay = s.checkout(None, &cart, "order-1", guest.clone()).expect(201);
+    assert_eq!(placed.header("idempotent-replayed"), None);
+    // The same key and body replay the same order, say so, and reserve nothing more.
+    let replay = s.checkout(None, &cart, "order-1", guest.clone());
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"), "{replay}");
+    let replay = replay.expect(201);
     assert_eq!(
         (&replay["id"], &replay["total"], &replay["status"]),
         (&order["id"], &order["total"], &order["status"])

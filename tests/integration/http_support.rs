@@ -61,6 +61,8 @@ pub fn agent() -> ureq::Agent {
 /// removes the directory.
 pub struct TestServer {
     server: Option<RunningServer>,
+    /// The base URL of a server running elsewhere (another process), if this is one.
+    remote: Option<String>,
     config: Config,
     agent: ureq::Agent,
     _dir: tempfile::TempDir,
@@ -79,7 +81,20 @@ impl TestServer {
         let mut config = config(dir.path().join("data"));
         adjust(&mut config);
         let server = RunningServer::start(config.clone()).expect("the server starts");
-        TestServer { server: Some(server), config, agent: agent(), _dir: dir }
+        TestServer { server: Some(server), remote: None, config, agent: agent(), _dir: dir }
+    }
+
+    /// A client of a server running elsewhere at `base_url` (`http://addr`).
+    pub fn remote(base_url: &str) -> TestServer {
+        set_admin_env();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        TestServer {
+            server: None,
+            remote: Some(base_url.to_string()),
+            config: config(dir.path().join("data")),
+            agent: agent(),
+            _dir: dir,
+        }
     }
 
     /// Stops the server gracefully and starts a new one on the same data directory.
@@ -102,7 +117,10 @@ impl TestServer {
 
     /// `http://addr` + `path`.
     pub fn url(&self, path: &str) -> String {
-        self.server.as_ref().expect("the server runs").url(path)
+        match &self.remote {
+            Some(base) => format!("{base}{path}"),
+            None => self.server.as_ref().expect("the server runs").url(path),
+        }
     }
 
     /// A request to send.

@@ -18,15 +18,28 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
 
 use crate::crash::{crash_cycles, env_or};
+use crate::http_support::TestServer;
+
+/// Whether the power-loss tests were told to skip (they then say they proved nothing).
+fn skipped() -> bool {
+    let skip = std::env::var("EMPORIUM_POWER_LOSS").as_deref() == Ok("skip");
+    if skip {
+        eprintln!("power-loss test SKIPPED (EMPORIUM_POWER_LOSS=skip): it proved nothing");
+    }
+    skip
+}
 
 #[test]
 fn acknowledged_commands_survive_power_loss() {
-    if std::env::var("EMPORIUM_POWER_LOSS").as_deref() == Ok("skip") {
-        eprintln!("power-loss test SKIPPED (EMPORIUM_POWER_LOSS=skip): it proved nothing");
+    if skipped() {
         return;
     }
     let cycles: usize = env_or("EMPORIUM_POWER_LOSS_CYCLES", 10);
@@ -42,6 +55,168 @@ fn acknowledged_commands_survive_power_loss() {
         format!(", power lost ({files} files reverted{})", if torn { ", one torn" } else { "" })
     });
     eprintln!("power-loss test: {torn_total} torn writes across {cycles} cycles");
+}
+
+/// The server on the power-losing file system: a child process under keyed HTTP load
+/// (guest carts, checkouts and payments, each with an `Idempotency-Key`) is SIGKILLed,
+/// the power is cut, and the restarted server must replay every acknowledged keyed
+/// request with the same answer (so a retry after the crash is safe), with paid orders
+/// paid. `EMPORIUM_SERVER_POWER_LOSS_CYCLES` sets the cycles (default 5).
+#[test]
+fn acknowledged_requests_survive_server_power_loss() {
+    if skipped() {
+        return;
+    }
+    let cycles: usize = env_or("EMPORIUM_SERVER_POWER_LOSS_CYCLES", 5);
+    let seed: u64 = env_or("EMPORIUM_POWER_LOSS_SEED", rand::random());
+    eprintln!("server power-loss test: {cycles} cycles, EMPORIUM_POWER_LOSS_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let work = tempfile::tempdir().unwrap();
+    let mut fs = LossyFs::mount(&work.path().join("mnt"));
+    let data = fs.mountpoint.join("data");
+    let mut acked: Vec<Keyed> = Vec::new();
+    for cycle in 0..=cycles {
+        let mut server = ServerChild::start(&data);
+        let s = TestServer::remote(&server.url);
+        let admin = s.admin();
+        if cycle == 0 {
+            s.product(&admin, "PL-1", 700, 1_000_000);
+        }
+        let replayed = verify_replays(&s, &acked, cycle);
+        if cycle == cycles {
+            break;
+        }
+        let kill_after = Duration::from_millis(rng.random_range(20..300));
+        let new = Mutex::new(Vec::new());
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for worker in 0..4 {
+                let (s, new, stop) = (&s, &new, &stop);
+                scope.spawn(move || shop(s, &format!("c{cycle}w{worker}"), stop, new));
+            }
+            std::thread::sleep(kill_after);
+            server.kill();
+            stop.store(true, Ordering::Release);
+        });
+        let new = new.into_inner().unwrap();
+        let (files, torn) = fs.lose_power(rng.random(), rng.random_bool(0.5));
+        eprintln!(
+            "cycle {cycle}: {replayed} replays checked, killed after {kill_after:?} with {} new \
+             acks, power lost ({files} files reverted{})",
+            new.len(),
+            if torn { ", one torn" } else { "" }
+        );
+        acked.extend(new);
+    }
+    assert!(acked.len() > cycles, "too little was acknowledged to prove anything");
+}
+
+/// A keyed request that was answered with a success.
+struct Keyed {
+    path: String,
+    key: String,
+    body: Value,
+    status: u16,
+    answer: Value,
+}
+
+/// Buys until `stop`: a keyed guest cart, an item, a keyed checkout, and for every
+/// other order a keyed payment. Records each keyed success; returns at the first
+/// transport error (the server was killed).
+fn shop(s: &TestServer, name: &str, stop: &AtomicBool, acked: &Mutex<Vec<Keyed>>) {
+    let keyed = |path: String, key: String, body: Value| -> Option<Value> {
+        let answer = s.post(&path).key(&key).json(body.clone()).try_send().ok()?;
+        assert!(answer.status < 300, "{path}: {answer}");
+        let status = answer.status;
+        acked.lock().unwrap().push(Keyed { path, key, body, status, answer: answer.json.clone() });
+        Some(answer.json)
+    };
+    for n in 0.. {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(cart) = keyed("/v1/carts".into(), format!("{name}-{n}-cart"), json!({})) else {
+            return;
+        };
+        let cart = cart["id"].as_str().unwrap().to_string();
+        let item = json!({"sku": "PL-1", "quantity": 1 + n % 3});
+        let Ok(added) = s.post(&format!("/v1/carts/{cart}/items")).json(item).try_send() else {
+            return;
+        };
+        assert_eq!(added.status, 200, "{added}");
+        let email = json!({"email": "power@example.com"});
+        let path = format!("/v1/carts/{cart}/checkout");
+        let Some(order) = keyed(path, format!("{name}-{n}-checkout"), email) else { return };
+        if n % 2 == 0 {
+            let order = order["id"].as_str().unwrap();
+            let card = json!({"method": "test_card", "token": "tok_visa"});
+            let path = format!("/v1/orders/{order}/payments");
+            if keyed(path, format!("{name}-{n}-pay"), card).is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// Every acknowledged keyed request, sent again with its key and body, gets the same
+/// answer, marked as replayed; every acknowledged payment left its order paid.
+fn verify_replays(s: &TestServer, acked: &[Keyed], cycle: usize) -> usize {
+    for keyed in acked {
+        let again = s.post(&keyed.path).key(&keyed.key).json(keyed.body.clone()).send();
+        let what = format!("cycle {cycle}: {} with key {}", keyed.path, keyed.key);
+        assert_eq!(again.status, keyed.status, "{what}: {again}");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"), "{what}: {again}");
+        assert_eq!(again.json["id"], keyed.answer["id"], "{what}");
+        if keyed.path.ends_with("/payments") {
+            let order =
+                keyed.answer["order_id"].as_str().map(str::to_string).unwrap_or_else(|| {
+                    keyed
+                        .path
+                        .trim_start_matches("/v1/orders/")
+                        .trim_end_matches("/payments")
+                        .into()
+                });
+            let now = s.get(&format!("/v1/orders/{order}")).send().expect(200);
+            assert_eq!(now["status"], "paid", "{what}: the paid order is {}", now["status"]);
+        }
+    }
+    acked.len()
+}
+
+/// The server child, killed on drop.
+struct ServerChild {
+    process: Child,
+    url: String,
+}
+
+impl ServerChild {
+    fn start(data: &Path) -> ServerChild {
+        let mut process = Command::new(env!("CARGO_BIN_EXE_server-child"))
+            .arg(data)
+            .env("EMPORIUM_ADMIN_EMAIL", crate::http_support::ADMIN_EMAIL)
+            .env("EMPORIUM_ADMIN_PASSWORD", crate::http_support::ADMIN_PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start server-child");
+        let mut line = String::new();
+        BufReader::new(process.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| {
+            panic!("server-child did not start: {line:?}");
+        });
+        ServerChild { url: url.to_string(), process }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// A mounted `lossyfs`, unmounted on drop.

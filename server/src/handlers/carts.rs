@@ -100,9 +100,9 @@ pub async fn checkout(call: Call) -> Result<Out, Problem> {
     let cart = reachable(&call, true)?;
     let body: CheckoutJson =
         if call.body.is_empty() { CheckoutJson::default() } else { call.json()? };
-    let (idempotency, _in_flight) = match begin_keyed(&call)? {
+    let (idempotency, _in_flight, replaying) = match begin_keyed(&call)? {
         Keyed::Replay(out) => return Ok(out),
-        Keyed::Proceed(key, in_flight) => (key, in_flight),
+        Keyed::Proceed(key, in_flight, replaying) => (key, in_flight, replaying),
     };
     let command = Checkout {
         cart_id: cart.id.to_string(),
@@ -114,6 +114,6 @@ pub async fn checkout(call: Call) -> Result<Out, Problem> {
         Ok(order) => order,
         Err(error) => return Err(record_refusal(&call, idempotency, error).await),
     };
-    Ok(Out::created(&OrderView::from(&*order), format!("/v1/orders/{}", order.id))
-        .versioned(order.version))
+    let out = Out::created(&OrderView::from(&*order), format!("/v1/orders/{}", order.id));
+    Ok(Out { replayed: replaying, ..out.versioned(order.version) })
 }

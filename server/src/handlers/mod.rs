@@ -153,8 +153,10 @@ fn recorded_refusal(call: &Call, key: Option<&IdempotencyKey>) -> Result<Option<
 pub(crate) enum Keyed {
     /// A recorded refusal, replayed.
     Replay(Out),
-    /// Proceed with this key, marked in flight until the guard drops.
-    Proceed(Option<IdempotencyKey>, Option<InFlight>),
+    /// Proceed with this key, marked in flight until the guard drops. The flag says
+    /// the engine holds a success for the key: its answer will be a replay (to be
+    /// marked `Idempotent-Replayed`), or a refusal when the body differs.
+    Proceed(Option<IdempotencyKey>, Option<InFlight>, bool),
 }
 
 /// Reads the key of a checkout or payment, marks it in flight, and replays a recorded
@@ -162,10 +164,18 @@ pub(crate) enum Keyed {
 pub(crate) fn begin_keyed(call: &Call) -> Result<Keyed, Problem> {
     let key = idempotency_key(call)?;
     let in_flight = key.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
-    match recorded_refusal(call, key.as_ref())? {
-        Some(replay) => Ok(Keyed::Replay(replay)),
-        None => Ok(Keyed::Proceed(key, in_flight)),
+    if let Some(replay) = recorded_refusal(call, key.as_ref())? {
+        return Ok(Keyed::Replay(replay));
     }
+    // No other request with this key can run meanwhile (it is in flight), so a success
+    // recorded now is the one the engine will replay.
+    let replaying = key.as_ref().is_some_and(|key| {
+        call.app.engine.state().idempotency_record(&key.scoped()).is_some_and(|record| {
+            record.created_at + IDEMPOTENCY_TTL_MS > now_ms()
+                && !matches!(record.outcome, IdempotentOutcome::Response(_))
+        })
+    });
+    Ok(Keyed::Proceed(key, in_flight, replaying))
 }
 
 /// Records `error` for `key` when it is a declined payment.

@@ -90,9 +90,9 @@ pub async fn get(call: Call) -> Result<Out, Problem> {
 pub async fn pay(call: Call) -> Result<Out, Problem> {
     let order = reachable(&call, true)?;
     let body: PaymentRequest = call.json()?;
-    let (idempotency, _in_flight) = match begin_keyed(&call)? {
+    let (idempotency, _in_flight, replaying) = match begin_keyed(&call)? {
         Keyed::Replay(out) => return Ok(out),
-        Keyed::Proceed(key, in_flight) => (key, in_flight),
+        Keyed::Proceed(key, in_flight, replaying) => (key, in_flight, replaying),
     };
     let command = CapturePayment {
         order_id: order.id.to_string(),
@@ -105,7 +105,7 @@ pub async fn pay(call: Call) -> Result<Out, Problem> {
         Err(error) => return Err(record_refusal(&call, idempotency, error).await),
     };
     let location = format!("/v1/orders/{}", receipt.order.id);
-    Ok(Out::created(&PaymentReceiptView::from(&receipt), location))
+    Ok(Out { replayed: replaying, ..Out::created(&PaymentReceiptView::from(&receipt), location) })
 }
 
 /// `POST /v1/orders/{id}/cancel`.

@@ -1,0 +1,28 @@
+//! The server the power-loss test kills: `emporium`'s HTTP server on the directory it is
+//! given, on a free loopback port, with the test configuration (cheap password hashing,
+//! no rate limits). It prints `LISTENING http://ADDR` once it accepts connections, then
+//! serves until it is killed. The first admin comes from `EMPORIUM_ADMIN_EMAIL` and
+//! `EMPORIUM_ADMIN_PASSWORD`, as for the real binary.
+//!
+//! Usage: `server-child DIR`
+
+use emporium_server::config::Config;
+use emporium_server::server::RunningServer;
+
+fn main() -> anyhow::Result<()> {
+    let dir = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: server-child DIR"))?;
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.into(),
+        password_hash_kib: 64,
+        rate_limits: false,
+        ..Config::default()
+    };
+    // The deliberately broken build the power-loss test must catch.
+    config.faults.unsynced_log = std::env::var_os("EMPORIUM_CRASH_UNSYNCED_LOG").is_some();
+    let server = RunningServer::start(config)?;
+    println!("LISTENING {}", server.url(""));
+    loop {
+        std::thread::park();
+    }
+}
