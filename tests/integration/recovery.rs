@@ -118,6 +118,64 @@ fn a_directory_of_another_format_is_refused() {
     }
 }
 
+/// Opens the store under an engine directory to damage it the way a bug or a bad copy
+/// would.
+fn tamper(dir: &std::path::Path, damage: impl FnOnce(&mut emporium_storage::WriteBatch)) {
+    let store = emporium_storage::Store::open(&emporium_storage::StoreConfig {
+        path: dir.to_path_buf(),
+        backend: BackendKind::RocksDb,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut batch = emporium_storage::WriteBatch::default();
+    damage(&mut batch);
+    store.write(&batch, true).unwrap();
+}
+
+/// Stock that says units are reserved while no pending order holds them (a pending
+/// order's row is gone) is refused at open with the SKU named, not served.
+#[test]
+fn a_reservation_without_its_order_is_refused_at_open() {
+    let te = TestEngine::new();
+    stocked_sku(&te.shop, "RM-1", 100, 5);
+    let order = checkout(&te.shop, &cart_with(&te.shop, &[("RM-1", 3)]).id).unwrap();
+    let TestEngine { engine, clock, dir, .. } = te;
+    engine.close();
+    // Orders are stored under their sequence number.
+    tamper(dir.path(), |batch| batch.delete("orders", &order.seq.to_be_bytes()));
+    match Engine::open(config(dir.path(), clock)) {
+        Err(EngineError::IncompatibleData(message)) => {
+            assert!(message.contains("RM-1") && message.contains("3 units reserved"), "{message}")
+        }
+        other => panic!("expected the mismatch to be refused, got {other:?}"),
+    }
+}
+
+/// Rows that reflect an LSN the log no longer continues from (entries after it are
+/// gone) are refused at open: replaying past a gap would make a wrong state.
+#[test]
+fn a_gap_between_the_rows_and_the_log_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(ManualClock::new(emporium_tests::T0));
+    let mut cfg = config(dir.path(), clock.clone());
+    cfg.materialize_interval_ms = 3_600_000;
+    cfg.materialize_rows_max = usize::MAX;
+    let engine = Engine::open(cfg).unwrap();
+    stocked_sku(&engine.blocking(), "GAP-1", 100, 5);
+    let tail = engine.last_lsn().0;
+    let copy = dir.path().join("copy");
+    engine.checkpoint(&copy).unwrap();
+    engine.close();
+    // The checkpoint's rows reflect LSN 0; its log holds 1..=tail. Drop entry 1.
+    tamper(&copy, |batch| batch.trim_log(0, 2));
+    match Engine::open(config(&copy, clock)) {
+        Err(EngineError::IncompatibleData(message)) => {
+            assert!(message.contains("are missing"), "{message}")
+        }
+        other => panic!("expected the gap (of {tail} entries) to be refused, got {other:?}"),
+    }
+}
+
 #[test]
 fn idempotent_checkout_replays_after_restart() {
     let te = TestEngine::new();
