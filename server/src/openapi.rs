@@ -68,7 +68,7 @@ fn operation(route: &crate::routes::Route) -> Value {
         parameters.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": required,
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
-            "description": "Same key and body within 24 h replays the first success (or declined payment), with the header Idempotent-Replayed: true, also after a crash; a different body under the key is 422 idempotency_key_reused; the same key while the first request runs is 409 request_in_progress; other refusals changed nothing and are decided afresh."
+            "description": "Keys belong to the caller: an authenticated caller's keys are its own; an anonymous caller's key is honoured only on a path that names a resource it holds (a guest cart's checkout, a guest order's payment) and ignored elsewhere (the request runs as if it had none), so a replay never hands one caller another's resource. Same key and body within 24 h replays the first success (or declined payment), with the header Idempotent-Replayed: true, also after a crash; a different body under the key is 422 idempotency_key_reused; the same key while the first request runs is 409 request_in_progress; other refusals changed nothing and are decided afresh."
         }));
     }
     if matches!(route.method.as_str(), "PATCH" | "PUT" | "DELETE") {

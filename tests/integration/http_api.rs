@@ -539,6 +539,49 @@ fn checkout_places_one_order_per_idempotency_key() {
         .problem(404, "not_found");
 }
 
+/// An idempotent replay must never hand one caller another's resource. Two anonymous
+/// callers sending `POST /v1/carts` with the same key used to get the same cart (a
+/// guest cart's id is its bearer credential, so the second owned the first's cart and,
+/// after checkout, its order). Now an anonymous key is ignored on a path that names no
+/// resource the caller holds, honoured where it does (a guest cart's checkout), and an
+/// authenticated caller's keys are its own.
+#[test]
+fn an_idempotency_key_never_hands_one_caller_anothers_resource() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "KEY-1", 100, 10);
+    let guest_cart = || s.post("/v1/carts").key("1").json(json!({})).send();
+    let (first, second) = (guest_cart(), guest_cart());
+    assert_eq!(second.header("idempotent-replayed"), None, "{second}");
+    let (first, second) = (first.expect(201), second.expect(201));
+    assert_ne!(first["id"], second["id"], "two guests share a cart");
+
+    // Where the path names the caller's own cart, the key replays for that cart only.
+    let cart = text(&first, "id").to_string();
+    s.add(None, &cart, "KEY-1", 1).expect(200);
+    let guest = json!({"email": "guest@example.com"});
+    let placed = s.checkout(None, &cart, "same", guest.clone()).expect(201);
+    let again = s.checkout(None, &cart, "same", guest.clone());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.expect(201)["id"], placed["id"]);
+    let other = text(&second, "id").to_string();
+    s.add(None, &other, "KEY-1", 1).expect(200);
+    let theirs = s.checkout(None, &other, "same", guest).expect(201);
+    assert_ne!(theirs["id"], placed["id"], "a key on another cart is another request");
+
+    // Authenticated callers: the same key is each one's own.
+    let (ann, bob) = (s.register("ann.key@example.com"), s.register("bob.key@example.com"));
+    let cart_of =
+        |token: &str| s.post("/v1/carts").bearer(token).key("mine").json(json!({})).send();
+    let ann_cart = cart_of(&ann.token).expect(201);
+    let bob_cart = cart_of(&bob.token).expect(201);
+    assert_ne!(ann_cart["id"], bob_cart["id"]);
+    let ann_again = cart_of(&ann.token);
+    assert_eq!(ann_again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(ann_again.expect(201)["id"], ann_cart["id"]);
+    assert_eq!(s.stock(&admin, "KEY-1"), (10, 2, 8));
+}
+
 #[test]
 fn out_of_stock_lists_each_short_sku_and_reserves_nothing() {
     let s = TestServer::start();

@@ -29,6 +29,14 @@ fn fnv(bytes: &[u8]) -> u64 {
 
 /// The request's `Idempotency-Key`, scoped to the caller and the endpoint instance.
 /// Required where the route says so.
+///
+/// A replay hands its caller the first request's resource, so a key must never be shared
+/// between callers. An authenticated caller's keys are its own. An anonymous caller has
+/// no identity to scope by, so its key is honoured only where the path names a resource
+/// it already holds (a guest cart's id or a guest order's id, unguessable bearer
+/// credentials: `/v1/carts/{id}/checkout`, `/v1/orders/{id}/payments`); anywhere else
+/// (creating a guest cart, registering) the key is ignored: the request runs as if it had
+/// none, and is never answered with another caller's resource.
 pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Problem> {
     let Some(raw) = call.headers.get("idempotency-key") else {
         return match call.route.idempotency {
@@ -45,7 +53,11 @@ pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Pro
         .ok_or_else(|| {
             Problem::malformed("Idempotency-Key must be 1-255 printable ASCII characters")
         })?;
-    let caller = call.principal.key().unwrap_or_else(|| "anonymous".into());
+    let caller = match call.principal.key() {
+        Some(caller) => caller,
+        None if call.route.path.contains('{') => "anonymous".into(),
+        None => return Ok(None),
+    };
     let scope = format!("{caller}|{:016x}", fnv(call.path.as_bytes()));
     Ok(Some(IdempotencyKey { scope, key: key.to_string() }))
 }
