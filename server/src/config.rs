@@ -57,6 +57,18 @@ pub struct ServeArgs {
     /// Commands waiting for the engine at most.
     #[arg(long, env = "EMPORIUM_QUEUE_COMMANDS_MAX")]
     pub queue_commands_max: Option<usize>,
+    /// Open connections at most; past it a new one is refused at once (503, closed).
+    #[arg(long, env = "EMPORIUM_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+    /// Open connections from one client address at most (below `connections_max`).
+    #[arg(long, env = "EMPORIUM_CONNECTIONS_PER_CLIENT_MAX")]
+    pub connections_per_client_max: Option<usize>,
+    /// Seconds a connection may take to send a complete request head.
+    #[arg(long, env = "EMPORIUM_HEADER_TIMEOUT_S")]
+    pub header_timeout_s: Option<u64>,
+    /// Seconds an idle keep-alive connection is kept.
+    #[arg(long, env = "EMPORIUM_IDLE_TIMEOUT_S")]
+    pub idle_timeout_s: Option<u64>,
     /// Rate limits on or off (off only for benchmarks behind another limiter).
     #[arg(long, env = "EMPORIUM_RATE_LIMITS", num_args = 0..=1, default_missing_value = "true")]
     pub rate_limits: Option<bool>,
@@ -103,6 +115,10 @@ struct FileConfig {
     reads_concurrency_max: Option<usize>,
     writes_concurrency_max: Option<usize>,
     queue_commands_max: Option<usize>,
+    connections_max: Option<usize>,
+    connections_per_client_max: Option<usize>,
+    header_timeout_s: Option<u64>,
+    idle_timeout_s: Option<u64>,
     rate_limits: Option<bool>,
     rate_auth_burst: Option<u32>,
     rate_auth_per_min: Option<u32>,
@@ -150,6 +166,14 @@ pub struct Config {
     pub writes_concurrency_max: usize,
     /// Engine queue length.
     pub queue_commands_max: usize,
+    /// Open connections at most.
+    pub connections_max: usize,
+    /// Open connections from one client address at most.
+    pub connections_per_client_max: usize,
+    /// Time to send a complete request head.
+    pub header_timeout_s: u64,
+    /// Time an idle keep-alive connection is kept.
+    pub idle_timeout_s: u64,
     /// Whether rate limits apply.
     pub rate_limits: bool,
     /// Token endpoint and registration.
@@ -182,6 +206,10 @@ impl Default for Config {
             reads_concurrency_max: 4096,
             writes_concurrency_max: 2048,
             queue_commands_max: 65_536,
+            connections_max: 16_384,
+            connections_per_client_max: 1_024,
+            header_timeout_s: 10,
+            idle_timeout_s: 60,
             rate_limits: true,
             rate_auth: Rate { burst: 10, per_second: 10.0 / 60.0 },
             rate_read: Rate { burst: 2000, per_second: 1000.0 },
@@ -230,6 +258,11 @@ impl Config {
             writes_concurrency_max: pick!(writes_concurrency_max)
                 .unwrap_or(d.writes_concurrency_max),
             queue_commands_max: pick!(queue_commands_max).unwrap_or(d.queue_commands_max),
+            connections_max: pick!(connections_max).unwrap_or(d.connections_max),
+            connections_per_client_max: pick!(connections_per_client_max)
+                .unwrap_or(d.connections_per_client_max),
+            header_timeout_s: pick!(header_timeout_s).unwrap_or(d.header_timeout_s),
+            idle_timeout_s: pick!(idle_timeout_s).unwrap_or(d.idle_timeout_s),
             rate_limits: pick!(rate_limits).unwrap_or(d.rate_limits),
             rate_auth: rate(
                 pick!(rate_auth_burst),
@@ -265,6 +298,14 @@ impl Config {
             "concurrency limits must be at least 1"
         );
         anyhow::ensure!(self.queue_commands_max >= 1, "queue_commands_max must be at least 1");
+        anyhow::ensure!(
+            (1..=self.connections_max).contains(&self.connections_per_client_max),
+            "connections_per_client_max must be 1 to connections_max"
+        );
+        anyhow::ensure!(
+            self.header_timeout_s >= 1 && self.idle_timeout_s >= 1,
+            "header_timeout_s and idle_timeout_s must be at least 1"
+        );
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "human" | "json"),
             "log_format is human or json"

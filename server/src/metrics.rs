@@ -43,6 +43,7 @@ pub struct Metrics {
     rate_limited: Family<ClassLabels, Counter>,
     panics: Counter,
     failed_logins: Counter,
+    connections_refused: Counter,
     queue_depth: Gauge,
     group_size: Gauge,
     groups: Gauge,
@@ -68,6 +69,7 @@ impl Metrics {
         let rate_limited = Family::<ClassLabels, Counter>::default();
         let panics = Counter::default();
         let failed_logins = Counter::default();
+        let connections_refused = Counter::default();
         let queue_depth = Gauge::default();
         let group_size = Gauge::default();
         let groups = Gauge::default();
@@ -113,6 +115,11 @@ impl Metrics {
             failed_logins.clone(),
         );
         registry.register(
+            "connections_refused",
+            "Connections refused at once: past the total or the per-client cap",
+            connections_refused.clone(),
+        );
+        registry.register(
             "engine_queue_depth",
             "Commands waiting for the sequencer",
             queue_depth.clone(),
@@ -144,6 +151,7 @@ impl Metrics {
             rate_limited,
             panics,
             failed_logins,
+            connections_refused,
             queue_depth,
             group_size,
             groups,
@@ -183,6 +191,11 @@ impl Metrics {
     /// Records a failed login.
     pub fn failed_login(&self) {
         self.failed_logins.inc();
+    }
+
+    /// Records a connection refused past a cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     /// The exposition text, with the engine's figures read now.

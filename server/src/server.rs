@@ -1,41 +1,187 @@
 //! Accepting connections: plain TCP or TLS, HTTP/1.1 and HTTP/2 on the same port,
 //! graceful shutdown (stop accepting, finish in-flight requests, close the engine).
+//!
+//! Connections are bounded like a front-line server's: at most `connections_max` open,
+//! at most `connections_per_client_max` from one address, and past either a new
+//! connection gets an immediate 503 and is closed (never a silent wait in the listen
+//! backlog). A connection must send a whole request head within `header_timeout_s`
+//! (a silent or trickling client is closed), an idle keep-alive connection is closed
+//! after `idle_timeout_s`, and heads are limited in count and size.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::Config;
 
-/// Connections served at once; past it, new ones wait in the listen backlog.
-const CONNECTIONS_MAX: usize = 16_384;
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the kernel may hold before they are accepted; accepting is fast (a
+/// refusal is a write and a close), so this only absorbs bursts.
+const LISTEN_BACKLOG: u32 = 4096;
+/// Most header fields in a request head, and most bytes buffered for one.
+const HEADERS_MAX: usize = 100;
+const HEAD_BYTES_MAX: usize = 64 * 1024;
+/// Open connections, in all and per client address.
+struct Gate {
+    total: usize,
+    per_client: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; its place is given back on drop.
+struct Admission {
+    gate: Arc<Gate>,
+    client: IpAddr,
+}
+
+impl Gate {
+    fn admit(self: &Arc<Gate>, client: IpAddr) -> Option<Admission> {
+        let mut open = self.open.lock();
+        let (total, per_client) = &mut *open;
+        let mine = per_client.entry(client).or_insert(0);
+        if *total >= self.total || *mine >= self.per_client {
+            if *mine == 0 {
+                per_client.remove(&client);
+            }
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        Some(Admission { gate: self.clone(), client })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut open = self.gate.open.lock();
+        let (total, per_client) = &mut *open;
+        *total -= 1;
+        if let Some(mine) = per_client.get_mut(&self.client) {
+            *mine -= 1;
+            if *mine == 0 {
+                per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// What a connection is doing, for its deadlines.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// When the last request finished, in milliseconds after `opened`.
+    last_ms: AtomicU64,
+}
+
+/// A request in flight on a connection.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn begin(self: &Arc<Activity>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Returns when the connection has been silent too long: no whole request head
+    /// within `head` of opening, or idle for `idle` after its last request.
+    async fn expired(&self, head: Duration, idle: Duration) {
+        loop {
+            let deadline = if self.in_flight.load(Ordering::Acquire) > 0 {
+                Instant::now() + idle.min(head)
+            } else if self.requests.load(Ordering::Acquire) == 0 {
+                self.opened + head
+            } else {
+                self.opened + Duration::from_millis(self.last_ms.load(Ordering::Acquire)) + idle
+            };
+            if Instant::now() >= deadline && self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let elapsed = self.0.opened.elapsed().as_millis() as u64;
+        self.0.last_ms.fetch_max(elapsed, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Tells a connection past a cap so, then closes it; bounded so a client that does not
+/// read cannot hold the task.
+async fn refuse(mut stream: TcpStream) {
+    let body = r#"{"type":"about:blank","title":"Overloaded","status":503,"code":"overloaded","detail":"too many connections; retry shortly"}"#;
+    let refusal = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(refusal.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// A listener with a deep backlog (the standard library's is 128).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// A bound, ready server.
 pub struct Server {
     app: Arc<App>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    gate: Arc<Gate>,
+    head_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Server {
     /// Opens the engine, prepares accounts (and the demo), and binds the address.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let tls = config.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
+        let listener =
+            listen(config.listen).map_err(|e| anyhow::anyhow!("binding {}: {e}", config.listen))?;
+        let gate = Arc::new(Gate {
+            total: config.connections_max,
+            per_client: config.connections_per_client_max,
+            open: Mutex::new((0, HashMap::new())),
+        });
+        let head_timeout = Duration::from_secs(config.header_timeout_s);
+        let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let app = App::open(config).await?;
-        Ok(Server { app, listener, tls })
+        Ok(Server { app, listener, tls, gate, head_timeout, idle_timeout })
     }
 
     /// The bound address.
@@ -51,18 +197,27 @@ impl Server {
     /// Serves until `shutdown` turns true, then drains and closes the engine.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let graceful = GracefulShutdown::new();
-        let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
-        let builder = Builder::new(TokioExecutor::new());
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.head_timeout)
+            .max_headers(HEADERS_MAX)
+            .max_buf_size(HEAD_BYTES_MAX);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.idle_timeout / 2)
+            .keep_alive_timeout(self.head_timeout)
+            .max_header_list_size(HEAD_BYTES_MAX as u32);
         tracing::info!(addr = %self.local_addr(), tls = self.tls.is_some(), "listening");
         loop {
-            let permit = tokio::select! {
-                permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                _ = shutdown.changed() => break,
-            };
             let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
+                        // Out of file descriptors (EMFILE) and the like: back off a little
+                        // instead of spinning; connections already open go on.
                         tracing::warn!(%error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
@@ -70,18 +225,41 @@ impl Server {
                 },
                 _ = shutdown.changed() => break,
             };
+            let Some(admission) = self.gate.admit(peer.ip()) else {
+                self.app.metrics.connection_refused();
+                if self.tls.is_none() {
+                    tokio::spawn(refuse(stream));
+                }
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let app = self.app.clone();
-            let service =
-                service_fn(move |request| crate::http::serve(app.clone(), request, peer.ip()));
+            let activity = Activity::new();
+            let service = {
+                let activity = activity.clone();
+                service_fn(move |request| {
+                    let busy = activity.begin();
+                    let app = app.clone();
+                    async move {
+                        let answer = crate::http::serve(app, request, peer.ip()).await;
+                        drop(busy);
+                        answer
+                    }
+                })
+            };
+            let (head, idle) = (self.head_timeout, self.idle_timeout);
             match &self.tls {
                 None => {
                     let connection =
                         builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let watched = graceful.watch(connection);
                     tokio::spawn(async move {
-                        let _ = watched.await;
-                        drop(permit);
+                        tokio::select! {
+                            _ = watched => {}
+                            // Dropping the connection closes it.
+                            _ = activity.expired(head, idle) => {}
+                        }
+                        drop(admission);
                     });
                 }
                 Some(acceptor) => {
@@ -90,14 +268,16 @@ impl Server {
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
                         if let Ok(Ok(tls)) =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                                .await
+                            tokio::time::timeout(head, acceptor.accept(stream)).await
                         {
                             let connection =
                                 builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                            let _ = watcher.watch(connection).await;
+                            tokio::select! {
+                                _ = watcher.watch(connection) => {}
+                                _ = activity.expired(head, idle) => {}
+                            }
                         }
-                        drop(permit);
+                        drop(admission);
                     });
                 }
             }

@@ -9,6 +9,7 @@ mod domain;
 mod fail_stop;
 mod http_api;
 mod http_authz;
+mod http_connections;
 mod http_flash;
 mod http_overload;
 mod http_support;
