@@ -134,6 +134,28 @@ fn a_new_product_starts_at_version_one_with_empty_stock_rows() {
     assert_eq!(te.state().product(&created.id).as_deref(), Some(&*created));
 }
 
+/// A SKU dropped from its product takes its stock row with it: a new product that
+/// reuses the SKU starts from zero instead of inheriting the old units on hand, also
+/// after a reopen.
+#[test]
+fn a_dropped_skus_stock_is_not_inherited_by_a_product_reusing_it() {
+    let te = engine();
+    let shirt = stocked_sku(&te.shop, "OLD-1", 100, 40);
+    te.shop
+        .send(UpdateProduct {
+            id: shirt.id.to_string(),
+            variants: Some(product("Shirt", &[("OLD-2", 100)]).variants),
+            ..Default::default()
+        })
+        .expect("drop OLD-1");
+    assert_eq!(te.state().stock(&Sku::new("OLD-1").unwrap()), None);
+    te.shop.send(product("New Shirt", &[("OLD-1", 120)])).expect("reuse the SKU");
+    assert_eq!(levels(te.state(), "OLD-1"), (0, 0), "the old units on hand are gone");
+    let te = te.reopen();
+    assert_eq!(levels(te.state(), "OLD-1"), (0, 0));
+    check_invariants(te.state());
+}
+
 /// `v2 active shirt 'Shirt' A B`: a product's version, status, handle, title and SKUs.
 fn product_line(product: &Product) -> String {
     let skus: Vec<&str> = product.variants.iter().map(|v| v.sku.as_str()).collect();

@@ -135,6 +135,7 @@ fn put_product(state: &State, product: Product, rows: &mut Vec<Row>) {
         }
         for dropped in previous.variants.iter().filter(|v| product.variant(&v.sku).is_none()) {
             catalog.skus.remove(&dropped.sku);
+            crate::inventory::drop_stock(state, &dropped.sku, rows);
         }
     }
     catalog.handles.insert(product.handle.clone(), product.id.clone());

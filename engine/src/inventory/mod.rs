@@ -41,6 +41,11 @@ pub(crate) const DOMAIN: Domain = Domain {
                     levels.sku, levels.reserved, levels.on_hand
                 )));
             }
+            // A SKU no product sells any more (dropped before its stock row was deleted
+            // with it) is not loaded: a new product reusing the SKU starts from zero.
+            if state.product_by_sku(&levels.sku).is_none() {
+                return Ok(());
+            }
             let cell = StockCell::new(levels.on_hand, levels.reserved, levels.version);
             state.inventory.stock.insert(levels.sku, Arc::new(cell));
             Ok(())
@@ -108,6 +113,15 @@ pub(crate) fn ensure_stock(state: &State, sku: &Sku, rows: &mut Vec<Row>) {
         state.inventory.stock.insert(sku.clone(), Arc::new(StockCell::new(0, 0, 1)));
         let levels = StockLevels { sku: sku.clone(), on_hand: 0, reserved: 0, version: 1 };
         rows.push(Row::put(Arc::new(levels)));
+    }
+}
+
+/// Deletes the stock row of a SKU its product dropped (`decide` refused the drop while
+/// units were reserved), so a product that later reuses the SKU starts from zero.
+pub(crate) fn drop_stock(state: &State, sku: &Sku, rows: &mut Vec<Row>) {
+    if let Some(cell) = state.inventory.stock.remove(sku) {
+        debug_assert_eq!(cell.read().1, 0, "a dropped SKU holds no reservation");
+        rows.push(Row::delete(STOCK, sku.as_str().as_bytes()));
     }
 }
 
