@@ -8,7 +8,7 @@ use emporium_engine::*;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Semaphore;
 
-use crate::auth::{Hasher, TokenKeys};
+use crate::auth::{Passwords, TokenKeys};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
@@ -22,7 +22,7 @@ pub struct App {
     /// Access token keys.
     pub keys: RwLock<TokenKeys>,
     /// Password and secret hashing.
-    pub hasher: Hasher,
+    pub passwords: Passwords,
     /// Rate limits.
     pub limiter: RateLimiter,
     /// Metrics.
@@ -65,7 +65,7 @@ impl App {
         let keys = signing_keys(&engine, &config).await?;
         let app = Arc::new(App {
             limiter: RateLimiter::new(config.rate_auth, config.rate_read, config.rate_write),
-            hasher: Hasher::new(config.password_hash_kib),
+            passwords: Passwords::new(config.password_hash_kib, crate::auth::HASHING_WAIT),
             metrics: Metrics::new(),
             reads: Semaphore::new(config.reads_concurrency_max),
             writes: Semaphore::new(config.writes_concurrency_max),
@@ -125,9 +125,11 @@ async fn bootstrap_admin(app: &App) -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("EMPORIUM_ADMIN_PASSWORD must have at least 8 characters"),
         Err(_) => (crate::auth::random_token(), true),
     };
-    let hasher = app.hasher.clone();
-    let secret = password.clone();
-    let credential = tokio::task::spawn_blocking(move || hasher.hash(&secret)).await?;
+    let credential = app
+        .passwords
+        .hash(password.clone())
+        .await
+        .map_err(|_| anyhow::anyhow!("no password-hashing slot for the first admin"))?;
     let admin = app
         .engine
         .send(RegisterCustomer {

@@ -223,6 +223,70 @@ pub struct Hasher {
     params: Params,
 }
 
+/// Memory all password hashes in progress may use at once, in KiB; the number of
+/// hashes that run together follows from it and the cost of one.
+pub const HASHING_MEMORY_KIB: u32 = 256 * 1024;
+/// How long a login waits for a hashing slot before it is refused (503).
+pub const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The password hasher behind its own concurrency bound: argon2id costs
+/// `memory_kib` per hash, and it runs for unauthenticated requests, so without a bound
+/// of its own a flood of logins could take the memory (and the blocking threads) that
+/// everything else needs. Past the bound a request waits briefly, then is refused.
+#[derive(Debug)]
+pub struct Passwords {
+    hasher: Hasher,
+    slots: tokio::sync::Semaphore,
+    wait: std::time::Duration,
+    /// A hash of a random secret with the configured cost: verifying an unknown
+    /// account against it costs what verifying a known one does.
+    dummy: String,
+}
+
+/// No hashing slot freed in time.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Busy;
+
+impl Passwords {
+    /// A hasher of `memory_kib` per hash, running as many at once as
+    /// [`HASHING_MEMORY_KIB`] allows (at least one), waiting `wait` for a slot.
+    pub fn new(memory_kib: u32, wait: std::time::Duration) -> Passwords {
+        let hasher = Hasher::new(memory_kib);
+        let slots = (HASHING_MEMORY_KIB / memory_kib.max(1)).max(1) as usize;
+        let dummy = hasher.hash(&random_token());
+        Passwords { hasher, slots: tokio::sync::Semaphore::new(slots), wait, dummy }
+    }
+
+    /// How many hashes may run at once.
+    pub fn slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(Hasher) -> T + Send + 'static,
+    ) -> Result<T, Busy> {
+        let permit =
+            tokio::time::timeout(self.wait, self.slots.acquire()).await.map_err(|_| Busy)?;
+        let hasher = self.hasher.clone();
+        let done = tokio::task::spawn_blocking(move || work(hasher)).await.map_err(|_| Busy);
+        drop(permit);
+        done
+    }
+
+    /// A PHC-format hash of `secret`.
+    pub async fn hash(&self, secret: String) -> Result<String, Busy> {
+        self.run(move |hasher| hasher.hash(&secret)).await
+    }
+
+    /// Whether `secret` matches `hash`; an unknown account (`None`) is checked against
+    /// a hash of the same cost, so the answer takes as long either way.
+    pub async fn verify(&self, secret: String, hash: Option<String>) -> Result<bool, Busy> {
+        let hash = hash.unwrap_or_else(|| self.dummy.clone());
+        self.run(move |hasher| hasher.verify(&secret, &hash)).await
+    }
+}
+
 impl Hasher {
     /// argon2id with `memory_kib` of memory, 2 passes, 1 lane.
     pub fn new(memory_kib: u32) -> Hasher {
@@ -310,5 +374,35 @@ mod tests {
         assert!(hasher.verify("correct horse", &hash));
         assert!(!hasher.verify("wrong horse", &hash));
         assert!(!hasher.verify("correct horse", "not a hash"));
+    }
+
+    /// Logins have their own bound: with every slot taken, the next waits its time,
+    /// then is refused, instead of piling argon2 work (and memory) up behind it.
+    #[tokio::test]
+    async fn hashing_past_its_slots_is_refused_after_a_short_wait() {
+        let passwords = Passwords::new(HASHING_MEMORY_KIB, std::time::Duration::from_millis(50));
+        assert_eq!(passwords.slots(), 1);
+        let held = passwords.slots.acquire().await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(passwords.verify("secret".into(), None).await, Err(Busy));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+        drop(held);
+        let small = Passwords::new(64, std::time::Duration::from_secs(1));
+        assert_eq!(small.slots(), (HASHING_MEMORY_KIB / 64) as usize);
+        let hash = small.hash("correct horse".into()).await.unwrap();
+        assert_eq!(small.verify("correct horse".into(), Some(hash.clone())).await, Ok(true));
+        assert_eq!(small.verify("wrong".into(), Some(hash)).await, Ok(false));
+    }
+
+    /// An unknown account is verified against a hash of the configured cost, whatever
+    /// it is, so its timing matches a known account's.
+    #[test]
+    fn the_unknown_account_hash_has_the_configured_cost() {
+        for memory_kib in [64, 1024] {
+            let passwords = Passwords::new(memory_kib, std::time::Duration::from_secs(1));
+            let parsed = PasswordHash::new(&passwords.dummy).unwrap();
+            let m = parsed.params.get_decimal("m").unwrap();
+            assert_eq!(m, memory_kib);
+        }
     }
 }

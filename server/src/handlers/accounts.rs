@@ -86,22 +86,20 @@ fn check_password(password: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// What a request gets when every password-hashing slot stayed busy.
+fn hashing_busy(_: crate::auth::Busy) -> Problem {
+    Problem::overloaded("too many logins in progress; retry shortly")
+}
+
 async fn hash(app: &Arc<App>, secret: String) -> Result<String, Problem> {
-    let hasher = app.hasher.clone();
-    tokio::task::spawn_blocking(move || hasher.hash(&secret))
-        .await
-        .map_err(|_| Problem::internal("password hashing failed"))
+    app.passwords.hash(secret).await.map_err(hashing_busy)
 }
 
-async fn verify(app: &Arc<App>, secret: String, hash: Option<String>) -> bool {
-    let hasher = app.hasher.clone();
-    // An unknown account still costs one verification, so timing does not tell which
-    // emails exist.
-    let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_string());
-    tokio::task::spawn_blocking(move || hasher.verify(&secret, &hash)).await.unwrap_or(false)
+/// An unknown account still costs one verification of the configured cost, so timing
+/// does not tell which emails exist.
+async fn verify(app: &Arc<App>, secret: String, hash: Option<String>) -> Result<bool, Problem> {
+    app.passwords.verify(secret, hash).await.map_err(hashing_busy)
 }
-
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$W3rrwR7M0e8Oj8lxnOB8wz6Tn+yKW+1H4kX1Q0W6pJQ";
 
 async fn issue_refresh(app: &App, subject: &CustomerId) -> Result<String, Problem> {
     let token = random_token();
@@ -271,7 +269,7 @@ async fn password_grant(call: &Call, request: TokenRequest) -> Result<Out, Probl
         return Ok(oauth_error(400, "invalid_request", "username and password are required"));
     };
     let account = call.app.engine.state().customer_by_email(username.trim());
-    let ok = verify(&call.app, password, account.as_ref().map(|a| a.credential.clone())).await;
+    let ok = verify(&call.app, password, account.as_ref().map(|a| a.credential.clone())).await?;
     match account {
         Some(account) if ok => {
             let refresh = issue_refresh(&call.app, &account.id).await?;
@@ -302,7 +300,7 @@ async fn client_grant(call: &Call, request: TokenRequest) -> Result<Out, Problem
         return Ok(oauth_error(400, "invalid_request", "client_id and client_secret are required"));
     };
     let client = ApiClientId::parse(&id).and_then(|id| call.app.engine.state().api_client(&id));
-    let ok = verify(&call.app, secret, client.as_ref().map(|c| c.secret_hash.clone())).await;
+    let ok = verify(&call.app, secret, client.as_ref().map(|c| c.secret_hash.clone())).await?;
     match client {
         Some(client) if ok => {
             let scopes: BTreeSet<String> = client.scopes.iter().cloned().collect();
