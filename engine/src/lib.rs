@@ -133,10 +133,15 @@ pub mod domain {
     ) -> Result<(Vec<Event>, R::Output)> {
         let decision = request.decide(state, ctx)?;
         let mut rows = Vec::new();
-        for event in &decision.events {
+        let mut events = decision.events;
+        for event in &events {
             apply(state, event, ctx.now, &mut rows);
         }
         let reply = R::reply(state, decision.outcome);
-        Ok((decision.events, reply))
+        if let Some(event) = request.after(state, &reply, ctx) {
+            apply(state, &event, ctx.now, &mut rows);
+            events.push(event);
+        }
+        Ok((events, reply))
     }
 }

@@ -582,6 +582,37 @@ fn an_idempotency_key_never_hands_one_caller_anothers_resource() {
     assert_eq!(s.stock(&admin, "KEY-1"), (10, 2, 8));
 }
 
+/// A keyed write and the answer recorded for its key are one log entry, so no crash
+/// (and no `overloaded` between two commands) can leave the effect without the record,
+/// which would let a retry run it twice. The old way took two entries: the effect, then
+/// a second command recording the response.
+#[test]
+fn a_keyed_write_and_its_recorded_answer_are_one_log_entry() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "ONE-1", 100, 10);
+    let writes: Vec<(&str, String, Value)> = vec![
+        ("POST", "/v1/products".into(), product_body("ONE-2", 200)),
+        (
+            "POST",
+            "/v1/inventory/ONE-1/adjustments".into(),
+            json!({"delta": 5, "reason": "received"}),
+        ),
+        ("POST", "/v1/categories".into(), json!({"name": "Once"})),
+    ];
+    for (method, path, body) in writes {
+        let before = s.durable_lsn();
+        let first = s.req(method, &path).bearer(&admin).key("one").json(body.clone()).send();
+        assert!(first.status < 300, "{path}: {first}");
+        assert_eq!(s.durable_lsn(), before + 1, "{path}: the effect and its record are one entry");
+        let again = s.req(method, &path).bearer(&admin).key("one").json(body).send();
+        assert_eq!(again.header("idempotent-replayed"), Some("true"), "{path}: {again}");
+        assert_eq!((again.status, &again.body), (first.status, &first.body), "{path}");
+        assert_eq!(s.durable_lsn(), before + 1, "{path}: a replay writes nothing");
+    }
+    assert_eq!(s.stock(&admin, "ONE-1"), (15, 0, 15), "the adjustment ran once");
+}
+
 #[test]
 fn out_of_stock_lists_each_short_sku_and_reserves_nothing() {
     let s = TestServer::start();

@@ -176,6 +176,55 @@ fn a_gap_between_the_rows_and_the_log_is_refused_at_open() {
     }
 }
 
+/// `Recorded` logs the command's events and its rendered answer as one entry, and the
+/// record survives a reopen with the effect.
+#[test]
+fn a_recorded_answer_shares_its_commands_log_entry() {
+    let te = TestEngine::new();
+    let key = IdempotencyKey { scope: "cus_1|carts".into(), key: "k".into() };
+    let before = te.engine.last_lsn().0;
+    let cart = te
+        .shop
+        .send(Recorded {
+            request: CreateCart::default(),
+            key: key.clone(),
+            fingerprint: 7,
+            render: Box::new(|_, cart: &std::sync::Arc<Cart>| {
+                Some((201, cart.id.to_string().into_bytes()))
+            }),
+        })
+        .unwrap();
+    let entries = te.engine.read_log(Lsn(before + 1), 10).unwrap();
+    assert_eq!(entries.len(), 1, "one entry: {entries:?}");
+    assert!(matches!(
+        entries[0].events.as_slice(),
+        [
+            Event::Carts(CartEvent::CartCreated(_)),
+            Event::Idempotency(IdempotencyEvent::ResponseRecorded(_))
+        ]
+    ));
+    // The same key again is refused inside the engine (the server replays before it).
+    let again = te.shop.send(Recorded {
+        request: CreateCart::default(),
+        key: key.clone(),
+        fingerprint: 7,
+        render: Box::new(|_, _: &std::sync::Arc<Cart>| None),
+    });
+    assert!(matches!(again, Err(EngineError::Conflict(_))), "{again:?}");
+    let te = te.reopen();
+    let record = te.state().idempotency_record(&key.scoped()).expect("the record");
+    match &record.outcome {
+        IdempotentOutcome::Response(response) => {
+            assert_eq!(
+                (response.status, response.body.clone()),
+                (201, cart.id.to_string().into_bytes())
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(te.state().cart(&cart.id).is_some());
+}
+
 #[test]
 fn idempotent_checkout_replays_after_restart() {
     let te = TestEngine::new();

@@ -249,6 +249,60 @@ impl Request for RecordResponse {
     fn reply(_: &State, (): ()) {}
 }
 
+/// How a [`Recorded`] request's answer is kept: its HTTP status and body, rendered
+/// from the state and the output right after the command applied (on the sequencer),
+/// or `None` to keep nothing (a body past [`RESPONSE_BYTES_MAX`] is not kept either).
+pub type Render<O> = Box<dyn Fn(&State, &O) -> Option<(u16, Vec<u8>)> + Send>;
+
+/// Runs `request` and records its rendered answer under `key` in the same log entry as
+/// its effect: a crash leaves both or neither, so a retry with the key either replays
+/// the answer or runs the request for the first time, never a second time.
+pub struct Recorded<R: Request> {
+    /// The command.
+    pub request: R,
+    /// The key it came with.
+    pub key: IdempotencyKey,
+    /// A fingerprint of the request, to refuse the key with another request.
+    pub fingerprint: u64,
+    /// Renders the answer to keep.
+    pub render: Render<R::Output>,
+}
+
+impl<R: Request> Request for Recorded<R> {
+    type Output = R::Output;
+    type Outcome = R::Outcome;
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<R::Outcome>> {
+        if let Some(existing) = state.idempotency_record(&self.key.scoped()) {
+            if existing.created_at + ctx.limits.idempotency_ttl_ms > ctx.now {
+                return Err(EngineError::Conflict(
+                    "the idempotency key has a recorded outcome".into(),
+                ));
+            }
+        }
+        self.request.decide(state, ctx)
+    }
+
+    fn reply(state: &State, outcome: R::Outcome) -> R::Output {
+        R::reply(state, outcome)
+    }
+
+    fn after(&self, state: &State, output: &R::Output, ctx: &Ctx<'_>) -> Option<Event> {
+        let (status, body) = (self.render)(state, output)?;
+        if body.len() > RESPONSE_BYTES_MAX {
+            tracing::warn!(bytes = body.len(), "an answer too large to keep for its key");
+            return None;
+        }
+        let record = IdempotencyRecord {
+            key: self.key.scoped(),
+            fingerprint: self.fingerprint,
+            outcome: IdempotentOutcome::Response(RecordedResponse { status, body }),
+            created_at: ctx.now,
+        };
+        Some(IdempotencyEvent::ResponseRecorded(Box::new(record)).into())
+    }
+}
+
 /// Idempotency's reads.
 impl State {
     /// The idempotency record of a scoped key.

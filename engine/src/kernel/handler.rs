@@ -101,6 +101,12 @@ pub trait Request: Send + 'static {
     /// The reply, read once the events are applied.
     #[doc(hidden)]
     fn reply(state: &State, outcome: Self::Outcome) -> Self::Output;
+    /// An event about the reply itself (a keyed request's recorded answer), applied and
+    /// logged in the same entry as the command's events.
+    #[doc(hidden)]
+    fn after(&self, _state: &State, _output: &Self::Output, _ctx: &Ctx<'_>) -> Option<Event> {
+        None
+    }
 }
 
 /// What `reply` says when an entity its own command just wrote is missing: a broken

@@ -766,21 +766,29 @@ impl Sequencer {
         let now = self.now();
         let mut ctx = Ctx { now, ids: &mut *self.rng, limits: &self.limits };
         let decision = request.decide(&self.state, &mut ctx)?;
-        if !decision.events.is_empty() {
-            for event in &decision.events {
-                apply(&self.state, event, now, &mut group.rows);
-                #[cfg(feature = "faults")]
-                if self.faults.panic_sequencer.swap(false, Ordering::AcqRel) {
-                    panic!("injected fault: the sequencer panics halfway through a command");
-                }
+        let mut events = decision.events;
+        for event in &events {
+            apply(&self.state, event, now, &mut group.rows);
+            #[cfg(feature = "faults")]
+            if self.faults.panic_sequencer.swap(false, Ordering::AcqRel) {
+                panic!("injected fault: the sequencer panics halfway through a command");
             }
+        }
+        let output = R::reply(&self.state, decision.outcome);
+        // What the command records about its own answer joins the same log entry, so
+        // the effect and the record are durable together or not at all.
+        if let Some(event) = request.after(&self.state, &output, &ctx) {
+            apply(&self.state, &event, now, &mut group.rows);
+            events.push(event);
+        }
+        if !events.is_empty() {
             let lsn = self.state.last_lsn.load(Ordering::Relaxed) + 1;
             self.state.last_lsn.store(lsn, Ordering::Release);
             group.last_lsn = lsn;
-            group.entries.push(LogEntry { lsn: Lsn(lsn), at: now, events: decision.events });
+            group.entries.push(LogEntry { lsn: Lsn(lsn), at: now, events });
             self.stats.commands_applied.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(R::reply(&self.state, decision.outcome))
+        Ok(output)
     }
 
     /// Expires due reservations and idempotency records, when there are any.

@@ -11,7 +11,7 @@ use emporium_engine::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::idempotent;
+use super::idempotent_send;
 use crate::app::{now_ms, now_s, App};
 use crate::auth::{perm, random_token, token_hash, Claims, Principal};
 use crate::http::{parse_json, Call, Out};
@@ -150,19 +150,17 @@ pub async fn create_user(call: Call) -> Result<Out, Problem> {
     let role = Role::parse(&body.role)
         .ok_or_else(|| Problem::invalid_field("role", "must be customer, staff or admin"))?;
     check_password(&body.password)?;
-    idempotent(&call, async {
+    let register = async {
         let credential = hash(&call.app, body.password).await?;
-        let command = RegisterCustomer {
+        Ok(RegisterCustomer {
             email: body.email,
             name: body.name.unwrap_or_default(),
             role,
             credential,
-        };
-        let customer = call.app.engine.send(command).await?;
-        Ok(Out::created(
-            &CustomerView::from(&*customer),
-            format!("/v1/admin/users/{}", customer.id),
-        ))
+        })
+    };
+    idempotent_send(&call, register, |_, customer| {
+        Out::created(&CustomerView::from(&**customer), format!("/v1/admin/users/{}", customer.id))
     })
     .await
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use emporium_engine::*;
 
-use super::{begin_keyed, check_owner, idempotent, record_refusal, Keyed};
+use super::{begin_keyed, check_owner, idempotent_send, record_refusal, Keyed};
 use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::wire::*;
@@ -19,8 +19,8 @@ fn reachable(call: &Call, write: bool) -> Result<Arc<Cart>, Problem> {
     Ok(cart)
 }
 
-fn answer(call: &Call, cart: Arc<Cart>, status: u16) -> Out {
-    let priced = call.app.engine.state().price_cart(cart);
+fn answer(state: &State, cart: Arc<Cart>, status: u16) -> Out {
+    let priced = state.price_cart(cart);
     let out = Out::json(status, &CartView::from(&priced)).versioned(priced.cart.version);
     if status == 201 {
         Out { location: Some(format!("/v1/carts/{}", priced.cart.id)), ..out }
@@ -32,19 +32,15 @@ fn answer(call: &Call, cart: Arc<Cart>, status: u16) -> Out {
 /// `POST /v1/carts`.
 pub async fn create(call: Call) -> Result<Out, Problem> {
     let body: NewCart = if call.body.is_empty() { NewCart::default() } else { call.json()? };
-    idempotent(&call, async {
-        let customer_id = call.principal.customer_id().map(|c| c.to_string());
-        let cart =
-            call.app.engine.send(CreateCart { customer_id, currency: body.currency }).await?;
-        Ok(answer(&call, cart, 201))
-    })
-    .await
+    let customer_id = call.principal.customer_id().map(|c| c.to_string());
+    let create = async { Ok(CreateCart { customer_id, currency: body.currency }) };
+    idempotent_send(&call, create, |state, cart| answer(state, cart.clone(), 201)).await
 }
 
 /// `GET /v1/carts/{id}`.
 pub async fn get(call: Call) -> Result<Out, Problem> {
     let cart = reachable(&call, false)?;
-    Ok(answer(&call, cart, 200))
+    Ok(answer(call.app.engine.state(), cart, 200))
 }
 
 fn check_version(call: &Call, cart: &Cart) -> Result<(), Problem> {
@@ -61,13 +57,10 @@ fn check_version(call: &Call, cart: &Cart) -> Result<(), Problem> {
 pub async fn add_item(call: Call) -> Result<Out, Problem> {
     let cart = reachable(&call, true)?;
     let body: CartItemAdd = call.json()?;
-    idempotent(&call, async {
-        let command =
-            AddCartItem { cart_id: cart.id.to_string(), sku: body.sku, quantity: body.quantity };
-        let cart = call.app.engine.send(command).await?;
-        Ok(answer(&call, cart, 200))
-    })
-    .await
+    let add = async {
+        Ok(AddCartItem { cart_id: cart.id.to_string(), sku: body.sku, quantity: body.quantity })
+    };
+    idempotent_send(&call, add, |state, cart| answer(state, cart.clone(), 200)).await
 }
 
 /// `PUT /v1/carts/{id}/items/{sku}`.
@@ -81,7 +74,7 @@ pub async fn set_item(call: Call) -> Result<Out, Problem> {
         quantity: body.quantity,
     };
     let cart = call.app.engine.send(command).await?;
-    Ok(answer(&call, cart, 200))
+    Ok(answer(call.app.engine.state(), cart, 200))
 }
 
 /// `DELETE /v1/carts/{id}/items/{sku}`.

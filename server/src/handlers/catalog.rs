@@ -3,7 +3,7 @@
 use emporium_engine::*;
 use serde::Deserialize;
 
-use super::{idempotent, limit};
+use super::{idempotent_send, limit};
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -90,9 +90,9 @@ pub async fn get_product(call: Call) -> Result<Out, Problem> {
 pub async fn create_product(call: Call) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
     let body: NewProduct = call.json()?;
-    idempotent(&call, async {
+    let create = async {
         let status = body.status.as_deref().map(|s| parse_status(s, "status")).transpose()?;
-        let command = CreateProduct {
+        Ok(CreateProduct {
             handle: body.handle,
             title: body.title,
             description: body.description,
@@ -101,10 +101,11 @@ pub async fn create_product(call: Call) -> Result<Out, Problem> {
             attributes: body.attributes,
             status,
             variants: body.variants.into_iter().map(VariantInput::from).collect(),
-        };
-        let product = call.app.engine.send(command).await?;
-        Ok(Out::created(&ProductView::from(&*product), format!("/v1/products/{}", product.id))
-            .versioned(product.version))
+        })
+    };
+    idempotent_send(&call, create, |_, product| {
+        Out::created(&ProductView::from(&**product), format!("/v1/products/{}", product.id))
+            .versioned(product.version)
     })
     .await
 }
@@ -193,15 +194,10 @@ pub async fn get_category(call: Call) -> Result<Out, Problem> {
 pub async fn create_category(call: Call) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
     let body: NewCategory = call.json()?;
-    idempotent(&call, async {
-        let category = call
-            .app
-            .engine
-            .send(CreateCategory { name: body.name, parent_id: body.parent_id })
-            .await?;
-        let view = CategoryView::new(&category, call.app.engine.state());
-        Ok(Out::created(&view, format!("/v1/categories/{}", category.id))
-            .versioned(category.version))
+    let create = async { Ok(CreateCategory { name: body.name, parent_id: body.parent_id }) };
+    idempotent_send(&call, create, |state, category| {
+        let view = CategoryView::new(category, state);
+        Out::created(&view, format!("/v1/categories/{}", category.id)).versioned(category.version)
     })
     .await
 }

@@ -2,7 +2,7 @@
 
 use emporium_engine::*;
 
-use super::idempotent;
+use super::idempotent_send;
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -40,13 +40,12 @@ pub async fn set(call: Call) -> Result<Out, Problem> {
 pub async fn adjust(call: Call) -> Result<Out, Problem> {
     call.require(perm::INVENTORY_WRITE)?;
     let body: InventoryAdjustment = call.json()?;
-    idempotent(&call, async {
-        let command = AdjustStock {
+    let adjust = async {
+        Ok(AdjustStock {
             sku: call.param("sku").to_string(),
             delta: body.delta,
             reason: body.reason,
-        };
-        Ok(answer(&call.app.engine.send(command).await?))
-    })
-    .await
+        })
+    };
+    idempotent_send(&call, adjust, |_, levels| answer(levels)).await
 }

@@ -11,7 +11,9 @@ pub mod orders;
 use std::future::Future;
 use std::sync::Arc;
 
-use emporium_engine::{IdempotencyKey, IdempotentOutcome, RecordResponse};
+use emporium_engine::{
+    IdempotencyKey, IdempotentOutcome, RecordResponse, Recorded, Request, State,
+};
 
 use crate::app::{now_ms, App};
 use crate::auth::{perm, Principal};
@@ -90,9 +92,32 @@ impl Drop for InFlight {
     }
 }
 
+/// The recorded answer for `key`, if a live one exists: replayed when `print` (the
+/// request's fingerprint) matches, else 422 `idempotency_key_reused`.
+fn recorded_answer(call: &Call, key: &IdempotencyKey, print: u64) -> Result<Option<Out>, Problem> {
+    let Some(record) = call.app.engine.state().idempotency_record(&key.scoped()) else {
+        return Ok(None);
+    };
+    if record.created_at + IDEMPOTENCY_TTL_MS <= now_ms() {
+        return Ok(None);
+    }
+    match &record.outcome {
+        IdempotentOutcome::Response(response) if record.fingerprint == print => Ok(Some(Out {
+            body: (!response.body.is_empty()).then(|| response.body.clone()),
+            replayed: true,
+            ..Out::status(response.status)
+        })),
+        _ => Err(crate::problem::Problem::from(emporium_engine::EngineError::IdempotencyKeyReused)),
+    }
+}
+
 /// Runs `run` once per idempotency key: a retry with the same key and body gets the
 /// recorded status and body; with another body, 422 `idempotency_key_reused`. Only
 /// successes are recorded, so a refused request may be retried.
+///
+/// The answer is recorded by a second command after `run`, so a crash in between lets
+/// a retry run twice: only for work that is not an engine command (a checkpoint).
+/// Engine commands use [`idempotent_send`], which records in the same log entry.
 pub(crate) async fn idempotent(
     call: &Call,
     run: impl Future<Output = Result<Out, Problem>>,
@@ -100,19 +125,8 @@ pub(crate) async fn idempotent(
     let Some(key) = idempotency_key(call)? else { return run.await };
     let _guard = InFlight::enter(&call.app, &key)?;
     let print = fnv(&call.body);
-    if let Some(record) = call.app.engine.state().idempotency_record(&key.scoped()) {
-        if record.created_at + IDEMPOTENCY_TTL_MS > now_ms() {
-            return match &record.outcome {
-                IdempotentOutcome::Response(response) if record.fingerprint == print => Ok(Out {
-                    body: (!response.body.is_empty()).then(|| response.body.clone()),
-                    replayed: true,
-                    ..Out::status(response.status)
-                }),
-                _ => Err(crate::problem::Problem::from(
-                    emporium_engine::EngineError::IdempotencyKeyReused,
-                )),
-            };
-        }
+    if let Some(replay) = recorded_answer(call, &key, print)? {
+        return Ok(replay);
     }
     let out = run.await?;
     if (200..300).contains(&out.status) {
@@ -127,6 +141,46 @@ pub(crate) async fn idempotent(
         }
     }
     Ok(out)
+}
+
+/// Sends the command `prepare` makes and answers with `render` of its output, once per
+/// idempotency key: a retry with the same key and body gets the first answer; with
+/// another body, 422 `idempotency_key_reused`. The answer is recorded by the engine in
+/// the same log entry as the command's effect, so after a crash a retry either replays
+/// it or runs for the first time, never twice. `prepare` runs only when the request is
+/// not a replay (it may be costly: a password hash).
+pub(crate) async fn idempotent_send<R, F>(
+    call: &Call,
+    prepare: impl Future<Output = Result<R, Problem>>,
+    render: F,
+) -> Result<Out, Problem>
+where
+    R: Request,
+    F: Fn(&State, &R::Output) -> Out + Send + Sync + 'static,
+{
+    let Some(key) = idempotency_key(call)? else {
+        let output = call.app.engine.send(prepare.await?).await?;
+        return Ok(render(call.app.engine.state(), &output));
+    };
+    let _guard = InFlight::enter(&call.app, &key)?;
+    let fingerprint = fnv(&call.body);
+    if let Some(replay) = recorded_answer(call, &key, fingerprint)? {
+        return Ok(replay);
+    }
+    let request = prepare.await?;
+    let render = Arc::new(render);
+    let keep = render.clone();
+    let command = Recorded {
+        request,
+        key,
+        fingerprint,
+        render: Box::new(move |state, output| {
+            let out = keep(state, output);
+            (200..300).contains(&out.status).then(|| (out.status, out.body.unwrap_or_default()))
+        }),
+    };
+    let output = call.app.engine.send(command).await?;
+    Ok(render(call.app.engine.state(), &output))
 }
 
 /// Checkout and payment keep their successes in the engine, which replays them. A

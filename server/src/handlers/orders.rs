@@ -5,7 +5,7 @@ use std::sync::Arc;
 use emporium_engine::*;
 use serde::Deserialize;
 
-use super::{begin_keyed, check_owner, idempotent, limit, record_refusal, Keyed};
+use super::{begin_keyed, check_owner, idempotent_send, limit, record_refusal, Keyed};
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -111,20 +111,15 @@ pub async fn pay(call: Call) -> Result<Out, Problem> {
 /// `POST /v1/orders/{id}/cancel`.
 pub async fn cancel(call: Call) -> Result<Out, Problem> {
     let order = reachable(&call, true)?;
-    idempotent(&call, async {
-        let command =
-            CancelOrder { order_id: order.id.to_string(), expected_version: call.if_match()? };
-        Ok(answer(&*call.app.engine.send(command).await?))
-    })
-    .await
+    let cancel = async {
+        Ok(CancelOrder { order_id: order.id.to_string(), expected_version: call.if_match()? })
+    };
+    idempotent_send(&call, cancel, |_, order| answer(order)).await
 }
 
 /// `POST /v1/orders/{id}/fulfillments`.
 pub async fn fulfil(call: Call) -> Result<Out, Problem> {
     call.require(perm::ORDERS_WRITE)?;
-    idempotent(&call, async {
-        let command = FulfillOrder { order_id: call.param("id").to_string() };
-        Ok(answer(&*call.app.engine.send(command).await?))
-    })
-    .await
+    let fulfil = async { Ok(FulfillOrder { order_id: call.param("id").to_string() }) };
+    idempotent_send(&call, fulfil, |_, order| answer(order)).await
 }
