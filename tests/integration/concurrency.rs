@@ -44,7 +44,8 @@ fn sixty_four_buyers_take_exactly_the_stock() {
         assert_eq!(taken.load(Ordering::Acquire), UNITS, "round {round}: units taken");
         // Against the orders, counted independently of the stock row: every unit is in
         // exactly one pending or paid order, the paid ones left `on_hand`, the pending
-        // ones are `reserved`.
+        // ones are `reserved`. (Shown to fail: a payment that leaves `on_hand` alone in
+        // `inventory::ship` fails here.)
         let (pending, sold) = units_in_orders(te.state(), &sku);
         assert_eq!(pending + sold, UNITS, "round {round}: units in orders");
         assert_eq!(levels.on_hand, UNITS - sold, "round {round}: {levels:?}");
@@ -90,7 +91,8 @@ fn buy_until_sold_out(
 /// during it, so from one read to the next `on_hand` and `available` can only fall and
 /// the version only rise: a torn read (levels of two instants) or a lost write shows up
 /// as one of them going the wrong way. (`reserved <= on_hand` is not checked: the
-/// stock cell's writer asserts it, so no read could see it broken.)
+/// stock cell's writer asserts it, so no read could see it broken.) Shown to fail: a
+/// `StockCell::read` that skips its sequence re-check fails "one version, two values".
 fn watch_invariants(engine: &Engine, sku: &Sku, done: &AtomicBool) {
     let mut last = engine.state().stock(sku).unwrap();
     // At least one more read, even when the race is over before this thread first runs.
@@ -150,7 +152,7 @@ async fn checkout_from_tasks(te: &TestEngine) {
     assert_eq!(commands, 1536, "the runtime counted every command once");
     // One sync per command would make 1536 groups. With 512 callers in flight the
     // groups hold many commands each; a mean of 4 is far below what they reach and far
-    // above what a build without group commit (1) could.
+    // above what a build without group commit (exactly 1) could reach.
     assert!(commands >= 4 * groups, "{groups} groups for {commands} commands");
     let (pending, _) = units_in_orders(te.state(), &Sku::new("ASYNC-1").unwrap());
     assert_eq!(pending, 512, "every checkout placed one pending unit");

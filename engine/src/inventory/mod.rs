@@ -249,7 +249,9 @@ mod tests {
         };
         start.wait();
         // Reads that overlapped the writes (neither the first nor the last value): the
-        // loop must have raced the writer for the check to mean anything.
+        // loop must have raced the writer for the check to mean anything. Shown to fail:
+        // a `read` that skips its sequence re-check returns levels of one write with the
+        // version of another.
         let (mut overlapping, mut last_version) = (0u32, 0);
         loop {
             let finished = writer.is_finished();
