@@ -69,20 +69,34 @@ impl Call {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// The version named by `If-Match` (`"3"`), if the header is present.
-    pub fn if_match(&self) -> Result<Option<u64>, Problem> {
-        match self.header("if-match") {
-            None => Ok(None),
-            Some(value) => {
-                value.trim().trim_start_matches("W/").trim_matches('"').parse().map(Some).map_err(
-                    |_| {
-                        Problem::precondition_failed(
-                            "If-Match does not name a version of this resource",
-                        )
-                    },
-                )
+    /// The version named by `If-Match`, if the header is present, checked against
+    /// `current` (the resource as a GET would answer it now).
+    ///
+    /// An ETag is `"VERSION-HASH"`, the hash taken over the representation: a version
+    /// alone could name two contents when a crash rolled back a write that a reader had
+    /// already seen (reads may run one commit group ahead of durability) and another
+    /// write then took its version. A full ETag must therefore equal the current one
+    /// (else 412); a bare `"VERSION"` is still taken as a version. The version goes on to
+    /// the engine, which checks it again when the change is applied.
+    pub fn if_match(&self, current: Option<&Out>) -> Result<Option<u64>, Problem> {
+        let Some(value) = self.header("if-match") else { return Ok(None) };
+        let tag = value.trim().trim_start_matches("W/");
+        let inner = tag.trim_matches('"');
+        let (version, hashed) = match inner.split_once('-') {
+            Some((version, _)) => (version, true),
+            None => (inner, false),
+        };
+        let version: u64 = version.parse().map_err(|_| {
+            Problem::precondition_failed("If-Match does not name a version of this resource")
+        })?;
+        if let (true, Some(current)) = (hashed, current.and_then(|c| c.etag.as_deref())) {
+            if current != tag {
+                return Err(Problem::precondition_failed(format!(
+                    "If-Match names {tag}; the resource is now {current}"
+                )));
             }
         }
+        Ok(Some(version))
     }
 
     /// Fails with 403 unless the caller holds `permission`.
@@ -95,6 +109,13 @@ impl Call {
             _ => Err(Problem::forbidden(format!("this needs the {permission} permission"))),
         }
     }
+}
+
+/// FNV-1a over a body.
+fn body_hash(body: Option<&[u8]>) -> u64 {
+    body.unwrap_or_default().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Parses a JSON body into `T`, naming the offending field on failure.
@@ -186,22 +207,17 @@ impl Out {
         }
     }
 
-    /// With the ETag of a resource at `version`.
+    /// With the ETag of a resource at `version`: the version and a hash of the
+    /// representation, so no two contents ever share an ETag (see [`Call::if_match`]).
     pub fn versioned(mut self, version: u64) -> Out {
-        self.etag = Some(format!("\"{version}\""));
+        let hash = body_hash(self.body.as_deref()) as u32;
+        self.etag = Some(format!("\"{version}-{hash:08x}\""));
         self
     }
 
     /// With an ETag hashed from the body (for lists).
     pub fn hashed(mut self) -> Out {
-        let hash = self
-            .body
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
+        let hash = body_hash(self.body.as_deref());
         self.etag = Some(format!("\"h{hash:016x}\""));
         self
     }

@@ -72,7 +72,7 @@ fn operation(route: &crate::routes::Route) -> Value {
         }));
     }
     if matches!(route.method.as_str(), "PATCH" | "PUT" | "DELETE") {
-        parameters.push(json!({"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}}));
+        parameters.push(json!({"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}, "description": "The ETag of a GET, \"VERSION-HASH\" (the version and a hash of its representation, so a tag never names two contents), or a bare \"VERSION\"; 412 precondition_failed when the resource is at another version or has another content."}));
     }
     op.insert("parameters".into(), Value::Array(parameters));
     if let Some(schema) = route.request_schema {

@@ -471,6 +471,12 @@ impl TestServer {
     }
 }
 
+/// The version an answer's ETag (`"VERSION-HASH"`) names.
+pub fn etag_version(answer: &Resp) -> Option<u64> {
+    let tag = answer.header("etag")?.trim_matches('"');
+    tag.split_once('-').map_or(tag, |(version, _)| version).parse().ok()
+}
+
 /// An active product with one USD variant.
 pub fn product_body(sku: &str, amount: i64) -> Value {
     json!({

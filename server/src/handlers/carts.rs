@@ -43,8 +43,9 @@ pub async fn get(call: Call) -> Result<Out, Problem> {
     Ok(answer(call.app.engine.state(), cart, 200))
 }
 
-fn check_version(call: &Call, cart: &Cart) -> Result<(), Problem> {
-    match call.if_match()? {
+fn check_version(call: &Call, cart: &Arc<Cart>) -> Result<(), Problem> {
+    let current = answer(call.app.engine.state(), cart.clone(), 200);
+    match call.if_match(Some(&current))? {
         Some(version) if version != cart.version => Err(Problem::precondition_failed(format!(
             "If-Match names version {version}; the cart is at version {}",
             cart.version

@@ -80,9 +80,32 @@ fn visible_product(call: &Call) -> Result<std::sync::Arc<Product>, Problem> {
 }
 
 /// `GET /v1/products/{id}`.
+/// A product as a GET answers it.
+fn product_out(product: &Product) -> Out {
+    Out::ok(&ProductView::from(product)).versioned(product.version)
+}
+
+/// The product named by the path as it is now, for `If-Match`.
+fn current_product(call: &Call) -> Option<Out> {
+    let product =
+        ProductId::parse(call.param("id")).and_then(|id| call.app.engine.state().product(&id))?;
+    Some(product_out(&product))
+}
+
+/// The category named by the path as it is now, for `If-Match`.
+fn current_category(call: &Call) -> Option<Out> {
+    let category = category(call).ok()?;
+    Some(category_out(&category, call.app.engine.state()))
+}
+
+/// A category as a GET answers it.
+fn category_out(category: &Category, state: &State) -> Out {
+    Out::ok(&CategoryView::new(category, state)).versioned(category.version)
+}
+
 pub async fn get_product(call: Call) -> Result<Out, Problem> {
     let product = visible_product(&call)?;
-    let out = Out::ok(&ProductView::from(&*product)).versioned(product.version);
+    let out = product_out(&product);
     Ok(if product.status == ProductStatus::Active { out.public() } else { out })
 }
 
@@ -117,7 +140,7 @@ pub async fn update_product(call: Call) -> Result<Out, Problem> {
     let status = body.status.as_deref().map(|s| parse_status(s, "status")).transpose()?;
     let command = UpdateProduct {
         id: call.param("id").to_string(),
-        expected_version: call.if_match()?,
+        expected_version: call.if_match(current_product(&call).as_ref())?,
         handle: body.handle,
         title: body.title,
         description: body.description,
@@ -128,14 +151,16 @@ pub async fn update_product(call: Call) -> Result<Out, Problem> {
         variants: body.variants.map(|v| v.into_iter().map(VariantInput::from).collect()),
     };
     let product = call.app.engine.send(command).await?;
-    Ok(Out::ok(&ProductView::from(&*product)).versioned(product.version))
+    Ok(product_out(&product))
 }
 
 /// `DELETE /v1/products/{id}`: archives.
 pub async fn archive_product(call: Call) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
-    let command =
-        ArchiveProduct { id: call.param("id").to_string(), expected_version: call.if_match()? };
+    let command = ArchiveProduct {
+        id: call.param("id").to_string(),
+        expected_version: call.if_match(current_product(&call).as_ref())?,
+    };
     call.app.engine.send(command).await?;
     Ok(Out::no_content())
 }
@@ -185,9 +210,7 @@ fn category(call: &Call) -> Result<std::sync::Arc<Category>, Problem> {
 /// `GET /v1/categories/{id}`.
 pub async fn get_category(call: Call) -> Result<Out, Problem> {
     let category = category(&call)?;
-    Ok(Out::ok(&CategoryView::new(&category, call.app.engine.state()))
-        .versioned(category.version)
-        .public())
+    Ok(category_out(&category, call.app.engine.state()).public())
 }
 
 /// `POST /v1/categories`.
@@ -210,17 +233,19 @@ pub async fn update_category(call: Call) -> Result<Out, Problem> {
         id: call.param("id").to_string(),
         name: body.name,
         parent_id: body.parent_id,
-        expected_version: call.if_match()?,
+        expected_version: call.if_match(current_category(&call).as_ref())?,
     };
     let category = call.app.engine.send(command).await?;
-    Ok(Out::ok(&CategoryView::new(&category, call.app.engine.state())).versioned(category.version))
+    Ok(category_out(&category, call.app.engine.state()))
 }
 
 /// `DELETE /v1/categories/{id}`.
 pub async fn delete_category(call: Call) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
-    let command =
-        DeleteCategory { id: call.param("id").to_string(), expected_version: call.if_match()? };
+    let command = DeleteCategory {
+        id: call.param("id").to_string(),
+        expected_version: call.if_match(current_category(&call).as_ref())?,
+    };
     call.app.engine.send(command).await?;
     Ok(Out::no_content())
 }

@@ -112,7 +112,11 @@ pub async fn pay(call: Call) -> Result<Out, Problem> {
 pub async fn cancel(call: Call) -> Result<Out, Problem> {
     let order = reachable(&call, true)?;
     let cancel = async {
-        Ok(CancelOrder { order_id: order.id.to_string(), expected_version: call.if_match()? })
+        let current = answer(&order);
+        Ok(CancelOrder {
+            order_id: order.id.to_string(),
+            expected_version: call.if_match(Some(&current))?,
+        })
     };
     idempotent_send(&call, cancel, |_, order| answer(order)).await
 }
