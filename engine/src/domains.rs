@@ -121,6 +121,9 @@ mod tests {
             names.dedup();
             assert_eq!(names.len(), all, "a name is used twice: {names:?}");
         }
-        assert_eq!(counters, ["cart", "category", "customer", "order", "product"]);
+        assert_eq!(
+            counters,
+            ["cart", "cart_abandoned", "category", "customer", "order", "product"]
+        );
     }
 }

@@ -52,6 +52,8 @@ pub struct Metrics {
     log_bytes: Gauge,
     materializer_lag: Gauge,
     log_entries_held: Gauge,
+    carts_open: Gauge,
+    carts_abandoned: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +80,8 @@ impl Metrics {
         let log_bytes = Gauge::default();
         let materializer_lag = Gauge::default();
         let log_entries_held = Gauge::default();
+        let carts_open = Gauge::default();
+        let carts_abandoned = Gauge::default();
         registry.register(
             "engine_log_bytes",
             "Bytes of log payload written: everything the synced writes carry",
@@ -92,6 +96,12 @@ impl Metrics {
             "engine_log_entries_held",
             "Log entries kept by retention (from the first held to the durable LSN)",
             log_entries_held.clone(),
+        );
+        registry.register("carts_open", "Open carts", carts_open.clone());
+        registry.register(
+            "carts_abandoned",
+            "Open carts dropped after their time to live without a change (cart abandonment)",
+            carts_abandoned.clone(),
         );
         registry.register(
             "http_requests",
@@ -160,6 +170,8 @@ impl Metrics {
             log_bytes,
             materializer_lag,
             log_entries_held,
+            carts_open,
+            carts_abandoned,
         }
     }
 
@@ -211,6 +223,8 @@ impl Metrics {
         self.materializer_lag.set(durable.saturating_sub(engine.materialized_lsn().0) as i64);
         let held = (durable + 1).saturating_sub(engine.first_log_lsn().0);
         self.log_entries_held.set(held as i64);
+        self.carts_open.set(engine.state().open_cart_count() as i64);
+        self.carts_abandoned.set(engine.state().carts_abandoned() as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -1,7 +1,8 @@
 //! The runtime on its own clock and at its end: the sequencer's timer expires
 //! reservations, forgets idempotency records and purges refresh tokens without anyone
-//! sending `ExpireDue` (every other test turns that timer off), and a close lets every
-//! command queued before it complete.
+//! sending `ExpireDue` (every other test turns that timer off), works off a burst at
+//! once, drops abandoned carts, and a close lets every command queued before it
+//! complete.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -119,4 +120,74 @@ fn a_close_completes_what_was_queued_before_it() {
         assert!(engine.state().cart(&cart.id).is_some(), "acknowledged cart {} lost", cart.id);
     }
     engine.close();
+}
+
+/// Open carts are bounded by time: one left unchanged past the carts' time to live is
+/// dropped by the timer and counted (the cart-abandonment figure), in batches past the
+/// per-command cap; a cart changed meanwhile and a checked-out cart stay.
+#[test]
+fn abandoned_carts_are_dropped_and_counted() {
+    const IDLE: usize = 2 * EXPIRIES_PER_COMMAND_MAX + 100;
+    let te = TestEngine::new();
+    stocked_sku(&te.shop, "AB-1", 100, 10);
+    let idle: Vec<Arc<Cart>> =
+        (0..IDLE).map(|_| te.shop.send(CreateCart::default()).unwrap()).collect();
+    let bought = cart_with(&te.shop, &[("AB-1", 1)]);
+    let order = emporium_tests::checkout(&te.shop, &bought.id).unwrap();
+    let ttl = Limits::default().cart_ttl_ms;
+    te.clock.advance(ttl - 1_000);
+    let touched = cart_with(&te.shop, &[("AB-1", 2)]);
+    te.clock.advance(2_000);
+    assert_eq!(te.state().open_cart_count(), IDLE + 1);
+    let mut sweeps = 0;
+    while te.state().open_cart_count() > 1 {
+        te.shop.send(ExpireDue).unwrap();
+        sweeps += 1;
+        assert!(sweeps <= 3, "{} carts still open", te.state().open_cart_count());
+    }
+    assert_eq!(sweeps, 3, "at most {EXPIRIES_PER_COMMAND_MAX} carts per command");
+    assert_eq!(te.state().carts_abandoned(), IDLE as u64);
+    assert!(idle.iter().all(|c| te.state().cart(&c.id).is_none()));
+    assert!(te.state().cart(&touched.id).is_some(), "a cart changed within the TTL stays");
+    assert!(te.state().cart(&bought.id).is_some(), "a checked-out cart stays with its order");
+    // Adding to a dropped cart is a plain not-found.
+    let gone = te.shop.send(AddCartItem {
+        cart_id: idle[0].id.to_string(),
+        sku: "AB-1".into(),
+        quantity: 1,
+    });
+    assert!(matches!(gone, Err(EngineError::NotFound { .. })), "{gone:?}");
+    let te = te.reopen();
+    assert_eq!(te.state().carts_abandoned(), IDLE as u64);
+    assert_eq!(te.state().open_cart_count(), 1);
+    assert_eq!(te.state().order(&order.id).unwrap().cart_id, bought.id);
+    check_invariants(te.state());
+}
+
+/// A burst of expiries larger than one batch is worked off at once, not one batch per
+/// timer interval: 3,000 reservations fall due together and all expire well within one
+/// interval of the first.
+#[test]
+fn a_burst_of_expiries_is_worked_off_at_once() {
+    const ORDERS: usize = 3_000;
+    let te = TestEngine::with(|config| config.tick_interval_ms = 2_000);
+    stocked_sku(&te.shop, "BU-1", 100, ORDERS as i64);
+    let orders: Vec<Arc<Order>> = (0..ORDERS)
+        .map(|_| {
+            emporium_tests::checkout(&te.shop, &cart_with(&te.shop, &[("BU-1", 1)]).id).unwrap()
+        })
+        .collect();
+    te.clock.advance(Limits::default().reservation_ttl_ms);
+    let expired = || {
+        orders
+            .iter()
+            .filter(|o| te.state().order(&o.id).unwrap().status == OrderStatus::Expired)
+            .count()
+    };
+    eventually("start expiring", || expired() > 0);
+    let first = Instant::now();
+    eventually("expire them all", || expired() == ORDERS);
+    let took = first.elapsed();
+    assert!(took < Duration::from_millis(1_500), "the backlog took {took:?}: batch per interval");
+    assert_eq!(levels(te.state(), "BU-1"), (ORDERS as u32, 0));
 }

@@ -6,15 +6,20 @@ mod model;
 
 use std::sync::Arc;
 
+use crossbeam_skiplist::SkipSet;
 use rkyv::{Archive, Deserialize, Serialize};
 
 pub use commands::*;
 pub use model::*;
 
 use crate::catalog::{line_title, ProductStatus};
-use crate::domains::State;
-use crate::kernel::table::{check_v1, decode_row, persist, Counter, Domain, Index, Row, Table};
+use crate::domains::{Event, State};
+use crate::kernel::handler::Ctx;
+use crate::kernel::table::{
+    check_v1, decode_row, persist, Counter, Domain, Index, Row, Table, Timers,
+};
 use crate::types::*;
+use crate::EXPIRIES_PER_COMMAND_MAX;
 
 const CARTS: &str = "carts";
 
@@ -25,12 +30,22 @@ persist!(Cart, CARTS, |c| c.seq.to_be_bytes().to_vec());
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) carts: Index<CartId, Arc<Cart>>,
+    /// `(updated_at, cart)` of every open cart, least recently changed first.
+    pub(crate) by_activity: SkipSet<(TimestampMs, CartId)>,
     pub(crate) cart_seq: Counter,
+    /// Open carts left unchanged past their time to live and dropped (the
+    /// cart-abandonment figure).
+    pub(crate) abandoned: Counter,
 }
 
 impl Default for Tables {
     fn default() -> Tables {
-        Tables { carts: Index::default(), cart_seq: Counter::new("cart") }
+        Tables {
+            carts: Index::default(),
+            by_activity: SkipSet::new(),
+            cart_seq: Counter::new("cart"),
+            abandoned: Counter::new("cart_abandoned"),
+        }
     }
 }
 
@@ -40,13 +55,19 @@ pub(crate) const DOMAIN: Domain = Domain {
         name: CARTS,
         load: |state, bytes| {
             let cart: Cart = decode_row(bytes, "cart")?;
+            index_cart(state, None, &cart);
             state.carts.carts.insert(cart.id.clone(), Arc::new(cart));
             Ok(())
         },
         check_v1: check_v1::<Cart>,
     }],
-    counters: |state| vec![&state.carts.cart_seq],
-    timers: None,
+    counters: |state| vec![&state.carts.cart_seq, &state.carts.abandoned],
+    timers: Some(Timers {
+        due: |state, now, limits| {
+            state.carts.by_activity.front().is_some_and(|e| e.value().0 + limits.cart_ttl_ms <= now)
+        },
+        expire: abandon_idle,
+    }),
     verify: None,
 };
 
@@ -64,6 +85,10 @@ mod event {
             cart_id: CartId,
             sku: Sku,
             quantity: u32,
+        },
+        /// Open carts left unchanged past their time to live: dropped.
+        CartsAbandoned {
+            cart_ids: Vec<CartId>,
         },
     }
 }
@@ -88,13 +113,49 @@ pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mu
             cart.version += 1;
             put_cart(state, cart, rows);
         }
+        CartEvent::CartsAbandoned { cart_ids } => {
+            for id in cart_ids {
+                let cart = state.carts.carts.remove(id).expect("an idle cart exists");
+                state.carts.by_activity.remove(&(cart.updated_at, id.clone()));
+                state.carts.abandoned.bump();
+                rows.push(Row::delete(CARTS, cart.seq.to_be_bytes()));
+            }
+        }
     }
 }
 
 fn put_cart(state: &State, cart: Cart, rows: &mut Vec<Row>) {
     let cart = Arc::new(cart);
+    let previous = state.carts.carts.get(&cart.id);
+    index_cart(state, previous.as_deref(), &cart);
     state.carts.carts.insert(cart.id.clone(), cart.clone());
     rows.push(Row::put(cart));
+}
+
+/// Keeps the activity index: an open cart is listed under its last change.
+fn index_cart(state: &State, previous: Option<&Cart>, cart: &Cart) {
+    if let Some(previous) = previous {
+        state.carts.by_activity.remove(&(previous.updated_at, previous.id.clone()));
+    }
+    if cart.status == CartStatus::Open {
+        state.carts.by_activity.insert((cart.updated_at, cart.id.clone()));
+    }
+}
+
+/// Drops the open carts unchanged for the carts' time to live.
+fn abandon_idle(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usize {
+    let cart_ids: Vec<CartId> = state
+        .carts
+        .by_activity
+        .iter()
+        .take_while(|e| e.value().0 + ctx.limits.cart_ttl_ms <= ctx.now)
+        .take(EXPIRIES_PER_COMMAND_MAX)
+        .map(|e| e.value().1.clone())
+        .collect();
+    if !cart_ids.is_empty() {
+        events.push(CartEvent::CartsAbandoned { cart_ids }.into());
+    }
+    0
 }
 
 /// Closes `cart` as checked out into `order`; returns it as it was.
@@ -150,6 +211,17 @@ pub struct PricedCart {
 
 /// The carts' reads.
 impl State {
+    /// How many open carts were dropped after their time to live: the
+    /// cart-abandonment figure.
+    pub fn carts_abandoned(&self) -> u64 {
+        self.carts.abandoned.get()
+    }
+
+    /// How many carts are open.
+    pub fn open_cart_count(&self) -> usize {
+        self.carts.by_activity.len()
+    }
+
     /// A cart by id.
     pub fn cart(&self, id: &CartId) -> Option<Arc<Cart>> {
         self.carts.carts.get(id)

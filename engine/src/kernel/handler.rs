@@ -34,6 +34,8 @@ pub struct Limits {
     pub idempotency_ttl_ms: i64,
     /// The currency of a cart created without one.
     pub default_currency: Currency,
+    /// How long an open cart lives without a change before it is dropped (abandoned).
+    pub cart_ttl_ms: i64,
 }
 
 impl Default for Limits {
@@ -44,6 +46,7 @@ impl Default for Limits {
             reservation_ttl_ms: 15 * 60 * 1000,
             idempotency_ttl_ms: 24 * 60 * 60 * 1000,
             default_currency: Currency::USD,
+            cart_ttl_ms: 30 * 24 * 60 * 60 * 1000,
         }
     }
 }

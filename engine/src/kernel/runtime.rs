@@ -714,8 +714,11 @@ impl Sequencer {
                 }
             }
             if running && Instant::now() >= next_tick {
-                self.tick(&mut group);
-                next_tick = Instant::now() + self.tick_interval;
+                // A backlog (more due than one `ExpireDue` takes) is worked off at once,
+                // one batch per turn of the loop between commands, not one per interval.
+                let backlog = self.tick(&mut group);
+                next_tick =
+                    if backlog { Instant::now() } else { Instant::now() + self.tick_interval };
             }
             if !group.is_empty() {
                 self.hand_over(group);
@@ -791,15 +794,19 @@ impl Sequencer {
         Ok(output)
     }
 
-    /// Expires due reservations and idempotency records, when there are any.
-    fn tick(&mut self, group: &mut Group) {
+    /// Expires due reservations and records, when there are any; returns whether more
+    /// are still due after this batch.
+    fn tick(&mut self, group: &mut Group) -> bool {
         let now = self.now();
-        if timers::due(&self.state, now, &self.limits) && !self.health.failed() {
-            // The tick's reply has no waiter; its events join the group.
-            if let Err(e) = self.execute_guarded(&ExpireDue, group) {
-                tracing::error!(error = %e, "expiry failed");
-            }
+        if !timers::due(&self.state, now, &self.limits) || self.health.failed() {
+            return false;
         }
+        // The tick's reply has no waiter; its events join the group.
+        if let Err(e) = self.execute_guarded(&ExpireDue, group) {
+            tracing::error!(error = %e, "expiry failed");
+            return false;
+        }
+        timers::due(&self.state, now, &self.limits)
     }
 
     fn hand_over(&mut self, mut group: Group) {

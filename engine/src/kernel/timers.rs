@@ -12,8 +12,9 @@ use crate::types::TimestampMs;
 /// handles at most; the rest wait for the next tick.
 pub const EXPIRIES_PER_COMMAND_MAX: usize = 1024;
 
-/// Expires every unpaid order whose reservation time has passed, forgets idempotency
-/// records past their time to live and purges expired refresh tokens (at most
+/// Expires every unpaid order whose reservation time has passed, drops open carts left
+/// unchanged past their time to live, forgets idempotency records past theirs and purges
+/// expired refresh tokens (at most
 /// [`EXPIRIES_PER_COMMAND_MAX`] of each at once). The engine sends this itself on a
 /// timer; tests with a manual clock send it directly. Its output is the number of
 /// reservations released.
