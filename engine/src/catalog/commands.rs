@@ -215,15 +215,10 @@ impl Request for DeleteCategory {
         let c = self;
         let current = category_named(state, &c.id)?;
         check_version(c.expected_version, current.version)?;
-        if state
-            .catalog
-            .categories
-            .iter()
-            .any(|e| e.value().parent_id.as_ref() == Some(&current.id))
-        {
+        if !state.children(&current.id).is_empty() {
             return Err(EngineError::Conflict("the category has subcategories".into()));
         }
-        if state.catalog.products.iter().any(|e| e.value().category_ids.contains(&current.id)) {
+        if state.category_has_products(&current.id) {
             return Err(EngineError::Conflict("products are listed in the category".into()));
         }
         Decision::one((), CatalogEvent::CategoryDeleted(current.id.clone()))
@@ -349,11 +344,18 @@ fn check_handle_free(state: &State, handle: &str, owner: Option<&ProductId>) -> 
     }
 }
 
-/// A free handle derived from the title: `blue-shirt`, else `blue-shirt-2`, …
+/// A free handle derived from the title: `blue-shirt`, else the next suffix past the
+/// highest in use (`blue-shirt-2`, …).
 fn derive_handle(state: &State, title: &str) -> String {
     let base = validate::slugify(title);
-    (1..)
-        .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+    if !state.catalog.handles.contains_key(&base) {
+        return base;
+    }
+    // From past the highest suffix in use: a hundred thousand "Blue Shirt"s do not mean
+    // a hundred thousand probes for the next.
+    let used = state.catalog.handle_suffixes.get(&base).unwrap_or(1);
+    (used.saturating_add(1).max(2)..)
+        .map(|n| format!("{base}-{n}"))
         .find(|candidate| !state.catalog.handles.contains_key(candidate))
         .expect("an unbounded range finds a free handle")
 }

@@ -6,7 +6,7 @@ mod model;
 
 use std::sync::Arc;
 
-use crossbeam_skiplist::SkipMap;
+use crossbeam_skiplist::{SkipMap, SkipSet};
 use rkyv::{Archive, Deserialize, Serialize};
 
 pub use commands::*;
@@ -33,6 +33,17 @@ pub(crate) struct Tables {
     /// The product each sold SKU belongs to, so a cart line needs one lookup.
     pub(crate) skus: Index<Sku, Arc<Product>>,
     pub(crate) categories: SkipMap<CategoryId, Arc<Category>>,
+    /// `(parent, child)` of every category with a parent: a subtree is walked in its
+    /// own size, not the whole tree's for each level.
+    pub(crate) children: SkipSet<(CategoryId, CategoryId)>,
+    /// `(category, product)` for every listing: a category's products (and whether it
+    /// has any) without a scan of the catalog.
+    pub(crate) by_category: SkipSet<(CategoryId, ProductId)>,
+    /// `(status, product)`: a status filter walks only its own products.
+    pub(crate) by_status: SkipSet<(u8, ProductId)>,
+    /// The highest numeric suffix used after each derived-handle base (`blue-shirt-7`),
+    /// so deriving the next free one does not probe every earlier one.
+    pub(crate) handle_suffixes: Index<String, u64>,
     pub(crate) product_seq: Counter,
     pub(crate) category_seq: Counter,
 }
@@ -44,6 +55,10 @@ impl Default for Tables {
             handles: Index::default(),
             skus: Index::default(),
             categories: SkipMap::new(),
+            children: SkipSet::new(),
+            by_category: SkipSet::new(),
+            by_status: SkipSet::new(),
+            handle_suffixes: Index::default(),
             product_seq: Counter::new("product"),
             category_seq: Counter::new("category"),
         }
@@ -56,8 +71,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         Table {
             name: CATEGORIES,
             load: |state, bytes| {
-                let category: Category = decode_row(bytes, "category")?;
-                state.catalog.categories.insert(category.id.clone(), Arc::new(category));
+                put_category(state, decode_row(bytes, "category")?, &mut Vec::new());
                 Ok(())
             },
             check_v1: check_v1::<Category>,
@@ -107,7 +121,11 @@ pub(crate) fn apply(state: &State, event: &CatalogEvent, _at: TimestampMs, rows:
         }
         CatalogEvent::CategoryUpdated(category) => put_category(state, (**category).clone(), rows),
         CatalogEvent::CategoryDeleted(id) => {
-            state.catalog.categories.remove(id);
+            if let Some(entry) = state.catalog.categories.remove(id) {
+                if let Some(parent) = &entry.value().parent_id {
+                    state.catalog.children.remove(&(parent.clone(), id.clone()));
+                }
+            }
             rows.push(Row::delete(CATEGORIES, id.as_str()));
         }
         CatalogEvent::ProductCreated(product) => {
@@ -119,9 +137,40 @@ pub(crate) fn apply(state: &State, event: &CatalogEvent, _at: TimestampMs, rows:
 }
 
 fn put_category(state: &State, category: Category, rows: &mut Vec<Row>) {
+    let catalog = &state.catalog;
     let category = Arc::new(category);
-    state.catalog.categories.insert(category.id.clone(), category.clone());
+    if let Some(previous) = state.category(&category.id) {
+        if let Some(parent) = &previous.parent_id {
+            catalog.children.remove(&(parent.clone(), category.id.clone()));
+        }
+    }
+    if let Some(parent) = &category.parent_id {
+        catalog.children.insert((parent.clone(), category.id.clone()));
+    }
+    catalog.categories.insert(category.id.clone(), category.clone());
     rows.push(Row::put(category));
+}
+
+/// A status's place in the status index.
+fn status_key(status: ProductStatus) -> u8 {
+    match status {
+        ProductStatus::Draft => 0,
+        ProductStatus::Active => 1,
+        ProductStatus::Archived => 2,
+    }
+}
+
+/// Notes the numeric suffix of a handle (`base-N`) as used.
+fn note_handle(catalog: &Tables, handle: &str) {
+    let (base, suffix) = match handle.rsplit_once('-') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (base, n.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        _ => (handle, 1),
+    };
+    if catalog.handle_suffixes.get(base).is_none_or(|used| used < suffix) {
+        catalog.handle_suffixes.insert(base.to_string(), suffix);
+    }
 }
 
 /// Publishes a product and keeps its indexes (handle, SKUs); a SKU new to the catalog
@@ -133,12 +182,21 @@ fn put_product(state: &State, product: Product, rows: &mut Vec<Row>) {
         if previous.handle != product.handle {
             catalog.handles.remove(&previous.handle);
         }
+        for category in &previous.category_ids {
+            catalog.by_category.remove(&(category.clone(), product.id.clone()));
+        }
+        catalog.by_status.remove(&(status_key(previous.status), product.id.clone()));
         for dropped in previous.variants.iter().filter(|v| product.variant(&v.sku).is_none()) {
             catalog.skus.remove(&dropped.sku);
             crate::inventory::drop_stock(state, &dropped.sku, rows);
         }
     }
     catalog.handles.insert(product.handle.clone(), product.id.clone());
+    note_handle(catalog, &product.handle);
+    for category in &product.category_ids {
+        catalog.by_category.insert((category.clone(), product.id.clone()));
+    }
+    catalog.by_status.insert((status_key(product.status), product.id.clone()));
     for variant in &product.variants {
         catalog.skus.insert(variant.sku.clone(), product.clone());
         crate::inventory::ensure_stock(state, &variant.sku, rows);
@@ -221,21 +279,71 @@ impl State {
         after: Option<&ProductId>,
         limit: usize,
     ) -> Page<Arc<Product>> {
-        let categories = filter.category_id.as_ref().map(|c| self.descendants(c));
-        let matches = |p: &Product| {
-            filter.status.is_none_or(|s| p.status == s)
-                && categories
-                    .as_ref()
-                    .is_none_or(|set| p.category_ids.iter().any(|c| set.contains(c)))
+        let catalog = &self.catalog;
+        // Ids are zero-padded sequences: `from_seq(0)` sorts before every real one.
+        let from = after.cloned().unwrap_or_else(|| ProductId::from_seq(0));
+        let after_cursor = move |id: &ProductId| after.is_none_or(|a| id > a);
+        let status_ok = |p: &Arc<Product>| filter.status.is_none_or(|s| p.status == s);
+        let page = |ids: &mut dyn Iterator<Item = ProductId>| {
+            let items = ids.filter_map(|id| self.product(&id)).filter(status_ok);
+            Page::of(items, limit, |p| p.id.to_string())
         };
-        let start = match after {
-            Some(after) => std::ops::Bound::Excluded(after),
-            None => std::ops::Bound::Unbounded,
-        };
-        let range =
-            self.catalog.products.range::<ProductId, _>((start, std::ops::Bound::Unbounded));
-        let items = range.map(|e| e.value().clone()).filter(|p| matches(p));
-        Page::of(items, limit, |p| p.id.to_string())
+        match (&filter.category_id, filter.status) {
+            // A category (and its subtree): merge the ordered id lists of its categories,
+            // each walked from the cursor on; the catalog outside it is never visited.
+            (Some(category), _) => {
+                let categories = self.descendants(category);
+                let mut lists: Vec<_> = categories
+                    .iter()
+                    .map(|c| {
+                        catalog
+                            .by_category
+                            .range((c.clone(), from.clone())..)
+                            .take_while(move |e| &e.value().0 == c)
+                            .map(|e| e.value().1.clone())
+                            .filter(after_cursor)
+                    })
+                    .collect();
+                let mut heads = std::collections::BinaryHeap::new();
+                for (i, list) in lists.iter_mut().enumerate() {
+                    if let Some(id) = list.next() {
+                        heads.push(std::cmp::Reverse((id, i)));
+                    }
+                }
+                let mut last: Option<ProductId> = None;
+                let mut merged = std::iter::from_fn(|| loop {
+                    let std::cmp::Reverse((id, i)) = heads.pop()?;
+                    if let Some(next) = lists[i].next() {
+                        heads.push(std::cmp::Reverse((next, i)));
+                    }
+                    // A product listed in two of the categories comes once.
+                    if last.as_ref() != Some(&id) {
+                        last = Some(id.clone());
+                        return Some(id);
+                    }
+                });
+                page(&mut merged)
+            }
+            (None, Some(status)) => {
+                let key = status_key(status);
+                let mut ids = catalog
+                    .by_status
+                    .range((key, from.clone())..)
+                    .take_while(|e| e.value().0 == key)
+                    .map(|e| e.value().1.clone())
+                    .filter(after_cursor);
+                page(&mut ids)
+            }
+            (None, None) => {
+                let start = match after {
+                    Some(after) => std::ops::Bound::Excluded(after),
+                    None => std::ops::Bound::Unbounded,
+                };
+                let range =
+                    catalog.products.range::<ProductId, _>((start, std::ops::Bound::Unbounded));
+                Page::of(range.map(|e| e.value().clone()), limit, |p| p.id.to_string())
+            }
+        }
     }
 
     /// A category by id.
@@ -267,19 +375,34 @@ impl State {
 
     /// `id` and every category below it.
     pub fn descendants(&self, id: &CategoryId) -> Vec<CategoryId> {
-        let categories = &self.catalog.categories;
         let mut out = vec![id.clone()];
         let mut index = 0;
-        while index < out.len() && out.len() <= categories.len() {
-            let parent = out[index].clone();
-            out.extend(
-                categories
-                    .iter()
-                    .filter(|e| e.value().parent_id.as_ref() == Some(&parent))
-                    .map(|e| e.key().clone()),
-            );
+        // The tree has no cycles (decide refuses them); the bound guards a reader racing
+        // a move.
+        while index < out.len() && out.len() <= self.catalog.categories.len() {
+            let children = self.children(&out[index]);
+            out.extend(children);
             index += 1;
         }
         out
+    }
+
+    /// The categories directly below `id`, in id order.
+    pub fn children(&self, id: &CategoryId) -> Vec<CategoryId> {
+        self.catalog
+            .children
+            .range((id.clone(), CategoryId::from_seq(0))..)
+            .take_while(|e| &e.value().0 == id)
+            .map(|e| e.value().1.clone())
+            .collect()
+    }
+
+    /// Whether any product is listed in category `id` (not counting subcategories).
+    pub fn category_has_products(&self, id: &CategoryId) -> bool {
+        self.catalog
+            .by_category
+            .range((id.clone(), ProductId::from_seq(0))..)
+            .next()
+            .is_some_and(|e| &e.value().0 == id)
     }
 }
