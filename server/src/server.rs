@@ -202,6 +202,8 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.head_timeout)
+            // A client that shuts its side after sending a request still gets the answer.
+            .half_close(true)
             .max_headers(HEADERS_MAX)
             .max_buf_size(HEAD_BYTES_MAX);
         builder

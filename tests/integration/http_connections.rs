@@ -189,3 +189,18 @@ fn an_idle_keep_alive_connection_is_closed() {
     let outcome = seen(&mut stream, Duration::from_secs(6));
     assert_eq!(outcome, Seen::Closed, "an idle connection was kept {:?}", started.elapsed());
 }
+
+/// A client that shuts its sending side right after its request (as `nc -N` and some
+/// proxies do) still gets the whole answer: found by the HTTP fuzz target, whose first
+/// input got an empty reply.
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let s = server();
+    let mut stream = connect_from([127, 0, 0, 5], addr(&s));
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: shop\r\n\r\n").unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
