@@ -92,3 +92,43 @@ fn bad_account_input_is_refused() {
     assert_eq!(te.shop.send(bad_hash).unwrap_err().fields()[0].field, "token_hash");
     assert_eq!(te.engine.last_lsn(), lsn);
 }
+
+/// Logging in again and again cannot grow the refresh-token table without bound: a
+/// subject keeps at most `REFRESH_FAMILIES_PER_SUBJECT_MAX` sessions, a new one past it
+/// revokes the oldest (whose tokens are then refused), and the count holds after a
+/// reopen. Another subject's sessions are untouched.
+#[test]
+fn a_subjects_sessions_are_bounded_and_the_oldest_give_way() {
+    let te = TestEngine::new();
+    let expires_at = emporium_tests::T0 + 3_600_000;
+    let extra = 8;
+    let issue = |subject: &str, n: usize| {
+        te.clock.advance(1);
+        te.shop
+            .send(IssueRefreshToken {
+                subject: subject.into(),
+                token_hash: format!("{:064x}", n + if subject == "cus_1" { 0 } else { 1 << 20 }),
+                expires_at,
+            })
+            .unwrap()
+    };
+    issue("cus_2", 0);
+    let tokens: Vec<_> =
+        (0..REFRESH_FAMILIES_PER_SUBJECT_MAX + extra).map(|n| issue("cus_1", n)).collect();
+    assert_eq!(te.state().session_count("cus_1"), REFRESH_FAMILIES_PER_SUBJECT_MAX);
+    assert_eq!(te.state().session_count("cus_2"), 1);
+    for (n, token) in tokens.iter().enumerate() {
+        let now = te.state().refresh_token(&token.hash).unwrap().state;
+        let expected = if n < extra { RefreshState::Revoked } else { RefreshState::Active };
+        assert_eq!(now, expected, "session {n}");
+    }
+    let oldest = te.shop.send(RotateRefreshToken {
+        presented_hash: tokens[0].hash.clone(),
+        new_hash: "e".repeat(64),
+        expires_at,
+    });
+    assert_eq!(oldest.unwrap(), Rotation::Invalid, "a revoked session is over");
+    let te = te.reopen();
+    assert_eq!(te.state().session_count("cus_1"), REFRESH_FAMILIES_PER_SUBJECT_MAX);
+    assert_eq!(te.state().session_count("cus_2"), 1);
+}

@@ -162,7 +162,15 @@ impl Request for IssueRefreshToken {
             state: RefreshState::Active,
             created_at: ctx.now,
         };
-        Decision::one(token.hash.clone(), AccountEvent::RefreshTokenIssued(Box::new(token)))
+        // A new session past the subject's bound ends its oldest.
+        let live = super::live_families(state, &c.subject);
+        let mut events: Vec<crate::domains::Event> = live
+            .iter()
+            .take((live.len() + 1).saturating_sub(super::REFRESH_FAMILIES_PER_SUBJECT_MAX))
+            .map(|family| AccountEvent::RefreshFamilyRevoked { family: family.clone() }.into())
+            .collect();
+        events.push(AccountEvent::RefreshTokenIssued(Box::new(token)).into());
+        Decision::many(c.token_hash.clone(), events)
     }
 
     fn reply(state: &State, outcome: String) -> Arc<RefreshToken> {

@@ -43,6 +43,11 @@ pub(crate) struct Tables {
     pub(crate) refresh_by_expiry: SkipSet<(TimestampMs, String)>,
     /// `(family, hash)` of every refresh token.
     pub(crate) refresh_families: SkipSet<(String, String)>,
+    /// `(subject, created_at, family)` of every family not revoked, oldest first per
+    /// subject: the bound on a subject's sessions.
+    pub(crate) live_families: SkipSet<(String, TimestampMs, String)>,
+    /// Each live family's key in `live_families`.
+    pub(crate) family_keys: Index<String, (String, TimestampMs)>,
     pub(crate) signing_keys: SkipMap<String, Arc<SigningKey>>,
 }
 
@@ -56,6 +61,8 @@ impl Default for Tables {
             refresh_tokens: Index::default(),
             refresh_by_expiry: SkipSet::new(),
             refresh_families: SkipSet::new(),
+            live_families: SkipSet::new(),
+            family_keys: Index::default(),
             signing_keys: SkipMap::new(),
         }
     }
@@ -190,11 +197,31 @@ fn put_api_client(state: &State, client: ApiClient, rows: &mut Vec<Row>) {
 }
 
 fn put_refresh_token(state: &State, token: RefreshToken, rows: &mut Vec<Row>) {
+    let accounts = &state.accounts;
     let token = Arc::new(token);
-    state.accounts.refresh_by_expiry.insert((token.expires_at, token.hash.clone()));
-    state.accounts.refresh_families.insert((token.family.clone(), token.hash.clone()));
-    state.accounts.refresh_tokens.insert(token.hash.clone(), token.clone());
+    accounts.refresh_by_expiry.insert((token.expires_at, token.hash.clone()));
+    accounts.refresh_families.insert((token.family.clone(), token.hash.clone()));
+    if token.state == RefreshState::Revoked {
+        forget_family(state, &token.family);
+    } else {
+        // A family dates from its first token (at load, tokens come in any order).
+        let known = accounts.family_keys.get(&token.family);
+        if known.as_ref().is_none_or(|(_, created)| token.created_at < *created) {
+            forget_family(state, &token.family);
+            let key = (token.subject.clone(), token.created_at);
+            accounts.live_families.insert((key.0.clone(), key.1, token.family.clone()));
+            accounts.family_keys.insert(token.family.clone(), key);
+        }
+    }
+    accounts.refresh_tokens.insert(token.hash.clone(), token.clone());
     rows.push(Row::put(token));
+}
+
+/// Takes a family off its subject's live list (revoked, or its tokens purged).
+fn forget_family(state: &State, family: &str) {
+    if let Some((subject, created)) = state.accounts.family_keys.remove(family) {
+        state.accounts.live_families.remove(&(subject, created, family.to_string()));
+    }
 }
 
 fn set_refresh_state(state: &State, hash: &str, to: RefreshState, rows: &mut Vec<Row>) {
@@ -215,6 +242,7 @@ fn revoke_family(state: &State, family: &str, rows: &mut Vec<Row>) {
     for hash in hashes {
         set_refresh_state(state, &hash, RefreshState::Revoked, rows);
     }
+    forget_family(state, family);
 }
 
 fn purge_refresh_tokens(state: &State, hashes: &[String], rows: &mut Vec<Row>) {
@@ -222,6 +250,15 @@ fn purge_refresh_tokens(state: &State, hashes: &[String], rows: &mut Vec<Row>) {
         if let Some(token) = state.accounts.refresh_tokens.remove(hash) {
             state.accounts.refresh_by_expiry.remove(&(token.expires_at, hash.clone()));
             state.accounts.refresh_families.remove(&(token.family.clone(), hash.clone()));
+            let emptied = state
+                .accounts
+                .refresh_families
+                .range((token.family.clone(), String::new())..)
+                .next()
+                .is_none_or(|e| e.value().0 != token.family);
+            if emptied {
+                forget_family(state, &token.family);
+            }
             rows.push(Row::delete(REFRESH_TOKENS, hash.as_bytes()));
         }
     }
@@ -233,8 +270,29 @@ fn put_signing_key(state: &State, key: SigningKey, rows: &mut Vec<Row>) {
     rows.push(Row::put(key));
 }
 
+/// The most sessions (refresh-token families not revoked) one subject keeps: a new one
+/// past it revokes the subject's oldest, so logging in again and again cannot grow the
+/// table without bound.
+pub const REFRESH_FAMILIES_PER_SUBJECT_MAX: usize = 32;
+
+/// The families of `subject` not revoked, oldest first.
+pub(crate) fn live_families(state: &State, subject: &str) -> Vec<String> {
+    state
+        .accounts
+        .live_families
+        .range((subject.to_string(), TimestampMs::MIN, String::new())..)
+        .take_while(|e| e.value().0 == subject)
+        .map(|e| e.value().2.clone())
+        .collect()
+}
+
 /// The accounts' reads.
 impl State {
+    /// How many sessions (refresh-token families not revoked) `subject` holds.
+    pub fn session_count(&self, subject: &str) -> usize {
+        live_families(self, subject).len()
+    }
+
     /// An account by id.
     pub fn customer(&self, id: &CustomerId) -> Option<Arc<Customer>> {
         self.accounts.customers.get(id).map(|e| e.value().clone())
