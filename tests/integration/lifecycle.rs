@@ -191,3 +191,28 @@ fn a_burst_of_expiries_is_worked_off_at_once() {
     assert!(took < Duration::from_millis(1_500), "the backlog took {took:?}: batch per interval");
     assert_eq!(levels(te.state(), "BU-1"), (ORDERS as u32, 0));
 }
+
+/// Idempotency records are bounded in number as well as in time: past the most kept,
+/// the oldest are forgotten first (in batches past the per-command cap).
+#[test]
+fn idempotency_records_past_their_bound_are_forgotten_oldest_first() {
+    const MAX: usize = 100;
+    let te = TestEngine::with(|config| config.limits.idempotency_records_max = MAX);
+    let key = |n: usize| IdempotencyKey { scope: "guest".into(), key: format!("flood-{n}") };
+    for n in 0..MAX + 1_500 {
+        te.clock.advance(1);
+        let record = RecordResponse { key: key(n), fingerprint: 1, status: 201, body: vec![] };
+        te.shop.send(record).unwrap();
+    }
+    // 1,500 over the bound: two sweeps of at most 1,024.
+    for _ in 0..2 {
+        te.shop.send(ExpireDue).unwrap();
+    }
+    assert_eq!(count_records(&te, MAX + 1_500, &key), MAX);
+    assert!(te.state().idempotency_record(&key(0).scoped()).is_none(), "the oldest went first");
+    assert!(te.state().idempotency_record(&key(MAX + 1_499).scoped()).is_some());
+}
+
+fn count_records(te: &TestEngine, made: usize, key: &dyn Fn(usize) -> IdempotencyKey) -> usize {
+    (0..made).filter(|n| te.state().idempotency_record(&key(*n).scoped()).is_some()).count()
+}

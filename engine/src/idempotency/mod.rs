@@ -61,11 +61,12 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |_| vec![],
     timers: Some(Timers {
         due: |state, now, limits| {
-            state
-                .idempotency
-                .by_age
-                .front()
-                .is_some_and(|e| e.value().0 + limits.idempotency_ttl_ms <= now)
+            state.idempotency.by_age.len() > limits.idempotency_records_max
+                || state
+                    .idempotency
+                    .by_age
+                    .front()
+                    .is_some_and(|e| e.value().0 + limits.idempotency_ttl_ms <= now)
         },
         expire: forget_expired,
     }),
@@ -185,15 +186,17 @@ pub(crate) fn check(
     }
 }
 
-/// Forgets the records past their time to live.
+/// Forgets the records past their time to live, and the oldest past the most kept.
 fn forget_expired(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usize {
+    let excess = state.idempotency.by_age.len().saturating_sub(ctx.limits.idempotency_records_max);
     let keys: Vec<String> = state
         .idempotency
         .by_age
         .iter()
-        .take_while(|e| e.value().0 + ctx.limits.idempotency_ttl_ms <= ctx.now)
+        .enumerate()
+        .take_while(|(i, e)| *i < excess || e.value().0 + ctx.limits.idempotency_ttl_ms <= ctx.now)
         .take(EXPIRIES_PER_COMMAND_MAX)
-        .map(|e| e.value().1.clone())
+        .map(|(_, e)| e.value().1.clone())
         .collect();
     if !keys.is_empty() {
         events.push(IdempotencyEvent::IdempotencyForgotten { keys }.into());
@@ -215,8 +218,9 @@ pub struct RecordResponse {
     pub body: Vec<u8>,
 }
 
-/// The largest response body kept for an idempotency key.
-pub const RESPONSE_BYTES_MAX: usize = 256 * 1024;
+/// The largest response body kept for an idempotency key (the largest the API makes,
+/// a cart or product at its limits, is far below it).
+pub const RESPONSE_BYTES_MAX: usize = 64 * 1024;
 
 impl Request for RecordResponse {
     type Output = ();

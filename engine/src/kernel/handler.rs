@@ -36,6 +36,9 @@ pub struct Limits {
     pub default_currency: Currency,
     /// How long an open cart lives without a change before it is dropped (abandoned).
     pub cart_ttl_ms: i64,
+    /// The most idempotency records kept; past it the oldest are forgotten before their
+    /// time to live, so a flood of keyed requests cannot take unbounded memory.
+    pub idempotency_records_max: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +50,7 @@ impl Default for Limits {
             idempotency_ttl_ms: 24 * 60 * 60 * 1000,
             default_currency: Currency::USD,
             cart_ttl_ms: 30 * 24 * 60 * 60 * 1000,
+            idempotency_records_max: 1_000_000,
         }
     }
 }
