@@ -76,9 +76,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     let answer = exchange(target.addr, &request);
     let status = answer.get(9..12).and_then(|s| std::str::from_utf8(s).ok()).unwrap_or("");
-    assert!(!status.starts_with('5'), "a 5xx for {request:?}: {}", String::from_utf8_lossy(&answer));
+    assert!(
+        !status.starts_with('5'),
+        "a 5xx for {request:?}: {}",
+        String::from_utf8_lossy(&answer)
+    );
     // Still answering.
-    let health = exchange(target.addr, b"GET /healthz HTTP/1.1\r\nhost: fuzz\r\nconnection: close\r\n\r\n");
+    let health =
+        exchange(target.addr, b"GET /healthz HTTP/1.1\r\nhost: fuzz\r\nconnection: close\r\n\r\n");
     assert!(
         health.starts_with(b"HTTP/1.1 200"),
         "the server stopped answering: {:?}",
