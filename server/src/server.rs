@@ -144,7 +144,13 @@ async fn refuse(mut stream: TcpStream) {
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(refusal.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // A lingering close: read what the client still sends until it closes, so the
+        // kernel does not answer its unread request with a reset that destroys the 503
+        // before the client has read it.
+        let mut sink = [0u8; 4096];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
     })
     .await;
 }
