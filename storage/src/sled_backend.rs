@@ -22,9 +22,33 @@ fn err(e: sled::Error) -> StorageError {
     StorageError::Backend { backend: "sled", message: e.to_string() }
 }
 
+/// How long an open waits for the directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled at `path`. A store closed a moment ago in this process may still hold the
+/// directory's lock: sled releases it from background threads after the handle is
+/// dropped. The open waits for it a little (a directory another process holds is still
+/// refused, after the wait).
+fn open_waiting_for_lock(path: &Path) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            // sled wraps the lock's EWOULDBLOCK in an error of its own, by message.
+            Err(sled::Error::Io(e))
+                if (e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock"))
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result.map_err(err),
+        }
+    }
+}
+
 impl SledBackend {
     pub(crate) fn open(path: &Path, cfs: &[&'static str]) -> Result<SledBackend> {
-        let db = sled::Config::new().path(path).open().map_err(err)?;
+        let db = open_waiting_for_lock(path)?;
         let mut trees = Vec::with_capacity(cfs.len());
         for name in cfs {
             trees.push(db.open_tree(name).map_err(err)?);
