@@ -70,7 +70,8 @@ impl Call {
     }
 
     /// The version named by `If-Match`, if the header is present, checked against
-    /// `current` (the resource as a GET would answer it now).
+    /// `current` (the resource as a GET would answer it now, rendered only when the
+    /// header carries a full ETag).
     ///
     /// An ETag is `"VERSION-HASH"`, the hash taken over the representation: a version
     /// alone could name two contents when a crash rolled back a write that a reader had
@@ -78,7 +79,7 @@ impl Call {
     /// write then took its version. A full ETag must therefore equal the current one
     /// (else 412); a bare `"VERSION"` is still taken as a version. The version goes on to
     /// the engine, which checks it again when the change is applied.
-    pub fn if_match(&self, current: Option<&Out>) -> Result<Option<u64>, Problem> {
+    pub fn if_match(&self, current: impl FnOnce() -> Option<Out>) -> Result<Option<u64>, Problem> {
         let Some(value) = self.header("if-match") else { return Ok(None) };
         let tag = value.trim().trim_start_matches("W/");
         let inner = tag.trim_matches('"');
@@ -89,7 +90,8 @@ impl Call {
         let version: u64 = version.parse().map_err(|_| {
             Problem::precondition_failed("If-Match does not name a version of this resource")
         })?;
-        if let (true, Some(current)) = (hashed, current.and_then(|c| c.etag.as_deref())) {
+        let current = if hashed { current().and_then(|c| c.etag) } else { None };
+        if let Some(current) = current {
             if current != tag {
                 return Err(Problem::precondition_failed(format!(
                     "If-Match names {tag}; the resource is now {current}"

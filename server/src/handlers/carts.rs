@@ -44,8 +44,7 @@ pub async fn get(call: Call) -> Result<Out, Problem> {
 }
 
 fn check_version(call: &Call, cart: &Arc<Cart>) -> Result<(), Problem> {
-    let current = answer(call.app.engine.state(), cart.clone(), 200);
-    match call.if_match(Some(&current))? {
+    match call.if_match(|| Some(answer(call.app.engine.state(), cart.clone(), 200)))? {
         Some(version) if version != cart.version => Err(Problem::precondition_failed(format!(
             "If-Match names version {version}; the cart is at version {}",
             cart.version

@@ -140,7 +140,7 @@ pub async fn update_product(call: Call) -> Result<Out, Problem> {
     let status = body.status.as_deref().map(|s| parse_status(s, "status")).transpose()?;
     let command = UpdateProduct {
         id: call.param("id").to_string(),
-        expected_version: call.if_match(current_product(&call).as_ref())?,
+        expected_version: call.if_match(|| current_product(&call))?,
         handle: body.handle,
         title: body.title,
         description: body.description,
@@ -159,7 +159,7 @@ pub async fn archive_product(call: Call) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
     let command = ArchiveProduct {
         id: call.param("id").to_string(),
-        expected_version: call.if_match(current_product(&call).as_ref())?,
+        expected_version: call.if_match(|| current_product(&call))?,
     };
     call.app.engine.send(command).await?;
     Ok(Out::no_content())
@@ -233,7 +233,7 @@ pub async fn update_category(call: Call) -> Result<Out, Problem> {
         id: call.param("id").to_string(),
         name: body.name,
         parent_id: body.parent_id,
-        expected_version: call.if_match(current_category(&call).as_ref())?,
+        expected_version: call.if_match(|| current_category(&call))?,
     };
     let category = call.app.engine.send(command).await?;
     Ok(category_out(&category, call.app.engine.state()))
@@ -244,7 +244,7 @@ pub async fn delete_category(call: Call) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
     let command = DeleteCategory {
         id: call.param("id").to_string(),
-        expected_version: call.if_match(current_category(&call).as_ref())?,
+        expected_version: call.if_match(|| current_category(&call))?,
     };
     call.app.engine.send(command).await?;
     Ok(Out::no_content())

@@ -27,15 +27,15 @@ pub async fn get(call: Call) -> Result<Out, Problem> {
 pub async fn set(call: Call) -> Result<Out, Problem> {
     call.require(perm::INVENTORY_WRITE)?;
     let body: InventorySet = call.json()?;
-    let current = Sku::new(call.param("sku"))
-        .ok()
-        .and_then(|sku| call.app.engine.state().stock(&sku))
-        .map(|levels| answer(&levels));
+    let current = || {
+        let sku = Sku::new(call.param("sku")).ok()?;
+        call.app.engine.state().stock(&sku).map(|levels| answer(&levels))
+    };
     let command = SetStock {
         sku: call.param("sku").to_string(),
         on_hand: body.on_hand,
         reason: body.reason,
-        expected_version: call.if_match(current.as_ref())?,
+        expected_version: call.if_match(current)?,
     };
     Ok(answer(&call.app.engine.send(command).await?))
 }

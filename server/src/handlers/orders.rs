@@ -112,10 +112,9 @@ pub async fn pay(call: Call) -> Result<Out, Problem> {
 pub async fn cancel(call: Call) -> Result<Out, Problem> {
     let order = reachable(&call, true)?;
     let cancel = async {
-        let current = answer(&order);
         Ok(CancelOrder {
             order_id: order.id.to_string(),
-            expected_version: call.if_match(Some(&current))?,
+            expected_version: call.if_match(|| Some(answer(&order)))?,
         })
     };
     idempotent_send(&call, cancel, |_, order| answer(order)).await
