@@ -92,9 +92,19 @@ fn slow_connections_from_one_client_do_not_stall_another() {
             stream
         })
         .collect();
-    // A refusal is written at once: after a moment every refused connection has it.
-    std::thread::sleep(Duration::from_millis(200));
-    let outcomes: Vec<Seen> = slow.iter_mut().map(|c| seen(c, Duration::from_millis(2))).collect();
+    // Refusals are written at once: wait (bounded) until every connection past the
+    // client's share has its answer.
+    let mut outcomes: Vec<Seen> = slow.iter().map(|_| Seen::Nothing).collect();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while outcomes.iter().filter(|o| **o != Seen::Nothing).count() < TOTAL + 20 - PER_CLIENT
+        && Instant::now() < deadline
+    {
+        for (connection, outcome) in slow.iter_mut().zip(outcomes.iter_mut()) {
+            if *outcome == Seen::Nothing {
+                *outcome = seen(connection, Duration::from_millis(1));
+            }
+        }
+    }
     let refused = outcomes
         .iter()
         .filter(|o| matches!(o, Seen::Answer(a) if a.starts_with("HTTP/1.1 503") && a.contains("overloaded")))
