@@ -54,6 +54,8 @@ pub struct Metrics {
     log_entries_held: Gauge,
     carts_open: Gauge,
     carts_abandoned: Gauge,
+    orders: Gauge,
+    storage_memory: Gauge,
 }
 
 impl Default for Metrics {
@@ -82,6 +84,14 @@ impl Metrics {
         let log_entries_held = Gauge::default();
         let carts_open = Gauge::default();
         let carts_abandoned = Gauge::default();
+        let orders = Gauge::default();
+        let storage_memory = Gauge::default();
+        registry.register("orders", "Orders held, every status", orders.clone());
+        registry.register(
+            "storage_memory_bytes",
+            "Memory the storage backend holds: RocksDB's memtables and block cache",
+            storage_memory.clone(),
+        );
         registry.register(
             "engine_log_bytes",
             "Bytes of log payload written: everything the synced writes carry",
@@ -172,6 +182,8 @@ impl Metrics {
             log_entries_held,
             carts_open,
             carts_abandoned,
+            orders,
+            storage_memory,
         }
     }
 
@@ -225,6 +237,8 @@ impl Metrics {
         self.log_entries_held.set(held as i64);
         self.carts_open.set(engine.state().open_cart_count() as i64);
         self.carts_abandoned.set(engine.state().carts_abandoned() as i64);
+        self.orders.set(engine.state().order_count() as i64);
+        self.storage_memory.set(engine.storage_memory_bytes().unwrap_or(0) as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -169,4 +169,8 @@ impl Backend for FaultyBackend {
     fn checkpoint(&self, to: &Path) -> Result<()> {
         self.inner.checkpoint(to)
     }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        self.inner.memory_bytes()
+    }
 }

@@ -99,6 +99,10 @@ pub trait Backend: Send + Sync + 'static {
     fn last(&self, cf: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Writes a consistent copy of the whole store into `to`, which must not exist.
     fn checkpoint(&self, to: &Path) -> Result<()>;
+    /// Memory the backend holds for its own buffers and caches, when it can tell.
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An open store: a backend plus the log and format conventions on top of it.
@@ -251,6 +255,12 @@ impl Store {
             false
         })?;
         first.transpose().map(|r| r.map(|record| record.lsn))
+    }
+
+    /// Memory the backend holds for its own buffers and caches (RocksDB: memtables and
+    /// the block cache), when it can tell.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.backend.memory_bytes()
     }
 
     /// Writes a consistent copy of the store into `to` (which must not exist yet); the

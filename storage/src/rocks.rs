@@ -2,13 +2,29 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
+    WriteOptions, DB,
+};
 
 use crate::batch::Op;
 use crate::{Backend, Result, StorageError, WriteBatch};
 
+/// Memtables of every column family together, at most: past it RocksDB flushes the
+/// largest. Without a total, each of the engine's column families could hold two
+/// memtables of 64 MiB and a long run under load would grow by gigabytes before any
+/// flush.
+const MEMTABLES_BYTES_MAX: usize = 256 << 20;
+/// One memtable of one column family.
+const MEMTABLE_BYTES: usize = 32 << 20;
+/// The block cache, shared by every column family (reads are served from the engine's
+/// memory; the cache serves recovery and the log readers).
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
 pub(crate) struct RocksBackend {
     db: DB,
+    cache: Cache,
+    names: Vec<String>,
 }
 
 fn err(e: rocksdb::Error) -> StorageError {
@@ -21,10 +37,16 @@ impl RocksBackend {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
-        // Entity rows are small and written in large synced batches: a bigger memtable
-        // means fewer flushes competing with the commit path for the two cores.
-        opts.set_write_buffer_size(64 << 20);
+        // Bounded memory: a total for the memtables of every column family, and one
+        // block cache for all. Within the total a memtable is large, so flushes compete
+        // less with the commit path for the two cores.
+        opts.set_db_write_buffer_size(MEMTABLES_BYTES_MAX);
+        opts.set_write_buffer_size(MEMTABLE_BYTES);
         opts.set_max_write_buffer_number(4);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        opts.set_block_based_table_factory(&table);
         opts.set_keep_log_file_num(4);
         // Writes come from few threads (the engine's committer, its materializer, rare
         // meta writes) and RocksDB queues them: the single-writer memtable insert path is
@@ -47,12 +69,14 @@ impl RocksBackend {
                 }
             }
         }
+        // Every column family with the same options: the memtable sizes and the shared
+        // cache apply to each.
         let descriptors = names
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()))
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, opts.clone()))
             .collect::<Vec<_>>();
         let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(err)?;
-        Ok(RocksBackend { db })
+        Ok(RocksBackend { db, cache, names })
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
@@ -61,6 +85,18 @@ impl RocksBackend {
 }
 
 impl Backend for RocksBackend {
+    fn memory_bytes(&self) -> Option<u64> {
+        let memtables: u64 = self
+            .names
+            .iter()
+            .filter_map(|name| self.db.cf_handle(name))
+            .filter_map(|cf| {
+                self.db.property_int_value_cf(&cf, "rocksdb.cur-size-all-mem-tables").ok()?
+            })
+            .sum();
+        Some(memtables + self.cache.get_usage() as u64)
+    }
+
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
         let mut wb = rocksdb::WriteBatch::default();
         for op in &batch.ops {
