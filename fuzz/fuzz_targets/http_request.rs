@@ -3,12 +3,14 @@
 //! keeps answering. One server per process, on a temporary directory with a catalog.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use emporium_server::config::Config;
 use emporium_server::server::RunningServer;
 
 struct Target {
@@ -21,14 +23,7 @@ fn target() -> &'static Target {
     static TARGET: OnceLock<Target> = OnceLock::new();
     TARGET.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            demo: true,
-            password_hash_kib: 64,
-            rate_limits: false,
-            ..Config::default()
-        };
+        let config = common::config(&dir);
         let server = RunningServer::start(config).expect("the server starts");
         Target { addr: server.addr(), _server: server, _dir: dir }
     })

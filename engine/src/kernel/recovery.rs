@@ -41,6 +41,31 @@ pub(crate) fn recover(store: &Store) -> Result<Recovered> {
     Ok(Recovered { materialized_lsn: state.last_lsn().0, state, replayed, first_log_lsn })
 }
 
+/// Loads stored rows — `(table, bytes)` pairs, as an open reads them from a data
+/// directory — into a fresh state and checks that state as an open does. An unknown
+/// table, a row that does not decode and rows that disagree with each other (a
+/// reservation without its order) are errors; nothing panics. For tools that inspect
+/// rows, and the row decoders' fuzz target.
+pub fn check_rows<'a>(rows: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result<()> {
+    let state = State::new();
+    for (name, bytes) in rows {
+        let table =
+            DOMAINS.iter().flat_map(|d| d.tables.iter()).find(|t| t.name == name).ok_or_else(
+                || EngineError::IncompatibleData(format!("no table is named {name}")),
+            )?;
+        (table.load)(&state, bytes)?;
+    }
+    for verify in DOMAINS.iter().filter_map(|d| d.verify) {
+        verify(&state)?;
+    }
+    Ok(())
+}
+
+/// The names of every table (a column family each), in the order an open loads them.
+pub fn table_names() -> Vec<&'static str> {
+    codec::entity_cfs()
+}
+
 /// Applies every log entry after `materialized`, then writes the rows it changed with
 /// the new materialized LSN, so the next open starts from there.
 fn replay_tail(store: &Store, state: &State, materialized: u64, first: Option<u64>) -> Result<u64> {
