@@ -54,6 +54,7 @@ impl App {
         let mut engine_config = EngineConfig::new(&config.data_dir);
         engine_config.limits.reservation_ttl_ms =
             (config.reservation_ttl_s as i64).saturating_mul(1000);
+        engine_config.limits.cart_ttl_ms = (config.cart_ttl_s as i64).saturating_mul(1000);
         engine_config.queue_commands_max = config.queue_commands_max;
         #[cfg(feature = "faults")]
         {

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// How long an unpaid order holds its stock, in seconds.
     #[arg(long, env = "EMPORIUM_RESERVATION_TTL_S")]
     pub reservation_ttl_s: Option<u64>,
+    /// How long an open cart may go unchanged before it is dropped and counted as
+    /// abandoned, in seconds.
+    #[arg(long, env = "EMPORIUM_CART_TTL_S")]
+    pub cart_ttl_s: Option<u64>,
     /// Access token lifetime, in seconds.
     #[arg(long, env = "EMPORIUM_ACCESS_TOKEN_TTL_S")]
     pub access_token_ttl_s: Option<u64>,
@@ -109,6 +113,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     body_bytes_max: Option<usize>,
     reservation_ttl_s: Option<u64>,
+    cart_ttl_s: Option<u64>,
     access_token_ttl_s: Option<u64>,
     refresh_token_ttl_s: Option<u64>,
     signing_keys: Option<Vec<String>>,
@@ -154,6 +159,8 @@ pub struct Config {
     pub body_bytes_max: usize,
     /// Unpaid orders' reservation time.
     pub reservation_ttl_s: u64,
+    /// How long an open cart may go unchanged before it is dropped as abandoned.
+    pub cart_ttl_s: u64,
     /// Access token lifetime.
     pub access_token_ttl_s: u64,
     /// Refresh token lifetime.
@@ -200,6 +207,7 @@ impl Default for Config {
             tls: None,
             body_bytes_max: 1 << 20,
             reservation_ttl_s: 15 * 60,
+            cart_ttl_s: 30 * 24 * 3600,
             access_token_ttl_s: 15 * 60,
             refresh_token_ttl_s: 30 * 24 * 3600,
             signing_keys: Vec::new(),
@@ -251,6 +259,7 @@ impl Config {
             tls,
             body_bytes_max: pick!(body_bytes_max).unwrap_or(d.body_bytes_max),
             reservation_ttl_s: pick!(reservation_ttl_s).unwrap_or(d.reservation_ttl_s),
+            cart_ttl_s: pick!(cart_ttl_s).unwrap_or(d.cart_ttl_s),
             access_token_ttl_s: pick!(access_token_ttl_s).unwrap_or(d.access_token_ttl_s),
             refresh_token_ttl_s: pick!(refresh_token_ttl_s).unwrap_or(d.refresh_token_ttl_s),
             signing_keys: pick!(signing_keys).unwrap_or_default(),
@@ -291,6 +300,7 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.body_bytes_max >= 1024, "body_bytes_max must be at least 1024");
         anyhow::ensure!(self.reservation_ttl_s >= 1, "reservation_ttl_s must be at least 1");
+        anyhow::ensure!(self.cart_ttl_s >= 1, "cart_ttl_s must be at least 1");
         anyhow::ensure!(self.access_token_ttl_s >= 1, "access_token_ttl_s must be at least 1");
         anyhow::ensure!(self.refresh_token_ttl_s >= 1, "refresh_token_ttl_s must be at least 1");
         anyhow::ensure!(

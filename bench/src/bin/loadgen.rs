@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use emporium_bench::loadgen::report::{self, Results};
+use emporium_bench::loadgen::soak::{self, SoakPlan};
 use emporium_bench::loadgen::stats::Point;
 use emporium_bench::loadgen::suite::{self, EmporiumTarget, Settings};
 
@@ -32,6 +33,8 @@ enum Command {
     Run(RunArgs),
     /// Writes the charts and the report section of BENCHMARKS.md from the result files.
     Report(ReportArgs),
+    /// Holds the storefront at a share of saturation for a long run (see scripts/soak).
+    Soak(SoakArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -141,6 +144,49 @@ struct ReportArgs {
     context: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// Emporium's address.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// The server's process id (its resident memory is sampled).
+    #[arg(long)]
+    server_pid: u32,
+    /// Emporium admin email.
+    #[arg(long, env = "EMPORIUM_ADMIN_EMAIL", default_value = "admin@example.com")]
+    admin_email: String,
+    /// Emporium admin password.
+    #[arg(long, env = "EMPORIUM_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: String,
+    /// Minutes under load.
+    #[arg(long, default_value_t = 30.0)]
+    minutes: f64,
+    /// Minutes of warm-up at the start of the run, after which memory must stay put.
+    #[arg(long, default_value_t = 5.0)]
+    warmup_minutes: f64,
+    /// The offered rate as a share of the measured saturation.
+    #[arg(long, default_value_t = 0.7)]
+    share: f64,
+    /// The share of checkouts left unpaid (their reservations expire).
+    #[arg(long, default_value_t = 0.3)]
+    unpaid_share: f64,
+    /// The server's reservation time to live, in seconds (waited out at the end).
+    #[arg(long)]
+    reservation_ttl_s: u64,
+    /// Units added to every SKU before the run.
+    #[arg(long, default_value_t = 100_000)]
+    restock: u64,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 10.0)]
+    sample_s: f64,
+    /// Connections of the open loop.
+    #[arg(long, default_value_t = 256)]
+    clients: usize,
+    /// Where the report (JSON) goes.
+    #[arg(long, default_value = "bench/results/soak.json")]
+    output: PathBuf,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -149,6 +195,10 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run(args))
         }
         Command::Report(args) => write_report(&args),
+        Command::Soak(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(soak(args))
+        }
     }
 }
 
@@ -211,6 +261,54 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!("wrote {}", path.display());
     if failed > 0 {
         bail!("{failed} runs failed their correctness checks");
+    }
+    Ok(())
+}
+
+async fn soak(args: SoakArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let plan = SoakPlan {
+        addr: args.addr,
+        server_pid: args.server_pid,
+        email: args.admin_email,
+        password: args.admin_password,
+        duration: Duration::from_secs_f64(args.minutes * 60.0),
+        warmup: Duration::from_secs_f64(args.warmup_minutes * 60.0),
+        share: args.share,
+        saturation_clients: 64,
+        saturation_window: Duration::from_secs(20),
+        clients: args.clients,
+        unpaid_share: args.unpaid_share,
+        reservation_ttl: Duration::from_secs(args.reservation_ttl_s),
+        restock: args.restock,
+        sample_every: Duration::from_secs_f64(args.sample_s),
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = soak::soak(&plan).await?;
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.output, serde_json::to_vec_pretty(&report)?)?;
+    println!(
+        "soak: {:.1} min at {:.0}/s ({:.0}% of the measured {:.0}/s): {} interactions, \
+         {:.0}/s answered, p50 {} µs, p99 {} µs, p99.9 {} µs",
+        args.minutes,
+        report.offered,
+        args.share * 100.0,
+        report.saturation,
+        report.interactions,
+        report.achieved,
+        report.latency.p50_us,
+        report.latency.p99_us,
+        report.latency.p999_us
+    );
+    for assertion in &report.assertions {
+        let verdict = if assertion.holds { "PASS" } else { "FAIL" };
+        println!("soak: {verdict} {}: {}", assertion.what, assertion.detail);
+    }
+    println!("soak: report in {}", args.output.display());
+    if !report.passed() {
+        bail!("the soak failed a check");
     }
     Ok(())
 }

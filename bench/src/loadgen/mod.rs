@@ -10,6 +10,8 @@
 //! - [`workloads`] holds what one client does per transaction, [`suite`] the measured
 //!   sequences (concurrency sweeps, sell-out rounds) and their post-run checks, and
 //!   [`report`] turns the results into the tables and charts of `BENCHMARKS.md`.
+//! - [`soak`] holds the storefront at a share of saturation for a long run and checks
+//!   memory, errors and stock at the end (`scripts/soak`, figures in `RELIABILITY.md`).
 //!
 //! The generator never starts or stops servers: `scripts/bench` and
 //! `scripts/baselines` do, one server under load at a time.
@@ -21,6 +23,7 @@ pub mod driver;
 pub mod emporium;
 pub mod http;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod suite;
 pub mod workloads;

@@ -773,6 +773,8 @@ pub async fn storefront_emporium(
             search,
             skipped_search: Default::default(),
             skipped_order_status: Default::default(),
+            unpaid_share: 0.0,
+            sales: None,
         });
         let plan = labels.plan(settings, mode);
         let (mut point, workload) = measure(&labels, workload, &plan, settings).await?;

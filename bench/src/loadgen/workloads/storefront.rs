@@ -23,8 +23,10 @@
 //! order yet is skipped and redrawn. A cart that reaches [`CART_LINES_MAX`] lines is
 //! abandoned for a new one.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 
@@ -83,6 +85,7 @@ pub fn draw(rng: &mut impl Rng) -> Shop {
 }
 
 /// What the shoppers browse.
+#[derive(Clone)]
 pub struct Catalog {
     /// Product ids.
     pub products: Vec<String>,
@@ -125,6 +128,53 @@ pub struct Storefront {
     pub skipped_search: AtomicU64,
     /// Draws of order status before the shopper had an order.
     pub skipped_order_status: AtomicU64,
+    /// The share of checkouts left unpaid, so their reservations expire (0 in the
+    /// benchmark; the soak leaves some).
+    pub unpaid_share: f64,
+    /// Where paid units and unpaid orders are booked, when the run checks stock after.
+    pub sales: Option<Arc<Sales>>,
+}
+
+/// What the shoppers bought, for the stock check after a run: units paid per SKU, the
+/// orders left unpaid, and payments whose answer never came.
+pub struct Sales {
+    index: HashMap<String, usize>,
+    /// Units paid for, per SKU (in the order of [`Catalog::skus`]).
+    pub paid: Vec<AtomicU64>,
+    /// Orders checked out and left unpaid (the first [`UNPAID_KEPT`]).
+    pub unpaid: Mutex<Vec<String>>,
+    /// Payments sent without an answer: paid or not, nobody knows.
+    pub unknown: AtomicU64,
+}
+
+/// Unpaid orders kept for the check after a run, at most.
+pub const UNPAID_KEPT: usize = 100_000;
+
+impl Sales {
+    /// An empty ledger over `skus`.
+    pub fn new(skus: &[String]) -> Sales {
+        Sales {
+            index: skus.iter().enumerate().map(|(i, sku)| (sku.clone(), i)).collect(),
+            paid: skus.iter().map(|_| AtomicU64::new(0)).collect(),
+            unpaid: Mutex::new(Vec::new()),
+            unknown: AtomicU64::new(0),
+        }
+    }
+
+    fn paid(&self, order: &Order) {
+        for line in &order.items {
+            if let Some(&i) = self.index.get(&line.sku) {
+                self.paid[i].fetch_add(u64::from(line.quantity), Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn unpaid(&self, order: &Order) {
+        let mut unpaid = self.unpaid.lock().expect("the ledger lock is never poisoned");
+        if unpaid.len() < UNPAID_KEPT {
+            unpaid.push(order.id.clone());
+        }
+    }
 }
 
 /// A shopper.
@@ -296,14 +346,35 @@ impl Storefront {
                 .await?;
         verdict = worse(verdict, checkout);
         let Some(order) = order else { return Ok(verdict) };
+        if self.unpaid_share > 0.0 && cx.rng.random_bool(self.unpaid_share.min(1.0)) {
+            if let Some(sales) = &self.sales {
+                sales.unpaid(&order);
+            }
+            s.order = Some(order.id);
+            return Ok(verdict);
+        }
         let path = format!("/v1/orders/{}/payments", order.id);
         let headers = [idempotency(&format!("sf-pay-{}", order.id))];
         let req = Req::post(&path, r#"{"method":"test_card","token":"tok_visa"}"#).with(&headers);
-        let (receipt, paid) =
-            call::<Receipt>(&mut s.http.conn, &mut cx.rec, "payment", req, 201, &[]).await?;
+        let answer = call::<Receipt>(&mut s.http.conn, &mut cx.rec, "payment", req, 201, &[]).await;
+        let (receipt, paid) = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                if let Some(sales) = &self.sales {
+                    sales.unknown.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(error);
+            }
+        };
         let paid = match receipt {
             Some(r) if r.order.status != "paid" => Verdict::Malformed,
-            _ => paid,
+            Some(r) => {
+                if let Some(sales) = &self.sales {
+                    sales.paid(&r.order);
+                }
+                paid
+            }
+            None => paid,
         };
         s.order = Some(order.id);
         Ok(worse(verdict, paid))
