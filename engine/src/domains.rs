@@ -70,6 +70,7 @@ domains! {
     payments: Payments(crate::payments::PaymentEvent),
     accounts: Accounts(crate::accounts::AccountEvent),
     idempotency: Idempotency(crate::idempotency::IdempotencyEvent),
+    flash_sales: FlashSales(crate::flash_sales::FlashSaleEvent),
 }
 
 impl State {
@@ -123,7 +124,7 @@ mod tests {
         }
         assert_eq!(
             counters,
-            ["cart", "cart_abandoned", "category", "customer", "order", "product"]
+            ["cart", "cart_abandoned", "category", "customer", "flash_sale", "order", "product"]
         );
     }
 }

@@ -69,6 +69,8 @@ pub enum EntityKind {
     Order,
     /// A customer or staff account.
     Customer,
+    /// A flash sale.
+    FlashSale,
 }
 
 impl fmt::Display for EntityKind {
@@ -80,6 +82,7 @@ impl fmt::Display for EntityKind {
             EntityKind::Cart => "cart",
             EntityKind::Order => "order",
             EntityKind::Customer => "customer",
+            EntityKind::FlashSale => "flash sale",
         })
     }
 }
@@ -116,6 +119,23 @@ pub enum EngineError {
     /// The payment provider declined the payment; the order is unchanged.
     #[error("payment declined: {0}")]
     PaymentDeclined(String),
+    /// A flash sale has fewer units left than a purchase asks for.
+    #[error("the flash sale has {remaining} units left")]
+    SoldOut {
+        /// Units left in the sale.
+        remaining: u32,
+    },
+    /// A flash sale is not selling: before its start, after its end, or cancelled.
+    #[error("the flash sale is not live: {0}")]
+    SaleNotLive(String),
+    /// A purchase would take a customer past the sale's per-customer limit.
+    #[error("the purchase exceeds the limit of {limit} units per customer ({held} held)")]
+    PurchaseLimitExceeded {
+        /// The sale's limit.
+        limit: u32,
+        /// Units the customer holds in pending and paid orders of the sale.
+        held: u32,
+    },
     /// The idempotency key was used before for a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,

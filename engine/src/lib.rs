@@ -86,6 +86,7 @@ mod catalog;
 mod clock;
 mod domains;
 mod error;
+mod flash_sales;
 mod idempotency;
 mod inventory;
 mod kernel;
@@ -103,6 +104,7 @@ pub use emporium_storage::BackendKind;
 #[cfg(feature = "faults")]
 pub use emporium_storage::{DiskFaults, ReadFault, WriteFault};
 pub use error::{EngineError, EntityKind, FieldError, Result, Shortfall};
+pub use flash_sales::*;
 pub use idempotency::*;
 pub use inventory::*;
 pub use kernel::codec::{decode_log, ENGINE_FORMAT_VERSION};

@@ -228,6 +228,10 @@ id_type!(
     CustomerId, "cus_"
 );
 id_type!(
+    /// A flash sale's id (`fsale_…`).
+    FlashSaleId, "fsale_"
+);
+id_type!(
     /// A payment's id (`pay_…`), 128 random bits.
     PaymentId, "pay_"
 );

@@ -35,6 +35,8 @@ pub struct App {
     pub in_flight: Mutex<std::collections::HashSet<String>>,
     /// Whether recovery finished and the server takes requests.
     pub ready: std::sync::atomic::AtomicBool,
+    /// The live feed of flash sales (`GET /v1/flash-sales/{id}/stream`).
+    pub feed: crate::feed::SaleFeed,
 }
 
 /// Seconds since the Unix epoch.
@@ -72,6 +74,7 @@ impl App {
             writes: Semaphore::new(config.writes_concurrency_max),
             in_flight: Mutex::new(Default::default()),
             ready: false.into(),
+            feed: crate::feed::SaleFeed::start(engine.clone()),
             keys: RwLock::new(keys),
             engine,
             config,

@@ -171,6 +171,8 @@ pub struct Out {
     pub replayed: bool,
     /// `WWW-Authenticate`, for a 401 that is not a problem (the token endpoint's).
     pub www_authenticate: Option<&'static str>,
+    /// A streamed body (Server-Sent Events) instead of `body`.
+    pub stream: Option<Body>,
 }
 
 impl Out {
@@ -206,7 +208,13 @@ impl Out {
             content_type: "application/json",
             replayed: false,
             www_authenticate: None,
+            stream: None,
         }
+    }
+
+    /// 200 with a streamed body of `content_type`, never cached.
+    pub fn stream(content_type: &'static str, body: Body) -> Out {
+        Out { content_type, stream: Some(body), ..Out::status(200) }
     }
 
     /// With the ETag of a resource at `version`: the version and a hash of the
@@ -231,7 +239,13 @@ impl Out {
     }
 }
 
-type Body = Full<Bytes>;
+/// A response body: whole (every JSON answer) or streamed (Server-Sent Events).
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 /// Handles one HTTP request; never fails.
 pub async fn serve(
@@ -468,6 +482,10 @@ fn out_response(out: Out, if_none_match: Option<&HeaderValue>) -> Response<Body>
     if let Some(challenge) = out.www_authenticate {
         builder = builder.header(header::WWW_AUTHENTICATE, challenge);
     }
+    if let Some(stream) = out.stream {
+        builder = builder.header(header::CONTENT_TYPE, out.content_type);
+        return builder.body(stream).expect("valid response parts");
+    }
     let body = match (not_modified, out.body) {
         (false, Some(body)) => {
             builder = builder.header(header::CONTENT_TYPE, out.content_type);
@@ -475,7 +493,7 @@ fn out_response(out: Out, if_none_match: Option<&HeaderValue>) -> Response<Body>
         }
         _ => Bytes::new(),
     };
-    builder.body(Full::new(body)).expect("valid response parts")
+    builder.body(full(body)).expect("valid response parts")
 }
 
 /// A problem+json response.
@@ -494,7 +512,7 @@ pub fn problem_response(problem: &Problem, request_id: &str) -> Response<Body> {
     if problem.status == 401 {
         builder = builder.header(header::WWW_AUTHENTICATE, "Bearer realm=\"emporium\"");
     }
-    builder.body(Full::new(Bytes::from(body))).expect("valid response parts")
+    builder.body(full(body)).expect("valid response parts")
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod feed;
 pub mod handlers;
 pub mod http;
 pub mod metrics;

@@ -6,7 +6,9 @@ use std::sync::LazyLock;
 
 use serde_json::{json, Map, Value};
 
-use emporium_engine::{MONEY_AMOUNT_MAX, ON_HAND_MAX};
+use emporium_engine::{
+    FLASH_SALE_QUANTITY_MAX, FLASH_SALE_RESERVATION_TTL_MAX_MS, MONEY_AMOUNT_MAX, ON_HAND_MAX,
+};
 
 use crate::routes::{BodyKind, ROUTES};
 
@@ -94,6 +96,10 @@ fn operation(route: &crate::routes::Route) -> Value {
         (_, "metrics") => {
             json!({"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}})
         }
+        (_, "stream_flash_sale") => {
+            json!({"description": "An event stream: `sale` (the sale as GET answers it), then `remaining` and a final `status` (each {status, remaining, reserved, sold})",
+                   "content": {"text/event-stream": {"schema": {"type": "string"}}}})
+        }
         (_, "openapi") => {
             json!({"description": "This document", "content": {"application/json": {"schema": {"type": "object"}}}})
         }
@@ -148,6 +154,14 @@ fn query_parameters(operation: &str) -> Vec<Value> {
             cursor,
         ],
         "list_my_orders" => vec![query("status", json!({"type": "string"})), limit, cursor],
+        "list_flash_sales" => vec![
+            query(
+                "status",
+                json!({"type": "string", "enum": ["scheduled", "live", "sold_out", "ended", "cancelled"]}),
+            ),
+            limit,
+            cursor,
+        ],
         _ => vec![],
     }
 }
@@ -164,7 +178,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Emporium",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The Emporium commerce engine's HTTP API. Errors are application/problem+json (RFC 9457) except the OAuth token endpoint's (RFC 6749 section 5.2). Lists take limit (1-100, default 20) and cursor. Catalog GETs carry ETags and honour If-None-Match; PATCH, PUT and DELETE honour If-Match."
+            "description": "The Emporium commerce engine's HTTP API. Errors are application/problem+json (RFC 9457) except the OAuth token endpoint's (RFC 6749 section 5.2). Lists take limit (1-100, default 20) and cursor. Catalog GETs carry ETags and honour If-None-Match; PATCH, PUT and DELETE honour If-Match. Flash sales: a sale's status is computed when it is read (scheduled before starts_at, live inside the window, sold_out inside it with nothing left, ended at or after ends_at, cancelled); remaining + reserved + sold = quantity, and after the end remaining counts the units returned to normal stock. A purchase is open to customer accounts only (staff, admins and API clients get 403), takes an optional body (one unit by default), and its sold_out and sale_not_live refusals write nothing; an order of a sale that expires or is cancelled gives its units back to the sale while it runs, to normal stock after."
         },
         "paths": Value::Object(paths),
         "components": {
@@ -317,6 +331,18 @@ fn schemas() -> Value {
                    "shipping_address": {"oneOf": [reference("Address"), {"type": "null"}]},
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
         "OrderList": list_of("Order"),
+        "NewFlashSale": object(&["sku", "price", "quantity", "per_customer_limit", "starts_at", "ends_at"],
+            json!({"sku": sku(), "price": reference("Money"), "quantity": {"type": "integer", "minimum": 1, "maximum": FLASH_SALE_QUANTITY_MAX},
+                   "per_customer_limit": {"type": "integer", "minimum": 1}, "starts_at": timestamp(), "ends_at": timestamp(),
+                   "reservation_ttl_s": {"type": "integer", "minimum": 1, "maximum": FLASH_SALE_RESERVATION_TTL_MAX_MS / 1000}})),
+        "FlashSale": object(&["id", "sku", "product_id", "title", "price", "quantity", "per_customer_limit", "starts_at", "ends_at", "reservation_ttl_s", "status", "remaining", "reserved", "sold", "created_at", "updated_at", "version"],
+            json!({"id": string(), "sku": string(), "product_id": string(), "title": string(), "price": reference("Money"),
+                   "quantity": {"type": "integer"}, "per_customer_limit": {"type": "integer"}, "starts_at": timestamp(), "ends_at": timestamp(),
+                   "reservation_ttl_s": {"type": "integer"}, "status": {"type": "string", "enum": ["scheduled", "live", "sold_out", "ended", "cancelled"]},
+                   "remaining": {"type": "integer"}, "reserved": {"type": "integer"}, "sold": {"type": "integer"},
+                   "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
+        "FlashSaleList": list_of("FlashSale"),
+        "FlashSalePurchase": object(&[], json!({"quantity": {"type": "integer", "minimum": 1, "default": 1}})),
     })
 }
 

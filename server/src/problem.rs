@@ -145,6 +145,21 @@ impl From<EngineError> for Problem {
             EngineError::InvalidState(detail) => {
                 Problem::new(409, "invalid_state", "Invalid state", detail)
             }
+            EngineError::SoldOut { remaining } => Problem::new(
+                409,
+                "sold_out",
+                "Sold out",
+                format!("the flash sale has {remaining} units left"),
+            ),
+            EngineError::SaleNotLive(detail) => {
+                Problem::new(409, "sale_not_live", "Sale not live", detail)
+            }
+            error @ EngineError::PurchaseLimitExceeded { .. } => Problem::new(
+                409,
+                "purchase_limit_exceeded",
+                "Purchase limit exceeded",
+                error.to_string(),
+            ),
             EngineError::Conflict(detail) => Problem::new(409, "conflict", "Conflict", detail),
             EngineError::EmptyCart => {
                 Problem::new(422, "empty_cart", "Empty cart", "the cart has no items to check out")

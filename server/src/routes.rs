@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use http::Method;
 
-use crate::handlers::{accounts, carts, catalog, inventory, ops, orders};
+use crate::handlers::{accounts, carts, catalog, flash_sales, inventory, ops, orders};
 use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::ratelimit::Class;
@@ -120,6 +120,12 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(POST "/v1/orders/{id}/payments", "pay_order", "Pay with the test provider", orders::pay, Write, Json, 201, "its owner, anyone for a guest order, orders:write", Some("PaymentRequest"), Some("Payment"), &[402, 403, 404, 409, 422], Some(true)),
         route!(POST "/v1/orders/{id}/cancel", "cancel_order", "Cancel a pending order, releasing its stock", orders::cancel, Write, OptionalJson, 200, "its owner, anyone for a guest order, orders:write", None, Some("Order"), &[403, 404, 409, 412], Some(false)),
         route!(POST "/v1/orders/{id}/fulfillments", "fulfil_order", "Mark a paid order fulfilled", orders::fulfil, Write, OptionalJson, 200, "orders:write", None, Some("Order"), &[401, 403, 404, 409], Some(false)),
+        route!(POST "/v1/flash-sales", "create_flash_sale", "Create a flash sale, carving its units out of the SKU's stock", flash_sales::create, Write, Json, 201, "catalog:write", Some("NewFlashSale"), Some("FlashSale"), &[401, 403, 409, 422], Some(false)),
+        route!(GET "/v1/flash-sales", "list_flash_sales", "List flash sales", flash_sales::list, Read, None, 200, "anyone", None, Some("FlashSaleList"), &[], None),
+        route!(GET "/v1/flash-sales/{id}", "get_flash_sale", "A flash sale with its units remaining, reserved and sold", flash_sales::get, Read, None, 200, "anyone", None, Some("FlashSale"), &[404], None),
+        route!(GET "/v1/flash-sales/{id}/stream", "stream_flash_sale", "Server-Sent Events: the sale at once, then its counts as they change (at most every 100 ms, at least every second while open), a final status", flash_sales::stream, Read, None, 200, "anyone", None, None, &[404], None),
+        route!(POST "/v1/flash-sales/{id}/cancel", "cancel_flash_sale", "Cancel a flash sale; the units not taken go back to stock", flash_sales::cancel, Write, OptionalJson, 200, "catalog:write", None, Some("FlashSale"), &[401, 403, 404, 409], Some(false)),
+        route!(POST "/v1/flash-sales/{id}/purchases", "purchase_flash_sale", "Buy units of a live flash sale: a pending order at the sale price", flash_sales::purchase, Write, OptionalJson, 201, "signed-in customers", Some("FlashSalePurchase"), Some("Order"), &[401, 403, 404, 409, 422], Some(true)),
         route!(GET "/v1/admin/replication", "get_replication", "Replication status", ops::replication, Read, None, 200, "ops:admin", None, Some("Replication"), &[401, 403], None),
         route!(POST "/v1/admin/checkpoints", "create_checkpoint", "Write a consistent on-disk checkpoint", ops::checkpoint, Write, OptionalJson, 201, "ops:admin", None, Some("Checkpoint"), &[401, 403], Some(false)),
     ]

@@ -85,6 +85,9 @@ struct Activity {
     requests: AtomicU64,
     /// When the last request finished, in milliseconds after `opened`.
     last_ms: AtomicU64,
+    /// When a request in flight last made progress (began, or sent a piece of its
+    /// body), in milliseconds after `opened`.
+    progress_ms: AtomicU64,
 }
 
 /// A request in flight on a connection.
@@ -97,31 +100,72 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(0),
         })
     }
 
+    fn progressed(&self) {
+        let elapsed = self.opened.elapsed().as_millis() as u64;
+        self.progress_ms.fetch_max(elapsed, Ordering::AcqRel);
+    }
+
     fn begin(self: &Arc<Activity>) -> Busy {
+        self.progressed();
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
 
     /// Returns when the connection has been silent too long: no whole request head
-    /// within `head` of opening, or idle for `idle` after its last request.
+    /// within `head` of opening, idle for `idle` after its last request, or a request
+    /// in flight that made no progress for `idle` (a response, such as an event
+    /// stream, that the client stopped reading).
     async fn expired(&self, head: Duration, idle: Duration) {
+        let at = |ms: &AtomicU64| self.opened + Duration::from_millis(ms.load(Ordering::Acquire));
         loop {
             let deadline = if self.in_flight.load(Ordering::Acquire) > 0 {
-                Instant::now() + idle.min(head)
+                at(&self.progress_ms) + idle
             } else if self.requests.load(Ordering::Acquire) == 0 {
                 self.opened + head
             } else {
-                self.opened + Duration::from_millis(self.last_ms.load(Ordering::Acquire)) + idle
+                at(&self.last_ms) + idle
             };
-            if Instant::now() >= deadline && self.in_flight.load(Ordering::Acquire) == 0 {
+            if Instant::now() >= deadline {
                 return;
             }
             tokio::time::sleep_until(deadline.into()).await;
         }
+    }
+}
+
+/// A response body that keeps its connection counted busy until it is sent in full: a
+/// stream of events is not an idle connection.
+struct Guarded {
+    body: crate::http::Body,
+    busy: Busy,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if frame.is_ready() {
+            self.busy.0.progressed();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -250,8 +294,7 @@ impl Server {
                     let app = app.clone();
                     async move {
                         let answer = crate::http::serve(app, request, peer.ip()).await;
-                        drop(busy);
-                        answer
+                        answer.map(|response| response.map(|body| Guarded { body, busy }))
                     }
                 })
             };

@@ -30,6 +30,16 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// An RFC 3339 timestamp (`2026-11-27T09:00:00Z`, any offset, any fraction) as
+/// milliseconds since the epoch.
+pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
+    use time::format_description::well_known::Rfc3339;
+    let parsed = time::OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| format!("must be an RFC 3339 timestamp such as 2026-11-27T09:00:00Z ({e})"))?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| "is out of range".to_string())
+}
+
 /// `{"amount": 1999, "currency": "USD"}`.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +48,12 @@ pub struct MoneyJson {
     pub amount: i64,
     /// ISO 4217 code.
     pub currency: String,
+}
+
+impl From<MoneyJson> for MoneyInput {
+    fn from(money: MoneyJson) -> MoneyInput {
+        MoneyInput { amount: money.amount, currency: money.currency }
+    }
 }
 
 impl From<Money> for MoneyJson {
@@ -593,5 +609,91 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
+
+/// A new flash sale.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewFlashSaleJson {
+    /// The SKU.
+    pub sku: String,
+    /// The sale price.
+    pub price: MoneyJson,
+    /// Units allocated.
+    pub quantity: i64,
+    /// Units per customer.
+    pub per_customer_limit: i64,
+    /// RFC 3339.
+    pub starts_at: String,
+    /// RFC 3339.
+    pub ends_at: String,
+    /// Seconds a purchase holds its units unpaid.
+    pub reservation_ttl_s: Option<i64>,
+}
+
+/// A purchase in a flash sale.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseJson {
+    /// Units (1 when absent).
+    #[serde(default = "one")]
+    pub quantity: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl Default for PurchaseJson {
+    fn default() -> PurchaseJson {
+        PurchaseJson { quantity: 1 }
+    }
+}
+
+/// A flash sale, with its status at the time of the answer.
+#[derive(Serialize)]
+pub struct FlashSaleView<'a> {
+    id: &'a str,
+    sku: &'a str,
+    product_id: &'a str,
+    title: &'a str,
+    price: MoneyJson,
+    quantity: u32,
+    per_customer_limit: u32,
+    starts_at: String,
+    ends_at: String,
+    reservation_ttl_s: i64,
+    status: &'static str,
+    remaining: u32,
+    reserved: u32,
+    sold: u32,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl<'a> FlashSaleView<'a> {
+    /// The view of `sale` at `now`.
+    pub fn new(sale: &'a FlashSale, now: i64) -> FlashSaleView<'a> {
+        FlashSaleView {
+            id: sale.id.as_str(),
+            sku: sale.sku.as_str(),
+            product_id: sale.product_id.as_str(),
+            title: &sale.title,
+            price: sale.price.into(),
+            quantity: sale.quantity,
+            per_customer_limit: sale.per_customer_limit,
+            starts_at: rfc3339(sale.starts_at),
+            ends_at: rfc3339(sale.ends_at),
+            reservation_ttl_s: sale.reservation_ttl_ms.div_euclid(1000).max(1),
+            status: sale.status(now).as_str(),
+            remaining: sale.remaining,
+            reserved: sale.reserved,
+            sold: sale.sold,
+            created_at: rfc3339(sale.created_at),
+            updated_at: rfc3339(sale.updated_at),
+            version: sale.version,
+        }
     }
 }

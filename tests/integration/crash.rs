@@ -1,5 +1,5 @@
-//! Crash safety: the engine runs in a child process under concurrent checkout, payment
-//! and cancellation load and is SIGKILLed at random moments. After each kill the
+//! Crash safety: the engine runs in a child process under concurrent checkout,
+//! flash-sale purchase, payment and cancellation load and is SIGKILLed at random moments. After each kill the
 //! directory is reopened and every acknowledged command must be there, nothing
 //! half-applied, the stock invariants must hold and the log's LSNs must be contiguous.
 //! The child's materializer writes rows and trims the log every few milliseconds, so
@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use emporium_engine::*;
-use emporium_tests::{check_invariants, config, units_in_orders, ManualClockExt, CRASH_SKUS};
+use emporium_tests::{
+    check_flash_sales, check_invariants, config, units_in_orders, ManualClockExt, CRASH_SALE_SKU,
+    CRASH_SKUS,
+};
 use rand::{Rng, SeedableRng};
 
 /// What the child acknowledged about one order.
@@ -232,11 +235,20 @@ fn verify(dir: &std::path::Path, acks: &Acks, cycle: usize) -> Reopened {
             );
         }
     }
-    // Every order present, acknowledged or not, is whole: its cart is closed into it.
+    // The flash sale's SKU: on hand = stocked - paid for (no restocks).
+    let sale_sku = Sku::new(CRASH_SALE_SKU.0).unwrap();
+    let (_, sold) = units_in_orders(state, &sale_sku);
+    let on_hand = i64::from(state.stock(&sale_sku).unwrap().on_hand);
+    assert_eq!(on_hand + i64::from(sold), CRASH_SALE_SKU.1, "cycle {cycle}: {sale_sku}");
+    // Every order present, acknowledged or not, is whole: its cart is closed into it (a
+    // flash sale's order has no cart; its sale counts it, checked below).
     let mut after = None;
     loop {
         let page = state.orders(&OrderFilter::default(), after, 100);
         for order in &page.items {
+            if state.flash_sale_of_order(&order.id).is_some() {
+                continue;
+            }
             let cart = state.cart(&order.cart_id).expect("an order's cart exists");
             assert_eq!(cart.status, CartStatus::CheckedOut(order.id.clone()), "cycle {cycle}");
         }
@@ -246,6 +258,7 @@ fn verify(dir: &std::path::Path, acks: &Acks, cycle: usize) -> Reopened {
         }
     }
     check_invariants(state);
+    check_flash_sales(state);
     let last = engine.last_lsn().0;
     // The log holds every entry from its first (retention trims below the rows' LSN) to
     // the last, and the rows' LSN is within it or just before.

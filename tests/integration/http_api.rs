@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 36] = [
+const ENDPOINTS: [(&str, &str, u16); 42] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1252,6 +1252,12 @@ const ENDPOINTS: [(&str, &str, u16); 36] = [
     ("post", "/v1/orders/{id}/fulfillments", 200),
     ("get", "/v1/admin/replication", 200),
     ("post", "/v1/admin/checkpoints", 201),
+    ("post", "/v1/flash-sales", 201),
+    ("get", "/v1/flash-sales", 200),
+    ("get", "/v1/flash-sales/{id}", 200),
+    ("get", "/v1/flash-sales/{id}/stream", 200),
+    ("post", "/v1/flash-sales/{id}/cancel", 200),
+    ("post", "/v1/flash-sales/{id}/purchases", 201),
 ];
 
 #[test]

@@ -147,6 +147,18 @@ impl Fixture {
         text(&created.expect(201), "id").to_string()
     }
 
+    /// A live flash sale of one unit of the matrix's SKU.
+    fn flash_sale(&self) -> String {
+        let now = emporium_server::app::now_ms();
+        let body = json!({
+            "sku": SKU, "price": {"amount": 50, "currency": "USD"}, "quantity": 1,
+            "per_customer_limit": 1, "starts_at": emporium_server::wire::rfc3339(now - 1000),
+            "ends_at": emporium_server::wire::rfc3339(now + 3_600_000),
+        });
+        let created = self.s.post("/v1/flash-sales").bearer(&self.admin).json(body).send();
+        text(&created.expect(201), "id").to_string()
+    }
+
     fn category(&self) -> String {
         let body = json!({"name": format!("Category {}", self.unique())});
         let created = self.s.post("/v1/categories").bearer(&self.admin).json(body).send();
@@ -482,6 +494,43 @@ fn rows() -> Vec<Row> {
             "ops:admin",
             |_| Call::new("POST", "/v1/admin/checkpoints"),
             ADMIN_201,
+        ),
+        row(
+            "POST /v1/flash-sales",
+            "catalog:write",
+            |_| {
+                let now = emporium_server::app::now_ms();
+                Call::new("POST", "/v1/flash-sales").json(json!({
+                    "sku": SKU, "price": {"amount": 50, "currency": "USD"}, "quantity": 1,
+                    "per_customer_limit": 1, "starts_at": emporium_server::wire::rfc3339(now),
+                    "ends_at": emporium_server::wire::rfc3339(now + 3_600_000),
+                }))
+            },
+            STAFF_201,
+        ),
+        row("GET /v1/flash-sales", "", |_| Call::new("GET", "/v1/flash-sales"), ALL_200),
+        row(
+            "GET /v1/flash-sales/{id}",
+            "",
+            |f| Call::new("GET", format!("/v1/flash-sales/{}", f.flash_sale())),
+            ALL_200,
+        ),
+        row(
+            "POST /v1/flash-sales/{id}/cancel",
+            "catalog:write",
+            |f| Call::new("POST", format!("/v1/flash-sales/{}/cancel", f.flash_sale())),
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/flash-sales/{id}/purchases",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/flash-sales/{}/purchases", f.flash_sale()))
+                    .json(json!({"quantity": 1}))
+                    .keyed()
+            },
+            // Customer accounts only: staff, admins and API clients have no purchases.
+            [401, 201, 201, 403, 403, 403, 403],
         ),
     ]
 }

@@ -106,6 +106,13 @@ pub fn stocked_sku(shop: &BlockingEngine, sku: &str, amount: i64, on_hand: i64) 
 pub const CRASH_SKUS: [(&str, i64); 4] =
     [("CRASH-A", 1_000_000), ("CRASH-B", 1_000_000), ("CRASH-C", 1_000_000), ("CRASH-SCARCE", 40)];
 
+/// The SKU of the crash child's flash sale, its stock, the sale's units and its buyers.
+pub const CRASH_SALE_SKU: (&str, i64) = ("CRASH-SALE", 1_000_000);
+/// Units the crash child's flash sale allocates (its limit per customer is the same).
+pub const CRASH_SALE_UNITS: i64 = 500_000;
+/// How many customers buy in the crash child's flash sale.
+pub const CRASH_SALE_BUYERS: usize = 4;
+
 /// What the crash child restocks `CRASH-A` by, now and then.
 pub const CRASH_RESTOCK: i64 = 5;
 
@@ -143,8 +150,8 @@ pub fn pay(shop: &BlockingEngine, order_id: &OrderId) -> Result<PaymentReceipt> 
     })
 }
 
-/// Asserts that every SKU's reserved units are exactly what pending orders hold;
-/// returns the reserved units per SKU.
+/// Asserts that every SKU's reserved units are exactly what pending orders and open
+/// flash sales hold; returns the reserved units per SKU.
 ///
 /// Shown to fail: a build whose `release` forgets to return a cancelled order's units
 /// (`inventory::release` writing `reserved` unchanged) fails `domain.rs`'s cancel and
@@ -166,6 +173,12 @@ pub fn check_invariants(state: &State) -> BTreeMap<Sku, u32> {
             None => break,
         }
     }
+    // Open flash sales hold the units not taken yet apart from normal stock.
+    for sale in all_flash_sales(state) {
+        if sale.holds_stock() {
+            *held.entry(sale.sku.clone()).or_default() += sale.remaining;
+        }
+    }
     // Checked against the orders, an independent count: `reserved <= on_hand` and
     // `available = on_hand - reserved` hold by construction of the stock cell (its
     // writer asserts the first, the second is a definition), so asserting them here
@@ -175,6 +188,50 @@ pub fn check_invariants(state: &State) -> BTreeMap<Sku, u32> {
         assert_eq!(levels.reserved, expected, "reserved units of {} vs pending orders", levels.sku);
     }
     held
+}
+
+/// Every flash sale.
+pub fn all_flash_sales(state: &State) -> Vec<Arc<FlashSale>> {
+    let mut sales = Vec::new();
+    let mut after = None;
+    loop {
+        let page = state.flash_sales(FlashSaleFilter::default(), 0, after, 100);
+        sales.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next.parse().expect("sale cursors are numbers")),
+            None => return sales,
+        }
+    }
+}
+
+/// Asserts that each flash sale's `reserved` and `sold` are the units of its pending and
+/// paid orders, counted from the orders, and that they add up to its quantity with
+/// `remaining`.
+pub fn check_flash_sales(state: &State) {
+    let mut counted: BTreeMap<FlashSaleId, (u32, u32)> = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = state.orders(&OrderFilter::default(), after, 100);
+        for order in &page.items {
+            let Some(sale) = state.flash_sale_of_order(&order.id) else { continue };
+            let units: u32 = order.lines.iter().map(|l| l.quantity).sum();
+            let entry = counted.entry(sale).or_default();
+            match order.status {
+                OrderStatus::PendingPayment => entry.0 += units,
+                OrderStatus::Paid | OrderStatus::Fulfilled => entry.1 += units,
+                OrderStatus::Cancelled | OrderStatus::Expired => {}
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next.parse().expect("order cursors are numbers")),
+            None => break,
+        }
+    }
+    for sale in all_flash_sales(state) {
+        let (reserved, sold) = counted.get(&sale.id).copied().unwrap_or_default();
+        assert_eq!((sale.reserved, sale.sold), (reserved, sold), "sale {} vs its orders", sale.id);
+        assert_eq!(sale.remaining + sale.reserved + sale.sold, sale.quantity, "sale {}", sale.id);
+    }
 }
 
 /// Units of `sku` in pending orders and in paid or fulfilled orders, counted from the
@@ -237,6 +294,9 @@ pub fn error_code(error: &EngineError) -> String {
         EngineError::EmptyCart => "empty_cart".into(),
         EngineError::PaymentDeclined(_) => "payment_declined".into(),
         EngineError::IdempotencyKeyReused => "idempotency_key_reused".into(),
+        EngineError::SoldOut { .. } => "sold_out".into(),
+        EngineError::SaleNotLive(_) => "sale_not_live".into(),
+        EngineError::PurchaseLimitExceeded { .. } => "purchase_limit_exceeded".into(),
         EngineError::VersionMismatch { expected, current } => {
             format!("version_mismatch: expected {expected}, current {current}")
         }

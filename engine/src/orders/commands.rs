@@ -6,7 +6,7 @@ use super::{Address, Order, OrderEvent, OrderStatus, PlacedLine, PlacedOrder};
 use crate::carts::{check_purchasable, open_cart};
 use crate::domains::State;
 use crate::error::{EngineError, EntityKind, Result, Shortfall};
-use crate::idempotency::{self, IdempotencyKey, IdempotentOutcome, Replay};
+use crate::idempotency::{self, IdempotencyKey, IdempotencyTag, IdempotentOutcome, Replay};
 use crate::kernel::handler::{
     check_version, done, not_found, too_large, Ctx, Decision, Request, APPLIED,
 };
@@ -60,8 +60,8 @@ fn check_address(checks: &mut Checks, address: &Address) {
     }
 }
 
-/// What a checkout's reply is read from: the order it placed, or the one a retry
-/// with its idempotency key replays.
+/// What a checkout's (or a flash-sale purchase's) reply is read from: the order it
+/// placed, or the one a retry with its idempotency key replays.
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum Placed {
@@ -76,13 +76,9 @@ impl Request for Checkout {
     fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Placed>> {
         let c = self;
         let print = || idempotency::fingerprint(&(&c.cart_id, &c.email, &c.shipping_address));
-        let tag = match idempotency::check(state, c.idempotency.as_ref(), print, ctx)? {
-            Replay::Recorded(IdempotentOutcome::Checkout(order)) => {
-                return Decision::nothing(Placed::Replayed(Box::new(order)));
-            }
-            Replay::Recorded(_) => return Err(EngineError::IdempotencyKeyReused),
-            Replay::New(tag) => Some(tag),
-            Replay::Unkeyed => None,
+        let tag = match placing(state, c.idempotency.as_ref(), print, ctx)? {
+            Ok(tag) => tag,
+            Err(replayed) => return Decision::nothing(replayed),
         };
         let cart = open_cart(state, &c.cart_id)?;
         let mut checks = Checks::default();
@@ -130,7 +126,7 @@ impl Request for Checkout {
         if !shortfalls.is_empty() {
             return Err(EngineError::OutOfStock(shortfalls));
         }
-        let id = OrderId::from_random(ctx.ids.random_u128());
+        let id = new_order_id(state, ctx);
         let placed = PlacedOrder {
             id: id.clone(),
             cart_id: cart.id.clone(),
@@ -144,9 +140,47 @@ impl Request for Checkout {
     }
 
     fn reply(state: &State, outcome: Placed) -> Arc<Order> {
-        match outcome {
+        outcome.order(state)
+    }
+}
+
+impl Placed {
+    /// The order it names.
+    pub(crate) fn order(self, state: &State) -> Arc<Order> {
+        match self {
             Placed::New(id) => state.order(&id).expect(APPLIED),
             Placed::Replayed(order) => Arc::new(*order),
+        }
+    }
+}
+
+/// The key of a command that places an order (a checkout, a flash-sale purchase): the
+/// tag to record the new order under (`None` without a key), or, `Err`, the order it
+/// placed before, to answer again.
+#[allow(clippy::type_complexity)]
+pub(crate) fn placing(
+    state: &State,
+    key: Option<&IdempotencyKey>,
+    print: impl FnOnce() -> u64,
+    ctx: &Ctx<'_>,
+) -> Result<std::result::Result<Option<Box<IdempotencyTag>>, Placed>> {
+    match idempotency::check(state, key, print, ctx)? {
+        Replay::Recorded(IdempotentOutcome::Checkout(order)) => {
+            Ok(Err(Placed::Replayed(Box::new(order))))
+        }
+        Replay::Recorded(_) => Err(EngineError::IdempotencyKeyReused),
+        Replay::New(tag) => Ok(Ok(Some(tag))),
+        Replay::Unkeyed => Ok(Ok(None)),
+    }
+}
+
+/// A random id no order has: 128 random bits never repeat in practice, but an id source
+/// seeded the same way twice (a test's, across a reopen) would hand out the same ids.
+pub(crate) fn new_order_id(state: &State, ctx: &mut Ctx<'_>) -> OrderId {
+    loop {
+        let id = OrderId::from_random(ctx.ids.random_u128());
+        if state.order(&id).is_none() {
+            return id;
         }
     }
 }

@@ -5,7 +5,6 @@
 mod commands;
 mod model;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_skiplist::{SkipMap, SkipSet};
@@ -223,6 +222,52 @@ fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut 
     put_order(state, order, rows);
 }
 
+/// Publishes the pending order of a flash sale purchase: one line of the sale's SKU at
+/// the sale price. Its units are already reserved in the SKU's stock (by the sale).
+/// A purchase has no cart: the order's `cart_id` is the sale's id in cart form, which
+/// names no cart.
+pub(crate) fn place_purchase(
+    state: &State,
+    sale: &crate::flash_sales::FlashSale,
+    purchase: &crate::flash_sales::Purchase,
+    at: TimestampMs,
+    rows: &mut Vec<Row>,
+) {
+    let seq = state.orders.order_seq.bump();
+    let customer = state.customer(&purchase.customer_id).expect("decide checked the customer");
+    let line_total = sale.price.times(purchase.units).expect("decide bounded the total");
+    let order = Order {
+        id: purchase.order_id.clone(),
+        seq,
+        cart_id: CartId::from_seq(sale.seq),
+        customer_id: Some(purchase.customer_id.clone()),
+        email: customer.email.clone(),
+        shipping_address: None,
+        status: OrderStatus::PendingPayment,
+        lines: vec![OrderLine {
+            sku: sale.sku.clone(),
+            product_id: sale.product_id.clone(),
+            title: sale.title.clone(),
+            quantity: purchase.units,
+            unit_price: sale.price,
+            line_total,
+        }],
+        subtotal: line_total,
+        discount_total: Money::zero(line_total.currency()),
+        total: line_total,
+        reservation_expires_at: purchase.reservation_expires_at,
+        payments: Vec::new(),
+        created_at: at,
+        updated_at: at,
+        version: 1,
+    };
+    if let Some(tag) = &purchase.idempotency {
+        let outcome = IdempotentOutcome::Checkout(order.clone());
+        crate::idempotency::record(state, tag, outcome, at, rows);
+    }
+    put_order(state, order, rows);
+}
+
 /// A pending order, about to end its reservation.
 pub(crate) fn take_pending(state: &State, order_id: &OrderId) -> Order {
     let order = (*state.order(order_id).expect("decide checked the order")).clone();
@@ -243,8 +288,12 @@ fn release(
     rows: &mut Vec<Row>,
 ) {
     let mut order = take_pending(state, order_id);
-    for line in &order.lines {
-        crate::inventory::release(state, &line.sku, line.quantity, rows);
+    // A flash sale's order gives its units back to the sale (or, once the sale is
+    // over, to normal stock) itself.
+    if !crate::flash_sales::release_order(state, &order, at, rows) {
+        for line in &order.lines {
+            crate::inventory::release(state, &line.sku, line.quantity, rows);
+        }
     }
     order.status = status;
     touch(&mut order, at);
@@ -266,10 +315,10 @@ fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>)
     events.len() - before
 }
 
-/// Pair assertion for stock: what pending orders hold must be what the SKUs say is
-/// reserved.
+/// Pair assertion for stock: what pending orders and open flash sales hold must be what
+/// the SKUs say is reserved.
 fn check_reservations(state: &State) -> Result<()> {
-    let mut held = HashMap::new();
+    let mut held = crate::flash_sales::units_held(state);
     for entry in state.orders.expiry.iter() {
         let order = state.order(&entry.value().1).expect("the expiry index names orders");
         for line in &order.lines {
@@ -280,7 +329,7 @@ fn check_reservations(state: &State) -> Result<()> {
         let expected = held.get(&levels.sku).copied().unwrap_or(0);
         if u64::from(levels.reserved) != expected {
             return Err(EngineError::IncompatibleData(format!(
-                "SKU {} has {} units reserved but pending orders hold {expected}",
+                "SKU {} has {} units reserved but pending orders and flash sales hold {expected}",
                 levels.sku, levels.reserved
             )));
         }

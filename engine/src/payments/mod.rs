@@ -49,6 +49,7 @@ pub(crate) fn apply(state: &State, event: &PaymentEvent, at: TimestampMs, rows: 
             for line in &order.lines {
                 crate::inventory::ship(state, &line.sku, line.quantity, rows);
             }
+            crate::flash_sales::order_paid(state, order_id, at, rows);
             mark_paid(&mut order, (**payment).clone(), at);
             if let Some(tag) = idempotency {
                 let outcome = IdempotentOutcome::Payment(order.clone(), (**payment).clone());

@@ -3,7 +3,7 @@
 use emporium_engine::*;
 use serde::Deserialize;
 
-use super::{idempotent_send, limit};
+use super::{cursor, idempotent_send, limit};
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -48,13 +48,7 @@ pub async fn list_products(call: Call) -> Result<Out, Problem> {
                 .ok_or_else(|| Problem::malformed("category_id is not a category id"))?,
         ),
     };
-    let after = match query.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(
-            ProductId::parse(cursor)
-                .ok_or_else(|| Problem::malformed("cursor is not one this server gave"))?,
-        ),
-    };
+    let after = cursor(query.cursor.as_deref(), ProductId::parse)?;
     let filter = ProductFilter { category_id, status };
     let page =
         call.app.engine.state().products(&filter, after.as_ref(), limit(query.limit.as_deref())?);
@@ -176,13 +170,7 @@ struct CategoryQuery {
 pub async fn list_categories(call: Call) -> Result<Out, Problem> {
     let query: CategoryQuery = call.query()?;
     let limit = limit(query.limit.as_deref())?;
-    let after = match query.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(
-            CategoryId::parse(cursor)
-                .ok_or_else(|| Problem::malformed("cursor is not one this server gave"))?,
-        ),
-    };
+    let after = cursor(query.cursor.as_deref(), CategoryId::parse)?;
     let state = call.app.engine.state();
     let all = state.categories();
     let mut items: Vec<_> =

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod carts;
 pub mod catalog;
+pub mod flash_sales;
 pub mod inventory;
 pub mod ops;
 pub mod orders;
@@ -288,6 +289,27 @@ pub(crate) fn check_owner(
 }
 
 /// `?limit=` (1–100, default 20).
+/// A list's `cursor` parameter as `parse` reads it (absent: the first page).
+pub(crate) fn cursor<T>(
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, Problem> {
+    value
+        .map(|c| parse(c).ok_or_else(|| Problem::malformed("cursor is not one this server gave")))
+        .transpose()
+}
+
+/// A list's `status` filter as `parse` reads it (absent: any), naming `what` it is.
+pub(crate) fn status_filter<T>(
+    value: Option<&str>,
+    what: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, Problem> {
+    value
+        .map(|s| parse(s).ok_or_else(|| Problem::malformed(format!("status is not {what}"))))
+        .transpose()
+}
+
 pub(crate) fn limit(value: Option<&str>) -> Result<usize, Problem> {
     match value {
         None => Ok(20),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use emporium_engine::*;
 use serde::Deserialize;
 
-use super::{begin_keyed, check_owner, idempotent_send, limit, record_refusal, Keyed};
+use super::{
+    begin_keyed, check_owner, cursor, idempotent_send, limit, record_refusal, status_filter, Keyed,
+};
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -34,20 +36,8 @@ struct OrderQuery {
 }
 
 fn page(call: &Call, customer: Option<CustomerId>, query: OrderQuery) -> Result<Out, Problem> {
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            OrderStatus::parse(s)
-                .ok_or_else(|| Problem::malformed("status is not an order status"))?,
-        ),
-    };
-    let after = match query.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            c.parse::<u64>()
-                .map_err(|_| Problem::malformed("cursor is not one this server gave"))?,
-        ),
-    };
+    let status = status_filter(query.status.as_deref(), "an order status", OrderStatus::parse)?;
+    let after = cursor(query.cursor.as_deref(), |c| c.parse::<u64>().ok())?;
     let filter = OrderFilter { customer_id: customer, status };
     let page = call.app.engine.state().orders(&filter, after, limit(query.limit.as_deref())?);
     let body = List {

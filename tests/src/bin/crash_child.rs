@@ -1,6 +1,6 @@
 //! The process the crash test kills. It opens the engine on the directory it is given,
-//! stocks a catalog on first start, then runs concurrent checkouts, payments and
-//! cancellations, printing one `ACK …` line per acknowledged command only after the
+//! stocks a catalog and opens a flash sale on first start, then runs concurrent
+//! checkouts, flash-sale purchases, payments and cancellations, printing one `ACK …` line per acknowledged command only after the
 //! engine answered it (which it does only once the command is durable). The parent
 //! SIGKILLs it at a random moment and checks every printed acknowledgement against the
 //! reopened directory. The materializer flushes and trims the log every few
@@ -13,7 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use emporium_engine::*;
-use emporium_tests::{pay, stocked_sku, CRASH_RESTOCK, CRASH_SKUS as SKUS};
+use emporium_tests::{
+    all_flash_sales, pay, stocked_sku, CRASH_RESTOCK, CRASH_SALE_BUYERS, CRASH_SALE_SKU,
+    CRASH_SALE_UNITS, CRASH_SKUS as SKUS,
+};
 use rand::{Rng, SeedableRng};
 
 const WORKERS: usize = 8;
@@ -38,15 +41,43 @@ fn main() -> anyhow::Result<()> {
         for (sku, on_hand) in SKUS {
             stocked_sku(&shop, sku, 500, on_hand);
         }
+        stocked_sku(&shop, CRASH_SALE_SKU.0, 900, CRASH_SALE_SKU.1);
+        for i in 0..CRASH_SALE_BUYERS {
+            shop.send(RegisterCustomer {
+                email: format!("crash-buyer{i}@example.com"),
+                name: "Crash Buyer".into(),
+                role: Role::Customer,
+                credential: "hash".into(),
+            })?;
+        }
+        let now = SystemClock.now_ms();
+        shop.send(CreateFlashSale {
+            sku: CRASH_SALE_SKU.0.into(),
+            price: MoneyInput { amount: 450, currency: "USD".into() },
+            quantity: CRASH_SALE_UNITS,
+            per_customer_limit: CRASH_SALE_UNITS,
+            starts_at: now,
+            ends_at: now + 30 * 24 * 60 * 60 * 1000,
+            reservation_ttl_ms: None,
+        })?;
     }
+    let sale = all_flash_sales(engine.state())[0].id.to_string();
+    let buyers: Vec<CustomerId> = (0..CRASH_SALE_BUYERS)
+        .map(|i| {
+            let email = format!("crash-buyer{i}@example.com");
+            engine.state().customer_by_email(&email).expect("a registered buyer").id.clone()
+        })
+        .collect();
+    let buyers = Arc::new((sale, buyers));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     say(&out, "READY".into());
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..WORKERS)
         .map(|worker| {
             let (shop, out, stop) = (shop.clone(), out.clone(), stop.clone());
+            let buyers = buyers.clone();
             let seed = seed.wrapping_mul(31).wrapping_add(worker as u64);
-            std::thread::spawn(move || work(&shop, &out, &stop, seed))
+            std::thread::spawn(move || work(&shop, &out, &stop, &buyers, seed))
         })
         .collect();
     for worker in workers {
@@ -66,10 +97,24 @@ fn work(
     shop: &BlockingEngine,
     out: &Mutex<std::io::Stdout>,
     stop: &AtomicBool,
+    (sale, buyers): &(String, Vec<CustomerId>),
     seed: u64,
 ) -> anyhow::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     while !stop.load(Ordering::Relaxed) {
+        if rng.random_bool(0.2) {
+            let purchase = PurchaseFlashSale {
+                sale_id: sale.clone(),
+                customer_id: buyers[rng.random_range(0..buyers.len())].clone(),
+                quantity: rng.random_range(1..=3),
+                idempotency: None,
+            };
+            let order = shop.send(purchase)?;
+            let line = &order.lines[0];
+            say(out, format!("ACK checkout {} {}:{}", order.id, line.sku, line.quantity));
+            settle(shop, out, &mut rng, &order)?;
+            continue;
+        }
         let mut lines: Vec<(&str, i64)> = Vec::new();
         for (sku, _) in SKUS {
             if rng.random_bool(0.5) {
@@ -113,17 +158,28 @@ fn work(
         let described: Vec<String> =
             order.lines.iter().map(|l| format!("{}:{}", l.sku, l.quantity)).collect();
         say(out, format!("ACK checkout {} {}", order.id, described.join(",")));
-        match rng.random_range(0..3) {
-            0 => {
-                pay(shop, &order.id)?;
-                say(out, format!("ACK pay {}", order.id));
-            }
-            1 => {
-                shop.send(CancelOrder { order_id: order.id.to_string(), expected_version: None })?;
-                say(out, format!("ACK cancel {}", order.id));
-            }
-            _ => {}
+        settle(shop, out, &mut rng, &order)?;
+    }
+    Ok(())
+}
+
+/// Pays for `order`, cancels it, or leaves it pending, a third of the time each.
+fn settle(
+    shop: &BlockingEngine,
+    out: &Mutex<std::io::Stdout>,
+    rng: &mut impl Rng,
+    order: &Order,
+) -> anyhow::Result<()> {
+    match rng.random_range(0..3) {
+        0 => {
+            pay(shop, &order.id)?;
+            say(out, format!("ACK pay {}", order.id));
         }
+        1 => {
+            shop.send(CancelOrder { order_id: order.id.to_string(), expected_version: None })?;
+            say(out, format!("ACK cancel {}", order.id));
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -1,0 +1,469 @@
+//! Flash sales: a fixed allocation of one SKU sold at a sale price inside a time window,
+//! with a cap per customer. The allocation is carved out of the SKU's available stock
+//! when the sale is created (it counts as `reserved` in the SKU's levels); a purchase
+//! takes units from the sale into a pending order; a paid order ships them like any
+//! other; an order that expires or is cancelled gives its units back to the sale while
+//! it runs, to normal stock after. The sale's own timers start it at `starts_at` and
+//! end it at `ends_at`, when what is left goes back to normal stock.
+//!
+//! A purchase decides against lock-free state: the sale is an immutable `Arc` value
+//! republished on every change, and each customer's units in the sale are a counter in
+//! a concurrent map, so `sold_out` and `sale_not_live` can be answered by a reader
+//! without entering the sequencer.
+
+mod commands;
+mod model;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crossbeam_skiplist::{SkipMap, SkipSet};
+use rkyv::{Archive, Deserialize, Serialize};
+
+pub use commands::*;
+pub use model::*;
+
+use crate::catalog::Page;
+use crate::domains::State;
+use crate::error::{EngineError, Result};
+use crate::idempotency::IdempotencyTag;
+use crate::kernel::handler::Ctx;
+use crate::kernel::table::{
+    check_v1, decode_row, persist, Counter, Domain, Index, Row, Table, Timers,
+};
+use crate::orders::{Order, OrderStatus};
+use crate::types::*;
+use crate::EXPIRIES_PER_COMMAND_MAX;
+
+const FLASH_SALES: &str = "flash_sales";
+const SALE_ORDERS: &str = "flash_sale_orders";
+
+persist!(FlashSale, FLASH_SALES, |s| s.seq.to_be_bytes().to_vec());
+persist!(SaleOrder, SALE_ORDERS, |o| o.order_id.as_str().as_bytes().to_vec());
+
+/// The sales in memory, with their indexes.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub(crate) sales: Index<FlashSaleId, Arc<FlashSale>>,
+    pub(crate) by_seq: SkipMap<u64, FlashSaleId>,
+    /// `(when, sale)`: `starts_at` of a scheduled sale, `ends_at` of a live one.
+    pub(crate) transitions: SkipSet<(TimestampMs, FlashSaleId)>,
+    /// The units of each pending or paid order of a sale.
+    pub(crate) orders: Index<OrderId, Arc<SaleOrder>>,
+    /// Units each customer holds in pending and paid orders of each sale.
+    pub(crate) held: Index<(FlashSaleId, CustomerId), u32>,
+    pub(crate) sale_seq: Counter,
+}
+
+impl Default for Tables {
+    fn default() -> Tables {
+        Tables {
+            sales: Index::default(),
+            by_seq: SkipMap::new(),
+            transitions: SkipSet::new(),
+            orders: Index::default(),
+            held: Index::default(),
+            sale_seq: Counter::new("flash_sale"),
+        }
+    }
+}
+
+pub(crate) const DOMAIN: Domain = Domain {
+    name: "flash_sales",
+    tables: &[
+        Table {
+            name: FLASH_SALES,
+            load: |state, bytes| {
+                let sale: FlashSale = decode_row(bytes, "flash sale")?;
+                if u64::from(sale.remaining) + u64::from(sale.reserved) + u64::from(sale.sold)
+                    != u64::from(sale.quantity)
+                {
+                    return Err(EngineError::IncompatibleData(format!(
+                        "flash sale {} does not add up to its quantity",
+                        sale.id
+                    )));
+                }
+                index_sale(state, &sale);
+                state.flash_sales.sales.insert(sale.id.clone(), Arc::new(sale));
+                Ok(())
+            },
+            check_v1: check_v1::<FlashSale>,
+        },
+        Table {
+            name: SALE_ORDERS,
+            load: |state, bytes| {
+                let order: SaleOrder = decode_row(bytes, "flash sale order")?;
+                // Orders load first (an earlier domain), at the same LSN.
+                let status = state.order(&order.order_id).map(|o| o.status).ok_or_else(|| {
+                    EngineError::IncompatibleData(format!(
+                        "flash sale order {} has no order",
+                        order.order_id
+                    ))
+                })?;
+                if counts(status) {
+                    add_held(state, &order.sale_id, &order.customer_id, order.units);
+                }
+                state.flash_sales.orders.insert(order.order_id.clone(), Arc::new(order));
+                Ok(())
+            },
+            check_v1: check_v1::<SaleOrder>,
+        },
+    ],
+    counters: |state| vec![&state.flash_sales.sale_seq],
+    timers: Some(Timers {
+        due: |state, now, _| {
+            state.flash_sales.transitions.front().is_some_and(|e| e.value().0 <= now)
+        },
+        expire,
+    }),
+    verify: Some(check_sales),
+};
+
+// In a module of its own so that rkyv's generated types stay private.
+mod event {
+    use super::*;
+
+    /// The flash sales' facts.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub enum FlashSaleEvent {
+        /// A sale was created: its units are reserved out of the SKU's stock.
+        Created(Box<NewFlashSale>),
+        /// Its timer started it.
+        Started { sale_id: FlashSaleId },
+        /// Its timer ended it: the units not taken went back to normal stock.
+        Ended { sale_id: FlashSaleId },
+        /// Cancelled: the units not taken went back to normal stock.
+        Cancelled { sale_id: FlashSaleId },
+        /// A customer bought units: a pending order holds them.
+        Purchased(Box<Purchase>),
+    }
+}
+pub use event::FlashSaleEvent;
+
+/// The new facts of a sale (the product and its title follow from the catalog at its
+/// LSN).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NewFlashSale {
+    /// Its id.
+    pub id: FlashSaleId,
+    /// The SKU.
+    pub sku: Sku,
+    /// The sale price.
+    pub price: Money,
+    /// Units allocated.
+    pub quantity: u32,
+    /// Units per customer.
+    pub per_customer_limit: u32,
+    /// Window start.
+    pub starts_at: TimestampMs,
+    /// Window end.
+    pub ends_at: TimestampMs,
+    /// How long a purchase holds its units unpaid.
+    pub reservation_ttl_ms: i64,
+}
+
+/// The new facts of a purchase (the price, SKU and title follow from the sale, the
+/// email from the account).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Purchase {
+    /// The sale.
+    pub sale_id: FlashSaleId,
+    /// The new order.
+    pub order_id: OrderId,
+    /// The buyer.
+    pub customer_id: CustomerId,
+    /// Units bought.
+    pub units: u32,
+    /// When the order's reservation ends unless paid.
+    pub reservation_expires_at: TimestampMs,
+    /// The idempotency key it was made under, if any.
+    pub idempotency: Option<Box<IdempotencyTag>>,
+}
+
+pub(crate) fn apply(state: &State, event: &FlashSaleEvent, at: TimestampMs, rows: &mut Vec<Row>) {
+    match event {
+        FlashSaleEvent::Created(new) => create(state, new, at, rows),
+        FlashSaleEvent::Started { sale_id } => {
+            let mut sale = current(state, sale_id);
+            assert_eq!(sale.phase, SalePhase::Scheduled, "decide starts scheduled sales only");
+            sale.phase = SalePhase::Live;
+            put_sale(state, sale, at, rows);
+        }
+        FlashSaleEvent::Ended { sale_id } => close(state, sale_id, SalePhase::Ended, at, rows),
+        FlashSaleEvent::Cancelled { sale_id } => {
+            close(state, sale_id, SalePhase::Cancelled, at, rows)
+        }
+        FlashSaleEvent::Purchased(purchase) => purchase_units(state, purchase, at, rows),
+    }
+}
+
+fn current(state: &State, id: &FlashSaleId) -> FlashSale {
+    (*state.flash_sale(id).expect("decide checked the sale")).clone()
+}
+
+fn create(state: &State, new: &NewFlashSale, at: TimestampMs, rows: &mut Vec<Row>) {
+    let product = state.product_by_sku(&new.sku).expect("decide checked the SKU is sold");
+    crate::inventory::reserve(state, &new.sku, new.quantity, rows);
+    let sale = FlashSale {
+        id: new.id.clone(),
+        seq: state.flash_sales.sale_seq.bump(),
+        sku: new.sku.clone(),
+        product_id: product.id.clone(),
+        title: crate::catalog::line_title(Some(&product), product.variant(&new.sku)),
+        price: new.price,
+        quantity: new.quantity,
+        per_customer_limit: new.per_customer_limit,
+        starts_at: new.starts_at,
+        ends_at: new.ends_at,
+        reservation_ttl_ms: new.reservation_ttl_ms,
+        phase: SalePhase::Scheduled,
+        remaining: new.quantity,
+        reserved: 0,
+        sold: 0,
+        created_at: at,
+        updated_at: at,
+        version: 0,
+    };
+    put_sale(state, sale, at, rows);
+}
+
+/// Ends or cancels a sale: the units not taken go back to normal stock.
+fn close(state: &State, id: &FlashSaleId, phase: SalePhase, at: TimestampMs, rows: &mut Vec<Row>) {
+    let mut sale = current(state, id);
+    assert!(sale.holds_stock(), "decide closes open sales only");
+    if sale.remaining > 0 {
+        crate::inventory::release(state, &sale.sku, sale.remaining, rows);
+    }
+    sale.phase = phase;
+    put_sale(state, sale, at, rows);
+}
+
+fn purchase_units(state: &State, purchase: &Purchase, at: TimestampMs, rows: &mut Vec<Row>) {
+    let mut sale = current(state, &purchase.sale_id);
+    assert!(sale.remaining >= purchase.units, "decide checked the units are left");
+    sale.remaining -= purchase.units;
+    sale.reserved += purchase.units;
+    let order = SaleOrder {
+        order_id: purchase.order_id.clone(),
+        sale_id: sale.id.clone(),
+        customer_id: purchase.customer_id.clone(),
+        units: purchase.units,
+    };
+    add_held(state, &sale.id, &purchase.customer_id, purchase.units);
+    let order = Arc::new(order);
+    state.flash_sales.orders.insert(order.order_id.clone(), order.clone());
+    rows.push(Row::put(order));
+    crate::orders::place_purchase(state, &sale, purchase, at, rows);
+    put_sale(state, sale, at, rows);
+}
+
+/// Publishes a sale (bumping its version) and keeps its indexes.
+fn put_sale(state: &State, mut sale: FlashSale, at: TimestampMs, rows: &mut Vec<Row>) {
+    sale.updated_at = at;
+    sale.version += 1;
+    index_sale(state, &sale);
+    let sale = Arc::new(sale);
+    state.flash_sales.sales.insert(sale.id.clone(), sale.clone());
+    rows.push(Row::put(sale));
+}
+
+fn index_sale(state: &State, sale: &FlashSale) {
+    let tables = &state.flash_sales;
+    tables.by_seq.insert(sale.seq, sale.id.clone());
+    tables.transitions.remove(&(sale.starts_at, sale.id.clone()));
+    tables.transitions.remove(&(sale.ends_at, sale.id.clone()));
+    match sale.phase {
+        SalePhase::Scheduled => {
+            tables.transitions.insert((sale.starts_at, sale.id.clone()));
+        }
+        SalePhase::Live => {
+            tables.transitions.insert((sale.ends_at, sale.id.clone()));
+        }
+        SalePhase::Ended | SalePhase::Cancelled => {}
+    }
+}
+
+/// Whether an order of `status` counts toward its customer's limit (pending or paid).
+fn counts(status: OrderStatus) -> bool {
+    matches!(status, OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Fulfilled)
+}
+
+fn add_held(state: &State, sale: &FlashSaleId, customer: &CustomerId, units: u32) {
+    let key = (sale.clone(), customer.clone());
+    let held = state.flash_sales.held.get(&key).unwrap_or(0);
+    state.flash_sales.held.insert(key, held + units);
+}
+
+/// The order `order` ended unpaid (cancelled or expired). When it was a sale's, its
+/// units go back to the sale while the sale holds stock, to normal stock after, and
+/// they no longer count toward the customer's limit; answers whether it was. Called
+/// by the orders domain instead of releasing the units itself.
+pub(crate) fn release_order(
+    state: &State,
+    order: &Order,
+    at: TimestampMs,
+    rows: &mut Vec<Row>,
+) -> bool {
+    let Some(bought) = state.flash_sales.orders.get(&order.id) else { return false };
+    let key = (bought.sale_id.clone(), bought.customer_id.clone());
+    let held = state.flash_sales.held.get(&key).expect("a sale order's units are held");
+    if held == bought.units {
+        state.flash_sales.held.remove(&key);
+    } else {
+        state.flash_sales.held.insert(key, held - bought.units);
+    }
+    let mut sale = current(state, &bought.sale_id);
+    sale.reserved -= bought.units;
+    sale.remaining += bought.units;
+    if !sale.holds_stock() {
+        crate::inventory::release(state, &sale.sku, bought.units, rows);
+    }
+    put_sale(state, sale, at, rows);
+    true
+}
+
+/// The order `order_id` was paid: when it was a sale's, its units count as sold.
+/// (Its units left the warehouse with the payment, as every order's do.)
+pub(crate) fn order_paid(state: &State, order_id: &OrderId, at: TimestampMs, rows: &mut Vec<Row>) {
+    let Some(bought) = state.flash_sales.orders.get(order_id) else { return };
+    let mut sale = current(state, &bought.sale_id);
+    sale.reserved -= bought.units;
+    sale.sold += bought.units;
+    put_sale(state, sale, at, rows);
+}
+
+/// Units each SKU's open sales hold apart from normal stock (not yet taken): part of
+/// what the SKU counts as reserved, besides its pending orders.
+pub(crate) fn units_held(state: &State) -> HashMap<Sku, u64> {
+    let mut held = HashMap::new();
+    for (_, sale) in state.flash_sales.sales.entries() {
+        if sale.holds_stock() {
+            *held.entry(sale.sku.clone()).or_insert(0) += u64::from(sale.remaining);
+        }
+    }
+    held
+}
+
+/// Starts the sales whose `starts_at` came and ends those whose `ends_at` did (a sale
+/// whose whole window passed while the process was down ends at once).
+fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>) -> usize {
+    let due = state
+        .flash_sales
+        .transitions
+        .iter()
+        .take_while(|e| e.value().0 <= ctx.now)
+        .take(EXPIRIES_PER_COMMAND_MAX);
+    for entry in due {
+        let sale_id = entry.value().1.clone();
+        let sale = state.flash_sale(&sale_id).expect("the transition index names sales");
+        let event = if sale.phase == SalePhase::Scheduled && sale.ends_at > ctx.now {
+            FlashSaleEvent::Started { sale_id }
+        } else {
+            FlashSaleEvent::Ended { sale_id }
+        };
+        events.push(event.into());
+    }
+    0
+}
+
+/// Every sale adds up: what its pending and paid orders hold is its `reserved` and
+/// `sold`, and each customer's counted units are what their orders hold, within the
+/// limit.
+fn check_sales(state: &State) -> Result<()> {
+    let mut counted: HashMap<FlashSaleId, (u64, u64)> = HashMap::new();
+    let mut held: HashMap<(FlashSaleId, CustomerId), u64> = HashMap::new();
+    for (order_id, bought) in state.flash_sales.orders.entries() {
+        let order = state.order(&order_id).ok_or_else(|| {
+            EngineError::IncompatibleData(format!("flash sale order {order_id} has no order"))
+        })?;
+        let entry = counted.entry(bought.sale_id.clone()).or_default();
+        match order.status {
+            OrderStatus::PendingPayment => entry.0 += u64::from(bought.units),
+            OrderStatus::Paid | OrderStatus::Fulfilled => entry.1 += u64::from(bought.units),
+            OrderStatus::Cancelled | OrderStatus::Expired => {}
+        }
+        if counts(order.status) {
+            *held.entry((bought.sale_id.clone(), bought.customer_id.clone())).or_default() +=
+                u64::from(bought.units);
+        }
+    }
+    for (id, sale) in state.flash_sales.sales.entries() {
+        let (reserved, sold) = counted.get(&id).copied().unwrap_or_default();
+        if (u64::from(sale.reserved), u64::from(sale.sold)) != (reserved, sold) {
+            return Err(EngineError::IncompatibleData(format!(
+                "flash sale {id} counts {} reserved and {} sold, its orders {reserved} and {sold}",
+                sale.reserved, sale.sold
+            )));
+        }
+    }
+    for ((sale_id, customer), units) in state.flash_sales.held.entries() {
+        if held.get(&(sale_id.clone(), customer.clone())) != Some(&u64::from(units)) {
+            return Err(EngineError::IncompatibleData(format!(
+                "customer {customer} is counted {units} units of flash sale {sale_id} that no \
+                 pending or paid order holds"
+            )));
+        }
+    }
+    for ((sale_id, customer), units) in held {
+        let limit = state.flash_sale(&sale_id).map_or(0, |s| s.per_customer_limit);
+        let counted = state.flash_sale_units_held(&sale_id, &customer);
+        if units > u64::from(limit) || u64::from(counted) != units {
+            return Err(EngineError::IncompatibleData(format!(
+                "customer {customer} holds {units} units of flash sale {sale_id} (limit \
+                 {limit}, counted {counted})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Which sales a listing returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlashSaleFilter {
+    /// Only sales with this status at the time of the listing.
+    pub status: Option<FlashSaleStatus>,
+}
+
+/// The flash sales' reads.
+impl State {
+    /// A sale by id.
+    pub fn flash_sale(&self, id: &FlashSaleId) -> Option<Arc<FlashSale>> {
+        self.flash_sales.sales.get(id)
+    }
+
+    /// Units `customer` holds in pending and paid orders of `sale`.
+    pub fn flash_sale_units_held(&self, sale: &FlashSaleId, customer: &CustomerId) -> u32 {
+        self.flash_sales.held.get(&(sale.clone(), customer.clone())).unwrap_or(0)
+    }
+
+    /// The sales not ended or cancelled yet (scheduled or live), soonest transition
+    /// first.
+    pub fn open_flash_sales(&self) -> Vec<Arc<FlashSale>> {
+        self.flash_sales.transitions.iter().filter_map(|e| self.flash_sale(&e.value().1)).collect()
+    }
+
+    /// The sale an order was bought in, if it was.
+    pub fn flash_sale_of_order(&self, order: &OrderId) -> Option<FlashSaleId> {
+        self.flash_sales.orders.get(order).map(|o| o.sale_id.clone())
+    }
+
+    /// Sales in creation order after position `after` (a page's `next`), with the
+    /// status they have at `now`.
+    pub fn flash_sales(
+        &self,
+        filter: FlashSaleFilter,
+        now: TimestampMs,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Page<Arc<FlashSale>> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let items = self
+            .flash_sales
+            .by_seq
+            .range(start..)
+            .filter_map(|e| self.flash_sale(e.value()))
+            .filter(|s| filter.status.is_none_or(|status| s.status(now) == status));
+        Page::of(items, limit, |s| s.seq.to_string())
+    }
+}
