@@ -63,6 +63,10 @@ fn server(c: &mut Criterion) {
         3600,
     );
     group.bench_function("token_verify", |b| b.iter(|| keys.verify(&token).unwrap()));
+    let verified = emporium_server::auth::VerifiedTokens::default();
+    group.bench_function("token_verified_cached", |b| {
+        b.iter(|| verified.verify(&keys, &token, now).unwrap())
+    });
     let product = sample_product();
     group.bench_function("product_json", |b| {
         b.iter(|| serde_json::to_vec(&ProductView::from(&product)).unwrap())

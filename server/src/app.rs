@@ -21,6 +21,8 @@ pub struct App {
     pub config: Config,
     /// Access token keys.
     pub keys: RwLock<TokenKeys>,
+    /// Access tokens already verified.
+    pub tokens: crate::auth::VerifiedTokens,
     /// Password and secret hashing.
     pub passwords: Passwords,
     /// Rate limits.
@@ -76,6 +78,7 @@ impl App {
             ready: false.into(),
             feed: crate::feed::SaleFeed::start(engine.clone()),
             keys: RwLock::new(keys),
+            tokens: Default::default(),
             engine,
             config,
         });

@@ -1,7 +1,8 @@
 //! Who is calling and what they may do: signed JWT access tokens with key ids,
 //! argon2id password and secret hashing, opaque refresh tokens, roles and permissions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -9,6 +10,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
 use emporium_engine::{CustomerId, Role};
 use jsonwebtoken::{Algorithm as JwtAlgorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -217,6 +219,71 @@ impl TokenKeys {
     }
 }
 
+/// Access tokens already verified, with their claims, so a token is checked (base64,
+/// JSON, HMAC) once rather than on every request. An entry lives until its token
+/// expires; the principal is still derived from the account on every request, so an
+/// account's next change (its role, its removal) applies at once. Only tokens that
+/// passed verification are kept, so a client cannot fill the cache with forgeries; the
+/// signing keys are fixed for the life of the process. Bounded: past
+/// [`VERIFIED_TOKENS_MAX`] a shard first drops its expired entries, then everything.
+pub struct VerifiedTokens {
+    shards: Vec<Mutex<HashMap<Box<str>, Arc<Claims>>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// Tokens kept at most (over all shards).
+pub const VERIFIED_TOKENS_MAX: usize = 65_536;
+const TOKEN_SHARDS: usize = 16;
+
+impl Default for VerifiedTokens {
+    fn default() -> VerifiedTokens {
+        VerifiedTokens {
+            shards: (0..TOKEN_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+        }
+    }
+}
+
+impl VerifiedTokens {
+    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Arc<Claims>>> {
+        use std::hash::BuildHasher;
+        &self.shards[self.hasher.hash_one(token) as usize % TOKEN_SHARDS]
+    }
+
+    /// The claims of `token` if it was verified and has not expired at `now_s`.
+    pub fn get(&self, token: &str, now_s: u64) -> Option<Arc<Claims>> {
+        let claims = self.shard(token).lock().get(token).cloned()?;
+        (claims.exp > now_s).then_some(claims)
+    }
+
+    /// Keeps the claims of a token that passed verification.
+    pub fn insert(&self, token: &str, claims: Arc<Claims>, now_s: u64) {
+        let mut shard = self.shard(token).lock();
+        if shard.len() >= VERIFIED_TOKENS_MAX / TOKEN_SHARDS {
+            shard.retain(|_, c| c.exp > now_s);
+            if shard.len() >= VERIFIED_TOKENS_MAX / TOKEN_SHARDS {
+                shard.clear();
+            }
+        }
+        shard.insert(token.into(), claims);
+    }
+
+    /// The claims of `token`: from the cache, or verified by `keys` and kept.
+    pub fn verify(
+        &self,
+        keys: &TokenKeys,
+        token: &str,
+        now_s: u64,
+    ) -> Result<Arc<Claims>, TokenError> {
+        if let Some(claims) = self.get(token, now_s) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(keys.verify(token)?);
+        self.insert(token, claims.clone(), now_s);
+        Ok(claims)
+    }
+}
+
 /// Hashes passwords and client secrets with argon2id.
 #[derive(Clone, Debug)]
 pub struct Hasher {
@@ -330,6 +397,31 @@ mod tests {
 
     fn keys() -> TokenKeys {
         TokenKeys::new(vec![("k2".into(), vec![2; 32]), ("k1".into(), vec![1; 32])])
+    }
+
+    #[test]
+    fn a_verified_token_is_kept_until_it_expires_and_a_bad_one_never() {
+        let keys = keys();
+        let cache = VerifiedTokens::default();
+        let user = Principal::User { id: CustomerId::from_seq(1), role: Role::Customer };
+        let now = 1_800_000_000;
+        let token = keys.issue(&user, now, 60);
+        // Verified against the current clock (which is before `now`): still valid.
+        let first = cache.verify(&keys, &token, now).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.verify(&keys, &token, now + 59).unwrap()), "a hit");
+        // At its expiry the cached entry no longer answers, and verification refuses it.
+        assert!(cache.get(&token, now + 60).is_none());
+        // A forged token is refused every time and never kept.
+        let forged = TokenKeys::new(vec![("k1".into(), vec![9; 32])]).issue(&user, now, 60);
+        assert!(cache.verify(&keys, &forged, now).is_err());
+        assert!(cache.get(&forged, now).is_none());
+        // Bounded: past the most kept, a shard drops what expired, then everything.
+        let claims = Arc::new(keys.verify(&token).unwrap());
+        for n in 0..(VERIFIED_TOKENS_MAX as u64 + 100) {
+            cache.insert(&format!("t{n}"), claims.clone(), now);
+        }
+        let kept: usize = cache.shards.iter().map(|s| s.lock().len()).sum();
+        assert!(kept <= VERIFIED_TOKENS_MAX, "{kept} kept");
     }
 
     #[test]

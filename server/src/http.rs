@@ -381,9 +381,8 @@ fn authenticate(app: &App, route: &Route, headers: &HeaderMap) -> Result<Princip
         return Err(Problem::unauthenticated("use Authorization: Bearer <access token>"));
     };
     let claims = app
-        .keys
-        .read()
-        .verify(token.trim())
+        .tokens
+        .verify(&app.keys.read(), token.trim(), crate::app::now_s())
         .map_err(|e| Problem::unauthenticated(e.to_string()))?;
     crate::handlers::accounts::principal_from_claims(app, &claims)
 }
