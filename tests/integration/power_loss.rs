@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::crash::{crash_cycles, env_or};
-use crate::http_support::TestServer;
+use crate::http_support::{TestServer, PASSWORD};
 
 /// Whether the power-loss tests were told to skip (they then say they proved nothing).
 fn skipped() -> bool {
@@ -58,11 +58,13 @@ fn acknowledged_commands_survive_power_loss() {
 }
 
 /// The server on the power-losing file system: a child process under keyed HTTP load
-/// (guest cart items, checkouts and payments; the admin's products, stock adjustments
-/// and categories; each with an `Idempotency-Key`) is SIGKILLed,
-/// the power is cut, and the restarted server must replay every acknowledged keyed
-/// request with the same answer (so a retry after the crash is safe), with paid orders
-/// paid. `EMPORIUM_SERVER_POWER_LOSS_CYCLES` sets the cycles (default 5).
+/// (guest cart items, checkouts and payments; flash-sale purchases and their payments
+/// by a signed-in buyer; the admin's products, stock adjustments and categories; each
+/// with an `Idempotency-Key`) is SIGKILLed, the power is cut, and the restarted server
+/// must replay every acknowledged keyed request with the same answer (so a retry after
+/// the crash is safe), with paid orders paid, and the sale's units counted once: what
+/// it says is reserved and sold is what the buyer's pending and paid orders hold.
+/// `EMPORIUM_SERVER_POWER_LOSS_CYCLES` sets the cycles (default 5).
 #[test]
 fn acknowledged_requests_survive_server_power_loss() {
     if skipped() {
@@ -82,8 +84,28 @@ fn acknowledged_requests_survive_server_power_loss() {
         let admin = s.admin();
         if cycle == 0 {
             s.product(&admin, "PL-1", 700, 1_000_000);
+            s.product(&admin, "PL-SALE", 700, 1_000_000);
+            s.register(BUYER);
+            let now = emporium_server::app::now_ms();
+            let sale = json!({
+                "sku": "PL-SALE", "price": {"amount": 350, "currency": "USD"},
+                "quantity": 500_000, "per_customer_limit": 500_000,
+                "starts_at": emporium_server::wire::rfc3339(now - 1000),
+                "ends_at": emporium_server::wire::rfc3339(now + 24 * 3_600_000),
+            });
+            s.post("/v1/flash-sales").bearer(&admin).json(sale).send().expect(201);
         }
-        let replayed = verify_replays(&s, &admin, &acked, cycle);
+        let buyer = s.password_grant(BUYER, PASSWORD).expect(200)["access_token"]
+            .as_str()
+            .expect("a token")
+            .to_string();
+        let sale = s.get("/v1/flash-sales").send().expect(200)["data"][0]["id"]
+            .as_str()
+            .expect("the sale")
+            .to_string();
+        let callers = Callers { admin: &admin, buyer: &buyer };
+        let replayed = verify_replays(&s, &callers, &acked, cycle);
+        verify_sale(&s, &buyer, &sale, cycle);
         if cycle == cycles {
             break;
         }
@@ -97,6 +119,8 @@ fn acknowledged_requests_survive_server_power_loss() {
             }
             let (s, new, stop, admin) = (&s, &new, &stop, &admin);
             scope.spawn(move || administer(s, admin, &format!("c{cycle}a"), stop, new));
+            let (buyer, sale) = (&buyer, &sale);
+            scope.spawn(move || buy(s, buyer, sale, &format!("c{cycle}b"), stop, new));
             std::thread::sleep(kill_after);
             server.kill();
             stop.store(true, Ordering::Release);
@@ -114,10 +138,37 @@ fn acknowledged_requests_survive_server_power_loss() {
     assert!(acked.len() > cycles, "too little was acknowledged to prove anything");
 }
 
+/// The buyer in the flash sale.
+const BUYER: &str = "power-buyer@example.com";
+
+/// Who sends a keyed request (keys are scoped by the caller).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    Guest,
+    Admin,
+    Buyer,
+}
+
+/// The tokens of this cycle.
+struct Callers<'a> {
+    admin: &'a str,
+    buyer: &'a str,
+}
+
+impl Callers<'_> {
+    fn token(&self, caller: Caller) -> Option<&str> {
+        match caller {
+            Caller::Guest => None,
+            Caller::Admin => Some(self.admin),
+            Caller::Buyer => Some(self.buyer),
+        }
+    }
+}
+
 /// A keyed request that was answered with a success.
 struct Keyed {
-    /// Sent as the admin (whose keys are its own), else anonymously.
-    admin: bool,
+    /// Who sent it.
+    caller: Caller,
     path: String,
     key: String,
     body: Value,
@@ -129,8 +180,9 @@ struct Keyed {
 /// other order a keyed payment. Records each keyed success; returns at the first
 /// transport error (the server was killed).
 fn shop(s: &TestServer, name: &str, stop: &AtomicBool, acked: &Mutex<Vec<Keyed>>) {
-    let keyed =
-        |path: String, key: String, body: Value| send_keyed(s, None, acked, path, key, body);
+    let keyed = |path: String, key: String, body: Value| {
+        send_keyed(s, (Caller::Guest, None), acked, path, key, body)
+    };
     for n in 0.. {
         if stop.load(Ordering::Acquire) {
             return;
@@ -158,20 +210,20 @@ fn shop(s: &TestServer, name: &str, stop: &AtomicBool, acked: &Mutex<Vec<Keyed>>
     }
 }
 
-/// Sends a keyed POST (as `admin` when given); records a success, `None` on a transport
-/// error (the server was killed).
+/// Sends a keyed POST as `caller` with its token; records a success, `None` on a
+/// transport error (the server was killed).
 fn send_keyed(
     s: &TestServer,
-    admin: Option<&str>,
+    (caller, token): (Caller, Option<&str>),
     acked: &Mutex<Vec<Keyed>>,
     path: String,
     key: String,
     body: Value,
 ) -> Option<Value> {
-    let answer = s.post(&path).auth(admin).key(&key).json(body.clone()).try_send().ok()?;
+    let answer = s.post(&path).auth(token).key(&key).json(body.clone()).try_send().ok()?;
     assert!(answer.status < 300, "{path}: {answer}");
     let (status, json) = (answer.status, answer.json);
-    let record = Keyed { admin: admin.is_some(), path, key, body, status, answer: json.clone() };
+    let record = Keyed { caller, path, key, body, status, answer: json.clone() };
     acked.lock().unwrap().push(record);
     Some(json)
 }
@@ -185,7 +237,7 @@ fn administer(
     acked: &Mutex<Vec<Keyed>>,
 ) {
     let keyed = |path: &str, key: String, body: Value| {
-        send_keyed(s, Some(admin), acked, path.to_string(), key, body)
+        send_keyed(s, (Caller::Admin, Some(admin)), acked, path.to_string(), key, body)
     };
     for n in 0.. {
         if stop.load(Ordering::Acquire) {
@@ -204,11 +256,76 @@ fn administer(
     }
 }
 
+/// The buyer's keyed purchases in the sale until `stop`, every other one paid.
+fn buy(
+    s: &TestServer,
+    buyer: &str,
+    sale: &str,
+    name: &str,
+    stop: &AtomicBool,
+    acked: &Mutex<Vec<Keyed>>,
+) {
+    let keyed = |path: String, key: String, body: Value| {
+        send_keyed(s, (Caller::Buyer, Some(buyer)), acked, path, key, body)
+    };
+    for n in 0.. {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let path = format!("/v1/flash-sales/{sale}/purchases");
+        let units = json!({"quantity": 1 + n % 2});
+        let Some(order) = keyed(path, format!("{name}-{n}-buy"), units) else { return };
+        if n % 2 == 0 {
+            let order = order["id"].as_str().unwrap();
+            let card = json!({"method": "test_card", "token": "tok_visa"});
+            let path = format!("/v1/orders/{order}/payments");
+            if keyed(path, format!("{name}-{n}-pay"), card).is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// The sale counts each unit once: its `reserved` and `sold` are the units of the
+/// buyer's pending and paid orders (the only buyer), and with `remaining` they make
+/// up its quantity.
+fn verify_sale(s: &TestServer, buyer: &str, sale: &str, cycle: usize) {
+    let (mut pending, mut paid) = (0, 0);
+    let mut cursor = String::new();
+    loop {
+        let page = s
+            .get(&format!("/v1/customers/me/orders?limit=100{cursor}"))
+            .bearer(buyer)
+            .send()
+            .expect(200);
+        for order in page["data"].as_array().expect("a list") {
+            let units = order["items"][0]["quantity"].as_u64().expect("units");
+            match order["status"].as_str() {
+                Some("pending_payment") => pending += units,
+                Some("paid") => paid += units,
+                other => panic!("cycle {cycle}: a buyer's order is {other:?}"),
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let sale = s.get(&format!("/v1/flash-sales/{sale}")).send().expect(200);
+    let count = |field: &str| sale[field].as_u64().expect("a count");
+    assert_eq!(
+        (count("reserved"), count("sold")),
+        (pending, paid),
+        "cycle {cycle}: the sale against the buyer's orders: {sale}"
+    );
+    assert_eq!(count("remaining") + pending + paid, count("quantity"), "cycle {cycle}: {sale}");
+}
+
 /// Every acknowledged keyed request, sent again with its key and body, gets the same
 /// answer, marked as replayed; every acknowledged payment left its order paid.
-fn verify_replays(s: &TestServer, admin: &str, acked: &[Keyed], cycle: usize) -> usize {
+fn verify_replays(s: &TestServer, callers: &Callers<'_>, acked: &[Keyed], cycle: usize) -> usize {
     for keyed in acked {
-        let token = keyed.admin.then_some(admin);
+        let token = callers.token(keyed.caller);
         let again = s.post(&keyed.path).auth(token).key(&keyed.key).json(keyed.body.clone()).send();
         let what = format!("cycle {cycle}: {} with key {}", keyed.path, keyed.key);
         assert_eq!(again.status, keyed.status, "{what}: {again}");
@@ -223,7 +340,7 @@ fn verify_replays(s: &TestServer, admin: &str, acked: &[Keyed], cycle: usize) ->
                         .trim_end_matches("/payments")
                         .into()
                 });
-            let now = s.get(&format!("/v1/orders/{order}")).send().expect(200);
+            let now = s.get(&format!("/v1/orders/{order}")).auth(token).send().expect(200);
             assert_eq!(now["status"], "paid", "{what}: the paid order is {}", now["status"]);
         }
     }
