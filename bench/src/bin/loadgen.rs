@@ -183,7 +183,7 @@ struct SoakArgs {
     #[arg(long, default_value_t = 256)]
     clients: usize,
     /// Where the report (JSON) goes.
-    #[arg(long, default_value = "bench/results/soak.json")]
+    #[arg(long, default_value = "bench/soak/report.json")]
     output: PathBuf,
 }
 
