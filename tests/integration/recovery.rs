@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering;
 
 use emporium_engine::*;
-use emporium_tests::{cart_with, check_invariants, checkout, config, pay, stocked_sku, TestEngine};
+use emporium_tests::{
+    cart_with, check_invariants, checkout, config, levels, pay, stocked_sku, TestEngine,
+};
 
 #[test]
 fn reopen_restores_state_and_continues_the_log() {
@@ -116,6 +118,60 @@ fn a_directory_of_another_format_is_refused() {
         }
         other => panic!("expected the directory to be refused, got {other:?}"),
     }
+}
+
+/// A format-3 log (written before the flash-sale events were appended to the event
+/// enum) is read as it is: its unmaterialized tail is replayed, and the log is stamped
+/// with the current format, so a build that does not know the new events refuses it by
+/// its version from then on.
+#[test]
+fn a_format_3_log_is_replayed_and_restamped() {
+    use emporium_storage::{Store, StoreConfig, CF_LOG, CF_META};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(ManualClock::new(emporium_tests::T0));
+    let mut cfg = config(dir.path(), clock.clone());
+    cfg.materialize_interval_ms = 3_600_000;
+    cfg.materialize_rows_max = usize::MAX;
+    let engine = Engine::open(cfg).unwrap();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "V3-1", 100, 5);
+    let order = checkout(&shop, &cart_with(&shop, &[("V3-1", 2)]).id).unwrap();
+    let copy = dir.path().join("copy");
+    engine.checkpoint(&copy).unwrap();
+    engine.close();
+    // The checkpoint's rows reflect LSN 0, its log holds everything: written back as
+    // format 3, record by record, with the log's format row.
+    let open = || {
+        let config =
+            StoreConfig { path: copy.clone(), backend: BackendKind::RocksDb, ..Default::default() };
+        Store::open(&config).unwrap()
+    };
+    let store = open();
+    let mut batch = emporium_storage::WriteBatch::default();
+    let records = store.read_log(0, 10_000).unwrap();
+    assert!(!records.is_empty());
+    for record in records {
+        let mut payload = record.payload.clone();
+        assert_eq!(payload[1], ENGINE_FORMAT_VERSION as u8, "records carry the log format");
+        payload[1] = 3;
+        batch.append_log(record.lsn, &payload);
+    }
+    batch.put(CF_META, format!("format/{CF_LOG}").as_bytes(), &3u32.to_le_bytes());
+    store.write(&batch, true).unwrap();
+    drop(store);
+
+    let engine = Engine::open(config(&copy, clock)).expect("a format-3 log opens");
+    let state = engine.state();
+    assert_eq!(levels(state, "V3-1"), (5, 2), "the tail was replayed");
+    assert_eq!(state.order(&order.id).unwrap().lines.len(), 1);
+    assert!(!engine.read_log(Lsn(1), 100).unwrap().is_empty(), "its records still read");
+    engine.close();
+    let stamp = open().get(CF_META, format!("format/{CF_LOG}").as_bytes()).unwrap().unwrap();
+    assert_eq!(
+        stamp,
+        ENGINE_FORMAT_VERSION.to_le_bytes(),
+        "the log is stamped with this build's format"
+    );
 }
 
 /// Opens the store under an engine directory to damage it the way a bug or a bad copy

@@ -17,14 +17,20 @@ use crate::kernel::table::Row;
 /// The format of the data directory this build writes: the newest of its row and log
 /// formats. Every column family records its own version in `meta`, and every row and
 /// log payload carries it in its envelope. Older directories (format 1: no envelope;
-/// format 2: the flat event enum in the log) are upgraded in place on open; a newer one
-/// is refused.
-pub const ENGINE_FORMAT_VERSION: u32 = 3;
+/// format 2: the flat event enum in the log; format 3: the log before the flash-sale
+/// events) are upgraded in place on open; a newer one is refused.
+pub const ENGINE_FORMAT_VERSION: u32 = 4;
 
 /// The version of entity rows (unchanged since format 2).
 const ROW_FORMAT: u8 = 2;
-/// The version of log payloads (format 3: events nested by domain).
-const LOG_FORMAT: u8 = 3;
+/// The version of log payloads (format 3: events nested by domain; format 4: the
+/// flash-sale domain's events appended). Bumped whenever a domain's event enum grows,
+/// so a build that does not know the new events refuses the log by its version rather
+/// than failing on the first new event.
+const LOG_FORMAT: u8 = 4;
+/// Format-3 records hold entries of the same layout (the event enum only grew since):
+/// read as they are.
+const LOG_FORMAT_READABLE: u8 = 3;
 
 /// The first bytes of every enveloped value: a tag byte and the format version (one
 /// byte; a format past 255 would bring a wider envelope, told apart by the tag).
@@ -187,7 +193,11 @@ pub(crate) fn push_log_entry(payload: &mut Vec<u8>, entry: &LogEntry) {
 
 /// Decodes a log record's payload: its entries, in LSN order.
 pub fn decode_log(payload: &[u8]) -> Result<Vec<LogEntry>> {
-    decode_entries(payload, LOG_FORMAT, |entry| decode_bare::<LogEntry>(entry, "log entry"))
+    let version = match payload.get(1) {
+        Some(&LOG_FORMAT_READABLE) => LOG_FORMAT_READABLE,
+        _ => LOG_FORMAT,
+    };
+    decode_entries(payload, version, |entry| decode_bare::<LogEntry>(entry, "log entry"))
 }
 
 /// The entries of a record of format `version`, each decoded by `decode`.
@@ -336,7 +346,11 @@ pub(crate) fn check_format(store: &Store) -> Result<()> {
     }
     let mut missing = WriteBatch::default();
     for (cf, version) in found {
-        if version.is_none() {
+        // A new column family is stamped; a format-3 log is read as it is (its records
+        // keep their own version) and stamped, so older builds refuse it from now on.
+        let readable_log =
+            cf == emporium_storage::CF_LOG && version == Some(u32::from(LOG_FORMAT_READABLE));
+        if version.is_none() || readable_log {
             missing.put(CF_META, &format_key(cf), &expected_version(cf).to_le_bytes());
         }
     }
@@ -417,8 +431,8 @@ fn upgrade_v1(store: &Store) -> Result<()> {
 
 /// Format 2 wrote the same rows but a flat event enum in the log. The log (the tail the
 /// rows do not reflect yet, and what is kept for consumers) is rewritten record by
-/// record in format 3 under the same keys, and the log is stamped: one synced, atomic
-/// batch.
+/// record in the current format under the same keys, and the log is stamped: one
+/// synced, atomic batch.
 fn upgrade_log_v2(store: &Store) -> Result<()> {
     let started = std::time::Instant::now();
     let mut batch = WriteBatch::default();
@@ -445,7 +459,7 @@ fn upgrade_log_v2(store: &Store) -> Result<()> {
     tracing::info!(
         entries,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "upgraded the log from format 2 to 3"
+        "upgraded the log from format 2 to {LOG_FORMAT}"
     );
     Ok(())
 }
