@@ -43,6 +43,36 @@ fn sample_product() -> Product {
     }
 }
 
+/// A flash-sale purchase's order: one line, pending, no payment, no address.
+fn sample_order() -> Order {
+    let price = Money::new(990, Currency::USD).unwrap();
+    Order {
+        id: OrderId::from_random(0x0123_4567_89ab_cdef),
+        seq: 77,
+        cart_id: CartId::from_seq(1),
+        customer_id: Some(CustomerId::from_seq(9)),
+        email: "buyer@example.com".into(),
+        shipping_address: None,
+        status: OrderStatus::PendingPayment,
+        lines: vec![OrderLine {
+            sku: Sku::new("SALE-1").unwrap(),
+            product_id: ProductId::from_seq(4242),
+            title: "Acme Organic Cotton T-Shirt".into(),
+            quantity: 1,
+            unit_price: price,
+            line_total: price,
+        }],
+        subtotal: price,
+        discount_total: Money::zero(Currency::USD),
+        total: price,
+        reservation_expires_at: 1_767_226_200_000,
+        payments: Vec::new(),
+        created_at: 1_767_225_600_000,
+        updated_at: 1_767_225_600_000,
+        version: 1,
+    }
+}
+
 fn server(c: &mut Criterion) {
     let mut group = c.benchmark_group("server");
     group.throughput(Throughput::Elements(1));
@@ -70,6 +100,13 @@ fn server(c: &mut Criterion) {
     let product = sample_product();
     group.bench_function("product_json", |b| {
         b.iter(|| serde_json::to_vec(&ProductView::from(&product)).unwrap())
+    });
+    let order = sample_order();
+    group.bench_function("order_json_view", |b| {
+        b.iter(|| serde_json::to_vec(&emporium_server::wire::OrderView::from(&order)).unwrap())
+    });
+    group.bench_function("order_json_direct", |b| {
+        b.iter(|| emporium_server::wire::order_json(&order))
     });
     let body = br#"{"sku":"TSHIRT-M","quantity":2}"#;
     group.bench_function("parse_cart_item", |b| {

@@ -192,6 +192,11 @@ impl Out {
         Out { location: Some(location), ..Out::json(201, value) }
     }
 
+    /// 201 with a JSON body already written, at `location`.
+    pub fn created_json(body: Vec<u8>, location: String) -> Out {
+        Out { body: Some(body), location: Some(location), ..Out::status(201) }
+    }
+
     /// 204.
     pub fn no_content() -> Out {
         Out::status(204)

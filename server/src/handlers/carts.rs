@@ -107,6 +107,6 @@ pub async fn checkout(call: Call) -> Result<Out, Problem> {
         Ok(order) => order,
         Err(error) => return Err(record_refusal(&call, idempotency, error).await),
     };
-    let out = Out::created(&OrderView::from(&*order), format!("/v1/orders/{}", order.id));
+    let out = Out::created_json(order_json(&order), format!("/v1/orders/{}", order.id));
     Ok(Out { replayed: replaying, ..out.versioned(order.version) })
 }
