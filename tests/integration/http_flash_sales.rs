@@ -216,11 +216,13 @@ fn a_sale_is_read_refused_and_cancelled_as_the_contract_says() {
 type Seen = Vec<(std::time::Instant, String, Value)>;
 
 /// Opens the event stream of `sale` and reads it until its `status` event (or the
-/// deadline), announcing on `ready` once the opening `sale` event came.
+/// deadline), announcing on `ready` once the opening `sale` event came, and on `beat`
+/// once a `remaining` event followed the first one showing `after` units left (the
+/// purchase shown, then a heartbeat).
 async fn watch(
     addr: String,
     sale: String,
-    ready: tokio::sync::mpsc::Sender<()>,
+    (ready, beat, after): (tokio::sync::mpsc::Sender<()>, tokio::sync::mpsc::Sender<()>, u64),
     deadline: std::time::Instant,
 ) -> Result<Seen, String> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -231,6 +233,7 @@ async fn watch(
     let mut head = Vec::new();
     let mut seen = Vec::new();
     let mut event = None;
+    let (mut purchase_shown, mut beaten) = (false, false);
     let read = async {
         // The head, up to its empty line; then the chunked body, whose chunk-size and
         // blank lines are skipped (one event is one chunk).
@@ -249,6 +252,13 @@ async fn watch(
                 let data: Value = serde_json::from_str(data).map_err(|e| e.to_string())?;
                 if name == "sale" {
                     let _ = ready.send(()).await;
+                }
+                if name == "remaining" {
+                    if purchase_shown && !beaten {
+                        beaten = true;
+                        let _ = beat.send(()).await;
+                    }
+                    purchase_shown |= data["remaining"] == after;
                 }
                 let last = name == "status";
                 seen.push((std::time::Instant::now(), name, data));
@@ -290,10 +300,14 @@ fn a_thousand_watchers_follow_a_sale_from_one_feed() {
         .expect("a runtime");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(WATCHERS);
+    let (beat_tx, mut beat_rx) = tokio::sync::mpsc::channel(WATCHERS);
     let watchers: Vec<_> = (0..WATCHERS)
-        .map(|_| runtime.spawn(watch(addr.clone(), id.clone(), ready_tx.clone(), deadline)))
+        .map(|_| {
+            let signals = (ready_tx.clone(), beat_tx.clone(), 47);
+            runtime.spawn(watch(addr.clone(), id.clone(), signals, deadline))
+        })
         .collect();
-    drop(ready_tx);
+    drop((ready_tx, beat_tx));
     // Everyone has the opening event before anything changes.
     runtime.block_on(async {
         for _ in 0..WATCHERS {
@@ -308,7 +322,12 @@ fn a_thousand_watchers_follow_a_sale_from_one_feed() {
         .json(json!({"quantity": 3}))
         .send();
     assert_eq!(bought.status, 201, "{}", bought.json);
-    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    // Every watcher saw the purchase and then a heartbeat before the sale is cancelled.
+    runtime.block_on(async {
+        for _ in 0..WATCHERS {
+            beat_rx.recv().await.expect("every watcher sees the purchase, then a heartbeat");
+        }
+    });
     let cancelled_at = std::time::Instant::now();
     s.post(&format!("/v1/flash-sales/{id}/cancel")).bearer(&admin).send().expect(200);
     let seen: Vec<Seen> = runtime.block_on(async {
