@@ -199,15 +199,26 @@ fn shop(s: &TestServer, name: &str, stop: &AtomicBool, acked: &Mutex<Vec<Keyed>>
         let email = json!({"email": "power@example.com"});
         let path = format!("/v1/carts/{cart}/checkout");
         let Some(order) = keyed(path, format!("{name}-{n}-checkout"), email) else { return };
-        if n % 2 == 0 {
-            let order = order["id"].as_str().unwrap();
-            let card = json!({"method": "test_card", "token": "tok_visa"});
-            let path = format!("/v1/orders/{order}/payments");
-            if keyed(path, format!("{name}-{n}-pay"), card).is_none() {
-                return;
-            }
+        if !pay_every_other(&keyed, &format!("{name}-{n}"), n, &order) {
+            return;
         }
     }
+}
+
+/// Pays for `order` with a key of its own (`KEY-pay`) when `n` is even; `false` when the
+/// server was killed.
+fn pay_every_other(
+    keyed: &dyn Fn(String, String, Value) -> Option<Value>,
+    key: &str,
+    n: usize,
+    order: &Value,
+) -> bool {
+    if !n.is_multiple_of(2) {
+        return true;
+    }
+    let order = order["id"].as_str().unwrap();
+    let card = json!({"method": "test_card", "token": "tok_visa"});
+    keyed(format!("/v1/orders/{order}/payments"), format!("{key}-pay"), card).is_some()
 }
 
 /// Sends a keyed POST as `caller` with its token; records a success, `None` on a
@@ -275,13 +286,8 @@ fn buy(
         let path = format!("/v1/flash-sales/{sale}/purchases");
         let units = json!({"quantity": 1 + n % 2});
         let Some(order) = keyed(path, format!("{name}-{n}-buy"), units) else { return };
-        if n % 2 == 0 {
-            let order = order["id"].as_str().unwrap();
-            let card = json!({"method": "test_card", "token": "tok_visa"});
-            let path = format!("/v1/orders/{order}/payments");
-            if keyed(path, format!("{name}-{n}-pay"), card).is_none() {
-                return;
-            }
+        if !pay_every_other(&keyed, &format!("{name}-{n}"), n, &order) {
+            return;
         }
     }
 }

@@ -126,7 +126,7 @@ fn a_directory_of_another_format_is_refused() {
 /// its version from then on.
 #[test]
 fn a_format_3_log_is_replayed_and_restamped() {
-    use emporium_storage::{Store, StoreConfig, CF_LOG, CF_META};
+    use emporium_storage::{CF_LOG, CF_META};
     let dir = tempfile::tempdir().unwrap();
     let clock = std::sync::Arc::new(ManualClock::new(emporium_tests::T0));
     let mut cfg = config(dir.path(), clock.clone());
@@ -141,12 +141,7 @@ fn a_format_3_log_is_replayed_and_restamped() {
     engine.close();
     // The checkpoint's rows reflect LSN 0, its log holds everything: written back as
     // format 3, record by record, with the log's format row.
-    let open = || {
-        let config =
-            StoreConfig { path: copy.clone(), backend: BackendKind::RocksDb, ..Default::default() };
-        Store::open(&config).unwrap()
-    };
-    let store = open();
+    let store = open_store(&copy);
     let mut batch = emporium_storage::WriteBatch::default();
     let records = store.read_log(0, 10_000).unwrap();
     assert!(!records.is_empty());
@@ -166,7 +161,8 @@ fn a_format_3_log_is_replayed_and_restamped() {
     assert_eq!(state.order(&order.id).unwrap().lines.len(), 1);
     assert!(!engine.read_log(Lsn(1), 100).unwrap().is_empty(), "its records still read");
     engine.close();
-    let stamp = open().get(CF_META, format!("format/{CF_LOG}").as_bytes()).unwrap().unwrap();
+    let stamp =
+        open_store(&copy).get(CF_META, format!("format/{CF_LOG}").as_bytes()).unwrap().unwrap();
     assert_eq!(
         stamp,
         ENGINE_FORMAT_VERSION.to_le_bytes(),
@@ -174,15 +170,20 @@ fn a_format_3_log_is_replayed_and_restamped() {
     );
 }
 
-/// Opens the store under an engine directory to damage it the way a bug or a bad copy
-/// would.
-fn tamper(dir: &std::path::Path, damage: impl FnOnce(&mut emporium_storage::WriteBatch)) {
-    let store = emporium_storage::Store::open(&emporium_storage::StoreConfig {
+/// The store under a closed engine's directory.
+fn open_store(dir: &std::path::Path) -> emporium_storage::Store {
+    let config = emporium_storage::StoreConfig {
         path: dir.to_path_buf(),
         backend: BackendKind::RocksDb,
         ..Default::default()
-    })
-    .unwrap();
+    };
+    emporium_storage::Store::open(&config).unwrap()
+}
+
+/// Opens the store under an engine directory to damage it the way a bug or a bad copy
+/// would.
+fn tamper(dir: &std::path::Path, damage: impl FnOnce(&mut emporium_storage::WriteBatch)) {
+    let store = open_store(dir);
     let mut batch = emporium_storage::WriteBatch::default();
     damage(&mut batch);
     store.write(&batch, true).unwrap();
