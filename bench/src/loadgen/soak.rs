@@ -12,7 +12,7 @@
 //! - carts were abandoned and dropped, and the server still answers `/readyz`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,10 +195,10 @@ pub async fn soak(plan: &SoakPlan) -> anyhow::Result<SoakReport> {
         progress: plan.progress,
         server_pid: Some(plan.server_pid),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = tokio::spawn(sample_until(plan.clone(), stop.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(sample_until(plan.clone(), stopped));
     let outcome = driver::run(storefront(Some(sales.clone())), &open).await?;
-    stop.store(true, Ordering::Relaxed);
+    stop.send_replace(true);
     let samples = sampler.await??;
 
     let mut report = summarize(plan, saturation, offered, &outcome, &measured.rec, samples);
@@ -238,8 +238,11 @@ async fn restock(admin: &Admin, skus: &[String], units: u64) -> anyhow::Result<V
     .await
 }
 
-/// Reads the server every `sample_every` until `stop`.
-async fn sample_until(plan: SoakPlan, stop: Arc<AtomicBool>) -> anyhow::Result<Vec<Sample>> {
+/// Reads the server every `sample_every` until `stop` turns true, then once more.
+async fn sample_until(
+    plan: SoakPlan,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Sample>> {
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut conn = Conn::connect(plan.addr).await?;
@@ -269,13 +272,13 @@ async fn sample_until(plan: SoakPlan, stop: Arc<AtomicBool>) -> anyhow::Result<V
         );
         samples.push(sample);
         let next = started + plan.sample_every * samples.len() as u32;
-        while Instant::now() < next {
-            if stop.load(Ordering::Relaxed) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = stop.changed() => {
                 let last = read_sample(&mut conn, plan.server_pid, started).await?;
                 samples.push(last);
                 return Ok(samples);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
