@@ -224,6 +224,7 @@ impl StockCell {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     #[test]
     fn stock_cell_reads_what_was_written() {
@@ -235,16 +236,26 @@ mod tests {
 
     #[test]
     fn stock_cell_is_never_torn_under_a_concurrent_writer() {
-        const WRITES: u32 = 200_000;
+        // The writer goes on until the reader has raced it for a while (on a busy
+        // machine the reader may not be scheduled before a fixed number of writes is
+        // done), with a ceiling so a starved reader fails the test rather than hangs it.
+        const WRITES_AT_LEAST: u32 = 200_000;
+        const WRITES_AT_MOST: u32 = 200_000_000;
+        const OVERLAPS_WANTED: u32 = 1_000;
         let cell = Arc::new(StockCell::new(0, 0, 0));
         let start = Arc::new(std::sync::Barrier::new(2));
+        let raced = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (cell, start) = (cell.clone(), start.clone());
+            let (cell, start, raced) = (cell.clone(), start.clone(), raced.clone());
             std::thread::spawn(move || {
                 start.wait();
-                for n in 1..=WRITES {
+                let mut n = 0;
+                while n < WRITES_AT_MOST && (n < WRITES_AT_LEAST || !raced.load(Ordering::Relaxed))
+                {
+                    n += 1;
                     cell.write(n, n / 2);
                 }
+                n
             })
         };
         start.wait();
@@ -259,16 +270,19 @@ mod tests {
             assert_eq!(reserved, on_hand / 2, "a torn read: {on_hand}, {reserved}");
             assert_eq!(u64::from(on_hand), version, "levels of one write, its version");
             assert!(version >= last_version);
-            last_version = version;
-            if version > 0 && version < u64::from(WRITES) {
+            if version > last_version && last_version > 0 {
                 overlapping += 1;
+                if overlapping >= OVERLAPS_WANTED {
+                    raced.store(true, Ordering::Relaxed);
+                }
             }
+            last_version = version;
             if finished {
                 break;
             }
         }
-        writer.join().unwrap();
-        assert_eq!(last_version, u64::from(WRITES));
+        let written = writer.join().unwrap();
+        assert_eq!(last_version, u64::from(written));
         assert!(overlapping > 0, "no read overlapped the writer");
     }
 }
