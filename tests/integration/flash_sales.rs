@@ -240,7 +240,7 @@ fn a_purchase_key_replays_its_order() {
     let s = sale(30, 2, 0);
     let first = s.buy_keyed(0, 1, Some("k1")).expect("buy");
     let again = s.buy_keyed(0, 1, Some("k1")).expect("replay");
-    assert_eq!(again.id, first.id);
+    assert_eq!(again, first, "the replay answers the order as it was placed");
     assert_eq!(s.line(), "live 29/1/0, sku 100/30");
     step(&s, s.buy_keyed(0, 2, Some("k1")), "idempotency_key_reused; live 29/1/0, sku 100/30");
 }

@@ -9,12 +9,16 @@ use crate::types::*;
 /// The recorded outcome of an idempotent command, replayed for a retry.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum IdempotentOutcome {
-    /// A checkout that placed this order (as it was then).
+    /// A checkout that placed this order, as it was then (how earlier versions
+    /// recorded a checkout; still read, no longer written).
     Checkout(Order),
     /// A payment that was captured (the order as it was then).
     Payment(Order, Payment),
     /// A response recorded by the HTTP layer.
     Response(RecordedResponse),
+    /// A checkout or purchase that placed this order, replayed as the order was when
+    /// placed ([`Order::as_placed`]): a reference, not a second copy of the order.
+    Placed(OrderId),
 }
 
 /// A response kept for an idempotency key.

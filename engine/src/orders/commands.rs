@@ -168,6 +168,10 @@ pub(crate) fn placing(
         Replay::Recorded(IdempotentOutcome::Checkout(order)) => {
             Ok(Err(Placed::Replayed(Box::new(order))))
         }
+        Replay::Recorded(IdempotentOutcome::Placed(id)) => match state.order(&id) {
+            Some(order) => Ok(Err(Placed::Replayed(Box::new(order.as_placed())))),
+            None => Err(not_found(EntityKind::Order, id.as_str())),
+        },
         Replay::Recorded(_) => Err(EngineError::IdempotencyKeyReused),
         Replay::New(tag) => Ok(Ok(Some(tag))),
         Replay::Unkeyed => Ok(Ok(None)),

@@ -216,7 +216,7 @@ fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut 
         version: 1,
     };
     if let Some(tag) = &placed.idempotency {
-        let outcome = IdempotentOutcome::Checkout(order.clone());
+        let outcome = IdempotentOutcome::Placed(order.id.clone());
         crate::idempotency::record(state, tag, outcome, at, rows);
     }
     put_order(state, order, rows);
@@ -262,7 +262,7 @@ pub(crate) fn place_purchase(
         version: 1,
     };
     if let Some(tag) = &purchase.idempotency {
-        let outcome = IdempotentOutcome::Checkout(order.clone());
+        let outcome = IdempotentOutcome::Placed(order.id.clone());
         crate::idempotency::record(state, tag, outcome, at, rows);
     }
     put_order(state, order, rows);

@@ -125,6 +125,19 @@ impl Order {
         self.total.currency()
     }
 
+    /// The order as it was when placed. After that an order only changes its status,
+    /// its payments, and with them its update time and version, so this is exact, and
+    /// an idempotent checkout's or purchase's replay needs no copy of the order.
+    pub fn as_placed(&self) -> Order {
+        Order {
+            status: OrderStatus::PendingPayment,
+            payments: Vec::new(),
+            updated_at: self.created_at,
+            version: 1,
+            ..self.clone()
+        }
+    }
+
     /// Whether the order still holds a reservation of its lines' stock.
     pub fn holds_reservation(&self) -> bool {
         self.status == OrderStatus::PendingPayment
