@@ -261,8 +261,12 @@ pub async fn serve(
     let started = Instant::now();
     let request_id = request_id(request.headers());
     let method = request.method().clone();
-    // Every log line of the request carries its id.
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %request.uri().path());
+    // With `EMPORIUM_LOG=debug`, every log line of the request carries its id. Only
+    // then: an enabled span formats its fields on every request, a measurable share of
+    // the cheapest answers; the warnings and errors a request can cause name its id
+    // themselves, and a 500 is logged with it below (not a 503: under overload that
+    // would add a log write to every refusal).
+    let span = tracing::debug_span!("request", request_id = %request_id, method = %method, path = %request.uri().path());
     let (route_name, mut response) = match routes::find(request.method(), request.uri().path()) {
         Ok((route, params)) => {
             let dispatched = dispatch(app.clone(), route, params, request, &request_id, peer);
@@ -274,6 +278,9 @@ pub async fn serve(
         response.headers_mut().insert("x-request-id", value);
     }
     let status = response.status().as_u16();
+    if status == 500 {
+        tracing::error!(request_id = %request_id, route = route_name, "answered 500");
+    }
     app.metrics.request(route_name, &method, status, started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(route = route_name, status, "answered"));
     Ok(response)
@@ -502,7 +509,7 @@ fn out_response(out: Out, if_none_match: Option<&HeaderValue>) -> Response<Body>
 
 /// A problem+json response.
 pub fn problem_response(problem: &Problem, request_id: &str) -> Response<Body> {
-    let body = serde_json::to_vec(&problem.body(request_id)).expect("problems serialize");
+    let body = problem.body(request_id);
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(problem.status).expect("problems use valid statuses"))
         .header(header::CONTENT_TYPE, "application/problem+json")

@@ -2,6 +2,7 @@
 //! Every engine error maps to one problem here, in one place.
 
 use emporium_engine::EngineError;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// An error answer.
@@ -91,20 +92,37 @@ impl Problem {
         Problem::new(500, "internal_error", "Internal error", detail)
     }
 
-    /// The body, with the request id.
-    pub fn body(&self, request_id: &str) -> Value {
-        let mut body = json!({
-            "type": format!("/problems/{}", self.code),
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            "code": self.code,
-            "request_id": request_id,
-        });
-        if let Some(errors) = &self.errors {
-            body["errors"] = errors.clone();
+    /// The body, with the request id, as JSON bytes (members in alphabetical order).
+    pub fn body(&self, request_id: &str) -> Vec<u8> {
+        /// `/problems/{code}`, written without building the string first.
+        struct TypeUri(&'static str);
+        impl Serialize for TypeUri {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&format_args!("/problems/{}", self.0))
+            }
         }
-        body
+        #[derive(Serialize)]
+        struct Body<'a> {
+            code: &'static str,
+            detail: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            errors: Option<&'a Value>,
+            request_id: &'a str,
+            status: u16,
+            title: &'static str,
+            #[serde(rename = "type")]
+            kind: TypeUri,
+        }
+        let body = Body {
+            code: self.code,
+            detail: &self.detail,
+            errors: self.errors.as_ref(),
+            request_id,
+            status: self.status,
+            title: self.title,
+            kind: TypeUri(self.code),
+        };
+        serde_json::to_vec(&body).expect("problems serialize")
     }
 }
 

@@ -138,7 +138,7 @@ pub(crate) async fn idempotent(
             body: out.body.clone().unwrap_or_default(),
         };
         if let Err(error) = call.app.engine.send(record).await {
-            tracing::warn!(%error, "could not record the idempotent response");
+            tracing::warn!(request_id = %call.request_id, %error, "could not record the idempotent response");
         }
     }
     Ok(out)
@@ -255,11 +255,11 @@ pub(crate) async fn record_refusal(
     let lasting = matches!(error, E::PaymentDeclined(_));
     let problem = Problem::from(error);
     if let (Some(key), true) = (key, lasting) {
-        let body = serde_json::to_vec(&problem.body(&call.request_id)).expect("problems serialize");
+        let body = problem.body(&call.request_id);
         let record =
             RecordResponse { key, fingerprint: fnv(&call.body), status: problem.status, body };
         if let Err(error) = call.app.engine.send(record).await {
-            tracing::warn!(%error, "could not record the refusal for its idempotency key");
+            tracing::warn!(request_id = %call.request_id, %error, "could not record the refusal for its idempotency key");
         }
     }
     problem
