@@ -113,11 +113,27 @@ impl Call {
     }
 }
 
-/// FNV-1a over a body.
+/// A hash of a body for its ETag: FNV-1a's multiply over eight bytes at a time (a byte
+/// at a time was a visible share of a purchase's CPU), the length mixed in, and a
+/// final avalanche. Stable across processes, as an ETag must be.
 fn body_hash(body: Option<&[u8]>) -> u64 {
-    body.unwrap_or_default().iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let body = body.unwrap_or_default();
+    let mut words = body.chunks_exact(8);
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ body.len() as u64;
+    for word in &mut words {
+        h = (h ^ u64::from_le_bytes(word.try_into().expect("eight bytes"))).wrapping_mul(PRIME);
+        h ^= h >> 29;
+    }
+    for b in words.remainder() {
+        h = (h ^ u64::from(*b)).wrapping_mul(PRIME);
+    }
+    // murmur3's finaliser: every input bit reaches every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Parses a JSON body into `T`, naming the offending field on failure.
@@ -530,6 +546,25 @@ pub fn problem_response(problem: &Problem, request_id: &str) -> Response<Body> {
 mod tests {
     use super::*;
     use crate::routes::{BodyKind, HandlerFuture};
+
+    #[test]
+    fn a_body_hash_tells_apart_every_one_byte_change_and_every_length() {
+        let body: Vec<u8> = (0..101u8).collect();
+        let mut seen = std::collections::HashSet::new();
+        assert!(seen.insert(body_hash(Some(&body))));
+        for i in 0..body.len() {
+            let mut changed = body.clone();
+            changed[i] ^= 1;
+            assert!(seen.insert(body_hash(Some(&changed))), "a flip at {i} collides");
+        }
+        for len in 0..body.len() {
+            assert!(seen.insert(body_hash(Some(&body[..len]))), "the first {len} bytes collide");
+        }
+        // ETags outlive the process: the value is pinned (an independent computation of
+        // the same function gave it), so a change of the hash is a deliberate one.
+        assert_eq!(body_hash(Some(br#"{"id":"ord_1","version":1}"#)), 0x5cc5_782c_0f9e_e410);
+        assert_eq!(body_hash(None), body_hash(Some(b"")));
+    }
 
     fn panicking(_call: Call) -> HandlerFuture {
         Box::pin(async { panic!("a bug in a handler") })
