@@ -108,9 +108,6 @@ struct RunArgs {
     /// Seconds in each measured window.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Prepared flash-sale carts per point, at most.
-    #[arg(long, default_value_t = 300_000)]
-    flash_carts_max: usize,
     /// Prepared checkout-heavy carts per point, at most.
     #[arg(long, default_value_t = 25_000)]
     checkout_carts_max: usize,
@@ -211,7 +208,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(args.warmup),
         duration: Duration::from_secs_f64(args.duration),
         progress: !args.no_progress && std::io::stderr().is_terminal(),
-        flash_carts_max: args.flash_carts_max,
         checkout_carts_max: args.checkout_carts_max,
         server_pid: args.server_pid,
         metrics: if args.system == System::Emporium { args.addr } else { None },

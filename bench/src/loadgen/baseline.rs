@@ -9,12 +9,61 @@
 use anyhow::Context as _;
 use tokio_postgres::{Client, NoTls};
 
-/// The flash-sale stock table and the checkout tables. SKUs are integers (the cheapest
-/// key PostgreSQL can have); every stock update is guarded so stock cannot go below
-/// zero even without the CHECK constraint.
+/// The flash-sale tables and function, and the checkout tables. Keys are integers (the
+/// cheapest key PostgreSQL can have); every stock update is guarded so stock cannot go
+/// below zero even without the CHECK constraint.
 pub const PG_SCHEMA: &str = "
-DROP TABLE IF EXISTS payments, order_lines, orders, stock, flash_stock;
-CREATE TABLE flash_stock (sku bigint PRIMARY KEY, qty bigint NOT NULL CHECK (qty >= 0));
+DROP TABLE IF EXISTS payments, order_lines, orders, stock, flash_orders, flash_holdings, flash_sales;
+CREATE TABLE flash_sales (
+    id bigint PRIMARY KEY,
+    remaining bigint NOT NULL CHECK (remaining >= 0),
+    price bigint NOT NULL,
+    per_customer_limit int NOT NULL
+);
+CREATE TABLE flash_holdings (
+    sale_id bigint NOT NULL,
+    customer_id bigint NOT NULL,
+    units int NOT NULL,
+    PRIMARY KEY (sale_id, customer_id)
+);
+CREATE TABLE flash_orders (
+    id bigserial PRIMARY KEY,
+    sale_id bigint NOT NULL,
+    customer_id bigint NOT NULL,
+    qty int NOT NULL,
+    total bigint NOT NULL,
+    status text NOT NULL DEFAULT 'pending_payment',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- One purchase, one transaction: the guarded decrement of the sale's row (which also
+-- serialises the sale's buyers), the customer's units counted against the cap (the
+-- decrement is given back if the cap refuses), and the order row. Answers the units
+-- left, -1 when too few are left, -2 when the cap refuses.
+CREATE OR REPLACE FUNCTION flash_purchase(p_sale bigint, p_customer bigint, p_qty int)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_left bigint;
+    v_price bigint;
+    v_limit int;
+BEGIN
+    UPDATE flash_sales SET remaining = remaining - p_qty
+    WHERE id = p_sale AND remaining >= p_qty
+    RETURNING remaining, price, per_customer_limit INTO v_left, v_price, v_limit;
+    IF NOT FOUND THEN
+        RETURN -1;
+    END IF;
+    INSERT INTO flash_holdings AS h VALUES (p_sale, p_customer, p_qty)
+    ON CONFLICT (sale_id, customer_id) DO UPDATE SET units = h.units + p_qty
+    WHERE h.units + p_qty <= v_limit;
+    IF NOT FOUND THEN
+        UPDATE flash_sales SET remaining = remaining + p_qty WHERE id = p_sale;
+        RETURN -2;
+    END IF;
+    INSERT INTO flash_orders (sale_id, customer_id, qty, total)
+    VALUES (p_sale, p_customer, p_qty, v_price * p_qty);
+    RETURN v_left;
+END
+$$;
 CREATE TABLE stock (
     sku bigint PRIMARY KEY,
     qty bigint NOT NULL CHECK (qty >= 0),
@@ -43,9 +92,8 @@ CREATE TABLE payments (
 );
 ";
 
-/// The flash-sale decrement: one hot row, guarded.
-pub const PG_FLASH_DECREMENT: &str =
-    "UPDATE flash_stock SET qty = qty - $2 WHERE sku = $1 AND qty >= $2 RETURNING qty";
+/// A flash-sale purchase: `(sale, customer, quantity)`.
+pub const PG_FLASH_PURCHASE: &str = "SELECT flash_purchase($1, $2, $3)";
 
 /// A checkout line's guarded stock update (lines are sent in ascending SKU order, so
 /// row locks are always taken in the same order and transactions cannot deadlock).
@@ -70,15 +118,22 @@ WITH p AS (
 )
 INSERT INTO payments (order_id, amount) SELECT id, total FROM p RETURNING id";
 
-/// Redis's flash-sale decrement: take `ARGV[1]` units if at least that many are left;
-/// answers the units left, or -1 when there are not enough.
-pub const REDIS_DECREMENT_LUA: &str = "
-local want = tonumber(ARGV[1])
+/// Redis's flash-sale purchase: customer `ARGV[1]` takes `ARGV[2]` units of the stock
+/// at `KEYS[1]` if at least that many are left and the units they hold in the hash at
+/// `KEYS[2]` stay within the cap `ARGV[3]`; answers the units left, -1 when too few are
+/// left, -2 when the cap refuses (the same order of checks as Emporium's).
+pub const REDIS_PURCHASE_LUA: &str = "
+local want = tonumber(ARGV[2])
 local left = tonumber(redis.call('GET', KEYS[1]) or '0')
-if left >= want then
-  return redis.call('DECRBY', KEYS[1], want)
+if left < want then
+  return -1
 end
-return -1
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if held + want > tonumber(ARGV[3]) then
+  return -2
+end
+redis.call('HINCRBY', KEYS[2], ARGV[1], want)
+return redis.call('DECRBY', KEYS[1], want)
 ";
 
 /// Opens one PostgreSQL connection (its driver task runs on the runtime).

@@ -154,6 +154,94 @@ impl Admin {
     }
 }
 
+/// A flash sale as the server shows it.
+#[derive(Deserialize, Debug)]
+pub struct FlashSale {
+    /// The id.
+    pub id: String,
+    /// `scheduled`, `live`, `sold_out`, `ended` or `cancelled`.
+    pub status: String,
+    /// The allocation.
+    pub quantity: u64,
+    /// Units not yet taken.
+    pub remaining: u64,
+    /// Units in pending orders.
+    pub reserved: u64,
+    /// Units paid.
+    pub sold: u64,
+}
+
+impl Admin {
+    /// Starts a sale of `quantity` units of `sku` at `price` cents, live at once for
+    /// two hours, with a cap of `per_customer_limit` units per customer.
+    pub async fn create_flash_sale(
+        &self,
+        sku: &str,
+        price: i64,
+        quantity: u64,
+        per_customer_limit: u32,
+    ) -> anyhow::Result<FlashSale> {
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339).expect("a UTC time formats")
+        };
+        let body = serde_json::json!({
+            "sku": sku,
+            "price": {"amount": price, "currency": "USD"},
+            "quantity": quantity,
+            "per_customer_limit": per_customer_limit,
+            "starts_at": stamp(now - time::Duration::seconds(1)),
+            "ends_at": stamp(now + time::Duration::hours(2)),
+        });
+        let mut conn = Conn::connect(self.addr).await?;
+        let reply = conn
+            .post("/v1/flash-sales", std::slice::from_ref(&self.auth), body.to_string())
+            .await?;
+        expect(&reply, 201, "creating a flash sale")
+    }
+}
+
+/// A flash sale's current state (a public read).
+pub async fn flash_sale(addr: SocketAddr, id: &str) -> anyhow::Result<FlashSale> {
+    let mut conn = Conn::connect(addr).await?;
+    expect(&conn.get(&format!("/v1/flash-sales/{id}"), &[]).await?, 200, "reading a flash sale")
+}
+
+/// Connections that register buyers: a few, as password hashing has its own small
+/// concurrency bound on the server.
+const REGISTER_CONNECTIONS: usize = 8;
+
+/// Registers `count` customers (`buyer-{tag}-{i}@example.com`) and answers each one's
+/// `Authorization` header, in order. A 503 (every hashing slot busy) is waited out.
+pub async fn register_buyers(
+    addr: SocketAddr,
+    tag: &str,
+    count: usize,
+) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
+    #[derive(Deserialize)]
+    struct Registered {
+        access_token: String,
+    }
+    let emails = (0..count).map(|i| format!("buyer-{tag}-{i}@example.com")).collect();
+    parallel(addr, emails, REGISTER_CONNECTIONS, |mut conn, email: String| async move {
+        let body = serde_json::json!({"email": email, "password": "flash-sale-buyer"});
+        let result = async {
+            loop {
+                let reply = conn.post("/v1/auth/register", &[], body.to_string()).await?;
+                if reply.status == 503 || reply.status == 429 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                let registered: Registered = expect(&reply, 201, "registering a buyer")?;
+                return Ok(bearer(&registered.access_token));
+            }
+        }
+        .await;
+        (conn, result)
+    })
+    .await
+}
+
 /// Opens guest carts holding the given lines (`(sku, quantity)` each); answers their
 /// ids in the same order.
 pub async fn prepare_carts(

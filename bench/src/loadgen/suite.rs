@@ -15,21 +15,25 @@ use super::baseline;
 use super::driver::{self, Mode, Outcome, Plan, Workload};
 use super::emporium::{self, Admin};
 use super::http::Conn;
+use super::report::thousands;
 use super::stats::{Assertion, Checks, Commits, Latency, OpSummary, Point};
 use super::workloads::checkout::{self, EmporiumCheckout, Ledger, PgCheckout, PreparedOrder};
-use super::workloads::flash::{Demand, EmporiumFlash, PgFlash, PreparedCart, RedisFlash, Tally};
+use super::workloads::flash::{Ask, Demand, EmporiumFlash, PgFlash, RedisFlash, Tally};
 use super::workloads::micro::{AddToCart, ProductGet};
 use super::workloads::storefront::{Catalog, Storefront};
 
-/// Units of the hot SKU in the flash-sale rate runs: more than any run sells, so the
-/// rate is measured without a sell-out.
-pub const FLASH_UNITS: u64 = 10_000_000;
+/// Units of the sale in each flash-sale rate round (the most a sale may have): more
+/// than a round sells, so the rate is measured without a sell-out.
+pub const RATE_SALE_UNITS: u64 = 1_000_000;
 /// Units in the sell-out round.
 pub const SELLOUT_UNITS: u64 = 1_000;
-/// Buyers in the sell-out round (twice the units: most are refused).
-pub const SELLOUT_BUYERS: usize = 2_000;
-/// The per-buyer limit in the sell-out round.
+/// Buyers: registered customers on Emporium, customer numbers on the baselines. The
+/// sell-out round has all of them ask, twice each.
+pub const FLASH_BUYERS: usize = 2_000;
+/// The per-customer cap in the sell-out round.
 pub const PER_BUYER_LIMIT: u32 = 2;
+/// The sale price, in cents.
+const FLASH_PRICE: i64 = 4999;
 /// SKUs whose stock is read back after a checkout-heavy run (besides the hot one).
 const SAMPLED_SKUS: usize = 300;
 /// The open-loop storefront's arrival rate, as a share of the closed loop's throughput.
@@ -54,8 +58,6 @@ pub struct Settings {
     pub duration: Duration,
     /// Draw progress bars.
     pub progress: bool,
-    /// Prepared flash-sale carts per measured point, at most.
-    pub flash_carts_max: usize,
     /// Prepared checkout-heavy carts per measured point, at most.
     pub checkout_carts_max: usize,
     /// The server's process id, for its CPU time.
@@ -326,183 +328,304 @@ pub async fn add_to_cart_emporium(
     Ok(points)
 }
 
-/// Opens `quantities.len()` one-line carts of `sku`.
-async fn flash_carts(
-    addr: SocketAddr,
-    sku: &str,
-    quantities: &[u32],
-) -> anyhow::Result<Vec<PreparedCart>> {
-    let started = Instant::now();
-    let lines = quantities.iter().map(|&q| vec![(sku.to_string(), q)]).collect();
-    let ids = emporium::prepare_carts(addr, lines).await?;
-    eprintln!(
-        "    prepared {} carts of {sku} in {:.1} s",
-        ids.len(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(ids
-        .into_iter()
-        .zip(quantities)
-        .map(|(id, &quantity)| PreparedCart { id, quantity })
-        .collect())
+/// One measured flash-sale round, the same on every system.
+struct Round {
+    /// `rate`, `sold-out` or `sell-out`.
+    variant: &'static str,
+    clients: usize,
+    /// Units left in the sale when the round starts.
+    units: u64,
+    /// The per-customer cap.
+    cap: u32,
+    /// The sell-out round's asks (the others ask one unit at a time without end).
+    asks: Option<Vec<Ask>>,
 }
 
-/// The sell-out round's buyers: `SELLOUT_BUYERS` quantities within the limit.
-fn sellout_buyers() -> Vec<u32> {
+impl Round {
+    /// The rate sweep, the sold-out sweep, then the sell-out round.
+    fn all(settings: &Settings) -> Vec<Round> {
+        let sweep = |variant, units, cap| {
+            settings.clients.iter().map(move |&clients| Round {
+                variant,
+                clients,
+                units,
+                cap,
+                asks: None,
+            })
+        };
+        let rate_cap = RATE_SALE_UNITS as u32;
+        let mut rounds: Vec<Round> =
+            sweep("rate", RATE_SALE_UNITS, rate_cap).chain(sweep("sold-out", 0, 1)).collect();
+        rounds.push(Round {
+            variant: "sell-out",
+            clients: settings.clients.iter().copied().max().unwrap_or(64),
+            units: SELLOUT_UNITS,
+            cap: PER_BUYER_LIMIT,
+            asks: Some(sellout_asks()),
+        });
+        rounds
+    }
+
+    fn unit(&self) -> &'static str {
+        if self.variant == "sold-out" {
+            "sold-out answer"
+        } else {
+            "purchase"
+        }
+    }
+
+    fn demand(&self) -> Demand {
+        match &self.asks {
+            Some(asks) => Demand::listed(asks, self.clients),
+            None => Demand::Unlimited { buyers: FLASH_BUYERS as u32 },
+        }
+    }
+
+    fn tally(&self) -> Tally {
+        Tally::new(FLASH_BUYERS, self.cap)
+    }
+
+    fn labels(&self, system: &'static str) -> Labels<'static> {
+        Labels { workload: "flash-sale", variant: self.variant, system }
+    }
+
+    fn plan(&self, labels: &Labels<'_>, settings: &Settings) -> Plan {
+        let plan = labels.plan(settings, Mode::Closed { clients: self.clients });
+        if self.asks.is_none() {
+            return plan;
+        }
+        // The round ends when every buyer has an answer.
+        Plan {
+            warmup: Duration::ZERO,
+            duration: settings.duration.max(Duration::from_secs(10)),
+            ..plan
+        }
+    }
+
+    /// The checks every system gets, given the units the system says are `left`, and
+    /// the round's own notes.
+    fn close(&self, point: &mut Point, tally: &Tally, left: u64) {
+        point.checks.units_sold = Some(tally.sold.load(Ordering::Relaxed));
+        point.checks.units_stock = Some(self.units);
+        point.checks.assertions.extend(tally.assertions(self.units, left));
+        match self.variant {
+            "sell-out" => {
+                // Running out of buyers is how a sell-out round ends, not a shortfall.
+                point.notes.retain(|n| !n.starts_with("prepared work ran out"));
+                point.notes.push(format!(
+                    "{FLASH_BUYERS} buyers, each asking twice for 1–{PER_BUYER_LIMIT} units \
+                     (the cap is {PER_BUYER_LIMIT} per customer) for {SELLOUT_UNITS} units, \
+                     one buyer's asks on different connections at once; the round ends when \
+                     every ask has an answer: {} purchases, {} sold_out, {} over the cap",
+                    tally.purchases.load(Ordering::Relaxed),
+                    tally.sold_out.load(Ordering::Relaxed),
+                    tally.over_cap.load(Ordering::Relaxed),
+                ));
+            }
+            "sold-out" => point.notes.push(
+                "every request after the last unit: each answer is a refusal for lack of stock"
+                    .to_string(),
+            ),
+            _ => point.notes.push(format!(
+                "client c is buyer c, one unit per request, {} units in the sale, cap {} per \
+                 customer (checked and counted on every purchase, never reached)",
+                thousands(self.units as f64),
+                thousands(f64::from(self.cap))
+            )),
+        }
+        report(point);
+    }
+}
+
+/// The sell-out round's asks: each of [`FLASH_BUYERS`] buyers asks twice for 1 to
+/// [`PER_BUYER_LIMIT`] units, so many reach their cap and most of them find the sale
+/// sold out.
+fn sellout_asks() -> Vec<Ask> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xf1a5);
-    (0..SELLOUT_BUYERS).map(|_| rng.random_range(1..=PER_BUYER_LIMIT)).collect()
+    (0..FLASH_BUYERS as u32)
+        .flat_map(|buyer| [buyer, buyer])
+        .map(|buyer| Ask { buyer, quantity: rng.random_range(1..=PER_BUYER_LIMIT) })
+        .collect()
 }
 
-/// The flash sale on Emporium: a sweep over prepared one-unit carts of a hot SKU with
-/// [`FLASH_UNITS`] units (a fresh SKU per point), then the sell-out round.
+/// The flash sale on Emporium: [`FLASH_BUYERS`] customers registered through the API,
+/// then for each round a fresh SKU and a live sale of it, bought through
+/// `POST /v1/flash-sales/{id}/purchases`.
 pub async fn flash_emporium(
     target: &EmporiumTarget,
     settings: &Settings,
 ) -> anyhow::Result<Vec<Point>> {
     let admin = target.admin().await?;
     let tag = run_tag();
+    let started = Instant::now();
+    let buyers = Arc::new(emporium::register_buyers(target.addr, &tag, FLASH_BUYERS).await?);
+    eprintln!(
+        "    registered {FLASH_BUYERS} buyers in {:.1} s (argon2id as configured)",
+        started.elapsed().as_secs_f64()
+    );
     let mut points = Vec::new();
-    let mut rates = RateGuess::new(3_000.0);
-    for &clients in &settings.clients {
-        let sku = format!("FS{tag}-C{clients}");
-        admin.create_skus(vec![(sku.clone(), 4999, FLASH_UNITS)], "Flash sale").await?;
-        let count = rates.carts(clients, settings, settings.flash_carts_max);
-        let carts = flash_carts(target.addr, &sku, &vec![1; count]).await?;
-        let labels = Labels { workload: "flash-sale", variant: "rate", system: "emporium" };
-        let workload = Arc::new(EmporiumFlash::new(target.addr, carts, clients));
-        let plan = labels.plan(settings, Mode::Closed { clients });
-        let (mut point, workload) = measure(&labels, workload, &plan, settings).await?;
+    for (n, round) in Round::all(settings).into_iter().enumerate() {
+        let sku = format!("FS{tag}-{n}");
+        // The sold-out rounds' sale has one unit, bought before the window.
+        let units = round.units.max(1);
+        admin.create_skus(vec![(sku.clone(), 6999, units)], "Flash sale").await?;
+        let sale = admin.create_flash_sale(&sku, FLASH_PRICE, units, round.cap.max(1)).await?;
+        let workload = Arc::new(EmporiumFlash {
+            addr: target.addr,
+            path: format!("/v1/flash-sales/{}/purchases", sale.id),
+            sku: sku.clone(),
+            price: FLASH_PRICE,
+            buyers: buyers.clone(),
+            keys: format!("{tag}-{n}"),
+            demand: round.demand(),
+            tally: round.tally(),
+            unit: round.unit(),
+        });
+        if round.units == 0 {
+            sell_last_unit(target.addr, &sale.id, &buyers[0]).await?;
+        }
+        let labels = round.labels("emporium");
+        let (mut point, workload) =
+            measure(&labels, workload, &round.plan(&labels, settings), settings).await?;
+        let after = emporium::flash_sale(target.addr, &sale.id).await?;
         let levels = admin.inventory(&sku).await?;
-        flash_checks(&mut point, &workload.tally, FLASH_UNITS, levels.available);
+        let bought = units - round.units + workload.tally.sold.load(Ordering::Relaxed);
+        let unknown = workload.tally.unknown.load(Ordering::Relaxed);
         point.checks.assertions.push(Assertion::new(
-            "stock levels add up",
-            levels.on_hand == levels.reserved + levels.available && levels.on_hand == FLASH_UNITS,
+            "the sale's units add up, the SKU's stock is the sale's",
+            after.remaining + after.reserved + after.sold == after.quantity
+                && (bought..=bought + unknown).contains(&after.reserved)
+                && after.sold == 0
+                && levels.on_hand == units
+                && levels.available == 0,
             format!(
-                "on hand {}, reserved {}, available {}",
-                levels.on_hand, levels.reserved, levels.available
+                "sale: {} remaining, {} reserved in pending orders, {} paid, of {} ({}); \
+                 SKU: on hand {}, reserved {}, available {}",
+                after.remaining,
+                after.reserved,
+                after.sold,
+                after.quantity,
+                after.status,
+                levels.on_hand,
+                levels.reserved,
+                levels.available
             ),
         ));
-        point.notes.push(
-            "each request checks out a prepared one-line guest cart of the hot SKU (1 unit), \
-             durable"
-                .to_string(),
-        );
-        rates.saw(clients, point.throughput);
-        report(&point);
+        point.notes.push(format!(
+            "signed-in buyers, POST /v1/flash-sales/{{id}}/purchases with an Idempotency-Key, \
+             durable; {FLASH_BUYERS} customers registered"
+        ));
+        round.close(&mut point, &workload.tally, after.remaining);
         points.push(point);
     }
-    let clients = settings.clients.iter().copied().max().unwrap_or(64);
-    let sku = format!("FS{tag}-SELLOUT");
-    admin.create_skus(vec![(sku.clone(), 4999, SELLOUT_UNITS)], "Flash sale").await?;
-    let buyers = sellout_buyers();
-    let carts = flash_carts(target.addr, &sku, &buyers).await?;
-    let labels = Labels { workload: "flash-sale", variant: "sell-out", system: "emporium" };
-    let workload = Arc::new(EmporiumFlash::new(target.addr, carts, clients));
-    let plan = sellout_plan(&labels, settings, clients);
-    let (mut point, workload) = measure(&labels, workload, &plan, settings).await?;
-    let levels = admin.inventory(&sku).await?;
-    flash_checks(&mut point, &workload.tally, SELLOUT_UNITS, levels.available);
-    sellout_note(&mut point);
-    report(&point);
-    points.push(point);
     Ok(points)
 }
 
-fn sellout_plan(labels: &Labels<'_>, settings: &Settings, clients: usize) -> Plan {
-    Plan {
-        warmup: Duration::ZERO,
-        duration: settings.duration.max(Duration::from_secs(10)),
-        ..labels.plan(settings, Mode::Closed { clients })
-    }
+/// Buys a one-unit sale's only unit, so that what follows is sold out.
+async fn sell_last_unit(
+    addr: SocketAddr,
+    sale: &str,
+    buyer: &(http::HeaderName, http::HeaderValue),
+) -> anyhow::Result<()> {
+    let mut conn = Conn::connect(addr).await?;
+    let headers = [buyer.clone(), super::http::idempotency(&format!("last-unit-{sale}"))];
+    let path = format!("/v1/flash-sales/{sale}/purchases");
+    let reply = conn.post(&path, &headers, r#"{"quantity":1}"#).await?;
+    let _: super::check::Order = emporium::expect(&reply, 201, "buying the last unit")?;
+    Ok(())
 }
 
-fn sellout_note(point: &mut Point) {
-    // Running out of buyers is how a sell-out round ends, not a shortfall.
-    point.notes.retain(|n| !n.starts_with("prepared work ran out"));
-    point.notes.push(format!(
-        "{SELLOUT_BUYERS} buyers asking 1–{PER_BUYER_LIMIT} units each (the per-buyer limit) \
-         for {SELLOUT_UNITS} units; the round ends when every buyer has an answer"
-    ));
-}
-
-fn flash_checks(point: &mut Point, tally: &Tally, stock: u64, left: u64) {
-    point.checks.units_sold = Some(tally.sold.load(Ordering::Relaxed));
-    point.checks.units_stock = Some(stock);
-    point.checks.assertions.extend(tally.assertions(stock, left));
-}
-
-/// The flash sale on PostgreSQL: the same sweep and sell-out on the hot row.
+/// The flash sale on PostgreSQL: the same rounds, each on a fresh sale row.
 pub async fn flash_postgres(url: &str, settings: &Settings) -> anyhow::Result<Vec<Point>> {
     let admin = baseline::pg_connect(url).await?;
     admin.batch_execute(baseline::PG_SCHEMA).await?;
-    admin.execute("INSERT INTO flash_stock VALUES (1, 0)", &[]).await?;
     let server = baseline::pg_settings(&admin).await?;
     let mut points = Vec::new();
-    let rounds = settings.clients.iter().map(|&c| (c, "rate", FLASH_UNITS, Demand::Unlimited));
-    let clients = settings.clients.iter().copied().max().unwrap_or(64);
-    let sellout = (clients, "sell-out", SELLOUT_UNITS, Demand::listed(&sellout_buyers(), clients));
-    for (clients, variant, units, demand) in rounds.chain(std::iter::once(sellout)) {
-        admin.execute("UPDATE flash_stock SET qty = $1 WHERE sku = 1", &[&(units as i64)]).await?;
-        baseline::pg_quiesce(&admin, "flash_stock").await?;
-        let labels = Labels { workload: "flash-sale", variant, system: "postgres" };
-        let workload =
-            Arc::new(PgFlash { url: url.to_string(), sku: 1, demand, tally: Tally::new() });
-        let plan = if variant == "sell-out" {
-            sellout_plan(&labels, settings, clients)
-        } else {
-            labels.plan(settings, Mode::Closed { clients })
-        };
-        let (mut point, workload) = measure(&labels, workload, &plan, settings).await?;
+    for round in Round::all(settings) {
+        admin.batch_execute("TRUNCATE flash_orders, flash_holdings, flash_sales").await?;
+        admin
+            .execute(
+                "INSERT INTO flash_sales VALUES (1, $1, $2, $3)",
+                &[&(round.units as i64), &FLASH_PRICE, &(round.cap as i32)],
+            )
+            .await?;
+        baseline::pg_quiesce(&admin, "flash_sales, flash_holdings, flash_orders").await?;
+        let labels = round.labels("postgres");
+        let workload = Arc::new(PgFlash {
+            url: url.to_string(),
+            sale: 1,
+            demand: round.demand(),
+            tally: round.tally(),
+            unit: round.unit(),
+        });
+        let (mut point, workload) =
+            measure(&labels, workload, &round.plan(&labels, settings), settings).await?;
         let left: i64 =
-            admin.query_one("SELECT qty FROM flash_stock WHERE sku = 1", &[]).await?.get(0);
-        flash_checks(&mut point, &workload.tally, units, left.max(0) as u64);
-        point.notes.push(format!("{server}; {}", baseline::PG_FLASH_DECREMENT));
-        if variant == "sell-out" {
-            sellout_note(&mut point);
-        }
-        report(&point);
+            admin.query_one("SELECT remaining FROM flash_sales WHERE id = 1", &[]).await?.get(0);
+        let row = admin
+            .query_one(
+                "SELECT (SELECT coalesce(sum(qty), 0)::bigint FROM flash_orders), \
+                        (SELECT coalesce(max(units), 0) FROM flash_holdings)",
+                &[],
+            )
+            .await?;
+        let (ordered, top): (i64, i32) = (row.get(0), row.get(1));
+        point.checks.assertions.push(Assertion::new(
+            "order rows hold the units taken, holdings within the cap",
+            ordered == round.units as i64 - left && top as u32 <= round.cap,
+            format!("{ordered} units in order rows, the most any customer holds {top}"),
+        ));
+        point.notes.push(format!(
+            "{server}; SELECT flash_purchase(sale, customer, quantity): one PL/pgSQL \
+             transaction (guarded decrement, cap check and count, order row)"
+        ));
+        round.close(&mut point, &workload.tally, left.max(0) as u64);
         points.push(point);
     }
     Ok(points)
 }
 
-/// The flash sale on Redis: the same sweep and sell-out with the Lua decrement.
+/// The flash sale on Redis: the same rounds with the Lua purchase.
 pub async fn flash_redis(url: &str, settings: &Settings) -> anyhow::Result<Vec<Point>> {
     let mut admin = baseline::redis_connect(url).await?;
     let server = baseline::redis_settings(&mut admin).await?;
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
-        .arg(baseline::REDIS_DECREMENT_LUA)
+        .arg(baseline::REDIS_PURCHASE_LUA)
         .query_async(&mut admin)
         .await?;
-    let key = "flash:hot".to_string();
+    let (stock_key, buyers_key) = ("flash:stock".to_string(), "flash:buyers".to_string());
     let mut points = Vec::new();
-    let rounds = settings.clients.iter().map(|&c| (c, "rate", FLASH_UNITS, Demand::Unlimited));
-    let clients = settings.clients.iter().copied().max().unwrap_or(64);
-    let sellout = (clients, "sell-out", SELLOUT_UNITS, Demand::listed(&sellout_buyers(), clients));
-    for (clients, variant, units, demand) in rounds.chain(std::iter::once(sellout)) {
-        let _: () = redis::cmd("SET").arg(&key).arg(units).query_async(&mut admin).await?;
-        let labels = Labels { workload: "flash-sale", variant, system: "redis" };
+    for round in Round::all(settings) {
+        let _: () = redis::cmd("DEL").arg(&buyers_key).query_async(&mut admin).await?;
+        let _: () =
+            redis::cmd("SET").arg(&stock_key).arg(round.units).query_async(&mut admin).await?;
+        let labels = round.labels("redis");
         let workload = Arc::new(RedisFlash {
             url: url.to_string(),
-            key: key.clone(),
+            stock_key: stock_key.clone(),
+            buyers_key: buyers_key.clone(),
+            cap: round.cap,
             sha: sha.clone(),
-            demand,
-            tally: Tally::new(),
+            demand: round.demand(),
+            tally: round.tally(),
+            unit: round.unit(),
         });
-        let plan = if variant == "sell-out" {
-            sellout_plan(&labels, settings, clients)
-        } else {
-            labels.plan(settings, Mode::Closed { clients })
-        };
-        let (mut point, workload) = measure(&labels, workload, &plan, settings).await?;
-        let left: i64 = redis::cmd("GET").arg(&key).query_async(&mut admin).await?;
-        flash_checks(&mut point, &workload.tally, units, left.max(0) as u64);
-        point.notes.push(format!("{server}; Lua decrement-if-enough by EVALSHA"));
-        if variant == "sell-out" {
-            sellout_note(&mut point);
-        }
-        report(&point);
+        let (mut point, workload) =
+            measure(&labels, workload, &round.plan(&labels, settings), settings).await?;
+        let left: i64 = redis::cmd("GET").arg(&stock_key).query_async(&mut admin).await?;
+        let held: Vec<u32> = redis::cmd("HVALS").arg(&buyers_key).query_async(&mut admin).await?;
+        let (total, top) = (held.iter().map(|&h| u64::from(h)).sum::<u64>(), held.iter().max());
+        point.checks.assertions.push(Assertion::new(
+            "the buyers' hash holds the units taken, within the cap",
+            total == round.units - left.max(0) as u64 && top.is_none_or(|&t| t <= round.cap),
+            format!("{total} units in the hash, the most any customer holds {top:?}"),
+        ));
+        point.notes.push(format!(
+            "{server}; Lua by EVALSHA: stock check, the customer's units in a hash checked \
+             against the cap and counted, decrement"
+        ));
+        round.close(&mut point, &workload.tally, left.max(0) as u64);
         points.push(point);
     }
     Ok(points)
