@@ -57,6 +57,9 @@ pub enum Answer {
 /// The request's own record on Emporium (the unit is the driver's).
 const PURCHASE_REQUEST: &str = "POST purchases (request)";
 
+/// The name of the assertion that nothing was oversold (the report looks for it).
+pub const NO_OVERSELL: &str = "no unit oversold";
+
 /// Cap refusals kept for the end-of-run check, at most (the rest are only counted).
 const CAP_REFUSALS_KEPT: usize = 100_000;
 
@@ -139,7 +142,7 @@ impl Tally {
         let server_sold = stock.saturating_sub(left);
         let mut out = vec![
             Assertion::new(
-                "no unit oversold",
+                NO_OVERSELL,
                 sold <= stock && left <= stock,
                 format!("stock {stock}, buyers got {sold}, the system has {left} left"),
             ),
