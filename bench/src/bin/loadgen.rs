@@ -43,7 +43,8 @@ enum WorkloadName {
     ProductGet,
     /// Add-to-cart on guest carts (Emporium).
     AddToCart,
-    /// One hot SKU, many buyers (Emporium, PostgreSQL, Redis); sweep and sell-out.
+    /// One hot SKU's flash sale, signed-in buyers under a per-customer cap (Emporium,
+    /// PostgreSQL, Redis): the rate, sold-out answers and a sell-out round.
     FlashSale,
     /// Checkouts of 5–15 lines from 100k SKUs, then payment (Emporium, PostgreSQL).
     CheckoutHeavy,

@@ -1,6 +1,6 @@
 //! Preparing Emporium for a workload through its public API, as an admin: signing in,
-//! creating products and SKUs with stock, opening and filling guest carts, reading
-//! stock levels back. Everything here runs outside the measured window, many
+//! creating products and SKUs with stock and flash sales of them, registering buyers,
+//! opening and filling guest carts, reading stock levels and sales back. Everything here runs outside the measured window, many
 //! connections at once so that group commit makes it quick.
 
 use std::future::Future;
