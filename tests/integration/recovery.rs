@@ -355,6 +355,14 @@ fn a_format_2_directory_is_upgraded_in_place_and_its_log_tail_replayed() {
         .count();
     assert_eq!(placed, 2, "the tail placed two orders");
     upgraded.engine.close();
+    // Its format-2 rows were read as they are and every entity column family is now
+    // stamped with row format 3 (the idempotency outcome grew), so a build that reads
+    // only format 2 refuses the directory instead of failing on a `Placed` record.
+    let store = open_store(&upgraded.data);
+    for cf in ["idempotency", "orders", "products"] {
+        let stamp = store.get(emporium_storage::CF_META, format!("format/{cf}").as_bytes());
+        assert_eq!(stamp.unwrap().unwrap(), 3u32.to_le_bytes(), "{cf}");
+    }
 }
 
 /// A fixture directory after [`upgrades_in_place`].
@@ -363,6 +371,8 @@ struct Upgraded {
     engine: Engine,
     /// Log entries the first open replayed after the rows.
     replayed: u64,
+    /// The upgraded data directory.
+    data: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -418,7 +428,7 @@ fn upgrades_in_place(name: &str) -> Upgraded {
             .collect()
     };
     assert_eq!(body(&manifest(engine.state(), &ids)), body(&expected));
-    Upgraded { engine, replayed, _dir: work }
+    Upgraded { engine, replayed, data: dir, _dir: work }
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -18,11 +18,15 @@ use crate::kernel::table::Row;
 /// formats. Every column family records its own version in `meta`, and every row and
 /// log payload carries it in its envelope. Older directories (format 1: no envelope;
 /// format 2: the flat event enum in the log; format 3: the log before the flash-sale
-/// events) are upgraded in place on open; a newer one is refused.
+/// events; rows of format 2: before the `Placed` idempotency outcome) are upgraded in
+/// place on open; a newer one is refused.
 pub const ENGINE_FORMAT_VERSION: u32 = 4;
 
-/// The version of entity rows (unchanged since format 2).
-const ROW_FORMAT: u8 = 2;
+/// The version of entity rows (format 3: the idempotency outcome `Placed` appended).
+/// Bumped whenever a persisted type grows, like the log's.
+const ROW_FORMAT: u8 = 3;
+/// Format-2 rows have the same layout (a type only grew since): read as they are.
+const ROW_FORMAT_READABLE: u8 = 2;
 /// The version of log payloads (format 3: events nested by domain; format 4: the
 /// flash-sale domain's events appended). Bumped whenever a domain's event enum grows,
 /// so a build that does not know the new events refuses the log by its version rather
@@ -57,6 +61,16 @@ fn expected_version(cf: &str) -> u32 {
         u32::from(LOG_FORMAT)
     } else {
         u32::from(ROW_FORMAT)
+    }
+}
+
+/// The older version a column family may have and still be read as it is (then
+/// restamped).
+fn readable_version(cf: &str) -> u32 {
+    if cf == emporium_storage::CF_LOG {
+        u32::from(LOG_FORMAT_READABLE)
+    } else {
+        u32::from(ROW_FORMAT_READABLE)
     }
 }
 
@@ -106,7 +120,11 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, RkyvError>>
         + rkyv::Deserialize<T, HighDeserializer<RkyvError>>,
 {
-    decode_bare(unwrap(bytes, what, ROW_FORMAT)?, what)
+    let version = match bytes.get(1) {
+        Some(&ROW_FORMAT_READABLE) => ROW_FORMAT_READABLE,
+        _ => ROW_FORMAT,
+    };
+    decode_bare(unwrap(bytes, what, version)?, what)
 }
 
 /// Decodes rkyv bytes without an envelope (version 1 rows, and payloads unwrapped).
@@ -346,11 +364,10 @@ pub(crate) fn check_format(store: &Store) -> Result<()> {
     }
     let mut missing = WriteBatch::default();
     for (cf, version) in found {
-        // A new column family is stamped; a format-3 log is read as it is (its records
-        // keep their own version) and stamped, so older builds refuse it from now on.
-        let readable_log =
-            cf == emporium_storage::CF_LOG && version == Some(u32::from(LOG_FORMAT_READABLE));
-        if version.is_none() || readable_log {
+        // A new column family is stamped; a format-3 log or format-2 rows are read as
+        // they are (each record and row keeps its own version) and stamped, so older
+        // builds refuse them from now on.
+        if version.is_none() || version == Some(readable_version(cf)) {
             missing.put(CF_META, &format_key(cf), &expected_version(cf).to_le_bytes());
         }
     }
