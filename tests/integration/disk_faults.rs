@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use emporium_engine::*;
-use emporium_tests::{cart_with, check_invariants, checkout, config, stocked_sku, T0};
+use emporium_tests::{
+    cart_with, check_invariants, checkout, config, stocked_sku, unmaterialized_config, T0,
+};
 
 use crate::http_support::TestServer;
 
@@ -128,11 +130,8 @@ fn a_corrupt_row_at_open_is_a_clear_error() {
 fn a_flipped_bit_in_the_log_is_caught_by_its_checksum() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let mut cfg = config(dir.path(), clock.clone());
     // Rows are never materialized, so the open must replay the log.
-    cfg.materialize_interval_ms = 3_600_000;
-    cfg.materialize_rows_max = usize::MAX;
-    let engine = Engine::open(cfg).unwrap();
+    let engine = Engine::open(unmaterialized_config(dir.path(), clock.clone())).unwrap();
     stocked_sku(&engine.blocking(), "L-1", 100, 3);
     // A checkpoint now is what a crash would leave: rows from before, the tail in the log.
     let copy = dir.path().join("copy");

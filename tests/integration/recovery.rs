@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 
 use emporium_engine::*;
 use emporium_tests::{
-    cart_with, check_invariants, checkout, config, levels, pay, stocked_sku, TestEngine,
+    cart_with, check_invariants, checkout, config, levels, pay, stocked_sku, unmaterialized_config,
+    TestEngine,
 };
 
 #[test]
@@ -129,10 +130,7 @@ fn a_format_3_log_is_replayed_and_restamped() {
     use emporium_storage::{CF_LOG, CF_META};
     let dir = tempfile::tempdir().unwrap();
     let clock = std::sync::Arc::new(ManualClock::new(emporium_tests::T0));
-    let mut cfg = config(dir.path(), clock.clone());
-    cfg.materialize_interval_ms = 3_600_000;
-    cfg.materialize_rows_max = usize::MAX;
-    let engine = Engine::open(cfg).unwrap();
+    let engine = Engine::open(unmaterialized_config(dir.path(), clock.clone())).unwrap();
     let shop = engine.blocking();
     stocked_sku(&shop, "V3-1", 100, 5);
     let order = checkout(&shop, &cart_with(&shop, &[("V3-1", 2)]).id).unwrap();
@@ -214,10 +212,7 @@ fn a_reservation_without_its_order_is_refused_at_open() {
 fn a_gap_between_the_rows_and_the_log_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let clock = std::sync::Arc::new(ManualClock::new(emporium_tests::T0));
-    let mut cfg = config(dir.path(), clock.clone());
-    cfg.materialize_interval_ms = 3_600_000;
-    cfg.materialize_rows_max = usize::MAX;
-    let engine = Engine::open(cfg).unwrap();
+    let engine = Engine::open(unmaterialized_config(dir.path(), clock.clone())).unwrap();
     stocked_sku(&engine.blocking(), "GAP-1", 100, 5);
     let tail = engine.last_lsn().0;
     let copy = dir.path().join("copy");

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use emporium_engine::*;
-use emporium_tests::{cart_with, check_invariants, checkout, config, pay, stocked_sku, T0};
+use emporium_tests::{
+    cart_with, check_invariants, checkout, config, pay, stocked_sku, unmaterialized_config, T0,
+};
 
 /// A configuration that trims the log down to what is needed.
 fn trimming(dir: &std::path::Path, clock: Arc<ManualClock>) -> EngineConfig {
@@ -150,11 +152,9 @@ fn a_consumer_past_the_lag_cap_is_dropped_and_told_to_resynchronise() {
 fn the_log_tail_after_the_rows_is_replayed_through_apply() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let mut lazy = config(dir.path(), clock.clone());
     // The materializer never writes while the engine runs: every command's rows stay
     // in memory, only its log entry is on disk.
-    lazy.materialize_interval_ms = 3_600_000;
-    let engine = Engine::open(lazy).unwrap();
+    let engine = Engine::open(unmaterialized_config(dir.path(), clock.clone())).unwrap();
     let shop = engine.blocking();
     stocked_sku(&shop, "P-1", 100, 10);
     let order = checkout(&shop, &cart_with(&shop, &[("P-1", 3)]).id).unwrap();

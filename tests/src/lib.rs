@@ -64,6 +64,16 @@ pub fn config(dir: &Path, clock: Arc<ManualClock>) -> EngineConfig {
     config
 }
 
+/// [`config`], with a materializer that never writes while the engine runs: every
+/// command's rows stay in memory and only its log entry reaches the disk, so an open
+/// of the directory (or of a checkpoint of it) must replay the log.
+pub fn unmaterialized_config(dir: &Path, clock: Arc<ManualClock>) -> EngineConfig {
+    let mut config = config(dir, clock);
+    config.materialize_interval_ms = 3_600_000;
+    config.materialize_rows_max = usize::MAX;
+    config
+}
+
 /// A product input with one variant per `(sku, price)`, priced in USD.
 pub fn product(title: &str, variants: &[(&str, i64)]) -> CreateProduct {
     CreateProduct {
