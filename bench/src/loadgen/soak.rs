@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::check::{Inventory, Order};
+use super::check::{AnyObject, Inventory, Order, Page};
 use super::driver::{self, Mode, Plan};
 use super::emporium::{self, expect, parallel, Admin, PREPARE_CONNECTIONS};
 use super::http::Conn;
@@ -203,10 +203,16 @@ pub async fn soak(plan: &SoakPlan) -> anyhow::Result<SoakReport> {
 
     let mut report = summarize(plan, saturation, offered, &outcome, &measured.rec, samples);
     eprintln!(
-        "soak: load stopped; waiting {:?} for the last reservations to expire",
-        plan.reservation_ttl
+        "soak: load stopped; waiting (at most {:?}) for the last reservations to expire",
+        plan.reservation_ttl + EXPIRY_GRACE
     );
-    tokio::time::sleep(plan.reservation_ttl + Duration::from_secs(5)).await;
+    let waited = Instant::now();
+    let drained = no_pending_orders(&admin, plan.reservation_ttl + EXPIRY_GRACE).await?;
+    eprintln!(
+        "soak: {} after {:.1} s",
+        if drained { "no order pending" } else { "orders still pending" },
+        waited.elapsed().as_secs_f64()
+    );
     check_stock(&admin, &catalog.skus, &start_stock, &sales, &mut report).await?;
     check_expired(plan.addr, &sales, &mut report).await?;
     check_server(plan, &mut report).await?;
@@ -468,6 +474,30 @@ async fn check_stock(
 }
 
 /// A sample of the unpaid orders reads `expired`.
+/// How long past the reservations' time to live the server may take to expire them
+/// (its expiry timer's period, with room).
+const EXPIRY_GRACE: Duration = Duration::from_secs(30);
+
+/// Waits until the server lists no order pending payment (every reservation expired or
+/// paid), for at most `within`; answers whether it got there. The checks after it say
+/// what was still pending if not.
+async fn no_pending_orders(admin: &Admin, within: Duration) -> anyhow::Result<bool> {
+    let mut conn = Conn::connect(admin.addr).await?;
+    let until = Instant::now() + within;
+    loop {
+        let path = "/v1/orders?status=pending_payment&limit=1";
+        let reply = conn.get(path, std::slice::from_ref(admin.auth())).await?;
+        let page: Page<AnyObject> = expect(&reply, 200, "listing pending orders")?;
+        if page.data.is_empty() {
+            return Ok(true);
+        }
+        if Instant::now() >= until {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn check_expired(
     addr: SocketAddr,
     sales: &Sales,
