@@ -88,6 +88,7 @@ mod domains;
 mod error;
 mod flash_sales;
 mod idempotency;
+mod ids;
 mod inventory;
 mod kernel;
 mod orders;

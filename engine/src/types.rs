@@ -6,6 +6,7 @@ use std::fmt;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::error::FieldError;
+pub use crate::ids::*;
 
 /// Milliseconds since the Unix epoch, UTC. The domain never reads a clock: every
 /// timestamp comes in with the command.
@@ -160,97 +161,6 @@ impl Money {
     }
 }
 
-/// Ids are prefixed, opaque strings. Those that must be unguessable (carts, orders,
-/// payments) carry 128 random bits; the others count up, so they sort by creation.
-macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
-        $(#[$doc])*
-        #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
-
-        impl $name {
-            /// The prefix every id of this kind starts with.
-            pub const PREFIX: &'static str = $prefix;
-
-            /// Parses an id received from a client; `None` unless it has the right
-            /// prefix and shape.
-            pub fn parse(value: &str) -> Option<$name> {
-                let rest = value.strip_prefix($prefix)?;
-                let ok = !rest.is_empty()
-                    && rest.len() <= 32
-                    && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase());
-                ok.then(|| $name(value.to_string()))
-            }
-
-            /// The id whose suffix is `n` in 12 zero-padded base-36 digits, so ids sort by
-            /// `n`.
-            pub fn from_seq(n: u64) -> $name {
-                $name(format!("{}{}", $prefix, base36(n as u128, 12)))
-            }
-
-            /// The id whose suffix is 128 random bits in 25 base-36 digits.
-            pub fn from_random(bits: u128) -> $name {
-                $name(format!("{}{}", $prefix, base36(bits, 25)))
-            }
-
-            /// The id as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    };
-}
-
-id_type!(
-    /// A product's id (`prod_…`).
-    ProductId, "prod_"
-);
-id_type!(
-    /// A category's id (`cat_…`).
-    CategoryId, "cat_"
-);
-id_type!(
-    /// A cart's id (`cart_…`), 128 random bits.
-    CartId, "cart_"
-);
-id_type!(
-    /// An order's id (`ord_…`), 128 random bits.
-    OrderId, "ord_"
-);
-id_type!(
-    /// A customer's (or staff member's) id (`cus_…`).
-    CustomerId, "cus_"
-);
-id_type!(
-    /// A flash sale's id (`fsale_…`).
-    FlashSaleId, "fsale_"
-);
-id_type!(
-    /// A payment's id (`pay_…`), 128 random bits.
-    PaymentId, "pay_"
-);
-id_type!(
-    /// An API client's id (`cli_…`), 128 random bits.
-    ApiClientId, "cli_"
-);
-
-fn base36(mut n: u128, width: usize) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = vec![b'0'; width];
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(n % 36) as usize];
-        n /= 36;
-    }
-    debug_assert_eq!(n, 0, "value wider than {width} base-36 digits");
-    String::from_utf8(out).expect("ASCII digits")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,18 +190,5 @@ mod tests {
         assert!(Money::new(-1, Currency::USD).is_err());
         assert!(Money::new(MONEY_AMOUNT_MAX, Currency::USD).unwrap().times(2).is_none());
         assert!(price.plus(Money::zero(Currency::EUR)).is_none());
-    }
-
-    #[test]
-    fn ids_round_trip_and_sort_by_sequence() {
-        let a = ProductId::from_seq(9);
-        let b = ProductId::from_seq(10);
-        assert!(a < b);
-        assert_eq!(ProductId::parse(a.as_str()), Some(a.clone()));
-        assert_eq!(ProductId::parse("cat_000000000001"), None);
-        assert_eq!(ProductId::parse("prod_"), None);
-        assert_eq!(ProductId::parse("prod_ABC"), None);
-        let random = OrderId::from_random(u128::MAX);
-        assert_eq!(random.as_str().len(), "ord_".len() + 25);
     }
 }

@@ -96,7 +96,7 @@ impl SaleFeed {
                     .state()
                     .open_flash_sales()
                     .iter()
-                    .map(|sale| (sale.id.clone(), Counts::of(sale, now)))
+                    .map(|sale| (sale.id, Counts::of(sale, now)))
                     .collect();
                 publish.send_replace(Arc::new(Snapshot { tick, sales }));
             }
@@ -117,7 +117,7 @@ impl SaleFeed {
         let watcher = Watcher {
             latest,
             engine,
-            id: sale.id.clone(),
+            id: sale.id,
             sent: Counts::of(sale, now),
             sent_at: Instant::now(),
             seen_tick: None,

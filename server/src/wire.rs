@@ -326,12 +326,12 @@ pub struct RatingView {
 /// A product.
 #[derive(Serialize)]
 pub struct ProductView<'a> {
-    id: &'a str,
+    id: IdText,
     handle: &'a str,
     title: &'a str,
     description: &'a str,
     brand: &'a str,
-    category_ids: Vec<&'a str>,
+    category_ids: Vec<IdText>,
     attributes: &'a BTreeMap<String, String>,
     status: &'static str,
     variants: Vec<VariantView<'a>>,
@@ -344,12 +344,12 @@ pub struct ProductView<'a> {
 impl<'a> From<&'a Product> for ProductView<'a> {
     fn from(p: &'a Product) -> ProductView<'a> {
         ProductView {
-            id: p.id.as_str(),
+            id: p.id.text(),
             handle: &p.handle,
             title: &p.title,
             description: &p.description,
             brand: &p.brand,
-            category_ids: p.category_ids.iter().map(|c| c.as_str()).collect(),
+            category_ids: p.category_ids.iter().map(|c| c.text()).collect(),
             attributes: &p.attributes,
             status: p.status.as_str(),
             variants: p
@@ -432,7 +432,7 @@ impl<'a> From<&'a StockLevels> for InventoryView<'a> {
 #[derive(Serialize)]
 pub struct LineView<'a> {
     sku: &'a str,
-    product_id: Option<&'a str>,
+    product_id: Option<IdText>,
     title: &'a str,
     quantity: u32,
     unit_price: MoneyJson,
@@ -442,11 +442,11 @@ pub struct LineView<'a> {
 /// A cart with current prices.
 #[derive(Serialize)]
 pub struct CartView<'a> {
-    id: &'a str,
-    customer_id: Option<&'a str>,
+    id: IdText,
+    customer_id: Option<IdText>,
     currency: &'a str,
     status: &'static str,
-    order_id: Option<&'a str>,
+    order_id: Option<IdText>,
     items: Vec<LineView<'a>>,
     subtotal: MoneyJson,
     discount_total: MoneyJson,
@@ -461,11 +461,11 @@ impl<'a> From<&'a PricedCart> for CartView<'a> {
         let cart = &p.cart;
         let (status, order_id) = match &cart.status {
             CartStatus::Open => ("open", None),
-            CartStatus::CheckedOut(order) => ("checked_out", Some(order.as_str())),
+            CartStatus::CheckedOut(order) => ("checked_out", Some(order.text())),
         };
         CartView {
-            id: cart.id.as_str(),
-            customer_id: cart.customer_id.as_ref().map(|c| c.as_str()),
+            id: cart.id.text(),
+            customer_id: cart.customer_id.as_ref().map(|c| c.text()),
             currency: cart.currency.as_str(),
             status,
             order_id,
@@ -474,7 +474,7 @@ impl<'a> From<&'a PricedCart> for CartView<'a> {
                 .iter()
                 .map(|l| LineView {
                     sku: l.sku.as_str(),
-                    product_id: l.product_id.as_ref().map(|p| p.as_str()),
+                    product_id: l.product_id.as_ref().map(|p| p.text()),
                     title: &l.title,
                     quantity: l.quantity,
                     unit_price: l.unit_price.into(),
@@ -494,8 +494,8 @@ impl<'a> From<&'a PricedCart> for CartView<'a> {
 /// A captured payment.
 #[derive(Serialize)]
 pub struct PaymentView<'a> {
-    id: &'a str,
-    order_id: &'a str,
+    id: IdText,
+    order_id: IdText,
     method: &'a str,
     card_brand: &'a str,
     amount: MoneyJson,
@@ -507,8 +507,8 @@ impl<'a> PaymentView<'a> {
     /// The payment of `order`.
     pub fn new(payment: &'a Payment, order: &'a Order) -> PaymentView<'a> {
         PaymentView {
-            id: payment.id.as_str(),
-            order_id: order.id.as_str(),
+            id: payment.id.text(),
+            order_id: order.id.text(),
             method: &payment.method,
             card_brand: &payment.card_brand,
             amount: payment.amount.into(),
@@ -538,8 +538,8 @@ impl<'a> From<&'a PaymentReceipt> for PaymentReceiptView<'a> {
 /// An order.
 #[derive(Serialize)]
 pub struct OrderView<'a> {
-    id: &'a str,
-    customer_id: Option<&'a str>,
+    id: IdText,
+    customer_id: Option<IdText>,
     email: &'a str,
     status: &'static str,
     items: Vec<LineView<'a>>,
@@ -558,8 +558,8 @@ pub struct OrderView<'a> {
 impl<'a> From<&'a Order> for OrderView<'a> {
     fn from(o: &'a Order) -> OrderView<'a> {
         OrderView {
-            id: o.id.as_str(),
-            customer_id: o.customer_id.as_ref().map(|c| c.as_str()),
+            id: o.id.text(),
+            customer_id: o.customer_id.as_ref().map(|c| c.text()),
             email: &o.email,
             status: o.status.as_str(),
             items: o
@@ -567,7 +567,7 @@ impl<'a> From<&'a Order> for OrderView<'a> {
                 .iter()
                 .map(|l| LineView {
                     sku: l.sku.as_str(),
-                    product_id: Some(l.product_id.as_str()),
+                    product_id: Some(l.product_id.text()),
                     title: &l.title,
                     quantity: l.quantity,
                     unit_price: l.unit_price.into(),
@@ -612,10 +612,10 @@ pub fn order_json(order: &Order) -> Vec<u8> {
         out.push(b'"');
     }
     out.extend_from_slice(b"{\"id\":");
-    text(out, order.id.as_str());
+    text(out, &order.id.text());
     out.extend_from_slice(b",\"customer_id\":");
     match &order.customer_id {
-        Some(customer) => text(out, customer.as_str()),
+        Some(customer) => text(out, &customer.text()),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"email\":");
@@ -630,7 +630,7 @@ pub fn order_json(order: &Order) -> Vec<u8> {
         out.extend_from_slice(b"{\"sku\":");
         text(out, line.sku.as_str());
         out.extend_from_slice(b",\"product_id\":");
-        text(out, line.product_id.as_str());
+        text(out, &line.product_id.text());
         out.extend_from_slice(b",\"title\":");
         text(out, &line.title);
         write!(out, ",\"quantity\":{},\"unit_price\":", line.quantity)
@@ -668,7 +668,7 @@ pub fn order_json(order: &Order) -> Vec<u8> {
 /// An account.
 #[derive(Serialize)]
 pub struct CustomerView<'a> {
-    id: &'a str,
+    id: IdText,
     email: &'a str,
     name: &'a str,
     role: &'static str,
@@ -678,7 +678,7 @@ pub struct CustomerView<'a> {
 impl<'a> From<&'a Customer> for CustomerView<'a> {
     fn from(c: &'a Customer) -> CustomerView<'a> {
         CustomerView {
-            id: c.id.as_str(),
+            id: c.id.text(),
             email: &c.email,
             name: &c.name,
             role: c.role.as_str(),
@@ -729,9 +729,9 @@ impl Default for PurchaseJson {
 /// A flash sale, with its status at the time of the answer.
 #[derive(Serialize)]
 pub struct FlashSaleView<'a> {
-    id: &'a str,
+    id: IdText,
     sku: &'a str,
-    product_id: &'a str,
+    product_id: IdText,
     title: &'a str,
     price: MoneyJson,
     quantity: u32,
@@ -752,9 +752,9 @@ impl<'a> FlashSaleView<'a> {
     /// The view of `sale` at `now`.
     pub fn new(sale: &'a FlashSale, now: i64) -> FlashSaleView<'a> {
         FlashSaleView {
-            id: sale.id.as_str(),
+            id: sale.id.text(),
             sku: sale.sku.as_str(),
-            product_id: sale.product_id.as_str(),
+            product_id: sale.product_id.text(),
             title: &sale.title,
             price: sale.price.into(),
             quantity: sale.quantity,

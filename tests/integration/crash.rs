@@ -250,7 +250,7 @@ fn verify(dir: &std::path::Path, acks: &Acks, cycle: usize) -> Reopened {
                 continue;
             }
             let cart = state.cart(&order.cart_id).expect("an order's cart exists");
-            assert_eq!(cart.status, CartStatus::CheckedOut(order.id.clone()), "cycle {cycle}");
+            assert_eq!(cart.status, CartStatus::CheckedOut(order.id), "cycle {cycle}");
         }
         match page.next {
             Some(next) => after = Some(next.parse().unwrap()),

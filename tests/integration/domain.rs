@@ -199,10 +199,7 @@ fn check_update(reserved_b: i64, update: impl FnOnce(&mut UpdateProduct), expect
         };
         assert_eq!(owner, expected_owner, "owner of {sku}");
     }
-    assert_eq!(
-        te.state().product_by_handle(&after.handle).map(|p| p.id.clone()),
-        Some(after.id.clone())
-    );
+    assert_eq!(te.state().product_by_handle(&after.handle).map(|p| p.id), Some(after.id));
     if after.handle != "shirt" {
         assert!(te.state().product_by_handle("shirt").is_none(), "the old handle is freed");
     }
@@ -392,7 +389,7 @@ impl Tree {
                 .shop
                 .send(CreateCategory { name: name.into(), parent_id })
                 .expect("create category");
-            ids.insert(name, category.id.clone());
+            ids.insert(name, category.id);
         }
         let mut tee = product("Tee", &[("TEE", 100)]);
         tee.category_ids = vec![ids["T-Shirts"].to_string()];
@@ -490,7 +487,7 @@ fn a_category_lists_the_products_of_its_descendants() {
     let tree = Tree::new();
     let state = tree.te.state();
     let in_category = |name: &str| {
-        let filter = ProductFilter { category_id: Some(tree.ids[name].clone()), status: None };
+        let filter = ProductFilter { category_id: Some(tree.ids[name]), status: None };
         let page = state.products(&filter, None, 10);
         page.items.iter().map(|p| p.title.clone()).collect::<Vec<_>>().join(" ")
     };
@@ -762,12 +759,9 @@ fn check_order_matches_cart(state: &State, order: &Order, cart: &Cart) {
     let subtotal: i64 = order.lines.iter().map(|l| l.line_total.amount()).sum();
     assert_eq!((order.subtotal.amount(), order.total.amount()), (subtotal, subtotal));
     assert_eq!(order.reservation_expires_at, order.created_at + TTL_MS);
-    assert_eq!(
-        (order.version, order.cart_id.clone(), order.payments.len()),
-        (1, cart.id.clone(), 0)
-    );
+    assert_eq!((order.version, order.cart_id, order.payments.len()), (1, cart.id, 0));
     let closed = state.cart(&cart.id).expect("cart");
-    assert_eq!(closed.status, CartStatus::CheckedOut(order.id.clone()));
+    assert_eq!(closed.status, CartStatus::CheckedOut(order.id));
 }
 
 #[test]
@@ -974,7 +968,7 @@ fn check_expiry(ttl_ms: i64, script: &str, expected: &str) {
             "place" => {
                 let order = place(&te.shop, &[("A", 1)]);
                 assert_eq!(order.reservation_expires_at, te.clock.now_ms() + ttl_ms);
-                orders.push(order.id.clone());
+                orders.push(order.id);
                 "placed".to_string()
             }
             "pay" => outcome(&pay(&te.shop, orders.last().expect("an order"))),
@@ -1429,7 +1423,7 @@ fn check_checkout_email(owned: bool, email: Option<&str>, expected: &str) {
                 }
             });
             let mine = te.state().orders(
-                &OrderFilter { customer_id: Some(ann.id.clone()), status: None },
+                &OrderFilter { customer_id: Some(ann.id), status: None },
                 None,
                 10,
             );
@@ -1502,12 +1496,12 @@ fn a_hundred_thousand_products_do_not_slow_a_request() {
     };
     let brute = |keep: &dyn Fn(&Product) -> bool| -> Vec<ProductId> {
         let all = state.products(&ProductFilter::default(), None, PRODUCTS + 1);
-        all.items.iter().filter(|p| keep(p)).map(|p| p.id.clone()).collect()
+        all.items.iter().filter(|p| keep(p)).map(|p| p.id).collect()
     };
 
-    let subtree = ProductFilter { category_id: Some(e.clone()), status: None };
+    let subtree = ProductFilter { category_id: Some(e), status: None };
     let listed: Vec<ProductId> =
-        state.products(&subtree, None, 100).items.iter().map(|p| p.id.clone()).collect();
+        state.products(&subtree, None, 100).items.iter().map(|p| p.id).collect();
     assert_eq!(listed, brute(&|p| p.category_ids.contains(&leaf)));
     assert_eq!(listed.len(), PRODUCTS / 10_000);
     best("a category subtree's listing", &|| {
@@ -1516,7 +1510,7 @@ fn a_hundred_thousand_products_do_not_slow_a_request() {
 
     let drafts = ProductFilter { category_id: None, status: Some(ProductStatus::Draft) };
     let listed: Vec<ProductId> =
-        state.products(&drafts, None, 100).items.iter().map(|p| p.id.clone()).collect();
+        state.products(&drafts, None, 100).items.iter().map(|p| p.id).collect();
     assert_eq!(listed, brute(&|p| p.status == ProductStatus::Draft));
     best("a status filter", &|| {
         state.products(&drafts, None, 20);
@@ -1557,5 +1551,5 @@ fn a_hundred_thousand_products_do_not_slow_a_request() {
 
 /// The id of the `i`-th category made (ids are sequential).
 fn categories_id(state: &State, i: usize) -> CategoryId {
-    state.categories()[i].id.clone()
+    state.categories()[i].id
 }

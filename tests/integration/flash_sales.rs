@@ -53,10 +53,9 @@ fn sale(quantity: i64, limit: i64, starts_in: i64) -> Sale {
                 })
                 .expect("register")
                 .id
-                .clone()
         })
         .collect();
-    let sale = Sale { te, id: created.id.clone(), buyers };
+    let sale = Sale { te, id: created.id, buyers };
     sale.check();
     sale
 }
@@ -69,7 +68,7 @@ impl Sale {
     fn buy_keyed(&self, buyer: usize, quantity: i64, key: Option<&str>) -> Result<Arc<Order>> {
         let result = self.te.shop.send(PurchaseFlashSale {
             sale_id: self.id.to_string(),
-            customer_id: self.buyers[buyer].clone(),
+            customer_id: self.buyers[buyer],
             quantity,
             idempotency: key.map(|k| IdempotencyKey { scope: "test".into(), key: k.into() }),
         });
@@ -251,13 +250,13 @@ fn one_customer_racing_itself_gets_exactly_its_limit() {
     let threads: Vec<_> = (0..32)
         .map(|_| {
             let shop = s.te.engine.blocking();
-            let (id, buyer) = (s.id.to_string(), s.buyers[0].clone());
+            let (id, buyer) = (s.id.to_string(), s.buyers[0]);
             std::thread::spawn(move || {
                 (0..32)
                     .filter(|_| {
                         shop.send(PurchaseFlashSale {
                             sale_id: id.clone(),
-                            customer_id: buyer.clone(),
+                            customer_id: buyer,
                             quantity: 1,
                             idempotency: None,
                         })

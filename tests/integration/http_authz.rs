@@ -609,7 +609,7 @@ fn tampered_expired_and_forged_tokens_are_refused() {
     let a = s.register("token-owner@example.com");
     let id = CustomerId::parse(&a.id).expect("a customer id");
     let keys = TokenKeys::new(vec![(KID.into(), SECRET.to_vec())]);
-    let customer = Principal::User { id: id.clone(), role: Role::Customer };
+    let customer = Principal::User { id, role: Role::Customer };
     let now = now_s();
     let valid = keys.issue(&customer, now, 600);
     let stranger = TokenKeys::new(vec![("elsewhere".into(), SECRET.to_vec())]);

@@ -403,7 +403,7 @@ fn run_engine(te: &TestEngine, op: &Op, cart_id: &str, order_id: &str) -> (Strin
     let plain = |result: Result<()>| (outcome(&result), Created::Nothing);
     match op {
         Op::CreateCart => match shop.send(CreateCart::default()) {
-            Ok(cart) => ("ok".into(), Created::Cart(cart.id.clone())),
+            Ok(cart) => ("ok".into(), Created::Cart(cart.id)),
             Err(e) => (error_code(&e), Created::Nothing),
         },
         Op::Add { sku, quantity, .. } => plain(
@@ -434,7 +434,7 @@ fn run_engine(te: &TestEngine, op: &Op, cart_id: &str, order_id: &str) -> (Strin
         Op::Checkout { .. } => {
             let email = Some("model@example.com".into());
             match shop.send(Checkout { cart_id, email, ..Default::default() }) {
-                Ok(order) => ("ok".into(), Created::Order(order.id.clone())),
+                Ok(order) => ("ok".into(), Created::Order(order.id)),
                 Err(e) => (error_code(&e), Created::Nothing),
             }
         }
@@ -541,7 +541,7 @@ fn run(initial: &[i64; 4], ops: &[Op]) -> Result<(), TestCaseError> {
     // Two carts to begin with, so that most steps find one.
     for _ in 0..2 {
         let cart = te.shop.send(CreateCart::default()).expect("create cart");
-        model.apply(Effect::NewCart, Created::Cart(cart.id.clone()));
+        model.apply(Effect::NewCart, Created::Cart(cart.id));
     }
     for (i, op) in ops.iter().enumerate() {
         let step = format!("step {} of {} ({op:?})", i + 1, ops.len());

@@ -116,7 +116,7 @@ impl Request for CreateApiClient {
         let id = ApiClientId::from_random(ctx.ids.random_u128());
         debug_assert!(!state.accounts.api_clients.contains_key(&id));
         let client = ApiClient {
-            id: id.clone(),
+            id,
             name: c.name.clone(),
             secret_hash: c.secret_hash.clone(),
             scopes: c.scopes.clone(),
@@ -277,7 +277,7 @@ impl Request for RegisterCustomer {
         }
         let id = CustomerId::from_seq(state.accounts.customer_seq.next());
         let customer = Customer {
-            id: id.clone(),
+            id,
             email,
             name: c.name.clone(),
             role: c.role,

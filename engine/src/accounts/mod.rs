@@ -16,7 +16,7 @@ pub use model::*;
 use crate::domains::{Event, State};
 use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, Index, Row, Table, Timers,
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table, Timers,
 };
 use crate::types::*;
 use crate::EXPIRIES_PER_COMMAND_MAX;
@@ -26,8 +26,8 @@ const API_CLIENTS: &str = "api_clients";
 const REFRESH_TOKENS: &str = "refresh_tokens";
 const SIGNING_KEYS: &str = "signing_keys";
 
-persist!(Customer, CUSTOMERS, |c| c.id.as_str().as_bytes().to_vec());
-persist!(ApiClient, API_CLIENTS, |c| c.id.as_str().as_bytes().to_vec());
+persist!(Customer, CUSTOMERS, |c| c.id.text().as_str().as_bytes().to_vec());
+persist!(ApiClient, API_CLIENTS, |c| c.id.text().as_str().as_bytes().to_vec());
 persist!(RefreshToken, REFRESH_TOKENS, |t| t.hash.as_bytes().to_vec());
 persist!(SigningKey, SIGNING_KEYS, |k| k.kid.as_bytes().to_vec());
 
@@ -37,7 +37,7 @@ pub(crate) struct Tables {
     pub(crate) customers: SkipMap<CustomerId, Arc<Customer>>,
     pub(crate) emails: Index<String, CustomerId>,
     pub(crate) customer_seq: Counter,
-    pub(crate) api_clients: Index<ApiClientId, Arc<ApiClient>>,
+    pub(crate) api_clients: IdIndex<ApiClientId, Arc<ApiClient>>,
     pub(crate) refresh_tokens: Index<String, Arc<RefreshToken>>,
     /// `(expires_at, hash)` of every refresh token.
     pub(crate) refresh_by_expiry: SkipSet<(TimestampMs, String)>,
@@ -164,8 +164,8 @@ pub(crate) fn apply(state: &State, event: &AccountEvent, _at: TimestampMs, rows:
 
 fn put_customer(state: &State, customer: Customer, rows: &mut Vec<Row>) {
     let customer = Arc::new(customer);
-    state.accounts.emails.insert(customer.email.clone(), customer.id.clone());
-    state.accounts.customers.insert(customer.id.clone(), customer.clone());
+    state.accounts.emails.insert(customer.email.clone(), customer.id);
+    state.accounts.customers.insert(customer.id, customer.clone());
     rows.push(Row::put(customer));
 }
 
@@ -192,7 +192,7 @@ fn expired_refresh_tokens(state: &State, now: TimestampMs, max: usize) -> Vec<St
 
 fn put_api_client(state: &State, client: ApiClient, rows: &mut Vec<Row>) {
     let client = Arc::new(client);
-    state.accounts.api_clients.insert(client.id.clone(), client.clone());
+    state.accounts.api_clients.insert(client.id, client.clone());
     rows.push(Row::put(client));
 }
 

@@ -70,7 +70,7 @@ impl Request for CreateCart {
         };
         let id = CartId::from_random(ctx.ids.random_u128());
         let cart = Cart {
-            id: id.clone(),
+            id,
             seq: state.carts.cart_seq.next(),
             customer_id,
             currency,
@@ -140,10 +140,10 @@ fn change_cart_line(
         }
     }
     if target == existing {
-        return Decision::nothing(cart.id.clone());
+        return Decision::nothing(cart.id);
     }
-    let event = CartEvent::CartLineSet { cart_id: cart.id.clone(), sku, quantity: target as u32 };
-    Decision::one(cart.id.clone(), event)
+    let event = CartEvent::CartLineSet { cart_id: cart.id, sku, quantity: target as u32 };
+    Decision::one(cart.id, event)
 }
 
 /// A SKU can go in a cart when an active product has it, priced in the cart's
@@ -174,8 +174,8 @@ impl Request for RemoveCartItem {
         if !cart.lines.iter().any(|l| l.sku == sku) {
             return Err(not_found(EntityKind::Sku, sku.as_str()));
         }
-        let event = CartEvent::CartLineSet { cart_id: cart.id.clone(), sku, quantity: 0 };
-        Decision::one(cart.id.clone(), event)
+        let event = CartEvent::CartLineSet { cart_id: cart.id, sku, quantity: 0 };
+        Decision::one(cart.id, event)
     }
 
     fn reply(state: &State, outcome: CartId) -> Arc<Cart> {

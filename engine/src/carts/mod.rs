@@ -16,7 +16,7 @@ use crate::catalog::{line_title, ProductStatus};
 use crate::domains::{Event, State};
 use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, Index, Row, Table, Timers,
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table, Timers,
 };
 use crate::types::*;
 use crate::EXPIRIES_PER_COMMAND_MAX;
@@ -29,7 +29,7 @@ persist!(Cart, CARTS, |c| c.seq.to_be_bytes().to_vec());
 /// The carts in memory.
 #[derive(Debug)]
 pub(crate) struct Tables {
-    pub(crate) carts: Index<CartId, Arc<Cart>>,
+    pub(crate) carts: IdIndex<CartId, Arc<Cart>>,
     /// `(updated_at, cart)` of every open cart, least recently changed first.
     pub(crate) by_activity: SkipSet<(TimestampMs, CartId)>,
     pub(crate) cart_seq: Counter,
@@ -56,7 +56,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         load: |state, bytes| {
             let cart: Cart = decode_row(bytes, "cart")?;
             index_cart(state, None, &cart);
-            state.carts.carts.insert(cart.id.clone(), Arc::new(cart));
+            state.carts.carts.insert(cart.id, Arc::new(cart));
             Ok(())
         },
         check_v1: check_v1::<Cart>,
@@ -116,7 +116,7 @@ pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mu
         CartEvent::CartsAbandoned { cart_ids } => {
             for id in cart_ids {
                 let cart = state.carts.carts.remove(id).expect("an idle cart exists");
-                state.carts.by_activity.remove(&(cart.updated_at, id.clone()));
+                state.carts.by_activity.remove(&(cart.updated_at, *id));
                 state.carts.abandoned.bump();
                 rows.push(Row::delete(CARTS, cart.seq.to_be_bytes()));
             }
@@ -128,17 +128,17 @@ fn put_cart(state: &State, cart: Cart, rows: &mut Vec<Row>) {
     let cart = Arc::new(cart);
     let previous = state.carts.carts.get(&cart.id);
     index_cart(state, previous.as_deref(), &cart);
-    state.carts.carts.insert(cart.id.clone(), cart.clone());
+    state.carts.carts.insert(cart.id, cart.clone());
     rows.push(Row::put(cart));
 }
 
 /// Keeps the activity index: an open cart is listed under its last change.
 fn index_cart(state: &State, previous: Option<&Cart>, cart: &Cart) {
     if let Some(previous) = previous {
-        state.carts.by_activity.remove(&(previous.updated_at, previous.id.clone()));
+        state.carts.by_activity.remove(&(previous.updated_at, previous.id));
     }
     if cart.status == CartStatus::Open {
-        state.carts.by_activity.insert((cart.updated_at, cart.id.clone()));
+        state.carts.by_activity.insert((cart.updated_at, cart.id));
     }
 }
 
@@ -150,7 +150,7 @@ fn abandon_idle(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usize 
         .iter()
         .take_while(|e| e.value().0 + ctx.limits.cart_ttl_ms <= ctx.now)
         .take(EXPIRIES_PER_COMMAND_MAX)
-        .map(|e| e.value().1.clone())
+        .map(|e| e.value().1)
         .collect();
     if !cart_ids.is_empty() {
         events.push(CartEvent::CartsAbandoned { cart_ids }.into());
@@ -168,7 +168,7 @@ pub(crate) fn check_out(
 ) -> Arc<Cart> {
     let before = state.cart(cart).expect("decide checked the cart");
     let mut cart = (*before).clone();
-    cart.status = CartStatus::CheckedOut(order.clone());
+    cart.status = CartStatus::CheckedOut(*order);
     cart.updated_at = at;
     cart.version += 1;
     put_cart(state, cart, rows);
@@ -249,7 +249,7 @@ impl State {
                 subtotal = subtotal.plus(line_total).unwrap_or(subtotal);
                 PricedLine {
                     sku: line.sku.clone(),
-                    product_id: product.as_ref().map(|p| p.id.clone()),
+                    product_id: product.as_ref().map(|p| p.id),
                     title: line_title(product.as_deref(), variant.as_ref()),
                     quantity: line.quantity,
                     unit_price,

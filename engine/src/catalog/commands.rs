@@ -161,7 +161,7 @@ impl Request for CreateCategory {
         let parent_id = c.parent_id.as_deref().map(|p| check_parent(state, p, None)).transpose()?;
         let id = CategoryId::from_seq(state.catalog.category_seq.next());
         let category = Category {
-            id: id.clone(),
+            id,
             name: c.name.clone(),
             parent_id,
             created_at: ctx.now,
@@ -199,7 +199,7 @@ impl Request for UpdateCategory {
         }
         next.updated_at = ctx.now;
         next.version += 1;
-        Decision::one(next.id.clone(), CatalogEvent::CategoryUpdated(Box::new(next)))
+        Decision::one(next.id, CatalogEvent::CategoryUpdated(Box::new(next)))
     }
 
     fn reply(state: &State, outcome: CategoryId) -> Arc<Category> {
@@ -221,7 +221,7 @@ impl Request for DeleteCategory {
         if state.category_has_products(&current.id) {
             return Err(EngineError::Conflict("products are listed in the category".into()));
         }
-        Decision::one((), CatalogEvent::CategoryDeleted(current.id.clone()))
+        Decision::one((), CatalogEvent::CategoryDeleted(current.id))
     }
 
     fn reply(_: &State, (): ()) {}
@@ -395,7 +395,7 @@ impl Request for CreateProduct {
         };
         let id = ProductId::from_seq(state.catalog.product_seq.next());
         let product = Product {
-            id: id.clone(),
+            id,
             handle,
             title: c.title.clone(),
             description: c.description.clone(),
@@ -484,7 +484,7 @@ impl Request for UpdateProduct {
         }
         next.updated_at = ctx.now;
         next.version += 1;
-        Decision::one(next.id.clone(), CatalogEvent::ProductUpdated(Box::new(next)))
+        Decision::one(next.id, CatalogEvent::ProductUpdated(Box::new(next)))
     }
 
     fn reply(state: &State, outcome: ProductId) -> Arc<Product> {
@@ -501,13 +501,13 @@ impl Request for ArchiveProduct {
         let current = product_named(state, &c.id)?;
         check_version(c.expected_version, current.version)?;
         if current.status == ProductStatus::Archived {
-            return Decision::nothing(current.id.clone());
+            return Decision::nothing(current.id);
         }
         let mut next = (*current).clone();
         next.status = ProductStatus::Archived;
         next.updated_at = ctx.now;
         next.version += 1;
-        Decision::one(next.id.clone(), CatalogEvent::ProductUpdated(Box::new(next)))
+        Decision::one(next.id, CatalogEvent::ProductUpdated(Box::new(next)))
     }
 
     fn reply(state: &State, outcome: ProductId) -> Arc<Product> {

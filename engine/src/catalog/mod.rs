@@ -19,8 +19,8 @@ use crate::types::*;
 const PRODUCTS: &str = "products";
 const CATEGORIES: &str = "categories";
 
-persist!(Product, PRODUCTS, |p| p.id.as_str().as_bytes().to_vec());
-persist!(Category, CATEGORIES, |c| c.id.as_str().as_bytes().to_vec());
+persist!(Product, PRODUCTS, |p| p.id.text().as_str().as_bytes().to_vec());
+persist!(Category, CATEGORIES, |c| c.id.text().as_str().as_bytes().to_vec());
 
 /// The deepest a category tree may be.
 pub const CATEGORY_DEPTH_MAX: usize = 16;
@@ -123,10 +123,10 @@ pub(crate) fn apply(state: &State, event: &CatalogEvent, _at: TimestampMs, rows:
         CatalogEvent::CategoryDeleted(id) => {
             if let Some(entry) = state.catalog.categories.remove(id) {
                 if let Some(parent) = &entry.value().parent_id {
-                    state.catalog.children.remove(&(parent.clone(), id.clone()));
+                    state.catalog.children.remove(&(*parent, *id));
                 }
             }
-            rows.push(Row::delete(CATEGORIES, id.as_str()));
+            rows.push(Row::delete(CATEGORIES, id.text().as_str()));
         }
         CatalogEvent::ProductCreated(product) => {
             state.catalog.product_seq.bump();
@@ -141,13 +141,13 @@ fn put_category(state: &State, category: Category, rows: &mut Vec<Row>) {
     let category = Arc::new(category);
     if let Some(previous) = state.category(&category.id) {
         if let Some(parent) = &previous.parent_id {
-            catalog.children.remove(&(parent.clone(), category.id.clone()));
+            catalog.children.remove(&(*parent, category.id));
         }
     }
     if let Some(parent) = &category.parent_id {
-        catalog.children.insert((parent.clone(), category.id.clone()));
+        catalog.children.insert((*parent, category.id));
     }
-    catalog.categories.insert(category.id.clone(), category.clone());
+    catalog.categories.insert(category.id, category.clone());
     rows.push(Row::put(category));
 }
 
@@ -183,25 +183,25 @@ fn put_product(state: &State, product: Product, rows: &mut Vec<Row>) {
             catalog.handles.remove(&previous.handle);
         }
         for category in &previous.category_ids {
-            catalog.by_category.remove(&(category.clone(), product.id.clone()));
+            catalog.by_category.remove(&(*category, product.id));
         }
-        catalog.by_status.remove(&(status_key(previous.status), product.id.clone()));
+        catalog.by_status.remove(&(status_key(previous.status), product.id));
         for dropped in previous.variants.iter().filter(|v| product.variant(&v.sku).is_none()) {
             catalog.skus.remove(&dropped.sku);
             crate::inventory::drop_stock(state, &dropped.sku, rows);
         }
     }
-    catalog.handles.insert(product.handle.clone(), product.id.clone());
+    catalog.handles.insert(product.handle.clone(), product.id);
     note_handle(catalog, &product.handle);
     for category in &product.category_ids {
-        catalog.by_category.insert((category.clone(), product.id.clone()));
+        catalog.by_category.insert((*category, product.id));
     }
-    catalog.by_status.insert((status_key(product.status), product.id.clone()));
+    catalog.by_status.insert((status_key(product.status), product.id));
     for variant in &product.variants {
         catalog.skus.insert(variant.sku.clone(), product.clone());
         crate::inventory::ensure_stock(state, &variant.sku, rows);
     }
-    catalog.products.insert(product.id.clone(), product.clone());
+    catalog.products.insert(product.id, product.clone());
     rows.push(Row::put(product));
 }
 
@@ -298,9 +298,9 @@ impl State {
                     .map(|c| {
                         catalog
                             .by_category
-                            .range((c.clone(), from.clone())..)
+                            .range((*c, from)..)
                             .take_while(move |e| &e.value().0 == c)
-                            .map(|e| e.value().1.clone())
+                            .map(|e| e.value().1)
                             .filter(after_cursor)
                     })
                     .collect();
@@ -318,7 +318,7 @@ impl State {
                     }
                     // A product listed in two of the categories comes once.
                     if last.as_ref() != Some(&id) {
-                        last = Some(id.clone());
+                        last = Some(id);
                         return Some(id);
                     }
                 });
@@ -328,9 +328,9 @@ impl State {
                 let key = status_key(status);
                 let mut ids = catalog
                     .by_status
-                    .range((key, from.clone())..)
+                    .range((key, from)..)
                     .take_while(|e| e.value().0 == key)
-                    .map(|e| e.value().1.clone())
+                    .map(|e| e.value().1)
                     .filter(after_cursor);
                 page(&mut ids)
             }
@@ -375,7 +375,7 @@ impl State {
 
     /// `id` and every category below it.
     pub fn descendants(&self, id: &CategoryId) -> Vec<CategoryId> {
-        let mut out = vec![id.clone()];
+        let mut out = vec![*id];
         let mut index = 0;
         // The tree has no cycles (decide refuses them); the bound guards a reader racing
         // a move.
@@ -391,9 +391,9 @@ impl State {
     pub fn children(&self, id: &CategoryId) -> Vec<CategoryId> {
         self.catalog
             .children
-            .range((id.clone(), CategoryId::from_seq(0))..)
+            .range((*id, CategoryId::from_seq(0))..)
             .take_while(|e| &e.value().0 == id)
-            .map(|e| e.value().1.clone())
+            .map(|e| e.value().1)
             .collect()
     }
 
@@ -401,7 +401,7 @@ impl State {
     pub fn category_has_products(&self, id: &CategoryId) -> bool {
         self.catalog
             .by_category
-            .range((id.clone(), ProductId::from_seq(0))..)
+            .range((*id, ProductId::from_seq(0))..)
             .next()
             .is_some_and(|e| &e.value().0 == id)
     }

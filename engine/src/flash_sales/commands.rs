@@ -125,7 +125,7 @@ impl Request for CreateFlashSale {
         }
         let id = FlashSaleId::from_seq(state.flash_sales.sale_seq.next());
         let new = NewFlashSale {
-            id: id.clone(),
+            id,
             sku,
             price,
             quantity,
@@ -137,7 +137,7 @@ impl Request for CreateFlashSale {
         let mut events = vec![FlashSaleEvent::Created(Box::new(new)).into()];
         // A start already past starts the sale at once.
         if c.starts_at <= ctx.now {
-            events.push(FlashSaleEvent::Started { sale_id: id.clone() }.into());
+            events.push(FlashSaleEvent::Started { sale_id: id }.into());
         }
         Decision::many(id, events)
     }
@@ -160,8 +160,8 @@ impl Request for CancelFlashSale {
                 sale.status(ctx.now).as_str()
             )));
         }
-        let event = FlashSaleEvent::Cancelled { sale_id: sale.id.clone() };
-        Decision::one(sale.id.clone(), event)
+        let event = FlashSaleEvent::Cancelled { sale_id: sale.id };
+        Decision::one(sale.id, event)
     }
 
     fn reply(state: &State, outcome: FlashSaleId) -> Arc<FlashSale> {
@@ -211,7 +211,7 @@ impl Request for PurchaseFlashSale {
             ));
         }
         if state.customer(&c.customer_id).is_none() {
-            return Err(not_found(EntityKind::Customer, c.customer_id.as_str()));
+            return Err(not_found(EntityKind::Customer, c.customer_id.text().as_str()));
         }
         let units = c.quantity as u32;
         let held = state.flash_sale_units_held(&sale.id, &c.customer_id);
@@ -223,9 +223,9 @@ impl Request for PurchaseFlashSale {
         }
         let order_id = crate::orders::new_order_id(state, ctx);
         let purchase = Purchase {
-            sale_id: sale.id.clone(),
-            order_id: order_id.clone(),
-            customer_id: c.customer_id.clone(),
+            sale_id: sale.id,
+            order_id,
+            customer_id: c.customer_id,
             units,
             reservation_expires_at: ctx.now.saturating_add(sale.reservation_ttl_ms),
             idempotency: tag,

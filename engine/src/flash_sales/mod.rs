@@ -29,7 +29,7 @@ use crate::error::{EngineError, Result};
 use crate::idempotency::IdempotencyTag;
 use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, Index, Row, Table, Timers,
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table, Timers,
 };
 use crate::orders::{Order, OrderStatus};
 use crate::types::*;
@@ -39,19 +39,19 @@ const FLASH_SALES: &str = "flash_sales";
 const SALE_ORDERS: &str = "flash_sale_orders";
 
 persist!(FlashSale, FLASH_SALES, |s| s.seq.to_be_bytes().to_vec());
-persist!(SaleOrder, SALE_ORDERS, |o| o.order_id.as_str().as_bytes().to_vec());
+persist!(SaleOrder, SALE_ORDERS, |o| o.order_id.text().as_str().as_bytes().to_vec());
 
 /// The sales in memory, with their indexes.
 #[derive(Debug)]
 pub(crate) struct Tables {
-    pub(crate) sales: Index<FlashSaleId, Arc<FlashSale>>,
+    pub(crate) sales: IdIndex<FlashSaleId, Arc<FlashSale>>,
     pub(crate) by_seq: SkipMap<u64, FlashSaleId>,
     /// `(when, sale)`: `starts_at` of a scheduled sale, `ends_at` of a live one.
     pub(crate) transitions: SkipSet<(TimestampMs, FlashSaleId)>,
     /// The units of each pending or paid order of a sale.
-    pub(crate) orders: Index<OrderId, Arc<SaleOrder>>,
+    pub(crate) orders: IdIndex<OrderId, Arc<SaleOrder>>,
     /// Units each customer holds in pending and paid orders of each sale.
-    pub(crate) held: Index<(FlashSaleId, CustomerId), u32>,
+    pub(crate) held: IdIndex<(FlashSaleId, CustomerId), u32>,
     pub(crate) sale_seq: Counter,
 }
 
@@ -84,7 +84,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                     )));
                 }
                 index_sale(state, &sale);
-                state.flash_sales.sales.insert(sale.id.clone(), Arc::new(sale));
+                state.flash_sales.sales.insert(sale.id, Arc::new(sale));
                 Ok(())
             },
             check_v1: check_v1::<FlashSale>,
@@ -103,7 +103,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 if counts(status) {
                     add_held(state, &order.sale_id, &order.customer_id, order.units);
                 }
-                state.flash_sales.orders.insert(order.order_id.clone(), Arc::new(order));
+                state.flash_sales.orders.insert(order.order_id, Arc::new(order));
                 Ok(())
             },
             check_v1: check_v1::<SaleOrder>,
@@ -206,10 +206,10 @@ fn create(state: &State, new: &NewFlashSale, at: TimestampMs, rows: &mut Vec<Row
     let product = state.product_by_sku(&new.sku).expect("decide checked the SKU is sold");
     crate::inventory::reserve(state, &new.sku, new.quantity, rows);
     let sale = FlashSale {
-        id: new.id.clone(),
+        id: new.id,
         seq: state.flash_sales.sale_seq.bump(),
         sku: new.sku.clone(),
-        product_id: product.id.clone(),
+        product_id: product.id,
         title: crate::catalog::line_title(Some(&product), product.variant(&new.sku)),
         price: new.price,
         quantity: new.quantity,
@@ -245,14 +245,14 @@ fn purchase_units(state: &State, purchase: &Purchase, at: TimestampMs, rows: &mu
     sale.remaining -= purchase.units;
     sale.reserved += purchase.units;
     let order = SaleOrder {
-        order_id: purchase.order_id.clone(),
-        sale_id: sale.id.clone(),
-        customer_id: purchase.customer_id.clone(),
+        order_id: purchase.order_id,
+        sale_id: sale.id,
+        customer_id: purchase.customer_id,
         units: purchase.units,
     };
     add_held(state, &sale.id, &purchase.customer_id, purchase.units);
     let order = Arc::new(order);
-    state.flash_sales.orders.insert(order.order_id.clone(), order.clone());
+    state.flash_sales.orders.insert(order.order_id, order.clone());
     rows.push(Row::put(order));
     crate::orders::place_purchase(state, &sale, purchase, at, rows);
     put_sale(state, sale, at, rows);
@@ -264,21 +264,21 @@ fn put_sale(state: &State, mut sale: FlashSale, at: TimestampMs, rows: &mut Vec<
     sale.version += 1;
     index_sale(state, &sale);
     let sale = Arc::new(sale);
-    state.flash_sales.sales.insert(sale.id.clone(), sale.clone());
+    state.flash_sales.sales.insert(sale.id, sale.clone());
     rows.push(Row::put(sale));
 }
 
 fn index_sale(state: &State, sale: &FlashSale) {
     let tables = &state.flash_sales;
-    tables.by_seq.insert(sale.seq, sale.id.clone());
-    tables.transitions.remove(&(sale.starts_at, sale.id.clone()));
-    tables.transitions.remove(&(sale.ends_at, sale.id.clone()));
+    tables.by_seq.insert(sale.seq, sale.id);
+    tables.transitions.remove(&(sale.starts_at, sale.id));
+    tables.transitions.remove(&(sale.ends_at, sale.id));
     match sale.phase {
         SalePhase::Scheduled => {
-            tables.transitions.insert((sale.starts_at, sale.id.clone()));
+            tables.transitions.insert((sale.starts_at, sale.id));
         }
         SalePhase::Live => {
-            tables.transitions.insert((sale.ends_at, sale.id.clone()));
+            tables.transitions.insert((sale.ends_at, sale.id));
         }
         SalePhase::Ended | SalePhase::Cancelled => {}
     }
@@ -290,7 +290,7 @@ fn counts(status: OrderStatus) -> bool {
 }
 
 fn add_held(state: &State, sale: &FlashSaleId, customer: &CustomerId, units: u32) {
-    let key = (sale.clone(), customer.clone());
+    let key = (*sale, *customer);
     let held = state.flash_sales.held.get(&key).unwrap_or(0);
     state.flash_sales.held.insert(key, held + units);
 }
@@ -306,7 +306,7 @@ pub(crate) fn release_order(
     rows: &mut Vec<Row>,
 ) -> bool {
     let Some(bought) = state.flash_sales.orders.get(&order.id) else { return false };
-    let key = (bought.sale_id.clone(), bought.customer_id.clone());
+    let key = (bought.sale_id, bought.customer_id);
     let held = state.flash_sales.held.get(&key).expect("a sale order's units are held");
     if held == bought.units {
         state.flash_sales.held.remove(&key);
@@ -355,7 +355,7 @@ fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>)
         .take_while(|e| e.value().0 <= ctx.now)
         .take(EXPIRIES_PER_COMMAND_MAX);
     for entry in due {
-        let sale_id = entry.value().1.clone();
+        let sale_id = entry.value().1;
         let sale = state.flash_sale(&sale_id).expect("the transition index names sales");
         let event = if sale.phase == SalePhase::Scheduled && sale.ends_at > ctx.now {
             FlashSaleEvent::Started { sale_id }
@@ -377,14 +377,14 @@ fn check_sales(state: &State) -> Result<()> {
         let order = state.order(&order_id).ok_or_else(|| {
             EngineError::IncompatibleData(format!("flash sale order {order_id} has no order"))
         })?;
-        let entry = counted.entry(bought.sale_id.clone()).or_default();
+        let entry = counted.entry(bought.sale_id).or_default();
         match order.status {
             OrderStatus::PendingPayment => entry.0 += u64::from(bought.units),
             OrderStatus::Paid | OrderStatus::Fulfilled => entry.1 += u64::from(bought.units),
             OrderStatus::Cancelled | OrderStatus::Expired => {}
         }
         if counts(order.status) {
-            *held.entry((bought.sale_id.clone(), bought.customer_id.clone())).or_default() +=
+            *held.entry((bought.sale_id, bought.customer_id)).or_default() +=
                 u64::from(bought.units);
         }
     }
@@ -398,7 +398,7 @@ fn check_sales(state: &State) -> Result<()> {
         }
     }
     for ((sale_id, customer), units) in state.flash_sales.held.entries() {
-        if held.get(&(sale_id.clone(), customer.clone())) != Some(&u64::from(units)) {
+        if held.get(&(sale_id, customer)) != Some(&u64::from(units)) {
             return Err(EngineError::IncompatibleData(format!(
                 "customer {customer} is counted {units} units of flash sale {sale_id} that no \
                  pending or paid order holds"
@@ -434,7 +434,7 @@ impl State {
 
     /// Units `customer` holds in pending and paid orders of `sale`.
     pub fn flash_sale_units_held(&self, sale: &FlashSaleId, customer: &CustomerId) -> u32 {
-        self.flash_sales.held.get(&(sale.clone(), customer.clone())).unwrap_or(0)
+        self.flash_sales.held.get(&(*sale, *customer)).unwrap_or(0)
     }
 
     /// The sales not ended or cancelled yet (scheduled or live), soonest transition
@@ -445,7 +445,7 @@ impl State {
 
     /// The sale an order was bought in, if it was.
     pub fn flash_sale_of_order(&self, order: &OrderId) -> Option<FlashSaleId> {
-        self.flash_sales.orders.get(order).map(|o| o.sale_id.clone())
+        self.flash_sales.orders.get(order).map(|o| o.sale_id)
     }
 
     /// Sales in creation order after position `after` (a page's `next`), with the

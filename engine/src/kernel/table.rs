@@ -4,7 +4,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -148,23 +148,31 @@ pub(crate) struct Domain {
 /// for a whole-table resize). Values are cheap clones (`Arc`s and ids). Chosen over the
 /// ordered skip list it replaces, and over `scc` and a locked `HashMap`, by
 /// `benches/maps.rs` (figures in BENCHMARKS.md).
-pub(crate) struct Index<K, V> {
-    map: papaya::HashMap<K, V>,
+///
+/// Keys a client chooses (SKUs, handles, emails, idempotency keys) are hashed with the
+/// standard library's keyed SipHash, so nobody can aim many keys at one bucket; keys the
+/// engine makes ([`IdIndex`]) with FxHash, a multiply and a rotate per word.
+pub(crate) struct Index<K, V, S = std::hash::RandomState> {
+    map: papaya::HashMap<K, V, S>,
 }
 
-impl<K, V> Default for Index<K, V> {
+/// An index keyed by ids the engine assigns: sequence numbers and 128 random bits, which
+/// no client can choose, so a fast unkeyed hash is safe.
+pub(crate) type IdIndex<K, V> = Index<K, V, rustc_hash::FxBuildHasher>;
+
+impl<K, V, S: Default> Default for Index<K, V, S> {
     fn default() -> Self {
-        Index { map: papaya::HashMap::new() }
+        Index { map: papaya::HashMap::with_hasher(S::default()) }
     }
 }
 
-impl<K: fmt::Debug + Hash + Eq, V: fmt::Debug> fmt::Debug for Index<K, V> {
+impl<K: fmt::Debug + Hash + Eq, V: fmt::Debug, S: BuildHasher> fmt::Debug for Index<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Index").field("len", &self.map.len()).finish()
     }
 }
 
-impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync> Index<K, V> {
+impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K, V, S> {
     pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,

@@ -128,8 +128,8 @@ impl Request for Checkout {
         }
         let id = new_order_id(state, ctx);
         let placed = PlacedOrder {
-            id: id.clone(),
-            cart_id: cart.id.clone(),
+            id,
+            cart_id: cart.id,
             email: email.unwrap_or_default(),
             shipping_address: c.shipping_address.clone().map(Box::new),
             lines,
@@ -170,7 +170,7 @@ pub(crate) fn placing(
         }
         Replay::Recorded(IdempotentOutcome::Placed(id)) => match state.order(&id) {
             Some(order) => Ok(Err(Placed::Replayed(Box::new(order.as_placed())))),
-            None => Err(not_found(EntityKind::Order, id.as_str())),
+            None => Err(not_found(EntityKind::Order, id.text().as_str())),
         },
         Replay::Recorded(_) => Err(EngineError::IdempotencyKeyReused),
         Replay::New(tag) => Ok(Ok(Some(tag))),
@@ -210,8 +210,8 @@ impl Request for CancelOrder {
         if order.status != OrderStatus::PendingPayment {
             return Err(invalid_transition(&order, "cancel"));
         }
-        let event = OrderEvent::Cancelled { order_id: order.id.clone() };
-        Decision::one(order.id.clone(), event)
+        let event = OrderEvent::Cancelled { order_id: order.id };
+        Decision::one(order.id, event)
     }
 
     fn reply(state: &State, outcome: OrderId) -> Arc<Order> {
@@ -229,8 +229,8 @@ impl Request for FulfillOrder {
         if order.status != OrderStatus::Paid {
             return Err(invalid_transition(&order, "fulfil"));
         }
-        let event = OrderEvent::Fulfilled { order_id: order.id.clone() };
-        Decision::one(order.id.clone(), event)
+        let event = OrderEvent::Fulfilled { order_id: order.id };
+        Decision::one(order.id, event)
     }
 
     fn reply(state: &State, outcome: OrderId) -> Arc<Order> {

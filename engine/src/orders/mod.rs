@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::idempotency::{IdempotencyTag, IdempotentOutcome};
 use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, Index, Row, Table, Timers,
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table, Timers,
 };
 use crate::types::*;
 use crate::EXPIRIES_PER_COMMAND_MAX;
@@ -32,7 +32,7 @@ persist!(Order, ORDERS, |o| o.seq.to_be_bytes().to_vec());
 /// The orders in memory, with their indexes.
 #[derive(Debug)]
 pub(crate) struct Tables {
-    pub(crate) orders: Index<OrderId, Arc<Order>>,
+    pub(crate) orders: IdIndex<OrderId, Arc<Order>>,
     pub(crate) by_seq: SkipMap<u64, OrderId>,
     pub(crate) by_customer: SkipSet<(CustomerId, u64)>,
     /// `(reservation_expires_at, order)` of every pending order, soonest first.
@@ -59,7 +59,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         load: |state, bytes| {
             let order: Order = decode_row(bytes, "order")?;
             index_order(state, &order);
-            state.orders.orders.insert(order.id.clone(), Arc::new(order));
+            state.orders.orders.insert(order.id, Arc::new(order));
             Ok(())
         },
         check_v1: check_v1::<Order>,
@@ -155,17 +155,17 @@ pub(crate) fn touch(order: &mut Order, at: TimestampMs) {
 pub(crate) fn put_order(state: &State, order: Order, rows: &mut Vec<Row>) {
     let order = Arc::new(order);
     index_order(state, &order);
-    state.orders.orders.insert(order.id.clone(), order.clone());
+    state.orders.orders.insert(order.id, order.clone());
     rows.push(Row::put(order));
 }
 
 fn index_order(state: &State, order: &Order) {
     let tables = &state.orders;
-    tables.by_seq.insert(order.seq, order.id.clone());
+    tables.by_seq.insert(order.seq, order.id);
     if let Some(customer) = &order.customer_id {
-        tables.by_customer.insert((customer.clone(), order.seq));
+        tables.by_customer.insert((*customer, order.seq));
     }
-    let expiry = (order.reservation_expires_at, order.id.clone());
+    let expiry = (order.reservation_expires_at, order.id);
     if order.holds_reservation() {
         tables.expiry.insert(expiry);
     } else {
@@ -190,7 +190,7 @@ fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut 
         subtotal = subtotal.plus(line_total).expect("decide bounded the total");
         lines.push(OrderLine {
             sku: line.sku.clone(),
-            product_id: product.id.clone(),
+            product_id: product.id,
             title: line_title(Some(&product), product.variant(&line.sku)),
             quantity: line.quantity,
             unit_price: line.unit_price,
@@ -198,10 +198,10 @@ fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut 
         });
     }
     let order = Order {
-        id: placed.id.clone(),
+        id: placed.id,
         seq,
-        cart_id: cart.id.clone(),
-        customer_id: cart.customer_id.clone(),
+        cart_id: cart.id,
+        customer_id: cart.customer_id,
         email: placed.email.clone(),
         shipping_address: placed.shipping_address.as_deref().cloned(),
         status: OrderStatus::PendingPayment,
@@ -216,7 +216,7 @@ fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut 
         version: 1,
     };
     if let Some(tag) = &placed.idempotency {
-        let outcome = IdempotentOutcome::Placed(order.id.clone());
+        let outcome = IdempotentOutcome::Placed(order.id);
         crate::idempotency::record(state, tag, outcome, at, rows);
     }
     put_order(state, order, rows);
@@ -237,16 +237,16 @@ pub(crate) fn place_purchase(
     let customer = state.customer(&purchase.customer_id).expect("decide checked the customer");
     let line_total = sale.price.times(purchase.units).expect("decide bounded the total");
     let order = Order {
-        id: purchase.order_id.clone(),
+        id: purchase.order_id,
         seq,
         cart_id: CartId::from_seq(sale.seq),
-        customer_id: Some(purchase.customer_id.clone()),
+        customer_id: Some(purchase.customer_id),
         email: customer.email.clone(),
         shipping_address: None,
         status: OrderStatus::PendingPayment,
         lines: vec![OrderLine {
             sku: sale.sku.clone(),
-            product_id: sale.product_id.clone(),
+            product_id: sale.product_id,
             title: sale.title.clone(),
             quantity: purchase.units,
             unit_price: sale.price,
@@ -262,7 +262,7 @@ pub(crate) fn place_purchase(
         version: 1,
     };
     if let Some(tag) = &purchase.idempotency {
-        let outcome = IdempotentOutcome::Placed(order.id.clone());
+        let outcome = IdempotentOutcome::Placed(order.id);
         crate::idempotency::record(state, tag, outcome, at, rows);
     }
     put_order(state, order, rows);
@@ -310,7 +310,7 @@ fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>)
             .iter()
             .take_while(|e| e.value().0 <= ctx.now)
             .take(EXPIRIES_PER_COMMAND_MAX)
-            .map(|e| OrderEvent::Expired { order_id: e.value().1.clone() }.into()),
+            .map(|e| OrderEvent::Expired { order_id: e.value().1 }.into()),
     );
     events.len() - before
 }
@@ -369,7 +369,7 @@ impl State {
         let status_ok = |o: &Arc<Order>| filter.status.is_none_or(|s| o.status == s);
         match &filter.customer_id {
             Some(customer) => {
-                let from = (customer.clone(), start);
+                let from = (*customer, start);
                 let items = self
                     .orders
                     .by_customer

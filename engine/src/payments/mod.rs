@@ -147,9 +147,9 @@ impl Request for CapturePayment {
             amount: order.total,
             created_at: ctx.now,
         };
-        let outcome = Captured::New(order.id.clone(), payment.id.clone());
+        let outcome = Captured::New(order.id, payment.id);
         let event = PaymentEvent::PaymentCaptured {
-            order_id: order.id.clone(),
+            order_id: order.id,
             payment: Box::new(payment),
             idempotency: tag,
         };

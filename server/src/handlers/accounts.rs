@@ -46,7 +46,7 @@ pub fn principal_from_claims(app: &App, claims: &Claims) -> Result<Principal, Pr
 /// The calling account's id; API clients and anonymous callers have none.
 pub fn me_id(call: &Call) -> Result<CustomerId, Problem> {
     match &call.principal {
-        Principal::User { id, .. } => Ok(id.clone()),
+        Principal::User { id, .. } => Ok(*id),
         Principal::Anonymous => Err(Problem::unauthenticated("sign in to see your account")),
         Principal::Client { .. } => {
             Err(Problem::forbidden("an API client has no customer account"))
@@ -129,7 +129,7 @@ pub async fn register(call: Call) -> Result<Out, Problem> {
         credential,
     };
     let customer = call.app.engine.send(command).await?;
-    let principal = Principal::User { id: customer.id.clone(), role: customer.role };
+    let principal = Principal::User { id: customer.id, role: customer.role };
     let access_token =
         call.app.keys.read().issue(&principal, now_s(), call.app.config.access_token_ttl_s);
     let refresh_token = issue_refresh(&call.app, &customer.id).await?;
@@ -186,7 +186,7 @@ pub async fn create_api_client(call: Call) -> Result<Out, Problem> {
         .send(CreateApiClient { name: body.name, secret_hash, scopes: body.scopes })
         .await?;
     let body = json!({
-        "client_id": client.id.as_str(),
+        "client_id": client.id.text(),
         "client_secret": secret,
         "name": client.name,
         "scopes": client.scopes,
@@ -271,7 +271,7 @@ async fn password_grant(call: &Call, request: TokenRequest) -> Result<Out, Probl
     match account {
         Some(account) if ok => {
             let refresh = issue_refresh(&call.app, &account.id).await?;
-            let principal = Principal::User { id: account.id.clone(), role: account.role };
+            let principal = Principal::User { id: account.id, role: account.role };
             Ok(token_answer(&call.app, &principal, Some(refresh)))
         }
         _ => {
@@ -337,7 +337,7 @@ async fn refresh_grant(call: &Call, request: TokenRequest) -> Result<Out, Proble
             else {
                 return Ok(oauth_error(400, "invalid_grant", "the account is gone"));
             };
-            let principal = Principal::User { id: account.id.clone(), role: account.role };
+            let principal = Principal::User { id: account.id, role: account.role };
             Ok(token_answer(&call.app, &principal, Some(successor)))
         }
         Rotation::Reused => {

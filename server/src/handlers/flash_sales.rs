@@ -115,7 +115,7 @@ pub async fn cancel(call: Call) -> Result<Out, Problem> {
 /// sequencer decides again on everything else.
 pub async fn purchase(call: Call) -> Result<Out, Problem> {
     let customer = match &call.principal {
-        Principal::User { id, role: Role::Customer } => id.clone(),
+        Principal::User { id, role: Role::Customer } => *id,
         Principal::Anonymous => {
             return Err(Problem::unauthenticated("sign in as a customer to buy in a flash sale"))
         }

@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let buyers: Vec<CustomerId> = (0..CRASH_SALE_BUYERS)
         .map(|i| {
             let email = format!("crash-buyer{i}@example.com");
-            engine.state().customer_by_email(&email).expect("a registered buyer").id.clone()
+            engine.state().customer_by_email(&email).expect("a registered buyer").id
         })
         .collect();
     let buyers = Arc::new((sale, buyers));
@@ -105,7 +105,7 @@ fn work(
         if rng.random_bool(0.2) {
             let purchase = PurchaseFlashSale {
                 sale_id: sale.clone(),
-                customer_id: buyers[rng.random_range(0..buyers.len())].clone(),
+                customer_id: buyers[rng.random_range(0..buyers.len())],
                 quantity: rng.random_range(1..=3),
                 idempotency: None,
             };

@@ -1,0 +1,373 @@
+//! Entity ids: compact numbers inside the engine, prefixed base-36 text at the edge.
+//!
+//! Ids that must be unguessable (carts, orders, payments, API clients) carry 128 random
+//! bits, written as 25 base-36 digits; the others count up and are written as 12
+//! zero-padded digits, so their text sorts as their number does. Inside the engine an
+//! id is that number: `Copy`, hashed and compared as an integer, never a heap string.
+//! Its text is made only where it leaves the engine (JSON, storage keys) by
+//! [`text`](OrderId::text), on the stack.
+//!
+//! Stored rows and log entries hold an id as its text (an rkyv string), exactly as they
+//! did when ids were strings in memory, so every format written before decodes
+//! unchanged; a stored id that is not well-formed fails the row's decoding.
+
+use std::fmt;
+use std::ops::Deref;
+
+use rkyv::rancor::{Fallible, Source};
+use rkyv::string::{ArchivedString, StringResolver};
+use rkyv::{Archive, Deserialize, Place, Serialize, SerializeUnsized};
+
+const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+/// Digits of a sequential id.
+const SEQ_DIGITS: usize = 12;
+/// Digits of a random id: 36^25 > 2^128.
+const RANDOM_DIGITS: usize = 25;
+/// The longest id text: `fsale_` and 25 digits fit.
+const TEXT_MAX: usize = 32;
+
+/// An id's text (`ord_…`), made on the stack.
+#[derive(Clone, Copy)]
+pub struct IdText {
+    len: u8,
+    bytes: [u8; TEXT_MAX],
+}
+
+impl IdText {
+    fn new(prefix: &str) -> IdText {
+        let mut text = IdText { len: 0, bytes: [0; TEXT_MAX] };
+        text.bytes[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        text.len = prefix.len() as u8;
+        text
+    }
+
+    /// Appends `n` in exactly `width` base-36 digits.
+    fn push_digits(&mut self, mut n: u128, width: usize) {
+        let start = usize::from(self.len);
+        for slot in self.bytes[start..start + width].iter_mut().rev() {
+            *slot = DIGITS[(n % 36) as usize];
+            n /= 36;
+        }
+        debug_assert_eq!(n, 0, "value wider than {width} base-36 digits");
+        self.len = (start + width) as u8;
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("ASCII prefix and digits")
+    }
+}
+
+impl Deref for IdText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for IdText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Written as a JSON string (or the serializer's string).
+impl serde::Serialize for IdText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for IdText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// `digits` as a base-36 number, or `None` past `u128` or on a character that is not a
+/// lowercase base-36 digit.
+fn read_base36(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |n, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'z' => b - b'a' + 10,
+            _ => return None,
+        };
+        n.checked_mul(36)?.checked_add(u128::from(digit))
+    })
+}
+
+/// The number of an id, and how it is written.
+trait Digits: Sized + Copy {
+    fn write(self, text: &mut IdText);
+    /// Parses exactly the digits `write` makes; anything else is `None`.
+    fn read(digits: &[u8]) -> Option<Self>;
+}
+
+/// A sequential id's number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Seq(u64);
+
+impl Digits for Seq {
+    fn write(self, text: &mut IdText) {
+        text.push_digits(u128::from(self.0), SEQ_DIGITS);
+    }
+
+    fn read(digits: &[u8]) -> Option<Seq> {
+        if digits.len() != SEQ_DIGITS {
+            return None;
+        }
+        u64::try_from(read_base36(digits)?).ok().map(Seq)
+    }
+}
+
+/// A random id's 128 bits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Random(u128);
+
+impl Digits for Random {
+    fn write(self, text: &mut IdText) {
+        text.push_digits(self.0, RANDOM_DIGITS);
+    }
+
+    fn read(digits: &[u8]) -> Option<Random> {
+        if digits.len() != RANDOM_DIGITS {
+            return None;
+        }
+        read_base36(digits).map(Random)
+    }
+}
+
+/// A cart id's number: a cart's random bits, or — in the `cart_id` of an order made by a
+/// flash-sale purchase, which names no cart — the sale's sequence number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum CartNumber {
+    Random(Random),
+    Sale(Seq),
+}
+
+impl Digits for CartNumber {
+    fn write(self, text: &mut IdText) {
+        match self {
+            CartNumber::Random(n) => n.write(text),
+            CartNumber::Sale(n) => n.write(text),
+        }
+    }
+
+    fn read(digits: &[u8]) -> Option<CartNumber> {
+        match digits.len() {
+            RANDOM_DIGITS => Random::read(digits).map(CartNumber::Random),
+            _ => Seq::read(digits).map(CartNumber::Sale),
+        }
+    }
+}
+
+/// A stored id that is not well-formed.
+#[derive(Debug)]
+struct MalformedId(&'static str);
+
+impl fmt::Display for MalformedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a stored {} is not well-formed", self.0)
+    }
+}
+
+impl std::error::Error for MalformedId {}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $number:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name($number);
+
+        impl $name {
+            /// The prefix every id of this kind starts with.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// Parses an id received from a client; `None` unless it is exactly the
+            /// prefix and the digits such an id is written with.
+            pub fn parse(value: &str) -> Option<$name> {
+                let digits = value.strip_prefix($prefix)?;
+                <$number>::read(digits.as_bytes()).map($name)
+            }
+
+            /// The id as text.
+            pub fn text(&self) -> IdText {
+                let mut text = IdText::new($prefix);
+                self.0.write(&mut text);
+                text
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.text())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.text().as_str()).finish()
+            }
+        }
+
+        /// Stored as its text.
+        impl Archive for $name {
+            type Archived = ArchivedString;
+            type Resolver = StringResolver;
+
+            fn resolve(&self, resolver: StringResolver, out: Place<ArchivedString>) {
+                ArchivedString::resolve_from_str(&self.text(), resolver, out);
+            }
+        }
+
+        impl<S: Fallible + ?Sized> Serialize<S> for $name
+        where
+            S::Error: Source,
+            str: SerializeUnsized<S>,
+        {
+            fn serialize(&self, serializer: &mut S) -> Result<StringResolver, S::Error> {
+                ArchivedString::serialize_from_str(&self.text(), serializer)
+            }
+        }
+
+        impl<D: Fallible + ?Sized> Deserialize<$name, D> for ArchivedString
+        where
+            D::Error: Source,
+        {
+            fn deserialize(&self, _: &mut D) -> Result<$name, D::Error> {
+                $name::parse(self.as_str())
+                    .ok_or_else(|| D::Error::new(MalformedId(stringify!($name))))
+            }
+        }
+    };
+}
+
+macro_rules! seq_ids {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// The `n`th id: 12 zero-padded base-36 digits, so ids sort by `n`.
+            pub fn from_seq(n: u64) -> $name {
+                $name(Seq(n))
+            }
+
+            /// Its sequence number.
+            pub fn seq(&self) -> u64 {
+                self.0 .0
+            }
+        }
+    )*};
+}
+
+macro_rules! random_ids {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// The id of 128 random bits: 25 base-36 digits.
+            pub fn from_random(bits: u128) -> $name {
+                $name(Random(bits))
+            }
+        }
+    )*};
+}
+
+id_type!(
+    /// A product's id (`prod_…`).
+    ProductId, "prod_", Seq
+);
+id_type!(
+    /// A category's id (`cat_…`).
+    CategoryId, "cat_", Seq
+);
+id_type!(
+    /// A customer's (or staff member's) id (`cus_…`).
+    CustomerId, "cus_", Seq
+);
+id_type!(
+    /// A flash sale's id (`fsale_…`).
+    FlashSaleId, "fsale_", Seq
+);
+id_type!(
+    /// A cart's id (`cart_…`), 128 random bits; see [`CartId::from_seq`] for the other
+    /// form.
+    CartId, "cart_", CartNumber
+);
+id_type!(
+    /// An order's id (`ord_…`), 128 random bits.
+    OrderId, "ord_", Random
+);
+id_type!(
+    /// A payment's id (`pay_…`), 128 random bits.
+    PaymentId, "pay_", Random
+);
+id_type!(
+    /// An API client's id (`cli_…`), 128 random bits.
+    ApiClientId, "cli_", Random
+);
+
+seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId);
+random_ids!(OrderId, PaymentId, ApiClientId);
+
+impl CartId {
+    /// The id of a cart: 128 random bits, 25 base-36 digits.
+    pub fn from_random(bits: u128) -> CartId {
+        CartId(CartNumber::Random(Random(bits)))
+    }
+
+    /// The `cart_id` of an order made by a flash-sale purchase: the sale's sequence
+    /// number in 12 digits. It names no cart.
+    pub fn from_seq(n: u64) -> CartId {
+        CartId(CartNumber::Sale(Seq(n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_sort_by_sequence() {
+        let a = ProductId::from_seq(9);
+        let b = ProductId::from_seq(10);
+        assert!(a < b);
+        assert!(a.text().as_str() < b.text().as_str());
+        assert_eq!(a.text().as_str(), "prod_000000000009");
+        assert_eq!(ProductId::parse(&a.text()), Some(a));
+        assert_eq!(ProductId::parse("cat_000000000001"), None);
+        assert_eq!(ProductId::parse("prod_"), None);
+        assert_eq!(ProductId::parse("prod_ABC"), None);
+        assert_eq!(ProductId::parse("prod_00000000000a0"), None, "13 digits");
+        assert_eq!(ProductId::parse("prod_00000000000"), None, "11 digits");
+        let random = OrderId::from_random(u128::MAX);
+        assert_eq!(random.text().len(), "ord_".len() + 25);
+        assert_eq!(OrderId::parse(&random.text()), Some(random));
+        // 25 digits can say more than 128 bits: the largest is refused, not wrapped.
+        assert_eq!(OrderId::parse("ord_zzzzzzzzzzzzzzzzzzzzzzzzz"), None);
+    }
+
+    #[test]
+    fn a_cart_id_keeps_the_form_it_was_written_in() {
+        let cart = CartId::from_random(1);
+        let sale = CartId::from_seq(1);
+        assert_ne!(cart, sale);
+        assert_eq!(cart.text().as_str(), "cart_0000000000000000000000001");
+        assert_eq!(sale.text().as_str(), "cart_000000000001");
+        assert_eq!(CartId::parse(&cart.text()), Some(cart));
+        assert_eq!(CartId::parse(&sale.text()), Some(sale));
+        assert_eq!(CartId::parse("cart_0000000000001"), None);
+    }
+
+    #[test]
+    fn an_id_is_stored_as_the_text_it_had_as_a_string() {
+        let id = OrderId::from_random(0x0123_4567_89ab_cdef);
+        let as_id = rkyv::to_bytes::<rkyv::rancor::Error>(&id).expect("serialise");
+        let as_string =
+            rkyv::to_bytes::<rkyv::rancor::Error>(&id.text().to_string()).expect("serialise");
+        assert_eq!(as_id.as_slice(), as_string.as_slice());
+        let back: OrderId =
+            rkyv::from_bytes::<OrderId, rkyv::rancor::Error>(&as_string).expect("deserialise");
+        assert_eq!(back, id);
+        let bad = rkyv::to_bytes::<rkyv::rancor::Error>(&"ord_1".to_string()).expect("serialise");
+        assert!(rkyv::from_bytes::<OrderId, rkyv::rancor::Error>(&bad).is_err());
+    }
+}
