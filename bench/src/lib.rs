@@ -8,6 +8,12 @@
 
 pub mod loadgen;
 
+/// Every benchmark and the load generator allocate with mimalloc, as `emporium serve`
+/// does: the engine's per-command cost includes its allocations, and measuring them
+/// with another allocator would measure a configuration nobody runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -75,9 +75,12 @@ impl Checks {
 /// spaces), since only delivery proves an address.
 pub(crate) fn email(value: &str) -> Result<String, FieldError> {
     let value = value.trim().to_lowercase();
+    let one_at = match value.split_once('@') {
+        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains('@'),
+        None => false,
+    };
     let ok = (3..=254).contains(&value.len())
-        && value.split('@').count() == 2
-        && value.split('@').all(|part| !part.is_empty())
+        && one_at
         && !value.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(value)
