@@ -41,15 +41,25 @@ impl IdText {
         text
     }
 
-    /// Appends `n` in exactly `width` base-36 digits.
+    /// Appends `n` in exactly `width` (at most 36) base-36 digits, 12 at a time so that
+    /// only the split into groups divides a `u128` (a library call, not an instruction).
     fn push_digits(&mut self, mut n: u128, width: usize) {
-        let start = usize::from(self.len);
-        for slot in self.bytes[start..start + width].iter_mut().rev() {
-            *slot = DIGITS[(n % 36) as usize];
-            n /= 36;
+        const GROUP: u128 = 36u128.pow(SEQ_DIGITS as u32);
+        let end = usize::from(self.len) + width;
+        let mut at = end;
+        while at > usize::from(self.len) {
+            let digits = (at - usize::from(self.len)).min(SEQ_DIGITS);
+            let mut group = (n % GROUP) as u64;
+            n /= GROUP;
+            for slot in self.bytes[at - digits..at].iter_mut().rev() {
+                *slot = DIGITS[(group % 36) as usize];
+                group /= 36;
+            }
+            debug_assert_eq!(group, 0, "value wider than {width} base-36 digits");
+            at -= digits;
         }
         debug_assert_eq!(n, 0, "value wider than {width} base-36 digits");
-        self.len = (start + width) as u8;
+        self.len = end as u8;
     }
 
     /// The text.
@@ -343,6 +353,27 @@ mod tests {
         assert_eq!(OrderId::parse(&random.text()), Some(random));
         // 25 digits can say more than 128 bits: the largest is refused, not wrapped.
         assert_eq!(OrderId::parse("ord_zzzzzzzzzzzzzzzzzzzzzzzzz"), None);
+    }
+
+    #[test]
+    fn digits_are_base_36_of_the_number() {
+        fn naive(mut n: u128, width: usize) -> String {
+            let mut out = vec![b'0'; width];
+            for slot in out.iter_mut().rev() {
+                *slot = DIGITS[(n % 36) as usize];
+                n /= 36;
+            }
+            String::from_utf8(out).expect("ASCII")
+        }
+        let mut n = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834_u128;
+        for _ in 0..1000 {
+            n = n.rotate_left(17).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x1234_5678;
+            let text = OrderId::from_random(n).text();
+            assert_eq!(&text["ord_".len()..], naive(n, RANDOM_DIGITS));
+            let seq = (n as u64) % 36u64.pow(SEQ_DIGITS as u32);
+            assert_eq!(&ProductId::from_seq(seq).text()["prod_".len()..], naive(seq.into(), 12));
+        }
+        assert_eq!(&OrderId::from_random(u128::MAX).text()[4..], naive(u128::MAX, RANDOM_DIGITS));
     }
 
     #[test]
