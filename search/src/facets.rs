@@ -1,0 +1,181 @@
+//! Facet counts: one pass over the matching documents reading their fast fields.
+
+use std::collections::HashMap;
+
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::{Column, StrColumn};
+use tantivy::{DocId, Score, SegmentOrdinal, SegmentReader};
+
+use crate::{Facet, FACET_VALUES_MAX};
+
+/// The price buckets, in minor units: `[from, next from)`; the last is open.
+pub const PRICE_BUCKETS: [i64; 8] = [0, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
+
+/// Products per price range: `from` and `to` inclusive, in minor units (`to` is `None`
+/// for the open last range).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriceBucket {
+    /// The lowest price in the range.
+    pub from: i64,
+    /// The highest price in the range; `None` for the last, open one.
+    pub to: Option<i64>,
+    /// Products in the range.
+    pub count: u64,
+}
+
+/// The counts of the facets asked for; a facet not asked for is empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FacetCounts {
+    /// `(brand, products)`, most first, then by name; at most
+    /// [`FACET_VALUES_MAX`].
+    pub brand: Vec<(String, u64)>,
+    /// `(category id, products in it or its descendants)`, likewise.
+    pub category: Vec<(String, u64)>,
+    /// The non-empty price ranges, cheapest first.
+    pub price: Vec<PriceBucket>,
+}
+
+impl FacetCounts {
+    pub(crate) fn merge(&mut self, facet: Facet, fruit: FacetFruit) {
+        match facet {
+            Facet::Brand => self.brand = top_values(fruit.values),
+            Facet::Category => self.category = top_values(fruit.values),
+            Facet::Price => {
+                self.price = fruit
+                    .prices
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, count)| **count > 0)
+                    .map(|(i, count)| PriceBucket {
+                        from: PRICE_BUCKETS[i],
+                        to: PRICE_BUCKETS.get(i + 1).map(|next| next - 1),
+                        count: *count,
+                    })
+                    .collect();
+            }
+        }
+    }
+}
+
+fn top_values(values: HashMap<String, u64>) -> Vec<(String, u64)> {
+    let mut values: Vec<(String, u64)> =
+        values.into_iter().filter(|(v, _)| !v.is_empty()).collect();
+    values.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    values.truncate(FACET_VALUES_MAX);
+    values
+}
+
+/// The bucket of a price.
+fn bucket(price: i64) -> usize {
+    PRICE_BUCKETS.partition_point(|from| *from <= price).saturating_sub(1)
+}
+
+/// Counts one facet over the documents a query matches.
+pub(crate) struct FacetCollector {
+    pub(crate) facet: Facet,
+}
+
+#[derive(Default)]
+pub(crate) struct FacetFruit {
+    values: HashMap<String, u64>,
+    prices: [u64; PRICE_BUCKETS.len()],
+}
+
+pub(crate) enum SegmentFacets {
+    Values { column: Option<StrColumn>, by_ord: HashMap<u64, u64> },
+    Price { column: Column<i64>, prices: [u64; PRICE_BUCKETS.len()] },
+}
+
+impl Collector for FacetCollector {
+    type Fruit = FacetFruit;
+    type Child = SegmentFacets;
+
+    fn for_segment(
+        &self,
+        _: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<SegmentFacets> {
+        let fast = segment.fast_fields();
+        Ok(match self.facet {
+            Facet::Brand => {
+                SegmentFacets::Values { column: fast.str("brand_key")?, by_ord: HashMap::new() }
+            }
+            Facet::Category => {
+                SegmentFacets::Values { column: fast.str("categories")?, by_ord: HashMap::new() }
+            }
+            Facet::Price => SegmentFacets::Price {
+                column: fast.i64("price")?,
+                prices: [0; PRICE_BUCKETS.len()],
+            },
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<FacetFruit>) -> tantivy::Result<FacetFruit> {
+        let mut all = FacetFruit::default();
+        for fruit in fruits {
+            for (value, count) in fruit.values {
+                *all.values.entry(value).or_default() += count;
+            }
+            for (total, count) in all.prices.iter_mut().zip(fruit.prices) {
+                *total += count;
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl SegmentCollector for SegmentFacets {
+    type Fruit = FacetFruit;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        match self {
+            SegmentFacets::Values { column: Some(column), by_ord } => {
+                for ord in column.term_ords(doc) {
+                    *by_ord.entry(ord).or_default() += 1;
+                }
+            }
+            SegmentFacets::Values { column: None, .. } => {}
+            SegmentFacets::Price { column, prices } => {
+                if let Some(price) = column.first(doc) {
+                    prices[bucket(price)] += 1;
+                }
+            }
+        }
+    }
+
+    fn harvest(self) -> FacetFruit {
+        let mut fruit = FacetFruit::default();
+        match self {
+            SegmentFacets::Values { column: Some(column), by_ord } => {
+                for (ord, count) in by_ord {
+                    let mut value = String::new();
+                    if column.ord_to_str(ord, &mut value).unwrap_or(false) {
+                        *fruit.values.entry(value).or_default() += count;
+                    }
+                }
+            }
+            SegmentFacets::Values { column: None, .. } => {}
+            SegmentFacets::Price { prices, .. } => fruit.prices = prices,
+        }
+        fruit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_fall_in_their_bucket() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(999), 0);
+        assert_eq!(bucket(1_000), 1);
+        assert_eq!(bucket(99_999), 6);
+        assert_eq!(bucket(100_000), 7);
+        assert_eq!(bucket(i64::MAX), 7);
+    }
+}

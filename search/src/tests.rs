@@ -1,0 +1,307 @@
+//! Relevance as data, filters and facets against a brute-force scan, and the commit
+//! position across a reopen.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn doc(n: u64, title: &str, brand: &str, price: i64) -> ProductDoc {
+    ProductDoc {
+        id: format!("prod_{n:012}"),
+        title: title.into(),
+        brand: brand.into(),
+        price,
+        currency: "USD".into(),
+        in_stock: true,
+        created_at: n as i64,
+        ..ProductDoc::default()
+    }
+}
+
+fn catalog() -> SearchIndex {
+    let config =
+        SearchConfig { synonyms: vec![vec!["tee".into(), "t-shirt".into(), "tshirt".into()]] };
+    let index = SearchIndex::in_memory(config).expect("index");
+    let mut docs = vec![
+        doc(1, "Apple iPhone 15 Pro", "Apple", 99_900),
+        doc(2, "Phone case for iPhone", "Caseco", 1_999),
+        doc(3, "Running shoes", "Swift", 8_900),
+        doc(4, "Trail runner shoe", "Swift", 9_900),
+        doc(5, "Organic cotton T-Shirt", "Basics", 1_500),
+        doc(6, "Headphones wireless", "Sonic", 19_900),
+        doc(7, "Wireless charger for phones", "Apple", 3_900),
+        doc(8, "Mountain bicycle", "Ridge", 59_900),
+        doc(9, "Keyboard mechanical", "Clack", 12_900),
+        doc(10, "Sonic toothbrush", "Dentix", 4_900),
+    ];
+    docs[2].description = "Light shoes for long runs on the road.".into();
+    docs[5].description = "Noise cancelling, 30 hours of battery.".into();
+    docs[7].skus = vec!["BIKE-MTN-29".into()];
+    for d in &docs {
+        index.upsert(d).expect("upsert");
+    }
+    index.commit(1).expect("commit");
+    index
+}
+
+fn ids(index: &SearchIndex, query: SearchQuery) -> Vec<u64> {
+    let found = index.search(&query).expect("search");
+    found.hits.iter().map(|h| h.id["prod_".len()..].parse().expect("number")).collect()
+}
+
+fn text(q: &str) -> SearchQuery {
+    SearchQuery { text: q.into(), ..SearchQuery::default() }
+}
+
+#[test]
+fn relevance_cases() {
+    let index = catalog();
+    // (query, the products expected first, in this order)
+    let cases: &[(&str, &[u64])] = &[
+        ("iphone", &[1, 2]),   // title match; both have it
+        ("iphnoe ", &[1, 2]),  // a transposition in a finished word
+        ("iphone case", &[2]), // every word must match
+        ("runs", &[3]),        // stemming: description "runs" / title "running"
+        ("running", &[3]),     // "running" stems to "run", not "runner"
+        ("runer ", &[4]),      // one edit from "runner"
+        ("shoes", &[3, 4]),    // plural and singular share a stem
+        ("mountain bicycle", &[8]),
+        ("montain bicycel ", &[8]), // a typo in each word
+        ("keyb", &[9]),             // prefix of the word being typed
+        ("tee", &[5]),              // synonym of t-shirt
+        ("apple", &[1, 7]),         // brand matches rank below title matches
+        ("bike mtn", &[8]),         // SKU words
+        ("headphone wireless ", &[6]),
+        ("zzzz", &[]),
+        ("\"(iphone)\": AND OR *", &[1, 2]), // query syntax is just text; stop words optional
+        ("case for iphone ", &[2]),
+        ("for", &[2, 7]), // only stop words: they must match
+    ];
+    for (query, expected) in cases {
+        let got = ids(&index, text(query));
+        assert!(
+            got.len() >= expected.len() && got[..expected.len()] == **expected,
+            "{query:?}: expected {expected:?} first, got {got:?}"
+        );
+        if expected.is_empty() {
+            assert!(got.is_empty(), "{query:?}: expected nothing, got {got:?}");
+        }
+    }
+}
+
+#[test]
+fn an_exact_match_outranks_a_near_one() {
+    let index = SearchIndex::in_memory(SearchConfig::default()).expect("index");
+    index.upsert(&doc(1, "Cotten box", "", 100)).expect("upsert");
+    index.upsert(&doc(2, "Cotton shirt", "", 100)).expect("upsert");
+    index.commit(1).expect("commit");
+    assert_eq!(ids(&index, text("cotton ")), vec![2, 1], "cotten is one edit from cotton");
+}
+
+#[test]
+fn highlights_mark_the_matched_words() {
+    let index = catalog();
+    let found = index.search(&text("wireless")).expect("search");
+    let hit = found.hits.iter().find(|h| h.id.ends_with("06")).expect("headphones");
+    assert_eq!(hit.title_highlight.as_deref(), Some("Headphones <em>wireless</em>"));
+    assert_eq!(hit.description_highlight, None);
+}
+
+#[test]
+fn sorts_and_pages() {
+    let index = catalog();
+    let by = |sort| ids(&index, SearchQuery { sort, limit: 3, ..SearchQuery::default() });
+    assert_eq!(by(Sort::PriceAsc), vec![5, 2, 7]);
+    assert_eq!(by(Sort::PriceDesc), vec![1, 8, 6]);
+    assert_eq!(by(Sort::Newest), vec![10, 9, 8]);
+    let page = |offset| {
+        ids(
+            &index,
+            SearchQuery { offset, limit: 4, sort: Sort::PriceAsc, ..SearchQuery::default() },
+        )
+    };
+    let all: Vec<u64> = [page(0), page(4), page(8)].concat();
+    assert_eq!(all, vec![5, 2, 7, 10, 3, 4, 9, 6, 8, 1]);
+    let total =
+        index.search(&SearchQuery { limit: 1, ..SearchQuery::default() }).expect("search").total;
+    assert_eq!(total, 10);
+}
+
+#[test]
+fn limits_are_refused_not_served() {
+    let index = catalog();
+    for bad in [
+        SearchQuery { text: "x".repeat(QUERY_CHARS_MAX + 1), ..SearchQuery::default() },
+        SearchQuery { limit: PAGE_LIMIT_MAX + 1, ..SearchQuery::default() },
+        SearchQuery { offset: RESULT_WINDOW_MAX, limit: 1, ..SearchQuery::default() },
+        SearchQuery { price_min: Some(10), price_max: Some(9), ..SearchQuery::default() },
+    ] {
+        assert!(matches!(index.search(&bad), Err(SearchError::InvalidQuery(_))), "{bad:?}");
+    }
+    // Long words, odd characters and nothing at all are just text.
+    for odd in ["", "   ", "ünïcödé 日本語", &"a".repeat(QUERY_CHARS_MAX), "a:b (c) \"d\" -e +f ~g"]
+    {
+        index.search(&text(odd)).expect(odd);
+        index.suggest(odd, 5).expect(odd);
+    }
+}
+
+#[test]
+fn suggestions_complete_the_last_word() {
+    let index = catalog();
+    let got = index.suggest("wirel", 5).expect("suggest");
+    let titles: Vec<&str> = got.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(titles.len(), 2, "{titles:?}");
+    assert!(
+        titles.contains(&"Headphones wireless") && titles.contains(&"Wireless charger for phones")
+    );
+}
+
+#[test]
+fn an_update_replaces_and_a_delete_removes() {
+    let index = catalog();
+    let mut moved = doc(3, "Running shoes", "Swift", 8_900);
+    moved.in_stock = false;
+    index.upsert(&moved).expect("upsert");
+    index.delete("prod_000000000004").expect("delete");
+    index.commit(2).expect("commit");
+    assert_eq!(ids(&index, SearchQuery { in_stock: Some(false), ..text("shoes") }), vec![3]);
+    assert_eq!(ids(&index, text("shoe")), vec![3]);
+    assert_eq!(index.doc_count(), 9);
+}
+
+#[test]
+fn the_commit_position_survives_a_reopen_and_another_format_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let index = SearchIndex::open(dir.path(), SearchConfig::default()).expect("open");
+        assert!(index.created());
+        index.upsert(&doc(1, "Lamp", "Glow", 100)).expect("upsert");
+        index.commit(42).expect("commit");
+    }
+    let index = SearchIndex::open(dir.path(), SearchConfig::default()).expect("reopen");
+    assert!(!index.created());
+    assert_eq!(index.applied_lsn(), 42);
+    assert_eq!(index.doc_count(), 1);
+    drop(index);
+    // An index of another format: dropped and made anew, empty, at position 0.
+    let meta = dir.path().join("meta.json");
+    let text = std::fs::read_to_string(&meta).expect("meta");
+    std::fs::write(&meta, text.replace(SEARCH_FORMAT, "emporium-search/0")).expect("write");
+    let index = SearchIndex::open(dir.path(), SearchConfig::default()).expect("reopen");
+    assert!(index.created());
+    assert_eq!((index.applied_lsn(), index.doc_count()), (0, 0));
+}
+
+/// Titles are drawn from words far apart (no two within two edits, none a prefix or
+/// stem of another), so the brute-force match is exact word equality.
+const WORDS: [&str; 6] = ["anchor", "bicycle", "candle", "dolphin", "guitar", "harbor"];
+const BRANDS: [&str; 3] = ["Acme", "Globex", "Initech"];
+const CATEGORIES: [&str; 3] = ["cat_a", "cat_b", "cat_c"];
+
+#[derive(Clone, Debug)]
+struct Filters {
+    word: Option<usize>,
+    brand: Option<usize>,
+    category: Option<usize>,
+    price: (Option<i64>, Option<i64>),
+    in_stock: Option<bool>,
+}
+
+fn product() -> impl Strategy<Value = (Vec<usize>, usize, Vec<usize>, i64, bool)> {
+    (
+        prop::collection::vec(0..WORDS.len(), 1..3),
+        0..BRANDS.len(),
+        prop::collection::vec(0..CATEGORIES.len(), 0..3),
+        0i64..120_000,
+        any::<bool>(),
+    )
+}
+
+fn filters() -> impl Strategy<Value = Filters> {
+    (
+        prop::option::of(0..WORDS.len()),
+        prop::option::of(0..BRANDS.len()),
+        prop::option::of(0..CATEGORIES.len()),
+        (prop::option::of(0i64..120_000), prop::option::of(0i64..120_000)),
+        prop::option::of(any::<bool>()),
+    )
+        .prop_map(|(word, brand, category, (a, b), in_stock)| {
+            let price = match (a, b) {
+                (Some(a), Some(b)) => (Some(a.min(b)), Some(a.max(b))),
+                other => other,
+            };
+            Filters { word, brand, category, price, in_stock }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hits_and_facets_equal_a_brute_force_scan(
+        products in prop::collection::vec(product(), 0..40),
+        filters in prop::collection::vec(filters(), 1..6),
+    ) {
+        let index = SearchIndex::in_memory(SearchConfig::default()).expect("index");
+        let docs: Vec<ProductDoc> = products.iter().enumerate().map(|(n, (words, brand, cats, price, in_stock))| {
+            let mut d = doc(n as u64, &words.iter().map(|w| WORDS[*w]).collect::<Vec<_>>().join(" "), BRANDS[*brand], *price);
+            d.categories = cats.iter().map(|c| CATEGORIES[*c].to_string()).collect();
+            d.categories.dedup();
+            d.in_stock = *in_stock;
+            d
+        }).collect();
+        for d in &docs {
+            index.upsert(d).expect("upsert");
+        }
+        index.commit(1).expect("commit");
+        for f in filters {
+            let query = SearchQuery {
+                // A trailing space: the word is finished, no prefix matching.
+                text: f.word.map(|w| format!("{} ", WORDS[w])).unwrap_or_default(),
+                brand: f.brand.map(|b| BRANDS[b].to_string()),
+                category: f.category.map(|c| CATEGORIES[c].to_string()),
+                price_min: f.price.0,
+                price_max: f.price.1,
+                in_stock: f.in_stock,
+                facets: FacetRequest { brand: true, category: true, price: true },
+                limit: 100,
+                ..SearchQuery::default()
+            };
+            let found = index.search(&query).expect("search");
+            // Brute force, with one filter left out per facet.
+            let matches = |d: &ProductDoc, skip: Option<Facet>| {
+                f.word.is_none_or(|w| d.title.split(' ').any(|t| t == WORDS[w]))
+                    && (skip == Some(Facet::Brand) || f.brand.is_none_or(|b| d.brand == BRANDS[b]))
+                    && (skip == Some(Facet::Category) || f.category.is_none_or(|c| d.categories.iter().any(|x| x == CATEGORIES[c])))
+                    && (skip == Some(Facet::Price) || (f.price.0.is_none_or(|m| d.price >= m) && f.price.1.is_none_or(|m| d.price <= m)))
+                    && f.in_stock.is_none_or(|s| d.in_stock == s)
+            };
+            let mut expected: Vec<&str> = docs.iter().filter(|d| matches(d, None)).map(|d| d.id.as_str()).collect();
+            let mut got: Vec<&str> = found.hits.iter().map(|h| h.id.as_str()).collect();
+            expected.sort_unstable();
+            got.sort_unstable();
+            prop_assert_eq!(found.total, expected.len());
+            prop_assert_eq!(got, expected);
+            let count = |skip: Facet, key: &dyn Fn(&ProductDoc) -> Vec<String>| {
+                let mut counts: HashMap<String, u64> = HashMap::new();
+                for d in docs.iter().filter(|d| matches(d, Some(skip))) {
+                    for k in key(d) {
+                        *counts.entry(k).or_default() += 1;
+                    }
+                }
+                counts
+            };
+            let as_map = |v: &[(String, u64)]| v.iter().cloned().collect::<HashMap<_, _>>();
+            prop_assert_eq!(as_map(&found.facets.brand), count(Facet::Brand, &|d| vec![d.brand.clone()]));
+            prop_assert_eq!(as_map(&found.facets.category), count(Facet::Category, &|d| d.categories.clone()));
+            let prices: HashMap<String, u64> = found.facets.price.iter().map(|b| (b.from.to_string(), b.count)).collect();
+            let expected_prices = count(Facet::Price, &|d| vec![PRICE_BUCKETS[facets_bucket(d.price)].to_string()]);
+            prop_assert_eq!(prices, expected_prices);
+        }
+    }
+}
+
+fn facets_bucket(price: i64) -> usize {
+    PRICE_BUCKETS.iter().rposition(|from| *from <= price).unwrap_or(0)
+}
