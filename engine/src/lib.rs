@@ -93,6 +93,7 @@ mod inventory;
 mod kernel;
 mod orders;
 mod payments;
+mod product_search;
 mod types;
 mod validate;
 
@@ -117,6 +118,7 @@ pub use kernel::runtime::{BlockingEngine, Engine, EngineConfig, EngineStats, Log
 pub use kernel::timers::{ExpireDue, EXPIRIES_PER_COMMAND_MAX};
 pub use orders::*;
 pub use payments::*;
+pub use product_search::*;
 pub use types::*;
 
 /// The pure domain, for tests and benchmarks that drive `decide` and `apply` without

@@ -39,6 +39,8 @@ pub struct App {
     pub ready: std::sync::atomic::AtomicBool,
     /// The live feed of flash sales (`GET /v1/flash-sales/{id}/stream`).
     pub feed: crate::feed::SaleFeed,
+    /// Product search (`GET /v1/search`), kept in step with the log.
+    pub search: ProductSearch,
 }
 
 /// Seconds since the Unix epoch.
@@ -67,8 +69,16 @@ impl App {
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
             .await?
             .map_err(|e| anyhow::anyhow!("opening the data directory: {e}"))?;
+        let search_engine = engine.clone();
+        let search_settings = SearchSettings::in_dir(config.search_path());
+        let search = tokio::task::spawn_blocking(move || {
+            ProductSearch::start(&search_engine, search_settings)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("opening the search index: {e}"))?;
         let keys = signing_keys(&engine, &config).await?;
         let app = Arc::new(App {
+            search,
             limiter: RateLimiter::new(config.rate_auth, config.rate_read, config.rate_write),
             passwords: Passwords::new(config.password_hash_kib, crate::auth::HASHING_WAIT),
             metrics: Metrics::new(),

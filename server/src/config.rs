@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// The data directory.
     #[arg(long, env = "EMPORIUM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The product search index's directory (default: `search` in the data directory).
+    /// It is derived from the log: deleting it makes the server rebuild it at start.
+    #[arg(long, env = "EMPORIUM_SEARCH_DIR")]
+    pub search_dir: Option<PathBuf>,
     /// A TOML file with any of these options (keys as the long flags, with `_`).
     #[arg(long, env = "EMPORIUM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -108,6 +112,7 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    search_dir: Option<PathBuf>,
     demo: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -151,6 +156,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The search index's directory; `None`: `search` in the data directory.
+    pub search_dir: Option<PathBuf>,
     /// Load the demo catalog into an empty directory.
     pub demo: bool,
     /// Certificate and key, for HTTPS.
@@ -203,6 +210,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".parse().expect("a valid address"),
             data_dir: PathBuf::from("./data"),
+            search_dir: None,
             demo: false,
             tls: None,
             body_bytes_max: 1 << 20,
@@ -231,6 +239,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Where the search index lives.
+    pub fn search_path(&self) -> PathBuf {
+        self.search_dir.clone().unwrap_or_else(|| self.data_dir.join("search"))
+    }
+
     /// Resolves flags and environment over the config file over the defaults.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
         let file = match &args.config {
@@ -255,6 +268,7 @@ impl Config {
         let config = Config {
             listen: pick!(listen).unwrap_or(d.listen),
             data_dir: pick!(data_dir).unwrap_or(d.data_dir),
+            search_dir: pick!(search_dir),
             demo: pick!(demo).unwrap_or(d.demo),
             tls,
             body_bytes_max: pick!(body_bytes_max).unwrap_or(d.body_bytes_max),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use emporium_engine::{Engine, EngineConfig};
+use emporium_engine::{Engine, EngineConfig, ProductSearch, SearchSettings};
 use emporium_server::{Config, ServeArgs, Server};
 
 #[global_allocator]
@@ -29,6 +29,15 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Rebuild the product search index of a data directory that no server has open.
+    Reindex {
+        /// The data directory.
+        #[arg(long, env = "EMPORIUM_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The index's directory (default: `search` in the data directory).
+        #[arg(long, env = "EMPORIUM_SEARCH_DIR")]
+        search_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +45,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Checkpoint { data_dir, to } => checkpoint(data_dir, to),
+        Command::Reindex { data_dir, search_dir } => reindex(data_dir, search_dir),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -80,6 +90,29 @@ async fn wait_for_signal() {
         _ = terminate.recv() => {}
     }
     tracing::info!("signal received");
+}
+
+fn reindex(data_dir: PathBuf, search_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let search_dir = search_dir.unwrap_or_else(|| data_dir.join("search"));
+    let engine = Engine::open(EngineConfig::new(&data_dir))?;
+    match std::fs::remove_dir_all(&search_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("removing {}: {e}", search_dir.display()),
+    }
+    let started = std::time::Instant::now();
+    let search = ProductSearch::start(&engine, SearchSettings::in_dir(&search_dir))?;
+    let status = search.status();
+    search.stop();
+    engine.close();
+    println!(
+        "search index {} rebuilt: {} products at LSN {} in {:.2?}",
+        search_dir.display(),
+        status.products,
+        status.applied_lsn,
+        started.elapsed()
+    );
+    Ok(())
 }
 
 fn checkpoint(data_dir: PathBuf, to: PathBuf) -> anyhow::Result<()> {

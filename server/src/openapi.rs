@@ -135,6 +135,10 @@ fn query(name: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "schema": schema})
 }
 
+fn described(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
+}
+
 fn query_parameters(operation: &str) -> Vec<Value> {
     let limit =
         query("limit", json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20}));
@@ -147,6 +151,23 @@ fn query_parameters(operation: &str) -> Vec<Value> {
             cursor,
         ],
         "list_categories" => vec![limit, cursor],
+        "search_products" => vec![
+            described("q", json!({"type": "string", "maxLength": 200}), "What the shopper typed; empty or absent browses with the filters. Query syntax is plain text. Longer than 200 characters: 422."),
+            described("category_id", json!({"type": "string"}), "Products in this category or any of its descendants."),
+            described("brand", json!({"type": "string"}), "Exactly this brand."),
+            described("price_min", json!({"type": "integer", "minimum": 0}), "Inclusive, minor units of the product's lowest variant price. Above price_max: 422."),
+            described("price_max", json!({"type": "integer", "minimum": 0}), "Inclusive, minor units."),
+            query("in_stock", json!({"type": "string", "enum": ["true", "false"]})),
+            described("attributes", json!({"type": "string"}), "name:value pairs, comma-separated; every one must match exactly."),
+            described("sort", json!({"type": "string", "enum": ["relevance", "price_asc", "price_desc", "rating", "newest"]}), "relevance (the default; newest first when q is empty), price_asc, price_desc, rating (highest first) or newest."),
+            described("facets", json!({"type": "string"}), "Facets to count, comma-separated: brand, category_id (a product counts for its categories and their ancestors), price (fixed ranges). Each counts with every filter except its own."),
+            limit,
+            described("cursor", json!({"type": "string", "minLength": 1}), "next_cursor of the previous page. Paging stops at the first 10,000 hits."),
+        ],
+        "suggest_products" => vec![
+            described("q", json!({"type": "string", "maxLength": 200}), "What the shopper has typed so far."),
+            query("limit", json!({"type": "integer", "minimum": 1, "maximum": 20, "default": 10})),
+        ],
         "list_orders" => vec![
             query("status", json!({"type": "string"})),
             query("customer_id", json!({"type": "string"})),
@@ -300,6 +321,16 @@ fn schemas() -> Value {
             "category_ids": {"type": "array", "maxItems": 20, "items": string()}, "attributes": string_map(),
             "status": {"type": "string", "enum": ["draft", "active", "archived"]}, "variants": {"type": "array", "minItems": 1, "maxItems": 100, "items": reference("VariantInput")}})),
         "ProductList": list_of("Product"),
+        "SearchHit": object(&["id", "title", "brand", "price", "rating", "in_stock", "highlights"],
+            json!({"id": string(), "title": string(), "brand": string(), "price": reference("Money"), "rating": {"type": "number"}, "in_stock": {"type": "boolean"},
+                   "highlights": object(&[], json!({"title": {"type": "string", "description": "The title, HTML-escaped, with the matched words in <em>"}, "description": {"type": "string", "description": "A fragment of the description, likewise"}}))})),
+        "FacetValue": object(&["value", "count"], json!({"value": string(), "count": {"type": "integer"}})),
+        "PriceFacet": object(&["from", "to", "count"], json!({"from": {"type": "integer"}, "to": {"type": ["integer", "null"]}, "count": {"type": "integer"}})),
+        "SearchResults": object(&["hits", "total", "facets", "next_cursor", "took_ms"],
+            json!({"hits": {"type": "array", "items": reference("SearchHit")}, "total": {"type": "integer"},
+                   "facets": object(&[], json!({"brand": {"type": "array", "items": reference("FacetValue")}, "category_id": {"type": "array", "items": reference("FacetValue")}, "price": {"type": "array", "items": reference("PriceFacet")}})),
+                   "next_cursor": {"type": ["string", "null"]}, "took_ms": {"type": "integer"}})),
+        "Suggestions": object(&["suggestions"], json!({"suggestions": {"type": "array", "items": object(&["text", "product_id"], json!({"text": string(), "product_id": {"type": ["string", "null"]}}))}})),
         "Category": object(&["id", "name", "parent_id", "path", "created_at", "updated_at", "version"],
             json!({"id": string(), "name": string(), "parent_id": {"type": ["string", "null"]}, "path": string(),
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),

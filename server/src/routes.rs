@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use http::Method;
 
-use crate::handlers::{accounts, carts, catalog, flash_sales, inventory, ops, orders};
+use crate::handlers::{accounts, carts, catalog, flash_sales, inventory, ops, orders, search};
 use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::ratelimit::Class;
@@ -120,6 +120,8 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(POST "/v1/orders/{id}/payments", "pay_order", "Pay with the test provider", orders::pay, Write, Json, 201, "its owner, anyone for a guest order, orders:write", Some("PaymentRequest"), Some("Payment"), &[402, 403, 404, 409, 422], Some(true)),
         route!(POST "/v1/orders/{id}/cancel", "cancel_order", "Cancel a pending order, releasing its stock", orders::cancel, Write, OptionalJson, 200, "its owner, anyone for a guest order, orders:write", None, Some("Order"), &[403, 404, 409, 412], Some(false)),
         route!(POST "/v1/orders/{id}/fulfillments", "fulfil_order", "Mark a paid order fulfilled", orders::fulfil, Write, OptionalJson, 200, "orders:write", None, Some("Order"), &[401, 403, 404, 409], Some(false)),
+        route!(GET "/v1/search", "search_products", "Search active products: every word must match (typos of 1-2 edits forgiven, the last word also as a prefix), with filters, facets and sorts", search::search, Read, None, 200, "anyone", None, Some("SearchResults"), &[422], None),
+        route!(GET "/v1/search/suggest", "suggest_products", "Product titles completing what the shopper is typing", search::suggest, Read, None, 200, "anyone", None, Some("Suggestions"), &[422], None),
         route!(POST "/v1/flash-sales", "create_flash_sale", "Create a flash sale, carving its units out of the SKU's stock", flash_sales::create, Write, Json, 201, "catalog:write", Some("NewFlashSale"), Some("FlashSale"), &[401, 403, 409, 422], Some(false)),
         route!(GET "/v1/flash-sales", "list_flash_sales", "List flash sales", flash_sales::list, Read, None, 200, "anyone", None, Some("FlashSaleList"), &[], None),
         route!(GET "/v1/flash-sales/{id}", "get_flash_sale", "A flash sale with its units remaining, reserved and sold", flash_sales::get, Read, None, 200, "anyone", None, Some("FlashSale"), &[404], None),

@@ -338,8 +338,12 @@ impl Server {
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections did not finish in time");
         }
-        let engine = self.app.engine.clone();
-        tokio::task::spawn_blocking(move || engine.close()).await?;
+        let app = self.app.clone();
+        tokio::task::spawn_blocking(move || {
+            app.search.stop();
+            app.engine.clone().close();
+        })
+        .await?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 42] = [
+const ENDPOINTS: [(&str, &str, u16); 44] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1229,6 +1229,8 @@ const ENDPOINTS: [(&str, &str, u16); 42] = [
     ("get", "/v1/products", 200),
     ("post", "/v1/products", 201),
     ("get", "/v1/products/{id}", 200),
+    ("get", "/v1/search", 200),
+    ("get", "/v1/search/suggest", 200),
     ("patch", "/v1/products/{id}", 200),
     ("delete", "/v1/products/{id}", 204),
     ("get", "/v1/categories", 200),

@@ -99,9 +99,19 @@ impl TestServer {
 
     /// Stops the server gracefully and starts a new one on the same data directory.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the server gracefully; the data directory stays.
+    pub fn stop(&mut self) {
         if let Some(server) = self.server.take() {
             server.stop().expect("the server stops cleanly");
         }
+    }
+
+    /// Starts a server again on the data directory of the stopped one.
+    pub fn start_again(&mut self) {
         self.server = Some(RunningServer::start(self.config.clone()).expect("the server restarts"));
     }
 

@@ -20,3 +20,4 @@ mod model;
 mod power_loss;
 mod recovery;
 mod retention;
+mod search;

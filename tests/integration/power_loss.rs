@@ -79,7 +79,9 @@ fn acknowledged_requests_survive_server_power_loss() {
     let data = fs.mountpoint.join("data");
     let mut acked: Vec<Keyed> = Vec::new();
     for cycle in 0..=cycles {
-        let mut server = ServerChild::start(&data);
+        // The search index is a derived view, and the lossy file system serves no memory
+        // maps: it lives on the ordinary disk beside the mount.
+        let mut server = ServerChild::start(&data, &work.path().join("search"));
         let s = TestServer::remote(&server.url);
         let admin = s.admin();
         if cycle == 0 {
@@ -360,9 +362,10 @@ struct ServerChild {
 }
 
 impl ServerChild {
-    fn start(data: &Path) -> ServerChild {
+    fn start(data: &Path, search: &Path) -> ServerChild {
         let mut process = Command::new(env!("CARGO_BIN_EXE_server-child"))
             .arg(data)
+            .arg(search)
             .env("EMPORIUM_ADMIN_EMAIL", crate::http_support::ADMIN_EMAIL)
             .env("EMPORIUM_ADMIN_PASSWORD", crate::http_support::ADMIN_PASSWORD)
             .stdout(Stdio::piped())

@@ -8,6 +8,7 @@ pub mod flash_sales;
 pub mod inventory;
 pub mod ops;
 pub mod orders;
+pub mod search;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -4,7 +4,8 @@
 //! serves until it is killed. The first admin comes from `EMPORIUM_ADMIN_EMAIL` and
 //! `EMPORIUM_ADMIN_PASSWORD`, as for the real binary.
 //!
-//! Usage: `server-child DIR`
+//! Usage: `server-child DIR [SEARCH_DIR]`: the search index goes in SEARCH_DIR when
+//! given (the lossy FUSE file system serves no memory maps, which Tantivy needs).
 
 use emporium_server::config::Config;
 use emporium_server::server::RunningServer;
@@ -14,6 +15,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.into(),
+        search_dir: std::env::args().nth(2).map(Into::into),
         password_hash_kib: 64,
         rate_limits: false,
         ..Config::default()

@@ -1,0 +1,397 @@
+//! Product search, derived from the log.
+//!
+//! [`ProductSearch`] keeps an [`emporium_search::SearchIndex`] in step with the
+//! catalog: a thread registered as the log consumer `search` (so retention keeps what
+//! it has not read) tails the durable log, finds the products each entry touches — the
+//! product itself, the product of a SKU whose stock moved, every product when a
+//! category changed — and writes their current documents (active products) or
+//! deletions (the others). Each pass commits the index with the last LSN it read and
+//! then advances the consumer, so a restart resumes from the index's own position. An
+//! index that is missing, of another format, behind the log's retention, or ahead of
+//! the durable log (a crash lost what it had seen) is rebuilt from the state.
+//!
+//! A product is searchable, and a stock change that flips `in_stock` is visible,
+//! within [`SearchSettings::refresh_interval_ms`] plus one pass of the acknowledged
+//! write.
+//!
+//! ```
+//! use emporium_engine::{Engine, EngineConfig, ProductSearch, SearchQuery, SearchSettings};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let engine = Engine::open(EngineConfig::new(dir.path())).unwrap();
+//! let search = ProductSearch::start(&engine, SearchSettings::in_memory()).unwrap();
+//! let found = search.search(&SearchQuery { text: "lamp".into(), ..SearchQuery::default() }).unwrap();
+//! assert_eq!(found.total, 0);
+//! search.stop();
+//! engine.close();
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use emporium_search::SearchIndex;
+pub use emporium_search::{
+    FacetCounts, FacetRequest, Hit, PriceBucket, ProductDoc, SearchConfig, SearchError,
+    SearchQuery, SearchResults, Sort, Suggestion, PAGE_LIMIT_MAX, PRICE_BUCKETS, QUERY_CHARS_MAX,
+    RESULT_WINDOW_MAX,
+};
+use parking_lot::Mutex;
+
+use crate::catalog::CatalogEvent;
+use crate::domains::{Event, LogEntry, State};
+use crate::error::{EngineError, Result};
+use crate::flash_sales::FlashSaleEvent;
+use crate::inventory::InventoryEvent;
+use crate::kernel::runtime::{Engine, LogConsumer};
+use crate::orders::OrderEvent;
+use crate::payments::PaymentEvent;
+use crate::types::{Lsn, OrderId, ProductId, Sku};
+use crate::{Product, ProductStatus};
+
+/// The log consumer name the indexer registers.
+pub const SEARCH_CONSUMER: &str = "search";
+
+/// Where the index lives and how fresh it is kept.
+#[derive(Clone, Debug)]
+pub struct SearchSettings {
+    /// The index's directory; `None` keeps it in memory (rebuilt at every start).
+    pub dir: Option<PathBuf>,
+    /// Synonym groups (see [`SearchConfig::synonyms`]).
+    pub synonyms: Vec<Vec<String>>,
+    /// How often the indexer looks for new log entries; a write is searchable within
+    /// about this long of being acknowledged.
+    pub refresh_interval_ms: u64,
+    /// Log entries read per pass at most.
+    pub entries_per_pass_max: usize,
+}
+
+impl SearchSettings {
+    /// An index in `dir`, refreshed every 100 ms.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> SearchSettings {
+        SearchSettings { dir: Some(dir.into()), ..SearchSettings::in_memory() }
+    }
+
+    /// An index in memory, refreshed every 100 ms.
+    pub fn in_memory() -> SearchSettings {
+        SearchSettings {
+            dir: None,
+            synonyms: Vec::new(),
+            refresh_interval_ms: 100,
+            entries_per_pass_max: 4096,
+        }
+    }
+}
+
+/// What [`ProductSearch::status`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchStatus {
+    /// The log position the index reflects.
+    pub applied_lsn: Lsn,
+    /// Products searchable.
+    pub products: u64,
+    /// Full rebuilds since the start (1 when it started from nothing).
+    pub rebuilds: u64,
+    /// Why the indexer stopped, if it did.
+    pub failure: Option<String>,
+}
+
+struct Shared {
+    index: SearchIndex,
+    stop: AtomicBool,
+    rebuilds: std::sync::atomic::AtomicU64,
+    failure: Mutex<Option<String>>,
+}
+
+/// The product search of an engine: an index and the thread that keeps it current.
+/// Stop it with [`ProductSearch::stop`] (dropping it does too) before closing the
+/// engine.
+pub struct ProductSearch {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ProductSearch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProductSearch").field("status", &self.status()).finish()
+    }
+}
+
+fn index_error(e: SearchError) -> EngineError {
+    match e {
+        SearchError::InvalidQuery(message) => EngineError::field("q", message),
+        SearchError::Index(message) => EngineError::Unavailable(format!("search index: {message}")),
+    }
+}
+
+impl ProductSearch {
+    /// Opens (or creates) the index, brings it up to the durable log — rebuilding it
+    /// when it cannot resume — and starts the thread that keeps it there.
+    pub fn start(engine: &Engine, settings: SearchSettings) -> Result<ProductSearch> {
+        let config = SearchConfig { synonyms: settings.synonyms.clone() };
+        let index = match &settings.dir {
+            Some(dir) => SearchIndex::open(dir, config),
+            None => SearchIndex::in_memory(config),
+        }
+        .map_err(index_error)?;
+        let shared = Arc::new(Shared {
+            index,
+            stop: AtomicBool::new(false),
+            rebuilds: 0.into(),
+            failure: Mutex::new(None),
+        });
+        let mut indexer = Indexer {
+            engine: engine.clone(),
+            consumer: engine.register_consumer(SEARCH_CONSUMER)?,
+            shared: shared.clone(),
+            settings,
+        };
+        indexer.catch_up()?;
+        let thread = std::thread::Builder::new()
+            .name("emporium-search".into())
+            .spawn(move || indexer.run())
+            .map_err(|e| EngineError::Unavailable(format!("cannot start the indexer: {e}")))?;
+        Ok(ProductSearch { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Runs a search. A query past a limit fails with
+    /// [`EngineError::Validation`] naming `q`.
+    pub fn search(&self, query: &SearchQuery) -> Result<SearchResults> {
+        self.shared.index.search(query).map_err(index_error)
+    }
+
+    /// Completions of what the shopper is typing.
+    pub fn suggest(&self, prefix: &str, limit: usize) -> Result<Vec<Suggestion>> {
+        self.shared.index.suggest(prefix, limit).map_err(index_error)
+    }
+
+    /// Where the index is.
+    pub fn status(&self) -> SearchStatus {
+        SearchStatus {
+            applied_lsn: Lsn(self.shared.index.applied_lsn()),
+            products: self.shared.index.doc_count(),
+            rebuilds: self.shared.rebuilds.load(Ordering::Acquire),
+            failure: self.shared.failure.lock().clone(),
+        }
+    }
+
+    /// Stops the indexer thread and waits for it (the index stays as last committed;
+    /// searches still answer from it). Idempotent.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ProductSearch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Indexer {
+    engine: Engine,
+    consumer: LogConsumer,
+    shared: Arc<Shared>,
+    settings: SearchSettings,
+}
+
+impl Indexer {
+    fn run(mut self) {
+        let interval = Duration::from_millis(self.settings.refresh_interval_ms.max(1));
+        while !self.shared.stop.load(Ordering::Acquire) && self.engine.failure().is_none() {
+            match self.catch_up() {
+                Ok(true) => {}
+                Ok(false) => std::thread::sleep(interval),
+                Err(e) => {
+                    tracing::error!(error = %e, "search indexer stopped");
+                    *self.shared.failure.lock() = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One pass: rebuilds if the index cannot resume, else applies the log entries
+    /// after its position. Whether it found entries.
+    fn catch_up(&mut self) -> Result<bool> {
+        let index = &self.shared.index;
+        let durable = self.engine.durable_lsn().0;
+        let applied = index.applied_lsn();
+        if index.created() && self.shared.rebuilds.load(Ordering::Acquire) == 0
+            || applied > durable
+            || self.consumer.is_dropped()
+        {
+            self.rebuild()?;
+            return Ok(true);
+        }
+        if applied >= durable {
+            return Ok(false);
+        }
+        let entries =
+            match self.engine.read_log(Lsn(applied + 1), self.settings.entries_per_pass_max) {
+                Ok(entries) => entries,
+                Err(EngineError::LogTrimmed { .. }) => {
+                    self.rebuild()?;
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            };
+        let Some(last) = entries.last().map(|e| e.lsn) else {
+            return Ok(false);
+        };
+        let state = self.engine.state();
+        match touched(state, &entries) {
+            Touched::All => self.index_all(state)?,
+            Touched::Some(products) => {
+                for id in products {
+                    self.index_product(state, &id, state.product(&id).as_deref())?;
+                }
+            }
+        }
+        index.commit(last.0).map_err(index_error)?;
+        self.consumer.advance(last)?;
+        Ok(true)
+    }
+
+    /// Indexes every product from the state, at the durable LSN read before it (the
+    /// entries after it are applied again on the next pass: indexing is idempotent).
+    fn rebuild(&mut self) -> Result<()> {
+        if self.consumer.is_dropped() {
+            self.engine.unregister_consumer(SEARCH_CONSUMER)?;
+            self.consumer = self.engine.register_consumer(SEARCH_CONSUMER)?;
+        }
+        let durable = self.engine.durable_lsn();
+        let index = &self.shared.index;
+        index.clear().map_err(index_error)?;
+        self.index_all(self.engine.state())?;
+        index.commit(durable.0).map_err(index_error)?;
+        self.consumer.advance(durable)?;
+        self.shared.rebuilds.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(lsn = durable.0, products = index.doc_count(), "search index rebuilt");
+        Ok(())
+    }
+
+    fn index_all(&self, state: &State) -> Result<()> {
+        for entry in state.catalog.products.iter() {
+            self.index_product(state, entry.key(), Some(&**entry.value()))?;
+        }
+        Ok(())
+    }
+
+    fn index_product(
+        &self,
+        state: &State,
+        id: &ProductId,
+        product: Option<&Product>,
+    ) -> Result<()> {
+        let index = &self.shared.index;
+        match product.filter(|p| p.status == ProductStatus::Active) {
+            Some(product) => index.upsert(&document(state, product)),
+            None => index.delete(&id.text()),
+        }
+        .map_err(index_error)
+    }
+}
+
+/// The products a run of log entries touched.
+enum Touched {
+    All,
+    Some(BTreeSet<ProductId>),
+}
+
+fn touched(state: &State, entries: &[LogEntry]) -> Touched {
+    let mut products = BTreeSet::new();
+    let mut skus: BTreeSet<Sku> = BTreeSet::new();
+    let order_skus = |skus: &mut BTreeSet<Sku>, id: &OrderId| {
+        if let Some(order) = state.order(id) {
+            skus.extend(order.lines.iter().map(|l| l.sku.clone()));
+        }
+    };
+    for event in entries.iter().flat_map(|e| &e.events) {
+        match event {
+            Event::Catalog(CatalogEvent::ProductCreated(p) | CatalogEvent::ProductUpdated(p)) => {
+                products.insert(p.id);
+            }
+            // A category's name or place changes the paths of the products under it.
+            Event::Catalog(_) => return Touched::All,
+            Event::Inventory(
+                InventoryEvent::StockSet { sku, .. } | InventoryEvent::StockAdjusted { sku, .. },
+            ) => {
+                skus.insert(sku.clone());
+            }
+            Event::Orders(OrderEvent::Placed(placed)) => {
+                skus.extend(placed.lines.iter().map(|l| l.sku.clone()));
+            }
+            Event::Orders(
+                OrderEvent::Cancelled { order_id }
+                | OrderEvent::Expired { order_id }
+                | OrderEvent::Fulfilled { order_id },
+            )
+            | Event::Payments(PaymentEvent::PaymentCaptured { order_id, .. }) => {
+                order_skus(&mut skus, order_id)
+            }
+            Event::FlashSales(event) => {
+                let sale = match event {
+                    FlashSaleEvent::Created(new) => {
+                        skus.insert(new.sku.clone());
+                        continue;
+                    }
+                    FlashSaleEvent::Started { sale_id }
+                    | FlashSaleEvent::Ended { sale_id }
+                    | FlashSaleEvent::Cancelled { sale_id } => sale_id,
+                    FlashSaleEvent::Purchased(purchase) => &purchase.sale_id,
+                };
+                if let Some(sale) = state.flash_sale(sale) {
+                    skus.insert(sale.sku.clone());
+                }
+            }
+            Event::Carts(_) | Event::Accounts(_) | Event::Idempotency(_) => {}
+        }
+    }
+    products.extend(skus.iter().filter_map(|sku| state.product_by_sku(sku)).map(|p| p.id));
+    Touched::Some(products)
+}
+
+/// The document of an active product, as the state has it now.
+fn document(state: &State, product: &Product) -> ProductDoc {
+    let mut categories = BTreeSet::new();
+    for id in &product.category_ids {
+        // The category and its ancestors; the depth bound guards against a cycle.
+        let mut next = Some(*id);
+        for _ in 0..64 {
+            let Some(id) = next else { break };
+            if !categories.insert(id.text().to_string()) {
+                break;
+            }
+            next = state.category(&id).and_then(|c| c.parent_id);
+        }
+    }
+    let cheapest = product.variants.iter().min_by_key(|v| v.price.amount());
+    ProductDoc {
+        id: product.id.text().to_string(),
+        title: product.title.clone(),
+        description: product.description.clone(),
+        brand: product.brand.clone(),
+        categories: categories.into_iter().collect(),
+        attributes: attributes(&product.attributes),
+        skus: product.variants.iter().map(|v| v.sku.to_string()).collect(),
+        price: cheapest.map_or(0, |v| v.price.amount()),
+        currency: cheapest.map_or_else(String::new, |v| v.price.currency().to_string()),
+        rating: product.rating.average(),
+        in_stock: product
+            .variants
+            .iter()
+            .any(|v| state.stock(&v.sku).is_some_and(|s| s.available() > 0)),
+        created_at: product.created_at,
+    }
+}
+
+fn attributes(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
