@@ -70,9 +70,10 @@ fn bucket(price: i64) -> usize {
     PRICE_BUCKETS.partition_point(|from| *from <= price).saturating_sub(1)
 }
 
-/// Counts one facet over the documents a query matches.
+/// Counts facets over the documents a query matches (none: counts nothing).
+#[derive(Clone)]
 pub(crate) struct FacetCollector {
-    pub(crate) facet: Facet,
+    pub(crate) facets: Vec<Facet>,
 }
 
 #[derive(Default)]
@@ -86,82 +87,104 @@ pub(crate) enum SegmentFacets {
     Price { column: Column<i64>, prices: [u64; PRICE_BUCKETS.len()] },
 }
 
+/// One segment's counters, one per facet.
+pub(crate) struct SegmentCounts(Vec<(Facet, SegmentFacets)>);
+
 impl Collector for FacetCollector {
-    type Fruit = FacetFruit;
-    type Child = SegmentFacets;
+    type Fruit = Vec<(Facet, FacetFruit)>;
+    type Child = SegmentCounts;
 
     fn for_segment(
         &self,
         _: SegmentOrdinal,
         segment: &SegmentReader,
-    ) -> tantivy::Result<SegmentFacets> {
+    ) -> tantivy::Result<SegmentCounts> {
         let fast = segment.fast_fields();
-        Ok(match self.facet {
-            Facet::Brand => {
-                SegmentFacets::Values { column: fast.str("brand_key")?, by_ord: HashMap::new() }
-            }
-            Facet::Category => {
-                SegmentFacets::Values { column: fast.str("categories")?, by_ord: HashMap::new() }
-            }
-            Facet::Price => SegmentFacets::Price {
-                column: fast.i64("price")?,
-                prices: [0; PRICE_BUCKETS.len()],
-            },
-        })
+        let mut counters = Vec::with_capacity(self.facets.len());
+        for facet in &self.facets {
+            let counter = match facet {
+                Facet::Brand => {
+                    SegmentFacets::Values { column: fast.str("brand_key")?, by_ord: HashMap::new() }
+                }
+                Facet::Category => SegmentFacets::Values {
+                    column: fast.str("categories")?,
+                    by_ord: HashMap::new(),
+                },
+                Facet::Price => SegmentFacets::Price {
+                    column: fast.i64("price")?,
+                    prices: [0; PRICE_BUCKETS.len()],
+                },
+            };
+            counters.push((*facet, counter));
+        }
+        Ok(SegmentCounts(counters))
     }
 
     fn requires_scoring(&self) -> bool {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<FacetFruit>) -> tantivy::Result<FacetFruit> {
-        let mut all = FacetFruit::default();
-        for fruit in fruits {
-            for (value, count) in fruit.values {
-                *all.values.entry(value).or_default() += count;
-            }
-            for (total, count) in all.prices.iter_mut().zip(fruit.prices) {
-                *total += count;
+    fn merge_fruits(
+        &self,
+        fruits: Vec<Vec<(Facet, FacetFruit)>>,
+    ) -> tantivy::Result<Vec<(Facet, FacetFruit)>> {
+        let mut all: Vec<(Facet, FacetFruit)> =
+            self.facets.iter().map(|f| (*f, FacetFruit::default())).collect();
+        for segment in fruits {
+            for ((_, total), (_, fruit)) in all.iter_mut().zip(segment) {
+                for (value, count) in fruit.values {
+                    *total.values.entry(value).or_default() += count;
+                }
+                for (sum, count) in total.prices.iter_mut().zip(fruit.prices) {
+                    *sum += count;
+                }
             }
         }
         Ok(all)
     }
 }
 
-impl SegmentCollector for SegmentFacets {
-    type Fruit = FacetFruit;
+impl SegmentCollector for SegmentCounts {
+    type Fruit = Vec<(Facet, FacetFruit)>;
 
     fn collect(&mut self, doc: DocId, _: Score) {
-        match self {
-            SegmentFacets::Values { column: Some(column), by_ord } => {
-                for ord in column.term_ords(doc) {
-                    *by_ord.entry(ord).or_default() += 1;
+        for (_, counter) in &mut self.0 {
+            match counter {
+                SegmentFacets::Values { column: Some(column), by_ord } => {
+                    for ord in column.term_ords(doc) {
+                        *by_ord.entry(ord).or_default() += 1;
+                    }
                 }
-            }
-            SegmentFacets::Values { column: None, .. } => {}
-            SegmentFacets::Price { column, prices } => {
-                if let Some(price) = column.first(doc) {
-                    prices[bucket(price)] += 1;
+                SegmentFacets::Values { column: None, .. } => {}
+                SegmentFacets::Price { column, prices } => {
+                    if let Some(price) = column.first(doc) {
+                        prices[bucket(price)] += 1;
+                    }
                 }
             }
         }
     }
 
-    fn harvest(self) -> FacetFruit {
-        let mut fruit = FacetFruit::default();
-        match self {
-            SegmentFacets::Values { column: Some(column), by_ord } => {
-                for (ord, count) in by_ord {
-                    let mut value = String::new();
-                    if column.ord_to_str(ord, &mut value).unwrap_or(false) {
-                        *fruit.values.entry(value).or_default() += count;
+    fn harvest(self) -> Vec<(Facet, FacetFruit)> {
+        self.0
+            .into_iter()
+            .map(|(facet, counter)| {
+                let mut fruit = FacetFruit::default();
+                match counter {
+                    SegmentFacets::Values { column: Some(column), by_ord } => {
+                        for (ord, count) in by_ord {
+                            let mut value = String::new();
+                            if column.ord_to_str(ord, &mut value).unwrap_or(false) {
+                                *fruit.values.entry(value).or_default() += count;
+                            }
+                        }
                     }
+                    SegmentFacets::Values { column: None, .. } => {}
+                    SegmentFacets::Price { prices, .. } => fruit.prices = prices,
                 }
-            }
-            SegmentFacets::Values { column: None, .. } => {}
-            SegmentFacets::Price { prices, .. } => fruit.prices = prices,
-        }
-        fruit
+                (facet, fruit)
+            })
+            .collect()
     }
 }
 

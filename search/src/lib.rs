@@ -9,7 +9,7 @@
 //! Queries ([`SearchQuery`]) match every word the shopper typed (English stop words
 //! may be missing, unless the query has nothing else), each in the title,
 //! brand, description or SKUs (BM25, title above brand above description), with typo
-//! tolerance (edit distance 1 for words of 4–7 characters, 2 from 8; an exact match
+//! tolerance in title and brand (edit distance 1 for words of 4–7 characters, 2 from 8; an exact match
 //! always ranks above a fuzzy one), prefix matching of the last word for
 //! search-as-you-type, synonyms, filters (category with its descendants, brand, price
 //! range, stock, attributes), facet counts that respect every filter but their own,
@@ -83,10 +83,9 @@ const TITLE_BOOST: f32 = 3.0;
 const BRAND_BOOST: f32 = 2.0;
 const DESCRIPTION_BOOST: f32 = 1.0;
 const SKU_BOOST: f32 = 1.0;
-/// An exact match of a word scores this much (times the field's boost) on top of its
-/// BM25 score; a fuzzy or prefix match scores [`NEAR_SCORE`] instead, so any exact
-/// match outranks any near one.
-const EXACT_SCORE: f32 = 10.0;
+/// A near (fuzzy) or prefix match of a word scores this much times the field's boost.
+/// The automaton of a near match accepts the word itself, so an exact match scores its
+/// BM25 on top of that: in the same field, an exact match always outranks a near one.
 const NEAR_SCORE: f32 = 1.0;
 
 /// Why a search operation failed.
@@ -365,6 +364,10 @@ impl std::fmt::Debug for SearchIndex {
     }
 }
 
+/// Decompressed blocks of stored documents kept per segment (16 kB each, so up to
+/// 16 MB): the hits of a page come from all over the store.
+const DOC_STORE_CACHE_BLOCKS: usize = 1024;
+
 /// Memory the writer may buffer before it flushes a segment.
 const WRITER_BYTES: usize = 32 << 20;
 
@@ -416,7 +419,11 @@ impl SearchIndex {
         index.tokenizers().register(PLAIN, analyzer(false));
         let applied = index.load_metas()?.payload.as_deref().and_then(parse_payload).unwrap_or(0);
         let writer = index.writer_with_num_threads(1, WRITER_BYTES)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
+            .try_into()?;
         let mut stem = analyzer(true);
         let mut synonyms = HashMap::new();
         for group in &config.synonyms {
@@ -515,38 +522,53 @@ impl SearchIndex {
         let filters = self.filters(query, None);
         let main = combine(text.as_ref().map(|q| q.box_clone()), filters);
         let window = query.offset + query.limit;
-        let (total, page): (usize, Vec<(f32, DocAddress)>) = if window == 0 {
-            (searcher.search(&main, &Count)?, Vec::new())
+        // Facets whose own filter is not set count the same documents as the page:
+        // they are counted in the same pass. The others get a pass each, below.
+        let (free, bound): (Vec<Facet>, Vec<Facet>) =
+            asked_facets(query).into_iter().partition(|f| !filtered_by(query, *f));
+        let counter = facets::FacetCollector { facets: free };
+        let (total, page, mut counted): (usize, Vec<(f32, DocAddress)>, _) = if window == 0 {
+            let (total, counted) = searcher.search(&main, &(Count, counter))?;
+            (total, Vec::new(), counted)
         } else {
             let top = || TopDocs::with_limit(query.limit).and_offset(query.offset);
             let sort = match (query.sort, text.is_some()) {
                 (Sort::Relevance, false) => Sort::Newest,
                 (sort, _) => sort,
             };
-            let by = |field: &str, order: Order| -> Result<(usize, Vec<(f32, DocAddress)>)> {
+            let by = |field: &str, order: Order| -> Result<(usize, Vec<(f32, DocAddress)>, _)> {
                 let collector = top().order_by_fast_field::<i64>(field.to_string(), order);
-                let (total, docs) = searcher.search(&main, &(Count, collector))?;
-                Ok((total, docs.into_iter().map(|(_, d)| (0.0, d)).collect()))
+                let (total, docs, counted) =
+                    searcher.search(&main, &(Count, collector, counter.clone()))?;
+                Ok((total, unscored(docs), counted))
             };
             match sort {
-                Sort::Relevance => searcher.search(&main, &(Count, top()))?,
+                Sort::Relevance => searcher.search(&main, &(Count, top(), counter.clone()))?,
                 Sort::PriceAsc => by("price", Order::Asc)?,
                 Sort::PriceDesc => by("price", Order::Desc)?,
                 Sort::Newest => by("created_at", Order::Desc)?,
                 Sort::Rating => {
                     let collector = top().order_by_fast_field::<f64>("rating", Order::Desc);
-                    let (total, docs) = searcher.search(&main, &(Count, collector))?;
-                    (total, docs.into_iter().map(|(_, d)| (0.0, d)).collect())
+                    let (total, docs, counted) =
+                        searcher.search(&main, &(Count, collector, counter.clone()))?;
+                    (total, unscored(docs), counted)
                 }
             }
         };
+        for facet in bound {
+            let q = combine(text.as_ref().map(|q| q.box_clone()), self.filters(query, Some(facet)));
+            counted.extend(searcher.search(&q, &facets::FacetCollector { facets: vec![facet] })?);
+        }
+        let mut facets = FacetCounts::default();
+        for (facet, fruit) in counted {
+            facets.merge(facet, fruit);
+        }
         let highlights = self.highlighter(&searcher, &words)?;
         let mut hits = Vec::with_capacity(page.len());
         for (score, address) in page {
             let doc: TantivyDocument = searcher.doc(address)?;
             hits.push(self.hit(&doc, score, &highlights));
         }
-        let facets = self.facet_counts(&searcher, query, text.as_deref())?;
         Ok(SearchResults { hits, total, facets })
     }
 
@@ -625,15 +647,12 @@ impl SearchIndex {
                 for (field, boost) in fields {
                     let term = Term::from_field_text(field, stem);
                     let exact = TermQuery::new(term.clone(), IndexRecordOption::WithFreqs);
-                    alternatives.push((
-                        Occur::Should,
-                        Box::new(BoostQuery::new(Box::new(exact.clone()), boost)),
-                    ));
-                    alternatives.push((
-                        Occur::Should,
-                        Box::new(ConstScoreQuery::new(Box::new(exact), EXACT_SCORE * boost)),
-                    ));
-                    if let Some(distance) = typo_distance(&word.plain) {
+                    alternatives
+                        .push((Occur::Should, Box::new(BoostQuery::new(Box::new(exact), boost))));
+                    // Typos are forgiven in the title and brand only: a near match in
+                    // a description is mostly noise, and each costs an automaton walk.
+                    let near_field = field == f.title || field == f.brand;
+                    if let (true, Some(distance)) = (near_field, typo_distance(&word.plain)) {
                         let near = FuzzyTermQuery::new(term, distance, true);
                         alternatives.push((
                             Occur::Should,
@@ -687,29 +706,6 @@ impl SearchIndex {
             out.push(term(f.attributes, &attribute_key(name, value)));
         }
         out
-    }
-
-    fn facet_counts(
-        &self,
-        searcher: &tantivy::Searcher,
-        query: &SearchQuery,
-        text: Option<&dyn Query>,
-    ) -> Result<FacetCounts> {
-        let mut counts = FacetCounts::default();
-        let wanted = [
-            (query.facets.brand, Facet::Brand),
-            (query.facets.category, Facet::Category),
-            (query.facets.price, Facet::Price),
-        ];
-        for (asked, facet) in wanted {
-            if !asked {
-                continue;
-            }
-            let q = combine(text.map(|q| q.box_clone()), self.filters(query, Some(facet)));
-            let fruit = searcher.search(&q, &facets::FacetCollector { facet })?;
-            counts.merge(facet, fruit);
-        }
-        Ok(counts)
     }
 
     fn highlighter(
@@ -786,6 +782,30 @@ struct Word {
     prefix: bool,
     /// An English stop word.
     stop: bool,
+}
+
+/// Hits ordered by a field: no score.
+fn unscored<T>(docs: Vec<(T, DocAddress)>) -> Vec<(f32, DocAddress)> {
+    docs.into_iter().map(|(_, d)| (0.0, d)).collect()
+}
+
+/// The facets `query` asks for.
+fn asked_facets(query: &SearchQuery) -> Vec<Facet> {
+    let asked = [
+        (query.facets.brand, Facet::Brand),
+        (query.facets.category, Facet::Category),
+        (query.facets.price, Facet::Price),
+    ];
+    asked.into_iter().filter(|(asked, _)| *asked).map(|(_, facet)| facet).collect()
+}
+
+/// Whether `query` filters on what `facet` counts.
+fn filtered_by(query: &SearchQuery, facet: Facet) -> bool {
+    match facet {
+        Facet::Brand => query.brand.is_some(),
+        Facet::Category => query.category.is_some(),
+        Facet::Price => query.price_min.is_some() || query.price_max.is_some(),
+    }
 }
 
 /// The edit distance a word of this length may be off by.

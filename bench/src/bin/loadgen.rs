@@ -35,6 +35,34 @@ enum Command {
     Report(ReportArgs),
     /// Holds the storefront at a share of saturation for a long run (see scripts/soak).
     Soak(SoakArgs),
+    /// Product search in-process beside PostgreSQL full-text search on one generated
+    /// catalog (see scripts/bench-search).
+    Search(SearchArgs),
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// Products in the generated catalog.
+    #[arg(long, default_value_t = 100_000)]
+    products: usize,
+    /// Distinct queries in the mix.
+    #[arg(long, default_value_t = 5_000)]
+    queries: usize,
+    /// Thread counts (Emporium) and connection counts (PostgreSQL) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Seconds per measurement, after a warm-up of a fifth of it.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// PostgreSQL's connection string; without it only Emporium is measured.
+    #[arg(long)]
+    pg_url: Option<String>,
+    /// Where the index is built (a fresh directory is made inside).
+    #[arg(long, default_value = "/tmp")]
+    work_dir: PathBuf,
+    /// Where the report (JSON) goes.
+    #[arg(long, default_value = "bench/results/search.json")]
+    output: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -197,7 +225,76 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(soak(args))
         }
+        Command::Search(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(search(args))
+        }
     }
+}
+
+async fn search(args: SearchArgs) -> anyhow::Result<()> {
+    use emporium_bench::loadgen::search::*;
+    use std::sync::Arc;
+    let duration = Duration::from_secs_f64(args.duration);
+    let warmup = duration / 5;
+    let catalog = catalog(args.products, 20_261_201);
+    let queries = Arc::new(queries(&catalog, args.queries, 7));
+    let dir = tempfile::tempdir_in(&args.work_dir)?;
+    eprintln!("search: indexing {} products", catalog.len());
+    let (index, took) = build_index(dir.path(), &catalog)?;
+    eprintln!("search: indexed in {took:.2?}");
+    let index = Arc::new(index);
+    let mut points = Vec::new();
+    for &threads in &args.threads {
+        run_emporium(&index, &queries, threads, warmup)?;
+        let p = run_emporium(&index, &queries, threads, duration)?;
+        eprintln!(
+            "search: emporium {threads} threads: {:.0} q/s p50 {} us p99 {} us",
+            p.qps, p.p50_us, p.p99_us
+        );
+        points.push(p);
+    }
+    drop(index);
+    let mut postgres_load_s = None;
+    if let Some(url) = &args.pg_url {
+        eprintln!("search: loading PostgreSQL");
+        let loaded = load_postgres(url, &catalog).await?;
+        postgres_load_s = Some(loaded.as_secs_f64());
+        eprintln!("search: PostgreSQL loaded and indexed in {loaded:.2?}");
+        for &connections in &args.threads {
+            run_postgres(url, &queries, connections, warmup).await?;
+            let p = run_postgres(url, &queries, connections, duration).await?;
+            eprintln!(
+                "search: postgres {connections} connections: {:.0} q/s p50 {} us p99 {} us",
+                p.qps, p.p50_us, p.p99_us
+            );
+            points.push(p);
+        }
+    }
+    let report = SearchReport {
+        products: args.products,
+        emporium_index_s: took.as_secs_f64(),
+        postgres_load_s,
+        points,
+    };
+    if let Some(parent) = args.output.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.output, serde_json::to_vec_pretty(&report)?)?;
+    println!("| system | threads | queries/s | p50 | p99 | queries with hits |");
+    println!("|---|---|---|---|---|---|");
+    for p in &report.points {
+        println!(
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.0}% |",
+            p.system,
+            p.threads,
+            p.qps,
+            p.p50_us as f64 / 1000.0,
+            p.p99_us as f64 / 1000.0,
+            p.with_hits * 100.0
+        );
+    }
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
