@@ -52,6 +52,9 @@ use crate::payments::PaymentEvent;
 use crate::types::{Lsn, OrderId, ProductId, Sku};
 use crate::{Product, ProductStatus};
 
+/// Segments the index may hold before the indexer, when idle, merges the newer ones.
+const SEGMENTS_MAX: usize = 8;
+
 /// The log consumer name the indexer registers.
 pub const SEARCH_CONSUMER: &str = "search";
 
@@ -207,7 +210,13 @@ impl Indexer {
         while !self.shared.stop.load(Ordering::Acquire) && self.engine.failure().is_none() {
             match self.catch_up() {
                 Ok(true) => {}
-                Ok(false) => std::thread::sleep(interval),
+                Ok(false) => {
+                    // Idle: fold the small segments of the last passes together.
+                    if let Err(e) = self.shared.index.compact(SEGMENTS_MAX) {
+                        tracing::warn!(error = %e, "search index compaction failed");
+                    }
+                    std::thread::sleep(interval);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "search indexer stopped");
                     *self.shared.failure.lock() = Some(e.to_string());

@@ -57,6 +57,24 @@ struct SearchArgs {
     /// PostgreSQL's connection string; without it only Emporium is measured.
     #[arg(long)]
     pg_url: Option<String>,
+    /// A running Emporium to load the catalog into and measure `GET /v1/search` on.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Its process id, for its CPU time.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Only the HTTP measurement (no in-process index, no PostgreSQL).
+    #[arg(long)]
+    http_only: bool,
+    /// Connections of the HTTP measurement.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    http_clients: Vec<usize>,
+    /// The first admin's email.
+    #[arg(long, env = "EMPORIUM_ADMIN_EMAIL", default_value = "admin@example.com")]
+    admin_email: String,
+    /// The first admin's password.
+    #[arg(long, env = "EMPORIUM_ADMIN_PASSWORD")]
+    admin_password: Option<String>,
     /// Where the index is built (a fresh directory is made inside).
     #[arg(long, default_value = "/tmp")]
     work_dir: PathBuf,
@@ -234,18 +252,23 @@ fn main() -> anyhow::Result<()> {
 
 async fn search(args: SearchArgs) -> anyhow::Result<()> {
     use emporium_bench::loadgen::search::*;
+    use emporium_search::SearchIndex;
     use std::sync::Arc;
     let duration = Duration::from_secs_f64(args.duration);
     let warmup = duration / 5;
     let catalog = catalog(args.products, 20_261_201);
     let queries = Arc::new(queries(&catalog, args.queries, 7));
     let dir = tempfile::tempdir_in(&args.work_dir)?;
-    eprintln!("search: indexing {} products", catalog.len());
-    let (index, took) = build_index(dir.path(), &catalog)?;
-    eprintln!("search: indexed in {took:.2?}");
-    let index = Arc::new(index);
     let mut points = Vec::new();
-    for &threads in &args.threads {
+    let mut took = Duration::ZERO;
+    let threads: &[usize] = if args.http_only { &[] } else { &args.threads };
+    if !args.http_only {
+        eprintln!("search: indexing {} products", catalog.len());
+        took = build_index(dir.path(), &catalog)?.1;
+        eprintln!("search: indexed in {took:.2?}");
+    }
+    let index = Arc::new(SearchIndex::open(dir.path(), Default::default())?);
+    for &threads in threads {
         run_emporium(&index, &queries, threads, warmup)?;
         let p = run_emporium(&index, &queries, threads, duration)?;
         eprintln!(
@@ -256,7 +279,7 @@ async fn search(args: SearchArgs) -> anyhow::Result<()> {
     }
     drop(index);
     let mut postgres_load_s = None;
-    if let Some(url) = &args.pg_url {
+    if let (Some(url), false) = (&args.pg_url, args.http_only) {
         eprintln!("search: loading PostgreSQL");
         let loaded = load_postgres(url, &catalog).await?;
         postgres_load_s = Some(loaded.as_secs_f64());
@@ -271,11 +294,43 @@ async fn search(args: SearchArgs) -> anyhow::Result<()> {
             points.push(p);
         }
     }
+    let mut http_points = Vec::new();
+    let mut http_load_s = None;
+    if let Some(addr) = args.addr {
+        let target = EmporiumTarget {
+            addr,
+            email: args.admin_email.clone(),
+            password: args
+                .admin_password
+                .clone()
+                .context("set EMPORIUM_ADMIN_PASSWORD (or --admin-password)")?,
+        };
+        eprintln!("search: loading {} products into Emporium at {addr}", catalog.len());
+        let admin = target.admin().await?;
+        let (categories, loaded) = load_emporium(&admin, &catalog).await?;
+        http_load_s = Some(loaded.as_secs_f64());
+        eprintln!("search: loaded and searchable in {loaded:.2?}");
+        let paths: Vec<String> = queries.iter().map(|q| q.path(&categories)).collect();
+        let settings = Settings {
+            clients: args.http_clients.clone(),
+            hot_clients: Vec::new(),
+            storefront_clients: 0,
+            warmup,
+            duration,
+            progress: false,
+            checkout_carts_max: 0,
+            server_pid: args.server_pid,
+            metrics: None,
+        };
+        http_points = suite::search_emporium(&target, &settings, paths).await?;
+    }
     let report = SearchReport {
         products: args.products,
         emporium_index_s: took.as_secs_f64(),
         postgres_load_s,
+        http_load_s,
         points,
+        http: http_points,
     };
     if let Some(parent) = args.output.parent() {
         std::fs::create_dir_all(parent)?;
@@ -292,6 +347,18 @@ async fn search(args: SearchArgs) -> anyhow::Result<()> {
             p.p50_us as f64 / 1000.0,
             p.p99_us as f64 / 1000.0,
             p.with_hits * 100.0
+        );
+    }
+    for p in &report.http {
+        let cpu = p.server_cores.map_or("server CPU not measured".to_string(), |cores| {
+            format!("server CPU {:.0} µs per query", cores * 1e6 / p.throughput.max(1.0))
+        });
+        println!(
+            "| emporium `/v1/search` over HTTP | {} connections | {:.0} | {:.2} ms | {:.2} ms | {cpu} |",
+            p.clients,
+            p.throughput,
+            p.latency.p50_us as f64 / 1000.0,
+            p.latency.p99_us as f64 / 1000.0,
         );
     }
     Ok(())

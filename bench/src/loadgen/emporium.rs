@@ -293,7 +293,8 @@ fn text(reply: &Reply) -> String {
     String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)]).into_owned()
 }
 
-fn form_escape(value: &str) -> String {
+/// `value` percent-encoded for a query string or form (unreserved characters as they are).
+pub fn form_escape(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

@@ -321,7 +321,11 @@ pub struct SearchReport {
     pub products: usize,
     pub emporium_index_s: f64,
     pub postgres_load_s: Option<f64>,
+    /// Creating the catalog through the API until search showed all of it.
+    pub http_load_s: Option<f64>,
     pub points: Vec<SearchPoint>,
+    /// `GET /v1/search` over HTTP.
+    pub http: Vec<super::stats::Point>,
 }
 
 fn point(
@@ -544,4 +548,108 @@ pub async fn run_postgres(
         hits += n;
     }
     Ok(point("postgres", connections, started.elapsed(), &all, hits))
+}
+
+/// Creates the catalog on a running Emporium through its API: the category tree (the
+/// server's ids replace the generated ones), the products, their stock (5 units, or 0
+/// for those out of stock); then waits until search shows all of them. Answers the
+/// server's category id for each generated one, and how long it all took.
+pub async fn load_emporium(
+    admin: &super::emporium::Admin,
+    catalog: &[CatalogProduct],
+) -> anyhow::Result<(std::collections::HashMap<String, String>, Duration)> {
+    use super::emporium::{expect, parallel, PREPARE_CONNECTIONS};
+    use super::http::Conn;
+    #[derive(serde::Deserialize)]
+    struct Created {
+        id: String,
+    }
+    let started = Instant::now();
+    let mut ids: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut conn = Conn::connect(admin.addr).await?;
+    for n in 0..TOP_CATEGORIES + TOP_CATEGORIES * CHILD_CATEGORIES {
+        let parent = (n >= TOP_CATEGORIES)
+            .then(|| ids[&category_id((n - TOP_CATEGORIES) / CHILD_CATEGORIES)].clone());
+        let body = serde_json::json!({"name": format!("Category {n}"), "parent_id": parent});
+        let reply = conn
+            .post("/v1/categories", std::slice::from_ref(admin.auth()), body.to_string())
+            .await?;
+        let created: Created = expect(&reply, 201, "creating a category")?;
+        ids.insert(category_id(n), created.id);
+    }
+    let items: Vec<(serde_json::Value, String, bool)> = catalog
+        .iter()
+        .map(|p| {
+            let body = serde_json::json!({
+                "title": p.doc.title, "description": p.doc.description, "brand": p.doc.brand,
+                "status": "active",
+                "category_ids": p.categories.iter().map(|c| ids[c].clone()).collect::<Vec<_>>(),
+                "variants": [{"sku": p.doc.skus[0], "price": {"amount": p.doc.price, "currency": "USD"}}],
+            });
+            (body, p.doc.skus[0].clone(), p.doc.in_stock)
+        })
+        .collect();
+    let auth = admin.auth().clone();
+    parallel(admin.addr, items, PREPARE_CONNECTIONS, move |mut conn, (body, sku, in_stock)| {
+        let auth = auth.clone();
+        async move {
+            let result = async {
+                let reply = conn
+                    .post("/v1/products", std::slice::from_ref(&auth), body.to_string())
+                    .await?;
+                let _: Created = expect(&reply, 201, "creating a product")?;
+                let stock = serde_json::json!({"on_hand": if in_stock { 5 } else { 0 }});
+                let reply = conn
+                    .send(
+                        http::Method::PUT,
+                        &format!("/v1/inventory/{sku}"),
+                        std::slice::from_ref(&auth),
+                        Some(stock.to_string().into()),
+                    )
+                    .await?;
+                anyhow::ensure!(reply.status == 200, "setting stock: {}", reply.status);
+                anyhow::Ok(())
+            }
+            .await;
+            (conn, result)
+        }
+    })
+    .await?;
+    #[derive(serde::Deserialize)]
+    struct Total {
+        total: usize,
+    }
+    // The loading took long enough for the server to close an idle connection.
+    let mut conn = Conn::connect(admin.addr).await?;
+    loop {
+        let reply = conn.get("/v1/search?limit=1", &[]).await?;
+        let found: Total = expect(&reply, 200, "searching")?;
+        if found.total >= catalog.len() {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the index did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((ids, started.elapsed()))
+}
+
+impl BenchQuery {
+    /// The query as a `/v1/search` path, with the server's category ids.
+    pub fn path(&self, categories: &std::collections::HashMap<String, String>) -> String {
+        use super::emporium::form_escape;
+        let mut path = format!("/v1/search?limit=20&q={}", form_escape(&self.text));
+        if let Some(brand) = &self.brand {
+            path.push_str(&format!("&brand={}", form_escape(brand)));
+        }
+        if let Some(category) = &self.category {
+            path.push_str(&format!("&category_id={}", categories[category]));
+        }
+        if let Some((low, high)) = self.price {
+            path.push_str(&format!("&price_min={low}&price_max={high}"));
+        }
+        if self.facets {
+            path.push_str("&facets=brand,category_id,price");
+        }
+        path
+    }
 }

@@ -19,7 +19,7 @@ use super::report::thousands;
 use super::stats::{Assertion, Checks, Commits, Latency, OpSummary, Point};
 use super::workloads::checkout::{self, EmporiumCheckout, Ledger, PgCheckout, PreparedOrder};
 use super::workloads::flash::{Ask, Demand, EmporiumFlash, PgFlash, RedisFlash, Tally};
-use super::workloads::micro::{AddToCart, ProductGet};
+use super::workloads::micro::{AddToCart, ProductGet, SearchGet};
 use super::workloads::storefront::{Catalog, Storefront};
 
 /// Units of the sale in each flash-sale rate round (the most a sale may have): more
@@ -78,7 +78,8 @@ pub struct EmporiumTarget {
 }
 
 impl EmporiumTarget {
-    async fn admin(&self) -> anyhow::Result<Admin> {
+    /// Signs the admin in.
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
         Admin::sign_in(self.addr, &self.email, &self.password).await
     }
 }
@@ -275,6 +276,25 @@ pub async fn product_get_emporium(
         let plan = labels.plan(settings, Mode::Closed { clients });
         let (mut point, _) = measure(&labels, workload, &plan, settings).await?;
         point.notes.push(format!("{path}: {} bytes of JSON, keep-alive", json.len()));
+        report(&point);
+        points.push(point);
+    }
+    Ok(points)
+}
+
+/// `GET /v1/search` on Emporium with the query mix `paths`, sweeping concurrency.
+pub async fn search_emporium(
+    target: &EmporiumTarget,
+    settings: &Settings,
+    paths: Vec<String>,
+) -> anyhow::Result<Vec<Point>> {
+    let labels = Labels { workload: "search", variant: "", system: "emporium" };
+    let mut points = Vec::new();
+    for &clients in &settings.clients {
+        let workload = Arc::new(SearchGet { addr: target.addr, paths: paths.clone() });
+        let plan = labels.plan(settings, Mode::Closed { clients });
+        let (mut point, _) = measure(&labels, workload, &plan, settings).await?;
+        point.notes.push(format!("{} queries in the mix, keep-alive", paths.len()));
         report(&point);
         points.push(point);
     }

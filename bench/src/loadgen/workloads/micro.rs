@@ -129,3 +129,46 @@ impl Workload for AddToCart {
         }
     }
 }
+
+/// `GET /v1/search` with a query of a prepared mix, drawn at random per request.
+pub struct SearchGet {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Paths with their query strings.
+    pub paths: Vec<String>,
+}
+
+/// What the check needs of a search answer.
+#[derive(serde::Deserialize)]
+pub struct SearchAnswer {
+    /// Products matching in all.
+    pub total: u64,
+}
+
+impl Workload for SearchGet {
+    type Client = HttpClient;
+
+    fn unit(&self) -> &'static str {
+        "search"
+    }
+
+    async fn connect(&self, _index: usize) -> anyhow::Result<HttpClient> {
+        HttpClient::connect(self.addr).await
+    }
+
+    async fn reconnect(&self, client: &mut HttpClient) -> anyhow::Result<()> {
+        client.reconnect().await
+    }
+
+    async fn step(&self, client: &mut HttpClient, cx: &mut Cx) -> Step {
+        use rand::Rng;
+        let path = &self.paths[cx.rng.random_range(0..self.paths.len())];
+        let op = "GET /v1/search";
+        match call::<SearchAnswer>(&mut client.conn, &mut cx.rec, op, Req::get(path), 200, &[])
+            .await
+        {
+            Ok((_, verdict)) => Step::Done(verdict),
+            Err(error) => Step::Broken(error),
+        }
+    }
+}
