@@ -270,12 +270,24 @@ pub async fn product_get_emporium(
     }
     let path = format!("/v1/products/{id}");
     let labels = Labels { workload: "product-get", variant: "", system: "emporium" };
+    let workload = || ProductGet { addr: target.addr, path: path.clone() };
+    let note = format!("{path}: {} bytes of JSON, keep-alive", json.len());
+    sweep(&labels, settings, workload, &note).await
+}
+
+/// Closed-loop runs of `workload` at each of the settings' concurrencies, each point
+/// noted with `note`.
+async fn sweep<W: Workload>(
+    labels: &Labels<'_>,
+    settings: &Settings,
+    workload: impl Fn() -> W,
+    note: &str,
+) -> anyhow::Result<Vec<Point>> {
     let mut points = Vec::new();
     for &clients in &settings.clients {
-        let workload = Arc::new(ProductGet { addr: target.addr, path: path.clone() });
         let plan = labels.plan(settings, Mode::Closed { clients });
-        let (mut point, _) = measure(&labels, workload, &plan, settings).await?;
-        point.notes.push(format!("{path}: {} bytes of JSON, keep-alive", json.len()));
+        let (mut point, _) = measure(labels, Arc::new(workload()), &plan, settings).await?;
+        point.notes.push(note.to_string());
         report(&point);
         points.push(point);
     }
@@ -289,16 +301,8 @@ pub async fn search_emporium(
     paths: Vec<String>,
 ) -> anyhow::Result<Vec<Point>> {
     let labels = Labels { workload: "search", variant: "", system: "emporium" };
-    let mut points = Vec::new();
-    for &clients in &settings.clients {
-        let workload = Arc::new(SearchGet { addr: target.addr, paths: paths.clone() });
-        let plan = labels.plan(settings, Mode::Closed { clients });
-        let (mut point, _) = measure(&labels, workload, &plan, settings).await?;
-        point.notes.push(format!("{} queries in the mix, keep-alive", paths.len()));
-        report(&point);
-        points.push(point);
-    }
-    Ok(points)
+    let note = format!("{} queries in the mix, keep-alive", paths.len());
+    sweep(&labels, settings, || SearchGet { addr: target.addr, paths: paths.clone() }, &note).await
 }
 
 /// The product's JSON as a static file on nginx, sweeping concurrency.
@@ -308,16 +312,8 @@ pub async fn product_get_nginx(
     settings: &Settings,
 ) -> anyhow::Result<Vec<Point>> {
     let labels = Labels { workload: "product-get", variant: "", system: "nginx" };
-    let mut points = Vec::new();
-    for &clients in &settings.clients {
-        let workload = Arc::new(ProductGet { addr, path: path.to_string() });
-        let plan = labels.plan(settings, Mode::Closed { clients });
-        let (mut point, _) = measure(&labels, workload, &plan, settings).await?;
-        point.notes.push(format!("{path}: static file, keep-alive"));
-        report(&point);
-        points.push(point);
-    }
-    Ok(points)
+    let workload = || ProductGet { addr, path: path.to_string() };
+    sweep(&labels, settings, workload, &format!("{path}: static file, keep-alive")).await
 }
 
 /// Add-to-cart on Emporium, sweeping concurrency.
