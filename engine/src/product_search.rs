@@ -5,8 +5,10 @@
 //! it has not read) tails the durable log, finds the products each entry touches — the
 //! product itself, the product of a SKU whose stock moved, every product when a
 //! category changed — and writes their current documents (active products) or
-//! deletions (the others). Each pass commits the index with the last LSN it read and
-//! then advances the consumer, so a restart resumes from the index's own position. An
+//! deletions (the others), skipping a document the index already holds as it is. A
+//! pass that wrote a document commits the index with the last LSN it read, then
+//! advances the consumer; a pass that wrote none commits at most every 5 s. A restart
+//! resumes from the index's own committed position. An
 //! index that is missing, of another format, behind the log's retention, or ahead of
 //! the durable log (a crash lost what it had seen) is rebuilt from the state.
 //!
@@ -26,12 +28,13 @@
 //! engine.close();
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use emporium_search::SearchIndex;
 pub use emporium_search::{
@@ -51,6 +54,10 @@ use crate::orders::OrderEvent;
 use crate::payments::PaymentEvent;
 use crate::types::{Lsn, OrderId, ProductId, Sku};
 use crate::{Product, ProductStatus};
+
+/// How long the index's committed position may trail what the indexer read when no
+/// document changed (the log is kept from that position on).
+const POSITION_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Segments the index may hold before the indexer, when idle, merges the newer ones.
 const SEGMENTS_MAX: usize = 8;
@@ -98,6 +105,8 @@ pub struct SearchStatus {
     pub products: u64,
     /// Full rebuilds since the start (1 when it started from nothing).
     pub rebuilds: u64,
+    /// Documents (and deletions) written since the start; one unchanged is not.
+    pub documents_written: u64,
     /// Why the indexer stopped, if it did.
     pub failure: Option<String>,
 }
@@ -106,6 +115,7 @@ struct Shared {
     index: SearchIndex,
     stop: AtomicBool,
     rebuilds: std::sync::atomic::AtomicU64,
+    written: std::sync::atomic::AtomicU64,
     failure: Mutex<Option<String>>,
 }
 
@@ -144,13 +154,18 @@ impl ProductSearch {
             index,
             stop: AtomicBool::new(false),
             rebuilds: 0.into(),
+            written: 0.into(),
             failure: Mutex::new(None),
         });
         let mut indexer = Indexer {
             engine: engine.clone(),
             consumer: engine.register_consumer(SEARCH_CONSUMER)?,
+            read: shared.index.applied_lsn(),
             shared: shared.clone(),
             settings,
+            indexed: HashMap::new(),
+            changed: false,
+            committed_at: Instant::now(),
         };
         indexer.catch_up()?;
         let thread = std::thread::Builder::new()
@@ -177,6 +192,7 @@ impl ProductSearch {
             applied_lsn: Lsn(self.shared.index.applied_lsn()),
             products: self.shared.index.doc_count(),
             rebuilds: self.shared.rebuilds.load(Ordering::Acquire),
+            documents_written: self.shared.written.load(Ordering::Acquire),
             failure: self.shared.failure.lock().clone(),
         }
     }
@@ -202,6 +218,14 @@ struct Indexer {
     consumer: LogConsumer,
     shared: Arc<Shared>,
     settings: SearchSettings,
+    /// The last LSN read (the index's committed position may trail it).
+    read: u64,
+    /// What the index holds of each product this run has written: its document's
+    /// fingerprint, or `None` for a deletion. A document unchanged is not written again.
+    indexed: HashMap<ProductId, Option<u64>>,
+    /// Whether a document was written since the last commit.
+    changed: bool,
+    committed_at: Instant,
 }
 
 impl Indexer {
@@ -239,22 +263,24 @@ impl Indexer {
             self.rebuild()?;
             return Ok(true);
         }
-        if applied >= durable {
+        let from = self.read.max(applied);
+        if from >= durable {
             return Ok(false);
         }
-        let entries =
-            match self.engine.read_log(Lsn(applied + 1), self.settings.entries_per_pass_max) {
-                Ok(entries) => entries,
-                Err(EngineError::LogTrimmed { .. }) => {
-                    self.rebuild()?;
-                    return Ok(true);
-                }
-                Err(e) => return Err(e),
-            };
+        let entries = match self.engine.read_log(Lsn(from + 1), self.settings.entries_per_pass_max)
+        {
+            Ok(entries) => entries,
+            Err(EngineError::LogTrimmed { .. }) => {
+                self.rebuild()?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        };
         let Some(last) = entries.last().map(|e| e.lsn) else {
             return Ok(false);
         };
-        let state = self.engine.state();
+        let engine = self.engine.clone();
+        let state = engine.state();
         match touched(state, &entries) {
             Touched::All => self.index_all(state)?,
             Touched::Some(products) => {
@@ -263,9 +289,23 @@ impl Indexer {
                 }
             }
         }
-        index.commit(last.0).map_err(index_error)?;
-        self.consumer.advance(last)?;
+        self.read = last.0;
+        // A pass that changed no document (stock moved but not across zero, an order
+        // of a product whose document is as it was) commits only now and then: the
+        // position alone is not worth a commit per pass.
+        if self.changed || self.committed_at.elapsed() >= POSITION_COMMIT_INTERVAL {
+            self.commit(last)?;
+        }
         Ok(true)
+    }
+
+    /// Commits the index at `lsn` and lets the log go up to it.
+    fn commit(&mut self, lsn: Lsn) -> Result<()> {
+        self.shared.index.commit(lsn.0).map_err(index_error)?;
+        self.consumer.advance(lsn)?;
+        self.changed = false;
+        self.committed_at = Instant::now();
+        Ok(())
     }
 
     /// Indexes every product from the state, at the durable LSN read before it (the
@@ -276,35 +316,48 @@ impl Indexer {
             self.consumer = self.engine.register_consumer(SEARCH_CONSUMER)?;
         }
         let durable = self.engine.durable_lsn();
-        let index = &self.shared.index;
-        index.clear().map_err(index_error)?;
-        self.index_all(self.engine.state())?;
-        index.commit(durable.0).map_err(index_error)?;
-        self.consumer.advance(durable)?;
+        self.shared.index.clear().map_err(index_error)?;
+        self.indexed.clear();
+        let engine = self.engine.clone();
+        self.index_all(engine.state())?;
+        self.commit(durable)?;
+        self.read = durable.0;
         self.shared.rebuilds.fetch_add(1, Ordering::AcqRel);
-        tracing::info!(lsn = durable.0, products = index.doc_count(), "search index rebuilt");
+        let products = self.shared.index.doc_count();
+        tracing::info!(lsn = durable.0, products, "search index rebuilt");
         Ok(())
     }
 
-    fn index_all(&self, state: &State) -> Result<()> {
+    fn index_all(&mut self, state: &State) -> Result<()> {
         for entry in state.catalog.products.iter() {
             self.index_product(state, entry.key(), Some(&**entry.value()))?;
         }
         Ok(())
     }
 
+    /// Writes the product's document, or its deletion, unless the index already has
+    /// exactly that.
     fn index_product(
-        &self,
+        &mut self,
         state: &State,
         id: &ProductId,
         product: Option<&Product>,
     ) -> Result<()> {
         let index = &self.shared.index;
-        match product.filter(|p| p.status == ProductStatus::Active) {
-            Some(product) => index.upsert(&document(state, product)),
+        let doc = product.filter(|p| p.status == ProductStatus::Active).map(|p| document(state, p));
+        let print = doc.as_ref().map(fingerprint);
+        if self.indexed.get(id).copied() == Some(print) {
+            return Ok(());
+        }
+        match &doc {
+            Some(doc) => index.upsert(doc),
             None => index.delete(&id.text()),
         }
-        .map_err(index_error)
+        .map_err(index_error)?;
+        self.indexed.insert(*id, print);
+        self.changed = true;
+        self.shared.written.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 }
 
@@ -399,6 +452,15 @@ fn document(state: &State, product: &Product) -> ProductDoc {
             .any(|v| state.stock(&v.sku).is_some_and(|s| s.available() > 0)),
         created_at: product.created_at,
     }
+}
+
+/// A hash of every field of a document.
+fn fingerprint(doc: &ProductDoc) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&doc.id, &doc.title, &doc.description, &doc.brand, &doc.categories).hash(&mut hasher);
+    (&doc.attributes, &doc.skus, doc.price, &doc.currency).hash(&mut hasher);
+    (doc.rating.to_bits(), doc.in_stock, doc.created_at).hash(&mut hasher);
+    hasher.finish()
 }
 
 fn attributes(map: &BTreeMap<String, String>) -> Vec<(String, String)> {

@@ -70,7 +70,10 @@ impl App {
             .await?
             .map_err(|e| anyhow::anyhow!("opening the data directory: {e}"))?;
         let search_engine = engine.clone();
-        let search_settings = SearchSettings::in_dir(config.search_path());
+        let search_settings = SearchSettings {
+            synonyms: config.search_synonyms.clone(),
+            ..SearchSettings::in_dir(config.search_path())
+        };
         let search = tokio::task::spawn_blocking(move || {
             ProductSearch::start(&search_engine, search_settings)
         })

@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// It is derived from the log: deleting it makes the server rebuild it at start.
     #[arg(long, env = "EMPORIUM_SEARCH_DIR")]
     pub search_dir: Option<PathBuf>,
+    /// Search synonym groups: words of a group joined by `|`, groups by `;`
+    /// (`tee|t-shirt|tshirt;sofa|couch`). A query word of a group matches any of it.
+    #[arg(long, env = "EMPORIUM_SEARCH_SYNONYMS")]
+    pub search_synonyms: Option<String>,
     /// A TOML file with any of these options (keys as the long flags, with `_`).
     #[arg(long, env = "EMPORIUM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -113,6 +117,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     search_dir: Option<PathBuf>,
+    search_synonyms: Option<String>,
     demo: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -158,6 +163,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The search index's directory; `None`: `search` in the data directory.
     pub search_dir: Option<PathBuf>,
+    /// Search synonym groups.
+    pub search_synonyms: Vec<Vec<String>>,
     /// Load the demo catalog into an empty directory.
     pub demo: bool,
     /// Certificate and key, for HTTPS.
@@ -211,6 +218,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("a valid address"),
             data_dir: PathBuf::from("./data"),
             search_dir: None,
+            search_synonyms: Vec::new(),
             demo: false,
             tls: None,
             body_bytes_max: 1 << 20,
@@ -236,6 +244,16 @@ impl Default for Config {
             faults: Default::default(),
         }
     }
+}
+
+/// Synonym groups from `a|b|c;d|e`: empty words and groups of one word are dropped.
+fn synonyms(text: &str) -> Vec<Vec<String>> {
+    text.split(';')
+        .map(|group| {
+            group.split('|').map(str::trim).filter(|w| !w.is_empty()).map(String::from).collect()
+        })
+        .filter(|group: &Vec<String>| group.len() > 1)
+        .collect()
 }
 
 impl Config {
@@ -269,6 +287,7 @@ impl Config {
             listen: pick!(listen).unwrap_or(d.listen),
             data_dir: pick!(data_dir).unwrap_or(d.data_dir),
             search_dir: pick!(search_dir),
+            search_synonyms: pick!(search_synonyms).map_or_else(Vec::new, |s| synonyms(&s)),
             demo: pick!(demo).unwrap_or(d.demo),
             tls,
             body_bytes_max: pick!(body_bytes_max).unwrap_or(d.body_bytes_max),
@@ -348,6 +367,13 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn synonym_groups_are_read_from_one_line() {
+        let groups = synonyms(" tee | t-shirt|tshirt ;sofa|couch;; alone ;|");
+        assert_eq!(groups, [vec!["tee", "t-shirt", "tshirt"], vec!["sofa", "couch"]]);
+        assert!(synonyms("").is_empty());
+    }
 
     #[test]
     fn demo_is_a_bare_flag_or_takes_a_value() {

@@ -220,3 +220,48 @@ fn bad_search_input_gets_a_clear_4xx() {
     let body = s.get("/v1/search?cursor=s9990&limit=100").send().expect(200);
     assert_eq!(body["next_cursor"], json!(null));
 }
+
+/// Waits until the indexer has read the durable log, then answers its status.
+fn settled(
+    t: &emporium_tests::TestEngine,
+    search: &emporium_engine::ProductSearch,
+) -> emporium_engine::SearchStatus {
+    let started = Instant::now();
+    loop {
+        let status = search.status();
+        // Committed at the durable LSN: every entry read and written.
+        if status.applied_lsn == t.engine.durable_lsn() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the indexer did not catch up: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_write_that_leaves_a_document_as_it_was_writes_nothing_to_the_index() {
+    use emporium_engine::{AdjustStock, ProductSearch, SearchSettings};
+    let t = emporium_tests::TestEngine::new();
+    emporium_tests::stocked_sku(&t.shop, "LAMP-1", 4_500, 10);
+    let search = ProductSearch::start(&t.engine, SearchSettings::in_memory()).expect("start");
+    let first = settled(&t, &search);
+    assert_eq!((first.products, first.rebuilds), (1, 1));
+    // Stock moves, but stays above zero: the document is the same.
+    let adjust = |delta| AdjustStock { sku: "LAMP-1".into(), delta, reason: "count".into() };
+    t.shop.send(adjust(-3)).expect("adjust");
+    std::thread::sleep(Duration::from_millis(300));
+    let before_commit = search.status();
+    assert_eq!(before_commit.documents_written, first.documents_written, "{before_commit:?}");
+    // To zero: in_stock flips, one document is written and committed.
+    t.shop.send(adjust(-7)).expect("adjust");
+    let flipped = settled(&t, &search);
+    assert_eq!(flipped.documents_written, first.documents_written + 1, "{flipped:?}");
+    let out = search
+        .search(&emporium_engine::SearchQuery { in_stock: Some(false), ..Default::default() })
+        .expect("search");
+    assert_eq!(out.total, 1);
+    search.stop();
+}
