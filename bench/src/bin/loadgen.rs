@@ -79,7 +79,7 @@ struct SearchArgs {
     #[arg(long, default_value = "/tmp")]
     work_dir: PathBuf,
     /// Where the report (JSON) goes.
-    #[arg(long, default_value = "bench/results/search.json")]
+    #[arg(long, default_value = "bench/search/search.json")]
     output: PathBuf,
 }
 
