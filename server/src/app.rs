@@ -41,6 +41,10 @@ pub struct App {
     pub feed: crate::feed::SaleFeed,
     /// Product search (`GET /v1/search`), kept in step with the log.
     pub search: ProductSearch,
+    /// Searches running at once on the blocking pool; past it, 503 `overloaded` (a
+    /// search costs a core for about half a millisecond, so a flood of them must not
+    /// queue behind each other without bound).
+    pub searches: Arc<Semaphore>,
 }
 
 /// Seconds since the Unix epoch.
@@ -49,6 +53,10 @@ pub fn now_s() -> u64 {
 }
 
 /// Milliseconds since the Unix epoch.
+/// Searches in flight at most (see [`App::searches`]).
+pub const SEARCHES_IN_FLIGHT_MAX: usize = 64;
+
+/// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -86,6 +94,7 @@ impl App {
             passwords: Passwords::new(config.password_hash_kib, crate::auth::HASHING_WAIT),
             metrics: Metrics::new(),
             reads: Semaphore::new(config.reads_concurrency_max),
+            searches: Arc::new(Semaphore::new(SEARCHES_IN_FLIGHT_MAX)),
             writes: Semaphore::new(config.writes_concurrency_max),
             in_flight: Mutex::new(Default::default()),
             ready: false.into(),

@@ -186,14 +186,26 @@ fn values(counts: &[(String, u64)]) -> Vec<ValueCount<'_>> {
     counts.iter().map(|(value, count)| ValueCount { value, count: *count }).collect()
 }
 
+/// A place among the searches in flight, or 503 `overloaded`.
+fn admit(
+    searches: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+    searches
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Problem::overloaded("too many searches are running; try again"))
+}
+
 /// `GET /v1/search`.
 pub async fn search(call: Call) -> Result<Out, Problem> {
     let started = Instant::now();
     let query = parse_query(call.query()?)?;
     let app = call.app.clone();
+    let permit = admit(&app.searches)?;
     let asked = query.facets;
     let (query, found) = tokio::task::spawn_blocking(move || {
         let found = app.search.search(&query);
+        drop(permit);
         (query, found)
     })
     .await
@@ -268,9 +280,14 @@ pub async fn suggest(call: Call) -> Result<Out, Problem> {
         ));
     }
     let app = call.app.clone();
-    let found = tokio::task::spawn_blocking(move || app.search.suggest(&q, limit))
-        .await
-        .map_err(|e| Problem::internal(format!("suggest task: {e}")))??;
+    let permit = admit(&app.searches)?;
+    let found = tokio::task::spawn_blocking(move || {
+        let found = app.search.suggest(&q, limit);
+        drop(permit);
+        found
+    })
+    .await
+    .map_err(|e| Problem::internal(format!("suggest task: {e}")))??;
     let body = SuggestView {
         suggestions: found
             .iter()
@@ -278,4 +295,22 @@ pub async fn suggest(call: Call) -> Result<Out, Problem> {
             .collect(),
     };
     Ok(Out::ok(&body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_past_the_cap_is_refused_at_once_with_retry_after() {
+        let searches = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let running = admit(&searches).expect("the first takes the place");
+        let refused = admit(&searches).expect_err("the second finds none");
+        assert_eq!(
+            (refused.status, refused.code, refused.retry_after_s),
+            (503, "overloaded", Some(1))
+        );
+        drop(running);
+        let _again = admit(&searches).expect("the place is free again");
+    }
 }
