@@ -265,6 +265,11 @@ impl Indexer {
         }
         let from = self.read.max(applied);
         if from >= durable {
+            // Idle with a position read but not committed: commit it in its time, so
+            // the log behind it is not held for the consumer while nothing happens.
+            if self.read > applied && self.committed_at.elapsed() >= POSITION_COMMIT_INTERVAL {
+                self.commit(Lsn(self.read))?;
+            }
             return Ok(false);
         }
         let entries = match self.engine.read_log(Lsn(from + 1), self.settings.entries_per_pass_max)
