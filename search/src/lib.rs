@@ -354,6 +354,9 @@ pub struct SearchIndex {
     fields: Fields,
     /// Each synonym (analysed) → its group's analysed words.
     synonyms: HashMap<String, Vec<String>>,
+    /// The query-side analysers, built once (a query clones them: `token_stream`
+    /// needs them mutable).
+    analyzers: Analyzers,
     applied: std::sync::atomic::AtomicU64,
     created: bool,
 }
@@ -424,7 +427,16 @@ impl SearchIndex {
             .reload_policy(ReloadPolicy::Manual)
             .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
             .try_into()?;
-        let mut stem = analyzer(true);
+        let analyzers = Analyzers {
+            plain: analyzer(false),
+            stem: analyzer(true),
+            stop: TextAnalyzer::builder(SimpleTokenizer::default())
+                .filter(
+                    StopWordFilter::new(Language::English).expect("tantivy has English stop words"),
+                )
+                .build(),
+        };
+        let mut stem = analyzers.stem.clone();
         let mut synonyms = HashMap::new();
         for group in &config.synonyms {
             let words: Vec<String> = group.iter().flat_map(|w| tokens(&mut stem, w)).collect();
@@ -437,6 +449,7 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             fields,
             synonyms,
+            analyzers,
             applied: applied.into(),
             created,
         })
@@ -539,7 +552,7 @@ impl SearchIndex {
     pub fn search(&self, query: &SearchQuery) -> Result<SearchResults> {
         check(query)?;
         let searcher = self.reader.searcher();
-        let words = self.words(&query.text, true);
+        let words = self.words(&query.text);
         let text = self.text_query(&words);
         let filters = self.filters(query, None);
         let main = combine(text.as_ref().map(|q| q.box_clone()), filters);
@@ -603,7 +616,7 @@ impl SearchIndex {
             )));
         }
         let limit = limit.min(PAGE_LIMIT_MAX);
-        let words = self.words(prefix, true);
+        let words = self.words(prefix);
         let Some(text) = self.text_query(&words) else {
             return Ok(Vec::new());
         };
@@ -620,15 +633,11 @@ impl SearchIndex {
         Ok(out)
     }
 
-    /// The words of `text`: each word's plain form (lower-cased, folded) and stem.
-    /// `prefix_last`: the last word may be a prefix, unless the text ends in a
-    /// separator (the shopper finished it).
-    fn words(&self, text: &str, prefix_last: bool) -> Vec<Word> {
-        let mut plain = analyzer(false);
-        let mut stem = analyzer(true);
-        let mut stop = TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(StopWordFilter::new(Language::English).expect("tantivy has English stop words"))
-            .build();
+    /// The words of `text`: each word's plain form (lower-cased, folded), stem, and
+    /// whether it is a stop word. The last word may be a prefix, unless the text ends
+    /// in a separator (the shopper finished it).
+    fn words(&self, text: &str) -> Vec<Word> {
+        let Analyzers { mut plain, mut stem, mut stop } = self.analyzers.clone();
         let mut words: Vec<Word> = tokens(&mut plain, text)
             .into_iter()
             .take(QUERY_WORDS_MAX)
@@ -640,7 +649,7 @@ impl SearchIndex {
             })
             .collect();
         let finished = text.chars().last().is_none_or(|c| !c.is_alphanumeric());
-        if let (true, false, Some(last)) = (prefix_last, finished, words.last_mut()) {
+        if let (false, Some(last)) = (finished, words.last_mut()) {
             last.prefix = true;
         }
         words
@@ -796,6 +805,15 @@ pub(crate) enum Facet {
     Brand,
     Category,
     Price,
+}
+
+/// Analysers of query text.
+#[derive(Clone)]
+struct Analyzers {
+    plain: TextAnalyzer,
+    stem: TextAnalyzer,
+    /// Drops English stop words: a word it drops is one.
+    stop: TextAnalyzer,
 }
 
 struct Word {
