@@ -99,8 +99,12 @@ impl SearchSettings {
 /// What [`ProductSearch::status`] reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SearchStatus {
-    /// The log position the index reflects.
+    /// The log position the index reflects (committed).
     pub applied_lsn: Lsn,
+    /// The last log position the indexer has read and applied to the index's
+    /// documents; the commit of a pass that changed no document may trail it by up to
+    /// 5 s.
+    pub read_lsn: Lsn,
     /// Products searchable.
     pub products: u64,
     /// Full rebuilds since the start (1 when it started from nothing).
@@ -116,6 +120,8 @@ struct Shared {
     stop: AtomicBool,
     rebuilds: std::sync::atomic::AtomicU64,
     written: std::sync::atomic::AtomicU64,
+    /// The last LSN the indexer read (the index's committed position may trail it).
+    read: std::sync::atomic::AtomicU64,
     failure: Mutex<Option<String>>,
 }
 
@@ -151,6 +157,7 @@ impl ProductSearch {
         }
         .map_err(index_error)?;
         let shared = Arc::new(Shared {
+            read: index.applied_lsn().into(),
             index,
             stop: AtomicBool::new(false),
             rebuilds: 0.into(),
@@ -160,7 +167,6 @@ impl ProductSearch {
         let mut indexer = Indexer {
             engine: engine.clone(),
             consumer: engine.register_consumer(SEARCH_CONSUMER)?,
-            read: shared.index.applied_lsn(),
             shared: shared.clone(),
             settings,
             indexed: HashMap::new(),
@@ -190,6 +196,7 @@ impl ProductSearch {
     pub fn status(&self) -> SearchStatus {
         SearchStatus {
             applied_lsn: Lsn(self.shared.index.applied_lsn()),
+            read_lsn: Lsn(self.shared.read.load(Ordering::Acquire)),
             products: self.shared.index.doc_count(),
             rebuilds: self.shared.rebuilds.load(Ordering::Acquire),
             documents_written: self.shared.written.load(Ordering::Acquire),
@@ -218,8 +225,6 @@ struct Indexer {
     consumer: LogConsumer,
     shared: Arc<Shared>,
     settings: SearchSettings,
-    /// The last LSN read (the index's committed position may trail it).
-    read: u64,
     /// What the index holds of each product this run has written: its document's
     /// fingerprint, or `None` for a deletion. A document unchanged is not written again.
     indexed: HashMap<ProductId, Option<u64>>,
@@ -263,12 +268,13 @@ impl Indexer {
             self.rebuild()?;
             return Ok(true);
         }
-        let from = self.read.max(applied);
+        let read = self.shared.read.load(Ordering::Acquire);
+        let from = read.max(applied);
         if from >= durable {
             // Idle with a position read but not committed: commit it in its time, so
             // the log behind it is not held for the consumer while nothing happens.
-            if self.read > applied && self.committed_at.elapsed() >= POSITION_COMMIT_INTERVAL {
-                self.commit(Lsn(self.read))?;
+            if read > applied && self.committed_at.elapsed() >= POSITION_COMMIT_INTERVAL {
+                self.commit(Lsn(read))?;
             }
             return Ok(false);
         }
@@ -294,7 +300,7 @@ impl Indexer {
                 }
             }
         }
-        self.read = last.0;
+        self.shared.read.store(last.0, Ordering::Release);
         // A pass that changed no document (stock moved but not across zero, an order
         // of a product whose document is as it was) commits only now and then: the
         // position alone is not worth a commit per pass.
@@ -326,7 +332,7 @@ impl Indexer {
         let engine = self.engine.clone();
         self.index_all(engine.state())?;
         self.commit(durable)?;
-        self.read = durable.0;
+        self.shared.read.store(durable.0, Ordering::Release);
         self.shared.rebuilds.fetch_add(1, Ordering::AcqRel);
         let products = self.shared.index.doc_count();
         tracing::info!(lsn = durable.0, products, "search index rebuilt");

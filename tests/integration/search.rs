@@ -221,7 +221,27 @@ fn bad_search_input_gets_a_clear_4xx() {
     assert_eq!(body["next_cursor"], json!(null));
 }
 
-/// Waits until the indexer has read the durable log, then answers its status.
+/// Waits until the indexer has read and applied the whole durable log (its commit may
+/// trail), then answers its status.
+fn read_to_the_end(
+    t: &emporium_tests::TestEngine,
+    search: &emporium_engine::ProductSearch,
+) -> emporium_engine::SearchStatus {
+    let started = Instant::now();
+    loop {
+        let status = search.status();
+        if status.read_lsn == t.engine.durable_lsn() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the indexer did not read on: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the indexer has committed at the durable LSN, then answers its status.
 fn settled(
     t: &emporium_tests::TestEngine,
     search: &emporium_engine::ProductSearch,
@@ -252,8 +272,7 @@ fn a_write_that_leaves_a_document_as_it_was_writes_nothing_to_the_index() {
     // Stock moves, but stays above zero: the document is the same.
     let adjust = |delta| AdjustStock { sku: "LAMP-1".into(), delta, reason: "count".into() };
     t.shop.send(adjust(-3)).expect("adjust");
-    std::thread::sleep(Duration::from_millis(300));
-    let before_commit = search.status();
+    let before_commit = read_to_the_end(&t, &search);
     assert_eq!(before_commit.documents_written, first.documents_written, "{before_commit:?}");
     // Nothing else happens: the position it read is committed within 5 s all the same,
     // so the log behind it is not held.
