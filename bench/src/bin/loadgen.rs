@@ -252,7 +252,6 @@ fn main() -> anyhow::Result<()> {
 
 async fn search(args: SearchArgs) -> anyhow::Result<()> {
     use emporium_bench::loadgen::search::*;
-    use emporium_search::SearchIndex;
     use std::sync::Arc;
     let duration = Duration::from_secs_f64(args.duration);
     let warmup = duration / 5;
@@ -261,23 +260,22 @@ async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(&args.work_dir)?;
     let mut points = Vec::new();
     let mut took = Duration::ZERO;
-    let threads: &[usize] = if args.http_only { &[] } else { &args.threads };
     if !args.http_only {
         eprintln!("search: indexing {} products", catalog.len());
-        took = build_index(dir.path(), &catalog)?.1;
+        let (index, indexed) = build_index(dir.path(), &catalog)?;
+        took = indexed;
         eprintln!("search: indexed in {took:.2?}");
+        let index = Arc::new(index);
+        for &threads in &args.threads {
+            run_emporium(&index, &queries, threads, warmup)?;
+            let p = run_emporium(&index, &queries, threads, duration)?;
+            eprintln!(
+                "search: emporium {threads} threads: {:.0} q/s p50 {} us p99 {} us",
+                p.qps, p.p50_us, p.p99_us
+            );
+            points.push(p);
+        }
     }
-    let index = Arc::new(SearchIndex::open(dir.path(), Default::default())?);
-    for &threads in threads {
-        run_emporium(&index, &queries, threads, warmup)?;
-        let p = run_emporium(&index, &queries, threads, duration)?;
-        eprintln!(
-            "search: emporium {threads} threads: {:.0} q/s p50 {} us p99 {} us",
-            p.qps, p.p50_us, p.p99_us
-        );
-        points.push(p);
-    }
-    drop(index);
     let mut postgres_load_s = None;
     if let (Some(url), false) = (&args.pg_url, args.http_only) {
         eprintln!("search: loading PostgreSQL");

@@ -405,6 +405,14 @@ pub fn run_emporium(
     Ok(point("emporium", threads, started.elapsed(), &all, hits.load(Ordering::Relaxed) as u64))
 }
 
+/// Parameters of differing types, owned, as the driver takes them.
+type SqlParams = Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>;
+
+/// `params` as the driver's borrowed slice.
+fn sql_params(params: &SqlParams) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params.iter().map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync)).collect()
+}
+
 /// Loads the catalog into PostgreSQL (table `search_products`, GIN index) and times it.
 pub async fn load_postgres(url: &str, catalog: &[CatalogProduct]) -> anyhow::Result<Duration> {
     let client = super::baseline::pg_connect(url).await?;
@@ -426,7 +434,7 @@ pub async fn load_postgres(url: &str, catalog: &[CatalogProduct]) -> anyhow::Res
         let mut sql = String::from(
             "INSERT INTO search_products (id, title, brand, description, categories, price, in_stock) VALUES ",
         );
-        let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+        let mut params: SqlParams = Vec::new();
         for (i, p) in chunk.iter().enumerate() {
             let b = i * 7;
             if i > 0 {
@@ -450,9 +458,7 @@ pub async fn load_postgres(url: &str, catalog: &[CatalogProduct]) -> anyhow::Res
             params.push(Box::new(p.doc.price));
             params.push(Box::new(p.doc.in_stock));
         }
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        client.execute(sql.as_str(), &refs).await?;
+        client.execute(sql.as_str(), &sql_params(&params)).await?;
     }
     client
         .batch_execute(
@@ -467,8 +473,7 @@ pub async fn load_postgres(url: &str, catalog: &[CatalogProduct]) -> anyhow::Res
 /// The hits query and, with facets, the three counts, as PostgreSQL runs them.
 async fn pg_query(client: &tokio_postgres::Client, q: &BenchQuery) -> anyhow::Result<bool> {
     let mut filters = String::new();
-    let mut params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> =
-        vec![Box::new(q.text.trim().to_string())];
+    let mut params: SqlParams = vec![Box::new(q.text.trim().to_string())];
     if let Some(brand) = &q.brand {
         params.push(Box::new(brand.clone()));
         filters.push_str(&format!(" AND brand = ${}", params.len()));
@@ -486,8 +491,7 @@ async fn pg_query(client: &tokio_postgres::Client, q: &BenchQuery) -> anyhow::Re
             params.len()
         ));
     }
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| &**p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+    let refs = sql_params(&params);
     let matched =
         "FROM search_products, websearch_to_tsquery('english', $1) query WHERE tsv @@ query";
     let hits = client

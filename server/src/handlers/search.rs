@@ -202,16 +202,15 @@ pub async fn search(call: Call) -> Result<Out, Problem> {
     let query = parse_query(call.query()?)?;
     let app = call.app.clone();
     let permit = admit(&app.searches)?;
-    let asked = query.facets;
-    let (query, found) = tokio::task::spawn_blocking(move || {
+    let (asked, offset) = (query.facets, query.offset);
+    let found = tokio::task::spawn_blocking(move || {
         let found = app.search.search(&query);
         drop(permit);
-        (query, found)
+        found
     })
     .await
-    .map_err(|e| Problem::internal(format!("search task: {e}")))?;
-    let found = found?;
-    let end = query.offset + found.hits.len();
+    .map_err(|e| Problem::internal(format!("search task: {e}")))??;
+    let end = offset + found.hits.len();
     let next_cursor = (end < found.total && end < RESULT_WINDOW_MAX && !found.hits.is_empty())
         .then(|| format!("{CURSOR_PREFIX}{end}"));
     let body = SearchView {
