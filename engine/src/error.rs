@@ -169,6 +169,25 @@ pub enum EngineError {
         /// The first LSN the log still holds.
         first: crate::types::Lsn,
     },
+    /// This node is a standby: it serves reads and applies its primary's log; every
+    /// command is refused until it is promoted.
+    #[error("this node is a read-only standby")]
+    ReadOnlyStandby,
+    /// A primary with synchronous standbys could not get enough of them to hold the
+    /// write: it is refused (before it is applied) or, when it was already applied
+    /// here, not acknowledged. Try again shortly.
+    #[error("synchronous standbys unavailable: {0}")]
+    StandbysUnavailable(String),
+    /// Replicated log entries do not follow the standby's last LSN: duplicated, out of
+    /// order or from another history. Nothing of them past the last good entry was
+    /// applied.
+    #[error("replicated entry {} does not follow LSN {}", .found.0, .expected.0 - 1)]
+    ReplicaGap {
+        /// The LSN the standby expected next.
+        expected: crate::types::Lsn,
+        /// The LSN it was given.
+        found: crate::types::Lsn,
+    },
 }
 
 fn display_fields(fields: &[FieldError]) -> String {

@@ -73,6 +73,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     tables: &[
         Table {
             name: CUSTOMERS,
+            rows: |s, f| s.accounts.customers.iter().for_each(|e| f(&**e.value())),
             load: |state, bytes| {
                 put_customer(state, decode_row(bytes, "customer")?, &mut Vec::new());
                 Ok(())
@@ -81,6 +82,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         Table {
             name: API_CLIENTS,
+            rows: |s, f| s.accounts.api_clients.entries().iter().for_each(|(_, c)| f(&**c)),
             load: |state, bytes| {
                 put_api_client(state, decode_row(bytes, "API client")?, &mut Vec::new());
                 Ok(())
@@ -89,6 +91,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         Table {
             name: REFRESH_TOKENS,
+            rows: |s, f| s.accounts.refresh_tokens.entries().iter().for_each(|(_, t)| f(&**t)),
             load: |state, bytes| {
                 put_refresh_token(state, decode_row(bytes, "refresh token")?, &mut Vec::new());
                 Ok(())
@@ -97,6 +100,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         Table {
             name: SIGNING_KEYS,
+            rows: |s, f| s.accounts.signing_keys.iter().for_each(|e| f(&**e.value())),
             load: |state, bytes| {
                 put_signing_key(state, decode_row(bytes, "signing key")?, &mut Vec::new());
                 Ok(())

@@ -53,6 +53,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     name: "carts",
     tables: &[Table {
         name: CARTS,
+        rows: |s, f| s.carts.carts.entries().iter().for_each(|(_, c)| f(&**c)),
         load: |state, bytes| {
             let cart: Cart = decode_row(bytes, "cart")?;
             index_cart(state, None, &cart);

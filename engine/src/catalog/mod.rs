@@ -70,6 +70,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     tables: &[
         Table {
             name: CATEGORIES,
+            rows: |s, f| s.catalog.categories.iter().for_each(|e| f(&**e.value())),
             load: |state, bytes| {
                 put_category(state, decode_row(bytes, "category")?, &mut Vec::new());
                 Ok(())
@@ -78,6 +79,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         Table {
             name: PRODUCTS,
+            rows: |s, f| s.catalog.products.iter().for_each(|e| f(&**e.value())),
             load: |state, bytes| {
                 put_product(state, decode_row(bytes, "product")?, &mut Vec::new());
                 Ok(())

@@ -73,6 +73,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     tables: &[
         Table {
             name: FLASH_SALES,
+            rows: |s, f| s.flash_sales.sales.entries().iter().for_each(|(_, x)| f(&**x)),
             load: |state, bytes| {
                 let sale: FlashSale = decode_row(bytes, "flash sale")?;
                 if u64::from(sale.remaining) + u64::from(sale.reserved) + u64::from(sale.sold)
@@ -91,6 +92,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         Table {
             name: SALE_ORDERS,
+            rows: |s, f| s.flash_sales.orders.entries().iter().for_each(|(_, o)| f(&**o)),
             load: |state, bytes| {
                 let order: SaleOrder = decode_row(bytes, "flash sale order")?;
                 // Orders load first (an earlier domain), at the same LSN.

@@ -52,6 +52,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     name: "idempotency",
     tables: &[Table {
         name: IDEMPOTENCY,
+        rows: |s, f| s.idempotency.records.entries().iter().for_each(|(_, r)| f(&**r)),
         load: |state, bytes| {
             put(state, decode_row(bytes, "idempotency record")?, &mut Vec::new());
             Ok(())

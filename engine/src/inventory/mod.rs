@@ -33,6 +33,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     name: "inventory",
     tables: &[Table {
         name: STOCK,
+        rows: |s, f| s.all_stock().iter().for_each(|l| f(l)),
         load: |state, bytes| {
             let levels: StockLevels = decode_row(bytes, "stock levels")?;
             if levels.reserved > levels.on_hand {

@@ -8,6 +8,7 @@ pub(crate) mod handler;
 mod legacy;
 pub(crate) mod materializer;
 pub(crate) mod recovery;
+pub(crate) mod replica;
 pub(crate) mod runtime;
 pub(crate) mod table;
 pub(crate) mod timers;

@@ -37,6 +37,7 @@ use crate::error::{EngineError, Result};
 use crate::kernel::codec;
 use crate::kernel::handler::{Ctx, IdSource, Limits, Request};
 use crate::kernel::materializer::{ConsumerCell, Durable, LogBounds, Materializer, Pacing};
+use crate::kernel::replica::{self, Epochs, ReleaseGate, Role};
 use crate::kernel::table::Row;
 use crate::kernel::timers::{self, ExpireDue};
 use crate::types::{Lsn, TimestampMs};
@@ -75,6 +76,13 @@ pub struct EngineConfig {
     /// How far (in LSNs) a registered log consumer may fall behind before it is dropped
     /// and must resynchronise, instead of holding the log forever.
     pub log_consumer_lag_max: u64,
+    /// The role to open in: `None` keeps what the directory records (a new one is a
+    /// primary); `Some(Role::Primary)` refuses a standby's directory (promote it
+    /// first); `Some(Role::Standby)` makes the directory a standby's.
+    pub role: Option<Role>,
+    /// Holds each group's replies until it may be acknowledged (synchronous
+    /// replication); `None` acknowledges once the group is durable here.
+    pub release_gate: Option<Arc<dyn ReleaseGate>>,
     /// Faults to inject, for tests of fail-stop.
     #[cfg(feature = "faults")]
     pub faults: Faults,
@@ -119,6 +127,8 @@ impl EngineConfig {
             materialize_groups_max: 1024,
             log_retain_entries_min: 100_000,
             log_consumer_lag_max: 50_000_000,
+            role: None,
+            release_gate: None,
             #[cfg(feature = "faults")]
             faults: Faults::default(),
         }
@@ -162,6 +172,24 @@ trait Job: Send {
     /// Sends the kept result, or `failure` instead when the group did not become
     /// durable.
     fn release(self: Box<Self>, failure: Option<&EngineError>);
+    /// Whether it carries a primary's log entries (the only job a standby takes).
+    fn replicated(&self) -> bool {
+        false
+    }
+}
+
+/// Sends a job's kept result, or `failure` when its group did not become durable.
+fn send_result<T>(
+    reply: oneshot::Sender<Result<T>>,
+    result: Option<Result<T>>,
+    failure: Option<&EngineError>,
+) {
+    let result = match (failure, result) {
+        (Some(failure), _) => Err(unavailable(failure)),
+        (None, Some(result)) => result,
+        (None, None) => Err(EngineError::Unavailable("the engine is closed".into())),
+    };
+    let _ = reply.send(result);
 }
 
 struct Submitted<R: Request> {
@@ -180,12 +208,29 @@ impl<R: Request> Job for Submitted<R> {
     }
 
     fn release(self: Box<Self>, failure: Option<&EngineError>) {
-        let result = match (failure, self.result) {
-            (Some(failure), _) => Err(unavailable(failure)),
-            (None, Some(result)) => result,
-            (None, None) => Err(EngineError::Unavailable("the engine is closed".into())),
-        };
-        let _ = self.reply.send(result);
+        send_result(self.reply, self.result, failure);
+    }
+}
+
+/// A primary's log entries on their way into a standby's state and log.
+struct Replicated {
+    entries: Vec<LogEntry>,
+    reply: oneshot::Sender<Result<Lsn>>,
+    result: Option<Result<Lsn>>,
+}
+
+impl Job for Replicated {
+    fn run(&mut self, sequencer: &mut Sequencer, group: &mut Group) {
+        let entries = std::mem::take(&mut self.entries);
+        self.result = Some(sequencer.replicate(entries, group));
+    }
+
+    fn release(self: Box<Self>, failure: Option<&EngineError>) {
+        send_result(self.reply, self.result, failure);
+    }
+
+    fn replicated(&self) -> bool {
+        true
     }
 }
 
@@ -301,7 +346,35 @@ impl Drop for StopOnPanic {
     }
 }
 
+/// The node's role, shared by the engine and its threads; `PROMOTING` refuses
+/// commands and replicated entries alike while a promotion settles.
+#[derive(Default)]
+pub(crate) struct RoleCell(AtomicU8);
+
+const PRIMARY: u8 = 0;
+const STANDBY: u8 = 1;
+const PROMOTING: u8 = 2;
+
+impl RoleCell {
+    fn new(role: Role) -> RoleCell {
+        RoleCell(AtomicU8::new(role.code()))
+    }
+
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, value: u8) {
+        self.0.store(value, Ordering::Release);
+    }
+}
+
 struct Inner {
+    role: Arc<RoleCell>,
+    epochs: Mutex<Epochs>,
+    /// Held by a promotion or a step-down from start to end.
+    role_change: Mutex<()>,
+    gate: Option<Arc<dyn ReleaseGate>>,
     state: Arc<State>,
     /// `None` once closed, so the directory is released even while clones live on.
     store: parking_lot::RwLock<Option<Arc<Store>>>,
@@ -355,6 +428,20 @@ impl Engine {
             e => EngineError::Storage(e),
         })?;
         codec::check_format(&store)?;
+        let (mut role, epochs) = replica::load(&store)?;
+        match config.role {
+            Some(Role::Primary) if role == Role::Standby => {
+                return Err(EngineError::InvalidState(
+                    "the data directory belongs to a standby: promote it first".into(),
+                ))
+            }
+            Some(Role::Standby) if role == Role::Primary => {
+                replica::store(&store, Role::Standby, &epochs)?;
+                role = Role::Standby;
+            }
+            _ => {}
+        }
+        let role = Arc::new(RoleCell::new(role));
         let started = Instant::now();
         let recovered = crate::kernel::recovery::recover(&store)?;
         let state = Arc::new(recovered.state);
@@ -383,6 +470,7 @@ impl Engine {
             None => Box::new(rand::rngs::StdRng::from_os_rng()),
         };
         let sequencer = Sequencer {
+            role: role.clone(),
             state: state.clone(),
             receiver,
             slot: slot.clone(),
@@ -397,7 +485,17 @@ impl Engine {
             #[cfg(feature = "faults")]
             faults: config.faults.clone(),
         };
+        let (releaser, gated) = match &config.release_gate {
+            Some(gate) => {
+                let (sender, receiver) = crossbeam_channel::bounded(RELEASES_WAITING_MAX);
+                let releaser = Releaser { gate: gate.clone(), receiver };
+                (Some(releaser), Some(sender))
+            }
+            None => (None, None),
+        };
         let committer = Committer {
+            role: role.clone(),
+            gated,
             store: store.clone(),
             slot,
             health: health.clone(),
@@ -421,13 +519,20 @@ impl Engine {
             },
         };
         // Joined in this order at close: each drains what the one before handed over.
-        let threads = vec![
+        let mut threads = vec![
             spawn("emporium-sequencer", move || sequencer.run())?,
             spawn("emporium-committer", move || committer.run())?,
-            spawn("emporium-materializer", move || materializer.run())?,
         ];
+        if let Some(releaser) = releaser {
+            threads.push(spawn("emporium-releaser", move || releaser.run())?);
+        }
+        threads.push(spawn("emporium-materializer", move || materializer.run())?);
         Ok(Engine {
             inner: Arc::new(Inner {
+                role,
+                epochs: Mutex::new(epochs),
+                role_change: Mutex::new(()),
+                gate: config.release_gate.clone(),
                 state,
                 store: parking_lot::RwLock::new(Some(store)),
                 sender,
@@ -456,10 +561,20 @@ impl Engine {
 
     fn enqueue<R: Request>(&self, request: R) -> Result<oneshot::Receiver<Result<R::Output>>> {
         self.inner.health.check()?;
+        if self.inner.role.get() != PRIMARY {
+            return Err(EngineError::ReadOnlyStandby);
+        }
+        if let Some(gate) = &self.inner.gate {
+            gate.admit()?;
+        }
         let (reply, receiver) = oneshot::channel();
-        let job = Box::new(Submitted { request, reply, result: None });
+        self.push(Box::new(Submitted { request, reply, result: None }))?;
+        Ok(receiver)
+    }
+
+    fn push(&self, job: Box<dyn Job>) -> Result<()> {
         match self.inner.sender.try_send(Envelope::Request(job)) {
-            Ok(()) => Ok(receiver),
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(EngineError::Overloaded),
             Err(TrySendError::Disconnected(_)) => Err(self.stopped()),
         }
@@ -573,6 +688,127 @@ impl Engine {
         Ok(())
     }
 
+    /// The registered log consumers and their positions, by name.
+    pub fn consumers(&self) -> Vec<(String, Lsn)> {
+        let consumers = self.inner.bounds.consumers.lock();
+        consumers
+            .iter()
+            .map(|(name, cell)| (name.clone(), Lsn(cell.position.load(Ordering::Acquire))))
+            .collect()
+    }
+
+    /// Whether this node takes commands (a primary) or applies a primary's log (a
+    /// standby; a promotion in progress counts as one).
+    pub fn role(&self) -> Role {
+        match self.inner.role.get() {
+            PRIMARY => Role::Primary,
+            _ => Role::Standby,
+        }
+    }
+
+    /// The node's history of epochs.
+    pub fn epochs(&self) -> Epochs {
+        self.inner.epochs.lock().clone()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epochs.lock().current()
+    }
+
+    /// Applies a primary's log entries on a standby, through the same `apply` the
+    /// primary used, appends them to this node's log and returns once they are
+    /// durable here, with the last LSN applied.
+    ///
+    /// The entries must follow the last LSN exactly: otherwise
+    /// [`EngineError::ReplicaGap`], and nothing from the first misplaced entry on is
+    /// applied. On a primary, [`EngineError::InvalidState`].
+    pub async fn replicate(&self, entries: Vec<LogEntry>) -> Result<Lsn> {
+        self.inner.health.check()?;
+        let (reply, receiver) = oneshot::channel();
+        self.push(Box::new(Replicated { entries, reply, result: None }))?;
+        match receiver.await {
+            Ok(reply) => reply,
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Records `epochs`, a primary's history, on a standby (synced): it must keep
+    /// this node's current epoch or move past it.
+    pub fn adopt_epochs(&self, epochs: Epochs) -> Result<()> {
+        let _change = self.inner.role_change.lock();
+        if self.inner.role.get() != STANDBY {
+            return Err(EngineError::InvalidState(
+                "only a standby adopts a primary's epochs".into(),
+            ));
+        }
+        let mut current = self.inner.epochs.lock();
+        if epochs.current() < current.current() {
+            return Err(EngineError::InvalidState(format!(
+                "the primary is in epoch {}, behind this node's {}",
+                epochs.current(),
+                current.current()
+            )));
+        }
+        if *current != epochs {
+            replica::store(&*self.store()?, Role::Standby, &epochs)?;
+            *current = epochs;
+        }
+        Ok(())
+    }
+
+    /// Promotes a standby: once everything it applied is durable, a new epoch starts
+    /// at the next LSN (recorded synced) and the node takes commands. Returns the new
+    /// epoch. Fails with [`EngineError::InvalidState`] on a primary.
+    pub fn promote(&self) -> Result<u64> {
+        let _change = self.inner.role_change.lock();
+        if self.inner.role.get() != STANDBY {
+            return Err(EngineError::InvalidState("this node is already a primary".into()));
+        }
+        self.inner.role.set(PROMOTING);
+        let promoted = (|| {
+            // Replicated entries still in the queue are refused from here on; wait for
+            // what was applied to become durable, so the new epoch starts after it.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while self.durable_lsn() < self.last_lsn() {
+                self.inner.health.check()?;
+                if Instant::now() > deadline {
+                    return Err(EngineError::Unavailable("the log did not become durable".into()));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let epochs = replica::promoted(&self.inner.epochs.lock(), self.last_lsn());
+            replica::store(&*self.store()?, Role::Primary, &epochs)?;
+            let epoch = epochs.current();
+            *self.inner.epochs.lock() = epochs;
+            Ok(epoch)
+        })();
+        match promoted {
+            Ok(epoch) => {
+                self.inner.role.set(PRIMARY);
+                tracing::info!(epoch, lsn = self.last_lsn().0, "promoted to primary");
+                Ok(epoch)
+            }
+            Err(e) => {
+                self.inner.role.set(STANDBY);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a primary that learned of a newer epoch elsewhere a standby (recorded
+    /// synced, so a restart does not make it a primary again): it takes no more
+    /// commands, and the release gate stops acknowledging.
+    pub fn step_down(&self, reason: &str) -> Result<()> {
+        let _change = self.inner.role_change.lock();
+        if self.inner.role.get() == STANDBY {
+            return Ok(());
+        }
+        self.inner.role.set(STANDBY);
+        tracing::warn!(reason, "stepped down to standby");
+        replica::store(&*self.store()?, Role::Standby, &self.inner.epochs.lock())
+    }
+
     /// Writes a consistent copy of the data directory into `to` (which must not exist);
     /// the copy opens as an engine at some durable LSN.
     pub fn checkpoint(&self, to: &Path) -> Result<()> {
@@ -665,6 +901,7 @@ impl BlockingEngine {
 }
 
 struct Sequencer {
+    role: Arc<RoleCell>,
     state: Arc<State>,
     receiver: Receiver<Envelope>,
     slot: Arc<Slot>,
@@ -719,7 +956,7 @@ impl Sequencer {
                     next = self.receiver.try_recv().ok();
                 }
             }
-            if running && Instant::now() >= next_tick {
+            if running && self.role.get() == PRIMARY && Instant::now() >= next_tick {
                 // A backlog (more due than one `ExpireDue` takes) is worked off at once,
                 // one batch per turn of the loop between commands, not one per interval.
                 let backlog = self.tick(&mut group);
@@ -750,6 +987,12 @@ impl Sequencer {
         // nothing is applied any more.
         if self.health.failed() {
             return job.release(Some(&self.health.check().expect_err("failed")));
+        }
+        // The role is checked here too: commands queued before a step-down or a
+        // promotion's start are refused, not applied.
+        let role = self.role.get();
+        if role != PRIMARY && !job.replicated() {
+            return job.release(Some(&EngineError::ReadOnlyStandby));
         }
         job.run(self, group);
         group.replies.push(job);
@@ -800,6 +1043,42 @@ impl Sequencer {
         Ok(output)
     }
 
+    /// Applies a primary's entries; each must follow the last LSN.
+    fn replicate(&mut self, entries: Vec<LogEntry>, group: &mut Group) -> Result<Lsn> {
+        if self.role.get() != STANDBY {
+            return Err(EngineError::InvalidState(
+                "only a standby applies replicated entries".into(),
+            ));
+        }
+        for entry in entries {
+            let expected = self.state.last_lsn.load(Ordering::Relaxed) + 1;
+            if entry.lsn.0 != expected {
+                return Err(EngineError::ReplicaGap { expected: Lsn(expected), found: entry.lsn });
+            }
+            let applied = catch_unwind(AssertUnwindSafe(|| {
+                for event in &entry.events {
+                    apply(&self.state, event, entry.at, &mut group.rows);
+                }
+            }));
+            if let Err(panic) = applied {
+                // Half of an entry is applied: only reopening (recovery) gives a state
+                // that is a prefix of the log again.
+                self.health.fail(format!(
+                    "replicated entry {} does not apply: {}",
+                    entry.lsn.0,
+                    panic_message(&panic)
+                ));
+                return Err(self.health.check().expect_err("just failed"));
+            }
+            self.last_now = self.last_now.max(entry.at);
+            self.state.last_lsn.store(entry.lsn.0, Ordering::Release);
+            group.last_lsn = entry.lsn.0;
+            group.entries.push(entry);
+            self.stats.commands_applied.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(self.state.last_lsn())
+    }
+
     /// Expires due reservations and records, when there are any; returns whether more
     /// are still due after this batch.
     fn tick(&mut self, group: &mut Group) -> bool {
@@ -832,7 +1111,36 @@ impl Sequencer {
     }
 }
 
+/// Groups waiting for the release gate at most; past it the committer waits.
+const RELEASES_WAITING_MAX: usize = 1024;
+
+/// A durable group's replies, waiting for the release gate.
+struct Release {
+    lsn: Lsn,
+    replies: Vec<Box<dyn Job>>,
+}
+
+/// Releases durable groups' replies, in order, as the gate allows (synchronous
+/// replication): the committer goes on writing the next groups meanwhile.
+struct Releaser {
+    gate: Arc<dyn ReleaseGate>,
+    receiver: Receiver<Release>,
+}
+
+impl Releaser {
+    fn run(self) {
+        for release in self.receiver {
+            let verdict = self.gate.wait(release.lsn);
+            for job in release.replies {
+                job.release(verdict.as_ref().err());
+            }
+        }
+    }
+}
+
 struct Committer {
+    role: Arc<RoleCell>,
+    gated: Option<Sender<Release>>,
     store: Arc<Store>,
     slot: Arc<Slot>,
     health: Arc<Health>,
@@ -890,8 +1198,25 @@ impl Committer {
         let commands = group.replies.len() as u64;
         self.stats.last_group_commands.store(commands, Ordering::Relaxed);
         self.stats.commands_committed.fetch_add(commands, Ordering::Relaxed);
-        for job in group.replies {
-            job.release(None);
+        match &self.gated {
+            // A standby's replies (replicated entries) answer to no one's standbys.
+            Some(gated) if self.role.get() != STANDBY => {
+                let lsn = Lsn(group.last_lsn.max(*self.durable.borrow()));
+                if let Err(unsent) = gated.send(Release { lsn, replies: group.replies }) {
+                    refuse(
+                        unsent.into_inner().replies,
+                        self.health
+                            .check()
+                            .err()
+                            .unwrap_or(EngineError::Unavailable("the engine is closed".into())),
+                    );
+                }
+            }
+            _ => {
+                for job in group.replies {
+                    job.release(None);
+                }
+            }
         }
         if !group.entries.is_empty() {
             let durable =
@@ -950,6 +1275,10 @@ fn refuse(replies: Vec<Box<dyn Job>>, error: EngineError) {
 fn unavailable(failure: &EngineError) -> EngineError {
     match failure {
         EngineError::Unavailable(reason) => EngineError::Unavailable(reason.clone()),
+        EngineError::StandbysUnavailable(reason) => {
+            EngineError::StandbysUnavailable(reason.clone())
+        }
+        EngineError::ReadOnlyStandby => EngineError::ReadOnlyStandby,
         other => EngineError::Unavailable(other.to_string()),
     }
 }

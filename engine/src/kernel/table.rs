@@ -76,12 +76,18 @@ impl Row {
     }
 }
 
+/// Visits the rows of a table, one at a time.
+pub(crate) type RowVisitor<'a> = &'a mut dyn FnMut(&dyn Persist);
+
 /// One table of a domain: a column family of rows of one type.
 pub(crate) struct Table {
     /// The column family.
     pub(crate) name: &'static str,
     /// Puts a stored row (enveloped bytes) into the state at open.
     pub(crate) load: fn(&State, &[u8]) -> Result<()>,
+    /// Visits every row the state holds in this table (for digests that compare two
+    /// states: a primary and its standby).
+    pub(crate) rows: fn(&State, RowVisitor<'_>),
     /// Checks a format-1 row (bare rkyv bytes) decodes as the table's type.
     pub(crate) check_v1: fn(&[u8]) -> Result<()>,
 }

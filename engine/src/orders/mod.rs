@@ -56,6 +56,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     name: "orders",
     tables: &[Table {
         name: ORDERS,
+        rows: |s, f| s.orders.orders.entries().iter().for_each(|(_, o)| f(&**o)),
         load: |state, bytes| {
             let order: Order = decode_row(bytes, "order")?;
             index_order(state, &order);

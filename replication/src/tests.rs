@@ -1,0 +1,214 @@
+//! A primary and standbys in one process, on loopback.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use emporium_engine::*;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::standby::{self, Outcome, StandbyConfig, StandbyStats};
+use crate::{Primary, PrimaryConfig, SyncPolicy};
+
+struct Node {
+    engine: Engine,
+    primary: Primary,
+    addr: String,
+    stop: watch::Sender<bool>,
+}
+
+async fn primary_node(dir: &std::path::Path, role: Option<Role>, sync: usize) -> Node {
+    let mut config = PrimaryConfig::new(dir.join("scratch"));
+    config.sync_standbys = sync;
+    config.sync_policy = SyncPolicy::Strict;
+    config.sync_timeout = Duration::from_secs(2);
+    let primary = Primary::new(config);
+    let mut engine_config = EngineConfig::new(dir.join("data"));
+    engine_config.role = role;
+    engine_config.release_gate = Some(Arc::new(primary.clone()));
+    let engine = Engine::open(engine_config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, shutdown) = watch::channel(false);
+    let serving = primary.clone();
+    let served = engine.clone();
+    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    Node { engine, primary, addr, stop }
+}
+
+struct Follower {
+    engine: Engine,
+    stats: Arc<StandbyStats>,
+    task: tokio::task::JoinHandle<Outcome>,
+    stop: watch::Sender<bool>,
+}
+
+async fn follower(primary: &str, name: &str, dir: &std::path::Path) -> Follower {
+    let config = StandbyConfig { primary: primary.into(), name: name.into(), data_dir: dir.into() };
+    let stats = Arc::new(StandbyStats::default());
+    if standby::needs_bootstrap(dir) {
+        standby::bootstrap(&config, &stats).await.unwrap();
+    }
+    let mut engine_config = EngineConfig::new(dir);
+    engine_config.role = Some(Role::Standby);
+    let engine = Engine::open(engine_config).unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let (following, counted) = (engine.clone(), stats.clone());
+    let task =
+        tokio::spawn(async move { standby::follow(following, config, &counted, shutdown).await });
+    Follower { engine, stats, task, stop }
+}
+
+async fn write_some(engine: &Engine, tag: &str, n: usize) {
+    for i in 0..n {
+        let sku = format!("{tag}-{i}");
+        engine
+            .send(CreateProduct {
+                handle: None,
+                title: format!("Product {tag} {i}"),
+                description: "A thing.".into(),
+                brand: "Acme".into(),
+                category_ids: vec![],
+                attributes: BTreeMap::new(),
+                status: Some(ProductStatus::Active),
+                variants: vec![VariantInput {
+                    sku: sku.clone(),
+                    title: "One".into(),
+                    options: BTreeMap::new(),
+                    price: MoneyInput { amount: 1000 + i as i64, currency: "USD".into() },
+                }],
+            })
+            .await
+            .unwrap();
+        engine
+            .send(SetStock { sku: sku.clone(), on_hand: 10, ..Default::default() })
+            .await
+            .unwrap();
+        let cart = engine.send(CreateCart::default()).await.unwrap();
+        engine.send(AddCartItem { cart_id: cart.id.to_string(), sku, quantity: 2 }).await.unwrap();
+        engine
+            .send(Checkout {
+                cart_id: cart.id.to_string(),
+                email: Some(format!("buyer{i}@example.com")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn caught_up(standby: &Engine, primary: &Engine) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while standby.durable_lsn() < primary.durable_lsn() {
+        assert!(Instant::now() < deadline, "the standby did not catch up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(standby.durable_lsn(), primary.durable_lsn());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_catches_up_matches_takes_over_and_the_old_primary_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = primary_node(&dir.path().join("a"), Some(Role::Primary), 0).await;
+    write_some(&a.engine, "early", 20).await;
+    let b_dir = dir.path().join("b");
+    let b = follower(&a.addr, "b", &b_dir.join("data")).await;
+    write_some(&a.engine, "late", 20).await;
+    caught_up(&b.engine, &a.engine).await;
+    assert_eq!(b.engine.state().digest(), a.engine.state().digest());
+    assert_eq!(b.stats.bootstraps.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // A standby refuses commands.
+    assert!(matches!(
+        b.engine.send(CreateCart::default()).await,
+        Err(EngineError::ReadOnlyStandby)
+    ));
+    let acked_lsn = a.engine.durable_lsn();
+
+    // A goes away; B is promoted and takes writes in epoch 2.
+    a.stop.send(true).unwrap();
+    a.engine.close();
+    let epoch = b.engine.promote().unwrap();
+    assert_eq!(epoch, 2);
+    assert_eq!(b.task.await.unwrap(), Outcome::Promoted);
+    assert!(b.engine.durable_lsn() >= acked_lsn);
+    b.engine.close();
+    let b = primary_node(&b_dir, None, 0).await;
+    assert_eq!(b.engine.epoch(), 2);
+    write_some(&b.engine, "after", 10).await;
+
+    // A rejoins as B's standby: it holds nothing B lacks, so it resumes without a
+    // checkpoint and converges.
+    let a_again = follower(&b.addr, "a", &dir.path().join("a").join("data")).await;
+    write_some(&b.engine, "rejoined", 5).await;
+    caught_up(&a_again.engine, &b.engine).await;
+    assert_eq!(a_again.engine.state().digest(), b.engine.state().digest());
+    assert_eq!(a_again.engine.epoch(), 2);
+    assert_eq!(a_again.stats.bootstraps.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(b.primary.standbys().len(), 1);
+    a_again.stop.send(true).unwrap();
+    assert_eq!(a_again.task.await.unwrap(), Outcome::Shutdown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_synchronous_mode_acknowledges_only_what_a_standby_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = primary_node(&dir.path().join("a"), None, 1).await;
+    // No standby: refused at once, nothing applied.
+    let before = a.engine.last_lsn();
+    assert!(matches!(
+        a.engine.send(CreateCart::default()).await,
+        Err(EngineError::StandbysUnavailable(_))
+    ));
+    assert_eq!(a.engine.last_lsn(), before);
+    let b = follower(&a.addr, "b", &dir.path().join("b")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.primary.standbys().is_empty() {
+        assert!(Instant::now() < deadline, "the standby did not connect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..50 {
+        a.engine.send(CreateCart::default()).await.unwrap();
+        // Acknowledged: the standby holds it durably already.
+        assert!(b.engine.durable_lsn() >= a.engine.durable_lsn());
+    }
+    // The standby stops: the next write is not acknowledged.
+    b.stop.send(true).unwrap();
+    b.task.await.unwrap();
+    let refused = a.engine.send(CreateCart::default()).await;
+    assert!(matches!(refused, Err(EngineError::StandbysUnavailable(_))), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_primary_with_entries_the_new_one_lacks_bootstraps_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = primary_node(&dir.path().join("a"), None, 0).await;
+    write_some(&a.engine, "shared", 10).await;
+    let b = follower(&a.addr, "b", &dir.path().join("b").join("data")).await;
+    caught_up(&b.engine, &a.engine).await;
+    // B stops following; A goes on alone (asynchronous: these were acknowledged by A
+    // only), then is lost.
+    b.stop.send(true).unwrap();
+    b.task.await.unwrap();
+    write_some(&a.engine, "lost", 5).await;
+    let a_last = a.engine.last_lsn();
+    a.stop.send(true).unwrap();
+    a.engine.close();
+    b.engine.promote().unwrap();
+    b.engine.close();
+    let b = primary_node(&dir.path().join("b"), None, 0).await;
+    write_some(&b.engine, "new", 3).await;
+    assert!(b.engine.last_lsn() < a_last, "B's log is shorter, and differs after the fork");
+
+    // A comes back as B's standby: its suffix was never on B, so B asks for a resync.
+    let a_dir = dir.path().join("a").join("data");
+    let stale = follower(&b.addr, "a", &a_dir).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(20), stale.task).await.unwrap().unwrap();
+    assert!(matches!(outcome, Outcome::Resync(_)), "{outcome:?}");
+    stale.engine.close();
+    standby::wipe(&a_dir).unwrap();
+    let a = follower(&b.addr, "a", &a_dir).await;
+    caught_up(&a.engine, &b.engine).await;
+    assert_eq!(a.engine.state().digest(), b.engine.state().digest());
+    assert!(a.engine.state().product_by_sku(&Sku::new("lost-0").unwrap()).is_none());
+}
