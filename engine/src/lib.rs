@@ -112,7 +112,7 @@ pub use inventory::*;
 pub use kernel::codec::{decode_log, ENGINE_FORMAT_VERSION};
 pub use kernel::handler::{IdSource, Limits, Request};
 pub use kernel::recovery::{check_rows, table_names};
-pub use kernel::replica::{EpochStart, Epochs, ReleaseGate, Role, TableDigest};
+pub use kernel::replica::{EpochStart, Epochs, NodeRole, ReleaseGate, TableDigest};
 #[cfg(feature = "faults")]
 pub use kernel::runtime::Faults;
 pub use kernel::runtime::{BlockingEngine, Engine, EngineConfig, EngineStats, LogConsumer};

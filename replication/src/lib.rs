@@ -14,7 +14,7 @@
 //! Embedding a standby:
 //!
 //! ```no_run
-//! use emporium_engine::{Engine, EngineConfig, Role};
+//! use emporium_engine::{Engine, EngineConfig, NodeRole};
 //! use emporium_replication::standby::{self, StandbyConfig, StandbyStats};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,7 +28,7 @@
 //!     standby::bootstrap(&config, &stats).await?;
 //! }
 //! let mut engine_config = EngineConfig::new(&config.data_dir);
-//! engine_config.role = Some(Role::Standby);
+//! engine_config.role = Some(NodeRole::Standby);
 //! let engine = Engine::open(engine_config)?;
 //! let (_stop, shutdown) = tokio::sync::watch::channel(false);
 //! // Reads are served from `engine.state()` meanwhile; returns once promoted.
@@ -45,6 +45,9 @@ use std::time::Duration;
 
 pub use primary::{Primary, PrimaryConfig, PrimaryStats, StandbyStatus, SyncPolicy};
 pub use protocol::PROTOCOL_VERSION;
+
+/// A standby's log consumer on its primary is this prefix and its name.
+pub const CONSUMER_PREFIX: &str = "standby.";
 
 /// How long the opening of a session may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

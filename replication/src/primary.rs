@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use emporium_engine::{Engine, EngineError, Lsn, ReleaseGate, Role, ENGINE_FORMAT_VERSION};
+use emporium_engine::{Engine, EngineError, Lsn, NodeRole, ReleaseGate, ENGINE_FORMAT_VERSION};
 use parking_lot::{Condvar, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncReadExt, BufReader, BufWriter};
@@ -302,12 +302,12 @@ impl Primary {
             send(&mut writer, &refuse(reason.clone())).await?;
             return Err(Error::Refused(reason));
         }
-        if engine.role() != Role::Primary {
+        if engine.role() != NodeRole::Primary {
             send(&mut writer, &refuse("this node is not a primary".into())).await?;
             return Err(Error::Refused("not a primary".into()));
         }
         self.inner.stats.sessions.fetch_add(1, Ordering::Relaxed);
-        let consumer = engine.register_consumer(&format!("standby.{name}"))?;
+        let consumer = engine.register_consumer(&format!("{}{name}", crate::CONSUMER_PREFIX))?;
         if bootstrap {
             return self.send_checkpoint(&engine, &mut writer, &name).await;
         }
@@ -386,7 +386,7 @@ impl Primary {
             if *stopped.borrow() {
                 return Err(Error::Protocol("the standby stopped acknowledging".into()));
             }
-            if engine.role() != Role::Primary {
+            if engine.role() != NodeRole::Primary {
                 send(writer, &Message::Refused { reason: "stepped down".into() }).await?;
                 return Err(Error::Refused("stepped down".into()));
             }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use emporium_engine::ENGINE_FORMAT_VERSION;
-use emporium_engine::{Engine, EngineError, EpochStart, Epochs, LogEntry, Lsn, Role};
+use emporium_engine::{Engine, EngineError, EpochStart, Epochs, LogEntry, Lsn, NodeRole};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -179,12 +179,21 @@ pub async fn follow(
     stats: &StandbyStats,
     mut shutdown: watch::Receiver<bool>,
 ) -> Outcome {
+    // A checkpoint carries the primary's own consumers, this standby's among them: here
+    // they would hold the log for standbys that never connect to this node.
+    for (name, _) in engine.consumers() {
+        if name.starts_with(crate::CONSUMER_PREFIX) {
+            if let Err(error) = engine.unregister_consumer(&name) {
+                tracing::warn!(%error, %name, "could not drop a copied standby consumer");
+            }
+        }
+    }
     let mut backoff = BACKOFF_MIN;
     loop {
         if *shutdown.borrow() {
             return Outcome::Shutdown;
         }
-        if engine.role() == Role::Primary {
+        if engine.role() == NodeRole::Primary {
             return Outcome::Promoted;
         }
         let session = tokio::select! {
@@ -257,7 +266,7 @@ async fn session(
         other => return Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
     }
     loop {
-        if engine.role() == Role::Primary {
+        if engine.role() == NodeRole::Primary {
             return Ok(Outcome::Promoted);
         }
         let message = read_message(&mut reader, SILENCE_MAX).await.map_err(|e| match e {

@@ -18,7 +18,7 @@ struct Node {
     stop: watch::Sender<bool>,
 }
 
-async fn primary_node(dir: &std::path::Path, role: Option<Role>, sync: usize) -> Node {
+async fn primary_node(dir: &std::path::Path, role: Option<NodeRole>, sync: usize) -> Node {
     let mut config = PrimaryConfig::new(dir.join("scratch"));
     config.sync_standbys = sync;
     config.sync_policy = SyncPolicy::Strict;
@@ -51,7 +51,7 @@ async fn follower(primary: &str, name: &str, dir: &std::path::Path) -> Follower 
         standby::bootstrap(&config, &stats).await.unwrap();
     }
     let mut engine_config = EngineConfig::new(dir);
-    engine_config.role = Some(Role::Standby);
+    engine_config.role = Some(NodeRole::Standby);
     let engine = Engine::open(engine_config).unwrap();
     let (stop, shutdown) = watch::channel(false);
     let (following, counted) = (engine.clone(), stats.clone());
@@ -110,7 +110,7 @@ async fn caught_up(standby: &Engine, primary: &Engine) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_catches_up_matches_takes_over_and_the_old_primary_rejoins() {
     let dir = tempfile::tempdir().unwrap();
-    let a = primary_node(&dir.path().join("a"), Some(Role::Primary), 0).await;
+    let a = primary_node(&dir.path().join("a"), Some(NodeRole::Primary), 0).await;
     write_some(&a.engine, "early", 20).await;
     let b_dir = dir.path().join("b");
     let b = follower(&a.addr, "b", &b_dir.join("data")).await;

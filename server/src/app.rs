@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use emporium_engine::*;
+use emporium_replication::standby::StandbyStats;
+use emporium_replication::{Primary, PrimaryConfig};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{Passwords, TokenKeys};
 use crate::config::Config;
@@ -21,6 +23,9 @@ pub struct App {
     pub config: Config,
     /// Access token keys.
     pub keys: RwLock<TokenKeys>,
+    /// How many of the engine's stored keys `keys` holds: a standby learns the
+    /// primary's keys from its log, after it started.
+    keys_stored: std::sync::atomic::AtomicUsize,
     /// Access tokens already verified.
     pub tokens: crate::auth::VerifiedTokens,
     /// Password and secret hashing.
@@ -45,6 +50,26 @@ pub struct App {
     /// search costs a core for about half a millisecond, so a flood of them must not
     /// queue behind each other without bound).
     pub searches: Arc<Semaphore>,
+    /// Log shipping: this node's standbys, and what a standby hears from its primary.
+    pub replication: Replication,
+}
+
+/// The node's replication.
+pub struct Replication {
+    /// The primary's side, when standbys may connect (`--replication-listen`).
+    pub primary: Option<Primary>,
+    /// The address standbys connect to, once bound.
+    pub listen: Option<std::net::SocketAddr>,
+    /// On a standby: what it hears from its primary (the follower fills it in).
+    pub standby: Option<Arc<StandbyStats>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Replication {
+    /// Stops taking standbys (at shutdown).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -70,6 +95,23 @@ impl App {
             (config.reservation_ttl_s as i64).saturating_mul(1000);
         engine_config.limits.cart_ttl_ms = (config.cart_ttl_s as i64).saturating_mul(1000);
         engine_config.queue_commands_max = config.queue_commands_max;
+        let standby = config.standby.is_some();
+        engine_config.role = Some(if standby { NodeRole::Standby } else { NodeRole::Primary });
+        let scratch_dir = config.data_dir.join("replication-checkpoints");
+        // Checkpoints a crash left behind are never resumed.
+        let _ = std::fs::remove_dir_all(&scratch_dir);
+        let primary = config.replication_listen.map(|_| {
+            Primary::new(PrimaryConfig {
+                sync_standbys: config.sync_standbys,
+                sync_policy: config.sync_policy,
+                sync_timeout: Duration::from_millis(config.sync_timeout_ms),
+                ..PrimaryConfig::new(scratch_dir)
+            })
+        });
+        if config.sync_standbys > 0 {
+            engine_config.release_gate =
+                primary.clone().map(|p| Arc::new(p) as Arc<dyn ReleaseGate>);
+        }
         #[cfg(feature = "faults")]
         {
             engine_config.faults = config.faults.clone();
@@ -77,6 +119,22 @@ impl App {
         let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
             .await?
             .map_err(|e| anyhow::anyhow!("opening the data directory: {e}"))?;
+        let (stop, shutdown) = watch::channel(false);
+        let mut listen = None;
+        if let (Some(primary), Some(addr)) = (&primary, config.replication_listen) {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the replication address {addr}: {e}"))?;
+            listen = Some(listener.local_addr()?);
+            let (primary, engine) = (primary.clone(), engine.clone());
+            tokio::spawn(async move { primary.serve(listener, engine, shutdown).await });
+        }
+        let replication = Replication {
+            primary,
+            listen,
+            standby: config.standby.as_ref().map(|of| of.stats.clone()),
+            stop,
+        };
         let search_engine = engine.clone();
         let search_settings = SearchSettings {
             synonyms: config.search_synonyms.clone(),
@@ -87,7 +145,7 @@ impl App {
         })
         .await?
         .map_err(|e| anyhow::anyhow!("opening the search index: {e}"))?;
-        let keys = signing_keys(&engine, &config).await?;
+        let keys = signing_keys(&engine, &config, standby).await?;
         let app = Arc::new(App {
             search,
             limiter: RateLimiter::new(config.rate_auth, config.rate_read, config.rate_write),
@@ -100,16 +158,39 @@ impl App {
             ready: false.into(),
             feed: crate::feed::SaleFeed::start(engine.clone()),
             keys: RwLock::new(keys),
+            keys_stored: engine.state().signing_keys().len().into(),
             tokens: Default::default(),
+            replication,
             engine,
             config,
         });
-        bootstrap_admin(&app).await?;
-        if app.config.demo {
-            crate::demo::load(&app.engine).await?;
+        // A standby writes nothing: its keys, accounts and catalog come from the
+        // primary's log.
+        if !standby {
+            bootstrap_admin(&app).await?;
+            if app.config.demo {
+                crate::demo::load(&app.engine).await?;
+            }
         }
         app.ready.store(true, std::sync::atomic::Ordering::Release);
         Ok(app)
+    }
+
+    /// Takes in signing keys the engine learned since start (on a standby, from its
+    /// primary's log); whether there were any.
+    pub fn refresh_keys(&self) -> bool {
+        let stored = self.engine.state().signing_keys().len();
+        if stored == self.keys_stored.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        match assemble_keys(&self.engine, &self.config) {
+            Ok(keys) if !keys.is_empty() => {
+                *self.keys.write() = TokenKeys::new(keys);
+                self.keys_stored.store(stored, std::sync::atomic::Ordering::Release);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The access token lifetime.
@@ -120,26 +201,37 @@ impl App {
 
 /// Configured keys first (the first signs); otherwise the keys kept in the engine,
 /// newest first, generating one on first start.
-async fn signing_keys(engine: &Engine, config: &Config) -> anyhow::Result<TokenKeys> {
+async fn signing_keys(
+    engine: &Engine,
+    config: &Config,
+    standby: bool,
+) -> anyhow::Result<TokenKeys> {
+    let mut keys = assemble_keys(engine, config)?;
+    if keys.is_empty() {
+        let secret: [u8; 32] = rand::random();
+        let kid = format!("k{}", now_s());
+        if standby {
+            // The primary's keys arrive with its log (`App::refresh_keys`); until then
+            // no token verifies here, and a standby issues none.
+            return Ok(TokenKeys::new(vec![(kid, secret.to_vec())]));
+        }
+        send_at_start(engine, AddSigningKey { kid, secret: secret.to_vec() }).await?;
+        keys = assemble_keys(engine, config)?;
+    }
+    Ok(TokenKeys::new(keys))
+}
+
+/// The configured keys (the first signs), then the engine's, newest first.
+fn assemble_keys(engine: &Engine, config: &Config) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut keys = config
         .signing_keys
         .iter()
         .map(|k| TokenKeys::parse_key(k))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if keys.is_empty() && engine.state().signing_keys().is_empty() {
-        let secret: [u8; 32] = rand::random();
-        let kid = format!("k{}", now_s());
-        engine.send(AddSigningKey { kid, secret: secret.to_vec() }).await?;
-    }
-    let mut stored: Vec<(String, Vec<u8>)> = engine
-        .state()
-        .signing_keys()
-        .iter()
-        .rev()
-        .map(|k| (k.kid.clone(), k.secret.clone()))
-        .collect();
-    keys.append(&mut stored);
-    Ok(TokenKeys::new(keys))
+    keys.extend(
+        engine.state().signing_keys().iter().rev().map(|k| (k.kid.clone(), k.secret.clone())),
+    );
+    Ok(keys)
 }
 
 /// The first admin: from `EMPORIUM_ADMIN_EMAIL` / `EMPORIUM_ADMIN_PASSWORD`, or with a
@@ -159,14 +251,13 @@ async fn bootstrap_admin(app: &App) -> anyhow::Result<()> {
         .hash(password.clone())
         .await
         .map_err(|_| anyhow::anyhow!("no password-hashing slot for the first admin"))?;
-    let admin = app
-        .engine
-        .send(RegisterCustomer {
-            email: email.clone(),
-            name: "Administrator".into(),
-            role: Role::Admin,
-            credential,
-        })
+    let register = RegisterCustomer {
+        email: email.clone(),
+        name: "Administrator".into(),
+        role: Role::Admin,
+        credential,
+    };
+    let admin = send_at_start(&app.engine, register)
         .await
         .map_err(|e| anyhow::anyhow!("creating the first admin {email}: {e}"))?;
     tracing::info!(admin = %admin.id, %email, "created the first admin");
@@ -177,4 +268,24 @@ async fn bootstrap_admin(app: &App) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Sends a start-up command; a primary that needs synchronous standbys waits for them
+/// (they connect to the replication listener, which is already serving) instead of
+/// failing its start.
+pub async fn send_at_start<R: Request + Clone>(engine: &Engine, request: R) -> Result<R::Output> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let mut told = false;
+    loop {
+        match engine.send(request.clone()).await {
+            Err(EngineError::StandbysUnavailable(why)) if std::time::Instant::now() < deadline => {
+                if !told {
+                    tracing::warn!(%why, "waiting for synchronous standbys before start-up writes");
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            result => return result,
+        }
+    }
 }

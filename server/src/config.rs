@@ -108,6 +108,21 @@ pub struct ServeArgs {
     /// argon2id memory cost in KiB (19456 by default, as OWASP recommends).
     #[arg(long, env = "EMPORIUM_PASSWORD_HASH_KIB")]
     pub password_hash_kib: Option<u32>,
+    /// Address on which standbys connect to follow this node's log (none: no
+    /// replication). A standby given one serves its own standbys once promoted.
+    #[arg(long, env = "EMPORIUM_REPLICATION_LISTEN")]
+    pub replication_listen: Option<SocketAddr>,
+    /// Standbys that must hold a write durably before it is acknowledged; 0 (the
+    /// default) replicates asynchronously.
+    #[arg(long, env = "EMPORIUM_SYNC_STANDBYS")]
+    pub sync_standbys: Option<usize>,
+    /// With fewer synchronous standbys answering: `strict` refuses writes (503
+    /// `standbys_unavailable`), `degrade` falls back to asynchronous replication.
+    #[arg(long, env = "EMPORIUM_SYNC_POLICY")]
+    pub sync_policy: Option<String>,
+    /// Milliseconds a write waits for its synchronous standbys.
+    #[arg(long, env = "EMPORIUM_SYNC_TIMEOUT_MS")]
+    pub sync_timeout_ms: Option<u64>,
 }
 
 /// The same options as the config file spells them.
@@ -143,6 +158,21 @@ struct FileConfig {
     rate_write_per_s: Option<u32>,
     log_format: Option<String>,
     password_hash_kib: Option<u32>,
+    replication_listen: Option<SocketAddr>,
+    sync_standbys: Option<usize>,
+    sync_policy: Option<String>,
+    sync_timeout_ms: Option<u64>,
+}
+
+/// The primary a standby follows, and its name there.
+#[derive(Clone, Debug)]
+pub struct StandbyOf {
+    /// The primary's replication address.
+    pub primary: String,
+    /// This standby's name (its log consumer on the primary is `standby.<name>`).
+    pub name: String,
+    /// What it hears from the primary, kept across resynchronisations.
+    pub stats: std::sync::Arc<emporium_replication::standby::StandbyStats>,
 }
 
 /// A token bucket's shape: `burst` tokens, refilled at `per_second`.
@@ -207,6 +237,16 @@ pub struct Config {
     pub log_format: String,
     /// argon2id memory cost in KiB.
     pub password_hash_kib: u32,
+    /// Where standbys connect, if anywhere.
+    pub replication_listen: Option<SocketAddr>,
+    /// Standbys that must hold a write before it is acknowledged.
+    pub sync_standbys: usize,
+    /// What happens when fewer answer.
+    pub sync_policy: emporium_replication::SyncPolicy,
+    /// How long a write waits for them.
+    pub sync_timeout_ms: u64,
+    /// The primary this node follows (`emporium standby`); `None` for a primary.
+    pub standby: Option<StandbyOf>,
     /// Faults the engine injects (tests only).
     #[cfg(feature = "faults")]
     pub faults: emporium_engine::Faults,
@@ -240,6 +280,11 @@ impl Default for Config {
             rate_write: Rate { burst: 500, per_second: 250.0 },
             log_format: "human".into(),
             password_hash_kib: 19_456,
+            replication_listen: None,
+            sync_standbys: 0,
+            sync_policy: emporium_replication::SyncPolicy::Strict,
+            sync_timeout_ms: 5_000,
+            standby: None,
             #[cfg(feature = "faults")]
             faults: Default::default(),
         }
@@ -323,6 +368,14 @@ impl Config {
             ),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             password_hash_kib: pick!(password_hash_kib).unwrap_or(d.password_hash_kib),
+            replication_listen: pick!(replication_listen),
+            sync_standbys: pick!(sync_standbys).unwrap_or(d.sync_standbys),
+            sync_policy: match pick!(sync_policy) {
+                Some(text) => text.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+                None => d.sync_policy,
+            },
+            sync_timeout_ms: pick!(sync_timeout_ms).unwrap_or(d.sync_timeout_ms),
+            standby: None,
             #[cfg(feature = "faults")]
             faults: d.faults.clone(),
         };
@@ -354,6 +407,15 @@ impl Config {
             "log_format is human or json"
         );
         anyhow::ensure!(self.password_hash_kib >= 8, "password_hash_kib must be at least 8");
+        anyhow::ensure!(
+            self.sync_standbys == 0 || self.replication_listen.is_some(),
+            "sync_standbys needs replication_listen: standbys connect there"
+        );
+        anyhow::ensure!(self.sync_standbys <= 16, "sync_standbys must be at most 16");
+        anyhow::ensure!(
+            (10..=600_000).contains(&self.sync_timeout_ms),
+            "sync_timeout_ms must be 10 to 600000"
+        );
         Ok(())
     }
 }

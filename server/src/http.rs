@@ -323,6 +323,14 @@ async fn dispatch(
     request_id: &str,
     peer: IpAddr,
 ) -> Response<Body> {
+    // A standby serves reads; every write, the token endpoint's included, is refused
+    // before anything else is done for it. Only a promotion is taken.
+    if route.class != Class::Read
+        && route.operation != "promote"
+        && app.engine.role() == emporium_engine::NodeRole::Standby
+    {
+        return problem_response(&Problem::read_only_standby(), request_id);
+    }
     let (parts, body) = request.into_parts();
     let principal = match authenticate(&app, route, &parts.headers) {
         Ok(principal) => principal,
@@ -408,10 +416,14 @@ fn authenticate(app: &App, route: &Route, headers: &HeaderMap) -> Result<Princip
     else {
         return Err(Problem::unauthenticated("use Authorization: Bearer <access token>"));
     };
-    let claims = app
-        .tokens
-        .verify(&app.keys.read(), token.trim(), crate::app::now_s())
-        .map_err(|e| Problem::unauthenticated(e.to_string()))?;
+    let verify = || app.tokens.verify(&app.keys.read(), token.trim(), crate::app::now_s());
+    let claims = match verify() {
+        Ok(claims) => Ok(claims),
+        // A key issued since start (a standby learns its primary's from the log).
+        Err(_) if app.refresh_keys() => verify(),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| Problem::unauthenticated(e.to_string()))?;
     crate::handlers::accounts::principal_from_claims(app, &claims)
 }
 
@@ -610,7 +622,10 @@ mod tests {
             let problem = run_handler(&app, call).await.unwrap_err();
             assert_eq!((problem.status, problem.code), (500, "internal_error"));
         }
-        assert!(app.metrics.render(&app.engine).contains("emporium_handler_panics_total 2"));
+        assert!(app
+            .metrics
+            .render(&app.engine, &app.replication)
+            .contains("emporium_handler_panics_total 2"));
         app.engine.clone().close();
     }
 }

@@ -20,6 +20,7 @@ pub mod problem;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;
+pub mod standby;
 pub mod wire;
 
 pub use config::{Config, ServeArgs};

@@ -3,8 +3,13 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
 use emporium_engine::{Engine, EngineConfig, ProductSearch, SearchSettings};
+use emporium_replication::standby::StandbyStats;
+use emporium_server::config::StandbyOf;
 use emporium_server::{Config, ServeArgs, Server};
+use tokio::sync::watch;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,6 +25,17 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API on a data directory.
     Serve(Box<ServeArgs>),
+    /// Follow a primary as a warm standby: bootstrap an empty data directory from the
+    /// primary's checkpoint, apply its log, serve every read, refuse every write (503
+    /// read_only_standby) until promoted (POST /v1/admin/promote).
+    Standby(Box<StandbyArgs>),
+    /// Promote the standby data directory that no server has open: the next
+    /// `emporium serve` on it is a primary in a new epoch.
+    Promote {
+        /// The data directory.
+        #[arg(long, env = "EMPORIUM_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
     /// Write a consistent copy of a data directory that no server has open.
     Checkpoint {
         /// The data directory.
@@ -40,10 +56,25 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct StandbyArgs {
+    /// The primary's replication address (its `--replication-listen`).
+    #[arg(long, env = "EMPORIUM_PRIMARY")]
+    primary: String,
+    /// This standby's name on the primary, stable across restarts: 1-48 characters of
+    /// [a-z0-9._-] (default: from the listen address).
+    #[arg(long, env = "EMPORIUM_STANDBY_NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Standby(args) => follow(*args),
+        Command::Promote { data_dir } => promote(data_dir),
         Command::Checkpoint { data_dir, to } => checkpoint(data_dir, to),
         Command::Reindex { data_dir, search_dir } => reindex(data_dir, search_dir),
     };
@@ -80,6 +111,49 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
         server.run(receiver).await
     })
+}
+
+fn follow(args: StandbyArgs) -> anyhow::Result<()> {
+    let mut config = Config::resolve(&args.serve)?;
+    let name = args.name.unwrap_or_else(|| {
+        config
+            .listen
+            .to_string()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+            .collect::<String>()
+            .trim_matches('-')
+            .to_string()
+    });
+    anyhow::ensure!(
+        emporium_replication::valid_name(&name),
+        "standby name {name:?} is not 1-48 characters of [a-z0-9._-]"
+    );
+    let stats = Arc::new(StandbyStats::default());
+    config.standby =
+        Some(StandbyOf { primary: args.primary.clone(), name: name.clone(), stats: stats.clone() });
+    init_logging(&config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (signal, signalled) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = signal.send(true);
+        });
+        emporium_server::standby::run(config, signalled).await
+    })
+}
+
+fn promote(data_dir: PathBuf) -> anyhow::Result<()> {
+    let engine = Engine::open(EngineConfig::new(&data_dir))?;
+    let epoch = engine.promote()?;
+    println!(
+        "{} promoted: epoch {epoch} begins after LSN {}",
+        data_dir.display(),
+        engine.durable_lsn()
+    );
+    engine.close();
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -56,6 +56,135 @@ pub struct Metrics {
     carts_abandoned: Gauge,
     orders: Gauge,
     storage_memory: Gauge,
+    replication: ReplicationGauges,
+}
+
+type StandbyFamily = Family<Vec<(String, String)>, Gauge>;
+
+/// Replication, on either side.
+#[derive(Default)]
+struct ReplicationGauges {
+    standby: Gauge,
+    epoch: Gauge,
+    standbys_connected: Gauge,
+    lag_lsn: StandbyFamily,
+    lag_ms: StandbyFamily,
+    shipped_bytes: Gauge,
+    sessions: Gauge,
+    checkpoints_sent: Gauge,
+    sync_degraded: Gauge,
+    sync_refused: Gauge,
+    primary_lag_lsn: Gauge,
+    primary_connected: Gauge,
+    reconnects: Gauge,
+    resyncs: Gauge,
+    bootstraps: Gauge,
+    received_bytes: Gauge,
+}
+
+impl ReplicationGauges {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("replication");
+        r.register("standby", "1 on a standby, 0 on a primary", self.standby.clone());
+        r.register("epoch", "The node's epoch", self.epoch.clone());
+        r.register(
+            "standbys_connected",
+            "Standbys following this node",
+            self.standbys_connected.clone(),
+        );
+        r.register(
+            "lag_lsn",
+            "Log entries durable here that a standby has not acknowledged",
+            self.lag_lsn.clone(),
+        );
+        r.register(
+            "lag_ms",
+            "How long a standby's oldest unacknowledged entry has waited",
+            self.lag_ms.clone(),
+        );
+        r.register("shipped_bytes", "Bytes shipped to standbys", self.shipped_bytes.clone());
+        r.register("sessions", "Standby sessions opened", self.sessions.clone());
+        r.register(
+            "checkpoints_sent",
+            "Checkpoints streamed to standbys that (re)bootstrapped",
+            self.checkpoints_sent.clone(),
+        );
+        r.register(
+            "sync_degraded",
+            "1 while writes are acknowledged without their synchronous standbys",
+            self.sync_degraded.clone(),
+        );
+        r.register(
+            "sync_refused",
+            "Writes durable here but not acknowledged: too few standbys held them",
+            self.sync_refused.clone(),
+        );
+        r.register(
+            "primary_lag_lsn",
+            "On a standby: entries its primary has that it does not",
+            self.primary_lag_lsn.clone(),
+        );
+        r.register(
+            "primary_connected",
+            "On a standby: 1 while a session with the primary is open",
+            self.primary_connected.clone(),
+        );
+        r.register(
+            "reconnects",
+            "On a standby: sessions with the primary that ended",
+            self.reconnects.clone(),
+        );
+        r.register(
+            "resyncs",
+            "On a standby: damaged, duplicated or out-of-order frames detected",
+            self.resyncs.clone(),
+        );
+        r.register(
+            "bootstraps",
+            "On a standby: checkpoints fetched from the primary",
+            self.bootstraps.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "On a standby: bytes of log entries received",
+            self.received_bytes.clone(),
+        );
+    }
+
+    fn update(&self, replication: &crate::app::Replication, engine: &Engine) {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as i64;
+        self.standby.set(i64::from(engine.role() == emporium_engine::NodeRole::Standby));
+        self.epoch.set(engine.epoch() as i64);
+        let durable = engine.durable_lsn().0;
+        if let Some(primary) = &replication.primary {
+            let standbys = primary.standbys();
+            self.standbys_connected.set(standbys.len() as i64);
+            self.lag_lsn.clear();
+            self.lag_ms.clear();
+            for standby in standbys {
+                let labels = vec![("standby".to_string(), standby.name.clone())];
+                self.lag_lsn
+                    .get_or_create(&labels)
+                    .set(durable.saturating_sub(standby.acked_lsn) as i64);
+                self.lag_ms.get_or_create(&labels).set(standby.lag_ms as i64);
+            }
+            let stats = primary.stats();
+            self.shipped_bytes.set(load(&stats.bytes_shipped));
+            self.sessions.set(load(&stats.sessions));
+            self.checkpoints_sent.set(load(&stats.resyncs));
+            self.sync_degraded.set(i64::from(primary.degraded()));
+            self.sync_refused.set(load(&stats.refused_releases));
+        }
+        if let Some(stats) = &replication.standby {
+            let heard = stats.primary_durable_lsn.load(Ordering::Acquire);
+            self.primary_lag_lsn.set(heard.saturating_sub(durable) as i64);
+            self.primary_connected.set(i64::from(stats.connected.load(Ordering::Acquire)));
+            self.reconnects.set(load(&stats.reconnects));
+            self.resyncs.set(load(&stats.resyncs));
+            self.bootstraps.set(load(&stats.bootstraps));
+            self.received_bytes.set(load(&stats.bytes_received));
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -164,7 +293,10 @@ impl Metrics {
             "Total time spent in synced writes",
             sync_seconds_total.clone(),
         );
+        let replication = ReplicationGauges::default();
+        replication.register(&mut registry);
         Metrics {
+            replication,
             registry,
             requests,
             latency,
@@ -223,7 +355,8 @@ impl Metrics {
     }
 
     /// The exposition text, with the engine's figures read now.
-    pub fn render(&self, engine: &Engine) -> String {
+    pub fn render(&self, engine: &Engine, replication: &crate::app::Replication) -> String {
+        self.replication.update(replication, engine);
         let stats = engine.stats();
         self.queue_depth.set(engine.queue_depth() as i64);
         self.group_size.set(stats.last_group_commands.load(Ordering::Relaxed) as i64);

@@ -38,7 +38,7 @@ fn problem_response(status: u16) -> Value {
         415 => "Unsupported media type",
         422 => "validation_failed, idempotency_key_reused or empty_cart",
         429 => "Rate limited",
-        503 => "Overloaded or not ready",
+        503 => "overloaded (Retry-After), not ready, read_only_standby (this node is a standby: every write is refused, reads are served; send writes to the primary), or standbys_unavailable (a primary with --sync-standbys K and policy strict could not get K standbys to hold the write: refused before it was applied when fewer than K are connected, or, after sync_timeout_ms, durable on the primary but not acknowledged, so retry with the same Idempotency-Key)",
         _ => "Error",
     };
     json!({
@@ -293,7 +293,18 @@ fn schemas() -> Value {
         "OAuthError": {"type": "object", "required": ["error"], "properties": {"error": string(), "error_description": string()}},
         "Health": object(&["status"], json!({"status": string()})),
         "Ready": object(&["status", "role", "epoch", "lsn"], json!({"status": string(), "role": {"type": "string", "enum": ["primary", "standby"]}, "epoch": {"type": "integer"}, "lsn": {"type": "integer"}})),
-        "Replication": object(&["role", "epoch", "last_lsn", "durable_lsn", "standbys"], json!({"role": string(), "epoch": {"type": "integer"}, "last_lsn": {"type": "integer"}, "durable_lsn": {"type": "integer"}, "standbys": {"type": "array"}})),
+        "Replication": object(&["role", "epoch", "last_lsn", "durable_lsn", "standbys"], json!({
+            "role": {"type": "string", "enum": ["primary", "standby"]},
+            "epoch": {"type": "integer", "description": "Starts at 1; each promotion starts the next"},
+            "last_lsn": {"type": "integer"},
+            "durable_lsn": {"type": "integer"},
+            "replication_addr": {"type": ["string", "null"], "description": "Where standbys connect (--replication-listen), if anywhere"},
+            "sync": {"description": "Synchronous replication, when standbys may connect (null otherwise)", "oneOf": [{"type": "null"}, object(&["standbys", "policy", "timeout_ms", "degraded"], json!({"standbys": {"type": "integer", "description": "K of --sync-standbys; 0: asynchronous"}, "policy": {"type": "string", "enum": ["strict", "degrade"]}, "timeout_ms": {"type": "integer"}, "degraded": {"type": "boolean", "description": "Policy degrade, too few standbys answering: writes are acknowledged asynchronously"}}))]},
+            "standbys": {"type": "array", "description": "Connected standbys (on a primary)", "items": object(&["id", "addr", "acked_lsn", "lag_ms", "mode"], json!({"id": string(), "addr": string(), "acked_lsn": {"type": "integer"}, "shipped_lsn": {"type": "integer"}, "lag_lsn": {"type": "integer"}, "lag_ms": {"type": "integer", "description": "How long the oldest entry shipped and not yet acknowledged has waited"}, "mode": {"type": "string", "enum": ["sync", "async"]}}))},
+            "primary": {"description": "On a standby: its primary as last heard", "oneOf": [{"type": "null"}, object(&["addr", "connected", "epoch", "durable_lsn", "lag_lsn"], json!({"addr": string(), "connected": {"type": "boolean"}, "epoch": {"type": "integer"}, "durable_lsn": {"type": "integer"}, "lag_lsn": {"type": "integer"}, "reconnects": {"type": "integer"}, "resyncs": {"type": "integer"}, "bootstraps": {"type": "integer"}}))]},
+        })),
+        "Digest": object(&["lsn_before", "lsn_after", "tables"], json!({"lsn_before": {"type": "integer"}, "lsn_after": {"type": "integer"}, "tables": {"type": "array", "items": object(&["table", "rows", "hash"], json!({"table": string(), "rows": {"type": "integer"}, "hash": {"type": "string", "description": "16 hex digits"}}))}})),
+        "Promotion": object(&["role", "epoch", "lsn"], json!({"role": {"type": "string", "enum": ["primary"]}, "epoch": {"type": "integer", "description": "The new epoch"}, "lsn": {"type": "integer", "description": "The last LSN of the old epoch; the new one starts after it"}})),
         "Checkpoint": object(&["path", "lsn", "created_at"], json!({"path": string(), "lsn": {"type": "integer"}, "created_at": timestamp()})),
         "Registration": object(&["email", "password"], json!({"email": email(), "password": text(8, 1024), "name": text(0, 100)})),
         "NewUser": object(&["email", "password", "role"], json!({"email": email(), "password": text(8, 1024), "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "name": string()})),

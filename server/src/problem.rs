@@ -87,6 +87,16 @@ impl Problem {
         problem
     }
 
+    /// 503 `read_only_standby`: this node is a standby; send writes to the primary.
+    pub fn read_only_standby() -> Problem {
+        Problem::new(
+            503,
+            "read_only_standby",
+            "Read-only standby",
+            "this node is a standby: it serves reads; send writes to the primary",
+        )
+    }
+
     /// 500: only for a caught panic or a storage failure, never for client input.
     pub fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(500, "internal_error", "Internal error", detail)
@@ -196,6 +206,17 @@ impl From<EngineError> for Problem {
             ),
             EngineError::Overloaded => {
                 Problem::overloaded("the engine's queue is full; retry shortly")
+            }
+            EngineError::ReadOnlyStandby => Problem::read_only_standby(),
+            EngineError::StandbysUnavailable(detail) => {
+                let mut problem = Problem::new(
+                    503,
+                    "standbys_unavailable",
+                    "Synchronous standbys unavailable",
+                    detail,
+                );
+                problem.retry_after_s = Some(1);
+                problem
             }
             EngineError::Unavailable(detail) => {
                 let mut problem = Problem::new(503, "unavailable", "Unavailable", detail);

@@ -335,6 +335,7 @@ impl Server {
         }
         tracing::info!("shutting down: finishing in-flight requests");
         drop(self.listener);
+        self.app.replication.stop();
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections did not finish in time");
         }

@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 44] = [
+const ENDPOINTS: [(&str, &str, u16); 46] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1253,6 +1253,8 @@ const ENDPOINTS: [(&str, &str, u16); 44] = [
     ("post", "/v1/orders/{id}/cancel", 200),
     ("post", "/v1/orders/{id}/fulfillments", 200),
     ("get", "/v1/admin/replication", 200),
+    ("get", "/v1/admin/digest", 200),
+    ("post", "/v1/admin/promote", 200),
     ("post", "/v1/admin/checkpoints", 201),
     ("post", "/v1/flash-sales", 201),
     ("get", "/v1/flash-sales", 200),

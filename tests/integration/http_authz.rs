@@ -490,6 +490,18 @@ fn rows() -> Vec<Row> {
             ADMIN_200,
         ),
         row(
+            "GET /v1/admin/digest",
+            "ops:admin",
+            |_| Call::new("GET", "/v1/admin/digest"),
+            ADMIN_200,
+        ),
+        row(
+            "POST /v1/admin/promote (on a primary: nothing to promote)",
+            "ops:admin",
+            |_| Call::new("POST", "/v1/admin/promote"),
+            [401, 403, 403, 403, 409, 409, 403],
+        ),
+        row(
             "POST /v1/admin/checkpoints",
             "ops:admin",
             |_| Call::new("POST", "/v1/admin/checkpoints"),

@@ -19,5 +19,6 @@ mod lifecycle;
 mod model;
 mod power_loss;
 mod recovery;
+mod replication;
 mod retention;
 mod search;

@@ -22,7 +22,7 @@ const META_EPOCHS: &[u8] = b"replication/epochs";
 
 /// What a node does with commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub enum NodeRole {
     /// Takes commands and writes the log.
     Primary,
     /// Applies a primary's log and serves reads; every command is refused with
@@ -30,19 +30,19 @@ pub enum Role {
     Standby,
 }
 
-impl Role {
+impl NodeRole {
     pub(crate) fn code(self) -> u8 {
         match self {
-            Role::Primary => 0,
-            Role::Standby => 1,
+            NodeRole::Primary => 0,
+            NodeRole::Standby => 1,
         }
     }
 
-    pub(crate) fn from_byte(byte: u8) -> Role {
+    pub(crate) fn from_byte(byte: u8) -> NodeRole {
         if byte == 1 {
-            Role::Standby
+            NodeRole::Standby
         } else {
-            Role::Primary
+            NodeRole::Primary
         }
     }
 }
@@ -134,11 +134,11 @@ impl Epochs {
 
 /// The role and epochs a data directory records (a primary in epoch 1 when it records
 /// none).
-pub(crate) fn load(store: &Store) -> Result<(Role, Epochs)> {
+pub(crate) fn load(store: &Store) -> Result<(NodeRole, Epochs)> {
     let role = match store.get(CF_META, META_ROLE)? {
-        Some(bytes) if bytes.len() == 1 && bytes[0] <= 1 => Role::from_byte(bytes[0]),
+        Some(bytes) if bytes.len() == 1 && bytes[0] <= 1 => NodeRole::from_byte(bytes[0]),
         Some(_) => return Err(EngineError::IncompatibleData("the role row is malformed".into())),
-        None => Role::Primary,
+        None => NodeRole::Primary,
     };
     let epochs = match store.get(CF_META, META_EPOCHS)? {
         Some(bytes) => Epochs::decode(&bytes)?,
@@ -148,7 +148,7 @@ pub(crate) fn load(store: &Store) -> Result<(Role, Epochs)> {
 }
 
 /// Records `role` and `epochs`, synced.
-pub(crate) fn store(store: &Store, role: Role, epochs: &Epochs) -> Result<()> {
+pub(crate) fn store(store: &Store, role: NodeRole, epochs: &Epochs) -> Result<()> {
     let mut batch = WriteBatch::default();
     batch.put(CF_META, META_ROLE, &[role.code()]);
     batch.put(CF_META, META_EPOCHS, &epochs.encode());

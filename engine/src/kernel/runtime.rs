@@ -37,7 +37,7 @@ use crate::error::{EngineError, Result};
 use crate::kernel::codec;
 use crate::kernel::handler::{Ctx, IdSource, Limits, Request};
 use crate::kernel::materializer::{ConsumerCell, Durable, LogBounds, Materializer, Pacing};
-use crate::kernel::replica::{self, Epochs, ReleaseGate, Role};
+use crate::kernel::replica::{self, Epochs, NodeRole, ReleaseGate};
 use crate::kernel::table::Row;
 use crate::kernel::timers::{self, ExpireDue};
 use crate::types::{Lsn, TimestampMs};
@@ -77,9 +77,9 @@ pub struct EngineConfig {
     /// and must resynchronise, instead of holding the log forever.
     pub log_consumer_lag_max: u64,
     /// The role to open in: `None` keeps what the directory records (a new one is a
-    /// primary); `Some(Role::Primary)` refuses a standby's directory (promote it
-    /// first); `Some(Role::Standby)` makes the directory a standby's.
-    pub role: Option<Role>,
+    /// primary); `Some(NodeRole::Primary)` refuses a standby's directory (promote it
+    /// first); `Some(NodeRole::Standby)` makes the directory a standby's.
+    pub role: Option<NodeRole>,
     /// Holds each group's replies until it may be acknowledged (synchronous
     /// replication); `None` acknowledges once the group is durable here.
     pub release_gate: Option<Arc<dyn ReleaseGate>>,
@@ -356,7 +356,7 @@ const STANDBY: u8 = 1;
 const PROMOTING: u8 = 2;
 
 impl RoleCell {
-    fn new(role: Role) -> RoleCell {
+    fn new(role: NodeRole) -> RoleCell {
         RoleCell(AtomicU8::new(role.code()))
     }
 
@@ -430,14 +430,14 @@ impl Engine {
         codec::check_format(&store)?;
         let (mut role, epochs) = replica::load(&store)?;
         match config.role {
-            Some(Role::Primary) if role == Role::Standby => {
+            Some(NodeRole::Primary) if role == NodeRole::Standby => {
                 return Err(EngineError::InvalidState(
                     "the data directory belongs to a standby: promote it first".into(),
                 ))
             }
-            Some(Role::Standby) if role == Role::Primary => {
-                replica::store(&store, Role::Standby, &epochs)?;
-                role = Role::Standby;
+            Some(NodeRole::Standby) if role == NodeRole::Primary => {
+                replica::store(&store, NodeRole::Standby, &epochs)?;
+                role = NodeRole::Standby;
             }
             _ => {}
         }
@@ -699,10 +699,10 @@ impl Engine {
 
     /// Whether this node takes commands (a primary) or applies a primary's log (a
     /// standby; a promotion in progress counts as one).
-    pub fn role(&self) -> Role {
+    pub fn role(&self) -> NodeRole {
         match self.inner.role.get() {
-            PRIMARY => Role::Primary,
-            _ => Role::Standby,
+            PRIMARY => NodeRole::Primary,
+            _ => NodeRole::Standby,
         }
     }
 
@@ -751,7 +751,7 @@ impl Engine {
             )));
         }
         if *current != epochs {
-            replica::store(&*self.store()?, Role::Standby, &epochs)?;
+            replica::store(&*self.store()?, NodeRole::Standby, &epochs)?;
             *current = epochs;
         }
         Ok(())
@@ -778,7 +778,7 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let epochs = replica::promoted(&self.inner.epochs.lock(), self.last_lsn());
-            replica::store(&*self.store()?, Role::Primary, &epochs)?;
+            replica::store(&*self.store()?, NodeRole::Primary, &epochs)?;
             let epoch = epochs.current();
             *self.inner.epochs.lock() = epochs;
             Ok(epoch)
@@ -806,7 +806,7 @@ impl Engine {
         }
         self.inner.role.set(STANDBY);
         tracing::warn!(reason, "stepped down to standby");
-        replica::store(&*self.store()?, Role::Standby, &self.inner.epochs.lock())
+        replica::store(&*self.store()?, NodeRole::Standby, &self.inner.epochs.lock())
     }
 
     /// Writes a consistent copy of the data directory into `to` (which must not exist);

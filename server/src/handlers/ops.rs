@@ -3,6 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use emporium_engine::{EngineError, NodeRole};
+use emporium_replication::SyncPolicy;
 use serde_json::json;
 
 use crate::app::now_ms;
@@ -10,9 +12,6 @@ use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::wire::rfc3339;
-
-/// The epoch of a primary that has never been promoted over another.
-const EPOCH: u64 = 1;
 
 /// `GET /healthz`.
 pub async fn health(_call: Call) -> Result<Out, Problem> {
@@ -30,13 +29,22 @@ pub async fn ready(call: Call) -> Result<Out, Problem> {
     if let Some(reason) = call.app.engine.failure() {
         return Err(Problem::new(503, "unavailable", "Not ready", reason));
     }
-    let lsn = call.app.engine.durable_lsn().0;
-    Ok(Out::ok(&json!({"status": "ready", "role": "primary", "epoch": EPOCH, "lsn": lsn})))
+    let engine = &call.app.engine;
+    let lsn = engine.durable_lsn().0;
+    let role = role_name(engine.role());
+    Ok(Out::ok(&json!({"status": "ready", "role": role, "epoch": engine.epoch(), "lsn": lsn})))
+}
+
+fn role_name(role: NodeRole) -> &'static str {
+    match role {
+        NodeRole::Primary => "primary",
+        NodeRole::Standby => "standby",
+    }
 }
 
 /// `GET /metrics`.
 pub async fn metrics(call: Call) -> Result<Out, Problem> {
-    let text = call.app.metrics.render(&call.app.engine);
+    let text = call.app.metrics.render(&call.app.engine, &call.app.replication);
     Ok(Out {
         body: Some(text.into_bytes()),
         content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -54,14 +62,101 @@ pub async fn openapi(_call: Call) -> Result<Out, Problem> {
 /// `GET /v1/admin/replication`.
 pub async fn replication(call: Call) -> Result<Out, Problem> {
     call.require(perm::OPS_ADMIN)?;
-    let engine = &call.app.engine;
+    let app = &call.app;
+    let engine = &app.engine;
+    let durable = engine.durable_lsn().0;
+    let replication = &app.replication;
+    let standbys: Vec<_> = replication
+        .primary
+        .iter()
+        .flat_map(|p| p.standbys())
+        .map(|s| {
+            json!({
+                "id": s.name,
+                "addr": s.addr.to_string(),
+                "acked_lsn": s.acked_lsn,
+                "shipped_lsn": s.shipped_lsn,
+                "lag_lsn": durable.saturating_sub(s.acked_lsn),
+                "lag_ms": s.lag_ms,
+                "mode": s.mode,
+            })
+        })
+        .collect();
+    let sync = replication.primary.as_ref().map(|p| {
+        let config = p.config();
+        json!({
+            "standbys": config.sync_standbys,
+            "policy": match config.sync_policy { SyncPolicy::Strict => "strict", SyncPolicy::Degrade => "degrade" },
+            "timeout_ms": config.sync_timeout.as_millis() as u64,
+            "degraded": p.degraded(),
+        })
+    });
+    let primary = match (&replication.standby, &app.config.standby) {
+        (Some(stats), Some(of)) => {
+            let heard = stats.primary_durable_lsn.load(Ordering::Acquire);
+            json!({
+                "addr": of.primary,
+                "connected": stats.connected.load(Ordering::Acquire),
+                "epoch": stats.primary_epoch.load(Ordering::Acquire),
+                "durable_lsn": heard,
+                "lag_lsn": heard.saturating_sub(durable),
+                "reconnects": stats.reconnects.load(Ordering::Relaxed),
+                "resyncs": stats.resyncs.load(Ordering::Relaxed),
+                "bootstraps": stats.bootstraps.load(Ordering::Relaxed),
+            })
+        }
+        _ => serde_json::Value::Null,
+    };
     Ok(Out::ok(&json!({
-        "role": "primary",
-        "epoch": EPOCH,
+        "role": role_name(engine.role()),
+        "epoch": engine.epoch(),
         "last_lsn": engine.last_lsn().0,
-        "durable_lsn": engine.durable_lsn().0,
-        "standbys": [],
+        "durable_lsn": durable,
+        "replication_addr": replication.listen.map(|a| a.to_string()),
+        "sync": sync,
+        "standbys": standbys,
+        "primary": primary,
     })))
+}
+
+/// `GET /v1/admin/digest`: a digest of every table of the state, to compare a standby
+/// with its primary at the same LSN (the LSN before and after reading: equal when no
+/// write came in meanwhile). Reads the whole state on the blocking pool.
+pub async fn digest(call: Call) -> Result<Out, Problem> {
+    call.require(perm::OPS_ADMIN)?;
+    let engine = call.app.engine.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let before = engine.last_lsn().0;
+        let tables: Vec<_> = engine
+            .state()
+            .digest()
+            .into_iter()
+            .map(|t| json!({"table": t.table, "rows": t.rows, "hash": format!("{:016x}", t.hash)}))
+            .collect();
+        json!({"lsn_before": before, "lsn_after": engine.last_lsn().0, "tables": tables})
+    })
+    .await
+    .map_err(|_| Problem::internal("the digest task failed"))?;
+    Ok(Out::ok(&body))
+}
+
+/// `POST /v1/admin/promote`: this standby becomes a primary. Its follower notices and
+/// stops; standbys may connect to its replication address from then on.
+pub async fn promote(call: Call) -> Result<Out, Problem> {
+    call.require(perm::OPS_ADMIN)?;
+    let engine = call.app.engine.clone();
+    let epoch = tokio::task::spawn_blocking(move || engine.promote())
+        .await
+        .map_err(|_| Problem::internal("the promotion task failed"))?
+        .map_err(|e| match e {
+            EngineError::InvalidState(detail) => {
+                Problem::new(409, "invalid_state", "Not a standby", detail)
+            }
+            other => other.into(),
+        })?;
+    let epochs = call.app.engine.epochs();
+    let lsn = epochs.starts().last().map_or(0, |start| start.first_lsn.0.saturating_sub(1));
+    Ok(Out::ok(&json!({"role": "primary", "epoch": epoch, "lsn": lsn})))
 }
 
 /// `POST /v1/admin/checkpoints`: a consistent copy of the data directory, beside it,
