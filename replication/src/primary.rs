@@ -133,9 +133,10 @@ pub struct PrimaryStats {
 }
 
 impl PrimaryStats {
-    /// The recent ship-to-acknowledgement lags, in microseconds (at most 65,536).
-    pub fn lag_samples_us(&self) -> Vec<u64> {
-        self.lag_samples.lock().iter().copied().collect()
+    /// The ship-to-acknowledgement lags recorded since the last call, in microseconds
+    /// (the latest 65,536 at most).
+    pub fn take_lag_samples_us(&self) -> Vec<u64> {
+        self.lag_samples.lock().drain(..).collect()
     }
 
     fn lag_sample(&self, us: u64) {

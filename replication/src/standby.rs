@@ -269,28 +269,28 @@ async fn session(
         if engine.role() == NodeRole::Primary {
             return Ok(Outcome::Promoted);
         }
-        let message = read_message(&mut reader, SILENCE_MAX).await.map_err(|e| match e {
-            e @ (ProtocolError::Checksum { .. } | ProtocolError::Malformed(_)) => {
-                Error::Damaged(e.to_string())
-            }
-            e => Error::Wire(e),
-        })?;
+        let message = read_message(&mut reader, SILENCE_MAX).await.map_err(received)?;
         stats.last_contact_ms.store(now_ms(), Ordering::Relaxed);
         let durable = match message {
             Message::Entries { epoch, entries } => {
                 check_epoch(engine, epoch)?;
                 let mut decoded = Vec::with_capacity(entries.len());
-                for (lsn, bytes) in entries {
-                    stats.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    let entry = LogEntry::from_bytes(&bytes)
-                        .map_err(|e| Error::Damaged(format!("entry {lsn}: {e}")))?;
-                    if entry.lsn.0 != lsn {
-                        return Err(Error::Damaged(format!(
-                            "entry {} framed as {lsn}",
-                            entry.lsn.0
-                        )));
+                decode(&mut decoded, entries, stats)?;
+                // Frames already received join this one: one sync here for all of them,
+                // so a standby keeps up with a primary whose groups are small.
+                while decoded.len() < COALESCED_ENTRIES_MAX && frame_buffered(reader.buffer()) {
+                    match read_message(&mut reader, SILENCE_MAX).await.map_err(received)? {
+                        Message::Entries { epoch, entries } => {
+                            check_epoch(engine, epoch)?;
+                            decode(&mut decoded, entries, stats)?;
+                        }
+                        Message::Heartbeat { epoch, durable_lsn } => {
+                            check_epoch(engine, epoch)?;
+                            stats.primary_durable_lsn.fetch_max(durable_lsn, Ordering::AcqRel);
+                        }
+                        Message::Resync { reason } => return Ok(Outcome::Resync(reason)),
+                        other => return Err(Error::Protocol(format!("unexpected {other:?}"))),
                     }
-                    decoded.push(entry);
                 }
                 match engine.replicate(decoded).await {
                     Ok(lsn) => lsn,
@@ -314,6 +314,45 @@ async fn session(
         write_message(&mut writer, &ack).await?;
         writer.flush().await.map_err(ProtocolError::from)?;
     }
+}
+
+/// Entries applied (and synced) together at most.
+const COALESCED_ENTRIES_MAX: usize = 65_536;
+
+/// A read error as the session sees it: damage (resync from here) or the wire.
+fn received(error: ProtocolError) -> Error {
+    match error {
+        e @ (ProtocolError::Checksum { .. } | ProtocolError::Malformed(_)) => {
+            Error::Damaged(e.to_string())
+        }
+        e => Error::Wire(e),
+    }
+}
+
+/// Whether `buffer` starts with a whole frame (so reading it cannot wait).
+fn frame_buffered(buffer: &[u8]) -> bool {
+    buffer.len() >= 4
+        && buffer.len() as u64
+            >= 8 + u64::from(u32::from_le_bytes(buffer[..4].try_into().expect("4 bytes")))
+}
+
+/// Decodes a frame's entries onto `out`, each checked against the LSN it was framed
+/// with.
+fn decode(
+    out: &mut Vec<LogEntry>,
+    entries: Vec<(u64, Vec<u8>)>,
+    stats: &StandbyStats,
+) -> Result<()> {
+    for (lsn, bytes) in entries {
+        stats.bytes_received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let entry = LogEntry::from_bytes(&bytes)
+            .map_err(|e| Error::Damaged(format!("entry {lsn}: {e}")))?;
+        if entry.lsn.0 != lsn {
+            return Err(Error::Damaged(format!("entry {} framed as {lsn}", entry.lsn.0)));
+        }
+        out.push(entry);
+    }
+    Ok(())
 }
 
 /// A message from a primary of an older epoch than this node knows is refused: that
