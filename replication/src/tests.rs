@@ -212,3 +212,44 @@ async fn a_deposed_primary_with_entries_the_new_one_lacks_bootstraps_again() {
     assert_eq!(a.engine.state().digest(), b.engine.state().digest());
     assert!(a.engine.state().product_by_sku(&Sku::new("lost-0").unwrap()).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_falls_past_the_retention_cap_bootstraps_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = PrimaryConfig::new(dir.path().join("scratch"));
+    config.sync_standbys = 0;
+    let primary = Primary::new(config);
+    let mut engine_config = EngineConfig::new(dir.path().join("a"));
+    engine_config.log_retain_entries_min = 10;
+    engine_config.log_consumer_lag_max = 50;
+    engine_config.materialize_interval_ms = 10;
+    let engine = Engine::open(engine_config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_stop, shutdown) = watch::channel(false);
+    let (serving, served) = (primary.clone(), engine.clone());
+    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    write_some(&engine, "kept", 5).await;
+    let b_dir = dir.path().join("b");
+    let b = follower(&addr, "b", &b_dir).await;
+    caught_up(&b.engine, &engine).await;
+    b.stop.send(true).unwrap();
+    b.task.await.unwrap();
+    // While it is away the primary writes past the cap; its consumer is dropped and
+    // the log it would need is trimmed.
+    write_some(&engine, "meanwhile", 40).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.first_log_lsn() <= b.engine.durable_lsn() {
+        assert!(Instant::now() < deadline, "the log was not trimmed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (stats, (_stop_b, shutdown)) = (StandbyStats::default(), watch::channel(false));
+    let config = StandbyConfig { primary: addr.clone(), name: "b".into(), data_dir: b_dir.clone() };
+    let outcome = standby::follow(b.engine.clone(), config, &stats, shutdown).await;
+    assert!(matches!(outcome, Outcome::Resync(_)), "{outcome:?}");
+    b.engine.close();
+    standby::wipe(&b_dir).unwrap();
+    let b = follower(&addr, "b", &b_dir).await;
+    caught_up(&b.engine, &engine).await;
+    assert_eq!(b.engine.state().digest(), engine.state().digest());
+}

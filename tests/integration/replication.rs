@@ -240,7 +240,15 @@ fn a_standby_catches_up_from_empty_under_writes_and_matches_its_primary() {
     // The standby serves reads (an order, search, stock) and refuses every write.
     let order = &acked[acked.len() / 2];
     standby.client().get(&format!("/v1/orders/{order}")).bearer(&admin).send().expect(200);
-    standby.client().get("/v1/search?q=REPL").send().expect(200);
+    // Search is the standby's own index, built from the log it applied.
+    wait_for("the standby's search index", || {
+        standby.client().get("/v1/search?q=REPL-1").send().expect(200)["total"] == 1
+    });
+    let stock = standby.client().get("/v1/inventory/REPL-1").bearer(&admin).send().expect(200);
+    assert_eq!(
+        stock,
+        primary.client().get("/v1/inventory/REPL-1").bearer(&admin).send().expect(200)
+    );
     standby.client().post("/v1/carts").send().problem(503, "read_only_standby");
     standby
         .client()
