@@ -22,6 +22,7 @@
 //!     primary: "10.0.0.1:7070".into(),
 //!     name: "eu-west-1".into(),
 //!     data_dir: "standby-data".into(),
+//!     tls: None, // or Some(tls::Connector::new("primary-ca.pem".as_ref(), "db1.example")?)
 //! };
 //! let stats = StandbyStats::default();
 //! if standby::needs_bootstrap(&config.data_dir) {
@@ -40,11 +41,19 @@
 mod primary;
 pub mod protocol;
 pub mod standby;
+pub mod tls;
 
 use std::time::Duration;
 
 pub use primary::{Primary, PrimaryConfig, PrimaryStats, StandbyStatus, SyncPolicy};
 pub use protocol::PROTOCOL_VERSION;
+
+/// A connection, plain or TLS.
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+pub(crate) type Link = Box<dyn Io>;
+pub(crate) type LinkReader = tokio::io::BufReader<tokio::io::ReadHalf<Link>>;
+pub(crate) type LinkWriter = tokio::io::BufWriter<tokio::io::WriteHalf<Link>>;
 
 /// A standby's log consumer on its primary is this prefix and its name.
 pub const CONSUMER_PREFIX: &str = "standby.";

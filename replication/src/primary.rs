@@ -25,12 +25,14 @@ use emporium_engine::{Engine, EngineError, Lsn, NodeRole, ReleaseGate, ENGINE_FO
 use parking_lot::{Condvar, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncReadExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::protocol::{read_message, write_message, Message, ProtocolError, CHUNK_BYTES};
-use crate::{valid_name, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL, PROTOCOL_VERSION};
+use crate::{
+    valid_name, Link, LinkReader, LinkWriter, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL,
+    PROTOCOL_VERSION,
+};
 
 /// Entries read from the log per step, and bytes of entries per frame at most.
 const ENTRIES_PER_READ: usize = 4096;
@@ -80,6 +82,8 @@ pub struct PrimaryConfig {
     /// Where checkpoints for bootstrapping standbys are written (on the data
     /// directory's file system, so they are hard links), then removed.
     pub scratch_dir: PathBuf,
+    /// TLS for standbys' connections; `None`: plain TCP.
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 impl PrimaryConfig {
@@ -91,6 +95,7 @@ impl PrimaryConfig {
             sync_timeout: Duration::from_secs(5),
             standby_timeout: Duration::from_secs(3),
             scratch_dir: scratch_dir.into(),
+            tls: None,
         }
     }
 }
@@ -273,7 +278,17 @@ impl Primary {
 
     async fn session(&self, engine: Engine, stream: TcpStream, addr: SocketAddr) -> Result<()> {
         let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
+        let link: Link = match &self.inner.config.tls {
+            Some(tls) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.0.accept(stream)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(e)) => return Err(Error::Refused(format!("TLS handshake: {e}"))),
+                    Err(_) => return Err(Error::Refused("TLS handshake timed out".into())),
+                }
+            }
+            None => Box::new(stream),
+        };
+        let (reader, writer) = tokio::io::split(link);
         let mut reader = BufReader::new(reader);
         let mut writer = BufWriter::with_capacity(256 << 10, writer);
         let hello = read_message(&mut reader, HANDSHAKE_TIMEOUT).await?;
@@ -377,7 +392,7 @@ impl Primary {
     async fn ship(
         &self,
         engine: &Engine,
-        writer: &mut BufWriter<OwnedWriteHalf>,
+        writer: &mut LinkWriter,
         session: u64,
         mut from: u64,
         stopped: &mut watch::Receiver<bool>,
@@ -456,7 +471,7 @@ impl Primary {
         &self,
         engine: &Engine,
         consumer: &emporium_engine::LogConsumer,
-        reader: &mut BufReader<OwnedReadHalf>,
+        reader: &mut LinkReader,
         session: u64,
     ) -> Result<()> {
         let timeout = self.inner.config.standby_timeout;
@@ -493,7 +508,7 @@ impl Primary {
     async fn send_checkpoint(
         &self,
         engine: &Engine,
-        writer: &mut BufWriter<OwnedWriteHalf>,
+        writer: &mut LinkWriter,
         name: &str,
     ) -> Result<()> {
         self.inner.stats.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -608,7 +623,7 @@ impl ReleaseGate for Primary {
     }
 }
 
-async fn send(writer: &mut BufWriter<OwnedWriteHalf>, message: &Message) -> Result<()> {
+async fn send(writer: &mut LinkWriter, message: &Message) -> Result<()> {
     write_message(writer, message).await?;
     writer.flush().await.map_err(ProtocolError::from)?;
     Ok(())

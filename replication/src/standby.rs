@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::protocol::{read_message, write_message, Message, ProtocolError};
-use crate::{Error, Result, HANDSHAKE_TIMEOUT, PROTOCOL_VERSION};
+use crate::{Error, Link, Result, HANDSHAKE_TIMEOUT, PROTOCOL_VERSION};
 
 /// How long a standby waits for the primary's next message (heartbeats come every
 /// [`crate::HEARTBEAT_INTERVAL`]) before it reconnects.
@@ -43,6 +43,8 @@ pub struct StandbyConfig {
     pub name: String,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// TLS to the primary; `None`: plain TCP.
+    pub tls: Option<crate::tls::Connector>,
 }
 
 /// What a standby has seen, for metrics and `GET /v1/admin/replication`.
@@ -99,8 +101,7 @@ pub async fn bootstrap(config: &StandbyConfig, stats: &StandbyStats) -> Result<u
     remove_dir(&incoming)?;
     std::fs::create_dir_all(&incoming)
         .map_err(|e| Error::Io(format!("creating {}: {e}", incoming.display())))?;
-    let stream = connect(&config.primary).await?;
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = tokio::io::split(connect(config).await?);
     let mut reader = BufReader::with_capacity(1 << 20, reader);
     let mut writer = BufWriter::new(writer);
     let hello = Message::Hello {
@@ -226,8 +227,7 @@ async fn session(
     stats: &StandbyStats,
     backoff: &mut Duration,
 ) -> Result<Outcome> {
-    let stream = connect(&config.primary).await?;
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = tokio::io::split(connect(config).await?);
     let mut reader = BufReader::with_capacity(1 << 20, reader);
     let mut writer = BufWriter::new(writer);
     let last_lsn = engine.durable_lsn();
@@ -367,13 +367,26 @@ fn check_epoch(engine: &Engine, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-async fn connect(addr: &str) -> Result<TcpStream> {
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+async fn connect(config: &StandbyConfig) -> Result<Link> {
+    let addr = &config.primary;
+    let connected = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Error::Io(format!("connecting to {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        Ok::<Link, Error>(match &config.tls {
+            Some(tls) => Box::new(
+                tls.connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|e| Error::Io(format!("TLS to {addr}: {e}")))?,
+            ),
+            None => Box::new(stream),
+        })
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connected)
         .await
         .map_err(|_| Error::Io(format!("connecting to {addr}: timed out")))?
-        .map_err(|e| Error::Io(format!("connecting to {addr}: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 /// `path` as a relative path with no `..`, so a primary cannot write outside the

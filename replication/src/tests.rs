@@ -45,7 +45,17 @@ struct Follower {
 }
 
 async fn follower(primary: &str, name: &str, dir: &std::path::Path) -> Follower {
-    let config = StandbyConfig { primary: primary.into(), name: name.into(), data_dir: dir.into() };
+    follower_over(primary, name, dir, None).await
+}
+
+async fn follower_over(
+    primary: &str,
+    name: &str,
+    dir: &std::path::Path,
+    tls: Option<crate::tls::Connector>,
+) -> Follower {
+    let config =
+        StandbyConfig { primary: primary.into(), name: name.into(), data_dir: dir.into(), tls };
     let stats = Arc::new(StandbyStats::default());
     if standby::needs_bootstrap(dir) {
         standby::bootstrap(&config, &stats).await.unwrap();
@@ -244,7 +254,12 @@ async fn a_standby_that_falls_past_the_retention_cap_bootstraps_again() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (stats, (_stop_b, shutdown)) = (StandbyStats::default(), watch::channel(false));
-    let config = StandbyConfig { primary: addr.clone(), name: "b".into(), data_dir: b_dir.clone() };
+    let config = StandbyConfig {
+        primary: addr.clone(),
+        name: "b".into(),
+        data_dir: b_dir.clone(),
+        tls: None,
+    };
     let outcome = standby::follow(b.engine.clone(), config, &stats, shutdown).await;
     assert!(matches!(outcome, Outcome::Resync(_)), "{outcome:?}");
     b.engine.close();
@@ -252,4 +267,51 @@ async fn a_standby_that_falls_past_the_retention_cap_bootstraps_again() {
     let b = follower(&addr, "b", &b_dir).await;
     caught_up(&b.engine, &engine).await;
     assert_eq!(b.engine.state().digest(), engine.state().digest());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_can_be_tls_and_a_standby_refuses_a_primary_it_does_not_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = |name: &str, certified: &rcgen::CertifiedKey<rcgen::KeyPair>| {
+        let (cert, key) =
+            (dir.path().join(format!("{name}.pem")), dir.path().join(format!("{name}.key")));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    };
+    let ours = rcgen::generate_simple_self_signed(vec!["primary.test".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["primary.test".to_string()]).unwrap();
+    let (cert, key) = pem("ours", &ours);
+    let (other_cert, _) = pem("other", &other);
+    let mut config = PrimaryConfig::new(dir.path().join("scratch"));
+    config.tls = Some(crate::tls::Acceptor::new(&cert, &key).unwrap());
+    let primary = Primary::new(config);
+    let engine = Engine::open(EngineConfig::new(dir.path().join("a"))).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_stop, shutdown) = watch::channel(false);
+    let (serving, served) = (primary.clone(), engine.clone());
+    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    write_some(&engine, "tls", 5).await;
+
+    let trusted = crate::tls::Connector::new(&cert, "primary.test").unwrap();
+    let b = follower_over(&addr, "b", &dir.path().join("b"), Some(trusted)).await;
+    write_some(&engine, "more", 5).await;
+    caught_up(&b.engine, &engine).await;
+    assert_eq!(b.engine.state().digest(), engine.state().digest());
+
+    // A certificate it was not told to trust, or plain TCP to a TLS listener: no
+    // bootstrap, nothing received.
+    let untrusted = crate::tls::Connector::new(&other_cert, "primary.test").unwrap();
+    let stats = StandbyStats::default();
+    for tls in [Some(untrusted), None] {
+        let config = StandbyConfig {
+            primary: addr.clone(),
+            name: "c".into(),
+            data_dir: dir.path().join("c"),
+            tls,
+        };
+        assert!(standby::bootstrap(&config, &stats).await.is_err());
+        assert!(standby::needs_bootstrap(&config.data_dir));
+    }
 }

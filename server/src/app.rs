@@ -100,11 +100,16 @@ impl App {
         let scratch_dir = config.data_dir.join("replication-checkpoints");
         // Checkpoints a crash left behind are never resumed.
         let _ = std::fs::remove_dir_all(&scratch_dir);
+        let tls = match &config.replication_tls {
+            Some((cert, key)) => Some(emporium_replication::tls::Acceptor::new(cert, key)?),
+            None => None,
+        };
         let primary = config.replication_listen.map(|_| {
             Primary::new(PrimaryConfig {
                 sync_standbys: config.sync_standbys,
                 sync_policy: config.sync_policy,
                 sync_timeout: Duration::from_millis(config.sync_timeout_ms),
+                tls,
                 ..PrimaryConfig::new(scratch_dir)
             })
         });

@@ -123,6 +123,20 @@ pub struct ServeArgs {
     /// Milliseconds a write waits for its synchronous standbys.
     #[arg(long, env = "EMPORIUM_SYNC_TIMEOUT_MS")]
     pub sync_timeout_ms: Option<u64>,
+    /// PEM certificate chain; with `--replication-tls-key`, standbys connect over TLS.
+    #[arg(long, env = "EMPORIUM_REPLICATION_TLS_CERT")]
+    pub replication_tls_cert: Option<PathBuf>,
+    /// PEM private key of the replication certificate.
+    #[arg(long, env = "EMPORIUM_REPLICATION_TLS_KEY")]
+    pub replication_tls_key: Option<PathBuf>,
+    /// On a standby: PEM certificates to trust for the primary's; given, the standby
+    /// connects over TLS.
+    #[arg(long, env = "EMPORIUM_REPLICATION_CA")]
+    pub replication_ca: Option<PathBuf>,
+    /// On a standby: the name the primary's certificate must carry (default: the host
+    /// of `--primary`).
+    #[arg(long, env = "EMPORIUM_REPLICATION_SERVER_NAME")]
+    pub replication_server_name: Option<String>,
 }
 
 /// The same options as the config file spells them.
@@ -162,6 +176,10 @@ struct FileConfig {
     sync_standbys: Option<usize>,
     sync_policy: Option<String>,
     sync_timeout_ms: Option<u64>,
+    replication_tls_cert: Option<PathBuf>,
+    replication_tls_key: Option<PathBuf>,
+    replication_ca: Option<PathBuf>,
+    replication_server_name: Option<String>,
 }
 
 /// The primary a standby follows, and its name there.
@@ -245,6 +263,12 @@ pub struct Config {
     pub sync_policy: emporium_replication::SyncPolicy,
     /// How long a write waits for them.
     pub sync_timeout_ms: u64,
+    /// Certificate and key of the replication listener (TLS), if any.
+    pub replication_tls: Option<(PathBuf, PathBuf)>,
+    /// On a standby: the certificates to trust for the primary's (TLS), if any.
+    pub replication_ca: Option<PathBuf>,
+    /// On a standby: the name the primary's certificate carries.
+    pub replication_server_name: Option<String>,
     /// The primary this node follows (`emporium standby`); `None` for a primary.
     pub standby: Option<StandbyOf>,
     /// Faults the engine injects (tests only).
@@ -284,6 +308,9 @@ impl Default for Config {
             sync_standbys: 0,
             sync_policy: emporium_replication::SyncPolicy::Strict,
             sync_timeout_ms: 5_000,
+            replication_tls: None,
+            replication_ca: None,
+            replication_server_name: None,
             standby: None,
             #[cfg(feature = "faults")]
             faults: Default::default(),
@@ -375,6 +402,13 @@ impl Config {
                 None => d.sync_policy,
             },
             sync_timeout_ms: pick!(sync_timeout_ms).unwrap_or(d.sync_timeout_ms),
+            replication_tls: match (pick!(replication_tls_cert), pick!(replication_tls_key)) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => anyhow::bail!("--replication-tls-cert and --replication-tls-key go together"),
+            },
+            replication_ca: pick!(replication_ca),
+            replication_server_name: pick!(replication_server_name),
             standby: None,
             #[cfg(feature = "faults")]
             faults: d.faults.clone(),

@@ -17,8 +17,21 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .clone()
         .ok_or_else(|| anyhow::anyhow!("a standby needs the primary it follows"))?;
     let stats = of.stats.clone();
-    let following =
-        StandbyConfig { primary: of.primary, name: of.name, data_dir: config.data_dir.clone() };
+    let tls = match &config.replication_ca {
+        Some(trusted) => {
+            let host = of.primary.rsplit_once(':').map_or(of.primary.as_str(), |(host, _)| host);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = config.replication_server_name.as_deref().unwrap_or(host);
+            Some(emporium_replication::tls::Connector::new(trusted, name)?)
+        }
+        None => None,
+    };
+    let following = StandbyConfig {
+        primary: of.primary,
+        name: of.name,
+        data_dir: config.data_dir.clone(),
+        tls,
+    };
     loop {
         while standby::needs_bootstrap(&config.data_dir) {
             if let Err(error) = standby::bootstrap(&following, &stats).await {

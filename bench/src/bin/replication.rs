@@ -142,6 +142,7 @@ async fn run(scenario: &Scenario, count: u64, submitters: usize) -> Measured {
             primary: addr.clone(),
             name: "bench".into(),
             data_dir: dir.path().join("standby"),
+            tls: None,
         };
         let stats = Arc::new(StandbyStats::default());
         standby::bootstrap(&config, &stats).await.unwrap();
