@@ -315,3 +315,79 @@ async fn the_link_can_be_tls_and_a_standby_refuses_a_primary_it_does_not_trust()
         assert!(standby::needs_bootstrap(&config.data_dir));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degrade_policy_acknowledges_without_standbys_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = PrimaryConfig::new(dir.path().join("scratch"));
+    config.sync_standbys = 1;
+    config.sync_policy = SyncPolicy::Degrade;
+    config.sync_timeout = Duration::from_millis(200);
+    let primary = Primary::new(config);
+    let mut engine_config = EngineConfig::new(dir.path().join("a"));
+    engine_config.release_gate = Some(Arc::new(primary.clone()));
+    let engine = Engine::open(engine_config).unwrap();
+    assert!(!primary.degraded());
+    engine.send(CreateCart::default()).await.unwrap();
+    assert!(primary.degraded(), "acknowledged without its standby: degraded");
+    assert_eq!(primary.stats().degraded_releases.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_stop, shutdown) = watch::channel(false);
+    let (serving, served) = (primary.clone(), engine.clone());
+    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    let b = follower(&addr, "b", &dir.path().join("b")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while primary.standbys().is_empty() {
+        assert!(Instant::now() < deadline, "the standby did not connect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // With its standby back, a write waits for it again and the flag clears.
+    engine.send(CreateCart::default()).await.unwrap();
+    assert!(b.engine.durable_lsn() >= engine.durable_lsn());
+    assert!(!primary.degraded());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_meets_a_newer_epoch_steps_down_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = primary_node(&dir.path().join("a"), None, 0).await;
+    write_some(&a.engine, "shared", 3).await;
+    let b = follower(&a.addr, "b", &dir.path().join("b").join("data")).await;
+    caught_up(&b.engine, &a.engine).await;
+    // B is promoted while A still runs (a partition): epoch 2 on B, 1 on A.
+    b.engine.promote().unwrap();
+    assert_eq!(b.task.await.unwrap(), Outcome::Promoted);
+    b.engine.close();
+    let b = primary_node(&dir.path().join("b"), None, 0).await;
+    write_some(&b.engine, "on-b", 2).await;
+    // C bootstraps from B, so it knows epoch 2, then is pointed at A by mistake.
+    let c_dir = dir.path().join("c");
+    let c = follower(&b.addr, "c", &c_dir).await;
+    caught_up(&c.engine, &b.engine).await;
+    c.stop.send(true).unwrap();
+    c.task.await.unwrap();
+    let (stats, (_stop_c, shutdown)) = (StandbyStats::default(), watch::channel(false));
+    let config =
+        StandbyConfig { primary: a.addr.clone(), name: "c".into(), data_dir: c_dir, tls: None };
+    let following = tokio::spawn({
+        let engine = c.engine.clone();
+        async move { standby::follow(engine, config, &stats, shutdown).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.engine.role() == NodeRole::Primary {
+        assert!(Instant::now() < deadline, "A did not step down");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    following.abort();
+    assert!(matches!(
+        a.engine.send(CreateCart::default()).await,
+        Err(EngineError::ReadOnlyStandby)
+    ));
+    // The step-down is recorded: A's directory does not open as a primary again.
+    a.stop.send(true).unwrap();
+    a.engine.close();
+    let mut config = EngineConfig::new(dir.path().join("a").join("data"));
+    config.role = Some(NodeRole::Primary);
+    assert!(matches!(Engine::open(config), Err(EngineError::InvalidState(_))));
+}
