@@ -23,6 +23,7 @@
 //!     name: "eu-west-1".into(),
 //!     data_dir: "standby-data".into(),
 //!     tls: None, // or Some(tls::Connector::new("primary-ca.pem".as_ref(), "db1.example")?)
+//!     secret: emporium_replication::Secret::new("the primary's --replication-secret"),
 //! };
 //! let stats = StandbyStats::default();
 //! if standby::needs_bootstrap(&config.data_dir) {
@@ -47,6 +48,27 @@ use std::time::Duration;
 
 pub use primary::{Primary, PrimaryConfig, PrimaryStats, StandbyStatus, SyncPolicy};
 pub use protocol::PROTOCOL_VERSION;
+
+/// The secret standbys present to their primary; its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret (empty: none is required or presented).
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "Secret(none)" } else { "Secret(…)" })
+    }
+}
 
 /// A connection, plain or TLS.
 pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}

@@ -84,6 +84,9 @@ pub struct PrimaryConfig {
     pub scratch_dir: PathBuf,
     /// TLS for standbys' connections; `None`: plain TCP.
     pub tls: Option<crate::tls::Acceptor>,
+    /// A secret every standby must present (empty: none). Without it, anyone who can
+    /// reach the replication address can copy the whole data directory.
+    pub secret: crate::Secret,
 }
 
 impl PrimaryConfig {
@@ -96,6 +99,7 @@ impl PrimaryConfig {
             standby_timeout: Duration::from_secs(3),
             scratch_dir: scratch_dir.into(),
             tls: None,
+            secret: crate::Secret::default(),
         }
     }
 }
@@ -292,12 +296,27 @@ impl Primary {
         let mut reader = BufReader::new(reader);
         let mut writer = BufWriter::with_capacity(256 << 10, writer);
         let hello = read_message(&mut reader, HANDSHAKE_TIMEOUT).await?;
-        let Message::Hello { version, format, name, epoch, last_lsn, last_epoch, bootstrap } =
-            hello
+        let Message::Hello {
+            version,
+            format,
+            name,
+            epoch,
+            last_lsn,
+            last_epoch,
+            bootstrap,
+            secret,
+        } = hello
         else {
             return Err(Error::Protocol(format!("expected Hello, got {hello:?}")));
         };
         let refuse = |reason: String| Message::Refused { reason };
+        // First: whoever cannot show the secret learns nothing and changes nothing (a
+        // forged epoch would otherwise fence this primary).
+        if !same_secret(secret.as_slice(), self.inner.config.secret.as_bytes()) {
+            tracing::warn!(%addr, "a standby without the replication secret was refused");
+            send(&mut writer, &refuse("the replication secret does not match".into())).await?;
+            return Err(Error::Refused("wrong replication secret".into()));
+        }
         if version != PROTOCOL_VERSION || format != ENGINE_FORMAT_VERSION {
             let reason = format!(
                 "protocol {version} and format {format}; this primary speaks protocol \
@@ -621,6 +640,12 @@ impl ReleaseGate for Primary {
             self.inner.acked.wait_until(&mut places, deadline);
         }
     }
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 async fn send(writer: &mut LinkWriter, message: &Message) -> Result<()> {

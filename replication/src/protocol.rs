@@ -65,6 +65,8 @@ pub enum Message {
         last_epoch: u64,
         /// It holds no data and asks for a checkpoint.
         bootstrap: bool,
+        /// The shared secret the primary requires of its standbys (empty: none).
+        secret: Vec<u8>,
     },
     /// The primary accepts: the epochs it knows, and the first LSN it will send.
     Welcome {
@@ -141,7 +143,16 @@ impl Message {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![0; 4];
         match self {
-            Message::Hello { version, format, name, epoch, last_lsn, last_epoch, bootstrap } => {
+            Message::Hello {
+                version,
+                format,
+                name,
+                epoch,
+                last_lsn,
+                last_epoch,
+                bootstrap,
+                secret,
+            } => {
                 out.push(HELLO);
                 put_u32(&mut out, *version);
                 put_u32(&mut out, *format);
@@ -150,6 +161,7 @@ impl Message {
                 put_u64(&mut out, *last_lsn);
                 put_u64(&mut out, *last_epoch);
                 out.push(u8::from(*bootstrap));
+                put_bytes(&mut out, secret);
             }
             Message::Welcome { epoch, epochs, from_lsn } => {
                 out.push(WELCOME);
@@ -221,6 +233,7 @@ impl Message {
                 last_lsn: r.u64()?,
                 last_epoch: r.u64()?,
                 bootstrap: r.u8()? != 0,
+                secret: r.bytes()?.to_vec(),
             },
             WELCOME => {
                 let epoch = r.u64()?;
@@ -365,6 +378,7 @@ mod tests {
                 last_lsn: 99,
                 last_epoch: 2,
                 bootstrap: false,
+                secret: b"s3cret".to_vec(),
             },
             Message::Welcome { epoch: 3, epochs: vec![(1, 1), (3, 50)], from_lsn: 100 },
             Message::Resync { reason: "trimmed".into() },

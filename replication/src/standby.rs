@@ -45,6 +45,8 @@ pub struct StandbyConfig {
     pub data_dir: PathBuf,
     /// TLS to the primary; `None`: plain TCP.
     pub tls: Option<crate::tls::Connector>,
+    /// The secret the primary requires of its standbys (empty: none).
+    pub secret: crate::Secret,
 }
 
 /// What a standby has seen, for metrics and `GET /v1/admin/replication`.
@@ -112,6 +114,7 @@ pub async fn bootstrap(config: &StandbyConfig, stats: &StandbyStats) -> Result<u
         last_lsn: 0,
         last_epoch: 0,
         bootstrap: true,
+        secret: config.secret.as_bytes().to_vec(),
     };
     write_message(&mut writer, &hello).await?;
     writer.flush().await.map_err(ProtocolError::from)?;
@@ -240,6 +243,7 @@ async fn session(
         last_lsn: last_lsn.0,
         last_epoch: epochs.epoch_at(last_lsn),
         bootstrap: false,
+        secret: config.secret.as_bytes().to_vec(),
     };
     write_message(&mut writer, &hello).await?;
     writer.flush().await.map_err(ProtocolError::from)?;

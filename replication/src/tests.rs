@@ -54,8 +54,13 @@ async fn follower_over(
     dir: &std::path::Path,
     tls: Option<crate::tls::Connector>,
 ) -> Follower {
-    let config =
-        StandbyConfig { primary: primary.into(), name: name.into(), data_dir: dir.into(), tls };
+    let config = StandbyConfig {
+        primary: primary.into(),
+        name: name.into(),
+        data_dir: dir.into(),
+        tls,
+        secret: Default::default(),
+    };
     let stats = Arc::new(StandbyStats::default());
     if standby::needs_bootstrap(dir) {
         standby::bootstrap(&config, &stats).await.unwrap();
@@ -259,6 +264,7 @@ async fn a_standby_that_falls_past_the_retention_cap_bootstraps_again() {
         name: "b".into(),
         data_dir: b_dir.clone(),
         tls: None,
+        secret: Default::default(),
     };
     let outcome = standby::follow(b.engine.clone(), config, &stats, shutdown).await;
     assert!(matches!(outcome, Outcome::Resync(_)), "{outcome:?}");
@@ -310,6 +316,7 @@ async fn the_link_can_be_tls_and_a_standby_refuses_a_primary_it_does_not_trust()
             name: "c".into(),
             data_dir: dir.path().join("c"),
             tls,
+            secret: Default::default(),
         };
         assert!(standby::bootstrap(&config, &stats).await.is_err());
         assert!(standby::needs_bootstrap(&config.data_dir));
@@ -368,8 +375,13 @@ async fn a_primary_that_meets_a_newer_epoch_steps_down_for_good() {
     c.stop.send(true).unwrap();
     c.task.await.unwrap();
     let (stats, (_stop_c, shutdown)) = (StandbyStats::default(), watch::channel(false));
-    let config =
-        StandbyConfig { primary: a.addr.clone(), name: "c".into(), data_dir: c_dir, tls: None };
+    let config = StandbyConfig {
+        primary: a.addr.clone(),
+        name: "c".into(),
+        data_dir: c_dir,
+        tls: None,
+        secret: Default::default(),
+    };
     let following = tokio::spawn({
         let engine = c.engine.clone();
         async move { standby::follow(engine, config, &stats, shutdown).await }
@@ -390,4 +402,51 @@ async fn a_primary_that_meets_a_newer_epoch_steps_down_for_good() {
     let mut config = EngineConfig::new(dir.path().join("a").join("data"));
     config.role = Some(NodeRole::Primary);
     assert!(matches!(Engine::open(config), Err(EngineError::InvalidState(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_secret_a_peer_gets_nothing_and_cannot_fence_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = PrimaryConfig::new(dir.path().join("scratch"));
+    config.secret = crate::Secret::new("replication-secret");
+    let primary = Primary::new(config);
+    let engine = Engine::open(EngineConfig::new(dir.path().join("a"))).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_stop, shutdown) = watch::channel(false);
+    let (serving, served) = (primary.clone(), engine.clone());
+    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    write_some(&engine, "secret", 2).await;
+
+    // A forged Hello from a "newer epoch", without the secret.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let forged = crate::protocol::Message::Hello {
+        version: crate::PROTOCOL_VERSION,
+        format: ENGINE_FORMAT_VERSION,
+        name: "intruder".into(),
+        epoch: 1_000,
+        last_lsn: 0,
+        last_epoch: 0,
+        bootstrap: true,
+        secret: b"guess".to_vec(),
+    };
+    crate::protocol::write_message(&mut stream, &forged).await.unwrap();
+    let answer = crate::protocol::read_message(&mut stream, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(answer, crate::protocol::Message::Refused { .. }), "{answer:?}");
+    assert_eq!(engine.role(), NodeRole::Primary);
+    engine.send(CreateCart::default()).await.unwrap();
+
+    let stats = StandbyStats::default();
+    let mut config = StandbyConfig {
+        primary: addr.clone(),
+        name: "b".into(),
+        data_dir: dir.path().join("b"),
+        tls: None,
+        secret: Default::default(),
+    };
+    assert!(standby::bootstrap(&config, &stats).await.is_err());
+    assert!(standby::needs_bootstrap(&config.data_dir));
+    config.secret = crate::Secret::new("replication-secret");
+    standby::bootstrap(&config, &stats).await.unwrap();
+    assert!(!standby::needs_bootstrap(&config.data_dir));
 }

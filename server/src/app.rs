@@ -110,6 +110,7 @@ impl App {
                 sync_policy: config.sync_policy,
                 sync_timeout: Duration::from_millis(config.sync_timeout_ms),
                 tls,
+                secret: config.replication_secret.clone(),
                 ..PrimaryConfig::new(scratch_dir)
             })
         });

@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// of `--primary`).
     #[arg(long, env = "EMPORIUM_REPLICATION_SERVER_NAME")]
     pub replication_server_name: Option<String>,
+    /// A secret standbys present to their primary: set, a primary refuses standbys
+    /// without it, and a standby presents it. Use the environment variable, not the flag,
+    /// to keep it out of process listings.
+    #[arg(long, env = "EMPORIUM_REPLICATION_SECRET", hide_env_values = true)]
+    pub replication_secret: Option<String>,
 }
 
 /// The same options as the config file spells them.
@@ -180,6 +185,7 @@ struct FileConfig {
     replication_tls_key: Option<PathBuf>,
     replication_ca: Option<PathBuf>,
     replication_server_name: Option<String>,
+    replication_secret: Option<String>,
 }
 
 /// The primary a standby follows, and its name there.
@@ -269,6 +275,8 @@ pub struct Config {
     pub replication_ca: Option<PathBuf>,
     /// On a standby: the name the primary's certificate carries.
     pub replication_server_name: Option<String>,
+    /// The secret standbys present to their primary.
+    pub replication_secret: emporium_replication::Secret,
     /// The primary this node follows (`emporium standby`); `None` for a primary.
     pub standby: Option<StandbyOf>,
     /// Faults the engine injects (tests only).
@@ -311,6 +319,7 @@ impl Default for Config {
             replication_tls: None,
             replication_ca: None,
             replication_server_name: None,
+            replication_secret: Default::default(),
             standby: None,
             #[cfg(feature = "faults")]
             faults: Default::default(),
@@ -409,6 +418,9 @@ impl Config {
             },
             replication_ca: pick!(replication_ca),
             replication_server_name: pick!(replication_server_name),
+            replication_secret: emporium_replication::Secret::new(
+                pick!(replication_secret).unwrap_or_default(),
+            ),
             standby: None,
             #[cfg(feature = "faults")]
             faults: d.faults.clone(),

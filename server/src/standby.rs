@@ -31,6 +31,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         name: of.name,
         data_dir: config.data_dir.clone(),
         tls,
+        secret: config.replication_secret.clone(),
     };
     loop {
         while standby::needs_bootstrap(&config.data_dir) {

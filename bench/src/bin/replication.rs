@@ -143,6 +143,7 @@ async fn run(scenario: &Scenario, count: u64, submitters: usize) -> Measured {
             name: "bench".into(),
             data_dir: dir.path().join("standby"),
             tls: None,
+            secret: Default::default(),
         };
         let stats = Arc::new(StandbyStats::default());
         standby::bootstrap(&config, &stats).await.unwrap();
