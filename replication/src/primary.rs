@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::protocol::{read_message, write_message, Message, ProtocolError, CHUNK_BYTES};
+use crate::protocol::{read_message, read_message_within, Message, ProtocolError, CHUNK_BYTES};
 use crate::{
     valid_name, Link, LinkReader, LinkWriter, HANDSHAKE_TIMEOUT, HEARTBEAT_INTERVAL,
     PROTOCOL_VERSION,
@@ -37,6 +37,8 @@ use crate::{
 /// Entries read from the log per step, and bytes of entries per frame at most.
 const ENTRIES_PER_READ: usize = 4096;
 const FRAME_ENTRY_BYTES_MAX: usize = 4 << 20;
+/// The largest opening message accepted (before the peer has shown the secret).
+const HELLO_BYTES_MAX: usize = 64 << 10;
 /// Shipped but unacknowledged frames remembered for lag, per standby.
 const IN_FLIGHT_MAX: usize = 4096;
 /// Standby sessions at once.
@@ -295,19 +297,22 @@ impl Primary {
         let (reader, writer) = tokio::io::split(link);
         let mut reader = BufReader::new(reader);
         let mut writer = BufWriter::with_capacity(256 << 10, writer);
-        let hello = read_message(&mut reader, HANDSHAKE_TIMEOUT).await?;
+        // Nothing large is read from a peer before it shows the secret.
+        let hello = read_message_within(&mut reader, HANDSHAKE_TIMEOUT, HELLO_BYTES_MAX).await?;
         let Message::Hello {
             version,
             format,
             name,
+            cluster,
             epoch,
             last_lsn,
             last_epoch,
+            last_epoch_id,
             bootstrap,
             secret,
         } = hello
         else {
-            return Err(Error::Protocol(format!("expected Hello, got {hello:?}")));
+            return Err(Error::Protocol(format!("expected Hello, got {}", hello.name())));
         };
         let refuse = |reason: String| Message::Refused { reason };
         // First: whoever cannot show the secret learns nothing and changes nothing (a
@@ -330,7 +335,16 @@ impl Primary {
             send(&mut writer, &refuse(reason.clone())).await?;
             return Err(Error::Refused(reason));
         }
-        if epoch > engine.epoch() {
+        if !bootstrap && cluster != engine.cluster_id() {
+            // Never Resync here: the standby would discard its data for another shop's.
+            let reason = format!(
+                "the standby belongs to cluster {cluster:016x}, this primary to {:016x}",
+                engine.cluster_id()
+            );
+            send(&mut writer, &refuse(reason.clone())).await?;
+            return Err(Error::Refused(reason));
+        }
+        if epoch > engine.epoch() && engine.role() == NodeRole::Primary {
             // Someone promoted a newer primary: this one must not acknowledge writes.
             let reason = format!("standby {name} is in epoch {epoch}, past this node's");
             self.step_down(&engine, &reason)?;
@@ -342,19 +356,23 @@ impl Primary {
             return Err(Error::Refused("not a primary".into()));
         }
         self.inner.stats.sessions.fetch_add(1, Ordering::Relaxed);
-        let consumer = engine.register_consumer(&format!("{}{name}", crate::CONSUMER_PREFIX))?;
+        let consumer_name = format!("{}{name}", crate::CONSUMER_PREFIX);
         if bootstrap {
+            // Registered before the checkpoint is taken: the log after it is kept.
+            engine.register_consumer(&consumer_name)?;
             return self.send_checkpoint(&engine, &mut writer, &name).await;
         }
         let epochs = engine.epochs();
         let durable = engine.durable_lsn().0;
-        let matches = last_lsn <= durable && epochs.epoch_at(Lsn(last_lsn)) == last_epoch;
+        let here = epochs.epoch_at(Lsn(last_lsn));
+        let matches = last_lsn <= durable && here.epoch == last_epoch && here.id == last_epoch_id;
         if !matches {
             let reason = format!(
-                "the standby's log ends at LSN {last_lsn} of epoch {last_epoch}; this primary's \
-                 LSN {last_lsn} is {} (durable to {durable})",
+                "the standby's log ends at LSN {last_lsn} of epoch {last_epoch} \
+                 ({last_epoch_id:016x}); this primary's LSN {last_lsn} is {} (durable to \
+                 {durable})",
                 if last_lsn <= durable {
-                    format!("of epoch {}", epochs.epoch_at(Lsn(last_lsn)))
+                    format!("of epoch {} ({:016x})", here.epoch, here.id)
                 } else {
                     "not written yet".into()
                 }
@@ -362,6 +380,8 @@ impl Primary {
             send(&mut writer, &Message::Resync { reason: reason.clone() }).await?;
             return Err(Error::Refused(reason));
         }
+        // Registered only for a standby that can resume, so a refused one holds no log.
+        let consumer = engine.register_consumer(&consumer_name)?;
         if last_lsn + 1 < engine.first_log_lsn().0 || consumer.is_dropped() {
             let reason = format!(
                 "the log was trimmed to LSN {}; the standby needs {}",
@@ -374,7 +394,8 @@ impl Primary {
         consumer.advance(Lsn(last_lsn))?;
         let welcome = Message::Welcome {
             epoch: epochs.current(),
-            epochs: epochs.starts().iter().map(|s| (s.epoch, s.first_lsn.0)).collect(),
+            cluster: engine.cluster_id(),
+            epochs: epochs.starts().iter().map(|s| (s.epoch, s.first_lsn.0, s.id)).collect(),
             from_lsn: last_lsn + 1,
         };
         send(&mut writer, &welcome).await?;
@@ -394,17 +415,25 @@ impl Primary {
                 result
             })
         };
-        let shipped = self.ship(&engine, &mut writer, session, last_lsn + 1, &mut stopped).await;
-        acks.abort();
-        self.inner.places.lock().remove(&session);
-        self.inner.acked.notify_all();
-        shipped
+        // However the session ends (an error, or dropped at shutdown), its place goes
+        // and its reader stops.
+        let _place = PlaceGuard { inner: self.inner.clone(), session, acks };
+        self.ship(&engine, &mut writer, session, last_lsn + 1, &mut stopped).await
     }
 
     fn step_down(&self, engine: &Engine, reason: &str) -> Result<()> {
         self.inner.fenced.store(true, Ordering::Release);
+        // Under the lock, so a waiting release cannot miss it.
+        drop(self.inner.places.lock());
         self.inner.acked.notify_all();
         Ok(engine.step_down(reason)?)
+    }
+
+    /// Takes writes again after this node was promoted (a node that stepped down and
+    /// was promoted later); call it once `Engine::promote` succeeded.
+    pub fn promoted(&self) {
+        self.inner.fenced.store(false, Ordering::Release);
+        self.inner.degraded.store(false, Ordering::Release);
     }
 
     /// Ships durable entries from `from` on until the standby goes away.
@@ -444,7 +473,7 @@ impl Primary {
                     epoch: engine.epoch(),
                     durable_lsn: engine.durable_lsn().0,
                 };
-                send(writer, &heartbeat).await?;
+                self.within(write_message_flushed(writer, &heartbeat)).await?;
                 tokio::select! {
                     _ = durable.changed() => {}
                     _ = stopped.changed() => {}
@@ -465,7 +494,7 @@ impl Primary {
                     let shipped = batch.len() as u64;
                     let frame = Message::Entries { epoch, entries: std::mem::take(&mut batch) };
                     let encoded = frame.encode();
-                    writer.write_all(&encoded).await.map_err(ProtocolError::from)?;
+                    self.within(writer.write_all(&encoded)).await?;
                     self.inner
                         .stats
                         .bytes_shipped
@@ -481,7 +510,20 @@ impl Primary {
                     bytes = 0;
                 }
             }
-            writer.flush().await.map_err(ProtocolError::from)?;
+            self.within(writer.flush()).await?;
+        }
+    }
+
+    /// A write to a standby, bounded by `standby_timeout`: a peer that stops reading
+    /// (a paused link with full buffers) ends its session instead of holding it.
+    async fn within(
+        &self,
+        write: impl std::future::Future<Output = std::io::Result<()>>,
+    ) -> Result<()> {
+        let timeout = self.inner.config.standby_timeout;
+        match tokio::time::timeout(timeout, write).await {
+            Ok(written) => Ok(written.map_err(ProtocolError::from)?),
+            Err(_) => Err(Error::Wire(ProtocolError::Timeout(timeout))),
         }
     }
 
@@ -497,17 +539,26 @@ impl Primary {
         loop {
             let message = read_message(reader, timeout).await?;
             let Message::Ack { epoch, durable_lsn } = message else {
-                return Err(Error::Protocol(format!("expected Ack, got {message:?}")));
+                return Err(Error::Protocol(format!("expected Ack, got {}", message.name())));
             };
             if epoch > engine.epoch() {
                 self.step_down(engine, &format!("a standby acknowledged in epoch {epoch}"))?;
                 return Err(Error::Refused("a newer epoch exists".into()));
             }
-            let durable_lsn = durable_lsn.min(engine.durable_lsn().0);
+            let primary_durable = engine.durable_lsn().0;
+            let durable_lsn = durable_lsn.min(primary_durable);
             {
                 let mut places = self.inner.places.lock();
                 let Some(place) = places.get_mut(&session) else { return Ok(()) };
                 place.acked = place.acked.max(durable_lsn);
+                // Degraded (policy degrade) ends once enough standbys hold everything:
+                // from then on writes wait for them again.
+                let needed = self.inner.config.sync_standbys;
+                let current = places.values().filter(|p| p.acked >= primary_durable).count();
+                if needed > 0 && current >= needed {
+                    self.inner.degraded.store(false, Ordering::Release);
+                }
+                let Some(place) = places.get_mut(&session) else { return Ok(()) };
                 let now = Instant::now();
                 while let Some(&(lsn, at)) = place.in_flight.front() {
                     if lsn > place.acked {
@@ -597,13 +648,13 @@ impl ReleaseGate for Primary {
         Ok(())
     }
 
-    fn wait(&self, lsn: Lsn) -> emporium_engine::Result<()> {
+    fn wait(&self, lsn: Lsn, committed: Instant) -> emporium_engine::Result<()> {
         let config = &self.inner.config;
         let needed = config.sync_standbys;
         if needed == 0 {
             return Ok(());
         }
-        let deadline = Instant::now() + config.sync_timeout;
+        let deadline = committed + config.sync_timeout;
         let mut places = self.inner.places.lock();
         loop {
             if self.inner.fenced.load(Ordering::Acquire) {
@@ -618,7 +669,10 @@ impl ReleaseGate for Primary {
             }
             let timed_out = Instant::now() >= deadline;
             let short = places.len() < needed;
-            if config.sync_policy == SyncPolicy::Degrade && (short || timed_out) {
+            // Degraded already: acknowledge at once until enough standbys hold a group
+            // again (the first that does clears the flag), rather than a timeout each.
+            let degraded = self.inner.degraded.load(Ordering::Acquire);
+            if config.sync_policy == SyncPolicy::Degrade && (short || timed_out || degraded) {
                 if !self.inner.degraded.swap(true, Ordering::AcqRel) {
                     tracing::warn!(
                         connected = places.len(),
@@ -642,6 +696,22 @@ impl ReleaseGate for Primary {
     }
 }
 
+/// A session's place among the standbys, removed when the session ends however it
+/// ends.
+struct PlaceGuard {
+    inner: Arc<Shared>,
+    session: u64,
+    acks: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Drop for PlaceGuard {
+    fn drop(&mut self) {
+        self.acks.abort();
+        self.inner.places.lock().remove(&self.session);
+        self.inner.acked.notify_all();
+    }
+}
+
 /// Compares secrets in time that does not depend on where they differ.
 fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
@@ -649,9 +719,15 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 async fn send(writer: &mut LinkWriter, message: &Message) -> Result<()> {
-    write_message(writer, message).await?;
-    writer.flush().await.map_err(ProtocolError::from)?;
-    Ok(())
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, write_message_flushed(writer, message)).await {
+        Ok(written) => Ok(written.map_err(ProtocolError::from)?),
+        Err(_) => Err(Error::Wire(ProtocolError::Timeout(HANDSHAKE_TIMEOUT))),
+    }
+}
+
+async fn write_message_flushed(writer: &mut LinkWriter, message: &Message) -> std::io::Result<()> {
+    writer.write_all(&message.encode()).await?;
+    writer.flush().await
 }
 
 /// Every file under `dir`, as `(path relative to root, length)`.

@@ -57,12 +57,16 @@ pub enum Message {
         format: u32,
         /// The standby's name (its log consumer on the primary is `standby.<name>`).
         name: String,
+        /// The cluster its data belongs to (0 when it has none and bootstraps).
+        cluster: u64,
         /// The standby's current epoch.
         epoch: u64,
         /// Its last durable LSN.
         last_lsn: u64,
         /// The epoch that LSN was written in.
         last_epoch: u64,
+        /// That epoch's random id.
+        last_epoch_id: u64,
         /// It holds no data and asks for a checkpoint.
         bootstrap: bool,
         /// The shared secret the primary requires of its standbys (empty: none).
@@ -72,8 +76,10 @@ pub enum Message {
     Welcome {
         /// The primary's epoch.
         epoch: u64,
-        /// Its epoch history, as `(epoch, first LSN)`.
-        epochs: Vec<(u64, u64)>,
+        /// Its cluster.
+        cluster: u64,
+        /// Its epoch history, as `(epoch, first LSN, id)`.
+        epochs: Vec<(u64, u64, u64)>,
         /// The first LSN that will follow.
         from_lsn: u64,
     },
@@ -139,6 +145,22 @@ const HEARTBEAT: u8 = 9;
 const ACK: u8 = 10;
 
 impl Message {
+    /// The message's kind, for logs (never its content: a chunk is megabytes).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Welcome { .. } => "Welcome",
+            Message::Resync { .. } => "Resync",
+            Message::Refused { .. } => "Refused",
+            Message::File { .. } => "File",
+            Message::Chunk(_) => "Chunk",
+            Message::CheckpointDone { .. } => "CheckpointDone",
+            Message::Entries { .. } => "Entries",
+            Message::Heartbeat { .. } => "Heartbeat",
+            Message::Ack { .. } => "Ack",
+        }
+    }
+
     /// The frame: length, kind, body, checksum.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![0; 4];
@@ -147,9 +169,11 @@ impl Message {
                 version,
                 format,
                 name,
+                cluster,
                 epoch,
                 last_lsn,
                 last_epoch,
+                last_epoch_id,
                 bootstrap,
                 secret,
             } => {
@@ -157,19 +181,23 @@ impl Message {
                 put_u32(&mut out, *version);
                 put_u32(&mut out, *format);
                 put_bytes(&mut out, name.as_bytes());
+                put_u64(&mut out, *cluster);
                 put_u64(&mut out, *epoch);
                 put_u64(&mut out, *last_lsn);
                 put_u64(&mut out, *last_epoch);
+                put_u64(&mut out, *last_epoch_id);
                 out.push(u8::from(*bootstrap));
                 put_bytes(&mut out, secret);
             }
-            Message::Welcome { epoch, epochs, from_lsn } => {
+            Message::Welcome { epoch, cluster, epochs, from_lsn } => {
                 out.push(WELCOME);
                 put_u64(&mut out, *epoch);
+                put_u64(&mut out, *cluster);
                 put_u32(&mut out, epochs.len() as u32);
-                for (epoch, first) in epochs {
+                for (epoch, first, id) in epochs {
                     put_u64(&mut out, *epoch);
                     put_u64(&mut out, *first);
+                    put_u64(&mut out, *id);
                 }
                 put_u64(&mut out, *from_lsn);
             }
@@ -229,20 +257,23 @@ impl Message {
                 version: r.u32()?,
                 format: r.u32()?,
                 name: r.text()?,
+                cluster: r.u64()?,
                 epoch: r.u64()?,
                 last_lsn: r.u64()?,
                 last_epoch: r.u64()?,
+                last_epoch_id: r.u64()?,
                 bootstrap: r.u8()? != 0,
                 secret: r.bytes()?.to_vec(),
             },
             WELCOME => {
                 let epoch = r.u64()?;
-                let count = r.count(16)?;
+                let cluster = r.u64()?;
+                let count = r.count(24)?;
                 let mut epochs = Vec::with_capacity(count);
                 for _ in 0..count {
-                    epochs.push((r.u64()?, r.u64()?));
+                    epochs.push((r.u64()?, r.u64()?, r.u64()?));
                 }
-                Message::Welcome { epoch, epochs, from_lsn: r.u64()? }
+                Message::Welcome { epoch, cluster, epochs, from_lsn: r.u64()? }
             }
             RESYNC => Message::Resync { reason: r.text()? },
             REFUSED => Message::Refused { reason: r.text()? },
@@ -283,17 +314,29 @@ pub async fn read_message(
     stream: &mut (impl AsyncRead + Unpin),
     timeout: Duration,
 ) -> Result<Message, ProtocolError> {
-    match tokio::time::timeout(timeout, read_frame(stream)).await {
+    read_message_within(stream, timeout, FRAME_BYTES_MAX).await
+}
+
+/// Reads one message of at most `bytes_max` bytes, waiting at most `timeout`.
+pub async fn read_message_within(
+    stream: &mut (impl AsyncRead + Unpin),
+    timeout: Duration,
+    bytes_max: usize,
+) -> Result<Message, ProtocolError> {
+    match tokio::time::timeout(timeout, read_frame(stream, bytes_max)).await {
         Ok(result) => result,
         Err(_) => Err(ProtocolError::Timeout(timeout)),
     }
 }
 
-async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> Result<Message, ProtocolError> {
+async fn read_frame(
+    stream: &mut (impl AsyncRead + Unpin),
+    bytes_max: usize,
+) -> Result<Message, ProtocolError> {
     let mut len = [0; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > FRAME_BYTES_MAX {
+    if len == 0 || len > bytes_max.min(FRAME_BYTES_MAX) {
         return Err(ProtocolError::Malformed(format!("a frame of {len} bytes")));
     }
     let mut frame = vec![0; len + 4];
@@ -374,13 +417,20 @@ mod tests {
                 version: 1,
                 format: 4,
                 name: "eu-west".into(),
+                cluster: 77,
                 epoch: 3,
                 last_lsn: 99,
                 last_epoch: 2,
+                last_epoch_id: 12345,
                 bootstrap: false,
                 secret: b"s3cret".to_vec(),
             },
-            Message::Welcome { epoch: 3, epochs: vec![(1, 1), (3, 50)], from_lsn: 100 },
+            Message::Welcome {
+                epoch: 3,
+                cluster: 77,
+                epochs: vec![(1, 1, 0), (3, 50, 9)],
+                from_lsn: 100,
+            },
             Message::Resync { reason: "trimmed".into() },
             Message::Refused { reason: "no".into() },
             Message::File { path: "000012.sst".into(), len: 5 },

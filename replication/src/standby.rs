@@ -110,9 +110,11 @@ pub async fn bootstrap(config: &StandbyConfig, stats: &StandbyStats) -> Result<u
         version: PROTOCOL_VERSION,
         format: ENGINE_FORMAT_VERSION,
         name: config.name.clone(),
+        cluster: 0,
         epoch: 0,
         last_lsn: 0,
         last_epoch: 0,
+        last_epoch_id: 0,
         bootstrap: true,
         secret: config.secret.as_bytes().to_vec(),
     };
@@ -151,7 +153,9 @@ pub async fn bootstrap(config: &StandbyConfig, stats: &StandbyStats) -> Result<u
             Message::Refused { reason } | Message::Resync { reason } => {
                 return Err(Error::Refused(reason))
             }
-            other => return Err(Error::Protocol(format!("unexpected {other:?} in a checkpoint"))),
+            other => {
+                return Err(Error::Protocol(format!("unexpected {} in a checkpoint", other.name())))
+            }
         }
     };
     sync_dir(&incoming)?;
@@ -234,24 +238,19 @@ async fn session(
     let mut reader = BufReader::with_capacity(1 << 20, reader);
     let mut writer = BufWriter::new(writer);
     let last_lsn = engine.durable_lsn();
-    let epochs = engine.epochs();
-    let hello = Message::Hello {
-        version: PROTOCOL_VERSION,
-        format: ENGINE_FORMAT_VERSION,
-        name: config.name.clone(),
-        epoch: epochs.current(),
-        last_lsn: last_lsn.0,
-        last_epoch: epochs.epoch_at(last_lsn),
-        bootstrap: false,
-        secret: config.secret.as_bytes().to_vec(),
-    };
-    write_message(&mut writer, &hello).await?;
+    write_message(&mut writer, &hello(engine, config)).await?;
     writer.flush().await.map_err(ProtocolError::from)?;
     match read_message(&mut reader, HANDSHAKE_TIMEOUT).await? {
-        Message::Welcome { epoch, epochs, from_lsn } => {
+        Message::Welcome { epoch, cluster, epochs, from_lsn } => {
+            if cluster != engine.cluster_id() {
+                return Err(Error::Refused(format!(
+                    "the primary belongs to cluster {cluster:016x}, this standby to {:016x}",
+                    engine.cluster_id()
+                )));
+            }
             let starts = epochs
                 .into_iter()
-                .map(|(epoch, first)| EpochStart { epoch, first_lsn: Lsn(first) })
+                .map(|(epoch, first, id)| EpochStart { epoch, first_lsn: Lsn(first), id })
                 .collect();
             engine.adopt_epochs(Epochs::new(starts)?)?;
             if from_lsn != last_lsn.0 + 1 {
@@ -267,7 +266,7 @@ async fn session(
         }
         Message::Resync { reason } => return Ok(Outcome::Resync(reason)),
         Message::Refused { reason } => return Err(Error::Refused(reason)),
-        other => return Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
+        other => return Err(Error::Protocol(format!("expected Welcome, got {}", other.name()))),
     }
     loop {
         if engine.role() == NodeRole::Primary {
@@ -293,7 +292,9 @@ async fn session(
                             stats.primary_durable_lsn.fetch_max(durable_lsn, Ordering::AcqRel);
                         }
                         Message::Resync { reason } => return Ok(Outcome::Resync(reason)),
-                        other => return Err(Error::Protocol(format!("unexpected {other:?}"))),
+                        other => {
+                            return Err(Error::Protocol(format!("unexpected {}", other.name())))
+                        }
                     }
                 }
                 match engine.replicate(decoded).await {
@@ -311,7 +312,7 @@ async fn session(
             }
             Message::Resync { reason } => return Ok(Outcome::Resync(reason)),
             Message::Refused { reason } => return Err(Error::Refused(reason)),
-            other => return Err(Error::Protocol(format!("unexpected {other:?}"))),
+            other => return Err(Error::Protocol(format!("unexpected {}", other.name()))),
         };
         stats.primary_durable_lsn.fetch_max(durable.0, Ordering::AcqRel);
         let ack = Message::Ack { epoch: engine.epoch(), durable_lsn: durable.0 };
@@ -357,6 +358,44 @@ fn decode(
         out.push(entry);
     }
     Ok(())
+}
+
+/// The opening of a session: where this node's log ends, and in which epoch.
+fn hello(engine: &Engine, config: &StandbyConfig) -> Message {
+    let last = engine.durable_lsn();
+    let epochs = engine.epochs();
+    let last_epoch = epochs.epoch_at(last);
+    Message::Hello {
+        version: PROTOCOL_VERSION,
+        format: ENGINE_FORMAT_VERSION,
+        name: config.name.clone(),
+        cluster: engine.cluster_id(),
+        epoch: epochs.current(),
+        last_lsn: last.0,
+        last_epoch: last_epoch.epoch,
+        last_epoch_id: last_epoch.id,
+        bootstrap: false,
+        secret: config.secret.as_bytes().to_vec(),
+    }
+}
+
+/// Tells the primary this node followed that a newer epoch exists (after this node
+/// was promoted): if it is still running and reachable, it steps down and stops
+/// acknowledging writes, even through other standbys still following it. Best effort:
+/// a primary that is gone cannot be told, and does not need to be.
+pub async fn fence(engine: &Engine, config: &StandbyConfig) -> Result<()> {
+    let (reader, writer) = tokio::io::split(connect(config).await?);
+    let mut reader = BufReader::new(reader);
+    let mut writer = BufWriter::new(writer);
+    write_message(&mut writer, &hello(engine, config)).await?;
+    writer.flush().await.map_err(ProtocolError::from)?;
+    match read_message(&mut reader, HANDSHAKE_TIMEOUT).await? {
+        Message::Refused { reason } => {
+            tracing::info!(primary = %config.primary, %reason, "the former primary was told of the new epoch");
+            Ok(())
+        }
+        other => Err(Error::Protocol(format!("the former primary answered {}", other.name()))),
+    }
 }
 
 /// A message from a primary of an older epoch than this node knows is refused: that

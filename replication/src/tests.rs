@@ -143,7 +143,8 @@ async fn a_standby_catches_up_matches_takes_over_and_the_old_primary_rejoins() {
     // A goes away; B is promoted and takes writes in epoch 2.
     a.stop.send(true).unwrap();
     a.engine.close();
-    let epoch = b.engine.promote().unwrap();
+    let promoting = b.engine.clone();
+    let epoch = tokio::task::spawn_blocking(move || promoting.promote()).await.unwrap().unwrap();
     assert_eq!(epoch, 2);
     assert_eq!(b.task.await.unwrap(), Outcome::Promoted);
     assert!(b.engine.durable_lsn() >= acked_lsn);
@@ -209,7 +210,8 @@ async fn a_deposed_primary_with_entries_the_new_one_lacks_bootstraps_again() {
     let a_last = a.engine.last_lsn();
     a.stop.send(true).unwrap();
     a.engine.close();
-    b.engine.promote().unwrap();
+    let promoting = b.engine.clone();
+    tokio::task::spawn_blocking(move || promoting.promote()).await.unwrap().unwrap();
     b.engine.close();
     let b = primary_node(&dir.path().join("b"), None, 0).await;
     write_some(&b.engine, "new", 3).await;
@@ -349,7 +351,12 @@ async fn degrade_policy_acknowledges_without_standbys_and_says_so() {
         assert!(Instant::now() < deadline, "the standby did not connect");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // With its standby back, a write waits for it again and the flag clears.
+    // Once its standby holds everything, writes wait for it again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while primary.degraded() {
+        assert!(Instant::now() < deadline, "still degraded with the standby caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     engine.send(CreateCart::default()).await.unwrap();
     assert!(b.engine.durable_lsn() >= engine.durable_lsn());
     assert!(!primary.degraded());
@@ -363,7 +370,8 @@ async fn a_primary_that_meets_a_newer_epoch_steps_down_for_good() {
     let b = follower(&a.addr, "b", &dir.path().join("b").join("data")).await;
     caught_up(&b.engine, &a.engine).await;
     // B is promoted while A still runs (a partition): epoch 2 on B, 1 on A.
-    b.engine.promote().unwrap();
+    let promoting = b.engine.clone();
+    tokio::task::spawn_blocking(move || promoting.promote()).await.unwrap().unwrap();
     assert_eq!(b.task.await.unwrap(), Outcome::Promoted);
     b.engine.close();
     let b = primary_node(&dir.path().join("b"), None, 0).await;
@@ -401,7 +409,17 @@ async fn a_primary_that_meets_a_newer_epoch_steps_down_for_good() {
     a.engine.close();
     let mut config = EngineConfig::new(dir.path().join("a").join("data"));
     config.role = Some(NodeRole::Primary);
-    assert!(matches!(Engine::open(config), Err(EngineError::InvalidState(_))));
+    // (A session's log read may hold the store for a moment after the close.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reopened = loop {
+        match Engine::open(config.clone()) {
+            Err(EngineError::Storage(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => break other,
+        }
+    };
+    assert!(matches!(reopened, Err(EngineError::InvalidState(_))), "{reopened:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,9 +442,11 @@ async fn without_the_secret_a_peer_gets_nothing_and_cannot_fence_the_primary() {
         version: crate::PROTOCOL_VERSION,
         format: ENGINE_FORMAT_VERSION,
         name: "intruder".into(),
+        cluster: 0,
         epoch: 1_000,
         last_lsn: 0,
         last_epoch: 0,
+        last_epoch_id: 0,
         bootstrap: true,
         secret: b"guess".to_vec(),
     };
@@ -449,4 +469,41 @@ async fn without_the_secret_a_peer_gets_nothing_and_cannot_fence_the_primary() {
     config.secret = crate::Secret::new("replication-secret");
     standby::bootstrap(&config, &stats).await.unwrap();
     assert!(!standby::needs_bootstrap(&config.data_dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_never_follows_or_wipes_itself_for_another_clusters_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = primary_node(&dir.path().join("a"), None, 0).await;
+    write_some(&a.engine, "ours", 3).await;
+    let b = follower(&a.addr, "b", &dir.path().join("b")).await;
+    caught_up(&b.engine, &a.engine).await;
+    b.stop.send(true).unwrap();
+    b.task.await.unwrap();
+    let kept = b.engine.durable_lsn();
+    // A new, empty primary (a replaced disk) at another address, with more entries
+    // than the standby holds: same epoch 1, another cluster.
+    let other = primary_node(&dir.path().join("other"), None, 0).await;
+    write_some(&other.engine, "theirs", 6).await;
+    assert!(other.engine.durable_lsn() > kept);
+    assert_ne!(other.engine.cluster_id(), b.engine.cluster_id());
+    let (stats, (stop, shutdown)) = (StandbyStats::default(), watch::channel(false));
+    let config = StandbyConfig {
+        primary: other.addr.clone(),
+        name: "b".into(),
+        data_dir: dir.path().join("b"),
+        tls: None,
+        secret: Default::default(),
+    };
+    let following = tokio::spawn({
+        let engine = b.engine.clone();
+        async move { standby::follow(engine, config, &stats, shutdown).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Refused every time (no Resync, so nothing is wiped), and nothing applied.
+    assert!(!following.is_finished());
+    stop.send(true).unwrap();
+    assert_eq!(following.await.unwrap(), Outcome::Shutdown);
+    assert_eq!(b.engine.durable_lsn(), kept);
+    assert_eq!(b.engine.cluster_id(), a.engine.cluster_id());
 }

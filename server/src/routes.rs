@@ -130,7 +130,7 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(POST "/v1/flash-sales/{id}/purchases", "purchase_flash_sale", "Buy units of a live flash sale: a pending order at the sale price", flash_sales::purchase, Write, OptionalJson, 201, "signed-in customers", Some("FlashSalePurchase"), Some("Order"), &[401, 403, 404, 409, 422], Some(true)),
         route!(GET "/v1/admin/replication", "get_replication", "Replication status", ops::replication, Read, None, 200, "ops:admin", None, Some("Replication"), &[401, 403], None),
         route!(GET "/v1/admin/digest", "get_digest", "A digest of every table of the state (rows and an order-independent hash), to compare a standby with its primary at the same LSN", ops::digest, Read, None, 200, "ops:admin", None, Some("Digest"), &[401, 403], None),
-        route!(POST "/v1/admin/promote", "promote", "Promote this standby: it stops following its primary, starts the next epoch (recorded durably) and takes writes", ops::promote, Write, OptionalJson, 200, "ops:admin", None, Some("Promotion"), &[401, 403, 409], None),
+        route!(POST "/v1/admin/promote", "promote", "Promote this standby: it stops following its primary, starts the next epoch (recorded durably) and takes writes", ops::promote, Write, OptionalJson, 200, "ops:admin", None, Some("Promotion"), &[401, 403, 409, 503], None),
         route!(POST "/v1/admin/checkpoints", "create_checkpoint", "Write a consistent on-disk checkpoint", ops::checkpoint, Write, OptionalJson, 201, "ops:admin", None, Some("Checkpoint"), &[401, 403], Some(false)),
     ]
 });

@@ -335,7 +335,6 @@ impl Server {
         }
         tracing::info!("shutting down: finishing in-flight requests");
         drop(self.listener);
-        self.app.replication.stop();
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections did not finish in time");
         }
@@ -345,6 +344,8 @@ impl Server {
             app.engine.clone().close();
         })
         .await?;
+        // After the engine closed: writes still draining needed their standbys.
+        self.app.replication.stop();
         tracing::info!("stopped");
         Ok(())
     }

@@ -57,12 +57,22 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
             });
         }
         let outcome = tokio::select! {
-            outcome = standby::follow(engine, following.clone(), &stats, shutdown.clone()) => outcome,
+            outcome = standby::follow(
+                engine.clone(), following.clone(), &stats, shutdown.clone()
+            ) => outcome,
             result = &mut running => return result?,
         };
         match outcome {
             Outcome::Promoted => {
                 tracing::info!("promoted: serving as the primary");
+                // The primary this node followed may still run (a partition): tell it,
+                // so it stops acknowledging writes through any standby still on it.
+                let (engine, following) = (engine.clone(), following.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = standby::fence(&engine, &following).await {
+                        tracing::info!(%error, "the former primary could not be told of the new epoch");
+                    }
+                });
                 return running.await?;
             }
             Outcome::Shutdown => {

@@ -19,6 +19,7 @@ use crate::types::Lsn;
 
 const META_ROLE: &[u8] = b"replication/role";
 const META_EPOCHS: &[u8] = b"replication/epochs";
+const META_CLUSTER: &[u8] = b"replication/cluster";
 
 /// What a node does with commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub struct EpochStart {
     pub epoch: u64,
     /// The first LSN written in it.
     pub first_lsn: Lsn,
+    /// Random, drawn by the promotion that began it (0 for the first epoch): two nodes
+    /// promoted to the same epoch number by mistake are not mistaken for one history.
+    pub id: u64,
 }
 
 /// A node's history of epochs: each promotion starts a new one. Two nodes agree on the
@@ -67,7 +71,7 @@ pub struct Epochs {
 
 impl Default for Epochs {
     fn default() -> Epochs {
-        Epochs { starts: vec![EpochStart { epoch: 1, first_lsn: Lsn(1) }] }
+        Epochs { starts: vec![EpochStart { epoch: 1, first_lsn: Lsn(1), id: 0 }] }
     }
 }
 
@@ -92,8 +96,8 @@ impl Epochs {
     }
 
     /// The epoch the entry at `lsn` was written in (the first epoch for LSN 0).
-    pub fn epoch_at(&self, lsn: Lsn) -> u64 {
-        self.starts.iter().rev().find(|s| s.first_lsn <= lsn).unwrap_or(&self.starts[0]).epoch
+    pub fn epoch_at(&self, lsn: Lsn) -> EpochStart {
+        *self.starts.iter().rev().find(|s| s.first_lsn <= lsn).unwrap_or(&self.starts[0])
     }
 
     /// The starts, oldest first.
@@ -103,33 +107,49 @@ impl Epochs {
 
     fn started(&self, first_lsn: Lsn) -> Epochs {
         let mut starts = self.starts.clone();
-        starts.push(EpochStart { epoch: self.current() + 1, first_lsn });
+        let id = rand::random::<u64>().max(1);
+        starts.push(EpochStart { epoch: self.current() + 1, first_lsn, id });
         Epochs { starts }
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 * self.starts.len());
+        let mut out = Vec::with_capacity(24 * self.starts.len());
         for start in &self.starts {
             out.extend_from_slice(&start.epoch.to_le_bytes());
             out.extend_from_slice(&start.first_lsn.0.to_le_bytes());
+            out.extend_from_slice(&start.id.to_le_bytes());
         }
         out
     }
 
     fn decode(bytes: &[u8]) -> Result<Epochs> {
-        if !bytes.len().is_multiple_of(16) {
+        if !bytes.len().is_multiple_of(24) {
             return Err(EngineError::IncompatibleData("the epoch history is malformed".into()));
         }
+        let word = |c: &[u8], i: usize| {
+            u64::from_le_bytes(c[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+        };
         let starts = bytes
-            .chunks_exact(16)
-            .map(|c| EpochStart {
-                epoch: u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
-                first_lsn: Lsn(u64::from_le_bytes(c[8..].try_into().expect("8 bytes"))),
-            })
+            .chunks_exact(24)
+            .map(|c| EpochStart { epoch: word(c, 0), first_lsn: Lsn(word(c, 1)), id: word(c, 2) })
             .collect();
         Epochs::new(starts)
             .map_err(|_| EngineError::IncompatibleData("the epoch history is out of order".into()))
     }
+}
+
+/// The directory's cluster id: drawn once, when a directory first opens, and carried
+/// by checkpoints to its standbys, so a standby never follows another cluster's
+/// primary (and never discards its data for one).
+pub(crate) fn cluster_id(store: &Store) -> Result<u64> {
+    if let Some(bytes) = store.get(CF_META, META_CLUSTER)? {
+        return codec::read_u64(&bytes, "cluster id");
+    }
+    let id = rand::random::<u64>().max(1);
+    let mut batch = WriteBatch::default();
+    batch.put(CF_META, META_CLUSTER, &id.to_le_bytes());
+    store.write(&batch, true)?;
+    Ok(id)
 }
 
 /// The role and epochs a data directory records (a primary in epoch 1 when it records
@@ -168,9 +188,11 @@ pub trait ReleaseGate: std::fmt::Debug + Send + Sync + 'static {
     /// Whether a new command may be taken now; a primary that cannot reach enough
     /// standbys refuses at once, with [`EngineError::StandbysUnavailable`].
     fn admit(&self) -> Result<()>;
-    /// Blocks until everything up to `lsn` may be acknowledged, or says why it may not
-    /// (the caller's command is durable here but not acknowledged).
-    fn wait(&self, lsn: Lsn) -> Result<()>;
+    /// Blocks until everything up to `lsn` (durable here since `committed`) may be
+    /// acknowledged, or says why it may not (the caller's command is durable here but
+    /// not acknowledged). Deadlines count from `committed`, so groups queued behind a
+    /// slow one do not each wait a full timeout.
+    fn wait(&self, lsn: Lsn, committed: std::time::Instant) -> Result<()>;
 }
 
 /// One table's digest: its rows and an order-independent hash of their keys and

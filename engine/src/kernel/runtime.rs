@@ -346,6 +346,33 @@ impl Drop for StopOnPanic {
     }
 }
 
+/// The start of a promotion, run by the sequencer between replicated jobs: from it on
+/// no replicated entry is applied, and its reply (released with its group, so once
+/// everything before it is durable) is the last LSN of the old epoch.
+struct Promotion {
+    reply: oneshot::Sender<Result<Lsn>>,
+    result: Option<Result<Lsn>>,
+}
+
+impl Job for Promotion {
+    fn run(&mut self, sequencer: &mut Sequencer, _group: &mut Group) {
+        self.result = Some(if sequencer.role.get() == STANDBY {
+            sequencer.role.set(PROMOTING);
+            Ok(sequencer.state.last_lsn())
+        } else {
+            Err(EngineError::InvalidState("only a standby is promoted".into()))
+        });
+    }
+
+    fn release(self: Box<Self>, failure: Option<&EngineError>) {
+        send_result(self.reply, self.result, failure);
+    }
+
+    fn replicated(&self) -> bool {
+        true
+    }
+}
+
 /// The node's role, shared by the engine and its threads; `PROMOTING` refuses
 /// commands and replicated entries alike while a promotion settles.
 #[derive(Default)]
@@ -372,6 +399,7 @@ impl RoleCell {
 struct Inner {
     role: Arc<RoleCell>,
     epochs: Mutex<Epochs>,
+    cluster: u64,
     /// Held by a promotion or a step-down from start to end.
     role_change: Mutex<()>,
     gate: Option<Arc<dyn ReleaseGate>>,
@@ -429,6 +457,7 @@ impl Engine {
         })?;
         codec::check_format(&store)?;
         let (mut role, epochs) = replica::load(&store)?;
+        let cluster = replica::cluster_id(&store)?;
         match config.role {
             Some(NodeRole::Primary) if role == NodeRole::Standby => {
                 return Err(EngineError::InvalidState(
@@ -494,7 +523,6 @@ impl Engine {
             None => (None, None),
         };
         let committer = Committer {
-            role: role.clone(),
             gated,
             store: store.clone(),
             slot,
@@ -531,6 +559,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 role,
                 epochs: Mutex::new(epochs),
+                cluster,
                 role_change: Mutex::new(()),
                 gate: config.release_gate.clone(),
                 state,
@@ -711,6 +740,12 @@ impl Engine {
         self.inner.epochs.lock().clone()
     }
 
+    /// The id of the cluster this directory belongs to: drawn when it was created,
+    /// shared by every standby bootstrapped from it.
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cluster
+    }
+
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
         self.inner.epochs.lock().current()
@@ -765,19 +800,26 @@ impl Engine {
         if self.inner.role.get() != STANDBY {
             return Err(EngineError::InvalidState("this node is already a primary".into()));
         }
-        self.inner.role.set(PROMOTING);
+        // The sequencer takes the promotion between two replicated jobs (never in the
+        // middle of one) and refuses every replicated entry after it.
+        let (reply, receiver) = oneshot::channel();
+        self.push(Box::new(Promotion { reply, result: None }))?;
+        let last = match receiver.blocking_recv() {
+            Ok(last) => last?,
+            Err(_) => return Err(self.stopped()),
+        };
         let promoted = (|| {
-            // Replicated entries still in the queue are refused from here on; wait for
-            // what was applied to become durable, so the new epoch starts after it.
+            // Its reply came with its group, after everything before it was durable;
+            // the wait is a guard.
             let deadline = Instant::now() + Duration::from_secs(30);
-            while self.durable_lsn() < self.last_lsn() {
+            while self.durable_lsn() < last {
                 self.inner.health.check()?;
                 if Instant::now() > deadline {
                     return Err(EngineError::Unavailable("the log did not become durable".into()));
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            let epochs = replica::promoted(&self.inner.epochs.lock(), self.last_lsn());
+            let epochs = replica::promoted(&self.inner.epochs.lock(), last);
             replica::store(&*self.store()?, NodeRole::Primary, &epochs)?;
             let epoch = epochs.current();
             *self.inner.epochs.lock() = epochs;
@@ -956,10 +998,12 @@ impl Sequencer {
                     next = self.receiver.try_recv().ok();
                 }
             }
-            if running && self.role.get() == PRIMARY && Instant::now() >= next_tick {
+            if running && Instant::now() >= next_tick {
                 // A backlog (more due than one `ExpireDue` takes) is worked off at once,
                 // one batch per turn of the loop between commands, not one per interval.
-                let backlog = self.tick(&mut group);
+                // A standby runs no timers (its primary's arrive in the log) but keeps the
+                // interval, so its loop sleeps between commands.
+                let backlog = self.role.get() == PRIMARY && self.tick(&mut group);
                 next_tick =
                     if backlog { Instant::now() } else { Instant::now() + self.tick_interval };
             }
@@ -1117,6 +1161,8 @@ const RELEASES_WAITING_MAX: usize = 1024;
 /// A durable group's replies, waiting for the release gate.
 struct Release {
     lsn: Lsn,
+    /// When the group became durable here: the gate's deadline counts from it.
+    committed: Instant,
     replies: Vec<Box<dyn Job>>,
 }
 
@@ -1130,7 +1176,7 @@ struct Releaser {
 impl Releaser {
     fn run(self) {
         for release in self.receiver {
-            let verdict = self.gate.wait(release.lsn);
+            let verdict = self.gate.wait(release.lsn, release.committed);
             for job in release.replies {
                 job.release(verdict.as_ref().err());
             }
@@ -1139,7 +1185,6 @@ impl Releaser {
 }
 
 struct Committer {
-    role: Arc<RoleCell>,
     gated: Option<Sender<Release>>,
     store: Arc<Store>,
     slot: Arc<Slot>,
@@ -1199,20 +1244,27 @@ impl Committer {
         self.stats.last_group_commands.store(commands, Ordering::Relaxed);
         self.stats.commands_committed.fetch_add(commands, Ordering::Relaxed);
         match &self.gated {
-            // A standby's replies (replicated entries) answer to no one's standbys.
-            Some(gated) if self.role.get() != STANDBY => {
-                let lsn = Lsn(group.last_lsn.max(*self.durable.borrow()));
-                if let Err(unsent) = gated.send(Release { lsn, replies: group.replies }) {
-                    refuse(
-                        unsent.into_inner().replies,
-                        self.health
-                            .check()
-                            .err()
-                            .unwrap_or(EngineError::Unavailable("the engine is closed".into())),
-                    );
+            // Replicated entries (and a promotion) answer to no one's standbys; every
+            // command the sequencer ran as a primary waits for the gate, whatever the
+            // role is now: a primary that stepped down meanwhile must not acknowledge
+            // it on its own.
+            Some(gated) => {
+                let (own, gate): (Vec<_>, Vec<_>) =
+                    group.replies.into_iter().partition(|job| job.replicated());
+                for job in own {
+                    job.release(None);
+                }
+                if !gate.is_empty() {
+                    let lsn = Lsn(group.last_lsn.max(*self.durable.borrow()));
+                    let release = Release { lsn, committed: Instant::now(), replies: gate };
+                    if let Err(unsent) = gated.send(release) {
+                        let closed = EngineError::Unavailable("the engine is closed".into());
+                        let error = self.health.check().err().unwrap_or(closed);
+                        refuse(unsent.into_inner().replies, error);
+                    }
                 }
             }
-            _ => {
+            None => {
                 for job in group.replies {
                     job.release(None);
                 }

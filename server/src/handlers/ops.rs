@@ -154,6 +154,9 @@ pub async fn promote(call: Call) -> Result<Out, Problem> {
             }
             other => other.into(),
         })?;
+    if let Some(primary) = &call.app.replication.primary {
+        primary.promoted();
+    }
     let epochs = call.app.engine.epochs();
     let lsn = epochs.starts().last().map_or(0, |start| start.first_lsn.0.saturating_sub(1));
     Ok(Out::ok(&json!({"role": "primary", "epoch": epoch, "lsn": lsn})))
