@@ -174,6 +174,12 @@ fn query_parameters(operation: &str) -> Vec<Value> {
             limit,
             cursor,
         ],
+        "list_events" => vec![
+            described("after", json!({"type": "string", "pattern": "^[0-9]{1,20}$"}), "next_cursor of a previous page: records of log entries after it. Absent: from the oldest entry the log still holds. Below what the log holds: 410 cursor_expired."),
+            described("types", json!({"type": "string"}), &format!("Event types wanted, comma-separated (absent: all): {}.", crate::handlers::events::EVENT_TYPES.join(", "))),
+            query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})),
+            described("wait_ms", json!({"type": "integer", "minimum": 0, "maximum": 30000, "default": 0}), "Long poll: with nothing after the cursor, wait up to this long for new durable entries."),
+        ],
         "list_my_orders" => vec![query("status", json!({"type": "string"})), limit, cursor],
         "list_flash_sales" => vec![
             query(
@@ -304,6 +310,16 @@ fn schemas() -> Value {
             "primary": {"description": "On a standby: its primary as last heard", "oneOf": [{"type": "null"}, object(&["addr", "connected", "epoch", "durable_lsn", "lag_lsn"], json!({"addr": string(), "connected": {"type": "boolean"}, "epoch": {"type": "integer"}, "durable_lsn": {"type": "integer"}, "lag_lsn": {"type": "integer"}, "reconnects": {"type": "integer"}, "resyncs": {"type": "integer"}, "bootstraps": {"type": "integer"}}))]},
         })),
         "Digest": object(&["lsn_before", "lsn_after", "tables"], json!({"lsn_before": {"type": "integer"}, "lsn_after": {"type": "integer"}, "tables": {"type": "array", "items": object(&["table", "rows", "hash"], json!({"table": string(), "rows": {"type": "integer"}, "hash": {"type": "string", "description": "16 hex digits"}}))}})),
+        "EventPage": object(&["data", "next_cursor"], json!({
+            "data": {"type": "array", "items": object(&["id", "type", "lsn", "at", "data"], json!({
+                "id": {"type": "string", "description": "evt_LSN_N: unique, stable"},
+                "type": {"type": "string", "enum": crate::handlers::events::EVENT_TYPES},
+                "lsn": {"type": "integer"},
+                "at": {"type": "string", "format": "date-time"},
+                "data": {"type": "object", "description": "By type: product.* {product_id, handle, title, status}; category.* {category_id, name?}; stock.set {sku, on_hand, reason}; stock.adjusted {sku, delta, reason}; order.placed {order_id, cart_id, lines[{sku, quantity, unit_price}], reservation_expires_at} or, for a flash-sale purchase, {order_id, sale_id, quantity, reservation_expires_at}; order.cancelled/expired/fulfilled {order_id}; order.paid {order_id, payment_id, amount}; flash_sale.created {sale_id, sku, price, quantity, starts_at, ends_at}; flash_sale.started/ended/cancelled {sale_id}. No emails, addresses, carts or accounts."}
+            }))},
+            "next_cursor": {"type": "string", "description": "The LSN of the last log entry read (also when it published nothing wanted): pass it as after"}
+        })),
         "Promotion": object(&["role", "epoch", "lsn"], json!({"role": {"type": "string", "enum": ["primary"]}, "epoch": {"type": "integer", "description": "The new epoch"}, "lsn": {"type": "integer", "description": "The last LSN of the old epoch; the new one starts after it"}})),
         "Checkpoint": object(&["path", "lsn", "created_at"], json!({"path": string(), "lsn": {"type": "integer"}, "created_at": timestamp()})),
         "Registration": object(&["email", "password"], json!({"email": email(), "password": text(8, 1024), "name": text(0, 100)})),

@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 
 use http::Method;
 
-use crate::handlers::{accounts, carts, catalog, flash_sales, inventory, ops, orders, search};
+use crate::handlers::{
+    accounts, carts, catalog, events, flash_sales, inventory, ops, orders, search,
+};
 use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::ratelimit::Class;
@@ -128,6 +130,7 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(GET "/v1/flash-sales/{id}/stream", "stream_flash_sale", "Server-Sent Events: the sale at once, then its counts as they change (at most every 100 ms, at least every second while open), a final status", flash_sales::stream, Read, None, 200, "anyone", None, None, &[404], None),
         route!(POST "/v1/flash-sales/{id}/cancel", "cancel_flash_sale", "Cancel a flash sale; the units not taken go back to stock", flash_sales::cancel, Write, OptionalJson, 200, "catalog:write", None, Some("FlashSale"), &[401, 403, 404, 409], Some(false)),
         route!(POST "/v1/flash-sales/{id}/purchases", "purchase_flash_sale", "Buy units of a live flash sale: a pending order at the sale price", flash_sales::purchase, Write, OptionalJson, 201, "signed-in customers", Some("FlashSalePurchase"), Some("Order"), &[401, 403, 404, 409, 422], Some(true)),
+        route!(GET "/v1/events", "list_events", "The event feed: public records of the durable log (catalog, stock, orders, payments, flash sales) in log order from a cursor, filtered by type, with an optional long poll", events::list, Read, None, 200, "ops:admin", None, Some("EventPage"), &[401, 403, 410, 422], None),
         route!(GET "/v1/admin/replication", "get_replication", "Replication status", ops::replication, Read, None, 200, "ops:admin", None, Some("Replication"), &[401, 403], None),
         route!(GET "/v1/admin/digest", "get_digest", "A digest of every table of the state (rows and an order-independent hash), to compare a standby with its primary at the same LSN", ops::digest, Read, None, 200, "ops:admin", None, Some("Digest"), &[401, 403], None),
         route!(POST "/v1/admin/promote", "promote", "Promote this standby: it stops following its primary, starts the next epoch (recorded durably) and takes writes", ops::promote, Write, OptionalJson, 200, "ops:admin", None, Some("Promotion"), &[401, 403, 409, 503], None),

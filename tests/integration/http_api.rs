@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 46] = [
+const ENDPOINTS: [(&str, &str, u16); 47] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1254,6 +1254,7 @@ const ENDPOINTS: [(&str, &str, u16); 46] = [
     ("post", "/v1/orders/{id}/fulfillments", 200),
     ("get", "/v1/admin/replication", 200),
     ("get", "/v1/admin/digest", 200),
+    ("get", "/v1/events", 200),
     ("post", "/v1/admin/promote", 200),
     ("post", "/v1/admin/checkpoints", 201),
     ("post", "/v1/flash-sales", 201),

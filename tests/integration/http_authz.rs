@@ -489,6 +489,7 @@ fn rows() -> Vec<Row> {
             |_| Call::new("GET", "/v1/admin/replication"),
             ADMIN_200,
         ),
+        row("GET /v1/events", "ops:admin", |_| Call::new("GET", "/v1/events"), ADMIN_200),
         row(
             "GET /v1/admin/digest",
             "ops:admin",

@@ -6,6 +6,7 @@ mod concurrency;
 mod crash;
 mod disk_faults;
 mod domain;
+mod events;
 mod fail_stop;
 mod flash_sales;
 mod http_api;

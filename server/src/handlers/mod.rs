@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod carts;
 pub mod catalog;
+pub mod events;
 pub mod flash_sales;
 pub mod inventory;
 pub mod ops;

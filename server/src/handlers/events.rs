@@ -1,0 +1,226 @@
+//! The event feed (`GET /v1/events`): the durable log, read from a cursor, as public
+//! event records. It is the integration point a message queue would otherwise be: in log
+//! order, from any position the log still holds, filtered by type, with a long poll.
+//!
+//! Only facts a subscriber of the shop may see are published: catalog, stock, orders,
+//! payments and flash sales. Carts, accounts, sessions and idempotency records are not;
+//! neither are emails or addresses. A log entry's events are never split across pages,
+//! and the cursor is the LSN of the last entry read (filtered out or not), so a reader
+//! always moves forward.
+
+use std::time::Duration;
+
+use emporium_engine::*;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::perm;
+use crate::http::{Call, Out};
+use crate::problem::Problem;
+use crate::wire::rfc3339;
+
+/// Entries read from the log per page at most.
+const ENTRIES_PER_PAGE_MAX: usize = 4096;
+/// Longest long poll.
+const WAIT_MS_MAX: u64 = 30_000;
+/// Events per page, by default and at most.
+const LIMIT_DEFAULT: usize = 100;
+const LIMIT_MAX: usize = 1000;
+
+/// Every type the feed publishes.
+pub const EVENT_TYPES: [&str; 16] = [
+    "product.created",
+    "product.updated",
+    "category.created",
+    "category.updated",
+    "category.deleted",
+    "stock.set",
+    "stock.adjusted",
+    "order.placed",
+    "order.cancelled",
+    "order.expired",
+    "order.fulfilled",
+    "order.paid",
+    "flash_sale.created",
+    "flash_sale.started",
+    "flash_sale.ended",
+    "flash_sale.cancelled",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    after: Option<String>,
+    types: Option<String>,
+    limit: Option<String>,
+    wait_ms: Option<String>,
+}
+
+fn money(money: Money) -> Value {
+    json!({"amount": money.amount(), "currency": money.currency().as_str()})
+}
+
+/// The public records of one of a log entry's events, as `(type, data)`.
+fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
+    let product = |kind, p: &Product| {
+        let data = json!({"product_id": p.id.text().as_str(), "handle": p.handle,
+                          "title": p.title, "status": p.status.as_str()});
+        (kind, data)
+    };
+    let category =
+        |kind, c: &Category| (kind, json!({"category_id": c.id.text().as_str(), "name": c.name}));
+    let order = |kind, id: &OrderId| (kind, json!({"order_id": id.text().as_str()}));
+    let sale = |kind, id: &FlashSaleId| (kind, json!({"sale_id": id.text().as_str()}));
+    match event {
+        Event::Catalog(e) => out.push(match e {
+            CatalogEvent::ProductCreated(p) => product("product.created", p),
+            CatalogEvent::ProductUpdated(p) => product("product.updated", p),
+            CatalogEvent::CategoryCreated(c) => category("category.created", c),
+            CatalogEvent::CategoryUpdated(c) => category("category.updated", c),
+            CatalogEvent::CategoryDeleted(id) => {
+                ("category.deleted", json!({"category_id": id.text().as_str()}))
+            }
+        }),
+        Event::Inventory(e) => out.push(match e {
+            InventoryEvent::StockSet { sku, on_hand, reason } => {
+                ("stock.set", json!({"sku": sku.as_str(), "on_hand": on_hand, "reason": reason}))
+            }
+            InventoryEvent::StockAdjusted { sku, delta, reason } => {
+                ("stock.adjusted", json!({"sku": sku.as_str(), "delta": delta, "reason": reason}))
+            }
+        }),
+        Event::Orders(e) => out.push(match e {
+            OrderEvent::Placed(placed) => {
+                let lines: Vec<Value> = placed
+                    .lines
+                    .iter()
+                    .map(|l| json!({"sku": l.sku.as_str(), "quantity": l.quantity,
+                                    "unit_price": money(l.unit_price)}))
+                    .collect();
+                let data = json!({"order_id": placed.id.text().as_str(),
+                                  "cart_id": placed.cart_id.to_string(), "lines": lines,
+                                  "reservation_expires_at": rfc3339(placed.reservation_expires_at)});
+                ("order.placed", data)
+            }
+            OrderEvent::Cancelled { order_id } => order("order.cancelled", order_id),
+            OrderEvent::Expired { order_id } => order("order.expired", order_id),
+            OrderEvent::Fulfilled { order_id } => order("order.fulfilled", order_id),
+        }),
+        Event::Payments(PaymentEvent::PaymentCaptured { order_id, payment, .. }) => {
+            let data = json!({"order_id": order_id.text().as_str(),
+                              "payment_id": payment.id.text().as_str(),
+                              "amount": money(payment.amount)});
+            out.push(("order.paid", data));
+        }
+        Event::FlashSales(e) => match e {
+            FlashSaleEvent::Created(s) => {
+                let data = json!({"sale_id": s.id.text().as_str(), "sku": s.sku.as_str(),
+                                  "price": money(s.price), "quantity": s.quantity,
+                                  "starts_at": rfc3339(s.starts_at), "ends_at": rfc3339(s.ends_at)});
+                out.push(("flash_sale.created", data));
+            }
+            FlashSaleEvent::Started { sale_id } => out.push(sale("flash_sale.started", sale_id)),
+            FlashSaleEvent::Ended { sale_id } => out.push(sale("flash_sale.ended", sale_id)),
+            FlashSaleEvent::Cancelled { sale_id } => {
+                out.push(sale("flash_sale.cancelled", sale_id))
+            }
+            FlashSaleEvent::Purchased(p) => {
+                let data = json!({"order_id": p.order_id.text().as_str(),
+                                  "sale_id": p.sale_id.text().as_str(), "quantity": p.units,
+                                  "reservation_expires_at": rfc3339(p.reservation_expires_at)});
+                out.push(("order.placed", data));
+            }
+        },
+        _ => {}
+    }
+}
+
+/// `GET /v1/events`.
+pub async fn list(call: Call) -> Result<Out, Problem> {
+    call.require(perm::OPS_ADMIN)?;
+    let params: Params = call.query()?;
+    let after = match params.after.as_deref() {
+        None => call.app.engine.first_log_lsn().0.saturating_sub(1),
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| Problem::malformed("after is the next_cursor of a previous page"))?,
+    };
+    let number = |value: Option<&str>, name: &str, max: u64, default: u64| {
+        value.map_or(Ok(default), |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| (0..=max).contains(n))
+                .ok_or_else(|| Problem::malformed(format!("{name} must be 0 to {max}")))
+        })
+    };
+    let limit = number(params.limit.as_deref(), "limit", LIMIT_MAX as u64, LIMIT_DEFAULT as u64)?
+        .max(1) as usize;
+    let wait = Duration::from_millis(number(params.wait_ms.as_deref(), "wait_ms", WAIT_MS_MAX, 0)?);
+    let mut types = Vec::new();
+    for kind in params.types.as_deref().unwrap_or("").split(',').filter(|t| !t.is_empty()) {
+        let known = EVENT_TYPES.iter().find(|t| **t == kind).ok_or_else(|| {
+            Problem::invalid_field("types", format!("{kind:?} is not an event type"))
+        })?;
+        types.push(*known);
+    }
+    let engine = call.app.engine.clone();
+    let mut durable = engine.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut cursor = after;
+    loop {
+        let reader = engine.clone();
+        let entries = tokio::task::spawn_blocking(move || {
+            reader.read_log(Lsn(cursor + 1), ENTRIES_PER_PAGE_MAX)
+        })
+        .await
+        .map_err(|_| Problem::internal("the log reader failed"))?
+        .map_err(|e| match e {
+            EngineError::LogTrimmed { first, .. } => Problem::new(
+                410,
+                "cursor_expired",
+                "Cursor expired",
+                format!("the log no longer holds LSN {}; it starts at {}", cursor + 1, first.0),
+            ),
+            other => other.into(),
+        })?;
+        let (data, next) = page(&entries, &types, limit, cursor);
+        cursor = next;
+        if !data.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Out::ok(&json!({"data": data, "next_cursor": cursor.to_string()})));
+        }
+        // Nothing yet: wait for the next durable group, or the deadline.
+        let _ = tokio::time::timeout_at(deadline, durable.changed()).await;
+    }
+}
+
+/// The records of `entries` of the wanted `types` (all when empty), whole entries up
+/// to `limit` records, and the LSN of the last entry read.
+fn page(entries: &[LogEntry], types: &[&str], limit: usize, after: u64) -> (Vec<Value>, u64) {
+    let mut data = Vec::new();
+    let mut next = after;
+    let mut records = Vec::new();
+    for entry in entries {
+        records.clear();
+        for event in &entry.events {
+            public(event, &mut records);
+        }
+        records.retain(|(kind, _)| types.is_empty() || types.contains(kind));
+        if !data.is_empty() && data.len() + records.len() > limit {
+            break;
+        }
+        for (i, (kind, record)) in records.drain(..).enumerate() {
+            data.push(json!({
+                "id": format!("evt_{}_{i}", entry.lsn.0),
+                "type": kind,
+                "lsn": entry.lsn.0,
+                "at": rfc3339(entry.at),
+                "data": record,
+            }));
+        }
+        next = entry.lsn.0;
+        if data.len() >= limit {
+            break;
+        }
+    }
+    (data, next)
+}
