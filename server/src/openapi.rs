@@ -175,6 +175,7 @@ fn query_parameters(operation: &str) -> Vec<Value> {
             cursor,
         ],
         "list_events" => vec![
+            described("consumer", json!({"type": "string", "pattern": "^[a-z0-9._-]{1,48}$"}), "A named consumer: the log is kept from what it acknowledged (its after) on, and a read without after resumes there. At most 16 (409 past it); DELETE /v1/events/consumers/{name} forgets one. Dropped for falling too far behind: 410 cursor_expired."),
             described("after", json!({"type": "string", "pattern": "^[0-9]{1,20}$"}), "next_cursor of a previous page: records of log entries after it. Absent: from the oldest entry the log still holds. Below what the log holds: 410 cursor_expired."),
             described("types", json!({"type": "string"}), &format!("Event types wanted, comma-separated (absent: all): {}.", crate::handlers::events::EVENT_TYPES.join(", "))),
             query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})),

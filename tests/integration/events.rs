@@ -122,5 +122,27 @@ fn a_long_poll_answers_when_a_write_is_durable_and_bad_queries_are_refused() {
         .problem(422, "validation_failed");
     s.get("/v1/events?after=x").bearer(&admin).send().problem(400, "malformed_request");
     s.get("/v1/events?wait_ms=99999").bearer(&admin).send().problem(400, "malformed_request");
+    s.get("/v1/events?limit=0").bearer(&admin).send().problem(400, "malformed_request");
     s.get("/v1/events").send().problem(401, "unauthenticated");
+}
+
+#[test]
+fn a_named_consumer_resumes_where_it_acknowledged_and_can_be_forgotten() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "EVT-3", 700, 5);
+    let first = feed(&s, &admin, "?consumer=erp&limit=1");
+    assert_eq!(types(&first), ["product.created"]);
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    // Acknowledging the first page; a read without `after` resumes after it.
+    feed(&s, &admin, &format!("?consumer=erp&after={cursor}&limit=1"));
+    let resumed = feed(&s, &admin, "?consumer=erp");
+    assert_eq!(types(&resumed), ["stock.set"], "{resumed}");
+    s.delete("/v1/events/consumers/erp").bearer(&admin).send().expect(204);
+    s.delete("/v1/events/consumers/erp").bearer(&admin).send().problem(404, "not_found");
+    s.get("/v1/events?consumer=Bad!").bearer(&admin).send().problem(422, "validation_failed");
+    for i in 0..16 {
+        feed(&s, &admin, &format!("?consumer=c{i}&limit=1"));
+    }
+    s.get("/v1/events?consumer=one-too-many").bearer(&admin).send().problem(409, "conflict");
 }

@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 47] = [
+const ENDPOINTS: [(&str, &str, u16); 48] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1255,6 +1255,7 @@ const ENDPOINTS: [(&str, &str, u16); 47] = [
     ("get", "/v1/admin/replication", 200),
     ("get", "/v1/admin/digest", 200),
     ("get", "/v1/events", 200),
+    ("delete", "/v1/events/consumers/{name}", 204),
     ("post", "/v1/admin/promote", 200),
     ("post", "/v1/admin/checkpoints", 201),
     ("post", "/v1/flash-sales", 201),

@@ -491,6 +491,12 @@ fn rows() -> Vec<Row> {
         ),
         row("GET /v1/events", "ops:admin", |_| Call::new("GET", "/v1/events"), ADMIN_200),
         row(
+            "DELETE /v1/events/consumers/{unknown}",
+            "ops:admin",
+            |_| Call::new("DELETE", "/v1/events/consumers/nobody"),
+            [401, 403, 403, 403, 404, 404, 403],
+        ),
+        row(
             "GET /v1/admin/digest",
             "ops:admin",
             |_| Call::new("GET", "/v1/admin/digest"),

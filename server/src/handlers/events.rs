@@ -21,6 +21,12 @@ use crate::wire::rfc3339;
 
 /// Entries read from the log per page at most.
 const ENTRIES_PER_PAGE_MAX: usize = 4096;
+/// Named feed consumers at most (each holds the log it has not read, up to the
+/// engine's cap).
+const CONSUMERS_MAX: usize = 16;
+/// A feed consumer `NAME` is the engine's log consumer `events.NAME`.
+const CONSUMER_PREFIX: &str = "events.";
+
 /// Longest long poll.
 const WAIT_MS_MAX: u64 = 30_000;
 /// Events per page, by default and at most.
@@ -50,6 +56,7 @@ pub const EVENT_TYPES: [&str; 16] = [
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {
+    consumer: Option<String>,
     after: Option<String>,
     types: Option<String>,
     limit: Option<String>,
@@ -139,12 +146,23 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
 pub async fn list(call: Call) -> Result<Out, Problem> {
     call.require(perm::OPS_ADMIN)?;
     let params: Params = call.query()?;
-    let after = match params.after.as_deref() {
-        None => call.app.engine.first_log_lsn().0.saturating_sub(1),
-        Some(text) => text
-            .parse::<u64>()
-            .map_err(|_| Problem::malformed("after is the next_cursor of a previous page"))?,
+    let after = params
+        .after
+        .as_deref()
+        .map(|text| {
+            text.parse::<u64>()
+                .map_err(|_| Problem::malformed("after is the next_cursor of a previous page"))
+        })
+        .transpose()?;
+    // A named consumer: the log is kept from what it has acknowledged (its `after`)
+    // on, and a read without `after` resumes there.
+    let acknowledged = match params.consumer.as_deref() {
+        Some(name) => Some(consumer(&call.app.engine, name, after)?),
+        None => None,
     };
+    let after = after
+        .or(acknowledged)
+        .unwrap_or_else(|| call.app.engine.first_log_lsn().0.saturating_sub(1));
     let number = |value: Option<&str>, name: &str, max: u64, default: u64| {
         value.map_or(Ok(default), |v| {
             v.parse::<u64>()
@@ -153,8 +171,11 @@ pub async fn list(call: Call) -> Result<Out, Problem> {
                 .ok_or_else(|| Problem::malformed(format!("{name} must be 0 to {max}")))
         })
     };
-    let limit = number(params.limit.as_deref(), "limit", LIMIT_MAX as u64, LIMIT_DEFAULT as u64)?
-        .max(1) as usize;
+    let limit = number(params.limit.as_deref(), "limit", LIMIT_MAX as u64, LIMIT_DEFAULT as u64)?;
+    if limit == 0 {
+        return Err(Problem::malformed(format!("limit must be 1 to {LIMIT_MAX}")));
+    }
+    let limit = limit as usize;
     let wait = Duration::from_millis(number(params.wait_ms.as_deref(), "wait_ms", WAIT_MS_MAX, 0)?);
     let mut types = Vec::new();
     for kind in params.types.as_deref().unwrap_or("").split(',').filter(|t| !t.is_empty()) {
@@ -191,6 +212,56 @@ pub async fn list(call: Call) -> Result<Out, Problem> {
         // Nothing yet: wait for the next durable group, or the deadline.
         let _ = tokio::time::timeout_at(deadline, durable.changed()).await;
     }
+}
+
+/// Registers (or finds) the feed consumer `name`, records `after` as read, and returns
+/// its position.
+fn consumer(engine: &Engine, name: &str, after: Option<u64>) -> Result<u64, Problem> {
+    let valid = (1..=48).contains(&name.len())
+        && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(Problem::invalid_field("consumer", "1-48 characters of [a-z0-9._-]"));
+    }
+    let full = format!("{CONSUMER_PREFIX}{name}");
+    let consumers = engine.consumers();
+    let known = consumers.iter().any(|(n, _)| *n == full);
+    let count = consumers.iter().filter(|(n, _)| n.starts_with(CONSUMER_PREFIX)).count();
+    if !known && count >= CONSUMERS_MAX {
+        return Err(Problem::new(
+            409,
+            "conflict",
+            "Too many feed consumers",
+            format!("at most {CONSUMERS_MAX} named consumers; delete one first"),
+        ));
+    }
+    let registered = engine.register_consumer(&full)?;
+    if let Some(after) = after {
+        if after > engine.durable_lsn().0 {
+            return Err(Problem::malformed("after is beyond the log"));
+        }
+        registered.advance(Lsn(after))?;
+    }
+    if registered.is_dropped() {
+        return Err(Problem::new(
+            410,
+            "cursor_expired",
+            "Cursor expired",
+            "the consumer fell too far behind and was dropped; read again without after",
+        ));
+    }
+    Ok(registered.position().0)
+}
+
+/// `DELETE /v1/events/consumers/{name}`: forgets a feed consumer; the log it held is
+/// trimmed.
+pub async fn forget(call: Call) -> Result<Out, Problem> {
+    call.require(perm::OPS_ADMIN)?;
+    let full = format!("{CONSUMER_PREFIX}{}", call.param("name"));
+    if !call.app.engine.consumers().iter().any(|(n, _)| *n == full) {
+        return Err(Problem::not_found("no such feed consumer"));
+    }
+    call.app.engine.unregister_consumer(&full)?;
+    Ok(Out::status(204))
 }
 
 /// The records of `entries` of the wanted `types` (all when empty), whole entries up
