@@ -28,13 +28,19 @@ async fn primary_node(dir: &std::path::Path, role: Option<NodeRole>, sync: usize
     engine_config.role = role;
     engine_config.release_gate = Some(Arc::new(primary.clone()));
     let engine = Engine::open(engine_config).unwrap();
+    let (addr, stop) = serve(&primary, &engine).await;
+    Node { engine, primary, addr, stop }
+}
+
+/// Serves `primary`'s replication for `engine` on a free loopback port: its address,
+/// and the switch that stops it.
+async fn serve(primary: &Primary, engine: &Engine) -> (String, watch::Sender<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, shutdown) = watch::channel(false);
-    let serving = primary.clone();
-    let served = engine.clone();
+    let (serving, served) = (primary.clone(), engine.clone());
     tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
-    Node { engine, primary, addr, stop }
+    (addr, stop)
 }
 
 struct Follower {
@@ -241,11 +247,7 @@ async fn a_standby_that_falls_past_the_retention_cap_bootstraps_again() {
     engine_config.log_consumer_lag_max = 50;
     engine_config.materialize_interval_ms = 10;
     let engine = Engine::open(engine_config).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (_stop, shutdown) = watch::channel(false);
-    let (serving, served) = (primary.clone(), engine.clone());
-    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    let (addr, _stop) = serve(&primary, &engine).await;
     write_some(&engine, "kept", 5).await;
     let b_dir = dir.path().join("b");
     let b = follower(&addr, "b", &b_dir).await;
@@ -295,11 +297,7 @@ async fn the_link_can_be_tls_and_a_standby_refuses_a_primary_it_does_not_trust()
     config.tls = Some(crate::tls::Acceptor::new(&cert, &key).unwrap());
     let primary = Primary::new(config);
     let engine = Engine::open(EngineConfig::new(dir.path().join("a"))).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (_stop, shutdown) = watch::channel(false);
-    let (serving, served) = (primary.clone(), engine.clone());
-    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    let (addr, _stop) = serve(&primary, &engine).await;
     write_some(&engine, "tls", 5).await;
 
     let trusted = crate::tls::Connector::new(&cert, "primary.test").unwrap();
@@ -340,11 +338,7 @@ async fn degrade_policy_acknowledges_without_standbys_and_says_so() {
     engine.send(CreateCart::default()).await.unwrap();
     assert!(primary.degraded(), "acknowledged without its standby: degraded");
     assert_eq!(primary.stats().degraded_releases.load(std::sync::atomic::Ordering::Relaxed), 1);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (_stop, shutdown) = watch::channel(false);
-    let (serving, served) = (primary.clone(), engine.clone());
-    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    let (addr, _stop) = serve(&primary, &engine).await;
     let b = follower(&addr, "b", &dir.path().join("b")).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while primary.standbys().is_empty() {
@@ -429,11 +423,7 @@ async fn without_the_secret_a_peer_gets_nothing_and_cannot_fence_the_primary() {
     config.secret = crate::Secret::new("replication-secret");
     let primary = Primary::new(config);
     let engine = Engine::open(EngineConfig::new(dir.path().join("a"))).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (_stop, shutdown) = watch::channel(false);
-    let (serving, served) = (primary.clone(), engine.clone());
-    tokio::spawn(async move { serving.serve(listener, served, shutdown).await });
+    let (addr, _stop) = serve(&primary, &engine).await;
     write_some(&engine, "secret", 2).await;
 
     // A forged Hello from a "newer epoch", without the secret.
@@ -487,7 +477,8 @@ async fn a_standby_never_follows_or_wipes_itself_for_another_clusters_primary() 
     write_some(&other.engine, "theirs", 6).await;
     assert!(other.engine.durable_lsn() > kept);
     assert_ne!(other.engine.cluster_id(), b.engine.cluster_id());
-    let (stats, (stop, shutdown)) = (StandbyStats::default(), watch::channel(false));
+    let stats = Arc::new(StandbyStats::default());
+    let (stop, shutdown) = watch::channel(false);
     let config = StandbyConfig {
         primary: other.addr.clone(),
         name: "b".into(),
@@ -496,11 +487,15 @@ async fn a_standby_never_follows_or_wipes_itself_for_another_clusters_primary() 
         secret: Default::default(),
     };
     let following = tokio::spawn({
-        let engine = b.engine.clone();
+        let (engine, stats) = (b.engine.clone(), stats.clone());
         async move { standby::follow(engine, config, &stats, shutdown).await }
     });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    // Refused every time (no Resync, so nothing is wiped), and nothing applied.
+    // Refused again and again (no Resync, so nothing is wiped), and nothing applied.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.reconnects.load(std::sync::atomic::Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "the standby did not keep retrying");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!following.is_finished());
     stop.send(true).unwrap();
     assert_eq!(following.await.unwrap(), Outcome::Shutdown);

@@ -363,6 +363,7 @@ fn tls_acceptor(
 /// A server running on its own runtime thread: for tests and embedding.
 pub struct RunningServer {
     addr: SocketAddr,
+    app: Arc<App>,
     shutdown: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
@@ -384,12 +385,18 @@ impl RunningServer {
                             return Err(anyhow::anyhow!(message));
                         }
                     };
-                    let _ = ready_tx.send(Ok(server.local_addr()));
+                    let _ = ready_tx.send(Ok((server.local_addr(), server.app().clone())));
                     server.run(receiver).await
                 })
             })?;
-        let addr = ready_rx.recv().map_err(|_| anyhow::anyhow!("the server thread died"))??;
-        Ok(RunningServer { addr, shutdown, thread: Some(thread) })
+        let (addr, app) =
+            ready_rx.recv().map_err(|_| anyhow::anyhow!("the server thread died"))??;
+        Ok(RunningServer { addr, app, shutdown, thread: Some(thread) })
+    }
+
+    /// The application (for tests that look at its state).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
     }
 
     /// The address it listens on.

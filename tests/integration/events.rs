@@ -103,7 +103,13 @@ fn a_long_poll_answers_when_a_write_is_durable_and_bad_queries_are_refused() {
         );
         (page, started.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // The poll is in flight once it holds a read slot (nothing else reads meanwhile).
+    let reads_max = s.config().reads_concurrency_max;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.app().reads.available_permits() == reads_max {
+        assert!(Instant::now() < deadline, "the poll did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // A cart is not published: the poll goes on past it.
     s.post("/v1/carts").send().expect(201);
     s.post("/v1/inventory/EVT-2/adjustments")

@@ -120,6 +120,11 @@ impl TestServer {
         self.get("/readyz").send().expect(200)["lsn"].as_u64().expect("readyz reports the LSN")
     }
 
+    /// The running server's application (not for a remote server).
+    pub fn app(&self) -> &std::sync::Arc<emporium_server::app::App> {
+        self.server.as_ref().expect("a server in this process").app()
+    }
+
     /// The server's configuration.
     pub fn config(&self) -> &Config {
         &self.config

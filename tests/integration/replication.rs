@@ -227,11 +227,17 @@ fn a_standby_catches_up_from_empty_under_writes_and_matches_its_primary() {
     primary.client().product(&admin, "REPL-1", 1500, 1_000_000);
     let stop = Arc::new(AtomicBool::new(false));
     let load = checkout_load(&primary, "REPL-1", 2, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    // Enough entries before the standby starts that its checkpoint holds some of the
+    // load, and enough after it that it follows the rest as it comes.
+    let some_more = |node: &Node, entries: u64| {
+        let from = node.durable_lsn();
+        wait_for("the load to write", || node.durable_lsn() >= from + entries);
+    };
+    some_more(&primary, 150);
     // From empty, while the primary takes writes.
     let standby = Node::standby(&dir.path().join("b"), "b", &primary.repl, 0, "strict");
     standby.wait_ready();
-    std::thread::sleep(Duration::from_millis(1000));
+    some_more(&primary, 300);
     stop.store(true, Ordering::Release);
     let acked = load.join().unwrap();
     assert!(!acked.is_empty(), "the load placed no order");
@@ -521,9 +527,8 @@ fn a_cut_link_stops_strict_acknowledgements_and_an_async_standby_catches_up_afte
     standby.wait_ready();
     let admin = admin_token(&primary);
     converged(&primary, &standby, &admin);
+    // Converged and idle: nothing but heartbeats is in flight when the link is cut.
     proxy.paused.store(true, Ordering::Release);
-    // Whatever was already past the proxy lands first.
-    std::thread::sleep(Duration::from_millis(300));
     let cut_at = standby.durable_lsn();
     for _ in 0..50 {
         primary.client().post("/v1/carts").send().expect(201);

@@ -227,35 +227,34 @@ fn read_to_the_end(
     t: &emporium_tests::TestEngine,
     search: &emporium_engine::ProductSearch,
 ) -> emporium_engine::SearchStatus {
-    let started = Instant::now();
-    loop {
-        let status = search.status();
-        if status.read_lsn == t.engine.durable_lsn() {
-            return status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the indexer did not read on: {status:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_lsn(t, search, "read on", |status| status.read_lsn)
 }
 
-/// Waits until the indexer has committed at the durable LSN, then answers its status.
+/// Waits until the indexer has committed at the durable LSN (every entry read and
+/// written), then answers its status.
 fn settled(
     t: &emporium_tests::TestEngine,
     search: &emporium_engine::ProductSearch,
 ) -> emporium_engine::SearchStatus {
+    wait_for_lsn(t, search, "catch up", |status| status.applied_lsn)
+}
+
+/// Polls the indexer's status until `lsn` of it reaches the durable LSN.
+fn wait_for_lsn(
+    t: &emporium_tests::TestEngine,
+    search: &emporium_engine::ProductSearch,
+    what: &str,
+    lsn: impl Fn(&emporium_engine::SearchStatus) -> emporium_engine::Lsn,
+) -> emporium_engine::SearchStatus {
     let started = Instant::now();
     loop {
         let status = search.status();
-        // Committed at the durable LSN: every entry read and written.
-        if status.applied_lsn == t.engine.durable_lsn() {
+        if lsn(&status) == t.engine.durable_lsn() {
             return status;
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "the indexer did not catch up: {status:?}"
+            "the indexer did not {what}: {status:?}"
         );
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -217,9 +217,8 @@ pub async fn list(call: Call) -> Result<Out, Problem> {
 /// Registers (or finds) the feed consumer `name`, records `after` as read, and returns
 /// its position.
 fn consumer(engine: &Engine, name: &str, after: Option<u64>) -> Result<u64, Problem> {
-    let valid = (1..=48).contains(&name.len())
-        && name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
-    if !valid {
+    // The same rule as a standby's name: both become the engine's consumer names.
+    if !emporium_replication::valid_name(name) {
         return Err(Problem::invalid_field("consumer", "1-48 characters of [a-z0-9._-]"));
     }
     let full = format!("{CONSUMER_PREFIX}{name}");
