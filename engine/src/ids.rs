@@ -311,12 +311,16 @@ id_type!(
     PaymentId, "pay_", Random
 );
 id_type!(
+    /// A refund's id (`re_…`), 128 random bits.
+    RefundId, "re_", Random
+);
+id_type!(
     /// An API client's id (`cli_…`), 128 random bits.
     ApiClientId, "cli_", Random
 );
 
 seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId);
-random_ids!(OrderId, PaymentId, ApiClientId);
+random_ids!(OrderId, PaymentId, RefundId, ApiClientId);
 
 impl CartId {
     /// The id of a cart: 128 random bits, 25 base-36 digits.

@@ -424,7 +424,11 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
                     skus.insert(sale.sku.clone());
                 }
             }
-            Event::Carts(_) | Event::Accounts(_) | Event::Idempotency(_) => {}
+            // A refund changes money, not stock.
+            Event::Payments(PaymentEvent::Refunded { .. })
+            | Event::Carts(_)
+            | Event::Accounts(_)
+            | Event::Idempotency(_) => {}
         }
     }
     products.extend(skus.iter().filter_map(|sku| state.product_by_sku(sku)).map(|p| p.id));

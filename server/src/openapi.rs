@@ -288,7 +288,15 @@ fn schemas() -> Value {
     let mut payment_with_order = payment.clone();
     payment_with_order["properties"]["order"] = reference("Order");
     payment_with_order["required"].as_array_mut().expect("an array").push(json!("order"));
-    let order_statuses = json!(["pending_payment", "paid", "fulfilled", "cancelled", "expired"]);
+    let order_statuses = json!([
+        "pending_payment",
+        "paid",
+        "fulfilled",
+        "cancelled",
+        "expired",
+        "partially_refunded",
+        "refunded"
+    ]);
     json!({
         "Money": money,
         "Problem": {
@@ -317,7 +325,7 @@ fn schemas() -> Value {
                 "type": {"type": "string", "enum": crate::handlers::events::EVENT_TYPES},
                 "lsn": {"type": "integer"},
                 "at": {"type": "string", "format": "date-time"},
-                "data": {"type": "object", "description": "By type: product.* {product_id, handle, title, status}; category.* {category_id, name?}; stock.set {sku, on_hand, reason}; stock.adjusted {sku, delta, reason}; order.placed {order_id, cart_id, lines[{sku, quantity, unit_price}], reservation_expires_at} or, for a flash-sale purchase, {order_id, sale_id, quantity, reservation_expires_at}; order.cancelled/expired/fulfilled {order_id}; order.paid {order_id, payment_id, amount}; flash_sale.created {sale_id, sku, price, quantity, starts_at, ends_at}; flash_sale.started/ended/cancelled {sale_id}. No emails, addresses, carts or accounts."}
+                "data": {"type": "object", "description": "By type: product.* {product_id, handle, title, status}; category.* {category_id, name?}; stock.set {sku, on_hand, reason}; stock.adjusted {sku, delta, reason}; order.placed {order_id, cart_id, lines[{sku, quantity, unit_price}], reservation_expires_at} or, for a flash-sale purchase, {order_id, sale_id, quantity, reservation_expires_at}; order.cancelled/expired/fulfilled {order_id}; order.paid {order_id, payment_id, amount}; order.refunded {order_id, refund_id, amount, reason}; flash_sale.created {sale_id, sku, price, quantity, starts_at, ends_at}; flash_sale.started/ended/cancelled {sale_id}. No emails, addresses, carts or accounts."}
             }))},
             "next_cursor": {"type": "string", "description": "The LSN of the last log entry read (also when it published nothing wanted): pass it as after"}
         })),
@@ -381,9 +389,29 @@ fn schemas() -> Value {
         "Checkout": object(&[], json!({"email": email(), "shipping_address": reference("Address")})),
         "PaymentRequest": object(&["method", "token"], json!({"method": {"type": "string", "enum": ["test_card"]}, "token": string()})),
         "OrderPayment": payment,
+        "RefundRequest": object(&[], json!({
+            "amount": {"allOf": [reference("Money")], "description": "In the order's currency, more than zero and at most what was captured less what was refunded (422 validation_failed on amount.amount otherwise). Absent: everything not yet refunded."},
+            "reason": {"type": "string", "maxLength": 500, "description": "Up to 500 characters; newlines allowed, other control characters not."}})),
+        "Refund": object(&["id", "order_id", "amount", "reason", "provider_reference", "created_at", "order"],
+            json!({"id": string(), "order_id": string(), "amount": reference("Money"), "reason": string(),
+                   "provider_reference": {"type": "string", "description": "The provider's reference (the built-in test provider refunds at once)."},
+                   "created_at": timestamp(), "order": reference("Order")})),
+        "Ledger": object(&["order_id", "currency", "captured", "refunded", "balance", "data"],
+            json!({"order_id": string(), "currency": string(), "captured": reference("Money"), "refunded": reference("Money"),
+                   "balance": {"allOf": [reference("Money")], "description": "captured − refunded: sums over the entries."},
+                   "data": {"type": "array", "description": "Every money movement, oldest first; immutable. At most one capture and 100 refunds, so not paged.",
+                            "items": object(&["id", "kind", "amount", "provider_reference", "reason", "created_at"],
+                                json!({"id": string(), "kind": {"type": "string", "enum": ["capture", "refund"]}, "amount": reference("Money"),
+                                       "provider_reference": string(), "reason": {"type": ["string", "null"], "description": "A refund's reason; null for a capture."},
+                                       "created_at": timestamp()}))}})),
+        "Reconciliation": object(&["lsn", "orders", "refunds", "totals", "mismatch_count", "mismatches"],
+            json!({"lsn": {"type": "integer", "description": "The last LSN when the check began."}, "orders": {"type": "integer"}, "refunds": {"type": "integer"},
+                   "totals": {"type": "array", "items": object(&["currency", "captured", "refunded"], json!({"currency": string(), "captured": {"type": "integer"}, "refunded": {"type": "integer"}}))},
+                   "mismatch_count": {"type": "integer", "description": "Orders whose status or total disagree with their ledger: an unpaid order with entries, a paid one whose captures are not its total, refunds above the captures or at odds with the status, an entry in another currency, refunds of a missing order."},
+                   "mismatches": {"type": "array", "description": "The first 100.", "items": object(&["order_id", "problem"], json!({"order_id": string(), "problem": string()}))}})),
         "Payment": payment_with_order,
         "Order": object(&["id", "customer_id", "email", "status", "items", "subtotal", "discount_total", "total", "currency", "reservation_expires_at", "payments", "shipping_address", "created_at", "updated_at", "version"],
-            json!({"id": string(), "customer_id": {"type": ["string", "null"]}, "email": string(), "status": {"type": "string", "enum": order_statuses},
+            json!({"id": string(), "customer_id": {"type": ["string", "null"]}, "email": string(), "status": {"type": "string", "enum": order_statuses, "description": "pending_payment → paid (payment) → fulfilled (fulfillment); pending_payment → cancelled | expired (stock released); paid | fulfilled | partially_refunded → partially_refunded | refunded (refunds: money only, the units stay sold). A partially refunded order is not fulfilled afterwards: fulfil before refunding part of a paid order. Any other transition is 409 invalid_state."},
                    "items": {"type": "array", "items": reference("CartLine")}, "subtotal": reference("Money"), "discount_total": reference("Money"),
                    "total": reference("Money"), "currency": string(), "reservation_expires_at": timestamp(),
                    "payments": {"type": "array", "items": reference("OrderPayment")},

@@ -307,6 +307,14 @@ pub struct PaymentRequest {
     pub token: String,
 }
 
+/// `POST /v1/orders/{id}/refunds` (an empty body refunds everything not yet refunded).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    pub amount: Option<MoneyJson>,
+    pub reason: Option<String>,
+}
+
 // --- responses -----------------------------------------------------------------------
 
 #[derive(Serialize)]
@@ -531,6 +539,79 @@ impl<'a> From<&'a PaymentReceipt> for PaymentReceiptView<'a> {
         PaymentReceiptView {
             payment: PaymentView::new(&r.payment, &r.order),
             order: OrderView::from(&*r.order),
+        }
+    }
+}
+
+/// A refund with the order it refunded.
+#[derive(Serialize)]
+pub struct RefundReceiptView<'a> {
+    id: IdText,
+    order_id: IdText,
+    amount: MoneyJson,
+    reason: &'a str,
+    provider_reference: &'a str,
+    created_at: String,
+    order: OrderView<'a>,
+}
+
+impl<'a> From<&'a RefundReceipt> for RefundReceiptView<'a> {
+    fn from(r: &'a RefundReceipt) -> RefundReceiptView<'a> {
+        RefundReceiptView {
+            id: r.refund.id.text(),
+            order_id: r.refund.order_id.text(),
+            amount: r.refund.amount.into(),
+            reason: &r.refund.reason,
+            provider_reference: &r.refund.provider_reference,
+            created_at: rfc3339(r.refund.created_at),
+            order: OrderView::from(&*r.order),
+        }
+    }
+}
+
+/// One entry of an order's ledger.
+#[derive(Serialize)]
+pub struct TransactionView<'a> {
+    id: &'a str,
+    kind: &'static str,
+    amount: MoneyJson,
+    provider_reference: &'a str,
+    reason: Option<&'a str>,
+    created_at: String,
+}
+
+/// An order's ledger.
+#[derive(Serialize)]
+pub struct LedgerView<'a> {
+    order_id: IdText,
+    currency: String,
+    captured: MoneyJson,
+    refunded: MoneyJson,
+    balance: MoneyJson,
+    data: Vec<TransactionView<'a>>,
+}
+
+impl<'a> LedgerView<'a> {
+    /// The ledger of `order`.
+    pub fn new(order: &'a Order, ledger: &'a Ledger) -> LedgerView<'a> {
+        LedgerView {
+            order_id: order.id.text(),
+            currency: order.total.currency().as_str().to_string(),
+            captured: ledger.captured.into(),
+            refunded: ledger.refunded.into(),
+            balance: ledger.balance().into(),
+            data: ledger
+                .entries
+                .iter()
+                .map(|e| TransactionView {
+                    id: &e.id,
+                    kind: e.kind.as_str(),
+                    amount: e.amount.into(),
+                    provider_reference: &e.provider_reference,
+                    reason: (e.kind == LedgerKind::Refund).then_some(e.reason.as_str()),
+                    created_at: rfc3339(e.created_at),
+                })
+                .collect(),
         }
     }
 }

@@ -882,6 +882,16 @@ enum Step {
     Fulfil,
     /// Moves the clock past the reservation and sends `ExpireDue`.
     Expire,
+    /// Refunds this many minor units (everything not yet refunded with `None`).
+    Refund(Option<i64>),
+}
+
+fn refund(shop: &BlockingEngine, order: &OrderId, amount: Option<i64>) -> Result<RefundReceipt> {
+    shop.send(RefundPayment {
+        order_id: order.to_string(),
+        amount: amount.map(|a| MoneyInput { amount: a, currency: "USD".into() }),
+        reason: "damaged".into(),
+    })
 }
 
 /// A guest order holds two of A's five units; `steps` are applied in turn. Compares
@@ -901,6 +911,7 @@ fn check_transitions(steps: &[Step], expected: &str) {
                 outcome(&te.shop.send(CancelOrder { order_id, expected_version: None }))
             }
             Step::Fulfil => outcome(&te.shop.send(FulfillOrder { order_id })),
+            Step::Refund(amount) => outcome(&refund(&te.shop, &order.id, *amount)),
             Step::Expire => {
                 te.clock.advance(TTL_MS);
                 let expired = te.shop.send(ExpireDue).expect("expire");
@@ -948,6 +959,194 @@ fn order_transitions() {
     check_transitions(&[Expire, Cancel], "expired 1, invalid_state | expired | A 5/0");
     check_transitions(&[Expire, Fulfil], "expired 1, invalid_state | expired | A 5/0");
     check_transitions(&[Expire, Expire], "expired 1, expired 0 | expired | A 5/0");
+    // Refunds give money back, not units: the stock stays shipped.
+    let all = Refund(None);
+    check_transitions(&[all], "invalid_state | pending_payment | A 5/2");
+    check_transitions(&[Pay, all], "ok, ok | refunded | A 3/0");
+    check_transitions(&[Pay, Fulfil, all], "ok, ok, ok | refunded | A 3/0");
+    check_transitions(
+        &[Pay, Refund(Some(1)), Fulfil],
+        "ok, ok, invalid_state | partially_refunded | A 3/0",
+    );
+    check_transitions(
+        &[Pay, Refund(Some(1)), Cancel],
+        "ok, ok, invalid_state | partially_refunded | A 3/0",
+    );
+    check_transitions(&[Pay, all, all], "ok, ok, invalid_state | refunded | A 3/0");
+    check_transitions(&[Pay, all, Cancel], "ok, ok, invalid_state | refunded | A 3/0");
+    check_transitions(&[Pay, all, Pay], "ok, ok, invalid_state | refunded | A 3/0");
+    check_transitions(&[Cancel, all], "ok, invalid_state | cancelled | A 5/0");
+    check_transitions(&[Expire, all], "expired 1, invalid_state | expired | A 5/0");
+}
+
+// --- refunds and the ledger ---------------------------------------------------------
+
+/// A guest order of two A at 19.99 (39.98) is paid, then refunded `amounts` in turn
+/// (`None`: the rest). Compares each refund's outcome, then the order's status and
+/// its ledger: the entries' kinds and amounts, captured, refunded and balance.
+fn check_refunds(amounts: &[Option<i64>], expected: &str) {
+    let te = engine();
+    stocked_sku(&te.shop, "A", 1999, 5);
+    let order = place(&te.shop, &[("A", 2)]);
+    pay_with(&te.shop, &order.id, "tok_visa").expect("pay");
+    let mut outcomes = Vec::new();
+    for amount in amounts {
+        let before = te.state().order(&order.id).expect("order");
+        match refund(&te.shop, &order.id, *amount) {
+            Ok(receipt) => {
+                assert_eq!(receipt.order, te.state().order(&order.id).unwrap());
+                assert_eq!(receipt.refund.order_id, order.id);
+                assert_eq!(receipt.order.version, before.version + 1);
+                outcomes.push(format!("ok {}", receipt.refund.amount.amount()));
+            }
+            Err(e) => {
+                assert_eq!(
+                    te.state().order(&order.id).unwrap(),
+                    before,
+                    "a refusal changes nothing"
+                );
+                outcomes.push(error_code(&e));
+            }
+        }
+        check_invariants(te.state());
+    }
+    let after = te.state().order(&order.id).expect("order");
+    let ledger = te.state().ledger(&after);
+    let entries: Vec<String> = ledger
+        .entries
+        .iter()
+        .map(|e| format!("{} {}", e.kind.as_str(), e.amount.amount()))
+        .collect();
+    let got = format!(
+        "{} | {} | {} | {}/{}/{}",
+        outcomes.join(", "),
+        after.status.as_str(),
+        entries.join(", "),
+        ledger.captured.amount(),
+        ledger.refunded.amount(),
+        ledger.balance().amount(),
+    );
+    assert_eq!(got, expected, "{amounts:?}");
+}
+
+#[test]
+fn refunds() {
+    check_refunds(&[None], "ok 3998 | refunded | capture 3998, refund 3998 | 3998/3998/0");
+    check_refunds(
+        &[Some(1000), None],
+        "ok 1000, ok 2998 | refunded | capture 3998, refund 1000, refund 2998 | 3998/3998/0",
+    );
+    check_refunds(
+        &[Some(1000), Some(1000)],
+        "ok 1000, ok 1000 | partially_refunded | capture 3998, refund 1000, refund 1000 | 3998/2000/1998",
+    );
+    check_refunds(&[Some(3998)], "ok 3998 | refunded | capture 3998, refund 3998 | 3998/3998/0");
+    // Never more than captured, never nothing.
+    check_refunds(
+        &[Some(3999)],
+        "validation_failed: amount.amount | paid | capture 3998 | 3998/0/3998",
+    );
+    check_refunds(
+        &[Some(3000), Some(999)],
+        "ok 3000, validation_failed: amount.amount | partially_refunded | capture 3998, refund 3000 | 3998/3000/998",
+    );
+    check_refunds(
+        &[Some(0)],
+        "validation_failed: amount.amount | paid | capture 3998 | 3998/0/3998",
+    );
+    check_refunds(
+        &[None, Some(1)],
+        "ok 3998, invalid_state | refunded | capture 3998, refund 3998 | 3998/3998/0",
+    );
+}
+
+#[test]
+fn a_refund_is_in_the_orders_currency_with_a_bounded_reason() {
+    let te = engine();
+    stocked_sku(&te.shop, "A", 1999, 5);
+    let order = place(&te.shop, &[("A", 1)]);
+    pay_with(&te.shop, &order.id, "tok_visa").expect("pay");
+    let send = |amount: MoneyInput, reason: &str| {
+        te.shop.send(RefundPayment {
+            order_id: order.id.to_string(),
+            amount: Some(amount),
+            reason: reason.into(),
+        })
+    };
+    let money = |amount: i64, currency: &str| MoneyInput { amount, currency: currency.into() };
+    let usd = money(100, "USD");
+    for (bad, field) in [
+        (money(100, "EUR"), "amount.currency"),
+        (money(100, "usd"), "amount.currency"),
+        (money(100, "XXQ"), "amount.currency"),
+        (money(-1, "USD"), "amount.amount"),
+        (money(i64::MAX, "USD"), "amount.amount"),
+    ] {
+        let error = send(bad.clone(), "").unwrap_err();
+        assert_eq!(error_code(&error), format!("validation_failed: {field}"), "{bad:?}");
+    }
+    assert_eq!(
+        error_code(&send(usd.clone(), &"x".repeat(501)).unwrap_err()),
+        "validation_failed: reason"
+    );
+    assert_eq!(error_code(&send(usd.clone(), "a\u{0}b").unwrap_err()), "validation_failed: reason");
+    let missing =
+        RefundPayment { order_id: "ord_nope".into(), amount: None, reason: String::new() };
+    assert_eq!(error_code(&te.shop.send(missing).unwrap_err()), "not_found: order");
+    let receipt = send(usd, "line 1\nline 2").expect("a multi-line reason");
+    assert_eq!(receipt.refund.number, 1);
+    assert_eq!(receipt.refund.reason, "line 1\nline 2");
+    assert!(receipt.refund.provider_reference.starts_with("test_re_"));
+    assert_eq!(*te.state().refunds(&order.id), vec![receipt.refund]);
+}
+
+#[test]
+fn refunds_survive_a_reopen_and_the_ledger_reconciles() {
+    let te = engine();
+    stocked_sku(&te.shop, "A", 500, 50);
+    let mut orders = Vec::new();
+    for i in 0..12 {
+        let order = place(&te.shop, &[("A", 1 + i % 3)]);
+        if i % 4 != 3 {
+            pay_with(&te.shop, &order.id, "tok_visa").expect("pay");
+        }
+        match i % 4 {
+            0 => drop(refund(&te.shop, &order.id, None).expect("full")),
+            1 => drop(refund(&te.shop, &order.id, Some(100)).expect("partial")),
+            2 => {
+                refund(&te.shop, &order.id, Some(100)).expect("partial");
+                refund(&te.shop, &order.id, Some(50)).expect("partial");
+            }
+            _ => {}
+        }
+        orders.push(order.id);
+    }
+    let before: Vec<_> = orders
+        .iter()
+        .map(|id| {
+            let order = te.state().order(id).unwrap();
+            (te.state().ledger(&order), order.status)
+        })
+        .collect();
+    let reconciliation = te.state().reconcile();
+    assert_eq!(
+        (reconciliation.orders, reconciliation.refunds, reconciliation.mismatch_count),
+        (12, 12, 0)
+    );
+    let usd = &reconciliation.totals[0];
+    let captured: i64 = before.iter().map(|(l, _)| l.captured.amount()).sum();
+    let refunded: i64 = before.iter().map(|(l, _)| l.refunded.amount()).sum();
+    assert_eq!((usd.captured, usd.refunded), (i128::from(captured), i128::from(refunded)));
+    let te = te.reopen();
+    let after: Vec<_> = orders
+        .iter()
+        .map(|id| {
+            let order = te.state().order(id).unwrap();
+            (te.state().ledger(&order), order.status)
+        })
+        .collect();
+    assert_eq!(after, before, "the refunds and statuses came back");
+    assert_eq!(te.state().reconcile(), reconciliation);
 }
 
 // --- reservation expiry -------------------------------------------------------------

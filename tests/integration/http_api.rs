@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 48] = [
+const ENDPOINTS: [(&str, &str, u16); 51] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1252,6 +1252,9 @@ const ENDPOINTS: [(&str, &str, u16); 48] = [
     ("post", "/v1/orders/{id}/payments", 201),
     ("post", "/v1/orders/{id}/cancel", 200),
     ("post", "/v1/orders/{id}/fulfillments", 200),
+    ("post", "/v1/orders/{id}/refunds", 201),
+    ("get", "/v1/orders/{id}/transactions", 200),
+    ("get", "/v1/admin/reconciliation", 200),
     ("get", "/v1/admin/replication", 200),
     ("get", "/v1/admin/digest", 200),
     ("get", "/v1/events", 200),
@@ -1421,6 +1424,112 @@ fn a_registered_shopper_buys_end_to_end() {
     let again =
         s.get("/v1/customers/me/orders?status=fulfilled").bearer(&shopper.token).send().expect(200);
     assert_eq!(again["data"][0]["id"].as_str(), Some(order_id));
+}
+
+/// The ledger of an order as its owner sees it, checked to add up: captured less the
+/// refunds listed is the balance, and the entries' sums are `captured` and `refunded`.
+/// Returns `(captured, refunded, balance, kinds)`.
+fn ledger(s: &TestServer, token: &str, order: &str) -> (i64, i64, i64, Vec<String>) {
+    let body = s.get(&format!("/v1/orders/{order}/transactions")).bearer(token).send().expect(200);
+    let amount = |v: &Value| v["amount"].as_i64().expect("an amount");
+    let (captured, refunded, balance) =
+        (amount(&body["captured"]), amount(&body["refunded"]), amount(&body["balance"]));
+    let entries = body["data"].as_array().expect("entries");
+    let sum = |kind: &str| {
+        entries.iter().filter(|e| e["kind"] == kind).map(|e| amount(&e["amount"])).sum::<i64>()
+    };
+    assert_eq!((sum("capture"), sum("refund")), (captured, refunded), "{body}");
+    assert_eq!(captured - refunded, balance, "{body}");
+    let kinds = entries.iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+    (captured, refunded, balance, kinds)
+}
+
+#[test]
+fn refunds_move_money_back_and_the_ledger_adds_up_at_every_step() {
+    let mut s = TestServer::start();
+    let admin = s.admin();
+    let staff = s.user(&admin, "staff-refunds@example.com", "staff");
+    s.product(&admin, "REF-1", 1500, 10);
+    let buyer = s.register("refund-buyer@example.com");
+    let order = s.order(Some(&buyer.token), "REF-1", 2);
+    let id = text(&order, "id").to_string();
+    let path = format!("/v1/orders/{id}/refunds");
+    let refund = |key: &str, body: Value| s.post(&path).bearer(&admin).key(key).json(body).send();
+
+    // Nothing captured yet: nothing to refund.
+    assert_eq!(ledger(&s, &buyer.token, &id), (0, 0, 0, vec![]));
+    refund("early", json!({})).problem(409, "invalid_state");
+    s.pay(Some(&buyer.token), &id, "pay", "tok_visa").expect(201);
+    assert_eq!(ledger(&s, &buyer.token, &id), (3000, 0, 3000, vec!["capture".into()]));
+
+    // Who may refund: payments:refund only (the buyer and staff may not); a key is required.
+    let by = |token: &str| s.post(&path).bearer(token).key("who").json(json!({})).send();
+    by(&buyer.token).problem(403, "forbidden");
+    by(&staff.token).problem(403, "forbidden");
+    s.post(&path).json(json!({})).key("anon").send().problem(401, "unauthenticated");
+    s.post(&path).bearer(&admin).json(json!({})).send().problem(400, "malformed_request");
+
+    // Bad amounts change nothing.
+    let money =
+        |amount: i64, currency: &str| json!({"amount": {"amount": amount, "currency": currency}});
+    assert_eq!(refund("over", money(3001, "USD")).invalid_fields(), ["amount.amount"]);
+    assert_eq!(refund("zero", money(0, "USD")).invalid_fields(), ["amount.amount"]);
+    assert_eq!(refund("negative", money(-5, "USD")).invalid_fields(), ["amount.amount"]);
+    assert_eq!(refund("euros", money(100, "EUR")).invalid_fields(), ["amount.currency"]);
+    assert_eq!(refund("card", json!({"card": "4242424242424242"})).invalid_fields(), ["card"]);
+    assert_eq!(ledger(&s, &buyer.token, &id), (3000, 0, 3000, vec!["capture".into()]));
+
+    // A partial refund, replayed by its key; the same key with another body is refused.
+    let mut partial = money(1000, "USD");
+    partial["reason"] = json!("one mug arrived chipped");
+    let first = refund("r1", partial.clone());
+    assert_eq!(first.header("location"), Some(format!("/v1/orders/{id}/transactions").as_str()));
+    let first = first.expect(201);
+    assert!(text(&first, "id").starts_with("re_"), "{first}");
+    assert_eq!(first["order"]["status"], "partially_refunded");
+    assert_eq!(first["reason"], "one mug arrived chipped");
+    let again = refund("r1", partial);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.expect(201)["id"], first["id"]);
+    refund("r1", money(999, "USD")).problem(422, "idempotency_key_reused");
+    assert_eq!(
+        ledger(&s, &buyer.token, &id),
+        (3000, 1000, 2000, vec!["capture".into(), "refund".into()])
+    );
+    assert_eq!(refund("too-much", money(2001, "USD")).invalid_fields(), ["amount.amount"]);
+
+    // An empty body refunds the rest; then there is nothing left.
+    let rest = s.post(&path).bearer(&admin).key("r2").send().expect(201);
+    assert_eq!(
+        (rest["amount"]["amount"].as_i64(), rest["order"]["status"].as_str()),
+        (Some(2000), Some("refunded"))
+    );
+    let all = (3000, 3000, 0, vec!["capture".into(), "refund".into(), "refund".into()]);
+    assert_eq!(ledger(&s, &buyer.token, &id), all);
+    refund("r3", json!({})).problem(409, "invalid_state");
+    // Money only: the units stay sold.
+    assert_eq!(s.stock(&admin, "REF-1"), (8, 0, 8));
+
+    // Reconciliation (staff), the event feed, and a restart.
+    let report = s.get("/v1/admin/reconciliation").bearer(&staff.token).send().expect(200);
+    assert_eq!(
+        (report["mismatch_count"].as_u64(), report["refunds"].as_u64()),
+        (Some(0), Some(2)),
+        "{report}"
+    );
+    assert_eq!(report["totals"], json!([{"currency": "USD", "captured": 3000, "refunded": 3000}]));
+    let feed = s.get("/v1/events?types=order.refunded").bearer(&admin).send().expect(200);
+    let amounts: Vec<_> = feed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["amount"]["amount"].clone())
+        .collect();
+    assert_eq!(amounts, [json!(1000), json!(2000)], "{feed}");
+    s.restart();
+    assert_eq!(ledger(&s, &buyer.token, &id), all);
+    let seen = s.get(&format!("/v1/orders/{id}")).bearer(&buyer.token).send().expect(200);
+    assert_eq!(seen["status"], "refunded");
 }
 
 #[test]

@@ -35,8 +35,10 @@ const CALLERS: [Who; 7] =
 
 /// The SKU every cart and order of the matrix uses; it never runs short.
 const SKU: &str = "AUTHZ-1";
-/// A scope no endpoint checks yet: the "client without the scope".
+/// The scope of the "client without the scope": one the endpoint under test does not
+/// check (`payments:refund`, which only refunds check; for those, `inventory:read`).
 const IRRELEVANT_SCOPE: &str = "payments:refund";
+const IRRELEVANT_TO_REFUNDS: &str = "inventory:read";
 
 /// One request of the matrix.
 struct Call {
@@ -72,6 +74,7 @@ struct Fixture {
     staff: Account,
     scoped: BTreeMap<&'static str, String>,
     unscoped: String,
+    unscoped_for_refunds: String,
     n: Cell<u32>,
 }
 
@@ -91,13 +94,15 @@ impl Fixture {
             "orders:write",
             "users:admin",
             "ops:admin",
+            "payments:refund",
         ] {
             scoped.insert(scope, s.client(&admin, &[scope]).token);
         }
         let unscoped = s.client(&admin, &[IRRELEVANT_SCOPE]).token;
+        let unscoped_for_refunds = s.client(&admin, &[IRRELEVANT_TO_REFUNDS]).token;
         s.product(&admin, SKU, 100, 1_000_000);
         s.product(&admin, "AUTHZ-INV", 100, 10);
-        Fixture { s, admin, a, b, staff, scoped, unscoped, n: Cell::new(0) }
+        Fixture { s, admin, a, b, staff, scoped, unscoped, unscoped_for_refunds, n: Cell::new(0) }
     }
 
     fn unique(&self) -> u32 {
@@ -115,6 +120,7 @@ impl Fixture {
             Who::Admin => Some(&self.admin),
             Who::Scoped if scope.is_empty() => Some(&self.unscoped),
             Who::Scoped => Some(self.scoped.get(scope).expect("a client per scope")),
+            Who::Unscoped if scope == IRRELEVANT_SCOPE => Some(&self.unscoped_for_refunds),
             Who::Unscoped => Some(&self.unscoped),
         }
     }
@@ -481,6 +487,34 @@ fn rows() -> Vec<Row> {
             "POST /v1/orders/{A's paid}/fulfillments",
             "orders:write",
             |f| Call::new("POST", format!("/v1/orders/{}/fulfillments", f.paid_order())),
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/orders/{A's paid}/refunds",
+            "payments:refund",
+            |f| {
+                Call::new("POST", format!("/v1/orders/{}/refunds", f.paid_order()))
+                    .json(json!({"reason": "matrix"}))
+                    .keyed()
+            },
+            ADMIN_201,
+        ),
+        row(
+            "GET /v1/orders/{A's paid}/transactions",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/orders/{}/transactions", f.paid_order())),
+            OWNER_200,
+        ),
+        row(
+            "GET /v1/orders/{guest}/transactions",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/orders/{}/transactions", f.order(false))),
+            ALL_200,
+        ),
+        row(
+            "GET /v1/admin/reconciliation",
+            "orders:read",
+            |_| Call::new("GET", "/v1/admin/reconciliation"),
             STAFF_200,
         ),
         row(

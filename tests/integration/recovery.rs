@@ -122,11 +122,17 @@ fn a_directory_of_another_format_is_refused() {
 }
 
 /// A format-3 log (written before the flash-sale events were appended to the event
-/// enum) is read as it is: its unmaterialized tail is replayed, and the log is stamped
-/// with the current format, so a build that does not know the new events refuses it by
-/// its version from then on.
+/// enum) or format-4 log (before the refund event) is read as it is: its unmaterialized
+/// tail is replayed, and the log is stamped with the current format, so a build that
+/// does not know the new events refuses it by its version from then on.
 #[test]
-fn a_format_3_log_is_replayed_and_restamped() {
+fn older_logs_of_the_same_layout_are_replayed_and_restamped() {
+    for old in [3u8, 4] {
+        an_older_log_is_replayed_and_restamped(old);
+    }
+}
+
+fn an_older_log_is_replayed_and_restamped(old: u8) {
     use emporium_storage::{CF_LOG, CF_META};
     let dir = tempfile::tempdir().unwrap();
     let clock = std::sync::Arc::new(ManualClock::new(emporium_tests::T0));
@@ -138,7 +144,7 @@ fn a_format_3_log_is_replayed_and_restamped() {
     engine.checkpoint(&copy).unwrap();
     engine.close();
     // The checkpoint's rows reflect LSN 0, its log holds everything: written back as
-    // format 3, record by record, with the log's format row.
+    // format `old`, record by record, with the log's format row.
     let store = open_store(&copy);
     let mut batch = emporium_storage::WriteBatch::default();
     let records = store.read_log(0, 10_000).unwrap();
@@ -146,14 +152,14 @@ fn a_format_3_log_is_replayed_and_restamped() {
     for record in records {
         let mut payload = record.payload.clone();
         assert_eq!(payload[1], ENGINE_FORMAT_VERSION as u8, "records carry the log format");
-        payload[1] = 3;
+        payload[1] = old;
         batch.append_log(record.lsn, &payload);
     }
-    batch.put(CF_META, format!("format/{CF_LOG}").as_bytes(), &3u32.to_le_bytes());
+    batch.put(CF_META, format!("format/{CF_LOG}").as_bytes(), &u32::from(old).to_le_bytes());
     store.write(&batch, true).unwrap();
     drop(store);
 
-    let engine = Engine::open(config(&copy, clock)).expect("a format-3 log opens");
+    let engine = Engine::open(config(&copy, clock)).expect("an older log opens");
     let state = engine.state();
     assert_eq!(levels(state, "V3-1"), (5, 2), "the tail was replayed");
     assert_eq!(state.order(&order.id).unwrap().lines.len(), 1);
@@ -351,12 +357,13 @@ fn a_format_2_directory_is_upgraded_in_place_and_its_log_tail_replayed() {
     assert_eq!(placed, 2, "the tail placed two orders");
     upgraded.engine.close();
     // Its format-2 rows were read as they are and every entity column family is now
-    // stamped with row format 3 (the idempotency outcome grew), so a build that reads
-    // only format 2 refuses the directory instead of failing on a `Placed` record.
+    // stamped with row format 4 (the idempotency outcome and the order status grew), so
+    // a build that reads only format 2 refuses the directory instead of failing on a
+    // `Placed` record.
     let store = open_store(&upgraded.data);
     for cf in ["idempotency", "orders", "products"] {
         let stamp = store.get(emporium_storage::CF_META, format!("format/{cf}").as_bytes());
-        assert_eq!(stamp.unwrap().unwrap(), 3u32.to_le_bytes(), "{cf}");
+        assert_eq!(stamp.unwrap().unwrap(), 4u32.to_le_bytes(), "{cf}");
     }
 }
 

@@ -197,6 +197,9 @@ pub fn check_invariants(state: &State) -> BTreeMap<Sku, u32> {
         let expected = held.get(&levels.sku).copied().unwrap_or(0);
         assert_eq!(levels.reserved, expected, "reserved units of {} vs pending orders", levels.sku);
     }
+    // Every order against its ledger (captures in the order, refunds in their table).
+    let reconciliation = state.reconcile();
+    assert_eq!(reconciliation.mismatches, vec![], "orders disagree with their ledgers");
     held
 }
 
@@ -228,8 +231,8 @@ pub fn check_flash_sales(state: &State) {
             let entry = counted.entry(sale).or_default();
             match order.status {
                 OrderStatus::PendingPayment => entry.0 += units,
-                OrderStatus::Paid | OrderStatus::Fulfilled => entry.1 += units,
-                OrderStatus::Cancelled | OrderStatus::Expired => {}
+                status if status.was_paid() => entry.1 += units,
+                _ => {}
             }
         }
         match page.next {
@@ -255,7 +258,7 @@ pub fn units_in_orders(state: &State, sku: &Sku) -> (u32, u32) {
             let units: u32 = order.lines.iter().filter(|l| &l.sku == sku).map(|l| l.quantity).sum();
             match order.status {
                 OrderStatus::PendingPayment => pending += units,
-                OrderStatus::Paid | OrderStatus::Fulfilled => sold += units,
+                status if status.was_paid() => sold += units,
                 _ => {}
             }
         }

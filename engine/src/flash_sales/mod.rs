@@ -288,7 +288,7 @@ fn index_sale(state: &State, sale: &FlashSale) {
 
 /// Whether an order of `status` counts toward its customer's limit (pending or paid).
 fn counts(status: OrderStatus) -> bool {
-    matches!(status, OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Fulfilled)
+    status == OrderStatus::PendingPayment || status.was_paid()
 }
 
 fn add_held(state: &State, sale: &FlashSaleId, customer: &CustomerId, units: u32) {
@@ -382,8 +382,8 @@ fn check_sales(state: &State) -> Result<()> {
         let entry = counted.entry(bought.sale_id).or_default();
         match order.status {
             OrderStatus::PendingPayment => entry.0 += u64::from(bought.units),
-            OrderStatus::Paid | OrderStatus::Fulfilled => entry.1 += u64::from(bought.units),
-            OrderStatus::Cancelled | OrderStatus::Expired => {}
+            status if status.was_paid() => entry.1 += u64::from(bought.units),
+            _ => {}
         }
         if counts(order.status) {
             *held.entry((bought.sale_id, bought.customer_id)).or_default() +=

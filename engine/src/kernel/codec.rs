@@ -18,23 +18,26 @@ use crate::kernel::table::Row;
 /// formats. Every column family records its own version in `meta`, and every row and
 /// log payload carries it in its envelope. Older directories (format 1: no envelope;
 /// format 2: the flat event enum in the log; format 3: the log before the flash-sale
-/// events; rows of format 2: before the `Placed` idempotency outcome) are upgraded in
-/// place on open; a newer one is refused.
-pub const ENGINE_FORMAT_VERSION: u32 = 4;
+/// events; format 4: before refunds; rows of format 2: before the `Placed` idempotency
+/// outcome; rows of format 3: before the refunded order statuses) are upgraded in place
+/// on open; a newer one is refused.
+pub const ENGINE_FORMAT_VERSION: u32 = 5;
 
-/// The version of entity rows (format 3: the idempotency outcome `Placed` appended).
-/// Bumped whenever a persisted type grows, like the log's.
-const ROW_FORMAT: u8 = 3;
-/// Format-2 rows have the same layout (a type only grew since): read as they are.
-const ROW_FORMAT_READABLE: u8 = 2;
-/// The version of log payloads (format 3: events nested by domain; format 4: the
-/// flash-sale domain's events appended). Bumped whenever a domain's event enum grows,
-/// so a build that does not know the new events refuses the log by its version rather
-/// than failing on the first new event.
-const LOG_FORMAT: u8 = 4;
-/// Format-3 records hold entries of the same layout (the event enum only grew since):
+/// The version of entity rows (format 3: the idempotency outcome `Placed` appended;
+/// format 4: the order statuses `partially_refunded` and `refunded` appended, and the
+/// `refunds` table). Bumped whenever a persisted type grows, like the log's.
+const ROW_FORMAT: u8 = 4;
+/// Rows from this format on have the same layout as today's (a type only grew since):
 /// read as they are.
-const LOG_FORMAT_READABLE: u8 = 3;
+const ROW_FORMAT_OLDEST_AS_IS: u8 = 2;
+/// The version of log payloads (format 3: events nested by domain; format 4: the
+/// flash-sale domain's events appended; format 5: the refund event appended). Bumped
+/// whenever a domain's event enum grows, so a build that does not know the new events
+/// refuses the log by its version rather than failing on the first new event.
+const LOG_FORMAT: u8 = 5;
+/// Records from this format on hold entries of today's layout (the event enum only
+/// grew since): read as they are.
+const LOG_FORMAT_OLDEST_AS_IS: u8 = 3;
 
 /// The first bytes of every enveloped value: a tag byte and the format version (one
 /// byte; a format past 255 would bring a wider envelope, told apart by the tag).
@@ -64,13 +67,22 @@ fn expected_version(cf: &str) -> u32 {
     }
 }
 
-/// The older version a column family may have and still be read as it is (then
-/// restamped).
-fn readable_version(cf: &str) -> u32 {
-    if cf == emporium_storage::CF_LOG {
-        u32::from(LOG_FORMAT_READABLE)
+/// Whether a column family of an older `version` is read as it is (then restamped).
+fn readable_as_is(cf: &str, version: u32) -> bool {
+    let oldest = if cf == emporium_storage::CF_LOG {
+        LOG_FORMAT_OLDEST_AS_IS
     } else {
-        u32::from(ROW_FORMAT_READABLE)
+        ROW_FORMAT_OLDEST_AS_IS
+    };
+    (u32::from(oldest)..expected_version(cf)).contains(&version)
+}
+
+/// The version a value's envelope must carry to be read: its own when this build reads
+/// that format as it is (anything else fails the envelope check with the current one).
+fn as_is_version(bytes: &[u8], oldest: u8, current: u8) -> u8 {
+    match bytes.get(1) {
+        Some(&version) if (oldest..current).contains(&version) => version,
+        _ => current,
     }
 }
 
@@ -120,10 +132,7 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, RkyvError>>
         + rkyv::Deserialize<T, HighDeserializer<RkyvError>>,
 {
-    let version = match bytes.get(1) {
-        Some(&ROW_FORMAT_READABLE) => ROW_FORMAT_READABLE,
-        _ => ROW_FORMAT,
-    };
+    let version = as_is_version(bytes, ROW_FORMAT_OLDEST_AS_IS, ROW_FORMAT);
     decode_bare(unwrap(bytes, what, version)?, what)
 }
 
@@ -211,10 +220,7 @@ pub(crate) fn push_log_entry(payload: &mut Vec<u8>, entry: &LogEntry) {
 
 /// Decodes a log record's payload: its entries, in LSN order.
 pub fn decode_log(payload: &[u8]) -> Result<Vec<LogEntry>> {
-    let version = match payload.get(1) {
-        Some(&LOG_FORMAT_READABLE) => LOG_FORMAT_READABLE,
-        _ => LOG_FORMAT,
-    };
+    let version = as_is_version(payload, LOG_FORMAT_OLDEST_AS_IS, LOG_FORMAT);
     decode_entries(payload, version, |entry| decode_bare::<LogEntry>(entry, "log entry"))
 }
 
@@ -364,10 +370,10 @@ pub(crate) fn check_format(store: &Store) -> Result<()> {
     }
     let mut missing = WriteBatch::default();
     for (cf, version) in found {
-        // A new column family is stamped; a format-3 log or format-2 rows are read as
-        // they are (each record and row keeps its own version) and stamped, so older
-        // builds refuse them from now on.
-        if version.is_none() || version == Some(readable_version(cf)) {
+        // A new column family is stamped; an older log or rows of a layout read as it
+        // is keep each record's and row's own version and are stamped, so older builds
+        // refuse them from now on.
+        if version.is_none() || version.is_some_and(|v| readable_as_is(cf, v)) {
             missing.put(CF_META, &format_key(cf), &expected_version(cf).to_le_bytes());
         }
     }

@@ -37,6 +37,10 @@ pub enum OrderStatus {
     Cancelled,
     /// Not paid in time: stock released.
     Expired,
+    /// Paid (or fulfilled), then part of what was captured was refunded.
+    PartiallyRefunded,
+    /// Paid (or fulfilled), then everything captured was refunded.
+    Refunded,
 }
 
 impl OrderStatus {
@@ -48,7 +52,21 @@ impl OrderStatus {
             OrderStatus::Fulfilled => "fulfilled",
             OrderStatus::Cancelled => "cancelled",
             OrderStatus::Expired => "expired",
+            OrderStatus::PartiallyRefunded => "partially_refunded",
+            OrderStatus::Refunded => "refunded",
         }
+    }
+
+    /// Whether the order was paid: its units left `on_hand` (a refund gives money
+    /// back, not units; a return restocks them).
+    pub fn was_paid(&self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid
+                | OrderStatus::Fulfilled
+                | OrderStatus::PartiallyRefunded
+                | OrderStatus::Refunded
+        )
     }
 
     /// Parses the wire name.
@@ -59,6 +77,8 @@ impl OrderStatus {
             OrderStatus::Fulfilled,
             OrderStatus::Cancelled,
             OrderStatus::Expired,
+            OrderStatus::PartiallyRefunded,
+            OrderStatus::Refunded,
         ]
         .into_iter()
         .find(|s| s.as_str() == value)

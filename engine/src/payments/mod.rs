@@ -1,28 +1,59 @@
-//! Payments: capturing an order's payment through the built-in test provider. A
-//! capture pays the order and ships its reserved units out of inventory.
+//! Payments: capturing an order's payment and refunding it, through the built-in test
+//! provider. A capture pays the order and ships its reserved units out of inventory; a
+//! refund gives money back (never units: a return restocks them) and moves the order to
+//! `partially_refunded` or `refunded`.
+//!
+//! The ledger of an order is its captures (kept in the order) and its refunds (a table
+//! of their own): immutable entries, from which the order's captured, refunded and
+//! balance amounts are sums. [`State::reconcile`] checks every order's status and total
+//! against them.
 
+mod commands;
 mod model;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+pub use commands::*;
 pub use model::*;
 
 use crate::domains::State;
-use crate::error::{EngineError, Result};
-use crate::idempotency::{self, IdempotencyKey, IdempotencyTag, IdempotentOutcome, Replay};
-use crate::kernel::handler::{Ctx, Decision, Request, APPLIED};
-use crate::kernel::table::{Domain, Row};
-use crate::orders::{self, invalid_transition, order_named, Order, OrderStatus};
+use crate::idempotency::{self, IdempotencyTag, IdempotentOutcome};
+use crate::kernel::table::{check_v1, decode_row, persist, Domain, IdIndex, Row, Table};
+use crate::orders::{self, Order, OrderStatus};
 use crate::types::*;
 
-/// Payments keep no table of their own: a payment is part of its order.
-#[derive(Debug, Default)]
-pub(crate) struct Tables;
+const REFUNDS: &str = "refunds";
 
-pub(crate) const DOMAIN: Domain =
-    Domain { name: "payments", tables: &[], counters: |_| vec![], timers: None, verify: None };
+persist!(Refund, REFUNDS, |r| r.id.text().as_str().as_bytes().to_vec());
+
+/// The refunds, by order (a payment is part of its order).
+#[derive(Debug, Default)]
+pub(crate) struct Tables {
+    /// Each order's refunds, oldest first.
+    refunds: IdIndex<OrderId, Arc<Vec<Refund>>>,
+}
+
+pub(crate) const DOMAIN: Domain = Domain {
+    name: "payments",
+    tables: &[Table {
+        name: REFUNDS,
+        rows: |s, f| {
+            s.payments.refunds.entries().iter().flat_map(|(_, r)| r.iter()).for_each(|r| f(r))
+        },
+        load: |state, bytes| {
+            let refund: Refund = decode_row(bytes, "refund")?;
+            add_refund(state, refund);
+            Ok(())
+        },
+        check_v1: check_v1::<Refund>,
+    }],
+    counters: |_| vec![],
+    timers: None,
+    verify: None,
+};
 
 // In a module of its own so that rkyv's generated types stay private.
 mod event {
@@ -38,6 +69,8 @@ mod event {
             payment: Box<Payment>,
             idempotency: Option<Box<IdempotencyTag>>,
         },
+        /// Part or all of what was captured was refunded.
+        Refunded { refund: Box<Refund> },
     }
 }
 pub use event::PaymentEvent;
@@ -57,7 +90,32 @@ pub(crate) fn apply(state: &State, event: &PaymentEvent, at: TimestampMs, rows: 
             }
             orders::put_order(state, order, rows);
         }
+        PaymentEvent::Refunded { refund } => {
+            let mut order =
+                (*state.order(&refund.order_id).expect("decide checked the order")).clone();
+            let refund = (**refund).clone();
+            rows.push(Row::put(Arc::new(refund.clone())));
+            add_refund(state, refund);
+            let ledger = state.ledger(&order);
+            order.status = if ledger.refunded == ledger.captured {
+                OrderStatus::Refunded
+            } else {
+                OrderStatus::PartiallyRefunded
+            };
+            orders::touch(&mut order, at);
+            orders::put_order(state, order, rows);
+        }
     }
+}
+
+/// Adds a refund to its order's list, which stays in the refunds' order.
+fn add_refund(state: &State, refund: Refund) {
+    let tables = &state.payments;
+    let mut list = tables.refunds.get(&refund.order_id).map_or_else(Vec::new, |r| (*r).clone());
+    let order_id = refund.order_id;
+    list.push(refund);
+    list.sort_by_key(|r| r.number);
+    tables.refunds.insert(order_id, Arc::new(list));
 }
 
 /// The order after `payment` is captured: paid, the payment listed.
@@ -67,107 +125,130 @@ pub(crate) fn mark_paid(order: &mut Order, payment: Payment, at: TimestampMs) {
     orders::touch(order, at);
 }
 
-/// Captures payment for a pending order through the built-in test provider.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct CapturePayment {
-    /// The order.
-    pub order_id: String,
-    /// `test_card`.
-    pub method: String,
-    /// `tok_visa` and `tok_mastercard` are approved, `tok_declined` is declined.
-    pub token: String,
-    /// Makes a retry return the first outcome.
-    pub idempotency: Option<IdempotencyKey>,
-}
+/// How many mismatches a reconciliation lists (it counts them all).
+pub const RECONCILIATION_MISMATCHES_MAX: usize = 100;
 
-/// What a captured payment gives back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PaymentReceipt {
-    /// The order after the capture.
-    pub order: Arc<Order>,
-    /// The payment.
-    pub payment: Payment,
-}
+/// The payments' reads.
+impl State {
+    /// An order's refunds, oldest first.
+    pub fn refunds(&self, order_id: &OrderId) -> Arc<Vec<Refund>> {
+        self.payments.refunds.get(order_id).unwrap_or_default()
+    }
 
-/// What a capture's reply is read from: the payment it made, or the one a retry with
-/// its idempotency key replays.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum Captured {
-    New(OrderId, PaymentId),
-    Replayed(Box<(Order, Payment)>),
-}
+    /// An order's ledger: its captures and refunds in the order they happened, and
+    /// their sums.
+    pub fn ledger(&self, order: &Order) -> Ledger {
+        let currency = order.currency();
+        let refunds = self.refunds(&order.id);
+        let mut entries: Vec<LedgerEntry> = order
+            .payments
+            .iter()
+            .map(|p| LedgerEntry {
+                id: p.id.to_string(),
+                kind: LedgerKind::Capture,
+                amount: p.amount,
+                provider_reference: p.id.to_string(),
+                reason: String::new(),
+                created_at: p.created_at,
+            })
+            .chain(refunds.iter().map(|r| LedgerEntry {
+                id: r.id.to_string(),
+                kind: LedgerKind::Refund,
+                amount: r.amount,
+                provider_reference: r.provider_reference.clone(),
+                reason: r.reason.clone(),
+                created_at: r.created_at,
+            }))
+            .collect();
+        // Stable: a capture comes before a refund of the same millisecond.
+        entries.sort_by_key(|e| e.created_at);
+        let sum = |kind: LedgerKind| {
+            let amount = entries
+                .iter()
+                .filter(|e| e.kind == kind && e.amount.currency() == currency)
+                .map(|e| e.amount.amount())
+                .sum::<i64>();
+            Money::new(amount, currency).unwrap_or(Money::zero(currency))
+        };
+        let (captured, refunded) = (sum(LedgerKind::Capture), sum(LedgerKind::Refund));
+        Ledger { entries, captured, refunded }
+    }
 
-/// The card brand a test token stands for: approved, declined, or not a test token.
-fn test_card(token: &str) -> Result<Option<&'static str>> {
-    match token {
-        "tok_visa" => Ok(Some("visa")),
-        "tok_mastercard" => Ok(Some("mastercard")),
-        "tok_declined" => Ok(None),
-        _ => Err(EngineError::field(
-            "token",
-            "the test provider takes tok_visa, tok_mastercard or tok_declined",
-        )),
+    /// Checks every order against its ledger: an unpaid order has no entries, a paid
+    /// one captured exactly its total, refunds never exceed what was captured and agree
+    /// with the status, every entry is in the order's currency, and no refund names an
+    /// order that does not exist. Reads every order: for staff and tests, not for a hot
+    /// path.
+    pub fn reconcile(&self) -> Reconciliation {
+        let mut report = Reconciliation::default();
+        let mut mismatch = |order_id: OrderId, problem: String| {
+            report.mismatch_count += 1;
+            if report.mismatches.len() < RECONCILIATION_MISMATCHES_MAX {
+                report.mismatches.push(Mismatch { order_id, problem });
+            }
+        };
+        let mut totals: BTreeMap<Currency, (i128, i128)> = BTreeMap::new();
+        let mut orders = 0u64;
+        for (_, order) in self.orders.orders.entries() {
+            orders += 1;
+            let ledger = self.ledger(&order);
+            let currency = order.currency();
+            if let Some(entry) = ledger.entries.iter().find(|e| e.amount.currency() != currency) {
+                mismatch(
+                    order.id,
+                    format!("{} {} is not in {currency}", entry.kind.as_str(), entry.id),
+                );
+            }
+            let (captured, refunded) = (ledger.captured.amount(), ledger.refunded.amount());
+            let total = totals.entry(currency).or_default();
+            total.0 += i128::from(captured);
+            total.1 += i128::from(refunded);
+            let status = order.status;
+            let expected_capture = if status.was_paid() { order.total.amount() } else { 0 };
+            if captured != expected_capture {
+                mismatch(
+                    order.id,
+                    format!(
+                        "a {} order of total {} captured {captured}",
+                        status.as_str(),
+                        order.total.amount()
+                    ),
+                );
+            }
+            let refund_ok = match status {
+                OrderStatus::PartiallyRefunded => 0 < refunded && refunded < captured,
+                OrderStatus::Refunded => refunded == captured && captured > 0,
+                _ => refunded == 0,
+            };
+            if !refund_ok {
+                mismatch(
+                    order.id,
+                    format!(
+                        "a {} order captured {captured} and refunded {refunded}",
+                        status.as_str()
+                    ),
+                );
+            }
+        }
+        let mut refunds = 0u64;
+        for (order_id, list) in self.payments.refunds.entries() {
+            refunds += list.len() as u64;
+            if self.order(&order_id).is_none() {
+                mismatch(order_id, "refunds of an order that does not exist".into());
+            }
+            if let Some(r) = list.iter().find(|r| r.order_id != order_id) {
+                mismatch(order_id, format!("refund {} is filed under another order", r.id));
+            }
+        }
+        report.orders = orders;
+        report.refunds = refunds;
+        report.totals = totals
+            .into_iter()
+            .map(|(currency, (captured, refunded))| CurrencyTotals { currency, captured, refunded })
+            .collect();
+        report
     }
 }
 
-impl Request for CapturePayment {
-    type Output = PaymentReceipt;
-    type Outcome = Captured;
-
-    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Captured>> {
-        let c = self;
-        let print = || idempotency::fingerprint(&(&c.order_id, &c.method, &c.token));
-        let tag = match idempotency::check(state, c.idempotency.as_ref(), print, ctx)? {
-            Replay::Recorded(IdempotentOutcome::Payment(order, payment)) => {
-                return Decision::nothing(Captured::Replayed(Box::new((order, payment))));
-            }
-            Replay::Recorded(_) => return Err(EngineError::IdempotencyKeyReused),
-            Replay::New(tag) => Some(tag),
-            Replay::Unkeyed => None,
-        };
-        if c.method != "test_card" {
-            return Err(EngineError::field("method", "the only payment method is test_card"));
-        }
-        let brand = test_card(&c.token)?;
-        let order = order_named(state, &c.order_id)?;
-        if order.status != OrderStatus::PendingPayment {
-            return Err(invalid_transition(&order, "pay"));
-        }
-        if ctx.now >= order.reservation_expires_at {
-            return Err(EngineError::InvalidState("the order's reservation has expired".into()));
-        }
-        let Some(brand) = brand else {
-            return Err(EngineError::PaymentDeclined("the test card was declined".into()));
-        };
-        let payment = Payment {
-            id: PaymentId::from_random(ctx.ids.random_u128()),
-            method: c.method.clone(),
-            card_brand: brand.to_string(),
-            amount: order.total,
-            created_at: ctx.now,
-        };
-        let outcome = Captured::New(order.id, payment.id);
-        let event = PaymentEvent::PaymentCaptured {
-            order_id: order.id,
-            payment: Box::new(payment),
-            idempotency: tag,
-        };
-        Decision::one(outcome, event)
-    }
-
-    fn reply(state: &State, outcome: Captured) -> PaymentReceipt {
-        match outcome {
-            Captured::New(order_id, payment_id) => {
-                let order = state.order(&order_id).expect(APPLIED);
-                let payment =
-                    order.payments.iter().find(|p| p.id == payment_id).expect(APPLIED).clone();
-                PaymentReceipt { order, payment }
-            }
-            Captured::Replayed(replayed) => {
-                let (order, payment) = *replayed;
-                PaymentReceipt { order: Arc::new(order), payment }
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

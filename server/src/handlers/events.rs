@@ -34,7 +34,7 @@ const LIMIT_DEFAULT: usize = 100;
 const LIMIT_MAX: usize = 1000;
 
 /// Every type the feed publishes.
-pub const EVENT_TYPES: [&str; 16] = [
+pub const EVENT_TYPES: [&str; 17] = [
     "product.created",
     "product.updated",
     "category.created",
@@ -47,6 +47,7 @@ pub const EVENT_TYPES: [&str; 16] = [
     "order.expired",
     "order.fulfilled",
     "order.paid",
+    "order.refunded",
     "flash_sale.created",
     "flash_sale.started",
     "flash_sale.ended",
@@ -118,6 +119,12 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
                               "payment_id": payment.id.text().as_str(),
                               "amount": money(payment.amount)});
             out.push(("order.paid", data));
+        }
+        Event::Payments(PaymentEvent::Refunded { refund }) => {
+            let data = json!({"order_id": refund.order_id.text().as_str(),
+                              "refund_id": refund.id.text().as_str(),
+                              "amount": money(refund.amount), "reason": refund.reason});
+            out.push(("order.refunded", data));
         }
         Event::FlashSales(e) => match e {
             FlashSaleEvent::Created(s) => {

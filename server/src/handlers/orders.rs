@@ -116,3 +116,60 @@ pub async fn fulfil(call: Call) -> Result<Out, Problem> {
     let fulfil = async { Ok(FulfillOrder { order_id: call.param("id").to_string() }) };
     idempotent_send(&call, fulfil, |_, order| answer(order)).await
 }
+
+/// `POST /v1/orders/{id}/refunds`: part or all of what was captured, never more; an
+/// Idempotency-Key makes a retry answer the first refund again.
+pub async fn refund(call: Call) -> Result<Out, Problem> {
+    call.require(perm::PAYMENTS_REFUND)?;
+    let refund = async {
+        let body: RefundRequest =
+            if call.body.is_empty() { RefundRequest::default() } else { call.json()? };
+        Ok(RefundPayment {
+            order_id: call.param("id").to_string(),
+            amount: body.amount.map(MoneyInput::from),
+            reason: body.reason.unwrap_or_default(),
+        })
+    };
+    idempotent_send(&call, refund, |_, receipt| {
+        let location = format!("/v1/orders/{}/transactions", receipt.order.id);
+        Out::created(&RefundReceiptView::from(receipt), location)
+    })
+    .await
+}
+
+/// `GET /v1/orders/{id}/transactions`: the order's ledger.
+pub async fn transactions(call: Call) -> Result<Out, Problem> {
+    let order = reachable(&call, false)?;
+    let ledger = call.app.engine.state().ledger(&order);
+    Ok(Out::ok(&LedgerView::new(&order, &ledger)))
+}
+
+/// `GET /v1/admin/reconciliation`: every order checked against its ledger, on the
+/// blocking pool (it reads every order).
+pub async fn reconciliation(call: Call) -> Result<Out, Problem> {
+    call.require(perm::ORDERS_READ)?;
+    let engine = call.app.engine.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let lsn = engine.last_lsn().0;
+        let report = engine.state().reconcile();
+        let totals: Vec<_> = report
+            .totals
+            .iter()
+            .map(|t| {
+                serde_json::json!({"currency": t.currency.as_str(), "captured": t.captured,
+                                   "refunded": t.refunded})
+            })
+            .collect();
+        let mismatches: Vec<_> = report
+            .mismatches
+            .iter()
+            .map(|m| serde_json::json!({"order_id": m.order_id.text().as_str(), "problem": m.problem}))
+            .collect();
+        serde_json::json!({"lsn": lsn, "orders": report.orders, "refunds": report.refunds,
+                           "totals": totals, "mismatch_count": report.mismatch_count,
+                           "mismatches": mismatches})
+    })
+    .await
+    .map_err(|_| Problem::internal("the reconciliation task failed"))?;
+    Ok(Out::ok(&body))
+}

@@ -1,0 +1,215 @@
+//! The payments' commands: capture and refund, through the built-in test provider.
+
+use std::sync::Arc;
+
+use super::{Payment, PaymentEvent, Refund};
+use crate::catalog::MoneyInput;
+use crate::domains::State;
+use crate::error::{EngineError, Result};
+use crate::idempotency::{self, IdempotencyKey, IdempotentOutcome, Replay};
+use crate::kernel::handler::{done, Ctx, Decision, Request, APPLIED};
+use crate::orders::{invalid_transition, order_named, Order, OrderStatus};
+use crate::types::*;
+use crate::validate::Checks;
+
+/// Captures payment for a pending order through the built-in test provider.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CapturePayment {
+    /// The order.
+    pub order_id: String,
+    /// `test_card`.
+    pub method: String,
+    /// `tok_visa` and `tok_mastercard` are approved, `tok_declined` is declined.
+    pub token: String,
+    /// Makes a retry return the first outcome.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// What a captured payment gives back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentReceipt {
+    /// The order after the capture.
+    pub order: Arc<Order>,
+    /// The payment.
+    pub payment: Payment,
+}
+
+/// What a capture's reply is read from: the payment it made, or the one a retry with
+/// its idempotency key replays.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Captured {
+    New(OrderId, PaymentId),
+    Replayed(Box<(Order, Payment)>),
+}
+
+/// The card brand a test token stands for: approved, declined, or not a test token.
+fn test_card(token: &str) -> Result<Option<&'static str>> {
+    match token {
+        "tok_visa" => Ok(Some("visa")),
+        "tok_mastercard" => Ok(Some("mastercard")),
+        "tok_declined" => Ok(None),
+        _ => Err(EngineError::field(
+            "token",
+            "the test provider takes tok_visa, tok_mastercard or tok_declined",
+        )),
+    }
+}
+
+impl Request for CapturePayment {
+    type Output = PaymentReceipt;
+    type Outcome = Captured;
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Captured>> {
+        let c = self;
+        let print = || idempotency::fingerprint(&(&c.order_id, &c.method, &c.token));
+        let tag = match idempotency::check(state, c.idempotency.as_ref(), print, ctx)? {
+            Replay::Recorded(IdempotentOutcome::Payment(order, payment)) => {
+                return Decision::nothing(Captured::Replayed(Box::new((order, payment))));
+            }
+            Replay::Recorded(_) => return Err(EngineError::IdempotencyKeyReused),
+            Replay::New(tag) => Some(tag),
+            Replay::Unkeyed => None,
+        };
+        if c.method != "test_card" {
+            return Err(EngineError::field("method", "the only payment method is test_card"));
+        }
+        let brand = test_card(&c.token)?;
+        let order = order_named(state, &c.order_id)?;
+        if order.status != OrderStatus::PendingPayment {
+            return Err(invalid_transition(&order, "pay"));
+        }
+        if ctx.now >= order.reservation_expires_at {
+            return Err(EngineError::InvalidState("the order's reservation has expired".into()));
+        }
+        let Some(brand) = brand else {
+            return Err(EngineError::PaymentDeclined("the test card was declined".into()));
+        };
+        let payment = Payment {
+            id: PaymentId::from_random(ctx.ids.random_u128()),
+            method: c.method.clone(),
+            card_brand: brand.to_string(),
+            amount: order.total,
+            created_at: ctx.now,
+        };
+        let outcome = Captured::New(order.id, payment.id);
+        let event = PaymentEvent::PaymentCaptured {
+            order_id: order.id,
+            payment: Box::new(payment),
+            idempotency: tag,
+        };
+        Decision::one(outcome, event)
+    }
+
+    fn reply(state: &State, outcome: Captured) -> PaymentReceipt {
+        match outcome {
+            Captured::New(order_id, payment_id) => {
+                let order = state.order(&order_id).expect(APPLIED);
+                let payment =
+                    order.payments.iter().find(|p| p.id == payment_id).expect(APPLIED).clone();
+                PaymentReceipt { order, payment }
+            }
+            Captured::Replayed(replayed) => {
+                let (order, payment) = *replayed;
+                PaymentReceipt { order: Arc::new(order), payment }
+            }
+        }
+    }
+}
+
+/// Refunds per order, at most: each is a provider call and a ledger entry.
+pub const REFUNDS_PER_ORDER_MAX: usize = 100;
+/// The longest refund reason, in characters.
+pub const REFUND_REASON_MAX: usize = 500;
+
+/// Refunds part or all of what a paid order captured, through the built-in test
+/// provider. Money only: the units stay sold (a return restocks them).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RefundPayment {
+    /// The order.
+    pub order_id: String,
+    /// How much, in the order's currency; `None` refunds everything not yet refunded.
+    pub amount: Option<MoneyInput>,
+    /// Why (up to 500 characters, may be empty).
+    pub reason: String,
+}
+
+/// What a refund gives back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundReceipt {
+    /// The refund.
+    pub refund: Refund,
+    /// The order after it.
+    pub order: Arc<Order>,
+}
+
+impl Request for RefundPayment {
+    type Output = RefundReceipt;
+    type Outcome = (OrderId, RefundId);
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<(OrderId, RefundId)>> {
+        let c = self;
+        let mut checks = Checks::default();
+        let amount = c.amount.as_ref().and_then(|input| {
+            let currency =
+                Currency::new(&input.currency).map_err(|e| checks.push(e.under("amount"))).ok()?;
+            Money::new(input.amount, currency).map_err(|e| checks.push(e.under("amount"))).ok()
+        });
+        checks.text("reason", &c.reason, 0, REFUND_REASON_MAX, true);
+        done(checks)?;
+        let order = order_named(state, &c.order_id)?;
+        if !matches!(
+            order.status,
+            OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::PartiallyRefunded
+        ) {
+            return Err(invalid_transition(&order, "refund"));
+        }
+        let refunds = state.refunds(&order.id);
+        if refunds.len() >= REFUNDS_PER_ORDER_MAX {
+            return Err(EngineError::InvalidState(format!(
+                "an order takes at most {REFUNDS_PER_ORDER_MAX} refunds"
+            )));
+        }
+        let ledger = state.ledger(&order);
+        let refundable = ledger.balance();
+        let amount = amount.unwrap_or(refundable);
+        if amount.currency() != order.currency() {
+            return Err(EngineError::field(
+                "amount.currency",
+                format!("must be the order's currency, {}", order.currency()),
+            ));
+        }
+        if amount.amount() == 0 {
+            return Err(EngineError::field("amount.amount", "must be more than zero"));
+        }
+        if amount.amount() > refundable.amount() {
+            return Err(EngineError::field(
+                "amount.amount",
+                format!(
+                    "exceeds what can still be refunded: {} of the {} captured",
+                    refundable.amount(),
+                    ledger.captured.amount()
+                ),
+            ));
+        }
+        let id = RefundId::from_random(ctx.ids.random_u128());
+        let refund = Refund {
+            id,
+            order_id: order.id,
+            number: refunds.len() as u32 + 1,
+            amount,
+            reason: c.reason.clone(),
+            // The test provider refunds at once; its reference names the refund.
+            provider_reference: format!("test_{id}"),
+            created_at: ctx.now,
+        };
+        Decision::one((order.id, id), PaymentEvent::Refunded { refund: Box::new(refund) })
+    }
+
+    fn reply(state: &State, (order_id, refund_id): (OrderId, RefundId)) -> RefundReceipt {
+        let order = state.order(&order_id).expect(APPLIED);
+        let refund =
+            state.refunds(&order_id).iter().find(|r| r.id == refund_id).expect(APPLIED).clone();
+        RefundReceipt { refund, order }
+    }
+}
