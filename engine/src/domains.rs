@@ -71,6 +71,7 @@ domains! {
     accounts: Accounts(crate::accounts::AccountEvent),
     idempotency: Idempotency(crate::idempotency::IdempotencyEvent),
     flash_sales: FlashSales(crate::flash_sales::FlashSaleEvent),
+    promotions: Promotions(crate::promotions::PromotionEvent),
 }
 
 impl State {
@@ -124,7 +125,16 @@ mod tests {
         }
         assert_eq!(
             counters,
-            ["cart", "cart_abandoned", "category", "customer", "flash_sale", "order", "product"]
+            [
+                "cart",
+                "cart_abandoned",
+                "category",
+                "customer",
+                "discount_code",
+                "flash_sale",
+                "order",
+                "product"
+            ]
         );
     }
 }

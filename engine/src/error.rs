@@ -71,6 +71,8 @@ pub enum EntityKind {
     Customer,
     /// A flash sale.
     FlashSale,
+    /// A discount code.
+    DiscountCode,
 }
 
 impl fmt::Display for EntityKind {
@@ -83,6 +85,7 @@ impl fmt::Display for EntityKind {
             EntityKind::Order => "order",
             EntityKind::Customer => "customer",
             EntityKind::FlashSale => "flash sale",
+            EntityKind::DiscountCode => "discount code",
         })
     }
 }
@@ -124,6 +127,16 @@ pub enum EngineError {
     SoldOut {
         /// Units left in the sale.
         remaining: u32,
+    },
+    /// A discount code cannot be used on the cart (not active, not valid now, used up,
+    /// over the customer's limit, not combinable, or applying to nothing); nothing was
+    /// changed.
+    #[error("discount code {code} cannot be used: {reason}")]
+    DiscountUnavailable {
+        /// The code.
+        code: String,
+        /// Why.
+        reason: String,
     },
     /// A flash sale is not selling: before its start, after its end, or cancelled.
     #[error("the flash sale is not live: {0}")]

@@ -94,6 +94,7 @@ mod kernel;
 mod orders;
 mod payments;
 mod product_search;
+mod promotions;
 mod types;
 mod validate;
 
@@ -120,6 +121,7 @@ pub use kernel::timers::{ExpireDue, EXPIRIES_PER_COMMAND_MAX};
 pub use orders::*;
 pub use payments::*;
 pub use product_search::*;
+pub use promotions::*;
 pub use types::*;
 
 /// The pure domain, for tests and benchmarks that drive `decide` and `apply` without

@@ -426,6 +426,7 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             }
             // A refund changes money, not stock.
             Event::Payments(PaymentEvent::Refunded { .. })
+            | Event::Promotions(_)
             | Event::Carts(_)
             | Event::Accounts(_)
             | Event::Idempotency(_) => {}

@@ -179,6 +179,12 @@ impl From<EngineError> for Problem {
                 "Sold out",
                 format!("the flash sale has {remaining} units left"),
             ),
+            error @ EngineError::DiscountUnavailable { .. } => Problem::new(
+                409,
+                "discount_unavailable",
+                "Discount code unavailable",
+                error.to_string(),
+            ),
             EngineError::SaleNotLive(detail) => {
                 Problem::new(409, "sale_not_live", "Sale not live", detail)
             }

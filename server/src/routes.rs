@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use http::Method;
 
 use crate::handlers::{
-    accounts, carts, catalog, events, flash_sales, inventory, ops, orders, search,
+    accounts, carts, catalog, events, flash_sales, inventory, ops, orders, promotions, search,
 };
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -116,6 +116,12 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(POST "/v1/carts/{id}/items", "add_cart_item", "Add units of a SKU", carts::add_item, Write, Json, 200, "its owner, anyone for a guest cart, orders:write", Some("CartItemAdd"), Some("Cart"), &[403, 404, 409, 422], Some(false)),
         route!(PUT "/v1/carts/{id}/items/{sku}", "set_cart_item", "Set a line's quantity (0 removes it)", carts::set_item, Write, Json, 200, "its owner, anyone for a guest cart, orders:write", Some("CartItemSet"), Some("Cart"), &[403, 404, 409, 412, 422], None),
         route!(DELETE "/v1/carts/{id}/items/{sku}", "remove_cart_item", "Remove a line", carts::remove_item, Write, None, 204, "its owner, anyone for a guest cart, orders:write", None, None, &[403, 404, 409, 412, 422], None),
+        route!(POST "/v1/carts/{id}/discount-codes", "add_cart_discount_code", "Enter a discount code on an open cart (entering it again changes nothing)", carts::add_code, Write, Json, 200, "its owner, anyone for a guest cart, orders:write", Some("CartCode"), Some("Cart"), &[403, 404, 409, 422], Some(false)),
+        route!(DELETE "/v1/carts/{id}/discount-codes/{code}", "remove_cart_discount_code", "Remove a discount code from an open cart", carts::remove_code, Write, None, 204, "its owner, anyone for a guest cart, orders:write", None, None, &[403, 404, 409, 412], None),
+        route!(POST "/v1/discount-codes", "create_discount_code", "Create a discount code", promotions::create, Write, Json, 201, "catalog:write", Some("NewDiscountCode"), Some("DiscountCode"), &[401, 403, 409, 422], Some(false)),
+        route!(GET "/v1/discount-codes", "list_discount_codes", "List discount codes in the order they were created", promotions::list, Read, None, 200, "catalog:write", None, Some("DiscountCodeList"), &[401, 403], None),
+        route!(GET "/v1/discount-codes/{code}", "get_discount_code", "A discount code with its uses", promotions::get, Read, None, 200, "catalog:write", None, Some("DiscountCode"), &[401, 403, 404], None),
+        route!(PATCH "/v1/discount-codes/{code}", "update_discount_code", "Switch a code on or off, move its end, change its usage limit", promotions::update, Write, Json, 200, "catalog:write", Some("DiscountCodePatch"), Some("DiscountCode"), &[401, 403, 404, 412, 422], None),
         route!(POST "/v1/carts/{id}/checkout", "checkout", "Reserve every line's stock and place an order", carts::checkout, Write, OptionalJson, 201, "its owner, anyone for a guest cart, orders:write", Some("Checkout"), Some("Order"), &[403, 404, 409, 422], Some(true)),
         route!(GET "/v1/orders", "list_orders", "List orders", orders::list, Read, None, 200, "orders:read", None, Some("OrderList"), &[401, 403], None),
         route!(GET "/v1/orders/{id}", "get_order", "An order", orders::get, Read, None, 200, "its owner, anyone for a guest order, orders:read", None, Some("Order"), &[403, 404], None),

@@ -315,7 +315,91 @@ pub struct RefundRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/discount-codes`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewDiscountCodeJson {
+    pub code: String,
+    pub percent_off: Option<i64>,
+    pub amount_off: Option<MoneyJson>,
+    #[serde(default)]
+    pub product_ids: Vec<String>,
+    #[serde(default)]
+    pub category_ids: Vec<String>,
+    pub min_subtotal: Option<MoneyJson>,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+    pub usage_limit: Option<i64>,
+    pub per_customer_limit: Option<i64>,
+    #[serde(default)]
+    pub stackable: bool,
+}
+
+/// `PATCH /v1/discount-codes/{code}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DiscountCodePatchJson {
+    pub active: Option<bool>,
+    pub ends_at: Option<String>,
+    pub usage_limit: Option<i64>,
+}
+
+/// `POST /v1/carts/{id}/discount-codes`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CartCodeJson {
+    pub code: String,
+}
+
 // --- responses -----------------------------------------------------------------------
+
+/// A discount code.
+#[derive(Serialize)]
+pub struct DiscountCodeView<'a> {
+    code: &'a str,
+    percent_off: Option<u32>,
+    amount_off: Option<MoneyJson>,
+    product_ids: Vec<IdText>,
+    category_ids: Vec<IdText>,
+    min_subtotal: Option<MoneyJson>,
+    starts_at: String,
+    ends_at: Option<String>,
+    usage_limit: Option<u32>,
+    per_customer_limit: Option<u32>,
+    stackable: bool,
+    active: bool,
+    uses: u32,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl<'a> From<&'a DiscountCode> for DiscountCodeView<'a> {
+    fn from(c: &'a DiscountCode) -> DiscountCodeView<'a> {
+        let (percent_off, amount_off) = match c.value {
+            DiscountValue::Percent(bp) => (Some(bp / 100), None),
+            DiscountValue::Fixed(amount) => (None, Some(amount.into())),
+        };
+        DiscountCodeView {
+            code: &c.code,
+            percent_off,
+            amount_off,
+            product_ids: c.product_ids.iter().map(|p| p.text()).collect(),
+            category_ids: c.category_ids.iter().map(|p| p.text()).collect(),
+            min_subtotal: c.min_subtotal.map(Into::into),
+            starts_at: rfc3339(c.starts_at),
+            ends_at: c.ends_at.map(rfc3339),
+            usage_limit: c.usage_limit,
+            per_customer_limit: c.per_customer_limit,
+            stackable: c.stackable,
+            active: c.active,
+            uses: c.uses,
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+            version: c.version,
+        }
+    }
+}
 
 #[derive(Serialize)]
 pub struct VariantView<'a> {
@@ -445,6 +529,18 @@ pub struct LineView<'a> {
     quantity: u32,
     unit_price: MoneyJson,
     line_total: MoneyJson,
+    /// What the cart's discount codes take off the line (cart lines only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discount: Option<MoneyJson>,
+}
+
+/// How a discount code on a cart prices.
+#[derive(Serialize)]
+pub struct CartCodeView<'a> {
+    code: &'a str,
+    amount: MoneyJson,
+    applies: bool,
+    reason: Option<&'a str>,
 }
 
 /// A cart with current prices.
@@ -456,6 +552,7 @@ pub struct CartView<'a> {
     status: &'static str,
     order_id: Option<IdText>,
     items: Vec<LineView<'a>>,
+    discounts: Vec<CartCodeView<'a>>,
     subtotal: MoneyJson,
     discount_total: MoneyJson,
     total: MoneyJson,
@@ -487,6 +584,19 @@ impl<'a> From<&'a PricedCart> for CartView<'a> {
                     quantity: l.quantity,
                     unit_price: l.unit_price.into(),
                     line_total: l.line_total.into(),
+                    discount: Some(l.discount.into()),
+                })
+                .collect(),
+            discounts: p
+                .codes
+                .iter()
+                .map(|c| CartCodeView {
+                    code: &c.code,
+                    amount: Money::new(c.amount, cart.currency)
+                        .unwrap_or(Money::zero(cart.currency))
+                        .into(),
+                    applies: c.refusal.is_none(),
+                    reason: c.refusal.as_deref(),
                 })
                 .collect(),
             subtotal: p.subtotal.into(),
@@ -653,6 +763,7 @@ impl<'a> From<&'a Order> for OrderView<'a> {
                     quantity: l.quantity,
                     unit_price: l.unit_price.into(),
                     line_total: l.line_total.into(),
+                    discount: None,
                 })
                 .collect(),
             subtotal: o.subtotal.into(),

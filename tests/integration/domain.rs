@@ -294,7 +294,7 @@ fn carts_show_the_current_price() {
             ..Default::default()
         })
         .expect("reprice");
-    let priced = te.state().priced_cart(&cart.id).expect("cart");
+    let priced = te.state().priced_cart(&cart.id, te.clock.now_ms()).expect("cart");
     assert_eq!((priced.lines[0].unit_price.amount(), priced.total.amount()), (1250, 2500));
     let order = checkout(&te.shop, &cart.id).expect("checkout");
     assert_eq!((order.lines[0].unit_price.amount(), order.total.amount()), (1250, 2500));
@@ -325,7 +325,7 @@ fn check_purchasable(status: ProductStatus, expected: &str) {
     }
     let cart = te.shop.send(CreateCart::default()).expect("cart");
     let added = add(&te.shop, &cart.id, "A", 1);
-    let priced = te.state().priced_cart(&older.id).expect("cart");
+    let priced = te.state().priced_cart(&older.id, te.clock.now_ms()).expect("cart");
     let ordered = checkout(&te.shop, &older.id);
     let got = format!(
         "add {} | purchasable {} | checkout {}",

@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 51] = [
+const ENDPOINTS: [(&str, &str, u16); 57] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1247,6 +1247,12 @@ const ENDPOINTS: [(&str, &str, u16); 51] = [
     ("put", "/v1/carts/{id}/items/{sku}", 200),
     ("delete", "/v1/carts/{id}/items/{sku}", 204),
     ("post", "/v1/carts/{id}/checkout", 201),
+    ("post", "/v1/carts/{id}/discount-codes", 200),
+    ("delete", "/v1/carts/{id}/discount-codes/{code}", 204),
+    ("post", "/v1/discount-codes", 201),
+    ("get", "/v1/discount-codes", 200),
+    ("get", "/v1/discount-codes/{code}", 200),
+    ("patch", "/v1/discount-codes/{code}", 200),
     ("get", "/v1/orders", 200),
     ("get", "/v1/orders/{id}", 200),
     ("post", "/v1/orders/{id}/payments", 201),
@@ -1530,6 +1536,109 @@ fn refunds_move_money_back_and_the_ledger_adds_up_at_every_step() {
     assert_eq!(ledger(&s, &buyer.token, &id), all);
     let seen = s.get(&format!("/v1/orders/{id}")).bearer(&buyer.token).send().expect(200);
     assert_eq!(seen["status"], "refunded");
+}
+
+#[test]
+fn a_discount_code_prices_the_cart_and_the_order_and_its_money_adds_up() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "DISC-1", 1000, 10);
+    s.product(&admin, "DISC-2", 333, 10);
+    let code = json!({"code": "Spring10", "percent_off": 10, "usage_limit": 5, "min_subtotal": {"amount": 1000, "currency": "USD"}});
+    let created = s.post("/v1/discount-codes").bearer(&admin).json(code.clone()).send();
+    assert_eq!(created.header("location"), Some("/v1/discount-codes/SPRING10"));
+    let created = created.expect(201);
+    assert_eq!(
+        (created["code"].as_str(), created["percent_off"].as_u64(), created["uses"].as_u64()),
+        (Some("SPRING10"), Some(10), Some(0))
+    );
+    s.post("/v1/discount-codes").bearer(&admin).json(code).send().problem(409, "conflict");
+    let bad = json!({"code": "x", "percent_off": 500});
+    assert_eq!(
+        s.post("/v1/discount-codes").bearer(&admin).json(bad).send().invalid_fields(),
+        ["code", "percent_off"]
+    );
+
+    let buyer = s.register("disc-buyer@example.com");
+    let token = Some(buyer.token.as_str());
+    let cart = s.cart(token);
+    s.add(token, &cart, "DISC-1", 1).expect(200);
+    s.add(token, &cart, "DISC-2", 3).expect(200);
+    let path = format!("/v1/carts/{cart}/discount-codes");
+    let enter = |code: &str| s.post(&path).auth(token).json(json!({"code": code})).send();
+    enter("NOPE").problem(404, "not_found");
+    let priced = enter("spring10").expect(200);
+    // 10 % of 19.99 is 1.99 (rounded down), spread by largest remainder: 1.00 + 0.99.
+    assert_eq!(
+        priced["discounts"],
+        json!([{"code": "SPRING10", "amount": {"amount": 199, "currency": "USD"}, "applies": true, "reason": null}])
+    );
+    let line_off: Vec<_> = priced["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["discount"]["amount"].clone())
+        .collect();
+    assert_eq!(line_off, [json!(100), json!(99)]);
+    assert_eq!(
+        (priced["discount_total"]["amount"].as_i64(), priced["total"]["amount"].as_i64()),
+        (Some(199), Some(1800))
+    );
+    // Below the minimum subtotal the cart says why and checkout refuses.
+    s.put(&format!("/v1/carts/{cart}/items/DISC-1"))
+        .auth(token)
+        .json(json!({"quantity": 0}))
+        .send()
+        .expect(200);
+    let short = s.get(&format!("/v1/carts/{cart}")).auth(token).send().expect(200);
+    assert_eq!(short["discounts"][0]["applies"], false);
+    assert_eq!(short["discounts"][0]["reason"], "the cart's subtotal must be at least 1000");
+    s.checkout(token, &cart, "disc-short", json!({})).problem(409, "discount_unavailable");
+    s.add(token, &cart, "DISC-1", 1).expect(200);
+
+    let order = s.checkout(token, &cart, "disc-checkout", json!({})).expect(201);
+    assert_eq!(
+        (
+            order["subtotal"]["amount"].as_i64(),
+            order["discount_total"]["amount"].as_i64(),
+            order["total"]["amount"].as_i64()
+        ),
+        (Some(1999), Some(199), Some(1800))
+    );
+    let seen = s.get("/v1/discount-codes/SPRING10").bearer(&admin).send().expect(200);
+    assert_eq!(seen["uses"], 1);
+    let id = text(&order, "id").to_string();
+    let paid = s.pay(token, &id, "disc-pay", "tok_visa").expect(201);
+    assert_eq!(paid["amount"]["amount"], 1800, "the discounted total is captured");
+    let refund =
+        json!({"amount": {"amount": 800, "currency": "USD"}, "reason": "returned the mugs"});
+    s.post(&format!("/v1/orders/{id}/refunds"))
+        .bearer(&admin)
+        .key("disc-refund")
+        .json(refund)
+        .send()
+        .expect(201);
+    assert_eq!(
+        ledger(&s, &buyer.token, &id),
+        (1800, 800, 1000, vec!["capture".into(), "refund".into()])
+    );
+    let report = s.get("/v1/admin/reconciliation").bearer(&admin).send().expect(200);
+    assert_eq!(report["mismatch_count"], 0, "{report}");
+
+    // Staff switch the code off: a cart holding it says so; removing it is 204.
+    let patch = json!({"active": false});
+    let off = s.patch("/v1/discount-codes/SPRING10").bearer(&admin).json(patch).send().expect(200);
+    assert_eq!((off["active"].as_bool(), off["version"].as_u64()), (Some(false), Some(2)));
+    let other = s.cart(None);
+    s.add(None, &other, "DISC-1", 1).expect(200);
+    let other_path = format!("/v1/carts/{other}/discount-codes");
+    s.post(&other_path)
+        .json(json!({"code": "SPRING10"}))
+        .send()
+        .problem(409, "discount_unavailable");
+    s.delete(&format!("{other_path}/SPRING10")).send().problem(404, "not_found");
+    let list = s.get("/v1/discount-codes").bearer(&admin).send().expect(200);
+    assert_eq!(list["data"][0]["code"], "SPRING10");
 }
 
 #[test]

@@ -165,6 +165,23 @@ impl Fixture {
         text(&created.expect(201), "id").to_string()
     }
 
+    /// A new discount code, 10 % off, no limits.
+    fn discount_code(&self) -> String {
+        let code = format!("AUTHZ{}", self.unique());
+        let body = json!({"code": code, "percent_off": 10});
+        self.s.post("/v1/discount-codes").bearer(&self.admin).json(body).send().expect(201);
+        code
+    }
+
+    /// A cart (A's, or a guest's) with a discount code entered; returns both.
+    fn cart_with_code(&self, owned: bool) -> (String, String) {
+        let (cart, code) = (self.cart(owned), self.discount_code());
+        let token = owned.then_some(self.a.token.as_str());
+        let path = format!("/v1/carts/{cart}/discount-codes");
+        self.s.post(&path).auth(token).json(json!({"code": code})).send().expect(200);
+        (cart, code)
+    }
+
     fn category(&self) -> String {
         let body = json!({"name": format!("Category {}", self.unique())});
         let created = self.s.post("/v1/categories").bearer(&self.admin).json(body).send();
@@ -405,6 +422,64 @@ fn rows() -> Vec<Row> {
                     .json(json!({"quantity": 2}))
             },
             ALL_200,
+        ),
+        row(
+            "POST /v1/carts/{A's}/discount-codes",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/carts/{}/discount-codes", f.cart(true)))
+                    .json(json!({"code": f.discount_code()}))
+            },
+            OWNER_200,
+        ),
+        row(
+            "POST /v1/carts/{guest}/discount-codes",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/carts/{}/discount-codes", f.cart(false)))
+                    .json(json!({"code": f.discount_code()}))
+            },
+            ALL_200,
+        ),
+        row(
+            "DELETE /v1/carts/{A's}/discount-codes/{code}",
+            "orders:write",
+            |f| {
+                let (cart, code) = f.cart_with_code(true);
+                Call::new("DELETE", format!("/v1/carts/{cart}/discount-codes/{code}"))
+            },
+            OWNER_204,
+        ),
+        row(
+            "POST /v1/discount-codes",
+            "catalog:write",
+            |f| {
+                let code = format!("NEW{}", f.unique());
+                Call::new("POST", "/v1/discount-codes")
+                    .json(json!({"code": code, "percent_off": 5}))
+            },
+            STAFF_201,
+        ),
+        row(
+            "GET /v1/discount-codes",
+            "catalog:write",
+            |_| Call::new("GET", "/v1/discount-codes"),
+            STAFF_200,
+        ),
+        row(
+            "GET /v1/discount-codes/{code}",
+            "catalog:write",
+            |f| Call::new("GET", format!("/v1/discount-codes/{}", f.discount_code())),
+            STAFF_200,
+        ),
+        row(
+            "PATCH /v1/discount-codes/{code}",
+            "catalog:write",
+            |f| {
+                Call::new("PATCH", format!("/v1/discount-codes/{}", f.discount_code()))
+                    .json(json!({"active": false}))
+            },
+            STAFF_200,
         ),
         row(
             "DELETE /v1/carts/{A's}/items/{sku}",

@@ -19,6 +19,7 @@ mod http_support;
 mod lifecycle;
 mod model;
 mod power_loss;
+mod promotions;
 mod recovery;
 mod replication;
 mod retention;

@@ -309,6 +309,7 @@ pub fn error_code(error: &EngineError) -> String {
         EngineError::IdempotencyKeyReused => "idempotency_key_reused".into(),
         EngineError::SoldOut { .. } => "sold_out".into(),
         EngineError::SaleNotLive(_) => "sale_not_live".into(),
+        EngineError::DiscountUnavailable { code, .. } => format!("discount_unavailable: {code}"),
         EngineError::PurchaseLimitExceeded { .. } => "purchase_limit_exceeded".into(),
         EngineError::VersionMismatch { expected, current } => {
             format!("version_mismatch: expected {expected}, current {current}")

@@ -18,6 +18,7 @@ use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
     check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table, Timers,
 };
+use crate::promotions::LineCost;
 use crate::types::*;
 use crate::EXPIRIES_PER_COMMAND_MAX;
 
@@ -120,9 +121,19 @@ pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mu
                 state.carts.by_activity.remove(&(cart.updated_at, *id));
                 state.carts.abandoned.bump();
                 rows.push(Row::delete(CARTS, cart.seq.to_be_bytes()));
+                crate::promotions::cart_dropped(state, id, rows);
             }
         }
     }
+}
+
+/// Marks an open cart changed by another domain (its discount codes): a new version,
+/// and it counts as active.
+pub(crate) fn touch(state: &State, cart_id: &CartId, at: TimestampMs, rows: &mut Vec<Row>) {
+    let mut cart = (*state.cart(cart_id).expect("decide checked the cart")).clone();
+    cart.updated_at = at;
+    cart.version += 1;
+    put_cart(state, cart, rows);
 }
 
 fn put_cart(state: &State, cart: Cart, rows: &mut Vec<Row>) {
@@ -191,6 +202,8 @@ pub struct PricedLine {
     pub unit_price: Money,
     /// `unit_price × quantity`.
     pub line_total: Money,
+    /// What the cart's discount codes take off the line.
+    pub discount: Money,
     /// Whether the SKU can still be bought (an active product in the cart's currency).
     pub purchasable: bool,
 }
@@ -204,10 +217,12 @@ pub struct PricedCart {
     pub lines: Vec<PricedLine>,
     /// Sum of the line totals.
     pub subtotal: Money,
-    /// Discounts.
+    /// The line discounts' sum.
     pub discount_total: Money,
     /// `subtotal - discount_total`.
     pub total: Money,
+    /// How each discount code on the cart prices now.
+    pub codes: Vec<crate::promotions::CodeOutcome>,
 }
 
 /// The carts' reads.
@@ -228,16 +243,16 @@ impl State {
         self.carts.carts.get(id)
     }
 
-    /// A cart priced at the current prices.
-    pub fn priced_cart(&self, id: &CartId) -> Option<PricedCart> {
-        self.cart(id).map(|cart| self.price_cart(cart))
+    /// A cart priced at the current prices, its discount codes as they apply at `now`.
+    pub fn priced_cart(&self, id: &CartId, now: TimestampMs) -> Option<PricedCart> {
+        self.cart(id).map(|cart| self.price_cart(cart, now))
     }
 
-    /// Prices `cart` at the current prices.
-    pub fn price_cart(&self, cart: Arc<Cart>) -> PricedCart {
+    /// Prices `cart` at the current prices, its discount codes as they apply at `now`.
+    pub fn price_cart(&self, cart: Arc<Cart>, now: TimestampMs) -> PricedCart {
         let zero = Money::zero(cart.currency);
         let mut subtotal = zero;
-        let lines = cart
+        let mut lines: Vec<PricedLine> = cart
             .lines
             .iter()
             .map(|line| {
@@ -255,10 +270,22 @@ impl State {
                     quantity: line.quantity,
                     unit_price,
                     line_total,
+                    discount: zero,
                     purchasable,
                 }
             })
             .collect();
-        PricedCart { cart, lines, subtotal, discount_total: zero, total: subtotal }
+        let costs: Vec<LineCost> = lines
+            .iter()
+            .map(|l| LineCost { product_id: l.product_id, total: l.line_total.amount() })
+            .collect();
+        let discounts = crate::promotions::discounts(self, &cart, &costs, now);
+        let money = |amount: i64| Money::new(amount, cart.currency).unwrap_or(zero);
+        for (line, off) in lines.iter_mut().zip(&discounts.line_discounts) {
+            line.discount = money(*off);
+        }
+        let discount_total = money(discounts.total);
+        let total = money(subtotal.amount() - discounts.total);
+        PricedCart { cart, lines, subtotal, discount_total, total, codes: discounts.codes }
     }
 }

@@ -19,6 +19,15 @@ pub struct MoneyInput {
     pub currency: String,
 }
 
+impl MoneyInput {
+    /// The money it names, or `None` with the reason recorded under `field`.
+    pub(crate) fn checked(&self, checks: &mut Checks, field: &str) -> Option<Money> {
+        let currency =
+            Currency::new(&self.currency).map_err(|e| checks.push(e.under(field))).ok()?;
+        Money::new(self.amount, currency).map_err(|e| checks.push(e.under(field))).ok()
+    }
+}
+
 /// A variant as received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VariantInput {
@@ -295,14 +304,7 @@ fn check_variants(checks: &mut Checks, inputs: &[VariantInput]) -> Vec<Variant> 
         checks.text(&format!("{at}.title"), &input.title, 0, 200, false);
         checks.map(&format!("{at}.options"), &input.options, 10, 64, 128);
         let sku = Sku::new(input.sku.as_str()).map_err(|e| checks.push(e.under(&at))).ok();
-        let currency = Currency::new(&input.price.currency)
-            .map_err(|e| checks.push(e.under(&format!("{at}.price"))))
-            .ok();
-        let price = currency.and_then(|currency| {
-            Money::new(input.price.amount, currency)
-                .map_err(|e| checks.push(e.under(&format!("{at}.price"))))
-                .ok()
-        });
+        let price = input.price.checked(checks, &format!("{at}.price"));
         if let Some(sku) = &sku {
             if variants.iter().any(|v| &v.sku == sku) {
                 checks.fail(format!("{at}.sku"), "is used by another variant of this product");

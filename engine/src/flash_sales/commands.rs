@@ -76,11 +76,7 @@ impl Request for CreateFlashSale {
         let c = self;
         let mut checks = Checks::default();
         let sku = Sku::new(c.sku.as_str()).map_err(|e| checks.push(e)).ok();
-        let currency =
-            Currency::new(&c.price.currency).map_err(|e| checks.push(e.under("price"))).ok();
-        let price = currency.and_then(|currency| {
-            Money::new(c.price.amount, currency).map_err(|e| checks.push(e.under("price"))).ok()
-        });
+        let price = c.price.checked(&mut checks, "price");
         if !(1..=FLASH_SALE_QUANTITY_MAX).contains(&c.quantity) {
             checks.fail("quantity", format!("must be between 1 and {FLASH_SALE_QUANTITY_MAX}"));
         }

@@ -10,6 +10,7 @@ use crate::idempotency::{self, IdempotencyKey, IdempotencyTag, IdempotentOutcome
 use crate::kernel::handler::{
     check_version, done, not_found, too_large, Ctx, Decision, Request, APPLIED,
 };
+use crate::promotions::{AppliedCode, Discounts, LineCost, OrderDiscount, PromotionEvent};
 use crate::types::*;
 use crate::validate::{self, Checks};
 
@@ -126,6 +127,24 @@ impl Request for Checkout {
         if !shortfalls.is_empty() {
             return Err(EngineError::OutOfStock(shortfalls));
         }
+        // Every code on the cart must apply, at the prices charged; their use is counted
+        // by the same log entry as the reservation.
+        let discounts = match state.cart_codes(&cart.id) {
+            None => Discounts::default(),
+            Some(_) => {
+                let costs: Vec<LineCost> = lines
+                    .iter()
+                    .map(|l| LineCost {
+                        product_id: state.product_by_sku(&l.sku).map(|p| p.id),
+                        total: l.unit_price.amount() * i64::from(l.quantity),
+                    })
+                    .collect();
+                crate::promotions::discounts(state, &cart, &costs, ctx.now)
+            }
+        };
+        if let Some((code, reason)) = discounts.refusal() {
+            return Err(crate::promotions::unavailable(code, reason));
+        }
         let id = new_order_id(state, ctx);
         let placed = PlacedOrder {
             id,
@@ -136,7 +155,23 @@ impl Request for Checkout {
             reservation_expires_at: ctx.now.saturating_add(ctx.limits.reservation_ttl_ms),
             idempotency: tag,
         };
-        Decision::one(Placed::New(id), OrderEvent::Placed(Box::new(placed)))
+        let placed = OrderEvent::Placed(Box::new(placed));
+        if discounts.codes.is_empty() {
+            return Decision::one(Placed::New(id), placed);
+        }
+        let discounted = OrderDiscount {
+            order_id: id,
+            customer_id: cart.customer_id,
+            codes: discounts
+                .codes
+                .iter()
+                .map(|c| AppliedCode { code: c.code.clone(), amount: c.amount })
+                .collect(),
+            line_discounts: discounts.line_discounts,
+            released: false,
+        };
+        let discounted = PromotionEvent::OrderDiscounted(Box::new(discounted));
+        Decision::many(Placed::New(id), vec![placed.into(), discounted.into()])
     }
 
     fn reply(state: &State, outcome: Placed) -> Arc<Order> {

@@ -296,6 +296,7 @@ fn release(
             crate::inventory::release(state, &line.sku, line.quantity, rows);
         }
     }
+    crate::promotions::order_released(state, order_id, at, rows);
     order.status = status;
     touch(&mut order, at);
     put_order(state, order, rows);

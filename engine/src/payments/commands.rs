@@ -150,11 +150,7 @@ impl Request for RefundPayment {
     fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<(OrderId, RefundId)>> {
         let c = self;
         let mut checks = Checks::default();
-        let amount = c.amount.as_ref().and_then(|input| {
-            let currency =
-                Currency::new(&input.currency).map_err(|e| checks.push(e.under("amount"))).ok()?;
-            Money::new(input.amount, currency).map_err(|e| checks.push(e.under("amount"))).ok()
-        });
+        let amount = c.amount.as_ref().and_then(|input| input.checked(&mut checks, "amount"));
         checks.text("reason", &c.reason, 0, REFUND_REASON_MAX, true);
         done(checks)?;
         let order = order_named(state, &c.order_id)?;

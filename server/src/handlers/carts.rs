@@ -20,7 +20,7 @@ fn reachable(call: &Call, write: bool) -> Result<Arc<Cart>, Problem> {
 }
 
 fn answer(state: &State, cart: Arc<Cart>, status: u16) -> Out {
-    let priced = state.price_cart(cart);
+    let priced = state.price_cart(cart, crate::app::now_ms());
     let out = Out::json(status, &CartView::from(&priced)).versioned(priced.cart.version);
     if status == 201 {
         Out { location: Some(format!("/v1/carts/{}", priced.cart.id)), ..out }
@@ -83,6 +83,24 @@ pub async fn remove_item(call: Call) -> Result<Out, Problem> {
     check_version(&call, &cart)?;
     let command =
         RemoveCartItem { cart_id: cart.id.to_string(), sku: call.param("sku").to_string() };
+    call.app.engine.send(command).await?;
+    Ok(Out::no_content())
+}
+
+/// `POST /v1/carts/{id}/discount-codes`: enters a code (again: nothing changes).
+pub async fn add_code(call: Call) -> Result<Out, Problem> {
+    let cart = reachable(&call, true)?;
+    let body: CartCodeJson = call.json()?;
+    let add = async { Ok(ApplyDiscountCode { cart_id: cart.id.to_string(), code: body.code }) };
+    idempotent_send(&call, add, |state, cart| answer(state, cart.clone(), 200)).await
+}
+
+/// `DELETE /v1/carts/{id}/discount-codes/{code}`.
+pub async fn remove_code(call: Call) -> Result<Out, Problem> {
+    let cart = reachable(&call, true)?;
+    check_version(&call, &cart)?;
+    let command =
+        RemoveDiscountCode { cart_id: cart.id.to_string(), code: call.param("code").to_string() };
     call.app.engine.send(command).await?;
     Ok(Out::no_content())
 }

@@ -9,6 +9,7 @@ pub mod flash_sales;
 pub mod inventory;
 pub mod ops;
 pub mod orders;
+pub mod promotions;
 pub mod search;
 
 use std::future::Future;

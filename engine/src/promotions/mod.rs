@@ -1,0 +1,484 @@
+//! Promotions: discount codes. Staff create codes (a percentage or a fixed amount off,
+//! optionally only for some products or categories, above a minimum subtotal, inside a
+//! window, with a global and a per-customer usage limit, stackable or exclusive);
+//! shoppers enter them on a cart, which shows what each takes off per line; a checkout
+//! re-checks every code and counts its use in the same log entry as the reservation,
+//! so a code limited to N uses is carried by exactly N orders whatever the
+//! concurrency. A cancelled or expired order gives its uses back.
+//!
+//! Money is integer minor units. A percentage is rounded down to the minor unit; a
+//! code's amount is spread over its eligible lines in proportion to what they still
+//! cost by largest remainder (each line's exact share rounded down, the units left over
+//! going to the largest fractional parts, the earlier line first on a tie), so the line
+//! discounts sum exactly to the code's amount. Codes apply in the order they were
+//! entered, each to what the lines cost after the ones before it.
+
+mod commands;
+mod model;
+
+use std::sync::Arc;
+
+use crossbeam_skiplist::SkipMap;
+use rkyv::{Archive, Deserialize, Serialize};
+
+pub use commands::*;
+pub use model::*;
+
+use crate::carts::Cart;
+use crate::domains::State;
+use crate::error::{EngineError, Result};
+use crate::kernel::table::{
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table,
+};
+use crate::types::*;
+
+const DISCOUNT_CODES: &str = "discount_codes";
+const CART_CODES: &str = "cart_discount_codes";
+const ORDER_DISCOUNTS: &str = "order_discounts";
+
+persist!(DiscountCode, DISCOUNT_CODES, |c| c.seq.to_be_bytes().to_vec());
+persist!(CartCodes, CART_CODES, |c| c.cart_id.text().as_str().as_bytes().to_vec());
+persist!(OrderDiscount, ORDER_DISCOUNTS, |d| d.order_id.text().as_str().as_bytes().to_vec());
+
+/// The promotions in memory.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    /// Codes by their upper-cased text (chosen by staff: a keyed hash).
+    codes: Index<String, Arc<DiscountCode>>,
+    /// Codes in creation order, for listing.
+    by_seq: SkipMap<u64, String>,
+    /// The codes on each open cart that has any.
+    cart_codes: IdIndex<CartId, Arc<CartCodes>>,
+    /// What each discounted order took off.
+    order_discounts: IdIndex<OrderId, Arc<OrderDiscount>>,
+    /// Orders holding a code, per code and customer (for the per-customer limit);
+    /// derived from `order_discounts`.
+    customer_uses: Index<(String, CustomerId), u32>,
+    code_seq: Counter,
+}
+
+impl Default for Tables {
+    fn default() -> Tables {
+        Tables {
+            codes: Index::default(),
+            by_seq: SkipMap::new(),
+            cart_codes: IdIndex::default(),
+            order_discounts: IdIndex::default(),
+            customer_uses: Index::default(),
+            code_seq: Counter::new("discount_code"),
+        }
+    }
+}
+
+pub(crate) const DOMAIN: Domain = Domain {
+    name: "promotions",
+    tables: &[
+        Table {
+            name: DISCOUNT_CODES,
+            rows: |s, f| s.promotions.codes.entries().iter().for_each(|(_, c)| f(&**c)),
+            load: |state, bytes| {
+                let code: DiscountCode = decode_row(bytes, "discount code")?;
+                put_code_in_memory(state, code);
+                Ok(())
+            },
+            check_v1: check_v1::<DiscountCode>,
+        },
+        Table {
+            name: CART_CODES,
+            rows: |s, f| s.promotions.cart_codes.entries().iter().for_each(|(_, c)| f(&**c)),
+            load: |state, bytes| {
+                let codes: CartCodes = decode_row(bytes, "cart discount codes")?;
+                state.promotions.cart_codes.insert(codes.cart_id, Arc::new(codes));
+                Ok(())
+            },
+            check_v1: check_v1::<CartCodes>,
+        },
+        Table {
+            name: ORDER_DISCOUNTS,
+            rows: |s, f| s.promotions.order_discounts.entries().iter().for_each(|(_, d)| f(&**d)),
+            load: |state, bytes| {
+                let discount: OrderDiscount = decode_row(bytes, "order discount")?;
+                if !discount.released {
+                    count_customer_uses(state, &discount, 1);
+                }
+                state.promotions.order_discounts.insert(discount.order_id, Arc::new(discount));
+                Ok(())
+            },
+            check_v1: check_v1::<OrderDiscount>,
+        },
+    ],
+    counters: |state| vec![&state.promotions.code_seq],
+    timers: None,
+    verify: Some(check_uses),
+};
+
+// In a module of its own so that rkyv's generated types stay private.
+mod event {
+    use super::*;
+
+    /// The promotions' facts.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub enum PromotionEvent {
+        CodeCreated(Box<DiscountCode>),
+        /// A code's new terms (its `uses` unchanged).
+        CodeUpdated(Box<DiscountCode>),
+        /// The cart's codes are now these (none: the row goes).
+        CartCodesSet(Box<CartCodes>),
+        /// A placed order (placed by the event before this one, in the same entry) was
+        /// discounted: its uses are counted and its totals set.
+        OrderDiscounted(Box<OrderDiscount>),
+    }
+}
+pub use event::PromotionEvent;
+
+pub(crate) fn apply(state: &State, event: &PromotionEvent, at: TimestampMs, rows: &mut Vec<Row>) {
+    match event {
+        PromotionEvent::CodeCreated(code) => {
+            state.promotions.code_seq.bump();
+            put_code(state, (**code).clone(), rows);
+        }
+        PromotionEvent::CodeUpdated(code) => {
+            let uses = state.discount_code(&code.code).map_or(0, |c| c.uses);
+            put_code(state, DiscountCode { uses, ..(**code).clone() }, rows);
+        }
+        PromotionEvent::CartCodesSet(set) => {
+            set_cart_codes(state, &set.cart_id, set.codes.clone(), rows);
+            crate::carts::touch(state, &set.cart_id, at, rows);
+        }
+        PromotionEvent::OrderDiscounted(discount) => {
+            let mut order = (*state.order(&discount.order_id).expect("placed just before")).clone();
+            let off: i64 = discount.line_discounts.iter().sum();
+            let currency = order.currency();
+            // Part of placing the order: its version stays 1, so a keyed checkout's
+            // replay (the order as placed) shows the discount too.
+            order.discount_total = Money::new(off, currency).expect("decide bounded it");
+            order.total = Money::new(order.subtotal.amount() - off, currency)
+                .expect("a discount never exceeds the subtotal");
+            let cart_id = order.cart_id;
+            crate::orders::put_order(state, order, rows);
+            for applied in &discount.codes {
+                change_uses(state, &applied.code, 1, at, rows);
+            }
+            count_customer_uses(state, discount, 1);
+            set_cart_codes(state, &cart_id, Vec::new(), rows);
+            let discount = Arc::new((**discount).clone());
+            state.promotions.order_discounts.insert(discount.order_id, discount.clone());
+            rows.push(Row::put(discount));
+        }
+    }
+}
+
+fn put_code_in_memory(state: &State, code: DiscountCode) {
+    state.promotions.by_seq.insert(code.seq, code.code.clone());
+    state.promotions.codes.insert(code.code.clone(), Arc::new(code));
+}
+
+fn put_code(state: &State, code: DiscountCode, rows: &mut Vec<Row>) {
+    put_code_in_memory(state, code.clone());
+    rows.push(Row::put(Arc::new(code)));
+}
+
+fn change_uses(state: &State, code: &str, delta: i64, at: TimestampMs, rows: &mut Vec<Row>) {
+    let mut code = (*state.discount_code(code).expect("decide checked the code")).clone();
+    code.uses = u32::try_from(i64::from(code.uses) + delta).expect("uses stay counted");
+    code.updated_at = at;
+    put_code(state, code, rows);
+}
+
+fn count_customer_uses(state: &State, discount: &OrderDiscount, delta: i64) {
+    let Some(customer) = discount.customer_id else { return };
+    for applied in &discount.codes {
+        let key = (applied.code.clone(), customer);
+        let uses = i64::from(state.promotions.customer_uses.get(&key).unwrap_or(0)) + delta;
+        if uses > 0 {
+            state.promotions.customer_uses.insert(key, uses as u32);
+        } else {
+            state.promotions.customer_uses.remove(&key);
+        }
+    }
+}
+
+fn set_cart_codes(state: &State, cart_id: &CartId, codes: Vec<String>, rows: &mut Vec<Row>) {
+    if codes.is_empty() {
+        if state.promotions.cart_codes.remove(cart_id).is_some() {
+            rows.push(Row::delete(CART_CODES, cart_id.text().as_str().as_bytes()));
+        }
+    } else {
+        let codes = Arc::new(CartCodes { cart_id: *cart_id, codes });
+        state.promotions.cart_codes.insert(*cart_id, codes.clone());
+        rows.push(Row::put(codes));
+    }
+}
+
+/// An order that no longer holds its stock (cancelled, expired) gives its codes' uses
+/// back. Called by `orders` as it releases the order.
+pub(crate) fn order_released(
+    state: &State,
+    order_id: &OrderId,
+    at: TimestampMs,
+    rows: &mut Vec<Row>,
+) {
+    let Some(discount) = state.promotions.order_discounts.get(order_id) else { return };
+    if discount.released {
+        return;
+    }
+    for applied in &discount.codes {
+        change_uses(state, &applied.code, -1, at, rows);
+    }
+    count_customer_uses(state, &discount, -1);
+    let released = Arc::new(OrderDiscount { released: true, ..(*discount).clone() });
+    state.promotions.order_discounts.insert(*order_id, released.clone());
+    rows.push(Row::put(released));
+}
+
+/// A cart dropped (abandoned) takes its codes with it. Called by `carts`.
+pub(crate) fn cart_dropped(state: &State, cart_id: &CartId, rows: &mut Vec<Row>) {
+    set_cart_codes(state, cart_id, Vec::new(), rows);
+}
+
+/// Why `code` cannot be used on `cart` at `now` apart from the lines it prices (its
+/// state, window, limits, currency), if it cannot.
+pub(crate) fn unusable(
+    state: &State,
+    code: &DiscountCode,
+    cart: &Cart,
+    now: TimestampMs,
+) -> Option<String> {
+    if !code.active {
+        return Some("the code is not active".into());
+    }
+    if now < code.starts_at {
+        return Some("the code is not valid yet".into());
+    }
+    if code.ends_at.is_some_and(|end| now >= end) {
+        return Some("the code has expired".into());
+    }
+    if code.usage_limit.is_some_and(|limit| code.uses >= limit) {
+        return Some("the code has been used as many times as it may be".into());
+    }
+    if let Some(limit) = code.per_customer_limit {
+        let Some(customer) = cart.customer_id else {
+            return Some("the code is limited per customer: sign in to use it".into());
+        };
+        let used = state.promotions.customer_uses.get(&(code.code.clone(), customer)).unwrap_or(0);
+        if used >= limit {
+            return Some(format!("the code may be used {limit} time(s) per customer"));
+        }
+    }
+    if let DiscountValue::Fixed(amount) = code.value {
+        if amount.currency() != cart.currency {
+            return Some(format!("the code is for carts in {}", amount.currency()));
+        }
+    }
+    if let Some(min) = code.min_subtotal {
+        if min.currency() != cart.currency {
+            return Some(format!("the code is for carts in {}", min.currency()));
+        }
+    }
+    None
+}
+
+/// One line to discount: its product (if it still has one) and what it costs.
+pub(crate) struct LineCost {
+    pub(crate) product_id: Option<ProductId>,
+    pub(crate) total: i64,
+}
+
+/// What the codes on `cart` take off `lines` at `now`.
+pub(crate) fn discounts(
+    state: &State,
+    cart: &Cart,
+    lines: &[LineCost],
+    now: TimestampMs,
+) -> Discounts {
+    let Some(entered) = state.cart_codes(&cart.id) else {
+        return Discounts { line_discounts: vec![0; lines.len()], ..Discounts::default() };
+    };
+    let subtotal: i64 = lines.iter().map(|l| l.total).sum();
+    let mut left: Vec<i64> = lines.iter().map(|l| l.total).collect();
+    let mut off = vec![0i64; lines.len()];
+    let mut codes = Vec::with_capacity(entered.codes.len());
+    let exclusive = entered.codes.len() > 1;
+    for text in &entered.codes {
+        let refuse =
+            |why: String| CodeOutcome { code: text.clone(), amount: 0, refusal: Some(why) };
+        let Some(code) = state.discount_code(text) else {
+            codes.push(refuse("the code no longer exists".into()));
+            continue;
+        };
+        if let Some(why) = unusable(state, &code, cart, now) {
+            codes.push(refuse(why));
+            continue;
+        }
+        if exclusive && !code.stackable {
+            codes.push(refuse("the code cannot be combined with other codes".into()));
+            continue;
+        }
+        if let Some(min) = code.min_subtotal {
+            if subtotal < min.amount() {
+                codes
+                    .push(refuse(format!("the cart's subtotal must be at least {}", min.amount())));
+                continue;
+            }
+        }
+        let weights: Vec<i64> = lines
+            .iter()
+            .zip(&left)
+            .map(|(line, &left)| if eligible(state, &code, line.product_id) { left } else { 0 })
+            .collect();
+        let base: i64 = weights.iter().sum();
+        if base == 0 {
+            codes.push(refuse("no item in the cart is eligible for the code".into()));
+            continue;
+        }
+        let amount = match code.value {
+            DiscountValue::Percent(bp) => (i128::from(base) * i128::from(bp) / 10_000) as i64,
+            DiscountValue::Fixed(amount) => amount.amount().min(base),
+        };
+        for (i, share) in allocate(amount, &weights).into_iter().enumerate() {
+            left[i] -= share;
+            off[i] += share;
+        }
+        codes.push(CodeOutcome { code: text.clone(), amount, refusal: None });
+    }
+    let total = off.iter().sum();
+    Discounts { codes, line_discounts: off, total }
+}
+
+/// Whether a line of `product` is one `code` discounts.
+fn eligible(state: &State, code: &DiscountCode, product: Option<ProductId>) -> bool {
+    if code.product_ids.is_empty() && code.category_ids.is_empty() {
+        return true;
+    }
+    let Some(product) = product.and_then(|id| state.product(&id)) else { return false };
+    code.product_ids.contains(&product.id)
+        || product.category_ids.iter().any(|c| {
+            state.category_path(c).iter().any(|on_path| code.category_ids.contains(&on_path.id))
+        })
+}
+
+/// Spreads `amount` over `weights` in proportion, by largest remainder: each exact
+/// share rounded down, then one unit each to the largest fractional parts (the earlier
+/// on a tie) until the shares sum to `amount`. `amount` must not exceed the weights'
+/// sum; then no share exceeds its weight.
+pub fn allocate(amount: i64, weights: &[i64]) -> Vec<i64> {
+    let sum: i128 = weights.iter().map(|&w| i128::from(w)).sum();
+    debug_assert!(i128::from(amount) <= sum || sum == 0, "{amount} is more than {sum}");
+    if sum == 0 || amount == 0 {
+        return vec![0; weights.len()];
+    }
+    let mut shares = Vec::with_capacity(weights.len());
+    let mut fractions = Vec::with_capacity(weights.len());
+    for (i, &weight) in weights.iter().enumerate() {
+        let exact = i128::from(amount) * i128::from(weight);
+        shares.push((exact / sum) as i64);
+        fractions.push((exact % sum, i));
+    }
+    let mut left = amount - shares.iter().sum::<i64>();
+    fractions.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, i) in fractions {
+        if left == 0 {
+            break;
+        }
+        shares[i] += 1;
+        left -= 1;
+    }
+    shares
+}
+
+/// Pair assertion at recovery: every code's `uses` is the number of orders that still
+/// hold it, counted from the orders' discounts; and each discounted order's totals are
+/// its line discounts' sum.
+fn check_uses(state: &State) -> Result<()> {
+    let mut counted: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    for (order_id, discount) in state.promotions.order_discounts.entries() {
+        if !discount.released {
+            for applied in &discount.codes {
+                *counted.entry(applied.code.clone()).or_default() += 1;
+            }
+        }
+        let off: i64 = discount.line_discounts.iter().sum();
+        if state.order(&order_id).is_some_and(|o| o.discount_total.amount() != off) {
+            return Err(EngineError::IncompatibleData(format!(
+                "order {order_id}'s discount total is not its line discounts' sum {off}"
+            )));
+        }
+    }
+    for (text, code) in state.promotions.codes.entries() {
+        let expected = counted.get(&text).copied().unwrap_or(0);
+        if code.uses != expected {
+            return Err(EngineError::IncompatibleData(format!(
+                "discount code {text} counts {} uses but {expected} orders hold it",
+                code.uses
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The promotions' reads.
+impl State {
+    /// A discount code (`code` in any case).
+    pub fn discount_code(&self, code: &str) -> Option<Arc<DiscountCode>> {
+        self.promotions.codes.get(code.to_ascii_uppercase().as_str())
+    }
+
+    /// The codes entered on a cart, if any.
+    pub fn cart_codes(&self, cart_id: &CartId) -> Option<Arc<CartCodes>> {
+        self.promotions.cart_codes.get(cart_id)
+    }
+
+    /// What a placed order was discounted, if it was.
+    pub fn order_discount(&self, order_id: &OrderId) -> Option<Arc<OrderDiscount>> {
+        self.promotions.order_discounts.get(order_id)
+    }
+
+    /// Discount codes in creation order after position `after` (a page's `next`).
+    pub fn discount_codes(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> crate::catalog::Page<Arc<DiscountCode>> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let items = self
+            .promotions
+            .by_seq
+            .range(start..)
+            .filter_map(|e| self.promotions.codes.get(e.value().as_str()));
+        crate::catalog::Page::of(items, limit, |c| c.seq.to_string())
+    }
+
+    /// How many discount codes exist.
+    pub fn discount_code_count(&self) -> usize {
+        self.promotions.codes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allocate;
+
+    #[test]
+    fn largest_remainder_allocation_sums_exactly() {
+        let cases: &[(i64, &[i64], &[i64])] = &[
+            (0, &[100, 200], &[0, 0]),
+            (100, &[100], &[100]),
+            (10, &[10, 10, 10], &[4, 3, 3]),
+            (2, &[1, 1, 1], &[1, 1, 0]),
+            (100, &[333, 333, 334], &[33, 33, 34]),
+            (1, &[50, 50], &[1, 0]),
+            (7, &[0, 10, 0, 10], &[0, 4, 0, 3]),
+            (999, &[1000, 1, 1], &[997, 1, 1]),
+            (5, &[0, 0], &[0, 0]),
+        ];
+        for (amount, weights, expected) in cases {
+            let shares = allocate(*amount, weights);
+            assert_eq!(shares, *expected, "{amount} over {weights:?}");
+            if weights.iter().sum::<i64>() > 0 {
+                assert_eq!(shares.iter().sum::<i64>(), *amount);
+            }
+            assert!(shares.iter().zip(*weights).all(|(s, w)| s <= w));
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Discount codes: created, listed and changed by the catalog's staff; entered on carts
+//! by shoppers (see `carts`).
+
+use std::sync::Arc;
+
+use emporium_engine::*;
+use serde::Deserialize;
+
+use super::{cursor, idempotent_send, limit};
+use crate::auth::perm;
+use crate::http::{Call, Out};
+use crate::problem::Problem;
+use crate::wire::*;
+
+fn answer(code: &DiscountCode, status: u16) -> Out {
+    let view = DiscountCodeView::from(code);
+    let out = if status == 201 {
+        Out::created(&view, format!("/v1/discount-codes/{}", code.code))
+    } else {
+        Out::ok(&view)
+    };
+    out.versioned(code.version)
+}
+
+fn named(call: &Call) -> Result<Arc<DiscountCode>, Problem> {
+    let code = call.param("code");
+    call.app
+        .engine
+        .state()
+        .discount_code(code)
+        .ok_or_else(|| Problem::not_found(format!("discount code {code} does not exist")))
+}
+
+/// Parses an optional RFC 3339 field, collecting its error.
+fn time(errors: &mut Vec<FieldError>, field: &str, text: Option<&str>) -> Option<i64> {
+    parse_rfc3339(text?).map_err(|message| errors.push(FieldError::new(field, message))).ok()
+}
+
+/// `POST /v1/discount-codes`.
+pub async fn create(call: Call) -> Result<Out, Problem> {
+    call.require(perm::CATALOG_WRITE)?;
+    let body: NewDiscountCodeJson = call.json()?;
+    let prepare = async {
+        let mut errors = Vec::new();
+        let starts_at = time(&mut errors, "starts_at", body.starts_at.as_deref());
+        let ends_at = time(&mut errors, "ends_at", body.ends_at.as_deref());
+        if !errors.is_empty() {
+            return Err(Problem::from(EngineError::Validation(errors)));
+        }
+        Ok(CreateDiscountCode {
+            code: body.code.clone(),
+            percent_off: body.percent_off,
+            amount_off: body.amount_off.clone().map(Into::into),
+            product_ids: body.product_ids.clone(),
+            category_ids: body.category_ids.clone(),
+            min_subtotal: body.min_subtotal.clone().map(Into::into),
+            starts_at,
+            ends_at,
+            usage_limit: body.usage_limit,
+            per_customer_limit: body.per_customer_limit,
+            stackable: body.stackable,
+        })
+    };
+    idempotent_send(&call, prepare, |_, code: &Arc<DiscountCode>| answer(code, 201)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/discount-codes`.
+pub async fn list(call: Call) -> Result<Out, Problem> {
+    call.require(perm::CATALOG_WRITE)?;
+    let query: CodeQuery = call.query()?;
+    let after = cursor(query.cursor.as_deref(), |c| c.parse::<u64>().ok())?;
+    let page = call.app.engine.state().discount_codes(after, limit(query.limit.as_deref())?);
+    let body = List {
+        data: page.items.iter().map(|c| DiscountCodeView::from(&**c)).collect(),
+        next_cursor: page.next,
+    };
+    Ok(Out::ok(&body))
+}
+
+/// `GET /v1/discount-codes/{code}`.
+pub async fn get(call: Call) -> Result<Out, Problem> {
+    call.require(perm::CATALOG_WRITE)?;
+    Ok(answer(&*named(&call)?, 200))
+}
+
+/// `PATCH /v1/discount-codes/{code}`.
+pub async fn update(call: Call) -> Result<Out, Problem> {
+    call.require(perm::CATALOG_WRITE)?;
+    let code = named(&call)?;
+    let body: DiscountCodePatchJson = call.json()?;
+    let mut errors = Vec::new();
+    let ends_at = time(&mut errors, "ends_at", body.ends_at.as_deref());
+    if !errors.is_empty() {
+        return Err(Problem::from(EngineError::Validation(errors)));
+    }
+    let command = UpdateDiscountCode {
+        code: code.code.clone(),
+        active: body.active,
+        ends_at,
+        usage_limit: body.usage_limit,
+        expected_version: call.if_match(|| Some(answer(&code, 200)))?,
+    };
+    let code = call.app.engine.send(command).await?;
+    Ok(answer(&code, 200))
+}

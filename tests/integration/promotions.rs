@@ -1,0 +1,410 @@
+//! Discount codes through the embedding API: what each kind of code takes off which
+//! lines (rounding and allocation included), when a code cannot be used, that checkout
+//! re-checks and counts uses with the reservation, that cancelled and expired orders
+//! give their uses back, and the exact-usage race. Cases are one line of input and one
+//! line of expected outcome, as in `domain`.
+
+use std::sync::Arc;
+
+use emporium_engine::*;
+use emporium_tests::*;
+
+const HOUR: i64 = 3_600_000;
+
+/// A code as the cases write it: the text, then `pct N`, `off N` (USD minor units) or
+/// `eur N`, then options `min N`, `limit N`, `per N`, `stack`, `only SKU` (the SKU's
+/// product), `cat NAME` (a category of the fixture), `from +H`/`until +H` (hours from
+/// now).
+fn code(fixture: &Fixture, spec: &str) -> CreateDiscountCode {
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let now = fixture.te.clock.now_ms();
+    let mut new = CreateDiscountCode { code: words[0].into(), ..Default::default() };
+    let mut i = 1;
+    while i < words.len() {
+        let arg = words.get(i + 1).copied().unwrap_or("");
+        let n = || arg.trim_start_matches('+').parse::<i64>().unwrap_or(0);
+        match words[i] {
+            "pct" => new.percent_off = Some(n()),
+            "off" => new.amount_off = Some(MoneyInput { amount: n(), currency: "USD".into() }),
+            "eur" => new.amount_off = Some(MoneyInput { amount: n(), currency: "EUR".into() }),
+            "min" => new.min_subtotal = Some(MoneyInput { amount: n(), currency: "USD".into() }),
+            "limit" => new.usage_limit = Some(n()),
+            "per" => new.per_customer_limit = Some(n()),
+            "only" => new.product_ids.push(fixture.product_of(arg)),
+            "cat" => new.category_ids.push(fixture.categories[arg].to_string()),
+            "from" => new.starts_at = Some(now + n() * HOUR),
+            "until" => new.ends_at = Some(now + n() * HOUR),
+            "stack" => {
+                new.stackable = true;
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    new
+}
+
+/// SKUs `A` (10.00, category Shirts under Clothes), `B` (3.33, Mugs) and `C` (0.01, no
+/// category), 1,000 units each; a signed-in customer.
+struct Fixture {
+    te: TestEngine,
+    categories: std::collections::BTreeMap<&'static str, CategoryId>,
+    customer: CustomerId,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let te = TestEngine::with(|_| {});
+        let mut categories = std::collections::BTreeMap::new();
+        for (name, parent) in [("Clothes", None), ("Shirts", Some("Clothes")), ("Mugs", None)] {
+            let parent_id =
+                parent.map(|p: &str| categories[p]).map(|id: CategoryId| id.to_string());
+            let category = te.shop.send(CreateCategory { name: name.into(), parent_id }).unwrap();
+            categories.insert(name, category.id);
+        }
+        for (sku, price, category) in
+            [("A", 1000, Some("Shirts")), ("B", 333, Some("Mugs")), ("C", 1, None)]
+        {
+            let mut new = product(&format!("Product {sku}"), &[(sku, price)]);
+            new.category_ids = category.map(|c| categories[c].to_string()).into_iter().collect();
+            te.shop.send(new).unwrap();
+            te.shop
+                .send(SetStock {
+                    sku: sku.into(),
+                    on_hand: 1000,
+                    reason: "initial".into(),
+                    expected_version: None,
+                })
+                .unwrap();
+        }
+        let customer = te
+            .shop
+            .send(RegisterCustomer {
+                email: "shopper@example.com".into(),
+                name: "Shopper".into(),
+                role: Role::Customer,
+                credential: "hash".into(),
+            })
+            .unwrap()
+            .id;
+        Fixture { te, categories, customer }
+    }
+
+    fn product_of(&self, sku: &str) -> String {
+        self.te.state().product_by_sku(&Sku::new(sku).unwrap()).unwrap().id.to_string()
+    }
+
+    /// A cart of `lines` (`A×2 B×3`), the customer's when `signed_in`.
+    fn cart(&self, lines: &str, signed_in: bool) -> Arc<Cart> {
+        let customer_id = signed_in.then(|| self.customer.to_string());
+        let mut cart = self.te.shop.send(CreateCart { customer_id, currency: None }).unwrap();
+        for line in lines.split_whitespace() {
+            let (sku, quantity) = line.split_once('×').unwrap();
+            cart = self
+                .te
+                .shop
+                .send(AddCartItem {
+                    cart_id: cart.id.to_string(),
+                    sku: sku.into(),
+                    quantity: quantity.parse().unwrap(),
+                })
+                .unwrap();
+        }
+        cart
+    }
+
+    fn enter(&self, cart: &Cart, code: &str) -> Result<Arc<Cart>> {
+        self.te.shop.send(ApplyDiscountCode { cart_id: cart.id.to_string(), code: code.into() })
+    }
+
+    fn checkout(&self, cart: &Cart) -> Result<Arc<Order>> {
+        checkout(&self.te.shop, &cart.id)
+    }
+
+    /// `-399 [-399] | 3599` : the cart's discount, line discounts, total; a code that
+    /// does not apply adds `(CODE: reason)`.
+    fn priced(&self, cart: &Cart) -> String {
+        let priced = self.te.state().priced_cart(&cart.id, self.te.clock.now_ms()).unwrap();
+        let lines: Vec<String> =
+            priced.lines.iter().map(|l| format!("-{}", l.discount.amount())).collect();
+        let mut out = format!(
+            "-{} [{}] | {}",
+            priced.discount_total.amount(),
+            lines.join(" "),
+            priced.total.amount()
+        );
+        for code in &priced.codes {
+            if let Some(reason) = &code.refusal {
+                out.push_str(&format!(" ({}: {reason})", code.code));
+            }
+        }
+        out
+    }
+}
+
+/// Creates `codes`, makes a cart of `lines` (signed in unless it starts with `guest `),
+/// enters `entered` in turn; compares each entry's outcome, then the cart's pricing,
+/// then the checkout's outcome with the order's discount and total.
+fn check(codes: &[&str], lines: &str, entered: &[&str], expected: &str) {
+    let f = Fixture::new();
+    for spec in codes {
+        f.te.shop.send(code(&f, spec)).unwrap_or_else(|e| panic!("{spec}: {e}"));
+    }
+    let (lines, signed_in) = match lines.strip_prefix("guest ") {
+        Some(rest) => (rest, false),
+        None => (lines, true),
+    };
+    let cart = f.cart(lines, signed_in);
+    let outcomes: Vec<String> = entered.iter().map(|c| outcome(&f.enter(&cart, c))).collect();
+    let priced = f.priced(&cart);
+    let placed = match f.checkout(&cart) {
+        Ok(order) => {
+            assert_eq!(
+                order.total.amount(),
+                order.subtotal.amount() - order.discount_total.amount()
+            );
+            let discount = f.te.state().order_discount(&order.id);
+            let lines: i64 = discount.map_or(0, |d| d.line_discounts.iter().sum());
+            assert_eq!(lines, order.discount_total.amount(), "line discounts sum to the total");
+            format!("order -{} = {}", order.discount_total.amount(), order.total.amount())
+        }
+        Err(e) => error_code(&e),
+    };
+    check_invariants(f.te.state());
+    let got = format!("{} | {priced} | {placed}", outcomes.join(", "));
+    assert_eq!(got, expected, "{codes:?} {lines} {entered:?}");
+}
+
+#[test]
+fn what_codes_take_off() {
+    // Percentages round down; an amount spreads over lines by largest remainder.
+    check(&["TEN pct 10"], "A×1", &["ten"], "ok | -100 [-100] | 900 | order -100 = 900");
+    check(&["TEN pct 10"], "B×3", &["TEN"], "ok | -99 [-99] | 900 | order -99 = 900");
+    check(&["TEN pct 10"], "A×1 B×3", &["TEN"], "ok | -199 [-100 -99] | 1800 | order -199 = 1800");
+    check(&["OFF pct 15"], "C×7", &["OFF"], "ok | -1 [-1] | 6 | order -1 = 6");
+    check(&["OFF pct 14"], "C×7", &["OFF"], "ok | -0 [-0] | 7 | order -0 = 7");
+    check(
+        &["FIVE off 500"],
+        "A×1 B×3",
+        &["FIVE"],
+        "ok | -500 [-250 -250] | 1499 | order -500 = 1499",
+    );
+    check(&["ONE off 1"], "C×1", &["ONE"], "ok | -1 [-1] | 0 | order -1 = 0");
+    check(&["BIG off 5000"], "A×1 B×1", &["BIG"], "ok | -1333 [-1000 -333] | 0 | order -1333 = 0");
+    check(&["ALL pct 100"], "A×2 C×3", &["ALL"], "ok | -2003 [-2000 -3] | 0 | order -2003 = 0");
+    // Limited to products or categories (a category includes those below it).
+    check(
+        &["SHIRT pct 50 only A"],
+        "A×1 B×3",
+        &["SHIRT"],
+        "ok | -500 [-500 -0] | 1499 | order -500 = 1499",
+    );
+    check(
+        &["CLOTH off 300 cat Clothes"],
+        "B×3 A×1",
+        &["CLOTH"],
+        "ok | -300 [-0 -300] | 1699 | order -300 = 1699",
+    );
+    check(
+        &["MUGS pct 10 cat Mugs"],
+        "A×1",
+        &["MUGS"],
+        "ok | -0 [-0] | 1000 (MUGS: no item in the cart is eligible for the code) | discount_unavailable: MUGS",
+    );
+    // A minimum subtotal, checked at pricing and checkout.
+    check(&["MIN pct 10 min 1000"], "A×1", &["MIN"], "ok | -100 [-100] | 900 | order -100 = 900");
+    check(
+        &["MIN pct 10 min 1001"],
+        "A×1",
+        &["MIN"],
+        "ok | -0 [-0] | 1000 (MIN: the cart's subtotal must be at least 1001) | discount_unavailable: MIN",
+    );
+    // Stacking applies in order, each on what is left; exclusive codes stand alone.
+    check(
+        &["ST1 pct 50 stack", "ST2 off 100 stack"],
+        "A×1",
+        &["ST1", "ST2"],
+        "ok, ok | -600 [-600] | 400 | order -600 = 400",
+    );
+    check(
+        &["EX1 pct 50", "ST2 off 100 stack"],
+        "A×1",
+        &["EX1", "ST2"],
+        "ok, discount_unavailable: ST2 | -500 [-500] | 500 | order -500 = 500",
+    );
+    check(
+        &["ST1 pct 50 stack", "EX2 off 100"],
+        "A×1",
+        &["ST1", "EX2"],
+        "ok, discount_unavailable: EX2 | -500 [-500] | 500 | order -500 = 500",
+    );
+    check(
+        &["ST1 pct 50 stack"],
+        "A×1",
+        &["ST1", "st1"],
+        "ok, ok | -500 [-500] | 500 | order -500 = 500",
+    );
+    // Codes that cannot be entered.
+    check(&[], "A×1", &["NOPE"], "not_found: discount code | -0 [-0] | 1000 | order -0 = 1000");
+    check(
+        &["EURO eur 100"],
+        "A×1",
+        &["EURO"],
+        "discount_unavailable: EURO | -0 [-0] | 1000 | order -0 = 1000",
+    );
+    check(
+        &["SOON pct 10 from +1"],
+        "A×1",
+        &["SOON"],
+        "discount_unavailable: SOON | -0 [-0] | 1000 | order -0 = 1000",
+    );
+    check(
+        &["PER pct 10 per 1"],
+        "guest A×1",
+        &["PER"],
+        "discount_unavailable: PER | -0 [-0] | 1000 | order -0 = 1000",
+    );
+    check(&["PER pct 10 per 1"], "A×1", &["PER"], "ok | -100 [-100] | 900 | order -100 = 900");
+}
+
+#[test]
+fn codes_are_validated_when_created() {
+    let f = Fixture::new();
+    let refused = |spec: &str| error_code(&f.te.shop.send(code(&f, spec)).unwrap_err());
+    assert_eq!(refused("AB pct 10"), "validation_failed: code");
+    assert_eq!(refused("HAS/SLASH pct 10"), "validation_failed: code");
+    assert_eq!(refused("NONE"), "validation_failed: percent_off");
+    assert_eq!(refused("ZERO pct 0"), "validation_failed: percent_off");
+    assert_eq!(refused("MANY pct 101"), "validation_failed: percent_off");
+    assert_eq!(refused("FREE off 0"), "validation_failed: amount_off.amount");
+    assert_eq!(refused("LIMIT pct 5 limit 0"), "validation_failed: usage_limit");
+    assert_eq!(refused("WINDOW pct 5 from +2 until +1"), "validation_failed: ends_at");
+    let mut both = code(&f, "BOTH pct 5");
+    both.amount_off = Some(MoneyInput { amount: 5, currency: "USD".into() });
+    assert_eq!(error_code(&f.te.shop.send(both).unwrap_err()), "validation_failed: percent_off");
+    let mut ghost = code(&f, "GHOST pct 5");
+    ghost.product_ids = vec!["prod_999999".into()];
+    assert_eq!(
+        error_code(&f.te.shop.send(ghost).unwrap_err()),
+        "validation_failed: product_ids[0]"
+    );
+    f.te.shop.send(code(&f, "TWICE pct 5")).unwrap();
+    assert_eq!(refused("twice pct 7"), "conflict");
+    assert_eq!(f.te.state().discount_code_count(), 1);
+}
+
+#[test]
+fn checkout_rechecks_codes_and_orders_give_uses_back() {
+    let f = Fixture::new();
+    f.te.shop.send(code(&f, "ONCE pct 10 limit 1 until +1")).unwrap();
+    let first = f.cart("A×1", true);
+    let second = f.cart("A×1", false);
+    f.enter(&first, "ONCE").unwrap();
+    f.enter(&second, "ONCE").unwrap();
+    let order = f.checkout(&first).unwrap();
+    assert_eq!(order.total.amount(), 900);
+    assert_eq!(f.te.state().discount_code("once").unwrap().uses, 1);
+    // The second cart entered it before it was used up: checkout refuses, changes nothing.
+    assert_eq!(error_code(&f.checkout(&second).unwrap_err()), "discount_unavailable: ONCE");
+    assert_eq!(levels(f.te.state(), "A"), (1000, 1));
+    // Cancelling the order gives the use back; the second cart may now check out.
+    f.te.shop.send(CancelOrder { order_id: order.id.to_string(), expected_version: None }).unwrap();
+    assert_eq!(f.te.state().discount_code("ONCE").unwrap().uses, 0);
+    let second_order = f.checkout(&second).unwrap();
+    assert_eq!(second_order.discount_total.amount(), 100);
+    // An order that expires gives its use back too.
+    f.te.clock.advance(16 * 60 * 1000);
+    f.te.shop.send(ExpireDue).unwrap();
+    assert_eq!(f.te.state().order(&second_order.id).unwrap().status, OrderStatus::Expired);
+    assert_eq!(f.te.state().discount_code("ONCE").unwrap().uses, 0);
+    // Past its end the cart says why, and checkout refuses.
+    let third = f.cart("A×1", true);
+    f.enter(&third, "ONCE").unwrap();
+    f.te.clock.advance(HOUR);
+    assert_eq!(f.priced(&third), "-0 [-0] | 1000 (ONCE: the code has expired)");
+    assert_eq!(error_code(&f.checkout(&third).unwrap_err()), "discount_unavailable: ONCE");
+    // Staff switch a code off; removing it from the cart lets checkout go on.
+    f.te.shop.send(code(&f, "OFF pct 5")).unwrap();
+    let fourth = f.cart("A×1", true);
+    f.enter(&fourth, "OFF").unwrap();
+    let update =
+        UpdateDiscountCode { code: "off".into(), active: Some(false), ..Default::default() };
+    assert_eq!(f.te.shop.send(update).unwrap().version, 2);
+    assert_eq!(error_code(&f.checkout(&fourth).unwrap_err()), "discount_unavailable: OFF");
+    f.te.shop
+        .send(RemoveDiscountCode { cart_id: fourth.id.to_string(), code: "Off".into() })
+        .unwrap();
+    assert_eq!(f.checkout(&fourth).unwrap().discount_total.amount(), 0);
+    check_invariants(f.te.state());
+}
+
+#[test]
+fn a_paid_discounted_order_captures_its_discounted_total_and_reopens_the_same() {
+    let f = Fixture::new();
+    f.te.shop.send(code(&f, "PER pct 25 per 1")).unwrap();
+    let cart = f.cart("A×2 B×1", true);
+    f.enter(&cart, "PER").unwrap();
+    let order = f.checkout(&cart).unwrap();
+    assert_eq!(
+        (order.subtotal.amount(), order.discount_total.amount(), order.total.amount()),
+        (2333, 583, 1750)
+    );
+    let receipt = f.te.shop.send(CapturePayment {
+        order_id: order.id.to_string(),
+        method: "test_card".into(),
+        token: "tok_visa".into(),
+        idempotency: None,
+    });
+    assert_eq!(receipt.unwrap().payment.amount.amount(), 1750);
+    // The customer's one use is spent.
+    let again = f.cart("A×1", true);
+    assert_eq!(error_code(&f.enter(&again, "PER").unwrap_err()), "discount_unavailable: PER");
+    let discount = f.te.state().order_discount(&order.id).unwrap();
+    let te = f.te.reopen();
+    assert_eq!(te.state().order_discount(&order.id).unwrap(), discount);
+    assert_eq!(te.state().discount_code("PER").unwrap().uses, 1);
+    let refused =
+        te.shop.send(ApplyDiscountCode { cart_id: again.id.to_string(), code: "PER".into() });
+    assert_eq!(error_code(&refused.unwrap_err()), "discount_unavailable: PER");
+    check_invariants(te.state());
+}
+
+/// 1,000 checkouts at once, each of its own cart carrying a code limited to 100 uses:
+/// exactly 100 orders carry it, the rest are refused and reserve nothing.
+#[test]
+fn a_code_limited_to_100_uses_is_used_exactly_100_times_under_concurrency() {
+    let f = Fixture::new();
+    f.te.shop.send(code(&f, "HUNDRED pct 10 limit 100")).unwrap();
+    let carts: Vec<Arc<Cart>> = (0..1000)
+        .map(|_| {
+            let cart = f.cart("C×1", false);
+            f.enter(&cart, "HUNDRED").unwrap();
+            cart
+        })
+        .collect();
+    let results: Vec<Result<Arc<Order>>> = std::thread::scope(|scope| {
+        let chunks: Vec<_> = carts
+            .chunks(125)
+            .map(|chunk| {
+                let shop = f.te.engine.blocking();
+                scope
+                    .spawn(move || chunk.iter().map(|c| checkout(&shop, &c.id)).collect::<Vec<_>>())
+            })
+            .collect();
+        chunks.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let placed: Vec<&Arc<Order>> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(EngineError::DiscountUnavailable { .. })))
+        .count();
+    assert_eq!((placed.len(), refused), (100, 900));
+    let state = f.te.state();
+    let carrying = placed.iter().filter(|o| state.order_discount(&o.id).is_some()).count();
+    assert_eq!(carrying, 100);
+    assert_eq!(state.discount_code("HUNDRED").unwrap().uses, 100);
+    assert_eq!(levels(state, "C"), (1000, 100), "only the placed orders reserved");
+    check_invariants(state);
+}
