@@ -28,8 +28,8 @@ use criterion::{
 use emporium_bench::{checkout, product, set_stock, sku, STOCK_ON_HAND, T0};
 use emporium_engine::domain::{execute, Context, Limits};
 use emporium_engine::{
-    AddCartItem, AdjustStock, CancelOrder, CapturePayment, Checkout, CreateCart, Event, ExpireDue,
-    Request, State, TimestampMs,
+    AddCartItem, AdjustStock, ApplyDiscountCode, CancelOrder, CapturePayment, Checkout, CreateCart,
+    CreateDiscountCode, Event, ExpireDue, MoneyInput, RefundPayment, Request, State, TimestampMs,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -199,6 +199,34 @@ fn checkout_input(f: &mut Fixture, lines: usize) -> (Arc<State>, Checkout) {
     f.input(checkout(cart_id))
 }
 
+/// The code of `checkout_1_line_discount_code`: 10 % off, no limit.
+const BENCH_CODE: &str = "BENCH10";
+
+/// A one-line checkout of a cart carrying a 10 % discount code.
+fn discounted_checkout_input(f: &mut Fixture) -> (Arc<State>, Checkout) {
+    f.grow(2);
+    if f.state.discount_code(BENCH_CODE).is_none() {
+        // From T0: the measured routine's clock runs behind the fixture's.
+        let (percent_off, starts_at) = (Some(10), Some(T0));
+        let code = BENCH_CODE.into();
+        f.run(CreateDiscountCode { code, percent_off, starts_at, ..Default::default() });
+    }
+    let cart_id = f.cart(1);
+    f.run(ApplyDiscountCode { cart_id: cart_id.clone(), code: BENCH_CODE.into() });
+    f.input(checkout(cart_id))
+}
+
+/// A partial refund (one cent) of a freshly paid one-line order.
+fn refund_input(f: &mut Fixture) -> (Arc<State>, RefundPayment) {
+    f.grow(2);
+    let order_id = f.pending_order();
+    let token = "tok_visa".into();
+    let method = "test_card".into();
+    f.run(CapturePayment { order_id: order_id.clone(), method, token, idempotency: None });
+    let amount = Some(MoneyInput { amount: 1, currency: "USD".into() });
+    f.input(RefundPayment { order_id, amount, reason: "bench".into() })
+}
+
 fn capture_input(f: &mut Fixture) -> (Arc<State>, CapturePayment) {
     f.grow(2);
     let order_id = f.pending_order();
@@ -250,7 +278,9 @@ fn commands(c: &mut Criterion) {
     });
     measure(g, "checkout_1_line", f, r, |f| checkout_input(f, 1));
     measure(g, "checkout_5_lines", f, r, |f| checkout_input(f, 5));
+    measure(g, "checkout_1_line_discount_code", f, r, discounted_checkout_input);
     measure(g, "capture_payment", f, r, capture_input);
+    measure(g, "refund_payment", f, r, refund_input);
     measure(g, "cancel_order", f, r, cancel_input);
     // Orders wait to expire, but none is due: the sequencer's periodic check.
     f.rebuild();

@@ -124,7 +124,7 @@ pub struct Reconciliation {
     pub refunds: u64,
     /// Sums per currency.
     pub totals: Vec<CurrencyTotals>,
-    /// How many mismatches were found.
+    /// How many problems were found (an order may have more than one).
     pub mismatch_count: u64,
     /// The first [`crate::RECONCILIATION_MISMATCHES_MAX`] of them.
     pub mismatches: Vec<Mismatch>,

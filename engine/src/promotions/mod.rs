@@ -3,8 +3,9 @@
 //! window, with a global and a per-customer usage limit, stackable or exclusive);
 //! shoppers enter them on a cart, which shows what each takes off per line; a checkout
 //! re-checks every code and counts its use in the same log entry as the reservation,
-//! so a code limited to N uses is carried by exactly N orders whatever the
-//! concurrency. A cancelled or expired order gives its uses back.
+//! so a code limited to N uses is held by at most N orders at any time whatever the
+//! concurrency (N of N+k concurrent checkouts get it). A cancelled or expired order
+//! gives its use back, so over time more than N orders may have carried it.
 //!
 //! Money is integer minor units. A percentage is rounded down to the minor unit; a
 //! code's amount is spread over its eligible lines in proportion to what they still
@@ -30,6 +31,7 @@ use crate::error::{EngineError, Result};
 use crate::kernel::table::{
     check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table,
 };
+use crate::orders::OrderStatus;
 use crate::types::*;
 
 const DISCOUNT_CODES: &str = "discount_codes";
@@ -322,20 +324,25 @@ pub(crate) fn discounts(
                 continue;
             }
         }
-        let weights: Vec<i64> = lines
-            .iter()
-            .zip(&left)
-            .map(|(line, &left)| if eligible(state, &code, line.product_id) { left } else { 0 })
-            .collect();
-        let base: i64 = weights.iter().sum();
-        if base == 0 {
+        let eligible: Vec<bool> =
+            lines.iter().map(|line| eligible(state, &code, line.product_id)).collect();
+        if !eligible.contains(&true) {
             codes.push(refuse("no item in the cart is eligible for the code".into()));
             continue;
         }
+        let weights: Vec<i64> =
+            eligible.iter().zip(&left).map(|(&e, &left)| if e { left } else { 0 }).collect();
+        let base: i64 = weights.iter().sum();
         let amount = match code.value {
             DiscountValue::Percent(bp) => (i128::from(base) * i128::from(bp) / 10_000) as i64,
             DiscountValue::Fixed(amount) => amount.amount().min(base),
         };
+        // A code that takes nothing off is not applied: an order never carries (nor
+        // spends a use of) a code that gave it nothing.
+        if amount == 0 {
+            codes.push(refuse("the code takes nothing off this cart".into()));
+            continue;
+        }
         for (i, share) in allocate(amount, &weights).into_iter().enumerate() {
             left[i] -= share;
             off[i] += share;
@@ -388,21 +395,34 @@ pub fn allocate(amount: i64, weights: &[i64]) -> Vec<i64> {
 }
 
 /// Pair assertion at recovery: every code's `uses` is the number of orders that still
-/// hold it, counted from the orders' discounts; and each discounted order's totals are
-/// its line discounts' sum.
+/// hold it, counted from the orders' discounts; each discount names an order, whose
+/// discount total is its line discounts' sum; and a discount is released exactly when
+/// its order was cancelled or expired (from the orders' statuses, kept apart).
 fn check_uses(state: &State) -> Result<()> {
     let mut counted: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let broken = |why: String| Err(EngineError::IncompatibleData(why));
     for (order_id, discount) in state.promotions.order_discounts.entries() {
+        let Some(order) = state.order(&order_id) else {
+            return broken(format!("order {order_id} has a discount but no order"));
+        };
         if !discount.released {
             for applied in &discount.codes {
                 *counted.entry(applied.code.clone()).or_default() += 1;
             }
         }
         let off: i64 = discount.line_discounts.iter().sum();
-        if state.order(&order_id).is_some_and(|o| o.discount_total.amount() != off) {
-            return Err(EngineError::IncompatibleData(format!(
+        if order.discount_total.amount() != off {
+            return broken(format!(
                 "order {order_id}'s discount total is not its line discounts' sum {off}"
-            )));
+            ));
+        }
+        let ended = matches!(order.status, OrderStatus::Cancelled | OrderStatus::Expired);
+        if discount.released != ended {
+            return broken(format!(
+                "order {order_id} is {} but its discount is {}released",
+                order.status.as_str(),
+                if discount.released { "" } else { "not " }
+            ));
         }
     }
     for (text, code) in state.promotions.codes.entries() {
@@ -457,7 +477,99 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::allocate;
+    use super::*;
+    use crate::orders::Order;
+
+    fn code(uses: u32) -> DiscountCode {
+        DiscountCode {
+            code: "TEN".into(),
+            seq: 1,
+            value: DiscountValue::Percent(1000),
+            product_ids: vec![],
+            category_ids: vec![],
+            min_subtotal: None,
+            starts_at: 0,
+            ends_at: None,
+            usage_limit: None,
+            per_customer_limit: None,
+            stackable: false,
+            active: true,
+            uses,
+            created_at: 0,
+            updated_at: 0,
+            version: 1,
+        }
+    }
+
+    fn order(status: OrderStatus, discount: i64) -> Order {
+        let usd = |amount| Money::new(amount, Currency::USD).unwrap();
+        Order {
+            id: OrderId::from_random(42),
+            seq: 1,
+            cart_id: CartId::from_random(7),
+            customer_id: None,
+            email: String::new(),
+            shipping_address: None,
+            status,
+            lines: vec![],
+            subtotal: usd(1000),
+            discount_total: usd(discount),
+            total: usd(1000 - discount),
+            reservation_expires_at: 0,
+            payments: vec![],
+            created_at: 0,
+            updated_at: 0,
+            version: 1,
+        }
+    }
+
+    /// A state with the code TEN (`uses`) and, if given, an order and its discount of
+    /// 100 (`released`); what the recovery check says.
+    fn verify(uses: u32, order_and_release: Option<(Order, bool)>) -> String {
+        let state = State::new();
+        put_code_in_memory(&state, code(uses));
+        if let Some((order, released)) = order_and_release {
+            let discount = OrderDiscount {
+                order_id: order.id,
+                customer_id: None,
+                codes: vec![AppliedCode { code: "TEN".into(), amount: 100 }],
+                line_discounts: vec![100],
+                released,
+            };
+            state.promotions.order_discounts.insert(order.id, Arc::new(discount));
+            state.orders.orders.insert(order.id, Arc::new(order));
+        }
+        match check_uses(&state) {
+            Ok(()) => "ok".into(),
+            Err(e) => e.to_string().split(": ").last().unwrap_or_default().to_string(),
+        }
+    }
+
+    #[test]
+    fn the_recovery_check_finds_miscounted_uses() {
+        use OrderStatus::*;
+        let id = OrderId::from_random(42);
+        assert_eq!(verify(0, None), "ok");
+        assert_eq!(verify(1, Some((order(PendingPayment, 100), false))), "ok");
+        assert_eq!(verify(0, Some((order(Cancelled, 100), true))), "ok");
+        assert_eq!(verify(1, None), "discount code TEN counts 1 uses but 0 orders hold it");
+        assert_eq!(
+            verify(0, Some((order(Paid, 100), false))),
+            "discount code TEN counts 0 uses but 1 orders hold it"
+        );
+        assert_eq!(
+            verify(1, Some((order(Paid, 99), false))),
+            format!("order {id}'s discount total is not its line discounts' sum 100")
+        );
+        assert_eq!(
+            verify(0, Some((order(Paid, 100), true))),
+            format!("order {id} is paid but its discount is released")
+        );
+        assert_eq!(
+            verify(1, Some((order(Expired, 100), false))),
+            format!("order {id} is expired but its discount is not released")
+        );
+    }
 
     #[test]
     fn largest_remainder_allocation_sums_exactly() {

@@ -34,7 +34,7 @@ const LIMIT_DEFAULT: usize = 100;
 const LIMIT_MAX: usize = 1000;
 
 /// Every type the feed publishes.
-pub const EVENT_TYPES: [&str; 17] = [
+pub const EVENT_TYPES: [&str; 18] = [
     "product.created",
     "product.updated",
     "category.created",
@@ -48,6 +48,7 @@ pub const EVENT_TYPES: [&str; 17] = [
     "order.fulfilled",
     "order.paid",
     "order.refunded",
+    "order.discounted",
     "flash_sale.created",
     "flash_sale.started",
     "flash_sale.ended",
@@ -119,6 +120,17 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
                               "payment_id": payment.id.text().as_str(),
                               "amount": money(payment.amount)});
             out.push(("order.paid", data));
+        }
+        Event::Promotions(PromotionEvent::OrderDiscounted(discount)) => {
+            let codes: Vec<Value> = discount
+                .codes
+                .iter()
+                .map(|c| json!({"code": c.code, "amount": c.amount}))
+                .collect();
+            let total: i64 = discount.line_discounts.iter().sum();
+            let data = json!({"order_id": discount.order_id.text().as_str(), "codes": codes,
+                              "discount_total": total});
+            out.push(("order.discounted", data));
         }
         Event::Payments(PaymentEvent::Refunded { refund }) => {
             let data = json!({"order_id": refund.order_id.text().as_str(),
