@@ -72,6 +72,7 @@ domains! {
     idempotency: Idempotency(crate::idempotency::IdempotencyEvent),
     flash_sales: FlashSales(crate::flash_sales::FlashSaleEvent),
     promotions: Promotions(crate::promotions::PromotionEvent),
+    returns: Returns(crate::returns::ReturnEvent),
 }
 
 impl State {
@@ -133,7 +134,8 @@ mod tests {
                 "discount_code",
                 "flash_sale",
                 "order",
-                "product"
+                "product",
+                "return"
             ]
         );
     }

@@ -73,6 +73,8 @@ pub enum EntityKind {
     FlashSale,
     /// A discount code.
     DiscountCode,
+    /// A return.
+    Return,
 }
 
 impl fmt::Display for EntityKind {
@@ -86,6 +88,7 @@ impl fmt::Display for EntityKind {
             EntityKind::Customer => "customer",
             EntityKind::FlashSale => "flash sale",
             EntityKind::DiscountCode => "discount code",
+            EntityKind::Return => "return",
         })
     }
 }

@@ -315,12 +315,16 @@ id_type!(
     RefundId, "re_", Random
 );
 id_type!(
+    /// A return's id (`ret_…`), 128 random bits.
+    ReturnId, "ret_", Random
+);
+id_type!(
     /// An API client's id (`cli_…`), 128 random bits.
     ApiClientId, "cli_", Random
 );
 
 seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId);
-random_ids!(OrderId, PaymentId, RefundId, ApiClientId);
+random_ids!(OrderId, PaymentId, RefundId, ReturnId, ApiClientId);
 
 impl CartId {
     /// The id of a cart: 128 random bits, 25 base-36 digits.

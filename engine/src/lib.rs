@@ -95,6 +95,7 @@ mod orders;
 mod payments;
 mod product_search;
 mod promotions;
+mod returns;
 mod types;
 mod validate;
 
@@ -122,6 +123,7 @@ pub use orders::*;
 pub use payments::*;
 pub use product_search::*;
 pub use promotions::*;
+pub use returns::*;
 pub use types::*;
 
 /// The pure domain, for tests and benchmarks that drive `decide` and `apply` without

@@ -52,6 +52,7 @@ use crate::inventory::InventoryEvent;
 use crate::kernel::runtime::{Engine, LogConsumer};
 use crate::orders::OrderEvent;
 use crate::payments::PaymentEvent;
+use crate::returns::ReturnEvent;
 use crate::types::{Lsn, OrderId, ProductId, Sku};
 use crate::{Product, ProductStatus};
 
@@ -409,6 +410,10 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             | Event::Payments(PaymentEvent::PaymentCaptured { order_id, .. }) => {
                 order_skus(&mut skus, order_id)
             }
+            // Received units may go back in stock.
+            Event::Returns(ReturnEvent::Received(receipt)) => {
+                skus.extend(receipt.restocked.iter().cloned());
+            }
             Event::FlashSales(event) => {
                 let sale = match event {
                     FlashSaleEvent::Created(new) => {
@@ -427,6 +432,7 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             // A refund changes money, not stock.
             Event::Payments(PaymentEvent::Refunded { .. })
             | Event::Promotions(_)
+            | Event::Returns(ReturnEvent::Requested(_) | ReturnEvent::Decided(_))
             | Event::Carts(_)
             | Event::Accounts(_)
             | Event::Idempotency(_) => {}

@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// abandoned, in seconds.
     #[arg(long, env = "EMPORIUM_CART_TTL_S")]
     pub cart_ttl_s: Option<u64>,
+    /// How many days after an order is fulfilled its customer may ask to return units.
+    #[arg(long, env = "EMPORIUM_RETURN_WINDOW_DAYS")]
+    pub return_window_days: Option<u64>,
     /// Access token lifetime, in seconds.
     #[arg(long, env = "EMPORIUM_ACCESS_TOKEN_TTL_S")]
     pub access_token_ttl_s: Option<u64>,
@@ -158,6 +161,7 @@ struct FileConfig {
     body_bytes_max: Option<usize>,
     reservation_ttl_s: Option<u64>,
     cart_ttl_s: Option<u64>,
+    return_window_days: Option<u64>,
     access_token_ttl_s: Option<u64>,
     refresh_token_ttl_s: Option<u64>,
     signing_keys: Option<Vec<String>>,
@@ -229,6 +233,8 @@ pub struct Config {
     pub reservation_ttl_s: u64,
     /// How long an open cart may go unchanged before it is dropped as abandoned.
     pub cart_ttl_s: u64,
+    /// Days after fulfilment a customer may ask to return units.
+    pub return_window_days: u64,
     /// Access token lifetime.
     pub access_token_ttl_s: u64,
     /// Refresh token lifetime.
@@ -296,6 +302,7 @@ impl Default for Config {
             body_bytes_max: 1 << 20,
             reservation_ttl_s: 15 * 60,
             cart_ttl_s: 30 * 24 * 3600,
+            return_window_days: 30,
             access_token_ttl_s: 15 * 60,
             refresh_token_ttl_s: 30 * 24 * 3600,
             signing_keys: Vec::new(),
@@ -374,6 +381,7 @@ impl Config {
             body_bytes_max: pick!(body_bytes_max).unwrap_or(d.body_bytes_max),
             reservation_ttl_s: pick!(reservation_ttl_s).unwrap_or(d.reservation_ttl_s),
             cart_ttl_s: pick!(cart_ttl_s).unwrap_or(d.cart_ttl_s),
+            return_window_days: pick!(return_window_days).unwrap_or(d.return_window_days),
             access_token_ttl_s: pick!(access_token_ttl_s).unwrap_or(d.access_token_ttl_s),
             refresh_token_ttl_s: pick!(refresh_token_ttl_s).unwrap_or(d.refresh_token_ttl_s),
             signing_keys: pick!(signing_keys).unwrap_or_default(),
@@ -433,6 +441,10 @@ impl Config {
         anyhow::ensure!(self.body_bytes_max >= 1024, "body_bytes_max must be at least 1024");
         anyhow::ensure!(self.reservation_ttl_s >= 1, "reservation_ttl_s must be at least 1");
         anyhow::ensure!(self.cart_ttl_s >= 1, "cart_ttl_s must be at least 1");
+        anyhow::ensure!(
+            self.return_window_days <= 3650,
+            "return_window_days must be at most 3650 (ten years)"
+        );
         anyhow::ensure!(self.access_token_ttl_s >= 1, "access_token_ttl_s must be at least 1");
         anyhow::ensure!(self.refresh_token_ttl_s >= 1, "refresh_token_ttl_s must be at least 1");
         anyhow::ensure!(

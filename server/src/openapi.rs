@@ -289,6 +289,30 @@ fn schemas() -> Value {
     let mut payment_with_order = payment.clone();
     payment_with_order["properties"]["order"] = reference("Order");
     payment_with_order["required"].as_array_mut().expect("an array").push(json!("order"));
+    let return_schema = object(
+        &[
+            "id",
+            "order_id",
+            "status",
+            "items",
+            "amount",
+            "reason",
+            "note",
+            "refund_id",
+            "created_at",
+            "updated_at",
+            "version",
+        ],
+        json!({"id": string(), "order_id": string(),
+               "status": {"type": "string", "enum": ["requested", "approved", "rejected", "received"], "description": "requested → approved | rejected (orders:write); approved → received (payments:refund): the units are restocked as chosen and refunded. A customer may ask within the return window (--return-window-days, default 30) after the order was fulfilled; at most 20 returns per order."},
+               "items": {"type": "array", "items": object(&["sku", "quantity", "amount", "restocked"], json!({"sku": string(), "quantity": {"type": "integer"}, "amount": reference("Money"), "restocked": {"type": "boolean"}}))},
+               "amount": {"allOf": [reference("Money")], "description": "What the units were paid: each line's total after its discount, pro rata, rounded down, so that returning every unit of a line adds up to exactly what it cost. Receiving refunds this, but never more than is left to refund of the order."},
+               "reason": string(), "note": string(), "refund_id": {"type": ["string", "null"]},
+               "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}}),
+    );
+    let mut return_with_order = return_schema.clone();
+    return_with_order["properties"]["order"] = reference("Order");
+    return_with_order["required"].as_array_mut().expect("an array").push(json!("order"));
     let order_statuses = json!([
         "pending_payment",
         "paid",
@@ -326,7 +350,7 @@ fn schemas() -> Value {
                 "type": {"type": "string", "enum": crate::handlers::events::EVENT_TYPES},
                 "lsn": {"type": "integer"},
                 "at": {"type": "string", "format": "date-time"},
-                "data": {"type": "object", "description": "By type: product.* {product_id, handle, title, status}; category.* {category_id, name?}; stock.set {sku, on_hand, reason}; stock.adjusted {sku, delta, reason}; order.placed {order_id, cart_id, lines[{sku, quantity, unit_price}], reservation_expires_at} or, for a flash-sale purchase, {order_id, sale_id, quantity, reservation_expires_at}; order.cancelled/expired/fulfilled {order_id}; order.paid {order_id, payment_id, amount}; order.refunded {order_id, refund_id, amount, reason}; order.discounted {order_id, codes[{code, amount}], discount_total} (in minor units of the order's currency; it follows the order.placed of a checkout with discount codes, in the same entry); flash_sale.created {sale_id, sku, price, quantity, starts_at, ends_at}; flash_sale.started/ended/cancelled {sale_id}. No emails, addresses, carts or accounts."}
+                "data": {"type": "object", "description": "By type: product.* {product_id, handle, title, status}; category.* {category_id, name?}; stock.set {sku, on_hand, reason}; stock.adjusted {sku, delta, reason}; order.placed {order_id, cart_id, lines[{sku, quantity, unit_price}], reservation_expires_at} or, for a flash-sale purchase, {order_id, sale_id, quantity, reservation_expires_at}; order.cancelled/expired/fulfilled {order_id}; order.paid {order_id, payment_id, amount}; order.refunded {order_id, refund_id, amount, reason}; return.requested {return_id, order_id, items[{sku, quantity}]}; return.approved/rejected {return_id, note}; return.received {return_id, order_id, refund_id|null, restocked[sku]}; order.discounted {order_id, codes[{code, amount}], discount_total} (in minor units of the order's currency; it follows the order.placed of a checkout with discount codes, in the same entry); flash_sale.created {sale_id, sku, price, quantity, starts_at, ends_at}; flash_sale.started/ended/cancelled {sale_id}. No emails, addresses, carts or accounts."}
             }))},
             "next_cursor": {"type": "string", "description": "The LSN of the last log entry read (also when it published nothing wanted): pass it as after"}
         })),
@@ -414,6 +438,14 @@ fn schemas() -> Value {
         "Checkout": object(&[], json!({"email": email(), "shipping_address": reference("Address")})),
         "PaymentRequest": object(&["method", "token"], json!({"method": {"type": "string", "enum": ["test_card"]}, "token": string()})),
         "OrderPayment": payment,
+        "NewReturn": object(&["items", "reason"], json!({
+            "items": {"type": "array", "minItems": 1, "items": object(&["sku", "quantity"], json!({"sku": string(), "quantity": {"type": "integer", "minimum": 1, "description": "At most the line's units not in an earlier return (rejected ones excepted)."}}))},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 500}})),
+        "Return": return_schema.clone(),
+        "ReturnWithOrder": return_with_order,
+        "ReturnList": list_of("Return"),
+        "ReturnDecision": object(&[], json!({"note": {"type": "string", "maxLength": 500, "description": "Required (1–500 characters) to reject: the reason the customer sees."}})),
+        "ReturnReceipt": object(&[], json!({"not_restocked": {"type": "array", "items": string(), "description": "SKUs of the return not to put back in stock (damaged). A SKU no product sells any more is not restocked either."}})),
         "RefundRequest": object(&[], json!({
             "amount": {"allOf": [reference("Money")], "description": "In the order's currency, more than zero and at most what was captured less what was refunded (422 validation_failed on amount.amount otherwise). Absent: everything not yet refunded."},
             "reason": {"type": "string", "maxLength": 500, "description": "Up to 500 characters; newlines allowed, other control characters not."}})),
@@ -436,7 +468,7 @@ fn schemas() -> Value {
                    "mismatches": {"type": "array", "description": "The first 100.", "items": object(&["order_id", "problem"], json!({"order_id": string(), "problem": string()}))}})),
         "Payment": payment_with_order,
         "Order": object(&["id", "customer_id", "email", "status", "items", "subtotal", "discount_total", "total", "currency", "reservation_expires_at", "payments", "shipping_address", "created_at", "updated_at", "version"],
-            json!({"id": string(), "customer_id": {"type": ["string", "null"]}, "email": string(), "status": {"type": "string", "enum": order_statuses, "description": "pending_payment → paid (payment) → fulfilled (fulfillment); pending_payment → cancelled | expired (stock released); paid | fulfilled | partially_refunded → partially_refunded | refunded (refunds: money only, the units stay sold). A partially refunded order is not fulfilled afterwards: fulfil before refunding part of a paid order. Any other transition is 409 invalid_state."},
+            json!({"id": string(), "customer_id": {"type": ["string", "null"]}, "email": string(), "status": {"type": "string", "enum": order_statuses, "description": "pending_payment → paid (payment) → fulfilled (fulfillment); pending_payment → cancelled | expired (stock released); paid | fulfilled | partially_refunded → partially_refunded | refunded (refunds: money only, the units stay sold). A paid order partly refunded before it shipped may still be fulfilled (it stays partially_refunded; its fulfilment is recorded apart from the status, once). Returns (see /v1/orders/{id}/returns) do not change the status themselves; the refund a received return makes does. Any other transition is 409 invalid_state."},
                    "items": {"type": "array", "items": reference("CartLine")}, "subtotal": reference("Money"), "discount_total": reference("Money"),
                    "total": reference("Money"), "currency": string(), "reservation_expires_at": timestamp(),
                    "payments": {"type": "array", "items": reference("OrderPayment")},

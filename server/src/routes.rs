@@ -9,7 +9,8 @@ use std::sync::LazyLock;
 use http::Method;
 
 use crate::handlers::{
-    accounts, carts, catalog, events, flash_sales, inventory, ops, orders, promotions, search,
+    accounts, carts, catalog, events, flash_sales, inventory, ops, orders, promotions, returns,
+    search,
 };
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -129,6 +130,13 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(POST "/v1/orders/{id}/cancel", "cancel_order", "Cancel a pending order, releasing its stock", orders::cancel, Write, OptionalJson, 200, "its owner, anyone for a guest order, orders:write", None, Some("Order"), &[403, 404, 409, 412], Some(false)),
         route!(POST "/v1/orders/{id}/refunds", "refund_order", "Refund part or all of what a paid order captured (money only: the units stay sold); an empty body refunds everything not yet refunded", orders::refund, Write, OptionalJson, 201, "payments:refund", Some("RefundRequest"), Some("Refund"), &[401, 403, 404, 409, 422], Some(true)),
         route!(GET "/v1/orders/{id}/transactions", "list_order_transactions", "The order's ledger: every capture and refund, oldest first, and their sums", orders::transactions, Read, None, 200, "its owner, anyone for a guest order, orders:read", None, Some("Ledger"), &[403, 404], None),
+        route!(POST "/v1/orders/{id}/returns", "request_return", "Ask to send back units of a fulfilled order, within the return window", returns::request, Write, Json, 201, "its owner, anyone for a guest order, orders:write", Some("NewReturn"), Some("ReturnWithOrder"), &[403, 404, 409, 422], Some(false)),
+        route!(GET "/v1/orders/{id}/returns", "list_order_returns", "The order's returns, oldest first", returns::of_order, Read, None, 200, "its owner, anyone for a guest order, orders:read", None, Some("ReturnList"), &[403, 404], None),
+        route!(GET "/v1/returns", "list_returns", "Returns in the order they were requested (the queue: status=requested)", returns::list, Read, None, 200, "orders:read", None, Some("ReturnList"), &[401, 403], None),
+        route!(GET "/v1/returns/{id}", "get_return", "A return", returns::get, Read, None, 200, "its order's owner, anyone for a guest order's, orders:read", None, Some("Return"), &[403, 404], None),
+        route!(POST "/v1/returns/{id}/approve", "approve_return", "Approve a requested return", returns::approve, Write, OptionalJson, 200, "orders:write", Some("ReturnDecision"), Some("ReturnWithOrder"), &[401, 403, 404, 409, 422], Some(false)),
+        route!(POST "/v1/returns/{id}/reject", "reject_return", "Reject a requested return, with a reason", returns::reject, Write, Json, 200, "orders:write", Some("ReturnDecision"), Some("ReturnWithOrder"), &[401, 403, 404, 409, 422], Some(false)),
+        route!(POST "/v1/returns/{id}/receive", "receive_return", "Receive an approved return's units: restock them (unless listed) and refund what they were paid, never more than is left to refund", returns::receive, Write, OptionalJson, 200, "payments:refund", Some("ReturnReceipt"), Some("ReturnWithOrder"), &[401, 403, 404, 409, 422], Some(false)),
         route!(GET "/v1/admin/reconciliation", "reconcile_payments", "Check every order's status and total against its ledger", orders::reconciliation, Read, None, 200, "orders:read", None, Some("Reconciliation"), &[401, 403], None),
         route!(POST "/v1/orders/{id}/fulfillments", "fulfil_order", "Mark a paid order fulfilled", orders::fulfil, Write, OptionalJson, 200, "orders:write", None, Some("Order"), &[401, 403, 404, 409], Some(false)),
         route!(GET "/v1/search", "search_products", "Search active products: every word must match (typos of 1-2 edits forgiven, the last word also as a prefix), with filters, facets and sorts", search::search, Read, None, 200, "anyone", None, Some("SearchResults"), &[422], None),

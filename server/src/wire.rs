@@ -344,6 +344,37 @@ pub struct DiscountCodePatchJson {
     pub usage_limit: Option<i64>,
 }
 
+/// One line of `POST /v1/orders/{id}/returns`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnItemJson {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// `POST /v1/orders/{id}/returns`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewReturnJson {
+    pub items: Vec<ReturnItemJson>,
+    pub reason: String,
+}
+
+/// `POST /v1/returns/{id}/approve` and `/reject`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnDecisionJson {
+    pub note: Option<String>,
+}
+
+/// `POST /v1/returns/{id}/receive`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnReceiptJson {
+    #[serde(default)]
+    pub not_restocked: Vec<String>,
+}
+
 /// `POST /v1/carts/{id}/discount-codes`.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -675,6 +706,79 @@ impl<'a> From<&'a RefundReceipt> for RefundReceiptView<'a> {
             provider_reference: &r.refund.provider_reference,
             created_at: rfc3339(r.refund.created_at),
             order: OrderView::from(&*r.order),
+        }
+    }
+}
+
+/// A return's line.
+#[derive(Serialize)]
+pub struct ReturnLineView<'a> {
+    sku: &'a str,
+    quantity: u32,
+    amount: MoneyJson,
+    restocked: bool,
+}
+
+/// A return.
+#[derive(Serialize)]
+pub struct ReturnView<'a> {
+    id: IdText,
+    order_id: IdText,
+    status: &'static str,
+    items: Vec<ReturnLineView<'a>>,
+    amount: MoneyJson,
+    reason: &'a str,
+    note: &'a str,
+    refund_id: Option<IdText>,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl<'a> ReturnView<'a> {
+    /// A return of an order in `currency`.
+    pub fn new(r: &'a Return, currency: Currency) -> ReturnView<'a> {
+        let money = |amount: i64| {
+            MoneyJson::from(Money::new(amount, currency).unwrap_or(Money::zero(currency)))
+        };
+        ReturnView {
+            id: r.id.text(),
+            order_id: r.order_id.text(),
+            status: r.status.as_str(),
+            items: r
+                .lines
+                .iter()
+                .map(|l| ReturnLineView {
+                    sku: l.sku.as_str(),
+                    quantity: l.quantity,
+                    amount: money(l.amount),
+                    restocked: l.restocked,
+                })
+                .collect(),
+            amount: money(r.amount()),
+            reason: &r.reason,
+            note: &r.note,
+            refund_id: r.refund_id.map(|id| id.text()),
+            created_at: rfc3339(r.created_at),
+            updated_at: rfc3339(r.updated_at),
+            version: r.version,
+        }
+    }
+}
+
+/// A return with its order.
+#[derive(Serialize)]
+pub struct ReturnOutcomeView<'a> {
+    #[serde(flatten)]
+    r#return: ReturnView<'a>,
+    order: OrderView<'a>,
+}
+
+impl<'a> From<&'a ReturnOutcome> for ReturnOutcomeView<'a> {
+    fn from(o: &'a ReturnOutcome) -> ReturnOutcomeView<'a> {
+        ReturnOutcomeView {
+            r#return: ReturnView::new(&o.r#return, o.order.currency()),
+            order: OrderView::from(&*o.order),
         }
     }
 }

@@ -964,10 +964,17 @@ fn order_transitions() {
     check_transitions(&[all], "invalid_state | pending_payment | A 5/2");
     check_transitions(&[Pay, all], "ok, ok | refunded | A 3/0");
     check_transitions(&[Pay, Fulfil, all], "ok, ok, ok | refunded | A 3/0");
+    // Partly refunded before it shipped, it still ships, once.
+    check_transitions(&[Pay, Refund(Some(1)), Fulfil], "ok, ok, ok | partially_refunded | A 3/0");
     check_transitions(
-        &[Pay, Refund(Some(1)), Fulfil],
-        "ok, ok, invalid_state | partially_refunded | A 3/0",
+        &[Pay, Refund(Some(1)), Fulfil, Fulfil],
+        "ok, ok, ok, invalid_state | partially_refunded | A 3/0",
     );
+    check_transitions(
+        &[Pay, Fulfil, Refund(Some(1)), Fulfil],
+        "ok, ok, ok, invalid_state | partially_refunded | A 3/0",
+    );
+    check_transitions(&[Pay, all, Fulfil], "ok, ok, invalid_state | refunded | A 3/0");
     check_transitions(
         &[Pay, Refund(Some(1)), Cancel],
         "ok, ok, invalid_state | partially_refunded | A 3/0",

@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 57] = [
+const ENDPOINTS: [(&str, &str, u16); 64] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1261,6 +1261,13 @@ const ENDPOINTS: [(&str, &str, u16); 57] = [
     ("post", "/v1/orders/{id}/refunds", 201),
     ("get", "/v1/orders/{id}/transactions", 200),
     ("get", "/v1/admin/reconciliation", 200),
+    ("post", "/v1/orders/{id}/returns", 201),
+    ("get", "/v1/orders/{id}/returns", 200),
+    ("get", "/v1/returns", 200),
+    ("get", "/v1/returns/{id}", 200),
+    ("post", "/v1/returns/{id}/approve", 200),
+    ("post", "/v1/returns/{id}/reject", 200),
+    ("post", "/v1/returns/{id}/receive", 200),
     ("get", "/v1/admin/replication", 200),
     ("get", "/v1/admin/digest", 200),
     ("get", "/v1/events", 200),
@@ -1639,6 +1646,113 @@ fn a_discount_code_prices_the_cart_and_the_order_and_its_money_adds_up() {
     s.delete(&format!("{other_path}/SPRING10")).send().problem(404, "not_found");
     let list = s.get("/v1/discount-codes").bearer(&admin).send().expect(200);
     assert_eq!(list["data"][0]["code"], "SPRING10");
+}
+
+/// The money path end to end: a discount, checkout, payment, a partial refund,
+/// fulfilment, a return approved and received (one line restocked, one not) and its
+/// refund; the order's ledger adds up to its balance at every step, and the
+/// reconciliation finds nothing.
+#[test]
+fn discount_pay_refund_return_restock_refund_end_to_end() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let staff = s.user(&admin, "staff-returns@example.com", "staff");
+    s.product(&admin, "RET-1", 2000, 10);
+    s.product(&admin, "RET-2", 500, 10);
+    let code = json!({"code": "FIVE", "amount_off": {"amount": 500, "currency": "USD"}});
+    s.post("/v1/discount-codes").bearer(&admin).json(code).send().expect(201);
+    let buyer = s.register("returns-buyer@example.com");
+    let token = Some(buyer.token.as_str());
+    let cart = s.cart(token);
+    s.add(token, &cart, "RET-1", 1).expect(200);
+    s.add(token, &cart, "RET-2", 2).expect(200);
+    s.post(&format!("/v1/carts/{cart}/discount-codes"))
+        .auth(token)
+        .json(json!({"code": "five"}))
+        .send()
+        .expect(200);
+    // 30.00 less 5.00, spread 3.33 / 1.67 over the lines' 20.00 and 10.00.
+    let order = s.checkout(token, &cart, "ret-checkout", json!({})).expect(201);
+    let id = text(&order, "id").to_string();
+    assert_eq!(order["total"]["amount"], 2500);
+    let check = |expected: (i64, i64, i64), kinds: &[&str]| {
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+        assert_eq!(ledger(&s, &buyer.token, &id), (expected.0, expected.1, expected.2, kinds));
+        let report = s.get("/v1/admin/reconciliation").bearer(&staff.token).send().expect(200);
+        assert_eq!(report["mismatch_count"], 0, "{report}");
+    };
+    s.pay(token, &id, "ret-pay", "tok_visa").expect(201);
+    check((2500, 0, 2500), &["capture"]);
+    let refund = json!({"amount": {"amount": 200, "currency": "USD"}, "reason": "late"});
+    s.post(&format!("/v1/orders/{id}/refunds"))
+        .bearer(&admin)
+        .key("ret-r1")
+        .json(refund)
+        .send()
+        .expect(201);
+    check((2500, 200, 2300), &["capture", "refund"]);
+
+    // Not shipped yet: no return. Shipped (it stays partially refunded): a return.
+    let path = format!("/v1/orders/{id}/returns");
+    let both = json!({"items": [{"sku": "RET-1", "quantity": 1}, {"sku": "RET-2", "quantity": 1}], "reason": "changed my mind"});
+    s.post(&path).auth(token).json(both.clone()).send().problem(409, "invalid_state");
+    let shipped =
+        s.post(&format!("/v1/orders/{id}/fulfillments")).bearer(&staff.token).send().expect(200);
+    assert_eq!(shipped["status"], "partially_refunded");
+    let too_many = json!({"items": [{"sku": "RET-2", "quantity": 3}], "reason": "x"});
+    assert_eq!(
+        s.post(&path).auth(token).json(too_many).send().invalid_fields(),
+        ["items[0].quantity"]
+    );
+    let requested = s.post(&path).auth(token).json(both).send();
+    let location = requested.header("location").map(str::to_string);
+    let requested = requested.expect(201);
+    let rid = text(&requested, "id").to_string();
+    assert_eq!(location, Some(format!("/v1/returns/{rid}")));
+    // RET-1's line paid 16.67, RET-2's 8.33 for two: one of each is worth 16.67 + 4.16.
+    assert_eq!(
+        (requested["status"].as_str(), requested["amount"]["amount"].as_i64()),
+        (Some("requested"), Some(2083))
+    );
+    let queue = s.get("/v1/returns?status=requested").bearer(&staff.token).send().expect(200);
+    assert_eq!(queue["data"][0]["id"].as_str(), Some(rid.as_str()));
+    let mine = s.get(&path).auth(token).send().expect(200);
+    assert_eq!(mine["data"].as_array().map(Vec::len), Some(1));
+    s.post(&format!("/v1/returns/{rid}/receive"))
+        .bearer(&admin)
+        .send()
+        .problem(409, "invalid_state");
+    s.post(&format!("/v1/returns/{rid}/approve")).bearer(&staff.token).send().expect(200);
+    s.post(&format!("/v1/returns/{rid}/receive"))
+        .bearer(&staff.token)
+        .send()
+        .problem(403, "forbidden");
+    check((2500, 200, 2300), &["capture", "refund"]);
+
+    // Received: RET-1 back in stock, RET-2 (damaged) not; refunded in the same step.
+    let body = json!({"not_restocked": ["RET-2"]});
+    let received =
+        s.post(&format!("/v1/returns/{rid}/receive")).bearer(&admin).json(body).send().expect(200);
+    assert_eq!(received["status"], "received");
+    let restocked: Vec<_> =
+        received["items"].as_array().unwrap().iter().map(|l| l["restocked"].clone()).collect();
+    assert_eq!(restocked, [json!(true), json!(false)]);
+    assert!(received["refund_id"].as_str().is_some_and(|r| r.starts_with("re_")));
+    assert_eq!(s.stock(&admin, "RET-1"), (10, 0, 10));
+    assert_eq!(s.stock(&admin, "RET-2"), (8, 0, 8));
+    check((2500, 2283, 217), &["capture", "refund", "refund"]);
+    assert_eq!(received["order"]["status"], "partially_refunded");
+    let feed = s
+        .get("/v1/events?types=return.requested,return.approved,return.received")
+        .bearer(&admin)
+        .send()
+        .expect(200);
+    let kinds: Vec<_> =
+        feed["data"].as_array().unwrap().iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(
+        kinds,
+        [json!("return.requested"), json!("return.approved"), json!("return.received")]
+    );
 }
 
 #[test]

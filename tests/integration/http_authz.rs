@@ -165,6 +165,28 @@ impl Fixture {
         text(&created.expect(201), "id").to_string()
     }
 
+    /// A fulfilled order of A's.
+    fn fulfilled_order(&self) -> String {
+        let order = self.paid_order();
+        let path = format!("/v1/orders/{order}/fulfillments");
+        self.s.post(&path).bearer(&self.admin).send().expect(200);
+        order
+    }
+
+    /// A requested return of A's fulfilled order, approved when `approved`.
+    fn a_return(&self, approved: bool) -> String {
+        let order = self.fulfilled_order();
+        let body = json!({"items": [{"sku": SKU, "quantity": 1}], "reason": "too big"});
+        let path = format!("/v1/orders/{order}/returns");
+        let created = self.s.post(&path).bearer(&self.a.token).json(body).send().expect(201);
+        let id = text(&created, "id").to_string();
+        if approved {
+            let path = format!("/v1/returns/{id}/approve");
+            self.s.post(&path).bearer(&self.admin).send().expect(200);
+        }
+        id
+    }
+
     /// A new discount code, 10 % off, no limits.
     fn discount_code(&self) -> String {
         let code = format!("AUTHZ{}", self.unique());
@@ -585,6 +607,49 @@ fn rows() -> Vec<Row> {
             "orders:read",
             |f| Call::new("GET", format!("/v1/orders/{}/transactions", f.order(false))),
             ALL_200,
+        ),
+        row(
+            "POST /v1/orders/{A's fulfilled}/returns",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/orders/{}/returns", f.fulfilled_order()))
+                    .json(json!({"items": [{"sku": SKU, "quantity": 1}], "reason": "too big"}))
+            },
+            OWNER_201,
+        ),
+        row(
+            "GET /v1/orders/{A's}/returns",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/orders/{}/returns", f.order(true))),
+            OWNER_200,
+        ),
+        row("GET /v1/returns", "orders:read", |_| Call::new("GET", "/v1/returns"), STAFF_200),
+        row(
+            "GET /v1/returns/{A's}",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/returns/{}", f.a_return(false))),
+            OWNER_200,
+        ),
+        row(
+            "POST /v1/returns/{id}/approve",
+            "orders:write",
+            |f| Call::new("POST", format!("/v1/returns/{}/approve", f.a_return(false))),
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/returns/{id}/reject",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/returns/{}/reject", f.a_return(false)))
+                    .json(json!({"note": "worn"}))
+            },
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/returns/{approved}/receive",
+            "payments:refund",
+            |f| Call::new("POST", format!("/v1/returns/{}/receive", f.a_return(true))),
+            ADMIN_200,
         ),
         row(
             "GET /v1/admin/reconciliation",

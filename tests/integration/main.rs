@@ -23,4 +23,5 @@ mod promotions;
 mod recovery;
 mod replication;
 mod retention;
+mod returns;
 mod search;

@@ -122,13 +122,13 @@ fn a_directory_of_another_format_is_refused() {
 }
 
 /// A format-3 log (written before the flash-sale events were appended to the event
-/// enum), format-4 log (before the refund event) or format-5 log (before the
-/// promotions' events) is read as it is: its unmaterialized
+/// enum), format-4 log (before the refund event), format-5 log (before the
+/// promotions' events) or format-6 log (before the returns') is read as it is: its unmaterialized
 /// tail is replayed, and the log is stamped with the current format, so a build that
 /// does not know the new events refuses it by its version from then on.
 #[test]
 fn older_logs_of_the_same_layout_are_replayed_and_restamped() {
-    for old in [3u8, 4, 5] {
+    for old in [3u8, 4, 5, 6] {
         an_older_log_is_replayed_and_restamped(old);
     }
 }

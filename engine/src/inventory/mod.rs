@@ -149,6 +149,13 @@ pub(crate) fn ship(state: &State, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
     write(&cell, sku, on_hand - units, reserved - units, rows);
 }
 
+/// `units` of a received return go back on hand.
+pub(crate) fn restock(state: &State, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
+    let cell = cell(state, sku);
+    let (on_hand, reserved, _) = cell.read();
+    write(&cell, sku, on_hand + units, reserved, rows);
+}
+
 /// Inventory's reads.
 impl State {
     /// A SKU's stock levels.

@@ -18,10 +18,11 @@ use crate::kernel::table::Row;
 /// formats. Every column family records its own version in `meta`, and every row and
 /// log payload carries it in its envelope. Older directories (format 1: no envelope;
 /// format 2: the flat event enum in the log; format 3: the log before the flash-sale
-/// events; format 4: before refunds; format 5: before promotions; rows of format 2: before the `Placed` idempotency
+/// events; format 4: before refunds; format 5: before promotions; format 6: before
+/// returns; rows of format 2: before the `Placed` idempotency
 /// outcome; rows of format 3: before the refunded order statuses) are upgraded in place
 /// on open; a newer one is refused.
-pub const ENGINE_FORMAT_VERSION: u32 = 6;
+pub const ENGINE_FORMAT_VERSION: u32 = 7;
 
 /// The version of entity rows (format 3: the idempotency outcome `Placed` appended;
 /// format 4: the order statuses `partially_refunded` and `refunded` appended, and the
@@ -32,10 +33,11 @@ const ROW_FORMAT: u8 = 4;
 const ROW_FORMAT_OLDEST_AS_IS: u8 = 2;
 /// The version of log payloads (format 3: events nested by domain; format 4: the
 /// flash-sale domain's events appended; format 5: the refund event appended; format
-/// 6: the promotions domain's events appended). Bumped
+/// 6: the promotions domain's events appended; format 7: the returns domain's).
+/// Bumped
 /// whenever a domain's event enum grows, so a build that does not know the new events
 /// refuses the log by its version rather than failing on the first new event.
-const LOG_FORMAT: u8 = 6;
+const LOG_FORMAT: u8 = 7;
 /// Records from this format on hold entries of today's layout (the event enum only
 /// grew since): read as they are.
 const LOG_FORMAT_OLDEST_AS_IS: u8 = 3;

@@ -39,6 +39,8 @@ pub struct Limits {
     /// The most idempotency records kept; past it the oldest are forgotten before their
     /// time to live, so a flood of keyed requests cannot take unbounded memory.
     pub idempotency_records_max: usize,
+    /// How long after an order is fulfilled its customer may ask to return units.
+    pub return_window_ms: i64,
 }
 
 impl Default for Limits {
@@ -51,6 +53,7 @@ impl Default for Limits {
             default_currency: Currency::USD,
             cart_ttl_ms: 30 * 24 * 60 * 60 * 1000,
             idempotency_records_max: 1_000_000,
+            return_window_ms: 30 * 24 * 60 * 60 * 1000,
         }
     }
 }

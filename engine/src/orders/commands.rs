@@ -261,7 +261,9 @@ impl Request for FulfillOrder {
     fn decide(&self, state: &State, _ctx: &mut Ctx<'_>) -> Result<Decision<OrderId>> {
         let c = self;
         let order = order_named(state, &c.order_id)?;
-        if order.status != OrderStatus::Paid {
+        // A paid order, or one partly refunded before it shipped.
+        let shippable = matches!(order.status, OrderStatus::Paid | OrderStatus::PartiallyRefunded);
+        if !shippable || state.fulfilled_at(&order).is_some() {
             return Err(invalid_transition(&order, "fulfil"));
         }
         let event = OrderEvent::Fulfilled { order_id: order.id };

@@ -25,9 +25,11 @@ use crate::types::*;
 use crate::EXPIRIES_PER_COMMAND_MAX;
 
 const ORDERS: &str = "orders";
+const FULFILLMENTS: &str = "fulfillments";
 
 // Keyed by sequence, not by the random id, so new rows append.
 persist!(Order, ORDERS, |o| o.seq.to_be_bytes().to_vec());
+persist!(Fulfillment, FULFILLMENTS, |f| f.order_id.text().as_str().as_bytes().to_vec());
 
 /// The orders in memory, with their indexes.
 #[derive(Debug)]
@@ -37,6 +39,8 @@ pub(crate) struct Tables {
     pub(crate) by_customer: SkipSet<(CustomerId, u64)>,
     /// `(reservation_expires_at, order)` of every pending order, soonest first.
     pub(crate) expiry: SkipSet<(TimestampMs, OrderId)>,
+    /// When each order fulfilled since fulfilments were recorded was fulfilled.
+    pub(crate) fulfilled: IdIndex<OrderId, TimestampMs>,
     pub(crate) order_seq: Counter,
 }
 
@@ -47,31 +51,49 @@ impl Default for Tables {
             by_seq: SkipMap::new(),
             by_customer: SkipSet::new(),
             expiry: SkipSet::new(),
+            fulfilled: Index::default(),
             order_seq: Counter::new("order"),
         }
     }
 }
 
-pub(crate) const DOMAIN: Domain = Domain {
-    name: "orders",
-    tables: &[Table {
-        name: ORDERS,
-        rows: |s, f| s.orders.orders.entries().iter().for_each(|(_, o)| f(&**o)),
-        load: |state, bytes| {
-            let order: Order = decode_row(bytes, "order")?;
-            index_order(state, &order);
-            state.orders.orders.insert(order.id, Arc::new(order));
-            Ok(())
-        },
-        check_v1: check_v1::<Order>,
-    }],
-    counters: |state| vec![&state.orders.order_seq],
-    timers: Some(Timers {
-        due: |state, now, _| state.next_expiry().is_some_and(|at| at <= now),
-        expire,
-    }),
-    verify: Some(check_reservations),
-};
+pub(crate) const DOMAIN: Domain =
+    Domain {
+        name: "orders",
+        tables: &[
+            Table {
+                name: ORDERS,
+                rows: |s, f| s.orders.orders.entries().iter().for_each(|(_, o)| f(&**o)),
+                load: |state, bytes| {
+                    let order: Order = decode_row(bytes, "order")?;
+                    index_order(state, &order);
+                    state.orders.orders.insert(order.id, Arc::new(order));
+                    Ok(())
+                },
+                check_v1: check_v1::<Order>,
+            },
+            Table {
+                name: FULFILLMENTS,
+                rows: |s, f| {
+                    s.orders.fulfilled.entries().into_iter().for_each(|(order_id, fulfilled_at)| {
+                        f(&Fulfillment { order_id, fulfilled_at })
+                    })
+                },
+                load: |state, bytes| {
+                    let fulfillment: Fulfillment = decode_row(bytes, "fulfillment")?;
+                    state.orders.fulfilled.insert(fulfillment.order_id, fulfillment.fulfilled_at);
+                    Ok(())
+                },
+                check_v1: check_v1::<Fulfillment>,
+            },
+        ],
+        counters: |state| vec![&state.orders.order_seq],
+        timers: Some(Timers {
+            due: |state, now, _| state.next_expiry().is_some_and(|at| at <= now),
+            expire,
+        }),
+        verify: Some(check_reservations),
+    };
 
 // In a module of its own so that rkyv's generated types stay private.
 mod event {
@@ -139,8 +161,14 @@ pub(crate) fn apply(state: &State, event: &OrderEvent, at: TimestampMs, rows: &m
         }
         OrderEvent::Fulfilled { order_id } => {
             let mut order = (*state.order(order_id).expect("decide checked the order")).clone();
-            assert_eq!(order.status, OrderStatus::Paid);
-            order.status = OrderStatus::Fulfilled;
+            // A paid order becomes fulfilled; a partially refunded one keeps its
+            // status, and the fulfilment is recorded either way.
+            assert!(state.fulfilled_at(&order).is_none(), "decide checked it was not shipped");
+            if order.status == OrderStatus::Paid {
+                order.status = OrderStatus::Fulfilled;
+            }
+            state.orders.fulfilled.insert(*order_id, at);
+            rows.push(Row::put(Arc::new(Fulfillment { order_id: *order_id, fulfilled_at: at })));
             touch(&mut order, at);
             put_order(state, order, rows);
         }
@@ -392,6 +420,15 @@ impl State {
                 Page::of(items, limit, |o| o.seq.to_string())
             }
         }
+    }
+
+    /// When `order` was fulfilled, if it was. An order fulfilled before fulfilments
+    /// were recorded is known by its status (and its last change stands for the time).
+    pub fn fulfilled_at(&self, order: &Order) -> Option<TimestampMs> {
+        self.orders
+            .fulfilled
+            .get(&order.id)
+            .or_else(|| (order.status == OrderStatus::Fulfilled).then_some(order.updated_at))
     }
 
     /// When the next pending order expires.

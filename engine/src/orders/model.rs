@@ -85,6 +85,16 @@ impl OrderStatus {
     }
 }
 
+/// When an order was fulfilled (shipped): kept apart from its status, which a refund
+/// moves on.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Fulfillment {
+    /// The order.
+    pub order_id: OrderId,
+    /// When.
+    pub fulfilled_at: TimestampMs,
+}
+
 /// One line of an order, priced when the order was placed.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct OrderLine {

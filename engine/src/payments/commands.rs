@@ -143,6 +143,37 @@ pub struct RefundReceipt {
     pub order: Arc<Order>,
 }
 
+/// Refuses a refund past the most an order takes.
+pub(crate) fn check_refund_count(state: &State, order: &Order) -> Result<()> {
+    if state.refunds(&order.id).len() >= REFUNDS_PER_ORDER_MAX {
+        return Err(EngineError::InvalidState(format!(
+            "an order takes at most {REFUNDS_PER_ORDER_MAX} refunds"
+        )));
+    }
+    Ok(())
+}
+
+/// The next refund of `order` through the built-in test provider (which refunds at
+/// once; its reference names the refund). The caller checked the amount and the count.
+pub(crate) fn new_refund(
+    state: &State,
+    order: &Order,
+    amount: Money,
+    reason: String,
+    ctx: &mut Ctx<'_>,
+) -> Refund {
+    let id = RefundId::from_random(ctx.ids.random_u128());
+    Refund {
+        id,
+        order_id: order.id,
+        number: state.refunds(&order.id).len() as u32 + 1,
+        amount,
+        reason,
+        provider_reference: format!("test_{id}"),
+        created_at: ctx.now,
+    }
+}
+
 impl Request for RefundPayment {
     type Output = RefundReceipt;
     type Outcome = (OrderId, RefundId);
@@ -160,12 +191,7 @@ impl Request for RefundPayment {
         ) {
             return Err(invalid_transition(&order, "refund"));
         }
-        let refunds = state.refunds(&order.id);
-        if refunds.len() >= REFUNDS_PER_ORDER_MAX {
-            return Err(EngineError::InvalidState(format!(
-                "an order takes at most {REFUNDS_PER_ORDER_MAX} refunds"
-            )));
-        }
+        check_refund_count(state, &order)?;
         let ledger = state.ledger(&order);
         let refundable = ledger.balance();
         let amount = amount.unwrap_or(refundable);
@@ -188,17 +214,8 @@ impl Request for RefundPayment {
                 ),
             ));
         }
-        let id = RefundId::from_random(ctx.ids.random_u128());
-        let refund = Refund {
-            id,
-            order_id: order.id,
-            number: refunds.len() as u32 + 1,
-            amount,
-            reason: c.reason.clone(),
-            // The test provider refunds at once; its reference names the refund.
-            provider_reference: format!("test_{id}"),
-            created_at: ctx.now,
-        };
+        let refund = new_refund(state, &order, amount, c.reason.clone(), ctx);
+        let id = refund.id;
         Decision::one((order.id, id), PaymentEvent::Refunded { refund: Box::new(refund) })
     }
 

@@ -34,7 +34,7 @@ const LIMIT_DEFAULT: usize = 100;
 const LIMIT_MAX: usize = 1000;
 
 /// Every type the feed publishes.
-pub const EVENT_TYPES: [&str; 18] = [
+pub const EVENT_TYPES: [&str; 22] = [
     "product.created",
     "product.updated",
     "category.created",
@@ -49,6 +49,10 @@ pub const EVENT_TYPES: [&str; 18] = [
     "order.paid",
     "order.refunded",
     "order.discounted",
+    "return.requested",
+    "return.approved",
+    "return.rejected",
+    "return.received",
     "flash_sale.created",
     "flash_sale.started",
     "flash_sale.ended",
@@ -120,6 +124,28 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
                               "payment_id": payment.id.text().as_str(),
                               "amount": money(payment.amount)});
             out.push(("order.paid", data));
+        }
+        Event::Returns(ReturnEvent::Requested(r)) => {
+            let items: Vec<Value> = r
+                .lines
+                .iter()
+                .map(|l| json!({"sku": l.sku.as_str(), "quantity": l.quantity}))
+                .collect();
+            let data = json!({"return_id": r.id.text().as_str(),
+                              "order_id": r.order_id.text().as_str(), "items": items});
+            out.push(("return.requested", data));
+        }
+        Event::Returns(ReturnEvent::Decided(d)) => {
+            let data = json!({"return_id": d.return_id.text().as_str(), "note": d.note});
+            out.push((if d.approved { "return.approved" } else { "return.rejected" }, data));
+        }
+        Event::Returns(ReturnEvent::Received(receipt)) => {
+            let restocked: Vec<&str> = receipt.restocked.iter().map(|s| s.as_str()).collect();
+            let data = json!({"return_id": receipt.return_id.text().as_str(),
+                              "order_id": receipt.order_id.text().as_str(),
+                              "refund_id": receipt.refund_id.map(|id| id.text().as_str().to_string()),
+                              "restocked": restocked});
+            out.push(("return.received", data));
         }
         Event::Promotions(PromotionEvent::OrderDiscounted(discount)) => {
             let codes: Vec<Value> = discount

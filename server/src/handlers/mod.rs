@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod ops;
 pub mod orders;
 pub mod promotions;
+pub mod returns;
 pub mod search;
 
 use std::future::Future;

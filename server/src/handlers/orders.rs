@@ -13,7 +13,8 @@ use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::wire::*;
 
-fn reachable(call: &Call, write: bool) -> Result<Arc<Order>, Problem> {
+/// The order named by the path, if the caller may reach it (`write`: change it).
+pub(crate) fn reachable(call: &Call, write: bool) -> Result<Arc<Order>, Problem> {
     let id = call.param("id");
     let order = OrderId::parse(id)
         .and_then(|id| call.app.engine.state().order(&id))

@@ -1,0 +1,264 @@
+//! The returns' commands: request (the customer), approve or reject, receive (staff).
+
+use std::sync::Arc;
+
+use super::{Return, ReturnDecision, ReturnEvent, ReturnLine, ReturnReceipt, ReturnStatus};
+use crate::domains::{Event, State};
+use crate::error::{EngineError, EntityKind, Result};
+use crate::kernel::handler::{done, not_found, Ctx, Decision, Request, APPLIED};
+use crate::orders::{invalid_transition, order_named, Order};
+use crate::payments::{check_refund_count, new_refund, PaymentEvent};
+use crate::types::*;
+use crate::validate::Checks;
+
+/// Returns per order, at most (requested, approved, rejected or received).
+pub const RETURNS_PER_ORDER_MAX: usize = 20;
+/// The longest reason or note, in characters.
+pub const RETURN_TEXT_MAX: usize = 500;
+
+/// A customer asks to send back units of a fulfilled order.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RequestReturn {
+    /// The order.
+    pub order_id: String,
+    /// `(sku, units)` per line, each SKU a line of the order, at most once.
+    pub lines: Vec<(String, i64)>,
+    /// Why (1–500 characters).
+    pub reason: String,
+}
+
+/// Staff approve or reject a requested return.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DecideReturn {
+    /// The return.
+    pub return_id: String,
+    /// Approve, or reject.
+    pub approve: bool,
+    /// A note; required to reject (the reason given to the customer).
+    pub note: String,
+}
+
+/// Staff receive an approved return's units: each line is restocked unless listed in
+/// `not_restocked` (damaged goods), and what the units are worth is refunded (never
+/// more than is left to refund), all in one log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ReceiveReturn {
+    /// The return.
+    pub return_id: String,
+    /// SKUs of the return not to put back in stock.
+    pub not_restocked: Vec<String>,
+}
+
+/// What a return command gives back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReturnOutcome {
+    /// The return.
+    pub r#return: Arc<Return>,
+    /// The order after it.
+    pub order: Arc<Order>,
+}
+
+fn outcome(state: &State, id: ReturnId) -> ReturnOutcome {
+    let r = state.order_return(&id).expect(APPLIED);
+    let order = state.order(&r.order_id).expect(APPLIED);
+    ReturnOutcome { r#return: r, order }
+}
+
+fn return_named(state: &State, id: &str) -> Result<Arc<Return>> {
+    ReturnId::parse(id)
+        .and_then(|id| state.order_return(&id))
+        .ok_or_else(|| not_found(EntityKind::Return, id))
+}
+
+fn wrong_state(r: &Return, action: &str) -> EngineError {
+    EngineError::InvalidState(format!("cannot {action} a return that is {}", r.status.as_str()))
+}
+
+/// What the customer paid for `units` of `order`'s line `i` after `before` of its units
+/// were returned: the pro rata share of the line's total after its discount, rounded
+/// down, so that every unit's share adds up to the line's.
+fn paid_for(state: &State, order: &Order, i: usize, before: u32, units: u32) -> i64 {
+    let line = &order.lines[i];
+    let off = state.order_discount(&order.id).and_then(|d| d.line_discounts.get(i).copied());
+    let paid = i128::from(line.line_total.amount() - off.unwrap_or(0));
+    let share = |n: u32| (paid * i128::from(n) / i128::from(line.quantity.max(1))) as i64;
+    share(before + units) - share(before)
+}
+
+/// Units of `sku` the order's earlier returns (not rejected ones) hold.
+fn units_returned(state: &State, order: &Order, sku: &Sku) -> u32 {
+    state
+        .returns_of_order(&order.id)
+        .iter()
+        .filter(|r| r.status != ReturnStatus::Rejected)
+        .flat_map(|r| r.lines.iter().filter(|l| &l.sku == sku).map(|l| l.quantity))
+        .sum()
+}
+
+impl Request for RequestReturn {
+    type Output = ReturnOutcome;
+    type Outcome = ReturnId;
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<ReturnId>> {
+        let c = self;
+        let mut checks = Checks::default();
+        checks.text("reason", &c.reason, 1, RETURN_TEXT_MAX, true);
+        let order = order_named(state, &c.order_id)?;
+        if c.lines.is_empty() {
+            checks.fail("items", "must list at least one line");
+        }
+        let mut lines: Vec<ReturnLine> = Vec::with_capacity(c.lines.len());
+        for (n, (sku, units)) in c.lines.iter().enumerate() {
+            let at = format!("items[{n}]");
+            let Some(i) = order.lines.iter().position(|l| l.sku.as_str() == sku) else {
+                checks.fail(format!("{at}.sku"), "is not a line of the order");
+                continue;
+            };
+            let sku = &order.lines[i].sku;
+            if lines.iter().any(|l| &l.sku == sku) {
+                checks.fail(format!("{at}.sku"), "is listed twice");
+                continue;
+            }
+            let before = units_returned(state, &order, sku);
+            let left = order.lines[i].quantity - before.min(order.lines[i].quantity);
+            if *units < 1 || *units > i64::from(left) {
+                checks.fail(
+                    format!("{at}.quantity"),
+                    format!("must be between 1 and {left}, the units not returned yet"),
+                );
+                continue;
+            }
+            let units = *units as u32;
+            let amount = paid_for(state, &order, i, before, units);
+            lines.push(ReturnLine { sku: sku.clone(), quantity: units, amount, restocked: false });
+        }
+        done(checks)?;
+        let Some(fulfilled_at) = state.fulfilled_at(&order) else {
+            return Err(invalid_transition(&order, "return"));
+        };
+        if !order.status.was_paid() {
+            return Err(invalid_transition(&order, "return"));
+        }
+        if ctx.now > fulfilled_at.saturating_add(ctx.limits.return_window_ms) {
+            return Err(EngineError::InvalidState(format!(
+                "the return window of {} days after fulfilment has passed",
+                ctx.limits.return_window_ms / 86_400_000
+            )));
+        }
+        if state.returns_of_order(&order.id).len() >= RETURNS_PER_ORDER_MAX {
+            return Err(EngineError::InvalidState(format!(
+                "an order takes at most {RETURNS_PER_ORDER_MAX} returns"
+            )));
+        }
+        let id = loop {
+            let id = ReturnId::from_random(ctx.ids.random_u128());
+            if state.order_return(&id).is_none() {
+                break id;
+            }
+        };
+        let new = Return {
+            id,
+            seq: state.returns.return_seq.next(),
+            order_id: order.id,
+            lines,
+            reason: c.reason.clone(),
+            status: ReturnStatus::Requested,
+            note: String::new(),
+            refund_id: None,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+            version: 1,
+        };
+        Decision::one(id, ReturnEvent::Requested(Box::new(new)))
+    }
+
+    fn reply(state: &State, id: ReturnId) -> ReturnOutcome {
+        outcome(state, id)
+    }
+}
+
+impl Request for DecideReturn {
+    type Output = ReturnOutcome;
+    type Outcome = ReturnId;
+
+    fn decide(&self, state: &State, _ctx: &mut Ctx<'_>) -> Result<Decision<ReturnId>> {
+        let c = self;
+        let r = return_named(state, &c.return_id)?;
+        let mut checks = Checks::default();
+        let min = if c.approve { 0 } else { 1 };
+        checks.text("note", &c.note, min, RETURN_TEXT_MAX, true);
+        done(checks)?;
+        if r.status != ReturnStatus::Requested {
+            return Err(wrong_state(&r, if c.approve { "approve" } else { "reject" }));
+        }
+        let decision =
+            ReturnDecision { return_id: r.id, approved: c.approve, note: c.note.clone() };
+        Decision::one(r.id, ReturnEvent::Decided(Box::new(decision)))
+    }
+
+    fn reply(state: &State, id: ReturnId) -> ReturnOutcome {
+        outcome(state, id)
+    }
+}
+
+impl Request for ReceiveReturn {
+    type Output = ReturnOutcome;
+    type Outcome = ReturnId;
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<ReturnId>> {
+        let c = self;
+        let r = return_named(state, &c.return_id)?;
+        let mut checks = Checks::default();
+        for (i, sku) in c.not_restocked.iter().enumerate() {
+            if !r.lines.iter().any(|l| l.sku.as_str() == sku) {
+                checks.fail(format!("not_restocked[{i}]"), "is not a line of the return");
+            }
+        }
+        done(checks)?;
+        if r.status != ReturnStatus::Approved {
+            return Err(wrong_state(&r, "receive"));
+        }
+        let order = state.order(&r.order_id).expect("a return's order exists");
+        let mut restocked = Vec::with_capacity(r.lines.len());
+        for line in &r.lines {
+            // A SKU no product sells any more has no stock row to go back to.
+            let restock = !c.not_restocked.iter().any(|s| s == line.sku.as_str())
+                && state.stock(&line.sku).is_some();
+            if restock {
+                let on_hand = state.stock(&line.sku).map_or(0, |s| s.on_hand);
+                if i64::from(on_hand) + i64::from(line.quantity) > crate::ON_HAND_MAX {
+                    return Err(EngineError::Conflict(format!(
+                        "restocking {} would put more than {} units on hand",
+                        line.sku,
+                        crate::ON_HAND_MAX
+                    )));
+                }
+            }
+            if restock {
+                restocked.push(line.sku.clone());
+            }
+        }
+        // Never more than is left to refund; nothing when nothing is.
+        let balance = state.ledger(&order).balance();
+        let amount = r.amount().min(balance.amount());
+        let mut events: Vec<Event> = Vec::with_capacity(2);
+        let refund = if amount > 0 {
+            check_refund_count(state, &order)?;
+            let amount = Money::new(amount, order.currency()).expect("at most the balance");
+            Some(new_refund(state, &order, amount, format!("return {}", r.id), ctx))
+        } else {
+            None
+        };
+        let refund_id = refund.as_ref().map(|r| r.id);
+        let receipt = ReturnReceipt { return_id: r.id, order_id: r.order_id, restocked, refund_id };
+        events.push(ReturnEvent::Received(Box::new(receipt)).into());
+        if let Some(refund) = refund {
+            events.push(PaymentEvent::Refunded { refund: Box::new(refund) }.into());
+        }
+        Decision::many(r.id, events)
+    }
+
+    fn reply(state: &State, id: ReturnId) -> ReturnOutcome {
+        outcome(state, id)
+    }
+}
