@@ -197,3 +197,41 @@ fn receiving_restocks_as_chosen_and_refunds_at_most_the_balance() {
     assert_eq!(levels(te.state(), "A").0, 10);
     check_invariants(te.state());
 }
+
+/// A rejected return in the middle leaves no gap: the line's returns still add up to
+/// exactly what it cost.
+#[test]
+fn a_rejected_return_does_not_change_what_the_others_are_worth_in_total() {
+    let b = bought(true, true);
+    let two = b.request(&[("B", 2)]).unwrap().r#return;
+    let one = b.request(&[("B", 1)]).unwrap().r#return;
+    assert_eq!((two.amount(), one.amount()), (599, 300));
+    b.decide(&two, false, "no").unwrap();
+    let again = b.request(&[("B", 2)]).unwrap().r#return;
+    assert_eq!(again.amount() + one.amount(), 899, "B's line paid 8.99");
+    // An approved return whose units never came may still be rejected.
+    b.decide(&again, true, "").unwrap();
+    let withdrawn = b.decide(&again, false, "never arrived").unwrap().r#return;
+    assert_eq!(withdrawn.status, ReturnStatus::Rejected);
+    b.request(&[("B", 2)]).expect("its units are free again");
+}
+
+/// Fulfilment is kept apart from the status through a restart: a paid order partly
+/// refunded, then shipped, is not shipped twice.
+#[test]
+fn a_partly_refunded_order_ships_once_across_a_restart() {
+    let b = bought(false, false);
+    let refund = RefundPayment {
+        order_id: b.order.id.to_string(),
+        amount: Some(MoneyInput { amount: 100, currency: "USD".into() }),
+        reason: String::new(),
+    };
+    b.te.shop.send(refund).unwrap();
+    b.te.shop.send(FulfillOrder { order_id: b.order.id.to_string() }).unwrap();
+    let te = b.te.reopen();
+    let again = te.shop.send(FulfillOrder { order_id: b.order.id.to_string() });
+    assert_eq!(error_code(&again.unwrap_err()), "invalid_state");
+    let order = te.state().order(&b.order.id).unwrap();
+    assert_eq!(order.status, OrderStatus::PartiallyRefunded);
+    assert!(te.state().fulfilled_at(&order).is_some());
+}

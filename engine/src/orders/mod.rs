@@ -167,11 +167,24 @@ pub(crate) fn apply(state: &State, event: &OrderEvent, at: TimestampMs, rows: &m
             if order.status == OrderStatus::Paid {
                 order.status = OrderStatus::Fulfilled;
             }
-            state.orders.fulfilled.insert(*order_id, at);
-            rows.push(Row::put(Arc::new(Fulfillment { order_id: *order_id, fulfilled_at: at })));
+            record_fulfillment(state, *order_id, at, rows);
             touch(&mut order, at);
             put_order(state, order, rows);
         }
+    }
+}
+
+fn record_fulfillment(state: &State, order_id: OrderId, at: TimestampMs, rows: &mut Vec<Row>) {
+    state.orders.fulfilled.insert(order_id, at);
+    rows.push(Row::put(Arc::new(Fulfillment { order_id, fulfilled_at: at })));
+}
+
+/// Before an order's status moves on from `fulfilled` (a refund), records its
+/// fulfilment if only the status said so (an order fulfilled before fulfilments were
+/// recorded; its last change stands for the time), so it is never shipped again.
+pub(crate) fn keep_fulfillment(state: &State, order: &Order, rows: &mut Vec<Row>) {
+    if order.status == OrderStatus::Fulfilled && !state.orders.fulfilled.contains_key(&order.id) {
+        record_fulfillment(state, order.id, order.updated_at, rows);
     }
 }
 

@@ -94,6 +94,9 @@ pub(crate) fn apply(state: &State, event: &PaymentEvent, at: TimestampMs, rows: 
             let mut order =
                 (*state.order(&refund.order_id).expect("decide checked the order")).clone();
             let refund = (**refund).clone();
+            // The status is about to stop saying the order shipped: an order fulfilled
+            // before fulfilments were recorded gets its record now.
+            orders::keep_fulfillment(state, &order, rows);
             rows.push(Row::put(Arc::new(refund.clone())));
             add_refund(state, refund);
             let ledger = state.ledger(&order);

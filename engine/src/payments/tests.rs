@@ -116,3 +116,24 @@ fn reconciliation_finds_refunds_of_missing_orders_and_caps_its_list() {
         .all(|m| m.problem == "refunds of an order that does not exist"));
     assert_eq!((report.orders, report.refunds), (0, 105));
 }
+
+/// An order fulfilled before fulfilments were recorded (its status says so, no row)
+/// keeps its fulfilment when a refund moves its status on: recorded then, with its
+/// last change as the time.
+#[test]
+fn a_refund_keeps_a_legacy_fulfilment() {
+    let state = State::new();
+    let mut shipped = order(1, OrderStatus::Fulfilled, &[1000]);
+    shipped.updated_at = 77;
+    let id = shipped.id;
+    state.orders.orders.insert(id, Arc::new(shipped.clone()));
+    assert_eq!(state.fulfilled_at(&shipped), Some(77));
+    let mut rows = Vec::new();
+    let refund = Box::new(refund(&shipped, 1, usd(100)));
+    apply(&state, &PaymentEvent::Refunded { refund }, 90, &mut rows);
+    let after = state.order(&id).unwrap();
+    assert_eq!(after.status, OrderStatus::PartiallyRefunded);
+    assert_eq!(state.fulfilled_at(&after), Some(77));
+    let tables: Vec<&str> = rows.iter().map(|r| r.location().0).collect();
+    assert_eq!(tables, ["fulfillments", "refunds", "orders"]);
+}

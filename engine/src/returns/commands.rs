@@ -27,7 +27,9 @@ pub struct RequestReturn {
     pub reason: String,
 }
 
-/// Staff approve or reject a requested return.
+/// Staff approve a requested return, or reject a requested or approved one (an
+/// approved return whose units never came, or that cannot be received, is rejected to
+/// free its units).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct DecideReturn {
     /// The return.
@@ -74,25 +76,37 @@ fn wrong_state(r: &Return, action: &str) -> EngineError {
     EngineError::InvalidState(format!("cannot {action} a return that is {}", r.status.as_str()))
 }
 
-/// What the customer paid for `units` of `order`'s line `i` after `before` of its units
-/// were returned: the pro rata share of the line's total after its discount, rounded
-/// down, so that every unit's share adds up to the line's.
-fn paid_for(state: &State, order: &Order, i: usize, before: u32, units: u32) -> i64 {
+/// What `units` more of `order`'s line `i` are worth, when the order's other returns
+/// (rejected ones aside) hold `before` units of it, valued `claimed`: the pro rata share
+/// of the line's total after its discount, rounded down, less what is already claimed;
+/// the last units take exactly what is left. So a line's returns add up to exactly
+/// what it cost, whatever was rejected in between.
+fn paid_for(
+    state: &State,
+    order: &Order,
+    i: usize,
+    (before, claimed): (u32, i64),
+    units: u32,
+) -> i64 {
     let line = &order.lines[i];
     let off = state.order_discount(&order.id).and_then(|d| d.line_discounts.get(i).copied());
-    let paid = i128::from(line.line_total.amount() - off.unwrap_or(0));
-    let share = |n: u32| (paid * i128::from(n) / i128::from(line.quantity.max(1))) as i64;
-    share(before + units) - share(before)
+    let paid = line.line_total.amount() - off.unwrap_or(0);
+    if before + units >= line.quantity {
+        return (paid - claimed).max(0);
+    }
+    let share = (i128::from(paid) * i128::from(before + units) / i128::from(line.quantity)) as i64;
+    (share - claimed).max(0)
 }
 
-/// Units of `sku` the order's earlier returns (not rejected ones) hold.
-fn units_returned(state: &State, order: &Order, sku: &Sku) -> u32 {
+/// Units of `sku` the order's other returns (not rejected ones) hold, and what they are
+/// valued.
+fn units_returned(state: &State, order: &Order, sku: &Sku) -> (u32, i64) {
     state
         .returns_of_order(&order.id)
         .iter()
         .filter(|r| r.status != ReturnStatus::Rejected)
-        .flat_map(|r| r.lines.iter().filter(|l| &l.sku == sku).map(|l| l.quantity))
-        .sum()
+        .flat_map(|r| r.lines.iter().filter(|l| &l.sku == sku))
+        .fold((0, 0), |(units, value), l| (units + l.quantity, value + l.amount))
 }
 
 impl Request for RequestReturn {
@@ -120,7 +134,7 @@ impl Request for RequestReturn {
                 continue;
             }
             let before = units_returned(state, &order, sku);
-            let left = order.lines[i].quantity - before.min(order.lines[i].quantity);
+            let left = order.lines[i].quantity - before.0.min(order.lines[i].quantity);
             if *units < 1 || *units > i64::from(left) {
                 checks.fail(
                     format!("{at}.quantity"),
@@ -188,7 +202,12 @@ impl Request for DecideReturn {
         let min = if c.approve { 0 } else { 1 };
         checks.text("note", &c.note, min, RETURN_TEXT_MAX, true);
         done(checks)?;
-        if r.status != ReturnStatus::Requested {
+        let open = if c.approve {
+            r.status == ReturnStatus::Requested
+        } else {
+            matches!(r.status, ReturnStatus::Requested | ReturnStatus::Approved)
+        };
+        if !open {
             return Err(wrong_state(&r, if c.approve { "approve" } else { "reject" }));
         }
         let decision =
