@@ -299,6 +299,7 @@ fn schemas() -> Value {
             "reason",
             "note",
             "refund_id",
+            "refunded",
             "created_at",
             "updated_at",
             "version",
@@ -306,8 +307,9 @@ fn schemas() -> Value {
         json!({"id": string(), "order_id": string(),
                "status": {"type": "string", "enum": ["requested", "approved", "rejected", "received"], "description": "requested → approved | rejected, approved → rejected (orders:write: units that never came free up again); approved → received (payments:refund): the units are restocked as chosen and refunded. A customer may ask within the return window (--return-window-days, default 30) after the order was fulfilled; at most 20 returns per order."},
                "items": {"type": "array", "items": object(&["sku", "quantity", "amount", "restocked"], json!({"sku": string(), "quantity": {"type": "integer"}, "amount": reference("Money"), "restocked": {"type": "boolean"}}))},
-               "amount": {"allOf": [reference("Money")], "description": "What the units were paid: each line's total after its discount, pro rata, rounded down, so that returning every unit of a line adds up to exactly what it cost. Receiving refunds this, but never more than is left to refund of the order."},
+               "amount": {"allOf": [reference("Money")], "description": "What the units were paid: each line's total after its discount, pro rata and rounded down, less what the order's other returns of the line (rejected ones aside) already claim; the last units of a line take exactly what is left, so a line's returns add up to exactly what it cost. Receiving refunds this, but never more than is left to refund of the order."},
                "reason": string(), "note": string(), "refund_id": {"type": ["string", "null"]},
+               "refunded": {"allOf": [reference("Money")], "description": "What receiving it refunded: its amount, or less when the order had less left to refund (zero before it is received)."},
                "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}}),
     );
     let mut return_with_order = return_schema.clone();

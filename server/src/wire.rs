@@ -730,14 +730,19 @@ pub struct ReturnView<'a> {
     reason: &'a str,
     note: &'a str,
     refund_id: Option<IdText>,
+    refunded: MoneyJson,
     created_at: String,
     updated_at: String,
     version: u64,
 }
 
 impl<'a> ReturnView<'a> {
-    /// A return of an order in `currency`.
-    pub fn new(r: &'a Return, currency: Currency) -> ReturnView<'a> {
+    /// A return, with what its receipt refunded (read from its order's refunds).
+    pub fn new(state: &State, r: &'a Return) -> ReturnView<'a> {
+        let currency = state.order(&r.order_id).map_or(Currency::USD, |o| o.currency());
+        let refunded = r.refund_id.and_then(|id| {
+            state.refunds(&r.order_id).iter().find(|f| f.id == id).map(|f| f.amount.amount())
+        });
         let money = |amount: i64| {
             MoneyJson::from(Money::new(amount, currency).unwrap_or(Money::zero(currency)))
         };
@@ -759,6 +764,7 @@ impl<'a> ReturnView<'a> {
             reason: &r.reason,
             note: &r.note,
             refund_id: r.refund_id.map(|id| id.text()),
+            refunded: money(refunded.unwrap_or(0)),
             created_at: rfc3339(r.created_at),
             updated_at: rfc3339(r.updated_at),
             version: r.version,
@@ -774,10 +780,11 @@ pub struct ReturnOutcomeView<'a> {
     order: OrderView<'a>,
 }
 
-impl<'a> From<&'a ReturnOutcome> for ReturnOutcomeView<'a> {
-    fn from(o: &'a ReturnOutcome) -> ReturnOutcomeView<'a> {
+impl<'a> ReturnOutcomeView<'a> {
+    /// A return with its order.
+    pub fn new(state: &State, o: &'a ReturnOutcome) -> ReturnOutcomeView<'a> {
         ReturnOutcomeView {
-            r#return: ReturnView::new(&o.r#return, o.order.currency()),
+            r#return: ReturnView::new(state, &o.r#return),
             order: OrderView::from(&*o.order),
         }
     }

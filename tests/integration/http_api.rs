@@ -1738,6 +1738,7 @@ fn discount_pay_refund_return_restock_refund_end_to_end() {
         received["items"].as_array().unwrap().iter().map(|l| l["restocked"].clone()).collect();
     assert_eq!(restocked, [json!(true), json!(false)]);
     assert!(received["refund_id"].as_str().is_some_and(|r| r.starts_with("re_")));
+    assert_eq!(received["refunded"]["amount"], 2083);
     assert_eq!(s.stock(&admin, "RET-1"), (10, 0, 10));
     assert_eq!(s.stock(&admin, "RET-2"), (8, 0, 8));
     check((2500, 2283, 217), &["capture", "refund", "refund"]);

@@ -3,10 +3,12 @@
 //! staff choose) and refunds what the customer paid for them, in the same log entry.
 //!
 //! What units are worth: the line's total after its discount, pro rata and rounded
-//! down, so that the returns of every unit of a line add up to exactly what the line
-//! cost (a return of `q` units after `r` were returned is worth `paid(r + q) - paid(r)`,
-//! `paid(n) = ⌊line_paid × n / line_units⌋`). Receiving refunds that, but never more
-//! than is left to refund of the order.
+//! down, less what the order's other returns of the line (rejected ones aside) already
+//! claim; the last units of a line take exactly what is left. So a line's returns add
+//! up to exactly what it cost, whatever was rejected in between (`q` more units when
+//! others hold `r` valued `c` are worth `⌊line_paid × (r + q) / line_units⌋ - c`, at
+//! least 0). Receiving refunds that, but never more than is left to refund of the
+//! order.
 
 mod commands;
 mod model;

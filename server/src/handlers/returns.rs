@@ -27,8 +27,8 @@ fn named(call: &Call) -> Result<(Arc<Return>, Arc<Order>), Problem> {
     Ok((r, order))
 }
 
-fn answer(outcome: &ReturnOutcome, status: u16) -> Out {
-    let view = ReturnOutcomeView::from(outcome);
+fn answer(state: &State, outcome: &ReturnOutcome, status: u16) -> Out {
+    let view = ReturnOutcomeView::new(state, outcome);
     let out = if status == 201 {
         Out::created(&view, format!("/v1/returns/{}", outcome.r#return.id))
     } else {
@@ -48,14 +48,15 @@ pub async fn request(call: Call) -> Result<Out, Problem> {
             reason: body.reason.clone(),
         })
     };
-    idempotent_send(&call, prepare, |_, outcome| answer(outcome, 201)).await
+    idempotent_send(&call, prepare, |state, outcome| answer(state, outcome, 201)).await
 }
 
 /// `GET /v1/orders/{id}/returns`.
 pub async fn of_order(call: Call) -> Result<Out, Problem> {
     let order = reachable(&call, false)?;
-    let returns = call.app.engine.state().returns_of_order(&order.id);
-    let data = returns.iter().map(|r| ReturnView::new(r, order.currency())).collect();
+    let state = call.app.engine.state();
+    let returns = state.returns_of_order(&order.id);
+    let data = returns.iter().map(|r| ReturnView::new(state, r)).collect();
     Ok(Out::ok(&List { data, next_cursor: None }))
 }
 
@@ -75,15 +76,15 @@ pub async fn list(call: Call) -> Result<Out, Problem> {
     let after = cursor(query.cursor.as_deref(), |c| c.parse::<u64>().ok())?;
     let state = call.app.engine.state();
     let page = state.returns(status, after, limit(query.limit.as_deref())?);
-    let currency = |r: &Return| state.order(&r.order_id).map_or(Currency::USD, |o| o.currency());
-    let data = page.items.iter().map(|r| ReturnView::new(r, currency(r))).collect();
+    let data = page.items.iter().map(|r| ReturnView::new(state, r)).collect();
     Ok(Out::ok(&List { data, next_cursor: page.next }))
 }
 
 /// `GET /v1/returns/{id}`.
 pub async fn get(call: Call) -> Result<Out, Problem> {
-    let (r, order) = named(&call)?;
-    Ok(Out::ok(&ReturnView::new(&r, order.currency())).versioned(r.version))
+    let (r, _) = named(&call)?;
+    let view = ReturnView::new(call.app.engine.state(), &r);
+    Ok(Out::ok(&view).versioned(r.version))
 }
 
 async fn decide(call: Call, approve: bool) -> Result<Out, Problem> {
@@ -97,7 +98,7 @@ async fn decide(call: Call, approve: bool) -> Result<Out, Problem> {
             note: body.note.clone().unwrap_or_default(),
         })
     };
-    idempotent_send(&call, prepare, |_, outcome| answer(outcome, 200)).await
+    idempotent_send(&call, prepare, |state, outcome| answer(state, outcome, 200)).await
 }
 
 /// `POST /v1/returns/{id}/approve`.
@@ -121,5 +122,5 @@ pub async fn receive(call: Call) -> Result<Out, Problem> {
             not_restocked: body.not_restocked.clone(),
         })
     };
-    idempotent_send(&call, prepare, |_, outcome| answer(outcome, 200)).await
+    idempotent_send(&call, prepare, |state, outcome| answer(state, outcome, 200)).await
 }
