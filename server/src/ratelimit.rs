@@ -16,7 +16,8 @@ const KEYS_MAX: usize = 8192;
 /// The route classes that have their own limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Class {
-    /// The token endpoint and registration: strict, against password guessing.
+    /// The token endpoint, registration and entering a discount code on a cart: strict,
+    /// against guessing passwords or codes.
     Auth,
     /// Reads.
     Read,

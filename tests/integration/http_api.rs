@@ -1380,6 +1380,10 @@ fn the_token_endpoint_is_rate_limited() {
     let register =
         s.post("/v1/auth/register").json(json!({"email": "x@example.com", "password": PASSWORD}));
     register.send().problem(429, "rate_limited");
+    // So does entering a discount code: codes are not guessed faster than passwords.
+    let cart = s.cart(None);
+    let guess = s.post(&format!("/v1/carts/{cart}/discount-codes")).json(json!({"code": "GUESS1"}));
+    guess.send().problem(429, "rate_limited");
     assert_eq!(s.get("/v1/products").send().status, 200);
 }
 
