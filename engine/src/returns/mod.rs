@@ -156,9 +156,10 @@ fn put(state: &State, r: Return, rows: &mut Vec<Row>) {
 fn put_in_memory(state: &State, r: Arc<Return>) {
     let tables = &state.returns;
     if !tables.returns.contains_key(&r.id) {
+        // New returns come in `seq` order, when requested and at load (rows are keyed
+        // by it), so appending keeps an order's list oldest first.
         let mut ids = tables.by_order.get(&r.order_id).map_or_else(Vec::new, |ids| (*ids).clone());
         ids.push(r.id);
-        ids.sort_by_key(|id| tables.returns.get(id).map_or(r.seq, |other| other.seq));
         tables.by_order.insert(r.order_id, Arc::new(ids));
         tables.by_seq.insert(r.seq, r.id);
     }
