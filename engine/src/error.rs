@@ -75,6 +75,8 @@ pub enum EntityKind {
     DiscountCode,
     /// A return.
     Return,
+    /// A payment provider call.
+    PaymentCall,
 }
 
 impl fmt::Display for EntityKind {
@@ -89,6 +91,7 @@ impl fmt::Display for EntityKind {
             EntityKind::FlashSale => "flash sale",
             EntityKind::DiscountCode => "discount code",
             EntityKind::Return => "return",
+            EntityKind::PaymentCall => "payment call",
         })
     }
 }

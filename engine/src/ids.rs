@@ -315,6 +315,10 @@ id_type!(
     RefundId, "re_", Random
 );
 id_type!(
+    /// A payment provider call's id (`pcall_…`), 128 random bits.
+    PaymentCallId, "pcall_", Random
+);
+id_type!(
     /// A return's id (`ret_…`), 128 random bits.
     ReturnId, "ret_", Random
 );
@@ -324,7 +328,7 @@ id_type!(
 );
 
 seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId);
-random_ids!(OrderId, PaymentId, RefundId, ReturnId, ApiClientId);
+random_ids!(OrderId, PaymentId, PaymentCallId, RefundId, ReturnId, ApiClientId);
 
 impl CartId {
     /// The id of a cart: 128 random bits, 25 base-36 digits.

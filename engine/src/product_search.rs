@@ -410,6 +410,12 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             | Event::Payments(PaymentEvent::PaymentCaptured { order_id, .. }) => {
                 order_skus(&mut skus, order_id)
             }
+            // A capture through a provider ships the order's units.
+            Event::Payments(PaymentEvent::CallAdvanced(step)) => {
+                if let Some(call) = step.payment.as_ref().and(state.payment_call(&step.call_id)) {
+                    order_skus(&mut skus, &call.order_id)
+                }
+            }
             // Received units may go back in stock.
             Event::Returns(ReturnEvent::Received(receipt)) => {
                 skus.extend(receipt.restocked.iter().cloned());
@@ -430,7 +436,7 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
                 }
             }
             // A refund changes money, not stock.
-            Event::Payments(PaymentEvent::Refunded { .. })
+            Event::Payments(PaymentEvent::Refunded { .. } | PaymentEvent::CallStarted { .. })
             | Event::Promotions(_)
             | Event::Returns(ReturnEvent::Requested(_) | ReturnEvent::Decided(_))
             | Event::Carts(_)

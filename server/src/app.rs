@@ -52,6 +52,12 @@ pub struct App {
     pub searches: Arc<Semaphore>,
     /// Log shipping: this node's standbys, and what a standby hears from its primary.
     pub replication: Replication,
+    /// Makes the payment-provider calls the engine records, and resumes them after a
+    /// restart (on a standby it waits until promoted).
+    pub payments: PaymentProcessor,
+    /// The simulated asynchronous provider (`callback`), whose callbacks this server
+    /// verifies.
+    pub gateway: crate::gateway::CallbackGateway,
 }
 
 /// The node's replication.
@@ -153,7 +159,24 @@ impl App {
         .await?
         .map_err(|e| anyhow::anyhow!("opening the search index: {e}"))?;
         let keys = signing_keys(&engine, &config, standby).await?;
+        let gateway = crate::gateway::CallbackGateway::new(Duration::from_millis(
+            config.payment_callback_delay_ms,
+        ));
+        let processor_config = ProcessorConfig {
+            callback_wait: Duration::from_secs(config.payment_callback_wait_s),
+            give_up_after: Duration::from_secs(config.payment_give_up_s),
+            ..ProcessorConfig::default()
+        };
+        // The simulated gateway calls back over plain HTTP: not offered behind TLS.
+        let providers: Vec<Arc<dyn PaymentProvider>> = match config.tls {
+            None => vec![Arc::new(gateway.clone())],
+            Some(_) => Vec::new(),
+        };
+        let payments = PaymentProcessor::start(engine.clone(), providers, processor_config)
+            .map_err(|e| anyhow::anyhow!("starting the payment processor: {e}"))?;
         let app = Arc::new(App {
+            payments,
+            gateway,
             search,
             limiter: RateLimiter::new(config.rate_auth, config.rate_read, config.rate_write),
             passwords: Passwords::new(config.password_hash_kib, crate::auth::HASHING_WAIT),

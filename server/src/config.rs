@@ -52,6 +52,18 @@ pub struct ServeArgs {
     /// How many days after an order is fulfilled its customer may ask to return units.
     #[arg(long, env = "EMPORIUM_RETURN_WINDOW_DAYS")]
     pub return_window_days: Option<u64>,
+    /// How long the simulated asynchronous payment provider (`callback`) takes to call
+    /// back with its answer, in milliseconds.
+    #[arg(long, env = "EMPORIUM_PAYMENT_CALLBACK_DELAY_MS")]
+    pub payment_callback_delay_ms: Option<u64>,
+    /// How long a payment awaiting a provider's callback waits before the provider is
+    /// asked again, in seconds.
+    #[arg(long, env = "EMPORIUM_PAYMENT_CALLBACK_WAIT_S")]
+    pub payment_callback_wait_s: Option<u64>,
+    /// How long a provider may take to settle a payment before it is voided and its
+    /// order can be paid again or expire, in seconds.
+    #[arg(long, env = "EMPORIUM_PAYMENT_GIVE_UP_S")]
+    pub payment_give_up_s: Option<u64>,
     /// Access token lifetime, in seconds.
     #[arg(long, env = "EMPORIUM_ACCESS_TOKEN_TTL_S")]
     pub access_token_ttl_s: Option<u64>,
@@ -162,6 +174,9 @@ struct FileConfig {
     reservation_ttl_s: Option<u64>,
     cart_ttl_s: Option<u64>,
     return_window_days: Option<u64>,
+    payment_callback_delay_ms: Option<u64>,
+    payment_callback_wait_s: Option<u64>,
+    payment_give_up_s: Option<u64>,
     access_token_ttl_s: Option<u64>,
     refresh_token_ttl_s: Option<u64>,
     signing_keys: Option<Vec<String>>,
@@ -235,6 +250,12 @@ pub struct Config {
     pub cart_ttl_s: u64,
     /// Days after fulfilment a customer may ask to return units.
     pub return_window_days: u64,
+    /// The simulated asynchronous provider's delay before its callback.
+    pub payment_callback_delay_ms: u64,
+    /// How long a payment awaits a callback before the provider is asked again.
+    pub payment_callback_wait_s: u64,
+    /// How long a provider may take to settle a payment before it is voided.
+    pub payment_give_up_s: u64,
     /// Access token lifetime.
     pub access_token_ttl_s: u64,
     /// Refresh token lifetime.
@@ -303,6 +324,9 @@ impl Default for Config {
             reservation_ttl_s: 15 * 60,
             cart_ttl_s: 30 * 24 * 3600,
             return_window_days: 30,
+            payment_callback_delay_ms: 1000,
+            payment_callback_wait_s: 30,
+            payment_give_up_s: 600,
             access_token_ttl_s: 15 * 60,
             refresh_token_ttl_s: 30 * 24 * 3600,
             signing_keys: Vec::new(),
@@ -382,6 +406,11 @@ impl Config {
             reservation_ttl_s: pick!(reservation_ttl_s).unwrap_or(d.reservation_ttl_s),
             cart_ttl_s: pick!(cart_ttl_s).unwrap_or(d.cart_ttl_s),
             return_window_days: pick!(return_window_days).unwrap_or(d.return_window_days),
+            payment_callback_delay_ms: pick!(payment_callback_delay_ms)
+                .unwrap_or(d.payment_callback_delay_ms),
+            payment_callback_wait_s: pick!(payment_callback_wait_s)
+                .unwrap_or(d.payment_callback_wait_s),
+            payment_give_up_s: pick!(payment_give_up_s).unwrap_or(d.payment_give_up_s),
             access_token_ttl_s: pick!(access_token_ttl_s).unwrap_or(d.access_token_ttl_s),
             refresh_token_ttl_s: pick!(refresh_token_ttl_s).unwrap_or(d.refresh_token_ttl_s),
             signing_keys: pick!(signing_keys).unwrap_or_default(),
@@ -444,6 +473,15 @@ impl Config {
         anyhow::ensure!(
             self.return_window_days <= 3650,
             "return_window_days must be at most 3650 (ten years)"
+        );
+        anyhow::ensure!(
+            self.payment_callback_delay_ms <= 600_000,
+            "payment_callback_delay_ms must be at most 600000 (ten minutes)"
+        );
+        anyhow::ensure!(
+            (1..=86_400).contains(&self.payment_callback_wait_s)
+                && (1..=86_400).contains(&self.payment_give_up_s),
+            "payment_callback_wait_s and payment_give_up_s must be 1 to 86400 (a day)"
         );
         anyhow::ensure!(self.access_token_ttl_s >= 1, "access_token_ttl_s must be at least 1");
         anyhow::ensure!(self.refresh_token_ttl_s >= 1, "refresh_token_ttl_s must be at least 1");

@@ -624,7 +624,7 @@ mod tests {
         }
         assert!(app
             .metrics
-            .render(&app.engine, &app.replication)
+            .render(&app.engine, &app.replication, &app.payments)
             .contains("emporium_handler_panics_total 2"));
         app.engine.clone().close();
     }

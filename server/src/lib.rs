@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod feed;
+pub mod gateway;
 pub mod handlers;
 pub mod http;
 pub mod metrics;

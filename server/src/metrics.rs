@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use emporium_engine::Engine;
+use emporium_engine::{Engine, PaymentProcessor};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,6 +56,9 @@ pub struct Metrics {
     carts_abandoned: Gauge,
     orders: Gauge,
     storage_memory: Gauge,
+    payment_calls_open: Gauge,
+    provider_calls: Gauge,
+    provider_failures: Gauge,
     replication: ReplicationGauges,
 }
 
@@ -215,7 +218,25 @@ impl Metrics {
         let carts_abandoned = Gauge::default();
         let orders = Gauge::default();
         let storage_memory = Gauge::default();
+        let payment_calls_open = Gauge::default();
+        let provider_calls = Gauge::default();
+        let provider_failures = Gauge::default();
         registry.register("orders", "Orders held, every status", orders.clone());
+        registry.register(
+            "payment_calls_open",
+            "Payments through a provider not settled yet (each holds its order)",
+            payment_calls_open.clone(),
+        );
+        registry.register(
+            "payment_provider_calls",
+            "Calls made to payment providers since start, retries included",
+            provider_calls.clone(),
+        );
+        registry.register(
+            "payment_provider_failures",
+            "Payment-call passes that failed (timeouts, errors, an open breaker) and will be retried",
+            provider_failures.clone(),
+        );
         registry.register(
             "storage_memory_bytes",
             "Memory the storage backend holds: RocksDB's memtables and block cache",
@@ -316,6 +337,9 @@ impl Metrics {
             carts_abandoned,
             orders,
             storage_memory,
+            payment_calls_open,
+            provider_calls,
+            provider_failures,
         }
     }
 
@@ -355,7 +379,12 @@ impl Metrics {
     }
 
     /// The exposition text, with the engine's figures read now.
-    pub fn render(&self, engine: &Engine, replication: &crate::app::Replication) -> String {
+    pub fn render(
+        &self,
+        engine: &Engine,
+        replication: &crate::app::Replication,
+        payments: &PaymentProcessor,
+    ) -> String {
         self.replication.update(replication, engine);
         let stats = engine.stats();
         self.queue_depth.set(engine.queue_depth() as i64);
@@ -372,6 +401,10 @@ impl Metrics {
         self.carts_abandoned.set(engine.state().carts_abandoned() as i64);
         self.orders.set(engine.state().order_count() as i64);
         self.storage_memory.set(engine.storage_memory_bytes().unwrap_or(0) as i64);
+        self.payment_calls_open.set(engine.state().open_payment_call_count() as i64);
+        let payments = payments.stats();
+        self.provider_calls.set(payments.provider_calls.load(Ordering::Relaxed) as i64);
+        self.provider_failures.set(payments.provider_failures.load(Ordering::Relaxed) as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

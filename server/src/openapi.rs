@@ -286,6 +286,30 @@ fn schemas() -> Value {
         json!({"id": string(), "order_id": string(), "method": string(), "card_brand": string(), "amount": reference("Money"),
                "status": {"type": "string", "enum": ["captured"]}, "created_at": timestamp()}),
     );
+    let payment_call = object(
+        &[
+            "id",
+            "order_id",
+            "provider",
+            "method",
+            "amount",
+            "status",
+            "reference",
+            "card_brand",
+            "message",
+            "authorized_at",
+            "payment_id",
+            "created_at",
+            "updated_at",
+        ],
+        json!({"id": string(), "order_id": string(), "provider": string(), "method": string(), "amount": reference("Money"),
+               "status": {"type": "string", "enum": ["pending", "awaiting_callback", "authorized", "captured", "declined", "voided"],
+                          "description": "pending (recorded; the provider is being asked) → awaiting_callback (the provider will call back) → authorized → captured (the order is paid); declined (the provider refused: the order can be paid again) or voided (the provider did not settle in time, or the capture failed: released with the provider, no money moved) from any open status. While a call is open its order neither expires nor can be cancelled; a restart resumes it."},
+               "reference": {"type": "string", "description": "The provider's reference (empty until it gives one)."},
+               "card_brand": string(), "message": {"type": "string", "description": "The provider's reason for a decline, or why the call was voided."},
+               "authorized_at": {"type": ["string", "null"], "format": "date-time"}, "payment_id": {"type": ["string", "null"], "description": "The payment a capture made (in the order's payments)."},
+               "created_at": timestamp(), "updated_at": timestamp()}),
+    );
     let mut payment_with_order = payment.clone();
     payment_with_order["properties"]["order"] = reference("Order");
     payment_with_order["required"].as_array_mut().expect("an array").push(json!("order"));
@@ -440,6 +464,16 @@ fn schemas() -> Value {
         "Checkout": object(&[], json!({"email": email(), "shipping_address": reference("Address")})),
         "PaymentRequest": object(&["method", "token"], json!({"method": {"type": "string", "enum": ["test_card"]}, "token": string()})),
         "OrderPayment": payment,
+        "PaymentCallRequest": object(&["provider", "method", "token"], json!({
+            "provider": {"type": "string", "description": "A configured provider: `callback` (the simulated asynchronous gateway; not offered when the server serves TLS). 422 on provider otherwise."},
+            "method": {"type": "string", "enum": ["test_card"]},
+            "token": {"type": "string", "minLength": 1, "maxLength": 200, "description": "The provider's card token: the gateway authorizes tok_visa and tok_mastercard and declines anything else (by callback). A card number is refused (422): tokens only."}})),
+        "PaymentCall": payment_call.clone(),
+        "PaymentCallList": list_of("PaymentCall"),
+        "ProviderCallback": object(&["call_id", "reference", "status"], json!({
+            "call_id": string(), "reference": {"type": "string", "description": "Must match the call's reference once it has one (422 otherwise)."},
+            "status": {"type": "string", "enum": ["authorized", "declined"]},
+            "card_brand": string(), "message": {"type": "string", "maxLength": 500}})),
         "NewReturn": object(&["items", "reason"], json!({
             "items": {"type": "array", "minItems": 1, "items": object(&["sku", "quantity"], json!({"sku": string(), "quantity": {"type": "integer", "minimum": 1, "description": "At most the line's units not in an earlier return (rejected ones excepted)."}}))},
             "reason": {"type": "string", "minLength": 1, "maxLength": 500}})),
@@ -458,15 +492,15 @@ fn schemas() -> Value {
         "Ledger": object(&["order_id", "currency", "captured", "refunded", "balance", "data"],
             json!({"order_id": string(), "currency": string(), "captured": reference("Money"), "refunded": reference("Money"),
                    "balance": {"allOf": [reference("Money")], "description": "captured − refunded: sums over the entries."},
-                   "data": {"type": "array", "description": "Every money movement, oldest first; immutable. At most one capture and 100 refunds, so not paged.",
+                   "data": {"type": "array", "description": "Every money movement, oldest first; immutable: authorizations and voids of payments through a provider (no money moves: not summed), the capture, refunds. At most 20 payment calls and 100 refunds, so not paged.",
                             "items": object(&["id", "kind", "amount", "provider_reference", "reason", "created_at"],
-                                json!({"id": string(), "kind": {"type": "string", "enum": ["capture", "refund"]}, "amount": reference("Money"),
-                                       "provider_reference": string(), "reason": {"type": ["string", "null"], "description": "A refund's reason; null for a capture."},
+                                json!({"id": {"type": "string", "description": "The payment's (pay_), refund's (re_) or, for an authorization or void, payment call's (pcall_) id."}, "kind": {"type": "string", "enum": ["authorization", "capture", "void", "refund"]}, "amount": reference("Money"),
+                                       "provider_reference": string(), "reason": {"type": ["string", "null"], "description": "A refund's reason, or why a void happened; null for an authorization or a capture."},
                                        "created_at": timestamp()}))}})),
         "Reconciliation": object(&["lsn", "orders", "refunds", "totals", "mismatch_count", "mismatches"],
             json!({"lsn": {"type": "integer", "description": "The last LSN when the check began."}, "orders": {"type": "integer"}, "refunds": {"type": "integer"},
                    "totals": {"type": "array", "items": object(&["currency", "captured", "refunded"], json!({"currency": string(), "captured": {"type": "integer"}, "refunded": {"type": "integer"}}))},
-                   "mismatch_count": {"type": "integer", "description": "Problems found (an order may have more than one), each an order whose status or total disagrees with its ledger, found again on re-reading (the check reads the live state, not a snapshot; totals are as first read): an unpaid order with entries, a paid one whose captures are not its total, refunds above the captures or at odds with the status, an entry in another currency, refunds of a missing order."},
+                   "mismatch_count": {"type": "integer", "description": "Problems found (an order may have more than one), each an order whose status or total disagrees with its ledger, found again on re-reading (the check reads the live state, not a snapshot; totals are as first read): an unpaid order with captures, a paid one whose captures are not its total, an open payment call of an order no longer pending, a captured call whose payment is not in its order, refunds above the captures or at odds with the status, an entry in another currency, refunds of a missing order."},
                    "mismatches": {"type": "array", "description": "The first 100.", "items": object(&["order_id", "problem"], json!({"order_id": string(), "problem": string()}))}})),
         "Payment": payment_with_order,
         "Order": object(&["id", "customer_id", "email", "status", "items", "subtotal", "discount_total", "total", "currency", "reservation_expires_at", "payments", "shipping_address", "created_at", "updated_at", "version"],

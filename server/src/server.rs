@@ -231,6 +231,7 @@ impl Server {
         let head_timeout = Duration::from_secs(config.header_timeout_s);
         let idle_timeout = Duration::from_secs(config.idle_timeout_s);
         let app = App::open(config).await?;
+        app.gateway.set_target(listener.local_addr()?);
         Ok(Server { app, listener, tls, gate, head_timeout, idle_timeout })
     }
 
@@ -339,6 +340,7 @@ impl Server {
             tracing::warn!("some connections did not finish in time");
         }
         let app = self.app.clone();
+        app.payments.stop();
         tokio::task::spawn_blocking(move || {
             app.search.stop();
             app.engine.clone().close();

@@ -307,6 +307,53 @@ pub struct PaymentRequest {
     pub token: String,
 }
 
+/// `POST /v1/orders/{id}/payment-calls`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentCallRequest {
+    pub provider: String,
+    pub method: String,
+    pub token: String,
+}
+
+/// A payment call: the record of a payment through a provider.
+#[derive(Serialize)]
+pub struct PaymentCallView<'a> {
+    id: IdText,
+    order_id: IdText,
+    provider: &'a str,
+    method: &'a str,
+    amount: MoneyJson,
+    status: &'static str,
+    reference: &'a str,
+    card_brand: &'a str,
+    message: &'a str,
+    authorized_at: Option<String>,
+    payment_id: Option<IdText>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> From<&'a PaymentCall> for PaymentCallView<'a> {
+    fn from(c: &'a PaymentCall) -> PaymentCallView<'a> {
+        PaymentCallView {
+            id: c.id.text(),
+            order_id: c.order_id.text(),
+            provider: &c.provider,
+            method: &c.method,
+            amount: c.amount.into(),
+            status: c.status.as_str(),
+            reference: &c.reference,
+            card_brand: &c.card_brand,
+            message: &c.message,
+            authorized_at: c.authorized_at.map(rfc3339),
+            payment_id: c.payment_id.map(|id| id.text()),
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+        }
+    }
+}
+
 /// `POST /v1/orders/{id}/refunds` (an empty body refunds everything not yet refunded).
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -829,7 +876,8 @@ impl<'a> LedgerView<'a> {
                     kind: e.kind.as_str(),
                     amount: e.amount.into(),
                     provider_reference: &e.provider_reference,
-                    reason: (e.kind == LedgerKind::Refund).then_some(e.reason.as_str()),
+                    reason: matches!(e.kind, LedgerKind::Refund | LedgerKind::Void)
+                        .then_some(e.reason.as_str()),
                     created_at: rfc3339(e.created_at),
                 })
                 .collect(),

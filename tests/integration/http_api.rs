@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 64] = [
+const ENDPOINTS: [(&str, &str, u16); 67] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1256,6 +1256,9 @@ const ENDPOINTS: [(&str, &str, u16); 64] = [
     ("get", "/v1/orders", 200),
     ("get", "/v1/orders/{id}", 200),
     ("post", "/v1/orders/{id}/payments", 201),
+    ("post", "/v1/orders/{id}/payment-calls", 202),
+    ("get", "/v1/orders/{id}/payment-calls", 200),
+    ("post", "/v1/payment-callbacks/{provider}", 200),
     ("post", "/v1/orders/{id}/cancel", 200),
     ("post", "/v1/orders/{id}/fulfillments", 200),
     ("post", "/v1/orders/{id}/refunds", 201),

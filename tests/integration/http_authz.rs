@@ -245,6 +245,7 @@ const ADMIN_201: [u16; 7] = [401, 403, 403, 403, 201, 201, 403];
 const OWNER_200: [u16; 7] = [401, 200, 403, 200, 200, 200, 403];
 const OWNER_201: [u16; 7] = [401, 201, 403, 201, 201, 201, 403];
 const OWNER_204: [u16; 7] = [401, 204, 403, 204, 204, 204, 403];
+const OWNER_202: [u16; 7] = [401, 202, 403, 202, 202, 202, 403];
 
 fn row(
     endpoint: &'static str,
@@ -567,6 +568,52 @@ fn rows() -> Vec<Row> {
                     .keyed()
             },
             ALL_201,
+        ),
+        row(
+            "POST /v1/orders/{A's}/payment-calls",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/orders/{}/payment-calls", f.order(true)))
+                    .json(
+                        json!({"provider": "callback", "method": "test_card", "token": "tok_visa"}),
+                    )
+                    .keyed()
+            },
+            OWNER_202,
+        ),
+        row(
+            "POST /v1/orders/{guest}/payment-calls",
+            "orders:write",
+            |f| {
+                Call::new("POST", format!("/v1/orders/{}/payment-calls", f.order(false)))
+                    .json(
+                        json!({"provider": "callback", "method": "test_card", "token": "tok_visa"}),
+                    )
+                    .keyed()
+            },
+            [202; 7],
+        ),
+        row(
+            "GET /v1/orders/{A's}/payment-calls",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/orders/{}/payment-calls", f.order(true))),
+            OWNER_200,
+        ),
+        row(
+            "GET /v1/orders/{guest}/payment-calls",
+            "orders:read",
+            |f| Call::new("GET", format!("/v1/orders/{}/payment-calls", f.order(false))),
+            ALL_200,
+        ),
+        // Providers sign their callbacks; no token stands in for the signature.
+        row(
+            "POST /v1/payment-callbacks/callback (unsigned)",
+            IRRELEVANT_SCOPE,
+            |_| {
+                Call::new("POST", "/v1/payment-callbacks/callback")
+                    .json(json!({"call_id": "pcall_0", "reference": "x", "status": "declined"}))
+            },
+            [401; 7],
         ),
         row(
             "POST /v1/orders/{A's}/cancel",

@@ -356,16 +356,22 @@ fn verify_replays(s: &TestServer, callers: &Callers<'_>, acked: &[Keyed], cycle:
 }
 
 /// The server child, killed on drop.
-struct ServerChild {
+pub(crate) struct ServerChild {
     process: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl ServerChild {
-    fn start(data: &Path, search: &Path) -> ServerChild {
+    pub(crate) fn start(data: &Path, search: &Path) -> ServerChild {
+        ServerChild::start_with(data, search, &[])
+    }
+
+    /// With these environment variables set.
+    pub(crate) fn start_with(data: &Path, search: &Path, env: &[(&str, &str)]) -> ServerChild {
         let mut process = Command::new(env!("CARGO_BIN_EXE_server-child"))
             .arg(data)
             .arg(search)
+            .envs(env.iter().copied())
             .env("EMPORIUM_ADMIN_EMAIL", crate::http_support::ADMIN_EMAIL)
             .env("EMPORIUM_ADMIN_PASSWORD", crate::http_support::ADMIN_PASSWORD)
             .stdout(Stdio::piped())
@@ -380,7 +386,7 @@ impl ServerChild {
         ServerChild { url: url.to_string(), process }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }

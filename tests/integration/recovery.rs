@@ -123,12 +123,13 @@ fn a_directory_of_another_format_is_refused() {
 
 /// A format-3 log (written before the flash-sale events were appended to the event
 /// enum), format-4 log (before the refund event), format-5 log (before the
-/// promotions' events) or format-6 log (before the returns') is read as it is: its unmaterialized
+/// promotions' events), format-6 log (before the returns') or format-7 log (before the
+/// payment calls') is read as it is: its unmaterialized
 /// tail is replayed, and the log is stamped with the current format, so a build that
 /// does not know the new events refuses it by its version from then on.
 #[test]
 fn older_logs_of_the_same_layout_are_replayed_and_restamped() {
-    for old in [3u8, 4, 5, 6] {
+    for old in [3u8, 4, 5, 6, 7] {
         an_older_log_is_replayed_and_restamped(old);
     }
 }
@@ -358,13 +359,13 @@ fn a_format_2_directory_is_upgraded_in_place_and_its_log_tail_replayed() {
     assert_eq!(placed, 2, "the tail placed two orders");
     upgraded.engine.close();
     // Its format-2 rows were read as they are and every entity column family is now
-    // stamped with row format 4 (the idempotency outcome and the order status grew), so
-    // a build that reads only format 2 refuses the directory instead of failing on a
-    // `Placed` record.
+    // stamped with row format 5 (the idempotency outcome grew twice, the order status
+    // once), so a build that reads only format 2 refuses the directory instead of
+    // failing on a `Placed` record.
     let store = open_store(&upgraded.data);
     for cf in ["idempotency", "orders", "products"] {
         let stamp = store.get(emporium_storage::CF_META, format!("format/{cf}").as_bytes());
-        assert_eq!(stamp.unwrap().unwrap(), 4u32.to_le_bytes(), "{cf}");
+        assert_eq!(stamp.unwrap().unwrap(), 5u32.to_le_bytes(), "{cf}");
     }
 }
 

@@ -19,6 +19,9 @@ pub enum IdempotentOutcome {
     /// A checkout or purchase that placed this order, replayed as the order was when
     /// placed ([`Order::as_placed`]): a reference, not a second copy of the order.
     Placed(OrderId),
+    /// A payment through a provider that started this call; replayed as the call is
+    /// now (it may have settled since).
+    Call(PaymentCallId),
 }
 
 /// A response kept for an idempotency key.

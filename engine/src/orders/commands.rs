@@ -245,6 +245,11 @@ impl Request for CancelOrder {
         if order.status != OrderStatus::PendingPayment {
             return Err(invalid_transition(&order, "cancel"));
         }
+        if state.open_charge(&order.id).is_some() {
+            return Err(EngineError::InvalidState(
+                "a payment of this order is in progress: cancel once it settles".into(),
+            ));
+        }
         let event = OrderEvent::Cancelled { order_id: order.id };
         Decision::one(order.id, event)
     }

@@ -57,43 +57,41 @@ impl Default for Tables {
     }
 }
 
-pub(crate) const DOMAIN: Domain =
-    Domain {
-        name: "orders",
-        tables: &[
-            Table {
-                name: ORDERS,
-                rows: |s, f| s.orders.orders.entries().iter().for_each(|(_, o)| f(&**o)),
-                load: |state, bytes| {
-                    let order: Order = decode_row(bytes, "order")?;
-                    index_order(state, &order);
-                    state.orders.orders.insert(order.id, Arc::new(order));
-                    Ok(())
-                },
-                check_v1: check_v1::<Order>,
+pub(crate) const DOMAIN: Domain = Domain {
+    name: "orders",
+    tables: &[
+        Table {
+            name: ORDERS,
+            rows: |s, f| s.orders.orders.entries().iter().for_each(|(_, o)| f(&**o)),
+            load: |state, bytes| {
+                let order: Order = decode_row(bytes, "order")?;
+                index_order(state, &order);
+                state.orders.orders.insert(order.id, Arc::new(order));
+                Ok(())
             },
-            Table {
-                name: FULFILLMENTS,
-                rows: |s, f| {
-                    s.orders.fulfilled.entries().into_iter().for_each(|(order_id, fulfilled_at)| {
-                        f(&Fulfillment { order_id, fulfilled_at })
-                    })
-                },
-                load: |state, bytes| {
-                    let fulfillment: Fulfillment = decode_row(bytes, "fulfillment")?;
-                    state.orders.fulfilled.insert(fulfillment.order_id, fulfillment.fulfilled_at);
-                    Ok(())
-                },
-                check_v1: check_v1::<Fulfillment>,
+            check_v1: check_v1::<Order>,
+        },
+        Table {
+            name: FULFILLMENTS,
+            rows: |s, f| {
+                s.orders
+                    .fulfilled
+                    .entries()
+                    .into_iter()
+                    .for_each(|(order_id, fulfilled_at)| f(&Fulfillment { order_id, fulfilled_at }))
             },
-        ],
-        counters: |state| vec![&state.orders.order_seq],
-        timers: Some(Timers {
-            due: |state, now, _| state.next_expiry().is_some_and(|at| at <= now),
-            expire,
-        }),
-        verify: Some(check_reservations),
-    };
+            load: |state, bytes| {
+                let fulfillment: Fulfillment = decode_row(bytes, "fulfillment")?;
+                state.orders.fulfilled.insert(fulfillment.order_id, fulfillment.fulfilled_at);
+                Ok(())
+            },
+            check_v1: check_v1::<Fulfillment>,
+        },
+    ],
+    counters: |state| vec![&state.orders.order_seq],
+    timers: Some(Timers { due: |state, now, _| due_expiries(state, now).next().is_some(), expire }),
+    verify: Some(check_reservations),
+};
 
 // In a module of its own so that rkyv's generated types stay private.
 mod event {
@@ -343,17 +341,26 @@ fn release(
     put_order(state, order, rows);
 }
 
+/// The pending orders whose reservation ran out, soonest first, but for those a
+/// payment is in progress for (the provider may be taking the money: they expire once
+/// it settles unpaid). Those are at most [`crate::OPEN_CALLS_MAX`].
+fn due_expiries(state: &State, now: TimestampMs) -> impl Iterator<Item = OrderId> + '_ {
+    state
+        .orders
+        .expiry
+        .iter()
+        .take_while(move |e| e.value().0 <= now)
+        .map(|e| e.value().1)
+        .filter(|order_id| state.open_charge(order_id).is_none())
+}
+
 /// Expires the pending orders whose reservation ran out.
 fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>) -> usize {
     let before = events.len();
     events.extend(
-        state
-            .orders
-            .expiry
-            .iter()
-            .take_while(|e| e.value().0 <= ctx.now)
+        due_expiries(state, ctx.now)
             .take(EXPIRIES_PER_COMMAND_MAX)
-            .map(|e| OrderEvent::Expired { order_id: e.value().1 }.into()),
+            .map(|order_id| OrderEvent::Expired { order_id }.into()),
     );
     events.len() - before
 }

@@ -45,15 +45,29 @@ pub enum Captured {
 
 /// The card brand a test token stands for: approved, declined, or not a test token.
 fn test_card(token: &str) -> Result<Option<&'static str>> {
-    match token {
-        "tok_visa" => Ok(Some("visa")),
-        "tok_mastercard" => Ok(Some("mastercard")),
-        "tok_declined" => Ok(None),
-        _ => Err(EngineError::field(
-            "token",
-            "the test provider takes tok_visa, tok_mastercard or tok_declined",
-        )),
+    match super::test_token(token) {
+        Ok(brand) => Ok(Some(brand)),
+        Err(_) if token == "tok_declined" => Ok(None),
+        Err(why) => Err(EngineError::field("token", why)),
     }
+}
+
+/// The order named, if it can be paid now: pending, its reservation not run out, and
+/// no payment of it in progress.
+pub(crate) fn payable_order(state: &State, id: &str, ctx: &Ctx<'_>) -> Result<Arc<Order>> {
+    let order = order_named(state, id)?;
+    if order.status != OrderStatus::PendingPayment {
+        return Err(invalid_transition(&order, "pay"));
+    }
+    if ctx.now >= order.reservation_expires_at {
+        return Err(EngineError::InvalidState("the order's reservation has expired".into()));
+    }
+    if state.open_charge(&order.id).is_some() {
+        return Err(EngineError::InvalidState(
+            "a payment of this order is in progress: wait for it to settle".into(),
+        ));
+    }
+    Ok(order)
 }
 
 impl Request for CapturePayment {
@@ -75,13 +89,7 @@ impl Request for CapturePayment {
             return Err(EngineError::field("method", "the only payment method is test_card"));
         }
         let brand = test_card(&c.token)?;
-        let order = order_named(state, &c.order_id)?;
-        if order.status != OrderStatus::PendingPayment {
-            return Err(invalid_transition(&order, "pay"));
-        }
-        if ctx.now >= order.reservation_expires_at {
-            return Err(EngineError::InvalidState("the order's reservation has expired".into()));
-        }
+        let order = payable_order(state, &c.order_id, ctx)?;
         let Some(brand) = brand else {
             return Err(EngineError::PaymentDeclined("the test card was declined".into()));
         };

@@ -8,16 +8,22 @@
 //! balance amounts are sums. [`State::reconcile`] checks every order's status and total
 //! against them.
 
+mod calls;
 mod commands;
 mod model;
+mod processor;
+mod provider;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+pub use calls::*;
 pub use commands::*;
 pub use model::*;
+pub use processor::*;
+pub use provider::*;
 
 use crate::domains::State;
 use crate::idempotency::{self, IdempotencyTag, IdempotentOutcome};
@@ -26,30 +32,52 @@ use crate::orders::{self, Order, OrderStatus};
 use crate::types::*;
 
 const REFUNDS: &str = "refunds";
+const PAYMENT_CALLS: &str = "payment_calls";
 
 persist!(Refund, REFUNDS, |r| r.id.text().as_str().as_bytes().to_vec());
+persist!(PaymentCall, PAYMENT_CALLS, |c| c.id.text().as_str().as_bytes().to_vec());
 
-/// The refunds, by order (a payment is part of its order).
+/// The refunds and provider calls, by order (a payment is part of its order).
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
     /// Each order's refunds, oldest first.
     refunds: IdIndex<OrderId, Arc<Vec<Refund>>>,
+    /// Every provider call.
+    calls: IdIndex<PaymentCallId, Arc<PaymentCall>>,
+    /// Each order's calls, oldest first.
+    calls_by_order: IdIndex<OrderId, Arc<Vec<PaymentCallId>>>,
+    /// The open calls, and their orders.
+    open: IdIndex<PaymentCallId, OrderId>,
+    /// Each order's open charge (at most one).
+    open_by_order: IdIndex<OrderId, PaymentCallId>,
 }
 
 pub(crate) const DOMAIN: Domain = Domain {
     name: "payments",
-    tables: &[Table {
-        name: REFUNDS,
-        rows: |s, f| {
-            s.payments.refunds.entries().iter().flat_map(|(_, r)| r.iter()).for_each(|r| f(r))
+    tables: &[
+        Table {
+            name: REFUNDS,
+            rows: |s, f| {
+                s.payments.refunds.entries().iter().flat_map(|(_, r)| r.iter()).for_each(|r| f(r))
+            },
+            load: |state, bytes| {
+                let refund: Refund = decode_row(bytes, "refund")?;
+                add_refund(state, refund);
+                Ok(())
+            },
+            check_v1: check_v1::<Refund>,
         },
-        load: |state, bytes| {
-            let refund: Refund = decode_row(bytes, "refund")?;
-            add_refund(state, refund);
-            Ok(())
+        Table {
+            name: PAYMENT_CALLS,
+            rows: |s, f| s.payments.calls.entries().iter().for_each(|(_, c)| f(&**c)),
+            load: |state, bytes| {
+                let call: PaymentCall = decode_row(bytes, "payment call")?;
+                calls::index_call(state, &Arc::new(call));
+                Ok(())
+            },
+            check_v1: check_v1::<PaymentCall>,
         },
-        check_v1: check_v1::<Refund>,
-    }],
+    ],
     counters: |_| vec![],
     timers: None,
     verify: None,
@@ -71,6 +99,10 @@ mod event {
         },
         /// Part or all of what was captured was refunded.
         Refunded { refund: Box<Refund> },
+        /// A payment through a provider was recorded, before the provider is asked.
+        CallStarted { call: Box<PaymentCall>, idempotency: Option<Box<IdempotencyTag>> },
+        /// A provider answered a call (a capture pays the order).
+        CallAdvanced(Box<CallStep>),
     }
 }
 pub use event::PaymentEvent;
@@ -78,18 +110,17 @@ pub use event::PaymentEvent;
 pub(crate) fn apply(state: &State, event: &PaymentEvent, at: TimestampMs, rows: &mut Vec<Row>) {
     match event {
         PaymentEvent::PaymentCaptured { order_id, payment, idempotency } => {
-            let mut order = orders::take_pending(state, order_id);
-            for line in &order.lines {
-                crate::inventory::ship(state, &line.sku, line.quantity, rows);
-            }
-            crate::flash_sales::order_paid(state, order_id, at, rows);
-            mark_paid(&mut order, (**payment).clone(), at);
+            capture(state, order_id, (**payment).clone(), at, rows);
             if let Some(tag) = idempotency {
-                let outcome = IdempotentOutcome::Payment(order.clone(), (**payment).clone());
+                let order = (*state.order(order_id).expect("just paid")).clone();
+                let outcome = IdempotentOutcome::Payment(order, (**payment).clone());
                 idempotency::record(state, tag, outcome, at, rows);
             }
-            orders::put_order(state, order, rows);
         }
+        PaymentEvent::CallStarted { call, idempotency } => {
+            calls::started(state, call, idempotency.as_deref(), at, rows);
+        }
+        PaymentEvent::CallAdvanced(step) => calls::advanced(state, step, at, rows),
         PaymentEvent::Refunded { refund } => {
             let mut order =
                 (*state.order(&refund.order_id).expect("decide checked the order")).clone();
@@ -121,6 +152,24 @@ fn add_refund(state: &State, refund: Refund) {
     tables.refunds.insert(order_id, Arc::new(list));
 }
 
+/// Captures `payment` for a pending order: its reserved units leave `on_hand`, and it
+/// is paid.
+fn capture(
+    state: &State,
+    order_id: &OrderId,
+    payment: Payment,
+    at: TimestampMs,
+    rows: &mut Vec<Row>,
+) {
+    let mut order = orders::take_pending(state, order_id);
+    for line in &order.lines {
+        crate::inventory::ship(state, &line.sku, line.quantity, rows);
+    }
+    crate::flash_sales::order_paid(state, order_id, at, rows);
+    mark_paid(&mut order, payment, at);
+    orders::put_order(state, order, rows);
+}
+
 /// The order after `payment` is captured: paid, the payment listed.
 pub(crate) fn mark_paid(order: &mut Order, payment: Payment, at: TimestampMs) {
     order.status = OrderStatus::Paid;
@@ -143,17 +192,39 @@ impl State {
     pub fn ledger(&self, order: &Order) -> Ledger {
         let currency = order.currency();
         let refunds = self.refunds(&order.id);
-        let mut entries: Vec<LedgerEntry> = order
-            .payments
+        let calls = self.payment_calls(&order.id);
+        let call_entry = |call: &PaymentCall, kind: LedgerKind, at: TimestampMs| LedgerEntry {
+            id: call.id.to_string(),
+            kind,
+            amount: call.amount,
+            provider_reference: call.reference.clone(),
+            reason: call.message.clone(),
+            created_at: at,
+        };
+        let mut entries: Vec<LedgerEntry> = calls
             .iter()
-            .map(|p| LedgerEntry {
-                id: p.id.to_string(),
-                kind: LedgerKind::Capture,
-                amount: p.amount,
-                provider_reference: p.id.to_string(),
-                reason: String::new(),
-                created_at: p.created_at,
-            })
+            .filter_map(|c| Some(call_entry(c, LedgerKind::Authorization, c.authorized_at?)))
+            .chain(
+                calls
+                    .iter()
+                    .filter(|c| c.status == CallStatus::Voided && c.authorized_at.is_some())
+                    .map(|c| call_entry(c, LedgerKind::Void, c.updated_at)),
+            )
+            .chain(order.payments.iter().map(|p| {
+                LedgerEntry {
+                    id: p.id.to_string(),
+                    kind: LedgerKind::Capture,
+                    amount: p.amount,
+                    // A capture through a provider has the provider's reference; the
+                    // built-in test provider's is the payment's id.
+                    provider_reference: calls
+                        .iter()
+                        .find(|c| c.payment_id == Some(p.id))
+                        .map_or_else(|| p.id.to_string(), |c| c.reference.clone()),
+                    reason: String::new(),
+                    created_at: p.created_at,
+                }
+            }))
             .chain(refunds.iter().map(|r| LedgerEntry {
                 id: r.id.to_string(),
                 kind: LedgerKind::Refund,
@@ -163,8 +234,9 @@ impl State {
                 created_at: r.created_at,
             }))
             .collect();
-        // Stable: a capture comes before a refund of the same millisecond.
-        entries.sort_by_key(|e| e.created_at);
+        // Stable, and by kind within a millisecond: an authorization comes before its
+        // capture or void, a capture before a refund.
+        entries.sort_by_key(|e| (e.created_at, e.kind.rank()));
         let sum = |kind: LedgerKind| {
             let amount = entries
                 .iter()
@@ -206,11 +278,31 @@ impl State {
                 status.as_str()
             ));
         }
+        for call in self.payment_calls(&order.id) {
+            if call.status.is_open() && status != OrderStatus::PendingPayment {
+                problems.push(format!(
+                    "payment call {} is {} but the order is {}",
+                    call.id,
+                    call.status.as_str(),
+                    status.as_str()
+                ));
+            }
+            let paid = call.payment_id.is_some_and(|id| order.payments.iter().any(|p| p.id == id));
+            if (call.status == CallStatus::Captured) != paid {
+                problems.push(format!(
+                    "payment call {} is {} and its payment is {}",
+                    call.id,
+                    call.status.as_str(),
+                    if paid { "in the order" } else { "not in the order" }
+                ));
+            }
+        }
         (ledger, problems)
     }
 
-    /// Checks every order against its ledger: an unpaid order has no entries, a paid
-    /// one captured exactly its total, refunds never exceed what was captured and agree
+    /// Checks every order against its ledger: an unpaid order has no captures, a paid
+    /// one captured exactly its total, an open provider call's order is still pending
+    /// and a captured call's payment is in its order, refunds never exceed what was captured and agree
     /// with the status, every entry is in the order's currency, and no refund names an
     /// order that does not exist. Reads every order: for staff and tests, not for a hot
     /// path.

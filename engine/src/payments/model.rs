@@ -41,18 +41,35 @@ pub struct Refund {
 /// What a ledger entry records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LedgerKind {
-    /// Money taken from the customer (the test provider authorizes and captures at
-    /// once).
+    /// A provider held the amount on the customer's card (no money moved yet; the
+    /// built-in test provider authorizes and captures at once and records only the
+    /// capture).
+    Authorization,
+    /// Money taken from the customer.
     Capture,
+    /// An authorization released without capture (no money moved).
+    Void,
     /// Money given back.
     Refund,
 }
 
 impl LedgerKind {
+    /// Its place among entries of the same millisecond.
+    pub(crate) fn rank(&self) -> u8 {
+        match self {
+            LedgerKind::Authorization => 0,
+            LedgerKind::Capture => 1,
+            LedgerKind::Void => 2,
+            LedgerKind::Refund => 3,
+        }
+    }
+
     /// The wire name.
     pub fn as_str(&self) -> &'static str {
         match self {
+            LedgerKind::Authorization => "authorization",
             LedgerKind::Capture => "capture",
+            LedgerKind::Void => "void",
             LedgerKind::Refund => "refund",
         }
     }
@@ -61,7 +78,7 @@ impl LedgerKind {
 /// One money movement of an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
-    /// The payment's or refund's id.
+    /// The payment's, refund's or provider call's id.
     pub id: String,
     /// What it was.
     pub kind: LedgerKind,
@@ -80,7 +97,8 @@ pub struct LedgerEntry {
 pub struct Ledger {
     /// Every entry, oldest first.
     pub entries: Vec<LedgerEntry>,
-    /// The sum of the captures.
+    /// The sum of the captures (authorizations and voids move no money and are not
+    /// summed).
     pub captured: Money,
     /// The sum of the refunds.
     pub refunded: Money,

@@ -99,6 +99,91 @@ pub async fn pay(call: Call) -> Result<Out, Problem> {
     Ok(Out { replayed: replaying, ..Out::created(&PaymentReceiptView::from(&receipt), location) })
 }
 
+/// How long starting a payment call waits for the provider's first answer before it
+/// answers 202 with the call as it then is.
+const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `POST /v1/orders/{id}/payment-calls`: pays through a provider that answers later.
+/// The call is recorded before the provider is asked; 202 with the call (usually
+/// `awaiting_callback`). The order is paid when the provider's answer is captured.
+pub async fn start_payment_call(call: Call) -> Result<Out, Problem> {
+    let order = reachable(&call, true)?;
+    let body: PaymentCallRequest = call.json()?;
+    let payments = &call.app.payments;
+    if !payments.has_provider(&body.provider) {
+        let known = payments.provider_names();
+        let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+        let message = format!("no such payment provider here (configured: {known})");
+        return Err(Problem::invalid_field("provider", message));
+    }
+    let (idempotency, _in_flight, replaying) = match begin_keyed(&call)? {
+        Keyed::Replay(out) => return Ok(out),
+        Keyed::Proceed(key, in_flight, replaying) => (key, in_flight, replaying),
+    };
+    let command = StartCharge {
+        order_id: order.id.to_string(),
+        provider: body.provider,
+        method: body.method,
+        token: body.token,
+        idempotency,
+    };
+    let started = call.app.engine.send(command).await?;
+    payments.kick();
+    let now = payments.answered(started.id, FIRST_ANSWER_WAIT).await.unwrap_or(started);
+    let location = format!("/v1/orders/{}/payment-calls", now.order_id);
+    let out = Out::json(202, &PaymentCallView::from(&*now));
+    Ok(Out { replayed: replaying, location: Some(location), ..out })
+}
+
+/// `GET /v1/orders/{id}/payment-calls`: the order's payments through providers, oldest
+/// first.
+pub async fn payment_calls(call: Call) -> Result<Out, Problem> {
+    let order = reachable(&call, false)?;
+    let calls = call.app.engine.state().payment_calls(&order.id);
+    let body = List {
+        data: calls.iter().map(|c| PaymentCallView::from(&**c)).collect(),
+        next_cursor: None,
+    };
+    Ok(Out::ok(&body))
+}
+
+/// `POST /v1/payment-callbacks/{provider}`: a provider's signed answer to a payment
+/// call. Verified before it is read; an answer given twice changes nothing.
+pub async fn provider_callback(call: Call) -> Result<Out, Problem> {
+    use crate::gateway::{self, CallbackBody};
+    let provider = call.param("provider");
+    if provider != gateway::NAME || !call.app.payments.has_provider(provider) {
+        return Err(Problem::not_found(format!("no payment provider {provider} calls back here")));
+    }
+    let header = call.header(gateway::SIGNATURE_HEADER).ok_or_else(|| {
+        Problem::unauthenticated("a callback must carry an Emporium-Signature header")
+    })?;
+    gateway::verify(call.app.gateway.secret(), header, &call.body, crate::app::now_ms())
+        .map_err(Problem::unauthenticated)?;
+    let body: CallbackBody = call.json()?;
+    let status = match body.status.as_str() {
+        "authorized" => CallStatus::Authorized,
+        "declined" => CallStatus::Declined,
+        _ => return Err(Problem::invalid_field("status", "must be authorized or declined")),
+    };
+    PaymentCallId::parse(&body.call_id)
+        .and_then(|id| call.app.engine.state().payment_call(&id))
+        .filter(|c| c.provider == provider)
+        .ok_or_else(|| {
+            Problem::not_found(format!("payment call {} does not exist", body.call_id))
+        })?;
+    let advance = AdvanceCall {
+        call_id: body.call_id,
+        status,
+        reference: body.reference,
+        card_brand: body.card_brand,
+        message: body.message,
+    };
+    let advanced = call.app.engine.send(advance).await?;
+    call.app.payments.kick();
+    Ok(Out::ok(&PaymentCallView::from(&*advanced)))
+}
+
 /// `POST /v1/orders/{id}/cancel`.
 pub async fn cancel(call: Call) -> Result<Out, Problem> {
     let order = reachable(&call, true)?;

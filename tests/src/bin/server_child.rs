@@ -6,6 +6,8 @@
 //!
 //! Usage: `server-child DIR [SEARCH_DIR]`: the search index goes in SEARCH_DIR when
 //! given (the lossy FUSE file system serves no memory maps, which Tantivy needs).
+//! `EMPORIUM_PAYMENT_CALLBACK_DELAY_MS` and `EMPORIUM_PAYMENT_CALLBACK_WAIT_S` set the
+//! payment settings of those names.
 
 use emporium_server::config::Config;
 use emporium_server::server::RunningServer;
@@ -20,6 +22,15 @@ fn main() -> anyhow::Result<()> {
         rate_limits: false,
         ..Config::default()
     };
+    // The payment crash test's timing: a quick callback, and a short wait before a
+    // provider that lost its callback (killed with the process) is asked again.
+    let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = number("EMPORIUM_PAYMENT_CALLBACK_DELAY_MS") {
+        config.payment_callback_delay_ms = ms;
+    }
+    if let Some(s) = number("EMPORIUM_PAYMENT_CALLBACK_WAIT_S") {
+        config.payment_callback_wait_s = s;
+    }
     // The deliberately broken build the power-loss test must catch.
     config.faults.unsynced_log = std::env::var_os("EMPORIUM_CRASH_UNSYNCED_LOG").is_some();
     let server = RunningServer::start(config)?;
