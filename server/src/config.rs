@@ -483,6 +483,13 @@ impl Config {
                 && (1..=86_400).contains(&self.payment_give_up_s),
             "payment_callback_wait_s and payment_give_up_s must be 1 to 86400 (a day)"
         );
+        anyhow::ensure!(
+            self.payment_callback_delay_ms < self.payment_callback_wait_s * 1000
+                && self.payment_callback_wait_s < self.payment_give_up_s,
+            "payments need payment_callback_delay_ms < payment_callback_wait_s (in ms) < \
+             payment_give_up_s (in ms): a callback is awaited longer than it takes, and a \
+             payment given up only after it was asked again"
+        );
         anyhow::ensure!(self.access_token_ttl_s >= 1, "access_token_ttl_s must be at least 1");
         anyhow::ensure!(self.refresh_token_ttl_s >= 1, "refresh_token_ttl_s must be at least 1");
         anyhow::ensure!(

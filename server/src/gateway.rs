@@ -81,7 +81,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], now_ms: i64) -> Result<(
     let (Some(at), Some(hex)) = (at, hex) else {
         return Err("the signature header must be t=MILLISECONDS,v1=HEX");
     };
-    if (now_ms - at).abs() > CALLBACK_WINDOW_MS {
+    if now_ms.abs_diff(at) > CALLBACK_WINDOW_MS.unsigned_abs() {
         return Err("the callback was signed too long ago (or in the future)");
     }
     let bytes = decode_hex(hex).ok_or("the signature is not lowercase hex")?;
@@ -109,13 +109,21 @@ struct Shared {
     delay: Duration,
     /// This server's address, where callbacks go; set once it is bound.
     target: OnceLock<SocketAddr>,
+    /// Calls with a callback on its way: at most one each (asked again meanwhile, the
+    /// gateway lets the pending one answer), so they are bounded by the open calls.
+    pending: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl CallbackGateway {
     /// A gateway with a fresh random secret, calling back after `delay`.
     pub fn new(delay: Duration) -> CallbackGateway {
         let secret: [u8; 32] = rand::random();
-        let shared = Shared { secret: secret.to_vec(), delay, target: OnceLock::new() };
+        let shared = Shared {
+            secret: secret.to_vec(),
+            delay,
+            target: OnceLock::new(),
+            pending: Default::default(),
+        };
         CallbackGateway { inner: Arc::new(shared) }
     }
 
@@ -203,11 +211,15 @@ impl PaymentProvider for CallbackGateway {
             card_brand: card_brand.into(),
             message: message.into(),
         };
-        let (gateway, delay) = (self.clone(), self.inner.delay);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            gateway.deliver(target, body).await;
-        });
+        if self.inner.pending.lock().insert(body.call_id.clone()) {
+            let (gateway, delay) = (self.clone(), self.inner.delay);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let call_id = body.call_id.clone();
+                gateway.clone().deliver(target, body).await;
+                gateway.inner.pending.lock().remove(&call_id);
+            });
+        }
         Box::pin(std::future::ready(Ok(Authorization::Pending { reference })))
     }
 
@@ -217,6 +229,16 @@ impl PaymentProvider for CallbackGateway {
 
     fn void<'a>(&'a self, _call: &'a PaymentCall) -> ProviderFuture<'a, ()> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Refunds at once (the gateway's refunds are synchronous), of a charge it made.
+    fn refund<'a>(&'a self, call: &'a PaymentCall) -> ProviderFuture<'a, String> {
+        let answer = if call.charge_reference.starts_with("cb_") {
+            Ok(format!("cb_{}", call.id))
+        } else {
+            Err(ProviderError::Declined("the gateway made no such charge".into()))
+        };
+        Box::pin(std::future::ready(answer))
     }
 }
 
@@ -242,5 +264,11 @@ mod tests {
         assert!(verify(b"secret", &forged, b"{}", 1_000_000).is_err(), "the time is signed");
         assert!(verify(b"secret", "v1=zz", b"{}", 1_000_000).is_err());
         assert!(verify(b"secret", "t=1000000,v1=abc", b"{}", 1_000_000).is_err());
+        let early = sign(b"secret", 1_000_000 + CALLBACK_WINDOW_MS + 1, b"{}");
+        assert!(verify(b"secret", &early, b"{}", 1_000_000).is_err(), "from the future");
+        for t in [i64::MIN, i64::MAX, -1] {
+            let header = format!("t={t},v1=00");
+            assert!(verify(b"secret", &header, b"{}", 1_000_000).is_err(), "t={t}");
+        }
     }
 }

@@ -338,7 +338,14 @@ async fn dispatch(
     };
     let class = route.class;
     let limited = app.config.rate_limits.then(|| {
-        let key = principal.key().unwrap_or_else(|| peer.to_string());
+        // Providers' callbacks are signed, not signed in: a bucket of their own per
+        // address, apart from the other clients there (the built-in gateway calls from
+        // loopback, where a reverse proxy's clients also come from).
+        let key = match principal.key() {
+            Some(key) => key,
+            None if route.operation == "provider_callback" => format!("callback:{peer}"),
+            None => peer.to_string(),
+        };
         app.limiter.take(class, &key, Instant::now())
     });
     if let Some(decision) = limited.filter(|d| !d.allowed) {

@@ -60,8 +60,13 @@ fn operation(route: &crate::routes::Route) -> Value {
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| {
-            let schema =
-                if name == "sku" { sku() } else { json!({"type": "string", "minLength": 1}) };
+            let schema = match (name, route.operation) {
+                ("sku", _) => sku(),
+                ("provider", "provider_callback") => {
+                    json!({"type": "string", "enum": ["callback"]})
+                }
+                _ => json!({"type": "string", "minLength": 1}),
+            };
             json!({"name": name, "in": "path", "required": true, "schema": schema})
         })
         .collect();
@@ -75,6 +80,13 @@ fn operation(route: &crate::routes::Route) -> Value {
     }
     if matches!(route.method.as_str(), "PATCH" | "PUT" | "DELETE") {
         parameters.push(json!({"name": "If-Match", "in": "header", "required": false, "schema": {"type": "string"}, "description": "The ETag of a GET, \"VERSION-HASH\" (the version and a hash of its representation, so a tag never names two contents), or a bare \"VERSION\"; 412 precondition_failed when the resource is at another version or has another content."}));
+    }
+    if route.operation == "provider_callback" {
+        parameters.push(json!({
+            "name": "Emporium-Signature", "in": "header", "required": true,
+            "schema": {"type": "string"},
+            "description": "t=MS,v1=HEX: MS the signing time (milliseconds since the epoch, within five minutes of the server's clock), HEX the lowercase hex HMAC-SHA256 under the provider's secret of MS, a dot, and the raw body. Missing, malformed, stale or not verifying: 401 unauthenticated, before the body is read."
+        }));
     }
     op.insert("parameters".into(), Value::Array(parameters));
     if let Some(schema) = route.request_schema {
@@ -114,6 +126,11 @@ fn operation(route: &crate::routes::Route) -> Value {
         responses.insert("400".into(), oauth.clone());
         responses.insert("401".into(), oauth);
     }
+    if route.operation == "refund_order" {
+        let through_provider = json!({"description": "The order was paid through an external provider (see /v1/orders/{id}/payment-calls): the refund is recorded as a refund call (kind refund, status pending) and made by the provider, asked until it answers (refunded or declined). Its amount is held meanwhile, so it cannot be refunded twice.",
+                                      "content": {"application/json": {"schema": reference("PaymentCall")}}});
+        responses.insert("202".into(), through_provider);
+    }
     if route.method == http::Method::GET && route.response_schema.is_some() {
         responses.insert("304".into(), json!({"description": "Not modified (If-None-Match)"}));
     }
@@ -127,7 +144,13 @@ fn operation(route: &crate::routes::Route) -> Value {
     // A bearer token is optional everywhere; where it is given it must be valid.
     responses.entry("401".to_string()).or_insert_with(|| problem_response(401));
     op.insert("responses".into(), Value::Object(responses));
-    op.insert("security".into(), json!([{}, {"bearer": []}]));
+    // A provider's callback is proven by its signature, not a token.
+    let security = if route.operation == "provider_callback" {
+        json!([{}])
+    } else {
+        json!([{}, {"bearer": []}])
+    };
+    op.insert("security".into(), security);
     Value::Object(op)
 }
 
@@ -290,6 +313,7 @@ fn schemas() -> Value {
         &[
             "id",
             "order_id",
+            "kind",
             "provider",
             "method",
             "amount",
@@ -299,12 +323,16 @@ fn schemas() -> Value {
             "message",
             "authorized_at",
             "payment_id",
+            "reason",
+            "refund_id",
             "created_at",
             "updated_at",
         ],
-        json!({"id": string(), "order_id": string(), "provider": string(), "method": string(), "amount": reference("Money"),
-               "status": {"type": "string", "enum": ["pending", "awaiting_callback", "authorized", "captured", "declined", "voided"],
-                          "description": "pending (recorded; the provider is being asked) → awaiting_callback (the provider will call back) → authorized → captured (the order is paid); declined (the provider refused: the order can be paid again) or voided (the provider did not settle in time, or the capture failed: released with the provider, no money moved) from any open status. While a call is open its order neither expires nor can be cancelled; a restart resumes it."},
+        json!({"id": string(), "order_id": string(), "kind": {"type": "string", "enum": ["charge", "refund"]}, "provider": string(), "method": string(), "amount": reference("Money"),
+               "status": {"type": "string", "enum": ["pending", "awaiting_callback", "authorized", "captured", "declined", "voided", "refunded"],
+                          "description": "A charge: pending (recorded; the provider is being asked) → awaiting_callback (the provider will call back) → authorized → captured (the order is paid); declined (the provider refused: the order can be paid again) or voided (the provider did not settle in time, or the capture failed: released with the provider, no money moved) from any open status. While a charge is open its order neither expires nor can be cancelled; a restart resumes it. A refund: pending → refunded (the refund is made: refund_id is in the order's refunds) or declined; retried until the provider answers, never voided."},
+               "reason": {"type": "string", "description": "A refund's reason."},
+               "refund_id": {"type": ["string", "null"], "description": "A refund's id, chosen when the call is recorded; the refund exists once the call is refunded."},
                "reference": {"type": "string", "description": "The provider's reference (empty until it gives one)."},
                "card_brand": string(), "message": {"type": "string", "description": "The provider's reason for a decline, or why the call was voided."},
                "authorized_at": {"type": ["string", "null"], "format": "date-time"}, "payment_id": {"type": ["string", "null"], "description": "The payment a capture made (in the order's payments)."},
@@ -471,7 +499,7 @@ fn schemas() -> Value {
         "PaymentCall": payment_call.clone(),
         "PaymentCallList": list_of("PaymentCall"),
         "ProviderCallback": object(&["call_id", "reference", "status"], json!({
-            "call_id": string(), "reference": {"type": "string", "description": "Must match the call's reference once it has one (422 otherwise)."},
+            "call_id": string(), "reference": {"type": "string", "minLength": 1, "maxLength": 200, "description": "The call's reference as the provider gave it; must match the call's once it has one (422 otherwise)."},
             "status": {"type": "string", "enum": ["authorized", "declined"]},
             "card_brand": string(), "message": {"type": "string", "maxLength": 500}})),
         "NewReturn": object(&["items", "reason"], json!({

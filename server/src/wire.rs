@@ -321,6 +321,7 @@ pub struct PaymentCallRequest {
 pub struct PaymentCallView<'a> {
     id: IdText,
     order_id: IdText,
+    kind: &'static str,
     provider: &'a str,
     method: &'a str,
     amount: MoneyJson,
@@ -330,6 +331,8 @@ pub struct PaymentCallView<'a> {
     message: &'a str,
     authorized_at: Option<String>,
     payment_id: Option<IdText>,
+    reason: &'a str,
+    refund_id: Option<IdText>,
     created_at: String,
     updated_at: String,
 }
@@ -339,6 +342,7 @@ impl<'a> From<&'a PaymentCall> for PaymentCallView<'a> {
         PaymentCallView {
             id: c.id.text(),
             order_id: c.order_id.text(),
+            kind: c.kind.as_str(),
             provider: &c.provider,
             method: &c.method,
             amount: c.amount.into(),
@@ -348,6 +352,8 @@ impl<'a> From<&'a PaymentCall> for PaymentCallView<'a> {
             message: &c.message,
             authorized_at: c.authorized_at.map(rfc3339),
             payment_id: c.payment_id.map(|id| id.text()),
+            reason: &c.reason,
+            refund_id: c.refund_id.map(|id| id.text()),
             created_at: rfc3339(c.created_at),
             updated_at: rfc3339(c.updated_at),
         }

@@ -88,16 +88,32 @@ fn a_payment_settles_by_signed_callback_and_the_ledger_adds_up() {
     let report = s.get("/v1/admin/reconciliation").bearer(&admin).send().expect(200);
     assert_eq!(report["mismatch_count"], 0, "{report}");
 
-    // A second payment of a paid order is refused; a refund works as for any payment.
+    // A second payment of a paid order is refused; a refund goes through the provider:
+    // 202 with the refund call, then the refund, with the gateway's reference.
     start_call(&s, &id, "cb-2", "tok_visa").problem(409, "invalid_state");
     let refund = s
         .post(&format!("/v1/orders/{id}/refunds"))
         .bearer(&admin)
         .key("re-1")
-        .json(json!({"amount": {"amount": 500, "currency": "USD"}, "reason": "late"}))
-        .send()
-        .expect(201);
-    assert_eq!(refund["order"]["status"], "partially_refunded");
+        .json(json!({"amount": {"amount": 500, "currency": "USD"}, "reason": "late"}));
+    let refund = refund.send().expect(202);
+    assert_eq!((&refund["kind"], &refund["amount"]["amount"]), (&json!("refund"), &json!(500)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ledger = loop {
+        let ledger = s.get(&format!("/v1/orders/{id}/transactions")).send().expect(200);
+        if ledger["refunded"]["amount"] == 500 {
+            break ledger;
+        }
+        assert!(Instant::now() < deadline, "the refund was not made: {ledger}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(ledger["balance"]["amount"], 2000);
+    assert_eq!(
+        ledger["data"][2]["provider_reference"],
+        format!("cb_{}", refund["id"].as_str().unwrap())
+    );
+    let order = s.get(&format!("/v1/orders/{id}")).send().expect(200);
+    assert_eq!(order["status"], "partially_refunded");
     let report = s.get("/v1/admin/reconciliation").bearer(&admin).send().expect(200);
     assert_eq!(report["mismatch_count"], 0, "{report}");
 }
@@ -122,7 +138,11 @@ fn a_declined_callback_leaves_the_order_payable() {
 #[test]
 fn callbacks_must_be_signed_recent_and_about_a_known_call() {
     // A long delay: the gateway's own callback does not interfere.
-    let s = TestServer::with(|c| c.payment_callback_delay_ms = 600_000);
+    let s = TestServer::with(|c| {
+        c.payment_callback_delay_ms = 600_000;
+        c.payment_callback_wait_s = 700;
+        c.payment_give_up_s = 800;
+    });
     let admin = s.admin();
     s.product(&admin, "CB-3", 900, 5);
     let order = s.order(None, "CB-3", 1);
@@ -144,6 +164,15 @@ fn callbacks_must_be_signed_recent_and_about_a_known_call() {
     callback(&s, &body, signed(&s, &other, now_ms())).problem(401, "unauthenticated");
     let unknown = json!({"call_id": "pcall_0", "reference": "x", "status": "declined"});
     callback(&s, &unknown, signed(&s, &unknown, now_ms())).problem(404, "not_found");
+    let no_ref = json!({"call_id": call_id, "reference": "", "status": "declined"});
+    assert_eq!(
+        callback(&s, &no_ref, signed(&s, &no_ref, now_ms())).invalid_fields(),
+        ["reference"]
+    );
+    let early = signed(&s, &body, now_ms() + gateway::CALLBACK_WINDOW_MS + 60_000);
+    callback(&s, &body, early).problem(401, "unauthenticated");
+    let huge = Some(format!("t={},v1=00", i64::MIN));
+    callback(&s, &body, huge).problem(401, "unauthenticated");
     let wrong_ref = json!({"call_id": call_id, "reference": "cb_other", "status": "authorized"});
     let answer = callback(&s, &wrong_ref, signed(&s, &wrong_ref, now_ms()));
     assert_eq!(answer.invalid_fields(), ["reference"]);

@@ -17,13 +17,20 @@ use emporium_tests::*;
 struct Scripted {
     failures: u32,
     pending: bool,
+    decline_refunds: bool,
     calls: AtomicU32,
     voids: AtomicU32,
 }
 
 impl Scripted {
     fn new(failures: u32, pending: bool) -> Arc<Scripted> {
-        Arc::new(Scripted { failures, pending, calls: AtomicU32::new(0), voids: AtomicU32::new(0) })
+        Arc::new(Scripted {
+            failures,
+            pending,
+            decline_refunds: false,
+            calls: AtomicU32::new(0),
+            voids: AtomicU32::new(0),
+        })
     }
 
     fn fails_now(&self) -> bool {
@@ -70,6 +77,19 @@ impl PaymentProvider for Scripted {
     fn void<'a>(&'a self, _call: &'a PaymentCall) -> ProviderFuture<'a, ()> {
         self.voids.fetch_add(1, Ordering::SeqCst);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn refund<'a>(&'a self, call: &'a PaymentCall) -> ProviderFuture<'a, String> {
+        Box::pin(async move {
+            if self.fails_now() {
+                return Err(ProviderError::Unavailable("scripted failure".into()));
+            }
+            if self.decline_refunds {
+                return Err(ProviderError::Declined("scripted refund decline".into()));
+            }
+            assert!(call.charge_reference.starts_with("sc_"), "a refund names its charge");
+            Ok(format!("sc_{}", call.id))
+        })
     }
 }
 
@@ -225,8 +245,11 @@ fn an_open_charge_holds_its_order_until_it_settles() {
     let rt = runtime();
     let _guard = rt.enter();
     let provider = Scripted::new(0, true);
+    // Not given up within the test: it moves the clock past the reservation only.
+    let mut config = fast(&te);
+    config.give_up_after = Duration::from_secs(3600);
     let processor =
-        PaymentProcessor::start(te.engine.clone(), vec![provider.clone()], fast(&te)).unwrap();
+        PaymentProcessor::start(te.engine.clone(), vec![provider.clone()], config).unwrap();
     let order = pending_order(&te);
     let call = start(&te, &order, "scripted", "tok_visa").unwrap();
     processor.kick();
@@ -289,6 +312,7 @@ fn answers_are_checked_against_the_call() {
     assert_eq!(outcome(&advance(CallStatus::Captured, "r1")), "invalid_state", "not authorized");
     assert_eq!(outcome(&advance(CallStatus::Authorized, "")), "validation_failed: reference");
     advance(CallStatus::Authorized, "r1").unwrap();
+    assert_eq!(outcome(&advance(CallStatus::Declined, "r1")), "invalid_state", "held money");
     assert_eq!(outcome(&advance(CallStatus::Captured, "r2")), "validation_failed: reference");
     advance(CallStatus::Captured, "r1").unwrap();
     // The authorization again (a late callback) is nothing new; a decline is refused.
@@ -373,4 +397,206 @@ fn a_restart_resumes_the_calls_left_open() {
     assert!(te.state().open_payment_calls().is_empty());
     assert_eq!(ledger_kinds(&te, &order.id), ["authorization", "capture"]);
     check_invariants(te.state());
+}
+
+fn refund_through(te: &TestEngine, order: &Order, amount: i64) -> Result<Arc<PaymentCall>> {
+    te.shop.send(StartRefund {
+        order_id: order.id.to_string(),
+        amount: Some(MoneyInput { amount, currency: "USD".into() }),
+        reason: "damaged".into(),
+    })
+}
+
+#[test]
+fn an_order_paid_through_a_provider_is_refunded_through_it() {
+    let te = TestEngine::new();
+    let rt = runtime();
+    let _guard = rt.enter();
+    let processor =
+        PaymentProcessor::start(te.engine.clone(), vec![Arc::new(TestProvider)], fast(&te))
+            .unwrap();
+    let order = pending_order(&te);
+    let charge = start(&te, &order, "test", "tok_visa").unwrap();
+    processor.kick();
+    settled(&te, charge.id, CallStatus::Captured);
+
+    // The built-in refund is refused: the money is with the provider.
+    let by_hand = te.shop.send(RefundPayment {
+        order_id: order.id.to_string(),
+        amount: None,
+        reason: String::new(),
+    });
+    assert_eq!(outcome(&by_hand), "invalid_state");
+    let call = refund_through(&te, &order, 500).unwrap();
+    assert_eq!((call.kind, call.status), (CallKind::Refund, CallStatus::Pending));
+    assert_eq!(call.charge_reference, format!("test_{}", charge.id));
+    processor.kick();
+    let call = settled(&te, call.id, CallStatus::Refunded);
+    let refunds = te.state().refunds(&order.id);
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(Some(refunds[0].id), call.refund_id);
+    assert_eq!(refunds[0].provider_reference, format!("test_{}", call.id));
+    assert_eq!(refunds[0].reason, "damaged");
+    let now = te.state().order(&order.id).unwrap();
+    assert_eq!(now.status, OrderStatus::PartiallyRefunded);
+    assert_eq!(ledger_kinds(&te, &order.id), ["authorization", "capture", "refund"]);
+    assert_eq!(te.state().refundable(&now).amount(), 1500);
+    check_invariants(te.state());
+    // The rest, by default.
+    let rest = te.shop.send(StartRefund { order_id: order.id.to_string(), ..Default::default() });
+    let rest = rest.unwrap();
+    assert_eq!(rest.amount.amount(), 1500);
+    processor.kick();
+    settled(&te, rest.id, CallStatus::Refunded);
+    assert_eq!(te.state().order(&order.id).unwrap().status, OrderStatus::Refunded);
+    check_invariants(te.state());
+    processor.stop();
+}
+
+#[test]
+fn a_refund_in_progress_holds_its_amount_and_a_declined_one_gives_it_back() {
+    let te = TestEngine::new();
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut provider = Scripted::new(0, false);
+    Arc::get_mut(&mut provider).unwrap().decline_refunds = true;
+    let order = pending_order(&te);
+    let charge = start(&te, &order, "scripted", "tok_visa").unwrap();
+    // Answered by hand: the processor starts later, so the refund below stays pending.
+    for (status, reference) in [(CallStatus::Authorized, "sc_1"), (CallStatus::Captured, "sc_1")] {
+        te.shop
+            .send(AdvanceCall {
+                call_id: charge.id.to_string(),
+                status,
+                reference: reference.into(),
+                card_brand: "visa".into(),
+                message: String::new(),
+            })
+            .unwrap();
+    }
+    let held = refund_through(&te, &order, 1500).unwrap();
+    let over = refund_through(&te, &order, 501);
+    assert_eq!(outcome(&over), "validation_failed: amount.amount", "1500 of 2000 are held");
+    refund_through(&te, &order, 500).unwrap();
+    assert_eq!(outcome(&refund_through(&te, &order, 1)), "validation_failed: amount.amount");
+    check_invariants(te.state());
+
+    let processor =
+        PaymentProcessor::start(te.engine.clone(), vec![provider.clone()], fast(&te)).unwrap();
+    let held = settled(&te, held.id, CallStatus::Declined);
+    assert_eq!(held.message, "scripted refund decline");
+    let now = te.state().order(&order.id).unwrap();
+    assert_eq!(now.status, OrderStatus::Paid, "no refund was made");
+    assert!(te.state().refunds(&order.id).is_empty());
+    // Once every refund call is declined, everything is refundable again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !te.state().open_payment_calls().is_empty() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(te.state().refundable(&now).amount(), 2000);
+    check_invariants(te.state());
+    processor.stop();
+}
+
+#[test]
+fn a_return_of_an_order_paid_through_a_provider_is_refunded_through_it() {
+    let te = TestEngine::new();
+    let rt = runtime();
+    let _guard = rt.enter();
+    let processor =
+        PaymentProcessor::start(te.engine.clone(), vec![Arc::new(TestProvider)], fast(&te))
+            .unwrap();
+    let order = pending_order(&te);
+    let charge = start(&te, &order, "test", "tok_visa").unwrap();
+    processor.kick();
+    settled(&te, charge.id, CallStatus::Captured);
+    te.shop.send(FulfillOrder { order_id: order.id.to_string() }).unwrap();
+    let asked = te
+        .shop
+        .send(RequestReturn {
+            order_id: order.id.to_string(),
+            lines: vec![("P".into(), 1)],
+            reason: "too big".into(),
+        })
+        .unwrap();
+    let return_id = asked.r#return.id.to_string();
+    te.shop
+        .send(DecideReturn { return_id: return_id.clone(), approve: true, note: String::new() })
+        .unwrap();
+    let received =
+        te.shop.send(ReceiveReturn { return_id, not_restocked: vec![] }).unwrap().r#return;
+    assert_eq!(levels(te.state(), "P"), (4, 0), "restocked at once");
+    let refund_call = te
+        .state()
+        .payment_calls(&order.id)
+        .into_iter()
+        .find(|c| c.kind == CallKind::Refund)
+        .expect("the return's refund goes through the provider");
+    assert_eq!(refund_call.refund_id, received.refund_id);
+    assert_eq!(refund_call.amount.amount(), 1000);
+    processor.kick();
+    settled(&te, refund_call.id, CallStatus::Refunded);
+    let refunds = te.state().refunds(&order.id);
+    assert_eq!(refunds.iter().map(|r| r.id).collect::<Vec<_>>(), [received.refund_id.unwrap()]);
+    check_invariants(te.state());
+    processor.stop();
+}
+
+#[test]
+fn after_a_long_outage_an_authorization_is_captured_and_an_unknown_provider_given_up() {
+    let te = TestEngine::new();
+    let order = pending_order(&te);
+    let call = start(&te, &order, "test", "tok_visa").unwrap();
+    te.shop
+        .send(AdvanceCall {
+            call_id: call.id.to_string(),
+            status: CallStatus::Authorized,
+            reference: format!("test_{}", call.id),
+            card_brand: "visa".into(),
+            message: String::new(),
+        })
+        .unwrap();
+    // Another order: three declined attempts, then one through a provider this
+    // deployment no longer has.
+    let other = checkout(&te.shop, &cart_with(&te.shop, &[("P", 1)]).id).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        te.clock.advance(1);
+        let c = start(&te, &other, "test", "tok_declined").unwrap();
+        let decline = AdvanceCall {
+            call_id: c.id.to_string(),
+            status: CallStatus::Declined,
+            reference: String::new(),
+            card_brand: String::new(),
+            message: "no".into(),
+        };
+        te.shop.send(decline).unwrap();
+        ids.push(c.id);
+    }
+    te.clock.advance(1);
+    let lost = start(&te, &other, "gone", "tok_visa").unwrap();
+    ids.push(lost.id);
+
+    let te = te.reopen();
+    let listed: Vec<PaymentCallId> =
+        te.state().payment_calls(&other.id).iter().map(|c| c.id).collect();
+    assert_eq!(listed, ids, "oldest first after a restart too");
+    // An hour down: past the give-up time (600 s) and the reservations (15 min).
+    te.clock.advance(3_600_000);
+    let rt = runtime();
+    let _guard = rt.enter();
+    let processor =
+        PaymentProcessor::start(te.engine.clone(), vec![Arc::new(TestProvider)], fast(&te))
+            .unwrap();
+    settled(&te, call.id, CallStatus::Captured);
+    assert_eq!(te.state().order(&order.id).unwrap().status, OrderStatus::Paid, "not voided");
+    let lost = settled(&te, lost.id, CallStatus::Voided);
+    assert!(lost.message.contains("not configured"), "{}", lost.message);
+    // The sequencer expires what is due after a command, or this does.
+    te.shop.send(ExpireDue).unwrap();
+    let other = te.state().order(&other.id).unwrap();
+    assert_eq!(other.status, OrderStatus::Expired, "the other order expires at last");
+    check_invariants(te.state());
+    processor.stop();
 }

@@ -9,22 +9,29 @@
 //! it would have.
 //!
 //! ```text
-//! pending ──► awaiting_callback ──► authorized ──► captured
-//!    │  └──────────────────────────────►┘
-//!    └──► declined / voided (from any open status)
+//! charge: pending ──► awaiting_callback ──► authorized ──► captured
+//!            │  └──────────────────────────────►┘
+//!            └──► declined / voided (from any open status)
+//! refund: pending ──► refunded | declined
 //! ```
+//!
+//! An order paid through a provider is refunded through it ([`StartRefund`]): the refund
+//! call holds its amount (what can still be refunded excludes it) until the provider
+//! answers, and its [`Refund`] is made, with the provider's reference, when it does.
+//! A refund call is never voided: it is retried until the provider answers.
 
 use std::sync::Arc;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::{Payment, PaymentEvent};
+use super::{Payment, PaymentEvent, Refund};
+use crate::catalog::MoneyInput;
 use crate::domains::State;
 use crate::error::{EngineError, EntityKind, Result};
 use crate::idempotency::{self, IdempotencyKey, IdempotencyTag, IdempotentOutcome, Replay};
 use crate::kernel::handler::{done, not_found, Ctx, Decision, Request, APPLIED};
 use crate::kernel::table::Row;
-use crate::orders::{invalid_transition, OrderStatus};
+use crate::orders::{invalid_transition, Order, OrderStatus};
 use crate::types::*;
 use crate::validate::Checks;
 
@@ -38,6 +45,25 @@ pub const PAYMENT_CALLS_PER_ORDER_MAX: usize = 20;
 pub const PROVIDER_TEXT_MAX: usize = 200;
 /// The longest message a provider gives with a decline.
 pub const PROVIDER_MESSAGE_MAX: usize = 500;
+
+/// What a provider call does.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallKind {
+    /// Authorize and capture an order's total.
+    Charge,
+    /// Give back part or all of what a charge captured.
+    Refund,
+}
+
+impl CallKind {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CallKind::Charge => "charge",
+            CallKind::Refund => "refund",
+        }
+    }
+}
 
 /// Where a provider call is.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +81,8 @@ pub enum CallStatus {
     /// Given up (the provider could not be reached in time, or the capture failed)
     /// and voided with the provider: no money moved.
     Voided,
+    /// A refund the provider made.
+    Refunded,
 }
 
 impl CallStatus {
@@ -67,6 +95,7 @@ impl CallStatus {
             CallStatus::Captured => "captured",
             CallStatus::Declined => "declined",
             CallStatus::Voided => "voided",
+            CallStatus::Refunded => "refunded",
         }
     }
 
@@ -79,6 +108,7 @@ impl CallStatus {
             CallStatus::Captured,
             CallStatus::Declined,
             CallStatus::Voided,
+            CallStatus::Refunded,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)
@@ -89,16 +119,22 @@ impl CallStatus {
         matches!(self, CallStatus::Pending | CallStatus::AwaitingCallback | CallStatus::Authorized)
     }
 
-    /// Whether a call in this status may move to `next`.
-    pub fn can_become(&self, next: CallStatus) -> bool {
+    /// Whether a call of `kind` in this status may move to `next`.
+    pub fn can_become(&self, kind: CallKind, next: CallStatus) -> bool {
         use CallStatus::*;
-        matches!(
-            (self, next),
-            (Pending, AwaitingCallback | Authorized)
-                | (AwaitingCallback, Authorized)
-                | (Authorized, Captured)
-                | (Pending | AwaitingCallback | Authorized, Declined | Voided)
-        )
+        match kind {
+            // An authorization is captured or voided, never declined: the provider
+            // holds the money until one of the two.
+            CallKind::Charge => matches!(
+                (self, next),
+                (Pending, AwaitingCallback | Authorized)
+                    | (AwaitingCallback, Authorized)
+                    | (Authorized, Captured)
+                    | (Pending | AwaitingCallback, Declined)
+                    | (Pending | AwaitingCallback | Authorized, Voided)
+            ),
+            CallKind::Refund => matches!((self, next), (Pending, Refunded | Declined)),
+        }
     }
 }
 
@@ -109,15 +145,17 @@ pub struct PaymentCall {
     /// The id; also the idempotency key the provider is given, so asking again after a
     /// crash cannot charge twice.
     pub id: PaymentCallId,
-    /// The order paid.
+    /// The order paid or refunded.
     pub order_id: OrderId,
+    /// A charge or a refund.
+    pub kind: CallKind,
     /// The provider's name.
     pub provider: String,
-    /// The payment method (`test_card`).
+    /// The payment method (`test_card`; a refund's is its charge's).
     pub method: String,
-    /// The provider's token for the card; never a card number.
+    /// The provider's token for the card; never a card number (empty for a refund).
     pub token: String,
-    /// The amount: the order's total.
+    /// The amount: the order's total for a charge.
     pub amount: Money,
     /// Where it is.
     pub status: CallStatus,
@@ -131,6 +169,13 @@ pub struct PaymentCall {
     pub authorized_at: Option<TimestampMs>,
     /// The payment a capture made.
     pub payment_id: Option<PaymentId>,
+    /// A refund's: the reference of the charge it gives back.
+    pub charge_reference: String,
+    /// A refund's reason.
+    pub reason: String,
+    /// A refund's id, chosen when the call is recorded; the refund exists once the
+    /// provider made it.
+    pub refund_id: Option<RefundId>,
     /// When it was recorded.
     pub created_at: TimestampMs,
     /// When it last changed.
@@ -142,6 +187,8 @@ pub struct PaymentCall {
 pub struct CallStep {
     /// The call.
     pub call_id: PaymentCallId,
+    /// Its order.
+    pub order_id: OrderId,
     /// Its new status.
     pub status: CallStatus,
     /// The provider's reference (kept once given).
@@ -152,6 +199,8 @@ pub struct CallStep {
     pub message: String,
     /// The payment a capture makes.
     pub payment: Option<Payment>,
+    /// The refund a refund call makes.
+    pub refund: Option<Refund>,
 }
 
 /// Starts paying a pending order through a provider: records the call, which the
@@ -169,6 +218,20 @@ pub struct StartCharge {
     pub token: String,
     /// Makes a retry return the same call.
     pub idempotency: Option<IdempotencyKey>,
+}
+
+/// Refunds part or all of what an order paid through a provider captured, through that
+/// provider: records the refund call, which the [`crate::PaymentProcessor`] then makes.
+/// The amount is held (not refundable again) from now on; the refund is made when the
+/// provider answers.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StartRefund {
+    /// The order.
+    pub order_id: String,
+    /// How much, in the order's currency; `None` refunds everything not yet refunded.
+    pub amount: Option<MoneyInput>,
+    /// Why (up to 500 characters, may be empty).
+    pub reason: String,
 }
 
 /// Records a provider's answer to a call: from the processor, or from a provider's
@@ -227,12 +290,9 @@ impl Request for StartCharge {
         }
         done(checks)?;
         let order = super::payable_order(state, &c.order_id, ctx)?;
-        if state
-            .payments
-            .calls_by_order
-            .get(&order.id)
-            .is_some_and(|calls| calls.len() >= PAYMENT_CALLS_PER_ORDER_MAX)
-        {
+        let charges =
+            state.payment_calls(&order.id).iter().filter(|c| c.kind == CallKind::Charge).count();
+        if charges >= PAYMENT_CALLS_PER_ORDER_MAX {
             return Err(EngineError::InvalidState(format!(
                 "an order takes at most {PAYMENT_CALLS_PER_ORDER_MAX} payment attempts"
             )));
@@ -243,6 +303,7 @@ impl Request for StartCharge {
         let call = PaymentCall {
             id: PaymentCallId::from_random(ctx.ids.random_u128()),
             order_id: order.id,
+            kind: CallKind::Charge,
             provider: c.provider.clone(),
             method: c.method.clone(),
             token: c.token.clone(),
@@ -253,11 +314,71 @@ impl Request for StartCharge {
             message: String::new(),
             authorized_at: None,
             payment_id: None,
+            charge_reference: String::new(),
+            reason: String::new(),
+            refund_id: None,
             created_at: ctx.now,
             updated_at: ctx.now,
         };
         let id = call.id;
         Decision::one(id, PaymentEvent::CallStarted { call: Box::new(call), idempotency: tag })
+    }
+
+    fn reply(state: &State, id: PaymentCallId) -> Arc<PaymentCall> {
+        state.payment_call(&id).expect(APPLIED)
+    }
+}
+
+/// The refund call of `amount` for `order`, paid through `charge`.
+pub(crate) fn refund_call(
+    order: &Order,
+    charge: &PaymentCall,
+    amount: Money,
+    reason: String,
+    ctx: &mut Ctx<'_>,
+) -> PaymentCall {
+    PaymentCall {
+        id: PaymentCallId::from_random(ctx.ids.random_u128()),
+        order_id: order.id,
+        kind: CallKind::Refund,
+        provider: charge.provider.clone(),
+        method: charge.method.clone(),
+        token: String::new(),
+        amount,
+        status: CallStatus::Pending,
+        reference: String::new(),
+        card_brand: charge.card_brand.clone(),
+        message: String::new(),
+        authorized_at: None,
+        payment_id: None,
+        charge_reference: charge.reference.clone(),
+        reason,
+        refund_id: Some(RefundId::from_random(ctx.ids.random_u128())),
+        created_at: ctx.now,
+        updated_at: ctx.now,
+    }
+}
+
+impl Request for StartRefund {
+    type Output = Arc<PaymentCall>;
+    type Outcome = PaymentCallId;
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<PaymentCallId>> {
+        let c = self;
+        let (order, amount) =
+            super::checked_refund(state, &c.order_id, c.amount.as_ref(), &c.reason)?;
+        let Some(charge) = state.captured_charge(&order.id) else {
+            return Err(EngineError::InvalidState(
+                "the order was paid through the built-in test provider: refund it with RefundPayment"
+                    .into(),
+            ));
+        };
+        if state.payments.open.len() >= OPEN_CALLS_MAX {
+            return Err(EngineError::Overloaded);
+        }
+        let call = refund_call(&order, &charge, amount, c.reason.clone(), ctx);
+        let id = call.id;
+        Decision::one(id, PaymentEvent::CallStarted { call: Box::new(call), idempotency: None })
     }
 
     fn reply(state: &State, id: PaymentCallId) -> Arc<PaymentCall> {
@@ -289,17 +410,21 @@ impl Request for AdvanceCall {
             // followed it): nothing new.
             return Decision::nothing(call.id);
         }
-        if !call.status.can_become(c.status) {
+        if !call.status.can_become(call.kind, c.status) {
             return Err(EngineError::InvalidState(format!(
-                "a {} payment call cannot become {}",
+                "a {} {} call cannot become {}",
                 call.status.as_str(),
+                call.kind.as_str(),
                 c.status.as_str()
             )));
         }
         let reference = if call.reference.is_empty() { &c.reference } else { &call.reference };
-        if reference.is_empty() && matches!(c.status, CallStatus::Authorized | CallStatus::Captured)
-        {
-            return Err(EngineError::field("reference", "an authorization has a reference"));
+        let needs_reference = matches!(
+            c.status,
+            CallStatus::Authorized | CallStatus::Captured | CallStatus::Refunded
+        );
+        if reference.is_empty() && needs_reference {
+            return Err(EngineError::field("reference", "the provider's answer has a reference"));
         }
         let payment = if c.status == CallStatus::Captured {
             let order = state.order(&call.order_id).expect("a call's order exists");
@@ -317,13 +442,24 @@ impl Request for AdvanceCall {
         } else {
             None
         };
+        let refund = (c.status == CallStatus::Refunded).then(|| Refund {
+            id: call.refund_id.expect("a refund call has its refund's id"),
+            order_id: call.order_id,
+            number: state.refunds(&call.order_id).len() as u32 + 1,
+            amount: call.amount,
+            reason: call.reason.clone(),
+            provider_reference: reference.clone(),
+            created_at: ctx.now,
+        });
         let step = CallStep {
             call_id: call.id,
+            order_id: call.order_id,
             status: c.status,
             reference: reference.clone(),
             card_brand: c.card_brand.clone(),
             message: c.message.clone(),
             payment,
+            refund,
         };
         Decision::one(call.id, PaymentEvent::CallAdvanced(Box::new(step)))
     }
@@ -369,6 +505,9 @@ pub(crate) fn advanced(state: &State, step: &CallStep, at: TimestampMs, rows: &m
         call.payment_id = Some(payment.id);
         super::capture(state, &call.order_id, payment, at, rows);
     }
+    if let Some(refund) = &step.refund {
+        super::refunded(state, refund.clone(), at, rows);
+    }
     call.updated_at = at;
     put_call(state, call, rows);
 }
@@ -388,17 +527,57 @@ pub(crate) fn index_call(state: &State, call: &Arc<PaymentCall>) {
         let mut list =
             tables.calls_by_order.get(&call.order_id).map_or_else(Vec::new, |l| (*l).clone());
         list.push(call.id);
+        // Oldest first, whatever order the rows are loaded in.
+        list.sort_by_key(|id| tables.calls.get(id).map(|c| (c.created_at, c.id)));
         tables.calls_by_order.insert(call.order_id, Arc::new(list));
     }
     if call.status.is_open() {
         tables.open.insert(call.id, call.order_id);
-        tables.open_by_order.insert(call.order_id, call.id);
+        if call.kind == CallKind::Charge {
+            tables.open_by_order.insert(call.order_id, call.id);
+        }
     } else {
         tables.open.remove(&call.id);
         if tables.open_by_order.get(&call.order_id) == Some(call.id) {
             tables.open_by_order.remove(&call.order_id);
         }
     }
+}
+
+/// Pair assertion for payment calls, at open: every call's order exists, an open
+/// charge's order is pending and has no other open charge, a captured charge's payment
+/// is in its order.
+pub(crate) fn check_calls(state: &State) -> Result<()> {
+    let broken = |why: String| Err(EngineError::IncompatibleData(why));
+    let mut open_charges = std::collections::HashSet::new();
+    for (id, call) in state.payments.calls.entries() {
+        let Some(order) = state.order(&call.order_id) else {
+            return broken(format!(
+                "payment call {id} names order {} which does not exist",
+                call.order_id
+            ));
+        };
+        if call.kind == CallKind::Charge && call.status.is_open() {
+            if order.status != OrderStatus::PendingPayment {
+                return broken(format!(
+                    "payment call {id} is open but its order {} is {}",
+                    order.id,
+                    order.status.as_str()
+                ));
+            }
+            if !open_charges.insert(order.id) {
+                return broken(format!("order {} has two open charges", order.id));
+            }
+        }
+        if call.status == CallStatus::Captured
+            && !call.payment_id.is_some_and(|p| order.payments.iter().any(|x| x.id == p))
+        {
+            return broken(format!(
+                "payment call {id} is captured but its payment is not in its order"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The payment calls' reads.
@@ -422,9 +601,26 @@ impl State {
             .entries()
             .into_iter()
             .filter_map(|(id, _)| self.payment_call(&id))
+            .filter(|c| c.status.is_open())
             .collect();
         calls.sort_by_key(|c| (c.created_at, c.id));
         calls
+    }
+
+    /// The charge that paid the order through a provider, if one did.
+    pub fn captured_charge(&self, order_id: &OrderId) -> Option<Arc<PaymentCall>> {
+        self.payment_calls(order_id)
+            .into_iter()
+            .find(|c| c.kind == CallKind::Charge && c.status == CallStatus::Captured)
+    }
+
+    /// The refunds of the order being made by a provider now, summed (minor units).
+    pub fn refunds_in_progress(&self, order_id: &OrderId) -> i64 {
+        self.payment_calls(order_id)
+            .iter()
+            .filter(|c| c.kind == CallKind::Refund && c.status.is_open())
+            .map(|c| c.amount.amount())
+            .sum()
     }
 
     /// How many payment calls are open.

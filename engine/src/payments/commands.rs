@@ -151,9 +151,14 @@ pub struct RefundReceipt {
     pub order: Arc<Order>,
 }
 
-/// Refuses a refund past the most an order takes.
+/// Refuses a refund past the most an order takes (made, or being made by a provider).
 pub(crate) fn check_refund_count(state: &State, order: &Order) -> Result<()> {
-    if state.refunds(&order.id).len() >= REFUNDS_PER_ORDER_MAX {
+    let in_progress = state
+        .payment_calls(&order.id)
+        .iter()
+        .filter(|c| c.kind == super::CallKind::Refund && c.status.is_open())
+        .count();
+    if state.refunds(&order.id).len() + in_progress >= REFUNDS_PER_ORDER_MAX {
         return Err(EngineError::InvalidState(format!(
             "an order takes at most {REFUNDS_PER_ORDER_MAX} refunds"
         )));
@@ -182,45 +187,66 @@ pub(crate) fn new_refund(
     }
 }
 
+/// The order named and the amount to refund of it, checked: the order is paid (and not
+/// all refunded), the amount (`None`: everything left) is in its currency, more than
+/// zero, and at most what can still be refunded (captured less refunded, less refunds
+/// a provider is making now), the reason fits, and the order takes another refund.
+pub(crate) fn checked_refund(
+    state: &State,
+    order_id: &str,
+    amount: Option<&MoneyInput>,
+    reason: &str,
+) -> Result<(Arc<Order>, Money)> {
+    let mut checks = Checks::default();
+    let amount = amount.and_then(|input| input.checked(&mut checks, "amount"));
+    checks.text("reason", reason, 0, REFUND_REASON_MAX, true);
+    done(checks)?;
+    let order = order_named(state, order_id)?;
+    if !matches!(
+        order.status,
+        OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::PartiallyRefunded
+    ) {
+        return Err(invalid_transition(&order, "refund"));
+    }
+    check_refund_count(state, &order)?;
+    let ledger = state.ledger(&order);
+    let refundable = state.refundable(&order);
+    let amount = amount.unwrap_or(refundable);
+    if amount.currency() != order.currency() {
+        return Err(EngineError::field(
+            "amount.currency",
+            format!("must be the order's currency, {}", order.currency()),
+        ));
+    }
+    if amount.amount() == 0 {
+        return Err(EngineError::field("amount.amount", "must be more than zero"));
+    }
+    if amount.amount() > refundable.amount() {
+        return Err(EngineError::field(
+            "amount.amount",
+            format!(
+                "exceeds what can still be refunded: {} of the {} captured",
+                refundable.amount(),
+                ledger.captured.amount()
+            ),
+        ));
+    }
+    Ok((order, amount))
+}
+
 impl Request for RefundPayment {
     type Output = RefundReceipt;
     type Outcome = (OrderId, RefundId);
 
     fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<(OrderId, RefundId)>> {
         let c = self;
-        let mut checks = Checks::default();
-        let amount = c.amount.as_ref().and_then(|input| input.checked(&mut checks, "amount"));
-        checks.text("reason", &c.reason, 0, REFUND_REASON_MAX, true);
-        done(checks)?;
-        let order = order_named(state, &c.order_id)?;
-        if !matches!(
-            order.status,
-            OrderStatus::Paid | OrderStatus::Fulfilled | OrderStatus::PartiallyRefunded
-        ) {
-            return Err(invalid_transition(&order, "refund"));
-        }
-        check_refund_count(state, &order)?;
-        let ledger = state.ledger(&order);
-        let refundable = ledger.balance();
-        let amount = amount.unwrap_or(refundable);
-        if amount.currency() != order.currency() {
-            return Err(EngineError::field(
-                "amount.currency",
-                format!("must be the order's currency, {}", order.currency()),
-            ));
-        }
-        if amount.amount() == 0 {
-            return Err(EngineError::field("amount.amount", "must be more than zero"));
-        }
-        if amount.amount() > refundable.amount() {
-            return Err(EngineError::field(
-                "amount.amount",
-                format!(
-                    "exceeds what can still be refunded: {} of the {} captured",
-                    refundable.amount(),
-                    ledger.captured.amount()
-                ),
-            ));
+        let (order, amount) = checked_refund(state, &c.order_id, c.amount.as_ref(), &c.reason)?;
+        if let Some(charge) = state.captured_charge(&order.id) {
+            return Err(EngineError::InvalidState(format!(
+                "the order was paid through the provider {}: refund it through the provider \
+                 (StartRefund)",
+                charge.provider
+            )));
         }
         let refund = new_refund(state, &order, amount, c.reason.clone(), ctx);
         let id = refund.id;

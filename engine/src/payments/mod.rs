@@ -80,7 +80,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     ],
     counters: |_| vec![],
     timers: None,
-    verify: None,
+    verify: Some(calls::check_calls),
 };
 
 // In a module of its own so that rkyv's generated types stay private.
@@ -121,25 +121,26 @@ pub(crate) fn apply(state: &State, event: &PaymentEvent, at: TimestampMs, rows: 
             calls::started(state, call, idempotency.as_deref(), at, rows);
         }
         PaymentEvent::CallAdvanced(step) => calls::advanced(state, step, at, rows),
-        PaymentEvent::Refunded { refund } => {
-            let mut order =
-                (*state.order(&refund.order_id).expect("decide checked the order")).clone();
-            let refund = (**refund).clone();
-            // The status is about to stop saying the order shipped: an order fulfilled
-            // before fulfilments were recorded gets its record now.
-            orders::keep_fulfillment(state, &order, rows);
-            rows.push(Row::put(Arc::new(refund.clone())));
-            add_refund(state, refund);
-            let ledger = state.ledger(&order);
-            order.status = if ledger.refunded == ledger.captured {
-                OrderStatus::Refunded
-            } else {
-                OrderStatus::PartiallyRefunded
-            };
-            orders::touch(&mut order, at);
-            orders::put_order(state, order, rows);
-        }
+        PaymentEvent::Refunded { refund } => refunded(state, (**refund).clone(), at, rows),
     }
+}
+
+/// Records a refund made: the order becomes `partially_refunded` or `refunded`.
+fn refunded(state: &State, refund: Refund, at: TimestampMs, rows: &mut Vec<Row>) {
+    let mut order = (*state.order(&refund.order_id).expect("decide checked the order")).clone();
+    // The status is about to stop saying the order shipped: an order fulfilled before
+    // fulfilments were recorded gets its record now.
+    orders::keep_fulfillment(state, &order, rows);
+    rows.push(Row::put(Arc::new(refund.clone())));
+    add_refund(state, refund);
+    let ledger = state.ledger(&order);
+    order.status = if ledger.refunded == ledger.captured {
+        OrderStatus::Refunded
+    } else {
+        OrderStatus::PartiallyRefunded
+    };
+    orders::touch(&mut order, at);
+    orders::put_order(state, order, rows);
 }
 
 /// Adds a refund to its order's list, which stays in the refunds' order.
@@ -185,6 +186,14 @@ impl State {
     /// An order's refunds, oldest first.
     pub fn refunds(&self, order_id: &OrderId) -> Arc<Vec<Refund>> {
         self.payments.refunds.get(order_id).unwrap_or_default()
+    }
+
+    /// What can still be refunded of `order`: its ledger's balance less the refunds a
+    /// provider is making now.
+    pub fn refundable(&self, order: &Order) -> Money {
+        let balance = self.ledger(order).balance();
+        let left = balance.amount() - self.refunds_in_progress(&order.id);
+        Money::new(left.max(0), balance.currency()).unwrap_or(balance)
     }
 
     /// An order's ledger: its captures and refunds in the order they happened, and
@@ -279,12 +288,25 @@ impl State {
             ));
         }
         for call in self.payment_calls(&order.id) {
-            if call.status.is_open() && status != OrderStatus::PendingPayment {
+            if call.kind == CallKind::Charge
+                && call.status.is_open()
+                && status != OrderStatus::PendingPayment
+            {
                 problems.push(format!(
                     "payment call {} is {} but the order is {}",
                     call.id,
                     call.status.as_str(),
                     status.as_str()
+                ));
+            }
+            let refunds = self.refunds(&order.id);
+            let made = call.refund_id.is_some_and(|id| refunds.iter().any(|r| r.id == id));
+            if (call.status == CallStatus::Refunded) != made {
+                problems.push(format!(
+                    "refund call {} is {} and its refund is {}",
+                    call.id,
+                    call.status.as_str(),
+                    if made { "made" } else { "not made" }
                 ));
             }
             let paid = call.payment_id.is_some_and(|id| order.payments.iter().any(|p| p.id == id));

@@ -9,8 +9,10 @@
 //! - `awaiting_callback`: wait for the callback; past `callback_wait` ask the
 //!   provider again (the call's id is the idempotency key, so it cannot charge twice).
 //! - `authorized`: capture; a declined capture is voided.
-//! - any open call older than `give_up_after` that is not captured is voided with the
+//! - any open charge older than `give_up_after` that is not captured is voided with the
 //!   provider and recorded `voided`; the order can then be paid again or expire.
+//! - a refund: asked of the provider, recorded `refunded` (the refund is made) or
+//!   `declined`; never given up, since the money is owed.
 //!
 //! A provider that cannot be reached leaves its calls open (and their orders held) and
 //! retries them: what the provider did is unknown until it answers.
@@ -25,7 +27,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, Semaphore};
 
-use super::{AdvanceCall, Authorization, CallStatus, PaymentCall, PaymentProvider, ProviderError};
+use super::{
+    AdvanceCall, Authorization, CallKind, CallStatus, PaymentCall, PaymentProvider, ProviderError,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{EngineError, Result};
 use crate::kernel::replica::NodeRole;
@@ -193,6 +197,8 @@ pub struct ProcessorStats {
     pub declined: AtomicU64,
     /// Calls recorded voided.
     pub voided: AtomicU64,
+    /// Refund calls recorded refunded.
+    pub refunded: AtomicU64,
 }
 
 struct Provider {
@@ -409,27 +415,64 @@ fn scan(inner: &Arc<Inner>) {
             continue;
         }
         permit.forget();
-        let inner = inner.clone();
+        let busy = Busy { inner: inner.clone(), id: call.id };
         tokio::spawn(async move {
-            let id = call.id;
-            work(&inner, call).await;
-            inner.busy.lock().remove(&id);
-            inner.permits.add_permits(1);
+            // Released however the pass ends, a provider's panic included.
+            let busy = busy;
+            work(&busy.inner, call.id).await;
         });
     }
 }
 
-/// One pass over one call: as far as the provider lets it go.
-async fn work(inner: &Arc<Inner>, call: Arc<PaymentCall>) {
-    let Some(provider) = inner.providers.get(&call.provider) else {
-        tracing::warn!(call = %call.id, provider = %call.provider, "a payment call names a provider that is not configured; it stays open");
-        retry_later(inner, &call, true);
+/// A call in progress: its place and its permit are given back when dropped.
+struct Busy {
+    inner: Arc<Inner>,
+    id: PaymentCallId,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.inner.busy.lock().remove(&self.id);
+        self.inner.permits.add_permits(1);
+    }
+}
+
+/// One pass over one call: as far as the provider lets it go. The call is read now
+/// (a callback may have moved it since the scan), and left alone once settled.
+async fn work(inner: &Arc<Inner>, id: PaymentCallId) {
+    let Some(call) = inner.engine.state().payment_call(&id).filter(|c| c.status.is_open()) else {
         return;
     };
     let age_ms = inner.config.clock.now_ms().saturating_sub(call.created_at);
     let too_old =
         age_ms > i64::try_from(inner.config.give_up_after.as_millis()).unwrap_or(i64::MAX);
-    let outcome = if too_old {
+    // An authorization is captured (retried until it is), never given up: the provider
+    // may have taken the money already.
+    let give_up_now =
+        too_old && call.kind == CallKind::Charge && call.status != CallStatus::Authorized;
+    let Some(provider) = inner.providers.get(&call.provider) else {
+        if give_up_now {
+            // Nobody here can ask this provider: given up without its word.
+            let why = format!(
+                "the provider {} is not configured here: given up without asking it",
+                call.provider
+            );
+            tracing::error!(call = %call.id, provider = %call.provider, "{why}");
+            if advance(inner, &call, CallStatus::Voided, "", "", &why).await.is_ok() {
+                inner.stats.voided.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if !inner.later.lock().contains_key(&call.id) {
+            tracing::warn!(call = %call.id, provider = %call.provider, "a payment call names a provider that is not configured; it waits until it is, or until it is given up");
+        }
+        retry_later(inner, &call, true);
+        return;
+    };
+    // A refund owed is never given up: it is retried until the provider answers.
+    let outcome = if call.kind == CallKind::Refund {
+        refund(inner, provider, &call).await.map(|()| None)
+    } else if give_up_now {
         give_up(inner, provider, &call, "the provider did not settle the payment in time")
             .await
             .map(|()| None)
@@ -444,6 +487,9 @@ async fn work(inner: &Arc<Inner>, call: Arc<PaymentCall>) {
             // Only a call awaiting its callback waits; the callback makes it due.
             let entry = (Instant::now() + wait, 0, CallStatus::AwaitingCallback);
             inner.later.lock().insert(call.id, entry);
+        }
+        Err(error) if error == MOVED_ON => {
+            inner.later.lock().remove(&call.id);
         }
         Err(error) => {
             inner.stats.provider_failures.fetch_add(1, Ordering::Relaxed);
@@ -514,6 +560,22 @@ async fn step(
         }
     }
     Ok(None)
+}
+
+/// Asks the provider for a refund and records its answer.
+async fn refund(inner: &Arc<Inner>, provider: &Provider, call: &PaymentCall) -> Result<(), String> {
+    match attempt(inner, provider, || provider.provider.refund(call)).await {
+        Ok(reference) => {
+            advance(inner, call, CallStatus::Refunded, &reference, "", "").await?;
+            inner.stats.refunded.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(ProviderError::Declined(why)) => {
+            advance(inner, call, CallStatus::Declined, "", "", &why).await?;
+            inner.stats.declined.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => return Err(error.to_string()),
+    }
+    Ok(())
 }
 
 /// Voids the call with the provider, then records it voided.
@@ -591,6 +653,11 @@ async fn advance(
     };
     match inner.engine.send(command).await {
         Ok(call) => Ok((*call).clone()),
+        Err(EngineError::InvalidState(_)) => Err(MOVED_ON.to_string()),
         Err(error) => Err(format!("recording {}: {error}", status.as_str())),
     }
 }
+
+/// What a pass ends with when the call moved on meanwhile (a callback settled it): not
+/// a failure; the next scan reads it as it is.
+const MOVED_ON: &str = "the call moved on meanwhile";

@@ -45,7 +45,7 @@ pub enum Authorization {
     },
 }
 
-/// A payment provider: authorize, capture and void a [`PaymentCall`]. Every method is
+/// A payment provider: authorize, capture, void and refund a [`PaymentCall`]. Every method is
 /// given the call, whose id is the idempotency key the provider must honour: the
 /// processor asks again after a crash or a timeout, and a second authorization of the
 /// same call must not hold the money twice. A decline is
@@ -68,6 +68,10 @@ pub trait PaymentProvider: Send + Sync + 'static {
     /// Releases whatever the call may hold (an authorization, or a request the
     /// provider may still be working on). Voiding what does not exist succeeds.
     fn void<'a>(&'a self, call: &'a PaymentCall) -> ProviderFuture<'a, ()>;
+
+    /// Refunds a refund call's amount of the charge it names (`charge_reference`);
+    /// answers the provider's reference of the refund.
+    fn refund<'a>(&'a self, call: &'a PaymentCall) -> ProviderFuture<'a, String>;
 }
 
 /// The card brand a test token stands for: approved (`Ok`), or declined with why.
@@ -108,5 +112,9 @@ impl PaymentProvider for TestProvider {
 
     fn void<'a>(&'a self, _call: &'a PaymentCall) -> ProviderFuture<'a, ()> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn refund<'a>(&'a self, call: &'a PaymentCall) -> ProviderFuture<'a, String> {
+        Box::pin(std::future::ready(Ok(format!("test_{}", call.id))))
     }
 }

@@ -7,7 +7,7 @@ use crate::domains::{Event, State};
 use crate::error::{EngineError, EntityKind, Result};
 use crate::kernel::handler::{done, not_found, Ctx, Decision, Request, APPLIED};
 use crate::orders::{invalid_transition, order_named, Order};
-use crate::payments::{check_refund_count, new_refund, PaymentEvent};
+use crate::payments::{check_refund_count, new_refund, refund_call, PaymentEvent};
 use crate::types::*;
 use crate::validate::Checks;
 
@@ -257,23 +257,38 @@ impl Request for ReceiveReturn {
                 restocked.push(line.sku.clone());
             }
         }
-        // Never more than is left to refund; nothing when nothing is.
-        let balance = state.ledger(&order).balance();
-        let amount = r.amount().min(balance.amount());
+        // Never more than is left to refund; nothing when nothing is. An order paid
+        // through a provider is refunded through it: a refund call, whose refund (of the
+        // id chosen now) is made when the provider answers.
+        let refundable = state.refundable(&order);
+        let amount = r.amount().min(refundable.amount());
         let mut events: Vec<Event> = Vec::with_capacity(2);
-        let refund = if amount > 0 {
+        let refund: Option<(RefundId, Event)> = if amount > 0 {
             check_refund_count(state, &order)?;
             let amount = Money::new(amount, order.currency()).expect("at most the balance");
-            Some(new_refund(state, &order, amount, format!("return {}", r.id), ctx))
+            let reason = format!("return {}", r.id);
+            Some(match state.captured_charge(&order.id) {
+                Some(charge) => {
+                    let call = refund_call(&order, &charge, amount, reason, ctx);
+                    let id = call.refund_id.expect("a refund call has its refund's id");
+                    (
+                        id,
+                        PaymentEvent::CallStarted { call: Box::new(call), idempotency: None }
+                            .into(),
+                    )
+                }
+                None => {
+                    let refund = new_refund(state, &order, amount, reason, ctx);
+                    (refund.id, PaymentEvent::Refunded { refund: Box::new(refund) }.into())
+                }
+            })
         } else {
             None
         };
-        let refund_id = refund.as_ref().map(|r| r.id);
+        let refund_id = refund.as_ref().map(|(id, _)| *id);
         let receipt = ReturnReceipt { return_id: r.id, order_id: r.order_id, restocked, refund_id };
         events.push(ReturnEvent::Received(Box::new(receipt)).into());
-        if let Some(refund) = refund {
-            events.push(PaymentEvent::Refunded { refund: Box::new(refund) }.into());
-        }
+        events.extend(refund.map(|(_, event)| event));
         Decision::many(r.id, events)
     }
 

@@ -73,6 +73,12 @@ fn money(money: Money) -> Value {
     json!({"amount": money.amount(), "currency": money.currency().as_str()})
 }
 
+/// The data of `order.refunded`.
+fn refunded(refund: &Refund) -> Value {
+    json!({"order_id": refund.order_id.text().as_str(), "refund_id": refund.id.text().as_str(),
+           "amount": money(refund.amount), "reason": refund.reason})
+}
+
 /// The public records of one of a log entry's events, as `(type, data)`.
 fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
     let product = |kind, p: &Product| {
@@ -125,6 +131,18 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
                               "amount": money(payment.amount)});
             out.push(("order.paid", data));
         }
+        // A payment or refund through a provider, once the provider made it.
+        Event::Payments(PaymentEvent::CallAdvanced(step)) => {
+            if let Some(payment) = &step.payment {
+                let data = json!({"order_id": step.order_id.text().as_str(),
+                                  "payment_id": payment.id.text().as_str(),
+                                  "amount": money(payment.amount)});
+                out.push(("order.paid", data));
+            }
+            if let Some(refund) = &step.refund {
+                out.push(("order.refunded", refunded(refund)));
+            }
+        }
         Event::Returns(ReturnEvent::Requested(r)) => {
             let items: Vec<Value> = r
                 .lines
@@ -159,10 +177,7 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
             out.push(("order.discounted", data));
         }
         Event::Payments(PaymentEvent::Refunded { refund }) => {
-            let data = json!({"order_id": refund.order_id.text().as_str(),
-                              "refund_id": refund.id.text().as_str(),
-                              "amount": money(refund.amount), "reason": refund.reason});
-            out.push(("order.refunded", data));
+            out.push(("order.refunded", refunded(refund)));
         }
         Event::FlashSales(e) => match e {
             FlashSaleEvent::Created(s) => {

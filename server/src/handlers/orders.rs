@@ -109,6 +109,9 @@ const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 pub async fn start_payment_call(call: Call) -> Result<Out, Problem> {
     let order = reachable(&call, true)?;
     let body: PaymentCallRequest = call.json()?;
+    if body.method != "test_card" {
+        return Err(Problem::invalid_field("method", "the only payment method is test_card"));
+    }
     let payments = &call.app.payments;
     if !payments.has_provider(&body.provider) {
         let known = payments.provider_names();
@@ -161,6 +164,9 @@ pub async fn provider_callback(call: Call) -> Result<Out, Problem> {
     gateway::verify(call.app.gateway.secret(), header, &call.body, crate::app::now_ms())
         .map_err(Problem::unauthenticated)?;
     let body: CallbackBody = call.json()?;
+    if body.reference.is_empty() {
+        return Err(Problem::invalid_field("reference", "a callback names the call's reference"));
+    }
     let status = match body.status.as_str() {
         "authorized" => CallStatus::Authorized,
         "declined" => CallStatus::Declined,
@@ -205,13 +211,41 @@ pub async fn fulfil(call: Call) -> Result<Out, Problem> {
 
 /// `POST /v1/orders/{id}/refunds`: part or all of what was captured, never more; an
 /// Idempotency-Key makes a retry answer the first refund again.
+/// An order paid through an external provider is refunded through it: 202 with the
+/// refund call, which the provider settles.
 pub async fn refund(call: Call) -> Result<Out, Problem> {
     call.require(perm::PAYMENTS_REFUND)?;
+    let body = || -> Result<RefundRequest, Problem> {
+        if call.body.is_empty() {
+            Ok(RefundRequest::default())
+        } else {
+            call.json()
+        }
+    };
+    let order_id = call.param("id").to_string();
+    let through_provider = OrderId::parse(&order_id)
+        .is_some_and(|id| call.app.engine.state().captured_charge(&id).is_some());
+    if through_provider {
+        let refund = async {
+            let body = body()?;
+            Ok(StartRefund {
+                order_id,
+                amount: body.amount.map(MoneyInput::from),
+                reason: body.reason.unwrap_or_default(),
+            })
+        };
+        let sent = idempotent_send(&call, refund, |_, started| {
+            let location = format!("/v1/orders/{}/payment-calls", started.order_id);
+            Out { location: Some(location), ..Out::json(202, &PaymentCallView::from(&**started)) }
+        })
+        .await;
+        call.app.payments.kick();
+        return sent;
+    }
     let refund = async {
-        let body: RefundRequest =
-            if call.body.is_empty() { RefundRequest::default() } else { call.json()? };
+        let body = body()?;
         Ok(RefundPayment {
-            order_id: call.param("id").to_string(),
+            order_id,
             amount: body.amount.map(MoneyInput::from),
             reason: body.reason.unwrap_or_default(),
         })
