@@ -407,18 +407,23 @@ fn refund_through(te: &TestEngine, order: &Order, amount: i64) -> Result<Arc<Pay
     })
 }
 
+/// A processor with the test provider, and an order it was paid through.
+fn paid_through_test_provider(te: &TestEngine) -> (PaymentProcessor, Arc<Order>, Arc<PaymentCall>) {
+    let processor =
+        PaymentProcessor::start(te.engine.clone(), vec![Arc::new(TestProvider)], fast(te)).unwrap();
+    let order = pending_order(te);
+    let charge = start(te, &order, "test", "tok_visa").unwrap();
+    processor.kick();
+    let charge = settled(te, charge.id, CallStatus::Captured);
+    (processor, order, charge)
+}
+
 #[test]
 fn an_order_paid_through_a_provider_is_refunded_through_it() {
     let te = TestEngine::new();
     let rt = runtime();
     let _guard = rt.enter();
-    let processor =
-        PaymentProcessor::start(te.engine.clone(), vec![Arc::new(TestProvider)], fast(&te))
-            .unwrap();
-    let order = pending_order(&te);
-    let charge = start(&te, &order, "test", "tok_visa").unwrap();
-    processor.kick();
-    settled(&te, charge.id, CallStatus::Captured);
+    let (processor, order, charge) = paid_through_test_provider(&te);
 
     // The built-in refund is refused: the money is with the provider.
     let by_hand = te.shop.send(RefundPayment {
@@ -504,13 +509,7 @@ fn a_return_of_an_order_paid_through_a_provider_is_refunded_through_it() {
     let te = TestEngine::new();
     let rt = runtime();
     let _guard = rt.enter();
-    let processor =
-        PaymentProcessor::start(te.engine.clone(), vec![Arc::new(TestProvider)], fast(&te))
-            .unwrap();
-    let order = pending_order(&te);
-    let charge = start(&te, &order, "test", "tok_visa").unwrap();
-    processor.kick();
-    settled(&te, charge.id, CallStatus::Captured);
+    let (processor, order, _) = paid_through_test_provider(&te);
     te.shop.send(FulfillOrder { order_id: order.id.to_string() }).unwrap();
     let asked = te
         .shop
