@@ -103,10 +103,10 @@ fn server(c: &mut Criterion) {
     });
     let order = sample_order();
     group.bench_function("order_json_view", |b| {
-        b.iter(|| serde_json::to_vec(&emporium_server::wire::OrderView::from(&order)).unwrap())
+        b.iter(|| serde_json::to_vec(&emporium_server::wire::OrderView::new(&order, None)).unwrap())
     });
     group.bench_function("order_json_direct", |b| {
-        b.iter(|| emporium_server::wire::order_json(&order))
+        b.iter(|| emporium_server::wire::order_json(&order, None))
     });
     let body = br#"{"sku":"TSHIRT-M","quantity":2}"#;
     group.bench_function("parse_cart_item", |b| {

@@ -73,6 +73,7 @@ domains! {
     flash_sales: FlashSales(crate::flash_sales::FlashSaleEvent),
     promotions: Promotions(crate::promotions::PromotionEvent),
     returns: Returns(crate::returns::ReturnEvent),
+    shipping: Shipping(crate::shipping::ShippingEvent),
 }
 
 impl State {
@@ -135,7 +136,8 @@ mod tests {
                 "flash_sale",
                 "order",
                 "product",
-                "return"
+                "return",
+                "shipping_method"
             ]
         );
     }

@@ -77,6 +77,12 @@ pub enum EntityKind {
     Return,
     /// A payment provider call.
     PaymentCall,
+    /// A saved address.
+    Address,
+    /// A shipping method.
+    ShippingMethod,
+    /// A tax zone's rate.
+    TaxRate,
 }
 
 impl fmt::Display for EntityKind {
@@ -92,6 +98,9 @@ impl fmt::Display for EntityKind {
             EntityKind::DiscountCode => "discount code",
             EntityKind::Return => "return",
             EntityKind::PaymentCall => "payment call",
+            EntityKind::Address => "address",
+            EntityKind::ShippingMethod => "shipping method",
+            EntityKind::TaxRate => "tax rate",
         })
     }
 }

@@ -298,6 +298,14 @@ id_type!(
     FlashSaleId, "fsale_", Seq
 );
 id_type!(
+    /// A shipping method's id (`ship_…`).
+    ShippingMethodId, "ship_", Seq
+);
+id_type!(
+    /// A saved address's id (`addr_…`), 128 random bits.
+    AddressId, "addr_", Random
+);
+id_type!(
     /// A cart's id (`cart_…`), 128 random bits; see [`CartId::from_seq`] for the other
     /// form.
     CartId, "cart_", CartNumber
@@ -327,8 +335,8 @@ id_type!(
     ApiClientId, "cli_", Random
 );
 
-seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId);
-random_ids!(OrderId, PaymentId, PaymentCallId, RefundId, ReturnId, ApiClientId);
+seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId, ShippingMethodId);
+random_ids!(OrderId, PaymentId, PaymentCallId, RefundId, ReturnId, ApiClientId, AddressId);
 
 impl CartId {
     /// The id of a cart: 128 random bits, 25 base-36 digits.

@@ -96,6 +96,7 @@ mod payments;
 mod product_search;
 mod promotions;
 mod returns;
+mod shipping;
 mod types;
 mod validate;
 
@@ -124,6 +125,7 @@ pub use payments::*;
 pub use product_search::*;
 pub use promotions::*;
 pub use returns::*;
+pub use shipping::*;
 pub use types::*;
 
 /// The pure domain, for tests and benchmarks that drive `decide` and `apply` without

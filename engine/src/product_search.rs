@@ -438,6 +438,7 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             // A refund changes money, not stock.
             Event::Payments(PaymentEvent::Refunded { .. } | PaymentEvent::CallStarted { .. })
             | Event::Promotions(_)
+            | Event::Shipping(_)
             | Event::Returns(ReturnEvent::Requested(_) | ReturnEvent::Decided(_))
             | Event::Carts(_)
             | Event::Accounts(_)

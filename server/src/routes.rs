@@ -10,7 +10,7 @@ use http::Method;
 
 use crate::handlers::{
     accounts, carts, catalog, events, flash_sales, inventory, ops, orders, promotions, returns,
-    search,
+    search, shipping,
 };
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -97,6 +97,10 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(POST "/v1/auth/token", "token", "OAuth 2.0 token endpoint (password, client_credentials, refresh_token)", accounts::token, Auth, JsonOrForm, 200, "anyone", Some("TokenRequest"), Some("Token"), &[], None),
         route!(GET "/v1/customers/me", "get_me", "The calling account", accounts::me, Read, None, 200, "any signed-in account", None, Some("Customer"), &[401, 403], None),
         route!(GET "/v1/customers/me/orders", "list_my_orders", "The calling account's orders", orders::list_mine, Read, None, 200, "any signed-in account", None, Some("OrderList"), &[401, 403], None),
+        route!(GET "/v1/customers/me/addresses", "list_my_addresses", "The calling account's address book, oldest first (at most 20)", shipping::list_addresses, Read, None, 200, "any signed-in account", None, Some("SavedAddressList"), &[401, 403], None),
+        route!(POST "/v1/customers/me/addresses", "add_my_address", "Save an address in the calling account's book (default_shipping: checkout ships there when no address is given; a default moves from the book's other address)", shipping::save_address, Write, Json, 201, "any signed-in account", Some("SavedAddressInput"), Some("SavedAddress"), &[401, 403, 409, 422], Some(false)),
+        route!(PUT "/v1/customers/me/addresses/{id}", "replace_my_address", "Replace an address of the calling account's book", shipping::save_address, Write, Json, 200, "any signed-in account", Some("SavedAddressInput"), Some("SavedAddress"), &[401, 403, 404, 422], Some(false)),
+        route!(DELETE "/v1/customers/me/addresses/{id}", "delete_my_address", "Delete an address of the calling account's book", shipping::delete_address, Write, None, 204, "any signed-in account", None, None, &[401, 403, 404], None),
         route!(POST "/v1/admin/users", "create_user", "Create an account with a role", accounts::create_user, Write, Json, 201, "users:admin", Some("NewUser"), Some("Customer"), &[401, 403, 409, 422], Some(false)),
         route!(POST "/v1/admin/api-clients", "create_api_client", "Create an API client; its secret is shown once", accounts::create_api_client, Write, Json, 201, "users:admin", Some("NewApiClient"), Some("ApiClientCredentials"), &[401, 403, 422], None),
         route!(GET "/v1/products", "list_products", "List products (customers see active ones)", catalog::list_products, Read, None, 200, "anyone", None, Some("ProductList"), &[403], None),
@@ -112,6 +116,14 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(GET "/v1/inventory/{sku}", "get_inventory", "A SKU's stock levels", inventory::get, Read, None, 200, "inventory:read", None, Some("Inventory"), &[401, 403, 404], None),
         route!(PUT "/v1/inventory/{sku}", "set_inventory", "Set a SKU's units on hand", inventory::set, Write, Json, 200, "inventory:write", Some("InventorySet"), Some("Inventory"), &[401, 403, 404, 409, 412, 422], None),
         route!(POST "/v1/inventory/{sku}/adjustments", "adjust_inventory", "Add or remove units on hand", inventory::adjust, Write, Json, 200, "inventory:write", Some("InventoryAdjustment"), Some("Inventory"), &[401, 403, 404, 409, 422], Some(false)),
+        route!(PUT "/v1/inventory/{sku}/weight", "set_sku_weight", "Set a SKU's unit weight in grams, for weight-based shipping (a SKU without one weighs nothing)", shipping::set_weight, Write, Json, 200, "catalog:write", Some("SkuWeight"), Some("SkuWeight"), &[401, 403, 404, 422], Some(false)),
+        route!(POST "/v1/shipping-methods", "create_shipping_method", "Create a shipping method: a flat rate, free over a threshold, or by weight band; optionally only to some countries", shipping::create_method, Write, Json, 201, "catalog:write", Some("NewShippingMethod"), Some("ShippingMethod"), &[401, 403, 409, 422], Some(false)),
+        route!(GET "/v1/shipping-methods", "list_shipping_methods", "Every shipping method (at most 100), active or not, in the order they were created", shipping::list_methods, Read, None, 200, "anyone", None, Some("ShippingMethodList"), &[], None),
+        route!(GET "/v1/shipping-methods/{id}", "get_shipping_method", "A shipping method", shipping::get_method, Read, None, 200, "anyone", None, Some("ShippingMethod"), &[404], None),
+        route!(PATCH "/v1/shipping-methods/{id}", "update_shipping_method", "Rename a shipping method, or switch it on or off", shipping::update_method, Write, Json, 200, "catalog:write", Some("ShippingMethodPatch"), Some("ShippingMethod"), &[401, 403, 404, 422], None),
+        route!(GET "/v1/tax-rates", "list_tax_rates", "Every tax zone's rate, by zone", shipping::list_tax_rates, Read, None, 200, "anyone", None, Some("TaxRateList"), &[], None),
+        route!(PUT "/v1/tax-rates/{zone}", "set_tax_rate", "Set the tax rate of a country (DE) or a region of one (US-CA), in basis points; an address is taxed at its region's rate if set, else its country's", shipping::set_tax_rate, Write, Json, 200, "catalog:write", Some("TaxRateInput"), Some("TaxRate"), &[401, 403, 409, 422], Some(false)),
+        route!(DELETE "/v1/tax-rates/{zone}", "delete_tax_rate", "Remove a zone's tax rate", shipping::delete_tax_rate, Write, None, 204, "catalog:write", None, None, &[401, 403, 404, 422], None),
         route!(POST "/v1/carts", "create_cart", "Open a cart (owned with a customer token, else a guest cart)", carts::create, Write, OptionalJson, 201, "anyone", Some("NewCart"), Some("Cart"), &[422], Some(false)),
         route!(GET "/v1/carts/{id}", "get_cart", "A cart with current prices", carts::get, Read, None, 200, "its owner, anyone for a guest cart, orders:read", None, Some("Cart"), &[403, 404], None),
         route!(POST "/v1/carts/{id}/items", "add_cart_item", "Add units of a SKU", carts::add_item, Write, Json, 200, "its owner, anyone for a guest cart, orders:write", Some("CartItemAdd"), Some("Cart"), &[403, 404, 409, 422], Some(false)),

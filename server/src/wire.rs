@@ -297,6 +297,194 @@ pub struct CheckoutJson {
     pub email: Option<String>,
     #[serde(default)]
     pub shipping_address: Option<AddressJson>,
+    #[serde(default)]
+    pub shipping_address_id: Option<String>,
+    #[serde(default)]
+    pub shipping_method_id: Option<String>,
+}
+
+/// A shipping rate as the API writes it: `{type: "flat", amount}`, `{type:
+/// "free_over", amount, threshold}` or `{type: "weight", bands: [{up_to_grams,
+/// amount}]}`, in minor units of the method's currency.
+#[derive(Deserialize, Serialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateJson {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bands: Option<Vec<BandJson>>,
+}
+
+/// A band of a weight-based rate.
+#[derive(Deserialize, Serialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BandJson {
+    pub up_to_grams: u32,
+    pub amount: i64,
+}
+
+impl RateJson {
+    /// The engine's rate, or which field is missing for the type.
+    pub fn rate(&self) -> Result<ShippingRate, FieldError> {
+        let need = |value: Option<i64>, field: &str| {
+            value.ok_or_else(|| FieldError::new(format!("rate.{field}"), "required for this type"))
+        };
+        match self.kind.as_str() {
+            "flat" => Ok(ShippingRate::Flat { amount: need(self.amount, "amount")? }),
+            "free_over" => Ok(ShippingRate::FreeOver {
+                amount: need(self.amount, "amount")?,
+                threshold: need(self.threshold, "threshold")?,
+            }),
+            "weight" => {
+                let bands = self
+                    .bands
+                    .as_ref()
+                    .ok_or_else(|| FieldError::new("rate.bands", "required for this type"))?;
+                let bands = bands
+                    .iter()
+                    .map(|b| WeightBand { up_to_grams: b.up_to_grams, amount: b.amount })
+                    .collect();
+                Ok(ShippingRate::ByWeight { bands })
+            }
+            _ => Err(FieldError::new("rate.type", "must be flat, free_over or weight")),
+        }
+    }
+}
+
+impl From<&ShippingRate> for RateJson {
+    fn from(rate: &ShippingRate) -> RateJson {
+        let json =
+            |kind: &str| RateJson { kind: kind.into(), amount: None, threshold: None, bands: None };
+        match rate {
+            ShippingRate::Flat { amount } => RateJson { amount: Some(*amount), ..json("flat") },
+            ShippingRate::FreeOver { amount, threshold } => {
+                RateJson { amount: Some(*amount), threshold: Some(*threshold), ..json("free_over") }
+            }
+            ShippingRate::ByWeight { bands } => RateJson {
+                bands: Some(
+                    bands
+                        .iter()
+                        .map(|b| BandJson { up_to_grams: b.up_to_grams, amount: b.amount })
+                        .collect(),
+                ),
+                ..json("weight")
+            },
+        }
+    }
+}
+
+/// `POST /v1/shipping-methods`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewShippingMethodJson {
+    pub name: String,
+    pub currency: String,
+    pub rate: RateJson,
+    #[serde(default)]
+    pub countries: Vec<String>,
+}
+
+/// `PATCH /v1/shipping-methods/{id}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingMethodPatchJson {
+    pub name: Option<String>,
+    pub active: Option<bool>,
+}
+
+/// A shipping method.
+#[derive(Serialize)]
+pub struct ShippingMethodView<'a> {
+    id: IdText,
+    name: &'a str,
+    currency: &'a str,
+    rate: RateJson,
+    countries: &'a [String],
+    active: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> From<&'a ShippingMethod> for ShippingMethodView<'a> {
+    fn from(m: &'a ShippingMethod) -> ShippingMethodView<'a> {
+        ShippingMethodView {
+            id: m.id.text(),
+            name: &m.name,
+            currency: m.currency.as_str(),
+            rate: RateJson::from(&m.rate),
+            countries: &m.countries,
+            active: m.active,
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+        }
+    }
+}
+
+/// `PUT /v1/tax-rates/{zone}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TaxRateJson {
+    pub rate_bp: u32,
+}
+
+/// A zone's tax rate.
+#[derive(Serialize)]
+pub struct TaxRateView<'a> {
+    zone: &'a str,
+    rate_bp: u32,
+    updated_at: String,
+}
+
+impl<'a> From<&'a TaxRate> for TaxRateView<'a> {
+    fn from(t: &'a TaxRate) -> TaxRateView<'a> {
+        TaxRateView { zone: &t.zone, rate_bp: t.rate_bp, updated_at: rfc3339(t.updated_at) }
+    }
+}
+
+/// `PUT /v1/inventory/{sku}/weight`.
+#[derive(Deserialize, Serialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct WeightJson {
+    pub grams: u32,
+}
+
+/// `POST /v1/customers/me/addresses`, `PUT …/{id}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct SavedAddressJson {
+    pub address: AddressJson,
+    #[serde(default)]
+    pub default_shipping: bool,
+    #[serde(default)]
+    pub default_billing: bool,
+}
+
+/// An address of the caller's book.
+#[derive(Serialize)]
+pub struct SavedAddressView {
+    id: IdText,
+    address: AddressJson,
+    default_shipping: bool,
+    default_billing: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&SavedAddress> for SavedAddressView {
+    fn from(a: &SavedAddress) -> SavedAddressView {
+        SavedAddressView {
+            id: a.id.text(),
+            address: AddressJson::from(&a.address),
+            default_shipping: a.default_shipping,
+            default_billing: a.default_billing,
+            created_at: rfc3339(a.created_at),
+            updated_at: rfc3339(a.updated_at),
+        }
+    }
 }
 
 /// `POST /v1/orders/{id}/payments`.
@@ -728,11 +916,12 @@ pub struct PaymentReceiptView<'a> {
     order: OrderView<'a>,
 }
 
-impl<'a> From<&'a PaymentReceipt> for PaymentReceiptView<'a> {
-    fn from(r: &'a PaymentReceipt) -> PaymentReceiptView<'a> {
+impl<'a> PaymentReceiptView<'a> {
+    /// A payment with its order.
+    pub fn new(state: &State, r: &'a PaymentReceipt) -> PaymentReceiptView<'a> {
         PaymentReceiptView {
             payment: PaymentView::new(&r.payment, &r.order),
-            order: OrderView::from(&*r.order),
+            order: OrderView::of(state, &r.order),
         }
     }
 }
@@ -749,8 +938,9 @@ pub struct RefundReceiptView<'a> {
     order: OrderView<'a>,
 }
 
-impl<'a> From<&'a RefundReceipt> for RefundReceiptView<'a> {
-    fn from(r: &'a RefundReceipt) -> RefundReceiptView<'a> {
+impl<'a> RefundReceiptView<'a> {
+    /// A refund with its order.
+    pub fn new(state: &State, r: &'a RefundReceipt) -> RefundReceiptView<'a> {
         RefundReceiptView {
             id: r.refund.id.text(),
             order_id: r.refund.order_id.text(),
@@ -758,7 +948,7 @@ impl<'a> From<&'a RefundReceipt> for RefundReceiptView<'a> {
             reason: &r.refund.reason,
             provider_reference: &r.refund.provider_reference,
             created_at: rfc3339(r.refund.created_at),
-            order: OrderView::from(&*r.order),
+            order: OrderView::of(state, &r.order),
         }
     }
 }
@@ -838,7 +1028,7 @@ impl<'a> ReturnOutcomeView<'a> {
     pub fn new(state: &State, o: &'a ReturnOutcome) -> ReturnOutcomeView<'a> {
         ReturnOutcomeView {
             r#return: ReturnView::new(state, &o.r#return),
-            order: OrderView::from(&*o.order),
+            order: OrderView::of(state, &o.order),
         }
     }
 }
@@ -901,18 +1091,52 @@ pub struct OrderView<'a> {
     items: Vec<LineView<'a>>,
     subtotal: MoneyJson,
     discount_total: MoneyJson,
+    shipping_total: MoneyJson,
+    tax_total: MoneyJson,
     total: MoneyJson,
     currency: String,
     reservation_expires_at: String,
     payments: Vec<PaymentView<'a>>,
     shipping_address: Option<AddressJson>,
+    shipping_method: Option<ShippingChoiceJson>,
     created_at: String,
     updated_at: String,
     version: u64,
 }
 
-impl<'a> From<&'a Order> for OrderView<'a> {
-    fn from(o: &'a Order) -> OrderView<'a> {
+/// The shipping method an order was placed with.
+#[derive(Serialize)]
+pub struct ShippingChoiceJson {
+    id: IdText,
+    name: String,
+}
+
+/// An order's shipping and tax, in its currency, and the method chosen.
+fn order_charges(
+    order: &Order,
+    charges: Option<&OrderCharges>,
+) -> (Money, Money, Option<ShippingChoiceJson>) {
+    let currency = order.currency();
+    let money = |amount: i64| Money::new(amount, currency).unwrap_or(Money::zero(currency));
+    match charges {
+        None => (Money::zero(currency), Money::zero(currency), None),
+        Some(c) => (
+            money(c.shipping),
+            money(c.tax()),
+            c.method_id.map(|id| ShippingChoiceJson { id: id.text(), name: c.method_name.clone() }),
+        ),
+    }
+}
+
+impl<'a> OrderView<'a> {
+    /// The order as the API shows it, read with its charges from `state`.
+    pub fn of(state: &State, o: &'a Order) -> OrderView<'a> {
+        OrderView::new(o, state.order_charges(&o.id).as_deref())
+    }
+
+    /// The order with what it was charged for shipping and tax.
+    pub fn new(o: &'a Order, charges: Option<&OrderCharges>) -> OrderView<'a> {
+        let (shipping_total, tax_total, shipping_method) = order_charges(o, charges);
         OrderView {
             id: o.id.text(),
             customer_id: o.customer_id.as_ref().map(|c| c.text()),
@@ -933,11 +1157,14 @@ impl<'a> From<&'a Order> for OrderView<'a> {
                 .collect(),
             subtotal: o.subtotal.into(),
             discount_total: o.discount_total.into(),
+            shipping_total: shipping_total.into(),
+            tax_total: tax_total.into(),
             total: o.total.into(),
             currency: o.total.currency().as_str().to_string(),
             reservation_expires_at: rfc3339(o.reservation_expires_at),
             payments: o.payments.iter().map(|p| PaymentView::new(p, o)).collect(),
             shipping_address: o.shipping_address.as_ref().map(AddressJson::from),
+            shipping_method,
             created_at: rfc3339(o.created_at),
             updated_at: rfc3339(o.updated_at),
             version: o.version,
@@ -949,7 +1176,7 @@ impl<'a> From<&'a Order> for OrderView<'a> {
 /// [`OrderView`], without building the view, its line views or its timestamp strings
 /// (a flash-sale purchase's answer, on the hottest path). Payments and a shipping
 /// address, which a new purchase has not, go through their views.
-pub fn order_json(order: &Order) -> Vec<u8> {
+pub fn order_json(order: &Order, charges: Option<&OrderCharges>) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(512 + 256 * order.lines.len());
     let out = &mut out;
@@ -1001,6 +1228,11 @@ pub fn order_json(order: &Order) -> Vec<u8> {
     money(out, order.subtotal);
     out.extend_from_slice(b",\"discount_total\":");
     money(out, order.discount_total);
+    let (shipping_total, tax_total, shipping_method) = order_charges(order, charges);
+    out.extend_from_slice(b",\"shipping_total\":");
+    money(out, shipping_total);
+    out.extend_from_slice(b",\"tax_total\":");
+    money(out, tax_total);
     out.extend_from_slice(b",\"total\":");
     money(out, order.total);
     out.extend_from_slice(b",\"currency\":");
@@ -1014,6 +1246,8 @@ pub fn order_json(order: &Order) -> Vec<u8> {
     out.extend_from_slice(b",\"shipping_address\":");
     let address = order.shipping_address.as_ref().map(AddressJson::from);
     serde_json::to_writer(&mut *out, &address).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"shipping_method\":");
+    serde_json::to_writer(&mut *out, &shipping_method).expect("writing to a Vec cannot fail");
     out.extend_from_slice(b",\"created_at\":");
     time(out, order.created_at);
     out.extend_from_slice(b",\"updated_at\":");
@@ -1198,9 +1432,19 @@ mod tests {
     fn the_direct_order_writer_writes_what_the_view_serializes() {
         for (payments, address) in [(0, false), (0, true), (1, false), (2, true)] {
             let order = order(payments, address);
-            let view = serde_json::to_vec(&OrderView::from(&order)).unwrap();
+            let charges = OrderCharges {
+                order_id: order.id,
+                method_id: Some(ShippingMethodId::from_seq(3)),
+                method_name: "Express \"24h\"".into(),
+                shipping: 499,
+                tax_zone: "US-CA".into(),
+                tax_rate_bp: 725,
+                line_taxes: vec![7, 8],
+            };
+            let charges = (payments % 2 == 1).then_some(&charges);
+            let view = serde_json::to_vec(&OrderView::new(&order, charges)).unwrap();
             assert_eq!(
-                String::from_utf8(order_json(&order)).unwrap(),
+                String::from_utf8(order_json(&order, charges)).unwrap(),
                 String::from_utf8(view).unwrap(),
                 "{payments} payments, address {address}"
             );

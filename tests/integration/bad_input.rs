@@ -132,6 +132,7 @@ impl Fixture {
                     email: Some("guest@example.com".into()),
                     shipping_address: Some(address()),
                     idempotency: guest_key(key),
+                    ..Default::default()
                 })
                 .expect("checkout");
             (cart, order)
@@ -288,6 +289,7 @@ impl Fixture {
             email: Some("guest@example.com".into()),
             shipping_address: Some(address()),
             idempotency: guest_key("checkout-3"),
+            ..Default::default()
         };
         build(base, tweak)
     }

@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 67] = [
+const ENDPOINTS: [(&str, &str, u16); 79] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1224,6 +1224,10 @@ const ENDPOINTS: [(&str, &str, u16); 67] = [
     ("post", "/v1/auth/token", 200),
     ("get", "/v1/customers/me", 200),
     ("get", "/v1/customers/me/orders", 200),
+    ("get", "/v1/customers/me/addresses", 200),
+    ("post", "/v1/customers/me/addresses", 201),
+    ("put", "/v1/customers/me/addresses/{id}", 200),
+    ("delete", "/v1/customers/me/addresses/{id}", 204),
     ("post", "/v1/admin/users", 201),
     ("post", "/v1/admin/api-clients", 201),
     ("get", "/v1/products", 200),
@@ -1241,6 +1245,14 @@ const ENDPOINTS: [(&str, &str, u16); 67] = [
     ("get", "/v1/inventory/{sku}", 200),
     ("put", "/v1/inventory/{sku}", 200),
     ("post", "/v1/inventory/{sku}/adjustments", 200),
+    ("put", "/v1/inventory/{sku}/weight", 200),
+    ("post", "/v1/shipping-methods", 201),
+    ("get", "/v1/shipping-methods", 200),
+    ("get", "/v1/shipping-methods/{id}", 200),
+    ("patch", "/v1/shipping-methods/{id}", 200),
+    ("get", "/v1/tax-rates", 200),
+    ("put", "/v1/tax-rates/{zone}", 200),
+    ("delete", "/v1/tax-rates/{zone}", 204),
     ("post", "/v1/carts", 201),
     ("get", "/v1/carts/{id}", 200),
     ("post", "/v1/carts/{id}/items", 200),

@@ -80,7 +80,13 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let s = TestServer::start();
+        // Payment calls' callbacks must not land while later rows check that a refusal
+        // wrote nothing: they are due long after the matrix ends.
+        let s = TestServer::with(|c| {
+            c.payment_callback_delay_ms = 600_000;
+            c.payment_callback_wait_s = 700;
+            c.payment_give_up_s = 800;
+        });
         let admin = s.admin();
         let a = s.register("owner-a@example.com");
         let b = s.register("other-b@example.com");
@@ -204,6 +210,37 @@ impl Fixture {
         (cart, code)
     }
 
+    /// An address in A's book.
+    fn address(&self) -> String {
+        let body = json!({"address": {"name": "Ann", "line1": "1 Main St", "city": "Springfield",
+                                      "country": "US"}});
+        let path = "/v1/customers/me/addresses";
+        let saved = self.s.post(path).bearer(&self.a.token).json(body).send().expect(201);
+        text(&saved, "id").to_string()
+    }
+
+    fn shipping_method(&self) -> String {
+        let body =
+            json!({"name": "Standard", "currency": "USD", "rate": {"type": "flat", "amount": 499}});
+        let created = self.s.post("/v1/shipping-methods").bearer(&self.admin).json(body).send();
+        text(&created.expect(201), "id").to_string()
+    }
+
+    /// A zone no row used before: `US-` and three letters.
+    fn fresh_zone(&self) -> String {
+        let n = self.unique();
+        let letter = |k: u32| char::from(b'A' + ((n / 26u32.pow(k)) % 26) as u8);
+        format!("US-{}{}{}", letter(2), letter(1), letter(0))
+    }
+
+    /// A tax zone with a rate.
+    fn tax_zone(&self) -> String {
+        let zone = self.fresh_zone();
+        let path = format!("/v1/tax-rates/{zone}");
+        self.s.put(&path).bearer(&self.admin).json(json!({"rate_bp": 500})).send().expect(200);
+        zone
+    }
+
     fn category(&self) -> String {
         let body = json!({"name": format!("Category {}", self.unique())});
         let created = self.s.post("/v1/categories").bearer(&self.admin).json(body).send();
@@ -291,6 +328,84 @@ fn rows() -> Vec<Row> {
             "",
             |_| Call::new("GET", "/v1/customers/me/orders"),
             ACCOUNTS,
+        ),
+        row(
+            "GET /v1/customers/me/addresses",
+            "",
+            |_| Call::new("GET", "/v1/customers/me/addresses"),
+            ACCOUNTS,
+        ),
+        row(
+            "POST /v1/customers/me/addresses",
+            "",
+            |_| {
+                Call::new("POST", "/v1/customers/me/addresses")
+                    .json(json!({"address": {"name": "B", "line1": "2 Side St", "city": "Town", "country": "DE"}}))
+            },
+            [401, 201, 201, 201, 201, 403, 403],
+        ),
+        // Only its owner's book holds it: anyone else's is a 404.
+        row(
+            "PUT /v1/customers/me/addresses/{A's}",
+            "",
+            |f| {
+                Call::new("PUT", format!("/v1/customers/me/addresses/{}", f.address()))
+                    .json(json!({"address": {"name": "A", "line1": "3 Hill Rd", "city": "Town", "country": "US"}, "default_shipping": true}))
+            },
+            [401, 200, 404, 404, 404, 403, 403],
+        ),
+        row(
+            "DELETE /v1/customers/me/addresses/{A's}",
+            "",
+            |f| Call::new("DELETE", format!("/v1/customers/me/addresses/{}", f.address())),
+            [401, 204, 404, 404, 404, 403, 403],
+        ),
+        row(
+            "POST /v1/shipping-methods",
+            "catalog:write",
+            |_| {
+                Call::new("POST", "/v1/shipping-methods")
+                    .json(json!({"name": "Express", "currency": "USD", "rate": {"type": "free_over", "amount": 999, "threshold": 10000}, "countries": ["US"]}))
+            },
+            STAFF_201,
+        ),
+        row("GET /v1/shipping-methods", "", |_| Call::new("GET", "/v1/shipping-methods"), ALL_200),
+        row(
+            "GET /v1/shipping-methods/{id}",
+            "",
+            |f| Call::new("GET", format!("/v1/shipping-methods/{}", f.shipping_method())),
+            ALL_200,
+        ),
+        row(
+            "PATCH /v1/shipping-methods/{id}",
+            "catalog:write",
+            |f| {
+                Call::new("PATCH", format!("/v1/shipping-methods/{}", f.shipping_method()))
+                    .json(json!({"active": false}))
+            },
+            STAFF_200,
+        ),
+        row("GET /v1/tax-rates", "", |_| Call::new("GET", "/v1/tax-rates"), ALL_200),
+        row(
+            "PUT /v1/tax-rates/{zone}",
+            "catalog:write",
+            |f| {
+                Call::new("PUT", format!("/v1/tax-rates/{}", f.fresh_zone()))
+                    .json(json!({"rate_bp": 725}))
+            },
+            STAFF_200,
+        ),
+        row(
+            "DELETE /v1/tax-rates/{zone}",
+            "catalog:write",
+            |f| Call::new("DELETE", format!("/v1/tax-rates/{}", f.tax_zone())),
+            STAFF_204,
+        ),
+        row(
+            "PUT /v1/inventory/{sku}/weight",
+            "catalog:write",
+            |_| Call::new("PUT", format!("/v1/inventory/{SKU}/weight")).json(json!({"grams": 250})),
+            STAFF_200,
         ),
         row(
             "POST /v1/admin/users",

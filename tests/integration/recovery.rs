@@ -295,6 +295,7 @@ fn idempotent_checkout_replays_after_restart() {
         email: Some("i@example.com".into()),
         shipping_address: None,
         idempotency: Some(IdempotencyKey { scope: "guest".into(), key: "key-1".into() }),
+        ..Default::default()
     };
     let first = te.shop.send(request.clone()).unwrap();
     let te = te.reopen();
@@ -415,6 +416,7 @@ fn upgrades_in_place(name: &str) -> Upgraded {
             ..Default::default()
         }),
         idempotency: Some(IdempotencyKey { scope: "checkout".into(), key: "key-0".into() }),
+        ..Default::default()
     });
     assert_eq!(replay.unwrap().id.to_string(), ids.orders[0]);
     engine.close();

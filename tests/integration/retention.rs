@@ -201,6 +201,7 @@ fn a_one_line_checkout_writes_at_most_300_bytes_of_log() {
             scope: "guest".into(),
             key: "0b7f9a52-3c1e-4d7a-9f0e-5a2b8c6d4e1f".into(),
         }),
+        ..Default::default()
     })
     .unwrap();
     let written = bytes() - before;

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use super::{Address, Order, OrderEvent, OrderStatus, PlacedLine, PlacedOrder};
 use crate::carts::{check_purchasable, open_cart};
-use crate::domains::State;
+use crate::domains::{Event, State};
 use crate::error::{EngineError, EntityKind, Result, Shortfall};
 use crate::idempotency::{self, IdempotencyKey, IdempotencyTag, IdempotentOutcome, Replay};
 use crate::kernel::handler::{
     check_version, done, not_found, too_large, Ctx, Decision, Request, APPLIED,
 };
 use crate::promotions::{AppliedCode, Discounts, LineCost, OrderDiscount, PromotionEvent};
+use crate::shipping::ShippingEvent;
 use crate::types::*;
 use crate::validate::{self, Checks};
 
@@ -24,6 +25,11 @@ pub struct Checkout {
     pub email: Option<String>,
     /// Where to ship.
     pub shipping_address: Option<Address>,
+    /// Or an address of the signed-in customer's book; with neither, their default
+    /// shipping address, if they have one.
+    pub shipping_address_id: Option<String>,
+    /// The shipping method (its rate is added to the total; needs an address).
+    pub shipping_method_id: Option<String>,
     /// Makes a retry return the first outcome.
     pub idempotency: Option<IdempotencyKey>,
 }
@@ -44,7 +50,8 @@ pub struct FulfillOrder {
     pub order_id: String,
 }
 
-fn check_address(checks: &mut Checks, address: &Address) {
+/// Checks an address's fields, named under `prefix` (`shipping_address.`).
+pub(crate) fn check_address(checks: &mut Checks, prefix: &str, address: &Address) {
     let fields = [
         ("name", &address.name, 1, 200),
         ("line1", &address.line1, 1, 200),
@@ -54,10 +61,10 @@ fn check_address(checks: &mut Checks, address: &Address) {
         ("postal_code", &address.postal_code, 0, 20),
     ];
     for (field, value, min, max) in fields {
-        checks.text(&format!("shipping_address.{field}"), value, min, max, false);
+        checks.text(&format!("{prefix}{field}"), value, min, max, false);
     }
     if address.country.len() != 2 || !address.country.bytes().all(|b| b.is_ascii_uppercase()) {
-        checks.fail("shipping_address.country", "must be an ISO 3166-1 alpha-2 code such as US");
+        checks.fail(format!("{prefix}country"), "must be an ISO 3166-1 alpha-2 code such as US");
     }
 }
 
@@ -76,7 +83,14 @@ impl Request for Checkout {
 
     fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Placed>> {
         let c = self;
-        let print = || idempotency::fingerprint(&(&c.cart_id, &c.email, &c.shipping_address));
+        // A checkout without the newer fields prints as before them, so a key recorded
+        // by an older version still matches its retry.
+        let print = || match (&c.shipping_address_id, &c.shipping_method_id) {
+            (None, None) => idempotency::fingerprint(&(&c.cart_id, &c.email, &c.shipping_address)),
+            (id, method) => {
+                idempotency::fingerprint(&(&c.cart_id, &c.email, &c.shipping_address, id, method))
+            }
+        };
         let tag = match placing(state, c.idempotency.as_ref(), print, ctx)? {
             Ok(tag) => tag,
             Err(replayed) => return Decision::nothing(replayed),
@@ -92,9 +106,10 @@ impl Request for Checkout {
             }
         };
         if let Some(address) = &c.shipping_address {
-            check_address(&mut checks, address);
+            check_address(&mut checks, "shipping_address.", address);
         }
         done(checks)?;
+        let shipping_address = shipping_address(state, c, cart.customer_id)?;
         if cart.lines.is_empty() {
             return Err(EngineError::EmptyCart);
         }
@@ -146,37 +161,102 @@ impl Request for Checkout {
             return Err(crate::promotions::unavailable(code, reason));
         }
         let id = new_order_id(state, ctx);
+        let charges = crate::shipping::charges(
+            state,
+            id,
+            cart.currency,
+            shipping_address.as_ref(),
+            c.shipping_method_id.as_deref(),
+            &lines,
+            &discounts.line_discounts,
+        )?;
+        if let Some(charges) = &charges {
+            // `apply` adds them to the total: checked here, so it cannot overflow there.
+            let off: i64 = discounts.line_discounts.iter().sum();
+            let total = i128::from(subtotal.amount()) - i128::from(off)
+                + i128::from(charges.shipping)
+                + i128::from(charges.tax());
+            if total > i128::from(MONEY_AMOUNT_MAX) {
+                return Err(too_large("items"));
+            }
+        }
         let placed = PlacedOrder {
             id,
             cart_id: cart.id,
             email: email.unwrap_or_default(),
-            shipping_address: c.shipping_address.clone().map(Box::new),
+            shipping_address: shipping_address.map(Box::new),
             lines,
             reservation_expires_at: ctx.now.saturating_add(ctx.limits.reservation_ttl_ms),
             idempotency: tag,
         };
-        let placed = OrderEvent::Placed(Box::new(placed));
-        if discounts.codes.is_empty() {
-            return Decision::one(Placed::New(id), placed);
+        let mut events: Vec<Event> = vec![OrderEvent::Placed(Box::new(placed)).into()];
+        if let Some(discounted) = discounted(id, cart.customer_id, discounts) {
+            events.push(discounted.into());
         }
-        let discounted = OrderDiscount {
-            order_id: id,
-            customer_id: cart.customer_id,
-            codes: discounts
-                .codes
-                .iter()
-                .map(|c| AppliedCode { code: c.code.clone(), amount: c.amount })
-                .collect(),
-            line_discounts: discounts.line_discounts,
-            released: false,
-        };
-        let discounted = PromotionEvent::OrderDiscounted(Box::new(discounted));
-        Decision::many(Placed::New(id), vec![placed.into(), discounted.into()])
+        events.extend(charges.map(|c| Event::from(ShippingEvent::OrderCharged(Box::new(c)))));
+        Decision::many(Placed::New(id), events)
     }
 
     fn reply(state: &State, outcome: Placed) -> Arc<Order> {
         outcome.order(state)
     }
+}
+
+/// Where a checkout ships: the address given, or the one of the customer's book it
+/// names, or else their default shipping address (none for a guest).
+fn shipping_address(
+    state: &State,
+    c: &Checkout,
+    customer: Option<CustomerId>,
+) -> Result<Option<Address>> {
+    let saved = |customer: Option<CustomerId>, id: &str| {
+        customer
+            .and(AddressId::parse(id))
+            .and_then(|id| state.saved_address(&id))
+            .filter(|a| Some(a.customer_id) == customer)
+            .map(|a| a.address.clone())
+            .ok_or_else(|| {
+                EngineError::field("shipping_address_id", "no such address in the customer's book")
+            })
+    };
+    match (&c.shipping_address, &c.shipping_address_id) {
+        (Some(_), Some(_)) => Err(EngineError::field(
+            "shipping_address_id",
+            "give an address or an address id, not both",
+        )),
+        (Some(address), None) => Ok(Some(address.clone())),
+        (None, Some(id)) => saved(customer, id).map(Some),
+        (None, None) => Ok(customer.and_then(|customer| {
+            state
+                .saved_addresses(&customer)
+                .iter()
+                .find(|a| a.default_shipping)
+                .map(|a| a.address.clone())
+        })),
+    }
+}
+
+/// The promotions' event of an order placed with discount codes, if it has any.
+fn discounted(
+    id: OrderId,
+    customer_id: Option<CustomerId>,
+    discounts: Discounts,
+) -> Option<PromotionEvent> {
+    if discounts.codes.is_empty() {
+        return None;
+    }
+    let discounted = OrderDiscount {
+        order_id: id,
+        customer_id,
+        codes: discounts
+            .codes
+            .iter()
+            .map(|c| AppliedCode { code: c.code.clone(), amount: c.amount })
+            .collect(),
+        line_discounts: discounts.line_discounts,
+        released: false,
+    };
+    Some(PromotionEvent::OrderDiscounted(Box::new(discounted)))
 }
 
 impl Placed {

@@ -78,7 +78,8 @@ fn wrong_state(r: &Return, action: &str) -> EngineError {
 
 /// What `units` more of `order`'s line `i` are worth, when the order's other returns
 /// (rejected ones aside) hold `before` units of it, valued `claimed`: the pro rata share
-/// of the line's total after its discount, rounded down, less what is already claimed;
+/// of what the line was paid (its total after its discount, with its tax), rounded
+/// down, less what is already claimed;
 /// the last units take exactly what is left. So a line's returns add up to exactly
 /// what it cost, whatever was rejected in between.
 fn paid_for(
@@ -90,7 +91,8 @@ fn paid_for(
 ) -> i64 {
     let line = &order.lines[i];
     let off = state.order_discount(&order.id).and_then(|d| d.line_discounts.get(i).copied());
-    let paid = line.line_total.amount() - off.unwrap_or(0);
+    let tax = state.order_charges(&order.id).and_then(|c| c.line_taxes.get(i).copied());
+    let paid = line.line_total.amount() - off.unwrap_or(0) + tax.unwrap_or(0);
     if before + units >= line.quantity {
         return (paid - claimed).max(0);
     }

@@ -119,12 +119,18 @@ pub async fn checkout(call: Call) -> Result<Out, Problem> {
         cart_id: cart.id.to_string(),
         email: body.email,
         shipping_address: body.shipping_address.map(Address::from),
+        shipping_address_id: body.shipping_address_id,
+        shipping_method_id: body.shipping_method_id,
         idempotency: idempotency.clone(),
     };
     let order = match call.app.engine.send(command).await {
         Ok(order) => order,
         Err(error) => return Err(record_refusal(&call, idempotency, error).await),
     };
-    let out = Out::created_json(order_json(&order), format!("/v1/orders/{}", order.id));
+    let charges = call.app.engine.state().order_charges(&order.id);
+    let out = Out::created_json(
+        order_json(&order, charges.as_deref()),
+        format!("/v1/orders/{}", order.id),
+    );
     Ok(Out { replayed: replaying, ..out.versioned(order.version) })
 }

@@ -12,6 +12,7 @@ pub mod orders;
 pub mod promotions;
 pub mod returns;
 pub mod search;
+pub mod shipping;
 
 use std::future::Future;
 use std::sync::Arc;

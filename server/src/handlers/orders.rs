@@ -23,8 +23,8 @@ pub(crate) fn reachable(call: &Call, write: bool) -> Result<Arc<Order>, Problem>
     Ok(order)
 }
 
-fn answer(order: &Order) -> Out {
-    Out::ok(&OrderView::from(order)).versioned(order.version)
+fn answer(state: &State, order: &Order) -> Out {
+    Out::ok(&OrderView::of(state, order)).versioned(order.version)
 }
 
 #[derive(Deserialize)]
@@ -42,7 +42,7 @@ fn page(call: &Call, customer: Option<CustomerId>, query: OrderQuery) -> Result<
     let filter = OrderFilter { customer_id: customer, status };
     let page = call.app.engine.state().orders(&filter, after, limit(query.limit.as_deref())?);
     let body = List {
-        data: page.items.iter().map(|o| OrderView::from(&**o)).collect(),
+        data: page.items.iter().map(|o| OrderView::of(call.app.engine.state(), o)).collect(),
         next_cursor: page.next,
     };
     Ok(Out::ok(&body))
@@ -74,7 +74,7 @@ pub async fn list_mine(call: Call) -> Result<Out, Problem> {
 
 /// `GET /v1/orders/{id}`.
 pub async fn get(call: Call) -> Result<Out, Problem> {
-    Ok(answer(&*reachable(&call, false)?))
+    Ok(answer(call.app.engine.state(), &*reachable(&call, false)?))
 }
 
 /// `POST /v1/orders/{id}/payments`.
@@ -96,7 +96,10 @@ pub async fn pay(call: Call) -> Result<Out, Problem> {
         Err(error) => return Err(record_refusal(&call, idempotency, error).await),
     };
     let location = format!("/v1/orders/{}", receipt.order.id);
-    Ok(Out { replayed: replaying, ..Out::created(&PaymentReceiptView::from(&receipt), location) })
+    Ok(Out {
+        replayed: replaying,
+        ..Out::created(&PaymentReceiptView::new(call.app.engine.state(), &receipt), location)
+    })
 }
 
 /// How long starting a payment call waits for the provider's first answer before it
@@ -196,17 +199,17 @@ pub async fn cancel(call: Call) -> Result<Out, Problem> {
     let cancel = async {
         Ok(CancelOrder {
             order_id: order.id.to_string(),
-            expected_version: call.if_match(|| Some(answer(&order)))?,
+            expected_version: call.if_match(|| Some(answer(call.app.engine.state(), &order)))?,
         })
     };
-    idempotent_send(&call, cancel, |_, order| answer(order)).await
+    idempotent_send(&call, cancel, |state, order| answer(state, order)).await
 }
 
 /// `POST /v1/orders/{id}/fulfillments`.
 pub async fn fulfil(call: Call) -> Result<Out, Problem> {
     call.require(perm::ORDERS_WRITE)?;
     let fulfil = async { Ok(FulfillOrder { order_id: call.param("id").to_string() }) };
-    idempotent_send(&call, fulfil, |_, order| answer(order)).await
+    idempotent_send(&call, fulfil, |state, order| answer(state, order)).await
 }
 
 /// `POST /v1/orders/{id}/refunds`: part or all of what was captured, never more; an
@@ -250,9 +253,9 @@ pub async fn refund(call: Call) -> Result<Out, Problem> {
             reason: body.reason.unwrap_or_default(),
         })
     };
-    idempotent_send(&call, refund, |_, receipt| {
+    idempotent_send(&call, refund, |state, receipt| {
         let location = format!("/v1/orders/{}/transactions", receipt.order.id);
-        Out::created(&RefundReceiptView::from(receipt), location)
+        Out::created(&RefundReceiptView::new(state, receipt), location)
     })
     .await
 }
