@@ -289,6 +289,46 @@ fn the_address_book_keeps_one_default_and_checkout_uses_it() {
         ..Default::default()
     });
     assert_eq!(outcome(&stolen), "validation_failed: shipping_address_id");
+    let bob =
+        s.te.shop
+            .send(RegisterCustomer {
+                email: "bob@example.com".into(),
+                name: "Bob".into(),
+                role: Role::Customer,
+                credential: "hash".into(),
+            })
+            .unwrap();
+    let bobs = s.te.shop.send(CreateCart { customer_id: Some(bob.id.to_string()), currency: None });
+    let bobs = bobs.unwrap();
+    let add = AddCartItem { cart_id: bobs.id.to_string(), sku: "A".into(), quantity: 1 };
+    s.te.shop.send(add).unwrap();
+    let anns_address = s.te.shop.send(Checkout {
+        cart_id: bobs.id.to_string(),
+        shipping_address_id: Some(home.id.to_string()),
+        ..Default::default()
+    });
+    assert_eq!(outcome(&anns_address), "validation_failed: shipping_address_id", "not Bob's");
+    let bad = SaveAddress {
+        customer_id: bob.id,
+        address_id: Some(home.id.to_string()),
+        address: address("US", ""),
+        default_shipping: false,
+        default_billing: false,
+    };
+    assert_eq!(outcome(&s.te.shop.send(bad)), "not_found: address", "nor his to change");
+    let mut nameless = address("us", "");
+    nameless.name = String::new();
+    let invalid = SaveAddress {
+        customer_id: bob.id,
+        address_id: None,
+        address: nameless,
+        default_shipping: false,
+        default_billing: false,
+    };
+    assert_eq!(
+        outcome(&s.te.shop.send(invalid)),
+        "validation_failed: address.name, address.country"
+    );
     let both = s.te.shop.send(Checkout {
         cart_id: s.cart(1, 0, true, false).id.to_string(),
         shipping_address: Some(address("US", "")),
@@ -328,11 +368,39 @@ fn a_return_refunds_the_tax_paid_and_charges_survive_a_restart() {
             .unwrap();
     // Half of what the line was paid, tax included: (2000 + 145) / 2 = 1072.
     assert_eq!(asked.r#return.amount(), 1072);
+    let customer = s.customer;
+    for country in ["US", "DE", "FR"] {
+        let save = SaveAddress {
+            customer_id: customer,
+            address_id: None,
+            address: address(country, ""),
+            default_shipping: country == "DE",
+            default_billing: false,
+        };
+        s.te.clock.advance(1);
+        s.te.shop.send(save).unwrap();
+    }
     let te = s.te.reopen();
+    let book: Vec<(String, bool)> = te
+        .state()
+        .saved_addresses(&customer)
+        .iter()
+        .map(|a| (a.address.country.clone(), a.default_shipping))
+        .collect();
+    let expected = [("US".to_string(), false), ("DE".into(), true), ("FR".into(), false)];
+    assert_eq!(book, expected, "oldest first, the default kept");
+    let next = CreateShippingMethod {
+        name: "Next".into(),
+        currency: "USD".into(),
+        rate: ShippingRate::Flat { amount: 1 },
+        countries: vec![],
+    };
+    let next = te.shop.send(next).unwrap();
+    assert_eq!(next.id, ShippingMethodId::from_seq(5), "the id counter survived");
     let charges = te.state().order_charges(&order.id).expect("kept");
     assert_eq!((charges.shipping, charges.tax(), charges.tax_zone.as_str()), (499, 145, "US-CA"));
     assert_eq!(te.state().order(&order.id).unwrap().total.amount(), 2644);
-    assert_eq!(te.state().shipping_methods().len(), 4);
+    assert_eq!(te.state().shipping_methods().len(), 5);
     assert_eq!(te.state().tax_rates().len(), 2);
     assert_eq!(te.state().sku_weight(&Sku::new("A").unwrap()), Some(400));
     check_invariants(te.state());

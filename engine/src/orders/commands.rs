@@ -177,7 +177,9 @@ impl Request for Checkout {
                 + i128::from(charges.shipping)
                 + i128::from(charges.tax());
             if total > i128::from(MONEY_AMOUNT_MAX) {
-                return Err(too_large("items"));
+                let field =
+                    if c.shipping_method_id.is_some() { "shipping_method_id" } else { "items" };
+                return Err(too_large(field));
             }
         }
         let placed = PlacedOrder {

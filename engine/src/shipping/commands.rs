@@ -107,7 +107,7 @@ impl Request for SaveAddress {
     fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<AddressId>> {
         let c = self;
         let mut checks = Checks::default();
-        check_address(&mut checks, "", &c.address);
+        check_address(&mut checks, "address.", &c.address);
         done(checks)?;
         if state.customer(&c.customer_id).is_none() {
             return Err(not_found(EntityKind::Customer, c.customer_id.text().as_str()));
@@ -123,7 +123,14 @@ impl Request for SaveAddress {
                         "an address book holds at most {ADDRESSES_PER_CUSTOMER_MAX} addresses"
                     )));
                 }
-                (AddressId::from_random(ctx.ids.random_u128()), ctx.now)
+                // A seeded id source repeats after a reopen: an id no address has.
+                let id = loop {
+                    let id = AddressId::from_random(ctx.ids.random_u128());
+                    if state.saved_address(&id).is_none() {
+                        break id;
+                    }
+                };
+                (id, ctx.now)
             }
         };
         let saved = SavedAddress {
@@ -182,6 +189,7 @@ fn check_rate(checks: &mut Checks, rate: &ShippingRate) {
         ShippingRate::ByWeight { bands } => {
             if bands.is_empty() || bands.len() > WEIGHT_BANDS_MAX {
                 checks.fail("rate.bands", format!("must hold 1 to {WEIGHT_BANDS_MAX} bands"));
+                return;
             }
             for (i, band) in bands.iter().enumerate() {
                 if !amount_ok(band.amount) {
@@ -210,10 +218,12 @@ impl Request for CreateShippingMethod {
         let currency =
             Currency::new(&c.currency).map_err(|e| checks.push(e.under("currency"))).ok();
         check_rate(&mut checks, &c.rate);
+        let countries =
+            if c.countries.len() > METHOD_COUNTRIES_MAX { &[][..] } else { &c.countries[..] };
         if c.countries.len() > METHOD_COUNTRIES_MAX {
             checks.fail("countries", format!("at most {METHOD_COUNTRIES_MAX}"));
         }
-        for (i, country) in c.countries.iter().enumerate() {
+        for (i, country) in countries.iter().enumerate() {
             if !is_country(country) {
                 checks.fail(
                     format!("countries[{i}]"),

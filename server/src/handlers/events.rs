@@ -34,7 +34,7 @@ const LIMIT_DEFAULT: usize = 100;
 const LIMIT_MAX: usize = 1000;
 
 /// Every type the feed publishes.
-pub const EVENT_TYPES: [&str; 22] = [
+pub const EVENT_TYPES: [&str; 23] = [
     "product.created",
     "product.updated",
     "category.created",
@@ -49,6 +49,7 @@ pub const EVENT_TYPES: [&str; 22] = [
     "order.paid",
     "order.refunded",
     "order.discounted",
+    "order.charged",
     "return.requested",
     "return.approved",
     "return.rejected",
@@ -142,6 +143,12 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
             if let Some(refund) = &step.refund {
                 out.push(("order.refunded", refunded(refund)));
             }
+        }
+        Event::Shipping(ShippingEvent::OrderCharged(c)) => {
+            let data = json!({"order_id": c.order_id.text().as_str(),
+                              "shipping_method_id": c.method_id.map(|id| id.text().as_str().to_string()),
+                              "shipping": c.shipping, "tax": c.tax(), "tax_zone": c.tax_zone});
+            out.push(("order.charged", data));
         }
         Event::Returns(ReturnEvent::Requested(r)) => {
             let items: Vec<Value> = r
