@@ -28,8 +28,9 @@ use criterion::{
 use emporium_bench::{checkout, product, set_stock, sku, STOCK_ON_HAND, T0};
 use emporium_engine::domain::{execute, Context, Limits};
 use emporium_engine::{
-    AddCartItem, AdjustStock, ApplyDiscountCode, CancelOrder, CapturePayment, Checkout, CreateCart,
-    CreateDiscountCode, Event, ExpireDue, MoneyInput, RefundPayment, Request, State, TimestampMs,
+    AddCartItem, Address, AdjustStock, ApplyDiscountCode, CancelOrder, CapturePayment, Checkout,
+    CreateCart, CreateDiscountCode, CreateShippingMethod, Event, ExpireDue, MoneyInput,
+    RefundPayment, Request, SetTaxRate, ShippingRate, State, TimestampMs,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -216,6 +217,31 @@ fn discounted_checkout_input(f: &mut Fixture) -> (Arc<State>, Checkout) {
     f.input(checkout(cart_id))
 }
 
+/// A one-line checkout of a cart carrying the 10 % code, shipped to California by a
+/// flat-rate method and taxed there: the discount, the shipping quote and the line's
+/// tax on top of a plain checkout.
+fn shipped_checkout_input(f: &mut Fixture) -> (Arc<State>, Checkout) {
+    let (state, mut checkout) = discounted_checkout_input(f);
+    if state.shipping_methods().is_empty() {
+        let rate = ShippingRate::Flat { amount: 499 };
+        let (name, currency) = ("Standard".into(), "USD".into());
+        f.run(CreateShippingMethod { name, currency, rate, countries: vec![] });
+        f.run(SetTaxRate { zone: "US-CA".into(), rate_bp: Some(725) });
+    }
+    let state = f.state.clone();
+    checkout.shipping_method_id = Some(state.shipping_methods()[0].id.to_string());
+    checkout.shipping_address = Some(Address {
+        name: "Ann".into(),
+        line1: "1 Main St".into(),
+        city: "Fresno".into(),
+        region: "CA".into(),
+        postal_code: "93650".into(),
+        country: "US".into(),
+        ..Default::default()
+    });
+    (state, checkout)
+}
+
 /// A partial refund (one cent) of a freshly paid one-line order.
 fn refund_input(f: &mut Fixture) -> (Arc<State>, RefundPayment) {
     f.grow(2);
@@ -279,6 +305,7 @@ fn commands(c: &mut Criterion) {
     measure(g, "checkout_1_line", f, r, |f| checkout_input(f, 1));
     measure(g, "checkout_5_lines", f, r, |f| checkout_input(f, 5));
     measure(g, "checkout_1_line_discount_code", f, r, discounted_checkout_input);
+    measure(g, "checkout_1_line_discount_shipping_tax", f, r, shipped_checkout_input);
     measure(g, "capture_payment", f, r, capture_input);
     measure(g, "refund_payment", f, r, refund_input);
     measure(g, "cancel_order", f, r, cancel_input);

@@ -109,6 +109,27 @@ impl Admin {
         Ok(product)
     }
 
+    /// A 10 % discount code, a flat 4.99 shipping method and a 7.25 % tax rate for
+    /// California, all named after `tag`; answers the code and the method's id.
+    pub async fn create_promotion(&self, tag: &str) -> anyhow::Result<(String, String)> {
+        let mut conn = Conn::connect(self.addr).await?;
+        let auth = std::slice::from_ref(&self.auth);
+        let code = format!("PROMO{tag}");
+        let body = serde_json::json!({"code": code, "percent_off": 10});
+        let reply = conn.post("/v1/discount-codes", auth, body.to_string()).await?;
+        let _: serde_json::Value = expect(&reply, 201, "creating a discount code")?;
+        let body = serde_json::json!({"name": format!("Standard {tag}"), "currency": "USD",
+                                      "rate": {"type": "flat", "amount": 499}});
+        let reply = conn.post("/v1/shipping-methods", auth, body.to_string()).await?;
+        let method: serde_json::Value = expect(&reply, 201, "creating a shipping method")?;
+        let id = method["id"].as_str().context("the method's id")?.to_string();
+        let body = serde_json::json!({"rate_bp": 725}).to_string();
+        let reply =
+            conn.send(http::Method::PUT, "/v1/tax-rates/US-CA", auth, Some(body.into())).await?;
+        let _: serde_json::Value = expect(&reply, 200, "setting a tax rate")?;
+        Ok((code, id))
+    }
+
     /// A SKU's stock levels.
     pub async fn inventory(&self, sku: &str) -> anyhow::Result<Inventory> {
         let mut conn = Conn::connect(self.addr).await?;
@@ -242,25 +263,39 @@ pub async fn register_buyers(
     .await
 }
 
-/// Opens guest carts holding the given lines (`(sku, quantity)` each); answers their
-/// ids in the same order.
+/// Opens guest carts holding the given lines (`(sku, quantity)` each), with the
+/// discount `code` entered when there is one; answers their ids in the same order.
 pub async fn prepare_carts(
     addr: SocketAddr,
     carts: Vec<Vec<(String, u32)>>,
+    code: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
-    parallel(addr, carts, PREPARE_CONNECTIONS, |mut conn, lines| async move {
-        let result = fill_cart(&mut conn, &lines).await;
-        (conn, result)
+    let code = code.map(str::to_string);
+    parallel(addr, carts, PREPARE_CONNECTIONS, move |mut conn, lines| {
+        let code = code.clone();
+        async move {
+            let result = fill_cart(&mut conn, &lines, code.as_deref()).await;
+            (conn, result)
+        }
     })
     .await
 }
 
-async fn fill_cart(conn: &mut Conn, lines: &[(String, u32)]) -> anyhow::Result<String> {
+async fn fill_cart(
+    conn: &mut Conn,
+    lines: &[(String, u32)],
+    code: Option<&str>,
+) -> anyhow::Result<String> {
     let cart: Cart = expect(&conn.post("/v1/carts", &[], "{}").await?, 201, "opening a cart")?;
     let path = format!("/v1/carts/{}/items", cart.id);
     for (sku, quantity) in lines {
         let body = format!(r#"{{"sku":"{sku}","quantity":{quantity}}}"#);
         let _: Cart = expect(&conn.post(&path, &[], body).await?, 200, "adding to a cart")?;
+    }
+    if let Some(code) = code {
+        let path = format!("/v1/carts/{}/discount-codes", cart.id);
+        let body = format!(r#"{{"code":"{code}"}}"#);
+        let _: Cart = expect(&conn.post(&path, &[], body).await?, 200, "entering a code")?;
     }
     Ok(cart.id)
 }

@@ -663,6 +663,7 @@ pub async fn checkout_emporium(
 ) -> anyhow::Result<Vec<Point>> {
     let admin = target.admin().await?;
     let tag = run_tag();
+    let (code, method) = admin.create_promotion(&tag).await?;
     let sku = move |i: u32| format!("CK{tag}-{i:06}");
     let started = Instant::now();
     let skus = (0..checkout::SKUS)
@@ -677,7 +678,10 @@ pub async fn checkout_emporium(
     let ledger = Arc::new(Ledger::new());
     let mut rates = RateGuess::new(600.0);
     let mut points = Vec::new();
-    for (n, (variant, clients)) in checkout_runs(settings).into_iter().enumerate() {
+    // Emporium alone also runs the uniform orders with a 10 % code on every cart and
+    // a shipping method to a taxed address: its cost beside the plain checkout.
+    let promo = settings.clients.iter().map(|&c| ("promo", c));
+    for (n, (variant, clients)) in checkout_runs(settings).into_iter().chain(promo).enumerate() {
         let count = rates.carts(clients, settings, settings.checkout_carts_max);
         let mut rng = rand::rngs::StdRng::seed_from_u64(0xc4ec + n as u64);
         let orders: Vec<Vec<(u32, u32)>> =
@@ -685,7 +689,8 @@ pub async fn checkout_emporium(
         let prepared_at = Instant::now();
         let lines =
             orders.iter().map(|o| o.iter().map(|&(i, units)| (sku(i), units)).collect()).collect();
-        let ids = emporium::prepare_carts(target.addr, lines).await?;
+        let promoted = variant == "promo";
+        let ids = emporium::prepare_carts(target.addr, lines, promoted.then_some(&*code)).await?;
         let line_count: usize = orders.iter().map(Vec::len).sum();
         eprintln!(
             "    prepared {count} carts ({line_count} lines) in {:.1} s",
@@ -697,7 +702,8 @@ pub async fn checkout_emporium(
             .map(|(cart_id, lines)| PreparedOrder { cart_id, lines })
             .collect();
         let labels = Labels { workload: "checkout-heavy", variant, system: "emporium" };
-        let workload = Arc::new(EmporiumCheckout::new(target.addr, carts, clients, ledger.clone()));
+        let workload = EmporiumCheckout::new(target.addr, carts, clients, ledger.clone());
+        let workload = Arc::new(if promoted { workload.shipped(&method) } else { workload });
         let plan = labels.plan(settings, Mode::Closed { clients });
         let (mut point, _) = measure(&labels, workload, &plan, settings).await?;
         emporium_ledger_checks(&mut point, &admin, &ledger, &sku).await?;

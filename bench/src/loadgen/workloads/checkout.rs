@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use rand::Rng;
 
 use crate::loadgen::baseline;
@@ -123,6 +124,8 @@ pub struct EmporiumCheckout {
     pub carts: Mutex<Vec<Vec<PreparedOrder>>>,
     /// What was sold (shared by every run on the same catalog).
     pub ledger: Arc<Ledger>,
+    /// The checkout's body.
+    pub checkout_body: Bytes,
 }
 
 impl EmporiumCheckout {
@@ -137,7 +140,22 @@ impl EmporiumCheckout {
         for (i, cart) in carts.into_iter().enumerate() {
             shares[i % clients].push(cart);
         }
-        EmporiumCheckout { addr, carts: Mutex::new(shares), ledger }
+        let checkout_body = Bytes::from_static(br#"{"email":"buyer@example.com"}"#);
+        EmporiumCheckout { addr, carts: Mutex::new(shares), ledger, checkout_body }
+    }
+
+    /// Checking out with a shipping method to a taxed address (the carts carry a
+    /// discount code).
+    pub fn shipped(mut self, method_id: &str) -> EmporiumCheckout {
+        self.checkout_body = serde_json::json!({
+            "email": "buyer@example.com",
+            "shipping_method_id": method_id,
+            "shipping_address": {"name": "Buyer", "line1": "1 Main St", "city": "Fresno",
+                                 "region": "CA", "postal_code": "93650", "country": "US"},
+        })
+        .to_string()
+        .into();
+        self
     }
 }
 
@@ -165,7 +183,7 @@ impl Workload for EmporiumCheckout {
 
     async fn step(&self, client: &mut EmporiumShopper, cx: &mut Cx) -> Step {
         let Some(cart) = client.carts.pop() else { return Step::Exhausted };
-        match checkout_and_pay(&mut client.http, cx, &cart).await {
+        match checkout_and_pay(&mut client.http, cx, &cart, &self.checkout_body).await {
             Ok((verdict, paid)) => {
                 if let Some(paid) = paid {
                     self.ledger.book(&cart.lines, paid);
@@ -186,10 +204,11 @@ async fn checkout_and_pay(
     http: &mut HttpClient,
     cx: &mut Cx,
     cart: &PreparedOrder,
+    body: &Bytes,
 ) -> anyhow::Result<(Verdict, Option<bool>)> {
     let path = format!("/v1/carts/{}/checkout", cart.cart_id);
     let headers = [idempotency(&format!("ck-{}", cart.cart_id))];
-    let req = Req::post(&path, r#"{"email":"buyer@example.com"}"#).with(&headers);
+    let req = Req::post(&path, body.clone()).with(&headers);
     let (order, verdict) =
         call::<Order>(&mut http.conn, &mut cx.rec, "checkout", req, 201, &["out_of_stock"]).await?;
     let Some(order) = order else { return Ok((verdict, None)) };
