@@ -1441,7 +1441,8 @@ mod tests {
                 tax_rate_bp: 725,
                 line_taxes: vec![7, 8],
             };
-            let charges = (payments % 2 == 1).then_some(&charges);
+            // With and without charges, with and without an address (each pairing).
+            let charges = (payments == 1 || (payments == 0 && address)).then_some(&charges);
             let view = serde_json::to_vec(&OrderView::new(&order, charges)).unwrap();
             assert_eq!(
                 String::from_utf8(order_json(&order, charges)).unwrap(),

@@ -1,6 +1,7 @@
 //! Shipping and tax over HTTP: staff set a method, a tax rate and weights; a customer
 //! saves a default address and checks out with the method; the order shows its
-//! shipping, tax and total in every answer, and the payment captures that total.
+//! shipping, tax and total in the checkout's answer, a GET and the payment's receipt,
+//! and the payment captures that total.
 
 use serde_json::json;
 
