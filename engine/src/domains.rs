@@ -136,6 +136,7 @@ mod tests {
                 "flash_sale",
                 "order",
                 "product",
+                "promotion",
                 "return",
                 "shipping_method"
             ]

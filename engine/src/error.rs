@@ -83,6 +83,8 @@ pub enum EntityKind {
     ShippingMethod,
     /// A tax zone's rate.
     TaxRate,
+    /// An automatic promotion.
+    Promotion,
 }
 
 impl fmt::Display for EntityKind {
@@ -101,6 +103,7 @@ impl fmt::Display for EntityKind {
             EntityKind::Address => "address",
             EntityKind::ShippingMethod => "shipping method",
             EntityKind::TaxRate => "tax rate",
+            EntityKind::Promotion => "promotion",
         })
     }
 }

@@ -302,6 +302,10 @@ id_type!(
     ShippingMethodId, "ship_", Seq
 );
 id_type!(
+    /// An automatic promotion's id (`promo_…`).
+    PromotionId, "promo_", Seq
+);
+id_type!(
     /// A saved address's id (`addr_…`), 128 random bits.
     AddressId, "addr_", Random
 );
@@ -335,7 +339,7 @@ id_type!(
     ApiClientId, "cli_", Random
 );
 
-seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId, ShippingMethodId);
+seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId, ShippingMethodId, PromotionId);
 random_ids!(OrderId, PaymentId, PaymentCallId, RefundId, ReturnId, ApiClientId, AddressId);
 
 impl CartId {

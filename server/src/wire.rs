@@ -585,6 +585,63 @@ pub struct DiscountCodePatchJson {
     pub usage_limit: Option<i64>,
 }
 
+/// `POST /v1/promotions`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewPromotionJson {
+    pub name: String,
+    pub buy: i64,
+    pub get: i64,
+    #[serde(default)]
+    pub product_ids: Vec<String>,
+    #[serde(default)]
+    pub category_ids: Vec<String>,
+    pub starts_at: Option<String>,
+    pub ends_at: Option<String>,
+}
+
+/// `PATCH /v1/promotions/{id}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionPatchJson {
+    pub active: Option<bool>,
+    pub ends_at: Option<String>,
+}
+
+/// An automatic promotion.
+#[derive(Serialize)]
+pub struct PromotionView<'a> {
+    id: IdText,
+    name: &'a str,
+    buy: u32,
+    get: u32,
+    product_ids: Vec<IdText>,
+    category_ids: Vec<IdText>,
+    active: bool,
+    starts_at: String,
+    ends_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> From<&'a AutomaticPromotion> for PromotionView<'a> {
+    fn from(p: &'a AutomaticPromotion) -> PromotionView<'a> {
+        PromotionView {
+            id: p.id.text(),
+            name: &p.name,
+            buy: p.buy,
+            get: p.get,
+            product_ids: p.product_ids.iter().map(|id| id.text()).collect(),
+            category_ids: p.category_ids.iter().map(|id| id.text()).collect(),
+            active: p.active,
+            starts_at: rfc3339(p.starts_at),
+            ends_at: p.ends_at.map(rfc3339),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
 /// One line of `POST /v1/orders/{id}/returns`.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]

@@ -1215,7 +1215,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 79] = [
+const ENDPOINTS: [(&str, &str, u16); 82] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1265,6 +1265,9 @@ const ENDPOINTS: [(&str, &str, u16); 79] = [
     ("get", "/v1/discount-codes", 200),
     ("get", "/v1/discount-codes/{code}", 200),
     ("patch", "/v1/discount-codes/{code}", 200),
+    ("post", "/v1/promotions", 201),
+    ("get", "/v1/promotions", 200),
+    ("patch", "/v1/promotions/{id}", 200),
     ("get", "/v1/orders", 200),
     ("get", "/v1/orders/{id}", 200),
     ("post", "/v1/orders/{id}/payments", 201),

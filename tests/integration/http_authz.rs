@@ -219,6 +219,15 @@ impl Fixture {
         text(&saved, "id").to_string()
     }
 
+    /// An automatic promotion on a product no cart of the matrix holds, so it changes
+    /// no price the other rows see.
+    fn promotion(&self) -> String {
+        let product = self.product("active");
+        let body = json!({"name": "matrix", "buy": 1, "get": 1, "product_ids": [product]});
+        let created = self.s.post("/v1/promotions").bearer(&self.admin).json(body).send();
+        text(&created.expect(201), "id").to_string()
+    }
+
     fn shipping_method(&self) -> String {
         let body =
             json!({"name": "Standard", "currency": "USD", "rate": {"type": "flat", "amount": 499}});
@@ -359,6 +368,28 @@ fn rows() -> Vec<Row> {
             "",
             |f| Call::new("DELETE", format!("/v1/customers/me/addresses/{}", f.address())),
             [401, 204, 404, 404, 404, 403, 403],
+        ),
+        row(
+            "POST /v1/promotions",
+            "catalog:write",
+            // On a product of its own: a promotion on everything would reprice the
+            // carts of the rows after it.
+            |f| {
+                Call::new("POST", "/v1/promotions").json(
+                    json!({"name": "3 for 2", "buy": 2, "get": 1, "product_ids": [f.product("active")]}),
+                )
+            },
+            STAFF_201,
+        ),
+        row("GET /v1/promotions", "", |_| Call::new("GET", "/v1/promotions"), ALL_200),
+        row(
+            "PATCH /v1/promotions/{id}",
+            "catalog:write",
+            |f| {
+                Call::new("PATCH", format!("/v1/promotions/{}", f.promotion()))
+                    .json(json!({"active": true}))
+            },
+            STAFF_200,
         ),
         row(
             "POST /v1/shipping-methods",

@@ -74,3 +74,35 @@ fn checkout_adds_the_method_and_the_zone_tax_and_every_answer_shows_them() {
     assert_eq!(zone.invalid_fields(), ["zone"]);
     s.delete("/v1/tax-rates/FR").bearer(&admin).send().problem(404, "not_found");
 }
+
+#[test]
+fn an_automatic_promotion_prices_carts_and_orders_without_a_code() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "PR-1", 400, 20);
+    let body = json!({"name": "3 for 2", "buy": 2, "get": 1});
+    let promo = s.post("/v1/promotions").bearer(&admin).json(body).send().expect(201);
+    let id = promo["id"].as_str().unwrap().to_string();
+    assert_eq!(s.get("/v1/promotions").send().expect(200)["data"][0]["name"], "3 for 2");
+    let cart = s.cart(None);
+    let priced = s.add(None, &cart, "PR-1", 3).expect(200);
+    assert_eq!(priced["discount_total"]["amount"], 400, "{priced}");
+    let order = s.checkout(None, &cart, "pr-1", json!({"email": "guest@example.com"})).expect(201);
+    assert_eq!(
+        (&order["discount_total"]["amount"], &order["total"]["amount"]),
+        (&json!(400), &json!(800))
+    );
+    let off =
+        s.patch(&format!("/v1/promotions/{id}")).bearer(&admin).json(json!({"active": false}));
+    assert_eq!(off.send().expect(200)["active"], false);
+    let cart = s.cart(None);
+    assert_eq!(s.add(None, &cart, "PR-1", 3).expect(200)["discount_total"]["amount"], 0);
+    let bad =
+        s.post("/v1/promotions").bearer(&admin).json(json!({"name": "x", "buy": 0, "get": 1}));
+    assert_eq!(bad.send().invalid_fields(), ["buy"]);
+    s.patch("/v1/promotions/promo_zz")
+        .bearer(&admin)
+        .json(json!({}))
+        .send()
+        .problem(404, "not_found");
+}

@@ -442,3 +442,124 @@ fn per_customer_uses_are_rebuilt_on_reopen() {
     assert_eq!(error_code(&f.enter(&third, "MINE").unwrap_err()), "discount_unavailable: MINE");
     check_invariants(f.te.state());
 }
+
+// --- automatic promotions -----------------------------------------------------------
+
+/// `discount_total [line discounts] | applied name:amount …` of a cart, priced now.
+fn priced(te: &TestEngine, cart: &Cart) -> String {
+    let priced = te.state().priced_cart(&cart.id, te.clock.now_ms()).unwrap();
+    let lines: Vec<i64> = priced.lines.iter().map(|l| l.discount.amount()).collect();
+    let applied: Vec<String> = priced
+        .codes
+        .iter()
+        .map(|c| {
+            let name = if c.code.starts_with("promo_") { "promo" } else { c.code.as_str() };
+            format!("{name}:{}", c.amount)
+        })
+        .collect();
+    format!("{} {lines:?} | {}", priced.discount_total.amount(), applied.join(" "))
+}
+
+#[test]
+fn automatic_promotions_give_the_cheapest_units_free_before_codes() {
+    let te = TestEngine::new();
+    let a = stocked_sku(&te.shop, "A", 1000, 100);
+    stocked_sku(&te.shop, "B", 333, 100);
+    stocked_sku(&te.shop, "C", 500, 100);
+    let three_for_two = te
+        .shop
+        .send(CreatePromotion { name: "3 for 2".into(), buy: 2, get: 1, ..Default::default() })
+        .unwrap();
+    let cases = [
+        (vec![("A", 3)], "1000 [1000] | promo:1000"),
+        (vec![("A", 2)], "0 [0] | "),
+        // The cheapest unit of the group is the free one.
+        (vec![("A", 2), ("B", 1)], "333 [0, 333] | promo:333"),
+        // Six units, two free: B, then the cheapest of the rest (C).
+        (vec![("A", 4), ("B", 1), ("C", 1)], "833 [0, 333, 500] | promo:833"),
+        // Two groups' worth of the same price: two units of one line.
+        (vec![("B", 6)], "666 [666] | promo:666"),
+    ];
+    for (lines, expected) in cases {
+        let cart = cart_with(&te.shop, &lines);
+        assert_eq!(priced(&te, &cart), expected, "{lines:?}");
+    }
+
+    // Before codes: a 10 % code takes its share of what the lines still cost.
+    te.shop
+        .send(CreateDiscountCode {
+            code: "TEN".into(),
+            percent_off: Some(10),
+            ..Default::default()
+        })
+        .unwrap();
+    let cart = cart_with(&te.shop, &[("A", 3)]);
+    te.shop.send(ApplyDiscountCode { cart_id: cart.id.to_string(), code: "TEN".into() }).unwrap();
+    assert_eq!(priced(&te, &cart), "1200 [1200] | promo:1000 TEN:200");
+    let order = checkout(&te.shop, &cart.id).unwrap();
+    assert_eq!((order.discount_total.amount(), order.total.amount()), (1200, 1800));
+    let discount = te.state().order_discount(&order.id).unwrap();
+    let names: Vec<&str> = discount.codes.iter().map(|c| c.code.as_str()).collect();
+    assert_eq!(names, [three_for_two.id.to_string().as_str(), "TEN"]);
+    assert_eq!(te.state().discount_code("TEN").unwrap().uses, 1, "the promotion is no code");
+    pay(&te.shop, &order.id).unwrap();
+    check_invariants(te.state());
+
+    // Limited to products: only A's units count.
+    te.shop
+        .send(UpdatePromotion {
+            promotion_id: three_for_two.id.to_string(),
+            active: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+    let only_a = te
+        .shop
+        .send(CreatePromotion {
+            name: "A: 2 + 2".into(),
+            buy: 2,
+            get: 2,
+            product_ids: vec![a.id.to_string()],
+            ..Default::default()
+        })
+        .unwrap();
+    let cart = cart_with(&te.shop, &[("A", 2), ("B", 4)]);
+    assert_eq!(priced(&te, &cart), "0 [0, 0] | ", "only two units of A: no group");
+    let cart = cart_with(&te.shop, &[("A", 4), ("B", 4)]);
+    assert_eq!(priced(&te, &cart), "2000 [2000, 0] | promo:2000");
+    // Cancelled: nothing to give back but the code uses (none here).
+    let order = checkout(&te.shop, &cart.id).unwrap();
+    te.shop.send(CancelOrder { order_id: order.id.to_string(), expected_version: None }).unwrap();
+    check_invariants(te.state());
+
+    // Ended promotions stop applying; everything survives a reopen.
+    let end = te.clock.now_ms() + 1000;
+    te.shop
+        .send(UpdatePromotion {
+            promotion_id: only_a.id.to_string(),
+            ends_at: Some(end),
+            ..Default::default()
+        })
+        .unwrap();
+    te.clock.advance(1000);
+    let cart = cart_with(&te.shop, &[("A", 4)]);
+    assert_eq!(priced(&te, &cart), "0 [0] | ");
+    let te = te.reopen();
+    assert_eq!(te.state().automatic_promotions().len(), 2);
+    let next =
+        te.shop.send(CreatePromotion { name: "x".into(), buy: 1, get: 1, ..Default::default() });
+    assert_eq!(next.unwrap().id, PromotionId::from_seq(3), "the id counter survived");
+    check_invariants(te.state());
+
+    // Refused input.
+    let bad = CreatePromotion {
+        name: String::new(),
+        buy: 0,
+        get: 101,
+        product_ids: vec!["prod_nope".into()],
+        ..Default::default()
+    };
+    assert_eq!(outcome(&te.shop.send(bad)), "validation_failed: name, buy, get, product_ids[0]");
+    let missing = UpdatePromotion { promotion_id: "promo_zz".into(), ..Default::default() };
+    assert_eq!(outcome(&te.shop.send(missing)), "not_found: promotion");
+}

@@ -277,7 +277,11 @@ impl State {
             .collect();
         let costs: Vec<LineCost> = lines
             .iter()
-            .map(|l| LineCost { product_id: l.product_id, total: l.line_total.amount() })
+            .map(|l| LineCost {
+                product_id: l.product_id,
+                quantity: l.quantity,
+                total: l.line_total.amount(),
+            })
             .collect();
         let discounts = crate::promotions::discounts(self, &cart, &costs, now);
         let money = |amount: i64| Money::new(amount, cart.currency).unwrap_or(zero);

@@ -143,19 +143,19 @@ impl Request for Checkout {
             return Err(EngineError::OutOfStock(shortfalls));
         }
         // Every code on the cart must apply, at the prices charged; their use is counted
-        // by the same log entry as the reservation.
-        let discounts = match state.cart_codes(&cart.id) {
-            None => Discounts::default(),
-            Some(_) => {
-                let costs: Vec<LineCost> = lines
-                    .iter()
-                    .map(|l| LineCost {
-                        product_id: state.product_by_sku(&l.sku).map(|p| p.id),
-                        total: l.unit_price.amount() * i64::from(l.quantity),
-                    })
-                    .collect();
-                crate::promotions::discounts(state, &cart, &costs, ctx.now)
-            }
+        // by the same log entry as the reservation. Automatic promotions apply first.
+        let discounts = if crate::promotions::any_discount(state, &cart, ctx.now) {
+            let costs: Vec<LineCost> = lines
+                .iter()
+                .map(|l| LineCost {
+                    product_id: state.product_by_sku(&l.sku).map(|p| p.id),
+                    quantity: l.quantity,
+                    total: l.unit_price.amount() * i64::from(l.quantity),
+                })
+                .collect();
+            crate::promotions::discounts(state, &cart, &costs, ctx.now)
+        } else {
+            Discounts::default()
         };
         if let Some((code, reason)) = discounts.refusal() {
             return Err(crate::promotions::unavailable(code, reason));

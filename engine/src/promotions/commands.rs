@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{unusable, CartCodes, DiscountCode, DiscountValue, PromotionEvent};
+use super::{unusable, AutomaticPromotion, CartCodes, DiscountCode, DiscountValue, PromotionEvent};
 use crate::carts::{open_cart, Cart};
 use crate::catalog::MoneyInput;
 use crate::domains::State;
@@ -91,6 +91,158 @@ fn check_limit(checks: &mut Checks, field: &str, value: Option<i64>) -> Option<u
     }
 }
 
+/// The products and categories a discount is limited to, each checked to exist (and
+/// their number bounded); the failures go to `checks`.
+fn target_ids(
+    state: &State,
+    checks: &mut Checks,
+    product_texts: &[String],
+    category_texts: &[String],
+) -> (Vec<ProductId>, Vec<CategoryId>) {
+    let mut ids = |field: &str, texts: &[String], kind: EntityKind| {
+        if texts.len() > DISCOUNT_TARGETS_MAX {
+            checks.fail(field, format!("must list at most {DISCOUNT_TARGETS_MAX}"));
+            return Vec::new();
+        }
+        texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                let found = match kind {
+                    EntityKind::Product => ProductId::parse(text)
+                        .filter(|id| state.product(id).is_some())
+                        .map(|id| id.to_string()),
+                    _ => CategoryId::parse(text)
+                        .filter(|id| state.category(id).is_some())
+                        .map(|id| id.to_string()),
+                };
+                if found.is_none() {
+                    checks.fail(format!("{field}[{i}]"), format!("no {kind} has this id"));
+                }
+                found
+            })
+            .collect::<Vec<_>>()
+    };
+    let product_ids = ids("product_ids", product_texts, EntityKind::Product)
+        .iter()
+        .filter_map(|id| ProductId::parse(id))
+        .collect();
+    let category_ids = ids("category_ids", category_texts, EntityKind::Category)
+        .iter()
+        .filter_map(|id| CategoryId::parse(id))
+        .collect();
+    (product_ids, category_ids)
+}
+
+/// Automatic promotions, at most (each is checked on every cart and checkout).
+pub const AUTOMATIC_PROMOTIONS_MAX: usize = 50;
+
+/// Creates an automatic promotion: buy `buy`, get `get` free, on every cart.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CreatePromotion {
+    /// What shoppers see (1–100 characters).
+    pub name: String,
+    /// Units bought per group, 1–100.
+    pub buy: i64,
+    /// Units free per group, 1–100.
+    pub get: i64,
+    /// Only units of these products.
+    pub product_ids: Vec<String>,
+    /// Only units of products in these categories (or below them).
+    pub category_ids: Vec<String>,
+    /// In force from (now when absent).
+    pub starts_at: Option<TimestampMs>,
+    /// In force until.
+    pub ends_at: Option<TimestampMs>,
+}
+
+/// Switches an automatic promotion on or off, or moves its end.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UpdatePromotion {
+    /// The promotion.
+    pub promotion_id: String,
+    /// On or off.
+    pub active: Option<bool>,
+    /// The new end.
+    pub ends_at: Option<TimestampMs>,
+}
+
+impl Request for CreatePromotion {
+    type Output = Arc<AutomaticPromotion>;
+    type Outcome = PromotionId;
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<PromotionId>> {
+        let c = self;
+        let mut checks = Checks::default();
+        checks.text("name", &c.name, 1, 100, false);
+        for (field, value) in [("buy", c.buy), ("get", c.get)] {
+            if !(1..=100).contains(&value) {
+                checks.fail(field, "must be between 1 and 100");
+            }
+        }
+        let (product_ids, category_ids) =
+            target_ids(state, &mut checks, &c.product_ids, &c.category_ids);
+        let starts_at = c.starts_at.unwrap_or(ctx.now);
+        if c.ends_at.is_some_and(|end| end <= starts_at) {
+            checks.fail("ends_at", "must be after starts_at");
+        }
+        done(checks)?;
+        if state.promotions.automatic.len() >= AUTOMATIC_PROMOTIONS_MAX {
+            return Err(EngineError::Conflict(format!(
+                "the shop has the most automatic promotions it may have ({AUTOMATIC_PROMOTIONS_MAX})"
+            )));
+        }
+        let promotion = AutomaticPromotion {
+            id: PromotionId::from_seq(state.promotions.promotion_seq.next()),
+            name: c.name.clone(),
+            buy: c.buy as u32,
+            get: c.get as u32,
+            product_ids,
+            category_ids,
+            active: true,
+            starts_at,
+            ends_at: c.ends_at,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        let id = promotion.id;
+        Decision::one(id, PromotionEvent::PromotionSaved(Box::new(promotion)))
+    }
+
+    fn reply(state: &State, id: PromotionId) -> Arc<AutomaticPromotion> {
+        state.automatic_promotion(&id).expect(APPLIED)
+    }
+}
+
+impl Request for UpdatePromotion {
+    type Output = Arc<AutomaticPromotion>;
+    type Outcome = PromotionId;
+
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<PromotionId>> {
+        let c = self;
+        let promotion = PromotionId::parse(&c.promotion_id)
+            .and_then(|id| state.automatic_promotion(&id))
+            .ok_or_else(|| not_found(EntityKind::Promotion, &c.promotion_id))?;
+        if c.ends_at.is_some_and(|end| end <= promotion.starts_at) {
+            return Err(EngineError::field("ends_at", "must be after starts_at"));
+        }
+        let mut promotion = (*promotion).clone();
+        if let Some(active) = c.active {
+            promotion.active = active;
+        }
+        if let Some(end) = c.ends_at {
+            promotion.ends_at = Some(end);
+        }
+        promotion.updated_at = ctx.now;
+        let id = promotion.id;
+        Decision::one(id, PromotionEvent::PromotionSaved(Box::new(promotion)))
+    }
+
+    fn reply(state: &State, id: PromotionId) -> Arc<AutomaticPromotion> {
+        state.automatic_promotion(&id).expect(APPLIED)
+    }
+}
+
 impl Request for CreateDiscountCode {
     type Output = Arc<DiscountCode>;
     type Outcome = String;
@@ -132,38 +284,8 @@ impl Request for CreateDiscountCode {
                 checks.fail("min_subtotal.currency", "must be the currency of amount_off");
             }
         }
-        let mut ids = |field: &str, texts: &[String], kind: EntityKind| {
-            if texts.len() > DISCOUNT_TARGETS_MAX {
-                checks.fail(field, format!("must list at most {DISCOUNT_TARGETS_MAX}"));
-            }
-            texts
-                .iter()
-                .enumerate()
-                .filter_map(|(i, text)| {
-                    let found = match kind {
-                        EntityKind::Product => ProductId::parse(text)
-                            .filter(|id| state.product(id).is_some())
-                            .map(|id| id.to_string()),
-                        _ => CategoryId::parse(text)
-                            .filter(|id| state.category(id).is_some())
-                            .map(|id| id.to_string()),
-                    };
-                    if found.is_none() {
-                        checks.fail(format!("{field}[{i}]"), format!("no {kind} has this id"));
-                    }
-                    found
-                })
-                .collect::<Vec<_>>()
-        };
-        let product_ids: Vec<ProductId> = ids("product_ids", &c.product_ids, EntityKind::Product)
-            .iter()
-            .filter_map(|id| ProductId::parse(id))
-            .collect();
-        let category_ids: Vec<CategoryId> =
-            ids("category_ids", &c.category_ids, EntityKind::Category)
-                .iter()
-                .filter_map(|id| CategoryId::parse(id))
-                .collect();
+        let (product_ids, category_ids) =
+            target_ids(state, &mut checks, &c.product_ids, &c.category_ids);
         let starts_at = c.starts_at.unwrap_or(ctx.now);
         if c.ends_at.is_some_and(|end| end <= starts_at) {
             checks.fail("ends_at", "must be after starts_at");

@@ -37,10 +37,12 @@ use crate::types::*;
 const DISCOUNT_CODES: &str = "discount_codes";
 const CART_CODES: &str = "cart_discount_codes";
 const ORDER_DISCOUNTS: &str = "order_discounts";
+const AUTOMATIC_PROMOTIONS: &str = "automatic_promotions";
 
 persist!(DiscountCode, DISCOUNT_CODES, |c| c.seq.to_be_bytes().to_vec());
 persist!(CartCodes, CART_CODES, |c| c.cart_id.text().as_str().as_bytes().to_vec());
 persist!(OrderDiscount, ORDER_DISCOUNTS, |d| d.order_id.text().as_str().as_bytes().to_vec());
+persist!(AutomaticPromotion, AUTOMATIC_PROMOTIONS, |p| p.id.seq().to_be_bytes().to_vec());
 
 /// The promotions in memory.
 #[derive(Debug)]
@@ -56,7 +58,10 @@ pub(crate) struct Tables {
     /// Orders holding a code, per code and customer (for the per-customer limit);
     /// derived from `order_discounts`.
     customer_uses: Index<(String, CustomerId), u32>,
+    /// Automatic promotions, by id.
+    automatic: IdIndex<PromotionId, Arc<AutomaticPromotion>>,
     code_seq: Counter,
+    promotion_seq: Counter,
 }
 
 impl Default for Tables {
@@ -67,7 +72,9 @@ impl Default for Tables {
             cart_codes: IdIndex::default(),
             order_discounts: IdIndex::default(),
             customer_uses: Index::default(),
+            automatic: IdIndex::default(),
             code_seq: Counter::new("discount_code"),
+            promotion_seq: Counter::new("promotion"),
         }
     }
 }
@@ -108,8 +115,18 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<OrderDiscount>,
         },
+        Table {
+            name: AUTOMATIC_PROMOTIONS,
+            rows: |s, f| s.promotions.automatic.entries().iter().for_each(|(_, p)| f(&**p)),
+            load: |state, bytes| {
+                let promotion: AutomaticPromotion = decode_row(bytes, "automatic promotion")?;
+                state.promotions.automatic.insert(promotion.id, Arc::new(promotion));
+                Ok(())
+            },
+            check_v1: check_v1::<AutomaticPromotion>,
+        },
     ],
-    counters: |state| vec![&state.promotions.code_seq],
+    counters: |state| vec![&state.promotions.code_seq, &state.promotions.promotion_seq],
     timers: None,
     verify: Some(check_uses),
 };
@@ -130,6 +147,8 @@ mod event {
         /// A placed order (placed by the event before this one, in the same entry) was
         /// discounted: its uses are counted and its totals set.
         OrderDiscounted(Box<OrderDiscount>),
+        /// An automatic promotion was created or changed.
+        PromotionSaved(Box<AutomaticPromotion>),
     }
 }
 pub use event::PromotionEvent;
@@ -159,7 +178,7 @@ pub(crate) fn apply(state: &State, event: &PromotionEvent, at: TimestampMs, rows
                 .expect("a discount never exceeds the subtotal");
             let cart_id = order.cart_id;
             crate::orders::put_order(state, order, rows);
-            for applied in &discount.codes {
+            for applied in discount.codes.iter().filter(|a| !is_promotion(&a.code)) {
                 change_uses(state, &applied.code, 1, at, rows);
             }
             count_customer_uses(state, discount, 1);
@@ -168,7 +187,21 @@ pub(crate) fn apply(state: &State, event: &PromotionEvent, at: TimestampMs, rows
             state.promotions.order_discounts.insert(discount.order_id, discount.clone());
             rows.push(Row::put(discount));
         }
+        PromotionEvent::PromotionSaved(promotion) => {
+            let tables = &state.promotions;
+            if !tables.automatic.contains_key(&promotion.id) {
+                tables.promotion_seq.bump();
+            }
+            let promotion = Arc::new((**promotion).clone());
+            tables.automatic.insert(promotion.id, promotion.clone());
+            rows.push(Row::put(promotion));
+        }
     }
+}
+
+/// Whether an applied discount's name is an automatic promotion's id, not a code.
+pub(crate) fn is_promotion(name: &str) -> bool {
+    name.starts_with(PromotionId::PREFIX)
 }
 
 fn put_code_in_memory(state: &State, code: DiscountCode) {
@@ -190,7 +223,7 @@ fn change_uses(state: &State, code: &str, delta: i64, at: TimestampMs, rows: &mu
 
 fn count_customer_uses(state: &State, discount: &OrderDiscount, delta: i64) {
     let Some(customer) = discount.customer_id else { return };
-    for applied in &discount.codes {
+    for applied in discount.codes.iter().filter(|a| !is_promotion(&a.code)) {
         let key = (applied.code.clone(), customer);
         let uses = i64::from(state.promotions.customer_uses.get(&key).unwrap_or(0)) + delta;
         if uses > 0 {
@@ -225,7 +258,7 @@ pub(crate) fn order_released(
     if discount.released {
         return;
     }
-    for applied in &discount.codes {
+    for applied in discount.codes.iter().filter(|a| !is_promotion(&a.code)) {
         change_uses(state, &applied.code, -1, at, rows);
     }
     count_customer_uses(state, &discount, -1);
@@ -281,26 +314,81 @@ pub(crate) fn unusable(
     None
 }
 
-/// One line to discount: its product (if it still has one) and what it costs.
+/// One line to discount: its product (if it still has one), its units and what it
+/// costs (`quantity` units of one price).
 pub(crate) struct LineCost {
     pub(crate) product_id: Option<ProductId>,
+    pub(crate) quantity: u32,
     pub(crate) total: i64,
 }
 
-/// What the codes on `cart` take off `lines` at `now`.
+/// Whether a cart must be priced for discounts: it carries codes, or an automatic
+/// promotion is in force.
+pub(crate) fn any_discount(state: &State, cart: &Cart, now: TimestampMs) -> bool {
+    state.cart_codes(&cart.id).is_some() || state.promotions_in_force(now).next().is_some()
+}
+
+/// What `promotion` takes off each line: of every `buy + get` eligible units, `get`
+/// are free, the cheapest first (the earlier line on a tie); never more than a line
+/// still costs (`left`).
+fn promotion_discounts(
+    state: &State,
+    promotion: &AutomaticPromotion,
+    lines: &[LineCost],
+    left: &[i64],
+) -> Vec<i64> {
+    let mut off = vec![0i64; lines.len()];
+    let targets = (&promotion.product_ids[..], &promotion.category_ids[..]);
+    let mut eligible: Vec<(i64, usize)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.quantity > 0 && eligible(state, targets, l.product_id))
+        .map(|(i, l)| (l.total / i64::from(l.quantity), i))
+        .collect();
+    let units: u64 = eligible.iter().map(|&(_, i)| u64::from(lines[i].quantity)).sum();
+    let group = u64::from(promotion.buy) + u64::from(promotion.get);
+    let mut free = units / group * u64::from(promotion.get);
+    eligible.sort();
+    for (unit_price, i) in eligible {
+        if free == 0 {
+            break;
+        }
+        let units = free.min(u64::from(lines[i].quantity));
+        free -= units;
+        off[i] = (unit_price * units as i64).min(left[i]);
+    }
+    off
+}
+
+/// What the automatic promotions in force and the codes on `cart` take off `lines` at
+/// `now`: the promotions first, in creation order, then the codes, each on what the
+/// lines still cost.
 pub(crate) fn discounts(
     state: &State,
     cart: &Cart,
     lines: &[LineCost],
     now: TimestampMs,
 ) -> Discounts {
-    let Some(entered) = state.cart_codes(&cart.id) else {
-        return Discounts { line_discounts: vec![0; lines.len()], ..Discounts::default() };
-    };
     let subtotal: i64 = lines.iter().map(|l| l.total).sum();
     let mut left: Vec<i64> = lines.iter().map(|l| l.total).collect();
     let mut off = vec![0i64; lines.len()];
-    let mut codes = Vec::with_capacity(entered.codes.len());
+    let mut codes = Vec::new();
+    for promotion in state.promotions_in_force(now) {
+        let taken = promotion_discounts(state, &promotion, lines, &left);
+        let amount: i64 = taken.iter().sum();
+        if amount == 0 {
+            continue;
+        }
+        for (i, share) in taken.into_iter().enumerate() {
+            left[i] -= share;
+            off[i] += share;
+        }
+        codes.push(CodeOutcome { code: promotion.id.to_string(), amount, refusal: None });
+    }
+    let Some(entered) = state.cart_codes(&cart.id) else {
+        let total = off.iter().sum();
+        return Discounts { codes, line_discounts: off, total };
+    };
     let exclusive = entered.codes.len() > 1;
     for text in &entered.codes {
         let refuse =
@@ -324,8 +412,9 @@ pub(crate) fn discounts(
                 continue;
             }
         }
+        let targets = (&code.product_ids[..], &code.category_ids[..]);
         let eligible: Vec<bool> =
-            lines.iter().map(|line| eligible(state, &code, line.product_id)).collect();
+            lines.iter().map(|line| eligible(state, targets, line.product_id)).collect();
         if !eligible.contains(&true) {
             codes.push(refuse("no item in the cart is eligible for the code".into()));
             continue;
@@ -353,16 +442,22 @@ pub(crate) fn discounts(
     Discounts { codes, line_discounts: off, total }
 }
 
-/// Whether a line of `product` is one `code` discounts.
-fn eligible(state: &State, code: &DiscountCode, product: Option<ProductId>) -> bool {
-    if code.product_ids.is_empty() && code.category_ids.is_empty() {
+/// Whether a line of `product` is one that a discount limited to `(products,
+/// categories)` (none: everything) takes from.
+fn eligible(
+    state: &State,
+    (products, categories): (&[ProductId], &[CategoryId]),
+    product: Option<ProductId>,
+) -> bool {
+    if products.is_empty() && categories.is_empty() {
         return true;
     }
     let Some(product) = product.and_then(|id| state.product(&id)) else { return false };
-    code.product_ids.contains(&product.id)
-        || product.category_ids.iter().any(|c| {
-            state.category_path(c).iter().any(|on_path| code.category_ids.contains(&on_path.id))
-        })
+    products.contains(&product.id)
+        || product
+            .category_ids
+            .iter()
+            .any(|c| state.category_path(c).iter().any(|on_path| categories.contains(&on_path.id)))
 }
 
 /// Spreads `amount` over `weights` in proportion, by largest remainder: each exact
@@ -447,6 +542,33 @@ impl State {
     /// The codes entered on a cart, if any.
     pub fn cart_codes(&self, cart_id: &CartId) -> Option<Arc<CartCodes>> {
         self.promotions.cart_codes.get(cart_id)
+    }
+
+    /// The automatic promotions in force at `now`, in creation order.
+    pub fn promotions_in_force(
+        &self,
+        now: TimestampMs,
+    ) -> impl Iterator<Item = Arc<AutomaticPromotion>> + '_ {
+        // Checked on every checkout and cart: nothing to collect when there is none.
+        let mut all: Vec<_> = match self.promotions.automatic.len() {
+            0 => Vec::new(),
+            _ => self.promotions.automatic.entries().into_iter().map(|(_, p)| p).collect(),
+        };
+        all.sort_by_key(|p| p.id);
+        all.into_iter().filter(move |p| p.in_force(now))
+    }
+
+    /// Every automatic promotion, in creation order.
+    pub fn automatic_promotions(&self) -> Vec<Arc<AutomaticPromotion>> {
+        let mut all: Vec<_> =
+            self.promotions.automatic.entries().into_iter().map(|(_, p)| p).collect();
+        all.sort_by_key(|p| p.id);
+        all
+    }
+
+    /// An automatic promotion by id.
+    pub fn automatic_promotion(&self, id: &PromotionId) -> Option<Arc<AutomaticPromotion>> {
+        self.promotions.automatic.get(id)
     }
 
     /// What a placed order was discounted, if it was.

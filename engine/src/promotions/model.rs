@@ -51,6 +51,43 @@ pub struct DiscountCode {
     pub version: u64,
 }
 
+/// An automatic promotion: "buy `buy`, get `get` free" on the eligible units of every
+/// cart, no code needed. Of every `buy + get` eligible units in a cart, `get` are free:
+/// the cheapest ones (the earlier line first on a tie).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AutomaticPromotion {
+    /// The id; also its name in an order's discounts (it cannot be mistaken for a code,
+    /// which is upper-case).
+    pub id: PromotionId,
+    /// What shoppers see (`3 for 2 on mugs`).
+    pub name: String,
+    /// Units bought per group.
+    pub buy: u32,
+    /// Units free per group.
+    pub get: u32,
+    /// Only units of these products (with `category_ids`: of these or those).
+    pub product_ids: Vec<ProductId>,
+    /// Only units of products in these categories or below them.
+    pub category_ids: Vec<CategoryId>,
+    /// Staff may switch it off.
+    pub active: bool,
+    /// In force from.
+    pub starts_at: TimestampMs,
+    /// In force until (exclusive).
+    pub ends_at: Option<TimestampMs>,
+    /// When it was created.
+    pub created_at: TimestampMs,
+    /// When it last changed.
+    pub updated_at: TimestampMs,
+}
+
+impl AutomaticPromotion {
+    /// Whether it applies at `now`.
+    pub fn in_force(&self, now: TimestampMs) -> bool {
+        self.active && self.starts_at <= now && self.ends_at.is_none_or(|end| now < end)
+    }
+}
+
 /// The codes a shopper entered on a cart, in the order entered.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CartCodes {

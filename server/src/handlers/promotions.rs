@@ -110,3 +110,56 @@ pub async fn update(call: Call) -> Result<Out, Problem> {
     let code = call.app.engine.send(command).await?;
     Ok(answer(&code, 200))
 }
+
+/// `POST /v1/promotions`: an automatic promotion, buy N get M free.
+pub async fn create_promotion(call: Call) -> Result<Out, Problem> {
+    call.require(perm::CATALOG_WRITE)?;
+    let body: NewPromotionJson = call.json()?;
+    let prepare = async {
+        let mut errors = Vec::new();
+        let starts_at = time(&mut errors, "starts_at", body.starts_at.as_deref());
+        let ends_at = time(&mut errors, "ends_at", body.ends_at.as_deref());
+        if !errors.is_empty() {
+            return Err(Problem::from(EngineError::Validation(errors)));
+        }
+        Ok(CreatePromotion {
+            name: body.name.clone(),
+            buy: body.buy,
+            get: body.get,
+            product_ids: body.product_ids.clone(),
+            category_ids: body.category_ids.clone(),
+            starts_at,
+            ends_at,
+        })
+    };
+    idempotent_send(&call, prepare, |_, promotion: &Arc<AutomaticPromotion>| {
+        let location = format!("/v1/promotions/{}", promotion.id);
+        Out::created(&PromotionView::from(&**promotion), location)
+    })
+    .await
+}
+
+/// `GET /v1/promotions`: every automatic promotion (at most 50), in creation order.
+pub async fn list_promotions(call: Call) -> Result<Out, Problem> {
+    let promotions = call.app.engine.state().automatic_promotions();
+    let data = promotions.iter().map(|p| PromotionView::from(&**p)).collect();
+    Ok(Out::ok(&List { data, next_cursor: None }))
+}
+
+/// `PATCH /v1/promotions/{id}`.
+pub async fn update_promotion(call: Call) -> Result<Out, Problem> {
+    call.require(perm::CATALOG_WRITE)?;
+    let body: PromotionPatchJson = call.json()?;
+    let mut errors = Vec::new();
+    let ends_at = time(&mut errors, "ends_at", body.ends_at.as_deref());
+    if !errors.is_empty() {
+        return Err(Problem::from(EngineError::Validation(errors)));
+    }
+    let command = UpdatePromotion {
+        promotion_id: call.param("id").to_string(),
+        active: body.active,
+        ends_at,
+    };
+    let promotion = call.app.engine.send(command).await?;
+    Ok(Out::ok(&PromotionView::from(&*promotion)))
+}
