@@ -36,17 +36,26 @@ fn time(errors: &mut Vec<FieldError>, field: &str, text: Option<&str>) -> Option
     parse_rfc3339(text?).map_err(|message| errors.push(FieldError::new(field, message))).ok()
 }
 
+/// A discount's optional `starts_at` and `ends_at` (RFC 3339), both checked.
+fn window(
+    starts_at: Option<&str>,
+    ends_at: Option<&str>,
+) -> Result<(Option<i64>, Option<i64>), Problem> {
+    let mut errors = Vec::new();
+    let starts_at = time(&mut errors, "starts_at", starts_at);
+    let ends_at = time(&mut errors, "ends_at", ends_at);
+    if !errors.is_empty() {
+        return Err(Problem::from(EngineError::Validation(errors)));
+    }
+    Ok((starts_at, ends_at))
+}
+
 /// `POST /v1/discount-codes`.
 pub async fn create(call: Call) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
     let body: NewDiscountCodeJson = call.json()?;
     let prepare = async {
-        let mut errors = Vec::new();
-        let starts_at = time(&mut errors, "starts_at", body.starts_at.as_deref());
-        let ends_at = time(&mut errors, "ends_at", body.ends_at.as_deref());
-        if !errors.is_empty() {
-            return Err(Problem::from(EngineError::Validation(errors)));
-        }
+        let (starts_at, ends_at) = window(body.starts_at.as_deref(), body.ends_at.as_deref())?;
         Ok(CreateDiscountCode {
             code: body.code.clone(),
             percent_off: body.percent_off,
@@ -116,12 +125,7 @@ pub async fn create_promotion(call: Call) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
     let body: NewPromotionJson = call.json()?;
     let prepare = async {
-        let mut errors = Vec::new();
-        let starts_at = time(&mut errors, "starts_at", body.starts_at.as_deref());
-        let ends_at = time(&mut errors, "ends_at", body.ends_at.as_deref());
-        if !errors.is_empty() {
-            return Err(Problem::from(EngineError::Validation(errors)));
-        }
+        let (starts_at, ends_at) = window(body.starts_at.as_deref(), body.ends_at.as_deref())?;
         Ok(CreatePromotion {
             name: body.name.clone(),
             buy: body.buy,
