@@ -97,6 +97,10 @@ fn an_automatic_promotion_prices_carts_and_orders_without_a_code() {
     assert_eq!(off.send().expect(200)["active"], false);
     let cart = s.cart(None);
     assert_eq!(s.add(None, &cart, "PR-1", 3).expect(200)["discount_total"]["amount"], 0);
+    // Switched off: the public list shows it no more; staff still see it.
+    assert_eq!(s.get("/v1/promotions").send().expect(200)["data"], json!([]));
+    let all = s.get("/v1/promotions").bearer(&admin).send().expect(200);
+    assert_eq!(all["data"][0]["active"], false);
     let bad =
         s.post("/v1/promotions").bearer(&admin).json(json!({"name": "x", "buy": 0, "get": 1}));
     assert_eq!(bad.send().invalid_fields(), ["buy"]);

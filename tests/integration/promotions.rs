@@ -473,10 +473,12 @@ fn automatic_promotions_give_the_cheapest_units_free_before_codes() {
     let cases = [
         (vec![("A", 3)], "1000 [1000] | promo:1000"),
         (vec![("A", 2)], "0 [0] | "),
-        // The cheapest unit of the group is the free one.
-        (vec![("A", 2), ("B", 1)], "333 [0, 333] | promo:333"),
-        // Six units, two free: B, then the cheapest of the rest (C).
-        (vec![("A", 4), ("B", 1), ("C", 1)], "833 [0, 333, 500] | promo:833"),
+        // The cheapest unit of the group is the free one: 3.33 off, spread over the
+        // eligible lines by what they cost (largest remainder), so returning the
+        // dearer units gives back only their share.
+        (vec![("A", 2), ("B", 1)], "333 [285, 48] | promo:333"),
+        // Six units, two free: B and C, 8.33, spread.
+        (vec![("A", 4), ("B", 1), ("C", 1)], "833 [690, 57, 86] | promo:833"),
         // Two groups' worth of the same price: two units of one line.
         (vec![("B", 6)], "666 [666] | promo:666"),
     ];
@@ -562,4 +564,89 @@ fn automatic_promotions_give_the_cheapest_units_free_before_codes() {
     assert_eq!(outcome(&te.shop.send(bad)), "validation_failed: name, buy, get, product_ids[0]");
     let missing = UpdatePromotion { promotion_id: "promo_zz".into(), ..Default::default() };
     assert_eq!(outcome(&te.shop.send(missing)), "not_found: promotion");
+}
+
+#[test]
+fn promotions_stack_empty_a_code_without_refusing_it_and_returns_get_their_share() {
+    let te = TestEngine::new();
+    stocked_sku(&te.shop, "A", 1000, 100);
+    let b = stocked_sku(&te.shop, "B", 333, 100);
+    let promotion = |name: &str, products: Vec<String>| CreatePromotion {
+        name: name.into(),
+        buy: 1,
+        get: 1,
+        product_ids: products,
+        ..Default::default()
+    };
+    te.shop.send(promotion("1+1", vec![])).unwrap();
+    te.shop.send(promotion("1+1 again", vec![])).unwrap();
+    // Each counts every eligible unit: 3.33 off twice, each spread over what is left.
+    let cart = cart_with(&te.shop, &[("A", 1), ("B", 1)]);
+    assert_eq!(priced(&te, &cart), "666 [500, 166] | promo:333 promo:333");
+    let promos = te.state().automatic_promotions();
+    for p in &promos {
+        let off = UpdatePromotion {
+            promotion_id: p.id.to_string(),
+            active: Some(false),
+            ..Default::default()
+        };
+        te.shop.send(off).unwrap();
+    }
+
+    // B made free by two promotions on B: a code limited to B applies, for nothing,
+    // and the checkout goes through without it.
+    te.shop.send(promotion("B 1+1", vec![b.id.to_string()])).unwrap();
+    te.shop.send(promotion("B 1+1 again", vec![b.id.to_string()])).unwrap();
+    let code = CreateDiscountCode {
+        code: "BONLY".into(),
+        percent_off: Some(10),
+        product_ids: vec![b.id.to_string()],
+        ..Default::default()
+    };
+    te.shop.send(code).unwrap();
+    let cart = cart_with(&te.shop, &[("A", 1), ("B", 2)]);
+    te.shop.send(ApplyDiscountCode { cart_id: cart.id.to_string(), code: "BONLY".into() }).unwrap();
+    assert_eq!(priced(&te, &cart), "666 [0, 666] | promo:333 promo:333 BONLY:0");
+    let order = checkout(&te.shop, &cart.id).unwrap();
+    assert_eq!(order.total.amount(), 1000);
+    let carried: Vec<i64> =
+        te.state().order_discount(&order.id).unwrap().codes.iter().map(|c| c.amount).collect();
+    assert_eq!(carried, [333, 333], "the code that took nothing is not carried");
+    assert_eq!(te.state().discount_code("BONLY").unwrap().uses, 0);
+    for p in te.state().automatic_promotions() {
+        let off = UpdatePromotion {
+            promotion_id: p.id.to_string(),
+            active: Some(false),
+            ..Default::default()
+        };
+        te.shop.send(off).unwrap();
+    }
+
+    // 3 for 2 on A×2 + B×1: 285 off A's line, 48 off B's. Returning both A gives back
+    // 2000 − 285 = 1715, not 2000 while B stays free.
+    te.shop
+        .send(CreatePromotion { name: "3 for 2".into(), buy: 2, get: 1, ..Default::default() })
+        .unwrap();
+    let cart = cart_with(&te.shop, &[("A", 2), ("B", 1)]);
+    let order = checkout(&te.shop, &cart.id).unwrap();
+    assert_eq!(order.total.amount(), 2000);
+    pay(&te.shop, &order.id).unwrap();
+    te.shop.send(FulfillOrder { order_id: order.id.to_string() }).unwrap();
+    let asked = te
+        .shop
+        .send(RequestReturn {
+            order_id: order.id.to_string(),
+            lines: vec![("A".into(), 2)],
+            reason: "changed my mind".into(),
+        })
+        .unwrap();
+    assert_eq!(asked.r#return.amount(), 1715);
+    // Cancelling an order with promotions only gives back nothing (they count no uses).
+    let cart = cart_with(&te.shop, &[("A", 3)]);
+    let order = checkout(&te.shop, &cart.id).unwrap();
+    te.shop.send(CancelOrder { order_id: order.id.to_string(), expected_version: None }).unwrap();
+    assert!(te.state().order_discount(&order.id).unwrap().released);
+    check_invariants(te.state());
+    let te = te.reopen();
+    check_invariants(te.state());
 }

@@ -283,7 +283,13 @@ impl State {
                 total: l.line_total.amount(),
             })
             .collect();
-        let discounts = crate::promotions::discounts(self, &cart, &costs, now);
+        // A checked-out cart's discounts are its order's; it shows none of today's.
+        let discounts = if cart.status == CartStatus::Open {
+            crate::promotions::discounts(self, &cart, &costs, now)
+        } else {
+            let line_discounts = vec![0; costs.len()];
+            crate::promotions::Discounts { line_discounts, ..Default::default() }
+        };
         let money = |amount: i64| Money::new(amount, cart.currency).unwrap_or(zero);
         for (line, off) in lines.iter_mut().zip(&discounts.line_discounts) {
             line.discount = money(*off);

@@ -244,7 +244,8 @@ fn discounted(
     customer_id: Option<CustomerId>,
     discounts: Discounts,
 ) -> Option<PromotionEvent> {
-    if discounts.codes.is_empty() {
+    // A code that took nothing (its lines made free by promotions) is not carried.
+    if discounts.codes.iter().all(|c| c.amount == 0) {
         return None;
     }
     let discounted = OrderDiscount {
@@ -253,6 +254,7 @@ fn discounted(
         codes: discounts
             .codes
             .iter()
+            .filter(|c| c.amount > 0)
             .map(|c| AppliedCode { code: c.code.clone(), amount: c.amount })
             .collect(),
         line_discounts: discounts.line_discounts,

@@ -134,8 +134,26 @@ fn target_ids(
     (product_ids, category_ids)
 }
 
-/// Automatic promotions, at most (each is checked on every cart and checkout).
+/// Live automatic promotions (switched on, not ended), at most: each is checked on
+/// every cart and checkout. Ended or switched-off ones are kept as records.
 pub const AUTOMATIC_PROMOTIONS_MAX: usize = 50;
+
+/// Whether a promotion is live at `now`: switched on and not ended (it may start later).
+fn live(promotion: &AutomaticPromotion, now: TimestampMs) -> bool {
+    promotion.active && promotion.ends_at.is_none_or(|end| now < end)
+}
+
+/// Refuses one more live promotion past the most there may be.
+fn check_live_room(state: &State, now: TimestampMs) -> Result<()> {
+    let count = state.automatic_promotions().iter().filter(|p| live(p, now)).count();
+    if count >= AUTOMATIC_PROMOTIONS_MAX {
+        return Err(EngineError::Conflict(format!(
+            "the shop has the most live automatic promotions it may have \
+             ({AUTOMATIC_PROMOTIONS_MAX}): end or switch one off first"
+        )));
+    }
+    Ok(())
+}
 
 /// Creates an automatic promotion: buy `buy`, get `get` free, on every cart.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -187,11 +205,7 @@ impl Request for CreatePromotion {
             checks.fail("ends_at", "must be after starts_at");
         }
         done(checks)?;
-        if state.promotions.automatic.len() >= AUTOMATIC_PROMOTIONS_MAX {
-            return Err(EngineError::Conflict(format!(
-                "the shop has the most automatic promotions it may have ({AUTOMATIC_PROMOTIONS_MAX})"
-            )));
-        }
+        check_live_room(state, ctx.now)?;
         let promotion = AutomaticPromotion {
             id: PromotionId::from_seq(state.promotions.promotion_seq.next()),
             name: c.name.clone(),
@@ -226,12 +240,16 @@ impl Request for UpdatePromotion {
         if c.ends_at.is_some_and(|end| end <= promotion.starts_at) {
             return Err(EngineError::field("ends_at", "must be after starts_at"));
         }
+        let was_live = live(&promotion, ctx.now);
         let mut promotion = (*promotion).clone();
         if let Some(active) = c.active {
             promotion.active = active;
         }
         if let Some(end) = c.ends_at {
             promotion.ends_at = Some(end);
+        }
+        if live(&promotion, ctx.now) && !was_live {
+            check_live_room(state, ctx.now)?;
         }
         promotion.updated_at = ctx.now;
         let id = promotion.id;

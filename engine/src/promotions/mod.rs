@@ -328,36 +328,43 @@ pub(crate) fn any_discount(state: &State, cart: &Cart, now: TimestampMs) -> bool
     state.cart_codes(&cart.id).is_some() || state.promotions_in_force(now).next().is_some()
 }
 
-/// What `promotion` takes off each line: of every `buy + get` eligible units, `get`
-/// are free, the cheapest first (the earlier line on a tie); never more than a line
-/// still costs (`left`).
+/// What `promotion` takes off each line. Of every `buy + get` eligible units, `get` are
+/// free: the amount is what the cheapest eligible units cost (so it does not depend on
+/// how the units are split into lines), at most what the eligible lines still cost
+/// (`left`), spread over them in proportion to that by largest remainder — so a return
+/// of some of the units gives back their share, not the free unit's whole price.
+/// Promotions stack: each counts every eligible unit.
 fn promotion_discounts(
     state: &State,
     promotion: &AutomaticPromotion,
     lines: &[LineCost],
     left: &[i64],
 ) -> Vec<i64> {
-    let mut off = vec![0i64; lines.len()];
     let targets = (&promotion.product_ids[..], &promotion.category_ids[..]);
-    let mut eligible: Vec<(i64, usize)> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.quantity > 0 && eligible(state, targets, l.product_id))
-        .map(|(i, l)| (l.total / i64::from(l.quantity), i))
-        .collect();
-    let units: u64 = eligible.iter().map(|&(_, i)| u64::from(lines[i].quantity)).sum();
+    let mut prices: Vec<(i64, u64)> = Vec::new();
+    let mut weights = vec![0i64; lines.len()];
+    for (i, line) in lines.iter().enumerate() {
+        if line.quantity > 0 && eligible(state, targets, line.product_id) {
+            prices.push((line.total / i64::from(line.quantity), u64::from(line.quantity)));
+            weights[i] = left[i];
+        }
+    }
+    let units: u64 = prices.iter().map(|&(_, n)| n).sum();
     let group = u64::from(promotion.buy) + u64::from(promotion.get);
     let mut free = units / group * u64::from(promotion.get);
-    eligible.sort();
-    for (unit_price, i) in eligible {
+    prices.sort_unstable();
+    let mut amount = 0i64;
+    for (unit_price, count) in prices {
         if free == 0 {
             break;
         }
-        let units = free.min(u64::from(lines[i].quantity));
+        let units = free.min(count);
         free -= units;
-        off[i] = (unit_price * units as i64).min(left[i]);
+        // At most the line's total: no overflow.
+        amount += unit_price * units as i64;
     }
-    off
+    let amount = amount.min(weights.iter().sum());
+    allocate(amount, &weights)
 }
 
 /// What the automatic promotions in force and the codes on `cart` take off `lines` at
@@ -427,9 +434,15 @@ pub(crate) fn discounts(
             DiscountValue::Fixed(amount) => amount.amount().min(base),
         };
         // A code that takes nothing off is not applied: an order never carries (nor
-        // spends a use of) a code that gave it nothing.
+        // spends a use of) a code that gave it nothing. When promotions already made
+        // its lines free, that is no reason to refuse the cart: it applies, for nothing.
         if amount == 0 {
-            codes.push(refuse("the code takes nothing off this cart".into()));
+            let emptied = eligible.iter().zip(&off).any(|(&e, &o)| e && o > 0);
+            if emptied {
+                codes.push(CodeOutcome { code: text.clone(), amount: 0, refusal: None });
+            } else {
+                codes.push(refuse("the code takes nothing off this cart".into()));
+            }
             continue;
         }
         for (i, share) in allocate(amount, &weights).into_iter().enumerate() {

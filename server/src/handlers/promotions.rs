@@ -137,16 +137,23 @@ pub async fn create_promotion(call: Call) -> Result<Out, Problem> {
         })
     };
     idempotent_send(&call, prepare, |_, promotion: &Arc<AutomaticPromotion>| {
-        let location = format!("/v1/promotions/{}", promotion.id);
-        Out::created(&PromotionView::from(&**promotion), location)
+        Out::json(201, &PromotionView::from(&**promotion))
     })
     .await
 }
 
-/// `GET /v1/promotions`: every automatic promotion (at most 50), in creation order.
+/// `GET /v1/promotions`: the promotions in force, in creation order; staff
+/// (catalog:write) see every one, scheduled, switched off and ended included.
 pub async fn list_promotions(call: Call) -> Result<Out, Problem> {
-    let promotions = call.app.engine.state().automatic_promotions();
-    let data = promotions.iter().map(|p| PromotionView::from(&**p)).collect();
+    let state = call.app.engine.state();
+    let now = crate::app::now_ms();
+    let staff = call.require(perm::CATALOG_WRITE).is_ok();
+    let promotions = state.automatic_promotions();
+    let data = promotions
+        .iter()
+        .filter(|p| staff || p.in_force(now))
+        .map(|p| PromotionView::from(&**p))
+        .collect();
     Ok(Out::ok(&List { data, next_cursor: None }))
 }
 
