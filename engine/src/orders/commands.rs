@@ -25,8 +25,8 @@ pub struct Checkout {
     pub email: Option<String>,
     /// Where to ship.
     pub shipping_address: Option<Address>,
-    /// Or an address of the signed-in customer's book; with neither, their default
-    /// shipping address, if they have one.
+    /// Or an address of the cart owner's book; with neither, the owner's default
+    /// shipping address, if they have one (a guest cart has no book).
     pub shipping_address_id: Option<String>,
     /// The shipping method (its rate is added to the total; needs an address).
     pub shipping_method_id: Option<String>,
