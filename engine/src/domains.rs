@@ -55,7 +55,6 @@ macro_rules! domains {
         /// expiry, ages). Nothing blocks a reader on a write.
         #[derive(Debug, Default)]
         pub struct State {
-            // A domain without tables of its own (payments) has an empty, unread one.
             $(#[allow(dead_code)] pub(crate) $module: crate::$module::Tables,)*
             pub(crate) last_lsn: AtomicU64,
         }
