@@ -93,6 +93,19 @@ impl PaymentProvider for Scripted {
     }
 }
 
+/// A provider's answer to call `call_id`, as a callback or the processor records it (an
+/// authorization comes with the card's brand).
+fn answer(call_id: &str, status: CallStatus, reference: &str, message: &str) -> AdvanceCall {
+    let card_brand = if status == CallStatus::Authorized { "visa" } else { "" };
+    AdvanceCall {
+        call_id: call_id.into(),
+        status,
+        reference: reference.into(),
+        card_brand: card_brand.into(),
+        message: message.into(),
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -274,13 +287,8 @@ fn an_open_charge_holds_its_order_until_it_settles() {
     check_invariants(te.state());
 
     // The callback: a decline. Recorded once; the same answer again changes nothing.
-    let decline = AdvanceCall {
-        call_id: call.id.to_string(),
-        status: CallStatus::Declined,
-        reference: call.reference.clone(),
-        card_brand: String::new(),
-        message: "insufficient funds".into(),
-    };
+    let decline =
+        answer(&call.id.to_string(), CallStatus::Declined, &call.reference, "insufficient funds");
     let lsn = te.engine.last_lsn();
     te.shop.send(decline.clone()).unwrap();
     let after = te.engine.last_lsn();
@@ -300,15 +308,8 @@ fn answers_are_checked_against_the_call() {
     let te = TestEngine::new();
     let order = pending_order(&te);
     let call = start(&te, &order, "scripted", "tok_visa").unwrap();
-    let advance = |status, reference: &str| {
-        te.shop.send(AdvanceCall {
-            call_id: call.id.to_string(),
-            status,
-            reference: reference.into(),
-            card_brand: "visa".into(),
-            message: String::new(),
-        })
-    };
+    let advance =
+        |status, reference: &str| te.shop.send(answer(&call.id.to_string(), status, reference, ""));
     assert_eq!(outcome(&advance(CallStatus::Captured, "r1")), "invalid_state", "not authorized");
     assert_eq!(outcome(&advance(CallStatus::Authorized, "")), "validation_failed: reference");
     advance(CallStatus::Authorized, "r1").unwrap();
@@ -319,13 +320,7 @@ fn answers_are_checked_against_the_call() {
     advance(CallStatus::Authorized, "r1").unwrap();
     assert_eq!(outcome(&advance(CallStatus::Declined, "r1")), "invalid_state");
     assert_eq!(te.state().order(&order.id).unwrap().status, OrderStatus::Paid);
-    let unknown = te.shop.send(AdvanceCall {
-        call_id: "pcall_nope".into(),
-        status: CallStatus::Declined,
-        reference: String::new(),
-        card_brand: String::new(),
-        message: String::new(),
-    });
+    let unknown = te.shop.send(answer("pcall_nope", CallStatus::Declined, "", ""));
     assert_eq!(outcome(&unknown), "not_found: payment call");
 
     // Card numbers are never taken, and an order takes at most 20 attempts.
@@ -334,15 +329,7 @@ fn answers_are_checked_against_the_call() {
     assert_eq!(outcome(&card), "validation_failed: token");
     for _ in 0..PAYMENT_CALLS_PER_ORDER_MAX {
         let c = start(&te, &other, "scripted", "tok_declined").unwrap();
-        te.shop
-            .send(AdvanceCall {
-                call_id: c.id.to_string(),
-                status: CallStatus::Declined,
-                reference: String::new(),
-                card_brand: String::new(),
-                message: "no".into(),
-            })
-            .unwrap();
+        te.shop.send(answer(&c.id.to_string(), CallStatus::Declined, "", "no")).unwrap();
     }
     assert_eq!(outcome(&start(&te, &other, "scripted", "tok_visa")), "invalid_state");
     check_invariants(te.state());
@@ -362,7 +349,12 @@ fn a_call_the_provider_never_settles_is_voided_and_its_order_released() {
     let order = pending_order(&te);
     let call = start(&te, &order, "scripted", "tok_visa").unwrap();
     processor.kick();
-    std::thread::sleep(Duration::from_millis(100));
+    // Tried and failed, more than one pass' worth, and still open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while provider.calls.load(Ordering::SeqCst) < 6 {
+        assert!(std::time::Instant::now() < deadline, "the provider was not tried");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     assert_eq!(te.state().payment_call(&call.id).unwrap().status, CallStatus::Pending);
     te.clock.advance(61_000);
     let call = settled(&te, call.id, CallStatus::Voided);
@@ -469,15 +461,7 @@ fn a_refund_in_progress_holds_its_amount_and_a_declined_one_gives_it_back() {
     let charge = start(&te, &order, "scripted", "tok_visa").unwrap();
     // Answered by hand: the processor starts later, so the refund below stays pending.
     for (status, reference) in [(CallStatus::Authorized, "sc_1"), (CallStatus::Captured, "sc_1")] {
-        te.shop
-            .send(AdvanceCall {
-                call_id: charge.id.to_string(),
-                status,
-                reference: reference.into(),
-                card_brand: "visa".into(),
-                message: String::new(),
-            })
-            .unwrap();
+        te.shop.send(answer(&charge.id.to_string(), status, reference, "")).unwrap();
     }
     let held = refund_through(&te, &order, 1500).unwrap();
     let over = refund_through(&te, &order, 501);
@@ -547,15 +531,9 @@ fn after_a_long_outage_an_authorization_is_captured_and_an_unknown_provider_give
     let te = TestEngine::new();
     let order = pending_order(&te);
     let call = start(&te, &order, "test", "tok_visa").unwrap();
-    te.shop
-        .send(AdvanceCall {
-            call_id: call.id.to_string(),
-            status: CallStatus::Authorized,
-            reference: format!("test_{}", call.id),
-            card_brand: "visa".into(),
-            message: String::new(),
-        })
-        .unwrap();
+    let authorized =
+        answer(&call.id.to_string(), CallStatus::Authorized, &format!("test_{}", call.id), "");
+    te.shop.send(authorized).unwrap();
     // Another order: three declined attempts, then one through a provider this
     // deployment no longer has.
     let other = checkout(&te.shop, &cart_with(&te.shop, &[("P", 1)]).id).unwrap();
@@ -563,13 +541,7 @@ fn after_a_long_outage_an_authorization_is_captured_and_an_unknown_provider_give
     for _ in 0..3 {
         te.clock.advance(1);
         let c = start(&te, &other, "test", "tok_declined").unwrap();
-        let decline = AdvanceCall {
-            call_id: c.id.to_string(),
-            status: CallStatus::Declined,
-            reference: String::new(),
-            card_brand: String::new(),
-            message: "no".into(),
-        };
+        let decline = answer(&c.id.to_string(), CallStatus::Declined, "", "no");
         te.shop.send(decline).unwrap();
         ids.push(c.id);
     }
