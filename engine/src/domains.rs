@@ -133,6 +133,7 @@ mod tests {
                 "customer",
                 "discount_code",
                 "flash_sale",
+                "location",
                 "order",
                 "product",
                 "promotion",

@@ -85,6 +85,8 @@ pub enum EntityKind {
     TaxRate,
     /// An automatic promotion.
     Promotion,
+    /// A stock location.
+    Location,
 }
 
 impl fmt::Display for EntityKind {
@@ -104,6 +106,7 @@ impl fmt::Display for EntityKind {
             EntityKind::ShippingMethod => "shipping method",
             EntityKind::TaxRate => "tax rate",
             EntityKind::Promotion => "promotion",
+            EntityKind::Location => "stock location",
         })
     }
 }

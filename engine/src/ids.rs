@@ -306,6 +306,10 @@ id_type!(
     PromotionId, "promo_", Seq
 );
 id_type!(
+    /// A stock location's id (`loc_…`); see [`LocationId::DEFAULT`].
+    LocationId, "loc_", Seq
+);
+id_type!(
     /// A saved address's id (`addr_…`), 128 random bits.
     AddressId, "addr_", Random
 );
@@ -339,7 +343,13 @@ id_type!(
     ApiClientId, "cli_", Random
 );
 
-seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId, ShippingMethodId, PromotionId);
+seq_ids!(ProductId, CategoryId, CustomerId, FlashSaleId, ShippingMethodId, PromotionId, LocationId);
+
+impl LocationId {
+    /// The location every shop has (number 0; created ones count from 1): where the
+    /// single-location inventory commands keep stock.
+    pub const DEFAULT: LocationId = LocationId(Seq(0));
+}
 random_ids!(OrderId, PaymentId, PaymentCallId, RefundId, ReturnId, ApiClientId, AddressId);
 
 impl CartId {

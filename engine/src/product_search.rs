@@ -399,6 +399,12 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             ) => {
                 skus.insert(sku.clone());
             }
+            Event::Inventory(InventoryEvent::LocationStockSet(count)) => {
+                skus.insert(count.sku.clone());
+            }
+            Event::Inventory(InventoryEvent::LocationStockAdjusted(adjustment)) => {
+                skus.insert(adjustment.sku.clone());
+            }
             Event::Orders(OrderEvent::Placed(placed)) => {
                 skus.extend(placed.lines.iter().map(|l| l.sku.clone()));
             }
@@ -435,8 +441,13 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
                     skus.insert(sale.sku.clone());
                 }
             }
-            // A refund changes money, not stock.
+            // A refund changes money, not stock; a transfer moves units, not their total.
             Event::Payments(PaymentEvent::Refunded { .. } | PaymentEvent::CallStarted { .. })
+            | Event::Inventory(
+                InventoryEvent::Transferred { .. }
+                | InventoryEvent::LocationSaved(_)
+                | InventoryEvent::LocationDeleted { .. },
+            )
             | Event::Promotions(_)
             | Event::Shipping(_)
             | Event::Returns(ReturnEvent::Requested(_) | ReturnEvent::Decided(_))

@@ -222,6 +222,35 @@ pub struct InventoryAdjustment {
     pub reason: String,
 }
 
+/// `POST /v1/inventory/{sku}/transfers`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryTransfer {
+    pub from_location_id: String,
+    pub to_location_id: String,
+    pub quantity: i64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/locations`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NewLocationJson {
+    pub name: String,
+    pub kind: String,
+    pub priority: Option<i64>,
+}
+
+/// `PATCH /v1/locations/{id}`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct LocationPatchJson {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub priority: Option<i64>,
+}
+
 /// `POST /v1/carts`.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -846,6 +875,64 @@ impl<'a> From<&'a StockLevels> for InventoryView<'a> {
             available: s.available(),
             version: s.version,
         }
+    }
+}
+
+/// A stock location.
+#[derive(Serialize)]
+pub struct LocationView<'a> {
+    id: IdText,
+    name: &'a str,
+    kind: &'static str,
+    priority: u32,
+    default: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> From<&'a StockLocation> for LocationView<'a> {
+    fn from(l: &'a StockLocation) -> LocationView<'a> {
+        LocationView {
+            id: l.id.text(),
+            name: &l.name,
+            kind: l.kind.as_str(),
+            priority: l.priority,
+            default: l.id == LocationId::DEFAULT,
+            created_at: rfc3339(l.created_at),
+            updated_at: rfc3339(l.updated_at),
+        }
+    }
+}
+
+/// A SKU's level at one location.
+#[derive(Serialize)]
+pub struct LocationLevelView {
+    location_id: IdText,
+    on_hand: u32,
+    reserved: u32,
+    available: u32,
+}
+
+/// A SKU's totals and its level at every location.
+#[derive(Serialize)]
+pub struct InventoryByLocationView<'a> {
+    #[serde(flatten)]
+    totals: InventoryView<'a>,
+    locations: Vec<LocationLevelView>,
+}
+
+impl<'a> InventoryByLocationView<'a> {
+    pub fn new(totals: &'a StockLevels, levels: &[LocationLevel]) -> InventoryByLocationView<'a> {
+        let locations = levels
+            .iter()
+            .map(|l| LocationLevelView {
+                location_id: l.location_id.text(),
+                on_hand: l.on_hand,
+                reserved: l.reserved,
+                available: l.available(),
+            })
+            .collect();
+        InventoryByLocationView { totals: InventoryView::from(totals), locations }
     }
 }
 

@@ -42,6 +42,7 @@ fn the_feed_publishes_the_logs_public_facts_in_order_and_pages_without_loss() {
         "{all}"
     );
     let records = all["data"].as_array().unwrap();
+    assert_eq!(records[1]["data"]["location_id"], "loc_000000000000", "the default location");
     assert_eq!(records[2]["data"]["order_id"], paid_id.as_str());
     assert_eq!(
         records[2]["data"]["lines"][0],
@@ -119,7 +120,10 @@ fn a_long_poll_answers_when_a_write_is_durable_and_bad_queries_are_refused() {
         .expect(200);
     let (page, waited) = poll.join().unwrap();
     assert_eq!(types(&page), ["stock.adjusted"], "{page}");
-    assert_eq!(page["data"][0]["data"], json!({"sku": "EVT-2", "delta": 4, "reason": "restock"}));
+    assert_eq!(
+        page["data"][0]["data"],
+        json!({"sku": "EVT-2", "location_id": "loc_000000000000", "delta": 4, "reason": "restock"})
+    );
     assert!(waited < Duration::from_secs(10), "{waited:?}");
 
     s.get("/v1/events?types=order.placed,nope")

@@ -332,6 +332,129 @@ fn inventory_is_set_and_adjusted_but_never_below_reserved() {
     unknown.send().problem(404, "not_found");
 }
 
+#[test]
+fn stock_is_kept_in_locations_reserved_by_priority_and_moved_between_them() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.post("/v1/products").bearer(&admin).json(product_body("LOC-1", 400)).send().expect(201);
+    let create = |body: Value| s.post("/v1/locations").bearer(&admin).json(body).send();
+    let north = create(json!({"name": "North", "kind": "warehouse", "priority": 10}));
+    let north_path = north.header("location").expect("a Location").to_string();
+    let north = north.expect(201);
+    assert_eq!(
+        (&north["kind"], &north["priority"], &north["default"]),
+        (&json!("warehouse"), &json!(10), &json!(false))
+    );
+    let north = text(&north, "id").to_string();
+    assert_eq!(north_path, format!("/v1/locations/{north}"));
+    let store = create(json!({"name": "Shop", "kind": "store"})).expect(201);
+    assert_eq!(store["priority"], 100);
+    let store = text(&store, "id").to_string();
+    assert_eq!(
+        create(json!({"name": "", "kind": "barn", "priority": -1})).invalid_fields(),
+        ["name", "priority", "kind"]
+    );
+    create(json!({"name": "X", "kind": "store", "extra": 1})).problem(422, "validation_failed");
+    let listed = s.get("/v1/locations").bearer(&admin).send().expect(200);
+    let ids: Vec<&str> =
+        listed["data"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["loc_000000000000", north.as_str(), store.as_str()]);
+    assert_eq!(listed["data"][0]["default"], true);
+
+    let at = |location: &str| format!("/v1/inventory/LOC-1/locations/{location}");
+    s.put("/v1/inventory/LOC-1").bearer(&admin).json(json!({"on_hand": 5})).send().expect(200);
+    let set =
+        s.put(&at(&north)).bearer(&admin).json(json!({"on_hand": 3, "reason": "count"})).send();
+    let version = etag_version(&set).expect("an ETag");
+    let set = set.expect(200);
+    assert_eq!(
+        (&set["on_hand"], &set["available"], &set["version"]),
+        (&json!(8), &json!(8), &json!(version))
+    );
+    s.put(&at(&store))
+        .bearer(&admin)
+        .header("if-match", "\"1\"")
+        .json(json!({"on_hand": 1}))
+        .send()
+        .problem(412, "precondition_failed");
+    let adjusted = s
+        .post(&format!("{}/adjustments", at(&store)))
+        .bearer(&admin)
+        .json(json!({"delta": 4, "reason": "received"}))
+        .send()
+        .expect(200);
+    let levels = |body: &Value| -> Vec<(u64, u64, u64)> {
+        body["locations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["on_hand"].as_u64().unwrap(),
+                    l["reserved"].as_u64().unwrap(),
+                    l["available"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(levels(&adjusted), [(5, 0, 5), (3, 0, 3), (4, 0, 4)]);
+    assert_eq!(s.stock(&admin, "LOC-1"), (12, 0, 12), "the totals are over every location");
+
+    // North (priority 10) first, then the fullest of the two at 100 (Default, 5).
+    s.order(None, "LOC-1", 5);
+    let now = s.get("/v1/inventory/LOC-1/locations").bearer(&admin).send().expect(200);
+    assert_eq!(levels(&now), [(5, 2, 3), (3, 3, 0), (4, 0, 4)]);
+    assert_eq!((&now["on_hand"], &now["reserved"]), (&json!(12), &json!(5)));
+
+    let transfer =
+        |body: Value| s.post("/v1/inventory/LOC-1/transfers").bearer(&admin).json(body).send();
+    let moved = transfer(json!({"from_location_id": store, "to_location_id": north, "quantity": 4, "reason": "rebalance"})).expect(200);
+    assert_eq!(levels(&moved), [(5, 2, 3), (7, 3, 4), (0, 0, 0)]);
+    transfer(json!({"from_location_id": north, "to_location_id": store, "quantity": 5}))
+        .problem(409, "conflict");
+    assert_eq!(
+        transfer(json!({"from_location_id": north, "to_location_id": "loc_nope", "quantity": 1}))
+            .invalid_fields(),
+        ["to_location_id"]
+    );
+    assert_eq!(
+        transfer(json!({"from_location_id": north, "to_location_id": north, "quantity": 0}))
+            .invalid_fields(),
+        ["quantity", "to_location_id"]
+    );
+
+    // Deleting: not the default one, not one holding units.
+    let delete = |id: &str| s.delete(&format!("/v1/locations/{id}")).bearer(&admin).send();
+    delete("loc_000000000000").problem(409, "invalid_state");
+    delete(&north).problem(409, "invalid_state");
+    assert_eq!(delete(&store).status, 204);
+    delete(&store).problem(404, "not_found");
+    s.put(&at(&store)).bearer(&admin).json(json!({"on_hand": 1})).send().problem(404, "not_found");
+    s.get("/v1/inventory/NOPE-1/locations").bearer(&admin).send().problem(404, "not_found");
+    let patched = s
+        .patch(&format!("/v1/locations/{north}"))
+        .bearer(&admin)
+        .json(json!({"name": "North hub", "priority": 200}))
+        .send()
+        .expect(200);
+    assert_eq!((&patched["name"], &patched["priority"]), (&json!("North hub"), &json!(200)));
+    s.get(&format!("/v1/locations/{north}")).bearer(&admin).send().expect(200);
+
+    // The event feed tells where stock moved.
+    let feed = s
+        .get("/v1/events?types=stock.transferred,location.deleted")
+        .bearer(&admin)
+        .send()
+        .expect(200);
+    let records = feed["data"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{feed}");
+    assert_eq!(
+        records[0]["data"],
+        json!({"sku": "LOC-1", "from_location_id": store, "to_location_id": north, "quantity": 4, "reason": "rebalance"})
+    );
+    assert_eq!(records[1]["data"], json!({"location_id": store}));
+}
+
 // --- carts --------------------------------------------------------------------------
 
 #[test]
@@ -1215,7 +1338,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 82] = [
+const ENDPOINTS: [(&str, &str, u16); 91] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1246,6 +1369,15 @@ const ENDPOINTS: [(&str, &str, u16); 82] = [
     ("put", "/v1/inventory/{sku}", 200),
     ("post", "/v1/inventory/{sku}/adjustments", 200),
     ("put", "/v1/inventory/{sku}/weight", 200),
+    ("get", "/v1/inventory/{sku}/locations", 200),
+    ("put", "/v1/inventory/{sku}/locations/{location_id}", 200),
+    ("post", "/v1/inventory/{sku}/locations/{location_id}/adjustments", 200),
+    ("post", "/v1/inventory/{sku}/transfers", 200),
+    ("get", "/v1/locations", 200),
+    ("post", "/v1/locations", 201),
+    ("get", "/v1/locations/{id}", 200),
+    ("patch", "/v1/locations/{id}", 200),
+    ("delete", "/v1/locations/{id}", 204),
     ("post", "/v1/shipping-methods", 201),
     ("get", "/v1/shipping-methods", 200),
     ("get", "/v1/shipping-methods/{id}", 200),

@@ -228,6 +228,13 @@ impl Fixture {
         text(&created.expect(201), "id").to_string()
     }
 
+    /// A new stock location (each row that changes or deletes one gets its own).
+    fn location(&self) -> String {
+        let body = json!({"name": format!("Matrix {}", self.unique()), "kind": "store"});
+        let created = self.s.post("/v1/locations").bearer(&self.admin).json(body).send();
+        text(&created.expect(201), "id").to_string()
+    }
+
     fn shipping_method(&self) -> String {
         let body =
             json!({"name": "Standard", "currency": "USD", "rate": {"type": "flat", "amount": 499}});
@@ -542,6 +549,79 @@ fn rows() -> Vec<Row> {
                     .json(json!({"delta": 1, "reason": "matrix"}))
             },
             STAFF_200,
+        ),
+        row(
+            "GET /v1/inventory/{sku}/locations",
+            "inventory:read",
+            |_| Call::new("GET", "/v1/inventory/AUTHZ-INV/locations"),
+            STAFF_200,
+        ),
+        row(
+            "PUT /v1/inventory/{sku}/locations/{location_id}",
+            "inventory:write",
+            |f| {
+                Call::new("PUT", format!("/v1/inventory/AUTHZ-INV/locations/{}", f.location()))
+                    .json(json!({"on_hand": 2}))
+            },
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/inventory/{sku}/locations/{location_id}/adjustments",
+            "inventory:write",
+            |f| {
+                let path =
+                    format!("/v1/inventory/AUTHZ-INV/locations/{}/adjustments", f.location());
+                Call::new("POST", path).json(json!({"delta": 3, "reason": "matrix"}))
+            },
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/inventory/{sku}/transfers",
+            "inventory:write",
+            |f| {
+                Call::new("POST", "/v1/inventory/AUTHZ-INV/transfers").json(json!({
+                    "from_location_id": "loc_000000000000",
+                    "to_location_id": f.location(),
+                    "quantity": 1
+                }))
+            },
+            STAFF_200,
+        ),
+        row(
+            "GET /v1/locations",
+            "inventory:read",
+            |_| Call::new("GET", "/v1/locations"),
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/locations",
+            "inventory:write",
+            |_| {
+                Call::new("POST", "/v1/locations")
+                    .json(json!({"name": "Depot", "kind": "warehouse"}))
+            },
+            STAFF_201,
+        ),
+        row(
+            "GET /v1/locations/{id}",
+            "inventory:read",
+            |_| Call::new("GET", "/v1/locations/loc_000000000000"),
+            STAFF_200,
+        ),
+        row(
+            "PATCH /v1/locations/{id}",
+            "inventory:write",
+            |f| {
+                Call::new("PATCH", format!("/v1/locations/{}", f.location()))
+                    .json(json!({"priority": 5}))
+            },
+            STAFF_200,
+        ),
+        row(
+            "DELETE /v1/locations/{id}",
+            "inventory:write",
+            |f| Call::new("DELETE", format!("/v1/locations/{}", f.location())),
+            STAFF_204,
         ),
         row("POST /v1/carts", "", |_| Call::new("POST", "/v1/carts"), ALL_201),
         row(

@@ -19,6 +19,7 @@ mod http_payment_calls;
 mod http_shipping;
 mod http_support;
 mod lifecycle;
+mod locations;
 mod model;
 mod payment_calls;
 mod power_loss;

@@ -168,6 +168,13 @@ pub fn pay(shop: &BlockingEngine, order_id: &OrderId) -> Result<PaymentReceipt> 
 /// expiry tests here.
 pub fn check_invariants(state: &State) -> BTreeMap<Sku, u32> {
     let mut held: BTreeMap<Sku, u32> = BTreeMap::new();
+    // Units reserved away from the default location, by what the holders recorded.
+    let mut allocated: BTreeMap<(Sku, LocationId), u32> = BTreeMap::new();
+    let mut allocated_to = |holder: Holder| {
+        for part in state.allocation(&holder).iter().flat_map(|a| a.parts.iter()) {
+            *allocated.entry((part.sku.clone(), part.location_id)).or_default() += part.units;
+        }
+    };
     let mut after = None;
     loop {
         let page = state.orders(&OrderFilter::default(), after, 100);
@@ -177,6 +184,7 @@ pub fn check_invariants(state: &State) -> BTreeMap<Sku, u32> {
                     *held.entry(line.sku.clone()).or_default() += line.quantity;
                 }
             }
+            allocated_to(Holder::Order(order.id));
         }
         match page.next {
             Some(next) => after = Some(next.parse().expect("order cursors are numbers")),
@@ -188,6 +196,7 @@ pub fn check_invariants(state: &State) -> BTreeMap<Sku, u32> {
         if sale.holds_stock() {
             *held.entry(sale.sku.clone()).or_default() += sale.remaining;
         }
+        allocated_to(Holder::Sale(sale.id));
     }
     // Checked against the orders, an independent count: `reserved <= on_hand` and
     // `available = on_hand - reserved` hold by construction of the stock cell (its
@@ -196,7 +205,17 @@ pub fn check_invariants(state: &State) -> BTreeMap<Sku, u32> {
     for levels in state.all_stock() {
         let expected = held.get(&levels.sku).copied().unwrap_or(0);
         assert_eq!(levels.reserved, expected, "reserved units of {} vs pending orders", levels.sku);
+        let (_, at_locations) = state.stock_by_location(&levels.sku).expect("listed");
+        for level in at_locations.iter().filter(|l| l.location_id != LocationId::DEFAULT) {
+            let parts = allocated.remove(&(levels.sku.clone(), level.location_id)).unwrap_or(0);
+            assert_eq!(
+                level.reserved, parts,
+                "{} at {}: reserved vs allocations",
+                levels.sku, level.location_id
+            );
+        }
     }
+    assert_eq!(allocated, BTreeMap::new(), "allocations at locations that reserve nothing");
     // Every order against its ledger (captures in the order, refunds in their table).
     let reconciliation = state.reconcile();
     assert_eq!(reconciliation.mismatches, vec![], "orders disagree with their ledgers");

@@ -27,6 +27,7 @@ use crate::catalog::Page;
 use crate::domains::State;
 use crate::error::{EngineError, Result};
 use crate::idempotency::IdempotencyTag;
+use crate::inventory::Holder;
 use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
     check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table, Timers,
@@ -206,7 +207,7 @@ fn current(state: &State, id: &FlashSaleId) -> FlashSale {
 
 fn create(state: &State, new: &NewFlashSale, at: TimestampMs, rows: &mut Vec<Row>) {
     let product = state.product_by_sku(&new.sku).expect("decide checked the SKU is sold");
-    crate::inventory::reserve(state, &new.sku, new.quantity, rows);
+    crate::inventory::reserve(state, Holder::Sale(new.id), &new.sku, new.quantity, rows);
     let sale = FlashSale {
         id: new.id,
         seq: state.flash_sales.sale_seq.bump(),
@@ -235,7 +236,7 @@ fn close(state: &State, id: &FlashSaleId, phase: SalePhase, at: TimestampMs, row
     let mut sale = current(state, id);
     assert!(sale.holds_stock(), "decide closes open sales only");
     if sale.remaining > 0 {
-        crate::inventory::release(state, &sale.sku, sale.remaining, rows);
+        crate::inventory::release(state, Holder::Sale(sale.id), &sale.sku, sale.remaining, rows);
     }
     sale.phase = phase;
     put_sale(state, sale, at, rows);
@@ -319,10 +320,19 @@ pub(crate) fn release_order(
     sale.reserved -= bought.units;
     sale.remaining += bought.units;
     if !sale.holds_stock() {
-        crate::inventory::release(state, &sale.sku, bought.units, rows);
+        crate::inventory::release(state, Holder::Sale(sale.id), &sale.sku, bought.units, rows);
     }
     put_sale(state, sale, at, rows);
     true
+}
+
+/// What holds the reserved units of pending order `order_id`: its sale when it is a
+/// sale's (the sale reserved them when it was created), else the order itself.
+pub(crate) fn stock_holder(state: &State, order_id: &OrderId) -> Holder {
+    match state.flash_sales.orders.get(order_id) {
+        Some(bought) => Holder::Sale(bought.sale_id),
+        None => Holder::Order(*order_id),
+    }
 }
 
 /// The order `order_id` was paid: when it was a sale's, its units count as sold.

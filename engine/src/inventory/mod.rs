@@ -1,9 +1,12 @@
-//! Inventory: units on hand and reserved per SKU. Stock levels are atomics behind a
-//! sequence lock, so a reader sees `on_hand` and `reserved` of the same instant without
-//! ever blocking the writer. `reserved` only moves through the orders and payments
-//! domains (`reserve`, `release`, `ship`); `on_hand` through the commands here.
+//! Inventory: units on hand and reserved per SKU, in one or more stock locations.
+//! Stock levels are atomics behind a sequence lock, so a reader sees `on_hand` and
+//! `reserved` of the same instant without ever blocking the writer. `reserved` only
+//! moves through the orders, payments and flash-sale domains (`reserve`, `release`,
+//! `ship`); `on_hand` through the commands here and received returns (`restock`).
+//! Levels per location are in `locations`.
 
 mod commands;
+mod locations;
 mod model;
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -16,46 +19,109 @@ pub use model::*;
 
 use crate::domains::State;
 use crate::error::EngineError;
-use crate::kernel::table::{check_v1, decode_row, persist, Domain, Index, Row, Table};
+use crate::kernel::table::{
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table,
+};
 use crate::types::*;
+use locations::{Change, ALLOCATIONS, LOCATIONS, LOCATION_STOCK};
 
 const STOCK: &str = "stock";
 
 persist!(StockLevels, STOCK, |s| s.sku.as_str().as_bytes().to_vec());
+persist!(StockLocation, LOCATIONS, |l| l.id.seq().to_be_bytes().to_vec());
+persist!(SkuLocations, LOCATION_STOCK, |p| p.sku.as_str().as_bytes().to_vec());
+persist!(Allocation, ALLOCATIONS, |a| a.holder.text().as_str().as_bytes().to_vec());
 
 /// Inventory's tables in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tables {
+    /// Each SKU's totals over every location.
     pub(crate) stock: Index<Sku, Arc<StockCell>>,
+    /// Locations created, and the default one once it was changed.
+    locations: IdIndex<LocationId, Arc<StockLocation>>,
+    /// Levels away from the default location, of the SKUs that ever had any (kept when
+    /// they empty, so a reader never pairs new totals with levels that are gone).
+    placed: Index<Sku, Arc<SkuLocations>>,
+    /// Where holders' units away from the default location are.
+    allocations: IdIndex<Holder, Arc<Allocation>>,
+    location_seq: Counter,
+}
+
+impl Default for Tables {
+    fn default() -> Tables {
+        Tables {
+            stock: Index::default(),
+            locations: IdIndex::default(),
+            placed: Index::default(),
+            allocations: IdIndex::default(),
+            location_seq: Counter::new("location"),
+        }
+    }
 }
 
 pub(crate) const DOMAIN: Domain = Domain {
     name: "inventory",
-    tables: &[Table {
-        name: STOCK,
-        rows: |s, f| s.all_stock().iter().for_each(|l| f(l)),
-        load: |state, bytes| {
-            let levels: StockLevels = decode_row(bytes, "stock levels")?;
-            if levels.reserved > levels.on_hand {
-                return Err(EngineError::IncompatibleData(format!(
-                    "SKU {} has {} reserved of {} on hand",
-                    levels.sku, levels.reserved, levels.on_hand
-                )));
-            }
-            // A SKU no product sells any more (dropped before its stock row was deleted
-            // with it) is not loaded: a new product reusing the SKU starts from zero.
-            if state.product_by_sku(&levels.sku).is_none() {
-                return Ok(());
-            }
-            let cell = StockCell::new(levels.on_hand, levels.reserved, levels.version);
-            state.inventory.stock.insert(levels.sku, Arc::new(cell));
-            Ok(())
+    tables: &[
+        Table {
+            name: STOCK,
+            rows: |s, f| s.all_stock().iter().for_each(|l| f(l)),
+            load: |state, bytes| {
+                let levels: StockLevels = decode_row(bytes, "stock levels")?;
+                if levels.reserved > levels.on_hand {
+                    return Err(EngineError::IncompatibleData(format!(
+                        "SKU {} has {} reserved of {} on hand",
+                        levels.sku, levels.reserved, levels.on_hand
+                    )));
+                }
+                // A SKU no product sells any more (dropped before its stock row was
+                // deleted with it) is not loaded: a new product reusing the SKU starts
+                // from zero.
+                if state.product_by_sku(&levels.sku).is_none() {
+                    return Ok(());
+                }
+                let cell = StockCell::new(levels.on_hand, levels.reserved, levels.version);
+                state.inventory.stock.insert(levels.sku, Arc::new(cell));
+                Ok(())
+            },
+            check_v1: check_v1::<StockLevels>,
         },
-        check_v1: check_v1::<StockLevels>,
-    }],
-    counters: |_| vec![],
+        Table {
+            name: LOCATIONS,
+            rows: |s, f| s.inventory.locations.entries().iter().for_each(|(_, l)| f(&**l)),
+            load: |state, bytes| {
+                let location: StockLocation = decode_row(bytes, "stock location")?;
+                state.inventory.locations.insert(location.id, Arc::new(location));
+                Ok(())
+            },
+            check_v1: check_v1::<StockLocation>,
+        },
+        Table {
+            name: LOCATION_STOCK,
+            rows: |s, f| s.inventory.placed.entries().iter().for_each(|(_, p)| f(&**p)),
+            load: |state, bytes| {
+                let mut placed: SkuLocations = decode_row(bytes, "location levels")?;
+                // Like its stock row: not loaded for a SKU no product sells.
+                let Some(cell) = state.inventory.stock.get(&placed.sku) else { return Ok(()) };
+                placed.version = placed.version.min(cell.read().2);
+                state.inventory.placed.insert(placed.sku.clone(), Arc::new(placed));
+                Ok(())
+            },
+            check_v1: check_v1::<SkuLocations>,
+        },
+        Table {
+            name: ALLOCATIONS,
+            rows: |s, f| s.inventory.allocations.entries().iter().for_each(|(_, a)| f(&**a)),
+            load: |state, bytes| {
+                let allocation: Allocation = decode_row(bytes, "stock allocation")?;
+                state.inventory.allocations.insert(allocation.holder, Arc::new(allocation));
+                Ok(())
+            },
+            check_v1: check_v1::<Allocation>,
+        },
+    ],
+    counters: |state| vec![&state.inventory.location_seq],
     timers: None,
-    verify: None,
+    verify: Some(locations::check_locations),
 };
 
 // In a module of its own so that rkyv's generated types stay private.
@@ -66,46 +132,124 @@ mod event {
     #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
     #[allow(missing_docs)]
     pub enum InventoryEvent {
+        /// At the default location.
         StockSet {
             sku: Sku,
             on_hand: u32,
             reason: String,
         },
-        /// `delta` is bounded by [`crate::ON_HAND_MAX`] either way.
+        /// At the default location; `delta` is bounded by [`crate::ON_HAND_MAX`]
+        /// either way.
         StockAdjusted {
             sku: Sku,
             delta: i32,
             reason: String,
         },
+        /// A location was created or changed.
+        LocationSaved(Box<StockLocation>),
+        /// An empty location was deleted.
+        LocationDeleted {
+            location_id: LocationId,
+        },
+        /// Boxed, like the next two: the log's events are as large as the largest.
+        LocationStockSet(Box<LocationCount>),
+        LocationStockAdjusted(Box<LocationAdjustment>),
+        Transferred(Box<Transfer>),
+    }
+
+    /// A stock count at a location other than the default one.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub struct LocationCount {
+        pub sku: Sku,
+        pub location_id: LocationId,
+        pub on_hand: u32,
+        pub reason: String,
+    }
+
+    /// An adjustment at a location other than the default one; `delta` is bounded by
+    /// [`crate::ON_HAND_MAX`] either way.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub struct LocationAdjustment {
+        pub sku: Sku,
+        pub location_id: LocationId,
+        pub delta: i32,
+        pub reason: String,
+    }
+
+    /// Available units moved from one location to another.
+    #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+    #[allow(missing_docs)]
+    pub struct Transfer {
+        pub sku: Sku,
+        pub from: LocationId,
+        pub to: LocationId,
+        pub quantity: u32,
+        pub reason: String,
     }
 }
-pub use event::InventoryEvent;
+pub use event::{InventoryEvent, LocationAdjustment, LocationCount, Transfer};
 
 pub(crate) fn apply(state: &State, event: &InventoryEvent, _at: TimestampMs, rows: &mut Vec<Row>) {
+    let tables = &state.inventory;
     match event {
         InventoryEvent::StockSet { sku, on_hand, .. } => {
-            let cell = cell(state, sku);
-            let (_, reserved, _) = cell.read();
-            write(&cell, sku, *on_hand, reserved, rows);
+            set(state, sku, LocationId::DEFAULT, |_| *on_hand, rows)
         }
         InventoryEvent::StockAdjusted { sku, delta, .. } => {
-            let cell = cell(state, sku);
-            let (on_hand, reserved, _) = cell.read();
-            let on_hand = u32::try_from(i64::from(on_hand) + i64::from(*delta))
-                .expect("decide bounds the delta");
-            write(&cell, sku, on_hand, reserved, rows);
+            set(state, sku, LocationId::DEFAULT, |now| plus(now, *delta), rows)
+        }
+        InventoryEvent::LocationStockSet(count) => {
+            set(state, &count.sku, count.location_id, |_| count.on_hand, rows)
+        }
+        InventoryEvent::LocationStockAdjusted(adjustment) => {
+            let delta = adjustment.delta;
+            set(state, &adjustment.sku, adjustment.location_id, |now| plus(now, delta), rows)
+        }
+        InventoryEvent::Transferred(transfer) => {
+            let Transfer { sku, from, to, quantity, .. } = &**transfer;
+            let mut change = Change::of(state, sku);
+            let (was_from, was_to) = (change.at(*from).on_hand, change.at(*to).on_hand);
+            change.set_on_hand(*from, was_from - quantity);
+            change.set_on_hand(*to, was_to + quantity);
+            change.finish(rows);
+        }
+        InventoryEvent::LocationSaved(location) => {
+            if location.id != LocationId::DEFAULT && !tables.locations.contains_key(&location.id) {
+                tables.location_seq.bump();
+            }
+            let location = Arc::new((**location).clone());
+            tables.locations.insert(location.id, location.clone());
+            rows.push(Row::put(location));
+        }
+        InventoryEvent::LocationDeleted { location_id } => {
+            tables.locations.remove(location_id);
+            rows.push(Row::delete(LOCATIONS, location_id.seq().to_be_bytes().to_vec()));
         }
     }
+}
+
+fn plus(on_hand: u32, delta: i32) -> u32 {
+    u32::try_from(i64::from(on_hand) + i64::from(delta)).expect("decide bounds the delta")
+}
+
+/// Sets the units on hand of `sku` at `location` to `to(what they are)`.
+fn set(
+    state: &State,
+    sku: &Sku,
+    location: LocationId,
+    to: impl Fn(u32) -> u32,
+    rows: &mut Vec<Row>,
+) {
+    let mut change = Change::of(state, sku);
+    let now = change.at(location).on_hand;
+    change.set_on_hand(location, to(now));
+    change.finish(rows);
 }
 
 fn cell(state: &State, sku: &Sku) -> Arc<StockCell> {
     state.inventory.stock.get(sku).expect("every SKU of a product has a stock row")
-}
-
-fn write(cell: &StockCell, sku: &Sku, on_hand: u32, reserved: u32, rows: &mut Vec<Row>) {
-    cell.write(on_hand, reserved);
-    let (on_hand, reserved, version) = cell.read();
-    rows.push(Row::put(Arc::new(StockLevels { sku: sku.clone(), on_hand, reserved, version })));
 }
 
 /// Gives a SKU new to the catalog an empty stock row (a SKU that had one keeps it).
@@ -117,48 +261,46 @@ pub(crate) fn ensure_stock(state: &State, sku: &Sku, rows: &mut Vec<Row>) {
     }
 }
 
-/// Deletes the stock row of a SKU its product dropped (`decide` refused the drop while
+/// Deletes the stock rows of a SKU its product dropped (`decide` refused the drop while
 /// units were reserved), so a product that later reuses the SKU starts from zero.
 pub(crate) fn drop_stock(state: &State, sku: &Sku, rows: &mut Vec<Row>) {
     if let Some(cell) = state.inventory.stock.remove(sku) {
         debug_assert_eq!(cell.read().1, 0, "a dropped SKU holds no reservation");
         rows.push(Row::delete(STOCK, sku.as_str().as_bytes()));
     }
+    locations::drop_levels(state, sku, rows);
 }
 
-/// Reserves `units` of `sku` for an order; `decide` checked they are available.
-pub(crate) fn reserve(state: &State, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
-    let cell = cell(state, sku);
-    let (on_hand, reserved, _) = cell.read();
-    let reserved = reserved + units;
-    assert!(reserved <= on_hand, "decide reserves only available units");
-    write(&cell, sku, on_hand, reserved, rows);
+/// Reserves `units` of `sku` for `holder`; `decide` checked they are available.
+pub(crate) fn reserve(state: &State, holder: Holder, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
+    let mut change = Change::of(state, sku);
+    change.reserve(holder, units, rows);
+    change.finish(rows);
 }
 
-/// Returns `units` reserved by an order that ended unpaid to `available`.
-pub(crate) fn release(state: &State, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
-    let cell = cell(state, sku);
-    let (on_hand, reserved, _) = cell.read();
-    write(&cell, sku, on_hand, reserved - units, rows);
+/// Returns `units` that `holder` reserved to `available`, where they are.
+pub(crate) fn release(state: &State, holder: Holder, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
+    let mut change = Change::of(state, sku);
+    change.take(holder, units, false, rows);
+    change.finish(rows);
 }
 
-/// `units` reserved by a paid order leave the warehouse: both counts drop.
-pub(crate) fn ship(state: &State, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
-    let cell = cell(state, sku);
-    let (on_hand, reserved, _) = cell.read();
-    write(&cell, sku, on_hand - units, reserved - units, rows);
+/// `units` that `holder` reserved and that were paid for leave their locations: both
+/// counts drop.
+pub(crate) fn ship(state: &State, holder: Holder, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
+    let mut change = Change::of(state, sku);
+    change.take(holder, units, true, rows);
+    change.finish(rows);
 }
 
-/// `units` of a received return go back on hand.
+/// `units` of a received return go back on hand, at the default location.
 pub(crate) fn restock(state: &State, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
-    let cell = cell(state, sku);
-    let (on_hand, reserved, _) = cell.read();
-    write(&cell, sku, on_hand + units, reserved, rows);
+    set(state, sku, LocationId::DEFAULT, |now| now + units, rows);
 }
 
 /// Inventory's reads.
 impl State {
-    /// A SKU's stock levels.
+    /// A SKU's stock levels: its totals over every location.
     pub fn stock(&self, sku: &Sku) -> Option<StockLevels> {
         self.inventory.stock.get(sku).map(|cell| {
             let (on_hand, reserved, version) = cell.read();

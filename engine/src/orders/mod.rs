@@ -223,8 +223,9 @@ fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut 
     let zero = Money::zero(cart.currency);
     let mut subtotal = zero;
     let mut lines = Vec::with_capacity(placed.lines.len());
+    let holder = crate::inventory::Holder::Order(placed.id);
     for line in &placed.lines {
-        crate::inventory::reserve(state, &line.sku, line.quantity, rows);
+        crate::inventory::reserve(state, holder, &line.sku, line.quantity, rows);
         let product = state.product_by_sku(&line.sku).expect("decide checked the SKU is sold");
         let line_total = line.unit_price.times(line.quantity).expect("decide bounded the total");
         subtotal = subtotal.plus(line_total).expect("decide bounded the total");
@@ -331,8 +332,9 @@ fn release(
     // A flash sale's order gives its units back to the sale (or, once the sale is
     // over, to normal stock) itself.
     if !crate::flash_sales::release_order(state, &order, at, rows) {
+        let holder = crate::inventory::Holder::Order(order.id);
         for line in &order.lines {
-            crate::inventory::release(state, &line.sku, line.quantity, rows);
+            crate::inventory::release(state, holder, &line.sku, line.quantity, rows);
         }
     }
     crate::promotions::order_released(state, order_id, at, rows);

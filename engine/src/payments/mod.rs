@@ -163,8 +163,9 @@ fn capture(
     rows: &mut Vec<Row>,
 ) {
     let mut order = orders::take_pending(state, order_id);
+    let holder = crate::flash_sales::stock_holder(state, order_id);
     for line in &order.lines {
-        crate::inventory::ship(state, &line.sku, line.quantity, rows);
+        crate::inventory::ship(state, holder, &line.sku, line.quantity, rows);
     }
     crate::flash_sales::order_paid(state, order_id, at, rows);
     mark_paid(&mut order, payment, at);

@@ -34,7 +34,7 @@ const LIMIT_DEFAULT: usize = 100;
 const LIMIT_MAX: usize = 1000;
 
 /// Every type the feed publishes.
-pub const EVENT_TYPES: [&str; 23] = [
+pub const EVENT_TYPES: [&str; 26] = [
     "product.created",
     "product.updated",
     "category.created",
@@ -42,6 +42,9 @@ pub const EVENT_TYPES: [&str; 23] = [
     "category.deleted",
     "stock.set",
     "stock.adjusted",
+    "stock.transferred",
+    "location.saved",
+    "location.deleted",
     "order.placed",
     "order.cancelled",
     "order.expired",
@@ -68,6 +71,23 @@ struct Params {
     types: Option<String>,
     limit: Option<String>,
     wait_ms: Option<String>,
+}
+
+fn stock_set(sku: &Sku, location: LocationId, on_hand: u32, reason: &str) -> (&'static str, Value) {
+    let data = json!({"sku": sku.as_str(), "location_id": location.text().as_str(),
+                      "on_hand": on_hand, "reason": reason});
+    ("stock.set", data)
+}
+
+fn stock_adjusted(
+    sku: &Sku,
+    location: LocationId,
+    delta: i32,
+    reason: &str,
+) -> (&'static str, Value) {
+    let data = json!({"sku": sku.as_str(), "location_id": location.text().as_str(),
+                      "delta": delta, "reason": reason});
+    ("stock.adjusted", data)
 }
 
 fn money(money: Money) -> Value {
@@ -103,10 +123,30 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
         }),
         Event::Inventory(e) => out.push(match e {
             InventoryEvent::StockSet { sku, on_hand, reason } => {
-                ("stock.set", json!({"sku": sku.as_str(), "on_hand": on_hand, "reason": reason}))
+                stock_set(sku, LocationId::DEFAULT, *on_hand, reason)
+            }
+            InventoryEvent::LocationStockSet(c) => {
+                stock_set(&c.sku, c.location_id, c.on_hand, &c.reason)
             }
             InventoryEvent::StockAdjusted { sku, delta, reason } => {
-                ("stock.adjusted", json!({"sku": sku.as_str(), "delta": delta, "reason": reason}))
+                stock_adjusted(sku, LocationId::DEFAULT, *delta, reason)
+            }
+            InventoryEvent::LocationStockAdjusted(a) => {
+                stock_adjusted(&a.sku, a.location_id, a.delta, &a.reason)
+            }
+            InventoryEvent::Transferred(t) => (
+                "stock.transferred",
+                json!({"sku": t.sku.as_str(), "from_location_id": t.from.text().as_str(),
+                       "to_location_id": t.to.text().as_str(), "quantity": t.quantity,
+                       "reason": t.reason}),
+            ),
+            InventoryEvent::LocationSaved(l) => (
+                "location.saved",
+                json!({"location_id": l.id.text().as_str(), "name": l.name,
+                       "kind": l.kind.as_str(), "priority": l.priority}),
+            ),
+            InventoryEvent::LocationDeleted { location_id } => {
+                ("location.deleted", json!({"location_id": location_id.text().as_str()}))
             }
         }),
         Event::Orders(e) => out.push(match e {

@@ -1,4 +1,6 @@
-//! Stock levels.
+//! Stock levels, in total and per location, and stock locations.
+
+use std::sync::Arc;
 
 use emporium_engine::*;
 
@@ -52,4 +54,140 @@ pub async fn adjust(call: Call) -> Result<Out, Problem> {
         })
     };
     idempotent_send(&call, adjust, |_, levels| answer(levels)).await
+}
+
+/// A SKU's totals and its level at every location, from `state`.
+fn by_location(state: &State, sku: &Sku) -> Out {
+    let (totals, levels) = state.stock_by_location(sku).expect("an applied command's SKU exists");
+    Out::ok(&InventoryByLocationView::new(&totals, &levels)).versioned(totals.version)
+}
+
+fn sku_named(call: &Call) -> Result<Sku, Problem> {
+    let sku = call.param("sku");
+    Sku::new(sku)
+        .ok()
+        .filter(|sku| call.app.engine.state().stock(sku).is_some())
+        .ok_or_else(|| Problem::not_found(format!("SKU {sku} does not exist")))
+}
+
+/// `GET /v1/inventory/{sku}/locations`.
+pub async fn get_by_location(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_READ)?;
+    let sku = sku_named(&call)?;
+    Ok(by_location(call.app.engine.state(), &sku))
+}
+
+/// `PUT /v1/inventory/{sku}/locations/{location_id}`.
+pub async fn set_at_location(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_WRITE)?;
+    let body: InventorySet = call.json()?;
+    let current = || {
+        let sku = Sku::new(call.param("sku")).ok()?;
+        call.app.engine.state().stock(&sku)?;
+        Some(by_location(call.app.engine.state(), &sku))
+    };
+    let command = SetLocationStock {
+        sku: call.param("sku").to_string(),
+        location_id: call.param("location_id").to_string(),
+        on_hand: body.on_hand,
+        reason: body.reason,
+        expected_version: call.if_match(current)?,
+    };
+    let levels = call.app.engine.send(command).await?;
+    Ok(by_location(call.app.engine.state(), &levels.sku))
+}
+
+/// `POST /v1/inventory/{sku}/locations/{location_id}/adjustments`.
+pub async fn adjust_at_location(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_WRITE)?;
+    let body: InventoryAdjustment = call.json()?;
+    let adjust = async {
+        Ok(AdjustLocationStock {
+            sku: call.param("sku").to_string(),
+            location_id: call.param("location_id").to_string(),
+            delta: body.delta,
+            reason: body.reason,
+        })
+    };
+    idempotent_send(&call, adjust, |state, levels: &StockLevels| by_location(state, &levels.sku))
+        .await
+}
+
+/// `POST /v1/inventory/{sku}/transfers`.
+pub async fn transfer(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_WRITE)?;
+    let body: InventoryTransfer = call.json()?;
+    let transfer = async {
+        Ok(TransferStock {
+            sku: call.param("sku").to_string(),
+            from_location_id: body.from_location_id,
+            to_location_id: body.to_location_id,
+            quantity: body.quantity,
+            reason: body.reason,
+        })
+    };
+    idempotent_send(&call, transfer, |state, levels: &StockLevels| by_location(state, &levels.sku))
+        .await
+}
+
+fn location_named(call: &Call) -> Result<Arc<StockLocation>, Problem> {
+    let id = call.param("id");
+    LocationId::parse(id)
+        .and_then(|id| call.app.engine.state().location(&id))
+        .ok_or_else(|| Problem::not_found(format!("stock location {id} does not exist")))
+}
+
+/// `GET /v1/locations`.
+pub async fn list_locations(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_READ)?;
+    let locations = call.app.engine.state().locations();
+    let data = locations.iter().map(|l| LocationView::from(&**l)).collect();
+    Ok(Out::ok(&List { data, next_cursor: None }))
+}
+
+/// `GET /v1/locations/{id}`.
+pub async fn get_location(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_READ)?;
+    let location = location_named(&call)?;
+    Ok(Out::ok(&LocationView::from(&*location)))
+}
+
+/// `POST /v1/locations`.
+pub async fn create_location(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_WRITE)?;
+    let body: NewLocationJson = call.json()?;
+    let create =
+        async { Ok(CreateLocation { name: body.name, kind: body.kind, priority: body.priority }) };
+    idempotent_send(&call, create, |_, location: &Arc<StockLocation>| {
+        let path = format!("/v1/locations/{}", location.id);
+        Out::created(&LocationView::from(&**location), path)
+    })
+    .await
+}
+
+/// `PATCH /v1/locations/{id}`.
+pub async fn update_location(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_WRITE)?;
+    let location = location_named(&call)?;
+    let body: LocationPatchJson = call.json()?;
+    let update = async {
+        Ok(UpdateLocation {
+            location_id: location.id.to_string(),
+            name: body.name,
+            kind: body.kind,
+            priority: body.priority,
+        })
+    };
+    idempotent_send(&call, update, |_, location: &Arc<StockLocation>| {
+        Out::ok(&LocationView::from(&**location))
+    })
+    .await
+}
+
+/// `DELETE /v1/locations/{id}`.
+pub async fn delete_location(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_WRITE)?;
+    let location = location_named(&call)?;
+    let delete = async { Ok(DeleteLocation { location_id: location.id.to_string() }) };
+    idempotent_send(&call, delete, |_, _: &()| Out::no_content()).await
 }
