@@ -888,6 +888,7 @@ pub struct LocationView<'a> {
     default: bool,
     created_at: String,
     updated_at: String,
+    version: u64,
 }
 
 impl<'a> From<&'a StockLocation> for LocationView<'a> {
@@ -900,6 +901,7 @@ impl<'a> From<&'a StockLocation> for LocationView<'a> {
             default: l.id == LocationId::DEFAULT,
             created_at: rfc3339(l.created_at),
             updated_at: rfc3339(l.updated_at),
+            version: l.version,
         }
     }
 }
@@ -934,6 +936,22 @@ impl<'a> InventoryByLocationView<'a> {
             .collect();
         InventoryByLocationView { totals: InventoryView::from(totals), locations }
     }
+}
+
+/// Units of an order at one location.
+#[derive(Serialize)]
+pub struct StockSourceView<'a> {
+    pub sku: &'a str,
+    pub location_id: IdText,
+    pub quantity: u32,
+}
+
+/// Where an order's units are reserved, or left from.
+#[derive(Serialize)]
+pub struct OrderStockSourcesView<'a> {
+    pub order_id: IdText,
+    pub status: &'static str,
+    pub items: Option<&'a [StockSourceView<'a>]>,
 }
 
 /// A cart or order line.

@@ -401,7 +401,17 @@ fn stock_is_kept_in_locations_reserved_by_priority_and_moved_between_them() {
     assert_eq!(s.stock(&admin, "LOC-1"), (12, 0, 12), "the totals are over every location");
 
     // North (priority 10) first, then the fullest of the two at 100 (Default, 5).
-    s.order(None, "LOC-1", 5);
+    let order = s.order(None, "LOC-1", 5);
+    let order_id = text(&order, "id").to_string();
+    let picks =
+        s.get(&format!("/v1/orders/{order_id}/stock-locations")).bearer(&admin).send().expect(200);
+    assert_eq!(
+        picks["items"],
+        json!([{"sku": "LOC-1", "location_id": north, "quantity": 3},
+               {"sku": "LOC-1", "location_id": "loc_000000000000", "quantity": 2}])
+    );
+    assert_eq!(picks["status"], "pending_payment");
+    s.get("/v1/orders/ord_nope/stock-locations").bearer(&admin).send().problem(404, "not_found");
     let now = s.get("/v1/inventory/LOC-1/locations").bearer(&admin).send().expect(200);
     assert_eq!(levels(&now), [(5, 2, 3), (3, 3, 0), (4, 0, 4)]);
     assert_eq!((&now["on_hand"], &now["reserved"]), (&json!(12), &json!(5)));
@@ -431,14 +441,26 @@ fn stock_is_kept_in_locations_reserved_by_priority_and_moved_between_them() {
     delete(&store).problem(404, "not_found");
     s.put(&at(&store)).bearer(&admin).json(json!({"on_hand": 1})).send().problem(404, "not_found");
     s.get("/v1/inventory/NOPE-1/locations").bearer(&admin).send().problem(404, "not_found");
-    let patched = s
-        .patch(&format!("/v1/locations/{north}"))
+    let read = s.get(&format!("/v1/locations/{north}")).bearer(&admin).send();
+    let etag = read.header("etag").expect("an ETag").to_string();
+    let patch = |if_match: &str, body: Value| {
+        s.patch(&format!("/v1/locations/{north}"))
+            .bearer(&admin)
+            .header("if-match", if_match)
+            .json(body)
+            .send()
+    };
+    let patched = patch(&etag, json!({"name": "North hub", "priority": 200})).expect(200);
+    assert_eq!(
+        (&patched["name"], &patched["priority"], &patched["version"]),
+        (&json!("North hub"), &json!(200), &json!(2))
+    );
+    patch(&etag, json!({"name": "Stale"})).problem(412, "precondition_failed");
+    s.delete(&format!("/v1/locations/{north}"))
         .bearer(&admin)
-        .json(json!({"name": "North hub", "priority": 200}))
+        .header("if-match", "\"1\"")
         .send()
-        .expect(200);
-    assert_eq!((&patched["name"], &patched["priority"]), (&json!("North hub"), &json!(200)));
-    s.get(&format!("/v1/locations/{north}")).bearer(&admin).send().expect(200);
+        .problem(412, "precondition_failed");
 
     // The event feed tells where stock moved.
     let feed = s
@@ -1338,7 +1360,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 91] = [
+const ENDPOINTS: [(&str, &str, u16); 92] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1378,6 +1400,7 @@ const ENDPOINTS: [(&str, &str, u16); 91] = [
     ("get", "/v1/locations/{id}", 200),
     ("patch", "/v1/locations/{id}", 200),
     ("delete", "/v1/locations/{id}", 204),
+    ("get", "/v1/orders/{id}/stock-locations", 200),
     ("post", "/v1/shipping-methods", 201),
     ("get", "/v1/shipping-methods", 200),
     ("get", "/v1/shipping-methods/{id}", 200),

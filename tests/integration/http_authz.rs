@@ -588,6 +588,12 @@ fn rows() -> Vec<Row> {
             STAFF_200,
         ),
         row(
+            "GET /v1/orders/{id}/stock-locations",
+            "inventory:read",
+            |f| Call::new("GET", format!("/v1/orders/{}/stock-locations", f.order(false))),
+            STAFF_200,
+        ),
+        row(
             "GET /v1/locations",
             "inventory:read",
             |_| Call::new("GET", "/v1/locations"),

@@ -12,10 +12,15 @@ const HOUR: i64 = 3_600_000;
 /// A SKU's `(on_hand, reserved)` at each location, in location order.
 fn at(state: &State, sku: &str) -> Vec<(u32, u32)> {
     let sku = Sku::new(sku).unwrap();
-    let (totals, levels) = state.stock_by_location(&sku).expect("the SKU has stock");
-    let sum = levels.iter().fold((0, 0), |(o, r), l| (o + l.on_hand, r + l.reserved));
-    assert_eq!(sum, (totals.on_hand, totals.reserved), "levels add up to the totals");
+    let (_, levels) = state.stock_by_location(&sku).expect("the SKU has stock");
     levels.iter().map(|l| (l.on_hand, l.reserved)).collect()
+}
+
+/// Where an order's units are, as `(sku, location seq, units)`.
+fn sources(te: &TestEngine, order: &OrderId) -> Option<Vec<(String, u64, u32)>> {
+    let order = te.state().order(order).unwrap();
+    let sources = te.state().order_stock_sources(&order)?;
+    Some(sources.iter().map(|p| (p.sku.to_string(), p.location_id.seq(), p.units)).collect())
 }
 
 fn location(te: &TestEngine, name: &str, priority: i64) -> LocationId {
@@ -127,8 +132,12 @@ fn units_ship_and_come_back_where_they_were_reserved() {
     let expired = order_of(&te, &[("A", 3)]).unwrap();
     assert_eq!(at(te.state(), "A"), [(10, 4), (3, 3), (3, 3)]);
 
+    let a = || "A".to_string();
+    assert_eq!(sources(&te, &paid.id), Some(vec![(a(), 1, 3), (a(), 2, 2)]));
+    assert_eq!(sources(&te, &cancelled.id), Some(vec![(a(), 2, 1), (a(), 0, 1)]));
     pay(&te.shop, &paid.id).unwrap();
     assert_eq!(at(te.state(), "A"), [(10, 4), (0, 0), (1, 1)], "shipped from North and South");
+    assert_eq!(sources(&te, &paid.id), Some(vec![(a(), 1, 3), (a(), 2, 2)]), "the pick list");
     te.shop
         .send(CancelOrder { order_id: cancelled.id.to_string(), expected_version: None })
         .unwrap();
@@ -138,6 +147,8 @@ fn units_ship_and_come_back_where_they_were_reserved() {
     assert_eq!(te.state().order(&expired.id).unwrap().status, OrderStatus::Expired);
     assert_eq!(at(te.state(), "A"), [(10, 0), (0, 0), (1, 0)]);
     assert!(te.state().allocation(&Holder::Order(paid.id)).is_none(), "nothing left to track");
+    assert_eq!(sources(&te, &cancelled.id), Some(vec![]));
+    assert_eq!(sources(&te, &expired.id), Some(vec![]));
     assert_eq!(levels(te.state(), "A"), (11, 0));
     check_invariants(te.state());
 }
@@ -253,15 +264,20 @@ fn locations_are_created_changed_and_deleted_only_when_empty() {
         priority: Some(0),
         ..Default::default()
     };
-    let main = te.shop.send(update).unwrap();
+    let main = te.shop.send(update.clone()).unwrap();
     assert_eq!(
         (main.name.as_str(), main.priority, main.kind),
         ("Main", 0, LocationKind::Warehouse)
     );
+    assert_eq!(main.version, 2);
+    let stale = UpdateLocation { expected_version: Some(1), ..update };
+    assert_eq!(outcome(&te.shop.send(stale)), "version_mismatch: expected 1, current 2");
     order_of(&te, &[("A", 3)]).unwrap();
     assert_eq!(at(te.state(), "A"), [(2, 2), (2, 1), (2, 0)]);
 
-    let delete = |id: LocationId| te.shop.send(DeleteLocation { location_id: id.to_string() });
+    let delete = |id: LocationId| {
+        te.shop.send(DeleteLocation { location_id: id.to_string(), expected_version: None })
+    };
     assert_eq!(outcome(&delete(LocationId::DEFAULT)), "invalid_state");
     assert_eq!(outcome(&delete(north)), "invalid_state", "it holds units");
     assert_eq!(outcome(&delete(south)), "invalid_state", "it holds units, none reserved");
@@ -344,12 +360,31 @@ fn a_flash_sale_takes_its_allocation_from_the_locations() {
         })
         .unwrap();
     assert_eq!(at(te.state(), "A"), [(2, 1), (5, 5), (0, 0)], "still the sale's");
+    assert_eq!(sources(&te, &bought.id), None, "decided at payment");
     pay(&te.shop, &bought.id).unwrap();
     assert_eq!(at(te.state(), "A"), [(2, 1), (1, 1), (0, 0)], "shipped from North");
+    assert_eq!(sources(&te, &bought.id), Some(vec![("A".into(), 1, 4)]));
     check_invariants(te.state());
-    // The end returns the 2 units left where they are.
-    te.clock.advance(HOUR);
+    // A second order is still pending when the sale ends: the end releases the unit
+    // not taken (North's, the sale's parts away from the default location first); the
+    // order's unit stays reserved, at the default location, until the order is
+    // cancelled.
+    te.clock.advance(HOUR - 60_000);
+    let late = te
+        .shop
+        .send(PurchaseFlashSale {
+            sale_id: sale.id.to_string(),
+            customer_id: buyer,
+            quantity: 1,
+            idempotency: None,
+        })
+        .unwrap();
+    te.clock.advance(60_000);
     te.shop.send(ExpireDue).unwrap();
+    assert_eq!(te.state().order(&late.id).unwrap().status, OrderStatus::PendingPayment);
+    assert_eq!(at(te.state(), "A"), [(2, 1), (1, 0), (0, 0)]);
+    check_invariants(te.state());
+    te.shop.send(CancelOrder { order_id: late.id.to_string(), expected_version: None }).unwrap();
     assert_eq!(at(te.state(), "A"), [(2, 0), (1, 0), (0, 0)]);
     assert!(te.state().allocation(&Holder::Sale(sale.id)).is_none());
     check_invariants(te.state());

@@ -106,6 +106,8 @@ pub struct UpdateLocation {
     pub kind: Option<String>,
     /// A new priority.
     pub priority: Option<i64>,
+    /// Refuse unless this is the current version.
+    pub expected_version: Option<u64>,
 }
 
 /// Deletes a stock location that holds no units of any SKU (the default one stays).
@@ -113,6 +115,8 @@ pub struct UpdateLocation {
 pub struct DeleteLocation {
     /// The location.
     pub location_id: String,
+    /// Refuse unless this is the current version.
+    pub expected_version: Option<u64>,
 }
 
 fn stock_named(state: &State, sku: &str) -> Result<(Sku, StockLevels)> {
@@ -361,6 +365,7 @@ impl Request for CreateLocation {
             priority: c.priority.map_or(super::LOCATION_PRIORITY_DEFAULT, |p| p as u32),
             created_at: ctx.now,
             updated_at: ctx.now,
+            version: 1,
         };
         let id = location.id;
         Decision::one(id, InventoryEvent::LocationSaved(Box::new(location)))
@@ -381,6 +386,8 @@ impl Request for UpdateLocation {
         let kind = check_location(&mut checks, c.name.as_deref(), c.kind.as_deref(), c.priority);
         done(checks)?;
         let mut location = (*location_named(state, &c.location_id)?).clone();
+        check_version(c.expected_version, location.version)?;
+        location.version += 1;
         if let Some(name) = &c.name {
             location.name.clone_from(name);
         }
@@ -406,6 +413,7 @@ impl Request for DeleteLocation {
 
     fn decide(&self, state: &State, _ctx: &mut Ctx<'_>) -> Result<Decision<()>> {
         let location = location_named(state, &self.location_id)?;
+        check_version(self.expected_version, location.version)?;
         if location.id == LocationId::DEFAULT {
             return Err(EngineError::InvalidState("the default location cannot be deleted".into()));
         }

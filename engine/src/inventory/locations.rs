@@ -25,6 +25,7 @@ use crate::types::*;
 pub(super) const LOCATIONS: &str = "stock_locations";
 pub(super) const LOCATION_STOCK: &str = "location_stock";
 pub(super) const ALLOCATIONS: &str = "stock_allocations";
+pub(super) const SHIPMENTS: &str = "stock_shipments";
 
 /// One SKU's stock while `apply` changes it: its totals and its levels away from the
 /// default location, written back (the levels first, then the totals that readers
@@ -107,12 +108,20 @@ impl<'a> Change<'a> {
 
     /// Ends the reservation of `units` of `holder`'s: back to available, or, with
     /// `ship`, out of the location (both counts drop). Its parts away from the default
-    /// location go first.
-    pub(super) fn take(&mut self, holder: Holder, units: u32, ship: bool, rows: &mut Vec<Row>) {
+    /// location go first; answers those it took (the rest came from the default).
+    pub(super) fn take(
+        &mut self,
+        holder: Holder,
+        units: u32,
+        ship: bool,
+        rows: &mut Vec<Row>,
+    ) -> Vec<(LocationId, u32)> {
         let default_reserved = self.at(LocationId::DEFAULT).reserved;
         let mut left = units;
+        let mut taken = Vec::new();
         if self.state.inventory.allocations.len() > 0 {
-            for (location, n) in take_parts(self.state, holder, &self.sku, units, rows) {
+            taken = take_parts(self.state, holder, &self.sku, units, rows);
+            for &(location, n) in &taken {
                 let level = self.other_mut(location);
                 level.reserved -= n;
                 if ship {
@@ -126,10 +135,14 @@ impl<'a> Change<'a> {
         if ship {
             self.on_hand -= units;
         }
+        taken
     }
 
     /// Writes the levels (those now empty dropped) and then the totals.
     pub(super) fn finish(mut self, rows: &mut Vec<Row>) {
+        // Checked before anything is written: the totals' write asserts it too, and
+        // levels published without their totals would keep readers retrying.
+        assert!(self.reserved <= self.on_hand, "stock invariant for {}", self.sku);
         if self.others_changed {
             self.others.retain(|l| l.on_hand > 0 || l.reserved > 0);
             // Readers accept levels no newer than the totals they read first: these
@@ -263,6 +276,14 @@ pub(super) fn drop_levels(state: &State, sku: &Sku, rows: &mut Vec<Row>) {
 /// levels and their holders.
 pub(super) fn check_locations(state: &State) -> Result<()> {
     let broken = |why: String| Err(EngineError::IncompatibleData(why));
+    let newest = state.inventory.locations.entries().iter().map(|(id, _)| id.seq()).max();
+    if newest.unwrap_or(0) > state.inventory.location_seq.get() {
+        return broken(format!(
+            "location {} exists but the location counter is at {}",
+            newest.unwrap_or(0),
+            state.inventory.location_seq.get()
+        ));
+    }
     let mut allocated: std::collections::HashMap<(Sku, LocationId), u64> = Default::default();
     for (holder, allocation) in state.inventory.allocations.entries() {
         for part in &allocation.parts {
@@ -303,6 +324,12 @@ pub(super) fn check_locations(state: &State) -> Result<()> {
                 ))
             }
         }
+        let ordered = placed.levels.windows(2).all(|w| w[0].location_id < w[1].location_id);
+        if !ordered || placed.levels.iter().any(|l| l.location_id == LocationId::DEFAULT) {
+            return broken(format!(
+                "SKU {sku}'s location levels are not one per location in order"
+            ));
+        }
         for level in &placed.levels {
             if level.reserved > level.on_hand || state.location(&level.location_id).is_none() {
                 return broken(format!(
@@ -322,6 +349,29 @@ pub(super) fn check_locations(state: &State) -> Result<()> {
                 return broken(format!(
                     "SKU {sku} has {} units reserved at {} but allocations there hold {parts}",
                     level.reserved, level.location_id
+                ));
+            }
+        }
+    }
+    for (order_id, shipment) in state.inventory.shipments.entries() {
+        let order = state.order(&order_id).filter(|o| o.status.was_paid());
+        for part in &shipment.parts {
+            let bought: u64 = order
+                .iter()
+                .flat_map(|o| o.lines.iter())
+                .filter(|l| l.sku == part.sku)
+                .map(|l| u64::from(l.quantity))
+                .sum();
+            let shipped: u64 = shipment
+                .parts
+                .iter()
+                .filter(|p| p.sku == part.sku)
+                .map(|p| u64::from(p.units))
+                .sum();
+            if shipped > bought {
+                return broken(format!(
+                    "{order_id} shipped {shipped} units of {} away from the default location but paid for {bought}",
+                    part.sku
                 ));
             }
         }
@@ -385,20 +435,28 @@ impl State {
     /// A SKU's totals and its level at every location (in [`State::locations`] order),
     /// all of one instant.
     pub fn stock_by_location(&self, sku: &Sku) -> Option<(StockLevels, Vec<LocationLevel>)> {
+        let locations = self.locations();
         loop {
-            let (on_hand, reserved, version) = self.inventory.stock.get(sku)?.read();
+            let cell = self.inventory.stock.get(sku)?;
+            let (on_hand, reserved, version) = cell.read();
             let placed = self.inventory.placed.get(sku);
-            // Levels newer than the totals: a change between the two reads.
-            if placed.as_ref().is_some_and(|p| p.version > version) {
+            // Levels newer than the totals (a change between the two reads), or the
+            // totals of a SKU dropped and added again meanwhile (its versions restart).
+            let newer = placed.as_ref().is_some_and(|p| p.version > version);
+            let same_cell = self.inventory.stock.get(sku).is_some_and(|c| Arc::ptr_eq(&c, &cell));
+            if newer || !same_cell {
                 std::hint::spin_loop();
                 continue;
             }
             let others = placed.as_ref().map_or(&[][..], |p| &p.levels[..]);
-            let levels = self
-                .locations()
-                .iter()
-                .map(|l| level_at(on_hand, reserved, others, l.id))
-                .collect();
+            let mut levels: Vec<LocationLevel> =
+                locations.iter().map(|l| level_at(on_hand, reserved, others, l.id)).collect();
+            // A location created after the list was read may already hold units.
+            for level in others {
+                if !locations.iter().any(|l| l.id == level.location_id) {
+                    levels.push(*level);
+                }
+            }
             return Some((StockLevels { sku: sku.clone(), on_hand, reserved, version }, levels));
         }
     }
@@ -410,6 +468,48 @@ impl State {
             .entries()
             .iter()
             .any(|(_, p)| p.levels.iter().any(|l| l.location_id == location))
+    }
+
+    /// Where the units of `order` are: reserved (a pending order) or where they left
+    /// from (a paid one, and after), by SKU in line order, the default location's share
+    /// last. Empty for an order that ended unpaid; `None` for a flash sale's pending
+    /// order, whose units are the sale's until payment decides where they leave from.
+    pub fn order_stock_sources(&self, order: &crate::orders::Order) -> Option<Vec<AllocationPart>> {
+        use crate::orders::OrderStatus;
+        let elsewhere = match order.status {
+            OrderStatus::Cancelled | OrderStatus::Expired => return Some(Vec::new()),
+            OrderStatus::PendingPayment => {
+                match crate::flash_sales::stock_holder(self, &order.id) {
+                    Holder::Sale(_) => return None,
+                    holder => self.allocation(&holder).map(|a| a.parts.clone()),
+                }
+            }
+            _ => self.inventory.shipments.get(&order.id).map(|s| s.parts.clone()),
+        }
+        .unwrap_or_default();
+        let mut skus: Vec<(&Sku, u32)> = Vec::new();
+        for line in &order.lines {
+            match skus.iter_mut().find(|(sku, _)| *sku == &line.sku) {
+                Some((_, units)) => *units += line.quantity,
+                None => skus.push((&line.sku, line.quantity)),
+            }
+        }
+        let mut sources = Vec::new();
+        for (sku, units) in skus {
+            let mut left = units;
+            for part in elsewhere.iter().filter(|p| &p.sku == sku) {
+                left -= part.units;
+                sources.push(part.clone());
+            }
+            if left > 0 {
+                sources.push(AllocationPart {
+                    sku: sku.clone(),
+                    location_id: LocationId::DEFAULT,
+                    units: left,
+                });
+            }
+        }
+        Some(sources)
     }
 
     /// Where `holder`'s reserved units are away from the default location, if anywhere.

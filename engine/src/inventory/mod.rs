@@ -23,7 +23,7 @@ use crate::kernel::table::{
     check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table,
 };
 use crate::types::*;
-use locations::{Change, ALLOCATIONS, LOCATIONS, LOCATION_STOCK};
+use locations::{Change, ALLOCATIONS, LOCATIONS, LOCATION_STOCK, SHIPMENTS};
 
 const STOCK: &str = "stock";
 
@@ -31,6 +31,7 @@ persist!(StockLevels, STOCK, |s| s.sku.as_str().as_bytes().to_vec());
 persist!(StockLocation, LOCATIONS, |l| l.id.seq().to_be_bytes().to_vec());
 persist!(SkuLocations, LOCATION_STOCK, |p| p.sku.as_str().as_bytes().to_vec());
 persist!(Allocation, ALLOCATIONS, |a| a.holder.text().as_str().as_bytes().to_vec());
+persist!(Shipment, SHIPMENTS, |s| s.order_id.text().as_str().as_bytes().to_vec());
 
 /// Inventory's tables in memory.
 #[derive(Debug)]
@@ -44,6 +45,8 @@ pub(crate) struct Tables {
     placed: Index<Sku, Arc<SkuLocations>>,
     /// Where holders' units away from the default location are.
     allocations: IdIndex<Holder, Arc<Allocation>>,
+    /// Where paid orders' units left from, where not all from the default location.
+    shipments: IdIndex<OrderId, Arc<Shipment>>,
     location_seq: Counter,
 }
 
@@ -54,6 +57,7 @@ impl Default for Tables {
             locations: IdIndex::default(),
             placed: Index::default(),
             allocations: IdIndex::default(),
+            shipments: IdIndex::default(),
             location_seq: Counter::new("location"),
         }
     }
@@ -117,6 +121,16 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Allocation>,
+        },
+        Table {
+            name: SHIPMENTS,
+            rows: |s, f| s.inventory.shipments.entries().iter().for_each(|(_, s)| f(&**s)),
+            load: |state, bytes| {
+                let shipment: Shipment = decode_row(bytes, "shipment")?;
+                state.inventory.shipments.insert(shipment.order_id, Arc::new(shipment));
+                Ok(())
+            },
+            check_v1: check_v1::<Shipment>,
         },
     ],
     counters: |state| vec![&state.inventory.location_seq],
@@ -285,12 +299,29 @@ pub(crate) fn release(state: &State, holder: Holder, sku: &Sku, units: u32, rows
     change.finish(rows);
 }
 
-/// `units` that `holder` reserved and that were paid for leave their locations: both
-/// counts drop.
-pub(crate) fn ship(state: &State, holder: Holder, sku: &Sku, units: u32, rows: &mut Vec<Row>) {
-    let mut change = Change::of(state, sku);
-    change.take(holder, units, true, rows);
-    change.finish(rows);
+/// The units of paid order `order_id` (reserved by `holder`: the order, or its flash
+/// sale) leave their locations: both counts drop, and where they left from away from
+/// the default location is kept with the order.
+pub(crate) fn ship<'a>(
+    state: &State,
+    holder: Holder,
+    order_id: OrderId,
+    lines: impl Iterator<Item = (&'a Sku, u32)>,
+    rows: &mut Vec<Row>,
+) {
+    let mut parts = Vec::new();
+    for (sku, units) in lines {
+        let mut change = Change::of(state, sku);
+        for (location_id, units) in change.take(holder, units, true, rows) {
+            parts.push(AllocationPart { sku: sku.clone(), location_id, units });
+        }
+        change.finish(rows);
+    }
+    if !parts.is_empty() {
+        let shipment = Arc::new(Shipment { order_id, parts });
+        state.inventory.shipments.insert(order_id, shipment.clone());
+        rows.push(Row::put(shipment));
+    }
 }
 
 /// `units` of a received return go back on hand, at the default location.

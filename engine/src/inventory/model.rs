@@ -70,6 +70,8 @@ pub struct StockLocation {
     pub created_at: TimestampMs,
     /// When it last changed.
     pub updated_at: TimestampMs,
+    /// Bumped by every change.
+    pub version: u64,
 }
 
 impl StockLocation {
@@ -82,6 +84,7 @@ impl StockLocation {
             priority: LOCATION_PRIORITY_DEFAULT,
             created_at: 0,
             updated_at: 0,
+            version: 1,
         }
     }
 }
@@ -159,5 +162,15 @@ pub struct Allocation {
     /// The holder.
     pub holder: Holder,
     /// Its units at other locations.
+    pub parts: Vec<AllocationPart>,
+}
+
+/// Where a paid order's units left from, when not all from the default location: the
+/// parts elsewhere (the rest left the default location). Kept with the order.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Shipment {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its units that left other locations.
     pub parts: Vec<AllocationPart>,
 }

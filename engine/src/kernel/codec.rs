@@ -30,7 +30,8 @@ pub const ENGINE_FORMAT_VERSION: u32 = 9;
 /// format 4: the order statuses `partially_refunded` and `refunded` appended, and the
 /// `refunds` table; format 5: the idempotency outcome `Call` appended, and the
 /// `payment_calls` table and the shipping domain's tables; format 6: the stock-location
-/// tables `stock_locations`, `location_stock` and `stock_allocations`). Bumped whenever
+/// tables `stock_locations`, `location_stock`, `stock_allocations` and
+/// `stock_shipments`). Bumped whenever
 /// a persisted type grows or a table is added, like the log's.
 const ROW_FORMAT: u8 = 6;
 /// Rows from this format on have the same layout as today's (a type only grew since):

@@ -164,9 +164,8 @@ fn capture(
 ) {
     let mut order = orders::take_pending(state, order_id);
     let holder = crate::flash_sales::stock_holder(state, order_id);
-    for line in &order.lines {
-        crate::inventory::ship(state, holder, &line.sku, line.quantity, rows);
-    }
+    let lines = order.lines.iter().map(|l| (&l.sku, l.quantity));
+    crate::inventory::ship(state, holder, *order_id, lines, rows);
     crate::flash_sales::order_paid(state, order_id, at, rows);
     mark_paid(&mut order, payment, at);
     orders::put_order(state, order, rows);

@@ -56,36 +56,37 @@ pub async fn adjust(call: Call) -> Result<Out, Problem> {
     idempotent_send(&call, adjust, |_, levels| answer(levels)).await
 }
 
-/// A SKU's totals and its level at every location, from `state`.
-fn by_location(state: &State, sku: &Sku) -> Out {
-    let (totals, levels) = state.stock_by_location(sku).expect("an applied command's SKU exists");
-    Out::ok(&InventoryByLocationView::new(&totals, &levels)).versioned(totals.version)
+/// A SKU's totals and its level at every location, from `state`; `after` when the SKU
+/// is gone since (its product dropped it).
+fn by_location(state: &State, after: &StockLevels) -> Out {
+    match state.stock_by_location(&after.sku) {
+        Some((totals, levels)) => {
+            Out::ok(&InventoryByLocationView::new(&totals, &levels)).versioned(totals.version)
+        }
+        None => Out::ok(&InventoryByLocationView::new(after, &[])).versioned(after.version),
+    }
 }
 
-fn sku_named(call: &Call) -> Result<Sku, Problem> {
+fn levels_named(call: &Call) -> Result<StockLevels, Problem> {
     let sku = call.param("sku");
     Sku::new(sku)
         .ok()
-        .filter(|sku| call.app.engine.state().stock(sku).is_some())
+        .and_then(|sku| call.app.engine.state().stock(&sku))
         .ok_or_else(|| Problem::not_found(format!("SKU {sku} does not exist")))
 }
 
 /// `GET /v1/inventory/{sku}/locations`.
 pub async fn get_by_location(call: Call) -> Result<Out, Problem> {
     call.require(perm::INVENTORY_READ)?;
-    let sku = sku_named(&call)?;
-    Ok(by_location(call.app.engine.state(), &sku))
+    let levels = levels_named(&call)?;
+    Ok(by_location(call.app.engine.state(), &levels))
 }
 
 /// `PUT /v1/inventory/{sku}/locations/{location_id}`.
 pub async fn set_at_location(call: Call) -> Result<Out, Problem> {
     call.require(perm::INVENTORY_WRITE)?;
     let body: InventorySet = call.json()?;
-    let current = || {
-        let sku = Sku::new(call.param("sku")).ok()?;
-        call.app.engine.state().stock(&sku)?;
-        Some(by_location(call.app.engine.state(), &sku))
-    };
+    let current = || Some(by_location(call.app.engine.state(), &levels_named(&call).ok()?));
     let command = SetLocationStock {
         sku: call.param("sku").to_string(),
         location_id: call.param("location_id").to_string(),
@@ -94,7 +95,7 @@ pub async fn set_at_location(call: Call) -> Result<Out, Problem> {
         expected_version: call.if_match(current)?,
     };
     let levels = call.app.engine.send(command).await?;
-    Ok(by_location(call.app.engine.state(), &levels.sku))
+    Ok(by_location(call.app.engine.state(), &levels))
 }
 
 /// `POST /v1/inventory/{sku}/locations/{location_id}/adjustments`.
@@ -109,8 +110,7 @@ pub async fn adjust_at_location(call: Call) -> Result<Out, Problem> {
             reason: body.reason,
         })
     };
-    idempotent_send(&call, adjust, |state, levels: &StockLevels| by_location(state, &levels.sku))
-        .await
+    idempotent_send(&call, adjust, by_location).await
 }
 
 /// `POST /v1/inventory/{sku}/transfers`.
@@ -126,8 +126,7 @@ pub async fn transfer(call: Call) -> Result<Out, Problem> {
             reason: body.reason,
         })
     };
-    idempotent_send(&call, transfer, |state, levels: &StockLevels| by_location(state, &levels.sku))
-        .await
+    idempotent_send(&call, transfer, by_location).await
 }
 
 fn location_named(call: &Call) -> Result<Arc<StockLocation>, Problem> {
@@ -148,8 +147,11 @@ pub async fn list_locations(call: Call) -> Result<Out, Problem> {
 /// `GET /v1/locations/{id}`.
 pub async fn get_location(call: Call) -> Result<Out, Problem> {
     call.require(perm::INVENTORY_READ)?;
-    let location = location_named(&call)?;
-    Ok(Out::ok(&LocationView::from(&*location)))
+    Ok(location_answer(&*location_named(&call)?))
+}
+
+fn location_answer(location: &StockLocation) -> Out {
+    Out::ok(&LocationView::from(location)).versioned(location.version)
 }
 
 /// `POST /v1/locations`.
@@ -160,7 +162,7 @@ pub async fn create_location(call: Call) -> Result<Out, Problem> {
         async { Ok(CreateLocation { name: body.name, kind: body.kind, priority: body.priority }) };
     idempotent_send(&call, create, |_, location: &Arc<StockLocation>| {
         let path = format!("/v1/locations/{}", location.id);
-        Out::created(&LocationView::from(&**location), path)
+        Out::created(&LocationView::from(&**location), path).versioned(location.version)
     })
     .await
 }
@@ -170,24 +172,53 @@ pub async fn update_location(call: Call) -> Result<Out, Problem> {
     call.require(perm::INVENTORY_WRITE)?;
     let location = location_named(&call)?;
     let body: LocationPatchJson = call.json()?;
+    let expected_version = call.if_match(|| Some(location_answer(&location)))?;
     let update = async {
         Ok(UpdateLocation {
             location_id: location.id.to_string(),
             name: body.name,
             kind: body.kind,
             priority: body.priority,
+            expected_version,
         })
     };
-    idempotent_send(&call, update, |_, location: &Arc<StockLocation>| {
-        Out::ok(&LocationView::from(&**location))
-    })
-    .await
+    idempotent_send(&call, update, |_, location: &Arc<StockLocation>| location_answer(location))
+        .await
 }
 
 /// `DELETE /v1/locations/{id}`.
 pub async fn delete_location(call: Call) -> Result<Out, Problem> {
     call.require(perm::INVENTORY_WRITE)?;
     let location = location_named(&call)?;
-    let delete = async { Ok(DeleteLocation { location_id: location.id.to_string() }) };
+    let expected_version = call.if_match(|| Some(location_answer(&location)))?;
+    let delete =
+        async { Ok(DeleteLocation { location_id: location.id.to_string(), expected_version }) };
     idempotent_send(&call, delete, |_, _: &()| Out::no_content()).await
+}
+
+/// `GET /v1/orders/{id}/stock-locations`: where an order's units are reserved, or left
+/// from.
+pub async fn order_sources(call: Call) -> Result<Out, Problem> {
+    call.require(perm::INVENTORY_READ)?;
+    let id = call.param("id");
+    let state = call.app.engine.state();
+    let order = OrderId::parse(id)
+        .and_then(|id| state.order(&id))
+        .ok_or_else(|| Problem::not_found(format!("order {id} does not exist")))?;
+    let sources = state.order_stock_sources(&order);
+    let items = sources.as_ref().map(|parts| {
+        parts
+            .iter()
+            .map(|p| StockSourceView {
+                sku: p.sku.as_str(),
+                location_id: p.location_id.text(),
+                quantity: p.units,
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(Out::ok(&OrderStockSourcesView {
+        order_id: order.id.text(),
+        status: order.status.as_str(),
+        items: items.as_deref(),
+    }))
 }
