@@ -99,7 +99,7 @@ fn server(c: &mut Criterion) {
     });
     let product = sample_product();
     group.bench_function("product_json", |b| {
-        b.iter(|| serde_json::to_vec(&ProductView::from(&product)).unwrap())
+        b.iter(|| serde_json::to_vec(&ProductView::new(&product, StarCounts::default())).unwrap())
     });
     let order = sample_order();
     group.bench_function("order_json_view", |b| {

@@ -73,6 +73,7 @@ domains! {
     promotions: Promotions(crate::promotions::PromotionEvent),
     returns: Returns(crate::returns::ReturnEvent),
     shipping: Shipping(crate::shipping::ShippingEvent),
+    reviews: Reviews(crate::reviews::ReviewEvent),
 }
 
 impl State {
@@ -138,6 +139,7 @@ mod tests {
                 "product",
                 "promotion",
                 "return",
+                "review",
                 "shipping_method"
             ]
         );

@@ -87,6 +87,8 @@ pub enum EntityKind {
     Promotion,
     /// A stock location.
     Location,
+    /// A product review.
+    Review,
 }
 
 impl fmt::Display for EntityKind {
@@ -107,6 +109,7 @@ impl fmt::Display for EntityKind {
             EntityKind::TaxRate => "tax rate",
             EntityKind::Promotion => "promotion",
             EntityKind::Location => "stock location",
+            EntityKind::Review => "review",
         })
     }
 }

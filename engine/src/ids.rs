@@ -339,6 +339,10 @@ id_type!(
     ReturnId, "ret_", Random
 );
 id_type!(
+    /// A review's id (`rev_…`), 128 random bits.
+    ReviewId, "rev_", Random
+);
+id_type!(
     /// An API client's id (`cli_…`), 128 random bits.
     ApiClientId, "cli_", Random
 );
@@ -350,7 +354,16 @@ impl LocationId {
     /// single-location inventory commands keep stock.
     pub const DEFAULT: LocationId = LocationId(Seq(0));
 }
-random_ids!(OrderId, PaymentId, PaymentCallId, RefundId, ReturnId, ApiClientId, AddressId);
+random_ids!(
+    OrderId,
+    PaymentId,
+    PaymentCallId,
+    RefundId,
+    ReturnId,
+    ApiClientId,
+    AddressId,
+    ReviewId
+);
 
 impl CartId {
     /// The id of a cart: 128 random bits, 25 base-36 digits.

@@ -96,6 +96,7 @@ mod payments;
 mod product_search;
 mod promotions;
 mod returns;
+mod reviews;
 mod shipping;
 mod types;
 mod validate;
@@ -125,6 +126,7 @@ pub use payments::*;
 pub use product_search::*;
 pub use promotions::*;
 pub use returns::*;
+pub use reviews::*;
 pub use shipping::*;
 pub use types::*;
 

@@ -53,6 +53,7 @@ use crate::kernel::runtime::{Engine, LogConsumer};
 use crate::orders::OrderEvent;
 use crate::payments::PaymentEvent;
 use crate::returns::ReturnEvent;
+use crate::reviews::ReviewEvent;
 use crate::types::{Lsn, OrderId, ProductId, Sku};
 use crate::{Product, ProductStatus};
 
@@ -405,6 +406,13 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             Event::Inventory(InventoryEvent::LocationStockAdjusted(adjustment)) => {
                 skus.insert(adjustment.sku.clone());
             }
+            // A review published, edited or taken down may change the rating.
+            Event::Reviews(ReviewEvent::Saved(review)) => {
+                products.insert(review.product_id);
+            }
+            Event::Reviews(ReviewEvent::Moderated(moderation)) => {
+                products.insert(moderation.product_id);
+            }
             Event::Orders(OrderEvent::Placed(placed)) => {
                 skus.extend(placed.lines.iter().map(|l| l.sku.clone()));
             }
@@ -450,6 +458,7 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             )
             | Event::Promotions(_)
             | Event::Shipping(_)
+            | Event::Reviews(ReviewEvent::Voted { .. } | ReviewEvent::SettingsSet(_))
             | Event::Returns(ReturnEvent::Requested(_) | ReturnEvent::Decided(_))
             | Event::Carts(_)
             | Event::Accounts(_)
@@ -485,7 +494,7 @@ fn document(state: &State, product: &Product) -> ProductDoc {
         skus: product.variants.iter().map(|v| v.sku.to_string()).collect(),
         price: cheapest.map_or(0, |v| v.price.amount()),
         currency: cheapest.map_or_else(String::new, |v| v.price.currency().to_string()),
-        rating: product.rating.average(),
+        rating: state.rating(&product.id).average(),
         in_stock: product
             .variants
             .iter()

@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 use serde_json::{json, Map, Value};
 
 use emporium_engine::{
-    FLASH_SALE_QUANTITY_MAX, FLASH_SALE_RESERVATION_TTL_MAX_MS, MONEY_AMOUNT_MAX, ON_HAND_MAX,
+    FLASH_SALE_QUANTITY_MAX, FLASH_SALE_RESERVATION_TTL_MAX_MS, HOLD_WORDS_MAX, MONEY_AMOUNT_MAX,
+    ON_HAND_MAX, REVIEW_BODY_MAX,
 };
 
 use crate::routes::{BodyKind, ROUTES};
@@ -404,7 +405,7 @@ fn schemas() -> Value {
                 "type": {"type": "string", "enum": crate::handlers::events::EVENT_TYPES},
                 "lsn": {"type": "integer"},
                 "at": {"type": "string", "format": "date-time"},
-                "data": {"type": "object", "description": "By type: product.* {product_id, handle, title, status}; category.* {category_id, name?}; stock.set {sku, location_id, on_hand, reason}; stock.adjusted {sku, location_id, delta, reason} (location_id: where; the single-location endpoints act on the default location loc_000000000000); stock.transferred {sku, from_location_id, to_location_id, quantity, reason}; location.saved {location_id, name, kind, priority} (created or changed); location.deleted {location_id}; order.placed {order_id, cart_id, lines[{sku, quantity, unit_price}], reservation_expires_at} or, for a flash-sale purchase, {order_id, sale_id, quantity, reservation_expires_at}; order.cancelled/expired/fulfilled {order_id}; order.paid {order_id, payment_id, amount}; order.refunded {order_id, refund_id, amount, reason}; return.requested {return_id, order_id, items[{sku, quantity}]}; return.approved/rejected {return_id, note}; return.received {return_id, order_id, refund_id|null, restocked[sku]}; order.discounted {order_id, codes[{code, amount}], discount_total} (in minor units of the order's currency; codes hold the automatic promotions' promo_… ids too; it follows the order.placed of a checkout with discounts, in the same entry); order.charged {order_id, shipping_method_id|null, shipping, tax, tax_zone} (minor units; it follows them for a checkout with a shipping method or a taxed address: the total is the lines less discount_total plus shipping and tax); flash_sale.created {sale_id, sku, price, quantity, starts_at, ends_at}; flash_sale.started/ended/cancelled {sale_id}. No emails, addresses, carts or accounts."}
+                "data": {"type": "object", "description": "By type: product.* {product_id, handle, title, status}; category.* {category_id, name?}; stock.set {sku, location_id, on_hand, reason}; stock.adjusted {sku, location_id, delta, reason} (location_id: where; the single-location endpoints act on the default location loc_000000000000); stock.transferred {sku, from_location_id, to_location_id, quantity, reason}; location.saved {location_id, name, kind, priority} (created or changed); location.deleted {location_id}; order.placed {order_id, cart_id, lines[{sku, quantity, unit_price}], reservation_expires_at} or, for a flash-sale purchase, {order_id, sale_id, quantity, reservation_expires_at}; order.cancelled/expired/fulfilled {order_id}; order.paid {order_id, payment_id, amount}; order.refunded {order_id, refund_id, amount, reason}; return.requested {return_id, order_id, items[{sku, quantity}]}; return.approved/rejected {return_id, note}; return.received {return_id, order_id, refund_id|null, restocked[sku]}; order.discounted {order_id, codes[{code, amount}], discount_total} (in minor units of the order's currency; codes hold the automatic promotions' promo_… ids too; it follows the order.placed of a checkout with discounts, in the same entry); order.charged {order_id, shipping_method_id|null, shipping, tax, tax_zone} (minor units; it follows them for a checkout with a shipping method or a taxed address: the total is the lines less discount_total plus shipping and tax); flash_sale.created {sale_id, sku, price, quantity, starts_at, ends_at}; flash_sale.started/ended/cancelled {sale_id}; review.published {review_id, product_id} (a review shoppers now see: new, edited or published by staff); review.rejected {review_id, product_id}. No emails, addresses, carts or accounts."}
             }))},
             "next_cursor": {"type": "string", "description": "The LSN of the last log entry read (also when it published nothing wanted): pass it as after"}
         })),
@@ -426,7 +427,7 @@ fn schemas() -> Value {
                    "category_ids": {"type": "array", "items": string()}, "attributes": string_map(),
                    "status": {"type": "string", "enum": ["draft", "active", "archived"]},
                    "variants": {"type": "array", "items": reference("Variant")},
-                   "rating": object(&["average", "count"], json!({"average": {"type": "number"}, "count": {"type": "integer"}})),
+                   "rating": reference("Rating"),
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}}),
         ),
         "NewProduct": object(&["title", "variants"], json!({"handle": handle(), "title": text(1, 200), "description": text(0, 10_000), "brand": text(0, 100),
@@ -465,6 +466,20 @@ fn schemas() -> Value {
         "Location": object(&["id", "name", "kind", "priority", "default", "created_at", "updated_at", "version"], json!({"id": string(), "name": string(), "kind": {"type": "string", "enum": ["warehouse", "store"]}, "priority": {"type": "integer"},
             "default": {"type": "boolean", "description": "The default location (loc_000000000000): where the single-location inventory endpoints and received returns keep stock. It cannot be deleted."}, "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
         "LocationList": list_of("Location"),
+        "Rating": object(&["average", "count", "sum", "stars"], json!({"average": {"type": "number", "description": "sum / count to two decimals, rounded half up; 0 without reviews."}, "count": {"type": "integer", "description": "Published reviews."}, "sum": {"type": "integer", "description": "Their stars, added up."},
+            "stars": {"type": "array", "items": {"type": "integer"}, "minItems": 5, "maxItems": 5, "description": "Published reviews with 1, 2, 3, 4 and 5 stars."}})),
+        "NewReview": object(&["rating", "title"], json!({"rating": {"type": "integer", "minimum": 1, "maximum": 5}, "title": text(1, 200), "body": {"type": "string", "maxLength": REVIEW_BODY_MAX, "description": "Newlines allowed."}})),
+        "Review": object(&["id", "product_id", "author", "rating", "title", "body", "verified_purchase", "helpful", "status", "reason", "created_at", "updated_at", "version"],
+            json!({"id": string(), "product_id": string(), "author": {"type": "string", "description": "The author's name when they wrote it."}, "rating": {"type": "integer", "minimum": 1, "maximum": 5}, "title": string(), "body": string(),
+                   "verified_purchase": {"type": "boolean", "description": "The author had a paid order containing the product when they wrote (or edited) it."}, "helpful": {"type": "integer", "description": "Customers who found it helpful."},
+                   "status": {"type": "string", "enum": ["pending", "published", "rejected"]}, "reason": {"type": ["string", "null"], "description": "Why it was held (held: contains \"word\") or rejected."},
+                   "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
+        "ReviewList": list_of("Review"),
+        "ProductReviews": object(&["rating", "data", "next_cursor"], json!({"rating": reference("Rating"), "data": {"type": "array", "items": reference("Review")}, "next_cursor": {"type": ["string", "null"]}})),
+        "ReviewModeration": object(&[], json!({"reason": text(1, 500)})),
+        "ReviewRejection": object(&["reason"], json!({"reason": text(1, 500)})),
+        "ReviewSettings": object(&["premoderation"], json!({"premoderation": {"type": "boolean", "description": "Every new or edited review waits for staff; off, a review is published at once unless it contains a held word."},
+            "hold_words": {"type": "array", "maxItems": HOLD_WORDS_MAX, "items": {"type": "string", "minLength": 1, "maxLength": 50}, "description": "Whole words (1-50 letters or digits each; anything else is 422), matched without regard to case, that hold a review for staff."}})),
         "OrderStockLocations": object(&["order_id", "status", "items"], json!({"order_id": string(), "status": string(),
             "items": {"oneOf": [{"type": "array", "items": object(&["sku", "location_id", "quantity"], json!({"sku": string(), "location_id": string(), "quantity": {"type": "integer", "minimum": 1}}))}, {"type": "null"}],
                       "description": "By SKU in line order, the default location's share last. A pending order: where its units are reserved; a paid one (and after): where they left from; one that ended unpaid: empty. null for a flash sale's pending order: its units are the sale's until payment decides where they leave from."}})),
@@ -489,7 +504,7 @@ fn schemas() -> Value {
             "starts_at": {"allOf": [timestamp()], "description": "Default: now."}, "ends_at": timestamp(),
             "usage_limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000, "description": "Orders that may carry the code in all, counted atomically with the checkout's reservation; a cancelled or expired order gives its use back."},
             "per_customer_limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
-            "stackable": {"type": "boolean", "default": false, "description": "Whether it combines with other stackable codes; an exclusive code stands alone."}})),
+            "stackable": {"type": "boolean", "default": false, "description": "Whether it combines with other stackable codes; an exclusive code stands alone among codes (automatic promotions are not codes: they still apply, before it)."}})),
         "DiscountCode": object(&["code", "percent_off", "amount_off", "product_ids", "category_ids", "min_subtotal", "starts_at", "ends_at", "usage_limit", "per_customer_limit", "stackable", "active", "uses", "created_at", "updated_at", "version"],
             json!({"code": string(), "percent_off": {"type": ["integer", "null"]}, "amount_off": {"oneOf": [reference("Money"), {"type": "null"}]},
                    "product_ids": {"type": "array", "items": string()}, "category_ids": {"type": "array", "items": string()},

@@ -10,7 +10,7 @@ use http::Method;
 
 use crate::handlers::{
     accounts, carts, catalog, events, flash_sales, inventory, ops, orders, promotions, returns,
-    search, shipping,
+    reviews, search, shipping,
 };
 use crate::http::{Call, Out};
 use crate::problem::Problem;
@@ -107,6 +107,15 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(POST "/v1/products", "create_product", "Create a product", catalog::create_product, Write, Json, 201, "catalog:write", Some("NewProduct"), Some("Product"), &[401, 403, 409, 422], Some(false)),
         route!(GET "/v1/products/{id}", "get_product", "A product", catalog::get_product, Read, None, 200, "anyone (active products); catalog:write for others", None, Some("Product"), &[404], None),
         route!(PATCH "/v1/products/{id}", "update_product", "Change a product", catalog::update_product, Write, Json, 200, "catalog:write", Some("ProductPatch"), Some("Product"), &[401, 403, 404, 409, 412, 422], None),
+        route!(POST "/v1/products/{id}/reviews", "submit_review", "Review a product (one review per customer and product: a second one edits the first, 200). Published at once unless premoderation is on or it contains a held word; verified_purchase when the author has a paid order containing the product", reviews::submit, Write, Json, 201, "signed-in customers", Some("NewReview"), Some("Review"), &[401, 403, 404, 422], Some(false)),
+        route!(GET "/v1/products/{id}/reviews", "list_product_reviews", "A product's published reviews and its rating", reviews::of_product, Read, None, 200, "anyone (active products); catalog:write for others", None, Some("ProductReviews"), &[400, 404], None),
+        route!(GET "/v1/reviews", "list_reviews", "Reviews by status, oldest first: pending (the default) is the moderation queue", reviews::list, Read, None, 200, "catalog:write", None, Some("ReviewList"), &[400, 401, 403], None),
+        route!(GET "/v1/reviews/{id}", "get_review", "A review: published ones to anyone; staff and its author see it whatever its status", reviews::get, Read, None, 200, "anyone", None, Some("Review"), &[404], None),
+        route!(POST "/v1/reviews/{id}/votes", "vote_review", "Find a published review helpful (once per customer; a second vote changes nothing; not one's own)", reviews::vote, Write, None, 200, "signed-in customers", None, Some("Review"), &[401, 403, 404, 409], Some(false)),
+        route!(POST "/v1/reviews/{id}/publish", "publish_review", "Publish a review (pending or rejected)", reviews::publish, Write, OptionalJson, 200, "catalog:write", Some("ReviewModeration"), Some("Review"), &[401, 403, 404, 412, 422], Some(false)),
+        route!(POST "/v1/reviews/{id}/reject", "reject_review", "Reject a review, with a reason: shoppers no longer see it", reviews::reject, Write, Json, 200, "catalog:write", Some("ReviewRejection"), Some("Review"), &[401, 403, 404, 412, 422], Some(false)),
+        route!(GET "/v1/admin/review-settings", "get_review_settings", "How new and edited reviews are moderated", reviews::get_settings, Read, None, 200, "catalog:write", None, Some("ReviewSettings"), &[401, 403], None),
+        route!(PUT "/v1/admin/review-settings", "set_review_settings", "Premoderation on or off, and the words that hold a review for staff", reviews::set_settings, Write, Json, 200, "catalog:write", Some("ReviewSettings"), Some("ReviewSettings"), &[401, 403, 422], None),
         route!(DELETE "/v1/products/{id}", "archive_product", "Archive a product", catalog::archive_product, Write, None, 204, "catalog:write", None, None, &[401, 403, 404, 412], None),
         route!(GET "/v1/categories", "list_categories", "List categories", catalog::list_categories, Read, None, 200, "anyone", None, Some("CategoryList"), &[], None),
         route!(POST "/v1/categories", "create_category", "Create a category", catalog::create_category, Write, Json, 201, "catalog:write", Some("NewCategory"), Some("Category"), &[401, 403, 422], Some(false)),

@@ -770,7 +770,20 @@ pub struct VariantView<'a> {
 #[derive(Serialize)]
 pub struct RatingView {
     average: f64,
-    count: u64,
+    count: u32,
+    sum: u64,
+    stars: [u32; 5],
+}
+
+impl From<StarCounts> for RatingView {
+    fn from(counts: StarCounts) -> RatingView {
+        RatingView {
+            average: counts.average(),
+            count: counts.count(),
+            sum: counts.sum(),
+            stars: counts.stars,
+        }
+    }
 }
 
 /// A product.
@@ -791,8 +804,9 @@ pub struct ProductView<'a> {
     version: u64,
 }
 
-impl<'a> From<&'a Product> for ProductView<'a> {
-    fn from(p: &'a Product) -> ProductView<'a> {
+impl<'a> ProductView<'a> {
+    /// A product with its rating (its published reviews').
+    pub fn new(p: &'a Product, rating: StarCounts) -> ProductView<'a> {
         ProductView {
             id: p.id.text(),
             handle: &p.handle,
@@ -812,10 +826,7 @@ impl<'a> From<&'a Product> for ProductView<'a> {
                     price: v.price.into(),
                 })
                 .collect(),
-            rating: RatingView {
-                average: (p.rating.average() * 100.0).round() / 100.0,
-                count: p.rating.count,
-            },
+            rating: RatingView::from(rating),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
             version: p.version,
@@ -874,6 +885,76 @@ impl<'a> From<&'a StockLevels> for InventoryView<'a> {
             reserved: s.reserved,
             available: s.available(),
             version: s.version,
+        }
+    }
+}
+
+/// `POST /v1/products/{id}/reviews`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewJson {
+    pub rating: i64,
+    pub title: String,
+    #[serde(default)]
+    pub body: String,
+}
+
+/// `POST /v1/reviews/{id}/publish` and `/reject`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModerationJson {
+    pub reason: Option<String>,
+}
+
+/// `GET|PUT /v1/admin/review-settings`.
+#[derive(Deserialize, Serialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettingsJson {
+    pub premoderation: bool,
+    #[serde(default)]
+    pub hold_words: Vec<String>,
+}
+
+impl From<&ReviewSettings> for ReviewSettingsJson {
+    fn from(s: &ReviewSettings) -> ReviewSettingsJson {
+        ReviewSettingsJson { premoderation: s.premoderation, hold_words: s.hold_words.clone() }
+    }
+}
+
+/// A review.
+#[derive(Serialize)]
+pub struct ReviewView<'a> {
+    id: IdText,
+    product_id: IdText,
+    author: &'a str,
+    rating: u8,
+    title: &'a str,
+    body: &'a str,
+    verified_purchase: bool,
+    helpful: u32,
+    status: &'static str,
+    reason: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+impl<'a> From<&'a Review> for ReviewView<'a> {
+    fn from(r: &'a Review) -> ReviewView<'a> {
+        ReviewView {
+            id: r.id.text(),
+            product_id: r.product_id.text(),
+            author: &r.author,
+            rating: r.rating,
+            title: &r.title,
+            body: &r.body,
+            verified_purchase: r.verified_purchase,
+            helpful: r.helpful,
+            status: r.status.as_str(),
+            reason: r.reason.as_deref(),
+            created_at: rfc3339(r.created_at),
+            updated_at: rfc3339(r.updated_at),
+            version: r.version,
         }
     }
 }

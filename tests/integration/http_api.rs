@@ -477,6 +477,133 @@ fn stock_is_kept_in_locations_reserved_by_priority_and_moved_between_them() {
     assert_eq!(records[1]["data"], json!({"location_id": store}));
 }
 
+// --- reviews ------------------------------------------------------------------------
+
+#[test]
+fn customers_review_vote_and_staff_moderate_with_the_rating_on_the_product() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let product = s.product(&admin, "REV-1", 900, 10);
+    let id = text(&product, "id").to_string();
+    let reviews = format!("/v1/products/{id}/reviews");
+    let ann = s.register("ann.reviews@example.com");
+    let bob = s.register("bob.reviews@example.com");
+    // Ann bought it; Bob did not.
+    let paid = s.order(Some(&ann.token), "REV-1", 1);
+    s.pay(Some(&ann.token), text(&paid, "id"), "pay-rev", "tok_visa").expect(201);
+
+    let write = |token: Option<&str>, body: Value| s.post(&reviews).auth(token).json(body).send();
+    let created =
+        write(Some(&ann.token), json!({"rating": 4, "title": "Solid", "body": "Works.\nWell."}));
+    let location = created.header("location").expect("a Location").to_string();
+    let created = created.expect(201);
+    assert_eq!(location, format!("/v1/reviews/{}", text(&created, "id")));
+    assert_eq!(
+        (&created["verified_purchase"], &created["status"], &created["author"]),
+        (&json!(true), &json!("published"), &json!("Test Customer"))
+    );
+    let edited = write(Some(&ann.token), json!({"rating": 5, "title": "Great"})).expect(200);
+    assert_eq!(
+        (&edited["id"], &edited["version"], &edited["body"]),
+        (&created["id"], &json!(2), &json!(""))
+    );
+    let bobs = write(Some(&bob.token), json!({"rating": 2, "title": "Not for me"})).expect(201);
+    assert_eq!(bobs["verified_purchase"], false);
+    write(None, json!({"rating": 3, "title": "x"})).problem(401, "unauthenticated");
+    write(Some(&admin), json!({"rating": 3, "title": "x"})).problem(403, "forbidden");
+    assert_eq!(
+        write(Some(&bob.token), json!({"rating": 9, "title": ""})).invalid_fields(),
+        ["rating", "title"]
+    );
+    s.post("/v1/products/prod_nope/reviews")
+        .bearer(&bob.token)
+        .json(json!({"rating": 3, "title": "x"}))
+        .send()
+        .problem(404, "not_found");
+
+    // The product and its reviews carry the rating: exact counts per star.
+    let rating = json!({"average": 3.5, "count": 2, "sum": 7, "stars": [0, 1, 0, 0, 1]});
+    assert_eq!(s.get(&format!("/v1/products/{id}")).send().expect(200)["rating"], rating);
+    let listed = s.get(&format!("{reviews}?sort=rating_asc")).send().expect(200);
+    assert_eq!(listed["rating"], rating);
+    let ids: Vec<&str> =
+        listed["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [text(&bobs, "id"), text(&created, "id")]);
+    s.get(&format!("{reviews}?sort=best")).send().problem(400, "malformed_request");
+    s.get(&format!("{reviews}?cursor=x")).send().problem(400, "malformed_request");
+
+    // Votes: once each, not one's own.
+    let votes = format!("/v1/reviews/{}/votes", text(&created, "id"));
+    assert_eq!(s.post(&votes).bearer(&bob.token).send().expect(200)["helpful"], 1);
+    assert_eq!(s.post(&votes).bearer(&bob.token).send().expect(200)["helpful"], 1);
+    s.post(&votes).bearer(&ann.token).send().problem(409, "invalid_state");
+    s.post(&votes).send().problem(401, "unauthenticated");
+
+    // Moderation: a held word sends an edit to the queue, staff reject and publish.
+    let settings = json!({"premoderation": false, "hold_words": ["refund"]});
+    assert_eq!(
+        s.put("/v1/admin/review-settings").bearer(&admin).json(settings.clone()).send().expect(200),
+        settings
+    );
+    assert_eq!(s.get("/v1/admin/review-settings").bearer(&admin).send().expect(200), settings);
+    s.put("/v1/admin/review-settings")
+        .bearer(&bob.token)
+        .json(settings)
+        .send()
+        .problem(403, "forbidden");
+    let held = write(Some(&bob.token), json!({"rating": 1, "title": "Want a REFUND"})).expect(200);
+    assert_eq!(
+        (&held["status"], &held["reason"]),
+        (&json!("pending"), &json!("held: contains \"refund\""))
+    );
+    let queue = s.get("/v1/reviews").bearer(&admin).send().expect(200);
+    assert_eq!(queue["data"].as_array().unwrap().len(), 1);
+    s.get("/v1/reviews").bearer(&bob.token).send().problem(403, "forbidden");
+    s.get("/v1/reviews?status=lost").bearer(&admin).send().problem(400, "malformed_request");
+    let held_path = format!("/v1/reviews/{}", text(&held, "id"));
+    // Shoppers do not see it; its author and staff do.
+    s.get(&held_path).send().problem(404, "not_found");
+    s.get(&held_path).bearer(&ann.token).send().problem(404, "not_found");
+    assert_eq!(s.get(&held_path).bearer(&bob.token).send().expect(200)["status"], "pending");
+    assert_eq!(s.get(&format!("/v1/products/{id}")).send().expect(200)["rating"]["count"], 1);
+    let reject =
+        |body: Value| s.post(&format!("{held_path}/reject")).bearer(&admin).json(body).send();
+    assert_eq!(reject(json!({})).invalid_fields(), ["reason"]);
+    let rejected = reject(json!({"reason": "asks for support"})).expect(200);
+    assert_eq!(
+        (&rejected["status"], &rejected["reason"]),
+        (&json!("rejected"), &json!("asks for support"))
+    );
+    s.post(&format!("{held_path}/publish"))
+        .bearer(&admin)
+        .header("if-match", "\"1\"")
+        .send()
+        .problem(412, "precondition_failed");
+    let published = s.post(&format!("{held_path}/publish")).bearer(&admin).send().expect(200);
+    assert_eq!(published["status"], "published");
+    let rating = s.get(&format!("/v1/products/{id}")).send().expect(200)["rating"].clone();
+    assert_eq!(rating, json!({"average": 3.0, "count": 2, "sum": 6, "stars": [1, 0, 0, 0, 1]}));
+
+    // The feed tells subscribers what shoppers now see.
+    let feed = s
+        .get("/v1/events?types=review.published,review.rejected")
+        .bearer(&admin)
+        .send()
+        .expect(200);
+    let kinds: Vec<&str> =
+        feed["data"].as_array().unwrap().iter().map(|r| r["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "review.published",
+            "review.published",
+            "review.published",
+            "review.rejected",
+            "review.published"
+        ]
+    );
+}
+
 // --- carts --------------------------------------------------------------------------
 
 #[test]
@@ -1360,7 +1487,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 92] = [
+const ENDPOINTS: [(&str, &str, u16); 101] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1401,6 +1528,15 @@ const ENDPOINTS: [(&str, &str, u16); 92] = [
     ("patch", "/v1/locations/{id}", 200),
     ("delete", "/v1/locations/{id}", 204),
     ("get", "/v1/orders/{id}/stock-locations", 200),
+    ("post", "/v1/products/{id}/reviews", 201),
+    ("get", "/v1/products/{id}/reviews", 200),
+    ("get", "/v1/reviews", 200),
+    ("get", "/v1/reviews/{id}", 200),
+    ("post", "/v1/reviews/{id}/votes", 200),
+    ("post", "/v1/reviews/{id}/publish", 200),
+    ("post", "/v1/reviews/{id}/reject", 200),
+    ("get", "/v1/admin/review-settings", 200),
+    ("put", "/v1/admin/review-settings", 200),
     ("post", "/v1/shipping-methods", 201),
     ("get", "/v1/shipping-methods", 200),
     ("get", "/v1/shipping-methods/{id}", 200),

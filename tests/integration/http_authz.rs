@@ -228,6 +228,16 @@ impl Fixture {
         text(&created.expect(201), "id").to_string()
     }
 
+    /// A published review of a new product, by an account no caller of the matrix is.
+    fn review(&self) -> String {
+        let author = self.s.register(&format!("reviewer-{}@example.com", self.unique()));
+        let product = self.product("active");
+        let body = json!({"rating": 4, "title": "Matrix"});
+        let path = format!("/v1/products/{product}/reviews");
+        let created = self.s.post(&path).bearer(&author.token).json(body).send();
+        text(&created.expect(201), "id").to_string()
+    }
+
     /// A new stock location (each row that changes or deletes one gets its own).
     fn location(&self) -> String {
         let body = json!({"name": format!("Matrix {}", self.unique()), "kind": "store"});
@@ -584,6 +594,65 @@ fn rows() -> Vec<Row> {
                     "to_location_id": f.location(),
                     "quantity": 1
                 }))
+            },
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/products/{id}/reviews",
+            "catalog:write",
+            |f| {
+                Call::new("POST", format!("/v1/products/{}/reviews", f.product("active")))
+                    .json(json!({"rating": 5, "title": "Matrix"}))
+            },
+            // Customer accounts only: staff, admins and API clients review nothing.
+            [401, 201, 201, 403, 403, 403, 403],
+        ),
+        row(
+            "GET /v1/products/{id}/reviews",
+            "",
+            |f| Call::new("GET", format!("/v1/products/{}/reviews", f.product("active"))),
+            ALL_200,
+        ),
+        row("GET /v1/reviews", "catalog:write", |_| Call::new("GET", "/v1/reviews"), STAFF_200),
+        row(
+            "GET /v1/reviews/{id}",
+            "",
+            |f| Call::new("GET", format!("/v1/reviews/{}", f.review())),
+            ALL_200,
+        ),
+        row(
+            "POST /v1/reviews/{id}/votes",
+            "catalog:write",
+            |f| Call::new("POST", format!("/v1/reviews/{}/votes", f.review())),
+            [401, 200, 200, 403, 403, 403, 403],
+        ),
+        row(
+            "POST /v1/reviews/{id}/publish",
+            "catalog:write",
+            |f| Call::new("POST", format!("/v1/reviews/{}/publish", f.review())),
+            STAFF_200,
+        ),
+        row(
+            "POST /v1/reviews/{id}/reject",
+            "catalog:write",
+            |f| {
+                Call::new("POST", format!("/v1/reviews/{}/reject", f.review()))
+                    .json(json!({"reason": "matrix"}))
+            },
+            STAFF_200,
+        ),
+        row(
+            "GET /v1/admin/review-settings",
+            "catalog:write",
+            |_| Call::new("GET", "/v1/admin/review-settings"),
+            STAFF_200,
+        ),
+        row(
+            "PUT /v1/admin/review-settings",
+            "catalog:write",
+            |_| {
+                Call::new("PUT", "/v1/admin/review-settings")
+                    .json(json!({"premoderation": false, "hold_words": []}))
             },
             STAFF_200,
         ),

@@ -28,5 +28,6 @@ mod recovery;
 mod replication;
 mod retention;
 mod returns;
+mod reviews;
 mod search;
 mod shipping;

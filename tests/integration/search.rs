@@ -88,6 +88,36 @@ fn a_new_product_and_its_stock_are_searchable_within_a_second() {
 }
 
 #[test]
+fn published_reviews_move_a_product_in_the_rating_order() {
+    let s = TestServer::start();
+    let staff = s.admin();
+    let low = create(&s, &staff, "Plain mug", "Cup", "MUG-R1", 900, &[]);
+    let high = create(&s, &staff, "Fine mug", "Cup", "MUG-R2", 900, &[]);
+    let ann = s.register("ann.rates@example.com");
+    let rate = |product: &str, rating: i64| {
+        let body = json!({"rating": rating, "title": "Mug"});
+        s.post(&format!("/v1/products/{product}/reviews")).bearer(&ann.token).json(body).send()
+    };
+    rate(&low, 2).expect(201);
+    rate(&high, 5).expect(201);
+    let path = "/v1/search?q=mug&sort=rating";
+    let (body, _) = poll(&s, path, FRESH, |b| hit_ids(b) == [high.clone(), low.clone()]);
+    assert_eq!(
+        (&body["hits"][0]["rating"], &body["hits"][1]["rating"]),
+        (&json!(5.0), &json!(2.0))
+    );
+    // An edit moves it; a review staff reject leaves the rating.
+    let edited = rate(&low, 4).expect(200);
+    rate(&high, 3).expect(200);
+    poll(&s, path, FRESH, |b| hit_ids(b) == [low.clone(), high.clone()]);
+    let reject = format!("/v1/reviews/{}/reject", text(&edited, "id"));
+    s.post(&reject).bearer(&staff).json(json!({"reason": "test"})).send().expect(200);
+    poll(&s, path, FRESH, |b| {
+        hit_ids(b) == [high.clone(), low.clone()] && b["hits"][1]["rating"] == json!(0.0)
+    });
+}
+
+#[test]
 fn filters_facets_and_pages() {
     let s = TestServer::start();
     let staff = s.admin();

@@ -51,7 +51,8 @@ pub struct Variant {
     pub price: Money,
 }
 
-/// The aggregate of a product's reviews.
+/// Kept for the layout of stored products (always zero): a product's rating is its
+/// published reviews' ([`crate::State::rating`]).
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Rating {
     /// Sum of all ratings (1–5 each).

@@ -50,10 +50,10 @@ pub async fn list_products(call: Call) -> Result<Out, Problem> {
     };
     let after = cursor(query.cursor.as_deref(), ProductId::parse)?;
     let filter = ProductFilter { category_id, status };
-    let page =
-        call.app.engine.state().products(&filter, after.as_ref(), limit(query.limit.as_deref())?);
+    let state = call.app.engine.state();
+    let page = state.products(&filter, after.as_ref(), limit(query.limit.as_deref())?);
     let body = List {
-        data: page.items.iter().map(|p| ProductView::from(&**p)).collect(),
+        data: page.items.iter().map(|p| ProductView::new(p, state.rating(&p.id))).collect(),
         next_cursor: page.next,
     };
     // Staff lists may hold drafts: only what every customer sees is publicly cacheable.
@@ -75,15 +75,15 @@ fn visible_product(call: &Call) -> Result<std::sync::Arc<Product>, Problem> {
 
 /// `GET /v1/products/{id}`.
 /// A product as a GET answers it.
-fn product_out(product: &Product) -> Out {
-    Out::ok(&ProductView::from(product)).versioned(product.version)
+fn product_out(state: &State, product: &Product) -> Out {
+    Out::ok(&ProductView::new(product, state.rating(&product.id))).versioned(product.version)
 }
 
 /// The product named by the path as it is now, for `If-Match`.
 fn current_product(call: &Call) -> Option<Out> {
     let product =
         ProductId::parse(call.param("id")).and_then(|id| call.app.engine.state().product(&id))?;
-    Some(product_out(&product))
+    Some(product_out(call.app.engine.state(), &product))
 }
 
 /// The category named by the path as it is now, for `If-Match`.
@@ -99,7 +99,7 @@ fn category_out(category: &Category, state: &State) -> Out {
 
 pub async fn get_product(call: Call) -> Result<Out, Problem> {
     let product = visible_product(&call)?;
-    let out = product_out(&product);
+    let out = product_out(call.app.engine.state(), &product);
     Ok(if product.status == ProductStatus::Active { out.public() } else { out })
 }
 
@@ -120,9 +120,9 @@ pub async fn create_product(call: Call) -> Result<Out, Problem> {
             variants: body.variants.into_iter().map(VariantInput::from).collect(),
         })
     };
-    idempotent_send(&call, create, |_, product| {
-        Out::created(&ProductView::from(&**product), format!("/v1/products/{}", product.id))
-            .versioned(product.version)
+    idempotent_send(&call, create, |state, product| {
+        let view = ProductView::new(product, state.rating(&product.id));
+        Out::created(&view, format!("/v1/products/{}", product.id)).versioned(product.version)
     })
     .await
 }
@@ -145,7 +145,7 @@ pub async fn update_product(call: Call) -> Result<Out, Problem> {
         variants: body.variants.map(|v| v.into_iter().map(VariantInput::from).collect()),
     };
     let product = call.app.engine.send(command).await?;
-    Ok(product_out(&product))
+    Ok(product_out(call.app.engine.state(), &product))
 }
 
 /// `DELETE /v1/products/{id}`: archives.

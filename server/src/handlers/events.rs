@@ -34,7 +34,7 @@ const LIMIT_DEFAULT: usize = 100;
 const LIMIT_MAX: usize = 1000;
 
 /// Every type the feed publishes.
-pub const EVENT_TYPES: [&str; 26] = [
+pub const EVENT_TYPES: [&str; 28] = [
     "product.created",
     "product.updated",
     "category.created",
@@ -61,6 +61,8 @@ pub const EVENT_TYPES: [&str; 26] = [
     "flash_sale.started",
     "flash_sale.ended",
     "flash_sale.cancelled",
+    "review.published",
+    "review.rejected",
 ];
 
 #[derive(Deserialize)]
@@ -88,6 +90,10 @@ fn stock_adjusted(
     let data = json!({"sku": sku.as_str(), "location_id": location.text().as_str(),
                       "delta": delta, "reason": reason});
     ("stock.adjusted", data)
+}
+
+fn review(kind: &'static str, id: &ReviewId, product: &ProductId) -> (&'static str, Value) {
+    (kind, json!({"review_id": id.text().as_str(), "product_id": product.text().as_str()}))
 }
 
 fn money(money: Money) -> Value {
@@ -245,6 +251,18 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
                 out.push(("order.placed", data));
             }
         },
+        // What shoppers see change: a review published (new, edited or by staff) or
+        // taken down. No author, title or words: the review's own endpoint has them.
+        Event::Reviews(ReviewEvent::Saved(r)) if r.status == ReviewStatus::Published => {
+            out.push(review("review.published", &r.id, &r.product_id));
+        }
+        Event::Reviews(ReviewEvent::Moderated(m)) => {
+            let kind = match m.status {
+                ReviewStatus::Published => "review.published",
+                _ => "review.rejected",
+            };
+            out.push(review(kind, &m.review_id, &m.product_id));
+        }
         _ => {}
     }
 }

@@ -11,6 +11,7 @@ pub mod ops;
 pub mod orders;
 pub mod promotions;
 pub mod returns;
+pub mod reviews;
 pub mod search;
 pub mod shipping;
 
