@@ -579,14 +579,19 @@ fn customers_review_vote_and_staff_moderate_with_the_rating_on_the_product() {
         .header("if-match", "\"1\"")
         .send()
         .problem(412, "precondition_failed");
-    let published = s.post(&format!("{held_path}/publish")).bearer(&admin).send().expect(200);
+    // If-Match names the version: votes change the body, not the version.
+    let current = s.get(&held_path).bearer(&admin).send();
+    let etag = current.header("etag").expect("an ETag").to_string();
+    assert_eq!(etag_version(&current), Some(3));
+    let publish = s.post(&format!("{held_path}/publish")).bearer(&admin).header("if-match", &etag);
+    let published = publish.send().expect(200);
     assert_eq!(published["status"], "published");
     let rating = s.get(&format!("/v1/products/{id}")).send().expect(200)["rating"].clone();
     assert_eq!(rating, json!({"average": 3.0, "count": 2, "sum": 6, "stars": [1, 0, 0, 0, 1]}));
 
     // The feed tells subscribers what shoppers now see.
     let feed = s
-        .get("/v1/events?types=review.published,review.rejected")
+        .get("/v1/events?types=review.published,review.held,review.rejected")
         .bearer(&admin)
         .send()
         .expect(200);
@@ -598,6 +603,7 @@ fn customers_review_vote_and_staff_moderate_with_the_rating_on_the_product() {
             "review.published",
             "review.published",
             "review.published",
+            "review.held",
             "review.rejected",
             "review.published"
         ]

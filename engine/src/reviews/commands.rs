@@ -48,9 +48,11 @@ pub struct ModerateReview {
     pub review_id: String,
     /// Publish (`true`) or reject.
     pub publish: bool,
-    /// Why it is rejected (1–500 characters; required to reject).
+    /// Why it is rejected (1–500 characters; required to reject; not kept when
+    /// publishing).
     pub reason: Option<String>,
-    /// Refuse unless this is the current version.
+    /// Refuse unless this is the current version (bumped when the author edits it or
+    /// staff moderate it; votes leave it).
     pub expected_version: Option<u64>,
 }
 
@@ -112,12 +114,16 @@ impl Request for SubmitReview {
         let held = words(&c.title)
             .chain(words(&c.body))
             .find(|w| settings.hold_words.iter().any(|h| h == w));
+        let before = state.review_by(&product.id, &c.customer_id);
+        let rejected = before.as_ref().is_some_and(|r| r.status == ReviewStatus::Rejected);
         let (status, reason) = match held {
             Some(word) => (ReviewStatus::Pending, Some(format!("held: contains \"{word}\""))),
+            // Staff turned it down: its edit is theirs to judge again.
+            None if rejected => (ReviewStatus::Pending, Some("edited after a rejection".into())),
             None if settings.premoderation => (ReviewStatus::Pending, None),
             None => (ReviewStatus::Published, None),
         };
-        let review = match state.review_by(&product.id, &c.customer_id) {
+        let review = match before {
             Some(before) => Review {
                 rating: c.rating as u8,
                 title: c.title.clone(),
@@ -216,15 +222,13 @@ impl Request for ModerateReview {
         let review = review_named(state, &c.review_id)?;
         check_version(c.expected_version, review.version)?;
         let status = if c.publish { ReviewStatus::Published } else { ReviewStatus::Rejected };
-        if review.status == status && review.reason == c.reason {
+        // A published review shows no reason: a note given with it is not kept.
+        let reason = if c.publish { None } else { c.reason.clone() };
+        if review.status == status && review.reason == reason {
             return Decision::nothing(review.id);
         }
-        let moderation = Moderation {
-            review_id: review.id,
-            product_id: review.product_id,
-            status,
-            reason: c.reason.clone(),
-        };
+        let moderation =
+            Moderation { review_id: review.id, product_id: review.product_id, status, reason };
         Decision::one(review.id, ReviewEvent::Moderated(Box::new(moderation)))
     }
 

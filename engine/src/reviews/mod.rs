@@ -43,8 +43,8 @@ pub(crate) struct Tables {
     reviews: IdIndex<ReviewId, Arc<Review>>,
     /// Each customer's review of each product.
     by_author: IdIndex<(ProductId, CustomerId), ReviewId>,
-    /// Each product's reviews (every status), oldest first.
-    by_product: IdIndex<ProductId, Arc<Vec<ReviewId>>>,
+    /// `(product, seq, id)`: each product's reviews (every status), oldest first.
+    by_product: SkipSet<(ProductId, u64, ReviewId)>,
     /// `(status, seq, id)`: the moderation queue and the listings by status.
     by_status: SkipSet<(u8, u64, ReviewId)>,
     votes: IdIndex<(ReviewId, CustomerId), ()>,
@@ -59,7 +59,7 @@ impl Default for Tables {
         Tables {
             reviews: IdIndex::default(),
             by_author: IdIndex::default(),
-            by_product: IdIndex::default(),
+            by_product: SkipSet::new(),
             by_status: SkipSet::new(),
             votes: IdIndex::default(),
             ratings: IdIndex::default(),
@@ -172,10 +172,11 @@ pub(crate) fn apply(state: &State, event: &ReviewEvent, at: TimestampMs, rows: &
                 review_id: *review_id,
                 customer_id: *customer_id,
             })));
+            // Not a change of the review's words or status: its version stays, so a
+            // moderator's If-Match survives the votes that come in meanwhile.
             let before = tables.reviews.get(review_id).expect("decide checked the review");
             let mut review = (*before).clone();
             review.helpful += 1;
-            review.version += 1;
             put(state, Some(before), review, rows);
         }
         ReviewEvent::Moderated(decision) => {
@@ -215,12 +216,7 @@ fn index(state: &State, before: Option<Arc<Review>>, review: Arc<Review>) {
         }
         None => {
             tables.by_author.insert((review.product_id, review.customer_id), review.id);
-            let mut list =
-                tables.by_product.get(&review.product_id).map_or_else(Vec::new, |l| (*l).clone());
-            let at = list
-                .partition_point(|id| tables.reviews.get(id).is_some_and(|r| r.seq < review.seq));
-            list.insert(at, review.id);
-            tables.by_product.insert(review.product_id, Arc::new(list));
+            tables.by_product.insert((review.product_id, review.seq, review.id));
         }
     }
     tables.by_status.insert((status_rank(review.status), review.seq, review.id));
@@ -328,18 +324,27 @@ impl State {
         after: Option<(i64, u64)>,
         limit: usize,
     ) -> Page<Arc<Review>> {
-        let ids = self.reviews.by_product.get(product).unwrap_or_default();
-        let mut published: Vec<Arc<Review>> = ids
-            .iter()
-            .filter_map(|id| self.review(id))
-            .filter(|r| r.status == ReviewStatus::Published)
-            .filter(|r| after.is_none_or(|after| sort.key(r) < after))
-            .collect();
-        published.sort_unstable_by_key(|r| std::cmp::Reverse(sort.key(r)));
-        Page::of(published.into_iter(), limit, |r| {
+        let cursor = |r: &Arc<Review>| {
             let (first, seq) = sort.key(r);
             format!("{first}.{seq}")
-        })
+        };
+        let low = (*product, 0, ReviewId::from_random(0));
+        let high = (*product, u64::MAX, ReviewId::from_random(u128::MAX));
+        let newest_first = self
+            .reviews
+            .by_product
+            .range(low..=high)
+            .rev()
+            .filter_map(|e| self.review(&e.value().2))
+            .filter(|r| r.status == ReviewStatus::Published)
+            .filter(move |r| after.is_none_or(|after| sort.key(r) < after));
+        if sort == ReviewSort::Newest {
+            // The index's own order: a page reads only as far as it reaches.
+            return Page::of(newest_first, limit, cursor);
+        }
+        let mut published: Vec<Arc<Review>> = newest_first.collect();
+        published.sort_by_key(|r| std::cmp::Reverse(sort.key(r)));
+        Page::of(published.into_iter(), limit, cursor)
     }
 
     /// Reviews with `status`, oldest first (the moderation queue for `Pending`), after

@@ -74,7 +74,9 @@ fn visible_product(call: &Call) -> Result<std::sync::Arc<Product>, Problem> {
 }
 
 /// `GET /v1/products/{id}`.
-/// A product as a GET answers it.
+/// A product as a GET answers it. Its ETag's hash covers the rating too, so a cache
+/// never keeps an old one; the price is that a review published between a GET and a
+/// PATCH makes the PATCH's `If-Match` fail (412: read again).
 fn product_out(state: &State, product: &Product) -> Out {
     Out::ok(&ProductView::new(product, state.rating(&product.id))).versioned(product.version)
 }

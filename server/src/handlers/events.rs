@@ -34,7 +34,7 @@ const LIMIT_DEFAULT: usize = 100;
 const LIMIT_MAX: usize = 1000;
 
 /// Every type the feed publishes.
-pub const EVENT_TYPES: [&str; 28] = [
+pub const EVENT_TYPES: [&str; 29] = [
     "product.created",
     "product.updated",
     "category.created",
@@ -62,6 +62,7 @@ pub const EVENT_TYPES: [&str; 28] = [
     "flash_sale.ended",
     "flash_sale.cancelled",
     "review.published",
+    "review.held",
     "review.rejected",
 ];
 
@@ -253,8 +254,12 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
         },
         // What shoppers see change: a review published (new, edited or by staff) or
         // taken down. No author, title or words: the review's own endpoint has them.
-        Event::Reviews(ReviewEvent::Saved(r)) if r.status == ReviewStatus::Published => {
-            out.push(review("review.published", &r.id, &r.product_id));
+        Event::Reviews(ReviewEvent::Saved(r)) => {
+            let kind = match r.status {
+                ReviewStatus::Published => "review.published",
+                _ => "review.held",
+            };
+            out.push(review(kind, &r.id, &r.product_id));
         }
         Event::Reviews(ReviewEvent::Moderated(m)) => {
             let kind = match m.status {

@@ -162,9 +162,9 @@ pub async fn list(call: Call) -> Result<Out, Problem> {
 async fn moderate(call: Call, publish: bool) -> Result<Out, Problem> {
     call.require(perm::CATALOG_WRITE)?;
     let review = review(&call)?;
-    let body: ModerationJson =
-        if call.body.is_empty() { ModerationJson::default() } else { call.json()? };
-    let expected_version = call.if_match(|| Some(review_out(&review)))?;
+    let body: ModerationJson = if publish { ModerationJson::default() } else { call.json()? };
+    // The version alone: votes change the body (its helpful count), not the review.
+    let expected_version = call.if_match(|| None)?;
     let moderate = async {
         Ok(ModerateReview {
             review_id: review.id.to_string(),
