@@ -142,8 +142,9 @@ fn level_named(
         None => LocationId::DEFAULT,
     };
     let (sku, totals) = stock_named(state, sku)?;
-    let (_, levels) = state.stock_by_location(&sku).expect("the SKU has stock");
-    let level = *levels.iter().find(|l| l.location_id == location).expect("every location");
+    // On the sequencer: the SKU's levels cannot change under this read, and the
+    // default location's count needs no list of every location.
+    let level = super::locations::Change::of(state, &sku).at(location);
     Ok((sku, totals, level))
 }
 

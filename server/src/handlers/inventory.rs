@@ -17,12 +17,7 @@ fn answer(levels: &StockLevels) -> Out {
 /// `GET /v1/inventory/{sku}`.
 pub async fn get(call: Call) -> Result<Out, Problem> {
     call.require(perm::INVENTORY_READ)?;
-    let sku = call.param("sku");
-    let levels = Sku::new(sku)
-        .ok()
-        .and_then(|sku| call.app.engine.state().stock(&sku))
-        .ok_or_else(|| Problem::not_found(format!("SKU {sku} does not exist")))?;
-    Ok(answer(&levels))
+    Ok(answer(&levels_named(&call)?))
 }
 
 /// `PUT /v1/inventory/{sku}`.
