@@ -62,7 +62,7 @@ pub async fn list_products(call: Call) -> Result<Out, Problem> {
 }
 
 /// The product named by the path, if the caller may see it.
-fn visible_product(call: &Call) -> Result<std::sync::Arc<Product>, Problem> {
+pub(crate) fn visible_product(call: &Call) -> Result<std::sync::Arc<Product>, Problem> {
     let id = call.param("id");
     let product = ProductId::parse(id)
         .and_then(|id| call.app.engine.state().product(&id))
@@ -73,7 +73,6 @@ fn visible_product(call: &Call) -> Result<std::sync::Arc<Product>, Problem> {
     Ok(product)
 }
 
-/// `GET /v1/products/{id}`.
 /// A product as a GET answers it. Its ETag's hash covers the rating too, so a cache
 /// never keeps an old one; the price is that a review published between a GET and a
 /// PATCH makes the PATCH's `If-Match` fail (412: read again).
@@ -99,6 +98,7 @@ fn category_out(category: &Category, state: &State) -> Out {
     Out::ok(&CategoryView::new(category, state)).versioned(category.version)
 }
 
+/// `GET /v1/products/{id}`.
 pub async fn get_product(call: Call) -> Result<Out, Problem> {
     let product = visible_product(&call)?;
     let out = product_out(call.app.engine.state(), &product);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use emporium_engine::*;
 use serde::{Deserialize, Serialize};
 
+use super::catalog::visible_product;
 use super::{cursor, idempotent_send, limit, status_filter};
 use crate::auth::{perm, Principal};
 use crate::http::{Call, Out};
@@ -20,15 +21,6 @@ fn customer(call: &Call, what: &str) -> Result<CustomerId, Problem> {
         }
         _ => Err(Problem::forbidden(format!("only customer accounts {what}"))),
     }
-}
-
-/// The product named by the path, as shoppers see it (active), or any for staff.
-fn product(call: &Call) -> Result<Arc<Product>, Problem> {
-    let id = call.param("id");
-    ProductId::parse(id)
-        .and_then(|id| call.app.engine.state().product(&id))
-        .filter(|p| p.status == ProductStatus::Active || call.principal.can(perm::CATALOG_WRITE))
-        .ok_or_else(|| Problem::not_found(format!("product {id} does not exist")))
 }
 
 /// The review named by the path: a published one for anyone; staff and its author
@@ -55,7 +47,7 @@ fn review_out(review: &Review) -> Out {
 /// caller's review of the product.
 pub async fn submit(call: Call) -> Result<Out, Problem> {
     let customer_id = customer(&call, "write reviews")?;
-    let product = product(&call)?;
+    let product = visible_product(&call)?;
     let body: ReviewJson = call.json()?;
     let submit = async {
         Ok(SubmitReview {
@@ -94,7 +86,7 @@ struct ProductReviews<'a> {
 
 /// `GET /v1/products/{id}/reviews`: published reviews, with the product's rating.
 pub async fn of_product(call: Call) -> Result<Out, Problem> {
-    let product = product(&call)?;
+    let product = visible_product(&call)?;
     let query: ProductReviewsQuery = call.query()?;
     let sort = match query.sort.as_deref() {
         None => ReviewSort::Newest,
