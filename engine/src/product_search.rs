@@ -31,9 +31,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use emporium_search::SearchIndex;
@@ -42,12 +41,12 @@ pub use emporium_search::{
     SearchQuery, SearchResults, Sort, Suggestion, PAGE_LIMIT_MAX, PRICE_BUCKETS, QUERY_CHARS_MAX,
     RESULT_WINDOW_MAX,
 };
-use parking_lot::Mutex;
 
 use crate::catalog::CatalogEvent;
 use crate::domains::{Event, LogEntry, State};
 use crate::error::{EngineError, Result};
 use crate::flash_sales::FlashSaleEvent;
+use crate::follower::{entries_after, Follow, Follower};
 use crate::inventory::InventoryEvent;
 use crate::kernel::runtime::{Engine, LogConsumer};
 use crate::orders::OrderEvent;
@@ -119,12 +118,10 @@ pub struct SearchStatus {
 
 struct Shared {
     index: SearchIndex,
-    stop: AtomicBool,
     rebuilds: std::sync::atomic::AtomicU64,
     written: std::sync::atomic::AtomicU64,
     /// The last LSN the indexer read (the index's committed position may trail it).
     read: std::sync::atomic::AtomicU64,
-    failure: Mutex<Option<String>>,
 }
 
 /// The product search of an engine: an index and the thread that keeps it current.
@@ -132,7 +129,7 @@ struct Shared {
 /// engine.
 pub struct ProductSearch {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    follower: Follower,
 }
 
 impl std::fmt::Debug for ProductSearch {
@@ -161,10 +158,8 @@ impl ProductSearch {
         let shared = Arc::new(Shared {
             read: index.applied_lsn().into(),
             index,
-            stop: AtomicBool::new(false),
             rebuilds: 0.into(),
             written: 0.into(),
-            failure: Mutex::new(None),
         });
         let mut indexer = Indexer {
             engine: engine.clone(),
@@ -176,11 +171,9 @@ impl ProductSearch {
             committed_at: Instant::now(),
         };
         indexer.catch_up()?;
-        let thread = std::thread::Builder::new()
-            .name("emporium-search".into())
-            .spawn(move || indexer.run())
-            .map_err(|e| EngineError::Unavailable(format!("cannot start the indexer: {e}")))?;
-        Ok(ProductSearch { shared, thread: Mutex::new(Some(thread)) })
+        let interval = Duration::from_millis(indexer.settings.refresh_interval_ms.max(1));
+        let follower = Follower::spawn("emporium-search", engine, interval, indexer)?;
+        Ok(ProductSearch { shared, follower })
     }
 
     /// Runs a search. A query past a limit fails with
@@ -202,23 +195,14 @@ impl ProductSearch {
             products: self.shared.index.doc_count(),
             rebuilds: self.shared.rebuilds.load(Ordering::Acquire),
             documents_written: self.shared.written.load(Ordering::Acquire),
-            failure: self.shared.failure.lock().clone(),
+            failure: self.follower.failure(),
         }
     }
 
     /// Stops the indexer thread and waits for it (the index stays as last committed;
-    /// searches still answer from it). Idempotent.
+    /// searches still answer from it). Idempotent; dropping it stops it too.
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.lock().take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for ProductSearch {
-    fn drop(&mut self) {
-        self.stop();
+        self.follower.stop();
     }
 }
 
@@ -235,28 +219,20 @@ struct Indexer {
     committed_at: Instant,
 }
 
-impl Indexer {
-    fn run(mut self) {
-        let interval = Duration::from_millis(self.settings.refresh_interval_ms.max(1));
-        while !self.shared.stop.load(Ordering::Acquire) && self.engine.failure().is_none() {
-            match self.catch_up() {
-                Ok(true) => {}
-                Ok(false) => {
-                    // Idle: fold the small segments of the last passes together.
-                    if let Err(e) = self.shared.index.compact(SEGMENTS_MAX) {
-                        tracing::warn!(error = %e, "search index compaction failed");
-                    }
-                    std::thread::sleep(interval);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "search indexer stopped");
-                    *self.shared.failure.lock() = Some(e.to_string());
-                    return;
-                }
-            }
-        }
+impl Follow for Indexer {
+    fn pass(&mut self) -> Result<bool> {
+        self.catch_up()
     }
 
+    /// Idle: folds the small segments of the last passes together.
+    fn idle(&mut self) {
+        if let Err(e) = self.shared.index.compact(SEGMENTS_MAX) {
+            tracing::warn!(error = %e, "search index compaction failed");
+        }
+    }
+}
+
+impl Indexer {
     /// One pass: rebuilds if the index cannot resume, else applies the log entries
     /// after its position. Whether it found entries.
     fn catch_up(&mut self) -> Result<bool> {
@@ -280,14 +256,10 @@ impl Indexer {
             }
             return Ok(false);
         }
-        let entries = match self.engine.read_log(Lsn(from + 1), self.settings.entries_per_pass_max)
-        {
-            Ok(entries) => entries,
-            Err(EngineError::LogTrimmed { .. }) => {
-                self.rebuild()?;
-                return Ok(true);
-            }
-            Err(e) => return Err(e),
+        let max = self.settings.entries_per_pass_max;
+        let Some(entries) = entries_after(&self.engine, Lsn(from), max)? else {
+            self.rebuild()?;
+            return Ok(true);
         };
         let Some(last) = entries.last().map(|e| e.lsn) else {
             return Ok(false);

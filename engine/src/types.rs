@@ -76,6 +76,7 @@ UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL";
 
 /// An ISO 4217 currency code.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[rkyv(derive(PartialEq, Eq, PartialOrd, Ord))]
 pub struct Currency([u8; 3]);
 
 impl Currency {

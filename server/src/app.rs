@@ -46,6 +46,12 @@ pub struct App {
     pub feed: crate::feed::SaleFeed,
     /// Product search (`GET /v1/search`), kept in step with the log.
     pub search: ProductSearch,
+    /// Recommendations (`GET /v1/products/{id}/recommendations` and the others),
+    /// folded from the log.
+    pub recommendations: Recommendations,
+    /// Business KPIs (`GET /v1/admin/stats`), folded from the log and saved beside
+    /// the data.
+    pub kpis: Kpis,
     /// Searches running at once on the blocking pool; past it, 503 `overloaded` (a
     /// search costs a core for about half a millisecond, so a flood of them must not
     /// queue behind each other without bound).
@@ -158,6 +164,17 @@ impl App {
         })
         .await?
         .map_err(|e| anyhow::anyhow!("opening the search index: {e}"))?;
+        let recommend_engine = engine.clone();
+        let recommendations = tokio::task::spawn_blocking(move || {
+            Recommendations::start(&recommend_engine, RecommendationSettings::default())
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("starting the recommender: {e}"))?;
+        let kpi_engine = engine.clone();
+        let kpi_settings = KpiSettings::in_dir(config.data_dir.join("kpis"));
+        let kpis = tokio::task::spawn_blocking(move || Kpis::start(&kpi_engine, kpi_settings))
+            .await?
+            .map_err(|e| anyhow::anyhow!("starting the KPIs: {e}"))?;
         let keys = signing_keys(&engine, &config, standby).await?;
         let gateway = crate::gateway::CallbackGateway::new(Duration::from_millis(
             config.payment_callback_delay_ms,
@@ -178,6 +195,8 @@ impl App {
             payments,
             gateway,
             search,
+            recommendations,
+            kpis,
             limiter: RateLimiter::new(config.rate_auth, config.rate_read, config.rate_write),
             passwords: Passwords::new(config.password_hash_kib, crate::auth::HASHING_WAIT),
             metrics: Metrics::new(),

@@ -631,7 +631,7 @@ mod tests {
         }
         assert!(app
             .metrics
-            .render(&app.engine, &app.replication, &app.payments)
+            .render(&app.engine, &app.replication, &app.payments, &app.kpis)
             .contains("emporium_handler_panics_total 2"));
         app.engine.clone().close();
     }

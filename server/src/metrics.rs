@@ -59,6 +59,8 @@ pub struct Metrics {
     payment_calls_open: Gauge,
     provider_calls: Gauge,
     provider_failures: Gauge,
+    kpi_counts: StandbyFamily,
+    kpi_amounts: StandbyFamily,
     replication: ReplicationGauges,
 }
 
@@ -221,6 +223,18 @@ impl Metrics {
         let payment_calls_open = Gauge::default();
         let provider_calls = Gauge::default();
         let provider_failures = Gauge::default();
+        let kpi_counts = StandbyFamily::default();
+        let kpi_amounts = StandbyFamily::default();
+        registry.register(
+            "kpi",
+            "Business figures folded from the log since its first entry, by figure: carts_created, carts_with_items, carts_converted and carts_abandoned (by the abandonment window), orders_placed, checkouts, orders_paid, payments_declined (GET /v1/admin/stats has them by time)",
+            kpi_counts.clone(),
+        );
+        registry.register(
+            "kpi_amount_minor_units",
+            "Amounts folded from the log since its first entry, by figure (gmv: captured; refunded) and currency",
+            kpi_amounts.clone(),
+        );
         registry.register("orders", "Orders held, every status", orders.clone());
         registry.register(
             "payment_calls_open",
@@ -340,6 +354,8 @@ impl Metrics {
             payment_calls_open,
             provider_calls,
             provider_failures,
+            kpi_counts,
+            kpi_amounts,
         }
     }
 
@@ -384,6 +400,7 @@ impl Metrics {
         engine: &Engine,
         replication: &crate::app::Replication,
         payments: &PaymentProcessor,
+        kpis: &emporium_engine::Kpis,
     ) -> String {
         self.replication.update(replication, engine);
         let stats = engine.stats();
@@ -405,6 +422,30 @@ impl Metrics {
         let payments = payments.stats();
         self.provider_calls.set(payments.provider_calls.load(Ordering::Relaxed) as i64);
         self.provider_failures.set(payments.provider_failures.load(Ordering::Relaxed) as i64);
+        let totals = kpis.totals();
+        let figures = [
+            ("carts_created", totals.carts_created),
+            ("carts_with_items", totals.carts_with_items),
+            ("carts_converted", totals.carts_converted),
+            ("carts_abandoned", totals.carts_abandoned),
+            ("orders_placed", totals.orders_placed),
+            ("checkouts", totals.checkouts),
+            ("orders_paid", totals.orders_paid),
+            ("payments_declined", totals.payments_declined),
+        ];
+        for (figure, value) in figures {
+            let labels = vec![("figure".to_string(), figure.to_string())];
+            self.kpi_counts.get_or_create(&labels).set(value as i64);
+        }
+        for (figure, amounts) in [("gmv", &totals.gmv), ("refunded", &totals.refunded)] {
+            for (currency, amount) in amounts {
+                let labels = vec![
+                    ("figure".to_string(), figure.to_string()),
+                    ("currency".to_string(), currency.as_str().to_string()),
+                ];
+                self.kpi_amounts.get_or_create(&labels).set(*amount);
+            }
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -210,6 +210,25 @@ fn query_parameters(operation: &str) -> Vec<Value> {
             query("limit", json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})),
             described("wait_ms", json!({"type": "integer", "minimum": 0, "maximum": 30000, "default": 0}), "Long poll: with nothing after the cursor, wait up to this long for new durable entries."),
         ],
+        "list_product_reviews" => vec![
+            query("sort", json!({"type": "string", "enum": ["newest", "helpful", "rating_desc", "rating_asc"], "default": "newest"})),
+            limit,
+            cursor,
+        ],
+        "product_recommendations" => vec![
+            query("kind", json!({"type": "string", "enum": ["bought_together", "also_bought"], "default": "bought_together"})),
+            limit,
+        ],
+        "my_recommendations" => vec![limit],
+        "trending_products" => vec![
+            described("category_id", json!({"type": "string"}), "Products in this category or any under it."),
+            limit,
+        ],
+        "get_stats" => vec![
+            described("from", json!({"type": "string", "format": "date-time"}), "RFC 3339; rounded down to a whole bucket. Default: a day before to."),
+            described("to", json!({"type": "string", "format": "date-time"}), "RFC 3339, exclusive; rounded down to a whole bucket. Default: the end of the current bucket. At most 1000 buckets after from (422)."),
+            query("bucket", json!({"type": "string", "enum": ["minute", "hour", "day"], "default": "hour"})),
+        ],
         "list_my_orders" => vec![query("status", json!({"type": "string"})), limit, cursor],
         "list_flash_sales" => vec![
             query(
@@ -290,7 +309,40 @@ fn string_map() -> Value {
     json!({"type": "object", "additionalProperties": {"type": "string"}})
 }
 
+/// The fields of `KpiCounts`, which a stats bucket has too (beside `start`).
+const KPI_COUNTS: &[&str] = &[
+    "carts_created",
+    "carts_with_items",
+    "carts_converted",
+    "carts_abandoned",
+    "orders_placed",
+    "checkouts",
+    "orders_paid",
+    "gmv",
+    "average_order_value",
+    "refunded",
+    "payments_declined",
+    "conversion_rate",
+    "abandonment_rate",
+    "payment_decline_rate",
+];
+
 fn schemas() -> Value {
+    let counts = |n: &str| (n.to_string(), json!({"type": "integer", "minimum": 0}));
+    let amounts = |n: &str| (n.to_string(), json!({"type": "array", "items": reference("Amount")}));
+    let rate =
+        |n: &str| (n.to_string(), json!({"type": ["number", "null"], "minimum": 0, "maximum": 1}));
+    let mut kpi_counts = Map::new();
+    kpi_counts.extend(KPI_COUNTS[..7].iter().map(|n| counts(n)));
+    kpi_counts.extend(KPI_COUNTS[7..10].iter().map(|n| amounts(n)));
+    kpi_counts.extend([counts(KPI_COUNTS[10])]);
+    kpi_counts.extend(KPI_COUNTS[11..].iter().map(|n| rate(n)));
+    let kpi_counts = Value::Object(kpi_counts);
+    let mut bucket_fields = kpi_counts.clone();
+    bucket_fields["start"] = timestamp();
+    let mut bucket_required = KPI_COUNTS.to_vec();
+    bucket_required.push("start");
+    let kpi_bucket = object(&bucket_required, bucket_fields);
     let money = object(
         &["amount", "currency"],
         json!({"amount": {"type": "integer", "minimum": 0, "maximum": MONEY_AMOUNT_MAX}, "currency": currency()}),
@@ -480,6 +532,19 @@ fn schemas() -> Value {
                    "status": {"type": "string", "enum": ["pending", "published", "rejected"]}, "reason": {"type": ["string", "null"], "description": "Why it was held (held: contains \"word\") or rejected."},
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
         "ReviewList": list_of("Review"),
+        "Amount": object(&["amount", "currency"], json!({"amount": {"type": "integer"}, "currency": {"type": "string"}})),
+        "KpiCounts": object(KPI_COUNTS, kpi_counts.clone()),
+        "Stats": object(&["from", "to", "bucket", "abandonment_window_s", "lsn", "totals", "carts_undecided", "buckets", "top_products", "top_products_from", "top_products_to", "flash_sales"], json!({
+            "from": timestamp(), "to": timestamp(), "bucket": {"type": "string", "enum": ["minute", "hour", "day"]},
+            "abandonment_window_s": {"type": "integer"}, "lsn": {"type": "integer"},
+            "totals": reference("KpiCounts"), "carts_undecided": {"type": "integer"},
+            "buckets": {"type": "array", "maxItems": 1000, "items": kpi_bucket},
+            "top_products": {"type": "array", "maxItems": 10, "items": object(&["product_id", "title", "units", "revenue"], json!({"product_id": {"type": "string"}, "title": {"type": ["string", "null"]}, "units": {"type": "integer"}, "revenue": {"type": "array", "items": reference("Amount")}}))},
+            "top_products_from": timestamp(), "top_products_to": timestamp(),
+            "flash_sales": {"type": "array", "maxItems": 100, "items": object(&["sale_id", "sku", "quantity", "sold", "reserved", "sell_through"], json!({"sale_id": {"type": "string"}, "sku": {"type": "string"}, "quantity": {"type": "integer"}, "sold": {"type": "integer"}, "reserved": {"type": "integer"}, "sell_through": {"type": "number"}}))}
+        })),
+        "Recommendation": object(&["product", "basis", "score"], json!({"product": reference("Product"), "basis": {"type": "string", "enum": ["bought_together", "also_bought", "trending"]}, "score": {"type": "number", "minimum": 0}})),
+        "RecommendationList": object(&["data"], json!({"data": {"type": "array", "items": reference("Recommendation"), "maxItems": 100}})),
         "ProductReviews": object(&["rating", "data", "next_cursor"], json!({"rating": reference("Rating"), "data": {"type": "array", "items": reference("Review")}, "next_cursor": {"type": ["string", "null"]}})),
         "ReviewRejection": object(&["reason"], json!({"reason": text(1, 500)})),
         "ReviewSettings": object(&["premoderation"], json!({"premoderation": {"type": "boolean", "description": "Every new or edited review waits for staff; off, a review is published at once unless it contains a held word."},

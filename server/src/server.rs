@@ -343,6 +343,8 @@ impl Server {
         app.payments.stop();
         tokio::task::spawn_blocking(move || {
             app.search.stop();
+            app.recommendations.stop();
+            app.kpis.stop();
             app.engine.clone().close();
         })
         .await?;

@@ -477,6 +477,141 @@ fn stock_is_kept_in_locations_reserved_by_priority_and_moved_between_them() {
     assert_eq!(records[1]["data"], json!({"location_id": store}));
 }
 
+// --- recommendations ----------------------------------------------------------------
+
+#[test]
+fn recommendations_come_from_paid_orders_and_skip_what_cannot_be_bought() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    let ids: Vec<String> = [("RECO-A", 10), ("RECO-B", 10), ("RECO-C", 10), ("RECO-D", 0)]
+        .iter()
+        .map(|(sku, on_hand)| text(&s.product(&admin, sku, 500, *on_hand), "id").to_string())
+        .collect();
+    let (ann, bob, cat) = (
+        s.register("ann.reco@example.com"),
+        s.register("bob.reco@example.com"),
+        s.register("cat.reco@example.com"),
+    );
+    let buy = |token: &str, skus: &[&str], paid: bool| {
+        let cart = s.cart(Some(token));
+        for sku in skus {
+            s.add(Some(token), &cart, sku, 1).expect(200);
+        }
+        let order = s.checkout(Some(token), &cart, &format!("reco-{cart}"), json!({})).expect(201);
+        if paid {
+            s.pay(Some(token), text(&order, "id"), &format!("pay-{cart}"), "tok_visa").expect(201);
+        }
+    };
+    buy(&ann.token, &["RECO-A", "RECO-B"], true);
+    buy(&bob.token, &["RECO-A", "RECO-B", "RECO-C"], true);
+    // Not paid: counts for nothing.
+    buy(&cat.token, &["RECO-A", "RECO-C"], false);
+
+    let listed = |path: &str, token: Option<&str>| -> Vec<(String, String, f64)> {
+        let body = s.get(path).auth(token).send().expect(200);
+        let items = body["data"].as_array().unwrap();
+        let item = |r: &Value| {
+            let product = text(&r["product"], "id").to_string();
+            (product, text(r, "basis").to_string(), r["score"].as_f64().unwrap())
+        };
+        items.iter().map(item).collect()
+    };
+    // The recommender folds the log in the background: wait for the second payment.
+    let together = format!("/v1/products/{}/recommendations", ids[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listed(&together, None).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no recommendation appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A and C were bought together once (below the support of 2).
+    let b = |basis: &str, score: f64| (ids[1].clone(), basis.to_string(), score);
+    assert_eq!(listed(&together, None), [b("bought_together", 2.0)]);
+    let also = format!("{together}?kind=also_bought&limit=5");
+    assert_eq!(listed(&also, None), [b("also_bought", 2.0)]);
+    // Cat paid for nothing: the trending products, the tie of A and B by id.
+    let mine = "/v1/customers/me/recommendations";
+    let trending: Vec<String> = listed(mine, Some(&cat.token)).into_iter().map(|r| r.0).collect();
+    assert_eq!(trending, ids[..3]);
+    // Ann is never offered what she bought; D is out of stock.
+    let anns = listed(mine, Some(&ann.token));
+    assert_eq!(anns.iter().map(|r| (&r.0, &*r.1)).collect::<Vec<_>>(), [(&ids[2], "trending")]);
+    let trending = listed("/v1/recommendations/trending?limit=2", None);
+    assert_eq!(trending.iter().map(|r| &r.0).collect::<Vec<_>>(), [&ids[0], &ids[1]]);
+    assert!(trending[0].2 > 1.99 && trending[0].2 <= 2.0, "{trending:?}");
+
+    s.get(&format!("{together}?kind=best")).send().problem(400, "malformed_request");
+    s.get(&format!("{together}?limit=0")).send().problem(400, "malformed_request");
+    s.get("/v1/products/prod_000000009999/recommendations").send().problem(404, "not_found");
+    s.get(mine).send().problem(401, "unauthenticated");
+    let bad_category = "/v1/recommendations/trending?category_id=x";
+    s.get(bad_category).send().problem(400, "malformed_request");
+    let unknown = "/v1/recommendations/trending?category_id=cat_000000009999";
+    assert!(listed(unknown, None).is_empty());
+}
+
+// --- business KPIs ------------------------------------------------------------------
+
+#[test]
+fn stats_count_carts_orders_and_money_by_the_hour() {
+    let s = TestServer::start();
+    let admin = s.admin();
+    s.product(&admin, "KPI-1", 1250, 10);
+    let ann = s.register("ann.kpi@example.com");
+    let paid = s.order(Some(&ann.token), "KPI-1", 2);
+    s.pay(Some(&ann.token), text(&paid, "id"), "pay-kpi", "tok_visa").expect(201);
+    // A second cart with an item, not checked out: undecided until its window ends.
+    let cart = s.cart(Some(&ann.token));
+    s.add(Some(&ann.token), &cart, "KPI-1", 1).expect(200);
+    // An empty cart.
+    s.cart(None);
+
+    let stats = || s.get("/v1/admin/stats?bucket=hour").bearer(&admin).send().expect(200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let body = loop {
+        let body = stats();
+        if body["totals"]["carts_created"] == 3 && body["totals"]["orders_paid"] == 1 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "the KPIs did not follow: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let totals = &body["totals"];
+    let counts: Vec<u64> = ["carts_with_items", "carts_converted", "carts_abandoned"]
+        .iter()
+        .chain(&["orders_placed", "checkouts", "payments_declined"])
+        .map(|f| totals[f].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [2, 1, 0, 1, 1, 0]);
+    assert_eq!(totals["gmv"], json!([{"amount": 2500, "currency": "USD"}]));
+    assert_eq!(totals["average_order_value"], totals["gmv"]);
+    assert_eq!(totals["conversion_rate"].as_f64().unwrap(), 1.0 / 3.0);
+    assert_eq!(totals["abandonment_rate"], 0.0);
+    assert_eq!(totals["payment_decline_rate"], 0.0);
+    assert_eq!(body["carts_undecided"], 1);
+    assert_eq!(body["abandonment_window_s"], 86_400);
+    assert_eq!(body["buckets"].as_array().unwrap().len(), 24);
+    let top = &body["top_products"][0];
+    assert_eq!((&top["units"], &top["title"]), (&json!(2), &json!("Product KPI-1")));
+    let metrics = String::from_utf8(s.get("/metrics").send().body).expect("metrics are text");
+    assert!(metrics.contains("emporium_kpi{figure=\"orders_paid\"} 1"), "{metrics}");
+    let gmv = "emporium_kpi_amount_minor_units{figure=\"gmv\",currency=\"USD\"} 2500";
+    assert!(metrics.contains(gmv), "{metrics}");
+
+    let get = |query: &str| s.get(&format!("/v1/admin/stats{query}")).bearer(&admin).send();
+    get("?bucket=week").problem(400, "malformed_request");
+    get("?from=yesterday").problem(400, "malformed_request");
+    get("?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z").problem(422, "validation_failed");
+    get("?bucket=minute&from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z")
+        .problem(422, "validation_failed");
+    let day = get("?bucket=day&from=2026-01-01T10:00:00Z&to=2026-01-03T00:00:00Z").expect(200);
+    assert_eq!(
+        (&day["from"], &day["buckets"][1]["start"]),
+        (&json!("2026-01-01T00:00:00.000Z"), &json!("2026-01-02T00:00:00.000Z"))
+    );
+    s.get("/v1/admin/stats").send().problem(401, "unauthenticated");
+    s.get("/v1/admin/stats").bearer(&ann.token).send().problem(403, "forbidden");
+}
+
 // --- reviews ------------------------------------------------------------------------
 
 #[test]
@@ -1493,7 +1628,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 101] = [
+const ENDPOINTS: [(&str, &str, u16); 105] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1537,6 +1672,9 @@ const ENDPOINTS: [(&str, &str, u16); 101] = [
     ("post", "/v1/products/{id}/reviews", 201),
     ("get", "/v1/products/{id}/reviews", 200),
     ("get", "/v1/reviews", 200),
+    ("get", "/v1/products/{id}/recommendations", 200),
+    ("get", "/v1/customers/me/recommendations", 200),
+    ("get", "/v1/recommendations/trending", 200),
     ("get", "/v1/reviews/{id}", 200),
     ("post", "/v1/reviews/{id}/votes", 200),
     ("post", "/v1/reviews/{id}/publish", 200),
@@ -1576,6 +1714,7 @@ const ENDPOINTS: [(&str, &str, u16); 101] = [
     ("post", "/v1/orders/{id}/refunds", 201),
     ("get", "/v1/orders/{id}/transactions", 200),
     ("get", "/v1/admin/reconciliation", 200),
+    ("get", "/v1/admin/stats", 200),
     ("post", "/v1/orders/{id}/returns", 201),
     ("get", "/v1/orders/{id}/returns", 200),
     ("get", "/v1/returns", 200),

@@ -615,6 +615,24 @@ fn rows() -> Vec<Row> {
         ),
         row("GET /v1/reviews", "catalog:write", |_| Call::new("GET", "/v1/reviews"), STAFF_200),
         row(
+            "GET /v1/products/{id}/recommendations",
+            "",
+            |f| Call::new("GET", format!("/v1/products/{}/recommendations", f.product("active"))),
+            ALL_200,
+        ),
+        row(
+            "GET /v1/customers/me/recommendations",
+            "",
+            |_| Call::new("GET", "/v1/customers/me/recommendations"),
+            ACCOUNTS,
+        ),
+        row(
+            "GET /v1/recommendations/trending",
+            "",
+            |_| Call::new("GET", "/v1/recommendations/trending"),
+            ALL_200,
+        ),
+        row(
             "GET /v1/reviews/{id}",
             "",
             |f| Call::new("GET", format!("/v1/reviews/{}", f.review())),
@@ -1003,6 +1021,12 @@ fn rows() -> Vec<Row> {
             "GET /v1/admin/reconciliation",
             "orders:read",
             |_| Call::new("GET", "/v1/admin/reconciliation"),
+            STAFF_200,
+        ),
+        row(
+            "GET /v1/admin/stats",
+            "orders:read",
+            |_| Call::new("GET", "/v1/admin/stats"),
             STAFF_200,
         ),
         row(

@@ -412,6 +412,7 @@ struct Inner {
     stats: Arc<EngineStats>,
     bounds: Arc<LogBounds>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    clock: Arc<dyn Clock>,
 }
 
 /// An open engine. Cheap to clone; the engine stops when the last clone is dropped or
@@ -570,6 +571,7 @@ impl Engine {
                 stats,
                 bounds,
                 threads: Mutex::new(threads),
+                clock: config.clock.clone(),
             }),
         })
     }
@@ -615,6 +617,11 @@ impl Engine {
             .check()
             .err()
             .unwrap_or_else(|| EngineError::Unavailable("the engine is closed".into()))
+    }
+
+    /// The time on the engine's clock (the one its commands are stamped with).
+    pub fn now_ms(&self) -> TimestampMs {
+        self.inner.clock.now_ms()
     }
 
     /// The state, for reads. Reads never wait for the writer; they may see a change up

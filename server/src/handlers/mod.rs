@@ -10,10 +10,12 @@ pub mod inventory;
 pub mod ops;
 pub mod orders;
 pub mod promotions;
+pub mod recommendations;
 pub mod returns;
 pub mod reviews;
 pub mod search;
 pub mod shipping;
+pub mod stats;
 
 use std::future::Future;
 use std::sync::Arc;

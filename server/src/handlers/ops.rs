@@ -44,7 +44,8 @@ fn role_name(role: NodeRole) -> &'static str {
 
 /// `GET /metrics`.
 pub async fn metrics(call: Call) -> Result<Out, Problem> {
-    let text = call.app.metrics.render(&call.app.engine, &call.app.replication, &call.app.payments);
+    let app = &call.app;
+    let text = app.metrics.render(&app.engine, &app.replication, &app.payments, &app.kpis);
     Ok(Out {
         body: Some(text.into_bytes()),
         content_type: "text/plain; version=0.0.4; charset=utf-8",
