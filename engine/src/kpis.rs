@@ -39,8 +39,11 @@ use crate::flash_sales::FlashSaleEvent;
 use crate::follower::{entries_after, Follow, Follower};
 use crate::kernel::runtime::{Engine, LogConsumer};
 use crate::orders::OrderEvent;
-use crate::payments::{CallStatus, PaymentEvent};
-use crate::types::{CartId, Currency, FlashSaleId, Lsn, Money, ProductId, Sku, TimestampMs};
+use crate::payments::{CallKind, CallStatus, PaymentEvent};
+use crate::types::{
+    CartId, Currency, FlashSaleId, Lsn, Money, OrderId, PaymentCallId, ProductId, RefundId, Sku,
+    TimestampMs,
+};
 use crate::{CartStatus, Order};
 
 /// The log consumer name the KPI folder registers.
@@ -192,6 +195,40 @@ pub struct ProductSales {
     pub revenue: Amounts,
 }
 
+/// The facts a build from the state counted, by id: the entries after the build's LSN
+/// that the state already reflected are folded without them.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The last entry the build may have seen.
+    until: u64,
+    carts: std::collections::HashSet<CartId>,
+    orders: std::collections::HashSet<OrderId>,
+    paid: std::collections::HashSet<OrderId>,
+    refunds: std::collections::HashSet<RefundId>,
+    declines: std::collections::HashSet<PaymentCallId>,
+}
+
+impl Seen {
+    /// Whether the build counted `event`'s fact already.
+    fn counted(&self, event: &Event) -> bool {
+        match event {
+            Event::Carts(CartEvent::CartCreated(cart)) => self.carts.contains(&cart.id),
+            Event::Orders(OrderEvent::Placed(placed)) => self.orders.contains(&placed.id),
+            Event::FlashSales(FlashSaleEvent::Purchased(p)) => self.orders.contains(&p.order_id),
+            Event::Payments(PaymentEvent::PaymentCaptured { order_id, .. }) => {
+                self.paid.contains(order_id)
+            }
+            Event::Payments(PaymentEvent::CallAdvanced(step)) => {
+                step.payment.is_some() && self.paid.contains(&step.order_id)
+                    || step.refund.as_ref().is_some_and(|r| self.refunds.contains(&r.id))
+                    || self.declines.contains(&step.call_id)
+            }
+            Event::Payments(PaymentEvent::Refunded { refund }) => self.refunds.contains(&refund.id),
+            _ => false,
+        }
+    }
+}
+
 /// A cart inside its abandonment window.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 struct OpenCart {
@@ -252,6 +289,11 @@ impl KpiModel {
 
     /// Folds a log entry; `state` gives the orders its payments paid.
     pub fn fold(&mut self, state: &State, entry: &LogEntry) {
+        self.fold_after_build(state, entry, None)
+    }
+
+    /// [`KpiModel::fold`], skipping the facts a build from the state already counted.
+    fn fold_after_build(&mut self, state: &State, entry: &LogEntry, seen: Option<&Seen>) {
         if entry.lsn.0 <= self.lsn {
             return;
         }
@@ -259,6 +301,9 @@ impl KpiModel {
         self.advance(entry.at);
         let at = entry.at;
         for event in &entry.events {
+            if seen.is_some_and(|seen| seen.counted(event)) {
+                continue;
+            }
             match event {
                 Event::Carts(CartEvent::CartCreated(cart)) => self.cart_created(cart.id, at),
                 Event::Carts(CartEvent::CartLineSet { cart_id, quantity, .. }) if *quantity > 0 => {
@@ -288,7 +333,8 @@ impl KpiModel {
                     if let Some(refund) = &step.refund {
                         self.count(at, |c| add_money(&mut c.refunded, refund.amount));
                     }
-                    if step.status == CallStatus::Declined {
+                    let charge = state.payment_call(&step.call_id).map(|c| c.kind);
+                    if step.status == CallStatus::Declined && charge == Some(CallKind::Charge) {
                         self.count(at, |c| c.payments_declined += 1);
                     }
                 }
@@ -359,27 +405,40 @@ impl KpiModel {
         }
     }
 
-    /// A model of the state's orders, payments, refunds and carts, as of `lsn`.
-    fn from_state(state: &State, window_ms: i64, lsn: Lsn, now: TimestampMs) -> KpiModel {
+    /// A model of the state's orders, payments, refunds and carts, as of `lsn` (the
+    /// last LSN applied before the build began), and what it counted: the state may
+    /// hold the facts of later entries too, which the log then brings again.
+    fn from_state(state: &State, window_ms: i64, lsn: Lsn, now: TimestampMs) -> (KpiModel, Seen) {
         let mut model = KpiModel::new(window_ms);
+        let mut seen = Seen::default();
         let orders = state.orders.orders.entries();
         let mut checked_out: HashMap<CartId, TimestampMs> = HashMap::new();
         for (_, order) in &orders {
+            seen.orders.insert(order.id);
             model.count(order.created_at, |c| c.orders_placed += 1);
             if state.flash_sale_of_order(&order.id).is_none() {
                 model.count(order.created_at, |c| c.checkouts += 1);
                 checked_out.insert(order.cart_id, order.created_at);
             }
             if let Some(payment) = order.payments.first() {
+                seen.paid.insert(order.id);
                 model.paid(order, payment.amount, payment.created_at);
             }
             for refund in state.refunds(&order.id).iter() {
+                seen.refunds.insert(refund.id);
                 model.count(refund.created_at, |c| add_money(&mut c.refunded, refund.amount));
+            }
+            for call in state.payment_calls(&order.id) {
+                if call.kind == CallKind::Charge && call.status == CallStatus::Declined {
+                    seen.declines.insert(call.id);
+                    model.count(call.updated_at, |c| c.payments_declined += 1);
+                }
             }
         }
         let mut carts = state.carts.carts.entries();
         carts.sort_unstable_by_key(|(_, cart)| (cart.created_at, cart.seq));
         for (id, cart) in carts {
+            seen.carts.insert(id);
             model.cart_created(id, cart.created_at);
             if !cart.lines.is_empty() || cart.status != CartStatus::Open {
                 model.cart_filled(&id);
@@ -394,7 +453,7 @@ impl KpiModel {
         }
         model.advance(now);
         model.lsn = lsn.0;
-        model
+        (model, seen)
     }
 
     /// The KPIs of `[from, to)` in buckets of `bucket_ms` (a multiple of a minute;
@@ -629,6 +688,7 @@ impl Kpis {
             }),
             settings,
             saved_at: Instant::now(),
+            seen: None,
         };
         match folder.load() {
             Some(model) if folder.resumable(&model) => {
@@ -677,6 +737,8 @@ struct Folder {
     shared: Arc<Shared>,
     settings: KpiSettings,
     saved_at: Instant,
+    /// After a build from the state, until the log is folded past what it saw.
+    seen: Option<Seen>,
 }
 
 impl Follow for Folder {
@@ -687,6 +749,9 @@ impl Follow for Folder {
             return Ok(true);
         }
         let read = self.shared.model.read().lsn();
+        if self.seen.as_ref().is_some_and(|seen| read.0 >= seen.until) {
+            self.seen = None;
+        }
         let max = self.settings.entries_per_pass_max;
         let Some(entries) = entries_after(&self.engine, read, max)? else {
             self.rebuild()?;
@@ -696,16 +761,27 @@ impl Follow for Folder {
         {
             let mut model = self.shared.model.write();
             for entry in &entries {
-                model.fold(state, entry);
+                model.fold_after_build(state, entry, self.seen.as_ref());
+            }
+            if self.seen.as_ref().is_some_and(|seen| model.lsn >= seen.until) {
+                self.seen = None;
             }
         }
         if self.saved_at.elapsed().as_millis() as u64 >= self.settings.save_interval_ms {
-            self.save()?;
+            // A failed save is tried again at the next interval; the log is kept
+            // meanwhile.
+            if let Err(e) = self.save() {
+                tracing::warn!(error = %e, "saving the KPIs failed");
+            }
         }
         Ok(!entries.is_empty())
     }
 
     fn finish(&mut self) {
+        let read = self.shared.model.read().lsn();
+        if self.seen.as_ref().is_some_and(|seen| read.0 >= seen.until) {
+            self.seen = None;
+        }
         if let Err(e) = self.save() {
             tracing::warn!(error = %e, "saving the KPIs at the stop failed");
         }
@@ -751,32 +827,31 @@ impl Folder {
         }
         let state = self.engine.state();
         let window = self.settings.abandonment_window_ms;
-        let mut model;
-        let mut attempts = 0;
-        loop {
-            let lsn = state.last_lsn();
-            model = KpiModel::from_state(state, window, lsn, self.engine.now_ms());
-            attempts += 1;
-            if state.last_lsn() == lsn || attempts == 5 {
-                break;
-            }
-        }
-        let lsn = model.lsn;
+        // Every entry up to `before` was applied whole before the build began; the
+        // ones after it may be in the state in part, in whole or not at all: they are
+        // folded from the log with what the build counted left out, up to the last
+        // entry applied a moment after it ended (the one applying as it ended, if
+        // any, is done by then: an apply takes microseconds).
+        let before = state.last_lsn();
+        let (model, mut seen) = KpiModel::from_state(state, window, before, self.engine.now_ms());
+        std::thread::sleep(Duration::from_millis(20));
+        seen.until = state.last_lsn().0;
         *self.shared.model.write() = model;
+        self.seen = Some(seen);
         self.shared.rebuilds.fetch_add(1, Ordering::AcqRel);
-        tracing::info!(lsn, "KPIs built from the state");
-        // The state may be ahead of the durable log: wait (briefly) to save.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.engine.durable_lsn().0 < lsn && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        self.save()
+        tracing::info!(lsn = before.0, "KPIs built from the state");
+        Ok(())
     }
 
     /// Writes the model to its file (atomically, synced) and lets the log go up to
     /// its LSN.
     fn save(&mut self) -> Result<()> {
         self.saved_at = Instant::now();
+        // A model right after a build may count facts of entries past its LSN: saved,
+        // a restart would fold them again.
+        if self.seen.is_some() {
+            return Ok(());
+        }
         let (bytes, lsn) = {
             let model = self.shared.model.read();
             if model.lsn == self.shared.saved.load(Ordering::Acquire) {
@@ -811,4 +886,105 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        AddCartItem, BlockingEngine, CapturePayment, Checkout, CreateCart, CreateProduct,
+        EngineConfig, MoneyInput, RefundPayment, SetStock, VariantInput,
+    };
+
+    fn shop(engine: &BlockingEngine) {
+        let variant = VariantInput {
+            sku: "K-1".into(),
+            title: String::new(),
+            options: Default::default(),
+            price: MoneyInput { amount: 700, currency: "USD".into() },
+        };
+        let product = CreateProduct {
+            handle: None,
+            title: "Kettle".into(),
+            description: String::new(),
+            brand: String::new(),
+            category_ids: vec![],
+            attributes: Default::default(),
+            status: Some(crate::ProductStatus::Active),
+            variants: vec![variant],
+        };
+        engine.send(product).unwrap();
+        let stock = SetStock {
+            sku: "K-1".into(),
+            on_hand: 100,
+            reason: "count".into(),
+            expected_version: None,
+        };
+        engine.send(stock).unwrap();
+    }
+
+    /// A cart with an item, checked out and paid, then refunded in part.
+    fn session(engine: &BlockingEngine, pay: bool) {
+        let cart = engine.send(CreateCart::default()).unwrap();
+        let add = AddCartItem { cart_id: cart.id.to_string(), sku: "K-1".into(), quantity: 2 };
+        engine.send(add).unwrap();
+        let checkout = Checkout {
+            cart_id: cart.id.to_string(),
+            email: Some("k@example.com".into()),
+            ..Checkout::default()
+        };
+        let order = engine.send(checkout).unwrap();
+        if pay {
+            let capture = CapturePayment {
+                order_id: order.id.to_string(),
+                method: "test_card".into(),
+                token: "tok_visa".into(),
+                idempotency: None,
+            };
+            engine.send(capture).unwrap();
+            let refund = RefundPayment {
+                order_id: order.id.to_string(),
+                amount: Some(MoneyInput { amount: 100, currency: "USD".into() }),
+                reason: String::new(),
+            };
+            engine.send(refund).unwrap();
+        }
+    }
+
+    /// A build from a state that already holds the entries after its LSN, then those
+    /// entries folded from the log, counts each fact once: as a fold of the whole log.
+    #[test]
+    fn a_build_from_the_state_and_the_log_after_it_count_each_fact_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::Engine::open(EngineConfig::new(dir.path())).unwrap();
+        let shop_engine = engine.blocking();
+        shop(&shop_engine);
+        session(&shop_engine, true);
+        let before = engine.state().last_lsn();
+        session(&shop_engine, true);
+        session(&shop_engine, false);
+        let entries = engine.read_log(Lsn(1), 10_000).unwrap();
+        let state = engine.state();
+        let mut whole = KpiModel::new(HOUR);
+        for entry in &entries {
+            whole.fold(state, entry);
+        }
+        let (mut built, mut seen) = KpiModel::from_state(state, HOUR, before, 0);
+        seen.until = state.last_lsn().0;
+        for entry in entries.iter().filter(|e| e.lsn > before) {
+            built.fold_after_build(state, entry, Some(&seen));
+        }
+        assert_eq!(built.totals(), whole.totals());
+        assert_eq!(built.totals().orders_paid, 2);
+        assert_eq!(built.totals().carts_created, 3);
+        assert_eq!(built.minutes, whole.minutes);
+        // Without what the build saw, the same entries count twice.
+        let (mut doubled, _) = KpiModel::from_state(state, HOUR, before, 0);
+        for entry in entries.iter().filter(|e| e.lsn > before) {
+            doubled.fold(state, entry);
+        }
+        assert_eq!(doubled.totals().orders_paid, 3);
+        drop(shop_engine);
+        engine.close();
+    }
 }

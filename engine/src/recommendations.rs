@@ -11,14 +11,15 @@
 //! lists, the trending products (of a category or of the shop), and a customer's
 //! personal list — the products bought together with what they bought (summed over
 //! their recent purchases), then what is trending in the categories they bought from,
-//! then what is trending anywhere; never what they bought. Every list skips products
+//! then what is trending anywhere; never what they bought (of their last [`RecommendationSettings::history_max`] products). Every list skips products
 //! that are not active or not in stock at the time of the query, and a pair counts
 //! only from [`RecommendationSettings::support_min`] on.
 //!
 //! An order counts once, when it is first paid; a later refund does not take it out.
 //! Guest orders count towards bought-together and trending, not also-bought.
 //!
-//! Memory is bounded: a product keeps at most
+//! Memory is bounded per product and per customer (the set of orders folded grows with
+//! the orders, 16 bytes each): a product keeps at most
 //! [`RecommendationSettings::neighbours_max`] partners in each list (when full, a new
 //! partner takes the place of one seen only once, else it is not kept), and a customer
 //! at most [`RecommendationSettings::history_max`] products (the most recently bought).

@@ -130,10 +130,12 @@ pub async fn stats(call: Call) -> Result<Out, Problem> {
             .find(|(b, _)| *b == name)
             .ok_or_else(|| Problem::malformed("bucket must be minute, hour or day"))?,
     };
-    // By default the day up to the end of the current bucket.
+    // By default the day up to the end of the current bucket (by the minute: the
+    // last 1000 minutes).
     let now = call.app.engine.now_ms();
     let to = time("to", query.to.as_deref())?.unwrap_or(now + bucket_ms);
-    let from = time("from", query.from.as_deref())?.unwrap_or(to - 86_400_000);
+    let span = (KPI_BUCKETS_MAX * bucket_ms).min(86_400_000);
+    let from = time("from", query.from.as_deref())?.unwrap_or(to - span);
     let report = call.app.kpis.report(from, to, bucket_ms)?;
     let state = call.app.engine.state();
     let view = StatsView {
