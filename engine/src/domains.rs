@@ -74,6 +74,7 @@ domains! {
     returns: Returns(crate::returns::ReturnEvent),
     shipping: Shipping(crate::shipping::ShippingEvent),
     reviews: Reviews(crate::reviews::ReviewEvent),
+    webhooks: Webhooks(crate::webhooks::WebhookEvent),
 }
 
 impl State {
@@ -132,6 +133,7 @@ mod tests {
                 "cart_abandoned",
                 "category",
                 "customer",
+                "dead_letter",
                 "discount_code",
                 "flash_sale",
                 "location",

@@ -89,6 +89,10 @@ pub enum EntityKind {
     Location,
     /// A product review.
     Review,
+    /// A webhook.
+    Webhook,
+    /// A webhook's dead letter.
+    DeadLetter,
 }
 
 impl fmt::Display for EntityKind {
@@ -110,6 +114,8 @@ impl fmt::Display for EntityKind {
             EntityKind::Promotion => "promotion",
             EntityKind::Location => "stock location",
             EntityKind::Review => "review",
+            EntityKind::Webhook => "webhook",
+            EntityKind::DeadLetter => "dead letter",
         })
     }
 }

@@ -354,6 +354,14 @@ impl LocationId {
     /// single-location inventory commands keep stock.
     pub const DEFAULT: LocationId = LocationId(Seq(0));
 }
+id_type!(
+    /// A webhook's id (`whk_…`), 128 random bits.
+    WebhookId, "whk_", Random
+);
+id_type!(
+    /// A dead letter's id (`dlq_…`), 128 random bits.
+    DeadLetterId, "dlq_", Random
+);
 random_ids!(
     OrderId,
     PaymentId,
@@ -362,7 +370,9 @@ random_ids!(
     ReturnId,
     ApiClientId,
     AddressId,
-    ReviewId
+    ReviewId,
+    WebhookId,
+    DeadLetterId
 );
 
 impl CartId {

@@ -103,6 +103,7 @@ mod reviews;
 mod shipping;
 mod types;
 mod validate;
+mod webhooks;
 
 pub use accounts::*;
 pub use carts::*;
@@ -134,6 +135,7 @@ pub use returns::*;
 pub use reviews::*;
 pub use shipping::*;
 pub use types::*;
+pub use webhooks::*;
 
 /// The pure domain, for tests and benchmarks that drive `decide` and `apply` without
 /// the runtime or storage.

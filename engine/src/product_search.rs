@@ -433,6 +433,7 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             | Event::Reviews(ReviewEvent::Voted { .. } | ReviewEvent::SettingsSet(_))
             | Event::Returns(ReturnEvent::Requested(_) | ReturnEvent::Decided(_))
             | Event::Carts(_)
+            | Event::Webhooks(_)
             | Event::Accounts(_)
             | Event::Idempotency(_) => {}
         }

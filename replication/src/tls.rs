@@ -75,6 +75,21 @@ impl std::fmt::Debug for Connector {
     }
 }
 
+/// A client configuration trusting the certificates of a PEM bundle (such as the
+/// system's CA bundle); the ones rustls cannot parse are skipped.
+pub fn client_config(trusted: &Path) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _skipped) = roots.add_parsable_certificates(certificates(trusted)?);
+    if added == 0 {
+        return Err(io("trusting", trusted, "no usable certificate in it"));
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Io(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Connector {
     /// Trusts the certificates in `trusted` for the name `server_name`.
     pub fn new(trusted: &Path, server_name: &str) -> Result<Connector> {

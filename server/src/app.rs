@@ -52,6 +52,8 @@ pub struct App {
     /// Business KPIs (`GET /v1/admin/stats`), folded from the log and saved beside
     /// the data.
     pub kpis: Kpis,
+    /// Webhook deliveries.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Searches running at once on the blocking pool; past it, 503 `overloaded` (a
     /// search costs a core for about half a millisecond, so a flood of them must not
     /// queue behind each other without bound).
@@ -197,6 +199,7 @@ impl App {
             search,
             recommendations,
             kpis,
+            webhooks: crate::webhooks::Webhooks::start(engine.clone(), config.webhooks.clone()),
             limiter: RateLimiter::new(config.rate_auth, config.rate_read, config.rate_write),
             passwords: Passwords::new(config.password_hash_kib, crate::auth::HASHING_WAIT),
             metrics: Metrics::new(),

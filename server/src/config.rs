@@ -64,6 +64,29 @@ pub struct ServeArgs {
     /// order can be paid again or expire, in seconds.
     #[arg(long, env = "EMPORIUM_PAYMENT_GIVE_UP_S")]
     pub payment_give_up_s: Option<u64>,
+    /// Let webhooks deliver to loopback, private and link-local addresses (refused by
+    /// default: a webhook URL must not reach into the shop's own network).
+    #[arg(
+        long,
+        env = "EMPORIUM_WEBHOOK_ALLOW_PRIVATE",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub webhook_allow_private: Option<bool>,
+    /// How long a webhook delivery may take, in milliseconds.
+    #[arg(long, env = "EMPORIUM_WEBHOOK_TIMEOUT_MS")]
+    pub webhook_timeout_ms: Option<u64>,
+    /// Attempts of one webhook delivery before it goes to the dead letters.
+    #[arg(long, env = "EMPORIUM_WEBHOOK_ATTEMPTS_MAX")]
+    pub webhook_attempts_max: Option<u32>,
+    /// The first retry's delay, in milliseconds (doubled after each failure, with
+    /// jitter, up to 5 minutes).
+    #[arg(long, env = "EMPORIUM_WEBHOOK_BACKOFF_MS")]
+    pub webhook_backoff_ms: Option<u64>,
+    /// How long an endpoint's breaker stays open after 5 failures in a row, in
+    /// milliseconds.
+    #[arg(long, env = "EMPORIUM_WEBHOOK_BREAKER_MS")]
+    pub webhook_breaker_ms: Option<u64>,
     /// Access token lifetime, in seconds.
     #[arg(long, env = "EMPORIUM_ACCESS_TOKEN_TTL_S")]
     pub access_token_ttl_s: Option<u64>,
@@ -177,6 +200,11 @@ struct FileConfig {
     payment_callback_delay_ms: Option<u64>,
     payment_callback_wait_s: Option<u64>,
     payment_give_up_s: Option<u64>,
+    webhook_allow_private: Option<bool>,
+    webhook_timeout_ms: Option<u64>,
+    webhook_attempts_max: Option<u32>,
+    webhook_backoff_ms: Option<u64>,
+    webhook_breaker_ms: Option<u64>,
     access_token_ttl_s: Option<u64>,
     refresh_token_ttl_s: Option<u64>,
     signing_keys: Option<Vec<String>>,
@@ -256,6 +284,8 @@ pub struct Config {
     pub payment_callback_wait_s: u64,
     /// How long a provider may take to settle a payment before it is voided.
     pub payment_give_up_s: u64,
+    /// Webhook deliveries: timeouts, retries, the breaker, the address check.
+    pub webhooks: crate::webhooks::WebhookSettings,
     /// Access token lifetime.
     pub access_token_ttl_s: u64,
     /// Refresh token lifetime.
@@ -327,6 +357,7 @@ impl Default for Config {
             payment_callback_delay_ms: 1000,
             payment_callback_wait_s: 30,
             payment_give_up_s: 600,
+            webhooks: crate::webhooks::WebhookSettings::default(),
             access_token_ttl_s: 15 * 60,
             refresh_token_ttl_s: 30 * 24 * 3600,
             signing_keys: Vec::new(),
@@ -411,6 +442,13 @@ impl Config {
             payment_callback_wait_s: pick!(payment_callback_wait_s)
                 .unwrap_or(d.payment_callback_wait_s),
             payment_give_up_s: pick!(payment_give_up_s).unwrap_or(d.payment_give_up_s),
+            webhooks: crate::webhooks::WebhookSettings {
+                allow_private: pick!(webhook_allow_private).unwrap_or(d.webhooks.allow_private),
+                timeout_ms: pick!(webhook_timeout_ms).unwrap_or(d.webhooks.timeout_ms),
+                attempts_max: pick!(webhook_attempts_max).unwrap_or(d.webhooks.attempts_max),
+                backoff_ms: pick!(webhook_backoff_ms).unwrap_or(d.webhooks.backoff_ms),
+                breaker_ms: pick!(webhook_breaker_ms).unwrap_or(d.webhooks.breaker_ms),
+            },
             access_token_ttl_s: pick!(access_token_ttl_s).unwrap_or(d.access_token_ttl_s),
             refresh_token_ttl_s: pick!(refresh_token_ttl_s).unwrap_or(d.refresh_token_ttl_s),
             signing_keys: pick!(signing_keys).unwrap_or_default(),
@@ -468,6 +506,16 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.body_bytes_max >= 1024, "body_bytes_max must be at least 1024");
+        let w = &self.webhooks;
+        anyhow::ensure!(
+            (100..=60_000).contains(&w.timeout_ms),
+            "webhook_timeout_ms must be 100 to 60000"
+        );
+        anyhow::ensure!((1..=50).contains(&w.attempts_max), "webhook_attempts_max must be 1 to 50");
+        anyhow::ensure!(
+            (1..=300_000).contains(&w.backoff_ms) && (1..=3_600_000).contains(&w.breaker_ms),
+            "webhook_backoff_ms must be 1 to 300000 and webhook_breaker_ms 1 to 3600000"
+        );
         anyhow::ensure!(self.reservation_ttl_s >= 1, "reservation_ttl_s must be at least 1");
         anyhow::ensure!(self.cart_ttl_s >= 1, "cart_ttl_s must be at least 1");
         anyhow::ensure!(

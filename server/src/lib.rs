@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod standby;
+pub mod webhooks;
 pub mod wire;
 
 pub use config::{Config, ServeArgs};

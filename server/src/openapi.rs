@@ -225,7 +225,7 @@ fn query_parameters(operation: &str) -> Vec<Value> {
             limit,
         ],
         "get_stats" => vec![
-            described("from", json!({"type": "string", "format": "date-time"}), "RFC 3339; rounded down to a whole bucket. Default: a day before to."),
+            described("from", json!({"type": "string", "format": "date-time"}), "RFC 3339; rounded down to a whole bucket. Default: a day before to (1000 minutes with bucket=minute)."),
             described("to", json!({"type": "string", "format": "date-time"}), "RFC 3339, exclusive; rounded down to a whole bucket. Default: the end of the current bucket. At most 1000 buckets after from (422)."),
             query("bucket", json!({"type": "string", "enum": ["minute", "hour", "day"], "default": "hour"})),
         ],
@@ -543,6 +543,32 @@ fn schemas() -> Value {
             "top_products_from": timestamp(), "top_products_to": timestamp(),
             "flash_sales": {"type": "array", "maxItems": 100, "items": object(&["sale_id", "sku", "quantity", "sold", "reserved", "sell_through"], json!({"sale_id": {"type": "string"}, "sku": {"type": "string"}, "quantity": {"type": "integer"}, "sold": {"type": "integer"}, "reserved": {"type": "integer"}, "sell_through": {"type": "number"}}))}
         })),
+        "NewWebhook": object(&["url", "events"], json!({
+            "url": {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": "^[hH][tT][tT][pP][sS]?://"},
+            "events": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string", "enum": crate::handlers::events::EVENT_TYPES}},
+            "secret": {"type": "string", "minLength": 16, "maxLength": 200}
+        })),
+        "WebhookDelivery": object(&["position", "breaker", "open_until", "consecutive_failures", "delivered", "failed_attempts", "dead_lettered", "resynchronised"], json!({
+            "position": {"type": "integer"}, "breaker": {"type": "string", "enum": ["closed", "open", "half_open"]},
+            "open_until": {"type": ["string", "null"], "format": "date-time"}, "consecutive_failures": {"type": "integer"},
+            "delivered": {"type": "integer"}, "failed_attempts": {"type": "integer"}, "dead_lettered": {"type": "integer"},
+            "resynchronised": {"type": ["string", "null"]}
+        })),
+        "Webhook": object(&["id", "url", "events", "created_at", "delivery"], json!({
+            "id": {"type": "string"}, "url": {"type": "string"}, "events": {"type": "array", "items": {"type": "string"}},
+            "secret": {"type": "string", "description": "Only in the answer that created it."},
+            "created_at": timestamp(), "delivery": {"oneOf": [reference("WebhookDelivery"), {"type": "null"}]}
+        })),
+        "WebhookList": object(&["data"], json!({"data": {"type": "array", "maxItems": 20, "items": reference("Webhook")}})),
+        "WebhookDeliveries": object(&["data"], json!({"data": {"type": "array", "maxItems": 100, "items": object(&["event_id", "event_type", "attempt", "status", "error", "duration_ms", "at"], json!({
+            "event_id": {"type": "string"}, "event_type": {"type": "string"}, "attempt": {"type": "integer", "minimum": 1},
+            "status": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]}, "duration_ms": {"type": "integer"}, "at": timestamp()
+        }))}})),
+        "DeadLetterList": object(&["data"], json!({"data": {"type": "array", "maxItems": 1000, "items": object(&["id", "event_id", "event_type", "attempts", "last_error", "created_at", "body"], json!({
+            "id": {"type": "string"}, "event_id": {"type": "string"}, "event_type": {"type": "string"}, "attempts": {"type": "integer"},
+            "last_error": {"type": "string"}, "created_at": timestamp(), "body": {"type": "string"}
+        }))}})),
+        "Redelivery": object(&["delivered", "event_id"], json!({"delivered": {"type": "boolean"}, "event_id": {"type": "string"}})),
         "Recommendation": object(&["product", "basis", "score"], json!({"product": reference("Product"), "basis": {"type": "string", "enum": ["bought_together", "also_bought", "trending"]}, "score": {"type": "number", "minimum": 0}})),
         "RecommendationList": object(&["data"], json!({"data": {"type": "array", "items": reference("Recommendation"), "maxItems": 100}})),
         "ProductReviews": object(&["rating", "data", "next_cursor"], json!({"rating": reference("Rating"), "data": {"type": "array", "items": reference("Review")}, "next_cursor": {"type": ["string", "null"]}})),

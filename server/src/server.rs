@@ -341,6 +341,7 @@ impl Server {
         }
         let app = self.app.clone();
         app.payments.stop();
+        app.webhooks.stop();
         tokio::task::spawn_blocking(move || {
             app.search.stop();
             app.recommendations.stop();

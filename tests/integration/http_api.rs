@@ -1628,7 +1628,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 105] = [
+const ENDPOINTS: [(&str, &str, u16); 112] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1715,6 +1715,13 @@ const ENDPOINTS: [(&str, &str, u16); 105] = [
     ("get", "/v1/orders/{id}/transactions", 200),
     ("get", "/v1/admin/reconciliation", 200),
     ("get", "/v1/admin/stats", 200),
+    ("post", "/v1/admin/webhooks", 201),
+    ("get", "/v1/admin/webhooks", 200),
+    ("get", "/v1/admin/webhooks/{id}", 200),
+    ("delete", "/v1/admin/webhooks/{id}", 204),
+    ("get", "/v1/admin/webhooks/{id}/deliveries", 200),
+    ("get", "/v1/admin/webhooks/{id}/dead-letters", 200),
+    ("post", "/v1/admin/webhooks/{id}/dead-letters/{dead_letter_id}/redeliver", 200),
     ("post", "/v1/orders/{id}/returns", 201),
     ("get", "/v1/orders/{id}/returns", 200),
     ("get", "/v1/returns", 200),

@@ -76,6 +76,8 @@ struct Fixture {
     unscoped: String,
     unscoped_for_refunds: String,
     n: Cell<u32>,
+    /// The webhook the rows that only read one share (a shop has at most 20).
+    webhook: std::cell::OnceCell<String>,
 }
 
 impl Fixture {
@@ -108,7 +110,18 @@ impl Fixture {
         let unscoped_for_refunds = s.client(&admin, &[IRRELEVANT_TO_REFUNDS]).token;
         s.product(&admin, SKU, 100, 1_000_000);
         s.product(&admin, "AUTHZ-INV", 100, 10);
-        Fixture { s, admin, a, b, staff, scoped, unscoped, unscoped_for_refunds, n: Cell::new(0) }
+        Fixture {
+            s,
+            admin,
+            a,
+            b,
+            staff,
+            scoped,
+            unscoped,
+            unscoped_for_refunds,
+            n: Cell::new(0),
+            webhook: std::cell::OnceCell::new(),
+        }
     }
 
     fn unique(&self) -> u32 {
@@ -235,6 +248,18 @@ impl Fixture {
         let body = json!({"rating": 4, "title": "Matrix"});
         let path = format!("/v1/products/{product}/reviews");
         let created = self.s.post(&path).bearer(&author.token).json(body).send();
+        text(&created.expect(201), "id").to_string()
+    }
+
+    /// The shared webhook of the rows that read one.
+    fn webhook(&self) -> String {
+        self.webhook.get_or_init(|| self.new_webhook()).clone()
+    }
+
+    /// A new webhook (to a name that never resolves).
+    fn new_webhook(&self) -> String {
+        let body = json!({"url": "https://hooks.invalid/matrix", "events": ["order.paid"]});
+        let created = self.s.post("/v1/admin/webhooks").bearer(&self.admin).json(body).send();
         text(&created.expect(201), "id").to_string()
     }
 
@@ -1036,6 +1061,58 @@ fn rows() -> Vec<Row> {
             ADMIN_200,
         ),
         row("GET /v1/events", "ops:admin", |_| Call::new("GET", "/v1/events"), ADMIN_200),
+        row(
+            "POST /v1/admin/webhooks",
+            "ops:admin",
+            |_| {
+                let body = json!({"url": "https://hooks.invalid/x", "events": ["order.placed"]});
+                Call::new("POST", "/v1/admin/webhooks").json(body)
+            },
+            [401, 403, 403, 403, 201, 201, 403],
+        ),
+        row(
+            "GET /v1/admin/webhooks",
+            "ops:admin",
+            |_| Call::new("GET", "/v1/admin/webhooks"),
+            ADMIN_200,
+        ),
+        row(
+            "GET /v1/admin/webhooks/{id}",
+            "ops:admin",
+            |f| Call::new("GET", format!("/v1/admin/webhooks/{}", f.webhook())),
+            ADMIN_200,
+        ),
+        row(
+            "DELETE /v1/admin/webhooks/{id}",
+            "ops:admin",
+            |f| Call::new("DELETE", format!("/v1/admin/webhooks/{}", f.new_webhook())),
+            [401, 403, 403, 403, 204, 204, 403],
+        ),
+        row(
+            "GET /v1/admin/webhooks/{id}/deliveries",
+            "ops:admin",
+            |f| Call::new("GET", format!("/v1/admin/webhooks/{}/deliveries", f.webhook())),
+            ADMIN_200,
+        ),
+        row(
+            "GET /v1/admin/webhooks/{id}/dead-letters",
+            "ops:admin",
+            |f| Call::new("GET", format!("/v1/admin/webhooks/{}/dead-letters", f.webhook())),
+            ADMIN_200,
+        ),
+        row(
+            "POST /v1/admin/webhooks/{id}/dead-letters/{dead_letter_id}/redeliver",
+            "ops:admin",
+            |f| {
+                let path = format!(
+                    "/v1/admin/webhooks/{}/dead-letters/dlq_0000000000000000000000000/redeliver",
+                    f.webhook()
+                );
+                Call::new("POST", path)
+            },
+            // Allowed callers learn there is no such dead letter.
+            [401, 403, 403, 403, 404, 404, 403],
+        ),
         row(
             "DELETE /v1/events/consumers/{unknown}",
             "ops:admin",

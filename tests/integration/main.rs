@@ -33,3 +33,4 @@ mod returns;
 mod reviews;
 mod search;
 mod shipping;
+mod webhooks;

@@ -395,7 +395,12 @@ pub async fn forget(call: Call) -> Result<Out, Problem> {
 
 /// The records of `entries` of the wanted `types` (all when empty), whole entries up
 /// to `limit` records, and the LSN of the last entry read.
-fn page(entries: &[LogEntry], types: &[&str], limit: usize, after: u64) -> (Vec<Value>, u64) {
+pub(crate) fn page(
+    entries: &[LogEntry],
+    types: &[&str],
+    limit: usize,
+    after: u64,
+) -> (Vec<Value>, u64) {
     let mut data = Vec::new();
     let mut next = after;
     let mut records = Vec::new();

@@ -16,6 +16,7 @@ pub mod reviews;
 pub mod search;
 pub mod shipping;
 pub mod stats;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -7,7 +7,8 @@
 //! Usage: `server-child DIR [SEARCH_DIR]`: the search index goes in SEARCH_DIR when
 //! given (the lossy FUSE file system serves no memory maps, which Tantivy needs).
 //! `EMPORIUM_PAYMENT_CALLBACK_DELAY_MS` and `EMPORIUM_PAYMENT_CALLBACK_WAIT_S` set the
-//! payment settings of those names.
+//! payment settings of those names, `EMPORIUM_WEBHOOK_BACKOFF_MS` the webhooks' first
+//! retry delay; webhooks may deliver to loopback (the test's receiver).
 
 use emporium_server::config::Config;
 use emporium_server::server::RunningServer;
@@ -30,6 +31,11 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(s) = number("EMPORIUM_PAYMENT_CALLBACK_WAIT_S") {
         config.payment_callback_wait_s = s;
+    }
+    // The webhook test's receiver listens on loopback; its retries are quick.
+    config.webhooks.allow_private = true;
+    if let Some(ms) = number("EMPORIUM_WEBHOOK_BACKOFF_MS") {
+        config.webhooks.backoff_ms = ms;
     }
     // The deliberately broken build the power-loss test must catch.
     config.faults.unsynced_log = std::env::var_os("EMPORIUM_CRASH_UNSYNCED_LOG").is_some();
