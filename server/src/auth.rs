@@ -32,9 +32,12 @@ pub mod perm {
     pub const USERS_ADMIN: &str = "users:admin";
     /// Checkpoints, replication, operations.
     pub const OPS_ADMIN: &str = "ops:admin";
+    /// Read the event feed (`GET /v1/events`): for an API client that consumes it and
+    /// should do nothing else; ops:admin reads it too.
+    pub const EVENTS_READ: &str = "events:read";
 
     /// Every permission, for validating API client scopes.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         CATALOG_WRITE,
         INVENTORY_READ,
         INVENTORY_WRITE,
@@ -43,6 +46,7 @@ pub mod perm {
         PAYMENTS_REFUND,
         USERS_ADMIN,
         OPS_ADMIN,
+        EVENTS_READ,
     ];
 }
 

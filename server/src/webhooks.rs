@@ -57,8 +57,14 @@ pub const BREAKER_FAILURES: u32 = 5;
 
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// Where `https://` endpoints' certificates are checked.
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where the system's CA bundle may be (Debian and Ubuntu, Fedora and RHEL, Alpine and
+/// others, openSUSE), unless `SSL_CERT_FILE` names it.
+const CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
 
 /// How the deliveries go.
 #[derive(Clone, Debug)]
@@ -171,19 +177,34 @@ impl Webhooks {
 
     /// Starts a follower per webhook without one, stops the ones of deleted webhooks.
     fn reconcile(self: &Arc<Webhooks>) {
-        if *self.stop.borrow() || self.engine.role() != NodeRole::Primary {
+        if *self.stop.borrow() {
+            return;
+        }
+        let mut endpoints = self.endpoints.lock();
+        if self.engine.role() != NodeRole::Primary {
+            // Stepped down (or a standby): the new primary delivers; positions stay.
+            for endpoint in endpoints.values() {
+                let _ = endpoint.stop.send(true);
+            }
+            endpoints.clear();
             return;
         }
         let webhooks = self.engine.state().webhooks();
-        let mut endpoints = self.endpoints.lock();
         endpoints.retain(|id, endpoint| {
             let keep = webhooks.iter().any(|w| w.id == *id);
             if !keep {
                 let _ = endpoint.stop.send(true);
-                let _ = self.engine.unregister_consumer(&consumer_name(id));
             }
             keep
         });
+        // The consumers of webhooks gone (deleted here, on a former primary, or while
+        // their follower was starting) hold the log for nobody.
+        for (name, _) in self.engine.consumers() {
+            let known = webhooks.iter().any(|w| consumer_name(&w.id) == name);
+            if name.starts_with(CONSUMER_PREFIX) && !known {
+                let _ = self.engine.unregister_consumer(&name);
+            }
+        }
         for webhook in webhooks {
             if endpoints.contains_key(&webhook.id) {
                 continue;
@@ -194,16 +215,13 @@ impl Webhooks {
                 stop,
             });
             endpoints.insert(webhook.id, endpoint.clone());
+            let exit = Exit { webhooks: self.clone(), id: webhook.id, endpoint: endpoint.clone() };
             let follower = Follower { webhooks: self.clone(), webhook, endpoint, stopped };
-            tokio::spawn(follower.run());
+            tokio::spawn(async move {
+                let _exit = exit;
+                follower.run().await;
+            });
         }
-    }
-
-    /// Registers a new webhook's consumer at the durable end of the log, so that it
-    /// receives what follows its creation.
-    pub fn created(&self, webhook: &Webhook) -> Result<()> {
-        let consumer = self.engine.register_consumer(&consumer_name(&webhook.id))?;
-        consumer.advance(self.engine.durable_lsn())
     }
 
     /// A webhook's delivery status and its latest attempts (newest first).
@@ -226,7 +244,11 @@ impl Webhooks {
         match answer {
             Ok(status) if (200..300).contains(&status) => {
                 let clear = ClearDeadLetter { dead_letter_id: letter.id.to_string() };
-                self.engine.send(clear).await.map_err(|e| e.to_string())
+                match self.engine.send(clear).await {
+                    // Another redelivery cleared it first: delivered all the same.
+                    Ok(()) | Err(EngineError::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
             }
             Ok(status) => Err(format!("the endpoint answered {status}")),
             Err(error) => Err(error),
@@ -238,6 +260,23 @@ impl Webhooks {
         let _ = self.stop.send(true);
         for endpoint in self.endpoints.lock().values() {
             let _ = endpoint.stop.send(true);
+        }
+    }
+}
+
+/// Takes a follower's endpoint out of the map when its task ends, however it ends (a
+/// failure or a panic included): the next reconcile starts a new one.
+struct Exit {
+    webhooks: Arc<Webhooks>,
+    id: WebhookId,
+    endpoint: Arc<Endpoint>,
+}
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        let mut endpoints = self.webhooks.endpoints.lock();
+        if endpoints.get(&self.id).is_some_and(|e| Arc::ptr_eq(e, &self.endpoint)) {
+            endpoints.remove(&self.id);
         }
     }
 }
@@ -264,6 +303,7 @@ impl Follower {
     async fn run(mut self) {
         let name = consumer_name(&self.webhook.id);
         let mut durable = self.engine().subscribe();
+        let start = self.webhook.created_lsn;
         loop {
             if *self.stopped.borrow() {
                 return;
@@ -272,13 +312,30 @@ impl Follower {
                 Ok(consumer) => consumer,
                 Err(error) => {
                     tracing::warn!(%error, webhook = %self.webhook.id, "cannot follow the log");
-                    return;
+                    if self.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
                 }
             };
-            let entries = match consumer.read(64) {
+            // A new consumer starts at the log's first entry: the webhook's start is
+            // its creation (once that is durable).
+            let behind = consumer.position() < start;
+            if behind && (self.engine().durable_lsn() < start || consumer.advance(start).is_err()) {
+                if self.pause(Duration::from_millis(10)).await {
+                    return;
+                }
+                continue;
+            }
+            // A read of the store: off the runtime's threads.
+            let reader = consumer.clone();
+            let read = tokio::task::spawn_blocking(move || reader.read(64)).await;
+            let read = read.unwrap_or_else(|e| Err(EngineError::Unavailable(e.to_string())));
+            let entries = match read {
                 Ok(entries) => entries,
-                Err(EngineError::LogTrimmed { requested, first }) => {
-                    // Fell behind the log's retention: what was trimmed cannot be sent.
+                Err(EngineError::LogTrimmed { requested, first }) if consumer.is_dropped() => {
+                    // Fell so far behind that the log let it go: what was trimmed
+                    // cannot be sent.
                     let why = format!(
                         "the log was trimmed past this endpoint: entries {} to {} were not delivered",
                         requested.0,
@@ -308,23 +365,21 @@ impl Follower {
             let webhook = self.webhook.clone();
             let types: Vec<&str> = webhook.events.iter().map(String::as_str).collect();
             for entry in &entries {
-                // What came before the webhook was created is not for it.
-                if entry.at >= self.webhook.created_at {
-                    let (records, _) = crate::handlers::events::page(
-                        std::slice::from_ref(entry),
-                        &types,
-                        usize::MAX,
-                        0,
-                    );
-                    for record in records {
-                        if let Outcome::Stopped = self.deliver(record).await {
-                            return;
-                        }
+                let (records, _) = crate::handlers::events::page(
+                    std::slice::from_ref(entry),
+                    &types,
+                    usize::MAX,
+                    0,
+                );
+                for record in records {
+                    if let Outcome::Stopped = self.deliver(record).await {
+                        return;
                     }
                 }
                 let _ = consumer.advance(entry.lsn);
                 self.endpoint.status.lock().position = entry.lsn.0;
             }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -421,7 +476,11 @@ impl Follower {
         error: String,
     ) -> Outcome {
         let mut body = String::from_utf8_lossy(body).into_owned();
-        body.truncate(DEAD_LETTER_BODY_MAX);
+        if body.len() > DEAD_LETTER_BODY_MAX {
+            // Kept whole where it fits; past the limit, cut at a character boundary.
+            let cut = (0..=DEAD_LETTER_BODY_MAX).rev().find(|&i| body.is_char_boundary(i));
+            body.truncate(cut.unwrap_or(0));
+        }
         let letter = RecordDeadLetter {
             webhook_id: self.webhook.id,
             event_id: event_id.to_string(),
@@ -436,8 +495,11 @@ impl Follower {
                     self.endpoint.status.lock().dead_lettered += 1;
                     return Outcome::Done;
                 }
-                // Deleted meanwhile: nothing left to deliver to.
-                Err(EngineError::NotFound { .. }) => return Outcome::Stopped,
+                // Deleted meanwhile (nothing left to deliver to), or no longer the
+                // primary (the new one delivers).
+                Err(EngineError::NotFound { .. } | EngineError::ReadOnlyStandby) => {
+                    return Outcome::Stopped
+                }
                 Err(error) => {
                     tracing::warn!(%error, webhook = %self.webhook.id, "cannot record a dead letter");
                     if self.pause(Duration::from_secs(1)).await {
@@ -484,36 +546,61 @@ pub fn public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                // Shared address space (carrier-grade NAT), and benchmarking.
+                // Shared address space (carrier-grade NAT), IETF protocol
+                // assignments, and benchmarking.
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
                 || (a == 198 && (18..20).contains(&b))
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return public(IpAddr::V4(v4));
+            if v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() {
+                return false;
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // Unique local (fc00::/7) and link-local (fe80::/10).
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+            let embedded = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                public(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
+            };
+            match v6.segments() {
+                // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d).
+                [0, 0, 0, 0, 0, 0xffff | 0, hi, lo] => embedded(hi, lo),
+                // NAT64 (64:ff9b::/96) reaches the IPv4 address it embeds.
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => embedded(hi, lo),
+                // 6to4 (2002::/16) embeds its IPv4 relay's address.
+                [0x2002, hi, lo, ..] => embedded(hi, lo),
+                // Local NAT64 (64:ff9b:1::/48), Teredo (2001::/32), documentation
+                // (2001:db8::/32).
+                [0x64, 0xff9b, 1, ..] | [0x2001, 0, ..] | [0x2001, 0xdb8, ..] => false,
+                // Unique local (fc00::/7), link-local (fe80::/10), site-local
+                // (fec0::/10).
+                [first, ..] => {
+                    (first & 0xfe00) != 0xfc00
+                        && (first & 0xffc0) != 0xfe80
+                        && (first & 0xffc0) != 0xfec0
+                }
+            }
         }
     }
 }
 
+/// The TLS client of `https://` deliveries: built once the CA bundle is found (until
+/// then each delivery looks again, and fails saying where it looked).
 fn tls_client() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
-    static CLIENT: OnceLock<Result<Arc<tokio_rustls::rustls::ClientConfig>, String>> =
-        OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            emporium_replication::tls::client_config(std::path::Path::new(CA_BUNDLE))
-                .map(Arc::new)
-                .map_err(|e| format!("https: {e}"))
-        })
-        .clone()
+    static CLIENT: OnceLock<Arc<tokio_rustls::rustls::ClientConfig>> = OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client.clone());
+    }
+    let named = std::env::var("SSL_CERT_FILE").ok();
+    let paths = named.iter().map(String::as_str).chain(CA_BUNDLES);
+    let mut errors = Vec::new();
+    for path in paths {
+        match emporium_replication::tls::client_config(std::path::Path::new(path)) {
+            Ok(config) => return Ok(CLIENT.get_or_init(|| Arc::new(config)).clone()),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(format!("https: no CA bundle ({})", errors.join("; ")))
 }
 
 /// One POST of `body` to the webhook; the answer's status.
@@ -559,7 +646,13 @@ async fn post(
         .await
         .map_err(|e| format!("connecting to {address}: {e}"))?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
+    // Host and port only: never the URL's user information.
+    let authority = match uri.port_u16() {
+        Some(port) if host.contains(':') => format!("[{host}]:{port}"),
+        Some(port) => format!("{host}:{port}"),
+        None if host.contains(':') => format!("[{host}]"),
+        None => host.clone(),
+    };
     let timestamp = unix_seconds();
     let request = http::Request::post(path)
         .header(http::header::HOST, authority)

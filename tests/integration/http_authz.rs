@@ -103,6 +103,7 @@ impl Fixture {
             "users:admin",
             "ops:admin",
             "payments:refund",
+            "events:read",
         ] {
             scoped.insert(scope, s.client(&admin, &[scope]).token);
         }
@@ -1060,7 +1061,8 @@ fn rows() -> Vec<Row> {
             |_| Call::new("GET", "/v1/admin/replication"),
             ADMIN_200,
         ),
-        row("GET /v1/events", "ops:admin", |_| Call::new("GET", "/v1/events"), ADMIN_200),
+        // A client scoped to the feed alone reads it (ops:admin does too).
+        row("GET /v1/events", "events:read", |_| Call::new("GET", "/v1/events"), ADMIN_200),
         row(
             "POST /v1/admin/webhooks",
             "ops:admin",

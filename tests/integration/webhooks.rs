@@ -99,9 +99,7 @@ impl Receiver {
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
             let mode = *self.mode.lock().unwrap();
-            let taken = matches!(mode, Mode::Take | Mode::Slow);
             let at = Instant::now();
-            self.got.lock().unwrap().push(Delivery { headers, body, at, taken });
             let answer: &[u8] = match mode {
                 Mode::Take => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
                 Mode::Slow => {
@@ -110,11 +108,17 @@ impl Receiver {
                 }
                 Mode::Fail => b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
                 Mode::Hang => {
+                    self.got.lock().unwrap().push(Delivery { headers, body, at, taken: false });
                     std::thread::sleep(Duration::from_secs(2));
                     return;
                 }
             };
-            if stream.write_all(answer).is_err() {
+            // Taken only once the answer is out: a delivery cut short by a kill was
+            // not taken, and must come again.
+            let sent = stream.write_all(answer).and_then(|()| stream.flush()).is_ok();
+            let taken = sent && matches!(mode, Mode::Take | Mode::Slow);
+            self.got.lock().unwrap().push(Delivery { headers, body, at, taken });
+            if !sent {
                 return;
             }
         }
@@ -359,15 +363,25 @@ fn deliveries_to_loopback_are_refused_unless_allowed() {
         "192.168.1.1",
         "169.254.169.254",
         "100.64.0.1",
+        "192.0.0.8",
         "0.0.0.0",
         "::1",
+        "::",
         "fe80::1",
+        "fec0::1",
         "fd00::1",
         "::ffff:127.0.0.1",
+        "::10.0.0.1",
+        "64:ff9b::a00:1",
+        "64:ff9b:1::1",
+        "2002:c0a8:101::1",
+        "2001:0:4136:e378::1",
+        "2001:db8::1",
     ] {
         assert!(!emporium_server::webhooks::public(ip.parse().unwrap()), "{ip}");
     }
-    for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+    for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1"]
+    {
         assert!(emporium_server::webhooks::public(ip.parse().unwrap()), "{ip}");
     }
 }
@@ -384,6 +398,7 @@ fn a_sigkill_mid_delivery_loses_no_record() {
     let admin = s.admin();
     create(&s, &admin, &receiver.url);
     let mut products = Vec::new();
+    let mut pending_at_kills = 0;
     for round in 0..3 {
         let s = TestServer::remote(&server.url);
         for i in 0..15 {
@@ -392,6 +407,13 @@ fn a_sigkill_mid_delivery_loses_no_record() {
         // Deliveries take 40 ms each: the kill lands among them.
         std::thread::sleep(Duration::from_millis(200));
         server.kill();
+        let taken: std::collections::HashSet<Value> = receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.taken)
+            .map(|d| d.json()["data"]["product_id"].clone())
+            .collect();
+        pending_at_kills += products.iter().filter(|p| !taken.contains(&json!(p))).count();
         server = crate::power_loss::ServerChild::start_with(&data, &search, &env);
     }
     let got = |d: &[Delivery]| {
@@ -399,6 +421,7 @@ fn a_sigkill_mid_delivery_loses_no_record() {
             d.iter().filter(|d| d.taken).map(|d| d.json()["data"]["product_id"].clone()).collect();
         products.iter().all(|p| taken.contains(&json!(p)))
     };
+    assert!(pending_at_kills > 0, "the kills left records to deliver");
     receiver.wait("every product after the kills", got);
     // Each record was first taken in log order; some more than once (at least once).
     let mut first: Vec<(u64, u64)> = Vec::new();

@@ -110,7 +110,15 @@ impl Request for CreateWebhook {
         let mut events = self.events.clone();
         events.sort();
         events.dedup();
-        let webhook = Webhook { id, url: self.url.clone(), events, secret, created_at: ctx.now };
+        let webhook = Webhook {
+            id,
+            url: self.url.clone(),
+            events,
+            secret,
+            created_at: ctx.now,
+            // Set by apply.
+            created_lsn: Lsn(0),
+        };
         Decision::one(id, WebhookEvent::Created(Box::new(webhook)))
     }
 

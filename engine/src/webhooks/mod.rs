@@ -32,6 +32,9 @@ pub struct Webhook {
     pub secret: String,
     /// When it was created.
     pub created_at: TimestampMs,
+    /// The log position of its creation: it receives the records of the entries after
+    /// it (set when the creation is applied, the same on every node).
+    pub created_lsn: Lsn,
 }
 
 /// A delivery that failed every attempt.
@@ -137,7 +140,10 @@ pub(crate) fn apply(state: &State, event: &WebhookEvent, _at: TimestampMs, rows:
     let tables = &state.webhooks;
     match event {
         WebhookEvent::Created(webhook) => {
-            let webhook = Arc::new((**webhook).clone());
+            // Every path that applies an entry (the sequencer, a standby, recovery)
+            // stores its LSN only after its events: this one is the next.
+            let created_lsn = Lsn(state.last_lsn().0 + 1);
+            let webhook = Arc::new(Webhook { created_lsn, ..(**webhook).clone() });
             tables.webhooks.insert(webhook.id, webhook.clone());
             rows.push(Row::put(webhook));
         }

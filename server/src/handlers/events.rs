@@ -272,9 +272,11 @@ fn public(event: &Event, out: &mut Vec<(&'static str, Value)>) {
     }
 }
 
-/// `GET /v1/events`.
+/// `GET /v1/events`: ops:admin, or events:read (a client that only reads the feed).
 pub async fn list(call: Call) -> Result<Out, Problem> {
-    call.require(perm::OPS_ADMIN)?;
+    if !call.principal.can(perm::OPS_ADMIN) {
+        call.require(perm::EVENTS_READ)?;
+    }
     let params: Params = call.query()?;
     let after = params
         .after
@@ -409,11 +411,17 @@ pub(crate) fn page(
         for event in &entry.events {
             public(event, &mut records);
         }
-        records.retain(|(kind, _)| types.is_empty() || types.contains(kind));
-        if !data.is_empty() && data.len() + records.len() > limit {
+        // Numbered before the filter: a record's id is the same whatever a reader
+        // asks for (webhooks of other types deduplicate on it).
+        let mut kept: Vec<(usize, (&str, Value))> = records
+            .drain(..)
+            .enumerate()
+            .filter(|(_, (kind, _))| types.is_empty() || types.contains(kind))
+            .collect();
+        if !data.is_empty() && data.len() + kept.len() > limit {
             break;
         }
-        for (i, (kind, record)) in records.drain(..).enumerate() {
+        for (i, (kind, record)) in kept.drain(..) {
             data.push(json!({
                 "id": format!("evt_{}_{i}", entry.lsn.0),
                 "type": kind,

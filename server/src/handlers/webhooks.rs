@@ -82,7 +82,6 @@ pub async fn create(call: Call) -> Result<Out, Problem> {
     }
     let command = CreateWebhook { url: body.url, events: body.events, secret: body.secret };
     let created = call.app.engine.send(command).await?;
-    call.app.webhooks.created(&created)?;
     let out =
         Out::created(&view(&created, true, None), format!("/v1/admin/webhooks/{}", created.id));
     Ok(out)
