@@ -325,13 +325,20 @@ fn deliveries_are_signed_ordered_retried_broken_and_dead_lettered() {
     s.post("/v1/admin/webhooks").json(body.clone()).send().problem(401, "unauthenticated");
     s.post("/v1/admin/webhooks").bearer(&shopper.token).json(body).send().problem(403, "forbidden");
 
-    // Deleted: nothing more is sent.
+    // Deleted: nothing more is sent. A second webhook to the same receiver gets the
+    // next record; by then the deleted one would have sent it too.
+    let witness = create(&s, &admin, &receiver.url);
+    let witness = witness["id"].as_str().unwrap().to_string();
     s.delete(&hook).bearer(&admin).send().expect(204);
     s.get(&hook).bearer(&admin).send().problem(404, "not_found");
     let before = receiver.deliveries().len();
-    new_product(&s, &admin, "HOOK-6");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(receiver.deliveries().len(), before);
+    let last = new_product(&s, &admin, "HOOK-6");
+    let from_witness = |d: &Delivery| d.headers["emporium-webhook-id"] == witness;
+    receiver.wait("the witness's record", |d| {
+        d.iter().any(|d| from_witness(d) && d.json()["data"]["product_id"] == json!(last))
+    });
+    let after = receiver.deliveries();
+    assert!(after[before..].iter().all(from_witness), "the deleted webhook sent more");
 }
 
 #[test]
@@ -404,8 +411,14 @@ fn a_sigkill_mid_delivery_loses_no_record() {
         for i in 0..15 {
             products.push(new_product(&s, &admin, &format!("KILL-{round}-{i}")));
         }
-        // Deliveries take 40 ms each: the kill lands among them.
-        std::thread::sleep(Duration::from_millis(200));
+        // Deliveries take 40 ms each: once one of this round's is taken, the kill
+        // lands among the others.
+        let round_taken = |d: &[Delivery]| {
+            d.iter().any(|d| {
+                d.taken && d.json()["data"]["title"] == json!(format!("Hooked KILL-{round}-0"))
+            })
+        };
+        receiver.wait("the round's first record", round_taken);
         server.kill();
         let taken: std::collections::HashSet<Value> = receiver
             .deliveries()
