@@ -594,7 +594,7 @@ pub struct RecommendationStatus {
     pub read_lsn: Lsn,
     /// Paid orders counted.
     pub orders: u64,
-    /// Builds from the state since the start (1 after the start).
+    /// Builds from the state since the start (1 once the first, in the thread, ended).
     pub rebuilds: u64,
     /// Why the recommender stopped, if it did.
     pub failure: Option<String>,
@@ -622,19 +622,26 @@ impl std::fmt::Debug for Recommendations {
 }
 
 impl Recommendations {
-    /// Builds the model from the engine's paid orders and starts the thread that keeps
-    /// it current.
+    /// Starts the thread that builds the model from the engine's paid orders, then
+    /// keeps it current. The build is the thread's (tens of seconds at a million
+    /// orders), not the caller's: until it ends the lists are empty and
+    /// `status().rebuilds` is 0.
     pub fn start(engine: &Engine, settings: RecommendationSettings) -> Result<Recommendations> {
         let consumer = engine.register_consumer(RECOMMENDATIONS_CONSUMER)?;
-        let (model, lsn) = build(engine, &settings);
-        consumer.advance(lsn)?;
+        let model = RecommendationModel::new(settings.clone(), engine.now_ms());
         let shared = Arc::new(Shared {
             model: RwLock::new(model),
-            read: AtomicU64::new(lsn.0),
-            rebuilds: AtomicU64::new(1),
+            read: AtomicU64::new(0),
+            rebuilds: AtomicU64::new(0),
         });
         let interval = Duration::from_millis(settings.refresh_interval_ms.max(1));
-        let folder = Folder { engine: engine.clone(), consumer, shared: shared.clone(), settings };
+        let folder = Folder {
+            engine: engine.clone(),
+            consumer,
+            shared: shared.clone(),
+            settings,
+            built: false,
+        };
         let follower = Follower::spawn("emporium-recommend", engine, interval, folder)?;
         Ok(Recommendations { engine: engine.clone(), shared, follower })
     }
@@ -735,13 +742,16 @@ struct Folder {
     consumer: LogConsumer,
     shared: Arc<Shared>,
     settings: RecommendationSettings,
+    /// Whether the first build from the state is done.
+    built: bool,
 }
 
 impl Follow for Folder {
     /// Folds the orders paid in the next log entries.
     fn pass(&mut self) -> Result<bool> {
-        if self.consumer.is_dropped() {
+        if !self.built || self.consumer.is_dropped() {
             self.rebuild()?;
+            self.built = true;
             return Ok(true);
         }
         let read = Lsn(self.shared.read.load(Ordering::Acquire));
