@@ -1,8 +1,9 @@
 //! The HTTP layer's own hot functions, with no socket and no engine round trip: what a
 //! request costs the server before and after the engine. Route matching (every
 //! request), bearer-token verification (every authenticated request), a product's JSON
-//! (the hottest read), parsing a cart-item body with field paths (every write), and a
-//! problem+json body (every refusal).
+//! (the hottest read), parsing a cart-item body with field paths (every write), a
+//! problem+json body (every refusal), and a customer message rendered from its
+//! template (every order confirmation).
 //!
 //! Run: `cargo bench -p emporium-bench --bench server` (add `-- --quick` for a short
 //! run).
@@ -13,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use emporium_engine::*;
 use emporium_server::auth::{Principal, TokenKeys};
+use emporium_server::notifications::{default_template, render, template_context};
 use emporium_server::problem::Problem;
 use emporium_server::wire::{CartItemAdd, ProductView};
 
@@ -120,7 +122,32 @@ fn server(c: &mut Criterion) {
     group.bench_function("problem_json", |b| {
         b.iter(|| serde_json::to_vec(&refusal.body("req_0123456789abcdef")).unwrap())
     });
+    // What each customer message costs the renderer: its data, then the default order
+    // confirmation (subject and body) from the template source.
+    let record = serde_json::json!({"id": "evt_42_0", "type": "order.placed",
+                                    "at": "2026-01-01T00:00:00Z", "data": {}});
+    let customer = sample_customer();
+    let (subject, body) = default_template(NotificationKind::OrderConfirmation);
+    group.bench_function("notification_render", |b| {
+        b.iter(|| {
+            let context = template_context("Acme", &order, Some(&customer), &record);
+            render(subject, body, &context).unwrap()
+        })
+    });
     group.finish();
+}
+
+fn sample_customer() -> Customer {
+    Customer {
+        id: CustomerId::from_seq(9),
+        email: "buyer@example.com".into(),
+        name: "Ada Buyer".into(),
+        role: Role::Customer,
+        credential: String::new(),
+        created_at: 1_767_225_600_000,
+        updated_at: 1_767_225_600_000,
+        version: 1,
+    }
 }
 
 criterion_group!(benches, server);

@@ -75,6 +75,7 @@ domains! {
     shipping: Shipping(crate::shipping::ShippingEvent),
     reviews: Reviews(crate::reviews::ReviewEvent),
     webhooks: Webhooks(crate::webhooks::WebhookEvent),
+    notifications: Notifications(crate::notifications::NotificationEvent),
 }
 
 impl State {
@@ -137,6 +138,8 @@ mod tests {
                 "discount_code",
                 "flash_sale",
                 "location",
+                "notification",
+                "notifications_queued_through",
                 "order",
                 "product",
                 "promotion",

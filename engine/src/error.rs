@@ -93,6 +93,8 @@ pub enum EntityKind {
     Webhook,
     /// A webhook's dead letter.
     DeadLetter,
+    /// A notification in the outbox.
+    Notification,
 }
 
 impl fmt::Display for EntityKind {
@@ -116,6 +118,7 @@ impl fmt::Display for EntityKind {
             EntityKind::Review => "review",
             EntityKind::Webhook => "webhook",
             EntityKind::DeadLetter => "dead letter",
+            EntityKind::Notification => "notification",
         })
     }
 }

@@ -362,6 +362,10 @@ id_type!(
     /// A dead letter's id (`dlq_…`), 128 random bits.
     DeadLetterId, "dlq_", Random
 );
+id_type!(
+    /// A notification's id (`ntf_…`), 128 random bits.
+    NotificationId, "ntf_", Random
+);
 random_ids!(
     OrderId,
     PaymentId,
@@ -372,7 +376,8 @@ random_ids!(
     AddressId,
     ReviewId,
     WebhookId,
-    DeadLetterId
+    DeadLetterId,
+    NotificationId
 );
 
 impl CartId {

@@ -434,6 +434,7 @@ fn touched(state: &State, entries: &[LogEntry]) -> Touched {
             | Event::Returns(ReturnEvent::Requested(_) | ReturnEvent::Decided(_))
             | Event::Carts(_)
             | Event::Webhooks(_)
+            | Event::Notifications(_)
             | Event::Accounts(_)
             | Event::Idempotency(_) => {}
         }

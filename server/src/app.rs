@@ -54,6 +54,8 @@ pub struct App {
     pub kpis: Kpis,
     /// Webhook deliveries.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Customer notifications: rendering into the outbox, and sending.
+    pub notifier: Arc<crate::notifications::Notifier>,
     /// Searches running at once on the blocking pool; past it, 503 `overloaded` (a
     /// search costs a core for about half a millisecond, so a flood of them must not
     /// queue behind each other without bound).
@@ -193,6 +195,14 @@ impl App {
         };
         let payments = PaymentProcessor::start(engine.clone(), providers, processor_config)
             .map_err(|e| anyhow::anyhow!("starting the payment processor: {e}"))?;
+        let sender = crate::notifications::sender(&config.notifications, &config.data_dir)
+            .map_err(|e| anyhow::anyhow!("notifications: {e}"))?;
+        let notifier = crate::notifications::Notifier::start(
+            engine.clone(),
+            config.notifications.clone(),
+            sender,
+        )
+        .await;
         let app = Arc::new(App {
             payments,
             gateway,
@@ -200,6 +210,7 @@ impl App {
             recommendations,
             kpis,
             webhooks: crate::webhooks::Webhooks::start(engine.clone(), config.webhooks.clone()),
+            notifier,
             limiter: RateLimiter::new(config.rate_auth, config.rate_read, config.rate_write),
             passwords: Passwords::new(config.password_hash_kib, crate::auth::HASHING_WAIT),
             metrics: Metrics::new(),

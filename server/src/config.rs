@@ -87,6 +87,31 @@ pub struct ServeArgs {
     /// milliseconds.
     #[arg(long, env = "EMPORIUM_WEBHOOK_BREAKER_MS")]
     pub webhook_breaker_ms: Option<u64>,
+    /// Where customer notifications go: `file` (JSON lines, by default
+    /// `DATA_DIR/notifications.jsonl`), `stdout`, `smtp` (through `--smtp-url`) or
+    /// `off`.
+    #[arg(long, env = "EMPORIUM_NOTIFICATION_SENDER")]
+    pub notification_sender: Option<String>,
+    /// The file of the `file` sender.
+    #[arg(long, env = "EMPORIUM_NOTIFICATION_FILE")]
+    pub notification_file: Option<PathBuf>,
+    /// The SMTP server of the `smtp` sender: `smtp://[user:password@]host[:port]`
+    /// (add `?tls=required` for STARTTLS) or `smtps://…`.
+    #[arg(long, env = "EMPORIUM_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The From address of notifications (`Name <address>`).
+    #[arg(long, env = "EMPORIUM_NOTIFICATION_FROM")]
+    pub notification_from: Option<String>,
+    /// The shop's name in notifications.
+    #[arg(long, env = "EMPORIUM_SHOP_NAME")]
+    pub shop_name: Option<String>,
+    /// Attempts to send a notification before it is given up.
+    #[arg(long, env = "EMPORIUM_NOTIFICATION_ATTEMPTS_MAX")]
+    pub notification_attempts_max: Option<u32>,
+    /// The first retry's delay of a notification, in milliseconds (doubled after each
+    /// failure, with jitter, up to an hour).
+    #[arg(long, env = "EMPORIUM_NOTIFICATION_BACKOFF_MS")]
+    pub notification_backoff_ms: Option<u64>,
     /// Access token lifetime, in seconds.
     #[arg(long, env = "EMPORIUM_ACCESS_TOKEN_TTL_S")]
     pub access_token_ttl_s: Option<u64>,
@@ -205,6 +230,13 @@ struct FileConfig {
     webhook_attempts_max: Option<u32>,
     webhook_backoff_ms: Option<u64>,
     webhook_breaker_ms: Option<u64>,
+    notification_sender: Option<String>,
+    notification_file: Option<PathBuf>,
+    smtp_url: Option<String>,
+    notification_from: Option<String>,
+    shop_name: Option<String>,
+    notification_attempts_max: Option<u32>,
+    notification_backoff_ms: Option<u64>,
     access_token_ttl_s: Option<u64>,
     refresh_token_ttl_s: Option<u64>,
     signing_keys: Option<Vec<String>>,
@@ -286,6 +318,8 @@ pub struct Config {
     pub payment_give_up_s: u64,
     /// Webhook deliveries: timeouts, retries, the breaker, the address check.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Customer notifications: the sender, the From address, retries.
+    pub notifications: crate::notifications::NotificationSettings,
     /// Access token lifetime.
     pub access_token_ttl_s: u64,
     /// Refresh token lifetime.
@@ -358,6 +392,7 @@ impl Default for Config {
             payment_callback_wait_s: 30,
             payment_give_up_s: 600,
             webhooks: crate::webhooks::WebhookSettings::default(),
+            notifications: crate::notifications::NotificationSettings::default(),
             access_token_ttl_s: 15 * 60,
             refresh_token_ttl_s: 30 * 24 * 3600,
             signing_keys: Vec::new(),
@@ -397,6 +432,33 @@ fn synonyms(text: &str) -> Vec<Vec<String>> {
         })
         .filter(|group: &Vec<String>| group.len() > 1)
         .collect()
+}
+
+/// The notification settings from the sender's options.
+fn notification_settings(
+    sender: Option<String>,
+    file: Option<PathBuf>,
+    smtp_url: Option<String>,
+    base: crate::notifications::NotificationSettings,
+) -> anyhow::Result<crate::notifications::NotificationSettings> {
+    use crate::notifications::SenderKind;
+    let sender = match sender.as_deref().unwrap_or("file") {
+        "file" => SenderKind::File(file),
+        "stdout" => SenderKind::Stdout,
+        "smtp" => {
+            let url = smtp_url.ok_or_else(|| {
+                anyhow::anyhow!("notification_sender smtp needs smtp_url (smtp://host:port)")
+            })?;
+            // Checked now rather than at the first message.
+            crate::notifications::SmtpSender::check_url(&url).map_err(anyhow::Error::msg)?;
+            SenderKind::Smtp(url)
+        }
+        "off" => SenderKind::Off,
+        other => {
+            anyhow::bail!("notification_sender must be file, stdout, smtp or off, not {other:?}")
+        }
+    };
+    Ok(crate::notifications::NotificationSettings { sender, ..base })
 }
 
 impl Config {
@@ -449,6 +511,20 @@ impl Config {
                 backoff_ms: pick!(webhook_backoff_ms).unwrap_or(d.webhooks.backoff_ms),
                 breaker_ms: pick!(webhook_breaker_ms).unwrap_or(d.webhooks.breaker_ms),
             },
+            notifications: notification_settings(
+                pick!(notification_sender),
+                pick!(notification_file),
+                pick!(smtp_url),
+                crate::notifications::NotificationSettings {
+                    from: pick!(notification_from).unwrap_or(d.notifications.from.clone()),
+                    shop_name: pick!(shop_name).unwrap_or(d.notifications.shop_name.clone()),
+                    attempts_max: pick!(notification_attempts_max)
+                        .unwrap_or(d.notifications.attempts_max),
+                    backoff_ms: pick!(notification_backoff_ms)
+                        .unwrap_or(d.notifications.backoff_ms),
+                    ..d.notifications.clone()
+                },
+            )?,
             access_token_ttl_s: pick!(access_token_ttl_s).unwrap_or(d.access_token_ttl_s),
             refresh_token_ttl_s: pick!(refresh_token_ttl_s).unwrap_or(d.refresh_token_ttl_s),
             signing_keys: pick!(signing_keys).unwrap_or_default(),
@@ -506,6 +582,23 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.body_bytes_max >= 1024, "body_bytes_max must be at least 1024");
+        let n = &self.notifications;
+        anyhow::ensure!(
+            (1..=50).contains(&n.attempts_max),
+            "notification_attempts_max must be 1 to 50"
+        );
+        anyhow::ensure!(
+            (1..=3_600_000).contains(&n.backoff_ms),
+            "notification_backoff_ms must be 1 to 3600000"
+        );
+        anyhow::ensure!(
+            n.from.parse::<lettre::message::Mailbox>().is_ok(),
+            "notification_from must be an address such as 'Shop <shop@example.com>'"
+        );
+        anyhow::ensure!(
+            (1..=200).contains(&n.shop_name.chars().count()),
+            "shop_name must be 1 to 200 characters"
+        );
         let w = &self.webhooks;
         anyhow::ensure!(
             (100..=60_000).contains(&w.timeout_ms),

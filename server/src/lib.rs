@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod handlers;
 pub mod http;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod problem;
 pub mod ratelimit;

@@ -543,6 +543,35 @@ fn schemas() -> Value {
             "top_products_from": timestamp(), "top_products_to": timestamp(),
             "flash_sales": {"type": "array", "maxItems": 100, "items": object(&["sale_id", "sku", "quantity", "sold", "reserved", "sell_through"], json!({"sale_id": {"type": "string"}, "sku": {"type": "string"}, "quantity": {"type": "integer"}, "sold": {"type": "integer"}, "reserved": {"type": "integer"}, "sell_through": {"type": "number"}}))}
         })),
+        "NotificationPreferences": object(&["order_confirmation", "payment_received", "order_shipped", "refund_issued", "updated_at"], json!({
+            "order_confirmation": {"type": "boolean"}, "payment_received": {"type": "boolean"},
+            "order_shipped": {"type": "boolean"}, "refund_issued": {"type": "boolean"},
+            "updated_at": {"oneOf": [timestamp(), {"type": "null"}]}
+        })),
+        "NotificationPreferencesPatch": object(&[], json!({
+            "order_confirmation": {"type": "boolean"}, "payment_received": {"type": "boolean"},
+            "order_shipped": {"type": "boolean"}, "refund_issued": {"type": "boolean"}
+        })),
+        "NotificationTemplateInput": object(&["subject", "body"], json!({"subject": text(1, 500), "body": text(1, 16384)})),
+        "NotificationTemplate": object(&["kind", "subject", "body", "custom", "updated_at"], json!({
+            "kind": {"type": "string", "enum": ["order_confirmation", "payment_received", "order_shipped", "refund_issued"]},
+            "subject": string(), "body": string(), "custom": {"type": "boolean"},
+            "updated_at": {"oneOf": [timestamp(), {"type": "null"}]}
+        })),
+        "NotificationTemplateList": object(&["data"], json!({"data": {"type": "array", "items": reference("NotificationTemplate")}})),
+        "Notification": object(&["id", "kind", "status", "event_id", "order_id", "customer_id", "to", "subject", "body", "attempts", "next_attempt_at", "last_error", "created_at", "updated_at"], json!({
+            "id": string(),
+            "kind": {"type": "string", "enum": ["order_confirmation", "payment_received", "order_shipped", "refund_issued"]},
+            "status": {"type": "string", "enum": ["pending", "sent", "failed"]},
+            "event_id": string(), "order_id": {"type": ["string", "null"]}, "customer_id": {"type": ["string", "null"]},
+            "to": string(), "subject": string(), "body": string(), "attempts": {"type": "integer", "minimum": 0},
+            "next_attempt_at": {"oneOf": [timestamp(), {"type": "null"}]}, "last_error": {"type": ["string", "null"]},
+            "created_at": timestamp(), "updated_at": timestamp()
+        })),
+        "NotificationList": object(&["data", "next_cursor", "total"], json!({
+            "data": {"type": "array", "maxItems": 100, "items": reference("Notification")},
+            "next_cursor": {"type": ["string", "null"]}, "total": {"type": "integer", "minimum": 0}
+        })),
         "NewWebhook": object(&["url", "events"], json!({
             "url": {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": "^[hH][tT][tT][pP][sS]?://"},
             "events": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string", "enum": crate::handlers::events::EVENT_TYPES}},

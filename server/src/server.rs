@@ -342,6 +342,7 @@ impl Server {
         let app = self.app.clone();
         app.payments.stop();
         app.webhooks.stop();
+        app.notifier.stop();
         tokio::task::spawn_blocking(move || {
             app.search.stop();
             app.recommendations.stop();

@@ -514,9 +514,12 @@ impl Follower {
 /// The delay after failed attempt `attempt`: the base doubled per attempt, at most 5
 /// minutes, of which a random half.
 fn backoff(settings: &WebhookSettings, attempt: u32) -> Duration {
-    let full = Duration::from_millis(settings.backoff_ms)
-        .saturating_mul(1 << (attempt - 1).min(20))
-        .min(BACKOFF_MAX);
+    jittered(Duration::from_millis(settings.backoff_ms), attempt - 1, BACKOFF_MAX)
+}
+
+/// `base` doubled `doublings` times, capped at `max`, the upper half of it random.
+pub(crate) fn jittered(base: Duration, doublings: u32, max: Duration) -> Duration {
+    let full = base.saturating_mul(1 << doublings.min(20)).min(max);
     let half = full / 2;
     half + half.mul_f64(rand::random::<f64>())
 }

@@ -1628,7 +1628,7 @@ fn health_readiness_and_metrics() {
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
 /// describe each, and nothing else.
-const ENDPOINTS: [(&str, &str, u16); 112] = [
+const ENDPOINTS: [(&str, &str, u16); 120] = [
     ("get", "/healthz", 200),
     ("get", "/readyz", 200),
     ("get", "/metrics", 200),
@@ -1741,6 +1741,14 @@ const ENDPOINTS: [(&str, &str, u16); 112] = [
     ("get", "/v1/flash-sales/{id}/stream", 200),
     ("post", "/v1/flash-sales/{id}/cancel", 200),
     ("post", "/v1/flash-sales/{id}/purchases", 201),
+    ("get", "/v1/customers/me/notification-preferences", 200),
+    ("patch", "/v1/customers/me/notification-preferences", 200),
+    ("get", "/v1/admin/notification-templates", 200),
+    ("put", "/v1/admin/notification-templates/{kind}", 200),
+    ("delete", "/v1/admin/notification-templates/{kind}", 204),
+    ("get", "/v1/admin/notifications", 200),
+    ("get", "/v1/admin/notifications/{id}", 200),
+    ("post", "/v1/admin/notifications/{id}/retry", 200),
 ];
 
 #[test]

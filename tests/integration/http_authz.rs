@@ -653,6 +653,21 @@ fn rows() -> Vec<Row> {
             ACCOUNTS,
         ),
         row(
+            "GET /v1/customers/me/notification-preferences",
+            "",
+            |_| Call::new("GET", "/v1/customers/me/notification-preferences"),
+            ACCOUNTS,
+        ),
+        row(
+            "PATCH /v1/customers/me/notification-preferences",
+            "",
+            |_| {
+                let body = json!({"order_shipped": true});
+                Call::new("PATCH", "/v1/customers/me/notification-preferences").json(body)
+            },
+            ACCOUNTS,
+        ),
+        row(
             "GET /v1/recommendations/trending",
             "",
             |_| Call::new("GET", "/v1/recommendations/trending"),
@@ -1113,6 +1128,45 @@ fn rows() -> Vec<Row> {
                 Call::new("POST", path)
             },
             // Allowed callers learn there is no such dead letter.
+            [401, 403, 403, 403, 404, 404, 403],
+        ),
+        row(
+            "GET /v1/admin/notification-templates",
+            "ops:admin",
+            |_| Call::new("GET", "/v1/admin/notification-templates"),
+            ADMIN_200,
+        ),
+        row(
+            "PUT /v1/admin/notification-templates/{kind}",
+            "ops:admin",
+            |_| {
+                let body = json!({"subject": "Shipped: {{ order.id }}", "body": "On its way."});
+                Call::new("PUT", "/v1/admin/notification-templates/order_shipped").json(body)
+            },
+            ADMIN_200,
+        ),
+        row(
+            "DELETE /v1/admin/notification-templates/{kind}",
+            "ops:admin",
+            |_| Call::new("DELETE", "/v1/admin/notification-templates/order_shipped"),
+            [401, 403, 403, 403, 204, 204, 403],
+        ),
+        row(
+            "GET /v1/admin/notifications",
+            "ops:admin",
+            |_| Call::new("GET", "/v1/admin/notifications?status=sent"),
+            ADMIN_200,
+        ),
+        row(
+            "GET /v1/admin/notifications/{unknown}",
+            "ops:admin",
+            |_| Call::new("GET", "/v1/admin/notifications/ntf_0000000000000000000000000"),
+            [401, 403, 403, 403, 404, 404, 403],
+        ),
+        row(
+            "POST /v1/admin/notifications/{unknown}/retry",
+            "ops:admin",
+            |_| Call::new("POST", "/v1/admin/notifications/ntf_0000000000000000000000000/retry"),
             [401, 403, 403, 403, 404, 404, 403],
         ),
         row(

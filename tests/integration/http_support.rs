@@ -44,6 +44,12 @@ pub fn config(data_dir: PathBuf) -> Config {
         data_dir,
         password_hash_kib: 64,
         rate_limits: false,
+        // Tests that count log entries must not see the outbox's; the notification
+        // tests switch them on.
+        notifications: emporium_server::notifications::NotificationSettings {
+            sender: emporium_server::notifications::SenderKind::Off,
+            ..Default::default()
+        },
         ..Config::default()
     }
 }

@@ -22,6 +22,7 @@ mod kpis;
 mod lifecycle;
 mod locations;
 mod model;
+mod notifications;
 mod payment_calls;
 mod power_loss;
 mod promotions;

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod events;
 pub mod flash_sales;
 pub mod inventory;
+pub mod notifications;
 pub mod ops;
 pub mod orders;
 pub mod promotions;

@@ -30,6 +30,11 @@ fn main() -> anyhow::Result<()> {
         sync_timeout_ms: 2_000,
         password_hash_kib: 64,
         rate_limits: false,
+        // The replication tests compare LSNs: no background writes of the outbox.
+        notifications: emporium_server::notifications::NotificationSettings {
+            sender: emporium_server::notifications::SenderKind::Off,
+            ..Default::default()
+        },
         ..Config::default()
     };
     if standby {

@@ -8,7 +8,8 @@
 //! given (the lossy FUSE file system serves no memory maps, which Tantivy needs).
 //! `EMPORIUM_PAYMENT_CALLBACK_DELAY_MS` and `EMPORIUM_PAYMENT_CALLBACK_WAIT_S` set the
 //! payment settings of those names, `EMPORIUM_WEBHOOK_BACKOFF_MS` the webhooks' first
-//! retry delay; webhooks may deliver to loopback (the test's receiver).
+//! retry delay; webhooks may deliver to loopback (the test's receiver);
+//! `EMPORIUM_SMTP_URL` sends notifications there (else they are off).
 
 use emporium_server::config::Config;
 use emporium_server::server::RunningServer;
@@ -36,6 +37,14 @@ fn main() -> anyhow::Result<()> {
     config.webhooks.allow_private = true;
     if let Some(ms) = number("EMPORIUM_WEBHOOK_BACKOFF_MS") {
         config.webhooks.backoff_ms = ms;
+    }
+    // Notifications only where a test asks, through its SMTP receiver.
+    config.notifications.sender = match std::env::var("EMPORIUM_SMTP_URL") {
+        Ok(url) => emporium_server::notifications::SenderKind::Smtp(url),
+        Err(_) => emporium_server::notifications::SenderKind::Off,
+    };
+    if let Some(ms) = number("EMPORIUM_NOTIFICATION_BACKOFF_MS") {
+        config.notifications.backoff_ms = ms;
     }
     // The deliberately broken build the power-loss test must catch.
     config.faults.unsynced_log = std::env::var_os("EMPORIUM_CRASH_UNSYNCED_LOG").is_some();

@@ -1,0 +1,819 @@
+//! Customer notifications: order confirmation, payment, shipment and refund messages,
+//! rendered from templates into the engine's outbox and handed to a sender.
+//!
+//! Two tasks run on the primary:
+//!
+//! - **The renderer** follows the durable log from the position the outbox was last
+//!   queued through ([`State::notifications_queued_through`]; on the first start, the
+//!   log's end: nothing that happened before is announced). For each event-feed record
+//!   `order.placed`, `order.paid`, `order.fulfilled` and `order.refunded` it renders the
+//!   kind's template (the shop's, or the default) for the order's recipient — skipping
+//!   a customer who turned the kind off — and queues the messages with the position
+//!   they come from in one command ([`QueueNotifications`]). The engine applies each
+//!   position once, so a restart, a repeat or a promoted standby queues nothing twice;
+//!   it runs as the registered log consumer `notifications`, so the log is kept until
+//!   it has been read.
+//! - **The sender** takes the pending messages as they fall due and hands each to the
+//!   [`Sender`] (a JSON-lines file by default, standard output, or SMTP), recording each
+//!   attempt through the engine: sent, retried after a delay (exponential backoff with
+//!   jitter, from `backoff_ms` up to an hour), or failed after `attempts_max` attempts
+//!   or at once when the sender says the message can never go (a malformed address).
+//!   A failed message stays in the outbox for staff to retry.
+//!
+//! Delivery is at least once: a message sent just before a crash, whose attempt was not
+//! yet recorded, is sent again after the restart.
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use emporium_engine::*;
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use minijinja::value::Serde;
+use minijinja::{Environment, UndefinedBehavior, Value};
+use parking_lot::Mutex;
+use serde_json::{json, Value as Json};
+use tokio::sync::{watch, Notify};
+
+use crate::wire::rfc3339;
+
+/// The renderer's log consumer.
+pub const CONSUMER: &str = "notifications";
+
+/// The feed record types that make messages, with their kinds.
+const KINDS: [(&str, NotificationKind); 4] = [
+    ("order.placed", NotificationKind::OrderConfirmation),
+    ("order.paid", NotificationKind::PaymentReceived),
+    ("order.fulfilled", NotificationKind::OrderShipped),
+    ("order.refunded", NotificationKind::RefundIssued),
+];
+
+/// Log entries read per pass.
+const ENTRIES_PER_PASS: usize = 256;
+
+/// Messages sent per batch of recorded attempts.
+const SENDS_PER_BATCH: usize = 64;
+
+/// The longest wait between retries.
+const BACKOFF_MAX: Duration = Duration::from_secs(3600);
+
+/// Template instructions one rendering may run (a loop over a huge range stops there).
+const TEMPLATE_FUEL: u64 = 200_000;
+
+/// Where messages go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SenderKind {
+    /// Appended to a file, one JSON object per line, synced before it counts as sent
+    /// (none: `notifications.jsonl` in the data directory).
+    File(Option<PathBuf>),
+    /// Written to standard output, one JSON object per line.
+    Stdout,
+    /// Sent through an SMTP server: `smtp://[user:password@]host[:port]`, or `smtps://`
+    /// (TLS), or `smtp://…?tls=required` (STARTTLS).
+    Smtp(String),
+    /// Nowhere: nothing is rendered or queued.
+    Off,
+}
+
+/// How notifications are made and sent.
+#[derive(Clone, Debug)]
+pub struct NotificationSettings {
+    /// Where they go.
+    pub sender: SenderKind,
+    /// The From address (`Name <address>` or `address`).
+    pub from: String,
+    /// The shop's name, as templates see it (`{{ shop.name }}`).
+    pub shop_name: String,
+    /// Attempts before a message is given up.
+    pub attempts_max: u32,
+    /// The first retry's delay (doubled per attempt, with jitter, up to an hour).
+    pub backoff_ms: u64,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> NotificationSettings {
+        NotificationSettings {
+            sender: SenderKind::File(None),
+            from: "Emporium <shop@localhost>".into(),
+            shop_name: "Emporium".into(),
+            attempts_max: 8,
+            backoff_ms: 30_000,
+        }
+    }
+}
+
+/// Why a message did not go.
+#[derive(Debug)]
+pub enum SendError {
+    /// It may go later (a connection refused, a server busy, a disk full).
+    Transient(String),
+    /// It can never go as it is (a malformed address, a refused recipient).
+    Permanent(String),
+}
+
+/// What hands a rendered message over: the file, standard output, SMTP, or one of an
+/// embedding program's own.
+pub trait Sender: Send + Sync + 'static {
+    /// Sends `message` from `from`; done when the other side took it.
+    fn send<'a>(
+        &'a self,
+        from: &'a str,
+        message: &'a Notification,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+}
+
+/// The JSON line a file or standard output receives.
+fn json_line(from: &str, message: &Notification) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&json!({
+        "id": message.id.to_string(),
+        "kind": message.kind.as_str(),
+        "event_id": message.event_id,
+        "order_id": message.order_id.map(|id| id.to_string()),
+        "from": from,
+        "to": message.to,
+        "subject": message.subject,
+        "body": message.body,
+        "queued_at": rfc3339(message.created_at),
+    }))
+    .expect("a JSON value serializes");
+    line.push(b'\n');
+    line
+}
+
+/// Appends each message to a file, one JSON object per line, synced.
+pub struct FileSender {
+    file: Arc<OutFile>,
+}
+
+struct OutFile {
+    path: PathBuf,
+    file: Mutex<Option<File>>,
+}
+
+impl FileSender {
+    /// A sender to `path` (created, with its directory, at the first message).
+    pub fn new(path: PathBuf) -> FileSender {
+        FileSender { file: Arc::new(OutFile { path, file: Mutex::new(None) }) }
+    }
+}
+
+impl OutFile {
+    fn append(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut file = self.file.lock();
+        if file.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            *file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        }
+        let open = file.as_mut().expect("opened above");
+        let written = open.write_all(line).and_then(|()| open.sync_data());
+        if written.is_err() {
+            // Opened again next time (the file may have been moved or its disk fixed).
+            *file = None;
+        }
+        written
+    }
+}
+
+impl Sender for FileSender {
+    fn send<'a>(
+        &'a self,
+        from: &'a str,
+        message: &'a Notification,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+        Box::pin(async move {
+            let line = json_line(from, message);
+            let file = self.file.clone();
+            let written = tokio::task::spawn_blocking(move || file.append(&line))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            written.map_err(|e| SendError::Transient(format!("{}: {e}", self.file.path.display())))
+        })
+    }
+}
+
+/// Writes each message to standard output, one JSON object per line.
+pub struct StdoutSender;
+
+impl Sender for StdoutSender {
+    fn send<'a>(
+        &'a self,
+        from: &'a str,
+        message: &'a Notification,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+        Box::pin(async move {
+            let line = json_line(from, message);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&line)
+                .and_then(|()| out.flush())
+                .map_err(|e| SendError::Transient(format!("standard output: {e}")))
+        })
+    }
+}
+
+/// Sends each message through an SMTP server (`lettre`, pooled connections).
+pub struct SmtpSender {
+    /// Always there until dropped.
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    /// The runtime the pool's tasks run on: dropping the pool spawns its shutdown, which
+    /// needs a runtime even when the last holder goes after it stopped.
+    runtime: tokio::runtime::Handle,
+}
+
+impl SmtpSender {
+    /// A sender through the server of `url` (inside a Tokio runtime); refused when the
+    /// URL is not one.
+    pub fn new(url: &str) -> Result<SmtpSender, String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "the SMTP sender starts inside a Tokio runtime".to_string())?;
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| format!("smtp_url: {e}"))?
+            .timeout(Some(Duration::from_secs(30)))
+            .build();
+        Ok(SmtpSender { transport: Some(transport), runtime })
+    }
+
+    /// Whether `url` names an SMTP server the sender can use.
+    pub fn check_url(url: &str) -> Result<(), String> {
+        AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map(drop)
+            .map_err(|e| format!("smtp_url: {e}"))
+    }
+}
+
+impl Drop for SmtpSender {
+    fn drop(&mut self) {
+        let _runtime = self.runtime.enter();
+        drop(self.transport.take());
+    }
+}
+
+impl Sender for SmtpSender {
+    fn send<'a>(
+        &'a self,
+        from: &'a str,
+        message: &'a Notification,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
+        Box::pin(async move {
+            let permanent = |what: &str, e: &dyn std::fmt::Display| {
+                SendError::Permanent(format!("{what}: {e}"))
+            };
+            let from: Mailbox = from.parse().map_err(|e| permanent("the From address", &e))?;
+            let to: Mailbox = message.to.parse().map_err(|e| permanent("the address", &e))?;
+            let email = lettre::Message::builder()
+                .from(from)
+                .to(to)
+                .subject(message.subject.clone())
+                .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                .body(message.body.clone())
+                .map_err(|e| permanent("the message", &e))?;
+            let transport = self.transport.as_ref().expect("there until dropped");
+            match transport.send(email).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                Err(e) => Err(SendError::Transient(e.to_string())),
+            }
+        })
+    }
+}
+
+/// The sender the settings name (a file's default place in `data_dir`); `None` when
+/// notifications are off.
+pub fn sender(
+    settings: &NotificationSettings,
+    data_dir: &std::path::Path,
+) -> Result<Option<Arc<dyn Sender>>, String> {
+    Ok(match &settings.sender {
+        SenderKind::File(path) => {
+            let path = path.clone().unwrap_or_else(|| data_dir.join("notifications.jsonl"));
+            Some(Arc::new(FileSender::new(path)))
+        }
+        SenderKind::Stdout => Some(Arc::new(StdoutSender)),
+        SenderKind::Smtp(url) => Some(Arc::new(SmtpSender::new(url)?)),
+        SenderKind::Off => None,
+    })
+}
+
+/// The default template of each kind: `(subject, body)`.
+pub fn default_template(kind: NotificationKind) -> (&'static str, &'static str) {
+    match kind {
+        NotificationKind::OrderConfirmation => (
+            "Your order {{ order.id }} at {{ shop.name }}",
+            "Hello{% if customer.name %} {{ customer.name }}{% endif %},\n\n\
+             thank you for your order {{ order.id }}.\n\n\
+             {% for line in order.lines %}{{ line.quantity }} x {{ line.title }} ({{ line.sku }}): {{ line.total }}\n{% endfor %}\n\
+             {% if order.discount_total_minor %}Discount: -{{ order.discount_total }}\n{% endif %}\
+             Total: {{ order.total }}\n\n\
+             {{ shop.name }}\n",
+        ),
+        NotificationKind::PaymentReceived => (
+            "Payment received for order {{ order.id }}",
+            "Hello{% if customer.name %} {{ customer.name }}{% endif %},\n\n\
+             we received your payment of {{ payment.amount }} for order {{ order.id }}.\n\
+             We will let you know when it ships.\n\n\
+             {{ shop.name }}\n",
+        ),
+        NotificationKind::OrderShipped => (
+            "Your order {{ order.id }} is on its way",
+            "Hello{% if customer.name %} {{ customer.name }}{% endif %},\n\n\
+             your order {{ order.id }} has shipped.\n\n\
+             {% for line in order.lines %}{{ line.quantity }} x {{ line.title }}\n{% endfor %}\n\
+             {{ shop.name }}\n",
+        ),
+        NotificationKind::RefundIssued => (
+            "Refund of {{ refund.amount }} for order {{ order.id }}",
+            "Hello{% if customer.name %} {{ customer.name }}{% endif %},\n\n\
+             we refunded {{ refund.amount }} for order {{ order.id }}\
+             {% if refund.reason %} ({{ refund.reason }}){% endif %}.\n\
+             It reaches your account within a few days.\n\n\
+             {{ shop.name }}\n",
+        ),
+    }
+}
+
+/// How many decimals a currency's minor unit has (ISO 4217).
+fn exponent(currency: &str) -> u32 {
+    const NONE: [&str; 16] = [
+        "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND", "VUV",
+        "XAF", "XOF", "XPF",
+    ];
+    const THREE: [&str; 7] = ["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+    if NONE.contains(&currency) {
+        0
+    } else if THREE.contains(&currency) {
+        3
+    } else {
+        2
+    }
+}
+
+/// `amount` minor units of `currency` for people: `12.34 USD`, `-5.00 EUR`, `500 JPY`.
+pub fn display_money(amount: i64, currency: &str) -> String {
+    let exponent = exponent(currency);
+    let sign = if amount < 0 { "-" } else { "" };
+    let units = amount.unsigned_abs();
+    if exponent == 0 {
+        return format!("{sign}{units} {currency}");
+    }
+    let scale = 10u64.pow(exponent);
+    format!(
+        "{sign}{}.{:0width$} {currency}",
+        units / scale,
+        units % scale,
+        width = exponent as usize
+    )
+}
+
+fn money(m: Money) -> String {
+    display_money(m.amount(), m.currency().as_str())
+}
+
+/// The data a template sees for one record about `order`.
+pub fn template_context(
+    shop_name: &str,
+    order: &Order,
+    customer: Option<&Customer>,
+    record: &Json,
+) -> Json {
+    let currency = order.currency();
+    let lines: Vec<Json> = order
+        .lines
+        .iter()
+        .map(|l| {
+            let total =
+                Money::new(l.unit_price.amount().saturating_mul(i64::from(l.quantity)), currency)
+                    .map(money)
+                    .unwrap_or_default();
+            json!({"sku": l.sku.as_str(), "title": l.title, "quantity": l.quantity,
+                   "unit_price": money(l.unit_price), "total": total})
+        })
+        .collect();
+    let amount = |data: &Json| {
+        let minor = data["amount"]["amount"].as_i64().unwrap_or(0);
+        display_money(minor, data["amount"]["currency"].as_str().unwrap_or(currency.as_str()))
+    };
+    let data = &record["data"];
+    json!({
+        "shop": {"name": shop_name},
+        "customer": {"name": customer.map_or("", |c| c.name.as_str()),
+                     "email": customer.map_or(order.email.as_str(), |c| c.email.as_str())},
+        "order": {"id": order.id.to_string(), "status": order.status.as_str(),
+                  "email": order.email, "lines": lines,
+                  "subtotal": money(order.subtotal),
+                  "discount_total": money(order.discount_total),
+                  "discount_total_minor": order.discount_total.amount(),
+                  "total": money(order.total), "currency": currency.as_str(),
+                  "created_at": rfc3339(order.created_at)},
+        "payment": {"amount": amount(data), "id": data["payment_id"]},
+        "refund": {"amount": amount(data), "id": data["refund_id"], "reason": data["reason"]},
+        "event": {"id": record["id"], "type": record["type"], "at": record["at"]},
+    })
+}
+
+/// An environment for plain-text templates with bounded work.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env
+}
+
+/// Renders `(subject, body)` templates with `context`.
+pub fn render(subject: &str, body: &str, context: &Json) -> Result<(String, String), String> {
+    let env = environment();
+    let ctx = Value::from(Serde(context));
+    let subject = env.render_str(subject, ctx.clone()).map_err(|e| format!("subject: {e:#}"))?;
+    let body = env.render_str(body, ctx).map_err(|e| format!("body: {e:#}"))?;
+    // A subject is one line.
+    let subject: String = subject
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(NOTIFICATION_SUBJECT_MAX)
+        .collect();
+    if body.len() > NOTIFICATION_BODY_MAX {
+        return Err(format!("body: renders to more than {NOTIFICATION_BODY_MAX} bytes"));
+    }
+    Ok((subject, body))
+}
+
+/// Checks a shop's template: it parses and renders a sample order.
+pub fn check_template(subject: &str, body: &str) -> Result<(), (&'static str, String)> {
+    let env = environment();
+    env.template_from_str(subject).map_err(|e| ("subject", format!("{e:#}")))?;
+    env.template_from_str(body).map_err(|e| ("body", format!("{e:#}")))?;
+    let context = sample_context();
+    render(subject, body, &context).map(drop).map_err(|e| ("body", e))
+}
+
+/// A sample context (templates are checked against it).
+fn sample_context() -> Json {
+    json!({
+        "shop": {"name": "Shop"},
+        "customer": {"name": "Ada", "email": "ada@example.com"},
+        "order": {"id": "ord_sample", "status": "paid", "email": "ada@example.com",
+                  "lines": [{"sku": "SKU-1", "title": "Item", "quantity": 2,
+                             "unit_price": "5.00 USD", "total": "10.00 USD"}],
+                  "subtotal": "10.00 USD", "discount_total": "0.00 USD",
+                  "discount_total_minor": 0, "total": "10.00 USD", "currency": "USD",
+                  "created_at": "2026-01-01T00:00:00Z"},
+        "payment": {"amount": "10.00 USD", "id": "pay_sample"},
+        "refund": {"amount": "10.00 USD", "id": "ref_sample", "reason": "damaged"},
+        "event": {"id": "evt_1_0", "type": "order.placed", "at": "2026-01-01T00:00:00Z"},
+    })
+}
+
+/// The renderer and the sender of one server.
+pub struct Notifier {
+    engine: Engine,
+    settings: NotificationSettings,
+    sender: Option<Arc<dyn Sender>>,
+    /// Woken when messages were queued.
+    queued: Notify,
+    stop: watch::Sender<bool>,
+}
+
+impl Notifier {
+    /// Starts rendering and sending (on a primary; a standby starts when promoted).
+    ///
+    /// On the first start over a shop with a history, the outbox is marked as queued
+    /// through the log's end before anything is served: what happened before
+    /// notifications existed is not announced. A new shop's are, from its first entry.
+    pub async fn start(
+        engine: Engine,
+        settings: NotificationSettings,
+        sender: Option<Arc<dyn Sender>>,
+    ) -> Arc<Notifier> {
+        let (stop, _) = watch::channel(false);
+        let notifier = Arc::new(Notifier { engine, settings, sender, queued: Notify::new(), stop });
+        let engine = &notifier.engine;
+        let first = engine.state().notifications_queued_through() == Lsn(0);
+        if notifier.sender.is_some() && first && engine.role() == NodeRole::Primary {
+            let now = QueueNotifications { through: engine.durable_lsn(), notifications: vec![] };
+            if let Err(error) = engine.send(now).await {
+                tracing::warn!(%error, "notifications: cannot mark where they start");
+            }
+        }
+        if notifier.sender.is_some() {
+            tokio::spawn(notifier.clone().render_loop());
+            tokio::spawn(notifier.clone().send_loop());
+        } else {
+            // Off: no position of the log is held for it.
+            let _ = notifier.engine.unregister_consumer(CONSUMER);
+        }
+        notifier
+    }
+
+    /// Has the sender look at the outbox now (a message was made due).
+    pub fn wake(&self) {
+        self.queued.notify_one();
+    }
+
+    /// Stops both tasks (what was not sent goes after the restart).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps up to `pause`, or until stopped or `wake` fires; whether stopped.
+    async fn pause(&self, pause: Duration, wake: Option<&Notify>) -> bool {
+        let mut stopped = self.stop.subscribe();
+        if *stopped.borrow() {
+            return true;
+        }
+        let woken = async {
+            match wake {
+                Some(notify) => notify.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped.changed() => {}
+            _ = woken => {}
+        }
+        self.stopped()
+    }
+
+    /// Waits while this node is not the primary; false once stopped.
+    async fn on_primary(&self) -> bool {
+        loop {
+            if self.stopped() {
+                return false;
+            }
+            if self.engine.role() == NodeRole::Primary {
+                return true;
+            }
+            if self.pause(Duration::from_millis(500), None).await {
+                return false;
+            }
+        }
+    }
+
+    async fn render_loop(self: Arc<Notifier>) {
+        let mut durable = self.engine.subscribe();
+        while self.on_primary().await {
+            match self.render_pass().await {
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => {
+                    let mut stopped = self.stop.subscribe();
+                    tokio::select! {
+                        _ = durable.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stopped.changed() => return,
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "notifications: rendering paused");
+                    if self.pause(Duration::from_secs(1), None).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renders and queues the messages of the entries after the queued position;
+    /// whether it found any entries.
+    async fn render_pass(&self) -> Result<bool, EngineError> {
+        let state = self.engine.state();
+        let mut through = state.notifications_queued_through();
+        let durable = self.engine.durable_lsn();
+        let consumer = self.engine.register_consumer(CONSUMER)?;
+        if consumer.position() < through {
+            consumer.advance(through)?;
+        }
+        if through >= durable {
+            return Ok(false);
+        }
+        let engine = self.engine.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            engine.read_log(Lsn(through.0 + 1), ENTRIES_PER_PASS)
+        })
+        .await
+        .unwrap_or_else(|e| Err(EngineError::Unavailable(e.to_string())));
+        let entries = match read {
+            Ok(entries) => entries,
+            Err(EngineError::LogTrimmed { first, .. }) => {
+                // The log let the entries go (the consumer was dropped): what they
+                // held cannot be announced any more.
+                tracing::warn!(
+                    from = through.0 + 1,
+                    to = first.0.saturating_sub(1),
+                    "notifications: the log was trimmed past the renderer; these entries made no messages"
+                );
+                let _ = self.engine.unregister_consumer(CONSUMER);
+                let skip = QueueNotifications { through: Lsn(first.0 - 1), notifications: vec![] };
+                self.engine.send(skip).await?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        };
+        let types: Vec<&str> = KINDS.iter().map(|(t, _)| *t).collect();
+        let mut batch = Vec::new();
+        for entry in &entries {
+            let (records, _) =
+                crate::handlers::events::page(std::slice::from_ref(entry), &types, usize::MAX, 0);
+            if batch.len() + records.len() > NOTIFICATIONS_PER_COMMAND_MAX && !batch.is_empty() {
+                break;
+            }
+            for record in &records {
+                if let Some(message) = self.message(state, record) {
+                    batch.push(message);
+                }
+            }
+            // One entry cannot make more (an entry holds a command's few events).
+            batch.truncate(NOTIFICATIONS_PER_COMMAND_MAX);
+            through = entry.lsn;
+        }
+        let queued = batch.len();
+        let command = QueueNotifications { through, notifications: batch };
+        match self.engine.send(command).await {
+            Ok(_) => {}
+            // The outbox is full: the sender catches up first.
+            Err(EngineError::Overloaded) => {
+                self.pause(Duration::from_millis(200), None).await;
+                return Ok(true);
+            }
+            // A message the outbox refuses (it cannot be made valid by waiting): the
+            // position moves on without it rather than stall every later message.
+            Err(EngineError::Validation(fields)) => {
+                tracing::error!(
+                    ?fields,
+                    through = through.0,
+                    "notifications: messages refused by the outbox were dropped"
+                );
+                let skip = QueueNotifications { through, notifications: Vec::new() };
+                self.engine.send(skip).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        let _ = consumer.advance(through);
+        if queued > 0 {
+            self.queued.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// The message a feed record makes, if any.
+    fn message(&self, state: &State, record: &Json) -> Option<NewNotification> {
+        let kind = KINDS.iter().find(|(t, _)| record["type"] == *t)?.1;
+        let order_id = OrderId::parse(record["data"]["order_id"].as_str()?)?;
+        let order = state.order(&order_id)?;
+        let customer = order.customer_id.and_then(|id| state.customer(&id));
+        if let Some(customer) = &customer {
+            if !state.wants_notification(&customer.id, kind) {
+                return None;
+            }
+        }
+        let context =
+            template_context(&self.settings.shop_name, &order, customer.as_deref(), record);
+        let template = state.notification_template(kind);
+        let (default_subject, default_body) = default_template(kind);
+        let rendered = match &template {
+            Some(t) => render(&t.subject, &t.body, &context).or_else(|error| {
+                tracing::warn!(kind = kind.as_str(), %error, "notifications: the shop's template failed; the default is used");
+                render(default_subject, default_body, &context)
+            }),
+            None => render(default_subject, default_body, &context),
+        };
+        let (subject, body) = match rendered {
+            Ok(rendered) => rendered,
+            Err(error) => {
+                tracing::error!(kind = kind.as_str(), %error, "notifications: cannot render");
+                return None;
+            }
+        };
+        Some(NewNotification {
+            kind,
+            event_id: record["id"].as_str().unwrap_or_default().to_string(),
+            order_id: Some(order.id),
+            customer_id: customer.as_ref().map(|c| c.id),
+            to: customer.map_or_else(|| order.email.clone(), |c| c.email.clone()),
+            subject,
+            body,
+        })
+    }
+
+    async fn send_loop(self: Arc<Notifier>) {
+        let sender = self.sender.clone().expect("started with a sender");
+        while self.on_primary().await {
+            let now = self.engine.now_ms();
+            let state = self.engine.state();
+            let due = state.notifications_due(now, SENDS_PER_BATCH);
+            if due.is_empty() {
+                let wait = state
+                    .next_notification_due()
+                    .map_or(1_000, |at| (at - now).clamp(1, 1_000) as u64);
+                if self.pause(Duration::from_millis(wait), Some(&self.queued)).await {
+                    return;
+                }
+                continue;
+            }
+            let mut attempts = Vec::with_capacity(due.len());
+            for message in &due {
+                let outcome = match sender.send(&self.settings.from, message).await {
+                    Ok(()) => AttemptOutcome::Sent,
+                    Err(SendError::Permanent(error)) => AttemptOutcome::Failed { error },
+                    Err(SendError::Transient(error))
+                        if message.attempts + 1 >= self.settings.attempts_max =>
+                    {
+                        AttemptOutcome::Failed { error }
+                    }
+                    Err(SendError::Transient(error)) => {
+                        let delay = backoff(self.settings.backoff_ms, message.attempts);
+                        AttemptOutcome::Retry { error, next_attempt_at: now + delay as i64 }
+                    }
+                };
+                if !matches!(outcome, AttemptOutcome::Sent) {
+                    tracing::warn!(notification = %message.id, ?outcome, "notifications: an attempt failed");
+                }
+                attempts.push(NotificationAttempt { notification_id: message.id, outcome });
+            }
+            // Recorded until it holds: a message sent and not recorded is sent again.
+            loop {
+                match self
+                    .engine
+                    .send(RecordNotificationAttempts { attempts: attempts.clone() })
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "notifications: cannot record attempts");
+                        if self.pause(Duration::from_secs(1), None).await {
+                            return;
+                        }
+                        if self.engine.role() != NodeRole::Primary {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The delay before attempt `attempts + 1`: the base doubled per attempt made, capped at
+/// an hour, the upper half of it random.
+fn backoff(base_ms: u64, attempts: u32) -> u64 {
+    crate::webhooks::jittered(Duration::from_millis(base_ms), attempts, BACKOFF_MAX).as_millis()
+        as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_shown_with_the_currency_s_decimals() {
+        assert_eq!(display_money(1234, "USD"), "12.34 USD");
+        assert_eq!(display_money(5, "EUR"), "0.05 EUR");
+        assert_eq!(display_money(-500, "USD"), "-5.00 USD");
+        assert_eq!(display_money(500, "JPY"), "500 JPY");
+        assert_eq!(display_money(1234, "KWD"), "1.234 KWD");
+    }
+
+    #[test]
+    fn default_templates_render_the_sample() {
+        for kind in NotificationKind::ALL {
+            let (subject, body) = default_template(kind);
+            check_template(subject, body).unwrap();
+            let (subject, body) = render(subject, body, &sample_context()).unwrap();
+            assert!(subject.contains("ord_sample"), "{subject}");
+            assert!(body.contains("ord_sample") && body.contains("Shop"), "{body}");
+        }
+    }
+
+    #[test]
+    fn templates_are_bounded_and_checked() {
+        assert_eq!(check_template("{{ order.id", "x").unwrap_err().0, "subject");
+        assert_eq!(check_template("x", "{% for %}").unwrap_err().0, "body");
+        let endless =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        assert!(check_template("x", endless).is_err(), "fuel stops a runaway template");
+        let (subject, _) = render("a\n{{ shop.name }}\r\nb", "x", &sample_context()).unwrap();
+        assert_eq!(subject, "a Shop b");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        for attempts in 0..40 {
+            let full = (100u64 << attempts.min(30)).min(3_600_000);
+            let delay = backoff(100, attempts);
+            assert!((full / 2..=full).contains(&delay), "{attempts}: {delay}");
+        }
+    }
+}
