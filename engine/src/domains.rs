@@ -139,6 +139,7 @@ mod tests {
                 "flash_sale",
                 "location",
                 "notification",
+                "notification_status",
                 "notifications_queued_through",
                 "order",
                 "product",

@@ -56,8 +56,8 @@ const KINDS: [(&str, NotificationKind); 4] = [
 /// Log entries read per pass.
 const ENTRIES_PER_PASS: usize = 256;
 
-/// Messages sent per batch of recorded attempts.
-const SENDS_PER_BATCH: usize = 64;
+/// Messages sent per batch of recorded attempts (a crash resends at most these).
+const SENDS_PER_RECORD: usize = 16;
 
 /// The longest wait between retries.
 const BACKOFF_MAX: Duration = Duration::from_secs(3600);
@@ -276,11 +276,20 @@ impl Sender for SmtpSender {
             let transport = self.transport.as_ref().expect("there until dropped");
             match transport.send(email).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                // A mailbox refused for good (550 unavailable, 551 not local, 553 name
+                // not allowed). Other refusals — authentication, relaying, policy —
+                // are the shop's to fix: retried until then.
+                Err(e) if e.is_permanent() && mailbox_refused(&e) => {
+                    Err(SendError::Permanent(e.to_string()))
+                }
                 Err(e) => Err(SendError::Transient(e.to_string())),
             }
         })
     }
+}
+
+fn mailbox_refused(error: &lettre::transport::smtp::Error) -> bool {
+    error.status().is_some_and(|code| matches!(code.to_string().as_str(), "550" | "551" | "553"))
 }
 
 /// The sender the settings name (a file's default place in `data_dir`); `None` when
@@ -441,10 +450,22 @@ pub fn render(subject: &str, body: &str, context: &Json) -> Result<(String, Stri
         .filter(|c| !c.is_control())
         .take(NOTIFICATION_SUBJECT_MAX)
         .collect();
+    Ok((subject, cut_body(body)))
+}
+
+/// `body` within [`NOTIFICATION_BODY_MAX`] bytes: a longer one (an order of a hundred
+/// lines) is cut at a character boundary and says so, rather than not sent.
+fn cut_body(mut body: String) -> String {
+    const MARK: &str = "\n[…]\n";
     if body.len() > NOTIFICATION_BODY_MAX {
-        return Err(format!("body: renders to more than {NOTIFICATION_BODY_MAX} bytes"));
+        let mut end = NOTIFICATION_BODY_MAX - MARK.len();
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        body.truncate(end);
+        body.push_str(MARK);
     }
-    Ok((subject, body))
+    body
 }
 
 /// Checks a shop's template: it parses and renders a sample order.
@@ -453,7 +474,10 @@ pub fn check_template(subject: &str, body: &str) -> Result<(), (&'static str, St
     env.template_from_str(subject).map_err(|e| ("subject", format!("{e:#}")))?;
     env.template_from_str(body).map_err(|e| ("body", format!("{e:#}")))?;
     let context = sample_context();
-    render(subject, body, &context).map(drop).map_err(|e| ("body", e))
+    render(subject, body, &context).map(drop).map_err(|e| {
+        let field = if e.starts_with("subject:") { "subject" } else { "body" };
+        (field, e)
+    })
 }
 
 /// A sample context (templates are checked against it).
@@ -481,21 +505,27 @@ pub struct Notifier {
     /// Woken when messages were queued.
     queued: Notify,
     stop: watch::Sender<bool>,
+    /// The durable end at the start, on a primary.
+    started_at: Option<Lsn>,
 }
 
 impl Notifier {
     /// Starts rendering and sending (on a primary; a standby starts when promoted).
     ///
     /// On the first start over a shop with a history, the outbox is marked as queued
-    /// through the log's end before anything is served: what happened before
-    /// notifications existed is not announced. A new shop's are, from its first entry.
+    /// through the log's end before anything is served (and again by the renderer
+    /// until the mark holds): what happened before notifications existed is not
+    /// announced. A new shop's are, from its first entry.
     pub async fn start(
         engine: Engine,
         settings: NotificationSettings,
         sender: Option<Arc<dyn Sender>>,
     ) -> Arc<Notifier> {
         let (stop, _) = watch::channel(false);
-        let notifier = Arc::new(Notifier { engine, settings, sender, queued: Notify::new(), stop });
+        let primary = engine.role() == NodeRole::Primary;
+        let started_at = primary.then(|| engine.durable_lsn());
+        let queued = Notify::new();
+        let notifier = Arc::new(Notifier { engine, settings, sender, queued, stop, started_at });
         let engine = &notifier.engine;
         let first = engine.state().notifications_queued_through() == Lsn(0);
         if notifier.sender.is_some() && first && engine.role() == NodeRole::Primary {
@@ -565,8 +595,12 @@ impl Notifier {
 
     async fn render_loop(self: Arc<Notifier>) {
         let mut durable = self.engine.subscribe();
+        let mut start = None;
         while self.on_primary().await {
-            match self.render_pass().await {
+            // A promoted standby begins where it is promoted.
+            let start =
+                *start.get_or_insert_with(|| self.started_at.unwrap_or(self.engine.durable_lsn()));
+            match self.render_pass(start).await {
                 Ok(true) => tokio::task::yield_now().await,
                 Ok(false) => {
                     let mut stopped = self.stop.subscribe();
@@ -586,45 +620,126 @@ impl Notifier {
         }
     }
 
-    /// Renders and queues the messages of the entries after the queued position;
+    /// Renders and queues the messages of the entries after the renderer's position;
     /// whether it found any entries.
-    async fn render_pass(&self) -> Result<bool, EngineError> {
+    ///
+    /// The position is the later of the outbox's `queued_through` and the consumer's:
+    /// entries that make no message move the consumer only, so an idle shop writes
+    /// nothing (the renderer's own `Queued` entries make no message either).
+    ///
+    /// `start` is the durable end when this node began rendering: with nothing queued
+    /// yet, a shop that had a history then (or a promoted standby whose primary never
+    /// rendered) starts there, and a new one (nothing durable yet) at its first entry.
+    async fn render_pass(self: &Arc<Notifier>, start: Lsn) -> Result<bool, EngineError> {
         let state = self.engine.state();
-        let mut through = state.notifications_queued_through();
+        let queued_through = state.notifications_queued_through();
         let durable = self.engine.durable_lsn();
-        let consumer = self.engine.register_consumer(CONSUMER)?;
-        if consumer.position() < through {
-            consumer.advance(through)?;
+        if queued_through == Lsn(0) && start > Lsn(0) {
+            // Retried until it holds (a strict-sync primary refuses writes until its
+            // standbys connect).
+            let mark = QueueNotifications { through: start, notifications: vec![] };
+            self.engine.send(mark).await?;
+            return Ok(true);
         }
-        if through >= durable {
+        let consumer = self.engine.register_consumer(CONSUMER)?;
+        if consumer.position() < queued_through {
+            consumer.advance(queued_through)?;
+        }
+        let from = consumer.position().max(queued_through);
+        if from >= durable {
             return Ok(false);
         }
         let engine = self.engine.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            engine.read_log(Lsn(through.0 + 1), ENTRIES_PER_PASS)
-        })
-        .await
-        .unwrap_or_else(|e| Err(EngineError::Unavailable(e.to_string())));
+        let read =
+            tokio::task::spawn_blocking(move || engine.read_log(Lsn(from.0 + 1), ENTRIES_PER_PASS))
+                .await
+                .unwrap_or_else(|e| Err(EngineError::Unavailable(e.to_string())));
         let entries = match read {
             Ok(entries) => entries,
             Err(EngineError::LogTrimmed { first, .. }) => {
-                // The log let the entries go (the consumer was dropped): what they
-                // held cannot be announced any more.
+                // The log let the entries go (the consumer was dropped, or the sender
+                // was off): what they held is too old to announce now.
                 tracing::warn!(
-                    from = through.0 + 1,
-                    to = first.0.saturating_sub(1),
-                    "notifications: the log was trimmed past the renderer; these entries made no messages"
+                    from = from.0 + 1,
+                    to = durable.0,
+                    first = first.0,
+                    "notifications: the log was trimmed past the renderer; it goes on from the log's end"
                 );
                 let _ = self.engine.unregister_consumer(CONSUMER);
-                let skip = QueueNotifications { through: Lsn(first.0 - 1), notifications: vec![] };
+                let skip = QueueNotifications { through: durable, notifications: vec![] };
                 self.engine.send(skip).await?;
                 return Ok(true);
             }
             Err(e) => return Err(e),
         };
+        // Rendering is CPU work (up to the fuel limit per message): off the runtime.
+        let me = self.clone();
+        let rendered = tokio::task::spawn_blocking(move || me.render_entries(&entries))
+            .await
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        let Some((through, mut batch)) = rendered else {
+            return Ok(false);
+        };
+        if batch.is_empty() && queued_through != Lsn(0) {
+            consumer.advance(through)?;
+            return Ok(true);
+        }
+        loop {
+            let queued = batch.len();
+            let command = QueueNotifications { through, notifications: batch.clone() };
+            match self.engine.send(command).await {
+                Ok(_) => {
+                    let _ = consumer.advance(through);
+                    if queued > 0 {
+                        self.queued.notify_one();
+                    }
+                    return Ok(true);
+                }
+                // The outbox is full: the sender catches up first.
+                Err(EngineError::Overloaded) => {
+                    self.pause(Duration::from_millis(200), None).await;
+                    return Ok(true);
+                }
+                // A message the outbox refuses cannot be made valid by waiting: it is
+                // dropped, the others go.
+                Err(EngineError::Validation(fields)) => {
+                    let bad: Vec<usize> = fields
+                        .iter()
+                        .filter_map(|f| {
+                            let index =
+                                f.field.strip_prefix("notifications[")?.split(']').next()?;
+                            index.parse().ok()
+                        })
+                        .collect();
+                    tracing::error!(
+                        ?fields,
+                        through = through.0,
+                        "notifications: messages refused by the outbox were dropped"
+                    );
+                    if bad.is_empty() {
+                        batch.clear();
+                    } else {
+                        batch = batch
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(i, _)| !bad.contains(i))
+                            .map(|(_, m)| m)
+                            .collect();
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The messages of `entries` (whole entries, up to a command's worth), and the
+    /// last entry they cover; `None` when there were no entries.
+    fn render_entries(&self, entries: &[LogEntry]) -> Option<(Lsn, Vec<NewNotification>)> {
+        let state = self.engine.state();
         let types: Vec<&str> = KINDS.iter().map(|(t, _)| *t).collect();
         let mut batch = Vec::new();
-        for entry in &entries {
+        let mut through = None;
+        for entry in entries {
             let (records, _) =
                 crate::handlers::events::page(std::slice::from_ref(entry), &types, usize::MAX, 0);
             if batch.len() + records.len() > NOTIFICATIONS_PER_COMMAND_MAX && !batch.is_empty() {
@@ -637,35 +752,9 @@ impl Notifier {
             }
             // One entry cannot make more (an entry holds a command's few events).
             batch.truncate(NOTIFICATIONS_PER_COMMAND_MAX);
-            through = entry.lsn;
+            through = Some(entry.lsn);
         }
-        let queued = batch.len();
-        let command = QueueNotifications { through, notifications: batch };
-        match self.engine.send(command).await {
-            Ok(_) => {}
-            // The outbox is full: the sender catches up first.
-            Err(EngineError::Overloaded) => {
-                self.pause(Duration::from_millis(200), None).await;
-                return Ok(true);
-            }
-            // A message the outbox refuses (it cannot be made valid by waiting): the
-            // position moves on without it rather than stall every later message.
-            Err(EngineError::Validation(fields)) => {
-                tracing::error!(
-                    ?fields,
-                    through = through.0,
-                    "notifications: messages refused by the outbox were dropped"
-                );
-                let skip = QueueNotifications { through, notifications: Vec::new() };
-                self.engine.send(skip).await?;
-            }
-            Err(e) => return Err(e),
-        }
-        let _ = consumer.advance(through);
-        if queued > 0 {
-            self.queued.notify_one();
-        }
-        Ok(true)
+        through.map(|through| (through, batch))
     }
 
     /// The message a feed record makes, if any.
@@ -713,7 +802,7 @@ impl Notifier {
         while self.on_primary().await {
             let now = self.engine.now_ms();
             let state = self.engine.state();
-            let due = state.notifications_due(now, SENDS_PER_BATCH);
+            let due = state.notifications_due(now, SENDS_PER_RECORD);
             if due.is_empty() {
                 let wait = state
                     .next_notification_due()
@@ -734,8 +823,10 @@ impl Notifier {
                         AttemptOutcome::Failed { error }
                     }
                     Err(SendError::Transient(error)) => {
+                        // From when it failed: a slow server must not eat the wait.
                         let delay = backoff(self.settings.backoff_ms, message.attempts);
-                        AttemptOutcome::Retry { error, next_attempt_at: now + delay as i64 }
+                        let next_attempt_at = self.engine.now_ms() + delay as i64;
+                        AttemptOutcome::Retry { error, next_attempt_at }
                     }
                 };
                 if !matches!(outcome, AttemptOutcome::Sent) {
@@ -806,6 +897,18 @@ mod tests {
         assert!(check_template("x", endless).is_err(), "fuel stops a runaway template");
         let (subject, _) = render("a\n{{ shop.name }}\r\nb", "x", &sample_context()).unwrap();
         assert_eq!(subject, "a Shop b");
+    }
+
+    #[test]
+    fn a_long_body_is_cut_not_refused() {
+        let long = "é".repeat(NOTIFICATION_BODY_MAX);
+        let cut = cut_body(long);
+        assert!(cut.len() <= NOTIFICATION_BODY_MAX && cut.ends_with("[…]\n"), "{}", cut.len());
+        assert_eq!(cut_body("short".into()), "short");
+        let lines = "{% for i in range(2000) %}line {{ i }} of a long order\n{% endfor %}";
+        let (_, body) = render("s", lines, &sample_context()).unwrap();
+        assert!(body.len() <= NOTIFICATION_BODY_MAX);
+        assert_eq!(check_template("{{ 1 // 0 }}", "x").unwrap_err().0, "subject");
     }
 
     #[test]

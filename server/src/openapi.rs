@@ -230,6 +230,11 @@ fn query_parameters(operation: &str) -> Vec<Value> {
             query("bucket", json!({"type": "string", "enum": ["minute", "hour", "day"], "default": "hour"})),
         ],
         "list_my_orders" => vec![query("status", json!({"type": "string"})), limit, cursor],
+        "list_notifications" => vec![
+            query("status", json!({"type": "string", "enum": ["pending", "sent", "failed"], "default": "pending"})),
+            limit,
+            described("cursor", json!({"type": "string", "minLength": 1}), "next_cursor of the previous page."),
+        ],
         "list_flash_sales" => vec![
             query(
                 "status",

@@ -136,6 +136,11 @@ impl TestServer {
         &self.config
     }
 
+    /// The configuration the next start uses.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
     /// `http://addr` + `path`.
     pub fn url(&self, path: &str) -> String {
         match &self.remote {

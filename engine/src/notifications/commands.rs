@@ -47,13 +47,15 @@ pub struct ResetNotificationTemplate {
     pub kind: NotificationKind,
 }
 
-/// Sets which kinds of message a customer does not want.
+/// Switches kinds of message on or off for a customer; the kinds not named stay as
+/// they are (merged with the current preferences when applied, so two changes at
+/// once both hold).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetNotificationPreferences {
     /// The customer.
     pub customer_id: CustomerId,
-    /// The kinds turned off (the others are on).
-    pub muted: Vec<NotificationKind>,
+    /// Each kind named, and whether it is sent (`true`) or muted.
+    pub changes: Vec<(NotificationKind, bool)>,
 }
 
 /// A rendered message, to queue.
@@ -149,9 +151,15 @@ impl Request for SetNotificationPreferences {
         if state.customer(&self.customer_id).is_none() {
             return Err(not_found(EntityKind::Customer, self.customer_id.text().as_str()));
         }
-        let mut muted = self.muted.clone();
+        let before = state.notification_preferences(&self.customer_id);
+        let mut muted: Vec<NotificationKind> = NotificationKind::ALL
+            .into_iter()
+            .filter(|kind| {
+                let change = self.changes.iter().rev().find(|(k, _)| k == kind).map(|(_, on)| *on);
+                !change.unwrap_or_else(|| before.as_ref().is_none_or(|p| p.wants(*kind)))
+            })
+            .collect();
         muted.sort_by_key(|k| k.as_str());
-        muted.dedup();
         let prefs =
             NotificationPreferences { customer_id: self.customer_id, muted, updated_at: ctx.now };
         Decision::one(self.customer_id, NotificationEvent::PreferencesSet(Box::new(prefs)))
@@ -222,6 +230,8 @@ impl Request for QueueNotifications {
                 to: n.to.clone(),
                 subject: n.subject.clone(),
                 body: n.body.clone(),
+                // Set by apply.
+                status_seq: 0,
                 status: NotificationStatus::Pending,
                 attempts: 0,
                 next_attempt_at: ctx.now,
@@ -252,13 +262,15 @@ impl Request for RecordNotificationAttempts {
             ));
         }
         let cut = |error: &String| error.chars().take(500).collect::<String>();
+        let mut seen = std::collections::HashSet::new();
         let attempts: Vec<NotificationAttempt> = self
             .attempts
             .iter()
             .filter(|a| {
-                state
-                    .notification(&a.notification_id)
-                    .is_some_and(|n| n.status == NotificationStatus::Pending)
+                seen.insert(a.notification_id)
+                    && state
+                        .notification(&a.notification_id)
+                        .is_some_and(|n| n.status == NotificationStatus::Pending)
             })
             .map(|a| NotificationAttempt {
                 notification_id: a.notification_id,

@@ -87,7 +87,7 @@ pub struct NotificationTemplate {
 pub struct NotificationPreferences {
     /// The customer.
     pub customer_id: CustomerId,
-    /// The kinds they turned off, sorted.
+    /// The kinds they turned off, sorted by name.
     pub muted: Vec<NotificationKind>,
     /// When they last changed.
     pub updated_at: TimestampMs,
@@ -140,6 +140,10 @@ pub struct Notification {
     pub id: NotificationId,
     /// Its order among the messages queued.
     pub seq: u64,
+    /// Its order among the changes of status (set when applied): the lists of a
+    /// status go by it, newest first, and the oldest to reach `sent` or `failed` is
+    /// the first dropped.
+    pub status_seq: u64,
     /// What it is about.
     pub kind: NotificationKind,
     /// The event-feed record it was made from (`evt_LSN_N`).
@@ -183,13 +187,15 @@ pub(crate) struct Tables {
     templates: IdIndex<NotificationKind, Arc<NotificationTemplate>>,
     preferences: IdIndex<CustomerId, Arc<NotificationPreferences>>,
     outbox: IdIndex<NotificationId, Arc<Notification>>,
-    /// `(status, seq, id)`: the messages of each status, oldest first.
+    /// `(status, status_seq, id)`: the messages of each status, in the order they
+    /// reached it.
     by_status: SkipSet<(u8, u64, NotificationId)>,
     /// `(next attempt, seq, id)`: the pending messages, soonest due first.
     due: SkipSet<(TimestampMs, u64, NotificationId)>,
     /// How many messages each status has.
     counts: [AtomicUsize; 3],
     seq: Counter,
+    status_seq: Counter,
     /// The last log position whose messages were queued.
     queued_through: Counter,
 }
@@ -204,6 +210,7 @@ impl Default for Tables {
             due: SkipSet::new(),
             counts: Default::default(),
             seq: Counter::new("notification"),
+            status_seq: Counter::new("notification_status"),
             queued_through: Counter::new("notifications_queued_through"),
         }
     }
@@ -243,7 +250,10 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Notification>,
         },
     ],
-    counters: |state| vec![&state.notifications.seq, &state.notifications.queued_through],
+    counters: |state| {
+        let tables = &state.notifications;
+        vec![&tables.seq, &tables.status_seq, &tables.queued_through]
+    },
     timers: None,
     verify: None,
 };
@@ -332,14 +342,19 @@ pub(crate) fn apply(
             for message in notifications {
                 let seq = tables.seq.bump();
                 debug_assert_eq!(seq, message.seq, "decide numbers messages");
-                let message = Arc::new(message.clone());
+                let status_seq = tables.status_seq.bump();
+                let message = Arc::new(Notification { status_seq, ..message.clone() });
                 index(state, message.clone());
                 rows.push(Row::put(message));
             }
         }
         NotificationEvent::Attempted(attempts) => {
             for attempt in attempts {
-                let Some(before) = tables.outbox.get(&attempt.notification_id) else {
+                let Some(before) = tables
+                    .outbox
+                    .get(&attempt.notification_id)
+                    .filter(|n| n.status == NotificationStatus::Pending)
+                else {
                     continue;
                 };
                 let mut after = (*before).clone();
@@ -376,8 +391,8 @@ pub(crate) fn apply(
 
 fn index(state: &State, message: Arc<Notification>) {
     let tables = &state.notifications;
-    if !tables.by_status.contains(&(message.status.rank(), message.seq, message.id)) {
-        tables.by_status.insert((message.status.rank(), message.seq, message.id));
+    if !tables.by_status.contains(&(message.status.rank(), message.status_seq, message.id)) {
+        tables.by_status.insert((message.status.rank(), message.status_seq, message.id));
         tables.counts[message.status.rank() as usize].fetch_add(1, Ordering::AcqRel);
     }
     if message.status == NotificationStatus::Pending {
@@ -388,7 +403,7 @@ fn index(state: &State, message: Arc<Notification>) {
 
 fn unindex(state: &State, message: &Notification) {
     let tables = &state.notifications;
-    if tables.by_status.remove(&(message.status.rank(), message.seq, message.id)).is_some() {
+    if tables.by_status.remove(&(message.status.rank(), message.status_seq, message.id)).is_some() {
         tables.counts[message.status.rank() as usize].fetch_sub(1, Ordering::AcqRel);
     }
     tables.due.remove(&(message.next_attempt_at, message.seq, message.id));
@@ -396,9 +411,12 @@ fn unindex(state: &State, message: &Notification) {
 
 /// Puts `after` in place of `before`; past [`NOTIFICATIONS_KEPT`] messages of its
 /// (final) status, the oldest of that status goes.
-fn replace(state: &State, before: &Notification, after: Notification, rows: &mut Vec<Row>) {
+fn replace(state: &State, before: &Notification, mut after: Notification, rows: &mut Vec<Row>) {
     let tables = &state.notifications;
     unindex(state, before);
+    if after.status != before.status {
+        after.status_seq = tables.status_seq.bump();
+    }
     let status = after.status;
     let after = Arc::new(after);
     index(state, after.clone());
@@ -446,8 +464,8 @@ impl State {
         self.notifications.outbox.get(id)
     }
 
-    /// The messages of a status, newest first, `limit` at most, from before `before`
-    /// (a message's `seq`) when given.
+    /// The messages of a status, the last to reach it first, `limit` at most, from
+    /// before `before` (a message's `status_seq`) when given.
     pub fn notifications(
         &self,
         status: NotificationStatus,

@@ -43,36 +43,22 @@ pub async fn preferences(call: Call) -> Result<Out, Problem> {
     Ok(Out::ok(&preferences_view(prefs.as_deref())))
 }
 
-/// A change of preferences: the kinds named are switched, the others stay.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PreferencesPatch {
-    order_confirmation: Option<bool>,
-    payment_received: Option<bool>,
-    order_shipped: Option<bool>,
-    refund_issued: Option<bool>,
-}
-
-/// `PATCH /v1/customers/me/notification-preferences`.
+/// `PATCH /v1/customers/me/notification-preferences`: the kinds named are switched (a
+/// boolean each), the others stay.
 pub async fn update_preferences(call: Call) -> Result<Out, Problem> {
     let me = me_id(&call)?;
-    let patch: PreferencesPatch = call.json()?;
-    let state = call.app.engine.state();
-    let before = state.notification_preferences(&me);
-    let changes = [
-        (NotificationKind::OrderConfirmation, patch.order_confirmation),
-        (NotificationKind::PaymentReceived, patch.payment_received),
-        (NotificationKind::OrderShipped, patch.order_shipped),
-        (NotificationKind::RefundIssued, patch.refund_issued),
-    ];
-    let muted = changes
-        .iter()
-        .filter(|(kind, change)| {
-            !change.unwrap_or_else(|| before.as_ref().is_none_or(|p| p.wants(*kind)))
-        })
-        .map(|(kind, _)| *kind)
-        .collect();
-    let saved = call.app.engine.send(SetNotificationPreferences { customer_id: me, muted }).await?;
+    let patch: serde_json::Map<String, serde_json::Value> = call.json()?;
+    let mut changes = Vec::new();
+    for (name, value) in &patch {
+        let kind = NotificationKind::parse(name).ok_or_else(|| {
+            Problem::invalid_field(name, "is not a notification kind (order_confirmation, payment_received, order_shipped, refund_issued)")
+        })?;
+        let on =
+            value.as_bool().ok_or_else(|| Problem::invalid_field(name, "must be true or false"))?;
+        changes.push((kind, on));
+    }
+    let command = SetNotificationPreferences { customer_id: me, changes };
+    let saved = call.app.engine.send(command).await?;
     Ok(Out::ok(&preferences_view(Some(&saved))))
 }
 
@@ -230,7 +216,7 @@ pub async fn outbox(call: Call) -> Result<Out, Problem> {
     let mut page = state.notifications(status, before, limit + 1);
     let more = page.len() > limit;
     page.truncate(limit);
-    let next_cursor = if more { page.last().map(|n| n.seq.to_string()) } else { None };
+    let next_cursor = if more { page.last().map(|n| n.status_seq.to_string()) } else { None };
     let data = page.iter().map(|n| NotificationView::from(&**n)).collect();
     Ok(Out::ok(&OutboxPage { data, next_cursor, total: state.notification_count(status) }))
 }

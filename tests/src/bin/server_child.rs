@@ -46,6 +46,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(ms) = number("EMPORIUM_NOTIFICATION_BACKOFF_MS") {
         config.notifications.backoff_ms = ms;
     }
+    if let Some(attempts) = number("EMPORIUM_NOTIFICATION_ATTEMPTS_MAX") {
+        config.notifications.attempts_max = attempts as u32;
+    }
     // The deliberately broken build the power-loss test must catch.
     config.faults.unsynced_log = std::env::var_os("EMPORIUM_CRASH_UNSYNCED_LOG").is_some();
     let server = RunningServer::start(config)?;
