@@ -108,6 +108,8 @@ impl Shop {
             ..Config::default()
         };
         config.webhooks.allow_private = true;
+        // The feed and the deliveries alone: no customer messages of the checkouts.
+        config.notifications.sender = emporium_server::notifications::SenderKind::Off;
         let server = RunningServer::start(config).expect("the bench server starts");
         // The client side: the receiver, the HTTP reader and the fixture's submitters.
         let rt = tokio::runtime::Builder::new_multi_thread()
