@@ -28,7 +28,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use emporium_engine::*;
@@ -36,7 +36,7 @@ use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use minijinja::value::Serde;
 use minijinja::{Environment, UndefinedBehavior, Value};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value as Json};
 use tokio::sync::{watch, Notify};
 
@@ -433,12 +433,35 @@ fn environment() -> Environment<'static> {
     env
 }
 
+/// Templates compiled once (the defaults and the shop's few), by their source.
+static COMPILED: LazyLock<RwLock<Environment<'static>>> =
+    LazyLock::new(|| RwLock::new(environment()));
+
+/// The most templates kept compiled; past it they are compiled again as used.
+const COMPILED_MAX: usize = 64;
+
+/// Renders the template of `source` with `ctx`, compiling it on its first use.
+fn render_source(source: &str, ctx: &Value) -> Result<String, minijinja::Error> {
+    if let Ok(template) = COMPILED.read().get_template(source) {
+        return template.render(ctx);
+    }
+    let mut env = COMPILED.write();
+    if env.templates().count() >= COMPILED_MAX {
+        env.clear_templates();
+    }
+    if env.get_template(source).is_err() {
+        env.add_template_owned(source.to_string(), source.to_string())?;
+    }
+    let env = parking_lot::RwLockWriteGuard::downgrade(env);
+    let rendered = env.get_template(source)?.render(ctx);
+    rendered
+}
+
 /// Renders `(subject, body)` templates with `context`.
 pub fn render(subject: &str, body: &str, context: &Json) -> Result<(String, String), String> {
-    let env = environment();
     let ctx = Value::from(Serde(context));
-    let subject = env.render_str(subject, ctx.clone()).map_err(|e| format!("subject: {e:#}"))?;
-    let body = env.render_str(body, ctx).map_err(|e| format!("body: {e:#}"))?;
+    let subject = render_source(subject, &ctx).map_err(|e| format!("subject: {e:#}"))?;
+    let body = render_source(body, &ctx).map_err(|e| format!("body: {e:#}"))?;
     // A subject is one line.
     let subject: String = subject
         .split(['\r', '\n'])
@@ -641,7 +664,23 @@ impl Notifier {
             self.engine.send(mark).await?;
             return Ok(true);
         }
+        let known = self.engine.consumers().iter().any(|(name, _)| name == CONSUMER);
         let consumer = self.engine.register_consumer(CONSUMER)?;
+        if !known && queued_through > Lsn(0) && queued_through.0 + 1 < self.engine.first_log_lsn().0
+        {
+            // Following again after a while off (or after being dropped for lagging):
+            // the log let entries go since the outbox was queued, and what it still
+            // holds is as stale. Go on from its end.
+            tracing::warn!(
+                from = queued_through.0 + 1,
+                to = durable.0,
+                "notifications: the log was trimmed past the renderer while it was off; it goes on from the log's end"
+            );
+            let skip = QueueNotifications { through: durable, notifications: vec![] };
+            self.engine.send(skip).await?;
+            consumer.advance(durable)?;
+            return Ok(true);
+        }
         if consumer.position() < queued_through {
             consumer.advance(queued_through)?;
         }
@@ -716,8 +755,10 @@ impl Notifier {
                         through = through.0,
                         "notifications: messages refused by the outbox were dropped"
                     );
-                    if bad.is_empty() {
-                        batch.clear();
+                    if bad.is_empty() || batch.is_empty() {
+                        // Not about a message (it cannot be dropped): the pass is
+                        // retried after the pause.
+                        return Err(EngineError::Validation(fields));
                     } else {
                         batch = batch
                             .into_iter()

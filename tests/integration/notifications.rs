@@ -196,8 +196,12 @@ fn preferences_belong_to_known_customers() {
 }
 
 /// Polls `done` until it holds, for up to 20 s.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_up_to(what, Duration::from_secs(20), done)
+}
+
+fn wait_up_to(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
@@ -277,6 +281,10 @@ fn orders_send_messages_rendered_from_templates_to_those_who_want_them() {
         .json(json!({"colour": "red"}))
         .send()
         .problem(422, "validation_failed");
+    let not_bool = s.patch(prefs).bearer(&ada.token).json(json!({"payment_received": "no"}));
+    assert_eq!(not_bool.send().invalid_fields(), ["payment_received"]);
+    let not_object = s.patch(prefs).bearer(&ada.token).json(json!([true]));
+    assert_eq!(not_object.send().status, 422);
     let after = s
         .patch(prefs)
         .bearer(&ada.token)
@@ -649,7 +657,9 @@ fn a_sigkill_loses_no_queued_message() {
         let mails = smtp.mails();
         orders.iter().all(|id| mails.iter().any(|m| m.data.contains(id.as_str())))
     };
-    wait_for("every order's confirmation after the kills", received);
+    // A retry backed off while the server was busy (doubling from 20 ms) may be due
+    // some seconds after it recovered.
+    wait_up_to("every order's confirmation after the kills", Duration::from_secs(60), received);
     let mails = smtp.mails();
     assert!(mails.iter().all(|m| m.to == "guest@example.com"));
     drop(server);
@@ -672,4 +682,32 @@ fn switched_on_over_a_history_notifications_announce_only_what_follows() {
     s.pay(None, &old, "pay-old", "tok_visa").expect(201);
     wait_for("the old order's payment", || of_order(&file_messages(&file), &old).len() == 1);
     assert_eq!(of_order(&file_messages(&file), &old)[0]["kind"], "payment_received");
+}
+
+#[test]
+fn the_outbox_lists_messages_in_the_order_they_reached_their_status() {
+    let te = TestEngine::new();
+    stocked_sku(&te.shop, "N-3", 100, 10);
+    let through = te.engine.last_lsn().0;
+    let batch = ["first", "second", "third"]
+        .iter()
+        .map(|e| new_message(NotificationKind::OrderShipped, e, "x@example.com"))
+        .collect();
+    queue(&te, through, batch).unwrap();
+    let due = te.state().notifications_due(te.clock.now_ms(), 10);
+    let (first, second, third) = (due[0].id, due[1].id, due[2].id);
+    // Sent in the reverse order of their queueing, one command each.
+    for id in [third, second, first] {
+        let sent = vec![attempt(id, AttemptOutcome::Sent)];
+        te.shop.send(RecordNotificationAttempts { attempts: sent }).unwrap();
+    }
+    let order = |te: &TestEngine| -> Vec<NotificationId> {
+        te.state().notifications(NotificationStatus::Sent, None, 10).iter().map(|m| m.id).collect()
+    };
+    assert_eq!(order(&te), [first, second, third], "the last sent first");
+    let page = te.state().notifications(NotificationStatus::Sent, None, 1);
+    let rest = te.state().notifications(NotificationStatus::Sent, Some(page[0].status_seq), 10);
+    assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), [second, third]);
+    let te = te.reopen();
+    assert_eq!(order(&te), [first, second, third], "the same after a restart");
 }

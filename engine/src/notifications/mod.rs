@@ -480,7 +480,11 @@ impl State {
             .by_status
             .range(from..to)
             .rev()
-            .filter_map(|e| tables.outbox.get(&e.value().2))
+            .filter_map(|e| {
+                let (_, status_seq, id) = *e.value();
+                // A message changing status meanwhile belongs to its new list.
+                tables.outbox.get(&id).filter(|n| n.status == status && n.status_seq == status_seq)
+            })
             .take(limit)
             .collect()
     }
