@@ -401,8 +401,11 @@ fn orders_send_messages_rendered_from_templates_to_those_who_want_them() {
         let page = s.get("/v1/admin/notifications").bearer(&admin).send().expect(200);
         page["total"] == 0
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Its entry is applied before it is durable: wait for the sync, not for a time.
+    let engine = &s.app().engine;
+    wait_for("the last entry durable", || s.durable_lsn() == engine.last_lsn().0);
     let idle = s.durable_lsn();
+    // What is asserted is an absence: nothing written over a second and a half.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(s.durable_lsn(), idle, "an idle shop's log stays still");
 }
