@@ -615,18 +615,24 @@ async fn send(
     event_type: &str,
 ) -> Result<u16, String> {
     let timeout = Duration::from_millis(settings.timeout_ms);
-    match tokio::time::timeout(timeout, post(settings, webhook, body, event_id, event_type)).await {
+    let post = post(settings, webhook, Outgoing { body, event_id, event_type });
+    match tokio::time::timeout(timeout, post).await {
         Ok(answer) => answer,
         Err(_) => Err(format!("no answer in {} ms", settings.timeout_ms)),
     }
 }
 
+/// What one delivery POSTs.
+struct Outgoing<'a> {
+    body: &'a [u8],
+    event_id: &'a str,
+    event_type: &'a str,
+}
+
 async fn post(
     settings: &WebhookSettings,
     webhook: &Webhook,
-    body: &[u8],
-    event_id: &str,
-    event_type: &str,
+    Outgoing { body, event_id, event_type }: Outgoing<'_>,
 ) -> Result<u16, String> {
     let uri: http::Uri = webhook.url.parse().map_err(|e| format!("the URL: {e}"))?;
     let https = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
