@@ -7,6 +7,7 @@
 //! The HTTP load generator (binary `emporium-load`) lives in [`loadgen`].
 
 pub mod loadgen;
+pub mod recovery_data;
 
 /// Every benchmark and the load generator allocate with mimalloc, as `emporium serve`
 /// does: the engine's per-command cost includes its allocations, and measuring them

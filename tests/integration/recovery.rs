@@ -214,6 +214,47 @@ fn a_reservation_without_its_order_is_refused_at_open() {
     }
 }
 
+/// The tables that grow with orders load on several threads, a chunk of rows at a
+/// time. Many chunks' worth of carts come back whole, and one row that does not decode
+/// among them is refused with a clear error, not skipped or hung on.
+#[test]
+fn a_table_loaded_on_several_threads_comes_back_whole_and_refuses_a_bad_row() {
+    // Several chunks of rows (a chunk is 512).
+    const CARTS: usize = 1_600;
+    let te = TestEngine::new();
+    let ids: Vec<CartId> = std::thread::scope(|scope| {
+        let makers: Vec<_> = (0..8)
+            .map(|_| {
+                let shop = te.shop.clone();
+                scope.spawn(move || {
+                    (0..CARTS / 8)
+                        .map(|_| shop.send(CreateCart::default()).unwrap().id)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        makers.into_iter().flat_map(|m| m.join().unwrap()).collect()
+    });
+    let TestEngine { engine, clock, dir, .. } = te;
+    engine.close();
+
+    let engine = Engine::open(config(dir.path(), clock.clone())).unwrap();
+    let state = engine.state();
+    assert_eq!(state.open_cart_count(), CARTS);
+    assert!(ids.iter().all(|id| state.cart(id).is_some_and(|cart| cart.id == *id)));
+    let middle = state.cart(&ids[CARTS / 2]).unwrap().seq;
+    engine.close();
+
+    // Carts are stored under their sequence number.
+    tamper(dir.path(), |batch| batch.put("carts", &middle.to_be_bytes(), b"not a cart"));
+    match Engine::open(config(dir.path(), clock)) {
+        Err(EngineError::IncompatibleData(message)) => {
+            assert!(message.contains("cart"), "{message}")
+        }
+        other => panic!("expected the bad row to be refused, got {other:?}"),
+    }
+}
+
 /// Rows that reflect an LSN the log no longer continues from (entries after it are
 /// gone) are refused at open: replaying past a gap would make a wrong state.
 #[test]

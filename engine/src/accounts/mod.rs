@@ -79,6 +79,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Customer>,
+            load_in_parallel: false,
         },
         Table {
             name: API_CLIENTS,
@@ -88,6 +89,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<ApiClient>,
+            load_in_parallel: false,
         },
         Table {
             name: REFRESH_TOKENS,
@@ -97,6 +99,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<RefreshToken>,
+            load_in_parallel: false,
         },
         Table {
             name: SIGNING_KEYS,
@@ -106,6 +109,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<SigningKey>,
+            load_in_parallel: false,
         },
     ],
     counters: |state| vec![&state.accounts.customer_seq],

@@ -62,6 +62,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             Ok(())
         },
         check_v1: check_v1::<Cart>,
+        load_in_parallel: true,
     }],
     counters: |state| vec![&state.carts.cart_seq, &state.carts.abandoned],
     timers: Some(Timers {

@@ -76,6 +76,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Category>,
+            load_in_parallel: false,
         },
         Table {
             name: PRODUCTS,
@@ -85,6 +86,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Product>,
+            load_in_parallel: false,
         },
     ],
     counters: |state| vec![&state.catalog.product_seq, &state.catalog.category_seq],

@@ -90,6 +90,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<FlashSale>,
+            load_in_parallel: false,
         },
         Table {
             name: SALE_ORDERS,
@@ -110,6 +111,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<SaleOrder>,
+            load_in_parallel: false,
         },
     ],
     counters: |state| vec![&state.flash_sales.sale_seq],

@@ -58,6 +58,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             Ok(())
         },
         check_v1: check_v1::<IdempotencyRecord>,
+        load_in_parallel: true,
     }],
     counters: |_| vec![],
     timers: Some(Timers {

@@ -88,6 +88,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<StockLevels>,
+            load_in_parallel: false,
         },
         Table {
             name: LOCATIONS,
@@ -98,6 +99,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<StockLocation>,
+            load_in_parallel: false,
         },
         Table {
             name: LOCATION_STOCK,
@@ -111,6 +113,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<SkuLocations>,
+            load_in_parallel: false,
         },
         Table {
             name: ALLOCATIONS,
@@ -121,6 +124,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Allocation>,
+            load_in_parallel: false,
         },
         Table {
             name: SHIPMENTS,
@@ -131,6 +135,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Shipment>,
+            load_in_parallel: false,
         },
     ],
     counters: |state| vec![&state.inventory.location_seq],

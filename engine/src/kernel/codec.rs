@@ -158,11 +158,32 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, RkyvError>>
         + rkyv::Deserialize<T, HighDeserializer<RkyvError>>,
 {
-    // Rows come back from the store at any alignment; rkyv reads aligned bytes.
-    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, RkyvError>(&aligned)
-        .map_err(|e| EngineError::IncompatibleData(format!("cannot decode {what}: {e}")))
+    thread_local! {
+        /// Rows come back from the store at any alignment and rkyv reads aligned bytes:
+        /// each thread copies them into one buffer it keeps (a decode allocates nothing
+        /// of its own but the value it returns).
+        static ALIGNED: std::cell::RefCell<AlignedVec<16>> = std::cell::RefCell::new(AlignedVec::new());
+    }
+    /// A buffer that grew past this for one large value is not kept.
+    const KEPT_BYTES_MAX: usize = 1 << 20;
+    ALIGNED.with(|cell| {
+        // A decode within a decode (none today) would find the buffer borrowed: it
+        // gets a buffer of its own.
+        let mut own = AlignedVec::<16>::new();
+        let mut kept = cell.try_borrow_mut();
+        let aligned = match kept.as_deref_mut() {
+            Ok(buffer) => buffer,
+            Err(_) => &mut own,
+        };
+        aligned.clear();
+        aligned.extend_from_slice(bytes);
+        let decoded = rkyv::from_bytes::<T, RkyvError>(aligned)
+            .map_err(|e| EngineError::IncompatibleData(format!("cannot decode {what}: {e}")));
+        if aligned.capacity() > KEPT_BYTES_MAX {
+            *aligned = AlignedVec::new();
+        }
+        decoded
+    })
 }
 
 /// Adds a row's persisted form (or its deletion) under `key` to `batch`.

@@ -7,14 +7,15 @@
 //! ([`EngineError::IncompatibleData`]), not a repaired state.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use emporium_storage::{Store, WriteBatch};
 
 use crate::domains::{apply, LogEntry, State, DOMAINS};
 use crate::error::{EngineError, Result};
 use crate::kernel::codec;
-use crate::kernel::table::Row;
+use crate::kernel::table::{Row, Table};
 
 /// What recovery found.
 pub(crate) struct Recovered {
@@ -127,17 +128,114 @@ fn put_rows(batch: &mut WriteBatch, rows: &[Row]) {
     }
 }
 
-/// Loads every domain's tables, in registry order.
+/// Loads every domain's tables, in registry order. A table marked
+/// [`Table::load_in_parallel`] is read on this thread and loaded by a few workers.
 fn load_rows(store: &Store, state: &State) -> Result<()> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(LOAD_WORKERS_MAX);
     for domain in DOMAINS {
-        let mut rows = 0u64;
         for table in domain.tables {
-            codec::scan(store, table.name, &mut |_, value| {
-                rows += 1;
-                (table.load)(state, value)
-            })?;
+            let started = Instant::now();
+            let rows = if table.load_in_parallel && workers > 1 {
+                load_in_parallel(store, state, table, workers)?
+            } else {
+                let mut rows = 0u64;
+                codec::scan(store, table.name, &mut |_, value| {
+                    rows += 1;
+                    (table.load)(state, value)
+                })?;
+                rows
+            };
+            tracing::debug!(
+                domain = domain.name,
+                table = table.name,
+                rows,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "loaded"
+            );
         }
-        tracing::debug!(domain = domain.name, rows, "loaded");
     }
     Ok(())
+}
+
+/// At most this many threads load one table.
+const LOAD_WORKERS_MAX: usize = 4;
+
+/// Rows handed to a loading worker at a time.
+const LOAD_CHUNK_ROWS: usize = 512;
+
+/// Rows read from the store, handed to a loading worker: their values back to back.
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Chunk {
+    fn push(&mut self, value: &[u8]) {
+        self.bytes.extend_from_slice(value);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn values(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| &self.bytes[start..end])
+    }
+}
+
+/// Loads `table` with `workers` threads: this thread reads the rows in chunks (the
+/// store's iterator is not shared), the workers decode and insert them. Returns the
+/// rows read. The first error any worker meets is the result; the others stop at once.
+fn load_in_parallel(store: &Store, state: &State, table: &Table, workers: usize) -> Result<u64> {
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (chunks, take) = crossbeam_channel::bounded::<Chunk>(workers * 2);
+        let loaders: Vec<_> = (0..workers)
+            .map(|_| {
+                let take = take.clone();
+                let failed = &failed;
+                scope.spawn(move || -> Result<()> {
+                    for chunk in take {
+                        for value in chunk.values() {
+                            if let Err(e) = (table.load)(state, value) {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        drop(take);
+        let mut rows = 0u64;
+        let mut chunk = Chunk::default();
+        let read = store.scan(table.name, &mut |_, value| {
+            rows += 1;
+            chunk.push(value);
+            if chunk.ends.len() < LOAD_CHUNK_ROWS {
+                return true;
+            }
+            // Every worker gone (each failed) or one failed: stop reading.
+            !failed.load(Ordering::Relaxed) && chunks.send(std::mem::take(&mut chunk)).is_ok()
+        });
+        if !chunk.ends.is_empty() {
+            let _ = chunks.send(chunk);
+        }
+        drop(chunks);
+        let mut outcome = Ok(());
+        for loader in loaders {
+            let result = loader.join().unwrap_or_else(|_| {
+                Err(EngineError::IncompatibleData(format!(
+                    "loading a row of {} failed unexpectedly",
+                    table.name
+                )))
+            });
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        outcome?;
+        read?;
+        Ok(rows)
+    })
 }

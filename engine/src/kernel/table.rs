@@ -90,6 +90,11 @@ pub(crate) struct Table {
     pub(crate) rows: fn(&State, RowVisitor<'_>),
     /// Checks a format-1 row (bare rkyv bytes) decodes as the table's type.
     pub(crate) check_v1: fn(&[u8]) -> Result<()>,
+    /// Whether an open may load this table's rows on several threads at once: true
+    /// only when a row's `load` writes nothing but its own entries in concurrent maps
+    /// and reads nothing another row of the table writes. For the tables that grow
+    /// with orders; the others load on one thread, in key order.
+    pub(crate) load_in_parallel: bool,
 }
 
 /// A named, persisted counter (sequential ids and storage keys). Its name is its key in
@@ -209,6 +214,23 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Visits the entries of one of `shares` disjoint shares of the map (by key hash;
+    /// every entry is in exactly one share), so that several threads can each take
+    /// one. Values outside the share are not touched.
+    pub(crate) fn for_each_in_share(
+        &self,
+        share: usize,
+        shares: usize,
+        mut visit: impl FnMut(&K, &V),
+    ) {
+        let shares = shares.max(1) as u64;
+        for (k, v) in self.map.pin().iter() {
+            if rustc_hash::FxBuildHasher.hash_one(k) % shares == share as u64 {
+                visit(k, v);
+            }
+        }
     }
 
     /// Every entry, in no particular order.

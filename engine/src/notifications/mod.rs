@@ -228,6 +228,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<NotificationTemplate>,
+            load_in_parallel: false,
         },
         Table {
             name: PREFERENCES,
@@ -238,6 +239,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<NotificationPreferences>,
+            load_in_parallel: false,
         },
         Table {
             name: OUTBOX,
@@ -248,6 +250,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Notification>,
+            load_in_parallel: false,
         },
     ],
     counters: |state| {

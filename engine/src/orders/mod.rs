@@ -5,6 +5,7 @@
 mod commands;
 mod model;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_skiplist::{SkipMap, SkipSet};
@@ -37,8 +38,11 @@ pub(crate) struct Tables {
     pub(crate) orders: IdIndex<OrderId, Arc<Order>>,
     pub(crate) by_seq: SkipMap<u64, OrderId>,
     pub(crate) by_customer: SkipSet<(CustomerId, u64)>,
-    /// `(reservation_expires_at, order)` of every pending order, soonest first.
-    pub(crate) expiry: SkipSet<(TimestampMs, OrderId)>,
+    /// Every pending order by `(reservation_expires_at, seq)`: soonest first, and in
+    /// the order they were placed among equal times. Keyed by sequence rather than by
+    /// the random id so that an open, which loads orders in sequence, inserts near the
+    /// end rather than all over the list.
+    pub(crate) expiry: SkipMap<(TimestampMs, u64), OrderId>,
     /// When each order fulfilled since fulfilments were recorded was fulfilled.
     pub(crate) fulfilled: IdIndex<OrderId, TimestampMs>,
     pub(crate) order_seq: Counter,
@@ -50,7 +54,7 @@ impl Default for Tables {
             orders: Index::default(),
             by_seq: SkipMap::new(),
             by_customer: SkipSet::new(),
-            expiry: SkipSet::new(),
+            expiry: SkipMap::new(),
             fulfilled: Index::default(),
             order_seq: Counter::new("order"),
         }
@@ -70,6 +74,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Order>,
+            load_in_parallel: true,
         },
         Table {
             name: FULFILLMENTS,
@@ -86,6 +91,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Fulfillment>,
+            load_in_parallel: true,
         },
     ],
     counters: |state| vec![&state.orders.order_seq],
@@ -205,9 +211,9 @@ fn index_order(state: &State, order: &Order) {
     if let Some(customer) = &order.customer_id {
         tables.by_customer.insert((*customer, order.seq));
     }
-    let expiry = (order.reservation_expires_at, order.id);
+    let expiry = (order.reservation_expires_at, order.seq);
     if order.holds_reservation() {
-        tables.expiry.insert(expiry);
+        tables.expiry.insert(expiry, order.id);
     } else {
         tables.expiry.remove(&expiry);
     }
@@ -351,8 +357,8 @@ fn due_expiries(state: &State, now: TimestampMs) -> impl Iterator<Item = OrderId
         .orders
         .expiry
         .iter()
-        .take_while(move |e| e.value().0 <= now)
-        .map(|e| e.value().1)
+        .take_while(move |e| e.key().0 <= now)
+        .map(|e| *e.value())
         .filter(|order_id| state.open_charge(order_id).is_none())
 }
 
@@ -371,10 +377,30 @@ fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>)
 /// the SKUs say is reserved.
 fn check_reservations(state: &State) -> Result<()> {
     let mut held = crate::flash_sales::units_held(state);
-    for entry in state.orders.expiry.iter() {
-        let order = state.order(&entry.value().1).expect("the expiry index names orders");
-        for line in &order.lines {
-            *held.entry(line.sku.clone()).or_insert(0u64) += u64::from(line.quantity);
+    // Over the orders themselves (the expiry index is derived from them), a share of
+    // the map per thread: no lookup per order, no key copied per line.
+    let shares = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let held_by_share: Vec<HashMap<Sku, u64>> = std::thread::scope(|scope| {
+        let counting: Vec<_> = (0..shares)
+            .map(|share| {
+                scope.spawn(move || {
+                    let mut held = HashMap::<Sku, u64>::new();
+                    state.orders.orders.for_each_in_share(share, shares, |_, order| {
+                        if order.holds_reservation() {
+                            for line in &order.lines {
+                                add_units(&mut held, &line.sku, u64::from(line.quantity));
+                            }
+                        }
+                    });
+                    held
+                })
+            })
+            .collect();
+        counting.into_iter().map(|c| c.join().expect("counting units cannot panic")).collect()
+    });
+    for share in held_by_share {
+        for (sku, units) in share {
+            add_units(&mut held, &sku, units);
         }
     }
     for levels in state.all_stock() {
@@ -387,6 +413,15 @@ fn check_reservations(state: &State) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn add_units(held: &mut HashMap<Sku, u64>, sku: &Sku, units: u64) {
+    match held.get_mut(sku) {
+        Some(held) => *held += units,
+        None => {
+            held.insert(sku.clone(), units);
+        }
+    }
 }
 
 /// Which orders a listing returns.
@@ -455,6 +490,6 @@ impl State {
 
     /// When the next pending order expires.
     pub fn next_expiry(&self) -> Option<TimestampMs> {
-        self.orders.expiry.front().map(|e| e.value().0)
+        self.orders.expiry.front().map(|e| e.key().0)
     }
 }

@@ -66,6 +66,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Refund>,
+            load_in_parallel: false,
         },
         Table {
             name: PAYMENT_CALLS,
@@ -76,6 +77,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<PaymentCall>,
+            load_in_parallel: false,
         },
     ],
     counters: |_| vec![],

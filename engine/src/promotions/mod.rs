@@ -91,6 +91,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<DiscountCode>,
+            load_in_parallel: false,
         },
         Table {
             name: CART_CODES,
@@ -101,6 +102,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<CartCodes>,
+            load_in_parallel: false,
         },
         Table {
             name: ORDER_DISCOUNTS,
@@ -114,6 +116,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<OrderDiscount>,
+            load_in_parallel: false,
         },
         Table {
             name: AUTOMATIC_PROMOTIONS,
@@ -124,6 +127,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<AutomaticPromotion>,
+            load_in_parallel: false,
         },
     ],
     counters: |state| vec![&state.promotions.code_seq, &state.promotions.promotion_seq],

@@ -63,6 +63,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             Ok(())
         },
         check_v1: check_v1::<Return>,
+        load_in_parallel: false,
     }],
     counters: |state| vec![&state.returns.return_seq],
     timers: None,

@@ -87,6 +87,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Review>,
+            load_in_parallel: false,
         },
         Table {
             name: REVIEW_VOTES,
@@ -101,6 +102,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<ReviewVote>,
+            load_in_parallel: false,
         },
         Table {
             name: REVIEW_SETTINGS,
@@ -115,6 +117,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<ReviewSettings>,
+            load_in_parallel: false,
         },
     ],
     counters: |state| vec![&state.reviews.review_seq],

@@ -78,6 +78,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<SavedAddress>,
+            load_in_parallel: false,
         },
         Table {
             name: SHIPPING_METHODS,
@@ -88,6 +89,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<ShippingMethod>,
+            load_in_parallel: false,
         },
         Table {
             name: TAX_RATES,
@@ -98,6 +100,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<TaxRate>,
+            load_in_parallel: false,
         },
         Table {
             name: SKU_WEIGHTS,
@@ -114,6 +117,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<SkuWeight>,
+            load_in_parallel: false,
         },
         Table {
             name: ORDER_CHARGES,
@@ -124,6 +128,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<OrderCharges>,
+            load_in_parallel: true,
         },
     ],
     counters: |state| vec![&state.shipping.method_seq],

@@ -96,6 +96,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<Webhook>,
+            load_in_parallel: false,
         },
         Table {
             name: DEAD_LETTERS,
@@ -106,6 +107,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 Ok(())
             },
             check_v1: check_v1::<DeadLetter>,
+            load_in_parallel: false,
         },
     ],
     counters: |state| vec![&state.webhooks.dead_letter_seq],
