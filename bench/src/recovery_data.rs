@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use emporium_engine::{AddCartItem, CreateCart, Engine, EngineConfig, ManualClock};
+use emporium_engine::{AddCartItem, CreateCart, Engine, EngineConfig, ManualClock, OrderId};
 
 use crate::{
     bench_data_dir, checkout, for_each_concurrently, runtime, seed_catalog, sku, PREPARE_IN_FLIGHT,
@@ -85,8 +85,14 @@ pub fn build(dir: &Path, set: &DataSet) {
 }
 
 /// Places `orders` orders of one line (a guest cart each, checked out and left
-/// pending) over the first `products` SKUs, many in flight.
-pub fn place_orders(rt: &tokio::runtime::Runtime, engine: &Engine, orders: u64, products: u64) {
+/// pending) over the first `products` SKUs, many in flight; returns their ids, each
+/// acknowledged (durable).
+pub fn place_orders(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine,
+    orders: u64,
+    products: u64,
+) -> Vec<OrderId> {
     let shop = engine.clone();
     rt.block_on(for_each_concurrently(orders, PREPARE_IN_FLIGHT, move |i| {
         let engine = shop.clone();
@@ -96,7 +102,7 @@ pub fn place_orders(rt: &tokio::runtime::Runtime, engine: &Engine, orders: u64, 
             let item =
                 AddCartItem { cart_id: cart_id.clone(), sku: sku(i % products), quantity: 1 };
             engine.send(item).await.expect("fill a cart");
-            engine.send(checkout(cart_id)).await.expect("check out");
+            engine.send(checkout(cart_id)).await.expect("check out").id
         }
-    }));
+    }))
 }

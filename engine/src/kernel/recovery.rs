@@ -184,7 +184,8 @@ impl Chunk {
 
 /// Loads `table` with `workers` threads: this thread reads the rows in chunks (the
 /// store's iterator is not shared), the workers decode and insert them. Returns the
-/// rows read. The first error any worker meets is the result; the others stop at once.
+/// rows read. A worker that meets an error stops the others and the reader at their
+/// next chunk; the open fails with an error a worker met.
 fn load_in_parallel(store: &Store, state: &State, table: &Table, workers: usize) -> Result<u64> {
     let failed = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -195,6 +196,9 @@ fn load_in_parallel(store: &Store, state: &State, table: &Table, workers: usize)
                 let failed = &failed;
                 scope.spawn(move || -> Result<()> {
                     for chunk in take {
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
                         for value in chunk.values() {
                             if let Err(e) = (table.load)(state, value) {
                                 failed.store(true, Ordering::Relaxed);
@@ -218,7 +222,7 @@ fn load_in_parallel(store: &Store, state: &State, table: &Table, workers: usize)
             // Every worker gone (each failed) or one failed: stop reading.
             !failed.load(Ordering::Relaxed) && chunks.send(std::mem::take(&mut chunk)).is_ok()
         });
-        if !chunk.ends.is_empty() {
+        if !chunk.ends.is_empty() && !failed.load(Ordering::Relaxed) {
             let _ = chunks.send(chunk);
         }
         drop(chunks);

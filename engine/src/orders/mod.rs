@@ -380,28 +380,40 @@ fn check_reservations(state: &State) -> Result<()> {
     // Over the orders themselves (the expiry index is derived from them), a share of
     // the map per thread: no lookup per order, no key copied per line.
     let shares = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-    let held_by_share: Vec<HashMap<Sku, u64>> = std::thread::scope(|scope| {
+    let held_by_share: Vec<(usize, HashMap<Sku, u64>)> = std::thread::scope(|scope| {
         let counting: Vec<_> = (0..shares)
             .map(|share| {
                 scope.spawn(move || {
+                    let mut pending = 0;
                     let mut held = HashMap::<Sku, u64>::new();
                     state.orders.orders.for_each_in_share(share, shares, |_, order| {
                         if order.holds_reservation() {
+                            pending += 1;
                             for line in &order.lines {
                                 add_units(&mut held, &line.sku, u64::from(line.quantity));
                             }
                         }
                     });
-                    held
+                    (pending, held)
                 })
             })
             .collect();
         counting.into_iter().map(|c| c.join().expect("counting units cannot panic")).collect()
     });
-    for share in held_by_share {
+    let mut pending = 0;
+    for (orders, share) in held_by_share {
+        pending += orders;
         for (sku, units) in share {
             add_units(&mut held, &sku, units);
         }
+    }
+    // Every pending order is in the expiry index (or it would never expire), and
+    // nothing else is.
+    let indexed = state.orders.expiry.len();
+    if indexed != pending {
+        return Err(EngineError::IncompatibleData(format!(
+            "{pending} orders are pending but {indexed} are due to expire"
+        )));
     }
     for levels in state.all_stock() {
         let expected = held.get(&levels.sku).copied().unwrap_or(0);
