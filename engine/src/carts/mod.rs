@@ -101,10 +101,12 @@ pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mu
     match event {
         CartEvent::CartCreated(cart) => {
             state.carts.cart_seq.bump();
-            put_cart(state, (**cart).clone(), rows);
+            let previous = state.cart(&cart.id);
+            put_cart(state, previous.as_deref(), (**cart).clone(), rows);
         }
         CartEvent::CartLineSet { cart_id, sku, quantity } => {
-            let mut cart = (*state.cart(cart_id).expect("decide checked the cart")).clone();
+            let before = state.cart(cart_id).expect("decide checked the cart");
+            let mut cart = (*before).clone();
             match cart.lines.iter().position(|l| &l.sku == sku) {
                 Some(i) if *quantity == 0 => {
                     cart.lines.remove(i);
@@ -114,7 +116,7 @@ pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mu
             }
             cart.updated_at = at;
             cart.version += 1;
-            put_cart(state, cart, rows);
+            put_cart(state, Some(&before), cart, rows);
         }
         CartEvent::CartsAbandoned { cart_ids } => {
             for id in cart_ids {
@@ -131,16 +133,17 @@ pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mu
 /// Marks an open cart changed by another domain (its discount codes): a new version,
 /// and it counts as active.
 pub(crate) fn touch(state: &State, cart_id: &CartId, at: TimestampMs, rows: &mut Vec<Row>) {
-    let mut cart = (*state.cart(cart_id).expect("decide checked the cart")).clone();
+    let before = state.cart(cart_id).expect("decide checked the cart");
+    let mut cart = (*before).clone();
     cart.updated_at = at;
     cart.version += 1;
-    put_cart(state, cart, rows);
+    put_cart(state, Some(&before), cart, rows);
 }
 
-fn put_cart(state: &State, cart: Cart, rows: &mut Vec<Row>) {
+/// Publishes `cart`, which replaces `previous` (the caller has looked it up already).
+fn put_cart(state: &State, previous: Option<&Cart>, cart: Cart, rows: &mut Vec<Row>) {
     let cart = Arc::new(cart);
-    let previous = state.carts.carts.get(&cart.id);
-    index_cart(state, previous.as_deref(), &cart);
+    index_cart(state, previous, &cart);
     state.carts.carts.insert(cart.id, cart.clone());
     rows.push(Row::put(cart));
 }
@@ -184,7 +187,7 @@ pub(crate) fn check_out(
     cart.status = CartStatus::CheckedOut(*order);
     cart.updated_at = at;
     cart.version += 1;
-    put_cart(state, cart, rows);
+    put_cart(state, Some(&before), cart, rows);
     before
 }
 

@@ -200,8 +200,9 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
         self.map.pin().contains_key(key)
     }
 
-    pub(crate) fn insert(&self, key: K, value: V) {
-        self.map.pin().insert(key, value);
+    /// Inserts `value` under `key`; returns the value it replaced.
+    pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
+        self.map.pin().insert(key, value).cloned()
     }
 
     pub(crate) fn remove<Q>(&self, key: &Q) -> Option<V>

@@ -69,7 +69,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             rows: |s, f| s.orders.orders.entries().iter().for_each(|(_, o)| f(&**o)),
             load: |state, bytes| {
                 let order: Order = decode_row(bytes, "order")?;
-                index_order(state, &order);
+                index_order(state, None, &order);
                 state.orders.orders.insert(order.id, Arc::new(order));
                 Ok(())
             },
@@ -200,22 +200,31 @@ pub(crate) fn touch(order: &mut Order, at: TimestampMs) {
 /// Publishes an order and keeps the indexes over it (listing order, owner, expiry).
 pub(crate) fn put_order(state: &State, order: Order, rows: &mut Vec<Row>) {
     let order = Arc::new(order);
-    index_order(state, &order);
-    state.orders.orders.insert(order.id, order.clone());
+    let previous = state.orders.orders.insert(order.id, order.clone());
+    index_order(state, previous.as_deref(), &order);
     rows.push(Row::put(order));
 }
 
-fn index_order(state: &State, order: &Order) {
+/// Keeps the order indexes of `order`, which replaced `previous`: its sequence and
+/// owner never change, so only a new order enters those two; the expiry index changes
+/// only when the reservation does.
+fn index_order(state: &State, previous: Option<&Order>, order: &Order) {
     let tables = &state.orders;
-    tables.by_seq.insert(order.seq, order.id);
-    if let Some(customer) = &order.customer_id {
-        tables.by_customer.insert((*customer, order.seq));
+    if previous.is_none() {
+        tables.by_seq.insert(order.seq, order.id);
+        if let Some(customer) = &order.customer_id {
+            tables.by_customer.insert((*customer, order.seq));
+        }
     }
-    let expiry = (order.reservation_expires_at, order.seq);
-    if order.holds_reservation() {
-        tables.expiry.insert(expiry, order.id);
-    } else {
-        tables.expiry.remove(&expiry);
+    let expiry = |o: &Order| o.holds_reservation().then_some((o.reservation_expires_at, o.seq));
+    let (before, after) = (previous.and_then(expiry), expiry(order));
+    if before != after {
+        if let Some(key) = before {
+            tables.expiry.remove(&key);
+        }
+        if let Some(key) = after {
+            tables.expiry.insert(key, order.id);
+        }
     }
 }
 
@@ -379,7 +388,7 @@ fn check_reservations(state: &State) -> Result<()> {
     let mut held = crate::flash_sales::units_held(state);
     // Over the orders themselves (the expiry index is derived from them), a share of
     // the map per thread: no lookup per order, no key copied per line.
-    let shares = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let shares = crate::kernel::recovery::open_workers();
     let held_by_share: Vec<(usize, HashMap<Sku, u64>)> = std::thread::scope(|scope| {
         let counting: Vec<_> = (0..shares)
             .map(|share| {
