@@ -131,7 +131,7 @@ fn put_rows(batch: &mut WriteBatch, rows: &[Row]) {
 /// Loads every domain's tables, in registry order. A table marked
 /// [`Table::load_in_parallel`] is read on this thread and loaded by a few workers.
 fn load_rows(store: &Store, state: &State) -> Result<()> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(LOAD_WORKERS_MAX);
+    let workers = open_workers();
     for domain in DOMAINS {
         for table in domain.tables {
             let started = Instant::now();
@@ -157,8 +157,14 @@ fn load_rows(store: &Store, state: &State) -> Result<()> {
     Ok(())
 }
 
-/// At most this many threads load one table.
+/// At most this many threads load one table or share a check of the loaded state.
 const LOAD_WORKERS_MAX: usize = 4;
+
+/// How many threads an open spreads a table's load, or a check of the loaded state,
+/// over: one per core, at most [`LOAD_WORKERS_MAX`].
+pub(crate) fn open_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(LOAD_WORKERS_MAX)
+}
 
 /// Rows handed to a loading worker at a time.
 const LOAD_CHUNK_ROWS: usize = 512;
