@@ -78,7 +78,7 @@ fn measure(orders: u64) {
         .split_whitespace()
         .skip_while(|w| *w != "orders")
         .nth(1)
-        .and_then(|n| n.parse().ok())
+        .and_then(|n| n.trim_end_matches(',').parse().ok())
         .expect("the opener reports its orders");
     assert_eq!(held, set.orders + acknowledged, "orders lost or made up");
     assert!(report.contains(&format!("all {acknowledged} acknowledged orders")), "{report}");
@@ -109,9 +109,10 @@ fn open(dir: &Path, ids: &Path) {
     let elapsed = started.elapsed();
     let state = engine.state();
     println!(
-        "first open after SIGKILL: {:.3} s, orders {}",
+        "first open after SIGKILL: {:.3} s, orders {}, log entries replayed {}",
         elapsed.as_secs_f64(),
-        state.order_count()
+        state.order_count(),
+        engine.stats().recovery_replayed_entries.load(std::sync::atomic::Ordering::Relaxed)
     );
     let ids = std::fs::read_to_string(ids).expect("read the id list");
     let mut checked = 0;
