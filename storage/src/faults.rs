@@ -134,6 +134,15 @@ impl Backend for FaultyBackend {
         }
     }
 
+    /// Faults are injected into synced writes only, as for unsynced ones.
+    fn write_unlogged(&self, batch: &WriteBatch) -> Result<()> {
+        self.inner.write_unlogged(batch)
+    }
+
+    fn persist_unlogged(&self) -> Result<()> {
+        self.inner.persist_unlogged()
+    }
+
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.corrupt(cf)?;
         self.inner.get(cf, key)

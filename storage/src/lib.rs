@@ -12,6 +12,9 @@
 //! Invariants:
 //! - a [`WriteBatch`] is applied all or nothing, and when [`Store::write`] returns `Ok`
 //!   with `sync = true`, it survives a crash of the process or the machine;
+//! - an unlogged batch ([`Store::write_unlogged`]) skips the write-ahead log: a crash
+//!   keeps the unlogged writes up to some instant (at least those before the last
+//!   completed [`Store::persist_unlogged`]) in every column family alike;
 //! - log records are keyed by their LSN in big-endian order, so a scan returns them in
 //!   LSN order, and each carries a CRC-32 of its LSN and payload that is verified on
 //!   every read.
@@ -85,6 +88,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Applies every operation of `batch` atomically; with `sync`, durably before
     /// returning.
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()>;
+    /// Applies every operation of `batch` atomically, outside any write-ahead log: a
+    /// crash may lose it, but only together with every unlogged write after it in
+    /// every column family (what survives is the state of one instant). For data the
+    /// synced log can rebuild. A clean close keeps it.
+    fn write_unlogged(&self, batch: &WriteBatch) -> Result<()> {
+        self.write(batch, false)
+    }
+    /// Starts making every unlogged write so far durable, all column families at one
+    /// instant; returns without waiting. Until then a crash loses them.
+    fn persist_unlogged(&self) -> Result<()> {
+        Ok(())
+    }
     /// Reads one row.
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Visits the rows of `cf` with keys `>= from`, in key order, until `visit` returns
@@ -188,6 +203,17 @@ impl Store {
     /// Applies `batch` atomically and, with `sync`, durably.
     pub fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
         self.backend.write(batch, sync)
+    }
+
+    /// Applies `batch` atomically without logging it ([`Backend::write_unlogged`]): a
+    /// crash may lose it with every unlogged write after it, never a part of it.
+    pub fn write_unlogged(&self, batch: &WriteBatch) -> Result<()> {
+        self.backend.write_unlogged(batch)
+    }
+
+    /// Starts making the unlogged writes so far durable ([`Backend::persist_unlogged`]).
+    pub fn persist_unlogged(&self) -> Result<()> {
+        self.backend.persist_unlogged()
     }
 
     /// Reads one row.

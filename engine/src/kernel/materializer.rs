@@ -42,6 +42,7 @@ pub(crate) struct Durable {
 #[derive(Clone, Debug)]
 pub(crate) struct Pacing {
     pub(crate) interval: Duration,
+    pub(crate) persist_interval: Duration,
     pub(crate) rows_max: usize,
     pub(crate) retain_entries_min: u64,
     pub(crate) consumer_lag_max: u64,
@@ -134,6 +135,8 @@ struct Pending {
     rows: HashMap<(&'static str, Vec<u8>), Row>,
     last_lsn: u64,
     counters: Vec<(&'static str, u64)>,
+    /// When the written rows were last made durable, if something was written since.
+    unpersisted_since: Option<Instant>,
 }
 
 impl Materializer {
@@ -174,6 +177,7 @@ impl Materializer {
     /// Writes the pending rows with the LSN they reflect, the consumers' positions and
     /// the log trim, as one unsynced batch.
     fn flush(&self, pending: &mut Pending) {
+        self.persist_when_due(pending);
         let materialized = self.bounds.materialized.load(Ordering::Acquire);
         let idle = pending.last_lsn <= materialized && pending.rows.is_empty();
         if self.health.failed() || idle && !self.bounds.dirty.load(Ordering::Acquire) {
@@ -206,7 +210,7 @@ impl Materializer {
         // are all below `trim_to` (a record straddling it stays whole).
         let first = self.bounds.first.load(Ordering::Acquire);
         batch.trim_log(first, trim_to);
-        if let Err(e) = self.store.write(&batch, false) {
+        if let Err(e) = self.store.write_unlogged(&batch) {
             self.health.fail(format!("the materializer's write failed: {e}"));
             return;
         }
@@ -220,8 +224,23 @@ impl Materializer {
         }
         self.bounds.dirty.store(false, Ordering::Release);
         drop(consumers);
+        pending.unpersisted_since.get_or_insert_with(Instant::now);
         self.stats.rows_materialized.fetch_add(rows, Ordering::Relaxed);
         self.stats.materialize_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts making the written rows durable once the persist interval has passed
+    /// since the first write after the last time (also when idle since). Rows are
+    /// written outside the write-ahead log: until then a crash loses them, and recovery
+    /// replays the log after the LSN of the last persisted ones.
+    fn persist_when_due(&self, pending: &mut Pending) {
+        if pending.unpersisted_since.is_none_or(|t| t.elapsed() < self.pacing.persist_interval) {
+            return;
+        }
+        match self.store.persist_unlogged() {
+            Ok(()) => pending.unpersisted_since = None,
+            Err(e) => self.health.fail(format!("persisting the materialized rows failed: {e}")),
+        }
     }
 
     /// The first LSN to keep: everything below it has been passed by the rows (at

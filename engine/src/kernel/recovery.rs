@@ -94,7 +94,7 @@ fn replay_tail(store: &Store, state: &State, materialized: u64, first: Option<u6
         let mut batch = WriteBatch::default();
         put_rows(&mut batch, &rows);
         codec::put_materialized(&mut batch, last, &state.counter_snapshot());
-        store.write(&batch, false)?;
+        store.write_unlogged(&batch)?;
     }
     Ok(last - materialized)
 }

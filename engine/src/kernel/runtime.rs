@@ -62,9 +62,14 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// Seeds the id generator (for reproducible tests); `None` seeds from the OS.
     pub id_seed: Option<u64>,
-    /// How often the materializer writes the changed rows (unsynced; the log is the
-    /// durable copy). Recovery replays the log written since, so this also bounds it.
+    /// How often the materializer writes the changed rows (outside the write-ahead
+    /// log; the synced log is the durable copy).
     pub materialize_interval_ms: u64,
+    /// How often the rows written are made durable, every column family at one
+    /// instant. After a crash, recovery replays the log since the last time, so this
+    /// bounds that tail when writes are few; under load the memtables fill and are
+    /// flushed sooner.
+    pub persist_interval_ms: u64,
     /// Distinct changed rows the materializer holds at most before it writes them.
     pub materialize_rows_max: usize,
     /// Durable groups waiting for the materializer at most; past it the committer, and
@@ -123,6 +128,7 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             id_seed: None,
             materialize_interval_ms: 200,
+            persist_interval_ms: 10_000,
             materialize_rows_max: 262_144,
             materialize_groups_max: 1024,
             log_retain_entries_min: 100_000,
@@ -542,6 +548,7 @@ impl Engine {
             stats: stats.clone(),
             pacing: Pacing {
                 interval: Duration::from_millis(config.materialize_interval_ms.max(1)),
+                persist_interval: Duration::from_millis(config.persist_interval_ms.max(1)),
                 rows_max: config.materialize_rows_max.max(1),
                 retain_entries_min: config.log_retain_entries_min,
                 consumer_lag_max: config.log_consumer_lag_max,

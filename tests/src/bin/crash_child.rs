@@ -31,6 +31,9 @@ fn main() -> anyhow::Result<()> {
     // The materializer writes every few milliseconds and the log is trimmed at every
     // write, so kills land in the middle of materializer flushes and log trims too.
     config.materialize_interval_ms = 1 + seed % 8;
+    // Rows are persisted (and with them the log trims) every few to some tens of
+    // milliseconds, so kills land before, between and after those flushes.
+    config.persist_interval_ms = 5 + seed % 60;
     config.log_retain_entries_min = 0;
     // The deliberately broken build the power-loss test must catch: the log is written
     // without a sync, so acknowledgements outrun durability.
