@@ -96,7 +96,9 @@ pub trait Backend: Send + Sync + 'static {
         self.write(batch, false)
     }
     /// Starts making every unlogged write so far durable, all column families at one
-    /// instant; returns without waiting. Until then a crash loses them.
+    /// instant; returns without waiting for the flush (RocksDB may wait while it is
+    /// stopping writes for a backlog, or refuse, and then nothing is lost: the writes
+    /// stay unlogged until a later flush). Until then a crash loses them.
     fn persist_unlogged(&self) -> Result<()> {
         Ok(())
     }

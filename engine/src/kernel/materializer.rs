@@ -4,17 +4,22 @@
 //!
 //! ```text
 //! committer ──(durable group: rows, LSN, counters)──► bounded channel ──► materializer
-//!     coalesces rows by key; every interval (or past a row count) one unsynced batch:
-//!     rows + meta/materialized_lsn + counters + consumer positions + log trim
+//!     coalesces rows by key; every interval (or past a row count) one unlogged batch:
+//!     rows + meta/materialized_lsn + counters + consumer positions + log trim;
+//!     every persist interval, a flush of all column families at one instant
 //! ```
 //!
 //! Invariants: it sees a group only after the group's log entries are durable, so the
 //! rows never run ahead of the log; the rows and the LSN they reflect are one atomic
 //! batch, so after any crash the rows are exactly the state at that LSN; the log is
 //! trimmed only below the materialized LSN and below every registered consumer's
-//! position, in that same batch. Its writes are not synced: the log is the truth, and
-//! the next synced log write (RocksDB has one write-ahead log for every column family)
-//! makes them durable in order.
+//! position, in that same batch. Its writes skip the write-ahead log: the log is the
+//! truth. They become durable when the store flushes its memtables, every column
+//! family at the same instant (asked for every persist interval, or when a memtable
+//! fills), so a crash keeps the batches up to some instant and loses the rest whole;
+//! recovery replays the log after the LSN of what was kept. A consumer's saved
+//! position may therefore go back after a crash (by up to the persist interval): every
+//! consumer resumes from its own record of what it processed, or tolerates a re-read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -135,7 +140,8 @@ struct Pending {
     rows: HashMap<(&'static str, Vec<u8>), Row>,
     last_lsn: u64,
     counters: Vec<(&'static str, u64)>,
-    /// When the written rows were last made durable, if something was written since.
+    /// Since when rows written are waiting to be made durable; `None` when every
+    /// write has been handed to a flush.
     unpersisted_since: Option<Instant>,
 }
 
@@ -167,6 +173,9 @@ impl Materializer {
                     deadline = Instant::now() + self.pacing.interval;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    // The engine is closing: the last rows are written here and made
+                    // durable when the store closes (a close flushes what the WAL
+                    // does not hold), so a clean close leaves no log tail to replay.
                     self.flush(&mut pending);
                     return;
                 }
@@ -175,7 +184,7 @@ impl Materializer {
     }
 
     /// Writes the pending rows with the LSN they reflect, the consumers' positions and
-    /// the log trim, as one unsynced batch.
+    /// the log trim, as one unlogged batch.
     fn flush(&self, pending: &mut Pending) {
         self.persist_when_due(pending);
         let materialized = self.bounds.materialized.load(Ordering::Acquire);
@@ -237,9 +246,13 @@ impl Materializer {
         if pending.unpersisted_since.is_none_or(|t| t.elapsed() < self.pacing.persist_interval) {
             return;
         }
+        // A refused flush loses nothing (the rows are in memory and the log is durable)
+        // and RocksDB refuses one while it stops writes for a backlog of flushes: it
+        // is tried again at the next write. A store that can no longer write fails the
+        // next batch, and that is fail-stop.
         match self.store.persist_unlogged() {
             Ok(()) => pending.unpersisted_since = None,
-            Err(e) => self.health.fail(format!("persisting the materialized rows failed: {e}")),
+            Err(e) => tracing::warn!(error = %e, "flushing the materialized rows; will retry"),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Recovery: the state at the materialized LSN is loaded from the entity rows, then the
-//! log tail after it is replayed through the same `apply` the sequencer uses. The
-//! materializer bounds the tail, so recovery time is bounded too.
+//! log tail after it is replayed through the same `apply` the sequencer uses. The rows
+//! are flushed every persist interval and whenever a memtable fills, which bounds the
+//! tail, so recovery time is bounded too. The replayed rows are written back and
+//! flushed at once, so a second crash does not replay the same tail.
 //!
 //! Never guesses: a gap in the log, a log trimmed past the rows, a row or record that
 //! does not decode, or stock that disagrees with what pending orders hold is an error
@@ -95,6 +97,9 @@ fn replay_tail(store: &Store, state: &State, materialized: u64, first: Option<u6
         put_rows(&mut batch, &rows);
         codec::put_materialized(&mut batch, last, &state.counter_snapshot());
         store.write_unlogged(&batch)?;
+        if let Err(e) = store.persist_unlogged() {
+            tracing::warn!(error = %e, "flushing the replayed rows; they are replayed again after a crash");
+        }
     }
     Ok(last - materialized)
 }

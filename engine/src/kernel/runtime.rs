@@ -9,8 +9,8 @@
 //!                                              write; then releases the group's replies
 //!                                              │ bounded channel
 //!                                              ▼
-//!                                  materializer: coalesced rows, unsynced, off the
-//!                                              critical path; log retention
+//!                                  materializer: coalesced rows, outside the WAL,
+//!                                              off the critical path; log retention
 //! ```
 //!
 //! Invariants: a reply, success or refusal, is released only after the group it was
