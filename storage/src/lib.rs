@@ -102,7 +102,9 @@ pub trait Backend: Send + Sync + 'static {
     fn persist_unlogged(&self) -> Result<()> {
         Ok(())
     }
-    /// Reads one row.
+    /// Reads one row. Meant for the log and meta column families: RocksDB keeps the
+    /// other (table) column families' recent writes in vector memtables, which a
+    /// point read must sort.
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Visits the rows of `cf` with keys `>= from`, in key order, until `visit` returns
     /// `false`.

@@ -8,7 +8,7 @@ use rocksdb::{
 };
 
 use crate::batch::Op;
-use crate::{Backend, Result, StorageError, WriteBatch};
+use crate::{Backend, Result, StorageError, WriteBatch, CF_LOG, CF_META};
 
 /// Memtables of every column family together, at most: past it RocksDB flushes the
 /// largest. Without a total, each of the engine's column families could hold two
@@ -72,9 +72,21 @@ impl RocksBackend {
         }
         // Every column family with the same options: the memtable sizes and the shared
         // cache apply to each.
+        // The engine's tables (every column family but the log and meta) are written
+        // in large unlogged batches and read only by whole scans at open, when their
+        // memtables are empty (a crash loses them; a close flushes them). A vector
+        // memtable appends where a skip list searches: the skip-list insert was the
+        // materializer's largest cost. The flush sorts it; a point read of it would
+        // sort it too, so `get` on a table is slow until the next flush.
         let descriptors = names
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, opts.clone()))
+            .map(|name| {
+                let mut cf_opts = opts.clone();
+                if ![CF_LOG, CF_META, "default"].contains(&name.as_str()) {
+                    cf_opts.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+                }
+                ColumnFamilyDescriptor::new(name, cf_opts)
+            })
             .collect::<Vec<_>>();
         let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(err)?;
         Ok(RocksBackend { db, cache, names })
