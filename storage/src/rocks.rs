@@ -70,9 +70,8 @@ impl RocksBackend {
                 }
             }
         }
-        // Every column family with the same options: the memtable sizes and the shared
-        // cache apply to each.
-        // The engine's tables (every column family but the log and meta) are written
+        // Every column family has the same memtable sizes and the shared cache. The
+        // engine's tables (every column family but the log and meta) are written
         // in large unlogged batches and read only by whole scans at open, when their
         // memtables are empty (a crash loses them; a close flushes them). A vector
         // memtable appends where a skip list searches: the skip-list insert was the
