@@ -211,8 +211,14 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
         self.map.pin().contains_key(key)
     }
 
-    /// Inserts `value` under `key`; returns the value it replaced.
-    pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
+    /// Inserts `value` under `key`.
+    pub(crate) fn insert(&self, key: K, value: V) {
+        self.map.pin().insert(key, value);
+    }
+
+    /// Inserts `value` under `key` and returns the value it replaced (a clone, which
+    /// [`Index::insert`] does not pay for).
+    pub(crate) fn replace(&self, key: K, value: V) -> Option<V> {
         self.map.pin().insert(key, value).cloned()
     }
 

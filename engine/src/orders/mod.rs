@@ -200,7 +200,7 @@ pub(crate) fn touch(order: &mut Order, at: TimestampMs) {
 /// Publishes an order and keeps the indexes over it (listing order, owner, expiry).
 pub(crate) fn put_order(state: &State, order: Order, rows: &mut Vec<Row>) {
     let order = Arc::new(order);
-    let previous = state.orders.orders.insert(order.id, order.clone());
+    let previous = state.orders.orders.replace(order.id, order.clone());
     index_order(state, previous.as_deref(), &order);
     rows.push(Row::put(order));
 }
