@@ -30,14 +30,29 @@ fn write_rfc3339(out: &mut Vec<u8>, ms: i64) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        secs_of_day / 3600,
-        secs_of_day % 3600 / 60,
-        secs_of_day % 60
-    )
-    .expect("writing to a Vec cannot fail");
+    let (hour, minute, second) = (secs_of_day / 3600, secs_of_day % 3600 / 60, secs_of_day % 60);
+    if !(0..=9999).contains(&year) {
+        write!(out, "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+            .expect("writing to a Vec cannot fail");
+        return;
+    }
+    // Every field has a fixed width: the digits are written directly, without the
+    // formatting machinery (this runs several times for every order answered).
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut digits = |at: usize, width: usize, mut value: i64| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    digits(0, 4, year);
+    digits(5, 2, month);
+    digits(8, 2, day);
+    digits(11, 2, hour);
+    digits(14, 2, minute);
+    digits(17, 2, second);
+    digits(20, 3, millis);
+    out.extend_from_slice(&text);
 }
 
 /// An RFC 3339 timestamp (`2026-11-27T09:00:00Z`, any offset, any fraction) as
@@ -1616,6 +1631,22 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn timestamps_read_back_as_the_same_instant() {
+        // Steps of an odd number of milliseconds visit every field's values from 1900
+        // to the end of 9999.
+        let mut ms = -2_208_988_800_000_i64;
+        while ms < 253_402_300_800_000 {
+            let text = rfc3339(ms);
+            assert_eq!(parse_rfc3339(&text), Ok(ms), "{text}");
+            ms += 7_777_777_777;
+        }
+        // Past four digits of year, the formatter writes them all.
+        assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
     }
 
     fn order(payments: usize, address: bool) -> Order {

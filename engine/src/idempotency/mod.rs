@@ -36,7 +36,11 @@ pub struct IdempotencyKey {
 impl IdempotencyKey {
     /// The key as stored: scope and key joined by a NUL.
     pub fn scoped(&self) -> String {
-        format!("{}\u{0}{}", self.scope, self.key)
+        let mut scoped = String::with_capacity(self.scope.len() + 1 + self.key.len());
+        scoped.push_str(&self.scope);
+        scoped.push('\u{0}');
+        scoped.push_str(&self.key);
+        scoped
     }
 }
 
