@@ -2,6 +2,7 @@
 //! directory in another format is refused; checkpoints open as engines.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use emporium_engine::*;
 use emporium_tests::{
@@ -557,7 +558,8 @@ fn manifest(state: &State, ids: &Ids) -> String {
         // the replay answers with, which must equal the fixture's.
         let mut record = (*state.idempotency_record(k).unwrap()).clone();
         if let IdempotentOutcome::Placed(id) = &record.outcome {
-            record.outcome = IdempotentOutcome::Checkout(state.order(id).unwrap().as_placed());
+            record.outcome =
+                IdempotentOutcome::Checkout(Arc::new(state.order(id).unwrap().as_placed()));
         }
         writeln!(m, "idempotency\t{record:?}").unwrap();
     }

@@ -320,3 +320,16 @@ impl State {
         self.idempotency.records.get(scoped_key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record is as large as the largest outcome: an order or a payment held
+    /// inline would make each one several hundred bytes, held for a day.
+    #[test]
+    fn an_outcome_is_no_larger_than_a_few_words() {
+        assert!(std::mem::size_of::<IdempotentOutcome>() <= 32);
+        assert!(std::mem::size_of::<IdempotencyRecord>() <= 80);
+    }
+}

@@ -1,5 +1,8 @@
 //! Idempotency records: what a keyed request did, replayed for a retry.
 
+use std::sync::Arc;
+
+use rkyv::with::Unshare;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::orders::Order;
@@ -7,13 +10,17 @@ use crate::payments::Payment;
 use crate::types::*;
 
 /// The recorded outcome of an idempotent command, replayed for a retry.
+///
+/// Orders and payments are held by `Arc` (stored inline, as before): a record shares
+/// the order it names with the orders' table instead of widening every record to the
+/// size of an order and a payment.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum IdempotentOutcome {
     /// A checkout that placed this order, as it was then (how earlier versions
     /// recorded a checkout; still read, no longer written).
-    Checkout(Order),
+    Checkout(#[rkyv(with = Unshare)] Arc<Order>),
     /// A payment that was captured (the order as it was then).
-    Payment(Order, Payment),
+    Payment(#[rkyv(with = Unshare)] Arc<Order>, #[rkyv(with = Unshare)] Arc<Payment>),
     /// A response recorded by the HTTP layer.
     Response(RecordedResponse),
     /// A checkout or purchase that placed this order, replayed as the order was when

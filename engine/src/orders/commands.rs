@@ -74,7 +74,7 @@ pub(crate) fn check_address(checks: &mut Checks, prefix: &str, address: &Address
 #[derive(Debug)]
 pub enum Placed {
     New(OrderId),
-    Replayed(Box<Order>),
+    Replayed(Arc<Order>),
 }
 
 impl Request for Checkout {
@@ -268,7 +268,7 @@ impl Placed {
     pub(crate) fn order(self, state: &State) -> Arc<Order> {
         match self {
             Placed::New(id) => state.order(&id).expect(APPLIED),
-            Placed::Replayed(order) => Arc::new(*order),
+            Placed::Replayed(order) => order,
         }
     }
 }
@@ -284,11 +284,9 @@ pub(crate) fn placing(
     ctx: &Ctx<'_>,
 ) -> Result<std::result::Result<Option<Box<IdempotencyTag>>, Placed>> {
     match idempotency::check(state, key, print, ctx)? {
-        Replay::Recorded(IdempotentOutcome::Checkout(order)) => {
-            Ok(Err(Placed::Replayed(Box::new(order))))
-        }
+        Replay::Recorded(IdempotentOutcome::Checkout(order)) => Ok(Err(Placed::Replayed(order))),
         Replay::Recorded(IdempotentOutcome::Placed(id)) => match state.order(&id) {
-            Some(order) => Ok(Err(Placed::Replayed(Box::new(order.as_placed())))),
+            Some(order) => Ok(Err(Placed::Replayed(Arc::new(order.as_placed())))),
             None => Err(not_found(EntityKind::Order, id.text().as_str())),
         },
         Replay::Recorded(_) => Err(EngineError::IdempotencyKeyReused),

@@ -40,7 +40,7 @@ pub struct PaymentReceipt {
 #[derive(Debug)]
 pub enum Captured {
     New(OrderId, PaymentId),
-    Replayed(Box<(Order, Payment)>),
+    Replayed(Arc<Order>, Arc<Payment>),
 }
 
 /// The card brand a test token stands for: approved, declined, or not a test token.
@@ -79,7 +79,7 @@ impl Request for CapturePayment {
         let print = || idempotency::fingerprint(&(&c.order_id, &c.method, &c.token));
         let tag = match idempotency::check(state, c.idempotency.as_ref(), print, ctx)? {
             Replay::Recorded(IdempotentOutcome::Payment(order, payment)) => {
-                return Decision::nothing(Captured::Replayed(Box::new((order, payment))));
+                return Decision::nothing(Captured::Replayed(order, payment));
             }
             Replay::Recorded(_) => return Err(EngineError::IdempotencyKeyReused),
             Replay::New(tag) => Some(tag),
@@ -117,9 +117,8 @@ impl Request for CapturePayment {
                     order.payments.iter().find(|p| p.id == payment_id).expect(APPLIED).clone();
                 PaymentReceipt { order, payment }
             }
-            Captured::Replayed(replayed) => {
-                let (order, payment) = *replayed;
-                PaymentReceipt { order: Arc::new(order), payment }
+            Captured::Replayed(order, payment) => {
+                PaymentReceipt { order, payment: Arc::unwrap_or_clone(payment) }
             }
         }
     }

@@ -114,8 +114,9 @@ pub(crate) fn apply(state: &State, event: &PaymentEvent, at: TimestampMs, rows: 
         PaymentEvent::PaymentCaptured { order_id, payment, idempotency } => {
             capture(state, order_id, (**payment).clone(), at, rows);
             if let Some(tag) = idempotency {
-                let order = (*state.order(order_id).expect("just paid")).clone();
-                let outcome = IdempotentOutcome::Payment(order, (**payment).clone());
+                // The order as just paid: the same `Arc` the orders' table holds.
+                let order = state.order(order_id).expect("just paid");
+                let outcome = IdempotentOutcome::Payment(order, Arc::new((**payment).clone()));
                 idempotency::record(state, tag, outcome, at, rows);
             }
         }
@@ -176,6 +177,9 @@ fn capture(
 /// The order after `payment` is captured: paid, the payment listed.
 pub(crate) fn mark_paid(order: &mut Order, payment: Payment, at: TimestampMs) {
     order.status = OrderStatus::Paid;
+    // Most orders are paid once: room for exactly this payment, not the four a first
+    // push would make.
+    order.payments.reserve_exact(1);
     order.payments.push(payment);
     orders::touch(order, at);
 }
