@@ -122,9 +122,10 @@ fn a_close_completes_what_was_queued_before_it() {
     engine.close();
 }
 
-/// Open carts are bounded by time: one left unchanged past the carts' time to live is
+/// Carts are bounded by time: an open one left unchanged past the carts' time to live is
 /// dropped by the timer and counted (the cart-abandonment figure), in batches past the
-/// per-command cap; a cart changed meanwhile and a checked-out cart stay.
+/// per-command cap; a cart changed meanwhile stays; a checked-out cart stays for the
+/// time to live after its checkout, then is dropped uncounted, its order kept.
 #[test]
 fn abandoned_carts_are_dropped_and_counted() {
     const IDLE: usize = 2 * EXPIRIES_PER_COMMAND_MAX + 100;
@@ -133,9 +134,9 @@ fn abandoned_carts_are_dropped_and_counted() {
     let idle: Vec<Arc<Cart>> =
         (0..IDLE).map(|_| te.shop.send(CreateCart::default()).unwrap()).collect();
     let bought = cart_with(&te.shop, &[("AB-1", 1)]);
-    let order = emporium_tests::checkout(&te.shop, &bought.id).unwrap();
     let ttl = Limits::default().cart_ttl_ms;
     te.clock.advance(ttl - 1_000);
+    let order = emporium_tests::checkout(&te.shop, &bought.id).unwrap();
     let touched = cart_with(&te.shop, &[("AB-1", 2)]);
     te.clock.advance(2_000);
     assert_eq!(te.state().open_cart_count(), IDLE + 1);
@@ -149,7 +150,7 @@ fn abandoned_carts_are_dropped_and_counted() {
     assert_eq!(te.state().carts_abandoned(), IDLE as u64);
     assert!(idle.iter().all(|c| te.state().cart(&c.id).is_none()));
     assert!(te.state().cart(&touched.id).is_some(), "a cart changed within the TTL stays");
-    assert!(te.state().cart(&bought.id).is_some(), "a checked-out cart stays with its order");
+    assert!(te.state().cart(&bought.id).is_some(), "checked out within the TTL: kept");
     // Adding to a dropped cart is a plain not-found.
     let gone = te.shop.send(AddCartItem {
         cart_id: idle[0].id.to_string(),
@@ -157,9 +158,23 @@ fn abandoned_carts_are_dropped_and_counted() {
         quantity: 1,
     });
     assert!(matches!(gone, Err(EngineError::NotFound { .. })), "{gone:?}");
+    // A TTL later the touched cart is abandoned, and the checked-out one dropped
+    // without counting as abandoned.
+    te.clock.advance(ttl);
+    te.shop.send(ExpireDue).unwrap();
+    assert!(te.state().cart(&touched.id).is_none(), "the touched cart went idle");
+    assert!(te.state().cart(&bought.id).is_none(), "a checked-out cart is kept for one TTL");
+    assert_eq!(te.state().carts_abandoned(), IDLE as u64 + 1, "only open carts are abandoned");
+    let closed = te.shop.send(AddCartItem {
+        cart_id: bought.id.to_string(),
+        sku: "AB-1".into(),
+        quantity: 1,
+    });
+    assert!(matches!(closed, Err(EngineError::NotFound { .. })), "{closed:?}");
     let te = te.reopen();
-    assert_eq!(te.state().carts_abandoned(), IDLE as u64);
-    assert_eq!(te.state().open_cart_count(), 1);
+    assert_eq!(te.state().carts_abandoned(), IDLE as u64 + 1);
+    assert_eq!(te.state().open_cart_count(), 0);
+    assert!(te.state().cart(&bought.id).is_none(), "the drop is durable");
     assert_eq!(te.state().order(&order.id).unwrap().cart_id, bought.id);
     check_invariants(te.state());
 }

@@ -33,6 +33,10 @@ pub(crate) struct Tables {
     pub(crate) carts: IdIndex<CartId, Arc<Cart>>,
     /// `(updated_at, cart)` of every open cart, least recently changed first.
     pub(crate) by_activity: SkipSet<(TimestampMs, CartId)>,
+    /// `(checked out at, cart)` of every checked-out cart, oldest first: one is kept
+    /// for the carts' time to live after its checkout (so that changes to it answer
+    /// that it is closed), then dropped, so that carts do not grow with the orders.
+    pub(crate) closed: SkipSet<(TimestampMs, CartId)>,
     pub(crate) cart_seq: Counter,
     /// Open carts left unchanged past their time to live and dropped (the
     /// cart-abandonment figure).
@@ -44,6 +48,7 @@ impl Default for Tables {
         Tables {
             carts: Index::default(),
             by_activity: SkipSet::new(),
+            closed: SkipSet::new(),
             cart_seq: Counter::new("cart"),
             abandoned: Counter::new("cart_abandoned"),
         }
@@ -57,7 +62,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         rows: |s, f| s.carts.carts.entries().iter().for_each(|(_, c)| f(&**c)),
         load: |state, bytes| {
             let cart: Cart = decode_row(bytes, "cart")?;
-            index_cart(state, None, &cart);
+            index_cart(state, None, Some(&cart));
             state.carts.carts.insert(cart.id, Arc::new(cart));
             Ok(())
         },
@@ -67,7 +72,10 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |state| vec![&state.carts.cart_seq, &state.carts.abandoned],
     timers: Some(Timers {
         due: |state, now, limits| {
-            state.carts.by_activity.front().is_some_and(|e| e.value().0 + limits.cart_ttl_ms <= now)
+            let past = |index: &SkipSet<(TimestampMs, CartId)>| {
+                index.front().is_some_and(|e| e.value().0 + limits.cart_ttl_ms <= now)
+            };
+            past(&state.carts.by_activity) || past(&state.carts.closed)
         },
         expire: abandon_idle,
     }),
@@ -91,6 +99,11 @@ mod event {
         },
         /// Open carts left unchanged past their time to live: dropped.
         CartsAbandoned {
+            cart_ids: Vec<CartId>,
+        },
+        /// Checked-out carts kept past their time to live after the checkout: dropped
+        /// (not abandoned: their orders stand).
+        ClosedCartsDropped {
             cart_ids: Vec<CartId>,
         },
     }
@@ -120,14 +133,24 @@ pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mu
         }
         CartEvent::CartsAbandoned { cart_ids } => {
             for id in cart_ids {
-                let cart = state.carts.carts.remove(id).expect("an idle cart exists");
-                state.carts.by_activity.remove(&(cart.updated_at, *id));
+                drop_cart(state, id, rows);
                 state.carts.abandoned.bump();
-                rows.push(Row::delete(CARTS, cart.seq.to_be_bytes()));
-                crate::promotions::cart_dropped(state, id, rows);
+            }
+        }
+        CartEvent::ClosedCartsDropped { cart_ids } => {
+            for id in cart_ids {
+                drop_cart(state, id, rows);
             }
         }
     }
+}
+
+/// Drops a cart (open or checked out) and its indexes.
+fn drop_cart(state: &State, id: &CartId, rows: &mut Vec<Row>) {
+    let cart = state.carts.carts.remove(id).expect("a dropped cart exists");
+    index_cart(state, Some(&cart), None);
+    rows.push(Row::delete(CARTS, cart.seq.to_be_bytes()));
+    crate::promotions::cart_dropped(state, id, rows);
 }
 
 /// Marks an open cart changed by another domain (its discount codes): a new version,
@@ -143,33 +166,44 @@ pub(crate) fn touch(state: &State, cart_id: &CartId, at: TimestampMs, rows: &mut
 /// Publishes `cart`, which replaces `previous` (the caller has looked it up already).
 fn put_cart(state: &State, previous: Option<&Cart>, cart: Cart, rows: &mut Vec<Row>) {
     let cart = Arc::new(cart);
-    index_cart(state, previous, &cart);
+    index_cart(state, previous, Some(&cart));
     state.carts.carts.insert(cart.id, cart.clone());
     rows.push(Row::put(cart));
 }
 
-/// Keeps the activity index: an open cart is listed under its last change.
-fn index_cart(state: &State, previous: Option<&Cart>, cart: &Cart) {
+/// Keeps the time indexes as `previous` becomes `cart` (`None`: dropped): an open cart
+/// is listed under its last change, a checked-out one under its checkout.
+fn index_cart(state: &State, previous: Option<&Cart>, cart: Option<&Cart>) {
+    let index = |cart: &Cart| match cart.status {
+        CartStatus::Open => &state.carts.by_activity,
+        CartStatus::CheckedOut(_) => &state.carts.closed,
+    };
     if let Some(previous) = previous {
-        state.carts.by_activity.remove(&(previous.updated_at, previous.id));
+        index(previous).remove(&(previous.updated_at, previous.id));
     }
-    if cart.status == CartStatus::Open {
-        state.carts.by_activity.insert((cart.updated_at, cart.id));
+    if let Some(cart) = cart {
+        index(cart).insert((cart.updated_at, cart.id));
     }
 }
 
-/// Drops the open carts unchanged for the carts' time to live.
+/// Drops the open carts unchanged for the carts' time to live, and the checked-out
+/// carts whose checkout is that old.
 fn abandon_idle(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usize {
-    let cart_ids: Vec<CartId> = state
-        .carts
-        .by_activity
-        .iter()
-        .take_while(|e| e.value().0 + ctx.limits.cart_ttl_ms <= ctx.now)
-        .take(EXPIRIES_PER_COMMAND_MAX)
-        .map(|e| e.value().1)
-        .collect();
+    let due = |index: &SkipSet<(TimestampMs, CartId)>| -> Vec<CartId> {
+        index
+            .iter()
+            .take_while(|e| e.value().0 + ctx.limits.cart_ttl_ms <= ctx.now)
+            .take(EXPIRIES_PER_COMMAND_MAX)
+            .map(|e| e.value().1)
+            .collect()
+    };
+    let cart_ids = due(&state.carts.by_activity);
     if !cart_ids.is_empty() {
         events.push(CartEvent::CartsAbandoned { cart_ids }.into());
+    }
+    let cart_ids = due(&state.carts.closed);
+    if !cart_ids.is_empty() {
+        events.push(CartEvent::ClosedCartsDropped { cart_ids }.into());
     }
     0
 }

@@ -34,7 +34,8 @@ pub struct Limits {
     pub idempotency_ttl_ms: i64,
     /// The currency of a cart created without one.
     pub default_currency: Currency,
-    /// How long an open cart lives without a change before it is dropped (abandoned).
+    /// How long an open cart lives without a change before it is dropped (abandoned),
+    /// and how long a checked-out cart is kept after its checkout.
     pub cart_ttl_ms: i64,
     /// The most idempotency records kept; past it the oldest are forgotten before their
     /// time to live, so a flood of keyed requests cannot take unbounded memory.
