@@ -43,6 +43,24 @@ macro_rules! domains {
             }
         }
 
+        /// The archived size and alignment of [`Event`] and of each domain's event
+        /// enum: the layout of every log already written.
+        #[cfg(test)]
+        pub(crate) fn archived_event_layouts() -> Vec<(&'static str, usize, usize)> {
+            use std::mem::{align_of, size_of};
+            let mut layouts = vec![(
+                "Event",
+                size_of::<<Event as Archive>::Archived>(),
+                align_of::<<Event as Archive>::Archived>(),
+            )];
+            $(layouts.push((
+                stringify!($variant),
+                size_of::<<$event as Archive>::Archived>(),
+                align_of::<<$event as Archive>::Archived>(),
+            ));)*
+            layouts
+        }
+
         /// Every domain, in load order.
         pub(crate) const DOMAINS: &[&Domain] = &[$(&crate::$module::DOMAIN),*];
 
@@ -115,6 +133,34 @@ pub struct LogEntry {
 mod tests {
     use super::*;
 
+    /// A log entry's events are an array of the archived enum, each domain's enum
+    /// inline in it, so these sizes and alignments are the layout of every log already
+    /// written. A new event variant must fit within its enum's largest and add no
+    /// field aligned wider than the others (a `u64` among 4-aligned ids and strings
+    /// moves every event of the enum); otherwise the old logs need an upgrade of their
+    /// own, not just a bump of the log format. A new domain adds a row.
+    #[test]
+    fn archived_events_keep_the_layout_of_the_logs_written() {
+        let expected: &[(&str, usize, usize)] = &[
+            ("Event", 32, 8),
+            ("Catalog", 12, 4),
+            ("Inventory", 24, 4),
+            ("Carts", 24, 4),
+            ("Orders", 12, 4),
+            ("Payments", 24, 4),
+            ("Accounts", 16, 4),
+            ("Idempotency", 12, 4),
+            ("FlashSales", 12, 4),
+            ("Promotions", 8, 4),
+            ("Returns", 8, 4),
+            ("Shipping", 20, 4),
+            ("Reviews", 20, 4),
+            ("Webhooks", 12, 4),
+            ("Notifications", 24, 8),
+        ];
+        assert_eq!(archived_event_layouts(), expected);
+    }
+
     #[test]
     fn counter_and_table_names_are_unique() {
         let state = State::new();
@@ -132,6 +178,7 @@ mod tests {
             [
                 "cart",
                 "cart_abandoned",
+                "cart_closed_through",
                 "category",
                 "customer",
                 "dead_letter",

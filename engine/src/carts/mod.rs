@@ -33,14 +33,16 @@ pub(crate) struct Tables {
     pub(crate) carts: IdIndex<CartId, Arc<Cart>>,
     /// `(updated_at, cart)` of every open cart, least recently changed first.
     pub(crate) by_activity: SkipSet<(TimestampMs, CartId)>,
-    /// `(checked out at, cart)` of every checked-out cart, oldest first: one is kept
-    /// for the carts' time to live after its checkout (so that changes to it answer
-    /// that it is closed), then dropped, so that carts do not grow with the orders.
-    pub(crate) closed: SkipSet<(TimestampMs, CartId)>,
     pub(crate) cart_seq: Counter,
     /// Open carts left unchanged past their time to live and dropped (the
     /// cart-abandonment figure).
     pub(crate) abandoned: Counter,
+    /// Checked-out carts are kept for the carts' time to live after their checkout (a
+    /// change to one answers that it is closed), then dropped, so that carts do not
+    /// grow with the orders. They go in the order their orders were placed, which is
+    /// the order of their checkouts: every order up to this sequence has had its cart
+    /// dropped, and no index of checked-out carts is needed.
+    pub(crate) closed_through: Counter,
 }
 
 impl Default for Tables {
@@ -48,9 +50,9 @@ impl Default for Tables {
         Tables {
             carts: Index::default(),
             by_activity: SkipSet::new(),
-            closed: SkipSet::new(),
             cart_seq: Counter::new("cart"),
             abandoned: Counter::new("cart_abandoned"),
+            closed_through: Counter::new("cart_closed_through"),
         }
     }
 }
@@ -62,20 +64,21 @@ pub(crate) const DOMAIN: Domain = Domain {
         rows: |s, f| s.carts.carts.entries().iter().for_each(|(_, c)| f(&**c)),
         load: |state, bytes| {
             let cart: Cart = decode_row(bytes, "cart")?;
-            index_cart(state, None, Some(&cart));
+            index_cart(state, None, &cart);
             state.carts.carts.insert(cart.id, Arc::new(cart));
             Ok(())
         },
         check_v1: check_v1::<Cart>,
         load_in_parallel: true,
     }],
-    counters: |state| vec![&state.carts.cart_seq, &state.carts.abandoned],
+    counters: |state| {
+        vec![&state.carts.cart_seq, &state.carts.abandoned, &state.carts.closed_through]
+    },
     timers: Some(Timers {
         due: |state, now, limits| {
-            let past = |index: &SkipSet<(TimestampMs, CartId)>| {
-                index.front().is_some_and(|e| e.value().0 + limits.cart_ttl_ms <= now)
-            };
-            past(&state.carts.by_activity) || past(&state.carts.closed)
+            let idle = |at: TimestampMs| at + limits.cart_ttl_ms <= now;
+            state.carts.by_activity.front().is_some_and(|e| idle(e.value().0))
+                || closed_due(state).next().is_some_and(|order| idle(order.created_at))
         },
         expire: abandon_idle,
     }),
@@ -101,10 +104,15 @@ mod event {
         CartsAbandoned {
             cart_ids: Vec<CartId>,
         },
-        /// Checked-out carts kept past their time to live after the checkout: dropped
-        /// (not abandoned: their orders stand).
+        /// The carts checked out into the orders after the last such event up to
+        /// the order `through`, all placed at least the carts' time to live ago:
+        /// dropped (not abandoned: their orders stand). Orders of no cart (flash-sale
+        /// purchases) are passed over. (An id, not the order's sequence: a `u64` here
+        /// would widen the alignment of the archived enum and so move every cart
+        /// event of the logs already written.)
         ClosedCartsDropped {
             cart_ids: Vec<CartId>,
+            through: OrderId,
         },
     }
 }
@@ -137,18 +145,20 @@ pub(crate) fn apply(state: &State, event: &CartEvent, at: TimestampMs, rows: &mu
                 state.carts.abandoned.bump();
             }
         }
-        CartEvent::ClosedCartsDropped { cart_ids } => {
+        CartEvent::ClosedCartsDropped { cart_ids, through } => {
             for id in cart_ids {
                 drop_cart(state, id, rows);
             }
+            let through = state.order(through).expect("the order passed exists");
+            state.carts.closed_through.set(through.seq);
         }
     }
 }
 
-/// Drops a cart (open or checked out) and its indexes.
+/// Drops a cart (open or checked out).
 fn drop_cart(state: &State, id: &CartId, rows: &mut Vec<Row>) {
     let cart = state.carts.carts.remove(id).expect("a dropped cart exists");
-    index_cart(state, Some(&cart), None);
+    state.carts.by_activity.remove(&(cart.updated_at, *id));
     rows.push(Row::delete(CARTS, cart.seq.to_be_bytes()));
     crate::promotions::cart_dropped(state, id, rows);
 }
@@ -166,44 +176,53 @@ pub(crate) fn touch(state: &State, cart_id: &CartId, at: TimestampMs, rows: &mut
 /// Publishes `cart`, which replaces `previous` (the caller has looked it up already).
 fn put_cart(state: &State, previous: Option<&Cart>, cart: Cart, rows: &mut Vec<Row>) {
     let cart = Arc::new(cart);
-    index_cart(state, previous, Some(&cart));
+    index_cart(state, previous, &cart);
     state.carts.carts.insert(cart.id, cart.clone());
     rows.push(Row::put(cart));
 }
 
-/// Keeps the time indexes as `previous` becomes `cart` (`None`: dropped): an open cart
-/// is listed under its last change, a checked-out one under its checkout.
-fn index_cart(state: &State, previous: Option<&Cart>, cart: Option<&Cart>) {
-    let index = |cart: &Cart| match cart.status {
-        CartStatus::Open => &state.carts.by_activity,
-        CartStatus::CheckedOut(_) => &state.carts.closed,
-    };
+/// Keeps the activity index: an open cart is listed under its last change.
+fn index_cart(state: &State, previous: Option<&Cart>, cart: &Cart) {
     if let Some(previous) = previous {
-        index(previous).remove(&(previous.updated_at, previous.id));
+        state.carts.by_activity.remove(&(previous.updated_at, previous.id));
     }
-    if let Some(cart) = cart {
-        index(cart).insert((cart.updated_at, cart.id));
+    if cart.status == CartStatus::Open {
+        state.carts.by_activity.insert((cart.updated_at, cart.id));
     }
+}
+
+/// The orders whose checked-out carts are still kept, oldest first.
+fn closed_due(state: &State) -> impl Iterator<Item = Arc<crate::orders::Order>> + '_ {
+    crate::orders::placed_after(state, state.carts.closed_through.get())
 }
 
 /// Drops the open carts unchanged for the carts' time to live, and the checked-out
 /// carts whose checkout is that old.
 fn abandon_idle(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usize {
-    let due = |index: &SkipSet<(TimestampMs, CartId)>| -> Vec<CartId> {
-        index
-            .iter()
-            .take_while(|e| e.value().0 + ctx.limits.cart_ttl_ms <= ctx.now)
-            .take(EXPIRIES_PER_COMMAND_MAX)
-            .map(|e| e.value().1)
-            .collect()
-    };
-    let cart_ids = due(&state.carts.by_activity);
+    let idle = |at: TimestampMs| at + ctx.limits.cart_ttl_ms <= ctx.now;
+    let cart_ids: Vec<CartId> = state
+        .carts
+        .by_activity
+        .iter()
+        .take_while(|e| idle(e.value().0))
+        .take(EXPIRIES_PER_COMMAND_MAX)
+        .map(|e| e.value().1)
+        .collect();
     if !cart_ids.is_empty() {
         events.push(CartEvent::CartsAbandoned { cart_ids }.into());
     }
-    let cart_ids = due(&state.carts.closed);
-    if !cart_ids.is_empty() {
-        events.push(CartEvent::ClosedCartsDropped { cart_ids }.into());
+    let mut through = None;
+    let mut cart_ids = Vec::new();
+    for order in closed_due(state).take_while(|o| idle(o.created_at)).take(EXPIRIES_PER_COMMAND_MAX)
+    {
+        through = Some(order.id);
+        let closed = CartStatus::CheckedOut(order.id);
+        if state.cart(&order.cart_id).is_some_and(|cart| cart.status == closed) {
+            cart_ids.push(order.cart_id);
+        }
+    }
+    if let Some(through) = through {
+        events.push(CartEvent::ClosedCartsDropped { cart_ids, through }.into());
     }
     0
 }

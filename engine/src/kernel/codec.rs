@@ -20,12 +20,13 @@ use crate::kernel::table::Row;
 /// format 2: the flat event enum in the log; format 3: the log before the flash-sale
 /// events; format 4: before refunds; format 5: before promotions; format 6: before
 /// returns; format 7: before payment calls and the shipping domain; format 8: before
-/// stock locations; format 9: before reviews; format 10: before webhooks; format 11: before notifications; rows of format 2: before the `Placed` idempotency outcome; rows of
+/// stock locations; format 9: before reviews; format 10: before webhooks; format 11: before notifications; format 12: before the
+/// carts' `ClosedCartsDropped`; rows of format 2: before the `Placed` idempotency outcome; rows of
 /// format 3: before the refunded order statuses; rows of format 4: before payment calls
 /// and the shipping tables; rows of format 5: before the stock-location tables; rows of
 /// format 6: before the reviews' tables; rows of format 7: before the webhooks' tables; rows of format 8: before the notifications' tables) are
 /// upgraded in place on open; a newer one is refused.
-pub const ENGINE_FORMAT_VERSION: u32 = 12;
+pub const ENGINE_FORMAT_VERSION: u32 = 13;
 
 /// The version of entity rows (format 3: the idempotency outcome `Placed` appended;
 /// format 4: the order statuses `partially_refunded` and `refunded` appended, and the
@@ -46,10 +47,10 @@ const ROW_FORMAT_OLDEST_AS_IS: u8 = 2;
 /// format 8: the payment-call events appended to the payments', and the shipping
 /// domain's; format 9: the stock-location events appended to the inventory's; format
 /// 10: the reviews domain's; format 11: the webhooks domain's; format 12: the
-/// notifications domain's). Bumped
+/// notifications domain's; format 13: the carts' `ClosedCartsDropped`). Bumped
 /// whenever a domain's event enum grows, so a build that does not know the new events
 /// refuses the log by its version rather than failing on the first new event.
-const LOG_FORMAT: u8 = 12;
+const LOG_FORMAT: u8 = 13;
 /// Records from this format on hold entries of today's layout (the event enum only
 /// grew since): read as they are.
 const LOG_FORMAT_OLDEST_AS_IS: u8 = 3;

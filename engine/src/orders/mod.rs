@@ -358,6 +358,11 @@ fn release(
     put_order(state, order, rows);
 }
 
+/// The orders placed after sequence `seq`, in the order they were placed.
+pub(crate) fn placed_after(state: &State, seq: u64) -> impl Iterator<Item = Arc<Order>> + '_ {
+    state.orders.by_seq.range(seq.saturating_add(1)..).filter_map(|e| state.order(e.value()))
+}
+
 /// The pending orders whose reservation ran out, soonest first, but for those a
 /// payment is in progress for (the provider may be taking the money: they expire once
 /// it settles unpaid). Those are at most [`crate::OPEN_CALLS_MAX`].
