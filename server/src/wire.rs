@@ -1421,7 +1421,7 @@ impl<'a> OrderView<'a> {
             currency: o.total.currency().as_str().to_string(),
             reservation_expires_at: rfc3339(o.reservation_expires_at),
             payments: o.payments.iter().map(|p| PaymentView::new(p, o)).collect(),
-            shipping_address: o.shipping_address.as_ref().map(AddressJson::from),
+            shipping_address: o.shipping_address.as_deref().map(AddressJson::from),
             shipping_method,
             created_at: rfc3339(o.created_at),
             updated_at: rfc3339(o.updated_at),
@@ -1502,7 +1502,7 @@ pub fn order_json(order: &Order, charges: Option<&OrderCharges>) -> Vec<u8> {
         order.payments.iter().map(|p| PaymentView::new(p, order)).collect();
     serde_json::to_writer(&mut *out, &payments).expect("writing to a Vec cannot fail");
     out.extend_from_slice(b",\"shipping_address\":");
-    let address = order.shipping_address.as_ref().map(AddressJson::from);
+    let address = order.shipping_address.as_deref().map(AddressJson::from);
     serde_json::to_writer(&mut *out, &address).expect("writing to a Vec cannot fail");
     out.extend_from_slice(b",\"shipping_method\":");
     serde_json::to_writer(&mut *out, &shipping_method).expect("writing to a Vec cannot fail");
@@ -1624,6 +1624,8 @@ impl<'a> FlashSaleView<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -1658,11 +1660,13 @@ mod tests {
             cart_id: CartId::from_random(8),
             customer_id: (payments == 0).then(|| CustomerId::from_seq(5)),
             email: "ann+\"quoted\"@example.com".into(),
-            shipping_address: address.then(|| Address {
-                name: "Ann Ö".into(),
-                line1: "1 Main St\n".into(),
-                country: "DE".into(),
-                ..Address::default()
+            shipping_address: address.then(|| {
+                Arc::new(Address {
+                    name: "Ann Ö".into(),
+                    line1: "1 Main St\n".into(),
+                    country: "DE".into(),
+                    ..Address::default()
+                })
             }),
             status: OrderStatus::PendingPayment,
             lines: vec![

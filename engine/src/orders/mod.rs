@@ -259,7 +259,7 @@ fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut 
         cart_id: cart.id,
         customer_id: cart.customer_id,
         email: placed.email.clone(),
-        shipping_address: placed.shipping_address.as_deref().cloned(),
+        shipping_address: placed.shipping_address.as_deref().cloned().map(Arc::new),
         status: OrderStatus::PendingPayment,
         lines,
         subtotal,
