@@ -1,6 +1,7 @@
 //! Injected disk faults, for tests (cargo feature `faults`): a [`Backend`] wrapper that
-//! fails a chosen write or sync with `EIO` or `ENOSPC`, or makes a chosen read return
-//! what a damaged disk would. Faults are armed through a shared [`DiskFaults`] handle
+//! fails a chosen write or sync with `EIO` or `ENOSPC`, refuses requests to persist
+//! the unlogged writes (as during a write stall), or makes a chosen read return what a
+//! damaged disk would. Faults are armed through a shared [`DiskFaults`] handle
 //! and fire once each, so a test says exactly which operation breaks.
 
 use std::path::Path;
@@ -39,6 +40,10 @@ struct Armed {
     write: Option<WriteFault>,
     /// The column family whose next read fails, and how.
     read: Option<(String, ReadFault)>,
+    /// Requests to persist the unlogged writes still to refuse.
+    persists_refused: u64,
+    /// Requests to persist the unlogged writes that were passed on.
+    persists_taken: u64,
     fired: Vec<String>,
 }
 
@@ -64,6 +69,17 @@ impl DiskFaults {
     /// The next read of `cf` (a `get`, a scan, a last-row lookup) fails with `fault`.
     pub fn fail_read(&self, cf: &str, fault: ReadFault) {
         self.armed.lock().read = Some((cf.to_string(), fault));
+    }
+
+    /// The next `count` requests to persist the unlogged writes are refused, as
+    /// RocksDB refuses a flush while it stops writes for a backlog of flushes.
+    pub fn refuse_persists(&self, count: u64) {
+        self.armed.lock().persists_refused = count;
+    }
+
+    /// How many requests to persist the unlogged writes were passed to the backend.
+    pub fn persists_taken(&self) -> u64 {
+        self.armed.lock().persists_taken
     }
 
     /// What fired so far, one line each.
@@ -140,6 +156,18 @@ impl Backend for FaultyBackend {
     }
 
     fn persist_unlogged(&self) -> Result<()> {
+        {
+            let mut armed = self.faults.armed.lock();
+            if armed.persists_refused > 0 {
+                armed.persists_refused -= 1;
+                armed.fired.push("persist refused".into());
+                return Err(StorageError::Backend {
+                    backend: "rocksdb",
+                    message: "Operation aborted: write stall (injected)".into(),
+                });
+            }
+            armed.persists_taken += 1;
+        }
         self.inner.persist_unlogged()
     }
 

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use emporium_engine::*;
 use emporium_tests::{
@@ -84,6 +85,46 @@ fn a_sync_that_fails_after_writing_leaves_a_consistent_state() {
     let (on_hand, reason) = a_failed_synced_write(WriteFault::IoAfterWrite);
     assert!(reason.contains("syncing a batch"), "{reason}");
     assert_eq!(on_hand, 15, "the batch reached the disk before its sync failed");
+}
+
+/// A refused flush of the materialized rows (RocksDB refuses one while it stops writes
+/// for a backlog of flushes) is not a disk failure: nothing stops, the flush is asked
+/// for again after the next rows until one is taken, and a reopen holds every order.
+#[test]
+fn a_refused_flush_of_the_rows_is_retried_and_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let disk = DiskFaults::new();
+    let mut cfg = config(dir.path(), clock.clone());
+    cfg.faults.disk = Some(disk.clone());
+    cfg.persist_interval_ms = 1;
+    let engine = Engine::open(cfg).unwrap();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "R-1", 100, 1_000);
+    const REFUSED: u64 = 3;
+    // Armed first: from here no flush is taken until the refusals are used up.
+    disk.refuse_persists(REFUSED);
+    let taken_before = disk.persists_taken();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut orders = Vec::new();
+    while disk.persists_taken() == taken_before {
+        assert!(Instant::now() < deadline, "no flush was taken: {:?}", disk.fired());
+        let cart = cart_with(&shop, &[("R-1", 1)]);
+        orders.push(checkout(&shop, &cart.id).expect("writes go on while flushes are refused"));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(disk.fired(), vec!["persist refused".to_string(); REFUSED as usize]);
+    assert!(engine.failure().is_none(), "a refused flush is not fail-stop");
+    let cart = cart_with(&shop, &[("R-1", 1)]);
+    orders.push(checkout(&shop, &cart.id).unwrap());
+    engine.close();
+
+    let engine = Engine::open(config(dir.path(), clock)).unwrap();
+    for order in &orders {
+        assert!(engine.state().order(&order.id).is_some(), "order {} lost", order.id);
+    }
+    check_invariants(engine.state());
+    engine.close();
 }
 
 /// `/readyz` answers 503 with the reason once a write failed, while `/healthz` (the
