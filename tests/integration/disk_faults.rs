@@ -100,7 +100,7 @@ fn a_refused_flush_of_the_rows_is_retried_and_stops_nothing() {
     cfg.persist_interval_ms = 1;
     let engine = Engine::open(cfg).unwrap();
     let shop = engine.blocking();
-    stocked_sku(&shop, "R-1", 100, 1_000);
+    stocked_sku(&shop, "R-1", 100, 1_000_000);
     const REFUSED: u64 = 3;
     // Armed first: from here no flush is taken until the refusals are used up.
     disk.refuse_persists(REFUSED);
@@ -111,7 +111,6 @@ fn a_refused_flush_of_the_rows_is_retried_and_stops_nothing() {
         assert!(Instant::now() < deadline, "no flush was taken: {:?}", disk.fired());
         let cart = cart_with(&shop, &[("R-1", 1)]);
         orders.push(checkout(&shop, &cart.id).expect("writes go on while flushes are refused"));
-        std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(disk.fired(), vec!["persist refused".to_string(); REFUSED as usize]);
     assert!(engine.failure().is_none(), "a refused flush is not fail-stop");
