@@ -98,13 +98,22 @@ impl fmt::Debug for IdText {
 /// `digits` as a base-36 number, or `None` past `u128` or on a character that is not a
 /// lowercase base-36 digit.
 fn read_base36(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |n, &b| {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'z' => b - b'a' + 10,
-            _ => return None,
-        };
-        n.checked_mul(36)?.checked_add(u128::from(digit))
+    // Twelve digits fit a u64 (36^12 < 2^63), so the wide, checked arithmetic runs once
+    // per twelve digits rather than once per digit.
+    const CHUNK: usize = 12;
+    const CHUNK_SCALE: u128 = 36u128.pow(CHUNK as u32);
+    digits.chunks(CHUNK).try_fold(0u128, |n, chunk| {
+        let mut part = 0u64;
+        for &b in chunk {
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'z' => b - b'a' + 10,
+                _ => return None,
+            };
+            part = part * 36 + u64::from(digit);
+        }
+        let scale = if chunk.len() == CHUNK { CHUNK_SCALE } else { 36u128.pow(chunk.len() as u32) };
+        n.checked_mul(scale)?.checked_add(u128::from(part))
     })
 }
 
@@ -436,6 +445,41 @@ mod tests {
             assert_eq!(&ProductId::from_seq(seq).text()["prod_".len()..], naive(seq.into(), 12));
         }
         assert_eq!(&OrderId::from_random(u128::MAX).text()[4..], naive(u128::MAX, RANDOM_DIGITS));
+    }
+
+    #[test]
+    fn reading_digits_agrees_with_reading_one_digit_at_a_time() {
+        fn one_at_a_time(digits: &[u8]) -> Option<u128> {
+            digits.iter().try_fold(0u128, |n, &b| {
+                let digit = DIGITS.iter().position(|&d| d == b)? as u128;
+                n.checked_mul(36)?.checked_add(digit)
+            })
+        }
+        let mut n = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            n ^= n << 13;
+            n ^= n >> 7;
+            n ^= n << 17;
+            n
+        };
+        for len in 0..=27 {
+            for _ in 0..300 {
+                let mut text: Vec<u8> = (0..len).map(|_| DIGITS[(next() % 36) as usize]).collect();
+                if len > 0 && next() % 8 == 0 {
+                    let at = (next() % len as u64) as usize;
+                    text[at] = [b'A', b'-', b'_', 0xc3][(next() % 4) as usize];
+                }
+                assert_eq!(read_base36(&text), one_at_a_time(&text), "{:?}", text);
+            }
+        }
+        // The largest number, and one past it.
+        let max = OrderId::from_random(u128::MAX).text();
+        let digits = &max.as_bytes()["ord_".len()..];
+        assert_eq!(read_base36(digits), Some(u128::MAX));
+        let mut past = digits.to_vec();
+        *past.last_mut().expect("digits") += 1;
+        assert_eq!(read_base36(&past), None);
+        assert_eq!(one_at_a_time(&past), None);
     }
 
     #[test]

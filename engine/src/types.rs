@@ -223,3 +223,52 @@ mod tests {
         assert!(price.plus(Money::zero(Currency::EUR)).is_none());
     }
 }
+
+/// An rkyv wrapper that archives an `Arc<T>` exactly as a `Box<T>` is archived (a
+/// relative pointer to the archived `T`), so that an event or row that held a `Box`
+/// can hold a pointer shared with the tables without moving any stored format.
+/// (`rkyv::with::Unshare` archives the `T` inline instead.) Reading back makes a new
+/// `Arc`.
+#[derive(Debug)]
+pub struct ArcAsBox;
+
+impl<T: Archive> rkyv::with::ArchiveWith<std::sync::Arc<T>> for ArcAsBox {
+    type Archived = rkyv::boxed::ArchivedBox<T::Archived>;
+    type Resolver = rkyv::boxed::BoxResolver;
+
+    fn resolve_with(
+        field: &std::sync::Arc<T>,
+        resolver: Self::Resolver,
+        out: rkyv::Place<Self::Archived>,
+    ) {
+        rkyv::boxed::ArchivedBox::resolve_from_ref(&**field, resolver, out);
+    }
+}
+
+impl<T, S> rkyv::with::SerializeWith<std::sync::Arc<T>, S> for ArcAsBox
+where
+    T: Archive + rkyv::SerializeUnsized<S>,
+    S: rkyv::rancor::Fallible + ?Sized,
+{
+    fn serialize_with(
+        field: &std::sync::Arc<T>,
+        serializer: &mut S,
+    ) -> Result<Self::Resolver, S::Error> {
+        rkyv::boxed::ArchivedBox::serialize_from_ref(&**field, serializer)
+    }
+}
+
+impl<T, D> rkyv::with::DeserializeWith<rkyv::boxed::ArchivedBox<T::Archived>, std::sync::Arc<T>, D>
+    for ArcAsBox
+where
+    T: Archive,
+    T::Archived: Deserialize<T, D>,
+    D: rkyv::rancor::Fallible + ?Sized,
+{
+    fn deserialize_with(
+        field: &rkyv::boxed::ArchivedBox<T::Archived>,
+        deserializer: &mut D,
+    ) -> Result<std::sync::Arc<T>, D::Error> {
+        Ok(std::sync::Arc::new(field.get().deserialize(deserializer)?))
+    }
+}

@@ -30,19 +30,8 @@ impl Checks {
         max: usize,
         multiline: bool,
     ) {
-        let chars = value.chars().count();
-        if chars < min || chars > max {
-            let message = if min == 0 {
-                format!("must be at most {max} characters")
-            } else {
-                format!("must be {min} to {max} characters")
-            };
+        if let Some(message) = text_problem(value, min, max, multiline) {
             self.fail(field, message);
-        } else if value
-            .chars()
-            .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\t' | '\r')))
-        {
-            self.fail(field, "must not contain control characters");
         }
     }
 
@@ -60,14 +49,42 @@ impl Checks {
             self.fail(field, format!("must have at most {entries_max} entries"));
             return;
         }
+        // The field's name is made only for an error: most maps pass.
         for (key, value) in map {
-            self.text(&format!("{field}.{key}"), key, 1, key_max, false);
-            self.text(&format!("{field}.{key}"), value, 0, value_max, false);
+            for (text, min, max) in [(key, 1, key_max), (value, 0, value_max)] {
+                if let Some(message) = text_problem(text, min, max, false) {
+                    self.fail(format!("{field}.{key}"), message);
+                }
+            }
         }
     }
 
     pub(crate) fn is_ok(&self) -> bool {
         self.errors.is_empty()
+    }
+}
+
+/// What is wrong with a text that must have `min..=max` characters and no control
+/// characters (newlines and tabs allowed where `multiline`), if anything.
+fn text_problem(value: &str, min: usize, max: usize, multiline: bool) -> Option<String> {
+    // Printable ASCII (most text) is counted by its length and has no control
+    // character; the rest is counted and scanned by chars.
+    let (chars, control) = if value.bytes().all(|b| (b' '..0x7f).contains(&b)) {
+        (value.len(), false)
+    } else {
+        let allowed = |c: char| multiline && matches!(c, '\n' | '\t' | '\r');
+        (value.chars().count(), value.chars().any(|c| c.is_control() && !allowed(c)))
+    };
+    if chars < min || chars > max {
+        Some(if min == 0 {
+            format!("must be at most {max} characters")
+        } else {
+            format!("must be {min} to {max} characters")
+        })
+    } else if control {
+        Some("must not contain control characters".to_string())
+    } else {
+        None
     }
 }
 
@@ -79,9 +96,13 @@ pub(crate) fn email(value: &str) -> Result<String, FieldError> {
         Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains('@'),
         None => false,
     };
-    let ok = (3..=254).contains(&value.len())
-        && one_at
-        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+    // In ASCII, whitespace and control characters are the bytes up to the space, and DEL.
+    let blank = if value.is_ascii() {
+        value.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        value.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    let ok = (3..=254).contains(&value.len()) && one_at && !blank;
     if ok {
         Ok(value)
     } else {
@@ -103,18 +124,29 @@ pub(crate) fn is_handle(value: &str) -> bool {
 
 /// The handle a title suggests: `"Blue T-Shirt (M)"` → `blue-t-shirt-m`.
 pub(crate) fn slugify(title: &str) -> String {
-    let mut out = String::new();
-    for c in title.chars().flat_map(char::to_lowercase) {
+    let mut out = String::with_capacity(title.len().min(HANDLE_CHARS_MAX));
+    // Adds one lower-case char; true once the slug is long enough.
+    let mut push = |c: char| {
         if c.is_ascii_alphanumeric() {
             out.push(c);
         } else if !out.is_empty() && !out.ends_with('-') {
             out.push('-');
         }
-        if out.len() >= HANDLE_CHARS_MAX - 8 {
+        out.len() >= HANDLE_CHARS_MAX - 8
+    };
+    for c in title.chars() {
+        // An ASCII char lower-cases to one ASCII char, without the Unicode tables; a
+        // non-ASCII one may lower-case to several, or to ASCII (the Kelvin sign to `k`).
+        let full = if c.is_ascii() {
+            push(c.to_ascii_lowercase())
+        } else {
+            c.to_lowercase().any(&mut push)
+        };
+        if full {
             break;
         }
     }
-    let out = out.trim_end_matches('-').to_string();
+    out.truncate(out.trim_end_matches('-').len());
     if out.is_empty() {
         "product".to_string()
     } else {
@@ -133,6 +165,9 @@ mod tests {
             ("  ¡Olé!  ", "ol"),
             ("日本", "product"),
             ("a--b", "a-b"),
+            // Non-ASCII that lower-cases to ASCII: the Kelvin sign is a `k`.
+            ("\u{212A}elvin Scale", "kelvin-scale"),
+            ("ÀB", "b"),
         ] {
             assert_eq!(slugify(title), slug);
             assert!(is_handle(&slugify(title)));
@@ -151,9 +186,31 @@ mod tests {
     }
 
     #[test]
+    fn texts_are_counted_in_chars_and_refuse_control_characters() {
+        let problem = |value: &str, multiline| {
+            let mut checks = Checks::default();
+            checks.text("f", value, 1, 3, multiline);
+            checks.errors.first().map(|e| e.message.clone())
+        };
+        assert_eq!(problem("abc", false), None);
+        assert_eq!(problem("déf", false), None, "three chars, four bytes");
+        assert_eq!(problem("日本語", false), None);
+        assert_eq!(problem("abcd", false).as_deref(), Some("must be 1 to 3 characters"));
+        assert_eq!(problem("", false).as_deref(), Some("must be 1 to 3 characters"));
+        for control in ["a\nb", "a\tb", "a\u{7f}", "a\u{0}", "é\u{85}"] {
+            let refused = Some("must not contain control characters");
+            assert_eq!(problem(control, false).as_deref(), refused, "{control:?}");
+        }
+        assert_eq!(problem("a\nb", true), None, "a newline is allowed in multiline text");
+        assert_eq!(problem("é\r\n", true), None);
+        assert!(problem("a\u{7f}", true).is_some(), "DEL is not a line break");
+    }
+
+    #[test]
     fn email_rules() {
         assert_eq!(email(" Ann@Example.COM ").unwrap(), "ann@example.com");
-        for bad in ["", "a", "@b", "a@", "a@b@c", "a b@c"] {
+        assert_eq!(email("Ünï@Example.com").unwrap(), "ünï@example.com");
+        for bad in ["", "a", "@b", "a@", "a@b@c", "a b@c", "a\u{7f}@b", "a\u{a0}b@c", "a\tb@c"] {
             assert!(email(bad).is_err(), "{bad}");
         }
     }

@@ -177,7 +177,7 @@ impl Request for CreateCategory {
             updated_at: ctx.now,
             version: 1,
         };
-        Decision::one(id, CatalogEvent::CategoryCreated(Box::new(category)))
+        Decision::one(id, CatalogEvent::CategoryCreated(Arc::new(category)))
     }
 
     fn reply(state: &State, outcome: CategoryId) -> Arc<Category> {
@@ -208,7 +208,7 @@ impl Request for UpdateCategory {
         }
         next.updated_at = ctx.now;
         next.version += 1;
-        Decision::one(next.id, CatalogEvent::CategoryUpdated(Box::new(next)))
+        Decision::one(next.id, CatalogEvent::CategoryUpdated(Arc::new(next)))
     }
 
     fn reply(state: &State, outcome: CategoryId) -> Arc<Category> {
@@ -299,18 +299,22 @@ fn check_variants(checks: &mut Checks, inputs: &[VariantInput]) -> Vec<Variant> 
     }
     let mut variants: Vec<Variant> = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
-        let at = format!("variants[{i}]");
-        let before = checks.errors.len();
-        checks.text(&format!("{at}.title"), &input.title, 0, 200, false);
-        checks.map(&format!("{at}.options"), &input.options, 10, 64, 128);
-        let sku = Sku::new(input.sku.as_str()).map_err(|e| checks.push(e.under(&at))).ok();
-        let price = input.price.checked(checks, &format!("{at}.price"));
+        // Checked under the variant's own field names, which are put under
+        // `variants[i]` only if something fails: most variants pass.
+        let mut own = Checks::default();
+        own.text("title", &input.title, 0, 200, false);
+        own.map("options", &input.options, 10, 64, 128);
+        let sku = Sku::new(input.sku.as_str()).map_err(|e| own.push(e)).ok();
+        let price = input.price.checked(&mut own, "price");
         if let Some(sku) = &sku {
             if variants.iter().any(|v| &v.sku == sku) {
-                checks.fail(format!("{at}.sku"), "is used by another variant of this product");
+                own.fail("sku", "is used by another variant of this product");
             }
         }
-        if let (Some(sku), Some(price), true) = (sku, price, checks.errors.len() == before) {
+        let passed = own.is_ok();
+        let at = || format!("variants[{i}]");
+        checks.errors.extend(own.errors.into_iter().map(|e| e.under(&at())));
+        if let (Some(sku), Some(price), true) = (sku, price, passed) {
             variants.push(Variant {
                 sku,
                 title: input.title.clone(),
@@ -364,9 +368,9 @@ fn derive_handle(state: &State, title: &str) -> String {
 
 impl Request for CreateProduct {
     type Output = Arc<Product>;
-    type Outcome = ProductId;
+    type Outcome = Arc<Product>;
 
-    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<ProductId>> {
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Arc<Product>>> {
         let c = self;
         let mut checks = Checks::default();
         let (categories, variants) = check_product_fields(
@@ -411,11 +415,12 @@ impl Request for CreateProduct {
             updated_at: ctx.now,
             version: 1,
         };
-        Decision::one(id, CatalogEvent::ProductCreated(Box::new(product)))
+        let product = Arc::new(product);
+        Decision::one(product.clone(), CatalogEvent::ProductCreated(product))
     }
 
-    fn reply(state: &State, outcome: ProductId) -> Arc<Product> {
-        state.product(&outcome).expect(APPLIED)
+    fn reply(_: &State, product: Arc<Product>) -> Arc<Product> {
+        product
     }
 }
 
@@ -427,9 +432,9 @@ fn product_named(state: &State, id: &str) -> Result<Arc<Product>> {
 
 impl Request for UpdateProduct {
     type Output = Arc<Product>;
-    type Outcome = ProductId;
+    type Outcome = Arc<Product>;
 
-    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<ProductId>> {
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Arc<Product>>> {
         let c = self;
         let current = product_named(state, &c.id)?;
         check_version(c.expected_version, current.version)?;
@@ -486,33 +491,35 @@ impl Request for UpdateProduct {
         }
         next.updated_at = ctx.now;
         next.version += 1;
-        Decision::one(next.id, CatalogEvent::ProductUpdated(Box::new(next)))
+        let next = Arc::new(next);
+        Decision::one(next.clone(), CatalogEvent::ProductUpdated(next))
     }
 
-    fn reply(state: &State, outcome: ProductId) -> Arc<Product> {
-        state.product(&outcome).expect(APPLIED)
+    fn reply(_: &State, product: Arc<Product>) -> Arc<Product> {
+        product
     }
 }
 
 impl Request for ArchiveProduct {
     type Output = Arc<Product>;
-    type Outcome = ProductId;
+    type Outcome = Arc<Product>;
 
-    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<ProductId>> {
+    fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Arc<Product>>> {
         let c = self;
         let current = product_named(state, &c.id)?;
         check_version(c.expected_version, current.version)?;
         if current.status == ProductStatus::Archived {
-            return Decision::nothing(current.id);
+            return Decision::nothing(current);
         }
         let mut next = (*current).clone();
         next.status = ProductStatus::Archived;
         next.updated_at = ctx.now;
         next.version += 1;
-        Decision::one(next.id, CatalogEvent::ProductUpdated(Box::new(next)))
+        let next = Arc::new(next);
+        Decision::one(next.clone(), CatalogEvent::ProductUpdated(next))
     }
 
-    fn reply(state: &State, outcome: ProductId) -> Arc<Product> {
-        state.product(&outcome).expect(APPLIED)
+    fn reply(_: &State, product: Arc<Product>) -> Arc<Product> {
+        product
     }
 }

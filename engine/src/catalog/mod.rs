@@ -13,7 +13,9 @@ pub use commands::*;
 pub use model::*;
 
 use crate::domains::State;
-use crate::kernel::table::{check_v1, decode_row, persist, Counter, Domain, Index, Row, Table};
+use crate::kernel::table::{
+    check_v1, decode_row, persist, Counter, Domain, Index, Row, StaffKeyIndex, Table,
+};
 use crate::types::*;
 
 const PRODUCTS: &str = "products";
@@ -29,9 +31,9 @@ pub const CATEGORY_DEPTH_MAX: usize = 16;
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) products: SkipMap<ProductId, Arc<Product>>,
-    pub(crate) handles: Index<String, ProductId>,
+    pub(crate) handles: StaffKeyIndex<String, ProductId>,
     /// The product each sold SKU belongs to, so a cart line needs one lookup.
-    pub(crate) skus: Index<Sku, Arc<Product>>,
+    pub(crate) skus: StaffKeyIndex<Sku, Arc<Product>>,
     pub(crate) categories: SkipMap<CategoryId, Arc<Category>>,
     /// `(parent, child)` of every category with a parent: a subtree is walked in its
     /// own size, not the whole tree's for each level.
@@ -43,7 +45,7 @@ pub(crate) struct Tables {
     pub(crate) by_status: SkipSet<(u8, ProductId)>,
     /// The highest numeric suffix used after each derived-handle base (`blue-shirt-7`),
     /// so deriving the next free one does not probe every earlier one.
-    pub(crate) handle_suffixes: Index<String, u64>,
+    pub(crate) handle_suffixes: StaffKeyIndex<String, u64>,
     pub(crate) product_seq: Counter,
     pub(crate) category_seq: Counter,
 }
@@ -72,7 +74,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             name: CATEGORIES,
             rows: |s, f| s.catalog.categories.iter().for_each(|e| f(&**e.value())),
             load: |state, bytes| {
-                put_category(state, decode_row(bytes, "category")?, &mut Vec::new());
+                put_category(state, Arc::new(decode_row(bytes, "category")?), &mut Vec::new());
                 Ok(())
             },
             check_v1: check_v1::<Category>,
@@ -82,7 +84,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             name: PRODUCTS,
             rows: |s, f| s.catalog.products.iter().for_each(|e| f(&**e.value())),
             load: |state, bytes| {
-                put_product(state, decode_row(bytes, "product")?, &mut Vec::new());
+                put_product(state, Arc::new(decode_row(bytes, "product")?), &mut Vec::new());
                 Ok(())
             },
             check_v1: check_v1::<Product>,
@@ -100,19 +102,21 @@ mod event {
 
     /// The catalog's facts.
     ///
-    /// Whole entities are boxed: an archived enum is as large as its largest variant, so
-    /// an unboxed `Product` would make every event, a one-line checkout's included, cost
-    /// hundreds of bytes of log.
+    /// Whole entities are behind a pointer: an archived enum is as large as its largest
+    /// variant, so an inline `Product` would make every event, a one-line checkout's
+    /// included, cost hundreds of bytes of log. The pointer is shared with the table the
+    /// event is applied to, so applying it copies no strings; it is archived as a box
+    /// ([`ArcAsBox`]), the layout of the logs written when the events held `Box`es.
     #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
     #[allow(missing_docs)]
     pub enum CatalogEvent {
-        CategoryCreated(Box<Category>),
-        CategoryUpdated(Box<Category>),
+        CategoryCreated(#[rkyv(with = ArcAsBox)] Arc<Category>),
+        CategoryUpdated(#[rkyv(with = ArcAsBox)] Arc<Category>),
         CategoryDeleted(CategoryId),
         /// A new product; its new SKUs start with no stock.
-        ProductCreated(Box<Product>),
+        ProductCreated(#[rkyv(with = ArcAsBox)] Arc<Product>),
         /// The product's new value (archiving included).
-        ProductUpdated(Box<Product>),
+        ProductUpdated(#[rkyv(with = ArcAsBox)] Arc<Product>),
     }
 }
 pub use event::CatalogEvent;
@@ -121,9 +125,9 @@ pub(crate) fn apply(state: &State, event: &CatalogEvent, _at: TimestampMs, rows:
     match event {
         CatalogEvent::CategoryCreated(category) => {
             state.catalog.category_seq.bump();
-            put_category(state, (**category).clone(), rows);
+            put_category(state, category.clone(), rows);
         }
-        CatalogEvent::CategoryUpdated(category) => put_category(state, (**category).clone(), rows),
+        CatalogEvent::CategoryUpdated(category) => put_category(state, category.clone(), rows),
         CatalogEvent::CategoryDeleted(id) => {
             if let Some(entry) = state.catalog.categories.remove(id) {
                 if let Some(parent) = &entry.value().parent_id {
@@ -134,15 +138,14 @@ pub(crate) fn apply(state: &State, event: &CatalogEvent, _at: TimestampMs, rows:
         }
         CatalogEvent::ProductCreated(product) => {
             state.catalog.product_seq.bump();
-            put_product(state, (**product).clone(), rows);
+            put_new_product(state, product, rows);
         }
-        CatalogEvent::ProductUpdated(product) => put_product(state, (**product).clone(), rows),
+        CatalogEvent::ProductUpdated(product) => put_product(state, product.clone(), rows),
     }
 }
 
-fn put_category(state: &State, category: Category, rows: &mut Vec<Row>) {
+fn put_category(state: &State, category: Arc<Category>, rows: &mut Vec<Row>) {
     let catalog = &state.catalog;
-    let category = Arc::new(category);
     if let Some(previous) = state.category(&category.id) {
         if let Some(parent) = &previous.parent_id {
             catalog.children.remove(&(*parent, category.id));
@@ -179,9 +182,8 @@ fn note_handle(catalog: &Tables, handle: &str) {
 
 /// Publishes a product and keeps its indexes (handle, SKUs); a SKU new to the catalog
 /// gets an empty stock row.
-fn put_product(state: &State, product: Product, rows: &mut Vec<Row>) {
+fn put_product(state: &State, product: Arc<Product>, rows: &mut Vec<Row>) {
     let catalog = &state.catalog;
-    let product = Arc::new(product);
     if let Some(previous) = state.product(&product.id) {
         if previous.handle != product.handle {
             catalog.handles.remove(&previous.handle);
@@ -195,6 +197,27 @@ fn put_product(state: &State, product: Product, rows: &mut Vec<Row>) {
             crate::inventory::drop_stock(state, &dropped.sku, rows);
         }
     }
+    index_product(state, &product, rows);
+    catalog.products.insert(product.id, product.clone());
+    rows.push(Row::put(product));
+}
+
+/// [`put_product`] of a product under a new id: no earlier value to take out of the
+/// indexes, so it is published with one search of the product map, not a lookup and
+/// an insert. Should the id be taken after all, the product replaces the one there.
+fn put_new_product(state: &State, product: &Arc<Product>, rows: &mut Vec<Row>) {
+    index_product(state, product, rows);
+    let published = state.catalog.products.get_or_insert(product.id, product.clone());
+    if Arc::ptr_eq(published.value(), product) {
+        rows.push(Row::put(product.clone()));
+    } else {
+        put_product(state, product.clone(), rows);
+    }
+}
+
+/// Lists `product` in the catalog's indexes, its SKUs' stock rows included.
+fn index_product(state: &State, product: &Arc<Product>, rows: &mut Vec<Row>) {
+    let catalog = &state.catalog;
     catalog.handles.insert(product.handle.clone(), product.id);
     note_handle(catalog, &product.handle);
     for category in &product.category_ids {
@@ -205,8 +228,6 @@ fn put_product(state: &State, product: Product, rows: &mut Vec<Row>) {
         catalog.skus.insert(variant.sku.clone(), product.clone());
         crate::inventory::ensure_stock(state, &variant.sku, rows);
     }
-    catalog.products.insert(product.id, product.clone());
-    rows.push(Row::put(product));
 }
 
 /// Which products a listing returns.

@@ -20,7 +20,7 @@ pub use model::*;
 use crate::domains::State;
 use crate::error::EngineError;
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table,
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, StaffKeyIndex, Table,
 };
 use crate::types::*;
 use locations::{Change, ALLOCATIONS, LOCATIONS, LOCATION_STOCK, SHIPMENTS};
@@ -37,12 +37,12 @@ persist!(Shipment, SHIPMENTS, |s| s.order_id.text().as_str().as_bytes().to_vec()
 #[derive(Debug)]
 pub(crate) struct Tables {
     /// Each SKU's totals over every location.
-    pub(crate) stock: Index<Sku, Arc<StockCell>>,
+    pub(crate) stock: StaffKeyIndex<Sku, Arc<StockCell>>,
     /// Locations created, and the default one once it was changed.
     locations: IdIndex<LocationId, Arc<StockLocation>>,
     /// Levels away from the default location, of the SKUs that ever had any (kept when
     /// they empty, so a reader never pairs new totals with levels that are gone).
-    placed: Index<Sku, Arc<SkuLocations>>,
+    placed: StaffKeyIndex<Sku, Arc<SkuLocations>>,
     /// Where holders' units away from the default location are.
     allocations: IdIndex<Holder, Arc<Allocation>>,
     /// Where paid orders' units left from, where not all from the default location.

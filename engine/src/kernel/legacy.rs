@@ -104,11 +104,11 @@ impl TryFrom<LogEntryV2> for LogEntry {
 fn upgrade(event: EventV2, lsn: Lsn) -> Result<Event> {
     use EventV2 as V2;
     Ok(match event {
-        V2::CategoryCreated(c) => CatalogEvent::CategoryCreated(c).into(),
-        V2::CategoryUpdated(c) => CatalogEvent::CategoryUpdated(c).into(),
+        V2::CategoryCreated(c) => CatalogEvent::CategoryCreated(c.into()).into(),
+        V2::CategoryUpdated(c) => CatalogEvent::CategoryUpdated(c.into()).into(),
         V2::CategoryDeleted(id) => CatalogEvent::CategoryDeleted(id).into(),
-        V2::ProductCreated(p) => CatalogEvent::ProductCreated(p).into(),
-        V2::ProductUpdated(p) => CatalogEvent::ProductUpdated(p).into(),
+        V2::ProductCreated(p) => CatalogEvent::ProductCreated(p.into()).into(),
+        V2::ProductUpdated(p) => CatalogEvent::ProductUpdated(p.into()).into(),
         V2::StockSet { sku, on_hand, reason } => {
             InventoryEvent::StockSet { sku, on_hand, reason }.into()
         }

@@ -6,7 +6,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::domains::{Event, State};
 use crate::error::Result;
@@ -167,6 +167,12 @@ pub(crate) struct Index<K, V, S = std::hash::RandomState> {
     map: papaya::HashMap<K, V, S>,
 }
 
+/// An index keyed by strings only the shop's staff create (SKUs): a client can look
+/// any key up but never add one, so it cannot crowd a bucket, and a fast hash seeded
+/// at random per map (foldhash: a few multiplies per 16 bytes, against SipHash's
+/// rounds per 8) is enough. Keys that clients create keep [`Index`]'s SipHash.
+pub(crate) type StaffKeyIndex<K, V> = Index<K, V, foldhash::fast::RandomState>;
+
 /// An index keyed by ids the engine assigns: sequence numbers and 128 random bits, which
 /// no client can choose, so a fast unkeyed hash is safe.
 pub(crate) type IdIndex<K, V> = Index<K, V, rustc_hash::FxBuildHasher>;
@@ -260,6 +266,112 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
     }
 }
 
+/// An index over the dense sequence numbers the engine gives an entity kind: a slot per
+/// number, so an insert writes one slot where a skip list searches and links a node
+/// (the orders' sequence index was a third of a checkout's skip-list work), and a walk
+/// in sequence reads consecutive slots. Reads never block; slots are set once, by the
+/// sequencer or, while a table loads, by several loading threads in any order.
+///
+/// A three-level radix tree of fixed-size arrays, each made when the first number in
+/// it is set: no array is ever copied or grown, so no insert pays for more than one
+/// leaf of [`SEQ_LEAF_SLOTS`] (a doubling vector would stall the sequencer for the
+/// copy of every order so far). Numbers up to 2^34 are held; sequences are counters,
+/// far below that.
+pub(crate) struct SeqIndex<V> {
+    top: Box<[SeqArray<SeqArray<OnceLock<V>>>]>,
+    /// One past the highest number set.
+    end: AtomicU64,
+}
+
+/// One array of a [`SeqIndex`] level, made on first use.
+type SeqArray<T> = OnceLock<Box<[T]>>;
+
+const SEQ_LEAF_BITS: u32 = 12;
+const SEQ_MID_BITS: u32 = 11;
+const SEQ_TOP_BITS: u32 = 11;
+/// Slots in one leaf array of a [`SeqIndex`].
+const SEQ_LEAF_SLOTS: usize = 1 << SEQ_LEAF_BITS;
+/// One past the highest number a [`SeqIndex`] holds.
+pub(crate) const SEQ_END: u64 = 1 << (SEQ_LEAF_BITS + SEQ_MID_BITS + SEQ_TOP_BITS);
+
+fn lazy_array<T>(len: usize) -> Box<[OnceLock<T>]> {
+    (0..len).map(|_| OnceLock::new()).collect()
+}
+
+impl<V> Default for SeqIndex<V> {
+    fn default() -> Self {
+        SeqIndex { top: lazy_array(1 << SEQ_TOP_BITS), end: AtomicU64::new(0) }
+    }
+}
+
+impl<V> fmt::Debug for SeqIndex<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeqIndex").field("end", &self.end.load(Ordering::Relaxed)).finish()
+    }
+}
+
+/// The place of `seq` in each level of a [`SeqIndex`].
+fn seq_place(seq: u64) -> (usize, usize, usize) {
+    let mask = |bits: u32| (1u64 << bits) - 1;
+    let leaf = (seq & mask(SEQ_LEAF_BITS)) as usize;
+    let mid = ((seq >> SEQ_LEAF_BITS) & mask(SEQ_MID_BITS)) as usize;
+    let top = (seq >> (SEQ_LEAF_BITS + SEQ_MID_BITS)) as usize;
+    (top, mid, leaf)
+}
+
+impl<V: Clone> SeqIndex<V> {
+    /// Sets the slot of `seq`; a slot already set keeps its value (numbers are not
+    /// reused).
+    ///
+    /// # Panics
+    /// At `seq` ≥ [`SEQ_END`].
+    pub(crate) fn insert(&self, seq: u64, value: V) {
+        assert!(seq < SEQ_END, "sequence number {seq} is past the sequence index");
+        let (top, mid, leaf) = seq_place(seq);
+        let mids = self.top[top].get_or_init(|| lazy_array(1 << SEQ_MID_BITS));
+        let slots = mids[mid].get_or_init(|| lazy_array(SEQ_LEAF_SLOTS));
+        let fresh = slots[leaf].set(value).is_ok();
+        debug_assert!(fresh, "sequence number {seq} set twice");
+        self.end.fetch_max(seq + 1, Ordering::Release);
+    }
+
+    /// The value of `seq`, if it was set.
+    pub(crate) fn get(&self, seq: u64) -> Option<V> {
+        if seq >= SEQ_END {
+            return None;
+        }
+        let (top, mid, leaf) = seq_place(seq);
+        self.top[top].get()?[mid].get()?[leaf].get().cloned()
+    }
+
+    /// The numbers set from `first` on, with their values, in order. Arrays never made
+    /// are stepped over whole.
+    pub(crate) fn from(&self, first: u64) -> impl Iterator<Item = (u64, V)> + '_ {
+        let end = self.end.load(Ordering::Acquire);
+        let past = |seq: u64, bits: u32| (seq | ((1 << bits) - 1)) + 1;
+        let mut seq = first;
+        std::iter::from_fn(move || {
+            while seq < end {
+                let (top, mid, leaf) = seq_place(seq);
+                let Some(mids) = self.top[top].get() else {
+                    seq = past(seq, SEQ_LEAF_BITS + SEQ_MID_BITS);
+                    continue;
+                };
+                let Some(slots) = mids[mid].get() else {
+                    seq = past(seq, SEQ_LEAF_BITS);
+                    continue;
+                };
+                let at = seq;
+                seq += 1;
+                if let Some(value) = slots[leaf].get() {
+                    return Some((at, value.clone()));
+                }
+            }
+            None
+        })
+    }
+}
+
 /// Decodes a stored row of a table's type.
 pub(crate) fn decode_row<T>(bytes: &[u8], what: &str) -> Result<T>
 where
@@ -278,4 +390,43 @@ where
         + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
     crate::kernel::codec::decode_bare::<T>(bytes, "format-1 row").map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sequence_index_walks_its_numbers_in_order_whatever_order_they_were_set_in() {
+        let index = SeqIndex::<u64>::default();
+        assert_eq!(index.from(0).count(), 0);
+        // Across leaves and mid-level arrays, set by four threads in scattered order,
+        // as a table's parallel load does; one number in three is left out.
+        let leaf = SEQ_LEAF_SLOTS as u64;
+        let mid = leaf << SEQ_MID_BITS;
+        let mut numbers: Vec<u64> = (1..3 * leaf).filter(|n| n % 3 != 0).collect();
+        numbers.extend([mid - 1, mid, mid + 1, 5 * mid + 7, SEQ_END - 1]);
+        std::thread::scope(|s| {
+            for share in 0..4 {
+                let (index, numbers) = (&index, &numbers);
+                s.spawn(move || {
+                    for &n in numbers.iter().rev().skip(share).step_by(4) {
+                        index.insert(n, n * 10);
+                    }
+                });
+            }
+        });
+        for &n in &numbers {
+            assert_eq!(index.get(n), Some(n * 10), "{n}");
+        }
+        for absent in [0, 3, 3 * leaf, mid + 2, 4 * mid, SEQ_END, u64::MAX] {
+            assert_eq!(index.get(absent), None, "{absent}");
+        }
+        let walked: Vec<(u64, u64)> = index.from(0).collect();
+        assert_eq!(walked, numbers.iter().map(|&n| (n, n * 10)).collect::<Vec<_>>());
+        let tail: Vec<u64> = index.from(mid).map(|(n, _)| n).collect();
+        assert_eq!(tail, [mid, mid + 1, 5 * mid + 7, SEQ_END - 1]);
+        assert_eq!(index.from(SEQ_END).count(), 0);
+        assert_eq!(index.from(u64::MAX).count(), 0);
+    }
 }

@@ -20,7 +20,7 @@ use crate::error::{EngineError, Result};
 use crate::idempotency::{IdempotencyTag, IdempotentOutcome};
 use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table, Timers,
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, SeqIndex, Table, Timers,
 };
 use crate::types::*;
 use crate::EXPIRIES_PER_COMMAND_MAX;
@@ -36,7 +36,7 @@ persist!(Fulfillment, FULFILLMENTS, |f| f.order_id.text().as_str().as_bytes().to
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) orders: IdIndex<OrderId, Arc<Order>>,
-    pub(crate) by_seq: SkipMap<u64, OrderId>,
+    pub(crate) by_seq: SeqIndex<OrderId>,
     pub(crate) by_customer: SkipSet<(CustomerId, u64)>,
     /// Every pending order by `(reservation_expires_at, seq)`: soonest first, and in
     /// the order they were placed among equal times. Keyed by sequence rather than by
@@ -52,7 +52,7 @@ impl Default for Tables {
     fn default() -> Tables {
         Tables {
             orders: Index::default(),
-            by_seq: SkipMap::new(),
+            by_seq: SeqIndex::default(),
             by_customer: SkipSet::new(),
             expiry: SkipMap::new(),
             fulfilled: Index::default(),
@@ -233,7 +233,7 @@ fn index_order(state: &State, previous: Option<&Order>, order: &Order) {
 /// ids and titles from the catalog, totals from the lines).
 fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut Vec<Row>) {
     let seq = state.orders.order_seq.bump();
-    debug_assert!(!state.orders.by_seq.contains_key(&seq), "order sequence reused");
+    debug_assert!(state.orders.by_seq.get(seq).is_none(), "order sequence reused");
     let cart = crate::carts::check_out(state, &placed.cart_id, &placed.id, at, rows);
     let zero = Money::zero(cart.currency);
     let mut subtotal = zero;
@@ -360,7 +360,7 @@ fn release(
 
 /// The orders placed after sequence `seq`, in the order they were placed.
 pub(crate) fn placed_after(state: &State, seq: u64) -> impl Iterator<Item = Arc<Order>> + '_ {
-    state.orders.by_seq.range(seq.saturating_add(1)..).filter_map(|e| state.order(e.value()))
+    state.orders.by_seq.from(seq.saturating_add(1)).filter_map(|(_, id)| state.order(&id))
 }
 
 /// The pending orders whose reservation ran out, soonest first, but for those a
@@ -488,8 +488,8 @@ impl State {
                     .by_customer
                     .range(from..)
                     .take_while(|e| &e.value().0 == customer)
-                    .filter_map(|e| self.orders.by_seq.get(&e.value().1))
-                    .filter_map(|e| self.order(e.value()))
+                    .filter_map(|e| self.orders.by_seq.get(e.value().1))
+                    .filter_map(|id| self.order(&id))
                     .filter(status_ok);
                 Page::of(items, limit, |o| o.seq.to_string())
             }
@@ -497,8 +497,8 @@ impl State {
                 let items = self
                     .orders
                     .by_seq
-                    .range(start..)
-                    .filter_map(|e| self.order(e.value()))
+                    .from(start)
+                    .filter_map(|(_, id)| self.order(&id))
                     .filter(status_ok);
                 Page::of(items, limit, |o| o.seq.to_string())
             }

@@ -22,7 +22,7 @@ pub use model::*;
 use crate::domains::State;
 use crate::error::{EngineError, Result};
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, Table,
+    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, StaffKeyIndex, Table,
 };
 use crate::orders::{Address, PlacedLine};
 use crate::types::*;
@@ -47,7 +47,7 @@ pub(crate) struct Tables {
     by_customer: IdIndex<CustomerId, Arc<Vec<AddressId>>>,
     methods: IdIndex<ShippingMethodId, Arc<ShippingMethod>>,
     tax_rates: Index<String, Arc<TaxRate>>,
-    weights: Index<Sku, u32>,
+    weights: StaffKeyIndex<Sku, u32>,
     order_charges: IdIndex<OrderId, Arc<OrderCharges>>,
     method_seq: Counter,
 }
