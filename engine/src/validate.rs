@@ -91,7 +91,8 @@ fn text_problem(value: &str, min: usize, max: usize, multiline: bool) -> Option<
 /// An email address, lower-cased; a light check (one `@`, something on either side, no
 /// spaces), since only delivery proves an address.
 pub(crate) fn email(value: &str) -> Result<String, FieldError> {
-    let value = value.trim().to_lowercase();
+    let value = value.trim();
+    let value = if value.is_ascii() { value.to_ascii_lowercase() } else { value.to_lowercase() };
     let one_at = match value.split_once('@') {
         Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains('@'),
         None => false,
