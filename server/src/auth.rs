@@ -230,10 +230,19 @@ impl TokenKeys {
 /// passed verification are kept, so a client cannot fill the cache with forgeries; the
 /// signing keys are fixed for the life of the process. Bounded: past
 /// [`VERIFIED_TOKENS_MAX`] a shard first drops its expired entries, then everything.
+///
+/// A token is hashed once, with foldhash, and entries are found by that hash and then
+/// compared in full: SipHash over a 200-byte token, twice (shard, then map), was the
+/// largest hashing cost of an authenticated request. A fast hash is safe here because
+/// only verified tokens, which this server issued, are ever inserted: a client cannot
+/// choose keys to crowd a bucket, and two tokens of one hash only cost a verification.
 pub struct VerifiedTokens {
-    shards: Vec<Mutex<HashMap<Box<str>, Arc<Claims>>>>,
-    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Mutex<TokenShard>>,
+    hasher: foldhash::fast::RandomState,
 }
+
+/// Verified tokens by their hash: the token itself (to compare) and its claims.
+type TokenShard = HashMap<u64, (Box<str>, Arc<Claims>), foldhash::fast::FixedState>;
 
 /// Tokens kept at most (over all shards).
 pub const VERIFIED_TOKENS_MAX: usize = 65_536;
@@ -242,34 +251,41 @@ const TOKEN_SHARDS: usize = 16;
 impl Default for VerifiedTokens {
     fn default() -> VerifiedTokens {
         VerifiedTokens {
-            shards: (0..TOKEN_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..TOKEN_SHARDS).map(|_| Mutex::new(TokenShard::default())).collect(),
             hasher: Default::default(),
         }
     }
 }
 
 impl VerifiedTokens {
-    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Arc<Claims>>> {
+    /// The token's hash and its shard.
+    fn shard(&self, token: &str) -> (u64, &Mutex<TokenShard>) {
         use std::hash::BuildHasher;
-        &self.shards[self.hasher.hash_one(token) as usize % TOKEN_SHARDS]
+        let hash = self.hasher.hash_one(token);
+        (hash, &self.shards[hash as usize % TOKEN_SHARDS])
     }
 
     /// The claims of `token` if it was verified and has not expired at `now_s`.
     pub fn get(&self, token: &str, now_s: u64) -> Option<Arc<Claims>> {
-        let claims = self.shard(token).lock().get(token).cloned()?;
+        let (hash, shard) = self.shard(token);
+        let claims = match shard.lock().get(&hash) {
+            Some((kept, claims)) if **kept == *token => claims.clone(),
+            _ => return None,
+        };
         (claims.exp > now_s).then_some(claims)
     }
 
     /// Keeps the claims of a token that passed verification.
     pub fn insert(&self, token: &str, claims: Arc<Claims>, now_s: u64) {
-        let mut shard = self.shard(token).lock();
+        let (hash, shard) = self.shard(token);
+        let mut shard = shard.lock();
         if shard.len() >= VERIFIED_TOKENS_MAX / TOKEN_SHARDS {
-            shard.retain(|_, c| c.exp > now_s);
+            shard.retain(|_, (_, c)| c.exp > now_s);
             if shard.len() >= VERIFIED_TOKENS_MAX / TOKEN_SHARDS {
                 shard.clear();
             }
         }
-        shard.insert(token.into(), claims);
+        shard.insert(hash, (token.into(), claims));
     }
 
     /// The claims of `token`: from the cache, or verified by `keys` and kept.
@@ -426,6 +442,24 @@ mod tests {
         }
         let kept: usize = cache.shards.iter().map(|s| s.lock().len()).sum();
         assert!(kept <= VERIFIED_TOKENS_MAX, "{kept} kept");
+    }
+
+    #[test]
+    fn a_token_that_shares_a_hash_with_a_kept_one_is_verified_not_confused() {
+        let keys = keys();
+        let cache = VerifiedTokens::default();
+        let now = 1_800_000_000;
+        let staff = Principal::User { id: CustomerId::from_seq(2), role: Role::Staff };
+        let customer = Principal::User { id: CustomerId::from_seq(3), role: Role::Customer };
+        let token = keys.issue(&customer, now, 60);
+        // Another token's claims kept under this token's hash, as a collision would.
+        let (hash, shard) = cache.shard(&token);
+        let other = keys.issue(&staff, now, 60);
+        shard.lock().insert(hash, (other.as_str().into(), Arc::new(keys.verify(&other).unwrap())));
+        assert!(cache.get(&token, now).is_none(), "the kept entry is another token's");
+        let claims = cache.verify(&keys, &token, now).unwrap();
+        assert_eq!(claims.sub, CustomerId::from_seq(3).to_string());
+        assert!(Arc::ptr_eq(&claims, &cache.get(&token, now).unwrap()));
     }
 
     #[test]

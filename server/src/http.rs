@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
@@ -138,6 +138,11 @@ fn body_hash(body: Option<&[u8]>) -> u64 {
 
 /// Parses a JSON body into `T`, naming the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    // Most bodies are valid: they are read once, without tracking the path; only a
+    // refused one is read again to name the field.
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let parsed = serde_path_to_error::deserialize::<_, T>(&mut deserializer);
     if parsed.is_ok() {
@@ -311,7 +316,12 @@ fn request_id(headers: &HeaderMap) -> String {
         {
             id.to_string()
         }
-        _ => format!("req_{:032x}", rand::random::<u128>()),
+        _ => {
+            let mut id = String::with_capacity(36);
+            id.push_str("req_");
+            crate::wire::push_hex(&mut id, rand::random::<u128>(), 32);
+            id
+        }
     }
 }
 
@@ -513,52 +523,66 @@ fn out_response(out: Out, if_none_match: Option<&HeaderValue>) -> Response<Body>
         _ => false,
     };
     let status = if not_modified { 304 } else { out.status };
-    let mut builder = Response::builder()
-        .status(StatusCode::from_u16(status).expect("handlers use valid statuses"));
-    if let Some(etag) = &out.etag {
-        builder = builder.header(header::ETAG, etag);
+    // The parts are set directly: `Response::builder` re-checks every header name and
+    // value it is given, and these are this server's own.
+    let mut headers = HeaderMap::with_capacity(6);
+    if let Some(etag) = out.etag {
+        headers.insert(header::ETAG, HeaderValue::try_from(etag).expect("entity tags are ASCII"));
     }
-    if let Some(location) = &out.location {
-        builder = builder.header(header::LOCATION, location);
+    if let Some(location) = out.location {
+        let location = HeaderValue::try_from(location).expect("locations are ASCII paths");
+        headers.insert(header::LOCATION, location);
     }
-    builder = builder.header(header::CACHE_CONTROL, out.cache.unwrap_or("no-store"));
+    headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(out.cache.unwrap_or("no-store")));
     if out.replayed {
-        builder = builder.header("idempotent-replayed", "true");
+        headers.insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
     }
     if let Some(challenge) = out.www_authenticate {
-        builder = builder.header(header::WWW_AUTHENTICATE, challenge);
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
-    if let Some(stream) = out.stream {
-        builder = builder.header(header::CONTENT_TYPE, out.content_type);
-        return builder.body(stream).expect("valid response parts");
-    }
-    let body = match (not_modified, out.body) {
-        (false, Some(body)) => {
-            builder = builder.header(header::CONTENT_TYPE, out.content_type);
-            Bytes::from(body)
+    let body = match (out.stream, not_modified, out.body) {
+        (Some(stream), ..) => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(out.content_type));
+            stream
         }
-        _ => Bytes::new(),
+        (None, false, Some(body)) => {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(out.content_type));
+            full(Bytes::from(body))
+        }
+        _ => full(Bytes::new()),
     };
-    builder.body(full(body)).expect("valid response parts")
+    response(status, headers, body)
+}
+
+/// A response of `status` with `headers` and `body`.
+fn response(status: u16, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).expect("handlers use valid statuses");
+    *response.headers_mut() = headers;
+    response
 }
 
 /// A problem+json response.
 pub fn problem_response(problem: &Problem, request_id: &str) -> Response<Body> {
     let body = problem.body(request_id);
-    let mut builder = Response::builder()
-        .status(StatusCode::from_u16(problem.status).expect("problems use valid statuses"))
-        .header(header::CONTENT_TYPE, "application/problem+json")
-        .header(header::CACHE_CONTROL, "no-store");
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(seconds) = problem.retry_after_s {
-        builder = builder.header(header::RETRY_AFTER, seconds);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     if let Some(allow) = &problem.allow {
-        builder = builder.header(header::ALLOW, allow);
+        headers.insert(header::ALLOW, HeaderValue::try_from(allow).expect("methods are ASCII"));
     }
     if problem.status == 401 {
-        builder = builder.header(header::WWW_AUTHENTICATE, "Bearer realm=\"emporium\"");
+        let challenge = HeaderValue::from_static("Bearer realm=\"emporium\"");
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
     }
-    builder.body(full(body)).expect("valid response parts")
+    response(problem.status, headers, full(body))
 }
 
 #[cfg(test)]

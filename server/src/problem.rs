@@ -2,7 +2,6 @@
 //! Every engine error maps to one problem here, in one place.
 
 use emporium_engine::EngineError;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 /// An error answer.
@@ -102,37 +101,30 @@ impl Problem {
         Problem::new(500, "internal_error", "Internal error", detail)
     }
 
-    /// The body, with the request id, as JSON bytes (members in alphabetical order).
+    /// The body, with the request id, as JSON bytes (members in alphabetical order),
+    /// written directly: every refusal on the hot paths (a sold-out flash sale) is one.
     pub fn body(&self, request_id: &str) -> Vec<u8> {
-        /// `/problems/{code}`, written without building the string first.
-        struct TypeUri(&'static str);
-        impl Serialize for TypeUri {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(&format_args!("/problems/{}", self.0))
-            }
+        use crate::wire::{write_json_int, write_json_str};
+        let mut out = Vec::with_capacity(160 + self.detail.len() + request_id.len());
+        out.extend_from_slice(b"{\"code\":");
+        write_json_str(&mut out, self.code);
+        out.extend_from_slice(b",\"detail\":");
+        write_json_str(&mut out, &self.detail);
+        if let Some(errors) = &self.errors {
+            out.extend_from_slice(b",\"errors\":");
+            serde_json::to_writer(&mut out, errors).expect("writing to a Vec cannot fail");
         }
-        #[derive(Serialize)]
-        struct Body<'a> {
-            code: &'static str,
-            detail: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            errors: Option<&'a Value>,
-            request_id: &'a str,
-            status: u16,
-            title: &'static str,
-            #[serde(rename = "type")]
-            kind: TypeUri,
-        }
-        let body = Body {
-            code: self.code,
-            detail: &self.detail,
-            errors: self.errors.as_ref(),
-            request_id,
-            status: self.status,
-            title: self.title,
-            kind: TypeUri(self.code),
-        };
-        serde_json::to_vec(&body).expect("problems serialize")
+        out.extend_from_slice(b",\"request_id\":");
+        write_json_str(&mut out, request_id);
+        out.extend_from_slice(b",\"status\":");
+        write_json_int(&mut out, self.status);
+        out.extend_from_slice(b",\"title\":");
+        write_json_str(&mut out, self.title);
+        // Codes are this crate's snake_case literals: nothing in them to escape.
+        out.extend_from_slice(b",\"type\":\"/problems/");
+        out.extend_from_slice(self.code.as_bytes());
+        out.extend_from_slice(b"\"}");
+        out
     }
 }
 
@@ -233,6 +225,40 @@ impl From<EngineError> for Problem {
                 tracing::error!(error = %other, "engine failure");
                 Problem::internal("the engine failed to store the change")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_body_is_the_json_of_its_members_in_alphabetical_order() {
+        let mut quoted = Problem::invalid_field("items[0].sku", "no \"SKU\" named a\\b\n\u{1}é");
+        quoted.detail = "tab\there, \"quotes\", a backslash \\ and ünïcode".into();
+        let problems = [
+            Problem::from(EngineError::SoldOut { remaining: 0 }),
+            Problem::overloaded("try again"),
+            quoted,
+        ];
+        for problem in problems {
+            let body = problem.body("req\"1");
+            let parsed: Value = serde_json::from_slice(&body).expect("a problem body is JSON");
+            let mut expected = json!({
+                "code": problem.code,
+                "detail": problem.detail,
+                "request_id": "req\"1",
+                "status": problem.status,
+                "title": problem.title,
+                "type": format!("/problems/{}", problem.code),
+            });
+            if let Some(errors) = &problem.errors {
+                expected["errors"] = errors.clone();
+            }
+            assert_eq!(parsed, expected);
+            // serde_json's maps are sorted: the same bytes means the same member order.
+            assert_eq!(body, serde_json::to_vec(&expected).unwrap(), "{problem:?}");
         }
     }
 }

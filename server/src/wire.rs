@@ -13,6 +13,54 @@ pub fn rfc3339(ms: i64) -> String {
     String::from_utf8(text).expect("RFC 3339 is ASCII")
 }
 
+/// `value` as a JSON string, the same bytes `serde_json` writes: text with nothing to
+/// escape (the usual case on the hot paths) is copied as it is.
+pub(crate) fn write_json_str(out: &mut Vec<u8>, value: &str) {
+    if !needs_json_escape(value.as_bytes()) {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, value).expect("writing to a Vec cannot fail");
+    }
+}
+
+/// Whether `bytes` hold a control character, a quote or a backslash: what JSON escapes.
+/// Eight bytes at a time (the classic "has a byte less than n" bit trick, exact for
+/// n <= 128), as strings are checked on every answer written by hand.
+fn needs_json_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of eight"));
+        if below(word, 0x20)
+            || below(word ^ (ONES * u64::from(b'"')), 1)
+            || below(word ^ (ONES * u64::from(b'\\')), 1)
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// The low `digits` hexadecimal digits of `value`, lower-case, without the formatting
+/// machinery (request ids and idempotency scopes, on every request).
+pub(crate) fn push_hex(out: &mut String, value: u128, digits: u32) {
+    out.extend(
+        (0..digits)
+            .rev()
+            .map(|i| char::from(b"0123456789abcdef"[(value >> (i * 4)) as usize & 15])),
+    );
+}
+
+/// An integer in decimal, without the formatting machinery.
+pub(crate) fn write_json_int(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
 /// [`rfc3339`], written into `out`.
 fn write_rfc3339(out: &mut Vec<u8>, ms: i64) {
     use std::io::Write;
@@ -1435,15 +1483,12 @@ impl<'a> OrderView<'a> {
 /// (a flash-sale purchase's answer, on the hottest path). Payments and a shipping
 /// address, which a new purchase has not, go through their views.
 pub fn order_json(order: &Order, charges: Option<&OrderCharges>) -> Vec<u8> {
-    use std::io::Write;
     let mut out = Vec::with_capacity(512 + 256 * order.lines.len());
     let out = &mut out;
-    fn text(out: &mut Vec<u8>, value: &str) {
-        serde_json::to_writer(out, value).expect("writing to a Vec cannot fail");
-    }
+    use write_json_str as text;
     fn money(out: &mut Vec<u8>, money: Money) {
         out.extend_from_slice(b"{\"amount\":");
-        write!(out, "{}", money.amount()).expect("writing to a Vec cannot fail");
+        write_json_int(out, money.amount());
         out.extend_from_slice(b",\"currency\":");
         text(out, money.currency().as_str());
         out.push(b'}');
@@ -1475,8 +1520,9 @@ pub fn order_json(order: &Order, charges: Option<&OrderCharges>) -> Vec<u8> {
         text(out, &line.product_id.text());
         out.extend_from_slice(b",\"title\":");
         text(out, &line.title);
-        write!(out, ",\"quantity\":{},\"unit_price\":", line.quantity)
-            .expect("writing to a Vec cannot fail");
+        out.extend_from_slice(b",\"quantity\":");
+        write_json_int(out, line.quantity);
+        out.extend_from_slice(b",\"unit_price\":");
         money(out, line.unit_price);
         out.extend_from_slice(b",\"line_total\":");
         money(out, line.line_total);
@@ -1510,7 +1556,9 @@ pub fn order_json(order: &Order, charges: Option<&OrderCharges>) -> Vec<u8> {
     time(out, order.created_at);
     out.extend_from_slice(b",\"updated_at\":");
     time(out, order.updated_at);
-    write!(out, ",\"version\":{}}}", order.version).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"version\":");
+    write_json_int(out, order.version);
+    out.push(b'}');
     std::mem::take(out)
 }
 
@@ -1627,6 +1675,31 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        // Each character JSON escapes, and its neighbours on either side of the bit
+        // trick's limits, at every position of strings shorter and longer than a word.
+        let specials = ['"', '\\', '\u{0}', '\u{1f}', ' ', '!', '#', '[', ']', '\u{7f}', 'é', '\n'];
+        for len in 0..20 {
+            for at in 0..len.max(1) {
+                for special in specials {
+                    let text: String = (0..len)
+                        .map(|i| if i == at { special } else { char::from(b'a' + i as u8) })
+                        .collect();
+                    let mut out = Vec::new();
+                    write_json_str(&mut out, &text);
+                    assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{text:?}");
+                }
+            }
+        }
+        let mut hex = String::new();
+        push_hex(&mut hex, 0x0123_4567_89ab_cdef_u128 << 64 | 0xfe, 32);
+        assert_eq!(hex, format!("{:032x}", 0x0123_4567_89ab_cdef_u128 << 64 | 0xfe));
+        let mut out = Vec::new();
+        write_json_int(&mut out, -1234567890123_i64);
+        assert_eq!(out, b"-1234567890123");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

@@ -34,7 +34,7 @@ persist!(SigningKey, SIGNING_KEYS, |k| k.kid.as_bytes().to_vec());
 /// The accounts in memory.
 #[derive(Debug)]
 pub(crate) struct Tables {
-    pub(crate) customers: SkipMap<CustomerId, Arc<Customer>>,
+    pub(crate) customers: IdIndex<CustomerId, Arc<Customer>>,
     pub(crate) emails: Index<String, CustomerId>,
     pub(crate) customer_seq: Counter,
     pub(crate) api_clients: IdIndex<ApiClientId, Arc<ApiClient>>,
@@ -54,7 +54,7 @@ pub(crate) struct Tables {
 impl Default for Tables {
     fn default() -> Tables {
         Tables {
-            customers: SkipMap::new(),
+            customers: Index::default(),
             emails: Index::default(),
             customer_seq: Counter::new("customer"),
             api_clients: Index::default(),
@@ -73,7 +73,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     tables: &[
         Table {
             name: CUSTOMERS,
-            rows: |s, f| s.accounts.customers.iter().for_each(|e| f(&**e.value())),
+            rows: |s, f| s.accounts.customers.for_each_in_share(0, 1, |_, c| f(&**c)),
             load: |state, bytes| {
                 put_customer(state, decode_row(bytes, "customer")?, &mut Vec::new());
                 Ok(())
@@ -303,7 +303,7 @@ impl State {
 
     /// An account by id.
     pub fn customer(&self, id: &CustomerId) -> Option<Arc<Customer>> {
-        self.accounts.customers.get(id).map(|e| e.value().clone())
+        self.accounts.customers.get(id)
     }
 
     /// An account by email (case-insensitive).
@@ -331,11 +331,13 @@ impl State {
 
     /// Accounts with `role`, in id order.
     pub fn customers_with_role(&self, role: Role) -> Vec<Arc<Customer>> {
-        self.accounts
-            .customers
-            .iter()
-            .map(|e| e.value().clone())
-            .filter(|c| c.role == role)
-            .collect()
+        let mut found = Vec::new();
+        self.accounts.customers.for_each_in_share(0, 1, |_, c| {
+            if c.role == role {
+                found.push(c.clone());
+            }
+        });
+        found.sort_unstable_by_key(|c| c.id);
+        found
     }
 }

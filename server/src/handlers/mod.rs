@@ -23,7 +23,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use emporium_engine::{
-    IdempotencyKey, IdempotentOutcome, RecordResponse, Recorded, Request, State,
+    IdempotencyKey, IdempotencyRecord, IdempotentOutcome, RecordResponse, Recorded,
+    RecordedResponse, Request, State,
 };
 
 use crate::app::{now_ms, App};
@@ -66,12 +67,16 @@ pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Pro
         .ok_or_else(|| {
             Problem::malformed("Idempotency-Key must be 1-255 printable ASCII characters")
         })?;
-    let caller = match call.principal.key() {
-        Some(caller) => caller,
-        None if call.route.path.contains('{') => "anonymous".into(),
-        None => return Ok(None),
-    };
-    let scope = format!("{caller}|{:016x}", fnv(call.path.as_bytes()));
+    // The caller as `Principal::key` names it, written in place.
+    let mut scope = String::with_capacity(40);
+    match &call.principal {
+        Principal::User { id, .. } => scope.push_str(&id.text()),
+        Principal::Client { id, .. } => scope.push_str(id),
+        Principal::Anonymous if call.route.path.contains('{') => scope.push_str("anonymous"),
+        Principal::Anonymous => return Ok(None),
+    }
+    scope.push('|');
+    crate::wire::push_hex(&mut scope, fnv(call.path.as_bytes()).into(), 16);
     Ok(Some(IdempotencyKey { scope, key: key.to_string() }))
 }
 
@@ -95,6 +100,11 @@ impl InFlight {
         }
         Ok(InFlight { app: app.clone(), key: scoped })
     }
+
+    /// The key as the engine stores it ([`IdempotencyKey::scoped`]).
+    pub(crate) fn scoped(&self) -> &str {
+        &self.key
+    }
 }
 
 impl Drop for InFlight {
@@ -103,15 +113,16 @@ impl Drop for InFlight {
     }
 }
 
-/// The recorded answer for `key`, if a live one exists: replayed when `print` (the
-/// request's fingerprint) matches, else 422 `idempotency_key_reused`.
-fn recorded_answer(call: &Call, key: &IdempotencyKey, print: u64) -> Result<Option<Out>, Problem> {
-    let Some(record) = call.app.engine.state().idempotency_record(&key.scoped()) else {
-        return Ok(None);
-    };
-    if record.created_at + IDEMPOTENCY_TTL_MS <= now_ms() {
-        return Ok(None);
-    }
+/// The record of the scoped key `scoped`, unless it has outlived its replay window.
+fn live_record(call: &Call, scoped: &str) -> Option<Arc<IdempotencyRecord>> {
+    let record = call.app.engine.state().idempotency_record(scoped)?;
+    (record.created_at + IDEMPOTENCY_TTL_MS > now_ms()).then_some(record)
+}
+
+/// The recorded answer for the key `guard` holds, if a live one exists: replayed when
+/// `print` (the request's fingerprint) matches, else 422 `idempotency_key_reused`.
+fn recorded_answer(call: &Call, guard: &InFlight, print: u64) -> Result<Option<Out>, Problem> {
+    let Some(record) = live_record(call, guard.scoped()) else { return Ok(None) };
     match &record.outcome {
         IdempotentOutcome::Response(response) if record.fingerprint == print => Ok(Some(Out {
             body: (!response.body.is_empty()).then(|| response.body.clone()),
@@ -134,9 +145,9 @@ pub(crate) async fn idempotent(
     run: impl Future<Output = Result<Out, Problem>>,
 ) -> Result<Out, Problem> {
     let Some(key) = idempotency_key(call)? else { return run.await };
-    let _guard = InFlight::enter(&call.app, &key)?;
+    let guard = InFlight::enter(&call.app, &key)?;
     let print = fnv(&call.body);
-    if let Some(replay) = recorded_answer(call, &key, print)? {
+    if let Some(replay) = recorded_answer(call, &guard, print)? {
         return Ok(replay);
     }
     let out = run.await?;
@@ -173,9 +184,9 @@ where
         let output = call.app.engine.send(prepare.await?).await?;
         return Ok(render(call.app.engine.state(), &output));
     };
-    let _guard = InFlight::enter(&call.app, &key)?;
+    let guard = InFlight::enter(&call.app, &key)?;
     let fingerprint = fnv(&call.body);
-    if let Some(replay) = recorded_answer(call, &key, fingerprint)? {
+    if let Some(replay) = recorded_answer(call, &guard, fingerprint)? {
         return Ok(replay);
     }
     let request = prepare.await?;
@@ -198,32 +209,24 @@ where
 /// declined payment is the provider's final word on that request, so it is recorded
 /// here and replayed too. Other refusals changed nothing and depend on state that may
 /// change (stock, the cart's lines), so a retry with the same key is decided afresh.
-fn recorded_refusal(call: &Call, key: Option<&IdempotencyKey>) -> Result<Option<Out>, Problem> {
-    let Some(key) = key else { return Ok(None) };
-    let Some(record) = call.app.engine.state().idempotency_record(&key.scoped()) else {
-        return Ok(None);
-    };
-    if record.created_at + IDEMPOTENCY_TTL_MS <= now_ms() {
-        return Ok(None);
+fn recorded_refusal(
+    call: &Call,
+    record: &IdempotencyRecord,
+    response: &RecordedResponse,
+) -> Result<Out, Problem> {
+    if record.fingerprint != fnv(&call.body) {
+        return Err(Problem::from(emporium_engine::EngineError::IdempotencyKeyReused));
     }
-    match &record.outcome {
-        IdempotentOutcome::Response(response) if record.fingerprint == fnv(&call.body) => {
-            // The original problem, but naming this request, as every problem does.
-            let mut problem: serde_json::Value =
-                serde_json::from_slice(&response.body).unwrap_or_else(|_| serde_json::json!({}));
-            problem["request_id"] = serde_json::json!(call.request_id);
-            Ok(Some(Out {
-                body: Some(serde_json::to_vec(&problem).expect("JSON values serialize")),
-                content_type: "application/problem+json",
-                replayed: true,
-                ..Out::status(response.status)
-            }))
-        }
-        IdempotentOutcome::Response(_) => {
-            Err(Problem::from(emporium_engine::EngineError::IdempotencyKeyReused))
-        }
-        _ => Ok(None),
-    }
+    // The original problem, but naming this request, as every problem does.
+    let mut problem: serde_json::Value =
+        serde_json::from_slice(&response.body).unwrap_or_else(|_| serde_json::json!({}));
+    problem["request_id"] = serde_json::json!(call.request_id);
+    Ok(Out {
+        body: Some(serde_json::to_vec(&problem).expect("JSON values serialize")),
+        content_type: "application/problem+json",
+        replayed: true,
+        ..Out::status(response.status)
+    })
 }
 
 /// How a checkout or payment with its (required) key goes on.
@@ -239,20 +242,20 @@ pub(crate) enum Keyed {
 /// Reads the key of a checkout or payment, marks it in flight, and replays a recorded
 /// refusal; the engine replays recorded successes itself.
 pub(crate) fn begin_keyed(call: &Call) -> Result<Keyed, Problem> {
-    let key = idempotency_key(call)?;
-    let in_flight = key.as_ref().map(|key| InFlight::enter(&call.app, key)).transpose()?;
-    if let Some(replay) = recorded_refusal(call, key.as_ref())? {
-        return Ok(Keyed::Replay(replay));
-    }
+    let Some(key) = idempotency_key(call)? else { return Ok(Keyed::Proceed(None, None, false)) };
+    let in_flight = InFlight::enter(&call.app, &key)?;
     // No other request with this key can run meanwhile (it is in flight), so a success
     // recorded now is the one the engine will replay.
-    let replaying = key.as_ref().is_some_and(|key| {
-        call.app.engine.state().idempotency_record(&key.scoped()).is_some_and(|record| {
-            record.created_at + IDEMPOTENCY_TTL_MS > now_ms()
-                && !matches!(record.outcome, IdempotentOutcome::Response(_))
-        })
-    });
-    Ok(Keyed::Proceed(key, in_flight, replaying))
+    let replaying = match live_record(call, in_flight.scoped()) {
+        None => false,
+        Some(record) => match &record.outcome {
+            IdempotentOutcome::Response(response) => {
+                return recorded_refusal(call, &record, response).map(Keyed::Replay)
+            }
+            _ => true,
+        },
+    };
+    Ok(Keyed::Proceed(Some(key), Some(in_flight), replaying))
 }
 
 /// Records `error` for `key` when it is a declined payment.
