@@ -247,14 +247,24 @@ impl Out {
     /// representation, so no two contents ever share an ETag (see [`Call::if_match`]).
     pub fn versioned(mut self, version: u64) -> Out {
         let hash = body_hash(self.body.as_deref()) as u32;
-        self.etag = Some(format!("\"{version}-{hash:08x}\""));
+        let mut etag = String::with_capacity(32);
+        etag.push('"');
+        etag.push_str(itoa::Buffer::new().format(version));
+        etag.push('-');
+        crate::wire::push_hex(&mut etag, hash.into(), 8);
+        etag.push('"');
+        self.etag = Some(etag);
         self
     }
 
     /// With an ETag hashed from the body (for lists).
     pub fn hashed(mut self) -> Out {
         let hash = body_hash(self.body.as_deref());
-        self.etag = Some(format!("\"h{hash:016x}\""));
+        let mut etag = String::with_capacity(20);
+        etag.push_str("\"h");
+        crate::wire::push_hex(&mut etag, hash.into(), 16);
+        etag.push('"');
+        self.etag = Some(etag);
         self
     }
 

@@ -1478,6 +1478,11 @@ impl<'a> OrderView<'a> {
     }
 }
 
+/// An order's `Location`: `/v1/orders/{id}`.
+pub fn order_location(id: &OrderId) -> String {
+    ["/v1/orders/", id.text().as_str()].concat()
+}
+
 /// An order's JSON written straight into a buffer: the same bytes as serializing
 /// [`OrderView`], without building the view, its line views or its timestamp strings
 /// (a flash-sale purchase's answer, on the hottest path). Payments and a shipping

@@ -128,9 +128,6 @@ pub async fn checkout(call: Call) -> Result<Out, Problem> {
         Err(error) => return Err(record_refusal(&call, idempotency, error).await),
     };
     let charges = call.app.engine.state().order_charges(&order.id);
-    let out = Out::created_json(
-        order_json(&order, charges.as_deref()),
-        format!("/v1/orders/{}", order.id),
-    );
+    let out = Out::created_json(order_json(&order, charges.as_deref()), order_location(&order.id));
     Ok(Out { replayed: replaying, ..out.versioned(order.version) })
 }

@@ -145,6 +145,6 @@ pub async fn purchase(call: Call) -> Result<Out, Problem> {
         idempotency,
     };
     let order = call.app.engine.send(command).await?;
-    let out = Out::created_json(order_json(&order, None), format!("/v1/orders/{}", order.id));
+    let out = Out::created_json(order_json(&order, None), order_location(&order.id));
     Ok(Out { replayed: replaying, ..out.versioned(order.version) })
 }

@@ -95,7 +95,7 @@ pub async fn pay(call: Call) -> Result<Out, Problem> {
         Ok(receipt) => receipt,
         Err(error) => return Err(record_refusal(&call, idempotency, error).await),
     };
-    let location = format!("/v1/orders/{}", receipt.order.id);
+    let location = order_location(&receipt.order.id);
     Ok(Out {
         replayed: replaying,
         ..Out::created(&PaymentReceiptView::new(call.app.engine.state(), &receipt), location)
