@@ -179,51 +179,6 @@ impl Money {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sku_rules() {
-        for ok in ["A", "TSHIRT-M", "a.b_c-9", &"x".repeat(64)] {
-            assert!(Sku::new(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "has space", "ü", "a/b", &"x".repeat(65)] {
-            assert!(Sku::new(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn currency_rules() {
-        assert_eq!(Currency::new("EUR").unwrap(), Currency::EUR);
-        for bad in ["usd", "XXX", "US", "USDD", "", "AAA", "ZZZ", "ZWM", "AED ", " AED", "ED "] {
-            assert!(Currency::new(bad).is_err(), "{bad}");
-        }
-    }
-
-    /// The binary search needs the list sorted, one space between three-letter codes;
-    /// every code of the list, first and last included, is accepted.
-    #[test]
-    fn every_listed_currency_is_found() {
-        let codes: Vec<&str> = ISO_4217.split(' ').collect();
-        assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "ISO_4217 must stay sorted");
-        for code in &codes {
-            assert!(code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()), "{code:?}");
-            assert_eq!(Currency::new(code).expect(code).as_str(), *code);
-        }
-        assert_eq!(codes.len(), 155);
-    }
-
-    #[test]
-    fn money_arithmetic_is_checked() {
-        let price = Money::new(1999, Currency::USD).unwrap();
-        assert_eq!(price.times(3).unwrap().amount(), 5997);
-        assert!(Money::new(-1, Currency::USD).is_err());
-        assert!(Money::new(MONEY_AMOUNT_MAX, Currency::USD).unwrap().times(2).is_none());
-        assert!(price.plus(Money::zero(Currency::EUR)).is_none());
-    }
-}
-
 /// An rkyv wrapper that archives an `Arc<T>` exactly as a `Box<T>` is archived (a
 /// relative pointer to the archived `T`), so that an event or row that held a `Box`
 /// can hold a pointer shared with the tables without moving any stored format.
@@ -270,5 +225,50 @@ where
         deserializer: &mut D,
     ) -> Result<std::sync::Arc<T>, D::Error> {
         Ok(std::sync::Arc::new(field.get().deserialize(deserializer)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_rules() {
+        for ok in ["A", "TSHIRT-M", "a.b_c-9", &"x".repeat(64)] {
+            assert!(Sku::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "has space", "ü", "a/b", &"x".repeat(65)] {
+            assert!(Sku::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn currency_rules() {
+        assert_eq!(Currency::new("EUR").unwrap(), Currency::EUR);
+        for bad in ["usd", "XXX", "US", "USDD", "", "AAA", "ZZZ", "ZWM", "AED ", " AED", "ED "] {
+            assert!(Currency::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The binary search needs the list sorted, one space between three-letter codes;
+    /// every code of the list, first and last included, is accepted.
+    #[test]
+    fn every_listed_currency_is_found() {
+        let codes: Vec<&str> = ISO_4217.split(' ').collect();
+        assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "ISO_4217 must stay sorted");
+        for code in &codes {
+            assert!(code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()), "{code:?}");
+            assert_eq!(Currency::new(code).expect(code).as_str(), *code);
+        }
+        assert_eq!(codes.len(), 155);
+    }
+
+    #[test]
+    fn money_arithmetic_is_checked() {
+        let price = Money::new(1999, Currency::USD).unwrap();
+        assert_eq!(price.times(3).unwrap().amount(), 5997);
+        assert!(Money::new(-1, Currency::USD).is_err());
+        assert!(Money::new(MONEY_AMOUNT_MAX, Currency::USD).unwrap().times(2).is_none());
+        assert!(price.plus(Money::zero(Currency::EUR)).is_none());
     }
 }

@@ -4,9 +4,8 @@
 mod commands;
 mod model;
 
-use std::sync::Arc;
-
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rkyv::{Archive, Deserialize, Serialize};

@@ -292,7 +292,7 @@ const SEQ_TOP_BITS: u32 = 11;
 /// Slots in one leaf array of a [`SeqIndex`].
 const SEQ_LEAF_SLOTS: usize = 1 << SEQ_LEAF_BITS;
 /// One past the highest number a [`SeqIndex`] holds.
-pub(crate) const SEQ_END: u64 = 1 << (SEQ_LEAF_BITS + SEQ_MID_BITS + SEQ_TOP_BITS);
+const SEQ_END: u64 = 1 << (SEQ_LEAF_BITS + SEQ_MID_BITS + SEQ_TOP_BITS);
 
 fn lazy_array<T>(len: usize) -> Box<[OnceLock<T>]> {
     (0..len).map(|_| OnceLock::new()).collect()

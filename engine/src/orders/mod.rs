@@ -233,7 +233,6 @@ fn index_order(state: &State, previous: Option<&Order>, order: &Order) {
 /// ids and titles from the catalog, totals from the lines).
 fn place_order(state: &State, placed: &PlacedOrder, at: TimestampMs, rows: &mut Vec<Row>) {
     let seq = state.orders.order_seq.bump();
-    debug_assert!(state.orders.by_seq.get(seq).is_none(), "order sequence reused");
     let cart = crate::carts::check_out(state, &placed.cart_id, &placed.id, at, rows);
     let zero = Money::zero(cart.currency);
     let mut subtotal = zero;
