@@ -101,11 +101,19 @@ impl Principal {
 
     /// A stable name for rate limits and idempotency scopes.
     pub fn key(&self) -> Option<String> {
+        let mut key = String::new();
+        self.push_key(&mut key).then_some(key)
+    }
+
+    /// Appends [`Principal::key`] to `out` without a string of its own; false, and
+    /// nothing appended, for an anonymous caller, which has no name.
+    pub fn push_key(&self, out: &mut String) -> bool {
         match self {
-            Principal::Anonymous => None,
-            Principal::User { id, .. } => Some(id.to_string()),
-            Principal::Client { id, .. } => Some(id.clone()),
+            Principal::Anonymous => return false,
+            Principal::User { id, .. } => out.push_str(&id.text()),
+            Principal::Client { id, .. } => out.push_str(id),
         }
+        true
     }
 }
 

@@ -67,13 +67,12 @@ pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Pro
         .ok_or_else(|| {
             Problem::malformed("Idempotency-Key must be 1-255 printable ASCII characters")
         })?;
-    // The caller as `Principal::key` names it, written in place.
     let mut scope = String::with_capacity(40);
-    match &call.principal {
-        Principal::User { id, .. } => scope.push_str(&id.text()),
-        Principal::Client { id, .. } => scope.push_str(id),
-        Principal::Anonymous if call.route.path.contains('{') => scope.push_str("anonymous"),
-        Principal::Anonymous => return Ok(None),
+    if !call.principal.push_key(&mut scope) {
+        if !call.route.path.contains('{') {
+            return Ok(None);
+        }
+        scope.push_str("anonymous");
     }
     scope.push('|');
     crate::wire::push_hex(&mut scope, fnv(call.path.as_bytes()).into(), 16);
