@@ -23,6 +23,7 @@ pub mod driver;
 pub mod emporium;
 pub mod http;
 pub mod report;
+pub mod resp;
 pub mod search;
 pub mod soak;
 pub mod stats;

@@ -29,6 +29,7 @@ use crate::loadgen::baseline;
 use crate::loadgen::check::{self, Order, Verdict};
 use crate::loadgen::driver::{Cx, Step, Workload};
 use crate::loadgen::http::idempotency;
+use crate::loadgen::resp::{RespConn, Value};
 use crate::loadgen::stats::Assertion;
 use crate::loadgen::workloads::{classify, HttpClient};
 
@@ -456,7 +457,7 @@ pub struct RedisFlash {
 
 /// A client of [`RedisFlash`].
 pub struct RedisBuyer {
-    conn: redis::aio::MultiplexedConnection,
+    conn: RespConn,
     asks: Asks,
 }
 
@@ -468,37 +469,39 @@ impl Workload for RedisFlash {
     }
 
     async fn connect(&self, index: usize) -> anyhow::Result<RedisBuyer> {
-        let conn = baseline::redis_connect(&self.url).await?;
+        let conn = RespConn::connect(&self.url).await?;
         Ok(RedisBuyer { conn, asks: self.demand.take(index) })
     }
 
     async fn reconnect(&self, client: &mut RedisBuyer) -> anyhow::Result<()> {
-        client.conn = baseline::redis_connect(&self.url).await?;
+        client.conn = RespConn::connect(&self.url).await?;
         Ok(())
     }
 
     async fn step(&self, client: &mut RedisBuyer, _cx: &mut Cx) -> Step {
         let Some(ask) = client.asks.next() else { return Step::Exhausted };
-        let result: redis::RedisResult<i64> = redis::cmd("EVALSHA")
-            .arg(&self.sha)
-            .arg(2)
-            .arg(&self.stock_key)
-            .arg(&self.buyers_key)
-            .arg(ask.buyer)
-            .arg(ask.quantity)
-            .arg(self.cap)
-            .query_async(&mut client.conn)
-            .await;
-        let verdict = match result {
-            Ok(code) => self.tally.record(ask, answer_of(code)),
-            Err(error) if error.is_io_error() || error.is_connection_dropped() => {
-                self.tally.record(ask, Answer::Unknown);
-                return Step::Broken(error.into());
-            }
-            Err(error) => {
-                eprintln!("redis: {error}");
+        let (buyer, quantity, cap) =
+            (ask.buyer.to_string(), ask.quantity.to_string(), self.cap.to_string());
+        let args: [&[u8]; 8] = [
+            b"EVALSHA",
+            self.sha.as_bytes(),
+            b"2",
+            self.stock_key.as_bytes(),
+            self.buyers_key.as_bytes(),
+            buyer.as_bytes(),
+            quantity.as_bytes(),
+            cap.as_bytes(),
+        ];
+        let verdict = match client.conn.command(&args).await {
+            Ok(Ok(Value::Int(code))) => self.tally.record(ask, answer_of(code)),
+            Ok(other) => {
+                eprintln!("redis: unexpected reply {other:?}");
                 self.tally.record(ask, Answer::Unknown);
                 Verdict::ServerError
+            }
+            Err(error) => {
+                self.tally.record(ask, Answer::Unknown);
+                return Step::Broken(error);
             }
         };
         Step::Done(verdict)
