@@ -141,11 +141,26 @@ pub(crate) fn record(
     put(state, record, rows);
 }
 
-/// FNV-1a over a canonical rendering of a request: equal requests, equal fingerprints.
+/// FNV-1a over a canonical rendering of a request (its `Debug` text): equal requests,
+/// equal fingerprints. Fingerprints are kept in idempotency records, so the rendering
+/// and the hash must not change.
 pub(crate) fn fingerprint(parts: &dyn std::fmt::Debug) -> u64 {
-    format!("{parts:?}").bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    let mut hash = Fnv1a(0xcbf2_9ce4_8422_2325);
+    // The text is hashed as it is written, never held: writing to the hash cannot fail.
+    let _ = std::fmt::Write::write_fmt(&mut hash, format_args!("{parts:?}"));
+    hash.0
+}
+
+/// An FNV-1a hash that text is written into.
+struct Fnv1a(u64);
+
+impl std::fmt::Write for Fnv1a {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0 = text.bytes().fold(self.0, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Ok(())
+    }
 }
 
 /// What an idempotency key says about a request.
@@ -324,6 +339,32 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fingerprints are kept in idempotency records: hashing the text as it is written
+    /// gives what hashing the whole rendering gave, byte for byte.
+    #[test]
+    fn fingerprints_hash_the_whole_debug_rendering() {
+        let whole = |text: &str| {
+            text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        let sale = "fls_0123456789abcdef".to_string();
+        let cases: [&dyn std::fmt::Debug; 4] = [
+            &("flash_sale", &sale, 2u32),
+            &(&Some("crt_x\"y\n"), &None::<String>, &vec![1, 2]),
+            &"",
+            &("ünïcødé", 'é', -7i64),
+        ];
+        for parts in cases {
+            assert_eq!(fingerprint(parts), whole(&format!("{parts:?}")), "{parts:?}");
+        }
+        // The value of a purchase's fingerprint as records hold it.
+        assert_eq!(
+            fingerprint(&("flash_sale", &sale, 2u32)),
+            whole(r#"("flash_sale", "fls_0123456789abcdef", 2)"#)
+        );
+    }
 
     /// Every record is as large as the largest outcome: an order or a payment held
     /// inline would make each one several hundred bytes, held for a day.
