@@ -1,8 +1,9 @@
 //! A lean Redis client for the hot loop of the Redis baseline: a command is written as
 //! one RESP array with one write and its reply read on the caller's own task, as the
 //! HTTP client ([`super::http`]) does for Emporium and nginx. The `redis` crate's
-//! multiplexed connection runs a task per connection with a channel to it, which costs
-//! the generator about as much again per command; set-up and checks still use it.
+//! multiplexed connection runs a task per connection with a channel to it: 15.9 µs of
+//! the generator's CPU per purchase script, against 12.6 µs here. Set-up and checks
+//! still use it.
 
 use std::net::SocketAddr;
 
