@@ -116,11 +116,12 @@ pub(crate) fn apply(
 fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
     let tables = &state.idempotency;
     let record = Arc::new(record);
-    if let Some(previous) = tables.records.get(&record.key) {
+    // One lookup of the key: the record it replaces (one that expired) comes back from
+    // the insert, and its age entry goes before the new one enters.
+    if let Some(previous) = tables.records.replace(record.key.clone(), record.clone()) {
         tables.by_age.remove(&(previous.created_at, record.key.clone()));
     }
     tables.by_age.insert((record.created_at, record.key.clone()));
-    tables.records.insert(record.key.clone(), record.clone());
     rows.push(Row::put(record));
 }
 
@@ -364,6 +365,30 @@ mod tests {
             fingerprint(&("flash_sale", &sale, 2u32)),
             whole(r#"("flash_sale", "fls_0123456789abcdef", 2)"#)
         );
+    }
+
+    /// A key used again after its record expired replaces the record, and the age index
+    /// holds the new record's age only (forgetting by age would otherwise drop the new
+    /// record at the old one's time, or never forget the old entry).
+    #[test]
+    fn a_replaced_record_leaves_one_age_entry() {
+        let state = State::new();
+        let record = |fingerprint, created_at| IdempotencyRecord {
+            key: "scope\0key".into(),
+            fingerprint,
+            outcome: IdempotentOutcome::Response(RecordedResponse { status: 201, body: vec![] }),
+            created_at,
+        };
+        let mut rows = Vec::new();
+        put(&state, record(1, 10), &mut rows);
+        put(&state, record(2, 99), &mut rows);
+        // The same time again: the entry is replaced, not removed.
+        put(&state, record(3, 99), &mut rows);
+        let ages: Vec<_> = state.idempotency.by_age.iter().map(|e| e.value().clone()).collect();
+        assert_eq!(ages, vec![(99, "scope\0key".to_string())]);
+        let held = state.idempotency_record("scope\0key").expect("held");
+        assert_eq!((held.fingerprint, held.created_at), (3, 99));
+        assert_eq!((state.idempotency.records.len(), rows.len()), (1, 3));
     }
 
     /// Every record is as large as the largest outcome: an order or a payment held
