@@ -189,7 +189,7 @@ impl Conn {
                 while !self.wire.read_line(HEAD_BYTES_MAX).await?.is_empty() {}
                 return Ok(body.freeze());
             }
-            if body.len() + size > BODY_BYTES_MAX {
+            if size > BODY_BYTES_MAX - body.len() {
                 bail!("a chunked answer body above {BODY_BYTES_MAX} bytes");
             }
             let chunk = self.wire.read_exactly(size, BODY_BYTES_MAX).await?;
@@ -451,6 +451,19 @@ mod tests {
         let mut conn = Conn::connect(addr).await.unwrap();
         let error = conn.get("/", &[]).await.unwrap_err();
         assert!(format!("{error:#}").contains("closed"), "{error:#}");
+        assert!(conn.is_closed());
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_chunk_larger_than_any_body_is_refused() {
+        let (addr, server) = serve(vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\nx",
+        ])
+        .await;
+        let mut conn = Conn::connect(addr).await.unwrap();
+        let error = conn.get("/", &[]).await.unwrap_err();
+        assert!(format!("{error:#}").contains("above"), "{error:#}");
         assert!(conn.is_closed());
         server.await.unwrap();
     }
