@@ -20,9 +20,6 @@ use http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The media type of a JSON body.
-pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
-
 /// The most header lines an answer may have.
 const HEADERS_MAX: usize = 64;
 
