@@ -8,7 +8,7 @@ mod model;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crossbeam_skiplist::{SkipMap, SkipSet};
+use crossbeam_skiplist::SkipMap;
 use rkyv::{Archive, Deserialize, Serialize};
 
 pub use commands::*;
@@ -20,7 +20,8 @@ use crate::error::{EngineError, Result};
 use crate::idempotency::{IdempotencyTag, IdempotentOutcome};
 use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, IdIndex, Index, Row, SeqIndex, Table, Timers,
+    check_v1, decode_row, persist, Counter, Domain, GroupIndex, IdIndex, Index, Row, SeqIndex,
+    Table, Timers,
 };
 use crate::types::*;
 use crate::EXPIRIES_PER_COMMAND_MAX;
@@ -37,7 +38,8 @@ persist!(Fulfillment, FULFILLMENTS, |f| f.order_id.text().as_str().as_bytes().to
 pub(crate) struct Tables {
     pub(crate) orders: IdIndex<OrderId, Arc<Order>>,
     pub(crate) by_seq: SeqIndex<OrderId>,
-    pub(crate) by_customer: SkipSet<(CustomerId, u64)>,
+    /// Each customer's orders by sequence.
+    pub(crate) by_customer: GroupIndex<CustomerId>,
     /// Every pending order by `(reservation_expires_at, seq)`: soonest first, and in
     /// the order they were placed among equal times. Keyed by sequence rather than by
     /// the random id so that an open, which loads orders in sequence, inserts near the
@@ -53,7 +55,7 @@ impl Default for Tables {
         Tables {
             orders: Index::default(),
             by_seq: SeqIndex::default(),
-            by_customer: SkipSet::new(),
+            by_customer: GroupIndex::default(),
             expiry: SkipMap::new(),
             fulfilled: Index::default(),
             order_seq: Counter::new("order"),
@@ -213,7 +215,7 @@ fn index_order(state: &State, previous: Option<&Order>, order: &Order) {
     if previous.is_none() {
         tables.by_seq.insert(order.seq, order.id);
         if let Some(customer) = &order.customer_id {
-            tables.by_customer.insert((*customer, order.seq));
+            tables.by_customer.insert(*customer, order.seq);
         }
     }
     let expiry = |o: &Order| o.holds_reservation().then_some((o.reservation_expires_at, o.seq));
@@ -481,13 +483,11 @@ impl State {
         let status_ok = |o: &Arc<Order>| filter.status.is_none_or(|s| o.status == s);
         match &filter.customer_id {
             Some(customer) => {
-                let from = (*customer, start);
                 let items = self
                     .orders
                     .by_customer
-                    .range(from..)
-                    .take_while(|e| &e.value().0 == customer)
-                    .filter_map(|e| self.orders.by_seq.get(e.value().1))
+                    .from(customer, start)
+                    .filter_map(|seq| self.orders.by_seq.get(seq))
                     .filter_map(|id| self.order(&id))
                     .filter(status_ok);
                 Page::of(items, limit, |o| o.seq.to_string())
