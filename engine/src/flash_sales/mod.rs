@@ -85,7 +85,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                         sale.id
                     )));
                 }
-                index_sale(state, &sale);
+                index_sale(state, None, &sale);
                 state.flash_sales.sales.insert(sale.id, Arc::new(sale));
                 Ok(())
             },
@@ -267,25 +267,32 @@ fn purchase_units(state: &State, purchase: &Purchase, at: TimestampMs, rows: &mu
 fn put_sale(state: &State, mut sale: FlashSale, at: TimestampMs, rows: &mut Vec<Row>) {
     sale.updated_at = at;
     sale.version += 1;
-    index_sale(state, &sale);
     let sale = Arc::new(sale);
-    state.flash_sales.sales.insert(sale.id, sale.clone());
+    let previous = state.flash_sales.sales.replace(sale.id, sale.clone());
+    index_sale(state, previous.as_deref(), &sale);
     rows.push(Row::put(sale));
 }
 
-fn index_sale(state: &State, sale: &FlashSale) {
+/// Keeps the listing and transition indexes over a sale that replaced `previous`. A
+/// purchase changes only a sale's counts, so it leaves both as they are.
+fn index_sale(state: &State, previous: Option<&FlashSale>, sale: &FlashSale) {
     let tables = &state.flash_sales;
-    tables.by_seq.insert(sale.seq, sale.id);
-    tables.transitions.remove(&(sale.starts_at, sale.id));
-    tables.transitions.remove(&(sale.ends_at, sale.id));
-    match sale.phase {
-        SalePhase::Scheduled => {
-            tables.transitions.insert((sale.starts_at, sale.id));
+    if previous.is_none() {
+        tables.by_seq.insert(sale.seq, sale.id);
+    }
+    let transition = |s: &FlashSale| match s.phase {
+        SalePhase::Scheduled => Some((s.starts_at, s.id)),
+        SalePhase::Live => Some((s.ends_at, s.id)),
+        SalePhase::Ended | SalePhase::Cancelled => None,
+    };
+    let (before, after) = (previous.and_then(transition), transition(sale));
+    if before != after {
+        if let Some(key) = before {
+            tables.transitions.remove(&key);
         }
-        SalePhase::Live => {
-            tables.transitions.insert((sale.ends_at, sale.id));
+        if let Some(key) = after {
+            tables.transitions.insert(key);
         }
-        SalePhase::Ended | SalePhase::Cancelled => {}
     }
 }
 
