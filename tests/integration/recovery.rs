@@ -402,13 +402,14 @@ fn a_format_2_directory_is_upgraded_in_place_and_its_log_tail_replayed() {
     assert_eq!(placed, 2, "the tail placed two orders");
     upgraded.engine.close();
     // Its format-2 rows were read as they are and every entity column family is now
-    // stamped with row format 9 (the idempotency outcome grew twice, the order status
-    // once, tables were added), so a build that reads only format 2 refuses the directory instead of
-    // failing on a `Placed` record.
+    // stamped with row format 10 (the idempotency outcome grew twice, the order status
+    // once, tables were added, idempotency rows took a layout of their own), so a build
+    // that reads only format 2 refuses the directory instead of failing on a `Placed`
+    // record.
     let store = open_store(&upgraded.data);
     for cf in ["idempotency", "orders", "products"] {
         let stamp = store.get(emporium_storage::CF_META, format!("format/{cf}").as_bytes());
-        assert_eq!(stamp.unwrap().unwrap(), 9u32.to_le_bytes(), "{cf}");
+        assert_eq!(stamp.unwrap().unwrap(), 10u32.to_le_bytes(), "{cf}");
     }
 }
 

@@ -62,3 +62,65 @@ pub struct IdempotencyRecord {
     /// When; the record is forgotten after the configured time to live.
     pub created_at: TimestampMs,
 }
+
+/// An idempotency record as its row holds it from row format 10 on. The log and memory
+/// keep [`IdempotencyRecord`]; only the row differs. [`IdempotentOutcome`]'s archived
+/// form holds its order and payment inline, so every archived outcome was as wide as
+/// an order and a payment (264 bytes) whichever it was: a purchase's or a checkout's
+/// record (a `Placed` id) with a 53-byte key took 378 bytes a row. Here they are out of
+/// line, and that row takes 130.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+pub(crate) struct IdempotencyRow {
+    key: String,
+    fingerprint: u64,
+    outcome: RowOutcome,
+    created_at: TimestampMs,
+}
+
+/// [`IdempotentOutcome`] with its order and payment out of line.
+#[derive(Archive, Serialize, Deserialize, Debug)]
+enum RowOutcome {
+    Checkout(#[rkyv(with = ArcAsBox)] Arc<Order>),
+    Payment(#[rkyv(with = ArcAsBox)] Arc<Order>, #[rkyv(with = ArcAsBox)] Arc<Payment>),
+    Response(RecordedResponse),
+    Placed(OrderId),
+    Call(PaymentCallId),
+}
+
+impl From<&IdempotencyRecord> for IdempotencyRow {
+    fn from(record: &IdempotencyRecord) -> IdempotencyRow {
+        let outcome = match &record.outcome {
+            IdempotentOutcome::Checkout(order) => RowOutcome::Checkout(order.clone()),
+            IdempotentOutcome::Payment(order, payment) => {
+                RowOutcome::Payment(order.clone(), payment.clone())
+            }
+            IdempotentOutcome::Response(response) => RowOutcome::Response(response.clone()),
+            IdempotentOutcome::Placed(order) => RowOutcome::Placed(*order),
+            IdempotentOutcome::Call(call) => RowOutcome::Call(*call),
+        };
+        IdempotencyRow {
+            key: record.key.clone(),
+            fingerprint: record.fingerprint,
+            outcome,
+            created_at: record.created_at,
+        }
+    }
+}
+
+impl From<IdempotencyRow> for IdempotencyRecord {
+    fn from(row: IdempotencyRow) -> IdempotencyRecord {
+        let outcome = match row.outcome {
+            RowOutcome::Checkout(order) => IdempotentOutcome::Checkout(order),
+            RowOutcome::Payment(order, payment) => IdempotentOutcome::Payment(order, payment),
+            RowOutcome::Response(response) => IdempotentOutcome::Response(response),
+            RowOutcome::Placed(order) => IdempotentOutcome::Placed(order),
+            RowOutcome::Call(call) => IdempotentOutcome::Call(call),
+        };
+        IdempotencyRecord {
+            key: row.key,
+            fingerprint: row.fingerprint,
+            outcome,
+            created_at: row.created_at,
+        }
+    }
+}

@@ -24,8 +24,9 @@ use crate::kernel::table::Row;
 /// carts' `ClosedCartsDropped`; rows of format 2: before the `Placed` idempotency outcome; rows of
 /// format 3: before the refunded order statuses; rows of format 4: before payment calls
 /// and the shipping tables; rows of format 5: before the stock-location tables; rows of
-/// format 6: before the reviews' tables; rows of format 7: before the webhooks' tables; rows of format 8: before the notifications' tables) are
-/// upgraded in place on open; a newer one is refused.
+/// format 6: before the reviews' tables; rows of format 7: before the webhooks' tables; rows of format 8: before the notifications' tables;
+/// rows of format 9: idempotency rows before `IdempotencyRow`) are upgraded in place on
+/// open; a newer one is refused.
 pub const ENGINE_FORMAT_VERSION: u32 = 13;
 
 /// The version of entity rows (format 3: the idempotency outcome `Placed` appended;
@@ -35,9 +36,13 @@ pub const ENGINE_FORMAT_VERSION: u32 = 13;
 /// tables `stock_locations`, `location_stock`, `stock_allocations` and
 /// `stock_shipments`; format 7: the reviews' tables; format 8: the webhooks' tables
 /// `webhooks` and `webhook_dead_letters`; format 9: the notifications' tables
-/// `notification_templates`, `notification_preferences` and `notifications`). Bumped whenever
-/// a persisted type grows or a table is added, like the log's.
-const ROW_FORMAT: u8 = 9;
+/// `notification_templates`, `notification_preferences` and `notifications`; format 10:
+/// idempotency rows hold an `IdempotencyRow`, the outcome's order and payment out of
+/// line). Bumped whenever a persisted type grows or a table is added, like the log's.
+const ROW_FORMAT: u8 = 10;
+/// The first row format whose idempotency rows are `IdempotencyRow`s: older ones hold an
+/// `IdempotencyRecord`, read as it is.
+pub(crate) const ROW_FORMAT_IDEMPOTENCY_ROW: u8 = 10;
 /// Rows from this format on have the same layout as today's (a type only grew since):
 /// read as they are.
 const ROW_FORMAT_OLDEST_AS_IS: u8 = 2;
@@ -113,9 +118,9 @@ fn envelope(capacity: usize, version: u8) -> Vec<u8> {
     bytes
 }
 
-/// Wraps row bytes in the current envelope.
-fn wrap(payload: &[u8]) -> Vec<u8> {
-    let mut bytes = envelope(payload.len(), ROW_FORMAT);
+/// Wraps row bytes in the envelope of row format `version`.
+fn wrap(payload: &[u8], version: u8) -> Vec<u8> {
+    let mut bytes = envelope(payload.len(), version);
     bytes.extend_from_slice(payload);
     bytes
 }
@@ -125,8 +130,13 @@ where
     T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
 {
     let archived = rkyv::to_bytes::<RkyvError>(value).expect("in-memory values always serialize");
-    wrap(&archived)
+    wrap(&archived, ROW_FORMAT)
 }
+/// The row format a stored row's envelope names (`None` without an envelope).
+pub(crate) fn row_version(bytes: &[u8]) -> Option<u8> {
+    (bytes.len() >= ENVELOPE_BYTES && bytes[0] == ENVELOPE_TAG).then(|| bytes[1])
+}
+
 
 /// The payload inside an envelope, after checking its version.
 fn unwrap<'a>(bytes: &'a [u8], what: &str, expected: u8) -> Result<&'a [u8]> {
@@ -444,7 +454,8 @@ fn upgrade_v1(store: &Store) -> Result<()> {
         // directory as format 1, refused with the reason.
         scan(store, table.name, &mut |key, value| {
             (table.check_v1)(value)?;
-            batch.put_owned(table.name, key.to_vec(), wrap(value));
+            // Format 1 wrote the types format 2 reads as they are: the rows are that.
+            batch.put_owned(table.name, key.to_vec(), wrap(value, ROW_FORMAT_OLDEST_AS_IS));
             rows += 1;
             Ok(())
         })?;
