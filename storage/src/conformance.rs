@@ -9,6 +9,7 @@ fn open(kind: BackendKind, path: &Path) -> Store {
     Store::open(&StoreConfig {
         path: path.to_path_buf(),
         column_families: vec![CF_A, CF_B],
+        ascending_column_families: vec![CF_B],
         backend: kind,
         ..Default::default()
     })
@@ -194,6 +195,7 @@ fn other_storage_format_is_refused() {
         let error = Store::open(&StoreConfig {
             path: dir.path().to_path_buf(),
             column_families: vec![CF_A],
+            ascending_column_families: vec![],
             backend: kind,
             ..Default::default()
         })

@@ -76,6 +76,11 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// The entity column families the caller uses, besides [`CF_LOG`] and [`CF_META`].
     pub column_families: Vec<&'static str>,
+    /// Those of them whose new rows' keys ascend (sequence numbers) and outnumber
+    /// rewrites of older rows. RocksDB keeps them in skip-list memtables, which link an
+    /// ascending key next to the last one; the others in vector memtables, which append
+    /// any key but are sorted whole at every flush.
+    pub ascending_column_families: Vec<&'static str>,
     /// The backend that holds the data.
     pub backend: BackendKind,
     /// Faults to inject (tests only).
@@ -102,7 +107,7 @@ pub trait Backend: Send + Sync + 'static {
     fn persist_unlogged(&self) -> Result<()> {
         Ok(())
     }
-    /// Reads one row. Meant for the log and meta column families: RocksDB keeps the
+    /// Reads one row. Meant for the log and meta column families: RocksDB keeps most
     /// other (table) column families' recent writes in vector memtables, which a
     /// point read must sort.
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -153,7 +158,11 @@ impl Store {
         create_dir_durably(&config.path)?;
         let backend: Box<dyn Backend> = match config.backend {
             #[cfg(feature = "rocksdb")]
-            BackendKind::RocksDb => Box::new(rocks::RocksBackend::open(&config.path, &cfs)?),
+            BackendKind::RocksDb => Box::new(rocks::RocksBackend::open(
+                &config.path,
+                &cfs,
+                &config.ascending_column_families,
+            )?),
             #[cfg(feature = "sled")]
             BackendKind::Sled => Box::new(sled_backend::SledBackend::open(&config.path, &cfs)?),
             #[allow(unreachable_patterns)]

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, FlushOptions, IteratorMode,
-    Options, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction, FlushOptions,
+    IteratorMode, Options, WriteOptions, DB,
 };
 
 use crate::batch::Op;
@@ -32,7 +32,11 @@ fn err(e: rocksdb::Error) -> StorageError {
 }
 
 impl RocksBackend {
-    pub(crate) fn open(path: &Path, cfs: &[&'static str]) -> Result<RocksBackend> {
+    pub(crate) fn open(
+        path: &Path,
+        cfs: &[&'static str],
+        ascending: &[&'static str],
+    ) -> Result<RocksBackend> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -48,6 +52,10 @@ impl RocksBackend {
         table.set_block_cache(&cache);
         opts.set_block_based_table_factory(&table);
         opts.set_keep_log_file_num(4);
+        // Flushes write level 0 without compression: its files live only until the next
+        // compaction, which compresses what it writes below, and LZ4 was a sixth of the
+        // flush thread's time under a flash sale.
+        opts.set_compression_per_level(&[DBCompressionType::None, DBCompressionType::Lz4]);
         // Writes come from few threads (the engine's committer, its materializer, rare
         // meta writes) and RocksDB queues them: the single-writer memtable insert path is
         // cheaper than the concurrent one.
@@ -75,13 +83,18 @@ impl RocksBackend {
         // in large unlogged batches and read only by whole scans at open, when their
         // memtables are empty (a crash loses them; a close flushes them). A vector
         // memtable appends where a skip list searches: the skip-list insert was the
-        // materializer's largest cost. The flush sorts it; a point read of it would
-        // sort it too, so `get` on a table is slow until the next flush.
+        // materializer's largest cost. The flush sorts it (the flush thread's largest
+        // cost); a point read of it would sort it too, so `get` on a table is slow until
+        // the next flush. A table whose keys ascend keeps the skip list: an insert after
+        // the last key starts from where the last insert linked, and the flush walks it
+        // in order.
         let descriptors = names
             .iter()
             .map(|name| {
                 let mut cf_opts = opts.clone();
-                if ![CF_LOG, CF_META, "default"].contains(&name.as_str()) {
+                let skip_list = [CF_LOG, CF_META, "default"].contains(&name.as_str())
+                    || ascending.contains(&name.as_str());
+                if !skip_list {
                     cf_opts.set_memtable_factory(rocksdb::MemtableFactory::Vector);
                 }
                 ColumnFamilyDescriptor::new(name, cf_opts)

@@ -80,6 +80,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Customer>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: API_CLIENTS,
@@ -90,6 +91,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<ApiClient>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: REFRESH_TOKENS,
@@ -100,6 +102,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<RefreshToken>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: SIGNING_KEYS,
@@ -110,6 +113,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SigningKey>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
     ],
     counters: |state| vec![&state.accounts.customer_seq],

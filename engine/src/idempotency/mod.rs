@@ -85,6 +85,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         check_v1: check_v1::<IdempotencyRecord>,
         load_in_parallel: true,
+        keys_ascend: false,
     }],
     counters: |_| vec![],
     timers: Some(Timers {
@@ -413,7 +414,6 @@ mod tests {
         assert_eq!((state.idempotency.records.len(), rows.len()), (1, 3));
     }
 
-    /// Every record is as large as the largest outcome: an order or a payment held
     /// A record's row keeps every outcome as it was; a row of format 9 (the record
     /// as it is) still reads; and a placed order's row is under half the record's
     /// (130 bytes against 378 with this key), whose outcome is as wide as an order and
@@ -475,6 +475,7 @@ mod tests {
         }
     }
 
+    /// Every record is as large as the largest outcome: an order or a payment held
     /// inline would make each one several hundred bytes, held for a day.
     #[test]
     fn an_outcome_is_no_larger_than_a_few_words() {

@@ -89,6 +89,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<StockLevels>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: LOCATIONS,
@@ -100,6 +101,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<StockLocation>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: LOCATION_STOCK,
@@ -114,6 +116,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SkuLocations>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: ALLOCATIONS,
@@ -125,6 +128,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Allocation>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: SHIPMENTS,
@@ -136,6 +140,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Shipment>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
     ],
     counters: |state| vec![&state.inventory.location_seq],

@@ -79,6 +79,13 @@ pub(crate) fn entity_cfs() -> Vec<&'static str> {
     DOMAINS.iter().flat_map(|d| d.tables.iter().map(|t| t.name)).collect()
 }
 
+/// The column families of the tables whose keys ascend ([`Table::keys_ascend`]).
+///
+/// [`Table::keys_ascend`]: crate::kernel::table::Table::keys_ascend
+pub(crate) fn ascending_cfs() -> Vec<&'static str> {
+    DOMAINS.iter().flat_map(|d| d.tables.iter().filter(|t| t.keys_ascend).map(|t| t.name)).collect()
+}
+
 /// The version each column family must have: rows and log moved separately.
 fn expected_version(cf: &str) -> u32 {
     if cf == emporium_storage::CF_LOG {
@@ -125,6 +132,11 @@ fn wrap(payload: &[u8], version: u8) -> Vec<u8> {
     bytes
 }
 
+/// The row format a stored row's envelope names (`None` without an envelope).
+pub(crate) fn row_version(bytes: &[u8]) -> Option<u8> {
+    (bytes.len() >= ENVELOPE_BYTES && bytes[0] == ENVELOPE_TAG).then(|| bytes[1])
+}
+
 pub(crate) fn encode<T>(value: &T) -> Vec<u8>
 where
     T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
@@ -132,11 +144,6 @@ where
     let archived = rkyv::to_bytes::<RkyvError>(value).expect("in-memory values always serialize");
     wrap(&archived, ROW_FORMAT)
 }
-/// The row format a stored row's envelope names (`None` without an envelope).
-pub(crate) fn row_version(bytes: &[u8]) -> Option<u8> {
-    (bytes.len() >= ENVELOPE_BYTES && bytes[0] == ENVELOPE_TAG).then(|| bytes[1])
-}
-
 
 /// The payload inside an envelope, after checking its version.
 fn unwrap<'a>(bytes: &'a [u8], what: &str, expected: u8) -> Result<&'a [u8]> {

@@ -454,6 +454,7 @@ impl Engine {
         let store = Store::open(&StoreConfig {
             path: config.data_dir.clone(),
             column_families: codec::entity_cfs(),
+            ascending_column_families: codec::ascending_cfs(),
             backend: config.backend,
             #[cfg(feature = "faults")]
             faults: config.faults.disk.clone(),

@@ -95,6 +95,11 @@ pub(crate) struct Table {
     /// and reads nothing another row of the table writes. For the tables that grow
     /// with orders; the others load on one thread, in key order.
     pub(crate) load_in_parallel: bool,
+    /// Whether new rows' keys ascend (sequence numbers) and outnumber rewrites of old
+    /// ones: the store then keeps the column family in a skip-list memtable, where an
+    /// ascending key is linked next to the last one, instead of a vector memtable
+    /// sorted whole at every flush.
+    pub(crate) keys_ascend: bool,
 }
 
 /// A named, persisted counter (sequential ids and storage keys). Its name is its key in
@@ -372,11 +377,6 @@ impl<V: Clone> SeqIndex<V> {
     }
 }
 
-/// Decodes a stored row of a table's type.
-pub(crate) fn decode_row<T>(bytes: &[u8], what: &str) -> Result<T>
-where
-    T: rkyv::Archive,
-    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
 /// The sequence numbers of each group's members, in ascending order: a customer's
 /// orders. A skip list keyed by `(group, sequence)` searched a path through every
 /// member of every group on each insert (nearly all of an order's index upkeep on the
@@ -474,6 +474,11 @@ impl<G: Hash + Eq + Send + Sync> GroupIndex<G> {
     }
 }
 
+/// Decodes a stored row of a table's type.
+pub(crate) fn decode_row<T>(bytes: &[u8], what: &str) -> Result<T>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
         + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
     crate::kernel::codec::decode(bytes, what)
@@ -493,11 +498,6 @@ where
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_sequence_index_walks_its_numbers_in_order_whatever_order_they_were_set_in() {
-        let index = SeqIndex::<u64>::default();
-        assert_eq!(index.from(0).count(), 0);
-        // Across leaves and mid-level arrays, set by four threads in scattered order,
     #[test]
     fn a_group_index_walks_each_group_in_order_from_any_number() {
         let index = GroupIndex::<u64>::default();
@@ -541,6 +541,11 @@ mod tests {
         assert_eq!(index.from(&0, 0).take(3).collect::<Vec<_>>(), [0, 1, 3]);
     }
 
+    #[test]
+    fn a_sequence_index_walks_its_numbers_in_order_whatever_order_they_were_set_in() {
+        let index = SeqIndex::<u64>::default();
+        assert_eq!(index.from(0).count(), 0);
+        // Across leaves and mid-level arrays, set by four threads in scattered order,
         // as a table's parallel load does; one number in three is left out.
         let leaf = SEQ_LEAF_SLOTS as u64;
         let mid = leaf << SEQ_MID_BITS;

@@ -229,6 +229,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<NotificationTemplate>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: PREFERENCES,
@@ -240,6 +241,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<NotificationPreferences>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: OUTBOX,
@@ -251,6 +253,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Notification>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
     ],
     counters: |state| {

@@ -77,6 +77,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Order>,
             load_in_parallel: true,
+            keys_ascend: true,
         },
         Table {
             name: FULFILLMENTS,
@@ -94,6 +95,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Fulfillment>,
             load_in_parallel: true,
+            keys_ascend: false,
         },
     ],
     counters: |state| vec![&state.orders.order_seq],

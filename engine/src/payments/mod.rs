@@ -67,6 +67,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Refund>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: PAYMENT_CALLS,
@@ -78,6 +79,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<PaymentCall>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
     ],
     counters: |_| vec![],

@@ -92,6 +92,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<DiscountCode>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: CART_CODES,
@@ -103,6 +104,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<CartCodes>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: ORDER_DISCOUNTS,
@@ -117,6 +119,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<OrderDiscount>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: AUTOMATIC_PROMOTIONS,
@@ -128,6 +131,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<AutomaticPromotion>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
     ],
     counters: |state| vec![&state.promotions.code_seq, &state.promotions.promotion_seq],

@@ -88,6 +88,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Review>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: REVIEW_VOTES,
@@ -103,6 +104,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<ReviewVote>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: REVIEW_SETTINGS,
@@ -118,6 +120,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<ReviewSettings>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
     ],
     counters: |state| vec![&state.reviews.review_seq],

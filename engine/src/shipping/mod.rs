@@ -79,6 +79,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SavedAddress>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: SHIPPING_METHODS,
@@ -90,6 +91,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<ShippingMethod>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: TAX_RATES,
@@ -101,6 +103,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<TaxRate>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: SKU_WEIGHTS,
@@ -118,6 +121,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SkuWeight>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: ORDER_CHARGES,
@@ -129,6 +133,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<OrderCharges>,
             load_in_parallel: true,
+            keys_ascend: false,
         },
     ],
     counters: |state| vec![&state.shipping.method_seq],

@@ -97,6 +97,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Webhook>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
         Table {
             name: DEAD_LETTERS,
@@ -108,6 +109,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<DeadLetter>,
             load_in_parallel: false,
+            keys_ascend: false,
         },
     ],
     counters: |state| vec![&state.webhooks.dead_letter_seq],
