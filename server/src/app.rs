@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use emporium_engine::*;
 use emporium_replication::standby::StandbyStats;
 use emporium_replication::{Primary, PrimaryConfig};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{Passwords, TokenKeys};
@@ -39,7 +39,7 @@ pub struct App {
     /// Concurrent writes.
     pub writes: Semaphore,
     /// Idempotency keys whose first request is still running.
-    pub in_flight: Mutex<std::collections::HashSet<String>>,
+    pub in_flight: crate::handlers::InFlightKeys,
     /// Whether recovery finished and the server takes requests.
     pub ready: std::sync::atomic::AtomicBool,
     /// The live feed of flash sales (`GET /v1/flash-sales/{id}/stream`).
@@ -217,7 +217,7 @@ impl App {
             reads: Semaphore::new(config.reads_concurrency_max),
             searches: Arc::new(Semaphore::new(SEARCHES_IN_FLIGHT_MAX)),
             writes: Semaphore::new(config.writes_concurrency_max),
-            in_flight: Mutex::new(Default::default()),
+            in_flight: Default::default(),
             ready: false.into(),
             feed: crate::feed::SaleFeed::start(engine.clone()),
             keys: RwLock::new(keys),

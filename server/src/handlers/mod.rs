@@ -20,6 +20,7 @@ pub mod stats;
 pub mod webhooks;
 
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use emporium_engine::{
@@ -79,17 +80,30 @@ pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Pro
     Ok(Some(IdempotencyKey { scope, key: key.to_string() }))
 }
 
+/// The idempotency keys whose first request is still running, each held as a 64-bit
+/// SipHash of its scoped key under this process's random key: hashed before the lock
+/// is taken, nothing allocated under it. Two keys that share a hash would make the
+/// second answer 409 while the first runs; with a secret key nobody can aim for that,
+/// and by chance it is one in 2^64 per pair in flight together.
+#[derive(Default)]
+pub struct InFlightKeys {
+    hasher: std::hash::RandomState,
+    keys: parking_lot::Mutex<std::collections::HashSet<u64, foldhash::fast::FixedState>>,
+}
+
 /// Marks an idempotency key as being worked on; a second request with it while the
 /// first runs gets 409 `request_in_progress`.
 pub(crate) struct InFlight {
     app: Arc<App>,
     key: String,
+    hash: u64,
 }
 
 impl InFlight {
     pub(crate) fn enter(app: &Arc<App>, key: &IdempotencyKey) -> Result<InFlight, Problem> {
         let scoped = key.scoped();
-        if !app.in_flight.lock().insert(scoped.clone()) {
+        let hash = app.in_flight.hasher.hash_one(&scoped);
+        if !app.in_flight.keys.lock().insert(hash) {
             return Err(Problem::new(
                 409,
                 "request_in_progress",
@@ -97,7 +111,7 @@ impl InFlight {
                 "a request with this Idempotency-Key is still being processed",
             ));
         }
-        Ok(InFlight { app: app.clone(), key: scoped })
+        Ok(InFlight { app: app.clone(), key: scoped, hash })
     }
 
     /// The key as the engine stores it ([`IdempotencyKey::scoped`]).
@@ -108,7 +122,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.app.in_flight.lock().remove(&self.key);
+        self.app.in_flight.keys.lock().remove(&self.hash);
     }
 }
 
