@@ -459,11 +459,13 @@ impl<G: Hash + Eq + Send + Sync> GroupIndex<G> {
     /// The numbers of `group` from `first` on, in ascending order, as they were when
     /// the walk began.
     pub(crate) fn from(&self, group: &G, first: u64) -> impl Iterator<Item = u64> {
-        let members = self.groups.get(group).unwrap_or_default();
-        let mut chunk = members.chunks.partition_point(|c| c[c.len() - 1] < first);
-        let mut at = members.chunks.get(chunk).map_or(0, |c| c.partition_point(|&n| n < first));
+        // A group never seen has no snapshot to hold: nothing is allocated for it.
+        let members = self.groups.get(group);
+        let chunks = members.as_ref().map_or(&[][..], |m| &m.chunks[..]);
+        let mut chunk = chunks.partition_point(|c| c[c.len() - 1] < first);
+        let mut at = chunks.get(chunk).map_or(0, |c| c.partition_point(|&n| n < first));
         std::iter::from_fn(move || {
-            let numbers = members.chunks.get(chunk)?;
+            let numbers = members.as_ref()?.chunks.get(chunk)?;
             let seq = numbers[at];
             at += 1;
             if at == numbers.len() {
