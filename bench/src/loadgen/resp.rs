@@ -14,6 +14,8 @@ use super::http::Wire;
 
 /// The longest reply line read.
 const LINE_BYTES_MAX: usize = 64 * 1024;
+/// The most values one reply may hold, its nested arrays' elements included.
+const REPLY_VALUES_MAX: u64 = 1 << 20;
 
 /// One Redis connection, a command at a time.
 pub struct RespConn {
@@ -68,8 +70,9 @@ impl RespConn {
     }
 
     async fn reply(&mut self) -> anyhow::Result<Result<Value, String>> {
-        // Arrays are read element by element; `pending` counts what is left of them.
-        let mut pending = 1u64;
+        // Arrays are read element by element; `pending` counts what is left of them,
+        // `values` what the reply has announced so far.
+        let (mut pending, mut values) = (1u64, 1u64);
         let mut first = None;
         while pending > 0 {
             pending -= 1;
@@ -97,6 +100,10 @@ impl RespConn {
                 b'*' => match number()? {
                     -1 => Ok(Value::Nil),
                     length if length >= 0 => {
+                        values = values.saturating_add(length as u64);
+                        if values > REPLY_VALUES_MAX {
+                            bail!("a reply of more than {REPLY_VALUES_MAX} values");
+                        }
                         pending += length as u64;
                         Ok(Value::Array)
                     }
@@ -175,5 +182,33 @@ mod tests {
         assert!(conn.command(&[b"INCR", b"k"]).await.is_err());
         server.await.unwrap();
         assert!(RespConn::connect("http://localhost/").await.is_err());
+    }
+
+    /// Nested arrays that announce more values than a reply may hold are refused when
+    /// announced, not added up past `u64` nor read for ever.
+    #[tokio::test]
+    async fn a_reply_announcing_too_many_values_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}/", listener.local_addr().unwrap());
+        let huge = format!("*{}\r\n", i64::MAX);
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            // Within the limit, then past it: an array of arrays.
+            let _ = socket.read(&mut buf).await.unwrap();
+            socket.write_all(b"*2\r\n*1\r\n:1\r\n$1\r\nx\r\n").await.unwrap();
+            let _ = socket.read(&mut buf).await.unwrap();
+            socket.write_all(format!("*1\r\n{huge}{huge}").as_bytes()).await.unwrap();
+            // Held open: the client must not wait for the values announced.
+            let _ = socket.read(&mut buf).await;
+        });
+        let mut conn = RespConn::connect(&url).await.unwrap();
+        assert_eq!(conn.command(&[b"LRANGE"]).await.unwrap(), Ok(Value::Array));
+        let limit = std::time::Duration::from_secs(10);
+        let reply = tokio::time::timeout(limit, conn.command(&[b"LRANGE"])).await;
+        let error = reply.expect("the client waits for the values announced").unwrap_err();
+        assert!(error.to_string().contains("more than"), "{error:#}");
+        drop(conn);
+        server.await.unwrap();
     }
 }
