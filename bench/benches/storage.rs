@@ -37,7 +37,6 @@ fn open_store(dir: &std::path::Path) -> Store {
     Store::open(&StoreConfig {
         path: dir.to_path_buf(),
         column_families: vec![CF_ROWS],
-        ascending_column_families: vec![],
         backend: BackendKind::RocksDb,
         ..Default::default()
     })

@@ -195,7 +195,6 @@ fn other_storage_format_is_refused() {
         let error = Store::open(&StoreConfig {
             path: dir.path().to_path_buf(),
             column_families: vec![CF_A],
-            ascending_column_families: vec![],
             backend: kind,
             ..Default::default()
         })
