@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod facets;
+mod memo;
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -46,8 +47,7 @@ use std::path::Path;
 use parking_lot::Mutex;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, RangeQuery,
-    TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
@@ -55,14 +55,15 @@ use tantivy::schema::{
 };
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    StopWordFilter, TextAnalyzer,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter,
+    TextAnalyzer,
 };
 use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
 };
 
 pub use facets::{FacetCounts, PriceBucket, PRICE_BUCKETS};
+use memo::NearQuery;
 
 /// The index's on-disk format. An index written in another one is dropped and rebuilt.
 pub const SEARCH_FORMAT: &str = "emporium-search/1";
@@ -326,7 +327,7 @@ fn analyzer(stem: bool) -> TextAnalyzer {
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter);
     if stem {
-        builder.filter(Stemmer::new(Language::English)).build()
+        builder.filter(memo::KeptStemmer).build()
     } else {
         builder.build()
     }
@@ -468,6 +469,11 @@ impl SearchIndex {
     /// Products searchable now.
     pub fn doc_count(&self) -> u64 {
         self.reader.searcher().num_docs()
+    }
+
+    /// Segments searchable now: every query walks each one's term dictionary.
+    pub fn segment_count(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
     }
 
     /// Adds `doc`, replacing the product's previous document. Visible after the next
@@ -677,14 +683,14 @@ impl SearchIndex {
             for stem in &same {
                 for (field, boost) in fields {
                     let term = Term::from_field_text(field, stem);
-                    let exact = TermQuery::new(term.clone(), IndexRecordOption::WithFreqs);
+                    let exact = TermQuery::new(term, IndexRecordOption::WithFreqs);
                     alternatives
                         .push((Occur::Should, Box::new(BoostQuery::new(Box::new(exact), boost))));
                     // Typos are forgiven in the title and brand only: a near match in
                     // a description is mostly noise, and each costs an automaton walk.
                     let near_field = field == f.title || field == f.brand;
                     if let (true, Some(distance)) = (near_field, typo_distance(&word.plain)) {
-                        let near = FuzzyTermQuery::new(term, distance, true);
+                        let near = NearQuery::new(field, stem, distance, false);
                         alternatives.push((
                             Occur::Should,
                             Box::new(ConstScoreQuery::new(Box::new(near), NEAR_SCORE * boost)),
@@ -693,8 +699,7 @@ impl SearchIndex {
                 }
             }
             if word.prefix {
-                let term = Term::from_field_text(f.title_plain, &word.plain);
-                let prefix = FuzzyTermQuery::new_prefix(term, 0, false);
+                let prefix = NearQuery::new(f.title_plain, &word.plain, 0, true);
                 alternatives.push((
                     Occur::Should,
                     Box::new(ConstScoreQuery::new(Box::new(prefix), NEAR_SCORE * TITLE_BOOST)),
