@@ -62,6 +62,13 @@ const POSITION_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Segments the index may hold before the indexer, when idle, merges the newer ones.
 const SEGMENTS_MAX: usize = 8;
+/// Once no document has been written for [`QUIET`], the newer segments are merged as
+/// soon as there are more than this: a query walks every segment (its term
+/// dictionaries, its scorers, its collectors), and a catalog that has settled, after an
+/// import say, is searched far more often than it changes.
+const QUIET_SEGMENTS_MAX: usize = 2;
+/// How long without a document written counts as quiet.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// The log consumer name the indexer registers.
 pub const SEARCH_CONSUMER: &str = "search";
@@ -112,6 +119,10 @@ pub struct SearchStatus {
     pub rebuilds: u64,
     /// Documents (and deletions) written since the start; one unchanged is not.
     pub documents_written: u64,
+    /// Segments searchable: each commit that wrote documents adds one; the indexer
+    /// merges the newer ones past 8, and past 2 once no document was written for a
+    /// second.
+    pub segments: usize,
     /// Why the indexer stopped, if it did.
     pub failure: Option<String>,
 }
@@ -122,6 +133,9 @@ struct Shared {
     written: std::sync::atomic::AtomicU64,
     /// The last LSN the indexer read (the index's committed position may trail it).
     read: std::sync::atomic::AtomicU64,
+    /// The thread merging segments, if one was started: merges run beside the
+    /// indexer, so a write stays searchable within the refresh interval during one.
+    merge: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The product search of an engine: an index and the thread that keeps it current.
@@ -160,6 +174,7 @@ impl ProductSearch {
             index,
             rebuilds: 0.into(),
             written: 0.into(),
+            merge: parking_lot::Mutex::new(None),
         });
         let mut indexer = Indexer {
             engine: engine.clone(),
@@ -169,6 +184,7 @@ impl ProductSearch {
             indexed: HashMap::new(),
             changed: false,
             committed_at: Instant::now(),
+            written_at: Instant::now(),
         };
         indexer.catch_up()?;
         let interval = Duration::from_millis(indexer.settings.refresh_interval_ms.max(1));
@@ -195,6 +211,7 @@ impl ProductSearch {
             products: self.shared.index.doc_count(),
             rebuilds: self.shared.rebuilds.load(Ordering::Acquire),
             documents_written: self.shared.written.load(Ordering::Acquire),
+            segments: self.shared.index.segment_count(),
             failure: self.follower.failure(),
         }
     }
@@ -203,6 +220,17 @@ impl ProductSearch {
     /// searches still answer from it). Idempotent; dropping it stops it too.
     pub fn stop(&self) {
         self.follower.stop();
+        if let Some(merge) = self.shared.merge.lock().take() {
+            let _ = merge.join();
+        }
+    }
+}
+
+impl Drop for ProductSearch {
+    /// Waits for a merge in progress too, so that the index's directory is free (its
+    /// writer's lock released) once the search is gone.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -217,17 +245,52 @@ struct Indexer {
     /// Whether a document was written since the last commit.
     changed: bool,
     committed_at: Instant,
+    /// When a document was last written.
+    written_at: Instant,
 }
 
 impl Follow for Indexer {
+    /// A pass, and once no document has been written for a while, the merge of the
+    /// small segments (searches and other writes may keep the log busy without a pass
+    /// ever finding it idle).
     fn pass(&mut self) -> Result<bool> {
-        self.catch_up()
+        let found = self.catch_up()?;
+        if self.written_at.elapsed() >= QUIET {
+            self.merge_segments(QUIET_SEGMENTS_MAX);
+        }
+        Ok(found)
     }
 
     /// Idle: folds the small segments of the last passes together.
     fn idle(&mut self) {
-        if let Err(e) = self.shared.index.compact(SEGMENTS_MAX) {
-            tracing::warn!(error = %e, "search index compaction failed");
+        self.merge_segments(SEGMENTS_MAX);
+    }
+}
+
+impl Indexer {
+    /// Merges the newer segments when there are more than `limit`, on a thread of its
+    /// own (one at a time).
+    fn merge_segments(&mut self, limit: usize) {
+        let mut merge = self.shared.merge.lock();
+        if merge.as_ref().is_some_and(|m| !m.is_finished()) {
+            return;
+        }
+        if let Some(done) = merge.take() {
+            let _ = done.join();
+        }
+        if self.shared.index.segment_count() <= limit {
+            return;
+        }
+        let shared = self.shared.clone();
+        let merging =
+            std::thread::Builder::new().name("emporium-search-merge".into()).spawn(move || {
+                if let Err(e) = shared.index.compact(limit) {
+                    tracing::warn!(error = %e, "search index compaction failed");
+                }
+            });
+        match merging {
+            Ok(handle) => *merge = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "could not start a search index merge"),
         }
     }
 }
@@ -341,6 +404,7 @@ impl Indexer {
         .map_err(index_error)?;
         self.indexed.insert(*id, print);
         self.changed = true;
+        self.written_at = Instant::now();
         self.shared.written.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }

@@ -534,9 +534,13 @@ impl SearchIndex {
 
     /// Merges the segments written since the largest one into one when there are more
     /// than `segments_max`: each commit writes a segment, and every query walks every
-    /// segment's term dictionary. Whether it merged. Blocks until the merge is done; a
-    /// merge the background policy already runs on one of them makes it a no-op.
+    /// segment's term dictionary. Whether it merged. Blocks until the merge is done
+    /// (documents and commits go on meanwhile); a merge the background policy already
+    /// runs on one of them makes it a no-op.
     pub fn compact(&self, segments_max: usize) -> Result<bool> {
+        // The segments as they are now: the writer's own merges since the last commit
+        // are not in the reader's view until it reloads.
+        self.reader.reload()?;
         let searcher = self.reader.searcher();
         let mut segments: Vec<(u32, tantivy::index::SegmentId)> =
             searcher.segment_readers().iter().map(|r| (r.num_docs(), r.segment_id())).collect();
@@ -546,8 +550,8 @@ impl SearchIndex {
         segments.sort_by_key(|s| std::cmp::Reverse(s.0));
         let newer: Vec<tantivy::index::SegmentId> =
             segments[1..].iter().map(|(_, id)| *id).collect();
-        let merged = self.writer.lock().merge(&newer).wait();
-        if merged.is_err() {
+        let merging = self.writer.lock().merge(&newer);
+        if merging.wait().is_err() {
             return Ok(false);
         }
         self.reader.reload()?;

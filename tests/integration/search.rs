@@ -318,3 +318,33 @@ fn a_write_that_leaves_a_document_as_it_was_writes_nothing_to_the_index() {
     assert_eq!(out.total, 1);
     search.stop();
 }
+
+#[test]
+fn once_no_document_is_written_for_a_second_the_segments_are_merged() {
+    use emporium_engine::{ProductSearch, SearchQuery, SearchSettings};
+    let t = emporium_tests::TestEngine::new();
+    let search = ProductSearch::start(&t.engine, SearchSettings::in_memory()).expect("start");
+    settled(&t, &search);
+    // One product per pass: each committed pass writes a segment, fewer than the 8
+    // that a busy index may hold.
+    let mut most = 0;
+    for i in 0..5 {
+        emporium_tests::stocked_sku(&t.shop, &format!("LAMP-{i}"), 4_500, 10);
+        most = most.max(settled(&t, &search).segments);
+    }
+    let started = Instant::now();
+    loop {
+        let status = search.status();
+        if status.segments <= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the segments were not merged (at most {most} seen): {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all = search.search(&SearchQuery::default()).expect("search");
+    assert_eq!(all.total, 5, "every product is still found after the merge");
+    search.stop();
+}
