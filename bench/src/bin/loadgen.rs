@@ -264,7 +264,7 @@ async fn search(args: SearchArgs) -> anyhow::Result<()> {
         eprintln!("search: indexing {} products", catalog.len());
         let (index, indexed) = build_index(dir.path(), &catalog)?;
         took = indexed;
-        eprintln!("search: indexed in {took:.2?}");
+        eprintln!("search: indexed in {took:.2?}, {} segments", index.segment_count());
         let index = Arc::new(index);
         for &threads in &args.threads {
             run_emporium(&index, &queries, threads, warmup)?;
