@@ -69,6 +69,10 @@ const SEGMENTS_MAX: usize = 8;
 const QUIET_SEGMENTS_MAX: usize = 2;
 /// How long without a document written counts as quiet.
 const QUIET: Duration = Duration::from_secs(1);
+/// The least time between two merges started for quiet: each rewrites every document
+/// written since the largest segment, so writes spaced just over [`QUIET`] apart must
+/// not set one off each time.
+const QUIET_MERGE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The log consumer name the indexer registers.
 pub const SEARCH_CONSUMER: &str = "search";
@@ -121,7 +125,7 @@ pub struct SearchStatus {
     pub documents_written: u64,
     /// Segments searchable: each commit that wrote documents adds one; the indexer
     /// merges the newer ones past 8, and past 2 once no document was written for a
-    /// second.
+    /// second (at most every 30 s).
     pub segments: usize,
     /// Why the indexer stopped, if it did.
     pub failure: Option<String>,
@@ -185,6 +189,7 @@ impl ProductSearch {
             changed: false,
             committed_at: Instant::now(),
             written_at: Instant::now(),
+            quiet_merged_at: None,
         };
         indexer.catch_up()?;
         let interval = Duration::from_millis(indexer.settings.refresh_interval_ms.max(1));
@@ -247,6 +252,8 @@ struct Indexer {
     committed_at: Instant,
     /// When a document was last written.
     written_at: Instant,
+    /// When the last merge for quiet was started.
+    quiet_merged_at: Option<Instant>,
 }
 
 impl Follow for Indexer {
@@ -255,8 +262,9 @@ impl Follow for Indexer {
     /// ever finding it idle).
     fn pass(&mut self) -> Result<bool> {
         let found = self.catch_up()?;
-        if self.written_at.elapsed() >= QUIET {
-            self.merge_segments(QUIET_SEGMENTS_MAX);
+        let spaced = self.quiet_merged_at.is_none_or(|at| at.elapsed() >= QUIET_MERGE_INTERVAL);
+        if self.written_at.elapsed() >= QUIET && spaced && self.merge_segments(QUIET_SEGMENTS_MAX) {
+            self.quiet_merged_at = Some(Instant::now());
         }
         Ok(found)
     }
@@ -269,17 +277,17 @@ impl Follow for Indexer {
 
 impl Indexer {
     /// Merges the newer segments when there are more than `limit`, on a thread of its
-    /// own (one at a time).
-    fn merge_segments(&mut self, limit: usize) {
+    /// own (one at a time). Whether it started a merge.
+    fn merge_segments(&mut self, limit: usize) -> bool {
         let mut merge = self.shared.merge.lock();
         if merge.as_ref().is_some_and(|m| !m.is_finished()) {
-            return;
+            return false;
         }
         if let Some(done) = merge.take() {
             let _ = done.join();
         }
         if self.shared.index.segment_count() <= limit {
-            return;
+            return false;
         }
         let shared = self.shared.clone();
         let merging =
@@ -289,8 +297,14 @@ impl Indexer {
                 }
             });
         match merging {
-            Ok(handle) => *merge = Some(handle),
-            Err(e) => tracing::warn!(error = %e, "could not start a search index merge"),
+            Ok(handle) => {
+                *merge = Some(handle);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a search index merge");
+                false
+            }
         }
     }
 }
