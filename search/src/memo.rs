@@ -317,7 +317,7 @@ impl Weight for NearQuery {
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        if self.docs(reader)?.contains(doc) {
+        if doc < reader.max_doc() && self.docs(reader)?.contains(doc) {
             Ok(Explanation::new("NearQuery", 1.0))
         } else {
             Err(TantivyError::InvalidArgument(format!("document {doc} does not match")))
@@ -411,6 +411,12 @@ mod tests {
             }
         }
         assert!(!docs(&NearQuery::new(text, "runnig", 1, false)).is_empty());
+        // A document past the segment's end does not match (and does not panic).
+        let reader = searcher.segment_reader(0);
+        let near = NearQuery::new(text, "running", 1, false);
+        assert!(Weight::explain(&near, reader, 0).is_ok(), "the first document is \"running\"");
+        assert!(Weight::explain(&near, reader, reader.max_doc()).is_err());
+        assert!(Weight::explain(&near, reader, DocId::MAX).is_err());
 
         // A later segment, and a deletion: the kept sets are per segment, and deleted
         // documents stay out.
