@@ -105,7 +105,7 @@ impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
 }
 
 /// The English stems of the words seen, shared by every analyser of the process.
-static STEMS: LazyLock<Memo<Box<str>, Box<str>>> = LazyLock::new(|| Memo::new(STEMS_PER_SHARD));
+static STEMS: LazyLock<Memo<Box<str>, Arc<str>>> = LazyLock::new(|| Memo::new(STEMS_PER_SHARD));
 
 /// English stemming (Snowball, as [`tantivy::tokenizer::Stemmer`]) through a table of
 /// the stems already computed: a catalog's words recur across its products and in
@@ -141,11 +141,11 @@ pub(crate) struct KeptStemmerStream<T> {
 }
 
 /// The English stem of `word`.
-fn stem(stemmer: &mut Option<rust_stemmers::Stemmer>, word: &str) -> Box<str> {
+fn stem(stemmer: &mut Option<rust_stemmers::Stemmer>, word: &str) -> Arc<str> {
     STEMS.get_or(word, || {
         let stemmer =
             stemmer.get_or_insert_with(|| rust_stemmers::Stemmer::create(Algorithm::English));
-        let stem: Box<str> = stemmer.stem(word).into();
+        let stem: Arc<str> = stemmer.stem(word).into();
         (word.into(), stem.clone(), 1)
     })
 }
