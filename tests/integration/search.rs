@@ -277,10 +277,20 @@ fn wait_for_lsn(
     what: &str,
     lsn: impl Fn(&emporium_engine::SearchStatus) -> emporium_engine::Lsn,
 ) -> emporium_engine::SearchStatus {
+    wait_for_status(search, what, |status| lsn(status) == t.engine.durable_lsn())
+}
+
+/// Polls the indexer's status until `done` holds of it; panics, saying it did not
+/// `what`, after 10 s.
+fn wait_for_status(
+    search: &emporium_engine::ProductSearch,
+    what: &str,
+    done: impl Fn(&emporium_engine::SearchStatus) -> bool,
+) -> emporium_engine::SearchStatus {
     let started = Instant::now();
     loop {
         let status = search.status();
-        if lsn(&status) == t.engine.durable_lsn() {
+        if done(&status) {
             return status;
         }
         assert!(
@@ -332,18 +342,8 @@ fn once_no_document_is_written_for_a_second_the_segments_are_merged() {
         emporium_tests::stocked_sku(&t.shop, &format!("LAMP-{i}"), 4_500, 10);
         most = most.max(settled(&t, &search).segments);
     }
-    let started = Instant::now();
-    loop {
-        let status = search.status();
-        if status.segments <= 2 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the segments were not merged (at most {most} seen): {status:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let merged = format!("merge the segments (at most {most} seen)");
+    wait_for_status(&search, &merged, |status| status.segments <= 2);
     let all = search.search(&SearchQuery::default()).expect("search");
     assert_eq!(all.total, 5, "every product is still found after the merge");
     search.stop();
