@@ -39,6 +39,7 @@
 
 mod facets;
 mod memo;
+mod words;
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -47,7 +48,7 @@ use std::path::Path;
 use parking_lot::Mutex;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
@@ -64,6 +65,7 @@ use tantivy::{
 
 pub use facets::{FacetCounts, PriceBucket, PRICE_BUCKETS};
 use memo::NearQuery;
+use words::{WordMatch, WordsQuery};
 
 /// The index's on-disk format. An index written in another one is dropped and rebuilt.
 pub const SEARCH_FORMAT: &str = "emporium-search/1";
@@ -670,6 +672,11 @@ impl SearchIndex {
         if words.is_empty() {
             return None;
         }
+        Some(Box::new(WordsQuery::new(self.word_matches(words))))
+    }
+
+    /// The ways each word may match.
+    fn word_matches(&self, words: &[Word]) -> Vec<WordMatch> {
         let f = &self.fields;
         let fields = [
             (f.title, TITLE_BOOST),
@@ -679,40 +686,34 @@ impl SearchIndex {
         ];
         // Stop words ("for", "and") need not match, unless there is nothing else.
         let only_stop_words = words.iter().all(|w| w.stop);
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut matches = Vec::with_capacity(words.len());
         for word in words {
-            let mut alternatives: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            let mut exact = Vec::new();
+            let mut near = Vec::new();
             let same =
                 self.synonyms.get(&word.stem).cloned().unwrap_or_else(|| vec![word.stem.clone()]);
             for stem in &same {
                 for (field, boost) in fields {
-                    let term = Term::from_field_text(field, stem);
-                    let exact = TermQuery::new(term, IndexRecordOption::WithFreqs);
-                    alternatives
-                        .push((Occur::Should, Box::new(BoostQuery::new(Box::new(exact), boost))));
+                    exact.push((Term::from_field_text(field, stem), boost));
                     // Typos are forgiven in the title and brand only: a near match in
                     // a description is mostly noise, and each costs an automaton walk.
                     let near_field = field == f.title || field == f.brand;
                     if let (true, Some(distance)) = (near_field, typo_distance(&word.plain)) {
-                        let near = NearQuery::new(field, stem, distance, false);
-                        alternatives.push((
-                            Occur::Should,
-                            Box::new(ConstScoreQuery::new(Box::new(near), NEAR_SCORE * boost)),
+                        near.push((
+                            NearQuery::new(field, stem, distance, false),
+                            NEAR_SCORE * boost,
                         ));
                     }
                 }
             }
             if word.prefix {
                 let prefix = NearQuery::new(f.title_plain, &word.plain, 0, true);
-                alternatives.push((
-                    Occur::Should,
-                    Box::new(ConstScoreQuery::new(Box::new(prefix), NEAR_SCORE * TITLE_BOOST)),
-                ));
+                near.push((prefix, NEAR_SCORE * TITLE_BOOST));
             }
-            let occur = if word.stop && !only_stop_words { Occur::Should } else { Occur::Must };
-            clauses.push((occur, Box::new(BooleanQuery::new(alternatives))));
+            let required = !word.stop || only_stop_words;
+            matches.push(WordMatch { required, exact, near });
         }
-        Some(Box::new(BooleanQuery::new(clauses)))
+        matches
     }
 
     /// The filters of `query`, except the one a facet being counted is about.

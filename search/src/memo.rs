@@ -15,13 +15,12 @@ use levenshtein_automata::{Distance, LevenshteinAutomatonBuilder, DFA};
 use parking_lot::Mutex;
 use rust_stemmers::Algorithm;
 use tantivy::index::SegmentId;
-use tantivy::query::{
-    BitSetDocSet, ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight,
-};
+use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
 use tantivy::{DocId, Score, SegmentReader, TantivyError};
-use tantivy_common::BitSet;
+
+use crate::words::{BitsDocSet, DocBits};
 
 /// Shards of each table: two threads rarely wait for one lock.
 const SHARDS: usize = 16;
@@ -228,7 +227,7 @@ struct DocsKey {
 }
 
 /// The documents found, by segment and automaton.
-static DOCS: LazyLock<Memo<DocsKey, Arc<BitSet>>> =
+static DOCS: LazyLock<Memo<DocsKey, Arc<DocBits>>> =
     LazyLock::new(|| Memo::new(DOCS_BYTES_PER_SHARD));
 
 /// The terms of `field` within `distance` edits of `word` (a transposition counting
@@ -286,12 +285,12 @@ impl NearKey {
 impl NearQuery {
     /// The documents of `reader`'s segment that match, as tantivy's `AutomatonWeight`
     /// finds them.
-    fn docs(&self, reader: &SegmentReader) -> tantivy::Result<Arc<BitSet>> {
+    pub(crate) fn docs(&self, reader: &SegmentReader) -> tantivy::Result<Arc<DocBits>> {
         let key =
             DocsKey { segment: reader.segment_id(), field: self.field, near: self.near.clone() };
         DOCS.try_get_or(&key, || {
             let automaton = self.near.automaton();
-            let mut docs = BitSet::with_max_value(reader.max_doc());
+            let mut docs = DocBits::new(reader.max_doc());
             let inverted_index = reader.inverted_index(self.field)?;
             let mut terms = inverted_index.terms().search(&*automaton).into_stream()?;
             while terms.advance() {
@@ -304,7 +303,7 @@ impl NearQuery {
                     postings.advance();
                 }
             }
-            let bytes = (reader.max_doc() as usize).div_ceil(64) * 8;
+            let bytes = docs.bytes();
             Ok((key.clone(), Arc::new(docs), bytes))
         })
     }
@@ -312,12 +311,11 @@ impl NearQuery {
 
 impl Weight for NearQuery {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        let docs: BitSet = (*self.docs(reader)?).clone();
-        Ok(Box::new(ConstScorer::new(BitSetDocSet::from(docs), boost)))
+        Ok(Box::new(ConstScorer::new(BitsDocSet::new(self.docs(reader)?), boost)))
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        if doc < reader.max_doc() && self.docs(reader)?.contains(doc) {
+        if self.docs(reader)?.contains(doc) {
             Ok(Explanation::new("NearQuery", 1.0))
         } else {
             Err(TantivyError::InvalidArgument(format!("document {doc} does not match")))

@@ -89,6 +89,70 @@ fn relevance_cases() {
     }
 }
 
+/// The words query finds the documents, with the scores, that a boolean query of a
+/// union per word finds: over two segments, with a deletion, with and without scores.
+#[test]
+fn the_words_query_finds_and_scores_what_a_union_per_word_does() {
+    let index = catalog();
+    index.upsert(&doc(11, "iPhone charger cable for phones", "Apple", 1_900)).expect("upsert");
+    index.upsert(&doc(12, "Running socks, shoes not included", "Swift", 900)).expect("upsert");
+    index.delete("prod_000000000004").expect("delete");
+    index.commit(2).expect("commit");
+    let searcher = index.reader.searcher();
+    assert!(searcher.segment_readers().len() >= 2, "two segments");
+    let queries = [
+        "iphone",
+        "iphnoe ",
+        "iphone case",
+        "runs",
+        "runer ",
+        "shoes",
+        "running shoes ",
+        "montain bicycel ",
+        "keyb",
+        "tee",
+        "apple",
+        "apple pho",
+        "bike mtn",
+        "case for iphone ",
+        "for",
+        "for the ",
+        "wireless pho",
+        "zzzz",
+    ];
+    let sorted = |mut hits: Vec<(tantivy::Score, DocAddress)>| {
+        hits.sort_by_key(|(_, address)| *address);
+        hits
+    };
+    for q in queries {
+        let matches = index.word_matches(&index.words(q));
+        let words = words::WordsQuery::new(matches.clone());
+        let boolean = words::as_boolean(&matches);
+        let top = TopDocs::with_limit(100);
+        let found = sorted(searcher.search(&words, &top).expect("words"));
+        let expected = sorted(searcher.search(&boolean, &top).expect("boolean"));
+        let addresses =
+            |hits: &[(tantivy::Score, DocAddress)]| hits.iter().map(|h| h.1).collect::<Vec<_>>();
+        assert_eq!(addresses(&found), addresses(&expected), "documents of {q:?}");
+        for ((score, address), (expected, _)) in found.iter().zip(&expected) {
+            assert!(
+                (score - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                "{q:?}: {address:?} scored {score}, the boolean query {expected}"
+            );
+        }
+        let count = searcher.search(&words, &Count).expect("count");
+        assert_eq!(count, searcher.search(&boolean, &Count).expect("count"), "count of {q:?}");
+        assert_eq!(count, expected.len(), "every document of {q:?} is within the top 100");
+        // Unscored, as under a sort by a field.
+        let by_price = TopDocs::with_limit(100).order_by_fast_field::<i64>("price", Order::Asc);
+        assert_eq!(
+            searcher.search(&words, &by_price).expect("words"),
+            searcher.search(&boolean, &by_price).expect("boolean"),
+            "by price, {q:?}"
+        );
+    }
+}
+
 #[test]
 fn an_exact_match_outranks_a_near_one() {
     let index = SearchIndex::in_memory(SearchConfig::default()).expect("index");
