@@ -90,6 +90,9 @@ const SKU_BOOST: f32 = 1.0;
 /// The automaton of a near match accepts the word itself, so an exact match scores its
 /// BM25 on top of that: in the same field, an exact match always outranks a near one.
 const NEAR_SCORE: f32 = 1.0;
+/// The longest snippet of a title and of a description, in characters.
+const TITLE_SNIPPET_CHARS: usize = 150;
+const DESCRIPTION_SNIPPET_CHARS: usize = 160;
 
 /// Why a search operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -323,15 +326,15 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
-fn analyzer(stem: bool) -> TextAnalyzer {
+/// Words, lower-cased and folded to ASCII, then stemmed by `stemmer` if given.
+fn analyzer(stemmer: Option<memo::KeptStemmer>) -> TextAnalyzer {
     let builder = TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter);
-    if stem {
-        builder.filter(memo::KeptStemmer).build()
-    } else {
-        builder.build()
+    match stemmer {
+        Some(stemmer) => builder.filter(stemmer).build(),
+        None => builder.build(),
     }
 }
 
@@ -421,8 +424,8 @@ impl SearchIndex {
         config: SearchConfig,
         created: bool,
     ) -> Result<SearchIndex> {
-        index.tokenizers().register(ANALYZER, analyzer(true));
-        index.tokenizers().register(PLAIN, analyzer(false));
+        index.tokenizers().register(ANALYZER, analyzer(Some(Default::default())));
+        index.tokenizers().register(PLAIN, analyzer(None));
         let applied = index.load_metas()?.payload.as_deref().and_then(parse_payload).unwrap_or(0);
         let writer = index.writer_with_num_threads(1, WRITER_BYTES)?;
         let reader = index
@@ -431,8 +434,8 @@ impl SearchIndex {
             .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
             .try_into()?;
         let analyzers = Analyzers {
-            plain: analyzer(false),
-            stem: analyzer(true),
+            plain: analyzer(None),
+            stem: analyzer(Some(Default::default())),
             stop: TextAnalyzer::builder(SimpleTokenizer::default())
                 .filter(
                     StopWordFilter::new(Language::English).expect("tantivy has English stop words"),
@@ -749,6 +752,7 @@ impl SearchIndex {
         out
     }
 
+    /// Snippet makers for the title and the description, marking the words' stems.
     fn highlighter(
         &self,
         searcher: &tantivy::Searcher,
@@ -757,20 +761,26 @@ impl SearchIndex {
         if words.is_empty() {
             return Ok(None);
         }
+        // Only the words that begin as a stem does can stem to it: the others are not
+        // stemmed (most of a description's words).
+        let initials = words.iter().filter_map(|w| w.stem.chars().next());
+        let analyzer = analyzer(Some(memo::KeptStemmer::only_initials(initials)));
+        let generator = |field: Field, chars: usize| -> Result<SnippetGenerator> {
+            // Rarer words weigh more in choosing the fragment, as tantivy scores them.
+            let mut stems = std::collections::BTreeMap::new();
+            for word in words {
+                let doc_freq = searcher.doc_freq(&Term::from_field_text(field, &word.stem))?;
+                if doc_freq > 0 {
+                    stems.insert(word.stem.clone(), 1.0 / (1.0 + doc_freq as f32));
+                }
+            }
+            Ok(SnippetGenerator::new(stems, analyzer.clone(), field, chars))
+        };
         let f = &self.fields;
-        let terms: Vec<(Occur, Box<dyn Query>)> = words
-            .iter()
-            .flat_map(|w| [(f.title, &w.stem), (f.description, &w.stem)])
-            .map(|(field, stem)| -> (Occur, Box<dyn Query>) {
-                let term = Term::from_field_text(field, stem);
-                (Occur::Should, Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
-            })
-            .collect();
-        let query = BooleanQuery::new(terms);
-        let title = SnippetGenerator::create(searcher, &query, f.title)?;
-        let mut description = SnippetGenerator::create(searcher, &query, f.description)?;
-        description.set_max_num_chars(160);
-        Ok(Some((title, description)))
+        Ok(Some((
+            generator(f.title, TITLE_SNIPPET_CHARS)?,
+            generator(f.description, DESCRIPTION_SNIPPET_CHARS)?,
+        )))
     }
 
     fn hit(
@@ -781,12 +791,9 @@ impl SearchIndex {
     ) -> Hit {
         let f = &self.fields;
         let snippet = |generator: &SnippetGenerator, field: Field| {
-            let mut snippet = generator.snippet(&stored_text(doc, field));
-            if snippet.highlighted().is_empty() {
-                return None;
-            }
-            snippet.set_snippet_prefix_postfix("<em>", "</em>");
-            Some(snippet.to_html())
+            let text = doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default();
+            let snippet = generator.snippet(text);
+            (!snippet.highlighted().is_empty()).then(|| snippet_html(&snippet))
         };
         let (title_highlight, description_highlight) = match highlights {
             Some((title, description)) => {
@@ -894,6 +901,40 @@ fn check(query: &SearchQuery) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A snippet's fragment as HTML, its marked words in `<em>`: what tantivy's
+/// `Snippet::to_html` writes, without a string per piece.
+fn snippet_html(snippet: &tantivy::snippet::Snippet) -> String {
+    fn escape(text: &str, html: &mut String) {
+        let mut at = 0;
+        for (i, b) in text.bytes().enumerate() {
+            let entity = match b {
+                b'"' => "&quot;",
+                b'&' => "&amp;",
+                b'\'' => "&#x27;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                _ => continue,
+            };
+            html.push_str(&text[at..i]);
+            html.push_str(entity);
+            at = i + 1;
+        }
+        html.push_str(&text[at..]);
+    }
+    let fragment = snippet.fragment();
+    let mut html = String::with_capacity(fragment.len() + 32);
+    let mut at = 0;
+    for range in tantivy::snippet::collapse_overlapped_ranges(snippet.highlighted()) {
+        escape(&fragment[at..range.start], &mut html);
+        html.push_str("<em>");
+        escape(&fragment[range.clone()], &mut html);
+        html.push_str("</em>");
+        at = range.end;
+    }
+    escape(&fragment[at..], &mut html);
+    html
 }
 
 fn stored_text(doc: &TantivyDocument, field: Field) -> String {

@@ -109,34 +109,57 @@ static STEMS: LazyLock<Memo<Box<str>, Arc<str>>> = LazyLock::new(|| Memo::new(ST
 /// English stemming (Snowball, as [`tantivy::tokenizer::Stemmer`]) through a table of
 /// the stems already computed: a catalog's words recur across its products and in
 /// every page of snippets, and looking a word up costs less than stemming it again.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct KeptStemmer;
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeptStemmer {
+    /// When set, only the words that begin with one of these characters are stemmed,
+    /// and the others pass as they are: for a highlighter that looks for a few stems.
+    /// A Snowball English stem begins with its word's first character (a test checks
+    /// it over every short word of the letters its rules change), so a word that
+    /// begins otherwise cannot stem to one of them.
+    initials: Option<Arc<[char]>>,
+}
+
+impl KeptStemmer {
+    /// Stems only the words that begin with one of `initials`.
+    pub(crate) fn only_initials(initials: impl IntoIterator<Item = char>) -> KeptStemmer {
+        let mut initials: Vec<char> = initials.into_iter().collect();
+        initials.sort_unstable();
+        initials.dedup();
+        KeptStemmer { initials: Some(initials.into()) }
+    }
+}
 
 impl TokenFilter for KeptStemmer {
     type Tokenizer<T: Tokenizer> = KeptStemmerFilter<T>;
 
     fn transform<T: Tokenizer>(self, tokenizer: T) -> KeptStemmerFilter<T> {
-        KeptStemmerFilter { inner: tokenizer }
+        KeptStemmerFilter { inner: tokenizer, initials: self.initials }
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct KeptStemmerFilter<T> {
     inner: T,
+    initials: Option<Arc<[char]>>,
 }
 
 impl<T: Tokenizer> Tokenizer for KeptStemmerFilter<T> {
-    type TokenStream<'a> = KeptStemmerStream<T::TokenStream<'a>>;
+    type TokenStream<'a> = KeptStemmerStream<'a, T::TokenStream<'a>>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
-        KeptStemmerStream { tail: self.inner.token_stream(text), stemmer: None }
+        KeptStemmerStream {
+            tail: self.inner.token_stream(text),
+            stemmer: None,
+            initials: self.initials.as_deref(),
+        }
     }
 }
 
-pub(crate) struct KeptStemmerStream<T> {
+pub(crate) struct KeptStemmerStream<'a, T> {
     tail: T,
     /// Made on the first word the table does not hold.
     stemmer: Option<rust_stemmers::Stemmer>,
+    initials: Option<&'a [char]>,
 }
 
 /// The English stem of `word`.
@@ -149,12 +172,17 @@ fn stem(stemmer: &mut Option<rust_stemmers::Stemmer>, word: &str) -> Arc<str> {
     })
 }
 
-impl<T: TokenStream> TokenStream for KeptStemmerStream<T> {
+impl<T: TokenStream> TokenStream for KeptStemmerStream<'_, T> {
     fn advance(&mut self) -> bool {
         if !self.tail.advance() {
             return false;
         }
         let token = self.tail.token_mut();
+        if let Some(initials) = self.initials {
+            if !token.text.chars().next().is_some_and(|c| initials.contains(&c)) {
+                return true;
+            }
+        }
         let stem = stem(&mut self.stemmer, &token.text);
         if *stem != *token.text {
             token.text.clear();
@@ -341,8 +369,9 @@ mod tests {
 
     #[test]
     fn kept_stems_are_the_stemmers_the_first_time_and_after() {
-        let mut kept =
-            TextAnalyzer::builder(SimpleTokenizer::default()).filter(KeptStemmer).build();
+        let mut kept = TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(KeptStemmer::default())
+            .build();
         let mut plain = TextAnalyzer::builder(SimpleTokenizer::default())
             .filter(Stemmer::new(Language::English))
             .build();
@@ -351,6 +380,50 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(tokens(&mut kept, WORDS), expected);
         }
+    }
+
+    /// What `KeptStemmer::only_initials` relies on. The Snowball English rules rewrite
+    /// endings (y/i, e, s, d, n, g, l, the suffixes made of them) and a list of
+    /// exceptions; every word of up to five of those letters (and a vowel or two), and
+    /// the exceptions, keep their first character.
+    #[test]
+    fn a_stem_begins_with_its_words_first_character() {
+        let letters = ['a', 'e', 'i', 'o', 'y', 's', 'd', 'n', 'g', 'l', 't'];
+        let mut stemmer = None;
+        let mut words: Vec<String> = "skis skies dying lying tying idly gently ugly early \
+            only singly news howe atlas cosmos bias andes yes yelling ayes you youth"
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        words.extend(WORDS.split_whitespace().map(str::to_lowercase));
+        let mut word = Vec::new();
+        for n in 0..letters.len().pow(5) {
+            word.clear();
+            let mut rest = n;
+            while word.len() < 5 {
+                word.push(letters[rest % letters.len()]);
+                rest /= letters.len();
+                if rest == 0 {
+                    break;
+                }
+            }
+            words.push(word.iter().collect());
+        }
+        for word in &words {
+            let stem = stem(&mut stemmer, word);
+            assert_eq!(stem.chars().next(), word.chars().next(), "{word} stems to {stem}");
+        }
+    }
+
+    #[test]
+    fn only_the_words_of_the_initials_are_stemmed() {
+        let mut some = TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(KeptStemmer::only_initials(['r', 'h']))
+            .build();
+        assert_eq!(
+            tokens(&mut some, "running happily generously skies"),
+            ["run", "happili", "generously", "skies"]
+        );
     }
 
     #[test]

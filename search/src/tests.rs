@@ -171,6 +171,59 @@ fn highlights_mark_the_matched_words() {
     assert_eq!(hit.description_highlight, None);
 }
 
+/// The snippets are tantivy's: the same fragments, marks and escaping as its
+/// `SnippetGenerator` over the index's analyser gives, for words in many places.
+#[test]
+fn highlights_are_tantivys_snippets() {
+    let index = catalog();
+    let mut odd = doc(20, "Tom & Jerry's <b>\"running\"</b> shoes", "Café Élan", 2_000);
+    odd.description = format!(
+        "{} The runner's shoes run & run: <script>alert('x')</script> ÉLAN naïve skies. {}",
+        "Filler words before. ".repeat(12),
+        "And after, running again ".repeat(12),
+    );
+    index.upsert(&odd).expect("upsert");
+    index.commit(3).expect("commit");
+    let searcher = index.reader.searcher();
+    let f = &index.fields;
+    for q in ["running shoes", "shoes", "elan", "run skies", "tom jerry ", "script alert", "cafe"] {
+        let words = index.words(q);
+        let terms: Vec<(Occur, Box<dyn Query>)> = words
+            .iter()
+            .flat_map(|w| [(f.title, &w.stem), (f.description, &w.stem)])
+            .map(|(field, stem)| -> (Occur, Box<dyn Query>) {
+                let term = Term::from_field_text(field, stem);
+                (Occur::Should, Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
+            })
+            .collect();
+        let query = BooleanQuery::new(terms);
+        let expected = |field: Field, chars: usize, text: &str| {
+            let mut generator = SnippetGenerator::create(&searcher, &query, field).expect("gen");
+            generator.set_max_num_chars(chars);
+            let mut snippet = generator.snippet(text);
+            snippet.set_snippet_prefix_postfix("<em>", "</em>");
+            (!snippet.highlighted().is_empty()).then(|| snippet.to_html())
+        };
+        let found = index.search(&text(q)).expect("search");
+        let hit = found.hits.iter().find(|h| h.id == odd.id).expect("the odd product is found");
+        assert_eq!(
+            hit.title_highlight,
+            expected(f.title, TITLE_SNIPPET_CHARS, &odd.title),
+            "title for {q:?}"
+        );
+        assert_eq!(
+            hit.description_highlight,
+            expected(f.description, DESCRIPTION_SNIPPET_CHARS, &odd.description),
+            "description for {q:?}"
+        );
+        if q == "running shoes" {
+            let title = hit.title_highlight.as_deref().unwrap_or_default();
+            assert!(title.contains("&amp;") && title.contains("<em>shoes</em>"), "{title}");
+            assert!(hit.description_highlight.is_some());
+        }
+    }
+}
+
 #[test]
 fn sorts_and_pages() {
     let index = catalog();
