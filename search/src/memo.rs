@@ -15,12 +15,11 @@ use levenshtein_automata::{Distance, LevenshteinAutomatonBuilder, DFA};
 use parking_lot::Mutex;
 use rust_stemmers::Algorithm;
 use tantivy::index::SegmentId;
-use tantivy::query::{ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
-use tantivy::{DocId, Score, SegmentReader, TantivyError};
+use tantivy::SegmentReader;
 
-use crate::words::{BitsDocSet, DocBits};
+use crate::words::DocBits;
 
 /// Shards of each table: two threads rarely wait for one lock.
 const SHARDS: usize = 16;
@@ -260,11 +259,12 @@ static DOCS: LazyLock<Memo<DocsKey, Arc<DocBits>>> =
 
 /// The terms of `field` within `distance` edits of `word` (a transposition counting
 /// one), or, with `prefix`, the terms that begin with such a word: what
-/// [`tantivy::query::FuzzyTermQuery`] matches. Scores 1 (wrap it in a
-/// `ConstScoreQuery`). The automaton is built once per word, and the documents it finds
-/// once per segment, and both are kept (what Lucene's query cache does for filters):
-/// otherwise every query walks each segment's term dictionary with the automaton and
-/// reads the postings of every term it accepts.
+/// [`tantivy::query::FuzzyTermQuery`] matches. `WordsQuery` reads its documents
+/// ([`NearQuery::docs`]); as a tantivy query (scoring 1), it serves the tests that
+/// compare it with `FuzzyTermQuery`. The automaton is built once per word, and the
+/// documents it finds once per segment, and both are kept (what Lucene's query cache
+/// does for filters): otherwise every query walks each segment's term dictionary with
+/// the automaton and reads the postings of every term it accepts.
 #[derive(Clone)]
 pub(crate) struct NearQuery {
     field: Field,
@@ -289,8 +289,12 @@ impl NearQuery {
     }
 }
 
-impl Query for NearQuery {
-    fn weight(&self, _: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+#[cfg(test)]
+impl tantivy::query::Query for NearQuery {
+    fn weight(
+        &self,
+        _: tantivy::query::EnableScoring<'_>,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
         Ok(Box::new(self.clone()))
     }
 }
@@ -337,16 +341,26 @@ impl NearQuery {
     }
 }
 
-impl Weight for NearQuery {
-    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        Ok(Box::new(ConstScorer::new(BitsDocSet::new(self.docs(reader)?), boost)))
+#[cfg(test)]
+impl tantivy::query::Weight for NearQuery {
+    fn scorer(
+        &self,
+        reader: &SegmentReader,
+        boost: tantivy::Score,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Scorer>> {
+        let docs = crate::words::BitsDocSet::new(self.docs(reader)?);
+        Ok(Box::new(tantivy::query::ConstScorer::new(docs, boost)))
     }
 
-    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+    fn explain(
+        &self,
+        reader: &SegmentReader,
+        doc: tantivy::DocId,
+    ) -> tantivy::Result<tantivy::query::Explanation> {
         if self.docs(reader)?.contains(doc) {
-            Ok(Explanation::new("NearQuery", 1.0))
+            Ok(tantivy::query::Explanation::new("NearQuery", 1.0))
         } else {
-            Err(TantivyError::InvalidArgument(format!("document {doc} does not match")))
+            Err(tantivy::TantivyError::InvalidArgument(format!("document {doc} does not match")))
         }
     }
 }
@@ -354,10 +368,10 @@ impl Weight for NearQuery {
 #[cfg(test)]
 mod tests {
     use tantivy::collector::DocSetCollector;
-    use tantivy::query::FuzzyTermQuery;
+    use tantivy::query::{FuzzyTermQuery, Query, Weight};
     use tantivy::schema::{Schema, TEXT};
     use tantivy::tokenizer::{Language, SimpleTokenizer, Stemmer, TextAnalyzer};
-    use tantivy::{doc, Index, Term};
+    use tantivy::{doc, DocId, Index, Term};
 
     use super::*;
     use crate::tokens;

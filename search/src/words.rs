@@ -67,6 +67,12 @@ impl DocBits {
     }
 }
 
+impl std::fmt::Debug for DocBits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DocBits({} of {})", self.len(), self.words.len() * 64)
+    }
+}
+
 /// The documents of a [`DocBits`] in order.
 pub(crate) struct BitsDocSet<B> {
     bits: B,
@@ -162,12 +168,6 @@ pub(crate) struct WordsQuery {
     /// The documents found in each segment, shared by the clones of this query: a
     /// query's facet counts run it again with other filters.
     found: Arc<Mutex<HashMap<SegmentId, Arc<DocBits>>>>,
-}
-
-impl std::fmt::Debug for DocBits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DocBits({} of {})", self.len(), self.words.len() * 64)
-    }
 }
 
 impl WordsQuery {
