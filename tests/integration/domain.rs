@@ -1422,6 +1422,30 @@ fn a_replayed_checkout_answers_the_order_as_it_was_placed() {
     check_invariants(te.state());
 }
 
+/// A payment's record names the order and payment; its replay rebuilds the order as
+/// it was when paid, after it was fulfilled and refunded since.
+#[test]
+fn a_replayed_payment_answers_the_order_as_it_was_paid() {
+    let te = engine();
+    stocked_sku(&te.shop, "A", 100, 5);
+    let placed = checkout(&te.shop, &cart_with(&te.shop, &[("A", 2)]).id).expect("checkout");
+    let request = CapturePayment {
+        order_id: placed.id.to_string(),
+        method: "test_card".into(),
+        token: "tok_visa".into(),
+        idempotency: key("guest", "p1"),
+    };
+    let paid = te.shop.send(request.clone()).expect("pay");
+    te.shop.send(FulfillOrder { order_id: placed.id.to_string() }).expect("fulfil");
+    let refund = RefundPayment { order_id: placed.id.to_string(), amount: None, reason: "".into() };
+    te.shop.send(refund).expect("refund");
+    let replayed = te.shop.send(request).expect("replay");
+    assert_eq!(replayed, paid);
+    assert_eq!((replayed.order.status, replayed.order.payments.len()), (OrderStatus::Paid, 1));
+    assert_eq!(te.state().order(&placed.id).expect("order").status, OrderStatus::Refunded);
+    check_invariants(te.state());
+}
+
 #[test]
 fn idempotency_records_are_forgotten_after_a_day() {
     let te = engine();

@@ -555,13 +555,20 @@ fn manifest(state: &State, ids: &Ids) -> String {
         }
     }
     for k in &ids.keys {
-        // A record made by replaying the log names its order (`Placed`) where the
-        // engine that wrote the fixture kept a copy (`Checkout`): printed as the copy
-        // the replay answers with, which must equal the fixture's.
+        // A record made by replaying the log names its order (`Placed`, `Paid`) where
+        // the engine that wrote the fixture kept a copy (`Checkout`, `Payment`):
+        // printed as the copy the replay answers with, which must equal the fixture's.
         let mut record = (*state.idempotency_record(k).unwrap()).clone();
-        if let IdempotentOutcome::Placed(id) = &record.outcome {
-            record.outcome =
-                IdempotentOutcome::Checkout(Arc::new(state.order(id).unwrap().as_placed()));
+        match &record.outcome {
+            IdempotentOutcome::Placed(id) => {
+                record.outcome =
+                    IdempotentOutcome::Checkout(Arc::new(state.order(id).unwrap().as_placed()));
+            }
+            IdempotentOutcome::Paid(paid) => {
+                let (order, payment) = paid.rebuild(&state.order(&paid.order_id).unwrap()).unwrap();
+                record.outcome = IdempotentOutcome::Payment(Arc::new(order), Arc::new(payment));
+            }
+            _ => {}
         }
         writeln!(m, "idempotency\t{record:?}").unwrap();
     }

@@ -452,6 +452,12 @@ mod tests {
             IdempotentOutcome::Payment(order, payment),
             IdempotentOutcome::Response(RecordedResponse { status: 201, body: b"{}".to_vec() }),
             IdempotentOutcome::Call(PaymentCallId::from_random(5)),
+            IdempotentOutcome::Paid(Box::new(PaidRef {
+                order_id: OrderId::from_random(3),
+                payment_id: PaymentId::from_random(9),
+                at: 20,
+                version: 2,
+            })),
         ];
         let key = format!("cus_{}\0{}", "1".repeat(12), "k".repeat(36));
         for outcome in outcomes {
@@ -472,11 +478,15 @@ mod tests {
                 assert!(row.len() < 160, "a placed order's row takes {} bytes", row.len());
                 assert!(old.len() > 2 * row.len(), "format 9: {} bytes", old.len());
             }
+            if matches!(record.outcome, IdempotentOutcome::Paid(_)) {
+                assert!(row.len() < 200, "a paid order's row takes {} bytes", row.len());
+            }
         }
     }
 
     /// Every record is as large as the largest outcome: an order or a payment held
-    /// inline would make each one several hundred bytes, held for a day.
+    /// inline would make each one several hundred bytes, held for a day; so would a
+    /// payment's reference (two ids, a time and a version), which is boxed.
     #[test]
     fn an_outcome_is_no_larger_than_a_few_words() {
         assert!(std::mem::size_of::<IdempotentOutcome>() <= 32);

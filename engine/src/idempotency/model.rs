@@ -11,15 +11,17 @@ use crate::types::*;
 
 /// The recorded outcome of an idempotent command, replayed for a retry.
 ///
-/// Orders and payments are held by `Arc` (stored inline, as before): a record shares
-/// the order it names with the orders' table instead of widening every record to the
-/// size of an order and a payment.
+/// New records name the order they answer with (`Placed`, `Paid`) and rebuild it when
+/// replayed; the older forms that hold the order and payment by `Arc` (stored inline,
+/// as before) are still read.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum IdempotentOutcome {
     /// A checkout that placed this order, as it was then (how earlier versions
     /// recorded a checkout; still read, no longer written).
     Checkout(#[rkyv(with = Unshare)] Arc<Order>),
-    /// A payment that was captured (the order as it was then).
+    /// A payment that was captured (the order as it was then; how earlier versions
+    /// recorded a payment, still read, no longer written: the record held the paid
+    /// order for the key's lifetime, long after the order itself left memory).
     Payment(#[rkyv(with = Unshare)] Arc<Order>, #[rkyv(with = Unshare)] Arc<Payment>),
     /// A response recorded by the HTTP layer.
     Response(RecordedResponse),
@@ -29,6 +31,33 @@ pub enum IdempotentOutcome {
     /// A payment through a provider that started this call; replayed as the call is
     /// now (it may have settled since).
     Call(PaymentCallId),
+    /// A payment that was captured, replayed as the order was when paid
+    /// ([`Order::as_paid`]): a reference, not a copy of the order (boxed: every
+    /// record is as large as its largest outcome).
+    Paid(Box<PaidRef>),
+}
+
+/// What a captured payment's record keeps: enough to rebuild the order as it was paid.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaidRef {
+    /// The order paid.
+    pub order_id: OrderId,
+    /// The payment captured.
+    pub payment_id: PaymentId,
+    /// When (the order's update time then).
+    pub at: TimestampMs,
+    /// The order's version then.
+    pub version: u64,
+}
+
+impl PaidRef {
+    /// The order as it was paid, and the payment, from the order as it is now; `None`
+    /// if the order is gone or has no such payment.
+    pub fn rebuild(&self, now: &Order) -> Option<(Order, Payment)> {
+        let paid = now.as_paid(&self.payment_id, self.at, self.version)?;
+        let payment = paid.payments.last()?.clone();
+        Some((paid, payment))
+    }
 }
 
 /// A response kept for an idempotency key.
@@ -85,6 +114,7 @@ enum RowOutcome {
     Response(RecordedResponse),
     Placed(OrderId),
     Call(PaymentCallId),
+    Paid(PaidRef),
 }
 
 impl From<&IdempotencyRecord> for IdempotencyRow {
@@ -97,6 +127,7 @@ impl From<&IdempotencyRecord> for IdempotencyRow {
             IdempotentOutcome::Response(response) => RowOutcome::Response(response.clone()),
             IdempotentOutcome::Placed(order) => RowOutcome::Placed(*order),
             IdempotentOutcome::Call(call) => RowOutcome::Call(*call),
+            IdempotentOutcome::Paid(paid) => RowOutcome::Paid(**paid),
         };
         IdempotencyRow {
             key: record.key.clone(),
@@ -115,6 +146,7 @@ impl From<IdempotencyRow> for IdempotencyRecord {
             RowOutcome::Response(response) => IdempotentOutcome::Response(response),
             RowOutcome::Placed(order) => IdempotentOutcome::Placed(order),
             RowOutcome::Call(call) => IdempotentOutcome::Call(call),
+            RowOutcome::Paid(paid) => IdempotentOutcome::Paid(Box::new(paid)),
         };
         IdempotencyRecord {
             key: row.key,

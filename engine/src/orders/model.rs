@@ -173,6 +173,21 @@ impl Order {
         }
     }
 
+    /// The order as it was when `payment` was captured at `at`, making it `version`,
+    /// or `None` if the order has no such payment. After a capture an order only
+    /// changes its status, its payments, and with them its update time and version,
+    /// so this is exact, and an idempotent payment's replay needs no copy of the order.
+    pub fn as_paid(&self, payment: &PaymentId, at: TimestampMs, version: u64) -> Option<Order> {
+        let paid = self.payments.iter().position(|p| p.id == *payment)?;
+        Some(Order {
+            status: OrderStatus::Paid,
+            payments: self.payments[..=paid].to_vec(),
+            updated_at: at,
+            version,
+            ..self.clone()
+        })
+    }
+
     /// Whether the order still holds a reservation of its lines' stock.
     pub fn holds_reservation(&self) -> bool {
         self.status == OrderStatus::PendingPayment

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use super::{Payment, PaymentEvent, Refund};
 use crate::catalog::MoneyInput;
 use crate::domains::State;
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, EntityKind, Result};
 use crate::idempotency::{self, IdempotencyKey, IdempotentOutcome, Replay};
-use crate::kernel::handler::{done, Ctx, Decision, Request, APPLIED};
+use crate::kernel::handler::{done, not_found, Ctx, Decision, Request, APPLIED};
 use crate::orders::{invalid_transition, order_named, Order, OrderStatus};
 use crate::types::*;
 use crate::validate::Checks;
@@ -80,6 +80,14 @@ impl Request for CapturePayment {
         let tag = match idempotency::check(state, c.idempotency.as_ref(), print, ctx)? {
             Replay::Recorded(IdempotentOutcome::Payment(order, payment)) => {
                 return Decision::nothing(Captured::Replayed(order, payment));
+            }
+            Replay::Recorded(IdempotentOutcome::Paid(paid)) => {
+                let id = paid.order_id;
+                let (order, payment) = state
+                    .order(&id)
+                    .and_then(|now| paid.rebuild(&now))
+                    .ok_or_else(|| not_found(EntityKind::Order, id.text().as_str()))?;
+                return Decision::nothing(Captured::Replayed(Arc::new(order), Arc::new(payment)));
             }
             Replay::Recorded(_) => return Err(EngineError::IdempotencyKeyReused),
             Replay::New(tag) => Some(tag),

@@ -26,7 +26,7 @@ pub use processor::*;
 pub use provider::*;
 
 use crate::domains::State;
-use crate::idempotency::{self, IdempotencyTag, IdempotentOutcome};
+use crate::idempotency::{self, IdempotencyTag, IdempotentOutcome, PaidRef};
 use crate::kernel::table::{check_v1, decode_row, persist, Domain, IdIndex, Row, Table};
 use crate::orders::{self, Order, OrderStatus};
 use crate::types::*;
@@ -116,9 +116,9 @@ pub(crate) fn apply(state: &State, event: &PaymentEvent, at: TimestampMs, rows: 
         PaymentEvent::PaymentCaptured { order_id, payment, idempotency } => {
             capture(state, order_id, (**payment).clone(), at, rows);
             if let Some(tag) = idempotency {
-                // The order as just paid: the same `Arc` the orders' table holds.
-                let order = state.order(order_id).expect("just paid");
-                let outcome = IdempotentOutcome::Payment(order, Arc::new((**payment).clone()));
+                let version = state.order(order_id).expect("just paid").version;
+                let paid = PaidRef { order_id: *order_id, payment_id: payment.id, at, version };
+                let outcome = IdempotentOutcome::Paid(Box::new(paid));
                 idempotency::record(state, tag, outcome, at, rows);
             }
         }
