@@ -8,7 +8,8 @@
 //! It also counts what the same run holds besides the orders: open carts and
 //! idempotency records.
 //!
-//! Run: `cargo run --release -p emporium-bench --example memory_per_order [-- ORDERS [LINES]]`
+//! Run: `cargo run --release -p emporium-bench --example memory_per_order [-- ORDERS [LINES
+//! [ORDERS_IN_MEMORY]]]`, the last a number or `all` (the engine's default otherwise).
 
 use std::time::Instant;
 
@@ -25,10 +26,17 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let orders: u64 = args.get(1).map_or(100_000, |a| a.parse().expect("ORDERS: a number"));
     let lines: u64 = args.get(2).map_or(10, |a| a.parse().expect("LINES: a number"));
+    let mut config = EngineConfig::new("");
+    config.orders_in_memory = match args.get(3).map(String::as_str) {
+        None => config.orders_in_memory,
+        Some("all") => None,
+        Some(n) => Some(n.parse().expect("ORDERS_IN_MEMORY: a number or `all`")),
+    };
     let data = emporium_bench::bench_data_dir();
     std::fs::create_dir_all(&data).expect("create the bench data directory");
     let dir = tempfile::tempdir_in(data).expect("scratch directory");
-    let engine = Engine::open(EngineConfig::new(dir.path())).expect("open the engine");
+    config.data_dir = dir.path().to_path_buf();
+    let engine = Engine::open(config).expect("open the engine");
     let rt = runtime();
     rt.block_on(seed_catalog(&engine, 0, PRODUCTS, emporium_bench::STOCK_ON_HAND));
     rt.block_on(place(&engine, 0, WARM_UP, lines));
@@ -39,9 +47,11 @@ fn main() {
     let (after, storage_after) = (resident_kib(), storage(&engine));
     let state = engine.state();
     println!(
-        "{orders} orders of {lines} lines placed and paid in {:.1} s; {} orders held",
+        "{orders} orders of {lines} lines placed and paid in {:.1} s; {} orders held, {} of \
+         them in memory",
         started.elapsed().as_secs_f64(),
-        state.order_count()
+        state.order_count(),
+        state.orders_in_memory()
     );
     let per_order = |kib: i64| (kib * 1024) as f64 / orders as f64;
     let grown = after as i64 - before as i64;

@@ -411,9 +411,8 @@ impl KpiModel {
     fn from_state(state: &State, window_ms: i64, lsn: Lsn, now: TimestampMs) -> (KpiModel, Seen) {
         let mut model = KpiModel::new(window_ms);
         let mut seen = Seen::default();
-        let orders = state.orders.orders.entries();
         let mut checked_out: HashMap<CartId, TimestampMs> = HashMap::new();
-        for (_, order) in &orders {
+        state.for_each_order(|order| {
             seen.orders.insert(order.id);
             model.count(order.created_at, |c| c.orders_placed += 1);
             if state.flash_sale_of_order(&order.id).is_none() {
@@ -422,7 +421,7 @@ impl KpiModel {
             }
             if let Some(payment) = order.payments.first() {
                 seen.paid.insert(order.id);
-                model.paid(order, payment.amount, payment.created_at);
+                model.paid(&order, payment.amount, payment.created_at);
             }
             for refund in state.refunds(&order.id).iter() {
                 seen.refunds.insert(refund.id);
@@ -434,7 +433,7 @@ impl KpiModel {
                     model.count(call.updated_at, |c| c.payments_declined += 1);
                 }
             }
-        }
+        });
         let mut carts = state.carts.carts.entries();
         carts.sort_unstable_by_key(|(_, cart)| (cart.created_at, cart.seq));
         for (id, cart) in carts {

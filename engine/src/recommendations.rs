@@ -711,13 +711,8 @@ impl Recommendations {
 fn build(engine: &Engine, settings: &RecommendationSettings) -> (RecommendationModel, Lsn) {
     let lsn = engine.durable_lsn();
     let state = engine.state();
-    let mut paid: Vec<(u64, PaidOrder)> = state
-        .orders
-        .orders
-        .entries()
-        .into_iter()
-        .filter_map(|(_, order)| Some((order.seq, PaidOrder::of(&order)?)))
-        .collect();
+    let mut paid: Vec<(u64, PaidOrder)> = Vec::new();
+    state.for_each_order(|order| paid.extend(PaidOrder::of(&order).map(|p| (order.seq, p))));
     paid.sort_unstable_by_key(|(seq, order)| (order.paid_at, *seq));
     let mut model = RecommendationModel::new(settings.clone(), engine.now_ms());
     for (_, order) in &paid {

@@ -112,6 +112,7 @@ impl App {
         engine_config.limits.cart_ttl_ms = (config.cart_ttl_s as i64).saturating_mul(1000);
         engine_config.limits.return_window_ms = (config.return_window_days as i64) * 86_400_000;
         engine_config.queue_commands_max = config.queue_commands_max;
+        engine_config.orders_in_memory = Some(config.orders_in_memory);
         let standby = config.standby.is_some();
         engine_config.role = Some(if standby { NodeRole::Standby } else { NodeRole::Primary });
         let scratch_dir = config.data_dir.join("replication-checkpoints");

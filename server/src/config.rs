@@ -132,6 +132,11 @@ pub struct ServeArgs {
     /// Commands waiting for the engine at most.
     #[arg(long, env = "EMPORIUM_QUEUE_COMMANDS_MAX")]
     pub queue_commands_max: Option<usize>,
+    /// Settled orders kept in memory at most, the most recently changed ones; older
+    /// ones are read from the data directory when asked for. Pending orders always
+    /// stay in memory.
+    #[arg(long, env = "EMPORIUM_ORDERS_IN_MEMORY")]
+    pub orders_in_memory: Option<usize>,
     /// Open connections at most; past it a new one is refused at once (503, closed).
     #[arg(long, env = "EMPORIUM_CONNECTIONS_MAX")]
     pub connections_max: Option<usize>,
@@ -243,6 +248,7 @@ struct FileConfig {
     reads_concurrency_max: Option<usize>,
     writes_concurrency_max: Option<usize>,
     queue_commands_max: Option<usize>,
+    orders_in_memory: Option<usize>,
     connections_max: Option<usize>,
     connections_per_client_max: Option<usize>,
     header_timeout_s: Option<u64>,
@@ -332,6 +338,8 @@ pub struct Config {
     pub writes_concurrency_max: usize,
     /// Engine queue length.
     pub queue_commands_max: usize,
+    /// Settled orders kept in memory at most.
+    pub orders_in_memory: usize,
     /// Open connections at most.
     pub connections_max: usize,
     /// Open connections from one client address at most.
@@ -399,6 +407,7 @@ impl Default for Config {
             reads_concurrency_max: 4096,
             writes_concurrency_max: 2048,
             queue_commands_max: 65_536,
+            orders_in_memory: emporium_engine::ORDERS_IN_MEMORY_DEFAULT,
             connections_max: 16_384,
             connections_per_client_max: 1_024,
             header_timeout_s: 10,
@@ -532,6 +541,7 @@ impl Config {
             writes_concurrency_max: pick!(writes_concurrency_max)
                 .unwrap_or(d.writes_concurrency_max),
             queue_commands_max: pick!(queue_commands_max).unwrap_or(d.queue_commands_max),
+            orders_in_memory: pick!(orders_in_memory).unwrap_or(d.orders_in_memory),
             connections_max: pick!(connections_max).unwrap_or(d.connections_max),
             connections_per_client_max: pick!(connections_per_client_max)
                 .unwrap_or(d.connections_per_client_max),

@@ -55,6 +55,7 @@ pub struct Metrics {
     carts_open: Gauge,
     carts_abandoned: Gauge,
     orders: Gauge,
+    orders_in_memory: Gauge,
     storage_memory: Gauge,
     payment_calls_open: Gauge,
     provider_calls: Gauge,
@@ -219,6 +220,7 @@ impl Metrics {
         let carts_open = Gauge::default();
         let carts_abandoned = Gauge::default();
         let orders = Gauge::default();
+        let orders_in_memory = Gauge::default();
         let storage_memory = Gauge::default();
         let payment_calls_open = Gauge::default();
         let provider_calls = Gauge::default();
@@ -236,6 +238,11 @@ impl Metrics {
             kpi_amounts.clone(),
         );
         registry.register("orders", "Orders held, every status", orders.clone());
+        registry.register(
+            "orders_in_memory",
+            "Orders in memory: every pending one and the most recently changed settled ones",
+            orders_in_memory.clone(),
+        );
         registry.register(
             "payment_calls_open",
             "Payments through a provider not settled yet (each holds its order)",
@@ -350,6 +357,7 @@ impl Metrics {
             carts_open,
             carts_abandoned,
             orders,
+            orders_in_memory,
             storage_memory,
             payment_calls_open,
             provider_calls,
@@ -417,6 +425,7 @@ impl Metrics {
         self.carts_open.set(engine.state().open_cart_count() as i64);
         self.carts_abandoned.set(engine.state().carts_abandoned() as i64);
         self.orders.set(engine.state().order_count() as i64);
+        self.orders_in_memory.set(engine.state().orders_in_memory() as i64);
         self.storage_memory.set(engine.storage_memory_bytes().unwrap_or(0) as i64);
         self.payment_calls_open.set(engine.state().open_payment_call_count() as i64);
         let payments = payments.stats();

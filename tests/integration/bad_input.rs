@@ -116,14 +116,7 @@ impl Fixture {
             shop.send(SetStock { sku: sku.into(), on_hand, reason, expected_version: None })
                 .expect("stock");
         }
-        let ann = shop
-            .send(RegisterCustomer {
-                email: "ann@example.com".into(),
-                name: "Ann".into(),
-                role: Role::Customer,
-                credential: "hash".into(),
-            })
-            .expect("register");
+        let ann = emporium_tests::register_customer(shop, "ann@example.com");
         let buy = |quantity: i64, key: &str| {
             let cart = cart_with(shop, &[("SHIRT-M", quantity)]);
             let order = shop

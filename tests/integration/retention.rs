@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use emporium_engine::*;
 use emporium_tests::{
-    cart_with, check_invariants, checkout, config, pay, stocked_sku, unmaterialized_config, T0,
+    cart_with, check_invariants, checkout, config, pay, register_customer, stocked_sku,
+    unmaterialized_config, T0,
 };
 
 /// A configuration that trims the log down to what is needed.
@@ -208,4 +209,98 @@ fn a_one_line_checkout_writes_at_most_300_bytes_of_log() {
     eprintln!("a keyed one-line guest checkout wrote {written} bytes of log");
     assert!(written <= 300, "a one-line checkout wrote {written} bytes of log");
     engine.close();
+}
+
+/// Waits (at most 10 s) until the materializer has written everything applied.
+fn wait_materialized(engine: &Engine) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.materialized_lsn() < engine.last_lsn() {
+        assert!(std::time::Instant::now() < deadline, "the materializer did not catch up");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Settled orders beyond `orders_in_memory` leave memory once the store holds their
+/// last value; they read back whole (by id, in listings, a customer's own), a refund
+/// changes one out of memory without indexing it twice, and an open loads settled
+/// orders into the store's index only.
+#[test]
+fn settled_orders_leave_memory_and_are_read_back_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let open = || {
+        let mut config = trimming(dir.path(), clock.clone());
+        config.orders_in_memory = Some(3);
+        Engine::open(config).unwrap()
+    };
+    let engine = open();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "M-1", 1000, 1000);
+    let ann = register_customer(&shop, "ann@example.com");
+    let mut placed = Vec::new();
+    for n in 0..20 {
+        let cart = if n % 2 == 0 {
+            cart_with(&shop, &[("M-1", 1 + n % 3)])
+        } else {
+            let cart = shop
+                .send(CreateCart { customer_id: Some(ann.id.to_string()), currency: None })
+                .unwrap();
+            shop.send(AddCartItem { cart_id: cart.id.to_string(), sku: "M-1".into(), quantity: 2 })
+                .unwrap()
+        };
+        let order = checkout(&shop, &cart.id).unwrap();
+        if n < 16 {
+            pay(&shop, &order.id).unwrap();
+        }
+        placed.push(order.id);
+    }
+    wait_materialized(&engine);
+    let state = engine.state();
+    let pending = 4;
+    assert!(
+        state.orders_in_memory() <= 3 + pending,
+        "{} orders in memory, at most 3 settled and {pending} pending allowed",
+        state.orders_in_memory()
+    );
+    assert_eq!(state.order_count(), 20);
+    let read: Vec<Arc<Order>> = placed.iter().map(|id| state.order(id).unwrap()).collect();
+    for (n, order) in read.iter().enumerate() {
+        assert_eq!((order.id, order.seq), (placed[n], n as u64 + 1));
+        let status = if n < 16 { OrderStatus::Paid } else { OrderStatus::PendingPayment };
+        assert_eq!(order.status, status, "order {n}");
+    }
+
+    // Changed out of memory: the refund reads it back, and it returns to memory.
+    let first_anns = placed[1];
+    shop.send(RefundPayment { order_id: first_anns.to_string(), amount: None, reason: "".into() })
+        .unwrap();
+    assert_eq!(state.order(&first_anns).unwrap().status, OrderStatus::Refunded);
+    assert_eq!(listed(state, &OrderFilter::default()), placed, "every order, once, in order");
+    let anns: Vec<OrderId> = placed.iter().skip(1).step_by(2).copied().collect();
+    let of_ann = OrderFilter { customer_id: Some(ann.id), status: None };
+    assert_eq!(listed(state, &of_ann), anns, "Ann's orders, once each");
+    check_invariants(state);
+    assert_eq!(state.reconcile().mismatch_count, 0);
+    wait_materialized(&engine);
+    let digest = state.digest();
+    let before: Vec<Arc<Order>> = placed.iter().map(|id| state.order(id).unwrap()).collect();
+    engine.close();
+
+    let engine = open();
+    let state = engine.state();
+    assert_eq!(state.orders_in_memory(), pending, "only pending orders load into memory");
+    assert_eq!(state.digest(), digest);
+    for order in &before {
+        assert_eq!(state.order(&order.id).as_deref(), Some(&**order));
+    }
+    assert_eq!(listed(state, &of_ann), anns);
+    let report = state.reconcile();
+    assert_eq!((report.orders, report.mismatch_count), (20, 0));
+    check_invariants(state);
+    engine.close();
+}
+
+/// The ids of the first 100 orders `filter` lists.
+fn listed(state: &State, filter: &OrderFilter) -> Vec<OrderId> {
+    state.orders(filter, None, 100).items.iter().map(|o| o.id).collect()
 }

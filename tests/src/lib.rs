@@ -54,13 +54,17 @@ impl Default for TestEngine {
     }
 }
 
-/// The test configuration: a manual clock, a fixed id seed, and no expiry timer (the
-/// test sends `ExpireDue` when it chooses and sees exactly what that command did).
+/// The test configuration: a manual clock, a fixed id seed, no expiry timer (the
+/// test sends `ExpireDue` when it chooses and sees exactly what that command did),
+/// and no settled order kept in memory.
 pub fn config(dir: &Path, clock: Arc<ManualClock>) -> EngineConfig {
     let mut config = EngineConfig::new(dir);
     config.clock = clock;
     config.id_seed = Some(7);
     config.tick_interval_ms = TICK_NEVER_MS;
+    // Every settled order leaves memory once written, so that the tests read orders
+    // back from the store wherever the materializer has run (a reopen loads them so).
+    config.orders_in_memory = Some(0);
     config
 }
 
@@ -125,6 +129,17 @@ pub const CRASH_SALE_BUYERS: usize = 4;
 
 /// What the crash child restocks `CRASH-A` by, now and then.
 pub const CRASH_RESTOCK: i64 = 5;
+
+/// Registers a customer named Ann at `email`.
+pub fn register_customer(shop: &BlockingEngine, email: &str) -> Arc<Customer> {
+    shop.send(RegisterCustomer {
+        email: email.into(),
+        name: "Ann".into(),
+        role: Role::Customer,
+        credential: "hash".into(),
+    })
+    .expect("register")
+}
 
 /// A guest cart holding `lines`.
 pub fn cart_with(shop: &BlockingEngine, lines: &[(&str, i64)]) -> Arc<Cart> {

@@ -122,6 +122,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         expire: abandon_idle,
     }),
     verify: None,
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.

@@ -96,6 +96,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |state| vec![&state.catalog.product_seq, &state.catalog.category_seq],
     timers: None,
     verify: None,
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.

@@ -124,6 +124,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         expire,
     }),
     verify: Some(check_sales),
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.

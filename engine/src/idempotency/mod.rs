@@ -100,6 +100,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         expire: forget_expired,
     }),
     verify: None,
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.

@@ -146,6 +146,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |state| vec![&state.inventory.location_seq],
     timers: None,
     verify: Some(locations::check_locations),
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.

@@ -30,6 +30,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use emporium_storage::{Store, WriteBatch, CF_META};
 use parking_lot::Mutex;
 
+use crate::domains::{State, DOMAINS};
 use crate::error::{EngineError, Result};
 use crate::kernel::codec::{self, META_CONSUMER_PREFIX};
 use crate::kernel::runtime::{EngineStats, Health, StopOnPanic};
@@ -127,6 +128,8 @@ impl LogBounds {
 
 pub(crate) struct Materializer {
     pub(crate) store: Arc<Store>,
+    /// Told of the rows written (see [`crate::kernel::table::Domain::written`]).
+    pub(crate) state: Arc<State>,
     pub(crate) receiver: Receiver<Durable>,
     pub(crate) health: Arc<Health>,
     pub(crate) bounds: Arc<LogBounds>,
@@ -195,8 +198,10 @@ impl Materializer {
         let lsn = pending.last_lsn.max(materialized);
         let mut batch = WriteBatch::with_capacity(pending.rows.len() + 8);
         let rows = pending.rows.len() as u64;
+        let mut written = Vec::with_capacity(pending.rows.len());
         for (key, row) in pending.rows.drain() {
             codec::put_row(&mut batch, key, &row);
+            written.push(row);
         }
         // Only a flush that carries groups moves the LSN and the counters: an idle one
         // (a consumer moved) has no counters of its own to write, and writing the
@@ -236,6 +241,9 @@ impl Materializer {
         pending.unpersisted_since.get_or_insert_with(Instant::now);
         self.stats.rows_materialized.fetch_add(rows, Ordering::Relaxed);
         self.stats.materialize_flushes.fetch_add(1, Ordering::Relaxed);
+        for written_hook in DOMAINS.iter().filter_map(|d| d.written) {
+            written_hook(&self.state, &written);
+        }
     }
 
     /// Starts making the written rows durable once the persist interval has passed

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use emporium_storage::{Store, WriteBatch};
@@ -31,8 +32,11 @@ pub(crate) struct Recovered {
 }
 
 /// Rebuilds the state: rows, then the log tail.
-pub(crate) fn recover(store: &Store) -> Result<Recovered> {
+pub(crate) fn recover(store: &Arc<Store>, orders_in_memory: Option<usize>) -> Result<Recovered> {
     let state = State::new();
+    if let Some(held) = orders_in_memory {
+        crate::orders::keep_in_store(&state, store, held);
+    }
     load_rows(store, &state)?;
     let materialized = codec::read_materialized(store, &state)?;
     state.last_lsn.store(materialized, Ordering::Release);

@@ -81,6 +81,10 @@ pub struct EngineConfig {
     /// How far (in LSNs) a registered log consumer may fall behind before it is dropped
     /// and must resynchronise, instead of holding the log forever.
     pub log_consumer_lag_max: u64,
+    /// Settled orders (not pending payment) kept in memory at most, the most recently
+    /// written ones; older ones are read from the store when asked for. `None` keeps
+    /// every order in memory. Pending orders always stay in memory: they hold stock.
+    pub orders_in_memory: Option<usize>,
     /// The role to open in: `None` keeps what the directory records (a new one is a
     /// primary); `Some(NodeRole::Primary)` refuses a standby's directory (promote it
     /// first); `Some(NodeRole::Standby)` makes the directory a standby's.
@@ -133,6 +137,7 @@ impl EngineConfig {
             materialize_groups_max: 1024,
             log_retain_entries_min: 100_000,
             log_consumer_lag_max: 50_000_000,
+            orders_in_memory: Some(crate::orders::ORDERS_IN_MEMORY_DEFAULT),
             role: None,
             release_gate: None,
             #[cfg(feature = "faults")]
@@ -480,7 +485,8 @@ impl Engine {
         }
         let role = Arc::new(RoleCell::new(role));
         let started = Instant::now();
-        let recovered = crate::kernel::recovery::recover(&store)?;
+        let store = Arc::new(store);
+        let recovered = crate::kernel::recovery::recover(&store, config.orders_in_memory)?;
         let state = Arc::new(recovered.state);
         let last_lsn = state.last_lsn().0;
         tracing::info!(
@@ -493,7 +499,6 @@ impl Engine {
         );
         let bounds =
             Arc::new(LogBounds::load(&store, recovered.materialized_lsn, recovered.first_log_lsn)?);
-        let store = Arc::new(store);
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_commands_max.max(1));
         let health = Arc::new(Health::default());
         let (durable, _) = watch::channel(last_lsn);
@@ -543,6 +548,7 @@ impl Engine {
         };
         let materializer = Materializer {
             store: store.clone(),
+            state: state.clone(),
             receiver: from_committer,
             health: health.clone(),
             bounds: bounds.clone(),

@@ -157,6 +157,10 @@ pub(crate) struct Domain {
     pub(crate) timers: Option<Timers>,
     /// A check of the recovered state (after the log tail is replayed).
     pub(crate) verify: Option<fn(&State) -> Result<()>>,
+    /// Told of the rows the materializer has just written (store reads return them
+    /// from now on): a domain that keeps part of a table out of memory lets those
+    /// rows' values go.
+    pub(crate) written: Option<fn(&State, &[Row])>,
 }
 
 /// A point-lookup index: a concurrent hash map whose reads never block and never wait
@@ -239,6 +243,17 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
         Q: Hash + Eq + ?Sized,
     {
         self.map.pin().remove(key).cloned()
+    }
+
+    /// Removes `key`'s value if `should_remove` holds for it at the instant of the
+    /// removal (a value replaced meanwhile is judged, not the one seen before); says
+    /// whether it removed one.
+    pub(crate) fn remove_if<Q>(&self, key: &Q, should_remove: impl FnMut(&K, &V) -> bool) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        matches!(self.map.pin().remove_if(key, should_remove), Ok(Some(_)))
     }
 
     pub(crate) fn len(&self) -> usize {

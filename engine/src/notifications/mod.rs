@@ -262,6 +262,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     },
     timers: None,
     verify: None,
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.

@@ -5,10 +5,13 @@
 mod commands;
 mod model;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
 use crossbeam_skiplist::SkipMap;
+use emporium_storage::Store;
+use parking_lot::Mutex;
 use rkyv::{Archive, Deserialize, Serialize};
 
 pub use commands::*;
@@ -20,8 +23,8 @@ use crate::error::{EngineError, Result};
 use crate::idempotency::{IdempotencyTag, IdempotentOutcome};
 use crate::kernel::handler::Ctx;
 use crate::kernel::table::{
-    check_v1, decode_row, persist, Counter, Domain, GroupIndex, IdIndex, Index, Row, SeqIndex,
-    Table, Timers,
+    check_v1, decode_row, persist, Counter, Domain, GroupIndex, IdIndex, Index, Persist, Row,
+    SeqIndex, Table, Timers,
 };
 use crate::types::*;
 use crate::EXPIRIES_PER_COMMAND_MAX;
@@ -33,10 +36,30 @@ const FULFILLMENTS: &str = "fulfillments";
 persist!(Order, ORDERS, |o| o.seq.to_be_bytes().to_vec());
 persist!(Fulfillment, FULFILLMENTS, |f| f.order_id.text().as_str().as_bytes().to_vec());
 
-/// The orders in memory, with their indexes.
+/// Settled orders kept in memory by default (see
+/// [`crate::EngineConfig::orders_in_memory`]): an order of a few lines takes one to
+/// two kilobytes of memory.
+pub const ORDERS_IN_MEMORY_DEFAULT: usize = 10_000;
+
+/// The orders, with their indexes. Every pending order is in memory; settled ones
+/// beyond [`ORDERS_IN_MEMORY_DEFAULT`] (or the configured number), least recently
+/// written first, are only in the store and read from it on demand.
 #[derive(Debug)]
 pub(crate) struct Tables {
+    /// The orders in memory.
     pub(crate) orders: IdIndex<OrderId, Arc<Order>>,
+    /// The sequence (the store's key) of every order that has left memory since the
+    /// open, or was settled at the open. An entry stays when its order comes back
+    /// (a refund reads it and changes it): a reader that finds neither map would
+    /// report a missing order, so no order is ever in neither.
+    pub(crate) stored: IdIndex<OrderId, u64>,
+    /// Where orders out of memory are; unset, every order stays in memory.
+    pub(crate) store: OnceLock<Weak<Store>>,
+    /// Settled orders kept in memory at most.
+    pub(crate) in_memory_max: AtomicUsize,
+    /// Order rows the materializer wrote, oldest first, each with the value written:
+    /// an order leaves memory only while that value is still the one in memory.
+    pub(crate) written: Mutex<VecDeque<(u64, Weak<dyn Persist>)>>,
     pub(crate) by_seq: SeqIndex<OrderId>,
     /// Each customer's orders by sequence.
     pub(crate) by_customer: GroupIndex<CustomerId>,
@@ -54,6 +77,10 @@ impl Default for Tables {
     fn default() -> Tables {
         Tables {
             orders: Index::default(),
+            stored: Index::default(),
+            store: OnceLock::new(),
+            in_memory_max: AtomicUsize::new(usize::MAX),
+            written: Mutex::new(VecDeque::new()),
             by_seq: SeqIndex::default(),
             by_customer: GroupIndex::default(),
             expiry: SkipMap::new(),
@@ -68,11 +95,15 @@ pub(crate) const DOMAIN: Domain = Domain {
     tables: &[
         Table {
             name: ORDERS,
-            rows: |s, f| s.orders.orders.entries().iter().for_each(|(_, o)| f(&**o)),
+            rows: |s, f| s.for_each_order(|o| f(&*o)),
             load: |state, bytes| {
                 let order: Order = decode_row(bytes, "order")?;
-                index_order(state, None, &order);
-                state.orders.orders.insert(order.id, Arc::new(order));
+                index_order(state, None, true, &order);
+                if state.orders.store.get().is_some() && !order.holds_reservation() {
+                    state.orders.stored.insert(order.id, order.seq);
+                } else {
+                    state.orders.orders.insert(order.id, Arc::new(order));
+                }
                 Ok(())
             },
             check_v1: check_v1::<Order>,
@@ -101,6 +132,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |state| vec![&state.orders.order_seq],
     timers: Some(Timers { due: |state, now, _| due_expiries(state, now).next().is_some(), expire }),
     verify: Some(check_reservations),
+    written: Some(let_written_orders_go),
 };
 
 // In a module of its own so that rkyv's generated types stay private.
@@ -205,16 +237,19 @@ pub(crate) fn touch(order: &mut Order, at: TimestampMs) {
 pub(crate) fn put_order(state: &State, order: Order, rows: &mut Vec<Row>) {
     let order = Arc::new(order);
     let previous = state.orders.orders.replace(order.id, order.clone());
-    index_order(state, previous.as_deref(), &order);
+    // An order back from the store is not new, and held no reservation there.
+    let new = previous.is_none() && !state.orders.stored.contains_key(&order.id);
+    index_order(state, previous.as_deref(), new, &order);
     rows.push(Row::put(order));
 }
 
-/// Keeps the order indexes of `order`, which replaced `previous`: its sequence and
-/// owner never change, so only a new order enters those two; the expiry index changes
-/// only when the reservation does.
-fn index_order(state: &State, previous: Option<&Order>, order: &Order) {
+/// Keeps the order indexes of `order`, which replaced `previous` (`None` for a new
+/// order or one read back from the store): its sequence and owner never change, so
+/// only a `new` order enters those two; the expiry index changes only when the
+/// reservation does.
+fn index_order(state: &State, previous: Option<&Order>, new: bool, order: &Order) {
     let tables = &state.orders;
-    if previous.is_none() {
+    if new {
         tables.by_seq.insert(order.seq, order.id);
         if let Some(customer) = &order.customer_id {
             tables.by_customer.insert(*customer, order.seq);
@@ -464,13 +499,52 @@ pub struct OrderFilter {
 
 /// The orders' reads.
 impl State {
-    /// An order by id.
+    /// An order by id: from memory, or read from the store if it has left memory.
     pub fn order(&self, id: &OrderId) -> Option<Arc<Order>> {
-        self.orders.orders.get(id)
+        self.orders.orders.get(id).or_else(|| self.stored_order(id))
+    }
+
+    /// An order out of memory, read from the store. A read that fails, or finds
+    /// another order under the key, is logged and answers `None`.
+    fn stored_order(&self, id: &OrderId) -> Option<Arc<Order>> {
+        let seq = self.orders.stored.get(id)?;
+        let store = self.orders.store.get()?.upgrade()?;
+        let read = store
+            .get(ORDERS, &seq.to_be_bytes())
+            .map_err(EngineError::Storage)
+            .and_then(|bytes| bytes.map(|b| decode_row::<Order>(&b, "order")).transpose());
+        match read {
+            Ok(Some(order)) if order.id == *id => Some(Arc::new(order)),
+            Ok(other) => {
+                let found = other.map(|o| o.id.to_string());
+                tracing::error!(order = %id, seq, ?found, "an order out of memory is not in the store");
+                None
+            }
+            Err(e) => {
+                tracing::error!(order = %id, seq, error = %e, "reading an order from the store");
+                None
+            }
+        }
+    }
+
+    /// Visits every order, in the order they were placed (those out of memory are
+    /// read from the store: for reports and checks, not for a request's path).
+    pub fn for_each_order(&self, mut visit: impl FnMut(Arc<Order>)) {
+        for (_, id) in self.orders.by_seq.from(0) {
+            if let Some(order) = self.order(&id) {
+                visit(order);
+            }
+        }
     }
 
     /// How many orders there are.
     pub fn order_count(&self) -> usize {
+        self.orders.order_seq.get() as usize
+    }
+
+    /// How many orders are in memory (every pending one, and the settled ones most
+    /// recently written, up to the configured number).
+    pub fn orders_in_memory(&self) -> usize {
         self.orders.orders.len()
     }
 
@@ -518,5 +592,63 @@ impl State {
     /// When the next pending order expires.
     pub fn next_expiry(&self) -> Option<TimestampMs> {
         self.orders.expiry.front().map(|e| e.key().0)
+    }
+}
+
+/// Lets settled orders leave memory for `store`, keeping at most `in_memory` of them.
+/// Called on a fresh state, before its rows load: settled orders load into the store
+/// index only.
+pub(crate) fn keep_in_store(state: &State, store: &Arc<Store>, in_memory: usize) {
+    let tables = &state.orders;
+    tables.in_memory_max.store(in_memory, Ordering::Relaxed);
+    let _ = tables.store.set(Arc::downgrade(store));
+}
+
+/// After the materializer wrote `rows`: queues the order rows among them, then lets
+/// the least recently written settled orders leave memory while more are held than
+/// allowed. Runs on the materializer's thread, beside the sequencer, which may be
+/// changing any of these orders: an order leaves only while the value in memory is
+/// the one the store holds, checked at the instant of the removal; its entry in
+/// `stored` is made first, so a reader finds it in one place or the other.
+fn let_written_orders_go(state: &State, rows: &[Row]) {
+    let tables = &state.orders;
+    let in_memory_max = tables.in_memory_max.load(Ordering::Relaxed);
+    if tables.store.get().is_none() {
+        return;
+    }
+    let mut written = tables.written.lock();
+    for row in rows {
+        if let Row::Put(value) = row {
+            if value.table() == ORDERS {
+                let key = value.key();
+                let seq = u64::from_be_bytes(key.try_into().expect("an order's key is its seq"));
+                written.push_back((seq, Arc::downgrade(value)));
+            }
+        }
+    }
+    let is_written = |order: &Arc<Order>, value: &Weak<dyn Persist>| {
+        std::ptr::eq(Arc::as_ptr(order).cast::<()>(), value.as_ptr().cast::<()>())
+    };
+    while tables.orders.len() > in_memory_max {
+        let Some((seq, value)) = written.pop_front() else { break };
+        let Some(id) = tables.by_seq.get(seq) else { continue };
+        // Changed since (a later write is queued), or gone already.
+        let Some(order) = tables.orders.get(&id).filter(|o| is_written(o, &value)) else {
+            continue;
+        };
+        // A pending order holds stock and stays; its next change is queued again.
+        if order.holds_reservation() {
+            continue;
+        }
+        tables.stored.insert(id, seq);
+        tables.orders.remove_if(&id, |_, o| is_written(o, &value));
+    }
+    // Entries of values since replaced are dropped once they outnumber what may be
+    // in memory, so the queue holds about one entry per order in memory.
+    if written.len() > in_memory_max.saturating_mul(2).max(4096) {
+        written.retain(|(seq, value)| {
+            let id = tables.by_seq.get(*seq);
+            id.and_then(|id| tables.orders.get(&id)).is_some_and(|o| is_written(&o, value))
+        });
     }
 }

@@ -85,6 +85,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |_| vec![],
     timers: None,
     verify: Some(calls::check_calls),
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.
@@ -351,7 +352,8 @@ impl State {
         };
         let mut totals: BTreeMap<Currency, (i128, i128)> = BTreeMap::new();
         let mut orders = 0u64;
-        for (id, order) in self.orders.orders.entries() {
+        self.for_each_order(|order| {
+            let id = order.id;
             orders += 1;
             let (ledger, mut problems) = self.ledger_problems(&order);
             let total = totals.entry(order.currency()).or_default();
@@ -368,7 +370,7 @@ impl State {
             for problem in problems {
                 mismatch(id, problem);
             }
-        }
+        });
         let mut refunds = 0u64;
         for (order_id, list) in self.payments.refunds.entries() {
             refunds += list.len() as u64;

@@ -56,7 +56,7 @@ fn check(order: Order, refunds: &[Money], expected: &str) {
     for (i, amount) in refunds.iter().enumerate() {
         add_refund(&state, refund(&order, i as u32 + 1, *amount));
     }
-    state.orders.orders.insert(order.id, Arc::new(order));
+    crate::orders::put_order(&state, order, &mut Vec::new());
     let report = state.reconcile();
     let problems: Vec<&str> = report.mismatches.iter().map(|m| m.problem.as_str()).collect();
     assert_eq!(problems.join("; "), expected);

@@ -137,6 +137,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |state| vec![&state.promotions.code_seq, &state.promotions.promotion_seq],
     timers: None,
     verify: Some(check_uses),
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.

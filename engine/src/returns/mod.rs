@@ -69,6 +69,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |state| vec![&state.returns.return_seq],
     timers: None,
     verify: None,
+    written: None,
 };
 
 /// Staff's decision on a requested return.

@@ -126,6 +126,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |state| vec![&state.reviews.review_seq],
     timers: None,
     verify: Some(check_votes),
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.

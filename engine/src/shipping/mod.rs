@@ -139,6 +139,7 @@ pub(crate) const DOMAIN: Domain = Domain {
     counters: |state| vec![&state.shipping.method_seq],
     timers: None,
     verify: None,
+    written: None,
 };
 
 // In a module of its own so that rkyv's generated types stay private.
