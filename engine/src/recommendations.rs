@@ -81,7 +81,10 @@ pub struct RecommendationSettings {
     /// A pair of products is recommended from this many orders (bought together) or
     /// customers (also bought) on. Default 2.
     pub support_min: u32,
-    /// Partners kept per product and list. Default 500.
+    /// Partners kept per product and list. Default 200: a list answers at most
+    /// [`RECOMMENDATIONS_MAX`], and twice that leaves room for the partners a query
+    /// skips (not active, not in stock). 16 bytes a partner, so at most 6.4 kB per
+    /// product for both lists.
     pub neighbours_max: usize,
     /// Products remembered per customer (the most recently bought). Default 50.
     pub history_max: usize,
@@ -97,7 +100,7 @@ impl Default for RecommendationSettings {
     fn default() -> RecommendationSettings {
         RecommendationSettings {
             support_min: 2,
-            neighbours_max: 500,
+            neighbours_max: 200,
             history_max: 50,
             trending_half_life_ms: 24 * 3600 * 1000,
             refresh_interval_ms: 100,
@@ -166,39 +169,58 @@ impl PaidOrder {
     }
 }
 
-/// Counts of partners, ranked by count (highest first), then id.
+/// Counts of partners, ranked by count (highest first), then id: one vector of at
+/// most the cap's entries, 16 bytes each. A partner is found by a scan (the cap is a
+/// few hundred, and folding runs on its own thread), and a counted one moves up by a
+/// rotation of the entries it passes.
 #[derive(Debug, Default)]
 struct Ranked {
-    counts: HashMap<ProductId, u32>,
-    ranked: BTreeSet<(Reverse<u32>, ProductId)>,
+    ranked: Vec<Partner>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Partner {
+    product: ProductId,
+    count: u32,
+}
+
+impl Partner {
+    fn rank(&self) -> (Reverse<u32>, ProductId) {
+        (Reverse(self.count), self.product)
+    }
 }
 
 impl Ranked {
     fn add(&mut self, partner: ProductId, cap: usize) {
-        if let Some(count) = self.counts.get_mut(&partner) {
-            self.ranked.remove(&(Reverse(*count), partner));
-            *count += 1;
-            self.ranked.insert((Reverse(*count), partner));
+        if let Some(at) = self.ranked.iter().position(|p| p.product == partner) {
+            let mut counted = self.ranked[at];
+            counted.count += 1;
+            let to = self.ranked[..at].partition_point(|p| p.rank() < counted.rank());
+            self.ranked[to..=at].rotate_right(1);
+            self.ranked[to] = counted;
             return;
         }
-        if self.counts.len() >= cap {
+        if self.ranked.len() >= cap {
             // Full: a partner seen once gives way (the last ranked is the least
             // counted); an established one does not.
-            match self.ranked.last().copied() {
-                Some((Reverse(1), weakest)) => {
-                    self.ranked.remove(&(Reverse(1), weakest));
-                    self.counts.remove(&weakest);
-                }
+            match self.ranked.last() {
+                Some(weakest) if weakest.count == 1 => drop(self.ranked.pop()),
                 _ => return,
             }
         }
-        self.counts.insert(partner, 1);
-        self.ranked.insert((Reverse(1), partner));
+        if self.ranked.len() == self.ranked.capacity() {
+            // Half again, up to the cap: a full list holds no room it cannot use.
+            let room = (self.ranked.len() / 2).max(4).min(cap - self.ranked.len());
+            self.ranked.reserve_exact(room);
+        }
+        let new = Partner { product: partner, count: 1 };
+        let at = self.ranked.partition_point(|p| p.rank() < new.rank());
+        self.ranked.insert(at, new);
     }
 
     /// Partners with at least `support` counts, best first.
     fn best(&self, support: u32) -> impl Iterator<Item = (ProductId, u32)> + '_ {
-        self.ranked.iter().map(|&(Reverse(c), p)| (p, c)).take_while(move |&(_, c)| c >= support)
+        self.ranked.iter().map(|p| (p.product, p.count)).take_while(move |&(_, c)| c >= support)
     }
 }
 
@@ -859,7 +881,44 @@ mod tests {
         ranked.add(product(4), 2);
         let kept: Vec<_> = ranked.best(1).collect();
         assert_eq!(kept, [(product(1), 2), (product(3), 2)]);
-        assert_eq!(ranked.counts.len(), 2);
+        assert_eq!(ranked.ranked.len(), 2);
+    }
+
+    #[test]
+    fn a_ranked_list_holds_the_counts_a_map_keeps() {
+        // The same adds into `Ranked` and into a map that applies the cap's rule
+        // (when full, a new partner replaces the last ranked if it was seen once),
+        // compared after every add.
+        for cap in [3, 8, 500] {
+            let mut ranked = Ranked::default();
+            let mut counts: HashMap<ProductId, u32> = HashMap::default();
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..5_000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Skewed: low numbers come far more often than high ones.
+                let n = ((seed % 40) * (seed >> 40) % 40) as u8;
+                let partner = product(n);
+                let mut expected: Vec<(ProductId, u32)> =
+                    counts.iter().map(|(p, c)| (*p, *c)).collect();
+                expected.sort_by_key(|&(p, c)| (Reverse(c), p));
+                if let Some(count) = counts.get_mut(&partner) {
+                    *count += 1;
+                } else if counts.len() < cap {
+                    counts.insert(partner, 1);
+                } else if let Some(&(weakest, 1)) = expected.last() {
+                    counts.remove(&weakest);
+                    counts.insert(partner, 1);
+                }
+                ranked.add(partner, cap);
+                let mut expected: Vec<(ProductId, u32)> =
+                    counts.iter().map(|(p, c)| (*p, *c)).collect();
+                expected.sort_by_key(|&(p, c)| (Reverse(c), p));
+                assert_eq!(ranked.best(0).collect::<Vec<_>>(), expected, "cap {cap}");
+            }
+            assert!(ranked.ranked.len() <= cap);
+        }
     }
 
     #[test]
