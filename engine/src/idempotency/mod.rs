@@ -70,8 +70,39 @@ impl IdempotencyKey {
 #[derive(Debug, Default)]
 pub(crate) struct Tables {
     pub(crate) records: Index<String, Arc<IdempotencyRecord>>,
-    /// `(created_at, key)` of every record, oldest first.
-    pub(crate) by_age: SkipSet<(TimestampMs, String)>,
+    /// Every record, oldest first.
+    pub(crate) by_age: SkipSet<ByAge>,
+}
+
+/// A record in [`Tables::by_age`]: ordered by `(created_at, key)`, and holding the
+/// record itself rather than a third copy of its key.
+#[derive(Clone, Debug)]
+pub(crate) struct ByAge(pub(crate) Arc<IdempotencyRecord>);
+
+impl ByAge {
+    fn rank(&self) -> (TimestampMs, &str) {
+        (self.0.created_at, &self.0.key)
+    }
+}
+
+impl PartialEq for ByAge {
+    fn eq(&self, other: &ByAge) -> bool {
+        self.rank() == other.rank()
+    }
+}
+
+impl Eq for ByAge {}
+
+impl PartialOrd for ByAge {
+    fn partial_cmp(&self, other: &ByAge) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByAge {
+    fn cmp(&self, other: &ByAge) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
+    }
 }
 
 pub(crate) const DOMAIN: Domain = Domain {
@@ -95,7 +126,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                     .idempotency
                     .by_age
                     .front()
-                    .is_some_and(|e| e.value().0 + limits.idempotency_ttl_ms <= now)
+                    .is_some_and(|e| e.value().0.created_at + limits.idempotency_ttl_ms <= now)
         },
         expire: forget_expired,
     }),
@@ -129,7 +160,7 @@ pub(crate) fn apply(
         IdempotencyEvent::IdempotencyForgotten { keys } => {
             for key in keys {
                 if let Some(record) = state.idempotency.records.remove(key) {
-                    state.idempotency.by_age.remove(&(record.created_at, key.clone()));
+                    state.idempotency.by_age.remove(&ByAge(record));
                     rows.push(Row::delete(IDEMPOTENCY, key.as_bytes()));
                 }
             }
@@ -143,9 +174,9 @@ fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
     // One lookup of the key: the record it replaces (one that expired) comes back from
     // the insert, and its age entry goes before the new one enters.
     if let Some(previous) = tables.records.replace(record.key.clone(), record.clone()) {
-        tables.by_age.remove(&(previous.created_at, record.key.clone()));
+        tables.by_age.remove(&ByAge(previous));
     }
-    tables.by_age.insert((record.created_at, record.key.clone()));
+    tables.by_age.insert(ByAge(record.clone()));
     rows.push(Row::put(record));
 }
 
@@ -240,9 +271,11 @@ fn forget_expired(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usiz
         .by_age
         .iter()
         .enumerate()
-        .take_while(|(i, e)| *i < excess || e.value().0 + ctx.limits.idempotency_ttl_ms <= ctx.now)
+        .take_while(|(i, e)| {
+            *i < excess || e.value().0.created_at + ctx.limits.idempotency_ttl_ms <= ctx.now
+        })
         .take(EXPIRIES_PER_COMMAND_MAX)
-        .map(|(_, e)| e.value().1.clone())
+        .map(|(_, e)| e.value().0.key.clone())
         .collect();
     if !keys.is_empty() {
         events.push(IdempotencyEvent::IdempotencyForgotten { keys }.into());
@@ -408,8 +441,13 @@ mod tests {
         put(&state, record(2, 99), &mut rows);
         // The same time again: the entry is replaced, not removed.
         put(&state, record(3, 99), &mut rows);
-        let ages: Vec<_> = state.idempotency.by_age.iter().map(|e| e.value().clone()).collect();
-        assert_eq!(ages, vec![(99, "scope\0key".to_string())]);
+        let ages: Vec<_> = state
+            .idempotency
+            .by_age
+            .iter()
+            .map(|e| (e.value().0.created_at, e.value().0.key.clone(), e.value().0.fingerprint))
+            .collect();
+        assert_eq!(ages, vec![(99, "scope\0key".to_string(), 3)]);
         let held = state.idempotency_record("scope\0key").expect("held");
         assert_eq!((held.fingerprint, held.created_at), (3, 99));
         assert_eq!((state.idempotency.records.len(), rows.len()), (1, 3));
