@@ -889,6 +889,11 @@ mod tests {
         // The same adds into `Ranked` and into a map that applies the cap's rule
         // (when full, a new partner replaces the last ranked if it was seen once),
         // compared after every add.
+        let in_rank_order = |counts: &HashMap<ProductId, u32>| {
+            let mut ranked: Vec<(ProductId, u32)> = counts.iter().map(|(p, c)| (*p, *c)).collect();
+            ranked.sort_by_key(|&(p, c)| (Reverse(c), p));
+            ranked
+        };
         for cap in [3, 8, 500] {
             let mut ranked = Ranked::default();
             let mut counts: HashMap<ProductId, u32> = HashMap::default();
@@ -900,22 +905,16 @@ mod tests {
                 // Skewed: low numbers come far more often than high ones.
                 let n = ((seed % 40) * (seed >> 40) % 40) as u8;
                 let partner = product(n);
-                let mut expected: Vec<(ProductId, u32)> =
-                    counts.iter().map(|(p, c)| (*p, *c)).collect();
-                expected.sort_by_key(|&(p, c)| (Reverse(c), p));
                 if let Some(count) = counts.get_mut(&partner) {
                     *count += 1;
                 } else if counts.len() < cap {
                     counts.insert(partner, 1);
-                } else if let Some(&(weakest, 1)) = expected.last() {
+                } else if let Some(&(weakest, 1)) = in_rank_order(&counts).last() {
                     counts.remove(&weakest);
                     counts.insert(partner, 1);
                 }
                 ranked.add(partner, cap);
-                let mut expected: Vec<(ProductId, u32)> =
-                    counts.iter().map(|(p, c)| (*p, *c)).collect();
-                expected.sort_by_key(|&(p, c)| (Reverse(c), p));
-                assert_eq!(ranked.best(0).collect::<Vec<_>>(), expected, "cap {cap}");
+                assert_eq!(ranked.best(0).collect::<Vec<_>>(), in_rank_order(&counts), "cap {cap}");
             }
             assert!(ranked.ranked.len() <= cap);
         }
