@@ -195,7 +195,12 @@ fn the_index_resumes_after_a_restart_and_is_rebuilt_when_deleted() {
         );
     }
     let query = "/v1/search?q=mug&facets=brand,price&sort=price_asc&limit=50";
-    let (before, _) = poll(&s, query, FRESH, |b| b["total"] == json!(12));
+    // Each mug is two writes (the product, then its stock): wait for both of the last.
+    let indexed = |b: &Value| {
+        b["total"] == json!(12)
+            && b["hits"].as_array().is_some_and(|h| h.iter().all(|h| h["in_stock"] == json!(true)))
+    };
+    let (before, _) = poll(&s, query, FRESH, indexed);
     let same = |a: &Value, b: &Value| {
         a["hits"] == b["hits"] && a["facets"] == b["facets"] && a["total"] == b["total"]
     };
@@ -205,7 +210,7 @@ fn the_index_resumes_after_a_restart_and_is_rebuilt_when_deleted() {
     // It resumes: a write after the restart is found.
     let id = create(&s, &staff, "Teapot", "Kiln", "POT-1", 3_000, &[]);
     poll(&s, "/v1/search?q=teapot", FRESH, |b| hit_ids(b) == [id.clone()]);
-    let (before, _) = poll(&s, query, FRESH, |b| b["total"] == json!(12));
+    let (before, _) = poll(&s, query, FRESH, indexed);
     // Deleted while the server is down: rebuilt from the catalog at start.
     let index = s.config().data_dir.join("search");
     s.stop();
