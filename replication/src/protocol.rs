@@ -133,7 +133,8 @@ pub enum Message {
 }
 
 const HELLO: u8 = 1;
-const WELCOME: u8 = 2;
+/// The kind byte of [`Message::Welcome`] (a test holds a link right after it).
+pub const WELCOME: u8 = 2;
 const RESYNC: u8 = 3;
 const REFUSED: u8 = 4;
 const FILE: u8 = 5;

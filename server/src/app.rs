@@ -279,7 +279,9 @@ async fn signing_keys(
             // no token verifies here, and a standby issues none.
             return Ok(TokenKeys::new(vec![(kid, secret.to_vec())]));
         }
-        send_at_start(engine, AddSigningKey { kid, secret: secret.to_vec() }).await?;
+        let add = AddSigningKey { kid: kid.clone(), secret: secret.to_vec() };
+        send_at_start(engine, add, |e| e.state().signing_keys().iter().any(|k| k.kid == kid))
+            .await?;
         keys = assemble_keys(engine, config)?;
     }
     Ok(TokenKeys::new(keys))
@@ -321,10 +323,15 @@ async fn bootstrap_admin(app: &App) -> anyhow::Result<()> {
         role: Role::Admin,
         credential,
     };
-    let admin = send_at_start(&app.engine, register)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the first admin {email}: {e}"))?;
-    tracing::info!(admin = %admin.id, %email, "created the first admin");
+    let admin = send_at_start(&app.engine, register, |e| {
+        !e.state().customers_with_role(Role::Admin).is_empty()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the first admin {email}: {e}"))?;
+    match admin {
+        Some(admin) => tracing::info!(admin = %admin.id, %email, "created the first admin"),
+        None => tracing::info!(%email, "created the first admin; the standbys hold it later"),
+    }
     if generated {
         // Shown once, on the terminal only: the engine keeps just the hash.
         eprintln!(
@@ -336,20 +343,32 @@ async fn bootstrap_admin(app: &App) -> anyhow::Result<()> {
 
 /// Sends a start-up command; a primary that needs synchronous standbys waits for them
 /// (they connect to the replication listener, which is already serving) instead of
-/// failing its start.
-pub async fn send_at_start<R: Request + Clone>(engine: &Engine, request: R) -> Result<R::Output> {
+/// failing its start. A refusal can come after the command was applied (durable here,
+/// not held by a standby within the sync timeout): sent again it would conflict with
+/// itself, so before each retry `applied` asks whether the state holds its effect, and
+/// if it does the start goes on (`None`); the standbys receive it with the log, and no
+/// client write is acknowledged before they hold everything up to it.
+pub async fn send_at_start<R: Request + Clone>(
+    engine: &Engine,
+    request: R,
+    applied: impl Fn(&Engine) -> bool,
+) -> Result<Option<R::Output>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let mut told = false;
     loop {
         match engine.send(request.clone()).await {
             Err(EngineError::StandbysUnavailable(why)) if std::time::Instant::now() < deadline => {
+                if applied(engine) {
+                    tracing::warn!(%why, "a start-up write is durable here, not yet on the standbys");
+                    return Ok(None);
+                }
                 if !told {
                     tracing::warn!(%why, "waiting for synchronous standbys before start-up writes");
                     told = true;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            result => return result,
+            result => return result.map(Some),
         }
     }
 }

@@ -25,6 +25,8 @@ use crate::http_support::{TestServer, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 /// The kind byte of an Entries frame (`emporium_replication::protocol::ENTRIES`).
 const ENTRIES: u8 = emporium_replication::protocol::ENTRIES;
+/// The kind byte of a Welcome frame.
+const WELCOME: u8 = emporium_replication::protocol::WELCOME;
 /// Longest any wait in these tests may take.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -44,7 +46,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 /// One node process.
 struct Node {
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
     http: String,
     repl: String,
     dir: PathBuf,
@@ -54,7 +56,8 @@ struct Node {
 impl Node {
     fn primary(dir: &Path, name: &str, sync: usize, policy: &str) -> Node {
         let (http, repl) = (free_addr(), free_addr());
-        let mut node = Node { child: None, http, repl, dir: dir.into(), name: name.into() };
+        let mut node =
+            Node { child: Mutex::new(None), http, repl, dir: dir.into(), name: name.into() };
         let args = ["primary", &node.dir_arg(), &node.http, &node.repl, &sync.to_string(), policy];
         node.spawn(args.iter().map(|a| a.to_string()).collect());
         node
@@ -62,7 +65,8 @@ impl Node {
 
     fn standby(dir: &Path, name: &str, primary: &str, sync: usize, policy: &str) -> Node {
         let (http, repl) = (free_addr(), free_addr());
-        let mut node = Node { child: None, http, repl, dir: dir.into(), name: name.into() };
+        let mut node =
+            Node { child: Mutex::new(None), http, repl, dir: dir.into(), name: name.into() };
         node.follow(primary, sync, policy);
         node
     }
@@ -103,7 +107,7 @@ impl Node {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start node-child");
-        self.child = Some(child);
+        *self.child.get_mut().unwrap() = Some(child);
     }
 
     fn client(&self) -> TestServer {
@@ -114,13 +118,22 @@ impl Node {
         matches!(self.client().get("/readyz").try_send(), Ok(r) if r.status == 200)
     }
 
+    /// Waits for `/readyz`; a node that exits first, or is not ready after [`PATIENCE`],
+    /// fails the test with its log.
     fn wait_ready(&self) {
-        wait_for(&format!("{} to be ready", self.name), || self.ready());
+        let deadline = Instant::now() + PATIENCE;
+        while !self.ready() {
+            let exited = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok()?);
+            assert!(exited.is_none(), "{} exited ({exited:?}):\n{}", self.name, self.log());
+            let late = Instant::now() >= deadline;
+            assert!(!late, "timed out waiting for {} to be ready:\n{}", self.name, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no drain, no sync beyond what was acknowledged.
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child.get_mut().unwrap().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -339,6 +352,8 @@ fn strict_synchronous_failover_loses_no_acknowledged_order_and_the_old_primary_r
 struct Proxy {
     addr: String,
     paused: Arc<AtomicBool>,
+    /// Set: the next Welcome from the primary passes, then `paused` turns true.
+    pause_after_welcome: Arc<AtomicBool>,
     faults: Arc<Mutex<VecDeque<Fault>>>,
     stop: Arc<AtomicBool>,
 }
@@ -357,11 +372,13 @@ impl Proxy {
         let proxy = Proxy {
             addr: listener.local_addr().unwrap().to_string(),
             paused: Arc::default(),
+            pause_after_welcome: Arc::default(),
             faults: Arc::default(),
             stop: Arc::default(),
         };
         let (upstream, paused, faults, stop) =
             (upstream.to_string(), proxy.paused.clone(), proxy.faults.clone(), proxy.stop.clone());
+        let after_welcome = proxy.pause_after_welcome.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Acquire) {
                 let Ok((client, _)) = listener.accept() else {
@@ -372,9 +389,9 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (p1, p2) = (paused.clone(), paused.clone());
-                let faults = faults.clone();
+                let (faults, after_welcome) = (faults.clone(), after_welcome.clone());
                 std::thread::spawn(move || copy_raw(client, server, p1));
-                std::thread::spawn(move || copy_frames(s2, c2, p2, faults));
+                std::thread::spawn(move || copy_frames(s2, c2, p2, faults, after_welcome));
             }
         });
         proxy
@@ -400,11 +417,13 @@ fn hold(paused: &AtomicBool) {
 fn copy_raw(mut from: TcpStream, mut to: TcpStream, paused: Arc<AtomicBool>) {
     let mut buffer = [0; 16 << 10];
     loop {
-        let n = match from.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
+        // An error ends the link as a close does.
+        let n: usize = from.read(&mut buffer).unwrap_or_default();
+        // A held link holds a close too: the other end learns of it only after.
         hold(&paused);
+        if n == 0 {
+            break;
+        }
         if to.write_all(&buffer[..n]).is_err() {
             break;
         }
@@ -427,6 +446,7 @@ fn copy_frames(
     mut to: TcpStream,
     paused: Arc<AtomicBool>,
     faults: Arc<Mutex<VecDeque<Fault>>>,
+    pause_after_welcome: Arc<AtomicBool>,
 ) {
     let mut held: Option<Vec<u8>> = None;
     while let Some(frame) = read_frame(&mut from) {
@@ -461,6 +481,9 @@ fn copy_frames(
                 let _ = from.shutdown(Shutdown::Both);
                 return;
             }
+            if frame[4] == WELCOME && pause_after_welcome.swap(false, Ordering::AcqRel) {
+                paused.store(true, Ordering::Release);
+            }
         }
     }
     let _ = to.shutdown(Shutdown::Both);
@@ -493,6 +516,33 @@ fn damaged_duplicated_and_reordered_frames_cause_a_resync_never_a_divergence() {
         assert!(resyncs(&standby, &admin) > i as u64, "{fault:?}");
     }
     assert!(!standby.log().contains("panicked"), "{}", standby.log());
+}
+
+#[test]
+fn a_strict_primary_starts_when_its_standby_holds_the_start_up_writes_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Node::primary(&dir.path().join("a"), "a", 1, "strict");
+    // The standby is welcomed, then its link holds: the primary's first write (its
+    // signing key) is durable there, but no standby holds it within the sync timeout.
+    // Sent again, it would conflict with itself, and the primary would never start.
+    let proxy = Proxy::start(&primary.repl);
+    proxy.pause_after_welcome.store(true, Ordering::Release);
+    let standby = Node::standby(&dir.path().join("b"), "b", &proxy.addr, 1, "strict");
+    let late = "a start-up write is durable here, not yet on the standbys";
+    let deadline = Instant::now() + PATIENCE;
+    while !primary.log().contains(late) {
+        let waited = Instant::now() >= deadline;
+        assert!(!waited, "the primary's first write was not late:\n{}", primary.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.paused.store(false, Ordering::Release);
+    primary.wait_ready();
+    standby.wait_ready();
+    wait_for("strict acknowledgements with the standby holding the log", || {
+        primary.client().post("/v1/carts").send().status == 201
+    });
+    let admin = admin_token(&primary);
+    converged(&primary, &standby, &admin);
 }
 
 #[test]

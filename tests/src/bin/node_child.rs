@@ -19,6 +19,9 @@ fn main() -> anyhow::Result<()> {
     let arg = |i: usize| {
         args.get(i).cloned().ok_or_else(|| anyhow::anyhow!("usage: see the source; missing {i}"))
     };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EMPORIUM_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let standby = arg(0)? == "standby";
     let sync_at = if standby { 6 } else { 4 };
     let mut config = Config {
