@@ -30,9 +30,24 @@ const WELCOME: u8 = emporium_replication::protocol::WELCOME;
 /// Longest any wait in these tests may take.
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// A port for a node to bind later, maybe seconds later (a standby binds its
+/// replication address after its bootstrap), and again after a restart. A port the
+/// kernel handed out for `:0` could meanwhile become the local port of any outgoing
+/// connection; these come from below the ephemeral range (32768 and up on Linux), where
+/// the kernel never picks one, and this process hands each out once.
 fn free_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("an address").to_string()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if given.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            given.push(port);
+            return listener.local_addr().expect("an address").to_string();
+        }
+    }
 }
 
 /// Polls `done` every 20 ms until it holds; fails the test after [`PATIENCE`].
