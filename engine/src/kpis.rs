@@ -14,6 +14,12 @@
 //! products). A [`KpiReport`] sums them over a range in buckets, and reads the flash
 //! sales overlapping the range from the state for their sell-through.
 //!
+//! Detail is kept for a while, then summed ([`KpiRetention`]): counts per minute for 7
+//! days, then per hour; product sales per hour for 7 days, then per day; both for 400
+//! days, then only in the totals. So the model's size is bounded by the retention (and,
+//! for product sales, the products sold in a day), not by the shop's age. A report
+//! over summed time needs buckets of whole hours, and its top products cover whole days.
+//!
 //! [`Kpis`] keeps a model in step with an engine: a thread registered as the log
 //! consumer `kpis` tails the durable log; the model is saved to a file every few
 //! seconds (and at [`Kpis::stop`]) with the LSN it reflects, and the consumer is
@@ -60,7 +66,10 @@ pub const KPI_FLASH_SALES_MAX: usize = 100;
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
-const SNAPSHOT_MAGIC: &[u8; 5] = b"EKPI\x01";
+const DAY: i64 = 24 * HOUR;
+/// The saved model; [`SNAPSHOT_MAGIC_1`] is the format before [`KpiRetention`].
+const SNAPSHOT_MAGIC: &[u8; 5] = b"EKPI\x02";
+const SNAPSHOT_MAGIC_1: &[u8; 5] = b"EKPI\x01";
 const SNAPSHOT_FILE: &str = "kpis.bin";
 
 /// Where the model is kept and how carts are judged.
@@ -78,6 +87,40 @@ pub struct KpiSettings {
     pub refresh_interval_ms: u64,
     /// Log entries read per pass at most. Default 4096.
     pub entries_per_pass_max: usize,
+    /// How long each level of detail is kept.
+    pub retention: KpiRetention,
+}
+
+/// How long a [`KpiModel`] keeps each level of detail. Each is rounded to whole hours
+/// (minutes) or days (product hours, everything) before now, the last entry's time.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KpiRetention {
+    /// Counts per minute, then per hour. Default 7 days; at least an hour.
+    pub minutes_ms: i64,
+    /// Product sales per hour, then per day. Default 7 days; at least a day.
+    pub product_hours_ms: i64,
+    /// Everything; older time is dropped (the totals keep it). Default 400 days; at
+    /// least the two above.
+    pub all_ms: i64,
+}
+
+impl Default for KpiRetention {
+    fn default() -> KpiRetention {
+        KpiRetention { minutes_ms: 7 * DAY, product_hours_ms: 7 * DAY, all_ms: 400 * DAY }
+    }
+}
+
+impl KpiRetention {
+    /// Within the bounds the fields' documentation gives.
+    fn bounded(self) -> KpiRetention {
+        let minutes_ms = self.minutes_ms.max(HOUR);
+        let product_hours_ms = self.product_hours_ms.max(DAY);
+        KpiRetention {
+            minutes_ms,
+            product_hours_ms,
+            all_ms: self.all_ms.max(minutes_ms).max(product_hours_ms),
+        }
+    }
 }
 
 impl KpiSettings {
@@ -94,6 +137,7 @@ impl KpiSettings {
             save_interval_ms: 5_000,
             refresh_interval_ms: 100,
             entries_per_pass_max: 4096,
+            retention: KpiRetention::default(),
         }
     }
 }
@@ -195,6 +239,24 @@ pub struct ProductSales {
     pub revenue: Amounts,
 }
 
+impl ProductSales {
+    fn add(&mut self, other: &ProductSales) {
+        self.units += other.units;
+        for (currency, amount) in &other.revenue {
+            *self.revenue.entry(*currency).or_default() += amount;
+        }
+    }
+}
+
+/// Product sales by product, of an hour or a day.
+type Sales = HashMap<ProductId, ProductSales>;
+
+fn add_sales(into: &mut Sales, from: &Sales) {
+    for (product, sales) in from {
+        into.entry(*product).or_default().add(sales);
+    }
+}
+
 /// The facts a build from the state counted, by id: the entries after the build's LSN
 /// that the state already reflected are folded without them.
 #[derive(Debug, Default)]
@@ -246,14 +308,74 @@ pub struct KpiModel {
     lsn: u64,
     /// The time of the last entry folded.
     now: TimestampMs,
+    /// Counts per minute, from [`KpiModel::minutes_from`] on.
     minutes: BTreeMap<i64, KpiCounts>,
-    hours: BTreeMap<i64, HashMap<ProductId, ProductSales>>,
+    /// Product sales per hour, from [`KpiModel::product_hours_from`] on.
+    hours: BTreeMap<i64, Sales>,
     /// Carts created less than the window before `now`.
     open: HashMap<CartId, OpenCart>,
     /// `(created_at, n)` of `open`.
     open_by_age: BTreeMap<(TimestampMs, u64), CartId>,
     next_open: u64,
     totals: KpiCounts,
+    retention: KpiRetention,
+    /// Counts per hour, before [`KpiModel::minutes_from`].
+    hour_counts: BTreeMap<i64, KpiCounts>,
+    /// Product sales per day, before [`KpiModel::product_hours_from`].
+    days: BTreeMap<i64, Sales>,
+}
+
+/// What a [`KpiModel`] holds ([`KpiModel::detail`]): from when each level of detail
+/// starts, and how many buckets of each it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KpiDetail {
+    /// Counts are per minute from here on, per hour before.
+    pub minutes_from: TimestampMs,
+    /// Product sales are per hour from here on, per day before.
+    pub product_hours_from: TimestampMs,
+    /// Nothing before this is kept but in the totals.
+    pub kept_from: TimestampMs,
+    /// Minutes with counts.
+    pub minutes: usize,
+    /// Hours with counts.
+    pub hours: usize,
+    /// Hours with product sales.
+    pub product_hours: usize,
+    /// Days with product sales.
+    pub product_days: usize,
+}
+
+/// [`KpiModel`] as files of [`SNAPSHOT_MAGIC_1`] hold it.
+#[derive(Archive, Serialize, Deserialize)]
+struct KpiModel1 {
+    window_ms: i64,
+    lsn: u64,
+    now: TimestampMs,
+    minutes: BTreeMap<i64, KpiCounts>,
+    hours: BTreeMap<i64, Sales>,
+    open: HashMap<CartId, OpenCart>,
+    open_by_age: BTreeMap<(TimestampMs, u64), CartId>,
+    next_open: u64,
+    totals: KpiCounts,
+}
+
+impl From<KpiModel1> for KpiModel {
+    fn from(m: KpiModel1) -> KpiModel {
+        KpiModel {
+            window_ms: m.window_ms,
+            lsn: m.lsn,
+            now: m.now,
+            minutes: m.minutes,
+            hours: m.hours,
+            open: m.open,
+            open_by_age: m.open_by_age,
+            next_open: m.next_open,
+            totals: m.totals,
+            retention: KpiRetention::default(),
+            hour_counts: BTreeMap::new(),
+            days: BTreeMap::new(),
+        }
+    }
 }
 
 impl KpiModel {
@@ -269,6 +391,78 @@ impl KpiModel {
             open_by_age: BTreeMap::new(),
             next_open: 0,
             totals: KpiCounts::default(),
+            retention: KpiRetention::default(),
+            hour_counts: BTreeMap::new(),
+            days: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps detail as `retention` says from now on; detail older than it is summed or
+    /// dropped at once.
+    pub fn set_retention(&mut self, retention: KpiRetention) {
+        self.retention = retention.bounded();
+        self.roll();
+    }
+
+    /// What the model holds, and from when.
+    pub fn detail(&self) -> KpiDetail {
+        KpiDetail {
+            minutes_from: self.minutes_from(),
+            product_hours_from: self.product_hours_from(),
+            kept_from: self.kept_from(),
+            minutes: self.minutes.len(),
+            hours: self.hour_counts.len(),
+            product_hours: self.hours.len(),
+            product_days: self.days.len(),
+        }
+    }
+
+    /// The first instant counted per minute: older counts are per hour. A retention
+    /// made longer does not bring summed minutes back: they stay summed.
+    fn minutes_from(&self) -> TimestampMs {
+        let horizon = (self.now - self.retention.minutes_ms).div_euclid(HOUR) * HOUR;
+        let summed = self.hour_counts.last_key_value().map(|(hour, _)| (hour + 1) * HOUR);
+        summed.map_or(horizon, |summed| summed.max(horizon))
+    }
+
+    /// The first instant of product sales per hour: older ones are per day (as with
+    /// [`KpiModel::minutes_from`], days summed stay summed).
+    fn product_hours_from(&self) -> TimestampMs {
+        let horizon = (self.now - self.retention.product_hours_ms).div_euclid(DAY) * DAY;
+        let summed = self.days.last_key_value().map(|(day, _)| (day + 1) * DAY);
+        summed.map_or(horizon, |summed| summed.max(horizon))
+    }
+
+    /// The first instant kept: older time is only in the totals.
+    fn kept_from(&self) -> TimestampMs {
+        (self.now - self.retention.all_ms).div_euclid(DAY) * DAY
+    }
+
+    /// Sums the minutes and product hours that fell behind their retention, and drops
+    /// what fell behind everything's.
+    fn roll(&mut self) {
+        let minutes_from = self.minutes_from();
+        while let Some(entry) = self.minutes.first_entry() {
+            if *entry.key() * MINUTE >= minutes_from {
+                break;
+            }
+            let (minute, counts) = entry.remove_entry();
+            self.hour_counts.entry((minute * MINUTE).div_euclid(HOUR)).or_default().add(&counts);
+        }
+        let product_hours_from = self.product_hours_from();
+        while let Some(entry) = self.hours.first_entry() {
+            if *entry.key() * HOUR >= product_hours_from {
+                break;
+            }
+            let (hour, sales) = entry.remove_entry();
+            add_sales(self.days.entry((hour * HOUR).div_euclid(DAY)).or_default(), &sales);
+        }
+        let kept_from = self.kept_from();
+        while self.hour_counts.first_key_value().is_some_and(|(h, _)| h * HOUR < kept_from) {
+            self.hour_counts.pop_first();
+        }
+        while self.days.first_key_value().is_some_and(|(d, _)| d * DAY < kept_from) {
+            self.days.pop_first();
         }
     }
 
@@ -283,8 +477,12 @@ impl KpiModel {
     }
 
     fn count(&mut self, at: TimestampMs, change: impl Fn(&mut KpiCounts)) {
-        change(self.minutes.entry(at.div_euclid(MINUTE)).or_default());
         change(&mut self.totals);
+        if at >= self.minutes_from() {
+            change(self.minutes.entry(at.div_euclid(MINUTE)).or_default());
+        } else if at >= self.kept_from() {
+            change(self.hour_counts.entry(at.div_euclid(HOUR)).or_default());
+        }
     }
 
     /// Folds a log entry; `state` gives the orders its payments paid.
@@ -388,6 +586,7 @@ impl KpiModel {
                 self.count(created_at, |c| c.carts_abandoned += 1);
             }
         }
+        self.roll();
     }
 
     fn paid(&mut self, order: &Order, amount: Money, at: TimestampMs) {
@@ -397,7 +596,13 @@ impl KpiModel {
             *c.orders_paid_by_currency.entry(currency).or_default() += 1;
             add_money(&mut c.gmv, amount);
         });
-        let products = self.hours.entry(at.div_euclid(HOUR)).or_default();
+        let products = if at >= self.product_hours_from() {
+            self.hours.entry(at.div_euclid(HOUR)).or_default()
+        } else if at >= self.kept_from() {
+            self.days.entry(at.div_euclid(DAY)).or_default()
+        } else {
+            return;
+        };
         for line in &order.lines {
             let sales = products.entry(line.product_id).or_default();
             sales.units += u64::from(line.quantity);
@@ -408,8 +613,15 @@ impl KpiModel {
     /// A model of the state's orders, payments, refunds and carts, as of `lsn` (the
     /// last LSN applied before the build began), and what it counted: the state may
     /// hold the facts of later entries too, which the log then brings again.
-    fn from_state(state: &State, window_ms: i64, lsn: Lsn, now: TimestampMs) -> (KpiModel, Seen) {
+    fn from_state(
+        state: &State,
+        window_ms: i64,
+        retention: KpiRetention,
+        lsn: Lsn,
+        now: TimestampMs,
+    ) -> (KpiModel, Seen) {
         let mut model = KpiModel::new(window_ms);
+        model.retention = retention.bounded();
         let mut seen = Seen::default();
         let mut checked_out: HashMap<CartId, TimestampMs> = HashMap::new();
         state.for_each_order(|order| {
@@ -455,9 +667,11 @@ impl KpiModel {
         (model, seen)
     }
 
-    /// The KPIs of `[from, to)` in buckets of `bucket_ms` (a multiple of a minute;
-    /// `from` and `to` are rounded down to whole buckets), with the top products of
-    /// the hours the range overlaps and the flash sales it overlaps, at `now`.
+    /// The KPIs of `[from, to)` in buckets of `bucket_ms` (a multiple of a minute, of
+    /// an hour for a range that starts before the counts per minute; `from` and `to`
+    /// are rounded down to whole buckets), with the top products of the hours the range
+    /// overlaps (of the days, where the sales per hour were summed per day) and the
+    /// flash sales it overlaps, at `now`.
     pub fn report(
         &self,
         state: &State,
@@ -480,11 +694,26 @@ impl KpiModel {
                 format!("the range holds more than {KPI_BUCKETS_MAX} buckets"),
             ));
         }
+        let minutes_from = self.minutes_from();
+        if from < minutes_from && bucket_ms % HOUR != 0 {
+            return Err(EngineError::field(
+                "bucket",
+                format!(
+                    "counts are kept per hour before {minutes_from} (ms since the epoch): a \
+                     range from before then needs whole hours"
+                ),
+            ));
+        }
         let mut buckets: Vec<KpiBucket> = (0..(to - from) / bucket_ms)
             .map(|i| KpiBucket { start: from + i * bucket_ms, counts: KpiCounts::default() })
             .collect();
         for (&minute, counts) in self.minutes.range(from / MINUTE..to / MINUTE) {
             let i = ((minute * MINUTE - from) / bucket_ms) as usize;
+            buckets[i].counts.add(counts);
+        }
+        // Before `minutes_from`, `from` and the buckets are whole hours.
+        for (&hour, counts) in self.hour_counts.range(from.div_euclid(HOUR)..to.div_euclid(HOUR)) {
+            let i = ((hour * HOUR - from) / bucket_ms) as usize;
             buckets[i].counts.add(counts);
         }
         // Carts whose window ended after the last entry folded: abandoned all the same.
@@ -508,16 +737,25 @@ impl KpiModel {
             true => self.open_by_age.range(open).filter(|(_, id)| with_items(id)).count() as u64,
             false => 0,
         };
-        let (hours_from, hours_to) = (from.div_euclid(HOUR), (to + HOUR - 1).div_euclid(HOUR));
-        let mut sales: HashMap<ProductId, ProductSales> = HashMap::new();
-        for products in self.hours.range(hours_from..hours_to).map(|(_, p)| p) {
-            for (product, s) in products {
-                let total = sales.entry(*product).or_default();
-                total.units += s.units;
-                for (currency, amount) in &s.revenue {
-                    *total.revenue.entry(*currency).or_default() += amount;
-                }
-            }
+        // The whole hours the range overlaps, widened to whole days where the sales
+        // per hour were summed per day.
+        let days_until = self.product_hours_from();
+        let (mut products_from, mut products_to) =
+            (from.div_euclid(HOUR) * HOUR, (to + HOUR - 1).div_euclid(HOUR) * HOUR);
+        if products_from < days_until {
+            products_from = products_from.div_euclid(DAY) * DAY;
+        }
+        if products_to < days_until {
+            products_to = (products_to + DAY - 1).div_euclid(DAY) * DAY;
+        }
+        let mut sales = Sales::new();
+        let days = products_from.div_euclid(DAY)..products_to.min(days_until).div_euclid(DAY);
+        if days.start < days.end {
+            self.days.range(days).for_each(|(_, day)| add_sales(&mut sales, day));
+        }
+        let hours = products_from.max(days_until).div_euclid(HOUR)..products_to.div_euclid(HOUR);
+        if hours.start < hours.end {
+            self.hours.range(hours).for_each(|(_, hour)| add_sales(&mut sales, hour));
         }
         let mut top: Vec<(ProductId, ProductSales)> = sales.into_iter().collect();
         top.sort_unstable_by(|a, b| b.1.units.cmp(&a.1.units).then(a.0.cmp(&b.0)));
@@ -548,8 +786,8 @@ impl KpiModel {
             carts_undecided: undecided,
             buckets,
             top_products: top,
-            products_from: hours_from * HOUR,
-            products_to: hours_to * HOUR,
+            products_from,
+            products_to,
             flash_sales,
         })
     }
@@ -562,10 +800,13 @@ impl KpiModel {
     }
 
     fn decode(bytes: &[u8]) -> Result<KpiModel> {
-        let body = bytes.strip_prefix(SNAPSHOT_MAGIC).ok_or_else(|| {
+        if let Some(body) = bytes.strip_prefix(SNAPSHOT_MAGIC) {
+            return crate::kernel::codec::decode_bare(body, "the KPI file");
+        }
+        let body = bytes.strip_prefix(SNAPSHOT_MAGIC_1).ok_or_else(|| {
             EngineError::IncompatibleData("the KPI file is not of this format".into())
         })?;
-        crate::kernel::codec::decode_bare(body, "the KPI file")
+        crate::kernel::codec::decode_bare::<KpiModel1>(body, "the KPI file").map(KpiModel::from)
     }
 }
 
@@ -690,8 +931,9 @@ impl Kpis {
             seen: None,
         };
         match folder.load() {
-            Some(model) if folder.resumable(&model) => {
+            Some(mut model) if folder.resumable(&model) => {
                 folder.shared.saved.store(model.lsn, Ordering::Release);
+                model.set_retention(folder.settings.retention);
                 *folder.shared.model.write() = model;
             }
             _ => folder.rebuild()?,
@@ -832,7 +1074,9 @@ impl Folder {
         // entry applied a moment after it ended (the one applying as it ended, if
         // any, is done by then: an apply takes microseconds).
         let before = state.last_lsn();
-        let (model, mut seen) = KpiModel::from_state(state, window, before, self.engine.now_ms());
+        let retention = self.settings.retention;
+        let now = self.engine.now_ms();
+        let (model, mut seen) = KpiModel::from_state(state, window, retention, before, now);
         std::thread::sleep(Duration::from_millis(20));
         seen.until = state.last_lsn().0;
         *self.shared.model.write() = model;
@@ -968,7 +1212,8 @@ mod tests {
         for entry in &entries {
             whole.fold(state, entry);
         }
-        let (mut built, mut seen) = KpiModel::from_state(state, HOUR, before, 0);
+        let retention = KpiRetention::default();
+        let (mut built, mut seen) = KpiModel::from_state(state, HOUR, retention, before, 0);
         seen.until = state.last_lsn().0;
         for entry in entries.iter().filter(|e| e.lsn > before) {
             built.fold_after_build(state, entry, Some(&seen));
@@ -978,11 +1223,47 @@ mod tests {
         assert_eq!(built.totals().carts_created, 3);
         assert_eq!(built.minutes, whole.minutes);
         // Without what the build saw, the same entries count twice.
-        let (mut doubled, _) = KpiModel::from_state(state, HOUR, before, 0);
+        let (mut doubled, _) = KpiModel::from_state(state, HOUR, retention, before, 0);
         for entry in entries.iter().filter(|e| e.lsn > before) {
             doubled.fold(state, entry);
         }
         assert_eq!(doubled.totals().orders_paid, 3);
+        drop(shop_engine);
+        engine.close();
+    }
+
+    /// A file saved before retention (the first format) loads as the model it was, with
+    /// the default retention; the current format round-trips.
+    #[test]
+    fn a_model_saved_in_the_first_format_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::Engine::open(EngineConfig::new(dir.path())).unwrap();
+        let shop_engine = engine.blocking();
+        shop(&shop_engine);
+        session(&shop_engine, true);
+        session(&shop_engine, false);
+        let mut model = KpiModel::new(HOUR);
+        for entry in &engine.read_log(Lsn(1), 10_000).unwrap() {
+            model.fold(engine.state(), entry);
+        }
+        let m = model.clone();
+        let first = KpiModel1 {
+            window_ms: m.window_ms,
+            lsn: m.lsn,
+            now: m.now,
+            minutes: m.minutes,
+            hours: m.hours,
+            open: m.open,
+            open_by_age: m.open_by_age,
+            next_open: m.next_open,
+            totals: m.totals,
+        };
+        let mut bytes = SNAPSHOT_MAGIC_1.to_vec();
+        bytes.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&first).unwrap());
+        let loaded = KpiModel::decode(&bytes).unwrap();
+        assert_eq!(loaded.totals().orders_paid, 1);
+        assert_eq!(loaded, model);
+        assert_eq!(KpiModel::decode(&model.encode()).unwrap(), model);
         drop(shop_engine);
         engine.close();
     }

@@ -3,7 +3,8 @@
 //! within the abandonment window or after it, paid, refunded) and a flash sale; the
 //! report per hour is compared bucket by bucket with what the script recorded. Then
 //! the same report after a restart (the saved model and the log after it) and after
-//! losing the saved model (built from the state).
+//! losing the saved model (built from the state). And a model with a short retention
+//! against one that keeps every minute.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,7 +16,8 @@ use rand::{Rng, SeedableRng};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
-const WINDOW: i64 = 24 * HOUR;
+const DAY: i64 = 24 * HOUR;
+const WINDOW: i64 = DAY;
 const SKUS: [(&str, i64); 3] = [("KPI-A", 1000), ("KPI-B", 2500), ("KPI-C", 700)];
 
 /// What the script did in one session.
@@ -374,4 +376,90 @@ fn kpis_match_the_sessions_that_made_them_across_restarts() {
     assert_eq!(field(kpis.report(T0, T0, HOUR)), "to");
     assert_eq!(field(kpis.report(T0, T0 + 2000 * HOUR, HOUR)), "bucket");
     assert_eq!(field(kpis.report(T0, T0 + HOUR, 1000)), "bucket");
+}
+
+/// A model with a short retention sums old minutes per hour and old product hours per
+/// day, and drops what is older still; what it keeps answers as a model that keeps
+/// everything does, and it is the same whether it rolled as it went or at once.
+#[test]
+fn kpis_keep_detail_for_their_retention_then_sum_it() {
+    let script = script();
+    let te = &script.te;
+    let entries = te.engine.read_log(Lsn(1), 1_000_000).unwrap();
+    let state = te.state();
+    let retention = KpiRetention { minutes_ms: 6 * HOUR, product_hours_ms: DAY, all_ms: 2 * DAY };
+    let (mut whole, mut bounded) = (KpiModel::new(WINDOW), KpiModel::new(WINDOW));
+    bounded.set_retention(retention);
+    for entry in &entries {
+        whole.fold(state, entry);
+        bounded.fold(state, entry);
+    }
+    let (d, w) = (bounded.detail(), whole.detail());
+    // The sessions span three days: something of each level was summed, and dropped.
+    assert!(d.kept_from > T0 && d.hours > 0 && d.product_days > 0, "{d:?}");
+    assert!(d.minutes < w.minutes && d.product_hours < w.product_hours, "{d:?} {w:?}");
+    assert_eq!(bounded.totals(), whole.totals());
+    let now = te.clock.now_ms();
+    let end = (entries.last().unwrap().at / HOUR + 1) * HOUR;
+    let report =
+        |m: &KpiModel, from: i64, to: i64, bucket: i64| m.report(state, from, to, bucket, now);
+
+    // Per hour from the first instant kept: the same buckets; before it, nothing.
+    let (ours, theirs) = (
+        report(&bounded, d.kept_from, end, HOUR).unwrap(),
+        report(&whole, d.kept_from, end, HOUR).unwrap(),
+    );
+    assert_eq!((&ours.buckets, &ours.totals), (&theirs.buckets, &theirs.totals));
+    assert!(ours.totals.carts_created > 0 && ours.totals.orders_paid > 0, "{:?}", ours.totals);
+    let before = report(&bounded, T0, d.kept_from, HOUR).unwrap();
+    assert_eq!(before.totals, KpiCounts::default());
+    assert!(report(&whole, T0, d.kept_from, HOUR).unwrap().totals.carts_created > 0);
+
+    // Per minute from the first minute kept; a range from before it is refused.
+    let (ours, theirs) = (
+        report(&bounded, d.minutes_from, end, MINUTE).unwrap(),
+        report(&whole, d.minutes_from, end, MINUTE).unwrap(),
+    );
+    assert_eq!(ours.buckets, theirs.buckets);
+    assert!(ours.totals.orders_placed > 0, "nothing in the last hours: {:?}", ours.totals);
+    refused(report(&bounded, d.minutes_from - HOUR, end, MINUTE));
+
+    // The top products of an hour whose sales were summed per day are that day's.
+    let hour = d.product_hours_from - 5 * HOUR;
+    let ours = report(&bounded, hour, hour + HOUR, HOUR).unwrap();
+    assert_eq!((ours.products_from, ours.products_to), (hour - 19 * HOUR, hour + 5 * HOUR));
+    let theirs = report(&whole, ours.products_from, ours.products_to, HOUR).unwrap();
+    assert!(!ours.top_products.is_empty());
+    assert_eq!(ours.top_products, theirs.top_products);
+
+    // A longer retention set later keeps what was summed summed: minute buckets over
+    // it are still refused, and the rest answers alike.
+    let mut longer = bounded.clone();
+    longer.set_retention(KpiRetention::default());
+    let summed = d.kept_from + 7 * MINUTE;
+    refused(report(&longer, summed, summed + 10 * HOUR, MINUTE));
+    let from = d.minutes_from + 7 * MINUTE;
+    let (ours, theirs) =
+        (report(&longer, from, end, MINUTE).unwrap(), report(&whole, from, end, MINUTE).unwrap());
+    assert_eq!(ours.buckets, theirs.buckets);
+    let (ours, theirs) = (
+        report(&longer, d.kept_from, end, HOUR).unwrap(),
+        report(&whole, d.kept_from, end, HOUR).unwrap(),
+    );
+    assert_eq!(ours.buckets, theirs.buckets);
+    let ours = report(&longer, hour, hour + HOUR, HOUR).unwrap();
+    let theirs = report(&whole, ours.products_from, ours.products_to, HOUR).unwrap();
+    assert_eq!(ours.top_products, theirs.top_products);
+
+    // Rolled at once, the whole model is the one that rolled as it went.
+    whole.set_retention(retention);
+    assert_eq!(whole, bounded);
+}
+
+/// Asserts that a report was refused for its bucket.
+fn refused(report: Result<KpiReport>) {
+    match report {
+        Err(EngineError::Validation(fields)) => assert_eq!(fields[0].field, "bucket"),
+        other => panic!("{other:?}"),
+    }
 }
