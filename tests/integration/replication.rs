@@ -51,10 +51,15 @@ fn free_addr() -> String {
 }
 
 /// Polls `done` every 20 ms until it holds; fails the test after [`PATIENCE`].
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    wait_showing(what, done, String::new);
+}
+
+/// [`wait_for`], and a failure after [`PATIENCE`] shows `context` (a node's log).
+fn wait_showing(what: &str, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + PATIENCE;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -136,14 +141,12 @@ impl Node {
     /// Waits for `/readyz`; a node that exits first, or is not ready after [`PATIENCE`],
     /// fails the test with its log.
     fn wait_ready(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.ready() {
+        let ready = || {
             let exited = self.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok()?);
             assert!(exited.is_none(), "{} exited ({exited:?}):\n{}", self.name, self.log());
-            let late = Instant::now() >= deadline;
-            assert!(!late, "timed out waiting for {} to be ready:\n{}", self.name, self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            self.ready()
+        };
+        wait_showing(&format!("{} to be ready", self.name), ready, || self.log());
     }
 
     /// SIGKILL: no drain, no sync beyond what was acknowledged.
@@ -544,12 +547,8 @@ fn a_strict_primary_starts_when_its_standby_holds_the_start_up_writes_late() {
     proxy.pause_after_welcome.store(true, Ordering::Release);
     let standby = Node::standby(&dir.path().join("b"), "b", &proxy.addr, 1, "strict");
     let late = "a start-up write is durable here, not yet on the standbys";
-    let deadline = Instant::now() + PATIENCE;
-    while !primary.log().contains(late) {
-        let waited = Instant::now() >= deadline;
-        assert!(!waited, "the primary's first write was not late:\n{}", primary.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let logged = || primary.log().contains(late);
+    wait_showing("the primary's first write to be late", logged, || primary.log());
     proxy.paused.store(false, Ordering::Release);
     primary.wait_ready();
     standby.wait_ready();
