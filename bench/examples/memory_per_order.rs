@@ -9,7 +9,8 @@
 //! idempotency records.
 //!
 //! Run: `cargo run --release -p emporium-bench --example memory_per_order [-- ORDERS [LINES
-//! [ORDERS_IN_MEMORY]]]`, the last a number or `all` (the engine's default otherwise).
+//! [ORDERS_IN_MEMORY [RECORDS_IN_MEMORY]]]]`, the last two each a number or `all` (the
+//! engine's defaults otherwise): settled orders and idempotency records kept in memory.
 
 use std::time::Instant;
 
@@ -27,11 +28,14 @@ fn main() {
     let orders: u64 = args.get(1).map_or(100_000, |a| a.parse().expect("ORDERS: a number"));
     let lines: u64 = args.get(2).map_or(10, |a| a.parse().expect("LINES: a number"));
     let mut config = EngineConfig::new("");
-    config.orders_in_memory = match args.get(3).map(String::as_str) {
-        None => config.orders_in_memory,
+    let in_memory = |arg: Option<&String>, default: Option<usize>| match arg.map(String::as_str) {
+        None => default,
         Some("all") => None,
-        Some(n) => Some(n.parse().expect("ORDERS_IN_MEMORY: a number or `all`")),
+        Some(n) => Some(n.parse().expect("ORDERS_IN_MEMORY, RECORDS_IN_MEMORY: a number or `all`")),
     };
+    config.orders_in_memory = in_memory(args.get(3), config.orders_in_memory);
+    config.idempotency_records_in_memory =
+        in_memory(args.get(4), config.idempotency_records_in_memory);
     let data = emporium_bench::bench_data_dir();
     std::fs::create_dir_all(&data).expect("create the bench data directory");
     let dir = tempfile::tempdir_in(data).expect("scratch directory");
@@ -48,10 +52,12 @@ fn main() {
     let state = engine.state();
     println!(
         "{orders} orders of {lines} lines placed and paid in {:.1} s; {} orders held, {} of \
-         them in memory",
+         them in memory; {} idempotency records, {} of them in memory",
         started.elapsed().as_secs_f64(),
         state.order_count(),
-        state.orders_in_memory()
+        state.orders_in_memory(),
+        state.idempotency_record_count(),
+        state.idempotency_records_in_memory()
     );
     let per_order = |kib: i64| (kib * 1024) as f64 / orders as f64;
     let grown = after as i64 - before as i64;

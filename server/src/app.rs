@@ -113,6 +113,7 @@ impl App {
         engine_config.limits.return_window_ms = (config.return_window_days as i64) * 86_400_000;
         engine_config.queue_commands_max = config.queue_commands_max;
         engine_config.orders_in_memory = Some(config.orders_in_memory);
+        engine_config.idempotency_records_in_memory = Some(config.idempotency_records_in_memory);
         let standby = config.standby.is_some();
         engine_config.role = Some(if standby { NodeRole::Standby } else { NodeRole::Primary });
         let scratch_dir = config.data_dir.join("replication-checkpoints");

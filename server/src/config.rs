@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// stay in memory.
     #[arg(long, env = "EMPORIUM_ORDERS_IN_MEMORY")]
     pub orders_in_memory: Option<usize>,
+    /// Idempotency records kept in memory at most, the most recently written ones;
+    /// older ones are read from the data directory when their key comes again.
+    #[arg(long, env = "EMPORIUM_IDEMPOTENCY_RECORDS_IN_MEMORY")]
+    pub idempotency_records_in_memory: Option<usize>,
     /// Open connections at most; past it a new one is refused at once (503, closed).
     #[arg(long, env = "EMPORIUM_CONNECTIONS_MAX")]
     pub connections_max: Option<usize>,
@@ -249,6 +253,7 @@ struct FileConfig {
     writes_concurrency_max: Option<usize>,
     queue_commands_max: Option<usize>,
     orders_in_memory: Option<usize>,
+    idempotency_records_in_memory: Option<usize>,
     connections_max: Option<usize>,
     connections_per_client_max: Option<usize>,
     header_timeout_s: Option<u64>,
@@ -340,6 +345,8 @@ pub struct Config {
     pub queue_commands_max: usize,
     /// Settled orders kept in memory at most.
     pub orders_in_memory: usize,
+    /// Idempotency records kept in memory at most.
+    pub idempotency_records_in_memory: usize,
     /// Open connections at most.
     pub connections_max: usize,
     /// Open connections from one client address at most.
@@ -408,6 +415,7 @@ impl Default for Config {
             writes_concurrency_max: 2048,
             queue_commands_max: 65_536,
             orders_in_memory: emporium_engine::ORDERS_IN_MEMORY_DEFAULT,
+            idempotency_records_in_memory: emporium_engine::IDEMPOTENCY_RECORDS_IN_MEMORY_DEFAULT,
             connections_max: 16_384,
             connections_per_client_max: 1_024,
             header_timeout_s: 10,
@@ -542,6 +550,8 @@ impl Config {
                 .unwrap_or(d.writes_concurrency_max),
             queue_commands_max: pick!(queue_commands_max).unwrap_or(d.queue_commands_max),
             orders_in_memory: pick!(orders_in_memory).unwrap_or(d.orders_in_memory),
+            idempotency_records_in_memory: pick!(idempotency_records_in_memory)
+                .unwrap_or(d.idempotency_records_in_memory),
             connections_max: pick!(connections_max).unwrap_or(d.connections_max),
             connections_per_client_max: pick!(connections_per_client_max)
                 .unwrap_or(d.connections_per_client_max),

@@ -56,6 +56,8 @@ pub struct Metrics {
     carts_abandoned: Gauge,
     orders: Gauge,
     orders_in_memory: Gauge,
+    idempotency_records: Gauge,
+    idempotency_records_in_memory: Gauge,
     storage_memory: Gauge,
     payment_calls_open: Gauge,
     provider_calls: Gauge,
@@ -221,6 +223,8 @@ impl Metrics {
         let carts_abandoned = Gauge::default();
         let orders = Gauge::default();
         let orders_in_memory = Gauge::default();
+        let idempotency_records = Gauge::default();
+        let idempotency_records_in_memory = Gauge::default();
         let storage_memory = Gauge::default();
         let payment_calls_open = Gauge::default();
         let provider_calls = Gauge::default();
@@ -242,6 +246,16 @@ impl Metrics {
             "orders_in_memory",
             "Orders in memory: every pending one and the most recently changed settled ones",
             orders_in_memory.clone(),
+        );
+        registry.register(
+            "idempotency_records",
+            "Idempotency records held (each replayed for its key until its time to live)",
+            idempotency_records.clone(),
+        );
+        registry.register(
+            "idempotency_records_in_memory",
+            "Idempotency records in memory: every one not yet written and the most recently written",
+            idempotency_records_in_memory.clone(),
         );
         registry.register(
             "payment_calls_open",
@@ -358,6 +372,8 @@ impl Metrics {
             carts_abandoned,
             orders,
             orders_in_memory,
+            idempotency_records,
+            idempotency_records_in_memory,
             storage_memory,
             payment_calls_open,
             provider_calls,
@@ -426,6 +442,9 @@ impl Metrics {
         self.carts_abandoned.set(engine.state().carts_abandoned() as i64);
         self.orders.set(engine.state().order_count() as i64);
         self.orders_in_memory.set(engine.state().orders_in_memory() as i64);
+        self.idempotency_records.set(engine.state().idempotency_record_count() as i64);
+        let in_memory = engine.state().idempotency_records_in_memory();
+        self.idempotency_records_in_memory.set(in_memory as i64);
         self.storage_memory.set(engine.storage_memory_bytes().unwrap_or(0) as i64);
         self.payment_calls_open.set(engine.state().open_payment_call_count() as i64);
         let payments = payments.stats();

@@ -304,3 +304,109 @@ fn settled_orders_leave_memory_and_are_read_back_from_the_store() {
 fn listed(state: &State, filter: &OrderFilter) -> Vec<OrderId> {
     state.orders(filter, None, 100).items.iter().map(|o| o.id).collect()
 }
+
+/// Idempotency records beyond `idempotency_records_in_memory` leave memory once the
+/// store holds them, keeping only their age and a count: a retry with an old key is
+/// still answered as the first time (read from the store), the key with another
+/// request is still refused, a key reused after its record expired replaces the
+/// stored record, and forgetting (by age and past the most kept) deletes stored
+/// records as it does those in memory; an open loads none of them into memory.
+#[test]
+fn idempotency_records_leave_memory_and_are_read_back_from_the_store() {
+    const MADE: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let open = |records_max: usize| {
+        let mut config = trimming(dir.path(), clock.clone());
+        config.idempotency_records_in_memory = Some(2);
+        config.limits.idempotency_records_max = records_max;
+        Engine::open(config).unwrap()
+    };
+    let engine = open(1_000);
+    let shop = engine.blocking();
+    stocked_sku(&shop, "I-1", 1000, 1000);
+    let key = |n: usize| Some(IdempotencyKey { scope: "guest".into(), key: format!("k-{n}") });
+    let checkout_of = |cart: &CartId, n: usize| Checkout {
+        cart_id: cart.to_string(),
+        email: Some("guest@example.com".into()),
+        idempotency: key(n),
+        ..Default::default()
+    };
+    let mut first = Vec::new();
+    for n in 0..MADE {
+        clock.advance(1);
+        let cart = cart_with(&shop, &[("I-1", 1)]);
+        let order = shop.send(checkout_of(&cart.id, n)).unwrap();
+        first.push((cart.id, order));
+    }
+    wait_materialized(&engine);
+    let state = engine.state();
+    assert_eq!(state.idempotency_record_count(), MADE);
+    assert!(
+        state.idempotency_records_in_memory() <= 2,
+        "{} records in memory, 2 allowed",
+        state.idempotency_records_in_memory()
+    );
+    // Every key replays its own order, read from the store; another cart under an old
+    // key is refused.
+    for (n, (cart, order)) in first.iter().enumerate() {
+        let replayed = shop.send(checkout_of(cart, n)).unwrap();
+        assert_eq!((replayed.id, replayed.seq), (order.id, order.seq), "key {n}");
+    }
+    let other = cart_with(&shop, &[("I-1", 2)]);
+    let reused = shop.send(checkout_of(&other.id, 0));
+    assert!(matches!(reused, Err(EngineError::IdempotencyKeyReused)), "{reused:?}");
+    assert_eq!(state.order_count(), MADE, "no retry placed an order");
+
+    // A day after key 0 was first used (the others are younger), it comes again before
+    // the sweep: its stored record is replaced, leaving one age entry for it.
+    clock.advance(24 * 60 * 60 * 1000 + 1 - MADE as i64);
+    let again = shop.send(checkout_of(&other.id, 0)).unwrap();
+    assert_ne!(again.id, first[0].1.id);
+    assert_eq!(state.idempotency_record_count(), MADE);
+    let held = state.idempotency_record(&key(0).unwrap().scoped()).expect("the new record");
+    assert_eq!(held.outcome, IdempotentOutcome::Placed(again.id));
+    // The first orders' reservations ran out meanwhile: expired here, so that the
+    // sweep an open starts with finds nothing due.
+    shop.send(ExpireDue).unwrap();
+    assert_eq!(state.idempotency_record_count(), MADE);
+    wait_materialized(&engine);
+    let digest = state.digest();
+    engine.close();
+
+    // Reopened: no record loads into memory.
+    let engine = open(1_000);
+    assert_eq!(engine.state().digest(), digest);
+    let held = engine.state().idempotency_records_in_memory();
+    assert_eq!((engine.state().idempotency_record_count(), held), (MADE, 0));
+    engine.close();
+
+    // Reopened with room for 30: the sweep forgets the oldest past the bound, then
+    // those past their time, out of memory or not.
+    let engine = open(30);
+    let shop = engine.blocking();
+    let state = engine.state();
+    // An open sweeps at once; this one waits for it, or does it.
+    shop.send(ExpireDue).unwrap();
+    assert_eq!(state.idempotency_record_count(), 30);
+    // Keys 1..=10 were the oldest (key 0 is the newest now).
+    for n in 1..=10 {
+        assert!(state.idempotency_record(&key(n).unwrap().scoped()).is_none(), "key {n}");
+    }
+    assert!(state.idempotency_record(&key(11).unwrap().scoped()).is_some());
+    clock.advance(MADE as i64);
+    shop.send(ExpireDue).unwrap();
+    assert_eq!(state.idempotency_record_count(), 1, "only key 0's new record is left");
+    assert!(state.idempotency_record(&key(0).unwrap().scoped()).is_some());
+    assert!(state.idempotency_record(&key(11).unwrap().scoped()).is_none());
+    let digest = state.digest();
+    wait_materialized(&engine);
+    engine.close();
+
+    // The deletes reached the store.
+    let engine = open(30);
+    assert_eq!(engine.state().digest(), digest);
+    assert_eq!(engine.state().idempotency_record_count(), 1);
+    check_invariants(engine.state());
+    engine.close();
+}

@@ -65,6 +65,8 @@ pub fn config(dir: &Path, clock: Arc<ManualClock>) -> EngineConfig {
     // Every settled order leaves memory once written, so that the tests read orders
     // back from the store wherever the materializer has run (a reopen loads them so).
     config.orders_in_memory = Some(0);
+    // Idempotency records too.
+    config.idempotency_records_in_memory = Some(0);
     config
 }
 

@@ -87,6 +87,10 @@ pub struct Sample {
     pub materializer_lag: u64,
     /// Orders held (every status).
     pub orders: u64,
+    /// Idempotency records held.
+    pub idempotency_records: u64,
+    /// Idempotency records in memory.
+    pub idempotency_records_in_memory: u64,
     /// Memory of the storage backend (RocksDB memtables and block cache), KiB.
     pub storage_kib: u64,
 }
@@ -264,7 +268,8 @@ async fn sample_until(
         };
         eprintln!(
             "soak: {:>6.0} s  rss {:>7} KiB (storage {:>6} KiB)  orders {:>7}  requests {:>10}  \
-             5xx {}  carts open {:>6} abandoned {:>7}  log held {:>7}  materializer lag {}",
+             5xx {}  carts open {:>6} abandoned {:>7}  log held {:>7}  materializer lag {}  \
+             keys {:>7} ({} in memory)",
             sample.at_s,
             sample.rss_kib,
             sample.storage_kib,
@@ -274,7 +279,9 @@ async fn sample_until(
             sample.carts_open,
             sample.carts_abandoned,
             sample.log_entries_held,
-            sample.materializer_lag
+            sample.materializer_lag,
+            sample.idempotency_records,
+            sample.idempotency_records_in_memory
         );
         samples.push(sample);
         let next = started + plan.sample_every * samples.len() as u32;
@@ -316,6 +323,8 @@ async fn read_sample(conn: &mut Conn, pid: u32, started: Instant) -> anyhow::Res
         log_entries_held: gauge("emporium_engine_log_entries_held"),
         materializer_lag: gauge("emporium_engine_materializer_lag_lsn"),
         orders: gauge("emporium_orders"),
+        idempotency_records: gauge("emporium_idempotency_records"),
+        idempotency_records_in_memory: gauge("emporium_idempotency_records_in_memory"),
         storage_kib: gauge("emporium_storage_memory_bytes") / 1024,
     })
 }

@@ -5,9 +5,13 @@
 
 mod model;
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 
 use crossbeam_skiplist::SkipSet;
+use emporium_storage::Store;
+use parking_lot::Mutex;
 use rkyv::{Archive, Deserialize, Serialize};
 
 pub use model::*;
@@ -66,42 +70,130 @@ impl IdempotencyKey {
     }
 }
 
-/// The records in memory.
-#[derive(Debug, Default)]
+/// Idempotency records kept in memory by default once the store holds them (see
+/// [`crate::EngineConfig::idempotency_records_in_memory`]): the most recently written,
+/// so that a prompt retry is answered without a read. Older ones are read from the
+/// store when their key comes again.
+pub const IDEMPOTENCY_RECORDS_IN_MEMORY_DEFAULT: usize = 10_000;
+
+/// The records. Each one is in memory until the materializer has written it; past the
+/// configured number, the least recently written leave memory and are read from the
+/// store when their key comes back (a retry, or a key reused with another request).
+/// What stays of a record out of memory is its age entry (its time and key, for
+/// forgetting it) and a count under its key's hash (so that a fresh key, the common
+/// case, is known to be new without a read): about 130 bytes, against about 400 for a
+/// record in memory, each kept for the time to live.
+#[derive(Debug)]
 pub(crate) struct Tables {
+    /// The records in memory.
     pub(crate) records: Index<String, Arc<IdempotencyRecord>>,
-    /// Every record, oldest first.
+    /// Every record's age entry, oldest first.
     pub(crate) by_age: SkipSet<ByAge>,
+    /// How many records out of memory have each key hash ([`Tables::hash`]). A count,
+    /// not a key: two keys may share a hash, and the read settles which is there.
+    stored: Mutex<HashMap<u64, u32, rustc_hash::FxBuildHasher>>,
+    /// Keyed at random per process: clients choose the keys.
+    hasher: std::hash::RandomState,
+    /// Where records out of memory are; unset, every record stays in memory.
+    store: OnceLock<Weak<Store>>,
+    /// Written records kept in memory at most.
+    in_memory_max: AtomicUsize,
+    /// Record rows the materializer wrote, oldest first, each with the value written:
+    /// a record leaves memory only while that value is still the one in memory.
+    written: Mutex<VecDeque<Weak<dyn Persist>>>,
 }
 
-/// A record in [`Tables::by_age`]: ordered by `(created_at, key)`, and holding the
-/// record itself rather than a third copy of its key.
-#[derive(Clone, Debug)]
-pub(crate) struct ByAge(pub(crate) Arc<IdempotencyRecord>);
+impl Default for Tables {
+    fn default() -> Tables {
+        Tables {
+            records: Index::default(),
+            by_age: SkipSet::new(),
+            stored: Mutex::default(),
+            hasher: std::hash::RandomState::new(),
+            store: OnceLock::new(),
+            in_memory_max: AtomicUsize::new(usize::MAX),
+            written: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+/// A record's age entry in [`Tables::by_age`]: ordered by `(created_at, key)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ByAge {
+    pub(crate) created_at: TimestampMs,
+    pub(crate) key: Box<str>,
+}
 
 impl ByAge {
-    fn rank(&self) -> (TimestampMs, &str) {
-        (self.0.created_at, &self.0.key)
+    fn of(record: &IdempotencyRecord) -> ByAge {
+        ByAge { created_at: record.created_at, key: record.key.as_str().into() }
     }
 }
 
-impl PartialEq for ByAge {
-    fn eq(&self, other: &ByAge) -> bool {
-        self.rank() == other.rank()
+impl Tables {
+    fn hash(&self, key: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
     }
-}
 
-impl Eq for ByAge {}
-
-impl PartialOrd for ByAge {
-    fn partial_cmp(&self, other: &ByAge) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+    /// Whether a record out of memory may have this key.
+    fn maybe_stored(&self, key: &str) -> bool {
+        let hash = self.hash(key);
+        self.stored.lock().contains_key(&hash)
     }
-}
 
-impl Ord for ByAge {
-    fn cmp(&self, other: &ByAge) -> std::cmp::Ordering {
-        self.rank().cmp(&other.rank())
+    fn count_stored(&self, key: &str) {
+        let hash = self.hash(key);
+        *self.stored.lock().entry(hash).or_default() += 1;
+    }
+
+    fn uncount_stored(&self, key: &str) {
+        let hash = self.hash(key);
+        let mut stored = self.stored.lock();
+        if let Some(count) = stored.get_mut(&hash) {
+            *count -= 1;
+            if *count == 0 {
+                stored.remove(&hash);
+            }
+        }
+    }
+
+    /// The record of `key`: from memory, or read from the store if it left memory.
+    fn find(&self, key: &str) -> Result<Option<Arc<IdempotencyRecord>>> {
+        if let Some(record) = self.records.get(key) {
+            return Ok(Some(record));
+        }
+        // A record leaves memory after its count is made, so one that is not in
+        // memory now is counted by now.
+        if !self.maybe_stored(key) {
+            return Ok(None);
+        }
+        self.read_stored(key)
+    }
+
+    /// The record of `key` in the store, if the store holds one under that key (a
+    /// record of another key with the same hash is not it).
+    fn read_stored(&self, key: &str) -> Result<Option<Arc<IdempotencyRecord>>> {
+        let Some(store) = self.store.get().and_then(Weak::upgrade) else { return Ok(None) };
+        let Some(bytes) = store.get(IDEMPOTENCY, key.as_bytes())? else { return Ok(None) };
+        let record = decode_record(&bytes)?;
+        Ok((record.key == key).then(|| Arc::new(record)))
+    }
+
+    /// Removes the record of `key` from memory or from the store's count, with its age
+    /// entry; `age` finds the age of a record out of memory. Says whether there was
+    /// one.
+    fn remove(&self, key: &str, age: impl FnOnce() -> Option<TimestampMs>) -> bool {
+        if let Some(record) = self.records.remove(key) {
+            self.by_age.remove(&ByAge::of(&record));
+            return true;
+        }
+        if !self.maybe_stored(key) {
+            return false;
+        }
+        let Some(created_at) = age() else { return false };
+        self.uncount_stored(key);
+        self.by_age.remove(&ByAge { created_at, key: key.into() });
+        true
     }
 }
 
@@ -109,11 +201,8 @@ pub(crate) const DOMAIN: Domain = Domain {
     name: "idempotency",
     tables: &[Table {
         name: IDEMPOTENCY,
-        rows: |s, f| s.idempotency.records.entries().iter().for_each(|(_, r)| f(&**r)),
-        load: |state, bytes| {
-            put(state, decode_record(bytes)?, &mut Vec::new());
-            Ok(())
-        },
+        rows: |s, f| s.for_each_idempotency_record(|r| f(&*r)),
+        load: |state, bytes| load(state, decode_record(bytes)?),
         check_v1: check_v1::<IdempotencyRecord>,
         load_in_parallel: true,
         keys_ascend: false,
@@ -126,12 +215,12 @@ pub(crate) const DOMAIN: Domain = Domain {
                     .idempotency
                     .by_age
                     .front()
-                    .is_some_and(|e| e.value().0.created_at + limits.idempotency_ttl_ms <= now)
+                    .is_some_and(|e| e.value().created_at + limits.idempotency_ttl_ms <= now)
         },
         expire: forget_expired,
     }),
     verify: None,
-    written: None,
+    written: Some(let_written_records_go),
 };
 
 // In a module of its own so that rkyv's generated types stay private.
@@ -158,9 +247,30 @@ pub(crate) fn apply(
     match event {
         IdempotencyEvent::ResponseRecorded(record) => put(state, (**record).clone(), rows),
         IdempotencyEvent::IdempotencyForgotten { keys } => {
+            let tables = &state.idempotency;
+            // The keys were the oldest entries when the sweep chose them, in age
+            // order: the ages of those out of memory are found among the first
+            // entries, and read from the store only if they are not there.
+            let mut ages: HashMap<&str, TimestampMs> = HashMap::new();
+            if keys.iter().any(|key| tables.records.get(key.as_str()).is_none()) {
+                let wanted: std::collections::HashSet<&str> =
+                    keys.iter().map(String::as_str).collect();
+                for entry in tables.by_age.iter().take(keys.len().saturating_mul(2) + 64) {
+                    if let Some(key) = wanted.get(&*entry.value().key) {
+                        ages.insert(key, entry.value().created_at);
+                    }
+                }
+            }
             for key in keys {
-                if let Some(record) = state.idempotency.records.remove(key) {
-                    state.idempotency.by_age.remove(&ByAge(record));
+                let age = || {
+                    ages.get(key.as_str()).copied().or_else(|| {
+                        let stored = tables.read_stored(key).unwrap_or_else(|e| {
+                            panic!("reading the idempotency record {key:?} to forget it: {e}")
+                        });
+                        stored.map(|record| record.created_at)
+                    })
+                };
+                if tables.remove(key, age) {
                     rows.push(Row::delete(IDEMPOTENCY, key.as_bytes()));
                 }
             }
@@ -173,11 +283,91 @@ fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
     let record = Arc::new(record);
     // One lookup of the key: the record it replaces (one that expired) comes back from
     // the insert, and its age entry goes before the new one enters.
-    if let Some(previous) = tables.records.replace(record.key.clone(), record.clone()) {
-        tables.by_age.remove(&ByAge(previous));
+    match tables.records.replace(record.key.clone(), record.clone()) {
+        Some(previous) => {
+            tables.by_age.remove(&ByAge::of(&previous));
+        }
+        // The one it replaces may be out of memory (read only when its key's hash is
+        // counted there: a key reused after it expired, or another key's hash).
+        None if tables.maybe_stored(&record.key) => {
+            let previous = tables.read_stored(&record.key).unwrap_or_else(|e| {
+                panic!("reading the idempotency record {:?} it replaces: {e}", record.key)
+            });
+            if let Some(previous) = previous {
+                tables.uncount_stored(&previous.key);
+                tables.by_age.remove(&ByAge::of(&previous));
+            }
+        }
+        None => {}
     }
-    tables.by_age.insert(ByAge(record.clone()));
+    tables.by_age.insert(ByAge::of(&record));
     rows.push(Row::put(record));
+}
+
+/// A stored record at open: into memory, or, when records leave memory for the store,
+/// only its age entry and its count.
+fn load(state: &State, record: IdempotencyRecord) -> Result<()> {
+    let tables = &state.idempotency;
+    if tables.store.get().is_some() {
+        tables.count_stored(&record.key);
+        tables.by_age.insert(ByAge::of(&record));
+    } else {
+        put(state, record, &mut Vec::new());
+    }
+    Ok(())
+}
+
+/// Lets written records leave memory for `store`, keeping at most `in_memory` of them.
+/// Called on a fresh state, before its rows load: stored records load into the age
+/// index and the counts only.
+pub(crate) fn keep_in_store(state: &State, store: &Arc<Store>, in_memory: usize) {
+    let tables = &state.idempotency;
+    tables.in_memory_max.store(in_memory, Ordering::Relaxed);
+    let _ = tables.store.set(Arc::downgrade(store));
+}
+
+/// After the materializer wrote `rows`: queues the record rows among them, then lets
+/// the least recently written records leave memory while more are held than allowed.
+/// Runs on the materializer's thread, beside the sequencer, which may be replacing or
+/// forgetting any of these records: a record leaves only while the value in memory is
+/// the one the store holds, checked at the instant of the removal; its count is made
+/// first, so a reader finds it in one place or the other.
+fn let_written_records_go(state: &State, rows: &[Row]) {
+    let tables = &state.idempotency;
+    if tables.store.get().is_none() {
+        return;
+    }
+    let in_memory_max = tables.in_memory_max.load(Ordering::Relaxed);
+    let mut written = tables.written.lock();
+    for row in rows {
+        if let Row::Put(value) = row {
+            if value.table() == IDEMPOTENCY {
+                written.push_back(Arc::downgrade(value));
+            }
+        }
+    }
+    let is_written = |record: &Arc<IdempotencyRecord>, value: &Weak<dyn Persist>| {
+        std::ptr::eq(Arc::as_ptr(record).cast::<()>(), value.as_ptr().cast::<()>())
+    };
+    while tables.records.len() > in_memory_max {
+        let Some(value) = written.pop_front() else { break };
+        // Gone (forgotten or replaced, and dropped) since it was written.
+        let Some(held) = value.upgrade() else { continue };
+        let Ok(key) = String::from_utf8(held.key()) else { continue };
+        drop(held);
+        if !tables.records.get(&key).is_some_and(|r| is_written(&r, &value)) {
+            continue;
+        }
+        tables.count_stored(&key);
+        if !tables.records.remove_if(&key, |_, r| is_written(r, &value)) {
+            tables.uncount_stored(&key);
+        }
+    }
+    // Entries of values since replaced are dropped once they outnumber what may be in
+    // memory, so the queue holds about one entry per record in memory.
+    if written.len() > in_memory_max.saturating_mul(2).max(4096) {
+        written.retain(|value| value.strong_count() > 0);
+    }
 }
 
 /// Records the outcome of the command a tag came with; `apply` of that command's event.
@@ -251,7 +441,7 @@ pub(crate) fn check(
     done(checks)?;
     let fingerprint = print();
     let scoped = key.scoped();
-    match state.idempotency_record(&scoped) {
+    match state.idempotency.find(&scoped)? {
         Some(record) if record.created_at + ctx.limits.idempotency_ttl_ms > ctx.now => {
             if record.fingerprint == fingerprint {
                 Ok(Replay::Recorded(record.outcome.clone()))
@@ -272,10 +462,10 @@ fn forget_expired(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usiz
         .iter()
         .enumerate()
         .take_while(|(i, e)| {
-            *i < excess || e.value().0.created_at + ctx.limits.idempotency_ttl_ms <= ctx.now
+            *i < excess || e.value().created_at + ctx.limits.idempotency_ttl_ms <= ctx.now
         })
         .take(EXPIRIES_PER_COMMAND_MAX)
-        .map(|(_, e)| e.value().0.key.clone())
+        .map(|(_, e)| e.value().key.to_string())
         .collect();
     if !keys.is_empty() {
         events.push(IdempotencyEvent::IdempotencyForgotten { keys }.into());
@@ -310,7 +500,7 @@ impl Request for RecordResponse {
             return Err(EngineError::field("body", "is too large to keep for an idempotency key"));
         }
         let scoped = self.key.scoped();
-        if let Some(existing) = state.idempotency_record(&scoped) {
+        if let Some(existing) = state.idempotency.find(&scoped)? {
             if existing.created_at + ctx.limits.idempotency_ttl_ms > ctx.now {
                 return Err(EngineError::Conflict(
                     "the idempotency key has a recorded outcome".into(),
@@ -356,7 +546,7 @@ impl<R: Request> Request for Recorded<R> {
     type Outcome = R::Outcome;
 
     fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<R::Outcome>> {
-        if let Some(existing) = state.idempotency_record(&self.key.scoped()) {
+        if let Some(existing) = state.idempotency.find(&self.key.scoped())? {
             if existing.created_at + ctx.limits.idempotency_ttl_ms > ctx.now {
                 return Err(EngineError::Conflict(
                     "the idempotency key has a recorded outcome".into(),
@@ -388,9 +578,35 @@ impl<R: Request> Request for Recorded<R> {
 
 /// Idempotency's reads.
 impl State {
-    /// The idempotency record of a scoped key.
+    /// The idempotency record of a scoped key: from memory, or read from the store
+    /// if it left memory. A read that fails is logged and answers `None` (commands
+    /// that check a key see the error instead).
     pub fn idempotency_record(&self, scoped_key: &str) -> Option<Arc<IdempotencyRecord>> {
-        self.idempotency.records.get(scoped_key)
+        self.idempotency.find(scoped_key).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading an idempotency record from the store");
+            None
+        })
+    }
+
+    /// How many idempotency records are in memory (every one the store does not hold
+    /// yet, and the most recently written, up to the configured number).
+    pub fn idempotency_records_in_memory(&self) -> usize {
+        self.idempotency.records.len()
+    }
+
+    /// How many idempotency records there are, in memory or out of it.
+    pub fn idempotency_record_count(&self) -> usize {
+        self.idempotency.by_age.len()
+    }
+
+    /// Visits every idempotency record, oldest first (those out of memory are read
+    /// from the store: for digests and checks, not for a request's path).
+    pub fn for_each_idempotency_record(&self, mut visit: impl FnMut(Arc<IdempotencyRecord>)) {
+        for entry in self.idempotency.by_age.iter() {
+            if let Some(record) = self.idempotency_record(&entry.value().key) {
+                visit(record);
+            }
+        }
     }
 }
 
@@ -445,7 +661,10 @@ mod tests {
             .idempotency
             .by_age
             .iter()
-            .map(|e| (e.value().0.created_at, e.value().0.key.clone(), e.value().0.fingerprint))
+            .map(|e| {
+                let record = state.idempotency_record(&e.value().key).expect("held");
+                (e.value().created_at, e.value().key.to_string(), record.fingerprint)
+            })
             .collect();
         assert_eq!(ages, vec![(99, "scope\0key".to_string(), 3)]);
         let held = state.idempotency_record("scope\0key").expect("held");

@@ -32,10 +32,17 @@ pub(crate) struct Recovered {
 }
 
 /// Rebuilds the state: rows, then the log tail.
-pub(crate) fn recover(store: &Arc<Store>, orders_in_memory: Option<usize>) -> Result<Recovered> {
+pub(crate) fn recover(
+    store: &Arc<Store>,
+    orders_in_memory: Option<usize>,
+    idempotency_records_in_memory: Option<usize>,
+) -> Result<Recovered> {
     let state = State::new();
     if let Some(held) = orders_in_memory {
         crate::orders::keep_in_store(&state, store, held);
+    }
+    if let Some(held) = idempotency_records_in_memory {
+        crate::idempotency::keep_in_store(&state, store, held);
     }
     load_rows(store, &state)?;
     let materialized = codec::read_materialized(store, &state)?;

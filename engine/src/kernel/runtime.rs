@@ -85,6 +85,10 @@ pub struct EngineConfig {
     /// written ones; older ones are read from the store when asked for. `None` keeps
     /// every order in memory. Pending orders always stay in memory: they hold stock.
     pub orders_in_memory: Option<usize>,
+    /// Idempotency records kept in memory at most once the store holds them, the most
+    /// recently written; older ones are read from the store when their key comes
+    /// again (a retry). `None` keeps every record in memory for its time to live.
+    pub idempotency_records_in_memory: Option<usize>,
     /// The role to open in: `None` keeps what the directory records (a new one is a
     /// primary); `Some(NodeRole::Primary)` refuses a standby's directory (promote it
     /// first); `Some(NodeRole::Standby)` makes the directory a standby's.
@@ -138,6 +142,9 @@ impl EngineConfig {
             log_retain_entries_min: 100_000,
             log_consumer_lag_max: 50_000_000,
             orders_in_memory: Some(crate::orders::ORDERS_IN_MEMORY_DEFAULT),
+            idempotency_records_in_memory: Some(
+                crate::idempotency::IDEMPOTENCY_RECORDS_IN_MEMORY_DEFAULT,
+            ),
             role: None,
             release_gate: None,
             #[cfg(feature = "faults")]
@@ -486,7 +493,11 @@ impl Engine {
         let role = Arc::new(RoleCell::new(role));
         let started = Instant::now();
         let store = Arc::new(store);
-        let recovered = crate::kernel::recovery::recover(&store, config.orders_in_memory)?;
+        let recovered = crate::kernel::recovery::recover(
+            &store,
+            config.orders_in_memory,
+            config.idempotency_records_in_memory,
+        )?;
         let state = Arc::new(recovered.state);
         let last_lsn = state.last_lsn().0;
         tracing::info!(
