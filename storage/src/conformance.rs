@@ -9,7 +9,7 @@ fn open(kind: BackendKind, path: &Path) -> Store {
     Store::open(&StoreConfig {
         path: path.to_path_buf(),
         column_families: vec![CF_A, CF_B],
-        ascending_column_families: vec![CF_B],
+        skip_list_column_families: vec![CF_B],
         backend: kind,
         ..Default::default()
     })

@@ -76,11 +76,12 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// The entity column families the caller uses, besides [`CF_LOG`] and [`CF_META`].
     pub column_families: Vec<&'static str>,
-    /// Those of them whose new rows' keys ascend (sequence numbers) and outnumber
-    /// rewrites of older rows. RocksDB keeps them in skip-list memtables, which link an
-    /// ascending key next to the last one; the others in vector memtables, which append
-    /// any key but are sorted whole at every flush.
-    pub ascending_column_families: Vec<&'static str>,
+    /// Those of them RocksDB keeps in skip-list memtables: those whose new rows' keys
+    /// ascend (sequence numbers; a skip list links an ascending key next to the last
+    /// one) and those read by key while the caller runs. The others are in vector
+    /// memtables, which append any key but are sorted whole at every flush and copied
+    /// and sorted for every point read.
+    pub skip_list_column_families: Vec<&'static str>,
     /// The backend that holds the data.
     pub backend: BackendKind,
     /// Faults to inject (tests only).
@@ -161,7 +162,7 @@ impl Store {
             BackendKind::RocksDb => Box::new(rocks::RocksBackend::open(
                 &config.path,
                 &cfs,
-                &config.ascending_column_families,
+                &config.skip_list_column_families,
             )?),
             #[cfg(feature = "sled")]
             BackendKind::Sled => Box::new(sled_backend::SledBackend::open(&config.path, &cfs)?),

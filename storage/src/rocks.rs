@@ -35,7 +35,7 @@ impl RocksBackend {
     pub(crate) fn open(
         path: &Path,
         cfs: &[&'static str],
-        ascending: &[&'static str],
+        skip_list: &[&'static str],
     ) -> Result<RocksBackend> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -81,21 +81,21 @@ impl RocksBackend {
         }
         // Every column family has the same memtable sizes and the shared cache. The
         // engine's tables (every column family but the log and meta) are written
-        // in large unlogged batches and read only by whole scans at open, when their
-        // memtables are empty (a crash loses them; a close flushes them). A vector
+        // in large unlogged batches and most are read only by whole scans at open, when
+        // their memtables are empty (a crash loses them; a close flushes them). A vector
         // memtable appends where a skip list searches: the skip-list insert was the
         // materializer's largest cost. The flush sorts it (the flush thread's largest
-        // cost); a point read of it would sort it too, so `get` on a table is slow until
-        // the next flush. A table whose keys ascend keeps the skip list: an insert after
-        // the last key starts from where the last insert linked, and the flush walks it
-        // in order.
+        // cost); a point read copies and sorts it too, so `get` on such a table is slow
+        // until the next flush. A table whose keys ascend keeps the skip list (an insert
+        // after the last key starts from where the last insert linked, and the flush
+        // walks it in order), and so does one read by key while the engine runs.
         let descriptors = names
             .iter()
             .map(|name| {
                 let mut cf_opts = opts.clone();
-                let skip_list = [CF_LOG, CF_META, "default"].contains(&name.as_str())
-                    || ascending.contains(&name.as_str());
-                if !skip_list {
+                let keeps_skip_list = [CF_LOG, CF_META, "default"].contains(&name.as_str())
+                    || skip_list.contains(&name.as_str());
+                if !keeps_skip_list {
                     cf_opts.set_memtable_factory(rocksdb::MemtableFactory::Vector);
                 }
                 ColumnFamilyDescriptor::new(name, cf_opts)

@@ -102,7 +102,7 @@ fn a_directory_of_another_format_is_refused() {
         let store = emporium_storage::Store::open(&emporium_storage::StoreConfig {
             path: dir.clone(),
             column_families: vec!["orders"],
-            ascending_column_families: vec!["orders"],
+            skip_list_column_families: vec!["orders"],
             backend: BackendKind::RocksDb,
             ..Default::default()
         })

@@ -80,7 +80,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Customer>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: API_CLIENTS,
@@ -91,7 +91,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<ApiClient>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: REFRESH_TOKENS,
@@ -102,7 +102,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<RefreshToken>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: SIGNING_KEYS,
@@ -113,7 +113,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SigningKey>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| vec![&state.accounts.customer_seq],

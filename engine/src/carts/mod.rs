@@ -108,7 +108,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         check_v1: check_v1::<Cart>,
         load_in_parallel: true,
-        keys_ascend: false,
+        skip_list: false,
     }],
     counters: |state| {
         vec![&state.carts.cart_seq, &state.carts.abandoned, &state.carts.closed_through]

@@ -91,7 +91,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<FlashSale>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: SALE_ORDERS,
@@ -113,7 +113,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SaleOrder>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| vec![&state.flash_sales.sale_seq],

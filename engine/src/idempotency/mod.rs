@@ -205,7 +205,9 @@ pub(crate) const DOMAIN: Domain = Domain {
         load: |state, bytes| load(state, decode_record(bytes)?),
         check_v1: check_v1::<IdempotencyRecord>,
         load_in_parallel: true,
-        keys_ascend: false,
+        // Records out of memory are read by key (a retry): a vector memtable would be
+        // copied and sorted for every such read.
+        skip_list: true,
     }],
     counters: |_| vec![],
     timers: Some(Timers {

@@ -89,7 +89,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<StockLevels>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: LOCATIONS,
@@ -101,7 +101,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<StockLocation>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: LOCATION_STOCK,
@@ -116,7 +116,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SkuLocations>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: ALLOCATIONS,
@@ -128,7 +128,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Allocation>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: SHIPMENTS,
@@ -140,7 +140,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Shipment>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| vec![&state.inventory.location_seq],

@@ -79,11 +79,11 @@ pub(crate) fn entity_cfs() -> Vec<&'static str> {
     DOMAINS.iter().flat_map(|d| d.tables.iter().map(|t| t.name)).collect()
 }
 
-/// The column families of the tables whose keys ascend ([`Table::keys_ascend`]).
+/// The column families of the tables kept in skip-list memtables ([`Table::skip_list`]).
 ///
-/// [`Table::keys_ascend`]: crate::kernel::table::Table::keys_ascend
-pub(crate) fn ascending_cfs() -> Vec<&'static str> {
-    DOMAINS.iter().flat_map(|d| d.tables.iter().filter(|t| t.keys_ascend).map(|t| t.name)).collect()
+/// [`Table::skip_list`]: crate::kernel::table::Table::skip_list
+pub(crate) fn skip_list_cfs() -> Vec<&'static str> {
+    DOMAINS.iter().flat_map(|d| d.tables.iter().filter(|t| t.skip_list).map(|t| t.name)).collect()
 }
 
 /// The version each column family must have: rows and log moved separately.

@@ -466,7 +466,7 @@ impl Engine {
         let store = Store::open(&StoreConfig {
             path: config.data_dir.clone(),
             column_families: codec::entity_cfs(),
-            ascending_column_families: codec::ascending_cfs(),
+            skip_list_column_families: codec::skip_list_cfs(),
             backend: config.backend,
             #[cfg(feature = "faults")]
             faults: config.faults.disk.clone(),

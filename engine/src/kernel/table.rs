@@ -95,11 +95,13 @@ pub(crate) struct Table {
     /// and reads nothing another row of the table writes. For the tables that grow
     /// with orders; the others load on one thread, in key order.
     pub(crate) load_in_parallel: bool,
-    /// Whether new rows' keys ascend (sequence numbers) and outnumber rewrites of old
-    /// ones: the store then keeps the column family in a skip-list memtable, where an
-    /// ascending key is linked next to the last one, instead of a vector memtable
-    /// sorted whole at every flush.
-    pub(crate) keys_ascend: bool,
+    /// Whether the store keeps the column family in a skip-list memtable rather than a
+    /// vector one, which appends any key but is sorted whole at every flush and copied
+    /// and sorted for every point read. For tables whose new rows' keys ascend
+    /// (sequence numbers) and outnumber rewrites of old ones, where an ascending key is
+    /// linked next to the last one; and for tables read by key while the engine runs
+    /// (rows out of memory), so that a read does not sort the memtable.
+    pub(crate) skip_list: bool,
 }
 
 /// A named, persisted counter (sequential ids and storage keys). Its name is its key in

@@ -229,7 +229,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<NotificationTemplate>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: PREFERENCES,
@@ -241,7 +241,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<NotificationPreferences>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: OUTBOX,
@@ -253,7 +253,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Notification>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| {

@@ -108,7 +108,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Order>,
             load_in_parallel: true,
-            keys_ascend: true,
+            skip_list: true,
         },
         Table {
             name: FULFILLMENTS,
@@ -126,7 +126,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Fulfillment>,
             load_in_parallel: true,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| vec![&state.orders.order_seq],

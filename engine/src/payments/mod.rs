@@ -67,7 +67,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Refund>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: PAYMENT_CALLS,
@@ -79,7 +79,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<PaymentCall>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |_| vec![],

@@ -92,7 +92,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<DiscountCode>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: CART_CODES,
@@ -104,7 +104,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<CartCodes>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: ORDER_DISCOUNTS,
@@ -119,7 +119,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<OrderDiscount>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: AUTOMATIC_PROMOTIONS,
@@ -131,7 +131,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<AutomaticPromotion>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| vec![&state.promotions.code_seq, &state.promotions.promotion_seq],

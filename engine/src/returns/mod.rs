@@ -64,7 +64,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         check_v1: check_v1::<Return>,
         load_in_parallel: false,
-        keys_ascend: false,
+        skip_list: false,
     }],
     counters: |state| vec![&state.returns.return_seq],
     timers: None,

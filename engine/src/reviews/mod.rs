@@ -88,7 +88,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Review>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: REVIEW_VOTES,
@@ -104,7 +104,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<ReviewVote>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: REVIEW_SETTINGS,
@@ -120,7 +120,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<ReviewSettings>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| vec![&state.reviews.review_seq],

@@ -79,7 +79,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SavedAddress>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: SHIPPING_METHODS,
@@ -91,7 +91,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<ShippingMethod>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: TAX_RATES,
@@ -103,7 +103,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<TaxRate>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: SKU_WEIGHTS,
@@ -121,7 +121,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<SkuWeight>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: ORDER_CHARGES,
@@ -133,7 +133,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<OrderCharges>,
             load_in_parallel: true,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| vec![&state.shipping.method_seq],

@@ -97,7 +97,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<Webhook>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
         Table {
             name: DEAD_LETTERS,
@@ -109,7 +109,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             },
             check_v1: check_v1::<DeadLetter>,
             load_in_parallel: false,
-            keys_ascend: false,
+            skip_list: false,
         },
     ],
     counters: |state| vec![&state.webhooks.dead_letter_seq],
