@@ -177,7 +177,10 @@ impl App {
         .await?
         .map_err(|e| anyhow::anyhow!("starting the recommender: {e}"))?;
         let kpi_engine = engine.clone();
-        let kpi_settings = KpiSettings::in_dir(config.data_dir.join("kpis"));
+        let kpi_settings = KpiSettings {
+            retention: config.kpi_retention(),
+            ..KpiSettings::in_dir(config.data_dir.join("kpis"))
+        };
         let kpis = tokio::task::spawn_blocking(move || Kpis::start(&kpi_engine, kpi_settings))
             .await?
             .map_err(|e| anyhow::anyhow!("starting the KPIs: {e}"))?;

@@ -52,6 +52,18 @@ pub struct ServeArgs {
     /// How many days after an order is fulfilled its customer may ask to return units.
     #[arg(long, env = "EMPORIUM_RETURN_WINDOW_DAYS")]
     pub return_window_days: Option<u64>,
+    /// How many days the business figures keep per-minute counts; older ones are
+    /// summed per hour.
+    #[arg(long, env = "EMPORIUM_KPI_MINUTE_DAYS")]
+    pub kpi_minute_days: Option<u64>,
+    /// How many days the business figures keep each product's sales per hour; older
+    /// ones are summed per day.
+    #[arg(long, env = "EMPORIUM_KPI_PRODUCT_HOUR_DAYS")]
+    pub kpi_product_hour_days: Option<u64>,
+    /// How many days the business figures keep any detail; older time is dropped
+    /// (the totals since the first order keep it).
+    #[arg(long, env = "EMPORIUM_KPI_RETENTION_DAYS")]
+    pub kpi_retention_days: Option<u64>,
     /// How long the simulated asynchronous payment provider (`callback`) takes to call
     /// back with its answer, in milliseconds.
     #[arg(long, env = "EMPORIUM_PAYMENT_CALLBACK_DELAY_MS")]
@@ -231,6 +243,9 @@ struct FileConfig {
     reservation_ttl_s: Option<u64>,
     cart_ttl_s: Option<u64>,
     return_window_days: Option<u64>,
+    kpi_minute_days: Option<u64>,
+    kpi_product_hour_days: Option<u64>,
+    kpi_retention_days: Option<u64>,
     payment_callback_delay_ms: Option<u64>,
     payment_callback_wait_s: Option<u64>,
     payment_give_up_s: Option<u64>,
@@ -321,6 +336,12 @@ pub struct Config {
     pub cart_ttl_s: u64,
     /// Days after fulfilment a customer may ask to return units.
     pub return_window_days: u64,
+    /// Days the business figures keep per-minute counts.
+    pub kpi_minute_days: u64,
+    /// Days the business figures keep products' sales per hour.
+    pub kpi_product_hour_days: u64,
+    /// Days the business figures keep any detail.
+    pub kpi_retention_days: u64,
     /// The simulated asynchronous provider's delay before its callback.
     pub payment_callback_delay_ms: u64,
     /// How long a payment awaits a callback before the provider is asked again.
@@ -403,6 +424,9 @@ impl Default for Config {
             reservation_ttl_s: 15 * 60,
             cart_ttl_s: 30 * 24 * 3600,
             return_window_days: 30,
+            kpi_minute_days: 7,
+            kpi_product_hour_days: 7,
+            kpi_retention_days: 400,
             payment_callback_delay_ms: 1000,
             payment_callback_wait_s: 30,
             payment_give_up_s: 600,
@@ -484,6 +508,16 @@ impl Config {
         self.search_dir.clone().unwrap_or_else(|| self.data_dir.join("search"))
     }
 
+    /// How long the business figures keep each level of detail.
+    pub fn kpi_retention(&self) -> emporium_engine::KpiRetention {
+        let days = |n: u64| (n as i64).saturating_mul(86_400_000);
+        emporium_engine::KpiRetention {
+            minutes_ms: days(self.kpi_minute_days),
+            product_hours_ms: days(self.kpi_product_hour_days),
+            all_ms: days(self.kpi_retention_days),
+        }
+    }
+
     /// Resolves flags and environment over the config file over the defaults.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
         let file = match &args.config {
@@ -516,6 +550,9 @@ impl Config {
             reservation_ttl_s: pick!(reservation_ttl_s).unwrap_or(d.reservation_ttl_s),
             cart_ttl_s: pick!(cart_ttl_s).unwrap_or(d.cart_ttl_s),
             return_window_days: pick!(return_window_days).unwrap_or(d.return_window_days),
+            kpi_minute_days: pick!(kpi_minute_days).unwrap_or(d.kpi_minute_days),
+            kpi_product_hour_days: pick!(kpi_product_hour_days).unwrap_or(d.kpi_product_hour_days),
+            kpi_retention_days: pick!(kpi_retention_days).unwrap_or(d.kpi_retention_days),
             payment_callback_delay_ms: pick!(payment_callback_delay_ms)
                 .unwrap_or(d.payment_callback_delay_ms),
             payment_callback_wait_s: pick!(payment_callback_wait_s)
@@ -636,6 +673,17 @@ impl Config {
             "return_window_days must be at most 3650 (ten years)"
         );
         anyhow::ensure!(
+            (1..=3650).contains(&self.kpi_minute_days)
+                && (1..=3650).contains(&self.kpi_product_hour_days)
+                && (1..=3650).contains(&self.kpi_retention_days),
+            "kpi_minute_days, kpi_product_hour_days and kpi_retention_days must be 1 to 3650"
+        );
+        anyhow::ensure!(
+            self.kpi_retention_days >= self.kpi_minute_days.max(self.kpi_product_hour_days),
+            "kpi_retention_days must be at least kpi_minute_days and kpi_product_hour_days: \
+             the summed detail is kept within the retention"
+        );
+        anyhow::ensure!(
             self.payment_callback_delay_ms <= 600_000,
             "payment_callback_delay_ms must be at most 600000 (ten minutes)"
         );
@@ -737,5 +785,36 @@ mod tests {
         std::fs::write(&path, "no_such_option = 1\n").unwrap();
         let error = Config::resolve(&args).unwrap_err().to_string();
         assert!(error.contains("no_such_option"), "{error}");
+    }
+
+    #[test]
+    fn kpi_retention_comes_from_the_flags_and_keeps_its_order() {
+        let day = 86_400_000;
+        let config = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(config.kpi_retention(), emporium_engine::KpiRetention::default());
+        let args = ServeArgs {
+            kpi_minute_days: Some(2),
+            kpi_product_hour_days: Some(30),
+            kpi_retention_days: Some(90),
+            ..Default::default()
+        };
+        let retention = Config::resolve(&args).unwrap().kpi_retention();
+        let days = (retention.minutes_ms, retention.product_hours_ms, retention.all_ms);
+        assert_eq!(days, (2 * day, 30 * day, 90 * day));
+        for (minute, product_hour, all, refused) in [
+            (0, 7, 400, "1 to 3650"),
+            (7, 7, 3651, "1 to 3650"),
+            (7, 30, 10, "at least"),
+            (20, 7, 10, "at least"),
+        ] {
+            let args = ServeArgs {
+                kpi_minute_days: Some(minute),
+                kpi_product_hour_days: Some(product_hour),
+                kpi_retention_days: Some(all),
+                ..Default::default()
+            };
+            let error = Config::resolve(&args).unwrap_err().to_string();
+            assert!(error.contains(refused), "{minute}/{product_hour}/{all}: {error}");
+        }
     }
 }

@@ -612,6 +612,34 @@ fn stats_count_carts_orders_and_money_by_the_hour() {
     s.get("/v1/admin/stats").bearer(&ann.token).send().problem(403, "forbidden");
 }
 
+/// `--kpi-minute-days` reaches the model: with one day, minute buckets two days back
+/// are refused (counted per hour there), where the default week still has them.
+#[test]
+fn the_kpi_minute_retention_is_the_servers_setting() {
+    let minutes_two_days_back = |s: &TestServer| {
+        let admin = s.admin();
+        s.cart(None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while s.get("/v1/admin/stats").bearer(&admin).send().expect(200)["totals"]["carts_created"]
+            != 1
+        {
+            assert!(std::time::Instant::now() < deadline, "the KPIs did not follow");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let at =
+            |ago_ms: i64| emporium_server::wire::rfc3339(emporium_server::app::now_ms() - ago_ms);
+        let (from, to) = (at(2 * 86_400_000), at(2 * 86_400_000 - 1_800_000));
+        let query = format!("/v1/admin/stats?bucket=minute&from={from}&to={to}");
+        s.get(&query).bearer(&admin).send()
+    };
+    let one_day = TestServer::with(|config| config.kpi_minute_days = 1);
+    let refused = minutes_two_days_back(&one_day).problem(422, "validation_failed");
+    assert!(refused.to_string().contains("per hour"), "{refused}");
+    let week = TestServer::start();
+    let kept = minutes_two_days_back(&week).expect(200);
+    assert_eq!(kept["buckets"].as_array().map(Vec::len), Some(30));
+}
+
 // --- reviews ------------------------------------------------------------------------
 
 #[test]
