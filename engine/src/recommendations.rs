@@ -18,8 +18,7 @@
 //! An order counts once, when it is first paid; a later refund does not take it out.
 //! Guest orders count towards bought-together and trending, not also-bought.
 //!
-//! Memory is bounded per product and per customer (the set of orders folded grows with
-//! the orders, 16 bytes each): a product keeps at most
+//! Memory is bounded per product and per customer: a product keeps at most
 //! [`RecommendationSettings::neighbours_max`] partners in each list (when full, a new
 //! partner takes the place of one seen only once, else it is not kept), and a customer
 //! at most [`RecommendationSettings::history_max`] products (the most recently bought).
@@ -30,7 +29,10 @@
 //! paid orders at the start (the model is memory only), then a thread registered as
 //! the log consumer `recommendations` tails the durable log and folds each order a
 //! capture paid. An order is folded once however often it is seen, so the overlap
-//! between the state read at the start and the log read after it counts nothing twice.
+//! between the state read at the start and the log read after it counts nothing twice;
+//! once the log is past everything that read could have seen, the set of folded orders
+//! is let go (a capture needs a pending order, so the log pays each order once) and
+//! memory no longer grows with the orders.
 //!
 //! ```
 //! use emporium_engine::{Engine, EngineConfig, RecommendationSettings, Recommendations};
@@ -347,7 +349,10 @@ impl Trending {
 #[derive(Debug)]
 pub struct RecommendationModel {
     settings: RecommendationSettings,
-    folded: HashSet<OrderId>,
+    /// The orders folded, until [`RecommendationModel::forget_folded`].
+    folded: Option<HashSet<OrderId>>,
+    /// How many orders were folded.
+    orders: u64,
     together: HashMap<ProductId, Ranked>,
     also: HashMap<ProductId, Ranked>,
     /// Each customer's products, the most recently bought last.
@@ -362,7 +367,8 @@ impl RecommendationModel {
         RecommendationModel {
             trending: Trending::new(origin, settings.trending_half_life_ms),
             settings,
-            folded: HashSet::default(),
+            folded: Some(HashSet::default()),
+            orders: 0,
             together: HashMap::default(),
             also: HashMap::default(),
             history: HashMap::default(),
@@ -380,6 +386,12 @@ impl RecommendationModel {
         }
     }
 
+    /// Lets go of the set of orders folded (16 bytes an order), for a caller that will
+    /// not give `fold` an order twice from now on: every order it is given counts.
+    pub fn forget_folded(&mut self) {
+        self.folded = None;
+    }
+
     /// Whether `product` has been placed.
     pub fn is_placed(&self, product: &ProductId) -> bool {
         self.trending.placed.contains_key(product)
@@ -387,15 +399,24 @@ impl RecommendationModel {
 
     /// The paid orders folded.
     pub fn orders(&self) -> u64 {
-        self.folded.len() as u64
+        self.orders
     }
 
-    /// Counts a paid order; an order already counted changes nothing. Whether it
-    /// counted.
+    /// The paid orders whose ids are held to fold each once (none after
+    /// [`RecommendationModel::forget_folded`]).
+    pub fn orders_remembered(&self) -> u64 {
+        self.folded.as_ref().map_or(0, |folded| folded.len() as u64)
+    }
+
+    /// Counts a paid order; an order already counted changes nothing (until
+    /// [`RecommendationModel::forget_folded`]). Whether it counted.
     pub fn fold(&mut self, order: &PaidOrder) -> bool {
-        if !self.folded.insert(order.id) {
-            return false;
+        if let Some(folded) = &mut self.folded {
+            if !folded.insert(order.id) {
+                return false;
+            }
         }
+        self.orders += 1;
         let cap = self.settings.neighbours_max;
         let mut products: Vec<ProductId> = Vec::with_capacity(order.lines.len());
         for &(product, units) in &order.lines {
@@ -616,6 +637,10 @@ pub struct RecommendationStatus {
     pub read_lsn: Lsn,
     /// Paid orders counted.
     pub orders: u64,
+    /// Paid orders whose ids the model holds to count each once: those of a build's
+    /// read of the state, until the log is past what that read could have seen; then
+    /// none.
+    pub orders_remembered: u64,
     /// Builds from the state since the start (1 once the first, in the thread, ended).
     pub rebuilds: u64,
     /// Why the recommender stopped, if it did.
@@ -663,6 +688,7 @@ impl Recommendations {
             shared: shared.clone(),
             settings,
             built: false,
+            seen_until: None,
         };
         let follower = Follower::spawn("emporium-recommend", engine, interval, folder)?;
         Ok(Recommendations { engine: engine.clone(), shared, follower })
@@ -715,6 +741,7 @@ impl Recommendations {
         RecommendationStatus {
             read_lsn: Lsn(self.shared.read.load(Ordering::Acquire)),
             orders: self.shared.model.read().orders(),
+            orders_remembered: self.shared.model.read().orders_remembered(),
             rebuilds: self.shared.rebuilds.load(Ordering::Acquire),
             failure: self.follower.failure(),
         }
@@ -727,21 +754,23 @@ impl Recommendations {
     }
 }
 
-/// A model of every paid order of the state, and the durable LSN read before it (the
-/// entries after it may hold orders already folded: folding is idempotent). Orders
-/// are folded in the order they were paid, as the log would.
-fn build(engine: &Engine, settings: &RecommendationSettings) -> (RecommendationModel, Lsn) {
+/// A model of every paid order of the state, the durable LSN read before it (the
+/// entries after it may hold orders already folded: folding is idempotent), and the
+/// last LSN applied after it (no entry after that one pays an order the state read
+/// saw). Orders are folded in the order they were paid, as the log would.
+fn build(engine: &Engine, settings: &RecommendationSettings) -> (RecommendationModel, Lsn, Lsn) {
     let lsn = engine.durable_lsn();
     let state = engine.state();
     let mut paid: Vec<(u64, PaidOrder)> = Vec::new();
     state.for_each_order(|order| paid.extend(PaidOrder::of(&order).map(|p| (order.seq, p))));
+    let seen_until = state.last_lsn();
     paid.sort_unstable_by_key(|(seq, order)| (order.paid_at, *seq));
     let mut model = RecommendationModel::new(settings.clone(), engine.now_ms());
     for (_, order) in &paid {
         place(state, &mut model, order);
         model.fold(order);
     }
-    (model, lsn)
+    (model, lsn, seen_until)
 }
 
 /// Places the order's products not placed yet.
@@ -761,6 +790,9 @@ struct Folder {
     settings: RecommendationSettings,
     /// Whether the first build from the state is done.
     built: bool,
+    /// The last LSN the build's read of the state may have seen: the model dedupes
+    /// folded orders until the log is past it.
+    seen_until: Option<Lsn>,
 }
 
 impl Follow for Folder {
@@ -803,6 +835,10 @@ impl Follow for Folder {
             place(state, &mut model, &order);
             model.fold(&order);
         }
+        if self.seen_until.is_some_and(|until| last >= until) {
+            self.shared.model.write().forget_folded();
+            self.seen_until = None;
+        }
         self.shared.read.store(last.0, Ordering::Release);
         self.consumer.advance(last)?;
         Ok(true)
@@ -816,8 +852,9 @@ impl Folder {
             self.engine.unregister_consumer(RECOMMENDATIONS_CONSUMER)?;
             self.consumer = self.engine.register_consumer(RECOMMENDATIONS_CONSUMER)?;
         }
-        let (model, lsn) = build(&self.engine, &self.settings);
+        let (model, lsn, seen_until) = build(&self.engine, &self.settings);
         *self.shared.model.write() = model;
+        self.seen_until = Some(seen_until);
         self.shared.read.store(lsn.0, Ordering::Release);
         self.consumer.advance(lsn)?;
         self.shared.rebuilds.fetch_add(1, Ordering::AcqRel);
@@ -864,6 +901,27 @@ mod tests {
 
     fn product(n: u8) -> ProductId {
         ProductId::from_seq(u64::from(n))
+    }
+
+    /// Folding dedupes orders until the model is told no order comes twice; then it
+    /// holds no ids, and every order given counts.
+    #[test]
+    fn folded_orders_are_remembered_until_let_go() {
+        let order = |n: u128| PaidOrder {
+            id: OrderId::from_random(n),
+            customer_id: None,
+            lines: vec![(product(1), 1), (product(2), 1)],
+            paid_at: 10,
+        };
+        let mut model = RecommendationModel::new(RecommendationSettings::default(), 0);
+        assert!(model.fold(&order(1)));
+        assert!(!model.fold(&order(1)), "the same order again");
+        assert_eq!((model.orders(), model.orders_remembered()), (1, 1));
+        model.forget_folded();
+        assert!(model.fold(&order(2)));
+        assert_eq!((model.orders(), model.orders_remembered()), (2, 0));
+        let pairs: Vec<_> = model.together[&product(1)].best(1).collect();
+        assert_eq!(pairs, [(product(2), 2)]);
     }
 
     #[test]
