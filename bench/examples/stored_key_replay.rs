@@ -47,8 +47,12 @@ fn main() {
             carts.lock().push((n, cart_id, order.id));
         }
     }));
-    // The materializer writes the last rows within its interval.
-    std::thread::sleep(Duration::from_secs(2));
+    // Until the materializer has written the last rows (records leave memory then).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.materialized_lsn() < engine.last_lsn() {
+        assert!(Instant::now() < deadline, "the materializer did not catch up");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let state = engine.state();
     let mut carts = carts.lock().clone();
     carts.sort_unstable();
