@@ -83,8 +83,54 @@ pub(crate) struct FacetFruit {
 }
 
 pub(crate) enum SegmentFacets {
-    Values { column: Option<StrColumn>, by_ord: HashMap<u64, u64> },
+    Values { column: Option<StrColumn>, by_ord: OrdCounts },
     Price { column: Column<i64>, prices: [u64; PRICE_BUCKETS.len()] },
+}
+
+/// A segment's dictionaries hold at most this many values for their counts to be kept
+/// in an array indexed by the value's ordinal (16 kB, zeroed per query and segment);
+/// past it, in a hash map of the ordinals seen.
+const DENSE_ORDS_MAX: usize = 4096;
+
+/// Documents per value ordinal of one segment's column.
+pub(crate) enum OrdCounts {
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, u64, foldhash::fast::RandomState>),
+}
+
+impl OrdCounts {
+    fn for_column(column: Option<&StrColumn>) -> OrdCounts {
+        match column.map(|c| c.num_terms()) {
+            Some(terms) if terms <= DENSE_ORDS_MAX => OrdCounts::Dense(vec![0; terms]),
+            _ => OrdCounts::Sparse(HashMap::default()),
+        }
+    }
+
+    fn add(&mut self, ord: u64) {
+        match self {
+            OrdCounts::Dense(counts) => {
+                // An ordinal past the dictionary (the column is not what it says) is
+                // not counted.
+                if let Some(count) = counts.get_mut(ord as usize) {
+                    *count += 1;
+                }
+            }
+            OrdCounts::Sparse(counts) => *counts.entry(ord).or_default() += 1,
+        }
+    }
+
+    /// `(ordinal, documents)` for every value counted at least once.
+    fn counted(self) -> Vec<(u64, u64)> {
+        match self {
+            OrdCounts::Dense(counts) => counts
+                .into_iter()
+                .enumerate()
+                .filter(|(_, count)| *count > 0)
+                .map(|(ord, count)| (ord as u64, u64::from(count)))
+                .collect(),
+            OrdCounts::Sparse(counts) => counts.into_iter().collect(),
+        }
+    }
 }
 
 /// One segment's counters, one per facet.
@@ -103,13 +149,12 @@ impl Collector for FacetCollector {
         let mut counters = Vec::with_capacity(self.facets.len());
         for facet in &self.facets {
             let counter = match facet {
-                Facet::Brand => {
-                    SegmentFacets::Values { column: fast.str("brand_key")?, by_ord: HashMap::new() }
+                Facet::Brand | Facet::Category => {
+                    let name = if *facet == Facet::Brand { "brand_key" } else { "categories" };
+                    let column = fast.str(name)?;
+                    let by_ord = OrdCounts::for_column(column.as_ref());
+                    SegmentFacets::Values { column, by_ord }
                 }
-                Facet::Category => SegmentFacets::Values {
-                    column: fast.str("categories")?,
-                    by_ord: HashMap::new(),
-                },
                 Facet::Price => SegmentFacets::Price {
                     column: fast.i64("price")?,
                     prices: [0; PRICE_BUCKETS.len()],
@@ -152,7 +197,7 @@ impl SegmentCollector for SegmentCounts {
             match counter {
                 SegmentFacets::Values { column: Some(column), by_ord } => {
                     for ord in column.term_ords(doc) {
-                        *by_ord.entry(ord).or_default() += 1;
+                        by_ord.add(ord);
                     }
                 }
                 SegmentFacets::Values { column: None, .. } => {}
@@ -172,7 +217,7 @@ impl SegmentCollector for SegmentCounts {
                 let mut fruit = FacetFruit::default();
                 match counter {
                     SegmentFacets::Values { column: Some(column), by_ord } => {
-                        for (ord, count) in by_ord {
+                        for (ord, count) in by_ord.counted() {
                             let mut value = String::new();
                             if column.ord_to_str(ord, &mut value).unwrap_or(false) {
                                 *fruit.values.entry(value).or_default() += count;
@@ -200,5 +245,21 @@ mod tests {
         assert_eq!(bucket(99_999), 6);
         assert_eq!(bucket(100_000), 7);
         assert_eq!(bucket(i64::MAX), 7);
+    }
+
+    #[test]
+    fn counts_by_ordinal_are_the_same_in_an_array_and_in_a_map() {
+        let ords = [3u64, 0, 3, 7, 3, 0, 12];
+        let mut dense = OrdCounts::Dense(vec![0; 10]);
+        let mut sparse = OrdCounts::Sparse(HashMap::default());
+        for ord in ords {
+            dense.add(ord);
+            sparse.add(ord);
+        }
+        let mut from_map = sparse.counted();
+        from_map.sort_unstable();
+        assert_eq!(from_map, vec![(0, 2), (3, 3), (7, 1), (12, 1)]);
+        // The array has no place for 12, past the 10 values its column said it has.
+        assert_eq!(dense.counted(), vec![(0, 2), (3, 3), (7, 1)]);
     }
 }

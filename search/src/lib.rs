@@ -39,6 +39,8 @@
 
 mod facets;
 mod memo;
+mod snippets;
+mod stored;
 mod words;
 
 use std::collections::HashMap;
@@ -54,7 +56,6 @@ use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
     STRING,
 };
-use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, StopWordFilter,
     TextAnalyzer,
@@ -65,6 +66,7 @@ use tantivy::{
 
 pub use facets::{FacetCounts, PriceBucket, PRICE_BUCKETS};
 use memo::NearQuery;
+use snippets::Highlighter;
 use words::{WordMatch, WordsQuery};
 
 /// The index's on-disk format. An index written in another one is dropped and rebuilt.
@@ -613,11 +615,11 @@ impl SearchIndex {
         for (facet, fruit) in counted {
             facets.merge(facet, fruit);
         }
-        let highlights = self.highlighter(&searcher, &words)?;
+        let mut highlights = self.highlighter(&searcher, &words)?;
         let mut hits = Vec::with_capacity(page.len());
         for (score, address) in page {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            hits.push(self.hit(&doc, score, &highlights));
+            let doc: stored::StoredHit = searcher.doc(address)?;
+            hits.push(doc.into_hit(score, highlights.as_mut()));
         }
         Ok(SearchResults { hits, total, facets })
     }
@@ -757,7 +759,7 @@ impl SearchIndex {
         &self,
         searcher: &tantivy::Searcher,
         words: &[Word],
-    ) -> Result<Option<(SnippetGenerator, SnippetGenerator)>> {
+    ) -> Result<Option<(Highlighter, Highlighter)>> {
         if words.is_empty() {
             return Ok(None);
         }
@@ -765,54 +767,22 @@ impl SearchIndex {
         // stemmed (most of a description's words).
         let initials = words.iter().filter_map(|w| w.stem.chars().next());
         let analyzer = analyzer(Some(memo::KeptStemmer::only_initials(initials)));
-        let generator = |field: Field, chars: usize| -> Result<SnippetGenerator> {
+        let highlighter = |field: Field, chars: usize| -> Result<Highlighter> {
             // Rarer words weigh more in choosing the fragment, as tantivy scores them.
-            let mut stems = std::collections::BTreeMap::new();
+            let mut stems = Vec::with_capacity(words.len());
             for word in words {
                 let doc_freq = searcher.doc_freq(&Term::from_field_text(field, &word.stem))?;
                 if doc_freq > 0 {
-                    stems.insert(word.stem.clone(), 1.0 / (1.0 + doc_freq as f32));
+                    stems.push((word.stem.clone(), 1.0 / (1.0 + doc_freq as f32)));
                 }
             }
-            Ok(SnippetGenerator::new(stems, analyzer.clone(), field, chars))
+            Ok(Highlighter::new(analyzer.clone(), stems, chars))
         };
         let f = &self.fields;
         Ok(Some((
-            generator(f.title, TITLE_SNIPPET_CHARS)?,
-            generator(f.description, DESCRIPTION_SNIPPET_CHARS)?,
+            highlighter(f.title, TITLE_SNIPPET_CHARS)?,
+            highlighter(f.description, DESCRIPTION_SNIPPET_CHARS)?,
         )))
-    }
-
-    fn hit(
-        &self,
-        doc: &TantivyDocument,
-        score: f32,
-        highlights: &Option<(SnippetGenerator, SnippetGenerator)>,
-    ) -> Hit {
-        let f = &self.fields;
-        let snippet = |generator: &SnippetGenerator, field: Field| {
-            let text = doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default();
-            let snippet = generator.snippet(text);
-            (!snippet.highlighted().is_empty()).then(|| snippet_html(&snippet))
-        };
-        let (title_highlight, description_highlight) = match highlights {
-            Some((title, description)) => {
-                (snippet(title, f.title), snippet(description, f.description))
-            }
-            None => (None, None),
-        };
-        Hit {
-            id: stored_text(doc, f.id),
-            title: stored_text(doc, f.title),
-            brand: stored_text(doc, f.brand),
-            price: doc.get_first(f.price).and_then(|v| v.as_i64()).unwrap_or(0),
-            currency: stored_text(doc, f.currency),
-            rating: doc.get_first(f.rating).and_then(|v| v.as_f64()).unwrap_or(0.0),
-            in_stock: doc.get_first(f.in_stock).and_then(|v| v.as_bool()).unwrap_or(false),
-            score,
-            title_highlight,
-            description_highlight,
-        }
     }
 }
 
@@ -901,40 +871,6 @@ fn check(query: &SearchQuery) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A snippet's fragment as HTML, its marked words in `<em>`: what tantivy's
-/// `Snippet::to_html` writes, without a string per piece.
-fn snippet_html(snippet: &tantivy::snippet::Snippet) -> String {
-    fn escape(text: &str, html: &mut String) {
-        let mut at = 0;
-        for (i, b) in text.bytes().enumerate() {
-            let entity = match b {
-                b'"' => "&quot;",
-                b'&' => "&amp;",
-                b'\'' => "&#x27;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                _ => continue,
-            };
-            html.push_str(&text[at..i]);
-            html.push_str(entity);
-            at = i + 1;
-        }
-        html.push_str(&text[at..]);
-    }
-    let fragment = snippet.fragment();
-    let mut html = String::with_capacity(fragment.len() + 32);
-    let mut at = 0;
-    for range in tantivy::snippet::collapse_overlapped_ranges(snippet.highlighted()) {
-        escape(&fragment[at..range.start], &mut html);
-        html.push_str("<em>");
-        escape(&fragment[range.clone()], &mut html);
-        html.push_str("</em>");
-        at = range.end;
-    }
-    escape(&fragment[at..], &mut html);
-    html
 }
 
 fn stored_text(doc: &TantivyDocument, field: Field) -> String {

@@ -2,6 +2,7 @@
 //! position across a reopen.
 
 use proptest::prelude::*;
+use tantivy::snippet::SnippetGenerator;
 
 use super::*;
 
@@ -186,7 +187,17 @@ fn highlights_are_tantivys_snippets() {
     index.commit(3).expect("commit");
     let searcher = index.reader.searcher();
     let f = &index.fields;
-    for q in ["running shoes", "shoes", "elan", "run skies", "tom jerry ", "script alert", "cafe"] {
+    for q in [
+        "running shoes",
+        "shoes",
+        "elan",
+        "run skies",
+        "tom jerry ",
+        "script alert",
+        "cafe",
+        "runs running",
+        "again before",
+    ] {
         let words = index.words(q);
         let terms: Vec<(Occur, Box<dyn Query>)> = words
             .iter()
