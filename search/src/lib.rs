@@ -367,6 +367,8 @@ pub struct SearchIndex {
     analyzers: Analyzers,
     applied: std::sync::atomic::AtomicU64,
     created: bool,
+    /// The stored fields of hits shown, kept by segment and document.
+    hits: stored::HitCache,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -378,6 +380,10 @@ impl std::fmt::Debug for SearchIndex {
 /// Decompressed blocks of stored documents kept per segment (16 kB each, so up to
 /// 16 MB): the hits of a page come from all over the store.
 const DOC_STORE_CACHE_BLOCKS: usize = 1024;
+
+/// The memory the hits read from the store may keep (about 300 bytes a product: a
+/// catalog of 100,000 fits).
+const HIT_CACHE_BYTES: usize = 32 << 20;
 
 /// Memory the writer may buffer before it flushes a segment.
 const WRITER_BYTES: usize = 32 << 20;
@@ -460,6 +466,7 @@ impl SearchIndex {
             analyzers,
             applied: applied.into(),
             created,
+            hits: stored::HitCache::new(HIT_CACHE_BYTES),
         })
     }
 
@@ -534,7 +541,7 @@ impl SearchIndex {
         prepared.set_payload(&format!("{SEARCH_FORMAT} lsn={lsn}"));
         prepared.commit()?;
         drop(writer);
-        self.reader.reload()?;
+        self.reload()?;
         self.applied.store(lsn, std::sync::atomic::Ordering::Release);
         Ok(())
     }
@@ -547,7 +554,7 @@ impl SearchIndex {
     pub fn compact(&self, segments_max: usize) -> Result<bool> {
         // The segments as they are now: the writer's own merges since the last commit
         // are not in the reader's view until it reloads.
-        self.reader.reload()?;
+        self.reload()?;
         let searcher = self.reader.searcher();
         let mut segments: Vec<(u32, tantivy::index::SegmentId)> =
             searcher.segment_readers().iter().map(|r| (r.num_docs(), r.segment_id())).collect();
@@ -561,8 +568,18 @@ impl SearchIndex {
         if merging.wait().is_err() {
             return Ok(false);
         }
-        self.reader.reload()?;
+        self.reload()?;
         Ok(true)
+    }
+
+    /// Points searches at the index as last committed, and lets go of the kept hits
+    /// of the segments no longer in it.
+    fn reload(&self) -> Result<()> {
+        self.reader.reload()?;
+        let live: Vec<tantivy::index::SegmentId> =
+            self.reader.searcher().segment_readers().iter().map(|r| r.segment_id()).collect();
+        self.hits.retain(&live);
+        Ok(())
     }
 
     /// Runs `query`.
@@ -618,8 +635,8 @@ impl SearchIndex {
         let mut highlights = self.highlighter(&searcher, &words)?;
         let mut hits = Vec::with_capacity(page.len());
         for (score, address) in page {
-            let doc: stored::StoredHit = searcher.doc(address)?;
-            hits.push(doc.into_hit(score, highlights.as_mut()));
+            let doc = self.hits.get(&searcher, address)?;
+            hits.push(doc.to_hit(score, highlights.as_mut()));
         }
         Ok(SearchResults { hits, total, facets })
     }

@@ -1,10 +1,22 @@
-//! A hit's stored fields, read from the document store straight into the hit.
+//! A hit's stored fields: read from the document store straight into the hit, and kept
+//! in memory, up to a bound, by segment and document.
 //!
 //! Read as a `TantivyDocument`, each value is decoded into an owned value, copied into
 //! the document's compact buffer, then copied again into the hit. [`StoredHit`] takes
-//! each string as it is decoded and keeps only the fields a hit shows.
+//! each string as it is decoded and keeps only the fields a hit shows. Reading one from
+//! the store still costs a lookup in the store's skip index, in its cache of blocks
+//! (behind a lock) and the decoding; the pages of a shop's queries show the same
+//! products again and again, so [`HitCache`] keeps what it read. A segment never
+//! changes once written, so a kept hit is never stale; the segments merged away are
+//! let go when the reader moves past them.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use parking_lot::RwLock;
+use tantivy::index::SegmentId;
+use tantivy::{DocAddress, Searcher};
 
 use tantivy::schema::document::{
     DeserializeError, DocumentDeserialize, DocumentDeserializer, ValueDeserialize,
@@ -32,9 +44,17 @@ pub(crate) struct StoredHit {
 }
 
 impl StoredHit {
+    /// The memory it takes, with its place in a [`HitCache`].
+    fn bytes(&self) -> usize {
+        let text = [&self.id, &self.title, &self.description, &self.brand, &self.currency];
+        std::mem::size_of::<StoredHit>()
+            + 2 * std::mem::size_of::<usize>()
+            + text.iter().map(|t| t.capacity()).sum::<usize>()
+    }
+
     /// The hit, with the title and description marked by `highlights` if given.
-    pub(crate) fn into_hit(
-        self,
+    pub(crate) fn to_hit(
+        &self,
         score: f32,
         highlights: Option<&mut (Highlighter, Highlighter)>,
     ) -> Hit {
@@ -45,11 +65,11 @@ impl StoredHit {
             None => (None, None),
         };
         Hit {
-            id: self.id,
-            title: self.title,
-            brand: self.brand,
+            id: self.id.clone(),
+            title: self.title.clone(),
+            brand: self.brand.clone(),
             price: self.price,
-            currency: self.currency,
+            currency: self.currency.clone(),
             rating: self.rating,
             in_stock: self.in_stock,
             score,
@@ -145,5 +165,124 @@ impl ValueVisitor for StoredVisitor {
 
     fn visit_bool(&self, value: bool) -> Result<Stored, DeserializeError> {
         Ok(Stored::Bool(value))
+    }
+}
+
+/// Stored hits kept in memory by segment and document, up to a number of bytes.
+pub(crate) struct HitCache {
+    segments: RwLock<HashMap<SegmentId, Arc<SegmentHits>>>,
+    /// What the kept hits and the segments' tables of them take.
+    bytes: AtomicUsize,
+    bytes_max: usize,
+}
+
+/// One segment's kept hits, by document number.
+struct SegmentHits {
+    docs: Box<[OnceLock<Arc<StoredHit>>]>,
+    /// What this segment's table and hits take (counted in the cache's total too).
+    bytes: AtomicUsize,
+    /// Let go by [`HitCache::retain`]: what is added after is taken off the total by
+    /// whoever adds it (each amount is swapped out of `bytes` once).
+    retired: std::sync::atomic::AtomicBool,
+}
+
+impl SegmentHits {
+    /// Takes what the segment counts off `total`, leaving it at 0.
+    fn release(&self, total: &AtomicUsize) {
+        total.fetch_sub(self.bytes.swap(0, Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+impl HitCache {
+    /// A cache that keeps at most `bytes_max` bytes of hits.
+    pub(crate) fn new(bytes_max: usize) -> HitCache {
+        HitCache { segments: RwLock::default(), bytes: AtomicUsize::new(0), bytes_max }
+    }
+
+    /// The stored fields of the hit at `address`: kept, or read from the store and
+    /// kept if the bound allows.
+    pub(crate) fn get(
+        &self,
+        searcher: &Searcher,
+        address: DocAddress,
+    ) -> tantivy::Result<Arc<StoredHit>> {
+        let reader = searcher.segment_reader(address.segment_ord);
+        let segment = self.segment(reader.segment_id(), reader.max_doc());
+        let slot = segment.as_ref().and_then(|s| s.docs.get(address.doc_id as usize));
+        if let Some(hit) = slot.and_then(OnceLock::get) {
+            return Ok(hit.clone());
+        }
+        let hit: Arc<StoredHit> = Arc::new(searcher.doc(address)?);
+        if let (Some(segment), Some(slot)) = (&segment, slot) {
+            let size = hit.bytes();
+            if self.reserve(size) {
+                if slot.set(hit.clone()).is_ok() {
+                    segment.bytes.fetch_add(size, Ordering::SeqCst);
+                    if segment.retired.load(Ordering::SeqCst) {
+                        segment.release(&self.bytes);
+                    }
+                } else {
+                    // Another search kept it first.
+                    self.bytes.fetch_sub(size, Ordering::SeqCst);
+                }
+            }
+        }
+        Ok(hit)
+    }
+
+    /// Counts `size` more bytes if they fit under the bound.
+    fn reserve(&self, size: usize) -> bool {
+        self.bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(size).filter(|total| *total <= self.bytes_max)
+            })
+            .is_ok()
+    }
+
+    /// The table of a segment's hits, made if the bound allows.
+    fn segment(&self, id: SegmentId, max_doc: u32) -> Option<Arc<SegmentHits>> {
+        if let Some(segment) = self.segments.read().get(&id) {
+            return Some(segment.clone());
+        }
+        let mut segments = self.segments.write();
+        if let Some(segment) = segments.get(&id) {
+            return Some(segment.clone());
+        }
+        let size = max_doc as usize * std::mem::size_of::<OnceLock<Arc<StoredHit>>>();
+        if !self.reserve(size) {
+            return None;
+        }
+        let docs = (0..max_doc).map(|_| OnceLock::new()).collect();
+        let segment = Arc::new(SegmentHits {
+            docs,
+            bytes: AtomicUsize::new(size),
+            retired: Default::default(),
+        });
+        segments.insert(id, segment.clone());
+        Some(segment)
+    }
+
+    /// Lets go of the hits of every segment but `live` (the reader's after a reload).
+    pub(crate) fn retain(&self, live: &[SegmentId]) {
+        self.segments.write().retain(|id, segment| {
+            let keep = live.contains(id);
+            if !keep {
+                segment.retired.store(true, Ordering::SeqCst);
+                segment.release(&self.bytes);
+            }
+            keep
+        });
+    }
+
+    /// The hits kept, and the bytes they and their tables take.
+    #[cfg(test)]
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        let kept = self
+            .segments
+            .read()
+            .values()
+            .map(|s| s.docs.iter().filter(|d| d.get().is_some()).count())
+            .sum();
+        (kept, self.bytes.load(Ordering::SeqCst))
     }
 }

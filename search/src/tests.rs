@@ -456,3 +456,63 @@ fn compaction_merges_the_small_segments_and_keeps_every_document() {
     assert_eq!(ids(&index, SearchQuery { sort: Sort::PriceAsc, ..text("lantern ") }), before);
     assert_eq!((index.doc_count(), index.applied_lsn()), (12, 12));
 }
+
+/// A hit shows what the store holds, whether read from it or kept from an earlier
+/// read; the kept hits of segments merged away are let go, and none are kept past
+/// the cache's bound.
+#[test]
+fn hits_kept_in_memory_are_the_stored_ones_and_go_with_their_segments() {
+    let index = SearchIndex::in_memory(SearchConfig::default()).expect("index");
+    let mut docs = Vec::new();
+    for n in 1..=6u64 {
+        let mut product = doc(n, &format!("Linen shirt {n}"), "Acme & Sons", 100 * n as i64);
+        product.description = format!("A \"shirt\" of linen, number {n}");
+        product.currency = if n % 2 == 0 { "EUR".into() } else { "USD".into() };
+        product.rating = n as f64 / 2.0;
+        product.in_stock = n % 3 != 0;
+        index.upsert(&product).expect("upsert");
+        // A commit each: six segments.
+        index.commit(n).expect("commit");
+        docs.push(product);
+    }
+    assert_eq!(index.segment_count(), 6);
+    let query = SearchQuery { sort: Sort::PriceAsc, ..text("shirt") };
+    let shown = |found: &SearchResults| {
+        found
+            .hits
+            .iter()
+            .map(|h| (h.id.clone(), h.title.clone(), h.brand.clone(), h.price, h.currency.clone()))
+            .collect::<Vec<_>>()
+    };
+    let expected: Vec<_> = docs
+        .iter()
+        .map(|d| (d.id.clone(), d.title.clone(), d.brand.clone(), d.price, d.currency.clone()))
+        .collect();
+    assert_eq!(index.hits.usage().0, 0);
+    let read = index.search(&query).expect("search");
+    assert_eq!(shown(&read), expected);
+    for (hit, product) in read.hits.iter().zip(&docs) {
+        assert_eq!((hit.rating, hit.in_stock), (product.rating, product.in_stock), "{}", hit.id);
+        assert!(hit.description_highlight.as_deref().is_some_and(|h| h.contains("<em>shirt</em>")));
+    }
+    let (kept, bytes) = index.hits.usage();
+    assert_eq!(kept, 6);
+    assert!(bytes > 6 * std::mem::size_of::<stored::StoredHit>(), "{bytes}");
+    assert_eq!(index.search(&query).expect("search"), read, "the kept hits are the same");
+
+    // The five segments after the largest are merged into one.
+    assert!(index.compact(1).expect("compact"));
+    assert_eq!(index.segment_count(), 2);
+    let (kept_after, bytes_after) = index.hits.usage();
+    assert_eq!(kept_after, 1, "the merged segments' hits are let go");
+    assert!(bytes_after < bytes / 3, "{bytes_after} of {bytes}");
+    assert_eq!(index.search(&query).expect("search"), read);
+    assert_eq!(index.hits.usage().0, 6);
+
+    let bounded = stored::HitCache::new(0);
+    let searcher = index.reader.searcher();
+    let address = DocAddress::new(0, 0);
+    let hit = bounded.get(&searcher, address).expect("read");
+    assert!(docs.iter().any(|d| d.id == hit.to_hit(0.0, None).id));
+    assert_eq!(bounded.usage(), (0, 0), "nothing is kept past the bound");
+}
