@@ -328,10 +328,13 @@ fn schema() -> (Schema, Fields) {
     (builder.build(), fields)
 }
 
+/// A word this long (bytes) or longer is not indexed, nor looked for.
+const WORD_BYTES_MAX: usize = 40;
+
 /// Words, lower-cased and folded to ASCII, then stemmed by `stemmer` if given.
 fn analyzer(stemmer: Option<memo::KeptStemmer>) -> TextAnalyzer {
     let builder = TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
+        .filter(RemoveLongFilter::limit(WORD_BYTES_MAX))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter);
     match stemmer {
@@ -782,8 +785,8 @@ impl SearchIndex {
         }
         // Only the words that begin as a stem does can stem to it: the others are not
         // stemmed (most of a description's words).
-        let initials = words.iter().filter_map(|w| w.stem.chars().next());
-        let analyzer = analyzer(Some(memo::KeptStemmer::only_initials(initials)));
+        let initials: Vec<char> = words.iter().filter_map(|w| w.stem.chars().next()).collect();
+        let analyzer = analyzer(Some(memo::KeptStemmer::only_initials(initials.clone())));
         let highlighter = |field: Field, chars: usize| -> Result<Highlighter> {
             // Rarer words weigh more in choosing the fragment, as tantivy scores them.
             let mut stems = Vec::with_capacity(words.len());
@@ -793,7 +796,7 @@ impl SearchIndex {
                     stems.push((word.stem.clone(), 1.0 / (1.0 + doc_freq as f32)));
                 }
             }
-            Ok(Highlighter::new(analyzer.clone(), stems, chars))
+            Ok(Highlighter::new(analyzer.clone(), initials.clone(), stems, chars))
         };
         let f = &self.fields;
         Ok(Some((

@@ -162,7 +162,7 @@ pub(crate) struct KeptStemmerStream<'a, T> {
 }
 
 /// The English stem of `word`.
-fn stem(stemmer: &mut Option<rust_stemmers::Stemmer>, word: &str) -> Arc<str> {
+pub(crate) fn stem(stemmer: &mut Option<rust_stemmers::Stemmer>, word: &str) -> Arc<str> {
     STEMS.get_or(word, || {
         let stemmer =
             stemmer.get_or_insert_with(|| rust_stemmers::Stemmer::create(Algorithm::English));

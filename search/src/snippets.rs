@@ -11,9 +11,17 @@ use std::ops::Range;
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::Score;
 
+use crate::memo;
+use crate::WORD_BYTES_MAX;
+
 /// Finds and marks the best fragment of texts for a few stems.
 pub(crate) struct Highlighter {
     analyzer: TextAnalyzer,
+    /// The first characters of the stems: only a word beginning with one is stemmed
+    /// (as the analyser's `KeptStemmer::only_initials` does).
+    initials: Vec<char>,
+    /// Made on the first word the table of stems does not hold.
+    stemmer: Option<rust_stemmers::Stemmer>,
     /// The stems looked for, each with its weight in choosing the fragment.
     stems: Vec<(String, Score)>,
     /// The most characters (bytes, as tantivy counts) a fragment spans.
@@ -21,6 +29,8 @@ pub(crate) struct Highlighter {
     /// The marked ranges of the fragment being read and of the best one so far.
     marks: Vec<Range<usize>>,
     best_marks: Vec<Range<usize>>,
+    /// A word of an ASCII text, lower-cased.
+    word: String,
 }
 
 /// A fragment of the text: where it starts and stops, and its words' weight.
@@ -31,44 +41,120 @@ struct Fragment {
     score: Score,
 }
 
+/// The fragments of one text as its words are read.
+struct Walk<'a> {
+    chars: usize,
+    fragment: Fragment,
+    best: Option<Fragment>,
+    marks: &'a mut Vec<Range<usize>>,
+    best_marks: &'a mut Vec<Range<usize>>,
+}
+
+impl Walk<'_> {
+    /// The next word, at `from..to` of the text, and its weight if it is a stem looked
+    /// for: tantivy's `search_fragments`, one word at a time.
+    fn word(&mut self, from: usize, to: usize, weight: Option<Score>) {
+        if to - self.fragment.start > self.chars {
+            self.close();
+            self.fragment = Fragment { start: from, stop: from, score: 0.0 };
+        }
+        self.fragment.stop = to;
+        if let Some(weight) = weight {
+            self.fragment.score += weight;
+            self.marks.push(from..to);
+        }
+    }
+
+    /// Ends the fragment being read: it becomes the best (its marks moved to
+    /// `best_marks`) if it weighs more than the best so far. Of equal weights the
+    /// first fragment is kept, as tantivy keeps it.
+    fn close(&mut self) {
+        let fragment = self.fragment;
+        if fragment.score > 0.0 && self.best.is_none_or(|b| fragment.score > b.score) {
+            self.best = Some(fragment);
+            std::mem::swap(self.marks, self.best_marks);
+        }
+        self.marks.clear();
+    }
+}
+
 impl Highlighter {
     /// Marks `stems` (each once: a stem given twice keeps its first weight) in
-    /// fragments of at most `chars`, with the words `analyzer` makes of a text.
-    pub(crate) fn new(analyzer: TextAnalyzer, stems: Vec<(String, Score)>, chars: usize) -> Self {
+    /// fragments of at most `chars`, with the words `analyzer` makes of a text;
+    /// `analyzer` stems only the words beginning with one of `initials`.
+    pub(crate) fn new(
+        analyzer: TextAnalyzer,
+        initials: Vec<char>,
+        stems: Vec<(String, Score)>,
+        chars: usize,
+    ) -> Self {
         let mut unique: Vec<(String, Score)> = Vec::with_capacity(stems.len());
         for (stem, score) in stems {
             if !unique.iter().any(|(s, _)| *s == stem) {
                 unique.push((stem, score));
             }
         }
-        Highlighter { analyzer, stems: unique, chars, marks: Vec::new(), best_marks: Vec::new() }
+        Highlighter {
+            analyzer,
+            initials,
+            stemmer: None,
+            stems: unique,
+            chars,
+            marks: Vec::new(),
+            best_marks: Vec::new(),
+            word: String::new(),
+        }
     }
 
     /// The best fragment of `text` as HTML, or `None` when no word of it is marked.
     pub(crate) fn html(&mut self, text: &str) -> Option<String> {
-        let Highlighter { analyzer, stems, chars, marks, best_marks } = self;
+        let Highlighter { analyzer, initials, stemmer, stems, chars, marks, best_marks, word } =
+            self;
         if stems.is_empty() {
             return None;
         }
         marks.clear();
         best_marks.clear();
-        let mut best: Option<Fragment> = None;
-        let mut fragment = Fragment { start: 0, stop: 0, score: 0.0 };
-        let mut stream = analyzer.token_stream(text);
-        while let Some(token) = stream.next() {
-            if token.offset_to - fragment.start > *chars {
-                close(fragment, &mut best, marks, best_marks);
-                fragment =
-                    Fragment { start: token.offset_from, stop: token.offset_from, score: 0.0 };
+        let fragment = Fragment { start: 0, stop: 0, score: 0.0 };
+        let mut walk = Walk { chars: *chars, fragment, best: None, marks, best_marks };
+        if text.is_ascii() {
+            // The analyser's words, without its chain of boxed streams: runs of letters
+            // and digits (`SimpleTokenizer`), shorter than `WORD_BYTES_MAX`
+            // (`RemoveLongFilter`), lower-cased (`LowerCaser`; ASCII folding changes
+            // no ASCII word), stemmed if they begin as a stem does (`KeptStemmer`).
+            let bytes = text.as_bytes();
+            let mut at = 0;
+            while at < bytes.len() {
+                if !bytes[at].is_ascii_alphanumeric() {
+                    at += 1;
+                    continue;
+                }
+                let from = at;
+                while at < bytes.len() && bytes[at].is_ascii_alphanumeric() {
+                    at += 1;
+                }
+                if at - from >= WORD_BYTES_MAX {
+                    continue;
+                }
+                word.clear();
+                word.push_str(&text[from..at]);
+                word.make_ascii_lowercase();
+                let first = char::from(word.as_bytes()[0]);
+                let found = if initials.contains(&first) {
+                    weight(stems, &memo::stem(stemmer, word))
+                } else {
+                    weight(stems, word)
+                };
+                walk.word(from, at, found);
             }
-            fragment.stop = token.offset_to;
-            if let Some(weight) = weight(stems, &token.text) {
-                fragment.score += weight;
-                marks.push(token.offset_from..token.offset_to);
+        } else {
+            let mut stream = analyzer.token_stream(text);
+            while let Some(token) = stream.next() {
+                walk.word(token.offset_from, token.offset_to, weight(stems, &token.text));
             }
         }
-        close(fragment, &mut best, marks, best_marks);
-        let best = best?;
+        walk.close();
+        let best = walk.best?;
         let shown = &text[best.start..best.stop];
         let marked: Vec<Range<usize>> =
             best_marks.iter().map(|m| m.start - best.start..m.end - best.start).collect();
@@ -94,22 +180,6 @@ fn weight(stems: &[(String, Score)], word: &str) -> Option<Score> {
     } else {
         find(word)
     }
-}
-
-/// Ends `fragment`, whose marks are `marks`: it becomes the best (its marks moved to
-/// `best_marks`) if it weighs more than the best so far. Of equal weights the first
-/// fragment is kept, as tantivy keeps it.
-fn close(
-    fragment: Fragment,
-    best: &mut Option<Fragment>,
-    marks: &mut Vec<Range<usize>>,
-    best_marks: &mut Vec<Range<usize>>,
-) {
-    if fragment.score > 0.0 && best.is_none_or(|b| fragment.score > b.score) {
-        *best = Some(fragment);
-        std::mem::swap(marks, best_marks);
-    }
-    marks.clear();
 }
 
 /// `text` with HTML's special characters escaped, as tantivy's snippets escape them.

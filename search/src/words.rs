@@ -284,7 +284,12 @@ impl Weight for WordsWeight {
         if self.scoring {
             for word in &self.words {
                 for (_, weight) in &word.exact {
-                    parts.push(Part::Exact(weight.scorer(reader, boost)?));
+                    let scorer = weight.scorer(reader, boost)?;
+                    // A term this segment does not have (most words are in no brand
+                    // and no SKU) would only be asked, per document found, where it is.
+                    if scorer.doc() != TERMINATED {
+                        parts.push(Part::Exact(scorer));
+                    }
                 }
                 for (near, score) in &word.near {
                     parts.push(Part::Near(near.docs(reader)?, score * boost));
