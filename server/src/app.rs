@@ -56,12 +56,10 @@ pub struct App {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Customer notifications: rendering into the outbox, and sending.
     pub notifier: Arc<crate::notifications::Notifier>,
-    /// Searches running or waiting at once; past it, 503 `overloaded` (a search costs
-    /// a core for a few hundred microseconds, so a flood of them must not queue behind
-    /// each other without bound).
+    /// Searches running at once on the blocking pool; past it, 503 `overloaded` (a
+    /// search costs a core for about half a millisecond, so a flood of them must not
+    /// queue behind each other without bound).
     pub searches: Arc<Semaphore>,
-    /// The threads searches and suggestions run on, one per core.
-    pub search_threads: crate::search_threads::SearchThreads,
     /// Log shipping: this node's standbys, and what a standby hears from its primary.
     pub replication: Replication,
     /// Makes the payment-provider calls the engine records, and resumes them after a
@@ -222,10 +220,6 @@ impl App {
             metrics: Metrics::new(),
             reads: Semaphore::new(config.reads_concurrency_max),
             searches: Arc::new(Semaphore::new(SEARCHES_IN_FLIGHT_MAX)),
-            search_threads: crate::search_threads::SearchThreads::start(
-                std::thread::available_parallelism().map_or(2, usize::from),
-                SEARCHES_IN_FLIGHT_MAX,
-            )?,
             writes: Semaphore::new(config.writes_concurrency_max),
             in_flight: Default::default(),
             ready: false.into(),
