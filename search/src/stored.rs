@@ -88,19 +88,13 @@ impl DocumentDeserialize for StoredHit {
         let mut hit = StoredHit::default();
         // A field stored twice keeps its first value, as `Document::get_first` reads it.
         let mut seen = [false; 8];
+        let shown =
+            [f.id, f.title, f.description, f.brand, f.currency, f.price, f.rating, f.in_stock];
         while let Some((field, value)) = fields.next_field::<Stored>()? {
-            let (slot, wanted) = match field {
-                _ if field == f.id => (0, true),
-                _ if field == f.title => (1, true),
-                _ if field == f.description => (2, true),
-                _ if field == f.brand => (3, true),
-                _ if field == f.currency => (4, true),
-                _ if field == f.price => (5, true),
-                _ if field == f.rating => (6, true),
-                _ if field == f.in_stock => (7, true),
-                _ => (0, false),
+            let Some(slot) = shown.iter().position(|s| *s == field) else {
+                continue;
             };
-            if !wanted || std::mem::replace(&mut seen[slot], true) {
+            if std::mem::replace(&mut seen[slot], true) {
                 continue;
             }
             match (slot, value) {
