@@ -6,6 +6,7 @@
 //! the analyser, a lower-cased copy and an ordered-map lookup per word of the text, and
 //! a copy of the fragment before it is written out.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use tantivy::tokenizer::TextAnalyzer;
@@ -31,6 +32,9 @@ pub(crate) struct Highlighter {
     best_marks: Vec<Range<usize>>,
     /// A word of an ASCII text, lower-cased.
     word: String,
+    /// The weight of each word of ASCII texts that begins as a stem does, lower-cased:
+    /// the hits of a page share most of their words.
+    seen: HashMap<Box<str>, Option<Score>, foldhash::fast::RandomState>,
 }
 
 /// A fragment of the text: where it starts and stops, and its words' weight.
@@ -63,6 +67,14 @@ impl Walk<'_> {
             self.fragment.score += weight;
             self.marks.push(from..to);
         }
+    }
+
+    /// Forgets every word read.
+    fn restart(&mut self) {
+        self.fragment = Fragment { start: 0, stop: 0, score: 0.0 };
+        self.best = None;
+        self.marks.clear();
+        self.best_marks.clear();
     }
 
     /// Ends the fragment being read: it becomes the best (its marks moved to
@@ -103,13 +115,23 @@ impl Highlighter {
             marks: Vec::new(),
             best_marks: Vec::new(),
             word: String::new(),
+            seen: HashMap::default(),
         }
     }
 
     /// The best fragment of `text` as HTML, or `None` when no word of it is marked.
     pub(crate) fn html(&mut self, text: &str) -> Option<String> {
-        let Highlighter { analyzer, initials, stemmer, stems, chars, marks, best_marks, word } =
-            self;
+        let Highlighter {
+            analyzer,
+            initials,
+            stemmer,
+            stems,
+            chars,
+            marks,
+            best_marks,
+            word,
+            seen,
+        } = self;
         if stems.is_empty() {
             return None;
         }
@@ -117,37 +139,8 @@ impl Highlighter {
         best_marks.clear();
         let fragment = Fragment { start: 0, stop: 0, score: 0.0 };
         let mut walk = Walk { chars: *chars, fragment, best: None, marks, best_marks };
-        if text.is_ascii() {
-            // The analyser's words, without its chain of boxed streams: runs of letters
-            // and digits (`SimpleTokenizer`), shorter than `WORD_BYTES_MAX`
-            // (`RemoveLongFilter`), lower-cased (`LowerCaser`; ASCII folding changes
-            // no ASCII word), stemmed if they begin as a stem does (`KeptStemmer`).
-            let bytes = text.as_bytes();
-            let mut at = 0;
-            while at < bytes.len() {
-                if !bytes[at].is_ascii_alphanumeric() {
-                    at += 1;
-                    continue;
-                }
-                let from = at;
-                while at < bytes.len() && bytes[at].is_ascii_alphanumeric() {
-                    at += 1;
-                }
-                if at - from >= WORD_BYTES_MAX {
-                    continue;
-                }
-                word.clear();
-                word.push_str(&text[from..at]);
-                word.make_ascii_lowercase();
-                let first = char::from(word.as_bytes()[0]);
-                let found = if initials.contains(&first) {
-                    weight(stems, &memo::stem(stemmer, word))
-                } else {
-                    weight(stems, word)
-                };
-                walk.word(from, at, found);
-            }
-        } else {
+        if !ascii_words(text, initials, stemmer, stems, word, seen, &mut walk) {
+            walk.restart();
             let mut stream = analyzer.token_stream(text);
             while let Some(token) = stream.next() {
                 walk.word(token.offset_from, token.offset_to, weight(stems, &token.text));
@@ -170,6 +163,59 @@ impl Highlighter {
         escape(&shown[at..], &mut html);
         Some(html)
     }
+}
+
+/// Reads the words of `text` into `walk` as the analyser makes them, if `text` is ASCII
+/// (the common case), without its chain of boxed streams: runs of letters and digits
+/// (`SimpleTokenizer`), shorter than `WORD_BYTES_MAX` (`RemoveLongFilter`), lower-cased
+/// (`LowerCaser`; ASCII folding changes no ASCII word), stemmed if they begin as a stem
+/// does (`KeptStemmer`). A word that does not begin as a stem does is passed over
+/// unread: it cannot be one. Returns `false`, with `walk` half-read, at the first byte
+/// that is not ASCII.
+fn ascii_words(
+    text: &str,
+    initials: &[char],
+    stemmer: &mut Option<rust_stemmers::Stemmer>,
+    stems: &[(String, Score)],
+    word: &mut String,
+    seen: &mut HashMap<Box<str>, Option<Score>, foldhash::fast::RandomState>,
+    walk: &mut Walk<'_>,
+) -> bool {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        if !bytes[at].is_ascii_alphanumeric() {
+            if !bytes[at].is_ascii() {
+                return false;
+            }
+            at += 1;
+            continue;
+        }
+        let from = at;
+        while at < bytes.len() && bytes[at].is_ascii_alphanumeric() {
+            at += 1;
+        }
+        if at - from >= WORD_BYTES_MAX {
+            continue;
+        }
+        if !initials.contains(&char::from(bytes[from].to_ascii_lowercase())) {
+            walk.word(from, at, None);
+            continue;
+        }
+        word.clear();
+        word.push_str(&text[from..at]);
+        word.make_ascii_lowercase();
+        let found = match seen.get(word.as_str()) {
+            Some(found) => *found,
+            None => {
+                let found = weight(stems, &memo::stem(stemmer, word));
+                seen.insert(word.as_str().into(), found);
+                found
+            }
+        };
+        walk.word(from, at, found);
+    }
+    true
 }
 
 /// The weight of a word of the text, if it is one of `stems` (compared lower-cased).
