@@ -8,14 +8,15 @@
 //! and no memory beyond the bound.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock};
 
+use foldhash::fast::RandomState;
 use levenshtein_automata::{Distance, LevenshteinAutomatonBuilder, DFA};
 use parking_lot::Mutex;
 use rust_stemmers::Algorithm;
 use tantivy::index::SegmentId;
-use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::{Token, TokenFilter, TokenStream, Tokenizer};
 use tantivy::SegmentReader;
 
@@ -34,7 +35,10 @@ const DFA_STATES_PER_SHARD: usize = 2048;
 /// 32 MB in all, about 2,600 sets of a 100,000-product segment.
 const DOCS_BYTES_PER_SHARD: usize = 2 << 20;
 
-/// A table of kept answers, in shards that each hold at most `budget` units.
+/// A table of kept answers, in shards that each hold at most `budget` units. Keys are
+/// hashed with foldhash, seeded at random per process (as hashbrown's maps are): a
+/// lookup is on every word of every query and snippet, where SipHash cost a few
+/// percent of a search.
 struct Memo<K, V> {
     hasher: RandomState,
     shards: Vec<Mutex<Shard<K, V>>>,
@@ -42,16 +46,16 @@ struct Memo<K, V> {
 }
 
 struct Shard<K, V> {
-    entries: HashMap<K, V>,
+    entries: HashMap<K, V, RandomState>,
     used: usize,
 }
 
 impl<K: std::hash::Hash + Eq, V: Clone> Memo<K, V> {
     fn new(budget: usize) -> Memo<K, V> {
         Memo {
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard { entries: HashMap::new(), used: 0 }))
+                .map(|_| Mutex::new(Shard { entries: HashMap::default(), used: 0 }))
                 .collect(),
             budget,
         }
@@ -286,6 +290,13 @@ impl NearQuery {
     /// `distance` is at most 2.
     pub(crate) fn new(field: Field, word: &str, distance: u8, prefix: bool) -> NearQuery {
         NearQuery { field, near: NearKey { word: word.into(), distance: distance.min(2), prefix } }
+    }
+
+    /// Whether every document with `term` matches this query too: `term` is its own
+    /// word, in its field (an automaton accepts its word at any distance, and as a
+    /// prefix).
+    pub(crate) fn covers(&self, term: &Term) -> bool {
+        term.field() == self.field && term.value().as_str() == Some(&*self.near.word)
     }
 }
 

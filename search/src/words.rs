@@ -12,8 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tantivy::fieldnorm::FieldNormReader;
 use tantivy::index::SegmentId;
-use tantivy::query::{BoostQuery, EnableScoring, Explanation, Query, Scorer, TermQuery, Weight};
+use tantivy::postings::{Postings, SegmentPostings};
+use tantivy::query::{Bm25Weight, EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::schema::{IndexRecordOption, Term};
 use tantivy::{DocId, DocSet, Score, SegmentReader, TantivyError, TERMINATED};
 
@@ -180,7 +182,7 @@ impl WordsQuery {
 /// clause required or optional.
 #[cfg(test)]
 pub(crate) fn as_boolean(words: &[WordMatch]) -> tantivy::query::BooleanQuery {
-    use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur};
+    use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, TermQuery};
     let clauses = words.iter().map(|word| {
         let mut alternatives: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (term, boost) in &word.exact {
@@ -204,9 +206,14 @@ impl Query for WordsQuery {
         for word in self.words.iter() {
             let mut exact = Vec::with_capacity(word.exact.len());
             for (term, boost) in &word.exact {
-                let term_query = TermQuery::new(term.clone(), IndexRecordOption::WithFreqs);
-                let weight = BoostQuery::new(Box::new(term_query), *boost).weight(scoring)?;
-                exact.push((term.clone(), weight));
+                // As a `TermQuery`'s weight under a `BoostQuery` computes it.
+                let bm25 = match scoring {
+                    EnableScoring::Enabled { statistics_provider, .. } => Some(
+                        Bm25Weight::for_terms(statistics_provider, std::slice::from_ref(term))?,
+                    ),
+                    EnableScoring::Disabled { .. } => None,
+                };
+                exact.push(ExactWeight { term: term.clone(), bm25, boost: *boost });
             }
             words.push(WordWeight { required: word.required, exact, near: word.near.clone() });
         }
@@ -220,15 +227,62 @@ impl Query for WordsQuery {
 
 struct WordWeight {
     required: bool,
-    exact: Vec<(Term, Box<dyn Weight>)>,
+    exact: Vec<ExactWeight>,
     near: Vec<(NearQuery, Score)>,
+}
+
+/// A term matched exactly: its BM25 weight over the whole index (when scoring), and its
+/// boost.
+struct ExactWeight {
+    term: Term,
+    bm25: Option<Bm25Weight>,
+    boost: Score,
+}
+
+impl ExactWeight {
+    /// The term's scorer in `reader`'s segment, or `None` when the segment has no
+    /// document with it.
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Option<TermScorer>> {
+        let Some(bm25) = &self.bm25 else {
+            return Ok(None);
+        };
+        let field = self.term.field();
+        let index = reader.inverted_index(field)?;
+        let Some(postings) = index.read_postings(&self.term, IndexRecordOption::WithFreqs)? else {
+            return Ok(None);
+        };
+        let norms = reader.fieldnorms_readers().get_field(field)?;
+        let norms = norms.unwrap_or_else(|| FieldNormReader::constant(reader.max_doc(), 1));
+        let bm25 = bm25.boost_by(boost * self.boost);
+        Ok((postings.doc() != TERMINATED).then_some(TermScorer { postings, norms, bm25 }))
+    }
+}
+
+/// A term's BM25 score in the documents of a segment: tantivy's `TermScorer` (which it
+/// does not export), called without a box.
+struct TermScorer {
+    postings: SegmentPostings,
+    norms: FieldNormReader,
+    bm25: Bm25Weight,
+}
+
+impl TermScorer {
+    /// The score in the document the postings are on.
+    fn score(&self) -> Score {
+        let doc = self.postings.doc();
+        self.bm25.score(self.norms.fieldnorm_id(doc), self.postings.term_freq())
+    }
 }
 
 impl WordWeight {
     /// The documents of `reader`'s segment that match this word in any way.
     fn docs(&self, reader: &SegmentReader) -> tantivy::Result<DocBits> {
         let mut docs = DocBits::new(reader.max_doc());
-        for (term, _) in &self.exact {
+        for ExactWeight { term, .. } in &self.exact {
+            // Mostly the title's and the brand's terms, whose typos are forgiven.
+            if self.near.iter().any(|(near, _)| near.covers(term)) {
+                continue;
+            }
             let index = reader.inverted_index(term.field())?;
             if let Some(mut postings) = index.read_block_postings(term, IndexRecordOption::Basic)? {
                 while !postings.docs().is_empty() {
@@ -283,12 +337,11 @@ impl Weight for WordsWeight {
         let mut parts = Vec::new();
         if self.scoring {
             for word in &self.words {
-                for (_, weight) in &word.exact {
-                    let scorer = weight.scorer(reader, boost)?;
+                for exact in &word.exact {
                     // A term this segment does not have (most words are in no brand
                     // and no SKU) would only be asked, per document found, where it is.
-                    if scorer.doc() != TERMINATED {
-                        parts.push(Part::Exact(scorer));
+                    if let Some(scorer) = exact.scorer(reader, boost)? {
+                        parts.push(Part::Exact(Box::new(scorer)));
                     }
                 }
                 for (near, score) in &word.near {
@@ -310,7 +363,7 @@ impl Weight for WordsWeight {
 
 /// A way a found document may score.
 enum Part {
-    Exact(Box<dyn Scorer>),
+    Exact(Box<TermScorer>),
     Near(Arc<DocBits>, Score),
 }
 
@@ -345,10 +398,13 @@ impl Scorer for WordsScorer {
         for part in &mut self.parts {
             match part {
                 Part::Exact(scorer) => {
-                    if scorer.doc() < doc {
-                        scorer.seek(doc);
+                    let postings = &mut scorer.postings;
+                    // Mostly the next posting, when a word's documents are most of
+                    // those found: a step costs less than a search of the block.
+                    if postings.doc() < doc && postings.advance() < doc {
+                        postings.seek(doc);
                     }
-                    if scorer.doc() == doc {
+                    if postings.doc() == doc {
                         score += scorer.score();
                     }
                 }
