@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod routes;
+pub mod search_threads;
 pub mod server;
 pub mod standby;
 pub mod webhooks;

@@ -344,6 +344,7 @@ impl Server {
         app.webhooks.stop();
         app.notifier.stop();
         tokio::task::spawn_blocking(move || {
+            app.search_threads.stop();
             app.search.stop();
             app.recommendations.stop();
             app.kpis.stop();

@@ -203,13 +203,15 @@ pub async fn search(call: Call) -> Result<Out, Problem> {
     let app = call.app.clone();
     let permit = admit(&app.searches)?;
     let (asked, offset) = (query.facets, query.offset);
-    let found = tokio::task::spawn_blocking(move || {
-        let found = app.search.search(&query);
-        drop(permit);
-        found
-    })
-    .await
-    .map_err(|e| Problem::internal(format!("search task: {e}")))??;
+    let search = app.clone();
+    let found = app
+        .search_threads
+        .run(move || {
+            let found = search.search.search(&query);
+            drop(permit);
+            found
+        })
+        .await??;
     let end = offset + found.hits.len();
     let next_cursor = (end < found.total && end < RESULT_WINDOW_MAX && !found.hits.is_empty())
         .then(|| format!("{CURSOR_PREFIX}{end}"));
@@ -280,13 +282,15 @@ pub async fn suggest(call: Call) -> Result<Out, Problem> {
     }
     let app = call.app.clone();
     let permit = admit(&app.searches)?;
-    let found = tokio::task::spawn_blocking(move || {
-        let found = app.search.suggest(&q, limit);
-        drop(permit);
-        found
-    })
-    .await
-    .map_err(|e| Problem::internal(format!("suggest task: {e}")))??;
+    let search = app.clone();
+    let found = app
+        .search_threads
+        .run(move || {
+            let found = search.search.suggest(&q, limit);
+            drop(permit);
+            found
+        })
+        .await??;
     let body = SuggestView {
         suggestions: found
             .iter()
