@@ -57,8 +57,8 @@ pub struct App {
     /// Customer notifications: rendering into the outbox, and sending.
     pub notifier: Arc<crate::notifications::Notifier>,
     /// Searches running or waiting at once; past it, 503 `overloaded` (a search costs
-    /// a core for a few hundred microseconds, so a flood of them must not queue behind
-    /// each other without bound).
+    /// a core for a hundred microseconds or more, so a flood of them must not queue
+    /// behind each other without bound).
     pub searches: Arc<Semaphore>,
     /// The threads searches and suggestions run on, [`SEARCH_THREADS_PER_CORE`] per core.
     pub search_threads: crate::search_threads::SearchThreads,

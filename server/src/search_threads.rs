@@ -49,14 +49,18 @@ impl SearchThreads {
     }
 
     /// Runs `work` on a search thread and waits for its result: 503 `overloaded` when
-    /// the queue is full, `unavailable` once stopped.
+    /// the queue is full, `unavailable` once stopped. If the caller stops waiting (its
+    /// client went away) before a thread takes `work`, `work` is dropped unrun: a
+    /// client that sends searches and hangs up costs no search.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Problem> {
         let (reply, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = reply.send(work());
+            if !reply.is_closed() {
+                let _ = reply.send(work());
+            }
         });
         match self.queue.read().as_ref().map(|queue| queue.try_send(job)) {
             Some(Ok(())) => {}
@@ -105,6 +109,35 @@ mod tests {
         fn queued(&self) -> usize {
             self.queue.read().as_ref().map_or(0, |queue| queue.len())
         }
+
+        /// Waits, at most 10 s, until the queue holds `queued` searches.
+        async fn until_queued(&self, queued: usize) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while self.queued() != queued {
+                assert!(std::time::Instant::now() < deadline, "never {queued} queued");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    type Held = (tokio::task::JoinHandle<Result<u32, Problem>>, std::sync::mpsc::Sender<()>);
+
+    /// A search that holds the (one) thread until released, once it holds it.
+    async fn hold(threads: &Arc<SearchThreads>, answer: u32) -> Held {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, start) = std::sync::mpsc::channel::<()>();
+        let running = threads.clone();
+        let search = tokio::spawn(async move {
+            running
+                .run(move || {
+                    started.send(()).expect("started");
+                    held.recv().expect("released");
+                    answer
+                })
+                .await
+        });
+        tokio::task::spawn_blocking(move || start.recv()).await.expect("join").expect("start");
+        (search, release)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,31 +147,33 @@ mod tests {
         assert_eq!(name.expect("ran").as_deref(), Some("emporium-search-0"));
 
         // The one thread held by a search and one more queued: a third is refused.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, start) = std::sync::mpsc::channel::<()>();
-        let running = threads.clone();
-        let first = tokio::spawn(async move {
-            running
-                .run(move || {
-                    started.send(()).expect("started");
-                    held.recv().expect("released");
-                    1
-                })
-                .await
-        });
-        tokio::task::spawn_blocking(move || start.recv()).await.expect("join").expect("start");
+        let (first, release) = hold(&threads, 1).await;
         let queued = threads.clone();
         let second = tokio::spawn(async move { queued.run(|| 2).await });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while threads.queued() < 1 {
-            assert!(std::time::Instant::now() < deadline, "the second search was never queued");
-            tokio::task::yield_now().await;
-        }
+        threads.until_queued(1).await;
         let refused = threads.run(|| 3).await.expect_err("the queue is full");
         assert_eq!((refused.status, refused.code), (503, "overloaded"));
         release.send(()).expect("release");
         assert_eq!(first.await.expect("join").expect("first"), 1);
         assert_eq!(second.await.expect("join").expect("second"), 2);
+
+        // A search whose caller stopped waiting while it was queued is not run.
+        let (first, release) = hold(&threads, 1).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queued = threads.clone();
+        let flag = ran.clone();
+        let gone = tokio::spawn(async move {
+            queued.run(move || flag.store(true, std::sync::atomic::Ordering::SeqCst)).await
+        });
+        threads.until_queued(1).await;
+        gone.abort();
+        assert!(gone.await.expect_err("aborted").is_cancelled());
+        release.send(()).expect("release");
+        assert_eq!(first.await.expect("join").expect("first"), 1);
+        // The thread answers a search before it takes the next from the queue.
+        threads.until_queued(0).await;
+        assert_eq!(threads.run(|| 5).await.expect("the next search runs"), 5);
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "a search nobody waits for ran");
 
         // A search that panics answers 500, and the thread goes on with the next.
         let panicked = threads.run(|| -> u32 { panic!("a search that panics") }).await;
