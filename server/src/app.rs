@@ -100,7 +100,8 @@ pub fn now_s() -> u64 {
 /// leaves the search threads without a core for some milliseconds, a few hundred
 /// searches at the rates a two-core machine serves; with 64 places, a soak at 70% of
 /// saturation had 545 of 3.25 million searches refused that way. At most 1,024 small
-/// queries wait, for a few hundred milliseconds at most.
+/// queries wait: some tens of milliseconds of typical searches, a few seconds of the
+/// slowest (browsing 100k products with every facet costs about 5 ms).
 pub const SEARCHES_IN_FLIGHT_MAX: usize = 1_024;
 
 /// Search threads per core. Under a mixed load the scheduler shares the cores among
