@@ -179,7 +179,7 @@ fn an_older_log_is_replayed_and_restamped(old: u8) {
 }
 
 /// The store under a closed engine's directory.
-fn open_store(dir: &std::path::Path) -> emporium_storage::Store {
+pub(crate) fn open_store(dir: &std::path::Path) -> emporium_storage::Store {
     let config = emporium_storage::StoreConfig {
         path: dir.to_path_buf(),
         backend: BackendKind::RocksDb,
@@ -464,6 +464,23 @@ fn upgrades_in_place(name: &str) -> Upgraded {
     });
     assert_eq!(replay.unwrap().id.to_string(), ids.orders[0]);
     engine.close();
+    // The fixture's idempotency records had no age rows: the open made one for each.
+    {
+        let store = open_store(&dir);
+        let count = |cf| {
+            let mut rows = 0;
+            store
+                .scan(cf, &mut |_, _| {
+                    rows += 1;
+                    true
+                })
+                .unwrap();
+            rows
+        };
+        let records = count("idempotency");
+        assert!(records > 0, "the fixture holds idempotency records");
+        assert_eq!(count("idempotency_ages"), records);
+    }
 
     // Upgraded for good: it opens again in the current format, the same state plus the
     // new rows.

@@ -410,3 +410,74 @@ fn idempotency_records_leave_memory_and_are_read_back_from_the_store() {
     check_invariants(engine.state());
     engine.close();
 }
+
+/// Rows of an idempotency table, counted in the store under a closed engine.
+fn stored_rows(dir: &std::path::Path, table: &str) -> Vec<Vec<u8>> {
+    let store = crate::recovery::open_store(dir);
+    let mut keys = Vec::new();
+    store
+        .scan(table, &mut |key, _| {
+            keys.push(key.to_vec());
+            true
+        })
+        .unwrap();
+    keys
+}
+
+/// Every idempotency record has an age row beside it in the store, so that records out
+/// of memory are forgotten in age order without their keys in memory. A directory
+/// with fewer age rows than records (written before age rows existed, or a rebuild cut
+/// short) gets them back at open, and every record is still forgotten when it is due;
+/// forgetting deletes both rows.
+#[test]
+fn missing_idempotency_age_rows_are_rebuilt_at_open() {
+    const MADE: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let open = || {
+        let mut config = trimming(dir.path(), clock.clone());
+        config.idempotency_records_in_memory = Some(0);
+        Engine::open(config).unwrap()
+    };
+    let engine = open();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "A-1", 1000, 1000);
+    for n in 0..MADE {
+        clock.advance(1);
+        let cart = cart_with(&shop, &[("A-1", 1)]);
+        shop.send(Checkout {
+            cart_id: cart.id.to_string(),
+            email: Some("guest@example.com".into()),
+            idempotency: Some(IdempotencyKey { scope: "guest".into(), key: format!("a-{n}") }),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    wait_materialized(&engine);
+    engine.close();
+    let ages = stored_rows(dir.path(), "idempotency_ages");
+    assert_eq!((stored_rows(dir.path(), "idempotency").len(), ages.len()), (MADE, MADE));
+
+    // A third of the age rows go missing.
+    {
+        let store = crate::recovery::open_store(dir.path());
+        let mut batch = emporium_storage::WriteBatch::default();
+        for key in ages.iter().step_by(3) {
+            batch.delete("idempotency_ages", key);
+        }
+        store.write(&batch, true).unwrap();
+    }
+    assert_eq!(stored_rows(dir.path(), "idempotency_ages").len(), MADE - MADE.div_ceil(3));
+
+    let engine = open();
+    let shop = engine.blocking();
+    assert_eq!(engine.state().idempotency_record_count(), MADE);
+    assert_eq!(engine.state().idempotency_records_in_memory(), 0);
+    clock.advance(24 * 60 * 60 * 1000);
+    shop.send(ExpireDue).unwrap();
+    assert_eq!(engine.state().idempotency_record_count(), 0, "every record is past its time");
+    wait_materialized(&engine);
+    engine.close();
+    assert_eq!(stored_rows(dir.path(), "idempotency").len(), 0);
+    assert_eq!(stored_rows(dir.path(), "idempotency_ages").len(), 0);
+}

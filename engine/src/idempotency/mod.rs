@@ -26,6 +26,7 @@ use crate::validate::Checks;
 use crate::EXPIRIES_PER_COMMAND_MAX;
 
 const IDEMPOTENCY: &str = "idempotency";
+const IDEMPOTENCY_AGES: &str = "idempotency_ages";
 
 // Stored as an `IdempotencyRow` (see there): the record without its outcome's padding.
 impl Persist for IdempotencyRecord {
@@ -79,19 +80,31 @@ pub const IDEMPOTENCY_RECORDS_IN_MEMORY_DEFAULT: usize = 10_000;
 /// The records. Each one is in memory until the materializer has written it; past the
 /// configured number, the least recently written leave memory and are read from the
 /// store when their key comes back (a retry, or a key reused with another request).
-/// What stays of a record out of memory is its age entry (its time and key, for
-/// forgetting it) and a count under its key's hash (so that a fresh key, the common
-/// case, is known to be new without a read): about 130 bytes, against about 400 for a
-/// record in memory, each kept for the time to live.
+///
+/// Every record also has an age row in the store (`idempotency_ages`, keyed by time
+/// then key, written with the record's row), so the records out of memory are
+/// forgotten in age order without their keys in memory. What stays in memory of a
+/// record out of memory is a count under its key's hash (so that a fresh key, the
+/// common case, is known to be new without a read): about 20 bytes, against about 400
+/// for a record in memory, each kept for the time to live.
 #[derive(Debug)]
 pub(crate) struct Tables {
     /// The records in memory.
     pub(crate) records: Index<String, Arc<IdempotencyRecord>>,
-    /// Every record's age entry, oldest first.
+    /// The age entry of every record in memory, oldest first (those out of memory are
+    /// in the store's age rows).
     pub(crate) by_age: SkipSet<ByAge>,
     /// How many records out of memory have each key hash ([`Tables::hash`]). A count,
     /// not a key: two keys may share a hash, and the read settles which is there.
     stored: Mutex<HashMap<u64, u32, rustc_hash::FxBuildHasher>>,
+    /// How many records are out of memory: the sum of `stored`'s counts.
+    stored_records: AtomicUsize,
+    /// The age entry of the last record the sweep forgot. Every record at or before it
+    /// was forgotten with it (the sweep takes the oldest first), so the store's age rows
+    /// up to it are deletions the materializer has not written yet, and are skipped.
+    forgotten_through: Mutex<Option<ByAge>>,
+    /// Age rows read at open, to compare with the records read.
+    ages_loaded: AtomicUsize,
     /// Keyed at random per process: clients choose the keys.
     hasher: std::hash::RandomState,
     /// Where records out of memory are; unset, every record stays in memory.
@@ -109,6 +122,9 @@ impl Default for Tables {
             records: Index::default(),
             by_age: SkipSet::new(),
             stored: Mutex::default(),
+            stored_records: AtomicUsize::new(0),
+            forgotten_through: Mutex::new(None),
+            ages_loaded: AtomicUsize::new(0),
             hasher: std::hash::RandomState::new(),
             store: OnceLock::new(),
             in_memory_max: AtomicUsize::new(usize::MAX),
@@ -117,7 +133,9 @@ impl Default for Tables {
     }
 }
 
-/// A record's age entry in [`Tables::by_age`]: ordered by `(created_at, key)`.
+/// A record's age entry: in [`Tables::by_age`] while the record is in memory, and as
+/// its row in the store's age table. Ordered by `(created_at, key)`, as the rows' keys
+/// are ([`ByAge::row_key`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ByAge {
     pub(crate) created_at: TimestampMs,
@@ -127,6 +145,35 @@ pub(crate) struct ByAge {
 impl ByAge {
     fn of(record: &IdempotencyRecord) -> ByAge {
         ByAge { created_at: record.created_at, key: record.key.as_str().into() }
+    }
+
+    /// The age row's key: the time, as big-endian bytes that sort as the signed times
+    /// do, then the record's key.
+    fn row_key(created_at: TimestampMs, key: &str) -> Vec<u8> {
+        let mut row_key = Vec::with_capacity(8 + key.len());
+        row_key.extend_from_slice(&((created_at as u64) ^ (1 << 63)).to_be_bytes());
+        row_key.extend_from_slice(key.as_bytes());
+        row_key
+    }
+
+    /// The entry an age row's key names, if it is one.
+    fn from_row_key(row_key: &[u8]) -> Option<ByAge> {
+        let (time, key) = row_key.split_first_chunk::<8>()?;
+        let created_at = (u64::from_be_bytes(*time) ^ (1 << 63)) as TimestampMs;
+        Some(ByAge { created_at, key: std::str::from_utf8(key).ok()?.into() })
+    }
+}
+
+// The row's value is the time again, enveloped like every row.
+impl Persist for ByAge {
+    fn table(&self) -> &'static str {
+        IDEMPOTENCY_AGES
+    }
+    fn key(&self) -> Vec<u8> {
+        ByAge::row_key(self.created_at, &self.key)
+    }
+    fn encode(&self) -> Vec<u8> {
+        codec::encode(&self.created_at)
     }
 }
 
@@ -144,6 +191,7 @@ impl Tables {
     fn count_stored(&self, key: &str) {
         let hash = self.hash(key);
         *self.stored.lock().entry(hash).or_default() += 1;
+        self.stored_records.fetch_add(1, Ordering::Relaxed);
     }
 
     fn uncount_stored(&self, key: &str) {
@@ -154,7 +202,17 @@ impl Tables {
             if *count == 0 {
                 stored.remove(&hash);
             }
+            self.stored_records.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// How many records there are, in memory or out of it.
+    fn count(&self) -> usize {
+        self.records.len() + self.stored_records.load(Ordering::Relaxed)
+    }
+
+    fn store(&self) -> Option<Arc<Store>> {
+        self.store.get().and_then(Weak::upgrade)
     }
 
     /// The record of `key`: from memory, or read from the store if it left memory.
@@ -173,51 +231,104 @@ impl Tables {
     /// The record of `key` in the store, if the store holds one under that key (a
     /// record of another key with the same hash is not it).
     fn read_stored(&self, key: &str) -> Result<Option<Arc<IdempotencyRecord>>> {
-        let Some(store) = self.store.get().and_then(Weak::upgrade) else { return Ok(None) };
+        let Some(store) = self.store() else { return Ok(None) };
         let Some(bytes) = store.get(IDEMPOTENCY, key.as_bytes())? else { return Ok(None) };
         let record = decode_record(&bytes)?;
         Ok((record.key == key).then(|| Arc::new(record)))
     }
 
+    /// Visits the age entries of the records out of memory, oldest first, until `visit`
+    /// says stop. An age row whose record is in memory (written, not yet let go) is
+    /// passed over: [`Tables::by_age`] has it. So are the rows of records forgotten
+    /// whose deletions the materializer has not written yet.
+    fn stored_ages(&self, visit: &mut dyn FnMut(ByAge) -> bool) -> Result<()> {
+        let Some(store) = self.store() else { return Ok(()) };
+        let through = self.forgotten_through.lock().clone();
+        let from = match &through {
+            // The first key after the entry's own.
+            Some(entry) => {
+                let mut from = ByAge::row_key(entry.created_at, &entry.key);
+                from.push(0);
+                from
+            }
+            None => Vec::new(),
+        };
+        store.scan_from(IDEMPOTENCY_AGES, &from, &mut |row_key, _| {
+            let Some(entry) = ByAge::from_row_key(row_key) else { return true };
+            if self.records.get(&*entry.key).is_some() {
+                return true;
+            }
+            visit(entry)
+        })?;
+        Ok(())
+    }
+
+    /// The time of the oldest record, in memory or out of it.
+    fn oldest(&self) -> Option<TimestampMs> {
+        let in_memory = self.by_age.front().map(|e| e.value().created_at);
+        let mut stored = None;
+        if let Err(e) = self.stored_ages(&mut |entry| {
+            stored = Some(entry.created_at);
+            false
+        }) {
+            tracing::error!(error = %e, "reading the oldest idempotency record's age");
+        }
+        in_memory.into_iter().chain(stored).min()
+    }
+
     /// Removes the record of `key` from memory or from the store's count, with its age
-    /// entry; `age` finds the age of a record out of memory. Says whether there was
-    /// one.
-    fn remove(&self, key: &str, age: impl FnOnce() -> Option<TimestampMs>) -> bool {
+    /// entry; `age` finds the age of a record out of memory. Answers the removed
+    /// record's time, if there was one.
+    fn remove(&self, key: &str, age: impl FnOnce() -> Option<TimestampMs>) -> Option<TimestampMs> {
         if let Some(record) = self.records.remove(key) {
             self.by_age.remove(&ByAge::of(&record));
-            return true;
+            return Some(record.created_at);
         }
         if !self.maybe_stored(key) {
-            return false;
+            return None;
         }
-        let Some(created_at) = age() else { return false };
+        let created_at = age()?;
         self.uncount_stored(key);
-        self.by_age.remove(&ByAge { created_at, key: key.into() });
-        true
+        Some(created_at)
     }
 }
 
 pub(crate) const DOMAIN: Domain = Domain {
     name: "idempotency",
-    tables: &[Table {
-        name: IDEMPOTENCY,
-        rows: |s, f| s.for_each_idempotency_record(|r| f(&*r)),
-        load: |state, bytes| load(state, decode_record(bytes)?),
-        check_v1: check_v1::<IdempotencyRecord>,
-        load_in_parallel: true,
-        // Records out of memory are read by key (a retry): a vector memtable would be
-        // copied and sorted for every such read.
-        skip_list: true,
-    }],
+    tables: &[
+        Table {
+            name: IDEMPOTENCY,
+            rows: |s, f| s.for_each_idempotency_record(|r| f(&*r)),
+            load: |state, bytes| load(state, decode_record(bytes)?),
+            check_v1: check_v1::<IdempotencyRecord>,
+            load_in_parallel: true,
+            // Records out of memory are read by key (a retry): a vector memtable would
+            // be copied and sorted for every such read.
+            skip_list: true,
+        },
+        Table {
+            name: IDEMPOTENCY_AGES,
+            rows: |s, f| s.for_each_idempotency_record(|r| f(&ByAge::of(&r))),
+            // Counted only: the records' own rows load the state, and an open compares
+            // the two counts (`check_ages`).
+            load: |state, bytes| {
+                decode_row::<TimestampMs>(bytes, "idempotency age")?;
+                state.idempotency.ages_loaded.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            },
+            check_v1: check_v1::<TimestampMs>,
+            load_in_parallel: false,
+            // New rows' keys ascend (their times), and the sweep reads the oldest while
+            // the engine runs.
+            skip_list: true,
+        },
+    ],
     counters: |_| vec![],
     timers: Some(Timers {
         due: |state, now, limits| {
-            state.idempotency.by_age.len() > limits.idempotency_records_max
-                || state
-                    .idempotency
-                    .by_age
-                    .front()
-                    .is_some_and(|e| e.value().created_at + limits.idempotency_ttl_ms <= now)
+            let tables = &state.idempotency;
+            tables.count() > limits.idempotency_records_max
+                || tables.oldest().is_some_and(|t| t + limits.idempotency_ttl_ms <= now)
         },
         expire: forget_expired,
     }),
@@ -251,18 +362,24 @@ pub(crate) fn apply(
         IdempotencyEvent::IdempotencyForgotten { keys } => {
             let tables = &state.idempotency;
             // The keys were the oldest entries when the sweep chose them, in age
-            // order: the ages of those out of memory are found among the first
+            // order: the ages of those out of memory are found among the first stored
             // entries, and read from the store only if they are not there.
             let mut ages: HashMap<&str, TimestampMs> = HashMap::new();
             if keys.iter().any(|key| tables.records.get(key.as_str()).is_none()) {
                 let wanted: std::collections::HashSet<&str> =
                     keys.iter().map(String::as_str).collect();
-                for entry in tables.by_age.iter().take(keys.len().saturating_mul(2) + 64) {
-                    if let Some(key) = wanted.get(&*entry.value().key) {
-                        ages.insert(key, entry.value().created_at);
-                    }
-                }
+                let mut scanned = keys.len().saturating_mul(2) + 64;
+                tables
+                    .stored_ages(&mut |entry| {
+                        if let Some(key) = wanted.get(&*entry.key) {
+                            ages.insert(key, entry.created_at);
+                        }
+                        scanned -= 1;
+                        scanned > 0 && ages.len() < wanted.len()
+                    })
+                    .unwrap_or_else(|e| panic!("reading idempotency ages to forget: {e}"));
             }
+            let mut last: Option<ByAge> = None;
             for key in keys {
                 let age = || {
                     ages.get(key.as_str()).copied().or_else(|| {
@@ -272,8 +389,19 @@ pub(crate) fn apply(
                         stored.map(|record| record.created_at)
                     })
                 };
-                if tables.remove(key, age) {
+                if let Some(created_at) = tables.remove(key, age) {
                     rows.push(Row::delete(IDEMPOTENCY, key.as_bytes()));
+                    rows.push(Row::delete(IDEMPOTENCY_AGES, ByAge::row_key(created_at, key)));
+                    let entry = ByAge { created_at, key: key.as_str().into() };
+                    if last.as_ref().is_none_or(|l| *l < entry) {
+                        last = Some(entry);
+                    }
+                }
+            }
+            if let Some(last) = last {
+                let mut through = tables.forgotten_through.lock();
+                if through.as_ref().is_none_or(|t| *t < last) {
+                    *through = Some(last);
                 }
             }
         }
@@ -285,9 +413,10 @@ fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
     let record = Arc::new(record);
     // One lookup of the key: the record it replaces (one that expired) comes back from
     // the insert, and its age entry goes before the new one enters.
-    match tables.records.replace(record.key.clone(), record.clone()) {
+    let replaced = match tables.records.replace(record.key.clone(), record.clone()) {
         Some(previous) => {
             tables.by_age.remove(&ByAge::of(&previous));
+            Some(previous.created_at)
         }
         // The one it replaces may be out of memory (read only when its key's hash is
         // counted there: a key reused after it expired, or another key's hash).
@@ -295,27 +424,67 @@ fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
             let previous = tables.read_stored(&record.key).unwrap_or_else(|e| {
                 panic!("reading the idempotency record {:?} it replaces: {e}", record.key)
             });
-            if let Some(previous) = previous {
+            previous.map(|previous| {
                 tables.uncount_stored(&previous.key);
-                tables.by_age.remove(&ByAge::of(&previous));
-            }
+                previous.created_at
+            })
         }
-        None => {}
+        None => None,
+    };
+    let age = ByAge::of(&record);
+    if let Some(replaced) = replaced.filter(|&t| t != record.created_at) {
+        rows.push(Row::delete(IDEMPOTENCY_AGES, ByAge::row_key(replaced, &record.key)));
     }
-    tables.by_age.insert(ByAge::of(&record));
+    tables.by_age.insert(age.clone());
     rows.push(Row::put(record));
+    rows.push(Row::put(Arc::new(age)));
 }
 
 /// A stored record at open: into memory, or, when records leave memory for the store,
-/// only its age entry and its count.
+/// only its count (its age is in the store's age rows).
 fn load(state: &State, record: IdempotencyRecord) -> Result<()> {
     let tables = &state.idempotency;
     if tables.store.get().is_some() {
         tables.count_stored(&record.key);
-        tables.by_age.insert(ByAge::of(&record));
     } else {
         put(state, record, &mut Vec::new());
     }
+    Ok(())
+}
+
+/// Rewrites the age rows from the records' rows when the two disagree in number: a
+/// directory written before the age rows existed, or an open that rewrote them and
+/// crashed before they were flushed. Called once the rows are loaded, before the log
+/// tail is replayed: the rows are those of one materialized instant, whose records and
+/// age rows were written together.
+pub(crate) fn check_ages(store: &Store, state: &State) -> Result<()> {
+    let tables = &state.idempotency;
+    let records = match tables.store.get() {
+        Some(_) => tables.stored_records.load(Ordering::Relaxed),
+        None => tables.records.len(),
+    };
+    let ages = tables.ages_loaded.load(Ordering::Relaxed);
+    if ages == records {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut batch = emporium_storage::WriteBatch::default();
+    codec::scan(store, IDEMPOTENCY_AGES, &mut |key, _| {
+        batch.delete(IDEMPOTENCY_AGES, key);
+        Ok(())
+    })?;
+    codec::scan(store, IDEMPOTENCY, &mut |_, value| {
+        let age = ByAge::of(&decode_record(value)?);
+        batch.put_owned(IDEMPOTENCY_AGES, age.key(), age.encode());
+        Ok(())
+    })?;
+    store.write_unlogged(&batch)?;
+    tracing::info!(
+        records,
+        ages,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "rebuilt the idempotency records' age rows"
+    );
     Ok(())
 }
 
@@ -357,12 +526,20 @@ fn let_written_records_go(state: &State, rows: &[Row]) {
         let Some(held) = value.upgrade() else { continue };
         let Ok(key) = String::from_utf8(held.key()) else { continue };
         drop(held);
-        if !tables.records.get(&key).is_some_and(|r| is_written(&r, &value)) {
+        let Some(record) = tables.records.get(&key).filter(|r| is_written(r, &value)) else {
             continue;
-        }
+        };
         tables.count_stored(&key);
         if !tables.records.remove_if(&key, |_, r| is_written(r, &value)) {
             tables.uncount_stored(&key);
+            continue;
+        }
+        // Its age is in the store now. The sequencer may have put a new record under
+        // the key since the removal, with the same age entry: that one stays.
+        let age = ByAge::of(&record);
+        tables.by_age.remove(&age);
+        if tables.records.get(&key).is_some_and(|r| ByAge::of(&r) == age) {
+            tables.by_age.insert(age);
         }
     }
     // Entries of values since replaced are dropped once they outnumber what may be in
@@ -455,19 +632,46 @@ pub(crate) fn check(
     }
 }
 
-/// Forgets the records past their time to live, and the oldest past the most kept.
+/// Forgets the records past their time to live, and the oldest past the most kept:
+/// the oldest first, from memory and from the store's age rows taken together.
 fn forget_expired(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usize {
-    let excess = state.idempotency.by_age.len().saturating_sub(ctx.limits.idempotency_records_max);
-    let keys: Vec<String> = state
-        .idempotency
+    let tables = &state.idempotency;
+    let excess = tables.count().saturating_sub(ctx.limits.idempotency_records_max);
+    let is_due = |i: usize, entry: &ByAge| {
+        i < excess || entry.created_at + ctx.limits.idempotency_ttl_ms <= ctx.now
+    };
+    // The first entries of each source, enough for one batch: both are in age order.
+    let in_memory: Vec<ByAge> = tables
         .by_age
         .iter()
         .enumerate()
-        .take_while(|(i, e)| {
-            *i < excess || e.value().created_at + ctx.limits.idempotency_ttl_ms <= ctx.now
-        })
+        .take_while(|(i, e)| is_due(*i, e.value()))
         .take(EXPIRIES_PER_COMMAND_MAX)
-        .map(|(_, e)| e.value().key.to_string())
+        .map(|(_, e)| e.value().clone())
+        .collect();
+    let mut stored: Vec<ByAge> = Vec::new();
+    let read = tables.stored_ages(&mut |entry| {
+        if !is_due(stored.len(), &entry) {
+            return false;
+        }
+        stored.push(entry);
+        stored.len() < EXPIRIES_PER_COMMAND_MAX
+    });
+    if let Err(e) = read {
+        // Nothing out of memory is forgotten this time; the next tick tries again.
+        tracing::error!(error = %e, "reading idempotency ages to forget");
+        stored.clear();
+    }
+    let mut merged: Vec<ByAge> = in_memory.into_iter().chain(stored).collect();
+    merged.sort_unstable();
+    // A record let go between the two reads is in both.
+    merged.dedup_by(|a, b| a.key == b.key);
+    let keys: Vec<String> = merged
+        .into_iter()
+        .enumerate()
+        .take_while(|(i, e)| is_due(*i, e))
+        .take(EXPIRIES_PER_COMMAND_MAX)
+        .map(|(_, e)| e.key.into())
         .collect();
     if !keys.is_empty() {
         events.push(IdempotencyEvent::IdempotencyForgotten { keys }.into());
@@ -598,14 +802,24 @@ impl State {
 
     /// How many idempotency records there are, in memory or out of it.
     pub fn idempotency_record_count(&self) -> usize {
-        self.idempotency.by_age.len()
+        self.idempotency.count()
     }
 
     /// Visits every idempotency record, oldest first (those out of memory are read
     /// from the store: for digests and checks, not for a request's path).
     pub fn for_each_idempotency_record(&self, mut visit: impl FnMut(Arc<IdempotencyRecord>)) {
-        for entry in self.idempotency.by_age.iter() {
-            if let Some(record) = self.idempotency_record(&entry.value().key) {
+        let tables = &self.idempotency;
+        let mut ages: Vec<ByAge> = tables.by_age.iter().map(|e| e.value().clone()).collect();
+        if let Err(e) = tables.stored_ages(&mut |entry| {
+            ages.push(entry);
+            true
+        }) {
+            tracing::error!(error = %e, "reading idempotency ages");
+        }
+        ages.sort_unstable();
+        ages.dedup_by(|a, b| a.key == b.key);
+        for entry in ages {
+            if let Some(record) = self.idempotency_record(&entry.key) {
                 visit(record);
             }
         }
@@ -671,7 +885,40 @@ mod tests {
         assert_eq!(ages, vec![(99, "scope\0key".to_string(), 3)]);
         let held = state.idempotency_record("scope\0key").expect("held");
         assert_eq!((held.fingerprint, held.created_at), (3, 99));
-        assert_eq!((state.idempotency.records.len(), rows.len()), (1, 3));
+        assert_eq!(state.idempotency.records.len(), 1);
+        // Each put writes the record and its age row; the second also deletes the
+        // first's age row, the third replaces the second's (the same time and key).
+        let ages: Vec<(Vec<u8>, bool)> = rows
+            .iter()
+            .map(Row::location)
+            .zip(rows.iter().map(|r| r.value().is_some()))
+            .filter(|((table, _), _)| *table == IDEMPOTENCY_AGES)
+            .map(|((_, key), put)| (key, put))
+            .collect();
+        let key = |t| ByAge::row_key(t, "scope\0key");
+        let expected = [(key(10), true), (key(10), false), (key(99), true), (key(99), true)];
+        assert_eq!(ages, expected);
+        assert_eq!(rows.len(), 7);
+    }
+
+    /// Age rows sort by time (negative times too), then by key, as the entries do, and
+    /// their keys read back as the entries they were made from.
+    #[test]
+    fn age_row_keys_sort_as_their_entries() {
+        let mut entries: Vec<ByAge> = [(-5, "b"), (3, "a"), (-5, "a"), (0, ""), (i64::MAX, "z")]
+            .into_iter()
+            .chain([(i64::MIN, "q"), (3, "a\0b"), (256, "a")])
+            .map(|(created_at, key)| ByAge { created_at, key: key.into() })
+            .collect();
+        let mut by_row_key = entries.clone();
+        by_row_key.sort_by_key(|e| ByAge::row_key(e.created_at, &e.key));
+        entries.sort();
+        assert_eq!(by_row_key, entries);
+        for entry in &entries {
+            let row_key = ByAge::row_key(entry.created_at, &entry.key);
+            assert_eq!(ByAge::from_row_key(&row_key).as_ref(), Some(entry));
+        }
+        assert_eq!(ByAge::from_row_key(b"short"), None);
     }
 
     /// A record's row keeps every outcome as it was; a row of format 9 (the record

@@ -45,6 +45,7 @@ pub(crate) fn recover(
         crate::idempotency::keep_in_store(&state, store, held);
     }
     load_rows(store, &state)?;
+    crate::idempotency::check_ages(store, &state)?;
     let materialized = codec::read_materialized(store, &state)?;
     state.last_lsn.store(materialized, Ordering::Release);
     let first_log_lsn = codec::first_log_lsn(store)?;
