@@ -424,6 +424,18 @@ fn stored_rows(dir: &std::path::Path, table: &str) -> Vec<Vec<u8>> {
     keys
 }
 
+/// A guest's checkout of one unit of `sku` in a new cart, under idempotency key `key`.
+fn keyed_checkout(shop: &BlockingEngine, sku: &str, key: &str) {
+    let cart = cart_with(shop, &[(sku, 1)]);
+    shop.send(Checkout {
+        cart_id: cart.id.to_string(),
+        email: Some("guest@example.com".into()),
+        idempotency: Some(IdempotencyKey { scope: "guest".into(), key: key.into() }),
+        ..Default::default()
+    })
+    .unwrap();
+}
+
 /// Every idempotency record has an age row beside it in the store, so that records out
 /// of memory are forgotten in age order without their keys in memory. A directory
 /// with fewer age rows than records (written before age rows existed, or a rebuild cut
@@ -444,14 +456,7 @@ fn missing_idempotency_age_rows_are_rebuilt_at_open() {
     stocked_sku(&shop, "A-1", 1000, 1000);
     for n in 0..MADE {
         clock.advance(1);
-        let cart = cart_with(&shop, &[("A-1", 1)]);
-        shop.send(Checkout {
-            cart_id: cart.id.to_string(),
-            email: Some("guest@example.com".into()),
-            idempotency: Some(IdempotencyKey { scope: "guest".into(), key: format!("a-{n}") }),
-            ..Default::default()
-        })
-        .unwrap();
+        keyed_checkout(&shop, "A-1", &format!("a-{n}"));
     }
     wait_materialized(&engine);
     engine.close();
@@ -480,4 +485,90 @@ fn missing_idempotency_age_rows_are_rebuilt_at_open() {
     engine.close();
     assert_eq!(stored_rows(dir.path(), "idempotency").len(), 0);
     assert_eq!(stored_rows(dir.path(), "idempotency_ages").len(), 0);
+}
+
+/// The sweep forgets records out of memory whose deletions the materializer has not
+/// written yet exactly once: the next sweep, before they are written, takes the next
+/// oldest records, not the same ones again.
+#[test]
+fn a_sweep_before_the_last_ones_deletions_are_written_takes_the_next_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let key = |n: usize| Some(IdempotencyKey { scope: "guest".into(), key: format!("s-{n}") });
+    let checkout_of = |shop: &BlockingEngine, n: usize| {
+        clock.advance(1);
+        keyed_checkout(shop, "S-1", &format!("s-{n}"));
+    };
+    let engine = {
+        let mut config = trimming(dir.path(), clock.clone());
+        config.idempotency_records_in_memory = Some(0);
+        Engine::open(config).unwrap()
+    };
+    let shop = engine.blocking();
+    stocked_sku(&shop, "S-1", 1000, 1000);
+    for n in 0..10 {
+        checkout_of(&shop, n);
+    }
+    wait_materialized(&engine);
+    engine.close();
+
+    // Reopened with room for 5 and a materializer that does not write for an hour.
+    let mut config = unmaterialized_config(dir.path(), clock.clone());
+    config.idempotency_records_in_memory = Some(0);
+    config.limits.idempotency_records_max = 5;
+    let engine = Engine::open(config).unwrap();
+    let shop = engine.blocking();
+    let state = engine.state();
+    clock.advance(1);
+    shop.send(ExpireDue).unwrap();
+    assert_eq!(state.idempotency_record_count(), 5);
+    for n in 10..13 {
+        checkout_of(&shop, n);
+    }
+    assert_eq!(state.idempotency_record_count(), 8);
+    shop.send(ExpireDue).unwrap();
+    assert_eq!(state.idempotency_record_count(), 5, "the three oldest left are forgotten");
+    for n in 0..8 {
+        assert!(state.idempotency_record(&key(n).unwrap().scoped()).is_none(), "key {n}");
+    }
+    for n in 8..13 {
+        assert!(state.idempotency_record(&key(n).unwrap().scoped()).is_some(), "key {n}");
+    }
+    engine.close();
+}
+
+/// Records of one millisecond are forgotten by key order within it; one made in the
+/// sweep's own millisecond after the sweep, with a lower key than the last it forgot,
+/// is still found once it is out of memory, and is the next one forgotten.
+#[test]
+fn a_record_of_the_sweeps_own_millisecond_is_forgotten_in_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let key = |k: &str| Some(IdempotencyKey { scope: "guest".into(), key: k.into() });
+    let mut config = trimming(dir.path(), clock.clone());
+    config.idempotency_records_in_memory = Some(0);
+    // The tests' engines sweep only when asked (`ExpireDue`).
+    config.limits.idempotency_records_max = 3;
+    let engine = Engine::open(config).unwrap();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "M-1", 1000, 1000);
+    // The clock stands still: every record is of the same millisecond.
+    for k in ["k-b", "k-c", "k-d", "k-e"] {
+        keyed_checkout(&shop, "M-1", k);
+    }
+    wait_materialized(&engine);
+    let state = engine.state();
+    shop.send(ExpireDue).unwrap();
+    assert_eq!(state.idempotency_record_count(), 3);
+    assert!(state.idempotency_record(&key("k-b").unwrap().scoped()).is_none());
+    keyed_checkout(&shop, "M-1", "k-a");
+    wait_materialized(&engine);
+    assert_eq!(state.idempotency_records_in_memory(), 0);
+    shop.send(ExpireDue).unwrap();
+    assert_eq!(state.idempotency_record_count(), 3);
+    for (k, held) in [("k-a", false), ("k-c", true), ("k-d", true), ("k-e", true)] {
+        let found = state.idempotency_record(&key(k).unwrap().scoped()).is_some();
+        assert_eq!(found, held, "{k}");
+    }
+    engine.close();
 }

@@ -99,9 +99,11 @@ pub(crate) struct Tables {
     stored: Mutex<HashMap<u64, u32, rustc_hash::FxBuildHasher>>,
     /// How many records are out of memory: the sum of `stored`'s counts.
     stored_records: AtomicUsize,
-    /// The age entry of the last record the sweep forgot. Every record at or before it
-    /// was forgotten with it (the sweep takes the oldest first), so the store's age rows
-    /// up to it are deletions the materializer has not written yet, and are skipped.
+    /// The age entry of the last record the sweep forgot that was older than the
+    /// sweep's own millisecond. Every record at or before it was forgotten with it (the
+    /// sweep takes the oldest first) and every record made since is younger, so the
+    /// store's age rows up to it are deletions the materializer has not written yet,
+    /// and a read of the oldest rows starts after it instead of stepping over them.
     forgotten_through: Mutex<Option<ByAge>>,
     /// Age rows read at open, to compare with the records read.
     ages_loaded: AtomicUsize,
@@ -237,10 +239,12 @@ impl Tables {
         Ok((record.key == key).then(|| Arc::new(record)))
     }
 
-    /// Visits the age entries of the records out of memory, oldest first, until `visit`
-    /// says stop. An age row whose record is in memory (written, not yet let go) is
-    /// passed over: [`Tables::by_age`] has it. So are the rows of records forgotten
-    /// whose deletions the materializer has not written yet.
+    /// Visits the store's age rows that belong to a record, oldest first, until `visit`
+    /// says stop: those of records out of memory, and of records in memory that are
+    /// written (which [`Tables::by_age`] has too). Passed over are the rows of records
+    /// forgotten or replaced whose deletions the materializer has not written yet: up
+    /// to `forgotten_through` without a look, and past it a row whose key has a record
+    /// of another time in memory, or none in memory and none counted out of it.
     fn stored_ages(&self, visit: &mut dyn FnMut(ByAge) -> bool) -> Result<()> {
         let Some(store) = self.store() else { return Ok(()) };
         let through = self.forgotten_through.lock().clone();
@@ -255,10 +259,11 @@ impl Tables {
         };
         store.scan_from(IDEMPOTENCY_AGES, &from, &mut |row_key, _| {
             let Some(entry) = ByAge::from_row_key(row_key) else { return true };
-            if self.records.get(&*entry.key).is_some() {
-                return true;
-            }
-            visit(entry)
+            let current = match self.records.get(&*entry.key) {
+                Some(record) => record.created_at == entry.created_at,
+                None => self.maybe_stored(&entry.key),
+            };
+            !current || visit(entry)
         })?;
         Ok(())
     }
@@ -351,12 +356,7 @@ mod event {
 }
 pub use event::IdempotencyEvent;
 
-pub(crate) fn apply(
-    state: &State,
-    event: &IdempotencyEvent,
-    _at: TimestampMs,
-    rows: &mut Vec<Row>,
-) {
+pub(crate) fn apply(state: &State, event: &IdempotencyEvent, at: TimestampMs, rows: &mut Vec<Row>) {
     match event {
         IdempotencyEvent::ResponseRecorded(record) => put(state, (**record).clone(), rows),
         IdempotencyEvent::IdempotencyForgotten { keys } => {
@@ -392,8 +392,10 @@ pub(crate) fn apply(
                 if let Some(created_at) = tables.remove(key, age) {
                     rows.push(Row::delete(IDEMPOTENCY, key.as_bytes()));
                     rows.push(Row::delete(IDEMPOTENCY_AGES, ByAge::row_key(created_at, key)));
+                    // A record of this millisecond may be followed by another of it
+                    // with a lower key: the bound stays below them.
                     let entry = ByAge { created_at, key: key.as_str().into() };
-                    if last.as_ref().is_none_or(|l| *l < entry) {
+                    if created_at < at && last.as_ref().is_none_or(|l| *l < entry) {
                         last = Some(entry);
                     }
                 }
@@ -664,8 +666,8 @@ fn forget_expired(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usiz
     }
     let mut merged: Vec<ByAge> = in_memory.into_iter().chain(stored).collect();
     merged.sort_unstable();
-    // A record let go between the two reads is in both.
-    merged.dedup_by(|a, b| a.key == b.key);
+    // A record written but still in memory is in both.
+    merged.dedup();
     let keys: Vec<String> = merged
         .into_iter()
         .enumerate()
@@ -817,7 +819,7 @@ impl State {
             tracing::error!(error = %e, "reading idempotency ages");
         }
         ages.sort_unstable();
-        ages.dedup_by(|a, b| a.key == b.key);
+        ages.dedup();
         for entry in ages {
             if let Some(record) = self.idempotency_record(&entry.key) {
                 visit(record);
