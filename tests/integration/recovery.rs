@@ -465,22 +465,9 @@ fn upgrades_in_place(name: &str) -> Upgraded {
     assert_eq!(replay.unwrap().id.to_string(), ids.orders[0]);
     engine.close();
     // The fixture's idempotency records had no age rows: the open made one for each.
-    {
-        let store = open_store(&dir);
-        let count = |cf| {
-            let mut rows = 0;
-            store
-                .scan(cf, &mut |_, _| {
-                    rows += 1;
-                    true
-                })
-                .unwrap();
-            rows
-        };
-        let records = count("idempotency");
-        assert!(records > 0, "the fixture holds idempotency records");
-        assert_eq!(count("idempotency_ages"), records);
-    }
+    let records = crate::retention::stored_rows(&dir, "idempotency").len();
+    assert!(records > 0, "the fixture holds idempotency records");
+    assert_eq!(crate::retention::stored_rows(&dir, "idempotency_ages").len(), records);
 
     // Upgraded for good: it opens again in the current format, the same state plus the
     // new rows.

@@ -411,8 +411,8 @@ fn idempotency_records_leave_memory_and_are_read_back_from_the_store() {
     engine.close();
 }
 
-/// Rows of an idempotency table, counted in the store under a closed engine.
-fn stored_rows(dir: &std::path::Path, table: &str) -> Vec<Vec<u8>> {
+/// The keys of a table's rows in the store under a closed engine.
+pub(crate) fn stored_rows(dir: &std::path::Path, table: &str) -> Vec<Vec<u8>> {
     let store = crate::recovery::open_store(dir);
     let mut keys = Vec::new();
     store
