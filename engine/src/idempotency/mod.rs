@@ -3,6 +3,7 @@
 //! and a different request with the same key is refused. Records are forgotten after
 //! their time to live.
 
+mod counts;
 mod model;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,6 +25,7 @@ use crate::kernel::table::{check_v1, decode_row, Domain, Index, Persist, Row, Ta
 use crate::types::*;
 use crate::validate::Checks;
 use crate::EXPIRIES_PER_COMMAND_MAX;
+use counts::StoredCounts;
 
 const IDEMPOTENCY: &str = "idempotency";
 const IDEMPOTENCY_AGES: &str = "idempotency_ages";
@@ -96,7 +98,7 @@ pub(crate) struct Tables {
     pub(crate) by_age: SkipSet<ByAge>,
     /// How many records out of memory have each key hash ([`Tables::hash`]). A count,
     /// not a key: two keys may share a hash, and the read settles which is there.
-    stored: Mutex<HashMap<u64, u32, rustc_hash::FxBuildHasher>>,
+    stored: Mutex<StoredCounts>,
     /// How many records are out of memory: the sum of `stored`'s counts.
     stored_records: AtomicUsize,
     /// The age entry of the last record the sweep forgot that was older than the
@@ -187,23 +189,18 @@ impl Tables {
     /// Whether a record out of memory may have this key.
     fn maybe_stored(&self, key: &str) -> bool {
         let hash = self.hash(key);
-        self.stored.lock().contains_key(&hash)
+        self.stored.lock().contains(hash)
     }
 
     fn count_stored(&self, key: &str) {
         let hash = self.hash(key);
-        *self.stored.lock().entry(hash).or_default() += 1;
+        self.stored.lock().add(hash);
         self.stored_records.fetch_add(1, Ordering::Relaxed);
     }
 
     fn uncount_stored(&self, key: &str) {
         let hash = self.hash(key);
-        let mut stored = self.stored.lock();
-        if let Some(count) = stored.get_mut(&hash) {
-            *count -= 1;
-            if *count == 0 {
-                stored.remove(&hash);
-            }
+        if self.stored.lock().remove(hash) {
             self.stored_records.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -490,12 +487,18 @@ pub(crate) fn check_ages(store: &Store, state: &State) -> Result<()> {
     Ok(())
 }
 
-/// Lets written records leave memory for `store`, keeping at most `in_memory` of them.
-/// Called on a fresh state, before its rows load: stored records load into the age
-/// index and the counts only.
-pub(crate) fn keep_in_store(state: &State, store: &Arc<Store>, in_memory: usize) {
+/// Lets written records leave memory for `store`, keeping at most `in_memory` of them;
+/// the counts of those out of memory are made for `records_max` records. Called on a
+/// fresh state, before its rows load: stored records load as counts only.
+pub(crate) fn keep_in_store(
+    state: &State,
+    store: &Arc<Store>,
+    in_memory: usize,
+    records_max: usize,
+) {
     let tables = &state.idempotency;
     tables.in_memory_max.store(in_memory, Ordering::Relaxed);
+    *tables.stored.lock() = StoredCounts::new(records_max);
     let _ = tables.store.set(Arc::downgrade(store));
 }
 

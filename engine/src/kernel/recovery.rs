@@ -36,13 +36,14 @@ pub(crate) fn recover(
     store: &Arc<Store>,
     orders_in_memory: Option<usize>,
     idempotency_records_in_memory: Option<usize>,
+    idempotency_records_max: usize,
 ) -> Result<Recovered> {
     let state = State::new();
     if let Some(held) = orders_in_memory {
         crate::orders::keep_in_store(&state, store, held);
     }
     if let Some(held) = idempotency_records_in_memory {
-        crate::idempotency::keep_in_store(&state, store, held);
+        crate::idempotency::keep_in_store(&state, store, held, idempotency_records_max);
     }
     load_rows(store, &state)?;
     crate::idempotency::check_ages(store, &state)?;

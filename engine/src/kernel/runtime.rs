@@ -497,6 +497,7 @@ impl Engine {
             &store,
             config.orders_in_memory,
             config.idempotency_records_in_memory,
+            config.limits.idempotency_records_max,
         )?;
         let state = Arc::new(recovered.state);
         let last_lsn = state.last_lsn().0;
