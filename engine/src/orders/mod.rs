@@ -52,7 +52,7 @@ pub(crate) struct Tables {
     /// open, or was settled at the open. An entry stays when its order comes back
     /// (a refund reads it and changes it): a reader that finds neither map would
     /// report a missing order, so no order is ever in neither.
-    pub(crate) stored: IdIndex<OrderId, u64>,
+    pub(crate) stored: StoredSeqs,
     /// Where orders out of memory are; unset, every order stays in memory.
     pub(crate) store: OnceLock<Weak<Store>>,
     /// Settled orders kept in memory at most.
@@ -73,11 +73,64 @@ pub(crate) struct Tables {
     pub(crate) order_seq: Counter,
 }
 
+/// Shards of [`StoredSeqs`]: each resizes on its own, so a resize holds one lock over
+/// a sixteenth of the entries.
+const STORED_SHARDS: usize = 16;
+
+/// The sequence of each order out of memory, by id, in 8 bytes an entry: the id is not
+/// kept, since the sequence index names the id of every sequence (an id-keyed map of
+/// the ids' 16 bytes and the sequence took about 60 bytes an entry, for every order
+/// the shop ever had). A lookup compares each candidate's id through the sequence
+/// index. Sharded by hash, each shard under a lock held for one probe; reads are of
+/// orders out of memory only (old orders, refunds), never the checkout's path.
+pub(crate) struct StoredSeqs {
+    shards: Box<[Mutex<hashbrown::HashTable<u64>>]>,
+}
+
+impl Default for StoredSeqs {
+    fn default() -> StoredSeqs {
+        StoredSeqs { shards: (0..STORED_SHARDS).map(|_| Mutex::default()).collect() }
+    }
+}
+
+impl std::fmt::Debug for StoredSeqs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len: usize = self.shards.iter().map(|s| s.lock().len()).sum();
+        f.debug_struct("StoredSeqs").field("len", &len).finish()
+    }
+}
+
+impl StoredSeqs {
+    fn hash(id: &OrderId) -> u64 {
+        std::hash::BuildHasher::hash_one(&rustc_hash::FxBuildHasher, id)
+    }
+
+    /// The shard of `hash`: bits the table itself uses for neither the slot (the low
+    /// bits) nor its filter (the top seven).
+    fn shard(&self, hash: u64) -> &Mutex<hashbrown::HashTable<u64>> {
+        &self.shards[(hash >> 32) as usize % STORED_SHARDS]
+    }
+
+    /// Records that order `id` is stored under `seq`, which `by_seq` maps to `id`.
+    pub(crate) fn insert(&self, by_seq: &SeqIndex<OrderId>, id: OrderId, seq: u64) {
+        let hash = StoredSeqs::hash(&id);
+        let rehash = |&s: &u64| by_seq.get(s).map_or(0, |id| StoredSeqs::hash(&id));
+        let mut shard = self.shard(hash).lock();
+        shard.entry(hash, |&s| by_seq.get(s) == Some(id), rehash).or_insert(seq);
+    }
+
+    /// Where order `id` is stored, if it is out of memory.
+    pub(crate) fn get(&self, by_seq: &SeqIndex<OrderId>, id: &OrderId) -> Option<u64> {
+        let hash = StoredSeqs::hash(id);
+        self.shard(hash).lock().find(hash, |&s| by_seq.get(s).as_ref() == Some(id)).copied()
+    }
+}
+
 impl Default for Tables {
     fn default() -> Tables {
         Tables {
             orders: Index::default(),
-            stored: Index::default(),
+            stored: StoredSeqs::default(),
             store: OnceLock::new(),
             in_memory_max: AtomicUsize::new(usize::MAX),
             written: Mutex::new(VecDeque::new()),
@@ -100,7 +153,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 let order: Order = decode_row(bytes, "order")?;
                 index_order(state, None, true, &order);
                 if state.orders.store.get().is_some() && !order.holds_reservation() {
-                    state.orders.stored.insert(order.id, order.seq);
+                    state.orders.stored.insert(&state.orders.by_seq, order.id, order.seq);
                 } else {
                     state.orders.orders.insert(order.id, Arc::new(order));
                 }
@@ -237,8 +290,9 @@ pub(crate) fn touch(order: &mut Order, at: TimestampMs) {
 pub(crate) fn put_order(state: &State, order: Order, rows: &mut Vec<Row>) {
     let order = Arc::new(order);
     let previous = state.orders.orders.replace(order.id, order.clone());
-    // An order back from the store is not new, and held no reservation there.
-    let new = previous.is_none() && !state.orders.stored.contains_key(&order.id);
+    // An order back from the store is not new (its sequence is indexed), and held no
+    // reservation there.
+    let new = previous.is_none() && state.orders.by_seq.get(order.seq).is_none();
     index_order(state, previous.as_deref(), new, &order);
     rows.push(Row::put(order));
 }
@@ -507,7 +561,7 @@ impl State {
     /// An order out of memory, read from the store. A read that fails, or finds
     /// another order under the key, is logged and answers `None`.
     fn stored_order(&self, id: &OrderId) -> Option<Arc<Order>> {
-        let seq = self.orders.stored.get(id)?;
+        let seq = self.orders.stored.get(&self.orders.by_seq, id)?;
         let store = self.orders.store.get()?.upgrade()?;
         let read = store
             .get(ORDERS, &seq.to_be_bytes())
@@ -640,7 +694,7 @@ fn let_written_orders_go(state: &State, rows: &[Row]) {
         if order.holds_reservation() {
             continue;
         }
-        tables.stored.insert(id, seq);
+        tables.stored.insert(&tables.by_seq, id, seq);
         tables.orders.remove_if(&id, |_, o| is_written(o, &value));
     }
     // Entries of values since replaced are dropped once they outnumber what may be
@@ -650,5 +704,36 @@ fn let_written_orders_go(state: &State, rows: &[Row]) {
             let id = tables.by_seq.get(*seq);
             id.and_then(|id| tables.orders.get(&id)).is_some_and(|o| is_written(&o, value))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_sequences_are_found_by_id_through_the_sequence_index() {
+        let (by_seq, stored) = (SeqIndex::default(), StoredSeqs::default());
+        let id = |n: u64| {
+            OrderId::from_random(
+                u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+            )
+        };
+        for seq in 1..=20_000 {
+            by_seq.insert(seq, id(seq));
+            // Every other order leaves memory.
+            if seq % 2 == 0 {
+                stored.insert(&by_seq, id(seq), seq);
+            }
+        }
+        for seq in 1..=20_000 {
+            let found = stored.get(&by_seq, &id(seq));
+            assert_eq!(found, (seq % 2 == 0).then_some(seq), "order {seq}");
+        }
+        assert_eq!(stored.get(&by_seq, &id(30_000)), None, "an id never seen");
+        // Inserting again keeps one entry.
+        stored.insert(&by_seq, id(2), 2);
+        let len: usize = stored.shards.iter().map(|s| s.lock().len()).sum();
+        assert_eq!(len, 10_000);
     }
 }
