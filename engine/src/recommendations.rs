@@ -85,7 +85,7 @@ pub struct RecommendationSettings {
     pub support_min: u32,
     /// Partners kept per product and list. Default 200: a list answers at most
     /// [`RECOMMENDATIONS_MAX`], and twice that leaves room for the partners a query
-    /// skips (not active, not in stock). 16 bytes a partner, so at most 6.4 kB per
+    /// skips (not active, not in stock). 8 bytes a partner, so at most 3.2 kB per
     /// product for both lists.
     pub neighbours_max: usize,
     /// Products remembered per customer (the most recently bought). Default 50.
@@ -172,8 +172,10 @@ impl PaidOrder {
 }
 
 /// Counts of partners, ranked by count (highest first), then id: one vector of at
-/// most the cap's entries, 16 bytes each. A partner is found by a scan (the cap is a
-/// few hundred, and folding runs on its own thread), and a counted one moves up by a
+/// most the cap's entries, 8 bytes each (the product's sequence number and the count,
+/// as `u32`s: a shop's products are numbered from 1, and one numbered past `u32::MAX`
+/// is not counted as a partner). A partner is found by a scan (the cap is a few
+/// hundred, and folding runs on its own thread), and a counted one moves up by a
 /// rotation of the entries it passes.
 #[derive(Debug, Default)]
 struct Ranked {
@@ -182,18 +184,19 @@ struct Ranked {
 
 #[derive(Clone, Copy, Debug)]
 struct Partner {
-    product: ProductId,
+    product: u32,
     count: u32,
 }
 
 impl Partner {
-    fn rank(&self) -> (Reverse<u32>, ProductId) {
+    fn rank(&self) -> (Reverse<u32>, u32) {
         (Reverse(self.count), self.product)
     }
 }
 
 impl Ranked {
     fn add(&mut self, partner: ProductId, cap: usize) {
+        let Ok(partner) = u32::try_from(partner.seq()) else { return };
         if let Some(at) = self.ranked.iter().position(|p| p.product == partner) {
             let mut counted = self.ranked[at];
             counted.count += 1;
@@ -222,7 +225,10 @@ impl Ranked {
 
     /// Partners with at least `support` counts, best first.
     fn best(&self, support: u32) -> impl Iterator<Item = (ProductId, u32)> + '_ {
-        self.ranked.iter().map(|p| (p.product, p.count)).take_while(move |&(_, c)| c >= support)
+        self.ranked
+            .iter()
+            .map(|p| (ProductId::from_seq(u64::from(p.product)), p.count))
+            .take_while(move |&(_, c)| c >= support)
     }
 }
 
