@@ -7,6 +7,9 @@ use hashbrown::HashTable;
 const COUNT_BITS: u32 = 16;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
+/// Records a table is made for at most: 2^23 slots, 72 MiB.
+const RECORDS_MADE_FOR_MAX: usize = 1 << 22;
+
 /// Counts of records out of memory under the top 48 bits of their key's hash, each slot
 /// one `u64` (tag and count). A slot of a `HashMap<u64, u32>` took 16 bytes and its
 /// table doubled as records came (about 10 MB at once past 459k records); this one is
@@ -31,9 +34,11 @@ impl std::fmt::Debug for StoredCounts {
 }
 
 impl StoredCounts {
-    /// Counts to be made at `capacity` slots when the first record comes.
-    pub(super) fn new(capacity: usize) -> StoredCounts {
-        StoredCounts { table: HashTable::new(), capacity }
+    /// Counts to be made for `records` records when the first one comes: at most
+    /// [`RECORDS_MADE_FOR_MAX`], past which the table grows as records come (a cap
+    /// of `usize::MAX` is a cap nobody can allocate for).
+    pub(super) fn new(records: usize) -> StoredCounts {
+        StoredCounts { table: HashTable::new(), capacity: records.min(RECORDS_MADE_FOR_MAX) }
     }
 
     fn tag(hash: u64) -> u64 {
@@ -139,6 +144,14 @@ mod tests {
             assert!(!counts.contains(hash), "{n}");
         }
         assert_eq!(counts.bytes(), made, "the table neither grew nor shrank");
+    }
+
+    #[test]
+    fn a_cap_past_any_memory_makes_a_bounded_table() {
+        let mut counts = StoredCounts::new(usize::MAX);
+        counts.add(1 << COUNT_BITS);
+        assert!(counts.contains(1 << COUNT_BITS));
+        assert!(counts.bytes() <= RECORDS_MADE_FOR_MAX * 2 * 9 + 64);
     }
 
     #[test]

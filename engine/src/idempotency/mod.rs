@@ -87,8 +87,9 @@ pub const IDEMPOTENCY_RECORDS_IN_MEMORY_DEFAULT: usize = 10_000;
 /// then key, written with the record's row), so the records out of memory are
 /// forgotten in age order without their keys in memory. What stays in memory of a
 /// record out of memory is a count under its key's hash (so that a fresh key, the
-/// common case, is known to be new without a read): about 20 bytes, against about 400
-/// for a record in memory, each kept for the time to live.
+/// common case, is known to be new without a read), in a table of 8-byte slots made
+/// for the records' cap ([`StoredCounts`]), against about 400 bytes for a record in
+/// memory.
 #[derive(Debug)]
 pub(crate) struct Tables {
     /// The records in memory.
