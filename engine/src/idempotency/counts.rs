@@ -23,7 +23,7 @@ const RECORDS_MADE_FOR_MAX: usize = 1 << 22;
 #[derive(Default)]
 pub(super) struct StoredCounts {
     table: HashTable<u64>,
-    /// Slots made at first use.
+    /// Records the table is made for at first use.
     capacity: usize,
 }
 

@@ -97,8 +97,9 @@ pub(crate) struct Tables {
     /// The age entry of every record in memory, oldest first (those out of memory are
     /// in the store's age rows).
     pub(crate) by_age: SkipSet<ByAge>,
-    /// How many records out of memory have each key hash ([`Tables::hash`]). A count,
-    /// not a key: two keys may share a hash, and the read settles which is there.
+    /// How many records out of memory have each key hash ([`Tables::hash`]; its top 48
+    /// bits). A count, not a key: two keys may share them, and the read settles which
+    /// is there.
     stored: Mutex<StoredCounts>,
     /// How many records are out of memory: the sum of `stored`'s counts.
     stored_records: AtomicUsize,
