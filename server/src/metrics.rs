@@ -274,7 +274,7 @@ impl Metrics {
         );
         registry.register(
             "storage_memory_bytes",
-            "Memory the storage backend holds: RocksDB's memtables and block cache",
+            "Memory the storage backend holds: RocksDB's memtables, table readers and block cache",
             storage_memory.clone(),
         );
         registry.register(

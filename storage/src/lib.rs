@@ -297,8 +297,8 @@ impl Store {
         first.transpose().map(|r| r.map(|record| record.lsn))
     }
 
-    /// Memory the backend holds for its own buffers and caches (RocksDB: memtables and
-    /// the block cache), when it can tell.
+    /// Memory the backend holds for its own buffers and caches (RocksDB: memtables, table
+    /// readers and the block cache), when it can tell.
     pub fn memory_bytes(&self) -> Option<u64> {
         self.backend.memory_bytes()
     }

@@ -91,7 +91,8 @@ pub struct Sample {
     pub idempotency_records: u64,
     /// Idempotency records in memory.
     pub idempotency_records_in_memory: u64,
-    /// Memory of the storage backend (RocksDB memtables and block cache), KiB.
+    /// Memory of the storage backend (RocksDB memtables, table readers and block cache),
+    /// KiB.
     pub storage_kib: u64,
 }
 

@@ -894,8 +894,8 @@ impl Engine {
         self.inner.store.read().clone().ok_or_else(|| self.stopped())
     }
 
-    /// Memory the storage backend holds for its buffers and caches (RocksDB's memtables
-    /// and block cache), when it can tell; `None` after a close.
+    /// Memory the storage backend holds for its buffers and caches (RocksDB's memtables,
+    /// table readers and block cache), when it can tell; `None` after a close.
     pub fn storage_memory_bytes(&self) -> Option<u64> {
         self.store().ok()?.memory_bytes()
     }
