@@ -1402,17 +1402,22 @@ fn payment_idempotency() {
     }
 }
 
-#[test]
-fn a_replayed_checkout_answers_the_order_as_it_was_placed() {
-    let te = engine();
-    stocked_sku(&te.shop, "A", 100, 5);
-    let cart = cart_with(&te.shop, &[("A", 2)]);
-    let request = Checkout {
+/// Five of SKU `A` in stock, a cart of two, and a guest's checkout of it (key `k1`).
+fn two_of_five_checked_out_by_a_guest(shop: &BlockingEngine) -> Checkout {
+    stocked_sku(shop, "A", 100, 5);
+    let cart = cart_with(shop, &[("A", 2)]);
+    Checkout {
         cart_id: cart.id.to_string(),
         email: Some("ann@example.com".into()),
         idempotency: key("guest", "k1"),
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn a_replayed_checkout_answers_the_order_as_it_was_placed() {
+    let te = engine();
+    let request = two_of_five_checked_out_by_a_guest(&te.shop);
     let placed = te.shop.send(request.clone()).expect("checkout");
     pay(&te.shop, &placed.id).expect("pay");
     let replayed = te.shop.send(request).expect("replay");
@@ -1493,6 +1498,22 @@ fn check_after_reopen(
     check_invariants(te.state());
 }
 
+/// A reservation that ran out while the engine was closed is released by the time
+/// `Engine::open` returns: the first tick runs before it, so no command or clock change
+/// of the caller's races with it.
+#[test]
+fn reservations_that_ran_out_while_closed_are_released_before_open_returns() {
+    let te = engine();
+    let request = two_of_five_checked_out_by_a_guest(&te.shop);
+    let order = te.shop.send(request).expect("checkout");
+    te.clock.advance(TTL_MS);
+    let te = te.reopen();
+    assert_eq!(stock_line(te.state(), &["A"]), "A 5/0");
+    let status = te.state().order(&order.id).map(|o| o.status);
+    assert_eq!(status, Some(OrderStatus::Expired));
+    check_invariants(te.state());
+}
+
 #[test]
 fn the_rules_hold_after_a_restart() {
     let shirt = |te: &TestEngine| {
@@ -1539,16 +1560,9 @@ fn the_rules_hold_after_a_restart() {
         "validation_failed: parent_id",
     );
     let held = |te: &TestEngine| {
-        stocked_sku(&te.shop, "A", 100, 5);
-        let cart = cart_with(&te.shop, &[("A", 2)]);
-        let request = Checkout {
-            cart_id: cart.id.to_string(),
-            email: Some("ann@example.com".into()),
-            idempotency: key("guest", "k1"),
-            ..Default::default()
-        };
-        te.shop.send(request).expect("checkout");
-        cart.id.to_string()
+        let request = two_of_five_checked_out_by_a_guest(&te.shop);
+        te.shop.send(request.clone()).expect("checkout");
+        request.cart_id
     };
     check_after_reopen(
         held,

@@ -523,7 +523,9 @@ impl Engine {
             Some(seed) => Box::new(rand::rngs::StdRng::seed_from_u64(seed)),
             None => Box::new(rand::rngs::StdRng::from_os_rng()),
         };
+        let (started, sequencer_started) = crossbeam_channel::bounded(1);
         let sequencer = Sequencer {
+            started: Some(started),
             role: role.clone(),
             state: state.clone(),
             receiver,
@@ -582,6 +584,9 @@ impl Engine {
             threads.push(spawn("emporium-releaser", move || releaser.run())?);
         }
         threads.push(spawn("emporium-materializer", move || materializer.run())?);
+        // The sequencer's first tick has run (or the sequencer has stopped, which the
+        // first command reports).
+        let _ = sequencer_started.recv();
         Ok(Engine {
             inner: Arc::new(Inner {
                 role,
@@ -976,6 +981,8 @@ impl BlockingEngine {
 }
 
 struct Sequencer {
+    /// Told once the first tick has run: `Engine::open` returns after it.
+    started: Option<Sender<()>>,
     role: Arc<RoleCell>,
     state: Arc<State>,
     receiver: Receiver<Envelope>,
@@ -1001,7 +1008,18 @@ impl Sequencer {
             what: "sequencer",
             slot: Some(self.slot.clone()),
         };
-        let mut next_tick = Instant::now();
+        // Timers that fell due while the engine was closed fire before `Engine::open`
+        // returns, so that no command or clock change of the caller's races with them.
+        let mut group = Group::default();
+        let backlog = self.role.get() == PRIMARY && self.tick(&mut group);
+        if !group.is_empty() {
+            self.hand_over(group);
+        }
+        if let Some(started) = self.started.take() {
+            let _ = started.send(());
+        }
+        let mut next_tick =
+            if backlog { Instant::now() } else { Instant::now() + self.tick_interval };
         let mut running = true;
         while running {
             #[cfg(feature = "faults")]
