@@ -450,7 +450,11 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens the engine on `config.data_dir`, recovering the state it holds.
+    /// Opens the engine on `config.data_dir`, recovering the state it holds. What fell
+    /// due while it was closed (reservations, carts, records past their time to live)
+    /// is expired on a primary before it returns, as far as one tick takes
+    /// ([`crate::EXPIRIES_PER_COMMAND_MAX`] of each kind); the ticks after it work off
+    /// the rest at once.
     ///
     /// Fails with [`EngineError::IncompatibleData`] when the directory was written in
     /// another format, and with [`EngineError::Storage`] when it cannot be opened.
