@@ -518,6 +518,41 @@ where
 mod tests {
     use super::*;
 
+    /// The engine's ordered indexes (pending orders by expiry, the outbox's due
+    /// messages, records by age) are walked by `range` and emptied as they go. A node a
+    /// walk stepped past must be freed once it is removed: crossbeam-skiplist 0.1.3 kept a
+    /// reference to each for ever (crossbeam-rs/crossbeam#1178), so memory grew with
+    /// every order. The workspace patches it (`vendor/crossbeam-skiplist`).
+    #[test]
+    fn a_skip_list_frees_the_nodes_a_range_walked_past_once_they_are_removed() {
+        use std::sync::atomic::AtomicUsize;
+
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let map = crossbeam_skiplist::SkipMap::new();
+        for n in 0..100u64 {
+            map.insert(n, Counted(dropped.clone()));
+        }
+        assert_eq!(map.range(10..90).count(), 80);
+        assert_eq!(map.range(..).rev().count(), 100);
+        for n in 0..100u64 {
+            assert!(map.remove(&n).is_some());
+        }
+        // A removed node is freed once no thread can still be reading it: when the
+        // epoch has moved on, which other tests' threads may delay for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dropped.load(Ordering::SeqCst) < 100 && std::time::Instant::now() < deadline {
+            crossbeam_epoch::pin().flush();
+            std::thread::yield_now();
+        }
+        assert_eq!(dropped.load(Ordering::SeqCst), 100, "values of removed nodes dropped");
+    }
+
     #[test]
     fn a_group_index_walks_each_group_in_order_from_any_number() {
         let index = GroupIndex::<u64>::default();
