@@ -3,7 +3,9 @@
 //! A [`KpiModel`] counts, per minute of the log's time (each entry's `at`):
 //! - carts created, and of those (counted in the minute the cart was created) the
 //!   carts that got items, the ones checked out within the abandonment window
-//!   (*converted*) and the ones with items not checked out within it (*abandoned*);
+//!   (*converted*) and the ones with items not checked out within it (*abandoned*),
+//!   which includes those the carts domain dropped for idleness (decided when dropped:
+//!   they can no longer be checked out, so the model holds only carts that still can);
 //! - orders placed (checkouts from carts, and flash-sale purchases) and checkouts;
 //! - orders paid and the amount captured, per currency (GMV), and refunds;
 //! - payments declined (a provider's decline is in the log; a test card refused at
@@ -343,6 +345,9 @@ pub struct KpiDetail {
     pub product_hours: usize,
     /// Days with product sales.
     pub product_days: usize,
+    /// Carts held until they are decided: created within the abandonment window,
+    /// neither checked out nor dropped for idleness.
+    pub open_carts: usize,
 }
 
 /// [`KpiModel`] as files of [`SNAPSHOT_MAGIC_1`] hold it.
@@ -414,6 +419,7 @@ impl KpiModel {
             hours: self.hour_counts.len(),
             product_hours: self.hours.len(),
             product_days: self.days.len(),
+            open_carts: self.open.len(),
         }
     }
 
@@ -507,6 +513,11 @@ impl KpiModel {
                 Event::Carts(CartEvent::CartLineSet { cart_id, quantity, .. }) if *quantity > 0 => {
                     self.cart_filled(cart_id)
                 }
+                Event::Carts(CartEvent::CartsAbandoned { cart_ids }) => {
+                    for cart_id in cart_ids {
+                        self.dropped(cart_id);
+                    }
+                }
                 Event::Orders(OrderEvent::Placed(placed)) => {
                     self.checked_out(&placed.cart_id, at);
                     self.count(at, |c| {
@@ -570,6 +581,17 @@ impl KpiModel {
         if at - cart.created_at < self.window_ms {
             self.count(cart.created_at, |c| c.carts_converted += 1);
         } else if cart.has_items {
+            self.count(cart.created_at, |c| c.carts_abandoned += 1);
+        }
+    }
+
+    /// A cart dropped for idleness: abandoned if it had items, decided now rather than
+    /// at its window's end, since it can no longer be checked out. Without this every
+    /// cart dropped would stay in `open` for the whole window (a day by default).
+    fn dropped(&mut self, id: &CartId) {
+        let Some(cart) = self.open.remove(id) else { return };
+        self.open_by_age.remove(&(cart.created_at, cart.n));
+        if cart.has_items {
             self.count(cart.created_at, |c| c.carts_abandoned += 1);
         }
     }

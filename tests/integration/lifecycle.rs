@@ -171,6 +171,17 @@ fn abandoned_carts_are_dropped_and_counted() {
         quantity: 1,
     });
     assert!(matches!(closed, Err(EngineError::NotFound { .. })), "{closed:?}");
+    // The KPIs decide a dropped cart when it is dropped, not at the end of its
+    // abandonment window (here longer than the carts' time to live): it can no longer
+    // be checked out, and the model holds only the carts that still can.
+    let mut kpis = KpiModel::new(2 * ttl);
+    for entry in te.engine.read_log(Lsn(1), 100_000).unwrap() {
+        kpis.fold(te.state(), &entry);
+    }
+    assert_eq!(kpis.totals().carts_created, IDLE as u64 + 2);
+    assert_eq!(kpis.totals().carts_converted, 1);
+    assert_eq!(kpis.totals().carts_abandoned, 1, "the touched cart had items; the idle ones none");
+    assert_eq!(kpis.detail().open_carts, 0);
     let te = te.reopen();
     assert_eq!(te.state().carts_abandoned(), IDLE as u64 + 1);
     assert_eq!(te.state().open_cart_count(), 0);
