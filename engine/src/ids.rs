@@ -286,6 +286,11 @@ macro_rules! random_ids {
             pub fn from_random(bits: u128) -> $name {
                 $name(Random(bits))
             }
+
+            /// Its 128 bits, as [`Self::from_random`] took them.
+            pub fn bits(&self) -> u128 {
+                self.0 .0
+            }
         }
     )*};
 }

@@ -298,15 +298,73 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
 /// it is set: no array is ever copied or grown, so no insert pays for more than one
 /// leaf of [`SEQ_LEAF_SLOTS`] (a doubling vector would stall the sequencer for the
 /// copy of every order so far). Numbers up to 2^34 are held; sequences are counters,
-/// far below that.
+/// far below that. A slot is the value's 16 bytes and a bit saying it is set (a
+/// `OnceLock` of a 16-byte id took 32, for every order the shop ever had).
 pub(crate) struct SeqIndex<V> {
-    top: Box<[SeqArray<SeqArray<OnceLock<V>>>]>,
+    top: Box<[SeqArray<OnceLock<SeqLeaf>>]>,
     /// One past the highest number set.
     end: AtomicU64,
+    _values: std::marker::PhantomData<fn() -> V>,
 }
 
 /// One array of a [`SeqIndex`] level, made on first use.
 type SeqArray<T> = OnceLock<Box<[T]>>;
+
+/// A value a [`SeqIndex`] holds: 128 bits or fewer, copied in and out.
+pub(crate) trait SeqValue: Copy {
+    fn to_bits(self) -> u128;
+    fn from_bits(bits: u128) -> Self;
+}
+
+impl SeqValue for crate::ids::OrderId {
+    fn to_bits(self) -> u128 {
+        self.bits()
+    }
+
+    fn from_bits(bits: u128) -> Self {
+        crate::ids::OrderId::from_random(bits)
+    }
+}
+
+/// The slots of one leaf of a [`SeqIndex`]. A value is written (its two halves) before
+/// its bit is set with `Release`, and read only after its bit is seen with `Acquire`:
+/// each slot is written once, by one thread, so a reader never sees half a value.
+struct SeqLeaf {
+    set: Box<[AtomicU64]>,
+    halves: Box<[[AtomicU64; 2]]>,
+}
+
+impl SeqLeaf {
+    fn new() -> SeqLeaf {
+        SeqLeaf {
+            set: (0..SEQ_LEAF_SLOTS / 64).map(|_| AtomicU64::new(0)).collect(),
+            halves: (0..SEQ_LEAF_SLOTS).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect(),
+        }
+    }
+
+    fn get(&self, slot: usize) -> Option<u128> {
+        if self.set[slot / 64].load(Ordering::Acquire) & (1 << (slot % 64)) == 0 {
+            return None;
+        }
+        let [low, high] = &self.halves[slot];
+        Some(
+            u128::from(low.load(Ordering::Relaxed))
+                | u128::from(high.load(Ordering::Relaxed)) << 64,
+        )
+    }
+
+    /// Sets `slot` unless it is set; whether it was not.
+    fn set(&self, slot: usize, bits: u128) -> bool {
+        let (word, bit) = (&self.set[slot / 64], 1 << (slot % 64));
+        if word.load(Ordering::Acquire) & bit != 0 {
+            return false;
+        }
+        let [low, high] = &self.halves[slot];
+        low.store(bits as u64, Ordering::Relaxed);
+        high.store((bits >> 64) as u64, Ordering::Relaxed);
+        word.fetch_or(bit, Ordering::Release) & bit == 0
+    }
+}
 
 const SEQ_LEAF_BITS: u32 = 12;
 const SEQ_MID_BITS: u32 = 11;
@@ -322,7 +380,11 @@ fn lazy_array<T>(len: usize) -> Box<[OnceLock<T>]> {
 
 impl<V> Default for SeqIndex<V> {
     fn default() -> Self {
-        SeqIndex { top: lazy_array(1 << SEQ_TOP_BITS), end: AtomicU64::new(0) }
+        SeqIndex {
+            top: lazy_array(1 << SEQ_TOP_BITS),
+            end: AtomicU64::new(0),
+            _values: std::marker::PhantomData,
+        }
     }
 }
 
@@ -341,9 +403,9 @@ fn seq_place(seq: u64) -> (usize, usize, usize) {
     (top, mid, leaf)
 }
 
-impl<V: Clone> SeqIndex<V> {
+impl<V: SeqValue> SeqIndex<V> {
     /// Sets the slot of `seq`; a slot already set keeps its value (numbers are not
-    /// reused).
+    /// reused, and no two threads set the same one).
     ///
     /// # Panics
     /// At `seq` ≥ [`SEQ_END`].
@@ -351,8 +413,8 @@ impl<V: Clone> SeqIndex<V> {
         assert!(seq < SEQ_END, "sequence number {seq} is past the sequence index");
         let (top, mid, leaf) = seq_place(seq);
         let mids = self.top[top].get_or_init(|| lazy_array(1 << SEQ_MID_BITS));
-        let slots = mids[mid].get_or_init(|| lazy_array(SEQ_LEAF_SLOTS));
-        let fresh = slots[leaf].set(value).is_ok();
+        let slots = mids[mid].get_or_init(SeqLeaf::new);
+        let fresh = slots.set(leaf, value.to_bits());
         debug_assert!(fresh, "sequence number {seq} set twice");
         self.end.fetch_max(seq + 1, Ordering::Release);
     }
@@ -363,7 +425,7 @@ impl<V: Clone> SeqIndex<V> {
             return None;
         }
         let (top, mid, leaf) = seq_place(seq);
-        self.top[top].get()?[mid].get()?[leaf].get().cloned()
+        self.top[top].get()?[mid].get()?.get(leaf).map(V::from_bits)
     }
 
     /// The numbers set from `first` on, with their values, in order. Arrays never made
@@ -385,8 +447,8 @@ impl<V: Clone> SeqIndex<V> {
                 };
                 let at = seq;
                 seq += 1;
-                if let Some(value) = slots[leaf].get() {
-                    return Some((at, value.clone()));
+                if let Some(bits) = slots.get(leaf) {
+                    return Some((at, V::from_bits(bits)));
                 }
             }
             None
@@ -594,6 +656,19 @@ mod tests {
         index.insert(0, 1);
         assert_eq!(walk.next(), Some(3));
         assert_eq!(index.from(&0, 0).take(3).collect::<Vec<_>>(), [0, 1, 3]);
+    }
+
+    impl SeqValue for u64 {
+        fn to_bits(self) -> u128 {
+            // Both halves, so a value torn between them would show.
+            u128::from(self) << 64 | u128::from(!self)
+        }
+
+        fn from_bits(bits: u128) -> Self {
+            let (high, low) = ((bits >> 64) as u64, bits as u64);
+            assert_eq!(low, !high, "a value read whole");
+            high
+        }
     }
 
     #[test]
