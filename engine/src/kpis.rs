@@ -575,9 +575,15 @@ impl KpiModel {
         }
     }
 
-    fn checked_out(&mut self, id: &CartId, at: TimestampMs) {
-        let Some(cart) = self.open.remove(id) else { return };
+    /// Takes an open cart out of the model (both its entries), to be decided.
+    fn take_open(&mut self, id: &CartId) -> Option<OpenCart> {
+        let cart = self.open.remove(id)?;
         self.open_by_age.remove(&(cart.created_at, cart.n));
+        Some(cart)
+    }
+
+    fn checked_out(&mut self, id: &CartId, at: TimestampMs) {
+        let Some(cart) = self.take_open(id) else { return };
         if at - cart.created_at < self.window_ms {
             self.count(cart.created_at, |c| c.carts_converted += 1);
         } else if cart.has_items {
@@ -589,8 +595,7 @@ impl KpiModel {
     /// at its window's end, since it can no longer be checked out. Without this every
     /// cart dropped would stay in `open` for the whole window (a day by default).
     fn dropped(&mut self, id: &CartId) {
-        let Some(cart) = self.open.remove(id) else { return };
-        self.open_by_age.remove(&(cart.created_at, cart.n));
+        let Some(cart) = self.take_open(id) else { return };
         if cart.has_items {
             self.count(cart.created_at, |c| c.carts_abandoned += 1);
         }
