@@ -11,6 +11,15 @@
 //! consumers (replication, search, webhooks) read the log in chunks; `read_log`
 //! measures reading 1000 records of 256 bytes with their checksums verified.
 //!
+//! `wal_sync` asks what one synced write costs RocksDB itself, and so what bounds one
+//! submitter's latency: a 300-byte put (a one-line checkout's log record) synced through
+//! RocksDB's write-ahead log, with the WAL appended to (as the engine's store does: every
+//! sync also commits the file's new length) and with recycled WAL files
+//! (`recycle_log_file_num`: old files are overwritten in place, so a sync commits only
+//! data), beside `baseline_fdatasync_8k` of the same run. RocksDB refuses recycled WAL
+//! files beside writes that skip the WAL, which the engine's rows are, so the engine
+//! cannot turn it on in its one store.
+//!
 //! Run: `cargo bench -p emporium-bench --bench storage` (add `-- --quick` for a short
 //! run).
 
@@ -124,5 +133,60 @@ fn read_log(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, writes, read_log);
+/// The log record of a one-line checkout, about.
+const WAL_PUT_BYTES: usize = 300;
+/// Memtable (and so WAL file) size of the `wal_sync` databases: small, so that files
+/// roll, and are recycled, within the warm-up.
+const WAL_MEMTABLE_BYTES: usize = 4 << 20;
+
+/// A bare RocksDB database, its WAL files recycled or not, after enough writes and
+/// flushes that recycled files exist (the warm-up rolls more).
+fn wal_db(dir: &std::path::Path, recycle: bool) -> rocksdb::DB {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    options.set_write_buffer_size(WAL_MEMTABLE_BYTES);
+    if recycle {
+        options.set_recycle_log_file_num(4);
+    }
+    let db = rocksdb::DB::open(&options, dir).expect("open the database");
+    let value = vec![7u8; WAL_PUT_BYTES];
+    let mut flush = rocksdb::FlushOptions::default();
+    flush.set_wait(true);
+    for round in 0u64..3 {
+        for n in 0u64..2_000 {
+            db.put((round << 32 | n).to_be_bytes(), &value).expect("fill the database");
+        }
+        db.flush_opt(&flush).expect("flush");
+    }
+    db
+}
+
+fn wal_sync(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wal_sync");
+    group.warm_up_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("baseline_fdatasync_8k", |b| {
+        let mut probe = SyncProbe::new();
+        b.iter(|| probe.sync_once())
+    });
+    for (label, recycle) in [("appended", false), ("recycled", true)] {
+        let dir =
+            tempfile::Builder::new().prefix("emporium-bench-wal-").tempdir().expect("temp dir");
+        let db = wal_db(dir.path(), recycle);
+        let mut synced = rocksdb::WriteOptions::default();
+        synced.set_sync(true);
+        let value = vec![9u8; WAL_PUT_BYTES];
+        let mut key = 1u64 << 40;
+        group.bench_function(BenchmarkId::new("put_300b", label), |b| {
+            b.iter(|| {
+                key += 1;
+                db.put_opt(key.to_be_bytes(), &value, &synced).expect("a synced put")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, writes, read_log, wal_sync);
 criterion_main!(benches);
