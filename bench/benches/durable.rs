@@ -19,9 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
-};
+use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
 use emporium_bench::{
     checkout, prepare_carts, runtime, seed_catalog, CommitCounters, SyncProbe, STOCK_ON_HAND,
 };
@@ -133,4 +131,4 @@ fn durable_checkouts(c: &mut Criterion) {
 }
 
 criterion_group!(benches, durable_checkouts);
-criterion_main!(benches);
+emporium_bench::bench_main!(benches);

@@ -22,9 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
-};
+use criterion::{criterion_group, BatchSize, BenchmarkGroup, Criterion, Throughput};
 use emporium_bench::{checkout, product, set_stock, sku, STOCK_ON_HAND, T0};
 use emporium_engine::domain::{execute, Context, Limits};
 use emporium_engine::{
@@ -349,4 +347,4 @@ fn commands_on_a_large_state(c: &mut Criterion) {
 }
 
 criterion_group!(benches, commands, commands_on_a_large_state);
-criterion_main!(benches);
+emporium_bench::bench_main!(benches);

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use emporium_bench::loadgen::emporium::{expect, Admin};
 use emporium_bench::loadgen::http::Conn;
 use emporium_bench::{
@@ -514,4 +514,4 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(feed_and_webhooks, benches);
-criterion_main!(feed_and_webhooks);
+emporium_bench::bench_main!(feed_and_webhooks);

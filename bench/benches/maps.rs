@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use crossbeam_skiplist::SkipMap;
 use parking_lot::RwLock;
 
@@ -106,4 +106,4 @@ fn lookups(c: &mut Criterion) {
 }
 
 criterion_group!(benches, lookups);
-criterion_main!(benches);
+emporium_bench::bench_main!(benches);

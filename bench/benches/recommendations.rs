@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, BatchSize, Criterion};
 use emporium_bench::{product, set_stock, STOCK_ON_HAND, T0};
 use emporium_engine::domain::{execute, Context, Limits};
 use emporium_engine::{
@@ -169,4 +169,4 @@ fn recommendations(c: &mut Criterion) {
 }
 
 criterion_group!(benches, recommendations);
-criterion_main!(benches);
+emporium_bench::bench_main!(benches);

@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use emporium_bench::recovery_data::{config, ensure, DATA_SETS};
 use emporium_engine::Engine;
 
@@ -58,4 +58,4 @@ fn recovery(c: &mut Criterion) {
 }
 
 criterion_group!(benches, recovery);
-criterion_main!(benches);
+emporium_bench::bench_main!(benches);

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use emporium_engine::*;
 use emporium_server::auth::{Principal, TokenKeys};
 use emporium_server::notifications::{default_template, render, template_context};
@@ -151,4 +151,4 @@ fn sample_customer() -> Customer {
 }
 
 criterion_group!(benches, server);
-criterion_main!(benches);
+emporium_bench::bench_main!(benches);

@@ -25,7 +25,7 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use emporium_bench::SyncProbe;
 use emporium_storage::{BackendKind, Store, StoreConfig, WriteBatch};
 use rand::rngs::StdRng;
@@ -189,4 +189,4 @@ fn wal_sync(c: &mut Criterion) {
 }
 
 criterion_group!(benches, writes, read_log, wal_sync);
-criterion_main!(benches);
+emporium_bench::bench_main!(benches);

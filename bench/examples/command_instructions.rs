@@ -64,6 +64,7 @@ fn measured<R: Request + Debug>(fixture: &mut Fixture, commands: &[R]) {
 }
 
 fn main() {
+    emporium_engine::tune_process_memory().expect("memory settings as emporium serve's");
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "checkout_1_line".into());
     let count: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);

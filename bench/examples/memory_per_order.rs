@@ -24,6 +24,7 @@ const WARM_UP: u64 = 20_000;
 const IN_FLIGHT: usize = 256;
 
 fn main() {
+    emporium_engine::tune_process_memory().expect("memory settings as emporium serve's");
     let args: Vec<String> = std::env::args().collect();
     let orders: u64 = args.get(1).map_or(100_000, |a| a.parse().expect("ORDERS: a number"));
     let lines: u64 = args.get(2).map_or(10, |a| a.parse().expect("LINES: a number"));

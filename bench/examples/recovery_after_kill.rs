@@ -24,6 +24,7 @@ use emporium_engine::{Engine, OrderId, OrderStatus};
 const ORDERS_DEFAULT: u64 = 200_000;
 
 fn main() {
+    emporium_engine::tune_process_memory().expect("memory settings as emporium serve's");
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("write") => {

@@ -21,6 +21,7 @@ const PRODUCTS: u64 = 1_000;
 const REPLAYS: usize = 200;
 
 fn main() {
+    emporium_engine::tune_process_memory().expect("memory settings as emporium serve's");
     let orders: u64 = std::env::args().nth(1).map_or(50_000, |a| a.parse().expect("ORDERS"));
     let data = emporium_bench::bench_data_dir();
     std::fs::create_dir_all(&data).expect("create the bench data directory");

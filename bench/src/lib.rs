@@ -15,6 +15,19 @@ pub mod recovery_data;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `criterion_main!` with the process set up as `emporium serve` sets up its own
+/// ([`emporium_engine::tune_process_memory`]) before the first benchmark runs.
+#[macro_export]
+macro_rules! bench_main {
+    ($($group:path),+ $(,)?) => {
+        fn main() {
+            emporium_engine::tune_process_memory().expect("memory settings as emporium serve's");
+            $($group();)+
+            criterion::Criterion::default().configure_from_args().final_summary();
+        }
+    };
+}
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

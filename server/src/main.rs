@@ -70,7 +70,10 @@ struct StandbyArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    fix_c_allocator_mmap_threshold();
+    // Before any thread: see the function's documentation for what and why.
+    if let Err(error) = emporium_engine::tune_process_memory() {
+        eprintln!("emporium: running with the system's memory settings: {error}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
@@ -85,23 +88,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("emporium: {error:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// Rust code allocates through mimalloc; RocksDB's C++ allocates through the C library's
-/// allocator. glibc's mmap threshold starts at 128 KiB and rises to the size of each
-/// mapped block freed, up to 32 MiB: once the first memtable was flushed, every later
-/// memtable block (4 MiB) and memtable index came from the allocator's arenas, which
-/// keep freed memory resident between RocksDB's many small cache blocks. Fixed at
-/// 1 MiB, large blocks are mapped and unmapped whole (an explicit threshold turns off
-/// the rise, and the trim threshold's with it), so the process's resident memory
-/// follows what RocksDB holds.
-fn fix_c_allocator_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `mallopt` changes a setting of glibc's allocator, which it reads under
-    // its own lock; called before any thread is started.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

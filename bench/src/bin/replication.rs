@@ -58,6 +58,7 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    emporium_engine::tune_process_memory().expect("memory settings as emporium serve's");
     let checkouts = arg("--checkouts", 40_000);
     let submitters = arg("--submitters", 256) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

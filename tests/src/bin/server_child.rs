@@ -15,6 +15,7 @@ use emporium_server::config::Config;
 use emporium_server::server::RunningServer;
 
 fn main() -> anyhow::Result<()> {
+    emporium_engine::tune_process_memory()?;
     let dir = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: server-child DIR"))?;
     let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
