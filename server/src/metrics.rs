@@ -50,6 +50,8 @@ pub struct Metrics {
     commands: Gauge,
     sync_seconds_total: Gauge<f64, std::sync::atomic::AtomicU64>,
     log_bytes: Gauge,
+    rows_materialized: Gauge,
+    materializer_batches: Gauge,
     materializer_lag: Gauge,
     log_entries_held: Gauge,
     carts_open: Gauge,
@@ -217,6 +219,8 @@ impl Metrics {
         let commands = Gauge::default();
         let sync_seconds_total = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let log_bytes = Gauge::default();
+        let rows_materialized = Gauge::default();
+        let materializer_batches = Gauge::default();
         let materializer_lag = Gauge::default();
         let log_entries_held = Gauge::default();
         let carts_open = Gauge::default();
@@ -281,6 +285,16 @@ impl Metrics {
             "engine_log_bytes",
             "Bytes of log payload written: everything the synced writes carry",
             log_bytes.clone(),
+        );
+        registry.register(
+            "engine_rows_materialized",
+            "Rows the materializer has written to the tables since start, each coalesced row once",
+            rows_materialized.clone(),
+        );
+        registry.register(
+            "engine_materializer_batches",
+            "Batches the materializer has written since start (one unlogged write each)",
+            materializer_batches.clone(),
         );
         registry.register(
             "engine_materializer_lag_lsn",
@@ -366,6 +380,8 @@ impl Metrics {
             commands,
             sync_seconds_total,
             log_bytes,
+            rows_materialized,
+            materializer_batches,
             materializer_lag,
             log_entries_held,
             carts_open,
@@ -434,6 +450,8 @@ impl Metrics {
         self.commands.set(stats.commands_committed.load(Ordering::Relaxed) as i64);
         self.sync_seconds_total.set(stats.sync_nanos_total.load(Ordering::Relaxed) as f64 / 1e9);
         self.log_bytes.set(stats.log_bytes_total.load(Ordering::Relaxed) as i64);
+        self.rows_materialized.set(stats.rows_materialized.load(Ordering::Relaxed) as i64);
+        self.materializer_batches.set(stats.materialize_flushes.load(Ordering::Relaxed) as i64);
         let durable = engine.durable_lsn().0;
         self.materializer_lag.set(durable.saturating_sub(engine.materialized_lsn().0) as i64);
         let held = (durable + 1).saturating_sub(engine.first_log_lsn().0);

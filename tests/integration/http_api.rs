@@ -1652,6 +1652,24 @@ fn health_readiness_and_metrics() {
         text.lines().any(|l| l.starts_with("emporium_http_requests_total{") && l.contains("404")),
         "{text}"
     );
+    // The product's rows reach the tables on the materializer's next batch.
+    let gauge = |text: &str, name: &str| -> u64 {
+        let line = text.lines().find(|l| l.split(' ').next() == Some(name));
+        line.and_then(|l| l.split(' ').nth(1)).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            panic!("{name} is exported: {text}");
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8(s.get("/metrics").send().body).expect("metrics are text");
+        let rows = gauge(&text, "emporium_engine_rows_materialized");
+        let batches = gauge(&text, "emporium_engine_materializer_batches");
+        if rows > 0 && batches > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing materialized in 10 s: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must
