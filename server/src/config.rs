@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// The file of the `file` sender.
     #[arg(long, env = "EMPORIUM_NOTIFICATION_FILE")]
     pub notification_file: Option<PathBuf>,
+    /// The `file` sender's file at most, in bytes; past it the file becomes `FILE.1`
+    /// (and `.1` to `.3` one older each; the oldest, `.4`, is removed).
+    #[arg(long, env = "EMPORIUM_NOTIFICATION_FILE_BYTES_MAX")]
+    pub notification_file_bytes_max: Option<u64>,
     /// The SMTP server of the `smtp` sender: `smtp://[user:password@]host[:port]`
     /// (add `?tls=required` for STARTTLS) or `smtps://…`.
     #[arg(long, env = "EMPORIUM_SMTP_URL", hide_env_values = true)]
@@ -256,6 +260,7 @@ struct FileConfig {
     webhook_breaker_ms: Option<u64>,
     notification_sender: Option<String>,
     notification_file: Option<PathBuf>,
+    notification_file_bytes_max: Option<u64>,
     smtp_url: Option<String>,
     notification_from: Option<String>,
     shop_name: Option<String>,
@@ -576,6 +581,8 @@ impl Config {
                         .unwrap_or(d.notifications.attempts_max),
                     backoff_ms: pick!(notification_backoff_ms)
                         .unwrap_or(d.notifications.backoff_ms),
+                    file_bytes_max: pick!(notification_file_bytes_max)
+                        .unwrap_or(d.notifications.file_bytes_max),
                     ..d.notifications.clone()
                 },
             )?,
@@ -647,6 +654,10 @@ impl Config {
         anyhow::ensure!(
             (1..=3_600_000).contains(&n.backoff_ms),
             "notification_backoff_ms must be 1 to 3600000"
+        );
+        anyhow::ensure!(
+            n.file_bytes_max >= 1024,
+            "notification_file_bytes_max must be at least 1024"
         );
         anyhow::ensure!(
             n.from.parse::<lettre::message::Mailbox>().is_ok(),
@@ -785,6 +796,20 @@ mod tests {
         std::fs::write(&path, "no_such_option = 1\n").unwrap();
         let error = Config::resolve(&args).unwrap_err().to_string();
         assert!(error.contains("no_such_option"), "{error}");
+    }
+
+    #[test]
+    fn the_notification_file_limit_comes_from_the_file_and_has_a_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("emporium.toml");
+        std::fs::write(&path, "notification_file_bytes_max = 1048576\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        assert_eq!(Config::resolve(&args).unwrap().notifications.file_bytes_max, 1 << 20);
+        let default = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(default.notifications.file_bytes_max, 64 << 20);
+        let args = ServeArgs { notification_file_bytes_max: Some(1023), ..args };
+        let error = Config::resolve(&args).unwrap_err().to_string();
+        assert!(error.contains("notification_file_bytes_max must be at least 1024"), "{error}");
     }
 
     #[test]

@@ -93,7 +93,15 @@ pub struct NotificationSettings {
     pub attempts_max: u32,
     /// The first retry's delay (doubled per attempt, with jitter, up to an hour).
     pub backoff_ms: u64,
+    /// The `file` sender's file at most, in bytes: past it the file is rotated
+    /// (`.1` the newest of [`NOTIFICATION_FILES_KEPT`] older files).
+    pub file_bytes_max: u64,
 }
+
+/// Older files the `file` sender keeps beside its file (`notifications.jsonl.1` to
+/// `.4`); the oldest is removed at each rotation, so the sender's files hold at most
+/// five times [`NotificationSettings::file_bytes_max`].
+pub const NOTIFICATION_FILES_KEPT: usize = 4;
 
 impl Default for NotificationSettings {
     fn default() -> NotificationSettings {
@@ -103,6 +111,7 @@ impl Default for NotificationSettings {
             shop_name: "Emporium".into(),
             attempts_max: 8,
             backoff_ms: 30_000,
+            file_bytes_max: 64 << 20,
         }
     }
 }
@@ -152,32 +161,80 @@ pub struct FileSender {
 
 struct OutFile {
     path: PathBuf,
-    file: Mutex<Option<File>>,
+    bytes_max: u64,
+    /// The open file and its length.
+    file: Mutex<Option<(File, u64)>>,
 }
 
 impl FileSender {
-    /// A sender to `path` (created, with its directory, at the first message).
-    pub fn new(path: PathBuf) -> FileSender {
-        FileSender { file: Arc::new(OutFile { path, file: Mutex::new(None) }) }
+    /// A sender to `path` (created, with its directory, at the first message), rotated
+    /// past `bytes_max` bytes.
+    pub fn new(path: PathBuf, bytes_max: u64) -> FileSender {
+        FileSender { file: Arc::new(OutFile { path, bytes_max, file: Mutex::new(None) }) }
     }
 }
 
 impl OutFile {
     fn append(&self, line: &[u8]) -> std::io::Result<()> {
         let mut file = self.file.lock();
-        if file.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            *file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
-        }
-        let open = file.as_mut().expect("opened above");
-        let written = open.write_all(line).and_then(|()| open.sync_data());
+        let written = self.append_locked(&mut file, line);
         if written.is_err() {
             // Opened again next time (the file may have been moved or its disk fixed).
             *file = None;
         }
         written
+    }
+
+    fn append_locked(&self, file: &mut Option<(File, u64)>, line: &[u8]) -> std::io::Result<()> {
+        if file.is_none() {
+            if let Some(dir) = self.dir() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let open = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            let len = open.metadata()?.len();
+            *file = Some((open, len));
+        }
+        let (_, len) = file.as_ref().expect("opened above");
+        // A line never straddles two files: one longer than the limit has a file alone.
+        if *len > 0 && len.saturating_add(line.len() as u64) > self.bytes_max {
+            *file = None;
+            self.rotate()?;
+            let open = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            *file = Some((open, 0));
+        }
+        let (open, len) = file.as_mut().expect("opened above");
+        open.write_all(line)?;
+        open.sync_data()?;
+        *len += line.len() as u64;
+        Ok(())
+    }
+
+    fn dir(&self) -> Option<&std::path::Path> {
+        self.path.parent().filter(|d| !d.as_os_str().is_empty())
+    }
+
+    /// The file's `n`th older copy (`n` from 1, the newest).
+    fn older(&self, n: usize) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(format!(".{n}"));
+        name.into()
+    }
+
+    /// Moves the file to `.1`, each older copy one further, and removes the oldest;
+    /// the directory is synced, so no rename is lost in a crash that keeps later lines.
+    fn rotate(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.older(NOTIFICATION_FILES_KEPT)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        for n in (1..NOTIFICATION_FILES_KEPT).rev() {
+            match std::fs::rename(self.older(n), self.older(n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, self.older(1))?;
+        File::open(self.dir().unwrap_or(std::path::Path::new(".")))?.sync_all()
     }
 }
 
@@ -301,7 +358,7 @@ pub fn sender(
     Ok(match &settings.sender {
         SenderKind::File(path) => {
             let path = path.clone().unwrap_or_else(|| data_dir.join("notifications.jsonl"));
-            Some(Arc::new(FileSender::new(path)))
+            Some(Arc::new(FileSender::new(path, settings.file_bytes_max)))
         }
         SenderKind::Stdout => Some(Arc::new(StdoutSender)),
         SenderKind::Smtp(url) => Some(Arc::new(SmtpSender::new(url)?)),
@@ -908,6 +965,35 @@ fn backoff(base_ms: u64, attempts: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_is_rotated_past_its_limit_and_keeps_four_older_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out").join("notifications.jsonl");
+        let out = OutFile { path: path.clone(), bytes_max: 100, file: Mutex::new(None) };
+        // 30 lines of 40 bytes: two to a file, so fifteen files were started.
+        for n in 0..30 {
+            out.append(format!("{n:039}\n").as_bytes()).unwrap();
+        }
+        let lines = |p: &std::path::Path| -> Vec<u64> {
+            std::fs::read_to_string(p).unwrap().lines().map(|l| l.parse().unwrap()).collect()
+        };
+        assert_eq!(lines(&path), [28, 29]);
+        for n in 1..=NOTIFICATION_FILES_KEPT {
+            let first = 28 - 2 * n as u64;
+            assert_eq!(lines(&out.older(n)), [first, first + 1], "file .{n}");
+        }
+        assert!(!out.older(NOTIFICATION_FILES_KEPT + 1).exists());
+        // A line longer than the limit has a file of its own; a restart counts what the
+        // file already holds.
+        let reopened = OutFile { path: path.clone(), bytes_max: 100, file: Mutex::new(None) };
+        let long = format!("{}\n", "7".repeat(150));
+        reopened.append(long.as_bytes()).unwrap();
+        reopened.append(b"1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+        assert_eq!(std::fs::read_to_string(out.older(1)).unwrap(), long);
+        assert_eq!(lines(&out.older(2)), [28, 29]);
+    }
 
     #[test]
     fn money_is_shown_with_the_currency_s_decimals() {

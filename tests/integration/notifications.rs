@@ -550,6 +550,7 @@ fn smtp_deliveries_back_off_while_the_server_is_busy_and_fail_for_good_on_a_refu
             shop_name: "Test Shop".into(),
             attempts_max: 10,
             backoff_ms: 100,
+            ..NotificationSettings::default()
         };
     });
     let admin = s.admin();
