@@ -5,16 +5,17 @@
 /// embedder may call it or choose its own. The engine never calls it itself.
 ///
 /// - **Transparent huge pages off for this process** (`prctl(PR_SET_THP_DISABLE)`).
-///   mimalloc asks for huge pages on its arenas (`madvise(MADV_HUGEPAGE)`), so the
-///   first touch of each 2 MiB, and each touch after mimalloc has returned part of
-///   one to the system, has the kernel zero 2 MiB at once. The engine's state grows
+///   mimalloc asks for huge pages on the arenas it reserves (`madvise(MADV_HUGEPAGE)` on
+///   1 GiB at a time, even where the system's setting is `madvise`), so the first
+///   touch of each 2 MiB, and each touch after mimalloc has returned part of one to
+///   the system, has the kernel zero 2 MiB at once. The engine's state grows
 ///   by small objects for every order and cart, and with a million orders held about a
 ///   third of a checkout's time went to that zeroing (`clear_page_erms` in
 ///   `do_huge_pmd_anonymous_page`). With 4 KiB pages the one-line checkout on that state
 ///   takes 2.5 µs instead of 4.0 µs (`apply_1m_orders` in `bench/benches/engine.rs`);
 ///   on a small state, and for durable and HTTP throughput, it measured no
-///   difference, and the server's resident memory is about 50 MB lower. Redis and
-///   PostgreSQL give the same advice for the same reasons.
+///   difference, and the server's resident memory is about 50 MB lower. Redis's
+///   documentation advises the same for its server.
 /// - **glibc's mmap threshold fixed at 1 MiB** (`mallopt(M_MMAP_THRESHOLD)`). Rust code
 ///   allocates through the global allocator; RocksDB's C++ allocates through the C
 ///   library's. glibc's threshold starts at 128 KiB and rises to the size of each mapped
@@ -68,8 +69,8 @@ mod tests {
     #[test]
     fn turns_transparent_huge_pages_off_for_the_process() {
         super::tune_process_memory().expect("the settings are accepted");
-        // SAFETY: reads one flag of this process's memory map.
         let zero: libc::c_ulong = 0;
+        // SAFETY: reads one flag of this process's memory map.
         let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, zero, zero, zero, zero) };
         assert_eq!(disabled, 1);
     }

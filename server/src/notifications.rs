@@ -192,15 +192,17 @@ impl OutFile {
             }
             let open = OpenOptions::new().create(true).append(true).open(&self.path)?;
             let len = open.metadata()?.len();
+            if len == 0 {
+                // Perhaps just created: its name must outlast a crash with its lines.
+                self.sync_dir()?;
+            }
             *file = Some((open, len));
         }
         let (_, len) = file.as_ref().expect("opened above");
         // A line never straddles two files: one longer than the limit has a file alone.
         if *len > 0 && len.saturating_add(line.len() as u64) > self.bytes_max {
             *file = None;
-            self.rotate()?;
-            let open = OpenOptions::new().create(true).append(true).open(&self.path)?;
-            *file = Some((open, 0));
+            *file = Some((self.rotate()?, 0));
         }
         let (open, len) = file.as_mut().expect("opened above");
         open.write_all(line)?;
@@ -213,6 +215,10 @@ impl OutFile {
         self.path.parent().filter(|d| !d.as_os_str().is_empty())
     }
 
+    fn sync_dir(&self) -> std::io::Result<()> {
+        File::open(self.dir().unwrap_or(std::path::Path::new(".")))?.sync_all()
+    }
+
     /// The file's `n`th older copy (`n` from 1, the newest).
     fn older(&self, n: usize) -> PathBuf {
         let mut name = self.path.clone().into_os_string();
@@ -220,9 +226,10 @@ impl OutFile {
         name.into()
     }
 
-    /// Moves the file to `.1`, each older copy one further, and removes the oldest;
-    /// the directory is synced, so no rename is lost in a crash that keeps later lines.
-    fn rotate(&self) -> std::io::Result<()> {
+    /// Moves the file to `.1`, each older copy one further, removes the oldest and
+    /// opens a new file; the directory is synced, so no rename or new name is lost in a
+    /// crash that keeps the lines written after it.
+    fn rotate(&self) -> std::io::Result<File> {
         match std::fs::remove_file(self.older(NOTIFICATION_FILES_KEPT)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -234,7 +241,9 @@ impl OutFile {
             }
         }
         std::fs::rename(&self.path, self.older(1))?;
-        File::open(self.dir().unwrap_or(std::path::Path::new(".")))?.sync_all()
+        let open = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.sync_dir()?;
+        Ok(open)
     }
 }
 
