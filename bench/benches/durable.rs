@@ -85,11 +85,7 @@ fn durable_checkouts(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(5));
     // The baseline, in the same run: what one fdatasync costs on this disk right now.
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("baseline_fdatasync_8k", |b| {
-        let mut probe = SyncProbe::new();
-        b.iter(|| probe.sync_once())
-    });
+    SyncProbe::bench_baseline(&mut group);
     for submitters in SUBMITTERS {
         // Opened and stocked only if this submitter count is selected.
         let mut opened: Option<(tempfile::TempDir, Engine)> = None;

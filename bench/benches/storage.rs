@@ -78,11 +78,7 @@ fn writes(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     // The baseline, in the same run: the disk's own sync without RocksDB.
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("baseline_fdatasync_8k", |b| {
-        let mut probe = SyncProbe::new();
-        b.iter(|| probe.sync_once())
-    });
+    SyncProbe::bench_baseline(&mut group);
     for sync in [true, false] {
         let label = if sync { "synced" } else { "unsynced" };
         for rows in BATCH_ROWS {
@@ -165,11 +161,7 @@ fn wal_sync(c: &mut Criterion) {
     let mut group = c.benchmark_group("wal_sync");
     group.warm_up_time(Duration::from_secs(2));
     group.measurement_time(Duration::from_secs(4));
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("baseline_fdatasync_8k", |b| {
-        let mut probe = SyncProbe::new();
-        b.iter(|| probe.sync_once())
-    });
+    SyncProbe::bench_baseline(&mut group);
     for (label, recycle) in [("appended", false), ("recycled", true)] {
         let dir =
             tempfile::Builder::new().prefix("emporium-bench-wal-").tempdir().expect("temp dir");
