@@ -261,6 +261,7 @@ impl SyncProbe {
         self.file.write_all_at(&[1u8; SyncProbe::WRITE_BYTES], 0).expect("write the probe");
         self.file.sync_data().expect("fdatasync the probe");
     }
+
     /// Adds `baseline_fdatasync_8k` to `group`: one probe sync per element, the disk's
     /// cost measured in the same run as what the group compares with it.
     pub fn bench_baseline(
