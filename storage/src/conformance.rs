@@ -171,9 +171,10 @@ fn corrupt_log_record_is_reported_not_returned() {
         batch.append_log(7, b"good");
         // A record whose checksum does not match its payload, as a torn or flipped
         // write would leave it.
-        let (key, mut value) = LogRecord::encode(8, b"payload");
+        let mut value = Vec::new();
+        LogRecord::encode_into(8, b"payload", &mut value);
         value[5] ^= 0x40;
-        batch.put_owned(CF_LOG, key.to_vec(), value);
+        batch.put(CF_LOG, &8u64.to_be_bytes(), &value);
         store.write(&batch, true).unwrap();
         assert_eq!(store.read_log(7, 1).unwrap()[0].payload, b"good");
         let error = store.read_log(7, 10).unwrap_err();

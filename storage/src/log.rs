@@ -16,13 +16,13 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
-    pub(crate) fn encode(lsn: u64, payload: &[u8]) -> ([u8; 8], Vec<u8>) {
+    /// Appends the record's value (checksum, then payload) to `out`; its key is the
+    /// LSN in big-endian.
+    pub(crate) fn encode_into(lsn: u64, payload: &[u8], out: &mut Vec<u8>) {
         assert!(payload.len() <= LOG_RECORD_BYTES_MAX, "log record over the size limit");
-        let key = lsn.to_be_bytes();
-        let mut value = Vec::with_capacity(4 + payload.len());
-        value.extend_from_slice(&checksum(lsn, payload).to_le_bytes());
-        value.extend_from_slice(payload);
-        (key, value)
+        out.reserve(4 + payload.len());
+        out.extend_from_slice(&checksum(lsn, payload).to_le_bytes());
+        out.extend_from_slice(payload);
     }
 
     pub(crate) fn decode(key: &[u8], value: &[u8]) -> Result<LogRecord> {

@@ -114,7 +114,7 @@ impl RocksBackend {
 
     fn rocks_batch(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch> {
         let mut wb = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
+        for op in batch.ops() {
             match op {
                 Op::Put { cf, key, value } => wb.put_cf(self.cf(cf)?, key, value),
                 Op::Delete { cf, key } => wb.delete_cf(self.cf(cf)?, key),

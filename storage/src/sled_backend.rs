@@ -67,16 +67,16 @@ impl SledBackend {
 impl Backend for SledBackend {
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
         let _shared = self.checkpoint_lock.read();
-        let mut ops = Vec::with_capacity(batch.ops.len());
+        let mut ops = Vec::with_capacity(batch.len());
         // sled's transactions cannot iterate, so a range is read into its keys first; the
         // engine deletes ranges only of rows no other writer touches (trimmed log).
         let mut ranges = Vec::new();
-        for op in &batch.ops {
+        for op in batch.ops() {
             match op {
                 Op::Put { cf, .. } | Op::Delete { cf, .. } => ops.push((self.index(cf)?, op)),
                 Op::DeleteRange { cf, from, to } => {
                     let index = self.index(cf)?;
-                    for item in self.trees[index].range(from.as_slice()..to.as_slice()) {
+                    for item in self.trees[index].range(from..to) {
                         let (key, _) = item.map_err(err)?;
                         ranges.push((index, key));
                     }
@@ -88,10 +88,10 @@ impl Backend for SledBackend {
             for (index, op) in &ops {
                 match op {
                     Op::Put { key, value, .. } => {
-                        txs[*index].insert(key.as_slice(), value.as_slice())?;
+                        txs[*index].insert(*key, *value)?;
                     }
                     Op::Delete { key, .. } => {
-                        txs[*index].remove(key.as_slice())?;
+                        txs[*index].remove(*key)?;
                     }
                     Op::DeleteRange { .. } => unreachable!("ranges are expanded above"),
                 }

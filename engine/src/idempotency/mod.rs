@@ -38,8 +38,8 @@ impl Persist for IdempotencyRecord {
     fn key(&self) -> Vec<u8> {
         self.key.as_bytes().to_vec()
     }
-    fn encode(&self) -> Vec<u8> {
-        codec::encode(&IdempotencyRow::from(self))
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        codec::encode_into(&IdempotencyRow::from(self), out)
     }
 }
 
@@ -178,8 +178,8 @@ impl Persist for ByAge {
     fn key(&self) -> Vec<u8> {
         ByAge::row_key(self.created_at, &self.key)
     }
-    fn encode(&self) -> Vec<u8> {
-        codec::encode(&self.created_at)
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        codec::encode_into(&self.created_at, out)
     }
 }
 
@@ -898,7 +898,7 @@ mod tests {
         let ages: Vec<(Vec<u8>, bool)> = rows
             .iter()
             .map(Row::location)
-            .zip(rows.iter().map(|r| r.value().is_some()))
+            .zip(rows.iter().map(|r| matches!(r, Row::Put(_))))
             .filter(|((table, _), _)| *table == IDEMPOTENCY_AGES)
             .map(|((_, key), put)| (key, put))
             .collect();

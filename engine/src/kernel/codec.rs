@@ -137,13 +137,34 @@ pub(crate) fn row_version(bytes: &[u8]) -> Option<u8> {
     (bytes.len() >= ENVELOPE_BYTES && bytes[0] == ENVELOPE_TAG).then(|| bytes[1])
 }
 
-pub(crate) fn encode<T>(value: &T) -> Vec<u8>
+/// Appends `value` as a row (envelope, then its rkyv bytes) to `out`.
+///
+/// rkyv aligns what it writes to the start of its own buffer, so the value is
+/// serialised into a buffer kept by the thread for the next row (the materializer writes
+/// rows by the hundred thousand) and copied once to `out`.
+pub(crate) fn encode_into<T>(value: &T, out: &mut Vec<u8>)
 where
     T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
 {
-    let archived = rkyv::to_bytes::<RkyvError>(value).expect("in-memory values always serialize");
-    wrap(&archived, ROW_FORMAT)
+    thread_local! {
+        static SCRATCH: std::cell::Cell<AlignedVec> = std::cell::Cell::new(AlignedVec::new());
+    }
+    let mut scratch = SCRATCH.take();
+    scratch.clear();
+    let archived = rkyv::api::high::to_bytes_in::<_, RkyvError>(value, scratch)
+        .expect("in-memory values always serialize");
+    out.reserve(ENVELOPE_BYTES + archived.len());
+    out.push(ENVELOPE_TAG);
+    out.push(ROW_FORMAT);
+    out.extend_from_slice(&archived);
+    // A rare large row does not keep its buffer's size for the rest of the thread's life.
+    if archived.capacity() <= SCRATCH_BYTES_KEPT {
+        SCRATCH.set(archived);
+    }
 }
+
+/// The largest serialisation buffer a thread keeps between rows.
+const SCRATCH_BYTES_KEPT: usize = 64 << 10;
 
 /// The payload inside an envelope, after checking its version.
 fn unwrap<'a>(bytes: &'a [u8], what: &str, expected: u8) -> Result<&'a [u8]> {
@@ -206,9 +227,9 @@ where
 
 /// Adds a row's persisted form (or its deletion) under `key` to `batch`.
 pub(crate) fn put_row(batch: &mut WriteBatch, (cf, key): (&'static str, Vec<u8>), row: &Row) {
-    match row.value() {
-        Some(value) => batch.put_owned(cf, key, value),
-        None => batch.delete(cf, &key),
+    match row {
+        Row::Put(value) => batch.put_with(cf, &key, |out| value.encode_into(out)),
+        Row::Delete { .. } => batch.delete(cf, &key),
     }
 }
 

@@ -19,8 +19,14 @@ pub(crate) trait Persist: Send + Sync + fmt::Debug {
     fn table(&self) -> &'static str;
     /// The key in it.
     fn key(&self) -> Vec<u8>;
-    /// The stored value (enveloped rkyv bytes).
-    fn encode(&self) -> Vec<u8>;
+    /// Appends the stored value (enveloped rkyv bytes) to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>);
+    /// The stored value in a buffer of its own.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
 }
 
 /// Implements [`Persist`] for an entity type: `persist!(Product, "products", |p| key)`.
@@ -34,8 +40,8 @@ macro_rules! persist {
                 let $value = self;
                 $key
             }
-            fn encode(&self) -> Vec<u8> {
-                $crate::kernel::codec::encode(self)
+            fn encode_into(&self, out: &mut Vec<u8>) {
+                $crate::kernel::codec::encode_into(self, out)
             }
         }
     };
@@ -64,14 +70,6 @@ impl Row {
         match self {
             Row::Put(value) => (value.table(), value.key()),
             Row::Delete { table, key } => (table, key.clone()),
-        }
-    }
-
-    /// Its stored value, or `None` when it is deleted.
-    pub(crate) fn value(&self) -> Option<Vec<u8>> {
-        match self {
-            Row::Put(value) => Some(value.encode()),
-            Row::Delete { .. } => None,
         }
     }
 }
