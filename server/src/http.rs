@@ -319,7 +319,8 @@ pub async fn serve(
 
 /// The client's request id if it is a sensible one, else a new one.
 fn request_id(headers: &HeaderMap) -> String {
-    match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    match headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id)
             if (1..=128).contains(&id.len())
                 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>

@@ -165,12 +165,14 @@ impl From<EngineError> for Problem {
             EngineError::InvalidState(detail) => {
                 Problem::new(409, "invalid_state", "Invalid state", detail)
             }
-            EngineError::SoldOut { remaining } => Problem::new(
-                409,
-                "sold_out",
-                "Sold out",
-                format!("the flash sale has {remaining} units left"),
-            ),
+            // The answer a flash sale gives most often: written without `core::fmt`.
+            EngineError::SoldOut { remaining } => {
+                let mut detail = String::with_capacity(40);
+                detail.push_str("the flash sale has ");
+                detail.push_str(itoa::Buffer::new().format(remaining));
+                detail.push_str(" units left");
+                Problem::new(409, "sold_out", "Sold out", detail)
+            }
             error @ EngineError::DiscountUnavailable { .. } => Problem::new(
                 409,
                 "discount_unavailable",

@@ -132,6 +132,43 @@ fn a_key_still_running_answers_request_in_progress() {
     assert_eq!(s.stock(&admin, "OV-1"), (100, 2, 98));
 }
 
+/// A flash-sale purchase refused from the sale's published state alone (here: the sale
+/// has ended) never marks its key; it still answers `request_in_progress` when its key
+/// is running, rather than a refusal beside a purchase that may go through.
+#[test]
+fn a_purchase_whose_key_is_running_answers_request_in_progress_after_the_sale_ends() {
+    let (s, hold, admin) = held_server(|_| {});
+    let now = emporium_server::app::now_ms();
+    let ends_at = now + 2_000;
+    let sale = s
+        .post("/v1/flash-sales")
+        .bearer(&admin)
+        .json(json!({
+            "sku": "OV-1", "price": {"amount": 250, "currency": "USD"}, "quantity": 10,
+            "per_customer_limit": 2, "starts_at": emporium_server::wire::rfc3339(now - 1_000),
+            "ends_at": emporium_server::wire::rfc3339(ends_at), "reservation_ttl_s": 600
+        }))
+        .send()
+        .expect(201);
+    let path = format!("/v1/flash-sales/{}/purchases", text(&sale, "id"));
+    let buyer = s.register("held-buyer@example.com");
+    let buy =
+        |key: &str| s.post(&path).bearer(&buyer.token).key(key).json(json!({"quantity": 1})).send();
+    hold.hold();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| buy("same-key"));
+        until_queued(&s, 1);
+        let left = ends_at + 200 - emporium_server::app::now_ms();
+        std::thread::sleep(Duration::from_millis(left.max(0) as u64));
+        buy("another-key").problem(409, "sale_not_live");
+        buy("same-key").problem(409, "request_in_progress");
+        hold.release();
+        // The sequencer decides after the end too.
+        first.join().unwrap().problem(409, "sale_not_live");
+    });
+    assert_eq!(s.stock(&admin, "OV-1"), (100, 0, 100));
+}
+
 /// Twice the measured saturation, open loop: the excess is refused fast (503 with
 /// Retry-After, never a long wait), accepted requests keep a bounded p99, memory stays
 /// bounded, every acknowledged write is there afterwards, and the server answers at once

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use emporium_engine::*;
 use serde::Deserialize;
 
-use super::{begin_keyed, cursor, idempotent_send, limit, status_filter, Keyed};
+use super::{begin_keyed_or_refuse, cursor, idempotent_send, limit, status_filter, Keyed};
 use crate::app::now_ms;
 use crate::auth::{perm, Principal};
 use crate::http::{Call, Out};
@@ -111,7 +111,8 @@ pub async fn cancel(call: Call) -> Result<Out, Problem> {
 ///
 /// `sold_out` and `sale_not_live` are answered here from the published state, without
 /// entering the sequencer and without a write (a replay of the key comes first: a
-/// purchase that went through before the sale sold out still replays its order). The
+/// purchase that went through before the sale sold out still replays its order; and a
+/// key in flight answers 409 `request_in_progress`). The
 /// sequencer decides again on everything else.
 pub async fn purchase(call: Call) -> Result<Out, Problem> {
     let customer = match &call.principal {
@@ -124,20 +125,20 @@ pub async fn purchase(call: Call) -> Result<Out, Problem> {
     let sale = sale(&call)?;
     let body: PurchaseJson =
         if call.body.is_empty() { PurchaseJson::default() } else { call.json()? };
-    let (idempotency, _in_flight, replaying) = match begin_keyed(&call)? {
+    let refusal = || {
+        let units = u32::try_from(body.quantity).ok().filter(|&units| units >= 1)?;
+        let held = call.app.engine.state().flash_sale_units_held(&sale.id, &customer);
+        match purchase_refusal(&sale, units, held, now_ms())? {
+            refusal @ (EngineError::SoldOut { .. } | EngineError::SaleNotLive(_)) => {
+                Some(refusal.into())
+            }
+            _ => None,
+        }
+    };
+    let (idempotency, _in_flight, replaying) = match begin_keyed_or_refuse(&call, refusal)? {
         Keyed::Replay(out) => return Ok(out),
         Keyed::Proceed(key, in_flight, replaying) => (key, in_flight, replaying),
     };
-    if !replaying {
-        if let Ok(units @ 1..) = u32::try_from(body.quantity) {
-            let held = call.app.engine.state().flash_sale_units_held(&sale.id, &customer);
-            if let Some(refusal @ (EngineError::SoldOut { .. } | EngineError::SaleNotLive(_))) =
-                purchase_refusal(&sale, units, held, now_ms())
-            {
-                return Err(refusal.into());
-            }
-        }
-    }
     let command = PurchaseFlashSale {
         sale_id: sale.id.to_string(),
         customer_id: customer,

@@ -53,7 +53,9 @@ fn fnv(bytes: &[u8]) -> u64 {
 /// (creating a guest cart, registering) the key is ignored: the request runs as if it had
 /// none, and is never answered with another caller's resource.
 pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Problem> {
-    let Some(raw) = call.headers.get("idempotency-key") else {
+    // A name made once: looking a header up by a string parses the name every time.
+    const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+    let Some(raw) = call.headers.get(IDEMPOTENCY_KEY) else {
         return match call.route.idempotency {
             Some(true) => {
                 Err(Problem::malformed("this endpoint requires an Idempotency-Key header"))
@@ -61,10 +63,9 @@ pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Pro
             _ => Ok(None),
         };
     };
-    let key = raw
-        .to_str()
-        .ok()
-        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x20..0x7f).contains(&b)))
+    let key = Some(raw.as_bytes())
+        .filter(|k| (1..=255).contains(&k.len()) && k.iter().all(|b| (0x20..0x7f).contains(b)))
+        .and_then(|k| std::str::from_utf8(k).ok())
         .ok_or_else(|| {
             Problem::malformed("Idempotency-Key must be 1-255 printable ASCII characters")
         })?;
@@ -99,17 +100,35 @@ pub(crate) struct InFlight {
     hash: u64,
 }
 
+impl InFlightKeys {
+    fn hash(&self, scoped: &str) -> u64 {
+        self.hasher.hash_one(scoped)
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.keys.lock().contains(&hash)
+    }
+}
+
+fn request_in_progress() -> Problem {
+    Problem::new(
+        409,
+        "request_in_progress",
+        "Request in progress",
+        "a request with this Idempotency-Key is still being processed",
+    )
+}
+
 impl InFlight {
     pub(crate) fn enter(app: &Arc<App>, key: &IdempotencyKey) -> Result<InFlight, Problem> {
         let scoped = key.scoped();
-        let hash = app.in_flight.hasher.hash_one(&scoped);
+        let hash = app.in_flight.hash(&scoped);
+        InFlight::enter_hashed(app, scoped, hash)
+    }
+
+    fn enter_hashed(app: &Arc<App>, scoped: String, hash: u64) -> Result<InFlight, Problem> {
         if !app.in_flight.keys.lock().insert(hash) {
-            return Err(Problem::new(
-                409,
-                "request_in_progress",
-                "Request in progress",
-                "a request with this Idempotency-Key is still being processed",
-            ));
+            return Err(request_in_progress());
         }
         Ok(InFlight { app: app.clone(), key: scoped, hash })
     }
@@ -256,7 +275,44 @@ pub(crate) enum Keyed {
 /// refusal; the engine replays recorded successes itself.
 pub(crate) fn begin_keyed(call: &Call) -> Result<Keyed, Problem> {
     let Some(key) = idempotency_key(call)? else { return Ok(Keyed::Proceed(None, None, false)) };
-    let in_flight = InFlight::enter(&call.app, &key)?;
+    let scoped = key.scoped();
+    let hash = call.app.in_flight.hash(&scoped);
+    mark_keyed(call, key, scoped, hash)
+}
+
+/// [`begin_keyed`] for a request that the published state may refuse on its own (a
+/// flash sale sold out or not live). When its key is neither in flight nor recorded,
+/// `refusal` is asked first, and a refused request answers without marking its key:
+/// it reads and writes nothing of the key's, so it stands as if it came before any
+/// other request with the key. Otherwise as [`begin_keyed`].
+pub(crate) fn begin_keyed_or_refuse(
+    call: &Call,
+    refusal: impl FnOnce() -> Option<Problem>,
+) -> Result<Keyed, Problem> {
+    let Some(key) = idempotency_key(call)? else {
+        return refusal().map_or(Ok(Keyed::Proceed(None, None, false)), Err);
+    };
+    let scoped = key.scoped();
+    let hash = call.app.in_flight.hash(&scoped);
+    if call.app.in_flight.contains(hash) {
+        return Err(request_in_progress());
+    }
+    if live_record(call, &scoped).is_none() {
+        if let Some(problem) = refusal() {
+            return Err(problem);
+        }
+    }
+    mark_keyed(call, key, scoped, hash)
+}
+
+/// Marks the key in flight, then replays a recorded refusal or proceeds.
+fn mark_keyed(
+    call: &Call,
+    key: IdempotencyKey,
+    scoped: String,
+    hash: u64,
+) -> Result<Keyed, Problem> {
+    let in_flight = InFlight::enter_hashed(&call.app, scoped, hash)?;
     // No other request with this key can run meanwhile (it is in flight), so a success
     // recorded now is the one the engine will replay.
     let replaying = match live_record(call, in_flight.scoped()) {
