@@ -281,24 +281,23 @@ pub(crate) fn begin_keyed(call: &Call) -> Result<Keyed, Problem> {
 }
 
 /// [`begin_keyed`] for a request that the published state may refuse on its own (a
-/// flash sale sold out or not live). When its key is neither in flight nor recorded,
-/// `refusal` is asked first, and a refused request answers without marking its key:
-/// it reads and writes nothing of the key's, so it stands as if it came before any
-/// other request with the key. Otherwise as [`begin_keyed`].
+/// flash sale sold out or not live). `refusal` (a read, no write) is asked first; a
+/// refused request whose key is neither in flight nor recorded answers without marking
+/// its key: it reads and writes nothing of the key's, so it stands as if it came before
+/// any other request with the key. Otherwise as [`begin_keyed`]: a key in flight is 409
+/// `request_in_progress`, a recorded one replays.
 pub(crate) fn begin_keyed_or_refuse(
     call: &Call,
     refusal: impl FnOnce() -> Option<Problem>,
 ) -> Result<Keyed, Problem> {
+    let refused = refusal();
     let Some(key) = idempotency_key(call)? else {
-        return refusal().map_or(Ok(Keyed::Proceed(None, None, false)), Err);
+        return refused.map_or(Ok(Keyed::Proceed(None, None, false)), Err);
     };
     let scoped = key.scoped();
     let hash = call.app.in_flight.hash(&scoped);
-    if call.app.in_flight.contains(hash) {
-        return Err(request_in_progress());
-    }
-    if live_record(call, &scoped).is_none() {
-        if let Some(problem) = refusal() {
+    if let Some(problem) = refused {
+        if !call.app.in_flight.contains(hash) && live_record(call, &scoped).is_none() {
             return Err(problem);
         }
     }
