@@ -112,8 +112,8 @@ pub async fn cancel(call: Call) -> Result<Out, Problem> {
 /// `sold_out` and `sale_not_live` are answered here from the published state, without
 /// entering the sequencer and without a write (a replay of the key comes first: a
 /// purchase that went through before the sale sold out still replays its order; and a
-/// key in flight answers 409 `request_in_progress`). The
-/// sequencer decides again on everything else.
+/// key in flight answers 409 `request_in_progress`). The sequencer decides again on
+/// everything else.
 pub async fn purchase(call: Call) -> Result<Out, Problem> {
     let customer = match &call.principal {
         Principal::User { id, role: Role::Customer } => *id,
