@@ -4,6 +4,8 @@
 //! endpoints, rate limits, and two shoppers end to end. Tables of one-line cases run
 //! through one `check` helper per feature.
 
+use std::time::Duration;
+
 use emporium_engine::{Engine, EngineConfig, ProductId};
 use serde_json::{json, Value};
 
@@ -518,11 +520,9 @@ fn recommendations_come_from_paid_orders_and_skip_what_cannot_be_bought() {
     };
     // The recommender folds the log in the background: wait for the second payment.
     let together = format!("/v1/products/{}/recommendations", ids[0]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while listed(&together, None).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no recommendation appeared");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    emporium_tests::wait_until("a recommendation", Duration::from_secs(10), || {
+        !listed(&together, None).is_empty()
+    });
     // A and C were bought together once (below the support of 2).
     let b = |basis: &str, score: f64| (ids[1].clone(), basis.to_string(), score);
     assert_eq!(listed(&together, None), [b("bought_together", 2.0)]);
@@ -619,13 +619,10 @@ fn the_kpi_minute_retention_is_the_servers_setting() {
     let minutes_two_days_back = |s: &TestServer| {
         let admin = s.admin();
         s.cart(None);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while s.get("/v1/admin/stats").bearer(&admin).send().expect(200)["totals"]["carts_created"]
-            != 1
-        {
-            assert!(std::time::Instant::now() < deadline, "the KPIs did not follow");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        emporium_tests::wait_until("the KPIs to count the cart", Duration::from_secs(10), || {
+            s.get("/v1/admin/stats").bearer(&admin).send().expect(200)["totals"]["carts_created"]
+                == 1
+        });
         let at =
             |ago_ms: i64| emporium_server::wire::rfc3339(emporium_server::app::now_ms() - ago_ms);
         let (from, to) = (at(2 * 86_400_000), at(2 * 86_400_000 - 1_800_000));
@@ -1659,17 +1656,11 @@ fn health_readiness_and_metrics() {
             panic!("{name} is exported: {text}");
         })
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    emporium_tests::wait_until("rows materialized", Duration::from_secs(10), || {
         let text = String::from_utf8(s.get("/metrics").send().body).expect("metrics are text");
-        let rows = gauge(&text, "emporium_engine_rows_materialized");
-        let batches = gauge(&text, "emporium_engine_materializer_batches");
-        if rows > 0 && batches > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "nothing materialized in 10 s: {text}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        gauge(&text, "emporium_engine_rows_materialized") > 0
+            && gauge(&text, "emporium_engine_materializer_batches") > 0
+    });
 }
 
 /// The contract's endpoints with their success statuses; the OpenAPI document must

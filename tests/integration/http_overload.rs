@@ -62,11 +62,8 @@ fn queue_depth(s: &TestServer) -> u64 {
 
 /// Waits (bounded) until `n` commands wait in the engine's queue.
 fn until_queued(s: &TestServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while queue_depth(s) < n {
-        assert!(Instant::now() < deadline, "the requests never reached the engine's queue");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let what = "the requests to reach the engine's queue";
+    emporium_tests::wait_until(what, Duration::from_secs(10), || queue_depth(s) >= n);
 }
 
 #[test]

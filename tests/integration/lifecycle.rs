@@ -9,15 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use emporium_engine::*;
-use emporium_tests::{cart_with, check_invariants, levels, stocked_sku, TestEngine};
+use emporium_tests::{cart_with, check_invariants, levels, stocked_sku, wait_until, TestEngine};
 
 /// Waits (bounded) until `done` holds; the timer runs on its own thread.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "the timer never did this: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn eventually(what: &str, done: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(10), done)
 }
 
 #[test]

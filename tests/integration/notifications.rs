@@ -197,15 +197,7 @@ fn preferences_belong_to_known_customers() {
 
 /// Polls `done` until it holds, for up to 20 s.
 fn wait_for(what: &str, done: impl FnMut() -> bool) {
-    wait_up_to(what, Duration::from_secs(20), done)
-}
-
-fn wait_up_to(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(what, Duration::from_secs(20), done)
 }
 
 /// The messages the file sender wrote.
@@ -663,7 +655,7 @@ fn a_sigkill_loses_no_queued_message() {
     };
     // A retry backed off while the server was busy (doubling from 20 ms) may be due
     // some seconds after it recovered.
-    wait_up_to("every order's confirmation after the kills", Duration::from_secs(60), received);
+    wait_until("every order's confirmation after the kills", Duration::from_secs(60), received);
     let mails = smtp.mails();
     assert!(mails.iter().all(|m| m.to == "guest@example.com"));
     drop(server);

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use emporium_engine::*;
 
@@ -367,4 +368,15 @@ pub fn levels(state: &State, sku: &str) -> (u32, u32) {
     let sku = Sku::new(sku).expect("a valid SKU");
     let levels = state.stock(&sku).unwrap_or_else(|| panic!("no stock row for {sku}"));
     (levels.on_hand, levels.reserved)
+}
+
+/// Polls `done` every few milliseconds until it holds, for what another thread or
+/// process does in its own time (a timer, the materializer, a log consumer, a queue
+/// filling); fails the test, naming `what`, once `limit` has passed.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
