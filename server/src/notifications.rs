@@ -201,7 +201,6 @@ impl OutFile {
         let (_, len) = file.as_ref().expect("opened above");
         // A line never straddles two files: one longer than the limit has a file alone.
         if *len > 0 && len.saturating_add(line.len() as u64) > self.bytes_max {
-            *file = None;
             *file = Some((self.rotate()?, 0));
         }
         let (open, len) = file.as_mut().expect("opened above");
