@@ -96,6 +96,7 @@ fn server(c: &mut Criterion) {
     );
     group.bench_function("token_verify", |b| b.iter(|| keys.verify(&token).unwrap()));
     let verified = emporium_server::auth::VerifiedTokens::default();
+    let keys = parking_lot::RwLock::new(keys);
     group.bench_function("token_verified_cached", |b| {
         b.iter(|| verified.verify(&keys, &token, now).unwrap())
     });

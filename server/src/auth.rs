@@ -10,7 +10,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
 use emporium_engine::{CustomerId, Role};
 use jsonwebtoken::{Algorithm as JwtAlgorithm, DecodingKey, EncodingKey, Header, Validation};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -296,17 +296,18 @@ impl VerifiedTokens {
         shard.insert(hash, (token.into(), claims));
     }
 
-    /// The claims of `token`: from the cache, or verified by `keys` and kept.
+    /// The claims of `token`: from the cache, or verified by `keys` and kept. The keys'
+    /// lock, which every worker would take, is taken only for a token not kept.
     pub fn verify(
         &self,
-        keys: &TokenKeys,
+        keys: &RwLock<TokenKeys>,
         token: &str,
         now_s: u64,
     ) -> Result<Arc<Claims>, TokenError> {
         if let Some(claims) = self.get(token, now_s) {
             return Ok(claims);
         }
-        let claims = Arc::new(keys.verify(token)?);
+        let claims = Arc::new(keys.read().verify(token)?);
         self.insert(token, claims.clone(), now_s);
         Ok(claims)
     }
@@ -429,14 +430,24 @@ mod tests {
 
     #[test]
     fn a_verified_token_is_kept_until_it_expires_and_a_bad_one_never() {
-        let keys = keys();
+        let keys = RwLock::new(keys());
         let cache = VerifiedTokens::default();
         let user = Principal::User { id: CustomerId::from_seq(1), role: Role::Customer };
         let now = 1_800_000_000;
-        let token = keys.issue(&user, now, 60);
+        let token = keys.read().issue(&user, now, 60);
         // Verified against the current clock (which is before `now`): still valid.
         let first = cache.verify(&keys, &token, now).unwrap();
-        assert!(Arc::ptr_eq(&first, &cache.verify(&keys, &token, now + 59).unwrap()), "a hit");
+        // A hit takes no lock of the keys': it answers while a key is being written.
+        let writing = keys.write();
+        let hit = std::thread::scope(|scope| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let (cache, keys, token) = (&cache, &keys, &token);
+            scope.spawn(move || sender.send(cache.verify(keys, token, now + 59)));
+            let hit = receiver.recv_timeout(std::time::Duration::from_secs(10));
+            drop(writing);
+            hit
+        });
+        assert!(Arc::ptr_eq(&first, &hit.expect("answered without the keys").unwrap()), "a hit");
         // At its expiry the cached entry no longer answers, and verification refuses it.
         assert!(cache.get(&token, now + 60).is_none());
         // A forged token is refused every time and never kept.
@@ -444,7 +455,7 @@ mod tests {
         assert!(cache.verify(&keys, &forged, now).is_err());
         assert!(cache.get(&forged, now).is_none());
         // Bounded: past the most kept, a shard drops what expired, then everything.
-        let claims = Arc::new(keys.verify(&token).unwrap());
+        let claims = Arc::new(keys.read().verify(&token).unwrap());
         for n in 0..(VERIFIED_TOKENS_MAX as u64 + 100) {
             cache.insert(&format!("t{n}"), claims.clone(), now);
         }
@@ -465,7 +476,7 @@ mod tests {
         let other = keys.issue(&staff, now, 60);
         shard.lock().insert(hash, (other.as_str().into(), Arc::new(keys.verify(&other).unwrap())));
         assert!(cache.get(&token, now).is_none(), "the kept entry is another token's");
-        let claims = cache.verify(&keys, &token, now).unwrap();
+        let claims = cache.verify(&RwLock::new(keys), &token, now).unwrap();
         assert_eq!(claims.sub, CustomerId::from_seq(3).to_string());
         assert!(Arc::ptr_eq(&claims, &cache.get(&token, now).unwrap()));
     }

@@ -444,7 +444,7 @@ fn authenticate(app: &App, route: &Route, headers: &HeaderMap) -> Result<Princip
     else {
         return Err(Problem::unauthenticated("use Authorization: Bearer <access token>"));
     };
-    let verify = || app.tokens.verify(&app.keys.read(), token.trim(), crate::app::now_s());
+    let verify = || app.tokens.verify(&app.keys, token.trim(), crate::app::now_s());
     let claims = match verify() {
         Ok(claims) => Ok(claims),
         // A key issued since start (a standby learns its primary's from the log).

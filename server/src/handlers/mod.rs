@@ -52,7 +52,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 /// credentials: `/v1/carts/{id}/checkout`, `/v1/orders/{id}/payments`); anywhere else
 /// (creating a guest cart, registering) the key is ignored: the request runs as if it had
 /// none, and is never answered with another caller's resource.
-pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Problem> {
+pub(crate) fn idempotency_key(call: &Call) -> Result<Option<ScopedKey>, Problem> {
     // A name made once: looking a header up by a string parses the name every time.
     const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
     let Some(raw) = call.headers.get(IDEMPOTENCY_KEY) else {
@@ -69,16 +69,37 @@ pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Pro
         .ok_or_else(|| {
             Problem::malformed("Idempotency-Key must be 1-255 printable ASCII characters")
         })?;
-    let mut scope = String::with_capacity(40);
-    if !call.principal.push_key(&mut scope) {
+    let mut scoped = String::with_capacity(48 + key.len());
+    if !call.principal.push_key(&mut scoped) {
         if !call.route.path.contains('{') {
             return Ok(None);
         }
-        scope.push_str("anonymous");
+        scoped.push_str("anonymous");
     }
-    scope.push('|');
-    crate::wire::push_hex(&mut scope, fnv(call.path.as_bytes()).into(), 16);
-    Ok(Some(IdempotencyKey { scope, key: key.to_string() }))
+    scoped.push('|');
+    crate::wire::push_hex(&mut scoped, fnv(call.path.as_bytes()).into(), 16);
+    let scope_len = scoped.len();
+    scoped.push('\u{0}');
+    scoped.push_str(key);
+    Ok(Some(ScopedKey { scoped, scope_len }))
+}
+
+/// An idempotency key as the engine stores it ([`IdempotencyKey::scoped`]: the scope, a
+/// NUL, the key), made in one string: a request refused without reading its key's
+/// record needs no more.
+pub(crate) struct ScopedKey {
+    scoped: String,
+    scope_len: usize,
+}
+
+impl ScopedKey {
+    /// The key as the engine's commands take it.
+    fn key(&self) -> IdempotencyKey {
+        IdempotencyKey {
+            scope: self.scoped[..self.scope_len].to_string(),
+            key: self.scoped[self.scope_len + 1..].to_string(),
+        }
+    }
 }
 
 /// The idempotency keys whose first request is still running, each held as a 64-bit
@@ -90,6 +111,10 @@ pub(crate) fn idempotency_key(call: &Call) -> Result<Option<IdempotencyKey>, Pro
 pub struct InFlightKeys {
     hasher: std::hash::RandomState,
     keys: parking_lot::Mutex<std::collections::HashSet<u64, foldhash::fast::FixedState>>,
+    /// How many keys `keys` holds, written under its lock: read without it, so that
+    /// a request refused by the published state (a sold-out sale, where nothing is in
+    /// flight) neither hashes its key nor takes the lock the other workers take.
+    held: std::sync::atomic::AtomicUsize,
 }
 
 /// Marks an idempotency key as being worked on; a second request with it while the
@@ -105,8 +130,11 @@ impl InFlightKeys {
         self.hasher.hash_one(scoped)
     }
 
-    fn contains(&self, hash: u64) -> bool {
-        self.keys.lock().contains(&hash)
+    /// Whether the scoped key is in flight. A key marked after the count was read is
+    /// not seen: its request came after this one.
+    fn holds(&self, scoped: &str) -> bool {
+        self.held.load(std::sync::atomic::Ordering::Acquire) != 0
+            && self.keys.lock().contains(&self.hash(scoped))
     }
 }
 
@@ -120,17 +148,15 @@ fn request_in_progress() -> Problem {
 }
 
 impl InFlight {
-    pub(crate) fn enter(app: &Arc<App>, key: &IdempotencyKey) -> Result<InFlight, Problem> {
-        let scoped = key.scoped();
-        let hash = app.in_flight.hash(&scoped);
-        InFlight::enter_hashed(app, scoped, hash)
-    }
-
-    fn enter_hashed(app: &Arc<App>, scoped: String, hash: u64) -> Result<InFlight, Problem> {
-        if !app.in_flight.keys.lock().insert(hash) {
+    pub(crate) fn enter(app: &Arc<App>, key: ScopedKey) -> Result<InFlight, Problem> {
+        let hash = app.in_flight.hash(&key.scoped);
+        let mut keys = app.in_flight.keys.lock();
+        if !keys.insert(hash) {
             return Err(request_in_progress());
         }
-        Ok(InFlight { app: app.clone(), key: scoped, hash })
+        app.in_flight.held.store(keys.len(), std::sync::atomic::Ordering::Release);
+        drop(keys);
+        Ok(InFlight { app: app.clone(), key: key.scoped, hash })
     }
 
     /// The key as the engine stores it ([`IdempotencyKey::scoped`]).
@@ -141,7 +167,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.app.in_flight.keys.lock().remove(&self.hash);
+        let mut keys = self.app.in_flight.keys.lock();
+        keys.remove(&self.hash);
+        self.app.in_flight.held.store(keys.len(), std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -176,8 +204,9 @@ pub(crate) async fn idempotent(
     call: &Call,
     run: impl Future<Output = Result<Out, Problem>>,
 ) -> Result<Out, Problem> {
-    let Some(key) = idempotency_key(call)? else { return run.await };
-    let guard = InFlight::enter(&call.app, &key)?;
+    let Some(scoped) = idempotency_key(call)? else { return run.await };
+    let key = scoped.key();
+    let guard = InFlight::enter(&call.app, scoped)?;
     let print = fnv(&call.body);
     if let Some(replay) = recorded_answer(call, &guard, print)? {
         return Ok(replay);
@@ -212,11 +241,12 @@ where
     R: Request,
     F: Fn(&State, &R::Output) -> Out + Send + Sync + 'static,
 {
-    let Some(key) = idempotency_key(call)? else {
+    let Some(scoped) = idempotency_key(call)? else {
         let output = call.app.engine.send(prepare.await?).await?;
         return Ok(render(call.app.engine.state(), &output));
     };
-    let guard = InFlight::enter(&call.app, &key)?;
+    let key = scoped.key();
+    let guard = InFlight::enter(&call.app, scoped)?;
     let fingerprint = fnv(&call.body);
     if let Some(replay) = recorded_answer(call, &guard, fingerprint)? {
         return Ok(replay);
@@ -275,9 +305,7 @@ pub(crate) enum Keyed {
 /// refusal; the engine replays recorded successes itself.
 pub(crate) fn begin_keyed(call: &Call) -> Result<Keyed, Problem> {
     let Some(key) = idempotency_key(call)? else { return Ok(Keyed::Proceed(None, None, false)) };
-    let scoped = key.scoped();
-    let hash = call.app.in_flight.hash(&scoped);
-    mark_keyed(call, key, scoped, hash)
+    mark_keyed(call, key)
 }
 
 /// [`begin_keyed`] for a request that the published state may refuse on its own (a
@@ -294,24 +322,18 @@ pub(crate) fn begin_keyed_or_refuse(
     let Some(key) = idempotency_key(call)? else {
         return refused.map_or(Ok(Keyed::Proceed(None, None, false)), Err);
     };
-    let scoped = key.scoped();
-    let hash = call.app.in_flight.hash(&scoped);
     if let Some(problem) = refused {
-        if !call.app.in_flight.contains(hash) && live_record(call, &scoped).is_none() {
+        if !call.app.in_flight.holds(&key.scoped) && live_record(call, &key.scoped).is_none() {
             return Err(problem);
         }
     }
-    mark_keyed(call, key, scoped, hash)
+    mark_keyed(call, key)
 }
 
 /// Marks the key in flight, then replays a recorded refusal or proceeds.
-fn mark_keyed(
-    call: &Call,
-    key: IdempotencyKey,
-    scoped: String,
-    hash: u64,
-) -> Result<Keyed, Problem> {
-    let in_flight = InFlight::enter_hashed(&call.app, scoped, hash)?;
+fn mark_keyed(call: &Call, scoped: ScopedKey) -> Result<Keyed, Problem> {
+    let key = scoped.key();
+    let in_flight = InFlight::enter(&call.app, scoped)?;
     // No other request with this key can run meanwhile (it is in flight), so a success
     // recorded now is the one the engine will replay.
     let replaying = match live_record(call, in_flight.scoped()) {
