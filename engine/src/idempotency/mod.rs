@@ -63,11 +63,14 @@ pub struct IdempotencyKey {
 }
 
 impl IdempotencyKey {
-    /// The key as stored: scope and key joined by a NUL.
+    /// What joins the scope and the key in [`Self::scoped`] (neither holds it).
+    pub const SCOPE_END: char = '\u{0}';
+
+    /// The key as stored: scope and key joined by [`Self::SCOPE_END`].
     pub fn scoped(&self) -> String {
         let mut scoped = String::with_capacity(self.scope.len() + 1 + self.key.len());
         scoped.push_str(&self.scope);
-        scoped.push('\u{0}');
+        scoped.push(IdempotencyKey::SCOPE_END);
         scoped.push_str(&self.key);
         scoped
     }

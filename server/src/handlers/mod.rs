@@ -79,13 +79,13 @@ pub(crate) fn idempotency_key(call: &Call) -> Result<Option<ScopedKey>, Problem>
     scoped.push('|');
     crate::wire::push_hex(&mut scoped, fnv(call.path.as_bytes()).into(), 16);
     let scope_len = scoped.len();
-    scoped.push('\u{0}');
+    scoped.push(IdempotencyKey::SCOPE_END);
     scoped.push_str(key);
     Ok(Some(ScopedKey { scoped, scope_len }))
 }
 
-/// An idempotency key as the engine stores it ([`IdempotencyKey::scoped`]: the scope, a
-/// NUL, the key), made in one string: a request refused without reading its key's
+/// An idempotency key as the engine stores it ([`IdempotencyKey::scoped`]: the scope,
+/// [`IdempotencyKey::SCOPE_END`], the key), made in one string: a request refused without reading its key's
 /// record needs no more.
 pub(crate) struct ScopedKey {
     scoped: String,
@@ -97,7 +97,7 @@ impl ScopedKey {
     fn key(&self) -> IdempotencyKey {
         IdempotencyKey {
             scope: self.scoped[..self.scope_len].to_string(),
-            key: self.scoped[self.scope_len + 1..].to_string(),
+            key: self.scoped[self.scope_len + IdempotencyKey::SCOPE_END.len_utf8()..].to_string(),
         }
     }
 }
