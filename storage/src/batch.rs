@@ -43,6 +43,15 @@ pub(crate) enum Op<'a> {
     },
 }
 
+impl Op<'_> {
+    /// The column family it writes.
+    pub(crate) fn cf(&self) -> &'static str {
+        match *self {
+            Op::Put { cf, .. } | Op::Delete { cf, .. } | Op::DeleteRange { cf, .. } => cf,
+        }
+    }
+}
+
 /// Rows to put and delete, across column families, applied all or nothing.
 ///
 /// Every key and value is appended to one buffer, so a batch of many rows costs a few
@@ -121,6 +130,17 @@ impl WriteBatch {
                 Kind::DeleteRange => Op::DeleteRange { cf, from: a, to: b },
             }
         })
+    }
+
+    /// Empties the batch, keeping its buffers' room for the next one.
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.data.clear();
+    }
+
+    /// The bytes its buffers have room for.
+    pub fn capacity_bytes(&self) -> usize {
+        self.data.capacity() + self.slots.capacity() * std::mem::size_of::<Slot>()
     }
 
     /// How many operations the batch holds.

@@ -6,6 +6,7 @@
 mod counts;
 mod model;
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -154,6 +155,11 @@ pub(crate) struct ByAge {
 impl ByAge {
     fn of(record: &IdempotencyRecord) -> ByAge {
         ByAge { created_at: record.created_at, key: record.key.as_str().into() }
+    }
+
+    /// Whether it is `record`'s entry (compared in place, not by making that entry).
+    fn is_of(&self, record: &IdempotencyRecord) -> bool {
+        self.created_at == record.created_at && *self.key == *record.key.as_str()
     }
 
     /// The age row's key: the time, as big-endian bytes that sort as the signed times
@@ -534,21 +540,24 @@ fn let_written_records_go(state: &State, rows: &[Row]) {
         let Some(value) = written.pop_front() else { break };
         // Gone (forgotten or replaced, and dropped) since it was written.
         let Some(held) = value.upgrade() else { continue };
-        let Ok(key) = String::from_utf8(held.key()) else { continue };
-        drop(held);
-        let Some(record) = tables.records.get(&key).filter(|r| is_written(r, &value)) else {
+        // Its key, borrowed from the value written (every queued value is a record).
+        let Some(written_record) = (&*held as &dyn Any).downcast_ref::<IdempotencyRecord>() else {
             continue;
         };
-        tables.count_stored(&key);
-        if !tables.records.remove_if(&key, |_, r| is_written(r, &value)) {
-            tables.uncount_stored(&key);
+        let key = written_record.key.as_str();
+        if !tables.records.get(key).is_some_and(|r| is_written(&r, &value)) {
+            continue;
+        }
+        tables.count_stored(key);
+        if !tables.records.remove_if(key, |_, r| is_written(r, &value)) {
+            tables.uncount_stored(key);
             continue;
         }
         // Its age is in the store now. The sequencer may have put a new record under
         // the key since the removal, with the same age entry: that one stays.
-        let age = ByAge::of(&record);
+        let age = ByAge::of(written_record);
         tables.by_age.remove(&age);
-        if tables.records.get(&key).is_some_and(|r| ByAge::of(&r) == age) {
+        if tables.records.get(key).is_some_and(|r| age.is_of(&r)) {
             tables.by_age.insert(age);
         }
     }

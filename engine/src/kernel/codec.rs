@@ -233,8 +233,9 @@ pub(crate) fn put_row(batch: &mut WriteBatch, (cf, key): (&'static str, Vec<u8>)
     }
 }
 
-/// Records in `batch` that the rows reflect the log up to `lsn`, with the counters of
-/// that instant, each under its name.
+/// Records in `batch` that the rows reflect the log up to `lsn`, with the values of
+/// that instant of the counters given (those that moved since the last write), each
+/// under its name.
 pub(crate) fn put_materialized(batch: &mut WriteBatch, lsn: u64, counters: &[(&str, u64)]) {
     batch.put(CF_META, META_MATERIALIZED_LSN, &lsn.to_le_bytes());
     for (name, value) in counters {

@@ -146,7 +146,18 @@ struct Pending {
     /// Since when rows written are waiting to be made durable; `None` when every
     /// write has been handed to a flush.
     unpersisted_since: Option<Instant>,
+    /// The batch of the last write, emptied: its buffers keep their room, so a flush
+    /// neither grows one by doubling (copying what it holds into freshly faulted
+    /// pages) nor allocates it anew.
+    batch: WriteBatch,
+    /// The counters as the last write left them in the store: a flush writes only
+    /// those that moved since (most of the dozens never move under a given load).
+    counters_written: Vec<(&'static str, u64)>,
 }
+
+/// The room a flush's batch keeps for the next at most: a rare large flush does not
+/// hold its size for the process's life.
+const BATCH_BYTES_KEPT: usize = 8 << 20;
 
 impl Materializer {
     pub(crate) fn run(self) {
@@ -196,7 +207,7 @@ impl Materializer {
             return;
         }
         let lsn = pending.last_lsn.max(materialized);
-        let mut batch = WriteBatch::with_capacity(pending.rows.len() + 8);
+        let mut batch = std::mem::take(&mut pending.batch);
         let rows = pending.rows.len() as u64;
         let mut written = Vec::with_capacity(pending.rows.len());
         for (key, row) in pending.rows.drain() {
@@ -207,7 +218,15 @@ impl Materializer {
         // (a consumer moved) has no counters of its own to write, and writing the
         // defaults would reset them.
         if !idle {
-            codec::put_materialized(&mut batch, lsn, &pending.counters);
+            // Every snapshot lists the same counters in the same order.
+            let moved: Vec<(&str, u64)> =
+                if pending.counters_written.len() == pending.counters.len() {
+                    let written = pending.counters.iter().zip(&pending.counters_written);
+                    written.filter(|(now, then)| now != then).map(|(now, _)| *now).collect()
+                } else {
+                    pending.counters.clone()
+                };
+            codec::put_materialized(&mut batch, lsn, &moved);
         }
         let mut consumers = self.bounds.consumers.lock();
         let trim_to = self.trim_point(lsn, &consumers);
@@ -224,7 +243,12 @@ impl Materializer {
         // are all below `trim_to` (a record straddling it stays whole).
         let first = self.bounds.first.load(Ordering::Acquire);
         batch.trim_log(first, trim_to);
-        if let Err(e) = self.store.write_unlogged(&batch) {
+        let written_ok = self.store.write_unlogged(&batch);
+        if batch.capacity_bytes() <= BATCH_BYTES_KEPT {
+            batch.clear();
+            pending.batch = batch;
+        }
+        if let Err(e) = written_ok {
             self.health.fail(format!("the materializer's write failed: {e}"));
             return;
         }
@@ -238,6 +262,9 @@ impl Materializer {
         }
         self.bounds.dirty.store(false, Ordering::Release);
         drop(consumers);
+        if !idle {
+            pending.counters_written.clone_from(&pending.counters);
+        }
         pending.unpersisted_since.get_or_insert_with(Instant::now);
         self.stats.rows_materialized.fetch_add(rows, Ordering::Relaxed);
         self.stats.materialize_flushes.fetch_add(1, Ordering::Relaxed);

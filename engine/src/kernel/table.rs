@@ -13,8 +13,9 @@ use crate::error::Result;
 use crate::kernel::handler::{Ctx, Limits};
 use crate::types::TimestampMs;
 
-/// A value stored as a row: its table, its key there, its bytes.
-pub(crate) trait Persist: Send + Sync + fmt::Debug {
+/// A value stored as a row: its table, its key there, its bytes. A domain's hook that
+/// is handed rows (see [`Domain::written`]) finds its own type's among them as `Any`.
+pub(crate) trait Persist: std::any::Any + Send + Sync + fmt::Debug {
     /// The column family.
     fn table(&self) -> &'static str;
     /// The key in it.

@@ -673,10 +673,8 @@ fn let_written_orders_go(state: &State, rows: &[Row]) {
     let mut written = tables.written.lock();
     for row in rows {
         if let Row::Put(value) = row {
-            if value.table() == ORDERS {
-                let key = value.key();
-                let seq = u64::from_be_bytes(key.try_into().expect("an order's key is its seq"));
-                written.push_back((seq, Arc::downgrade(value)));
+            if let Some(order) = (&**value as &dyn std::any::Any).downcast_ref::<Order>() {
+                written.push_back((order.seq, Arc::downgrade(value)));
             }
         }
     }
