@@ -245,3 +245,138 @@ fn checkpoint_is_a_consistent_openable_copy() {
         assert_eq!(copy.last_lsn().unwrap(), Some(1));
     });
 }
+
+/// A store of storage format 1 whose log holds records 1 to `records` (beside a row
+/// each), its log then moved into the log's own database.
+#[cfg(feature = "rocksdb")]
+fn separated(path: &Path, records: u64) -> Store {
+    let mut store = open(BackendKind::RocksDb, path);
+    for lsn in 1..=records {
+        let mut batch = WriteBatch::default();
+        batch.put(CF_A, &lsn.to_be_bytes(), b"row");
+        batch.append_log(lsn, format!("entry {lsn}").as_bytes());
+        store.write(&batch, true).unwrap();
+    }
+    assert!(!store.log_is_separate());
+    store.separate_log().unwrap();
+    assert!(store.log_is_separate());
+    store
+}
+
+#[cfg(feature = "rocksdb")]
+fn payloads(store: &Store, from: u64) -> Vec<(u64, String)> {
+    let records = store.read_log(from, usize::MAX).unwrap();
+    records.into_iter().map(|r| (r.lsn, String::from_utf8(r.payload).unwrap())).collect()
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn the_log_moves_into_a_database_of_its_own_and_stays_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected: Vec<(u64, String)> = (1..=300).map(|lsn| (lsn, format!("entry {lsn}"))).collect();
+    {
+        let store = separated(dir.path(), 300);
+        assert_eq!(payloads(&store, 0), expected);
+        assert_eq!(store.first_lsn().unwrap(), Some(1));
+        assert_eq!(store.last_lsn().unwrap(), Some(300));
+        assert_eq!(rows(&store, CF_A).len(), 300, "the rows stay where they were");
+        // The old copy is gone from the rows' database.
+        assert_eq!(rows_of(&*store.backend, CF_LOG), 0);
+        // Two databases take no batch that writes both.
+        let mut mixed = WriteBatch::default();
+        mixed.put(CF_A, b"k", b"v");
+        mixed.append_log(301, b"entry 301");
+        assert!(matches!(store.write(&mixed, true), Err(StorageError::MixedBatch)));
+        assert!(matches!(store.write_unlogged(&mixed), Err(StorageError::MixedBatch)));
+        assert_eq!(store.last_lsn().unwrap(), Some(300), "a refused batch writes nothing");
+        assert_eq!(store.get(CF_A, b"k").unwrap(), None);
+        let mut log = WriteBatch::default();
+        log.append_log(301, b"entry 301");
+        store.write(&log, true).unwrap();
+        store.trim_log(1, 101).unwrap();
+    }
+    // Reopened as format 2: the log is found in its database, trimmed as it was left.
+    let mut store = open(BackendKind::RocksDb, dir.path());
+    assert!(store.log_is_separate());
+    store.separate_log().unwrap();
+    let mut kept = expected[100..].to_vec();
+    kept.push((301, "entry 301".into()));
+    assert_eq!(payloads(&store, 0), kept);
+    assert_eq!(store.first_lsn().unwrap(), Some(101));
+}
+
+#[cfg(feature = "rocksdb")]
+fn rows_of(backend: &dyn Backend, cf: &str) -> usize {
+    let mut count = 0;
+    backend
+        .scan(cf, &[], &mut |_, _| {
+            count += 1;
+            true
+        })
+        .unwrap();
+    count
+}
+
+/// A move interrupted after some records reached the log's database (a crash before
+/// the stamp) starts over: the moved log is the old one exactly, nothing of the
+/// interrupted attempt left.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn an_interrupted_move_of_the_log_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(BackendKind::RocksDb, dir.path());
+        let mut batch = WriteBatch::default();
+        batch.append_log(1, b"entry 1");
+        batch.append_log(2, b"entry 2");
+        store.write(&batch, true).unwrap();
+    }
+    {
+        let log_path = dir.path().join(LOG_DATABASE_DIR);
+        std::fs::create_dir_all(&log_path).unwrap();
+        let partial = rocks::RocksBackend::open_log(&log_path).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.append_log(1, b"entry 1");
+        batch.append_log(7, b"left by another attempt");
+        partial.write(&batch, true).unwrap();
+    }
+    let mut store = open(BackendKind::RocksDb, dir.path());
+    assert!(!store.log_is_separate(), "format 1 until the move completes");
+    store.separate_log().unwrap();
+    assert_eq!(payloads(&store, 0), vec![(1, "entry 1".into()), (2, "entry 2".into())]);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_format_2_directory_without_its_log_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(separated(dir.path(), 3));
+    std::fs::remove_dir_all(dir.path().join(LOG_DATABASE_DIR)).unwrap();
+    let refused = Store::open(&StoreConfig {
+        path: dir.path().to_path_buf(),
+        column_families: vec![CF_A, CF_B],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(refused.is_corruption(), "{refused}");
+    assert!(refused.to_string().contains(LOG_DATABASE_DIR), "{refused}");
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_checkpoint_copies_the_rows_and_the_log_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy_path = copy_dir.path().join("copy");
+    let store = separated(&dir.path().join("live"), 5);
+    store.checkpoint(&copy_path).unwrap();
+    let mut log = WriteBatch::default();
+    log.append_log(6, b"entry 6");
+    store.write(&log, true).unwrap();
+    drop(store);
+    let copy = open(BackendKind::RocksDb, &copy_path);
+    assert!(copy.log_is_separate());
+    assert_eq!(copy.last_lsn().unwrap(), Some(5));
+    assert_eq!(payloads(&copy, 4), vec![(4, "entry 4".into()), (5, "entry 5".into())]);
+    assert_eq!(rows(&copy, CF_A).len(), 5);
+}

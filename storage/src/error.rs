@@ -48,6 +48,10 @@ pub enum StorageError {
     /// The backend asked for is not compiled into this build.
     #[error("storage backend {0} is not compiled into this build")]
     BackendUnavailable(String),
+    /// A batch writes the log and other column families, which are in two databases
+    /// (storage format 2) and cannot be written atomically together.
+    #[error("a batch writes the log and the rows, which are in two databases")]
+    MixedBatch,
     /// A checkpoint's target already exists.
     #[error("checkpoint target {} already exists", .0.display())]
     CheckpointTargetExists(PathBuf),

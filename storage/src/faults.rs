@@ -120,6 +120,17 @@ fn io(context: &str, errno: i32) -> StorageError {
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
 
+/// `backend`, behind `faults` when there are any.
+pub(crate) fn wrap(
+    backend: Box<dyn Backend>,
+    faults: &Option<Arc<DiskFaults>>,
+) -> Box<dyn Backend> {
+    match faults {
+        Some(faults) => Box::new(FaultyBackend { inner: backend, faults: faults.clone() }),
+        None => backend,
+    }
+}
+
 /// A backend whose operations fail as [`DiskFaults`] says.
 pub(crate) struct FaultyBackend {
     pub(crate) inner: Box<dyn Backend>,
@@ -155,7 +166,7 @@ impl Backend for FaultyBackend {
         self.inner.write_unlogged(batch)
     }
 
-    fn persist_unlogged(&self) -> Result<()> {
+    fn persist_unlogged(&self, wait: bool) -> Result<()> {
         {
             let mut armed = self.faults.armed.lock();
             if armed.persists_refused > 0 {
@@ -168,7 +179,7 @@ impl Backend for FaultyBackend {
             }
             armed.persists_taken += 1;
         }
-        self.inner.persist_unlogged()
+        self.inner.persist_unlogged(wait)
     }
 
     fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {

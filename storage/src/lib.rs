@@ -5,6 +5,12 @@
 //! column family of LSN-ordered, checksummed records, and consistent checkpoints. It knows
 //! nothing of the domain: keys and values are bytes chosen by the engine.
 //!
+//! With RocksDB the log lives in a database of its own ([`LOG_DATABASE_DIR`] inside the
+//! data directory, storage format 2) once [`Store::separate_log`] has moved it there:
+//! its writes all go through that database's write-ahead log, whose files are recycled,
+//! while the rows' database takes WAL-less writes (which RocksDB does not allow beside
+//! recycled WAL files). A batch then writes either the log or the rows, never both.
+//!
 //! Two backends implement [`Backend`]: RocksDB (the default, cargo feature `rocksdb`)
 //! and sled (cargo feature `sled`), a pure-Rust alternative. Both pass the same
 //! conformance suite. Nothing outside this crate names either database.
@@ -15,6 +21,8 @@
 //! - an unlogged batch ([`Store::write_unlogged`]) skips the write-ahead log: a crash
 //!   keeps the unlogged writes up to some instant (at least those before the last
 //!   completed [`Store::persist_unlogged`]) in every column family alike;
+//! - a log trim ([`Store::trim_log`]) may survive a crash that loses unlogged writes
+//!   made before it: the caller trims only what persisted rows cover;
 //! - log records are keyed by their LSN in big-endian order, so a scan returns them in
 //!   LSN order, and each carries a CRC-32 of its LSN and payload that is verified on
 //!   every read.
@@ -42,10 +50,18 @@ pub const CF_LOG: &str = "log";
 /// The column family holding small metadata rows (format versions, counters).
 pub const CF_META: &str = "meta";
 
-/// The layout version of what this crate itself writes (log record framing, meta keys).
-/// A directory written with another version is refused rather than misread.
-pub const STORAGE_FORMAT_VERSION: u32 = 1;
+/// The layout version of what this crate itself writes (log record framing, meta keys,
+/// where the log is). Version 1 keeps the log in the `log` column family beside the
+/// rows (a sled store stays there); version 2 keeps it in a database of its own. A
+/// directory written with another version is refused rather than misread: a build
+/// that knows only version 1 refuses a version-2 directory instead of opening its
+/// rows without their log.
+pub const STORAGE_FORMAT_VERSION: u32 = 2;
+/// Storage format 1: the log beside the rows.
+const STORAGE_FORMAT_SHARED_LOG: u32 = 1;
 const META_STORAGE_FORMAT: &[u8] = b"storage_format";
+/// The log's own database (storage format 2), inside the data directory.
+pub const LOG_DATABASE_DIR: &str = "log-db";
 
 /// Which database holds the data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -101,11 +117,11 @@ pub trait Backend: Send + Sync + 'static {
     fn write_unlogged(&self, batch: &WriteBatch) -> Result<()> {
         self.write(batch, false)
     }
-    /// Starts making every unlogged write so far durable, all column families at one
-    /// instant; returns without waiting for the flush (RocksDB may wait while it is
+    /// Makes every unlogged write so far durable, all column families at one instant;
+    /// with `wait`, before returning, else it only starts (RocksDB may wait while it is
     /// stopping writes for a backlog, or refuse, and then nothing is lost: the writes
     /// stay unlogged until a later flush). Until then a crash loses them.
-    fn persist_unlogged(&self) -> Result<()> {
+    fn persist_unlogged(&self, _wait: bool) -> Result<()> {
         Ok(())
     }
     /// Reads one row. Meant for the log and meta column families: RocksDB keeps most
@@ -132,9 +148,18 @@ pub trait Backend: Send + Sync + 'static {
 
 /// An open store: a backend plus the log and format conventions on top of it.
 pub struct Store {
+    /// The rows, the meta rows and, until the log moves out, the log.
     backend: Box<dyn Backend>,
+    /// The log's own database, once [`Store::separate_log`] moved the log there.
+    log: Option<Box<dyn Backend>>,
+    /// Held by a log trim, and exclusively by a checkpoint, which copies the two
+    /// databases one after the other: no trim between the copies takes away entries
+    /// that the copied rows do not reflect.
+    trims: parking_lot::RwLock<()>,
     kind: BackendKind,
     path: PathBuf,
+    #[cfg(feature = "faults")]
+    faults: Option<std::sync::Arc<DiskFaults>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -170,37 +195,147 @@ impl Store {
             other => return Err(StorageError::BackendUnavailable(format!("{other:?}"))),
         };
         #[cfg(feature = "faults")]
-        let backend: Box<dyn Backend> = match &config.faults {
-            Some(faults) => {
-                Box::new(faults::FaultyBackend { inner: backend, faults: faults.clone() })
-            }
-            None => backend,
+        let backend = faults::wrap(backend, &config.faults);
+        let mut store = Store {
+            backend,
+            log: None,
+            trims: parking_lot::RwLock::new(()),
+            kind: config.backend,
+            path: config.path.clone(),
+            #[cfg(feature = "faults")]
+            faults: config.faults.clone(),
         };
-        let store = Store { backend, kind: config.backend, path: config.path.clone() };
-        store.check_storage_format()?;
+        if store.check_storage_format()? == STORAGE_FORMAT_VERSION {
+            let log_path = config.path.join(LOG_DATABASE_DIR);
+            if !log_path.exists() {
+                return Err(StorageError::Corruption(format!(
+                    "the log's database {} is missing",
+                    log_path.display()
+                )));
+            }
+            store.log = Some(store.open_log_database()?);
+        }
         Ok(store)
     }
 
-    fn check_storage_format(&self) -> Result<()> {
+    /// `backend`, behind the injected faults when there are any.
+    fn with_faults(&self, backend: Box<dyn Backend>) -> Box<dyn Backend> {
+        #[cfg(feature = "faults")]
+        let backend = faults::wrap(backend, &self.faults);
+        backend
+    }
+
+    fn open_log_database(&self) -> Result<Box<dyn Backend>> {
+        match self.kind {
+            #[cfg(feature = "rocksdb")]
+            BackendKind::RocksDb => {
+                let path = self.path.join(LOG_DATABASE_DIR);
+                create_dir_durably(&path)?;
+                Ok(self.with_faults(Box::new(rocks::RocksBackend::open_log(&path)?)))
+            }
+            #[allow(unreachable_patterns)]
+            other => Err(StorageError::BackendUnavailable(format!(
+                "{other:?} with the log in a database of its own"
+            ))),
+        }
+    }
+
+    /// The storage format found (a new directory is stamped with format 1, the log beside
+    /// the rows, until [`Store::separate_log`]).
+    fn check_storage_format(&self) -> Result<u32> {
         match self.backend.get(CF_META, META_STORAGE_FORMAT)? {
             Some(bytes) => {
                 let found = decode_u32(&bytes).ok_or_else(|| {
                     StorageError::Corruption("storage format row is not 4 bytes".into())
                 })?;
-                if found != STORAGE_FORMAT_VERSION {
+                let separate = found == STORAGE_FORMAT_VERSION && self.kind != BackendKind::Sled;
+                if found != STORAGE_FORMAT_SHARED_LOG && !separate {
                     return Err(StorageError::IncompatibleFormat {
                         what: "storage".into(),
                         found,
                         expected: STORAGE_FORMAT_VERSION,
                     });
                 }
-                Ok(())
+                Ok(found)
             }
             None => {
                 let mut batch = WriteBatch::default();
-                batch.put(CF_META, META_STORAGE_FORMAT, &STORAGE_FORMAT_VERSION.to_le_bytes());
-                self.backend.write(&batch, true)
+                let version = STORAGE_FORMAT_SHARED_LOG.to_le_bytes();
+                batch.put(CF_META, META_STORAGE_FORMAT, &version);
+                self.backend.write(&batch, true)?;
+                Ok(STORAGE_FORMAT_SHARED_LOG)
             }
+        }
+    }
+
+    /// Moves the log into a database of its own (storage format 2), where it is synced
+    /// through recycled WAL files; does nothing when it is there already, or with sled,
+    /// which keeps it beside the rows. Called once the caller has upgraded whatever the
+    /// log held (an upgrade writes the log and the rows in one atomic batch, which two
+    /// databases cannot take).
+    ///
+    /// Crash-safe: the records are copied (into an emptied log database) and synced
+    /// before one synced batch of the rows' database stamps format 2 and deletes the
+    /// old copy; a crash before that batch leaves format 1 with its log, moved again at
+    /// the next open.
+    pub fn separate_log(&mut self) -> Result<()> {
+        if self.log.is_some() || self.kind == BackendKind::Sled {
+            return Ok(());
+        }
+        let log = self.open_log_database()?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range(CF_LOG, &[], &LOG_KEY_AFTER_ALL);
+        let mut records = 0u64;
+        let mut from = Vec::new();
+        loop {
+            let mut last = None;
+            self.backend.scan(CF_LOG, &from, &mut |key, value| {
+                batch.put(CF_LOG, key, value);
+                last = Some(key.to_vec());
+                batch.bytes() < SEPARATE_BATCH_BYTES
+            })?;
+            let Some(mut key) = last else { break };
+            records += batch.len() as u64;
+            log.write(&batch, false)?;
+            batch.clear();
+            key.push(0);
+            from = key;
+        }
+        log.write(&batch, true)?;
+        let mut stamp = WriteBatch::default();
+        stamp.delete_range(CF_LOG, &[], &LOG_KEY_AFTER_ALL);
+        stamp.put(CF_META, META_STORAGE_FORMAT, &STORAGE_FORMAT_VERSION.to_le_bytes());
+        self.backend.write(&stamp, true)?;
+        tracing::info!(records, "moved the log into a database of its own");
+        self.log = Some(log);
+        Ok(())
+    }
+
+    /// Whether the log is in a database of its own.
+    pub fn log_is_separate(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// The backend that holds `cf`.
+    fn holder(&self, cf: &str) -> &dyn Backend {
+        match &self.log {
+            Some(log) if cf == CF_LOG => &**log,
+            _ => &*self.backend,
+        }
+    }
+
+    /// The backend that takes `batch`, and whether it is the log's own database: when
+    /// the log is in one, it takes a batch of log operations only, the rows' database
+    /// one without any.
+    fn taker(&self, batch: &WriteBatch) -> Result<(&dyn Backend, bool)> {
+        let Some(log) = &self.log else { return Ok((&*self.backend, false)) };
+        let logged = batch.ops().filter(|op| op.cf() == CF_LOG).count();
+        if logged == 0 {
+            Ok((&*self.backend, false))
+        } else if logged == batch.len() {
+            Ok((&**log, true))
+        } else {
+            Err(StorageError::MixedBatch)
         }
     }
 
@@ -214,30 +349,52 @@ impl Store {
         &self.path
     }
 
-    /// Applies `batch` atomically and, with `sync`, durably.
+    /// Applies `batch` atomically and, with `sync`, durably. Once the log is in its own
+    /// database, a batch that writes both the log and other column families is refused
+    /// ([`StorageError::MixedBatch`]).
     pub fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
-        self.backend.write(batch, sync)
+        self.taker(batch)?.0.write(batch, sync)
     }
 
     /// Applies `batch` atomically without logging it ([`Backend::write_unlogged`]): a
-    /// crash may lose it with every unlogged write after it, never a part of it.
+    /// crash may lose it with every unlogged write after it, never a part of it. A batch
+    /// of log operations in the log's own database goes through its write-ahead log,
+    /// unsynced.
     pub fn write_unlogged(&self, batch: &WriteBatch) -> Result<()> {
-        self.backend.write_unlogged(batch)
+        match self.taker(batch)? {
+            (log, true) => log.write(batch, false),
+            (rows, false) => rows.write_unlogged(batch),
+        }
     }
 
-    /// Starts making the unlogged writes so far durable ([`Backend::persist_unlogged`]).
-    pub fn persist_unlogged(&self) -> Result<()> {
-        self.backend.persist_unlogged()
+    /// Deletes the log records with LSNs in `from..to`, unsynced. The trim may survive a
+    /// crash that loses unlogged row writes made before it (the log's database has
+    /// its own write-ahead log): trim only below rows that [`Store::persist_unlogged`]
+    /// has made durable.
+    pub fn trim_log(&self, from: u64, to: u64) -> Result<()> {
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.trim_log(from, to);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let _no_checkpoint = self.trims.read();
+        self.write_unlogged(&batch)
+    }
+
+    /// Makes the unlogged writes so far durable ([`Backend::persist_unlogged`]): with
+    /// `wait`, before it returns; else it only starts.
+    pub fn persist_unlogged(&self, wait: bool) -> Result<()> {
+        self.backend.persist_unlogged(wait)
     }
 
     /// Reads one row.
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.backend.get(cf, key)
+        self.holder(cf).get(cf, key)
     }
 
     /// Visits every row of `cf` in key order until `visit` returns `false`.
     pub fn scan(&self, cf: &str, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        self.backend.scan(cf, &[], visit)
+        self.holder(cf).scan(cf, &[], visit)
     }
 
     /// Visits the rows of `cf` from key `from` on, in key order, until `visit` returns
@@ -248,7 +405,7 @@ impl Store {
         from: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        self.backend.scan(cf, from, visit)
+        self.holder(cf).scan(cf, from, visit)
     }
 
     /// Reads up to `records_max` log records with LSN `>= from`, in LSN order, verifying
@@ -259,10 +416,8 @@ impl Store {
         if records_max == 0 {
             return Ok(out);
         }
-        self.backend.scan(
-            CF_LOG,
-            &from.to_be_bytes(),
-            &mut |key, value| match LogRecord::decode(key, value) {
+        self.holder(CF_LOG).scan(CF_LOG, &from.to_be_bytes(), &mut |key, value| {
+            match LogRecord::decode(key, value) {
                 Ok(record) => {
                     out.push(record);
                     out.len() < records_max
@@ -271,8 +426,8 @@ impl Store {
                     failure = Some(e);
                     false
                 }
-            },
-        )?;
+            }
+        })?;
         match failure {
             Some(e) => Err(e),
             None => Ok(out),
@@ -281,7 +436,7 @@ impl Store {
 
     /// The LSN of the last log record, if there is one.
     pub fn last_lsn(&self) -> Result<Option<u64>> {
-        match self.backend.last(CF_LOG)? {
+        match self.holder(CF_LOG).last(CF_LOG)? {
             Some((key, value)) => Ok(Some(LogRecord::decode(&key, &value)?.lsn)),
             None => Ok(None),
         }
@@ -290,7 +445,7 @@ impl Store {
     /// The LSN of the first log record still held, if there is one.
     pub fn first_lsn(&self) -> Result<Option<u64>> {
         let mut first = None;
-        self.backend.scan(CF_LOG, &[], &mut |key, value| {
+        self.holder(CF_LOG).scan(CF_LOG, &[], &mut |key, value| {
             first = Some(LogRecord::decode(key, value));
             false
         })?;
@@ -300,7 +455,8 @@ impl Store {
     /// Memory the backend holds for its own buffers and caches (RocksDB: memtables, table
     /// readers and the block cache), when it can tell.
     pub fn memory_bytes(&self) -> Option<u64> {
-        self.backend.memory_bytes()
+        let log = self.log.as_ref().and_then(|log| log.memory_bytes()).unwrap_or(0);
+        Some(self.backend.memory_bytes()? + log)
     }
 
     /// Writes a consistent copy of the store into `to` (which must not exist yet); the
@@ -309,9 +465,21 @@ impl Store {
         if to.exists() {
             return Err(StorageError::CheckpointTargetExists(to.to_path_buf()));
         }
-        self.backend.checkpoint(to)
+        // The rows first, then the log, with no trim between: the copied log holds
+        // every entry after the copied rows' LSN.
+        let _no_trim = self.trims.write();
+        self.backend.checkpoint(to)?;
+        if let Some(log) = &self.log {
+            log.checkpoint(&to.join(LOG_DATABASE_DIR))?;
+        }
+        Ok(())
     }
 }
+
+/// A key after every log record's (LSNs are 8 bytes).
+const LOG_KEY_AFTER_ALL: [u8; 9] = [0xff; 9];
+/// How much of the log one write of [`Store::separate_log`] copies.
+const SEPARATE_BATCH_BYTES: usize = 4 << 20;
 
 /// Creates `path` and any missing parents, then syncs each directory that gained an
 /// entry, so the new directory itself survives a power cut (a file's own sync does not

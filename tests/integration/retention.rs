@@ -56,6 +56,39 @@ fn retention_trims_what_the_rows_hold_and_reads_below_it_are_refused() {
     engine.close();
 }
 
+/// The log's database has a write-ahead log of its own, so a trim can outlive a crash
+/// that loses the unlogged rows written before it: the log is trimmed only below rows
+/// whose flush completed. With no flush asked for, nothing is trimmed however far the
+/// rows have been written; a flush that completes (here the close's) lets it go.
+#[test]
+fn the_log_is_kept_until_the_rows_that_cover_it_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut unflushed = trimming(dir.path(), clock.clone());
+    unflushed.persist_interval_ms = 3_600_000;
+    let engine = Engine::open(unflushed.clone()).unwrap();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "D-1", 100, 50);
+    for _ in 0..5 {
+        checkout(&shop, &cart_with(&shop, &[("D-1", 1)]).id).unwrap();
+    }
+    let last = engine.last_lsn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while engine.materialized_lsn() < last {
+        assert!(std::time::Instant::now() < deadline, "the rows were not written");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // A few more intervals of the materializer: none of them may trim.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(engine.first_log_lsn(), Lsn(1), "trimmed below rows that are not durable");
+    engine.close();
+
+    let engine = Engine::open(unflushed).unwrap();
+    assert_eq!(engine.last_lsn(), last);
+    assert!(engine.first_log_lsn() > Lsn(1), "the close made the rows durable, then trimmed");
+    engine.close();
+}
+
 #[test]
 fn a_registered_consumer_holds_the_log_until_it_advances() {
     let dir = tempfile::tempdir().unwrap();

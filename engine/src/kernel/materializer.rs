@@ -5,19 +5,23 @@
 //! ```text
 //! committer ──(durable group: rows, LSN, counters)──► bounded channel ──► materializer
 //!     coalesces rows by key; every interval (or past a row count) one unlogged batch:
-//!     rows + meta/materialized_lsn + counters + consumer positions + log trim;
-//!     every persist interval, a flush of all column families at one instant
+//!     rows + meta/materialized_lsn + counters + consumer positions; then the log trim
+//!     every persist interval ──► persister: a flush of all column families at one
+//!     instant, waited for; then the LSN it covers is the persisted LSN
 //! ```
 //!
 //! Invariants: it sees a group only after the group's log entries are durable, so the
 //! rows never run ahead of the log; the rows and the LSN they reflect are one atomic
-//! batch, so after any crash the rows are exactly the state at that LSN; the log is
-//! trimmed only below the materialized LSN and below every registered consumer's
-//! position, in that same batch. Its writes skip the write-ahead log: the log is the
-//! truth. They become durable when the store flushes its memtables, every column
-//! family at the same instant (asked for every persist interval, or when a memtable
-//! fills), so a crash keeps the batches up to some instant and loses the rest whole;
-//! recovery replays the log after the LSN of what was kept. A consumer's saved
+//! batch, so after any crash the rows are exactly the state at that LSN. Its writes
+//! skip the write-ahead log: the log is the truth. They become durable when the store
+//! flushes its memtables, every column family at the same instant (asked for every
+//! persist interval, or when a memtable fills), so a crash keeps the batches up to some
+//! instant and loses the rest whole; recovery replays the log after the LSN of what
+//! was kept. The log is in a database of its own, whose writes (trims too) go through
+//! its write-ahead log: a trim may outlive a crash that loses rows written before it.
+//! So the log is trimmed only below the persisted LSN (rows whose flush completed),
+//! below every registered consumer's position and below the entries always kept. A
+//! consumer's saved
 //! position may therefore go back after a crash (by up to the persist interval): every
 //! consumer resumes from its own record of what it processed, or tolerates a re-read.
 
@@ -26,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use emporium_storage::{Store, WriteBatch, CF_META};
 use parking_lot::Mutex;
 
@@ -71,6 +75,9 @@ pub(crate) struct LogBounds {
     pub(crate) first: AtomicU64,
     /// The LSN the entity rows reflect.
     pub(crate) materialized: AtomicU64,
+    /// The LSN the durable entity rows reflect (their flush completed): the log is
+    /// kept after it.
+    pub(crate) persisted: AtomicU64,
     /// By name. The materializer holds this lock while it decides and writes a trim, so
     /// a consumer registered meanwhile never starts below the trimmed point.
     pub(crate) consumers: Mutex<BTreeMap<String, Arc<ConsumerCell>>>,
@@ -85,12 +92,14 @@ impl LogBounds {
     pub(crate) fn load(
         store: &Store,
         materialized: u64,
+        persisted: u64,
         first_log_lsn: Option<u64>,
     ) -> Result<LogBounds> {
         let bounds = LogBounds::default();
         let first = first_log_lsn.unwrap_or(materialized + 1);
         bounds.first.store(first, Ordering::Release);
         bounds.materialized.store(materialized, Ordering::Release);
+        bounds.persisted.store(persisted, Ordering::Release);
         let mut failure = None;
         let mut consumers = bounds.consumers.lock();
         store.scan_from(CF_META, META_CONSUMER_PREFIX.as_bytes(), &mut |key, value| {
@@ -127,6 +136,8 @@ impl LogBounds {
 }
 
 pub(crate) struct Materializer {
+    /// Asks the persister to make the rows written so far durable (the LSN they reach).
+    pub(crate) persist: Sender<u64>,
     pub(crate) store: Arc<Store>,
     /// Told of the rows written (see [`crate::kernel::table::Domain::written`]).
     pub(crate) state: Arc<State>,
@@ -187,10 +198,11 @@ impl Materializer {
                     deadline = Instant::now() + self.pacing.interval;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    // The engine is closing: the last rows are written here and made
-                    // durable when the store closes (a close flushes what the WAL
-                    // does not hold), so a clean close leaves no log tail to replay.
+                    // The engine is closing: the last rows are written and made
+                    // durable here, and the log trimmed below them, so a clean close
+                    // leaves no log tail to replay.
                     self.flush(&mut pending);
+                    self.persist_and_trim();
                     return;
                 }
             }
@@ -203,7 +215,18 @@ impl Materializer {
         self.persist_when_due(pending);
         let materialized = self.bounds.materialized.load(Ordering::Acquire);
         let idle = pending.last_lsn <= materialized && pending.rows.is_empty();
-        if self.health.failed() || idle && !self.bounds.dirty.load(Ordering::Acquire) {
+        if self.health.failed() {
+            return;
+        }
+        if idle && !self.bounds.dirty.load(Ordering::Acquire) {
+            // Nothing to write, but the persisted LSN may have moved since the last trim.
+            let consumers = self.bounds.consumers.lock();
+            let trim_to = self.trim_point(materialized, &consumers);
+            if consumers.values().any(|cell| cell.dropped.load(Ordering::Acquire)) {
+                // Its registration is deleted by the next write.
+                self.bounds.dirty.store(true, Ordering::Release);
+            }
+            self.trim(trim_to);
             return;
         }
         let lsn = pending.last_lsn.max(materialized);
@@ -239,10 +262,6 @@ impl Materializer {
                 batch.put_owned(CF_META, key, position.to_le_bytes().to_vec());
             }
         }
-        // Records are keyed by their last entry's LSN: this deletes those whose entries
-        // are all below `trim_to` (a record straddling it stays whole).
-        let first = self.bounds.first.load(Ordering::Acquire);
-        batch.trim_log(first, trim_to);
         let written_ok = self.store.write_unlogged(&batch);
         if batch.capacity_bytes() <= BATCH_BYTES_KEPT {
             batch.clear();
@@ -252,14 +271,11 @@ impl Materializer {
             self.health.fail(format!("the materializer's write failed: {e}"));
             return;
         }
-        // Published before the lock is released: a consumer registered next starts at
-        // the new first entry, and a reader racing the trim sees it (`read_log` also
-        // checks that what it read starts where it asked).
+        if !self.trim(trim_to) {
+            return;
+        }
         consumers.retain(|_, cell| !cell.dropped.load(Ordering::Acquire));
         self.bounds.materialized.store(lsn, Ordering::Release);
-        if trim_to > first {
-            self.bounds.first.store(trim_to, Ordering::Release);
-        }
         self.bounds.dirty.store(false, Ordering::Release);
         drop(consumers);
         if !idle {
@@ -273,21 +289,55 @@ impl Materializer {
         }
     }
 
-    /// Starts making the written rows durable once the persist interval has passed
-    /// since the first write after the last time (also when idle since). Rows are
-    /// written outside the write-ahead log: until then a crash loses them, and recovery
-    /// replays the log after the LSN of the last persisted ones.
+    /// Deletes the log records whose entries are all below `trim_to` (records are keyed
+    /// by their last entry's LSN: one straddling it stays whole) and publishes the new
+    /// first entry. Called with the consumers' lock held: a consumer registered next
+    /// starts at the new first entry, and a reader racing the trim sees it (`read_log`
+    /// also checks that what it read starts where it asked). False when the store
+    /// failed (fail-stop).
+    fn trim(&self, trim_to: u64) -> bool {
+        let first = self.bounds.first.load(Ordering::Acquire);
+        if trim_to <= first {
+            return true;
+        }
+        if let Err(e) = self.store.trim_log(first, trim_to) {
+            self.health.fail(format!("trimming the log failed: {e}"));
+            return false;
+        }
+        self.bounds.first.store(trim_to, Ordering::Release);
+        true
+    }
+
+    /// Makes the written rows durable, waiting for it, then trims the log below them.
+    fn persist_and_trim(&self) {
+        if self.health.failed() {
+            return;
+        }
+        let materialized = self.bounds.materialized.load(Ordering::Acquire);
+        if let Err(e) = self.store.persist_unlogged(true) {
+            // The store's close tries again; the log stays untrimmed.
+            tracing::warn!(error = %e, "flushing the materialized rows at close");
+            return;
+        }
+        self.bounds.persisted.fetch_max(materialized, Ordering::AcqRel);
+        let consumers = self.bounds.consumers.lock();
+        let trim_to = self.trim_point(materialized, &consumers);
+        self.trim(trim_to);
+    }
+
+    /// Asks the persister to make the written rows durable once the persist interval
+    /// has passed since the first write after the last time (also when idle since).
+    /// Rows are written outside the write-ahead log: until then a crash loses them,
+    /// and recovery replays the log after the LSN of the last persisted ones. While the
+    /// persister is busy with the last request, it is asked again at the next flush.
     fn persist_when_due(&self, pending: &mut Pending) {
         if pending.unpersisted_since.is_none_or(|t| t.elapsed() < self.pacing.persist_interval) {
             return;
         }
-        // A refused flush loses nothing (the rows are in memory and the log is durable)
-        // and RocksDB refuses one while it stops writes for a backlog of flushes: it
-        // is tried again at the next write. A store that can no longer write fails the
-        // next batch, and that is fail-stop.
-        match self.store.persist_unlogged() {
-            Ok(()) => pending.unpersisted_since = None,
-            Err(e) => tracing::warn!(error = %e, "flushing the materialized rows; will retry"),
+        let written = self.bounds.materialized.load(Ordering::Acquire);
+        match self.persist.try_send(written) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => pending.unpersisted_since = None,
+            Err(TrySendError::Full(_)) => {}
         }
     }
 
@@ -295,7 +345,9 @@ impl Materializer {
     /// `lsn`) and by every consumer, and is older than the entries always kept. A
     /// consumer more than the cap behind is dropped instead of holding the log.
     fn trim_point(&self, lsn: u64, consumers: &BTreeMap<String, Arc<ConsumerCell>>) -> u64 {
-        let mut keep_from = (lsn + 1).saturating_sub(self.pacing.retain_entries_min);
+        let persisted = self.bounds.persisted.load(Ordering::Acquire);
+        let mut keep_from =
+            (lsn + 1).saturating_sub(self.pacing.retain_entries_min).min(persisted + 1);
         for (name, cell) in consumers {
             if cell.dropped.load(Ordering::Acquire) {
                 continue;
@@ -314,5 +366,57 @@ impl Materializer {
             keep_from = keep_from.min(position + 1);
         }
         keep_from.max(1)
+    }
+}
+
+/// How long the persister waits before it tries a refused flush again.
+const PERSIST_RETRY: Duration = Duration::from_millis(100);
+
+/// Makes the materialized rows durable on request, waiting for each flush (which may
+/// take a while under a backlog of flushes) on its own thread, and then publishes the
+/// LSN the flushed rows reflect: the log is trimmed below it only.
+pub(crate) struct Persister {
+    pub(crate) store: Arc<Store>,
+    pub(crate) bounds: Arc<LogBounds>,
+    pub(crate) health: Arc<Health>,
+    /// The LSN the rows written before each request reach. Closed when the
+    /// materializer stops; its last rows are made durable by the store's close.
+    pub(crate) requests: Receiver<u64>,
+}
+
+impl Persister {
+    pub(crate) fn run(self) {
+        let mut refused: Option<u64> = None;
+        loop {
+            let lsn = match refused {
+                None => match self.requests.recv() {
+                    Ok(lsn) => lsn,
+                    Err(_) => return,
+                },
+                // A refused flush loses nothing (the rows are in memory and the log is
+                // durable) and RocksDB refuses one while it stops writes for a backlog
+                // of flushes: it is tried again, for a newer request if one came.
+                Some(lsn) => match self.requests.recv_timeout(PERSIST_RETRY) {
+                    Ok(newer) => newer.max(lsn),
+                    Err(RecvTimeoutError::Timeout) => lsn,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            // A store that can no longer write fails the materializer's next batch, and
+            // that is fail-stop.
+            if self.health.failed() {
+                return;
+            }
+            match self.store.persist_unlogged(true) {
+                Ok(()) => {
+                    refused = None;
+                    self.bounds.persisted.fetch_max(lsn, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "flushing the materialized rows; will retry");
+                    refused = Some(lsn);
+                }
+            }
+        }
     }
 }

@@ -25,6 +25,9 @@ pub(crate) struct Recovered {
     pub(crate) state: State,
     /// The LSN the rows reflect after recovery (the replayed tail is written back).
     pub(crate) materialized_lsn: u64,
+    /// The LSN the durable rows reflect: what was found, before the replayed tail's
+    /// rows (whose flush was only started) were written back.
+    pub(crate) persisted_lsn: u64,
     /// Log entries replayed after the rows' LSN.
     pub(crate) replayed: u64,
     /// The LSN of the first entry the log holds, if any.
@@ -54,7 +57,13 @@ pub(crate) fn recover(
     for verify in DOMAINS.iter().filter_map(|d| d.verify) {
         verify(&state)?;
     }
-    Ok(Recovered { materialized_lsn: state.last_lsn().0, state, replayed, first_log_lsn })
+    Ok(Recovered {
+        materialized_lsn: state.last_lsn().0,
+        persisted_lsn: materialized,
+        state,
+        replayed,
+        first_log_lsn,
+    })
 }
 
 /// Loads stored rows — `(table, bytes)` pairs, as an open reads them from a data
@@ -110,7 +119,7 @@ fn replay_tail(store: &Store, state: &State, materialized: u64, first: Option<u6
         put_rows(&mut batch, &rows);
         codec::put_materialized(&mut batch, last, &state.counter_snapshot());
         store.write_unlogged(&batch)?;
-        if let Err(e) = store.persist_unlogged() {
+        if let Err(e) = store.persist_unlogged(false) {
             tracing::warn!(error = %e, "flushing the replayed rows; they are replayed again after a crash");
         }
     }

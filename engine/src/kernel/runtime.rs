@@ -36,7 +36,9 @@ use crate::domains::{apply, LogEntry, State};
 use crate::error::{EngineError, Result};
 use crate::kernel::codec;
 use crate::kernel::handler::{Ctx, IdSource, Limits, Request};
-use crate::kernel::materializer::{ConsumerCell, Durable, LogBounds, Materializer, Pacing};
+use crate::kernel::materializer::{
+    ConsumerCell, Durable, LogBounds, Materializer, Pacing, Persister,
+};
 use crate::kernel::replica::{self, Epochs, NodeRole, ReleaseGate};
 use crate::kernel::table::Row;
 use crate::kernel::timers::{self, ExpireDue};
@@ -472,7 +474,7 @@ impl Engine {
                 "must be at least log_retain_entries_min",
             ));
         }
-        let store = Store::open(&StoreConfig {
+        let mut store = Store::open(&StoreConfig {
             path: config.data_dir.clone(),
             column_families: codec::entity_cfs(),
             skip_list_column_families: codec::skip_list_cfs(),
@@ -485,6 +487,9 @@ impl Engine {
             e => EngineError::Storage(e),
         })?;
         codec::check_format(&store)?;
+        // After the format checks, which upgrade the log and the rows together in one
+        // atomic batch while they are still in one database.
+        store.separate_log()?;
         let (mut role, epochs) = replica::load(&store)?;
         let cluster = replica::cluster_id(&store)?;
         match config.role {
@@ -518,8 +523,12 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
-        let bounds =
-            Arc::new(LogBounds::load(&store, recovered.materialized_lsn, recovered.first_log_lsn)?);
+        let bounds = Arc::new(LogBounds::load(
+            &store,
+            recovered.materialized_lsn,
+            recovered.persisted_lsn,
+            recovered.first_log_lsn,
+        )?);
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_commands_max.max(1));
         let health = Arc::new(Health::default());
         let (durable, _) = watch::channel(last_lsn);
@@ -569,7 +578,15 @@ impl Engine {
             #[cfg(feature = "faults")]
             faults: config.faults.clone(),
         };
+        let (persist, persist_requests) = crossbeam_channel::bounded(1);
+        let persister = Persister {
+            store: store.clone(),
+            bounds: bounds.clone(),
+            health: health.clone(),
+            requests: persist_requests,
+        };
         let materializer = Materializer {
+            persist,
             store: store.clone(),
             state: state.clone(),
             receiver: from_committer,
@@ -593,6 +610,7 @@ impl Engine {
             threads.push(spawn("emporium-releaser", move || releaser.run())?);
         }
         threads.push(spawn("emporium-materializer", move || materializer.run())?);
+        threads.push(spawn("emporium-persister", move || persister.run())?);
         // The sequencer's first tick has run (or the sequencer has stopped, which the
         // first command reports).
         let _ = sequencer_started.recv();
