@@ -248,12 +248,16 @@ impl Store {
                 let found = decode_u32(&bytes).ok_or_else(|| {
                     StorageError::Corruption("storage format row is not 4 bytes".into())
                 })?;
-                let separate = found == STORAGE_FORMAT_VERSION && self.kind != BackendKind::Sled;
-                if found != STORAGE_FORMAT_SHARED_LOG && !separate {
+                // sled keeps the log beside the rows: format 1 is all it reads.
+                let newest = match self.kind {
+                    BackendKind::Sled => STORAGE_FORMAT_SHARED_LOG,
+                    BackendKind::RocksDb => STORAGE_FORMAT_VERSION,
+                };
+                if found == 0 || found > newest {
                     return Err(StorageError::IncompatibleFormat {
                         what: "storage".into(),
                         found,
-                        expected: STORAGE_FORMAT_VERSION,
+                        expected: newest,
                     });
                 }
                 Ok(found)
@@ -291,11 +295,11 @@ impl Store {
             let mut last = None;
             self.backend.scan(CF_LOG, &from, &mut |key, value| {
                 batch.put(CF_LOG, key, value);
+                records += 1;
                 last = Some(key.to_vec());
                 batch.bytes() < SEPARATE_BATCH_BYTES
             })?;
             let Some(mut key) = last else { break };
-            records += batch.len() as u64;
             log.write(&batch, false)?;
             batch.clear();
             key.push(0);

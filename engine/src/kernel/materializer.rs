@@ -21,9 +21,9 @@
 //! its write-ahead log: a trim may outlive a crash that loses rows written before it.
 //! So the log is trimmed only below the persisted LSN (rows whose flush completed),
 //! below every registered consumer's position and below the entries always kept. A
-//! consumer's saved
-//! position may therefore go back after a crash (by up to the persist interval): every
-//! consumer resumes from its own record of what it processed, or tolerates a re-read.
+//! consumer's saved position may therefore go back after a crash (by up to the persist
+//! interval): every consumer resumes from its own record of what it processed, or
+//! tolerates a re-read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -380,7 +380,7 @@ pub(crate) struct Persister {
     pub(crate) bounds: Arc<LogBounds>,
     pub(crate) health: Arc<Health>,
     /// The LSN the rows written before each request reach. Closed when the
-    /// materializer stops; its last rows are made durable by the store's close.
+    /// materializer stops, which makes its last rows durable itself.
     pub(crate) requests: Receiver<u64>,
 }
 
