@@ -79,6 +79,12 @@ impl RocksBackend {
     pub(crate) fn open_log(path: &Path) -> Result<RocksBackend> {
         let (mut opts, cache) = Self::options(LOG_MEMTABLE_BYTES, LOG_BLOCK_CACHE_BYTES);
         opts.set_recycle_log_file_num(LOG_WAL_FILES_RECYCLED);
+        // The log is kept only until the rows that cover it are flushed and every
+        // consumer has passed it: what compactions write below level 0 is deleted
+        // seconds later, so it is not compressed (LZ4 was 1.5% of all samples at 256
+        // durable submitters, in both databases' compactions together).
+        opts.set_compression_type(DBCompressionType::None);
+        opts.set_compression_per_level(&[DBCompressionType::None]);
         // Recycled files hold old records past the last write: recovery stops at the
         // first record that is not of the current file (RocksDB refuses recycling with
         // the modes that would skip over a damaged record instead).
