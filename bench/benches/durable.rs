@@ -8,11 +8,14 @@
 //! `engine.send`), each iteration a batch of checkouts of prepared one-line carts
 //! spread evenly over the submitters. Carts and stock are prepared outside the timing.
 //! After each submitter count it prints the mean commit-group size and sync time over
-//! the measured intervals. `baseline_fdatasync_8k` measures the disk's own sync (an
-//! 8 kB overwrite plus `fdatasync`, as `pg_test_fsync` does) in the same run, since
-//! that is what durable throughput is to be compared with. Target: at least 50k
-//! durable checkouts/s with 256 submitters (one fdatasync takes about 85 µs on the
-//! reference machine).
+//! the measured intervals, and the process's CPU per checkout with the cores it kept
+//! busy (every thread's time: the engine's, RocksDB's and the submitters'), which says
+//! whether a figure is bound by the CPU (near two cores on the two-core machines these
+//! run on) or by the waits of the commit cycle. `baseline_fdatasync_8k` measures the
+//! disk's own sync (an 8 kB overwrite plus `fdatasync`, as `pg_test_fsync` does) in the
+//! same run, since that is what durable throughput is to be compared with. Target: at
+//! least 50k durable checkouts/s with 256 submitters (one fdatasync takes about 85 µs
+//! on the reference machine).
 //!
 //! Run: `cargo bench -p emporium-bench --bench durable` (add `-- --quick` for a short
 //! run).
@@ -106,19 +109,22 @@ fn durable_checkouts(c: &mut Criterion) {
                 let started = Instant::now();
                 rt.block_on(checkout_all(engine, carts, submitters));
                 let elapsed = started.elapsed();
-                measured.add(CommitCounters::read(engine.stats()).since(before));
+                measured.add(CommitCounters::read(engine.stats()).over(before, elapsed));
                 elapsed
             })
         });
         if let Some((_dir, engine)) = opened {
             eprintln!(
                 "durable_checkout/submitters/{submitters}: {} checkouts in {} groups, mean group \
-                 {:.1} commands, mean synced write {:.0} µs, {:.0} log bytes per checkout",
+                 {:.1} commands, mean synced write {:.0} µs, {:.0} log bytes per checkout, \
+                 {:.1} µs of the process's CPU per checkout ({:.2} cores busy)",
                 measured.commands,
                 measured.groups,
                 measured.mean_group_commands(),
                 measured.mean_sync_micros(),
                 measured.mean_log_entry_bytes(),
+                measured.cpu_micros_per_command(),
+                measured.cores_busy(),
             );
             engine.close();
         }

@@ -31,6 +31,7 @@ macro_rules! bench_main {
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use emporium_engine::{
     AddCartItem, Checkout, CreateCart, CreateProduct, Engine, EngineStats, MoneyInput,
@@ -167,6 +168,12 @@ pub struct CommitCounters {
     pub log_bytes: u64,
     /// Log entries written.
     pub log_entries: u64,
+    /// CPU time of the whole process (every thread: the engine's, RocksDB's, the
+    /// callers'), in nanoseconds; 0 where the clock cannot be read.
+    pub cpu_nanos: u64,
+    /// Wall-clock time, in nanoseconds, over which the deltas were taken (0 for a
+    /// reading at one instant).
+    pub wall_nanos: u64,
 }
 
 impl CommitCounters {
@@ -178,7 +185,14 @@ impl CommitCounters {
             sync_nanos: stats.sync_nanos_total.load(Ordering::Relaxed),
             log_bytes: stats.log_bytes_total.load(Ordering::Relaxed),
             log_entries: stats.log_entries_total.load(Ordering::Relaxed),
+            cpu_nanos: process_cpu_nanos(),
+            wall_nanos: 0,
         }
+    }
+
+    /// What happened between `earlier` and `self`, `elapsed` apart.
+    pub fn over(self, earlier: CommitCounters, elapsed: Duration) -> CommitCounters {
+        CommitCounters { wall_nanos: elapsed.as_nanos() as u64, ..self.since(earlier) }
     }
 
     /// What happened between `earlier` and `self`.
@@ -189,6 +203,8 @@ impl CommitCounters {
             sync_nanos: self.sync_nanos - earlier.sync_nanos,
             log_bytes: self.log_bytes - earlier.log_bytes,
             log_entries: self.log_entries - earlier.log_entries,
+            cpu_nanos: self.cpu_nanos.saturating_sub(earlier.cpu_nanos),
+            wall_nanos: self.wall_nanos.saturating_sub(earlier.wall_nanos),
         }
     }
 
@@ -199,6 +215,8 @@ impl CommitCounters {
         self.sync_nanos += other.sync_nanos;
         self.log_bytes += other.log_bytes;
         self.log_entries += other.log_entries;
+        self.cpu_nanos += other.cpu_nanos;
+        self.wall_nanos += other.wall_nanos;
     }
 
     /// Log payload bytes per log entry.
@@ -215,6 +233,29 @@ impl CommitCounters {
     pub fn mean_sync_micros(&self) -> f64 {
         self.sync_nanos as f64 / 1000.0 / self.groups.max(1) as f64
     }
+
+    /// Microseconds of the process's CPU per command acknowledged.
+    pub fn cpu_micros_per_command(&self) -> f64 {
+        self.cpu_nanos as f64 / 1000.0 / self.commands.max(1) as f64
+    }
+
+    /// Cores the process kept busy on average (its CPU time over the wall-clock time).
+    pub fn cores_busy(&self) -> f64 {
+        self.cpu_nanos as f64 / self.wall_nanos.max(1) as f64
+    }
+}
+
+/// CPU time the whole process has used so far, every thread's, in nanoseconds
+/// (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`); 0 where the clock cannot be read.
+pub fn process_cpu_nanos() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `clock_gettime` writes one `timespec` through the pointer it is given,
+    // which points to a live local.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    if read != 0 {
+        return 0;
+    }
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Where benchmarks keep data sets worth reusing between runs: `bench-data/` in the
@@ -278,5 +319,38 @@ impl SyncProbe {
 impl Default for SyncProbe {
     fn default() -> SyncProbe {
         SyncProbe::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The process's CPU clock counts work done on any of its threads, and the
+    /// counters' deltas carry it with the interval's length.
+    #[test]
+    fn commit_counters_carry_the_cpu_spent_over_an_interval() {
+        let spin = || {
+            let started = std::time::Instant::now();
+            let mut x = 0u64;
+            while started.elapsed() < Duration::from_millis(30) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            x
+        };
+        let before = CommitCounters { cpu_nanos: process_cpu_nanos(), ..Default::default() };
+        let other = std::thread::spawn(spin);
+        spin();
+        other.join().expect("the spinning thread");
+        let after = CommitCounters { cpu_nanos: process_cpu_nanos(), ..Default::default() };
+        let interval = after.over(before, Duration::from_millis(30));
+        // Two threads spun 30 ms each: at least 30 ms of CPU even if they shared a core.
+        assert!(interval.cpu_nanos >= 30_000_000, "{} ns", interval.cpu_nanos);
+        assert_eq!(interval.wall_nanos, 30_000_000);
+        assert!(interval.cores_busy() >= 1.0, "{}", interval.cores_busy());
+        let mut total = CommitCounters { commands: 10, ..interval };
+        total.add(CommitCounters { commands: 10, ..interval });
+        assert_eq!(total.wall_nanos, 60_000_000);
+        assert_eq!(total.cpu_micros_per_command(), interval.cpu_nanos as f64 / 10_000.0);
     }
 }
