@@ -232,8 +232,14 @@ impl Materializer {
         let lsn = pending.last_lsn.max(materialized);
         let mut batch = std::mem::take(&mut pending.batch);
         let rows = pending.rows.len() as u64;
-        let mut written = Vec::with_capacity(pending.rows.len());
-        for (key, row) in pending.rows.drain() {
+        // Written table by table, each in key order: RocksDB's skip list starts an insert
+        // where the last one ended (its splice), so a key that follows the last one
+        // finds its place near it instead of descending from the top of the list through
+        // nodes out of the cache, as keys in the map's order (random) do.
+        let mut ordered: Vec<_> = pending.rows.drain().collect();
+        ordered.sort_unstable_by(|(a, _), (b, _)| a.0.cmp(b.0).then_with(|| a.1.cmp(&b.1)));
+        let mut written = Vec::with_capacity(ordered.len());
+        for (key, row) in ordered {
             codec::put_row(&mut batch, key, &row);
             written.push(row);
         }
