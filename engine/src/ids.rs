@@ -117,6 +117,14 @@ fn read_base36(digits: &[u8]) -> Option<u128> {
     })
 }
 
+/// What serializing an id leaves for its resolution: the string's resolver and the
+/// text written, so that the text is made once per encoding, not again to resolve it
+/// (a random id's text divides a `u128` twice).
+pub struct IdResolver {
+    string: StringResolver,
+    text: IdText,
+}
+
 /// The number of an id, and how it is written.
 trait Digits: Sized + Copy {
     fn write(self, text: &mut IdText);
@@ -234,10 +242,10 @@ macro_rules! id_type {
         /// Stored as its text.
         impl Archive for $name {
             type Archived = ArchivedString;
-            type Resolver = StringResolver;
+            type Resolver = IdResolver;
 
-            fn resolve(&self, resolver: StringResolver, out: Place<ArchivedString>) {
-                ArchivedString::resolve_from_str(&self.text(), resolver, out);
+            fn resolve(&self, resolver: IdResolver, out: Place<ArchivedString>) {
+                ArchivedString::resolve_from_str(&resolver.text, resolver.string, out);
             }
         }
 
@@ -246,8 +254,10 @@ macro_rules! id_type {
             S::Error: Source,
             str: SerializeUnsized<S>,
         {
-            fn serialize(&self, serializer: &mut S) -> Result<StringResolver, S::Error> {
-                ArchivedString::serialize_from_str(&self.text(), serializer)
+            fn serialize(&self, serializer: &mut S) -> Result<IdResolver, S::Error> {
+                let text = self.text();
+                let string = ArchivedString::serialize_from_str(&text, serializer)?;
+                Ok(IdResolver { string, text })
             }
         }
 
