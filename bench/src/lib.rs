@@ -330,10 +330,20 @@ mod tests {
     /// counters' deltas carry it with the interval's length.
     #[test]
     fn commit_counters_carry_the_cpu_spent_over_an_interval() {
+        // Each thread spins until its own CPU clock has run 30 ms, however busy the
+        // machine is (spinning for 30 ms of wall-clock time would get less CPU when
+        // other processes hold the cores).
         let spin = || {
-            let started = std::time::Instant::now();
+            let thread_cpu_nanos = || {
+                let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                // SAFETY: as in `process_cpu_nanos`.
+                let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+                assert_eq!(read, 0, "the thread's CPU clock");
+                now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+            };
+            let started = thread_cpu_nanos();
             let mut x = 0u64;
-            while started.elapsed() < Duration::from_millis(30) {
+            while thread_cpu_nanos() - started < 30_000_000 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
             x
@@ -344,7 +354,7 @@ mod tests {
         other.join().expect("the spinning thread");
         let after = CommitCounters { cpu_nanos: process_cpu_nanos(), ..Default::default() };
         let interval = after.over(before, Duration::from_millis(30));
-        // Two threads spun 30 ms each: at least 30 ms of CPU even if they shared a core.
+        // Two threads spun 30 ms of CPU each: at least that much for the process.
         assert!(interval.cpu_nanos >= 30_000_000, "{} ns", interval.cpu_nanos);
         assert_eq!(interval.wall_nanos, 30_000_000);
         assert!(interval.cores_busy() >= 1.0, "{}", interval.cores_busy());
