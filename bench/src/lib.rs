@@ -361,6 +361,9 @@ mod tests {
         let mut total = CommitCounters { commands: 10, ..interval };
         total.add(CommitCounters { commands: 10, ..interval });
         assert_eq!(total.wall_nanos, 60_000_000);
-        assert_eq!(total.cpu_micros_per_command(), interval.cpu_nanos as f64 / 10_000.0);
+        // The sums' quotient, in floating point: equal to the interval's own within
+        // rounding.
+        let per_command = interval.cpu_nanos as f64 / 10_000.0;
+        assert!((total.cpu_micros_per_command() - per_command).abs() < 1e-9 * per_command);
     }
 }
