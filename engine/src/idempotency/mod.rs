@@ -157,11 +157,6 @@ impl ByAge {
         ByAge { created_at: record.created_at, key: record.key.as_str().into() }
     }
 
-    /// Whether it is `record`'s entry (compared in place, not by making that entry).
-    fn is_of(&self, record: &IdempotencyRecord) -> bool {
-        self.created_at == record.created_at && *self.key == *record.key.as_str()
-    }
-
     /// The age row's key: the time, as big-endian bytes that sort as the signed times
     /// do, then the record's key.
     fn row_key(created_at: TimestampMs, key: &str) -> Vec<u8> {
@@ -176,6 +171,52 @@ impl ByAge {
         let (time, key) = row_key.split_first_chunk::<8>()?;
         let created_at = (u64::from_be_bytes(*time) ^ (1 << 63)) as TimestampMs;
         Some(ByAge { created_at, key: std::str::from_utf8(key).ok()?.into() })
+    }
+}
+
+/// An age entry as its parts: what [`ByAge`] is ordered by, borrowed from an entry or
+/// from a record, so a record's entry is found in [`Tables::by_age`] without making
+/// one (which copies the key).
+trait AgeKey {
+    fn parts(&self) -> (TimestampMs, &str);
+}
+
+impl AgeKey for ByAge {
+    fn parts(&self) -> (TimestampMs, &str) {
+        (self.created_at, &self.key)
+    }
+}
+
+impl AgeKey for IdempotencyRecord {
+    fn parts(&self) -> (TimestampMs, &str) {
+        (self.created_at, self.key.as_str())
+    }
+}
+
+// Ordered as `ByAge` is (its derived order: time, then key), as `Borrow` requires.
+impl<'a> std::borrow::Borrow<dyn AgeKey + 'a> for ByAge {
+    fn borrow(&self) -> &(dyn AgeKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn AgeKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn AgeKey + '_ {}
+
+impl PartialOrd for dyn AgeKey + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn AgeKey + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
     }
 }
 
@@ -294,7 +335,7 @@ impl Tables {
     /// record's time, if there was one.
     fn remove(&self, key: &str, age: impl FnOnce() -> Option<TimestampMs>) -> Option<TimestampMs> {
         if let Some(record) = self.records.remove(key) {
-            self.by_age.remove(&ByAge::of(&record));
+            self.by_age.remove(&*record as &dyn AgeKey);
             return Some(record.created_at);
         }
         if !self.maybe_stored(key) {
@@ -425,7 +466,7 @@ fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
     // the insert, and its age entry goes before the new one enters.
     let replaced = match tables.records.replace(record.key.clone(), record.clone()) {
         Some(previous) => {
-            tables.by_age.remove(&ByAge::of(&previous));
+            tables.by_age.remove(&*previous as &dyn AgeKey);
             Some(previous.created_at)
         }
         // The one it replaces may be out of memory (read only when its key's hash is
@@ -545,20 +586,30 @@ fn let_written_records_go(state: &State, rows: &[Row]) {
             continue;
         };
         let key = written_record.key.as_str();
-        if !tables.records.get(key).is_some_and(|r| is_written(&r, &value)) {
-            continue;
-        }
-        tables.count_stored(key);
-        if !tables.records.remove_if(key, |_, r| is_written(r, &value)) {
-            tables.uncount_stored(key);
+        // Counted when the removal finds the written value still there, before it
+        // takes it out: a reader that misses it in memory then finds it counted. The
+        // check may run again (the map retries when the key changed meanwhile); it
+        // counts once, and a removal that did not happen takes the count back.
+        let mut counted = false;
+        let removed = tables.records.remove_if(key, |_, r| {
+            let written = is_written(r, &value);
+            if written && !counted {
+                tables.count_stored(key);
+                counted = true;
+            }
+            written
+        });
+        if !removed {
+            if counted {
+                tables.uncount_stored(key);
+            }
             continue;
         }
         // Its age is in the store now. The sequencer may have put a new record under
         // the key since the removal, with the same age entry: that one stays.
-        let age = ByAge::of(written_record);
-        tables.by_age.remove(&age);
-        if tables.records.get(key).is_some_and(|r| age.is_of(&r)) {
-            tables.by_age.insert(age);
+        tables.by_age.remove(written_record as &dyn AgeKey);
+        if tables.records.get(key).is_some_and(|r| r.parts() == written_record.parts()) {
+            tables.by_age.insert(ByAge::of(written_record));
         }
     }
     // Entries of values since replaced are dropped once they outnumber what may be in
