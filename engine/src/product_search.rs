@@ -43,10 +43,10 @@ pub use emporium_search::{
 };
 
 use crate::catalog::CatalogEvent;
-use crate::domains::{Event, LogEntry, State};
+use crate::domains::{Event, State};
 use crate::error::{EngineError, Result};
 use crate::flash_sales::FlashSaleEvent;
-use crate::follower::{entries_after, Follow, Follower};
+use crate::follower::{entries_after, Entries, Follow, Follower};
 use crate::inventory::InventoryEvent;
 use crate::kernel::runtime::{Engine, LogConsumer};
 use crate::orders::OrderEvent;
@@ -430,7 +430,7 @@ enum Touched {
     Some(BTreeSet<ProductId>),
 }
 
-fn touched(state: &State, entries: &[LogEntry]) -> Touched {
+fn touched(state: &State, entries: &Entries) -> Touched {
     let mut products = BTreeSet::new();
     let mut skus: BTreeSet<Sku> = BTreeSet::new();
     let order_skus = |skus: &mut BTreeSet<Sku>, id: &OrderId| {

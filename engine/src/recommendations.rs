@@ -55,9 +55,9 @@ use parking_lot::RwLock;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::catalog::CatalogEvent;
-use crate::domains::{Event, LogEntry, State};
+use crate::domains::{Event, State};
 use crate::error::Result;
-use crate::follower::{entries_after, Follow, Follower};
+use crate::follower::{entries_after, Entries, Follow, Follower};
 use crate::kernel::runtime::{Engine, LogConsumer};
 use crate::payments::PaymentEvent;
 use crate::types::{CategoryId, CustomerId, Lsn, OrderId, ProductId, TimestampMs};
@@ -877,7 +877,7 @@ enum Moved {
 
 /// The orders the entries' captures paid (as they are in the state), and the products
 /// whose categories may have changed.
-fn changes(state: &State, entries: &[LogEntry]) -> (Vec<PaidOrder>, Option<Moved>) {
+fn changes(state: &State, entries: &Entries) -> (Vec<PaidOrder>, Option<Moved>) {
     let mut paid = Vec::new();
     let mut moved: Option<Moved> = None;
     for event in entries.iter().flat_map(|e| &e.events) {

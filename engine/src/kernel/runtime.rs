@@ -18,6 +18,7 @@
 //! order; after a failed write or a panic of the sequencer or committer nothing more is
 //! written and every caller gets [`EngineError::Unavailable`] (fail-stop).
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -438,6 +439,7 @@ struct Inner {
     durable: watch::Sender<u64>,
     stats: Arc<EngineStats>,
     bounds: Arc<LogBounds>,
+    tail: Arc<LogTail>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     clock: Arc<dyn Clock>,
 }
@@ -569,8 +571,10 @@ impl Engine {
             }
             None => (None, None),
         };
+        let tail = Arc::new(LogTail::default());
         let committer = Committer {
             gated,
+            tail: tail.clone(),
             store: store.clone(),
             slot,
             health: health.clone(),
@@ -630,6 +634,7 @@ impl Engine {
                 durable,
                 stats,
                 bounds,
+                tail,
                 threads: Mutex::new(threads),
                 clock: config.clock.clone(),
             }),
@@ -730,6 +735,13 @@ impl Engine {
             Ok(out.len() < entries_max)
         })?;
         Ok(out)
+    }
+
+    /// Durable entries from `from` on, up to `entries_max`, if the group holding `from`
+    /// is among the last ones committed (the [`LogTail`]; empty if not): what a view
+    /// close behind the log reads without a store read. One part per group.
+    pub(crate) fn read_tail(&self, from: Lsn, entries_max: usize) -> Vec<TailEntries> {
+        self.inner.tail.from(from, entries_max)
     }
 
     /// The first LSN the log still holds; everything below was trimmed by retention.
@@ -1279,6 +1291,86 @@ fn recv_polling<T>(
     }
 }
 
+/// Log entries the [`LogTail`] holds at most: about a tenth of a second of a flash
+/// sale's purchases, more than the views fall behind between their passes.
+const LOG_TAIL_ENTRIES_MAX: usize = 8192;
+
+/// The last groups' log entries, as the committer made them durable, for the views that
+/// follow the log (search, recommendations, KPIs). Each view read every entry back from
+/// the store and decoded it, three reads and decodes of every entry between them (4% of
+/// the server's CPU in a flash sale); one close behind reads them here. Bounded by
+/// [`LOG_TAIL_ENTRIES_MAX`]; a view further behind reads the store.
+#[derive(Default)]
+struct LogTail {
+    groups: Mutex<TailGroups>,
+}
+
+#[derive(Default)]
+struct TailGroups {
+    /// Each group's entries, in log order; none is empty.
+    groups: VecDeque<Arc<Vec<LogEntry>>>,
+    /// The entries in `groups`.
+    entries: usize,
+}
+
+impl LogTail {
+    /// Keeps a durable group's entries, letting the oldest groups go past the bound.
+    fn push(&self, entries: Vec<LogEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut gone = Vec::new();
+        {
+            let mut tail = self.groups.lock();
+            tail.entries += entries.len();
+            tail.groups.push_back(Arc::new(entries));
+            while tail.entries > LOG_TAIL_ENTRIES_MAX && tail.groups.len() > 1 {
+                let Some(oldest) = tail.groups.pop_front() else { break };
+                tail.entries -= oldest.len();
+                gone.push(oldest);
+            }
+        }
+        // Dropped outside the lock: a group's entries are many allocations.
+        drop(gone);
+    }
+
+    /// The entries from `from` on, at most `entries_max`, one part per group: none if
+    /// the tail does not hold `from`. They end early where the next LSN is missing.
+    fn from(&self, from: Lsn, entries_max: usize) -> Vec<TailEntries> {
+        let tail = self.groups.lock();
+        let mut parts = Vec::new();
+        // The last group starting at or before `from`; LSNs ascend through the groups.
+        let at = tail.groups.partition_point(|g| g.first().is_some_and(|e| e.lsn <= from));
+        let Some(at) = at.checked_sub(1) else { return parts };
+        let (mut next, mut left) = (from, entries_max);
+        for group in tail.groups.range(at..) {
+            let start = group.partition_point(|e| e.lsn < next);
+            if left == 0 || group.get(start).is_none_or(|e| e.lsn != next) {
+                break;
+            }
+            let end = group.len().min(start.saturating_add(left));
+            left -= end - start;
+            next = Lsn(group[end - 1].lsn.0 + 1);
+            parts.push(TailEntries { group: group.clone(), start, end });
+        }
+        parts
+    }
+}
+
+/// Entries of one group held by the [`LogTail`], shared with it (no copy).
+pub(crate) struct TailEntries {
+    group: Arc<Vec<LogEntry>>,
+    start: usize,
+    end: usize,
+}
+
+impl std::ops::Deref for TailEntries {
+    type Target = [LogEntry];
+    fn deref(&self) -> &[LogEntry] {
+        &self.group[self.start..self.end]
+    }
+}
+
 /// Groups waiting for the release gate at most; past it the committer waits.
 const RELEASES_WAITING_MAX: usize = 1024;
 
@@ -1310,6 +1402,7 @@ impl Releaser {
 
 struct Committer {
     gated: Option<Sender<Release>>,
+    tail: Arc<LogTail>,
     store: Arc<Store>,
     slot: Arc<Slot>,
     health: Arc<Health>,
@@ -1363,7 +1456,7 @@ impl Committer {
     /// against state that a failure may have lost. A panic while writing stops the
     /// engine (fail-stop) like a failed write, and the committer goes on refusing
     /// whatever comes, so no caller is left waiting.
-    fn commit(&self, group: Group) {
+    fn commit(&self, mut group: Group) {
         if self.health.failed() {
             return refuse(group.replies, self.health.check().expect_err("failed"));
         }
@@ -1378,6 +1471,9 @@ impl Committer {
                 return refuse(group.replies, self.health.check().expect_err("failed"));
             }
         }
+        let entries = std::mem::take(&mut group.entries);
+        let written = !entries.is_empty();
+        self.tail.push(entries);
         let commands = group.replies.len() as u64;
         self.stats.last_group_commands.store(commands, Ordering::Relaxed);
         self.stats.commands_committed.fetch_add(commands, Ordering::Relaxed);
@@ -1408,7 +1504,7 @@ impl Committer {
                 }
             }
         }
-        if !group.entries.is_empty() {
+        if written {
             let durable =
                 Durable { rows: group.rows, last_lsn: group.last_lsn, counters: group.counters };
             // Blocks while the materializer is `materialize_groups_max` groups behind:
@@ -1546,5 +1642,60 @@ impl LogConsumer {
             });
         }
         self.engine.read_log(Lsn(self.position().0 + 1), entries_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(lsns: std::ops::RangeInclusive<u64>) -> Vec<LogEntry> {
+        lsns.map(|lsn| LogEntry { lsn: Lsn(lsn), at: 0, events: Vec::new() }).collect()
+    }
+
+    fn lsns(parts: Vec<TailEntries>) -> Vec<u64> {
+        parts.iter().flat_map(|p| p.iter()).map(|e| e.lsn.0).collect()
+    }
+
+    #[test]
+    fn the_tail_answers_from_the_group_holding_the_position_on() {
+        let tail = LogTail::default();
+        assert!(lsns(tail.from(Lsn(1), 10)).is_empty(), "an empty tail holds nothing");
+        tail.push(group(1..=3));
+        tail.push(Vec::new());
+        tail.push(group(4..=4));
+        tail.push(group(5..=6));
+        tail.push(group(8..=9));
+        assert_eq!(lsns(tail.from(Lsn(1), 10)), vec![1, 2, 3, 4, 5, 6], "up to the gap");
+        assert_eq!(tail.from(Lsn(1), 10).len(), 3, "a part per group");
+        assert_eq!(lsns(tail.from(Lsn(2), 10)), vec![2, 3, 4, 5, 6]);
+        assert_eq!(lsns(tail.from(Lsn(2), 1)), vec![2]);
+        assert_eq!(lsns(tail.from(Lsn(2), 3)), vec![2, 3, 4]);
+        assert_eq!(lsns(tail.from(Lsn(3), 3)), vec![3, 4, 5]);
+        assert_eq!(lsns(tail.from(Lsn(6), 10)), vec![6]);
+        assert_eq!(lsns(tail.from(Lsn(8), 10)), vec![8, 9]);
+        // Not held: a gap, past the end, before the first, nothing asked for.
+        assert!(lsns(tail.from(Lsn(7), 10)).is_empty());
+        assert!(lsns(tail.from(Lsn(10), 10)).is_empty());
+        assert!(lsns(tail.from(Lsn(0), 10)).is_empty());
+        assert!(lsns(tail.from(Lsn(1), 0)).is_empty());
+    }
+
+    #[test]
+    fn the_tail_lets_the_oldest_groups_go_past_its_bound() {
+        let tail = LogTail::default();
+        let half = LOG_TAIL_ENTRIES_MAX as u64 / 2;
+        tail.push(group(1..=half));
+        tail.push(group(half + 1..=2 * half));
+        assert_eq!(lsns(tail.from(Lsn(1), 1)), vec![1], "at the bound, all is held");
+        tail.push(group(2 * half + 1..=2 * half + 1));
+        assert!(lsns(tail.from(Lsn(1), 1)).is_empty(), "the oldest group went");
+        assert_eq!(lsns(tail.from(Lsn(half + 1), 1)), vec![half + 1]);
+        // One group larger than the bound is still held, alone.
+        tail.push(group(2 * half + 2..=2 * half + 1 + LOG_TAIL_ENTRIES_MAX as u64 + 1));
+        assert!(lsns(tail.from(Lsn(half + 1), 1)).is_empty());
+        let entries = lsns(tail.from(Lsn(2 * half + 2), usize::MAX));
+        assert_eq!(entries.len(), LOG_TAIL_ENTRIES_MAX + 1);
+        assert_eq!(tail.groups.lock().groups.len(), 1);
     }
 }
