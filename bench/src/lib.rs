@@ -248,14 +248,16 @@ impl CommitCounters {
 /// CPU time the whole process has used so far, every thread's, in nanoseconds
 /// (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`); 0 where the clock cannot be read.
 pub fn process_cpu_nanos() -> u64 {
+    cpu_clock_nanos(libc::CLOCK_PROCESS_CPUTIME_ID).unwrap_or(0)
+}
+
+/// A CPU-time clock's reading in nanoseconds (`clock_gettime(clock)`), if it can be read.
+fn cpu_clock_nanos(clock: libc::clockid_t) -> Option<u64> {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `clock_gettime` writes one `timespec` through the pointer it is given,
     // which points to a live local.
-    let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
-    if read != 0 {
-        return 0;
-    }
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    let read = unsafe { libc::clock_gettime(clock, &mut now) };
+    (read == 0).then(|| now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64)
 }
 
 /// Where benchmarks keep data sets worth reusing between runs: `bench-data/` in the
@@ -334,13 +336,8 @@ mod tests {
         // machine is (spinning for 30 ms of wall-clock time would get less CPU when
         // other processes hold the cores).
         let spin = || {
-            let thread_cpu_nanos = || {
-                let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-                // SAFETY: as in `process_cpu_nanos`.
-                let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-                assert_eq!(read, 0, "the thread's CPU clock");
-                now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-            };
+            let thread_cpu_nanos =
+                || cpu_clock_nanos(libc::CLOCK_THREAD_CPUTIME_ID).expect("the thread's CPU clock");
             let started = thread_cpu_nanos();
             let mut x = 0u64;
             while thread_cpu_nanos() - started < 30_000_000 {
