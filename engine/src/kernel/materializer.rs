@@ -237,7 +237,7 @@ impl Materializer {
         // finds its place near it instead of descending from the top of the list through
         // nodes out of the cache, as keys in the map's order (random) do.
         let mut ordered: Vec<_> = pending.rows.drain().collect();
-        ordered.sort_unstable_by(|(a, _), (b, _)| a.0.cmp(b.0).then_with(|| a.1.cmp(&b.1)));
+        ordered.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         let mut written = Vec::with_capacity(ordered.len());
         for (key, row) in ordered {
             codec::put_row(&mut batch, key, &row);
