@@ -177,6 +177,13 @@ mod tests {
             blocking.send(CreateCart::default()).unwrap();
         }
         let durable = engine.durable_lsn();
+        // The committer answers a group's callers before it hands the group to the tail:
+        // wait until the last one is there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.read_tail(durable, 1).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the tail never took {durable:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let stored = engine.read_log(Lsn(1), 100).unwrap();
         assert_eq!(stored.last().map(|e| e.lsn), Some(durable));
         // Every entry is read from the tail, in a part per group, and in parts of reads
