@@ -151,7 +151,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             rows: |s, f| s.for_each_order(|o| f(&*o)),
             load: |state, bytes| {
                 let order: Order = decode_row(bytes, "order")?;
-                index_order(state, None, true, &order);
+                index_order(state, None, Arrival::Loaded, &order);
                 if state.orders.store.get().is_some() && !order.holds_reservation() {
                     state.orders.stored.insert(&state.orders.by_seq, order.id, order.seq);
                 } else {
@@ -292,21 +292,39 @@ pub(crate) fn put_order(state: &State, order: Order, rows: &mut Vec<Row>) {
     let previous = state.orders.orders.replace(order.id, order.clone());
     // An order back from the store is not new (its sequence is indexed), and held no
     // reservation there.
-    let new = previous.is_none() && state.orders.by_seq.get(order.seq).is_none();
-    index_order(state, previous.as_deref(), new, &order);
+    let arrival = if previous.is_none() && state.orders.by_seq.get(order.seq).is_none() {
+        Arrival::Placed
+    } else {
+        Arrival::Known
+    };
+    index_order(state, previous.as_deref(), arrival, &order);
     rows.push(Row::put(order));
+}
+
+/// How an order reaches [`index_order`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    /// Changed, or read back from the store: its sequence and owner are indexed.
+    Known,
+    /// New, from the sequencer (the indexes' one writer).
+    Placed,
+    /// Loaded at open, by one of several threads at once.
+    Loaded,
 }
 
 /// Keeps the order indexes of `order`, which replaced `previous` (`None` for a new
 /// order or one read back from the store): its sequence and owner never change, so
-/// only a `new` order enters those two; the expiry index changes only when the
+/// only a new order enters those two; the expiry index changes only when the
 /// reservation does.
-fn index_order(state: &State, previous: Option<&Order>, new: bool, order: &Order) {
+fn index_order(state: &State, previous: Option<&Order>, arrival: Arrival, order: &Order) {
     let tables = &state.orders;
-    if new {
+    if arrival != Arrival::Known {
         tables.by_seq.insert(order.seq, order.id);
-        if let Some(customer) = &order.customer_id {
-            tables.by_customer.insert(*customer, order.seq);
+        if let Some(customer) = order.customer_id {
+            match arrival {
+                Arrival::Placed => tables.by_customer.append(customer, order.seq),
+                _ => tables.by_customer.insert(customer, order.seq),
+            }
         }
     }
     let expiry = |o: &Order| o.holds_reservation().then_some((o.reservation_expires_at, o.seq));
