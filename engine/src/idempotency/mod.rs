@@ -97,7 +97,7 @@ pub const IDEMPOTENCY_RECORDS_IN_MEMORY_DEFAULT: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct Tables {
     /// The records in memory.
-    pub(crate) records: Index<String, Arc<IdempotencyRecord>>,
+    pub(crate) records: Index<Arc<str>, Arc<IdempotencyRecord>>,
     /// The age entry of every record in memory, oldest first (those out of memory are
     /// in the store's age rows).
     pub(crate) by_age: SkipSet<ByAge>,
@@ -149,7 +149,8 @@ impl Default for Tables {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ByAge {
     pub(crate) created_at: TimestampMs,
-    pub(crate) key: Box<str>,
+    /// Shared: the entry in [`Tables::by_age`] and the row written for it are clones.
+    pub(crate) key: Arc<str>,
 }
 
 impl ByAge {
@@ -462,9 +463,11 @@ pub(crate) fn apply(state: &State, event: &IdempotencyEvent, at: TimestampMs, ro
 fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
     let tables = &state.idempotency;
     let record = Arc::new(record);
+    // One copy of the key, shared by the map and the age entry.
+    let key: Arc<str> = Arc::from(record.key.as_str());
     // One lookup of the key: the record it replaces (one that expired) comes back from
     // the insert, and its age entry goes before the new one enters.
-    let replaced = match tables.records.replace(record.key.clone(), record.clone()) {
+    let replaced = match tables.records.replace(key.clone(), record.clone()) {
         Some(previous) => {
             tables.by_age.remove(&*previous as &dyn AgeKey);
             Some(previous.created_at)
@@ -482,7 +485,7 @@ fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
         }
         None => None,
     };
-    let age = ByAge::of(&record);
+    let age = ByAge { created_at: record.created_at, key };
     if let Some(replaced) = replaced.filter(|&t| t != record.created_at) {
         rows.push(Row::delete(IDEMPOTENCY_AGES, ByAge::row_key(replaced, &record.key)));
     }
@@ -741,7 +744,7 @@ fn forget_expired(state: &State, ctx: &Ctx<'_>, events: &mut Vec<Event>) -> usiz
         .enumerate()
         .take_while(|(i, e)| is_due(*i, e))
         .take(EXPIRIES_PER_COMMAND_MAX)
-        .map(|(_, e)| e.key.into())
+        .map(|(_, e)| e.key.to_string())
         .collect();
     if !keys.is_empty() {
         events.push(IdempotencyEvent::IdempotencyForgotten { keys }.into());
