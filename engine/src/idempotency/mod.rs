@@ -149,7 +149,8 @@ impl Default for Tables {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ByAge {
     pub(crate) created_at: TimestampMs,
-    /// Shared: the entry in [`Tables::by_age`] and the row written for it are clones.
+    /// Shared with the records' map's key: the entry in [`Tables::by_age`] and the row
+    /// written for it are clones.
     pub(crate) key: Arc<str>,
 }
 
