@@ -502,7 +502,7 @@ enum BodyRead {
 
 /// The bytes of `body`, at most `limit` of them. A body that comes in one frame (a
 /// small request's always does) is that frame's bytes, neither copied nor queued:
-/// `http_body_util`'s `Collect` queued each frame in a growing `VecDeque` first (3% of
+/// `http_body_util`'s `Collect` queued each frame in a growing `VecDeque` first (2% of
 /// a worker's time answering sold-out purchases). A body of several frames is gathered
 /// into one buffer. Trailers are not part of it.
 async fn whole_body<B>(mut body: B, limit: usize) -> Result<Bytes, BodyRead>
