@@ -540,20 +540,11 @@ impl Members {
         if let Some(chunk) = self.head.get(i) {
             return (i, chunk.partition_point(|&n| n < first));
         }
-        // Binary search of the last chunk's counted slots.
-        let (mut low, mut high) = (0, last_len);
-        while low < high {
-            let mid = (low + high) / 2;
-            if self.last[mid].load(Ordering::Relaxed) < first {
-                low = mid + 1;
-            } else {
-                high = mid;
-            }
-        }
-        if low == last_len {
+        let at = self.last[..last_len].partition_point(|n| n.load(Ordering::Relaxed) < first);
+        if at == last_len {
             (i + 1, 0)
         } else {
-            (i, low)
+            (i, at)
         }
     }
 
