@@ -207,6 +207,33 @@ fn other_storage_format_is_refused() {
     });
 }
 
+/// An estimate is for sizing only: it may be missing (sled cannot tell without a
+/// scan), but when a backend gives one it is of the column family asked about.
+#[test]
+fn a_row_estimate_when_there_is_one_is_about_the_rows() {
+    each_backend(|kind| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(kind, dir.path());
+        let mut batch = WriteBatch::default();
+        for i in 0..1000u32 {
+            batch.put(CF_A, &i.to_be_bytes(), b"v");
+        }
+        batch.put(CF_B, b"k", b"v");
+        store.write_unlogged(&batch).unwrap();
+        store.persist_unlogged(true).unwrap();
+        match kind {
+            BackendKind::RocksDb => {
+                let a = store.estimate_rows(CF_A).expect("RocksDB estimates");
+                assert!((500..=2000).contains(&a), "{a} rows estimated of 1000");
+                let b = store.estimate_rows(CF_B).expect("RocksDB estimates");
+                assert!(b <= 10, "{b} rows estimated of 1");
+                assert_eq!(store.estimate_rows("nope"), None);
+            }
+            _ => assert_eq!(store.estimate_rows(CF_A), None),
+        }
+    });
+}
+
 #[test]
 fn unknown_column_family_is_an_error() {
     each_backend(|kind| {

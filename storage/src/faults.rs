@@ -221,4 +221,8 @@ impl Backend for FaultyBackend {
     fn memory_bytes(&self) -> Option<u64> {
         self.inner.memory_bytes()
     }
+
+    fn estimate_rows(&self, cf: &str) -> Option<u64> {
+        self.inner.estimate_rows(cf)
+    }
 }

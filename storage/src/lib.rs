@@ -144,6 +144,11 @@ pub trait Backend: Send + Sync + 'static {
     fn memory_bytes(&self) -> Option<u64> {
         None
     }
+    /// About how many rows `cf` holds, when the backend can tell without reading them
+    /// (RocksDB's estimate: deletions and overwrites not yet compacted away count).
+    fn estimate_rows(&self, _cf: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// An open store: a backend plus the log and format conventions on top of it.
@@ -461,6 +466,13 @@ impl Store {
     pub fn memory_bytes(&self) -> Option<u64> {
         let log = self.log.as_ref().and_then(|log| log.memory_bytes()).unwrap_or(0);
         Some(self.backend.memory_bytes()? + log)
+    }
+
+    /// About how many rows the table column family `cf` holds, when the backend can
+    /// tell without reading them: for sizing what a load puts them in, never for a
+    /// count that must be exact.
+    pub fn estimate_rows(&self, cf: &str) -> Option<u64> {
+        self.holder(cf).estimate_rows(cf)
     }
 
     /// Writes a consistent copy of the store into `to` (which must not exist yet); the

@@ -202,6 +202,11 @@ impl Backend for RocksBackend {
         Some(per_cf + self.cache.get_usage() as u64)
     }
 
+    fn estimate_rows(&self, cf: &str) -> Option<u64> {
+        let cf = self.db.cf_handle(cf)?;
+        self.db.property_int_value_cf(&cf, "rocksdb.estimate-num-keys").ok().flatten()
+    }
+
     fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
         let mut options = WriteOptions::default();
         options.set_sync(sync);

@@ -81,6 +81,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Customer>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: API_CLIENTS,
@@ -92,6 +93,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<ApiClient>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: REFRESH_TOKENS,
@@ -103,6 +105,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<RefreshToken>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: SIGNING_KEYS,
@@ -114,6 +117,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<SigningKey>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |state| vec![&state.accounts.customer_seq],

@@ -109,6 +109,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         check_v1: check_v1::<Cart>,
         load_in_parallel: true,
         skip_list: false,
+        reserve: Some(|state, rows| state.carts.carts.reserve(rows)),
     }],
     counters: |state| {
         vec![&state.carts.cart_seq, &state.carts.abandoned, &state.carts.closed_through]

@@ -80,6 +80,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Category>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: PRODUCTS,
@@ -91,6 +92,12 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Product>,
             load_in_parallel: false,
             skip_list: false,
+            // A product has at least one SKU, each with its stock cell.
+            reserve: Some(|state, rows| {
+                state.catalog.handles.reserve(rows);
+                state.catalog.skus.reserve(rows);
+                state.inventory.stock.reserve(rows);
+            }),
         },
     ],
     counters: |state| vec![&state.catalog.product_seq, &state.catalog.category_seq],

@@ -92,6 +92,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<FlashSale>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: SALE_ORDERS,
@@ -114,6 +115,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<SaleOrder>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |state| vec![&state.flash_sales.sale_seq],
@@ -359,8 +361,8 @@ pub(crate) fn order_paid(state: &State, order_id: &OrderId, at: TimestampMs, row
 
 /// Units each SKU's open sales hold apart from normal stock (not yet taken): part of
 /// what the SKU counts as reserved, besides its pending orders.
-pub(crate) fn units_held(state: &State) -> HashMap<Sku, u64> {
-    let mut held = HashMap::new();
+pub(crate) fn units_held(state: &State) -> crate::orders::UnitsBySku {
+    let mut held = crate::orders::UnitsBySku::default();
     for (_, sale) in state.flash_sales.sales.entries() {
         if sale.holds_stock() {
             *held.entry(sale.sku.clone()).or_insert(0) += u64::from(sale.remaining);

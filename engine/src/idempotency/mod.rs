@@ -361,6 +361,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             // Records out of memory are read by key (a retry): a vector memtable would
             // be copied and sorted for every such read.
             skip_list: true,
+            reserve: None,
         },
         Table {
             name: IDEMPOTENCY_AGES,
@@ -377,6 +378,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             // New rows' keys ascend (their times), and the sweep reads the oldest while
             // the engine runs.
             skip_list: true,
+            reserve: None,
         },
     ],
     counters: |_| vec![],

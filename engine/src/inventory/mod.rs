@@ -90,6 +90,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<StockLevels>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: LOCATIONS,
@@ -102,6 +103,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<StockLocation>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: LOCATION_STOCK,
@@ -117,6 +119,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<SkuLocations>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: ALLOCATIONS,
@@ -129,6 +132,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Allocation>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: SHIPMENTS,
@@ -141,6 +145,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Shipment>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |state| vec![&state.inventory.location_seq],

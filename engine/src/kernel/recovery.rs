@@ -18,7 +18,7 @@ use emporium_storage::{Store, WriteBatch};
 use crate::domains::{apply, LogEntry, State, DOMAINS};
 use crate::error::{EngineError, Result};
 use crate::kernel::codec;
-use crate::kernel::table::{Row, Table};
+use crate::kernel::table::{Row, Table, RESERVE_ROWS_MAX};
 
 /// What recovery found.
 pub(crate) struct Recovered {
@@ -162,6 +162,9 @@ fn load_rows(store: &Store, state: &State) -> Result<()> {
     for domain in DOMAINS {
         for table in domain.tables {
             let started = Instant::now();
+            if let (Some(reserve), Some(rows)) = (table.reserve, store.estimate_rows(table.name)) {
+                reserve(state, usize::try_from(rows).unwrap_or(usize::MAX).min(RESERVE_ROWS_MAX));
+            }
             let rows = if table.load_in_parallel && workers > 1 {
                 load_in_parallel(store, state, table, workers)?
             } else {

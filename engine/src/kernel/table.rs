@@ -101,7 +101,20 @@ pub(crate) struct Table {
     /// linked next to the last one; and for tables read by key while the engine runs
     /// (rows out of memory), so that a read does not sort the memtable.
     pub(crate) skip_list: bool,
+    /// Makes room, before an open loads the table, for about this many rows (the
+    /// store's estimate, at most [`RESERVE_ROWS_MAX`]) in the maps its rows go to: a
+    /// map that grows while it loads copies its entries at every doubling, and a walk
+    /// of a map left mid-copy finishes the copy first (papaya's `help_copy` was a
+    /// seventh of an open's samples, 100k products and 1M orders). For tables that may
+    /// hold many rows.
+    pub(crate) reserve: Option<fn(&State, usize)>,
 }
+
+/// The most rows a table's maps are sized for before it loads: the store's estimate
+/// also counts rows that stay out of memory (settled orders past the bound held in
+/// memory) and deletions not yet compacted, and room reserved for them would be held
+/// for good (8-16 bytes a slot). Past it a map grows as it loads.
+pub(crate) const RESERVE_ROWS_MAX: usize = 1 << 20;
 
 /// A named, persisted counter (sequential ids and storage keys). Its name is its key in
 /// `meta`: never rename one.
@@ -259,6 +272,12 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Makes room for `additional` more entries at once, so that inserting them copies
+    /// no table.
+    pub(crate) fn reserve(&self, additional: usize) {
+        self.map.pin().reserve(additional);
     }
 
     /// Visits the entries of one of `shares` disjoint shares of the map (by key hash;

@@ -230,6 +230,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<NotificationTemplate>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: PREFERENCES,
@@ -242,6 +243,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<NotificationPreferences>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: OUTBOX,
@@ -254,6 +256,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Notification>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |state| {

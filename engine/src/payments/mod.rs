@@ -68,6 +68,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Refund>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: PAYMENT_CALLS,
@@ -80,6 +81,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<PaymentCall>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |_| vec![],

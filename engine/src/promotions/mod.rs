@@ -93,6 +93,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<DiscountCode>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: CART_CODES,
@@ -105,6 +106,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<CartCodes>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: ORDER_DISCOUNTS,
@@ -120,6 +122,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<OrderDiscount>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: AUTOMATIC_PROMOTIONS,
@@ -132,6 +135,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<AutomaticPromotion>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |state| vec![&state.promotions.code_seq, &state.promotions.promotion_seq],

@@ -65,6 +65,7 @@ pub(crate) const DOMAIN: Domain = Domain {
         check_v1: check_v1::<Return>,
         load_in_parallel: false,
         skip_list: false,
+        reserve: None,
     }],
     counters: |state| vec![&state.returns.return_seq],
     timers: None,

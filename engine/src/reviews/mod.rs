@@ -89,6 +89,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Review>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: REVIEW_VOTES,
@@ -105,6 +106,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<ReviewVote>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: REVIEW_SETTINGS,
@@ -121,6 +123,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<ReviewSettings>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |state| vec![&state.reviews.review_seq],

@@ -80,6 +80,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<SavedAddress>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: SHIPPING_METHODS,
@@ -92,6 +93,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<ShippingMethod>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: TAX_RATES,
@@ -104,6 +106,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<TaxRate>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: SKU_WEIGHTS,
@@ -122,6 +125,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<SkuWeight>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: ORDER_CHARGES,
@@ -134,6 +138,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<OrderCharges>,
             load_in_parallel: true,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |state| vec![&state.shipping.method_seq],

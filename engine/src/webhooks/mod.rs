@@ -98,6 +98,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Webhook>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
         Table {
             name: DEAD_LETTERS,
@@ -110,6 +111,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<DeadLetter>,
             load_in_parallel: false,
             skip_list: false,
+            reserve: None,
         },
     ],
     counters: |state| vec![&state.webhooks.dead_letter_seq],
