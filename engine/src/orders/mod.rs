@@ -162,8 +162,8 @@ pub(crate) const DOMAIN: Domain = Domain {
             check_v1: check_v1::<Order>,
             load_in_parallel: true,
             skip_list: true,
-            // Pending orders, and settled ones while the store keeps none (or up to
-            // the bound held in memory), go to the map.
+            // Pending orders go to the map, and settled ones too unless the store
+            // keeps them (`keep_in_store`: they stay there).
             reserve: Some(|state, rows| state.orders.orders.reserve(rows)),
         },
         Table {
