@@ -111,8 +111,8 @@ pub(crate) struct Table {
 }
 
 /// The most rows a table's maps are sized for before it loads: the store's estimate
-/// also counts rows that stay out of memory (settled orders past the bound held in
-/// memory) and deletions not yet compacted, and room reserved for them would be held
+/// also counts rows that stay out of memory (settled orders, when the store keeps
+/// them) and deletions not yet compacted, and room reserved for them would be held
 /// for good (papaya: 9 bytes a slot, 1.3 to 2.7 slots a row; 19 MB for 2^20 rows). Past
 /// it a map grows as it loads.
 pub(crate) const RESERVE_ROWS_MAX: usize = 1 << 20;
