@@ -415,6 +415,15 @@ impl CartId {
     pub fn from_seq(n: u64) -> CartId {
         CartId(CartNumber::Sale(Seq(n)))
     }
+
+    /// The sale's sequence number when this is a flash-sale order's `cart_id`
+    /// ([`CartId::from_seq`]), `None` for a cart's id.
+    pub fn sale_seq(&self) -> Option<u64> {
+        match self.0 {
+            CartNumber::Sale(Seq(n)) => Some(n),
+            CartNumber::Random(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -654,7 +654,7 @@ impl KpiModel {
         state.for_each_order(|order| {
             seen.orders.insert(order.id);
             model.count(order.created_at, |c| c.orders_placed += 1);
-            if state.flash_sale_of_order(&order.id).is_none() {
+            if state.flash_sale_of_order(&order).is_none() {
                 model.count(order.created_at, |c| c.checkouts += 1);
                 checked_out.insert(order.cart_id, order.created_at);
             }

@@ -246,7 +246,7 @@ fn verify(dir: &std::path::Path, acks: &Acks, cycle: usize) -> Reopened {
     loop {
         let page = state.orders(&OrderFilter::default(), after, 100);
         for order in &page.items {
-            if state.flash_sale_of_order(&order.id).is_some() {
+            if state.flash_sale_of_order(order).is_some() {
                 continue;
             }
             let cart = state.cart(&order.cart_id).expect("an order's cart exists");

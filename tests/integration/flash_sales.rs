@@ -212,6 +212,44 @@ fn a_cancelled_sale_returns_what_is_left_and_sells_no_more() {
 }
 
 #[test]
+fn a_closed_sale_keeps_no_counts_and_its_pending_orders_settle_after_a_restart() {
+    let s = sale(30, 2, 0);
+    let pending = s.buy(0, 2).expect("buy");
+    let paid = s.buy(1, 1).expect("buy");
+    pay(&s.te.shop, &paid.id).expect("pay");
+    s.check();
+    let held = |s: &Sale, buyer: usize| s.te.state().flash_sale_units_held(&s.id, &s.buyers[buyer]);
+    assert_eq!((held(&s, 0), held(&s, 1)), (2, 1));
+    // Each purchase's row, as the orders say it.
+    let rows = |s: &Sale| {
+        let digest = s.te.state().digest();
+        digest.into_iter().find(|d| d.table == "flash_sale_orders").expect("the table")
+    };
+    let before = rows(&s);
+    assert_eq!(before.rows, 2);
+    assert_eq!(s.te.state().flash_sale_of_order(&pending), Some(s.id));
+    step(
+        &s,
+        s.te.shop.send(CancelFlashSale { sale_id: s.id.to_string() }),
+        "ok; cancelled 27/2/1, sku 99/2",
+    );
+    assert_eq!((held(&s, 0), held(&s, 1)), (0, 0), "a closed sale's counts go");
+
+    // An open rebuilds the counts of open sales only, from the rows it finds.
+    let Sale { te, id, buyers } = s;
+    let s = Sale { te: te.reopen(), id, buyers };
+    s.check();
+    assert_eq!(rows(&s), before);
+    assert_eq!((held(&s, 0), held(&s, 1)), (0, 0));
+    assert_eq!(s.line(), "cancelled 27/2/1, sku 99/2");
+    // The pending order still expires, its units to normal stock.
+    s.tick(TTL_MS);
+    assert_eq!(s.line(), "cancelled 29/0/1, sku 99/0");
+    let expired = s.te.state().order(&pending.id).expect("the order");
+    assert_eq!(expired.status, OrderStatus::Expired);
+}
+
+#[test]
 fn a_restart_mid_window_resumes_and_a_window_missed_while_down_ends_at_open() {
     let s = sale(30, 2, 0);
     s.buy(0, 2).expect("buy");

@@ -263,7 +263,7 @@ pub fn check_flash_sales(state: &State) {
     loop {
         let page = state.orders(&OrderFilter::default(), after, 100);
         for order in &page.items {
-            let Some(sale) = state.flash_sale_of_order(&order.id) else { continue };
+            let Some(sale) = state.flash_sale_of_order(order) else { continue };
             let units: u32 = order.lines.iter().map(|l| l.quantity).sum();
             let entry = counted.entry(sale).or_default();
             match order.status {

@@ -49,9 +49,8 @@ pub(crate) struct Tables {
     pub(crate) by_seq: SkipMap<u64, FlashSaleId>,
     /// `(when, sale)`: `starts_at` of a scheduled sale, `ends_at` of a live one.
     pub(crate) transitions: SkipSet<(TimestampMs, FlashSaleId)>,
-    /// The units of each pending or paid order of a sale.
-    pub(crate) orders: IdIndex<OrderId, Arc<SaleOrder>>,
-    /// Units each customer holds in pending and paid orders of each sale.
+    /// Units each customer holds in pending and paid orders of each open sale (a sale
+    /// that ended or was cancelled sells no more, so its counts go with it).
     pub(crate) held: IdIndex<(FlashSaleId, CustomerId), u32>,
     pub(crate) sale_seq: Counter,
 }
@@ -62,7 +61,6 @@ impl Default for Tables {
             sales: Index::default(),
             by_seq: SkipMap::new(),
             transitions: SkipSet::new(),
-            orders: Index::default(),
             held: Index::default(),
             sale_seq: Counter::new("flash_sale"),
         }
@@ -94,22 +92,38 @@ pub(crate) const DOMAIN: Domain = Domain {
             skip_list: false,
             reserve: None,
         },
+        // Written once per purchase and never held in memory: the order itself says
+        // what its row says (`bought`). The rows are what an open counts each customer's
+        // units from, without reading every order.
         Table {
             name: SALE_ORDERS,
-            rows: |s, f| s.flash_sales.orders.entries().iter().for_each(|(_, o)| f(&**o)),
+            rows: |s, f| {
+                s.for_each_order(|order| {
+                    if let Some(bought) = bought(s, &order) {
+                        f(&bought)
+                    }
+                })
+            },
             load: |state, bytes| {
-                let order: SaleOrder = decode_row(bytes, "flash sale order")?;
-                // Orders load first (an earlier domain), at the same LSN.
-                let status = state.order(&order.order_id).map(|o| o.status).ok_or_else(|| {
+                let row: SaleOrder = decode_row(bytes, "flash sale order")?;
+                // Orders load first (an earlier domain), the sales before their orders,
+                // at the same LSN.
+                let order = state.order(&row.order_id).ok_or_else(|| {
                     EngineError::IncompatibleData(format!(
                         "flash sale order {} has no order",
-                        order.order_id
+                        row.order_id
                     ))
                 })?;
-                if counts(status) {
-                    add_held(state, &order.sale_id, &order.customer_id, order.units);
+                if bought(state, &order).as_ref() != Some(&row) {
+                    return Err(EngineError::IncompatibleData(format!(
+                        "order {} is not the flash sale order its row says",
+                        row.order_id
+                    )));
                 }
-                state.flash_sales.orders.insert(order.order_id, Arc::new(order));
+                let open = state.flash_sale(&row.sale_id).is_some_and(|s| s.holds_stock());
+                if open && counts(order.status) {
+                    add_held(state, &row.sale_id, &row.customer_id, row.units);
+                }
                 Ok(())
             },
             check_v1: check_v1::<SaleOrder>,
@@ -245,6 +259,12 @@ fn close(state: &State, id: &FlashSaleId, phase: SalePhase, at: TimestampMs, row
     if sale.remaining > 0 {
         crate::inventory::release(state, Holder::Sale(sale.id), &sale.sku, sale.remaining, rows);
     }
+    // No purchase counts against a closed sale's limit again. A walk of every open
+    // sale's counts, once per sale.
+    let held = &state.flash_sales.held;
+    for (key, _) in held.entries().into_iter().filter(|(key, _)| key.0 == sale.id) {
+        held.remove(&key);
+    }
     sale.phase = phase;
     put_sale(state, sale, at, rows);
 }
@@ -261,9 +281,7 @@ fn purchase_units(state: &State, purchase: &Purchase, at: TimestampMs, rows: &mu
         units: purchase.units,
     };
     add_held(state, &sale.id, &purchase.customer_id, purchase.units);
-    let order = Arc::new(order);
-    state.flash_sales.orders.insert(order.order_id, order.clone());
-    rows.push(Row::put(order));
+    rows.push(Row::put(Arc::new(order)));
     crate::orders::place_purchase(state, &sale, purchase, at, rows);
     put_sale(state, sale, at, rows);
 }
@@ -306,6 +324,20 @@ fn counts(status: OrderStatus) -> bool {
     status == OrderStatus::PendingPayment || status.was_paid()
 }
 
+/// The sale, buyer and units of `order` when a flash-sale purchase made it: its
+/// `cart_id` names the sale by its sequence number (a purchase has no cart), and its
+/// one line holds the units. What the order's `flash_sale_orders` row says.
+fn bought(state: &State, order: &Order) -> Option<SaleOrder> {
+    let seq = order.cart_id.sale_seq()?;
+    let sale_id = *state.flash_sales.by_seq.get(&seq)?.value();
+    Some(SaleOrder {
+        order_id: order.id,
+        sale_id,
+        customer_id: order.customer_id?,
+        units: order.lines.iter().map(|l| l.quantity).sum(),
+    })
+}
+
 fn add_held(state: &State, sale: &FlashSaleId, customer: &CustomerId, units: u32) {
     let key = (*sale, *customer);
     let held = state.flash_sales.held.get(&key).unwrap_or(0);
@@ -322,15 +354,17 @@ pub(crate) fn release_order(
     at: TimestampMs,
     rows: &mut Vec<Row>,
 ) -> bool {
-    let Some(bought) = state.flash_sales.orders.get(&order.id) else { return false };
-    let key = (bought.sale_id, bought.customer_id);
-    let held = state.flash_sales.held.get(&key).expect("a sale order's units are held");
-    if held == bought.units {
-        state.flash_sales.held.remove(&key);
-    } else {
-        state.flash_sales.held.insert(key, held - bought.units);
-    }
+    let Some(bought) = bought(state, order) else { return false };
     let mut sale = current(state, &bought.sale_id);
+    if sale.holds_stock() {
+        let key = (bought.sale_id, bought.customer_id);
+        let held = state.flash_sales.held.get(&key).expect("a sale order's units are held");
+        if held == bought.units {
+            state.flash_sales.held.remove(&key);
+        } else {
+            state.flash_sales.held.insert(key, held - bought.units);
+        }
+    }
     sale.reserved -= bought.units;
     sale.remaining += bought.units;
     if !sale.holds_stock() {
@@ -340,19 +374,19 @@ pub(crate) fn release_order(
     true
 }
 
-/// What holds the reserved units of pending order `order_id`: its sale when it is a
+/// What holds the reserved units of pending order `order`: its sale when it is a
 /// sale's (the sale reserved them when it was created), else the order itself.
-pub(crate) fn stock_holder(state: &State, order_id: &OrderId) -> Holder {
-    match state.flash_sales.orders.get(order_id) {
+pub(crate) fn stock_holder(state: &State, order: &Order) -> Holder {
+    match bought(state, order) {
         Some(bought) => Holder::Sale(bought.sale_id),
-        None => Holder::Order(*order_id),
+        None => Holder::Order(order.id),
     }
 }
 
-/// The order `order_id` was paid: when it was a sale's, its units count as sold.
+/// The order `order` was paid: when it was a sale's, its units count as sold.
 /// (Its units left the warehouse with the payment, as every order's do.)
-pub(crate) fn order_paid(state: &State, order_id: &OrderId, at: TimestampMs, rows: &mut Vec<Row>) {
-    let Some(bought) = state.flash_sales.orders.get(order_id) else { return };
+pub(crate) fn order_paid(state: &State, order: &Order, at: TimestampMs, rows: &mut Vec<Row>) {
+    let Some(bought) = bought(state, order) else { return };
     let mut sale = current(state, &bought.sale_id);
     sale.reserved -= bought.units;
     sale.sold += bought.units;
@@ -393,51 +427,66 @@ fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>)
     0
 }
 
-/// Every sale adds up: what its pending and paid orders hold is its `reserved` and
-/// `sold`, and each customer's counted units are what their orders hold, within the
-/// limit.
+/// Every sale adds up. What its pending orders hold (all in memory) is its `reserved`.
+/// An open sale's counts per customer, made at open from the `flash_sale_orders` rows
+/// and the orders' statuses, add up to its `reserved` and `sold`, and each is within
+/// the limit and at least what that customer's pending orders hold. A closed sale keeps
+/// no counts.
 fn check_sales(state: &State) -> Result<()> {
-    let mut counted: HashMap<FlashSaleId, (u64, u64)> = HashMap::new();
-    let mut held: HashMap<(FlashSaleId, CustomerId), u64> = HashMap::new();
-    for (order_id, bought) in state.flash_sales.orders.entries() {
-        let order = state.order(&order_id).ok_or_else(|| {
-            EngineError::IncompatibleData(format!("flash sale order {order_id} has no order"))
-        })?;
-        let entry = counted.entry(bought.sale_id).or_default();
-        match order.status {
-            OrderStatus::PendingPayment => entry.0 += u64::from(bought.units),
-            status if status.was_paid() => entry.1 += u64::from(bought.units),
-            _ => {}
+    if state.flash_sales.sales.len() == 0 {
+        return Ok(());
+    }
+    let mut reserved: HashMap<FlashSaleId, u64> = HashMap::new();
+    let mut pending: HashMap<(FlashSaleId, CustomerId), u64> = HashMap::new();
+    let mut unknown = None;
+    state.orders.orders.for_each_in_share(0, 1, |_, order| {
+        if !order.holds_reservation() || order.cart_id.sale_seq().is_none() {
+            return;
         }
-        if counts(order.status) {
-            *held.entry((bought.sale_id, bought.customer_id)).or_default() +=
-                u64::from(bought.units);
+        let Some(bought) = bought(state, order) else {
+            unknown = Some(order.id);
+            return;
+        };
+        *reserved.entry(bought.sale_id).or_default() += u64::from(bought.units);
+        *pending.entry((bought.sale_id, bought.customer_id)).or_default() +=
+            u64::from(bought.units);
+    });
+    if let Some(order) = unknown {
+        return Err(EngineError::IncompatibleData(format!(
+            "order {order} names a flash sale that does not exist"
+        )));
+    }
+    let mut counted: HashMap<FlashSaleId, u64> = HashMap::new();
+    for ((sale_id, customer), units) in state.flash_sales.held.entries() {
+        let Some(sale) = state.flash_sale(&sale_id).filter(|s| s.holds_stock()) else {
+            return Err(EngineError::IncompatibleData(format!(
+                "customer {customer} is counted {units} units of flash sale {sale_id}, which \
+                 is not open"
+            )));
+        };
+        let in_pending = pending.get(&(sale_id, customer)).copied().unwrap_or(0);
+        if units > sale.per_customer_limit || u64::from(units) < in_pending {
+            return Err(EngineError::IncompatibleData(format!(
+                "customer {customer} is counted {units} units of flash sale {sale_id} (limit \
+                 {}, {in_pending} in pending orders)",
+                sale.per_customer_limit
+            )));
         }
+        *counted.entry(sale_id).or_default() += u64::from(units);
     }
     for (id, sale) in state.flash_sales.sales.entries() {
-        let (reserved, sold) = counted.get(&id).copied().unwrap_or_default();
-        if (u64::from(sale.reserved), u64::from(sale.sold)) != (reserved, sold) {
+        let in_pending = reserved.get(&id).copied().unwrap_or(0);
+        if u64::from(sale.reserved) != in_pending {
             return Err(EngineError::IncompatibleData(format!(
-                "flash sale {id} counts {} reserved and {} sold, its orders {reserved} and {sold}",
+                "flash sale {id} counts {} units reserved, its pending orders hold {in_pending}",
+                sale.reserved
+            )));
+        }
+        let customers = counted.get(&id).copied().unwrap_or(0);
+        if sale.holds_stock() && customers != u64::from(sale.reserved) + u64::from(sale.sold) {
+            return Err(EngineError::IncompatibleData(format!(
+                "flash sale {id} counts {} reserved and {} sold, its customers {customers}",
                 sale.reserved, sale.sold
-            )));
-        }
-    }
-    for ((sale_id, customer), units) in state.flash_sales.held.entries() {
-        if held.get(&(sale_id, customer)) != Some(&u64::from(units)) {
-            return Err(EngineError::IncompatibleData(format!(
-                "customer {customer} is counted {units} units of flash sale {sale_id} that no \
-                 pending or paid order holds"
-            )));
-        }
-    }
-    for ((sale_id, customer), units) in held {
-        let limit = state.flash_sale(&sale_id).map_or(0, |s| s.per_customer_limit);
-        let counted = state.flash_sale_units_held(&sale_id, &customer);
-        if units > u64::from(limit) || u64::from(counted) != units {
-            return Err(EngineError::IncompatibleData(format!(
-                "customer {customer} holds {units} units of flash sale {sale_id} (limit \
-                 {limit}, counted {counted})"
             )));
         }
     }
@@ -470,8 +519,8 @@ impl State {
     }
 
     /// The sale an order was bought in, if it was.
-    pub fn flash_sale_of_order(&self, order: &OrderId) -> Option<FlashSaleId> {
-        self.flash_sales.orders.get(order).map(|o| o.sale_id)
+    pub fn flash_sale_of_order(&self, order: &Order) -> Option<FlashSaleId> {
+        bought(self, order).map(|b| b.sale_id)
     }
 
     /// Sales in creation order after position `after` (a page's `next`), with the

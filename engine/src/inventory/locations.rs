@@ -478,12 +478,10 @@ impl State {
         use crate::orders::OrderStatus;
         let elsewhere = match order.status {
             OrderStatus::Cancelled | OrderStatus::Expired => return Some(Vec::new()),
-            OrderStatus::PendingPayment => {
-                match crate::flash_sales::stock_holder(self, &order.id) {
-                    Holder::Sale(_) => return None,
-                    holder => self.allocation(&holder).map(|a| a.parts.clone()),
-                }
-            }
+            OrderStatus::PendingPayment => match crate::flash_sales::stock_holder(self, order) {
+                Holder::Sale(_) => return None,
+                holder => self.allocation(&holder).map(|a| a.parts.clone()),
+            },
             _ => self.inventory.shipments.get(&order.id).map(|s| s.parts.clone()),
         }
         .unwrap_or_default();

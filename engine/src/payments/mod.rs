@@ -171,10 +171,10 @@ fn capture(
     rows: &mut Vec<Row>,
 ) {
     let mut order = orders::take_pending(state, order_id);
-    let holder = crate::flash_sales::stock_holder(state, order_id);
+    let holder = crate::flash_sales::stock_holder(state, &order);
     let lines = order.lines.iter().map(|l| (&l.sku, l.quantity));
     crate::inventory::ship(state, holder, *order_id, lines, rows);
-    crate::flash_sales::order_paid(state, order_id, at, rows);
+    crate::flash_sales::order_paid(state, &order, at, rows);
     mark_paid(&mut order, payment, at);
     orders::put_order(state, order, rows);
 }
