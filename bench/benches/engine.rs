@@ -11,7 +11,9 @@
 //! is rebuilt whenever 50,000 have, so it holds 10k products and up to 50k carts and
 //! orders throughout. The cost of a lookup grows with the size of the maps, so group
 //! `apply_1m_orders` repeats the order path on a state that already holds a million
-//! pending orders (and their carts). The clock advances 1 ms every 100 commands.
+//! pending orders (and their carts). `purchase_flash_sale_keyed` is a flash sale's
+//! purchase as the HTTP endpoint sends it (an idempotency key, a signed-in buyer). The
+//! clock advances 1 ms every 100 commands.
 //! Target: at least 500k commands/s, i.e. 2 µs or less per command.
 //!
 //! Run: `cargo bench -p emporium-bench --bench engine` (add `-- --quick` for a short
@@ -27,8 +29,9 @@ use emporium_bench::{checkout, product, set_stock, sku, STOCK_ON_HAND, T0};
 use emporium_engine::domain::{execute, Context, Limits};
 use emporium_engine::{
     AddCartItem, Address, AdjustStock, ApplyDiscountCode, CancelOrder, CapturePayment, Checkout,
-    CreateCart, CreateDiscountCode, CreateShippingMethod, Event, ExpireDue, MoneyInput,
-    RefundPayment, Request, SetTaxRate, ShippingRate, State, TimestampMs,
+    CreateCart, CreateDiscountCode, CreateFlashSale, CreateShippingMethod, CustomerId, Event,
+    ExpireDue, IdempotencyKey, MoneyInput, PurchaseFlashSale, RefundPayment, RegisterCustomer,
+    Request, Role, SetTaxRate, ShippingRate, State, TimestampMs, FLASH_SALE_QUANTITY_MAX,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -44,6 +47,8 @@ const PENDING_ORDERS: u64 = 1_000;
 const LARGE_PENDING_ORDERS: u64 = 1_000_000;
 /// How many commands share one millisecond of the advancing clock.
 const COMMANDS_PER_MS: u64 = 100;
+/// Customers taking turns in the flash sale of `purchase_flash_sale_keyed`.
+const SALE_BUYERS: usize = 256;
 
 /// The time handed to the domain: it advances with the commands executed, as the
 /// sequencer's clock would, so orders do not all share one expiry instant.
@@ -70,6 +75,9 @@ struct Fixture {
     next_sku: u64,
     grown: u64,
     growth_max: u64,
+    /// The flash sale's buyers, registered with the sale (see [`purchase_input`]).
+    buyers: Vec<CustomerId>,
+    purchases: u64,
 }
 
 impl Fixture {
@@ -84,6 +92,8 @@ impl Fixture {
             next_sku: 0,
             grown: 0,
             growth_max,
+            buyers: Vec::new(),
+            purchases: 0,
         };
         fixture.rebuild();
         fixture
@@ -93,6 +103,7 @@ impl Fixture {
     fn rebuild(&mut self) {
         self.state = Arc::new(State::new());
         self.grown = 0;
+        self.buyers.clear();
         for n in 0..CATALOG_PRODUCTS {
             self.run(product(n));
             self.run(set_stock(n, STOCK_ON_HAND));
@@ -264,6 +275,42 @@ fn cancel_input(f: &mut Fixture) -> (Arc<State>, CancelOrder) {
     f.input(CancelOrder { order_id, expected_version: None })
 }
 
+/// A keyed purchase of one unit in a live flash sale of a million units, by one of
+/// [`SALE_BUYERS`] customers in turn, none near the cap: what `POST
+/// /v1/flash-sales/{id}/purchases` sends the engine. The sale and its buyers are made
+/// with the first one after each rebuild (the state grows by an order a purchase).
+fn purchase_input(f: &mut Fixture) -> (Arc<State>, PurchaseFlashSale) {
+    f.grow(1);
+    if f.buyers.is_empty() {
+        let quantity = FLASH_SALE_QUANTITY_MAX;
+        f.run(CreateFlashSale {
+            sku: sku(0),
+            price: MoneyInput { amount: 500, currency: "USD".into() },
+            quantity,
+            per_customer_limit: quantity,
+            // From T0: the measured routine's clock runs behind the fixture's.
+            starts_at: T0,
+            ends_at: T0 + 300 * 24 * 60 * 60 * 1000,
+            reservation_ttl_ms: None,
+        });
+        for n in 0..SALE_BUYERS {
+            let buyer = f.run(RegisterCustomer {
+                email: format!("sale-buyer-{n}@example.com"),
+                name: format!("Buyer {n}"),
+                role: Role::Customer,
+                credential: "hash".into(),
+            });
+            f.buyers.push(buyer.id);
+        }
+    }
+    let sale = f.state.open_flash_sales()[0].id;
+    f.purchases += 1;
+    let customer_id = f.buyers[f.purchases as usize % SALE_BUYERS];
+    let key = format!("purchase-{}", f.purchases);
+    let idempotency = Some(IdempotencyKey { scope: customer_id.to_string(), key });
+    f.input(PurchaseFlashSale { sale_id: sale.to_string(), customer_id, quantity: 1, idempotency })
+}
+
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
     group.throughput(Throughput::Elements(1));
     group.warm_up_time(Duration::from_secs(1));
@@ -307,6 +354,7 @@ fn commands(c: &mut Criterion) {
     measure(g, "capture_payment", f, r, capture_input);
     measure(g, "refund_payment", f, r, refund_input);
     measure(g, "cancel_order", f, r, cancel_input);
+    measure(g, "purchase_flash_sale_keyed", f, r, purchase_input);
     // Orders wait to expire, but none is due: the sequencer's periodic check.
     f.rebuild();
     for _ in 0..PENDING_ORDERS {
