@@ -277,6 +277,13 @@ fn wait_materialized(engine: &Engine) {
     }
 }
 
+/// An engine on `dir` that keeps at most three settled orders in memory.
+fn open_keeping_three_orders(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Engine {
+    let mut config = trimming(dir, clock.clone());
+    config.orders_in_memory = Some(3);
+    Engine::open(config).unwrap()
+}
+
 /// Settled orders beyond `orders_in_memory` leave memory once the store holds their
 /// last value; they read back whole (by id, in listings, a customer's own), a refund
 /// changes one out of memory without indexing it twice, and an open loads settled
@@ -285,11 +292,7 @@ fn wait_materialized(engine: &Engine) {
 fn settled_orders_leave_memory_and_are_read_back_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let open = || {
-        let mut config = trimming(dir.path(), clock.clone());
-        config.orders_in_memory = Some(3);
-        Engine::open(config).unwrap()
-    };
+    let open = || open_keeping_three_orders(dir.path(), &clock);
     let engine = open();
     let shop = engine.blocking();
     stocked_sku(&shop, "M-1", 1000, 1000);
@@ -353,6 +356,105 @@ fn settled_orders_leave_memory_and_are_read_back_from_the_store() {
     assert_eq!(listed(state, &of_ann), anns);
     let report = state.reconcile();
     assert_eq!((report.orders, report.mismatch_count), (20, 0));
+    check_invariants(state);
+    engine.close();
+}
+
+/// An order's shipping and tax charges, and the shipment that says which location its
+/// units left from, leave memory with it and are read back from the store, then and
+/// after an open, which loads only those of orders in memory.
+#[test]
+fn order_charges_and_shipments_leave_memory_with_their_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let open = || open_keeping_three_orders(dir.path(), &clock);
+    let engine = open();
+    let shop = engine.blocking();
+    stocked_sku(&shop, "C-1", 1000, 1000);
+    // A location before the default one: every order's units leave from there.
+    let location =
+        CreateLocation { name: "North".into(), kind: "warehouse".into(), priority: Some(10) };
+    let north = shop.send(location).unwrap().id;
+    shop.send(SetLocationStock {
+        sku: "C-1".into(),
+        location_id: north.to_string(),
+        on_hand: 1000,
+        reason: "count".into(),
+        expected_version: None,
+    })
+    .unwrap();
+    shop.send(SetTaxRate { zone: "US".into(), rate_bp: Some(500) }).unwrap();
+    let rate = ShippingRate::Flat { amount: 499 };
+    let create = CreateShippingMethod {
+        name: "Standard".into(),
+        currency: "USD".into(),
+        rate,
+        countries: vec![],
+    };
+    let method = shop.send(create).unwrap().id.to_string();
+    let address = Address {
+        name: "Ann".into(),
+        line1: "1 Main St".into(),
+        city: "Springfield".into(),
+        region: "IL".into(),
+        postal_code: "62701".into(),
+        country: "US".into(),
+        ..Default::default()
+    };
+    let mut placed = Vec::new();
+    for n in 0..12 {
+        let units = 1 + n % 2;
+        let cart = cart_with(&shop, &[("C-1", units)]);
+        let order = shop
+            .send(Checkout {
+                cart_id: cart.id.to_string(),
+                email: Some("guest@example.com".into()),
+                shipping_address: Some(address.clone()),
+                shipping_method_id: Some(method.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+        let charges = engine.state().order_charges(&order.id).expect("charged");
+        assert_eq!((charges.shipping, charges.tax()), (499, 50 * units));
+        if n < 10 {
+            pay(&shop, &order.id).unwrap();
+        }
+        let order = engine.state().order(&order.id).unwrap();
+        let sources = engine.state().order_stock_sources(&order).unwrap();
+        let expected = [(north, units as u32)];
+        assert_eq!(sources.iter().map(|p| (p.location_id, p.units)).collect::<Vec<_>>(), expected);
+        placed.push((order.id, charges, sources));
+    }
+    wait_materialized(&engine);
+    let state = engine.state();
+    let pending = 2;
+    assert!(
+        state.order_charges_in_memory() <= 3 + pending,
+        "{} orders' charges in memory, at most those of 3 settled and {pending} pending orders",
+        state.order_charges_in_memory()
+    );
+    assert!(
+        state.shipments_in_memory() <= 3,
+        "{} shipments in memory",
+        state.shipments_in_memory()
+    );
+    let read_back = |state: &State| {
+        for (order_id, charges, sources) in &placed {
+            assert_eq!(state.order_charges(order_id).as_deref(), Some(&**charges));
+            let order = state.order(order_id).unwrap();
+            assert_eq!(state.order_stock_sources(&order).as_ref(), Some(sources));
+        }
+    };
+    read_back(state);
+    let digest = state.digest();
+    engine.close();
+
+    let engine = open();
+    let state = engine.state();
+    assert_eq!(state.order_charges_in_memory(), pending, "those of pending orders load");
+    assert_eq!(state.shipments_in_memory(), 0, "pending orders have none");
+    assert_eq!(state.digest(), digest);
+    read_back(state);
     check_invariants(state);
     engine.close();
 }

@@ -482,7 +482,7 @@ impl State {
                 Holder::Sale(_) => return None,
                 holder => self.allocation(&holder).map(|a| a.parts.clone()),
             },
-            _ => self.inventory.shipments.get(&order.id).map(|s| s.parts.clone()),
+            _ => self.shipment(&order.id).map(|s| s.parts.clone()),
         }
         .unwrap_or_default();
         let mut skus: Vec<(&Sku, u32)> = Vec::new();

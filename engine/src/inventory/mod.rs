@@ -45,7 +45,9 @@ pub(crate) struct Tables {
     placed: StaffKeyIndex<Sku, Arc<SkuLocations>>,
     /// Where holders' units away from the default location are.
     allocations: IdIndex<Holder, Arc<Allocation>>,
-    /// Where paid orders' units left from, where not all from the default location.
+    /// Where paid orders' units left from, where not all from the default location:
+    /// those of orders in memory (a shipment leaves memory with its order,
+    /// [`order_left_memory`], and is read from the store when asked for).
     shipments: IdIndex<OrderId, Arc<Shipment>>,
     location_seq: Counter,
 }
@@ -136,7 +138,13 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         Table {
             name: SHIPMENTS,
-            rows: |s, f| s.inventory.shipments.entries().iter().for_each(|(_, s)| f(&**s)),
+            rows: |s, f| {
+                s.for_each_order(|order| {
+                    if let Some(shipment) = s.shipment(&order.id) {
+                        f(&*shipment)
+                    }
+                })
+            },
             load: |state, bytes| {
                 let shipment: Shipment = decode_row(bytes, "shipment")?;
                 state.inventory.shipments.insert(shipment.order_id, Arc::new(shipment));
@@ -346,7 +354,28 @@ pub(crate) fn restock(state: &State, sku: &Sku, units: u32, rows: &mut Vec<Row>)
 }
 
 /// Inventory's reads.
+/// Order `order_id` left memory (its last value is in the store), or stays in the
+/// store at an open: its shipment, which never changes after the payment that made it,
+/// goes too.
+pub(crate) fn order_left_memory(state: &State, order_id: &OrderId) {
+    state.inventory.shipments.remove(order_id);
+}
+
 impl State {
+    /// Where a paid order's units left from, when not all from the default location
+    /// (read from the store for an order out of memory).
+    pub(crate) fn shipment(&self, order_id: &OrderId) -> Option<Arc<Shipment>> {
+        self.inventory
+            .shipments
+            .get(order_id)
+            .or_else(|| self.stored_order_part(order_id, SHIPMENTS, |s: &Shipment| s.order_id))
+    }
+
+    /// How many paid orders' shipments are in memory (those of orders in memory).
+    pub fn shipments_in_memory(&self) -> usize {
+        self.inventory.shipments.len()
+    }
+
     /// A SKU's stock levels: its totals over every location.
     pub fn stock(&self, sku: &Sku) -> Option<StockLevels> {
         self.inventory.stock.get(sku).map(|cell| {

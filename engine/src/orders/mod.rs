@@ -153,6 +153,8 @@ pub(crate) const DOMAIN: Domain = Domain {
                 let order: Order = decode_row(bytes, "order")?;
                 index_order(state, None, Arrival::Loaded, &order);
                 if state.orders.store.get().is_some() && !order.holds_reservation() {
+                    // Inventory loads first: the order's shipment stays in the store too.
+                    crate::inventory::order_left_memory(state, &order.id);
                     state.orders.stored.insert(&state.orders.by_seq, order.id, order.seq);
                 } else {
                     state.orders.orders.insert(order.id, Arc::new(order));
@@ -612,6 +614,44 @@ impl State {
         }
     }
 
+    /// A row of `table` that belongs to order `id` and leaves memory with it (its
+    /// charges, its shipment: keyed by the order's id), read from the store when the
+    /// order is out of memory (or was, and came back); `order_of` names a row's order.
+    /// `None` while the order has only been in memory, when the store holds no such
+    /// row, or when the read fails or finds another order's row (logged).
+    pub(crate) fn stored_order_part<T>(
+        &self,
+        id: &OrderId,
+        table: &'static str,
+        order_of: fn(&T) -> OrderId,
+    ) -> Option<Arc<T>>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        self.orders.stored.get(&self.orders.by_seq, id)?;
+        let store = self.orders.store.get()?.upgrade()?;
+        let read = store
+            .get(table, id.text().as_str().as_bytes())
+            .map_err(EngineError::Storage)
+            .and_then(|bytes| bytes.map(|b| decode_row::<T>(&b, table)).transpose());
+        match read {
+            Ok(Some(part)) if order_of(&part) == *id => Some(Arc::new(part)),
+            Ok(None) => None,
+            Ok(Some(part)) => {
+                let found = order_of(&part).to_string();
+                tracing::error!(order = %id, table, %found, "a stored row names another order");
+                None
+            }
+            Err(e) => {
+                tracing::error!(order = %id, table, error = %e, "reading a stored row of an order");
+                None
+            }
+        }
+    }
+
     /// Visits every order, in the order they were placed (those out of memory are
     /// read from the store: for reports and checks, not for a request's path).
     pub fn for_each_order(&self, mut visit: impl FnMut(Arc<Order>)) {
@@ -724,7 +764,10 @@ fn let_written_orders_go(state: &State, rows: &[Row]) {
             continue;
         }
         tables.stored.insert(&tables.by_seq, id, seq);
-        tables.orders.remove_if(&id, |_, o| is_written(o, &value));
+        if tables.orders.remove_if(&id, |_, o| is_written(o, &value)) {
+            crate::inventory::order_left_memory(state, &id);
+            crate::shipping::order_left_memory(state, &id);
+        }
     }
     // Entries of values since replaced are dropped once they outnumber what may be
     // in memory, so the queue holds about one entry per order in memory.

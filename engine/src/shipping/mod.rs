@@ -48,6 +48,8 @@ pub(crate) struct Tables {
     methods: IdIndex<ShippingMethodId, Arc<ShippingMethod>>,
     tax_rates: Index<String, Arc<TaxRate>>,
     weights: StaffKeyIndex<Sku, u32>,
+    /// The charges of the orders in memory: those of an order that leaves memory go
+    /// with it ([`order_left_memory`]) and are read from the store when asked for.
     order_charges: IdIndex<OrderId, Arc<OrderCharges>>,
     method_seq: Counter,
 }
@@ -129,10 +131,20 @@ pub(crate) const DOMAIN: Domain = Domain {
         },
         Table {
             name: ORDER_CHARGES,
-            rows: |s, f| s.shipping.order_charges.entries().iter().for_each(|(_, c)| f(&**c)),
+            rows: |s, f| {
+                s.for_each_order(|order| {
+                    if let Some(charges) = s.order_charges(&order.id) {
+                        f(&*charges)
+                    }
+                })
+            },
             load: |state, bytes| {
                 let charges: OrderCharges = decode_row(bytes, "order charges")?;
-                state.shipping.order_charges.insert(charges.order_id, Arc::new(charges));
+                // Orders load first (an earlier domain): the charges of one the open
+                // left in the store stay there too.
+                if state.orders.orders.contains_key(&charges.order_id) {
+                    state.shipping.order_charges.insert(charges.order_id, Arc::new(charges));
+                }
                 Ok(())
             },
             check_v1: check_v1::<OrderCharges>,
@@ -400,10 +412,24 @@ impl State {
         self.shipping.weights.get(sku)
     }
 
-    /// What an order was charged for shipping and tax, if anything.
+    /// What an order was charged for shipping and tax, if anything (read from the
+    /// store for an order out of memory).
     pub fn order_charges(&self, order_id: &OrderId) -> Option<Arc<OrderCharges>> {
-        self.shipping.order_charges.get(order_id)
+        self.shipping.order_charges.get(order_id).or_else(|| {
+            self.stored_order_part(order_id, ORDER_CHARGES, |c: &OrderCharges| c.order_id)
+        })
     }
+
+    /// How many orders' charges are in memory (those of orders in memory).
+    pub fn order_charges_in_memory(&self) -> usize {
+        self.shipping.order_charges.len()
+    }
+}
+
+/// Order `order_id` left memory (its last value is in the store): its charges, which
+/// never change after the checkout that wrote them, go too.
+pub(crate) fn order_left_memory(state: &State, order_id: &OrderId) {
+    state.shipping.order_charges.remove(order_id);
 }
 
 #[cfg(test)]
