@@ -433,7 +433,8 @@ fn expire(state: &State, ctx: &Ctx<'_>, events: &mut Vec<crate::domains::Event>)
 /// the limit and at least what that customer's pending orders hold. A closed sale keeps
 /// no counts.
 fn check_sales(state: &State) -> Result<()> {
-    if state.flash_sales.sales.len() == 0 {
+    // Without a sale or a count there is nothing to add up (and no walk of the orders).
+    if state.flash_sales.sales.len() == 0 && state.flash_sales.held.len() == 0 {
         return Ok(());
     }
     let mut reserved: HashMap<FlashSaleId, u64> = HashMap::new();

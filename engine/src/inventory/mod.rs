@@ -353,7 +353,6 @@ pub(crate) fn restock(state: &State, sku: &Sku, units: u32, rows: &mut Vec<Row>)
     set(state, sku, LocationId::DEFAULT, |now| now + units, rows);
 }
 
-/// Inventory's reads.
 /// Order `order_id` left memory (its last value is in the store), or stays in the
 /// store at an open: its shipment, which never changes after the payment that made it,
 /// goes too.
@@ -366,6 +365,7 @@ pub(crate) fn order_left_memory(state: &State, order_id: &OrderId) {
     }
 }
 
+/// Inventory's reads.
 impl State {
     /// Where a paid order's units left from, when not all from the default location
     /// (read from the store for an order out of memory).
