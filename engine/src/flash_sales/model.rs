@@ -129,9 +129,10 @@ impl FlashSale {
     }
 }
 
-/// The units one order of a sale holds, and whose they are. Kept for every order of a
-/// sale; its units count toward the customer's limit while the order is pending or
-/// paid.
+/// The units one order of a sale holds, and whose they are: the `flash_sale_orders` row
+/// each purchase writes, from which an open counts each customer's units (they count
+/// toward the limit while the order is pending or paid). Not kept in memory: the order
+/// says the same ([`crate::State::flash_sale_of_order`]).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SaleOrder {
     /// The order.
