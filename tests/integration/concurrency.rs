@@ -159,6 +159,54 @@ async fn checkout_from_tasks(te: &TestEngine) {
     check_invariants(te.state());
 }
 
+/// A committer with nothing to write gets the sequencer's first command at once, not
+/// after the sequencer has drained its queue: the first command syncs while the rest
+/// are applied. Commands queued behind a held sequencer would otherwise all go into one
+/// group, the committer idle while they are applied and the sequencer idle while they
+/// sync.
+#[test]
+fn a_waiting_committer_is_handed_the_first_command_at_once() {
+    let faults = Faults::default();
+    let te = TestEngine::with(|config| config.faults = faults.clone());
+    faults.hold_sequencer.store(true, Ordering::Release);
+    // The sequencer sleeps until its next command or timer tick; one command wakes it,
+    // and at the top of its next turn it is held.
+    te.shop.send(CreateCart::default()).expect("create a cart");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !faults.sequencer_held.load(Ordering::Acquire) {
+        assert!(std::time::Instant::now() < deadline, "the sequencer was never held");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let stats = te.engine.stats();
+    let (groups_before, commands_before) = (
+        stats.groups_committed.load(Ordering::Acquire),
+        stats.commands_committed.load(Ordering::Acquire),
+    );
+    const QUEUED: usize = 200;
+    let callers: Vec<_> = (0..QUEUED)
+        .map(|_| {
+            let shop = te.shop.clone();
+            std::thread::spawn(move || shop.send(CreateCart::default()).map(|_| ()))
+        })
+        .collect();
+    while te.engine.queue_depth() < QUEUED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commands were never queued: {}",
+            te.engine.queue_depth()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    faults.hold_sequencer.store(false, Ordering::Release);
+    for caller in callers {
+        caller.join().unwrap().expect("create a cart");
+    }
+    let groups = stats.groups_committed.load(Ordering::Acquire) - groups_before;
+    let commands = stats.commands_committed.load(Ordering::Acquire) - commands_before;
+    assert_eq!(commands, QUEUED as u64);
+    assert!(groups >= 2, "{commands} queued commands were committed in one group");
+}
+
 #[test]
 fn a_full_queue_answers_overloaded_at_once() {
     let te = TestEngine::with(|config| config.queue_commands_max = 4);

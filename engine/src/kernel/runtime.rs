@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! callers ──try_send──► queue (bounded) ──► sequencer: decide + apply, assign LSNs
-//!                                              │ hands over a group (merging while the
-//!                                              ▼ committer is busy)
+//!                                              │ hands over a group (at once to a waiting
+//!                                              ▼ committer; merging while it is busy)
 //!                                  committer: the group's log entries, one synced
 //!                                              write; then releases the group's replies
 //!                                              │ bounded channel
@@ -298,11 +298,22 @@ pub(crate) struct Slot {
     pending: Mutex<(Option<Group>, bool)>,
     /// Whether `pending` holds a group: what the committer polls before it sleeps.
     has_group: AtomicBool,
+    /// Whether the committer is waiting for a group (it found none): the sequencer then
+    /// hands over what it has applied at once instead of draining its queue first.
+    committer_idle: AtomicBool,
     ready: Condvar,
     room: Condvar,
 }
 
 impl Slot {
+    /// Whether the committer waits with nothing to write. A sequencer that drained its
+    /// whole queue before handing over would leave the committer idle while it applies
+    /// a large group, and itself idle while that group syncs, every caller moving in
+    /// one cohort; handing over as soon as the committer waits overlaps the two.
+    fn waits_for_a_group(&self) -> bool {
+        self.committer_idle.load(Ordering::Acquire) && !self.has_group.load(Ordering::Acquire)
+    }
+
     /// Tells the committer that no more groups will come.
     pub(crate) fn stop(&self) {
         let mut pending = self.pending.lock();
@@ -1086,7 +1097,10 @@ impl Sequencer {
                     Envelope::Request(job) => self.handle(job, &mut group),
                     Envelope::Shutdown => running = false,
                 }
-                if running && group.replies.len() < self.group_commands_max {
+                if running
+                    && group.replies.len() < self.group_commands_max
+                    && !self.slot.waits_for_a_group()
+                {
                     next = self.receiver.try_recv().ok();
                 }
             }
@@ -1421,6 +1435,7 @@ impl Committer {
                 let mut pending = self.slot.pending.lock();
                 loop {
                     if let Some(group) = pending.0.take() {
+                        self.slot.committer_idle.store(false, Ordering::Release);
                         self.slot.has_group.store(false, Ordering::Release);
                         self.slot.room.notify_all();
                         break Some(group);
@@ -1428,6 +1443,7 @@ impl Committer {
                     if pending.1 {
                         break None;
                     }
+                    self.slot.committer_idle.store(true, Ordering::Release);
                     if !polled {
                         polled = true;
                         let until = Instant::now() + POLL_BEFORE_SLEEP;
