@@ -138,11 +138,25 @@ pub(crate) fn row_version(bytes: &[u8]) -> Option<u8> {
 }
 
 /// Appends `value` as a row (envelope, then its rkyv bytes) to `out`.
+pub(crate) fn encode_into<T>(value: &T, out: &mut Vec<u8>)
+where
+    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
+{
+    with_archived(value, |archived| {
+        out.reserve(ENVELOPE_BYTES + archived.len());
+        out.push(ENVELOPE_TAG);
+        out.push(ROW_FORMAT);
+        out.extend_from_slice(archived);
+    })
+}
+
+/// Serialises `value` and hands its rkyv bytes to `take`.
 ///
 /// rkyv aligns what it writes to the start of its own buffer, so the value is
-/// serialised into a buffer kept by the thread for the next row (the materializer writes
-/// rows by the hundred thousand) and copied once to `out`.
-pub(crate) fn encode_into<T>(value: &T, out: &mut Vec<u8>)
+/// serialised into a buffer kept by the thread for the next value (the materializer
+/// writes rows, and the committer log entries, by the hundred thousand), not into a new
+/// buffer grown step by step for each, and `take` copies the bytes where they go.
+fn with_archived<T, R>(value: &T, take: impl FnOnce(&[u8]) -> R) -> R
 where
     T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
 {
@@ -153,14 +167,12 @@ where
     scratch.clear();
     let archived = rkyv::api::high::to_bytes_in::<_, RkyvError>(value, scratch)
         .expect("in-memory values always serialize");
-    out.reserve(ENVELOPE_BYTES + archived.len());
-    out.push(ENVELOPE_TAG);
-    out.push(ROW_FORMAT);
-    out.extend_from_slice(&archived);
-    // A rare large row does not keep its buffer's size for the rest of the thread's life.
+    let taken = take(&archived);
+    // A rare large value does not keep its buffer's size for the rest of the thread's life.
     if archived.capacity() <= SCRATCH_BYTES_KEPT {
         SCRATCH.set(archived);
     }
+    taken
 }
 
 /// The largest serialisation buffer a thread keeps between rows.
@@ -284,14 +296,15 @@ pub(crate) fn log_record_start() -> Vec<u8> {
 
 /// Appends one entry to a log record's payload.
 pub(crate) fn push_log_entry(payload: &mut Vec<u8>, entry: &LogEntry) {
-    let bytes = rkyv::to_bytes::<RkyvError>(entry).expect("in-memory values always serialize");
-    let mut len = bytes.len();
-    while len >= 0x80 {
-        payload.push((len as u8) | 0x80);
-        len >>= 7;
-    }
-    payload.push(len as u8);
-    payload.extend_from_slice(&bytes);
+    with_archived(entry, |bytes| {
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            payload.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        payload.push(len as u8);
+        payload.extend_from_slice(bytes);
+    })
 }
 
 /// Decodes a log record's payload: its entries, in LSN order.
