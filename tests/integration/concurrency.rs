@@ -3,10 +3,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use emporium_engine::*;
 use emporium_tests::{
-    cart_with, check_invariants, checkout, pay, stocked_sku, units_in_orders, TestEngine,
+    cart_with, check_invariants, checkout, pay, stocked_sku, units_in_orders, wait_until,
+    SequencerHold, TestEngine,
 };
 
 const BUYERS: usize = 64;
@@ -168,15 +170,10 @@ async fn checkout_from_tasks(te: &TestEngine) {
 fn a_waiting_committer_is_handed_the_first_command_at_once() {
     let faults = Faults::default();
     let te = TestEngine::with(|config| config.faults = faults.clone());
-    faults.hold_sequencer.store(true, Ordering::Release);
-    // The sequencer sleeps until its next command or timer tick; one command wakes it,
-    // and at the top of its next turn it is held.
-    te.shop.send(CreateCart::default()).expect("create a cart");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !faults.sequencer_held.load(Ordering::Acquire) {
-        assert!(std::time::Instant::now() < deadline, "the sequencer was never held");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    let hold = SequencerHold(faults);
+    hold.hold_after(|| {
+        te.shop.send(CreateCart::default()).expect("create a cart");
+    });
     let stats = te.engine.stats();
     let (groups_before, commands_before) = (
         stats.groups_committed.load(Ordering::Acquire),
@@ -189,15 +186,9 @@ fn a_waiting_committer_is_handed_the_first_command_at_once() {
             std::thread::spawn(move || shop.send(CreateCart::default()).map(|_| ()))
         })
         .collect();
-    while te.engine.queue_depth() < QUEUED {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the commands were never queued: {}",
-            te.engine.queue_depth()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    faults.hold_sequencer.store(false, Ordering::Release);
+    let what = "the commands to reach the engine's queue";
+    wait_until(what, Duration::from_secs(10), || te.engine.queue_depth() >= QUEUED);
+    hold.release();
     for caller in callers {
         caller.join().unwrap().expect("create a cart");
     }

@@ -10,32 +10,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use emporium_tests::SequencerHold;
+
 use crate::http_support::*;
-
-/// The engine's sequencer, held and released by the test.
-struct Hold(emporium_engine::Faults);
-
-impl Hold {
-    /// Holds the sequencer; returns once it is held, so every command sent from now on
-    /// waits in the queue.
-    fn hold(&self) {
-        self.0.hold_sequencer.store(true, Ordering::Release);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.0.sequencer_held.load(Ordering::Acquire) {
-            assert!(Instant::now() < deadline, "the sequencer was never held");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    fn release(&self) {
-        self.0.hold_sequencer.store(false, Ordering::Release);
-    }
-}
 
 /// A server whose sequencer the test can hold, with a stocked SKU.
 fn held_server(
     adjust: impl FnOnce(&mut emporium_server::config::Config),
-) -> (TestServer, Hold, String) {
+) -> (TestServer, SequencerHold, String) {
     let faults = emporium_engine::Faults::default();
     let s = TestServer::with(|config| {
         config.faults = faults.clone();
@@ -43,7 +25,7 @@ fn held_server(
     });
     let admin = s.admin();
     s.product(&admin, "OV-1", 500, 100);
-    (s, Hold(faults), admin)
+    (s, SequencerHold(faults), admin)
 }
 
 /// The engine's queue depth as `/metrics` reports it.

@@ -380,3 +380,31 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// An engine's sequencer, held and released by a test (the `faults.hold_sequencer`
+/// switch): while it is held, every command sent waits in the queue, so requests pile up
+/// exactly where the test wants them.
+pub struct SequencerHold(pub Faults);
+
+impl SequencerHold {
+    /// Holds the sequencer; returns once it is held.
+    pub fn hold(&self) {
+        self.hold_after(|| {})
+    }
+
+    /// Holds the sequencer, `wake` sending a command in between: the sequencer looks at
+    /// the switch only between its commands and timer ticks, so an idle one is held
+    /// only once something wakes it.
+    pub fn hold_after(&self, wake: impl FnOnce()) {
+        self.0.hold_sequencer.store(true, std::sync::atomic::Ordering::Release);
+        wake();
+        wait_until("the sequencer to be held", Duration::from_secs(10), || {
+            self.0.sequencer_held.load(std::sync::atomic::Ordering::Acquire)
+        });
+    }
+
+    /// Lets the sequencer take its queued commands.
+    pub fn release(&self) {
+        self.0.hold_sequencer.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
