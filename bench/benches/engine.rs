@@ -12,8 +12,10 @@
 //! orders throughout. The cost of a lookup grows with the size of the maps, so group
 //! `apply_1m_orders` repeats the order path on a state that already holds a million
 //! pending orders (and their carts). `purchase_flash_sale_keyed` is a flash sale's
-//! purchase as the HTTP endpoint sends it (an idempotency key, a signed-in buyer). The
-//! clock advances 1 ms every 100 commands.
+//! purchase as the HTTP endpoint sends it (an idempotency key, a signed-in buyer).
+//! Group `apply_beside_a_crowded_sale` cancels a sale of one buyer while another sale
+//! is open with 100,000 buyers' counts, which the cancel must not walk. The clock
+//! advances 1 ms every 100 commands.
 //! Target: at least 500k commands/s, i.e. 2 µs or less per command.
 //!
 //! Run: `cargo bench -p emporium-bench --bench engine` (add `-- --quick` for a short
@@ -28,10 +30,11 @@ use criterion::{criterion_group, BatchSize, BenchmarkGroup, Criterion, Throughpu
 use emporium_bench::{checkout, product, set_stock, sku, STOCK_ON_HAND, T0};
 use emporium_engine::domain::{execute, Context, Limits};
 use emporium_engine::{
-    AddCartItem, Address, AdjustStock, ApplyDiscountCode, CancelOrder, CapturePayment, Checkout,
-    CreateCart, CreateDiscountCode, CreateFlashSale, CreateShippingMethod, CustomerId, Event,
-    ExpireDue, IdempotencyKey, MoneyInput, PurchaseFlashSale, RefundPayment, RegisterCustomer,
-    Request, Role, SetTaxRate, ShippingRate, State, TimestampMs, FLASH_SALE_QUANTITY_MAX,
+    AddCartItem, Address, AdjustStock, ApplyDiscountCode, CancelFlashSale, CancelOrder,
+    CapturePayment, Checkout, CreateCart, CreateDiscountCode, CreateFlashSale,
+    CreateShippingMethod, CustomerId, Event, ExpireDue, IdempotencyKey, MoneyInput,
+    PurchaseFlashSale, RefundPayment, RegisterCustomer, Request, Role, SetTaxRate, ShippingRate,
+    State, TimestampMs, FLASH_SALE_QUANTITY_MAX,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -49,6 +52,9 @@ const LARGE_PENDING_ORDERS: u64 = 1_000_000;
 const COMMANDS_PER_MS: u64 = 100;
 /// Customers taking turns in the flash sale of `purchase_flash_sale_keyed`.
 const SALE_BUYERS: usize = 256;
+/// Buyers holding a unit each in another open sale while `apply_beside_a_crowded_sale`
+/// closes one.
+const CROWD_BUYERS: usize = 100_000;
 
 /// The time handed to the domain: it advances with the commands executed, as the
 /// sequencer's clock would, so orders do not all share one expiry instant.
@@ -283,24 +289,10 @@ fn purchase_input(f: &mut Fixture) -> (Arc<State>, PurchaseFlashSale) {
     f.grow(1);
     if f.buyers.is_empty() {
         let quantity = FLASH_SALE_QUANTITY_MAX;
-        f.run(CreateFlashSale {
-            sku: sku(0),
-            price: MoneyInput { amount: 500, currency: "USD".into() },
-            quantity,
-            per_customer_limit: quantity,
-            // From T0: the measured routine's clock runs behind the fixture's.
-            starts_at: T0,
-            ends_at: T0 + 300 * 24 * 60 * 60 * 1000,
-            reservation_ttl_ms: None,
-        });
+        f.run(open_sale(sku(0), quantity, quantity));
         for n in 0..SALE_BUYERS {
-            let buyer = f.run(RegisterCustomer {
-                email: format!("sale-buyer-{n}@example.com"),
-                name: format!("Buyer {n}"),
-                role: Role::Customer,
-                credential: "hash".into(),
-            });
-            f.buyers.push(buyer.id);
+            let buyer = register_buyer(f, "sale-buyer", n);
+            f.buyers.push(buyer);
         }
     }
     let sale = f.state.open_flash_sales()[0].id;
@@ -309,6 +301,63 @@ fn purchase_input(f: &mut Fixture) -> (Arc<State>, PurchaseFlashSale) {
     let key = format!("purchase-{}", f.purchases);
     let idempotency = Some(IdempotencyKey { scope: customer_id.to_string(), key });
     f.input(PurchaseFlashSale { sale_id: sale.to_string(), customer_id, quantity: 1, idempotency })
+}
+
+/// Registers the `n`th buyer of a group of them.
+fn register_buyer(f: &mut Fixture, group: &str, n: usize) -> CustomerId {
+    let customer = f.run(RegisterCustomer {
+        email: format!("{group}-{n}@example.com"),
+        name: format!("Buyer {n}"),
+        role: Role::Customer,
+        credential: "hash".into(),
+    });
+    customer.id
+}
+
+/// A sale open from `T0` for 300 days.
+fn open_sale(sku: String, quantity: i64, per_customer_limit: i64) -> CreateFlashSale {
+    CreateFlashSale {
+        sku,
+        price: MoneyInput { amount: 500, currency: "USD".into() },
+        quantity,
+        per_customer_limit,
+        // From T0: the measured routine's clock runs behind the fixture's.
+        starts_at: T0,
+        ends_at: T0 + 300 * 24 * 60 * 60 * 1000,
+        reservation_ttl_ms: None,
+    }
+}
+
+/// The catalog and an open sale of `sku(0)` in which each of [`CROWD_BUYERS`] customers
+/// holds a unit.
+fn crowded_sale_fixture() -> Fixture {
+    let mut f = Fixture::new(u64::MAX);
+    let sale = f.run(open_sale(sku(0), CROWD_BUYERS as i64, 1)).id.to_string();
+    for n in 0..CROWD_BUYERS {
+        let customer_id = register_buyer(&mut f, "crowd", n);
+        f.run(PurchaseFlashSale {
+            sale_id: sale.clone(),
+            customer_id,
+            quantity: 1,
+            idempotency: None,
+        });
+        f.buyers.push(customer_id);
+    }
+    f
+}
+
+/// A sale of one unit of another SKU, bought by one of the crowd, to be cancelled.
+fn close_sale_input(f: &mut Fixture) -> (Arc<State>, CancelFlashSale) {
+    let sku = sku(1 + f.next_sku() % (CATALOG_PRODUCTS - 1));
+    let sale_id = f.run(open_sale(sku, 1, 1)).id.to_string();
+    let customer_id = f.buyers[0];
+    f.run(PurchaseFlashSale {
+        sale_id: sale_id.clone(),
+        customer_id,
+        quantity: 1,
+        idempotency: None,
+    });
+    f.input(CancelFlashSale { sale_id })
 }
 
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
@@ -394,5 +443,23 @@ fn commands_on_a_large_state(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, commands, commands_on_a_large_state);
+/// Closing a sale while another holds many buyers' counts.
+fn commands_beside_a_crowded_sale(c: &mut Criterion) {
+    let mut group = c.benchmark_group("apply_beside_a_crowded_sale");
+    configure(&mut group);
+    // Filled only if selected: a hundred thousand registrations and purchases.
+    let mut fixture = None;
+    let mut routine = Routine::new();
+    group.bench_function("cancel_flash_sale", |b| {
+        let f = fixture.get_or_insert_with(crowded_sale_fixture);
+        b.iter_batched_ref(
+            || close_sale_input(f),
+            |input| routine.execute(input),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, commands, commands_on_a_large_state, commands_beside_a_crowded_sale);
 emporium_bench::bench_main!(benches);

@@ -211,6 +211,53 @@ fn a_cancelled_sale_returns_what_is_left_and_sells_no_more() {
     assert_eq!(s.line(), "cancelled 28/0/2, sku 98/0");
 }
 
+/// Closing a sale lets its own counts go at once and keeps every other sale's: here
+/// while another sale is open, and then a sale with more buyers than are let go on the
+/// sequencer itself.
+#[test]
+fn closing_a_sale_lets_its_counts_go_and_keeps_the_other_sales() {
+    const BUYERS: usize = 4500;
+    let s = sale(30, 2, 0);
+    // Units left after every buyer's one: a second ask meets the cap, not `sold_out`.
+    let units = BUYERS as i64 + 10;
+    stocked_sku(&s.te.shop, "FS-2", 1000, units);
+    let other = CreateFlashSale { sku: "FS-2".into(), ..create_input(units, 1, T0, T0 + HOUR) };
+    let other = s.te.shop.send(other).expect("the second sale").id;
+    s.buy(0, 2).expect("buy in the first sale");
+    let buyers: Vec<CustomerId> = (0..BUYERS)
+        .map(|i| register_customer(&s.te.shop, &format!("crowd{i}@example.com")).id)
+        .collect();
+    let buy_other = |customer: CustomerId| {
+        s.te.shop.send(PurchaseFlashSale {
+            sale_id: other.to_string(),
+            customer_id: customer,
+            quantity: 1,
+            idempotency: None,
+        })
+    };
+    for &buyer in &buyers {
+        buy_other(buyer).expect("buy in the second sale");
+    }
+    s.check();
+    let held = |sale: &FlashSaleId, customer: &CustomerId| {
+        s.te.state().flash_sale_units_held(sale, customer)
+    };
+    let other_held = || buyers.iter().map(|b| held(&other, b)).collect::<Vec<_>>();
+    assert_eq!(held(&s.id, &s.buyers[0]), 2);
+    assert_eq!(other_held(), vec![1; BUYERS]);
+
+    s.te.shop.send(CancelFlashSale { sale_id: s.id.to_string() }).expect("cancel the first");
+    s.check();
+    assert_eq!(held(&s.id, &s.buyers[0]), 0, "a closed sale's counts go");
+    assert_eq!(other_held(), vec![1; BUYERS], "the open sale's counts stay");
+    assert_eq!(outcome(&buy_other(buyers[7])), "purchase_limit_exceeded");
+
+    s.te.shop.send(CancelFlashSale { sale_id: other.to_string() }).expect("cancel the second");
+    s.check();
+    assert_eq!(other_held(), vec![0; BUYERS], "its counts go, however many");
+    assert_eq!(outcome(&buy_other(buyers[7])), "sale_not_live");
+}
+
 #[test]
 fn a_closed_sale_keeps_no_counts_and_its_pending_orders_settle_after_a_restart() {
     let s = sale(30, 2, 0);

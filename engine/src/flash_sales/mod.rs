@@ -49,11 +49,20 @@ pub(crate) struct Tables {
     pub(crate) by_seq: SkipMap<u64, FlashSaleId>,
     /// `(when, sale)`: `starts_at` of a scheduled sale, `ends_at` of a live one.
     pub(crate) transitions: SkipSet<(TimestampMs, FlashSaleId)>,
-    /// Units each customer holds in pending and paid orders of each open sale (a sale
-    /// that ended or was cancelled sells no more, so its counts go with it).
-    pub(crate) held: IdIndex<(FlashSaleId, CustomerId), u32>,
+    /// Per open sale, the units each customer holds in its pending and paid orders. A
+    /// sale that ends or is cancelled sells no more, and its counts go as one entry
+    /// (see [`close`]), whatever the number of its buyers or of other sales'.
+    pub(crate) held: IdIndex<FlashSaleId, Arc<SaleCounts>>,
     pub(crate) sale_seq: Counter,
 }
+
+/// The units each customer holds in pending and paid orders of one open sale.
+pub(crate) type SaleCounts = IdIndex<CustomerId, u32>;
+
+/// Counts of a closed sale at least this many are let go on a thread of their own: a
+/// walk of a million buyers' counts would hold every write back for tens of
+/// milliseconds on the sequencer.
+const COUNTS_LET_GO_APART_MIN: usize = 4096;
 
 impl Default for Tables {
     fn default() -> Tables {
@@ -259,11 +268,9 @@ fn close(state: &State, id: &FlashSaleId, phase: SalePhase, at: TimestampMs, row
     if sale.remaining > 0 {
         crate::inventory::release(state, Holder::Sale(sale.id), &sale.sku, sale.remaining, rows);
     }
-    // No purchase counts against a closed sale's limit again. A walk of every open
-    // sale's counts, once per sale.
-    let held = &state.flash_sales.held;
-    for (key, _) in held.entries().into_iter().filter(|(key, _)| key.0 == sale.id) {
-        held.remove(&key);
+    // No purchase counts against a closed sale's limit again.
+    if let Some(counts) = state.flash_sales.held.remove(&sale.id) {
+        let_counts_go(counts);
     }
     sale.phase = phase;
     put_sale(state, sale, at, rows);
@@ -339,9 +346,30 @@ fn bought(state: &State, order: &Order) -> Option<SaleOrder> {
 }
 
 fn add_held(state: &State, sale: &FlashSaleId, customer: &CustomerId, units: u32) {
-    let key = (*sale, *customer);
-    let held = state.flash_sales.held.get(&key).unwrap_or(0);
-    state.flash_sales.held.insert(key, held + units);
+    let added = state.flash_sales.held.with(sale, |counts| {
+        counts.insert(*customer, counts.get(customer).unwrap_or(0) + units);
+    });
+    if added.is_none() {
+        let counts = SaleCounts::default();
+        counts.insert(*customer, units);
+        state.flash_sales.held.insert(*sale, Arc::new(counts));
+    }
+}
+
+/// A closed sale's counts, out of the tables: dropped here when few, else emptied and
+/// dropped on a thread of their own (or here, when no thread can be started). Readers
+/// that still hold them see them emptied, as they would see them gone.
+fn let_counts_go(counts: Arc<SaleCounts>) {
+    if counts.len() < COUNTS_LET_GO_APART_MIN {
+        return;
+    }
+    let apart = counts.clone();
+    let started = std::thread::Builder::new()
+        .name("emporium-sale-counts".into())
+        .spawn(move || apart.clear());
+    if started.is_err() {
+        counts.clear();
+    }
 }
 
 /// The order `order` ended unpaid (cancelled or expired). When it was a sale's, its
@@ -357,13 +385,19 @@ pub(crate) fn release_order(
     let Some(bought) = bought(state, order) else { return false };
     let mut sale = current(state, &bought.sale_id);
     if sale.holds_stock() {
-        let key = (bought.sale_id, bought.customer_id);
-        let held = state.flash_sales.held.get(&key).expect("a sale order's units are held");
-        if held == bought.units {
-            state.flash_sales.held.remove(&key);
-        } else {
-            state.flash_sales.held.insert(key, held - bought.units);
-        }
+        let customer = bought.customer_id;
+        state
+            .flash_sales
+            .held
+            .with(&bought.sale_id, |counts| {
+                let held = counts.get(&customer).expect("a sale order's units are held");
+                if held == bought.units {
+                    counts.remove(&customer);
+                } else {
+                    counts.insert(customer, held - bought.units);
+                }
+            })
+            .expect("an open sale with a pending order has counts");
     }
     sale.reserved -= bought.units;
     sale.remaining += bought.units;
@@ -458,22 +492,25 @@ fn check_sales(state: &State) -> Result<()> {
         )));
     }
     let mut counted: HashMap<FlashSaleId, u64> = HashMap::new();
-    for ((sale_id, customer), units) in state.flash_sales.held.entries() {
-        let Some(sale) = state.flash_sale(&sale_id).filter(|s| s.holds_stock()) else {
-            return Err(EngineError::IncompatibleData(format!(
-                "customer {customer} is counted {units} units of flash sale {sale_id}, which \
-                 is not open"
-            )));
-        };
-        let in_pending = pending.get(&(sale_id, customer)).copied().unwrap_or(0);
-        if units > sale.per_customer_limit || u64::from(units) < in_pending {
-            return Err(EngineError::IncompatibleData(format!(
-                "customer {customer} is counted {units} units of flash sale {sale_id} (limit \
-                 {}, {in_pending} in pending orders)",
-                sale.per_customer_limit
-            )));
+    for (sale_id, counts) in state.flash_sales.held.entries() {
+        let open = state.flash_sale(&sale_id).filter(|s| s.holds_stock());
+        for (customer, units) in counts.entries() {
+            let Some(sale) = &open else {
+                return Err(EngineError::IncompatibleData(format!(
+                    "customer {customer} is counted {units} units of flash sale {sale_id}, \
+                     which is not open"
+                )));
+            };
+            let in_pending = pending.get(&(sale_id, customer)).copied().unwrap_or(0);
+            if units > sale.per_customer_limit || u64::from(units) < in_pending {
+                return Err(EngineError::IncompatibleData(format!(
+                    "customer {customer} is counted {units} units of flash sale {sale_id} \
+                     (limit {}, {in_pending} in pending orders)",
+                    sale.per_customer_limit
+                )));
+            }
+            *counted.entry(sale_id).or_default() += u64::from(units);
         }
-        *counted.entry(sale_id).or_default() += u64::from(units);
     }
     for (id, sale) in state.flash_sales.sales.entries() {
         let in_pending = reserved.get(&id).copied().unwrap_or(0);
@@ -510,7 +547,7 @@ impl State {
 
     /// Units `customer` holds in pending and paid orders of `sale`.
     pub fn flash_sale_units_held(&self, sale: &FlashSaleId, customer: &CustomerId) -> u32 {
-        self.flash_sales.held.get(&(*sale, *customer)).unwrap_or(0)
+        self.flash_sales.held.with(sale, |counts| counts.get(customer)).flatten().unwrap_or(0)
     }
 
     /// The sales not ended or cancelled yet (scheduled or live), soonest transition

@@ -233,6 +233,16 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
         self.map.pin().get(key).cloned()
     }
 
+    /// Calls `read` with the value under `key` without cloning it: an `Arc` value's
+    /// count is a word that every reader would otherwise write.
+    pub(crate) fn with<Q, R>(&self, key: &Q, read: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.pin().get(key).map(read)
+    }
+
     pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
@@ -273,6 +283,11 @@ impl<K: Hash + Eq + Send + Sync, V: Clone + Send + Sync, S: BuildHasher> Index<K
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Removes every entry.
+    pub(crate) fn clear(&self) {
+        self.map.pin().clear();
     }
 
     /// Makes room for `additional` more entries at once, so that inserting them copies
