@@ -11,11 +11,14 @@
 //! the measured intervals, and the process's CPU per checkout with the cores it kept
 //! busy (every thread's time: the engine's, RocksDB's and the submitters'), which says
 //! whether a figure is bound by the CPU (near two cores on the two-core machines these
-//! run on) or by the waits of the commit cycle. `baseline_fdatasync_8k` measures the
-//! disk's own sync (an 8 kB overwrite plus `fdatasync`, as `pg_test_fsync` does) in the
-//! same run, since that is what durable throughput is to be compared with. Target: at
-//! least 50k durable checkouts/s with 256 submitters (one fdatasync takes about 85 µs
-//! on the reference machine).
+//! run on) or by the waits of the commit cycle; and the committer's time per group on a
+//! core and waiting, runnable, for one (the kernel's `schedstat`): a synced write much
+//! longer than the disk's sync with a long wait is the committer queued behind the
+//! other threads, not the disk. `baseline_fdatasync_8k` measures the disk's own sync
+//! (an 8 kB overwrite plus `fdatasync`, as `pg_test_fsync` does) in the same run, since
+//! that is what durable throughput is to be compared with. Target: at least 50k durable
+//! checkouts/s with 256 submitters (one fdatasync takes about 85 µs on the reference
+//! machine).
 //!
 //! Run: `cargo bench -p emporium-bench --bench durable` (add `-- --quick` for a short
 //! run).
@@ -114,10 +117,12 @@ fn durable_checkouts(c: &mut Criterion) {
             })
         });
         if let Some((_dir, engine)) = opened {
+            let (committer_running, committer_waiting) = measured.committer_micros_per_group();
             eprintln!(
                 "durable_checkout/submitters/{submitters}: {} checkouts in {} groups, mean group \
                  {:.1} commands, mean synced write {:.0} µs, {:.0} log bytes per checkout, \
-                 {:.1} µs of the process's CPU per checkout ({:.2} cores busy)",
+                 {:.1} µs of the process's CPU per checkout ({:.2} cores busy); per group the \
+                 committer ran {:.0} µs and waited {:.0} µs for a core",
                 measured.commands,
                 measured.groups,
                 measured.mean_group_commands(),
@@ -125,6 +130,8 @@ fn durable_checkouts(c: &mut Criterion) {
                 measured.mean_log_entry_bytes(),
                 measured.cpu_micros_per_command(),
                 measured.cores_busy(),
+                committer_running,
+                committer_waiting,
             );
             engine.close();
         }

@@ -174,7 +174,54 @@ pub struct CommitCounters {
     /// Wall-clock time, in nanoseconds, over which the deltas were taken (0 for a
     /// reading at one instant).
     pub wall_nanos: u64,
+    /// The committer thread's time on a core and its time runnable but waiting for
+    /// one, in nanoseconds (the kernel's `schedstat`); 0 where it cannot be read.
+    pub committer: ThreadSched,
 }
+
+/// A thread's scheduling times, in nanoseconds, from `/proc/self/task/<tid>/schedstat`:
+/// on a core, and runnable but waiting in a run queue for one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSched {
+    /// Time on a core.
+    pub running_nanos: u64,
+    /// Time runnable and waiting for a core.
+    pub waiting_nanos: u64,
+}
+
+impl ThreadSched {
+    /// The times of the process's threads named `name` (as the kernel keeps a thread's
+    /// name: its first 15 bytes), summed; zero when there is none or `/proc` cannot be
+    /// read.
+    pub fn of_threads_named(name: &str) -> ThreadSched {
+        let comm = &name.as_bytes()[..name.len().min(15)];
+        let mut total = ThreadSched::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return total };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let named = std::fs::read(path.join("comm"))
+                .is_ok_and(|read| read.strip_suffix(b"\n").unwrap_or(&read) == comm);
+            if !named {
+                continue;
+            }
+            let Ok(line) = std::fs::read_to_string(path.join("schedstat")) else { continue };
+            let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+            total.running_nanos += fields.next().unwrap_or(0);
+            total.waiting_nanos += fields.next().unwrap_or(0);
+        }
+        total
+    }
+
+    fn since(self, earlier: ThreadSched) -> ThreadSched {
+        ThreadSched {
+            running_nanos: self.running_nanos.saturating_sub(earlier.running_nanos),
+            waiting_nanos: self.waiting_nanos.saturating_sub(earlier.waiting_nanos),
+        }
+    }
+}
+
+/// The engine's committer thread, as the kernel names it (see [`ThreadSched`]).
+const COMMITTER_THREAD: &str = "emporium-committer";
 
 impl CommitCounters {
     /// Reads the engine's counters.
@@ -187,6 +234,7 @@ impl CommitCounters {
             log_entries: stats.log_entries_total.load(Ordering::Relaxed),
             cpu_nanos: process_cpu_nanos(),
             wall_nanos: 0,
+            committer: ThreadSched::of_threads_named(COMMITTER_THREAD),
         }
     }
 
@@ -205,6 +253,7 @@ impl CommitCounters {
             log_entries: self.log_entries - earlier.log_entries,
             cpu_nanos: self.cpu_nanos.saturating_sub(earlier.cpu_nanos),
             wall_nanos: self.wall_nanos.saturating_sub(earlier.wall_nanos),
+            committer: self.committer.since(earlier.committer),
         }
     }
 
@@ -217,6 +266,8 @@ impl CommitCounters {
         self.log_entries += other.log_entries;
         self.cpu_nanos += other.cpu_nanos;
         self.wall_nanos += other.wall_nanos;
+        self.committer.running_nanos += other.committer.running_nanos;
+        self.committer.waiting_nanos += other.committer.waiting_nanos;
     }
 
     /// Log payload bytes per log entry.
@@ -242,6 +293,14 @@ impl CommitCounters {
     /// Cores the process kept busy on average (its CPU time over the wall-clock time).
     pub fn cores_busy(&self) -> f64 {
         self.cpu_nanos as f64 / self.wall_nanos.max(1) as f64
+    }
+
+    /// Microseconds the committer spent per commit group on a core, and runnable but
+    /// waiting for one: what a group's cycle takes beyond the disk's sync when the
+    /// cores are busy.
+    pub fn committer_micros_per_group(&self) -> (f64, f64) {
+        let per_group = |nanos: u64| nanos as f64 / 1000.0 / self.groups.max(1) as f64;
+        (per_group(self.committer.running_nanos), per_group(self.committer.waiting_nanos))
     }
 }
 
@@ -328,23 +387,26 @@ impl Default for SyncProbe {
 mod tests {
     use super::*;
 
+    /// Spins until the calling thread's own CPU clock has run `nanos`, however busy the
+    /// machine is (spinning for that long in wall-clock time would get less CPU when
+    /// other processes hold the cores).
+    fn spin_cpu(nanos: u64) -> u64 {
+        let thread_cpu_nanos =
+            || cpu_clock_nanos(libc::CLOCK_THREAD_CPUTIME_ID).expect("the thread's CPU clock");
+        let started = thread_cpu_nanos();
+        let mut x = 0u64;
+        while thread_cpu_nanos() - started < nanos {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        x
+    }
+
     /// The process's CPU clock counts work done on any of its threads, and the
     /// counters' deltas carry it with the interval's length.
     #[test]
     fn commit_counters_carry_the_cpu_spent_over_an_interval() {
-        // Each thread spins until its own CPU clock has run 30 ms, however busy the
-        // machine is (spinning for 30 ms of wall-clock time would get less CPU when
-        // other processes hold the cores).
-        let spin = || {
-            let thread_cpu_nanos =
-                || cpu_clock_nanos(libc::CLOCK_THREAD_CPUTIME_ID).expect("the thread's CPU clock");
-            let started = thread_cpu_nanos();
-            let mut x = 0u64;
-            while thread_cpu_nanos() - started < 30_000_000 {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-            }
-            x
-        };
+        // Each thread spins until its own CPU clock has run 30 ms.
+        let spin = || spin_cpu(30_000_000);
         let before = CommitCounters { cpu_nanos: process_cpu_nanos(), ..Default::default() };
         let other = std::thread::spawn(spin);
         spin();
@@ -362,5 +424,30 @@ mod tests {
         // rounding.
         let per_command = interval.cpu_nanos as f64 / 10_000.0;
         assert!((total.cpu_micros_per_command() - per_command).abs() < 1e-9 * per_command);
+    }
+
+    /// A thread's scheduling times are found by its name, as the kernel truncates it,
+    /// and count its time on a core.
+    #[test]
+    fn a_named_threads_time_on_a_core_is_read() {
+        let name = "emporium-bench-sched-probe";
+        assert_eq!(ThreadSched::of_threads_named(name), ThreadSched::default());
+        let (spun, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn_scoped(scope, || {
+                    spin_cpu(20_000_000);
+                    spun.wait();
+                    done.wait();
+                })
+                .expect("spawn the probe");
+            spun.wait();
+            let probe = ThreadSched::of_threads_named(name);
+            let other = ThreadSched::of_threads_named("emporium-other-probe");
+            done.wait();
+            assert!(probe.running_nanos >= 20_000_000, "{probe:?}");
+            assert_eq!(other, ThreadSched::default());
+        });
     }
 }
