@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use emporium_engine::{
     AddCartItem, Checkout, CreateCart, CreateProduct, Engine, EngineStats, MoneyInput,
-    ProductStatus, SetStock, TimestampMs, VariantInput,
+    ProductStatus, SetStock, TimestampMs, VariantInput, COMMITTER_THREAD,
 };
 
 /// A fixed "now" for the pure-domain benchmarks and the recovery data set:
@@ -219,9 +219,6 @@ impl ThreadSched {
         }
     }
 }
-
-/// The engine's committer thread, as the kernel names it (see [`ThreadSched`]).
-const COMMITTER_THREAD: &str = "emporium-committer";
 
 impl CommitCounters {
     /// Reads the engine's counters.

@@ -125,7 +125,9 @@ pub use kernel::recovery::{check_rows, table_names};
 pub use kernel::replica::{EpochStart, Epochs, NodeRole, ReleaseGate, TableDigest};
 #[cfg(feature = "faults")]
 pub use kernel::runtime::Faults;
-pub use kernel::runtime::{BlockingEngine, Engine, EngineConfig, EngineStats, LogConsumer};
+pub use kernel::runtime::{
+    BlockingEngine, Engine, EngineConfig, EngineStats, LogConsumer, COMMITTER_THREAD,
+};
 pub use kernel::timers::{ExpireDue, EXPIRIES_PER_COMMAND_MAX};
 pub use kpis::*;
 pub use notifications::*;

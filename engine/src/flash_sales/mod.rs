@@ -356,9 +356,10 @@ fn add_held(state: &State, sale: &FlashSaleId, customer: &CustomerId, units: u32
     }
 }
 
-/// A closed sale's counts, out of the tables: dropped here when few, else emptied and
-/// dropped on a thread of their own (or here, when no thread can be started). Readers
-/// that still hold them see them emptied, as they would see them gone.
+/// A closed sale's counts, out of the tables: let go here when few, else emptied on a
+/// thread of their own (or here, when no thread can be started), so that the sequencer
+/// does not free thousands of entries. Readers that still hold them see them emptied,
+/// as they would see them gone.
 fn let_counts_go(counts: Arc<SaleCounts>) {
     if counts.len() < COUNTS_LET_GO_APART_MIN {
         return;

@@ -621,7 +621,7 @@ impl Engine {
         // Joined in this order at close: each drains what the one before handed over.
         let mut threads = vec![
             spawn("emporium-sequencer", move || sequencer.run())?,
-            spawn("emporium-committer", move || committer.run())?,
+            spawn(COMMITTER_THREAD, move || committer.run())?,
         ];
         if let Some(releaser) = releaser {
             threads.push(spawn("emporium-releaser", move || releaser.run())?);
@@ -1261,6 +1261,10 @@ impl Sequencer {
         self.slot.ready.notify_one();
     }
 }
+
+/// The name of the committer's thread (the one that makes each group durable), for
+/// tools that look the thread up, such as the durable bench's scheduling figures.
+pub const COMMITTER_THREAD: &str = "emporium-committer";
 
 /// How long the sequencer and the committer poll for their next command or group,
 /// yielding the core between polls, before they sleep, while groups are small. On a
