@@ -407,3 +407,73 @@ fn a_checkpoint_copies_the_rows_and_the_log_database() {
     assert_eq!(payloads(&copy, 4), vec![(4, "entry 4".into()), (5, "entry 5".into())]);
     assert_eq!(rows(&copy, CF_A).len(), 5);
 }
+
+/// The bytes of the log database's table files.
+#[cfg(feature = "rocksdb")]
+fn log_table_bytes(path: &Path) -> u64 {
+    let entries = std::fs::read_dir(path.join(LOG_DATABASE_DIR)).unwrap();
+    let tables =
+        entries.map(|e| e.unwrap()).filter(|e| e.path().extension() == Some("sst".as_ref()));
+    tables.map(|e| e.metadata().unwrap().len()).sum()
+}
+
+/// The compactions RocksDB has started in the log database, from its info log: a
+/// file moved down without rewriting (a trivial move) is not one.
+#[cfg(feature = "rocksdb")]
+fn log_compactions(path: &Path) -> usize {
+    let info = std::fs::read_to_string(path.join(LOG_DATABASE_DIR).join("LOG")).unwrap();
+    info.lines().filter(|line| line.contains("\"event\": \"compaction_started\"")).count()
+}
+
+/// A trim of the log in its own database drops whole files and rewrites none: after
+/// 32 MiB of records and trims that keep only the last few, the files holding only
+/// trimmed records are gone without a single compaction (a range deletion made every
+/// later file overlap the retained log, which RocksDB then compacted again and again),
+/// and the records below the trim stay unread, also after a reopen.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_trim_of_the_separate_log_drops_its_files_and_compacts_nothing() {
+    const RECORDS: u64 = 32 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let store = separated(dir.path(), 1);
+    let payload = vec![7u8; 1024];
+    for first in (2..=RECORDS).step_by(512) {
+        let mut batch = WriteBatch::default();
+        for lsn in first..(first + 512).min(RECORDS + 1) {
+            batch.append_log(lsn, &payload);
+        }
+        store.write(&batch, false).unwrap();
+    }
+    let keep_from = RECORDS - 9;
+    let started = std::time::Instant::now();
+    loop {
+        // As the engine does after every persist: the same trim again drops the files
+        // that reached a level below 0 since.
+        store.trim_log(1, keep_from).unwrap();
+        let bytes = log_table_bytes(dir.path());
+        if bytes <= 16 << 20 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the log database still holds {bytes} bytes of tables"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(log_compactions(dir.path()), 0, "the log was rewritten by a compaction");
+    assert_eq!(store.first_lsn().unwrap(), Some(keep_from));
+    assert_eq!(store.last_lsn().unwrap(), Some(RECORDS));
+    let lsns = |store: &Store| -> Vec<u64> {
+        store.read_log(0, 100).unwrap().into_iter().map(|r| r.lsn).collect()
+    };
+    let kept: Vec<u64> = (keep_from..=RECORDS).collect();
+    assert_eq!(lsns(&store), kept);
+    drop(store);
+    let store = open(BackendKind::RocksDb, dir.path());
+    assert_eq!(store.first_lsn().unwrap(), Some(keep_from), "the floor is kept");
+    assert_eq!(lsns(&store), kept);
+    // A trim of everything leaves no record to read, first or last.
+    store.trim_log(keep_from, RECORDS + 1).unwrap();
+    assert_eq!((store.first_lsn().unwrap(), store.last_lsn().unwrap()), (None, None));
+    assert!(store.read_log(0, 10).unwrap().is_empty());
+}

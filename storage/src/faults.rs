@@ -218,6 +218,10 @@ impl Backend for FaultyBackend {
         self.inner.checkpoint(to)
     }
 
+    fn drop_log_files_below(&self, to: u64) -> Result<()> {
+        self.inner.drop_log_files_below(to)
+    }
+
     fn memory_bytes(&self) -> Option<u64> {
         self.inner.memory_bytes()
     }

@@ -23,6 +23,9 @@
 //!   completed [`Store::persist_unlogged`]) in every column family alike;
 //! - a log trim ([`Store::trim_log`]) may survive a crash that loses unlogged writes
 //!   made before it: the caller trims only what persisted rows cover;
+//! - no read returns a record below the last trim; in the log's own database a trim
+//!   drops whole files and raises a floor (kept with the rows) below which the records
+//!   left in the files are skipped, so the log is never rewritten by a compaction;
 //! - log records are keyed by their LSN in big-endian order, so a scan returns them in
 //!   LSN order, and each carries a CRC-32 of its LSN and payload that is verified on
 //!   every read.
@@ -38,6 +41,7 @@ mod rocks;
 mod sled_backend;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use batch::WriteBatch;
 pub use error::{Result, StorageError};
@@ -60,6 +64,8 @@ pub const STORAGE_FORMAT_VERSION: u32 = 2;
 /// Storage format 1: the log beside the rows.
 const STORAGE_FORMAT_SHARED_LOG: u32 = 1;
 const META_STORAGE_FORMAT: &[u8] = b"storage_format";
+/// The key of the log's floor ([`Store::trim_log`]) among the rows' meta rows.
+const META_LOG_FLOOR: &[u8] = b"storage_log_floor";
 /// The log's own database (storage format 2), inside the data directory.
 pub const LOG_DATABASE_DIR: &str = "log-db";
 
@@ -144,6 +150,14 @@ pub trait Backend: Send + Sync + 'static {
     fn memory_bytes(&self) -> Option<u64> {
         None
     }
+    /// Deletes the files of the log column family whose records are all keyed below
+    /// `to`, where the backend can drop a whole file without rewriting anything
+    /// (RocksDB: files below level 0); the records it keeps stay readable. For the
+    /// log's own database, whose trims are not written as deletions (see
+    /// [`Store::trim_log`]).
+    fn drop_log_files_below(&self, _to: u64) -> Result<()> {
+        Ok(())
+    }
     /// About how many rows `cf` holds, when the backend can tell without reading them
     /// (RocksDB's estimate: deletions and overwrites not yet compacted away count).
     fn estimate_rows(&self, _cf: &str) -> Option<u64> {
@@ -161,6 +175,9 @@ pub struct Store {
     /// databases one after the other: no trim between the copies takes away entries
     /// that the copied rows do not reflect.
     trims: parking_lot::RwLock<()>,
+    /// With the log in its own database, the first record key still held: the records
+    /// below it were trimmed but may remain in files not dropped yet.
+    log_floor: AtomicU64,
     kind: BackendKind,
     path: PathBuf,
     #[cfg(feature = "faults")]
@@ -205,6 +222,7 @@ impl Store {
             backend,
             log: None,
             trims: parking_lot::RwLock::new(()),
+            log_floor: AtomicU64::new(0),
             kind: config.backend,
             path: config.path.clone(),
             #[cfg(feature = "faults")]
@@ -219,6 +237,13 @@ impl Store {
                 )));
             }
             store.log = Some(store.open_log_database()?);
+            let floor = match store.backend.get(CF_META, META_LOG_FLOOR)? {
+                Some(bytes) => u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| {
+                    StorageError::Corruption("the log's floor row is not 8 bytes".into())
+                })?),
+                None => 0,
+            };
+            store.log_floor.store(floor, Ordering::Release);
         }
         Ok(store)
     }
@@ -293,7 +318,18 @@ impl Store {
         }
         let log = self.open_log_database()?;
         let mut batch = WriteBatch::default();
-        batch.delete_range(CF_LOG, &[], &LOG_KEY_AFTER_ALL);
+        // What an interrupted move left goes. A new database holds nothing, and a range
+        // deletion there would span every file flushed after it, so that the log's
+        // files would be compacted (rewritten) instead of moved down until one
+        // compaction took the deletion to the last level.
+        let mut left = false;
+        log.scan(CF_LOG, &[], &mut |_, _| {
+            left = true;
+            false
+        })?;
+        if left {
+            batch.delete_range(CF_LOG, &[], &LOG_KEY_AFTER_ALL);
+        }
         let mut records = 0u64;
         let mut from = Vec::new();
         loop {
@@ -376,18 +412,41 @@ impl Store {
         }
     }
 
-    /// Deletes the log records with LSNs in `from..to`, unsynced. The trim may survive a
-    /// crash that loses unlogged row writes made before it (the log's database has
-    /// its own write-ahead log): trim only below rows that [`Store::persist_unlogged`]
-    /// has made durable.
+    /// Deletes the log records keyed `from..to`, unsynced. The trim may survive a crash
+    /// that loses unlogged row writes made before it (the log's database has its own
+    /// write-ahead log): trim only below rows that [`Store::persist_unlogged`] has made
+    /// durable.
+    ///
+    /// In the log's own database nothing is written to the log: the floor below which
+    /// reads skip records rises to `to` (an unlogged row beside the rows, so a crash
+    /// may take it back to an earlier trim's, and records still held below it are
+    /// read again, never records that were not in the log), and the files holding
+    /// only records below it are deleted. A range deletion instead would make every
+    /// file flushed after it span the whole retained log, and the log's compactions
+    /// would copy the retained log again and again (half of the bytes the two
+    /// databases compacted under a flash sale); with none, RocksDB moves each flushed
+    /// file down without rewriting it, and the trim deletes it there.
     pub fn trim_log(&self, from: u64, to: u64) -> Result<()> {
-        let mut batch = WriteBatch::with_capacity(1);
-        batch.trim_log(from, to);
-        if batch.is_empty() {
+        if from >= to {
             return Ok(());
         }
         let _no_checkpoint = self.trims.read();
-        self.write_unlogged(&batch)
+        let Some(log) = &self.log else {
+            let mut batch = WriteBatch::with_capacity(1);
+            batch.trim_log(from, to);
+            return self.write_unlogged(&batch);
+        };
+        let floor = self.log_floor.load(Ordering::Acquire).max(to);
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.put(CF_META, META_LOG_FLOOR, &floor.to_le_bytes());
+        self.backend.write_unlogged(&batch)?;
+        self.log_floor.store(floor, Ordering::Release);
+        log.drop_log_files_below(floor)
+    }
+
+    /// The first log record key a read may return.
+    fn log_floor(&self) -> u64 {
+        self.log_floor.load(Ordering::Acquire)
     }
 
     /// Makes the unlogged writes so far durable ([`Backend::persist_unlogged`]): with
@@ -425,6 +484,7 @@ impl Store {
         if records_max == 0 {
             return Ok(out);
         }
+        let from = from.max(self.log_floor());
         self.holder(CF_LOG).scan(CF_LOG, &from.to_be_bytes(), &mut |key, value| {
             match LogRecord::decode(key, value) {
                 Ok(record) => {
@@ -446,7 +506,10 @@ impl Store {
     /// The LSN of the last log record, if there is one.
     pub fn last_lsn(&self) -> Result<Option<u64>> {
         match self.holder(CF_LOG).last(CF_LOG)? {
-            Some((key, value)) => Ok(Some(LogRecord::decode(&key, &value)?.lsn)),
+            Some((key, value)) => {
+                let lsn = LogRecord::decode(&key, &value)?.lsn;
+                Ok((lsn >= self.log_floor()).then_some(lsn))
+            }
             None => Ok(None),
         }
     }
@@ -454,7 +517,8 @@ impl Store {
     /// The LSN of the first log record still held, if there is one.
     pub fn first_lsn(&self) -> Result<Option<u64>> {
         let mut first = None;
-        self.holder(CF_LOG).scan(CF_LOG, &[], &mut |key, value| {
+        let from = self.log_floor().to_be_bytes();
+        self.holder(CF_LOG).scan(CF_LOG, &from, &mut |key, value| {
             first = Some(LogRecord::decode(key, value));
             false
         })?;

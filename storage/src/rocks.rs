@@ -84,7 +84,10 @@ impl RocksBackend {
         // seconds later, so it is not compressed (LZ4 was 1.5% of all samples at 256
         // durable submitters, in both databases' compactions together).
         opts.set_compression_type(DBCompressionType::None);
-        opts.set_compression_per_level(&[DBCompressionType::None]);
+        // No compression by level either: RocksDB moves a flushed file down without
+        // rewriting it (a trivial move) only when no per-level compression is set, and
+        // a trim can delete a file only once it is below level 0.
+        opts.set_compression_per_level(&[]);
         // Recycled files hold old records past the last write: recovery stops at the
         // first record that is not of the current file (RocksDB refuses recycling with
         // the modes that would skip over a damaged record instead).
@@ -255,6 +258,13 @@ impl Backend for RocksBackend {
             }
             None => Ok(None),
         }
+    }
+
+    fn drop_log_files_below(&self, to: u64) -> Result<()> {
+        let Some(last) = to.checked_sub(1) else { return Ok(()) };
+        // Both ends included: files whose keys all lie in 0..=last.
+        let cf = self.cf(CF_LOG)?;
+        self.db.delete_file_in_range_cf(cf, 0u64.to_be_bytes(), last.to_be_bytes()).map_err(err)
     }
 
     fn checkpoint(&self, to: &Path) -> Result<()> {
