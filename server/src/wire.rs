@@ -1488,7 +1488,9 @@ pub fn order_location(id: &OrderId) -> String {
 /// (a flash-sale purchase's answer, on the hottest path). Payments and a shipping
 /// address, which a new purchase has not, go through their views.
 pub fn order_json(order: &Order, charges: Option<&OrderCharges>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 + 256 * order.lines.len());
+    // A one-line order without payments or address is about 800 bytes of JSON, past
+    // the 768 this once made room for: the buffer was copied into a larger one halfway.
+    let mut out = Vec::with_capacity(1024 + 256 * order.lines.len());
     let out = &mut out;
     use write_json_str as text;
     fn money(out: &mut Vec<u8>, money: Money) {
