@@ -11,7 +11,9 @@
 //! the measured intervals, and the process's CPU per checkout with the cores it kept
 //! busy (every thread's time: the engine's, RocksDB's and the submitters'), which says
 //! whether a figure is bound by the CPU (near two cores on the two-core machines these
-//! run on) or by the waits of the commit cycle; and the committer's time per group on a
+//! run on) or by the waits of the commit cycle, beside the cores' worth of time the
+//! host took from the machine (steal: a figure that lost much was slowed by the host's
+//! other guests, not by the engine); and the committer's time per group on a
 //! core and waiting, runnable, for one (the kernel's `schedstat`): a synced write much
 //! longer than the disk's sync with a long wait is the committer queued behind the
 //! other threads, not the disk. `baseline_fdatasync_8k` measures the disk's own sync
@@ -121,8 +123,8 @@ fn durable_checkouts(c: &mut Criterion) {
             eprintln!(
                 "durable_checkout/submitters/{submitters}: {} checkouts in {} groups, mean group \
                  {:.1} commands, mean synced write {:.0} µs, {:.0} log bytes per checkout, \
-                 {:.1} µs of the process's CPU per checkout ({:.2} cores busy); per group the \
-                 committer ran {:.0} µs and waited {:.0} µs for a core",
+                 {:.1} µs of the process's CPU per checkout ({:.2} cores busy, {:.2} taken by \
+                 the host); per group the committer ran {:.0} µs and waited {:.0} µs for a core",
                 measured.commands,
                 measured.groups,
                 measured.mean_group_commands(),
@@ -130,6 +132,7 @@ fn durable_checkouts(c: &mut Criterion) {
                 measured.mean_log_entry_bytes(),
                 measured.cpu_micros_per_command(),
                 measured.cores_busy(),
+                measured.cores_stolen(),
                 committer_running,
                 committer_waiting,
             );

@@ -177,6 +177,10 @@ pub struct CommitCounters {
     /// The committer thread's time on a core and its time runnable but waiting for
     /// one, in nanoseconds (the kernel's `schedstat`); 0 where it cannot be read.
     pub committer: ThreadSched,
+    /// The host's steal time over every CPU of the machine, in nanoseconds
+    /// ([`loadgen::cpu::host_steal_nanos`]): time this machine's work waited while the
+    /// host ran other guests.
+    pub steal_nanos: u64,
 }
 
 /// A thread's scheduling times, in nanoseconds, from `/proc/self/task/<tid>/schedstat`:
@@ -232,6 +236,7 @@ impl CommitCounters {
             cpu_nanos: process_cpu_nanos(),
             wall_nanos: 0,
             committer: ThreadSched::of_threads_named(COMMITTER_THREAD),
+            steal_nanos: loadgen::cpu::host_steal_nanos(),
         }
     }
 
@@ -251,6 +256,7 @@ impl CommitCounters {
             cpu_nanos: self.cpu_nanos.saturating_sub(earlier.cpu_nanos),
             wall_nanos: self.wall_nanos.saturating_sub(earlier.wall_nanos),
             committer: self.committer.since(earlier.committer),
+            steal_nanos: self.steal_nanos.saturating_sub(earlier.steal_nanos),
         }
     }
 
@@ -265,6 +271,7 @@ impl CommitCounters {
         self.wall_nanos += other.wall_nanos;
         self.committer.running_nanos += other.committer.running_nanos;
         self.committer.waiting_nanos += other.committer.waiting_nanos;
+        self.steal_nanos += other.steal_nanos;
     }
 
     /// Log payload bytes per log entry.
@@ -290,6 +297,12 @@ impl CommitCounters {
     /// Cores the process kept busy on average (its CPU time over the wall-clock time).
     pub fn cores_busy(&self) -> f64 {
         self.cpu_nanos as f64 / self.wall_nanos.max(1) as f64
+    }
+
+    /// Cores' worth of time the host took from the machine on average (its steal time
+    /// over the wall-clock time).
+    pub fn cores_stolen(&self) -> f64 {
+        self.steal_nanos as f64 / self.wall_nanos.max(1) as f64
     }
 
     /// Microseconds the committer spent per commit group on a core, and runnable but

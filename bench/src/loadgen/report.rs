@@ -443,12 +443,15 @@ fn all_points(md: &mut String, points: &[Point]) {
     for p in points {
         let variant = if p.variant.is_empty() { String::new() } else { format!(" {}", p.variant) };
         let show = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
-        let cores = format!(
+        let mut cores = format!(
             "{} / {} / {}",
             show(p.server_cores),
             show(p.generator_cores),
             show(p.machine_cores)
         );
+        if let Some(stolen) = p.stolen_cores.filter(|&s| s >= 0.01) {
+            let _ = write!(cores, " ({stolen:.2} stolen)");
+        }
         let _ = writeln!(
             md,
             "| {}{variant} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {cores} |",

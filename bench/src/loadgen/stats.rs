@@ -373,6 +373,10 @@ pub struct Point {
     /// work for both, and anything else).
     #[serde(default)]
     pub machine_cores: Option<f64>,
+    /// Cores' worth of time the host took from the machine (steal, part of
+    /// `machine_cores`): a run that lost much of it was slowed by other guests.
+    #[serde(default)]
+    pub stolen_cores: Option<f64>,
     /// Emporium's group commit over the run, from its `/metrics`.
     #[serde(default)]
     pub commits: Option<Commits>,
@@ -415,10 +419,11 @@ impl Point {
         };
         let show = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}"));
         let cpu = format!(
-            "; cores busy: server {}, generator {}, machine {}",
+            "; cores busy: server {}, generator {}, machine {} (stolen by the host {})",
             show(self.server_cores),
             show(self.generator_cores),
-            show(self.machine_cores)
+            show(self.machine_cores),
+            show(self.stolen_cores)
         );
         format!(
             "{} {} {} [{load}]: {:.0} {}/s, p50 {} p99 {} p99.9 {} over {:.1} s{cpu}",
