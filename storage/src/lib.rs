@@ -23,9 +23,10 @@
 //!   completed [`Store::persist_unlogged`]) in every column family alike;
 //! - a log trim ([`Store::trim_log`]) may survive a crash that loses unlogged writes
 //!   made before it: the caller trims only what persisted rows cover;
-//! - no read returns a record below the last trim; in the log's own database a trim
-//!   drops whole files and raises a floor (kept with the rows) below which the records
-//!   left in the files are skipped, so the log is never rewritten by a compaction;
+//! - no read returns a record below the last trim (after a crash, below the last trim
+//!   the rows kept): in the log's own database a trim drops whole files and raises a
+//!   floor (an unlogged row beside the rows) below which the records left in the
+//!   files are skipped, so the log is never rewritten by a compaction;
 //! - log records are keyed by their LSN in big-endian order, so a scan returns them in
 //!   LSN order, and each carries a CRC-32 of its LSN and payload that is verified on
 //!   every read.
@@ -423,9 +424,9 @@ impl Store {
     /// read again, never records that were not in the log), and the files holding
     /// only records below it are deleted. A range deletion instead would make every
     /// file flushed after it span the whole retained log, and the log's compactions
-    /// would copy the retained log again and again (half of the bytes the two
-    /// databases compacted under a flash sale); with none, RocksDB moves each flushed
-    /// file down without rewriting it, and the trim deletes it there.
+    /// would copy the retained log again and again (a third to a half of the bytes
+    /// the two databases compacted under a flash sale); with none, RocksDB moves each
+    /// flushed file down without rewriting it, and the trim deletes it there.
     pub fn trim_log(&self, from: u64, to: u64) -> Result<()> {
         if from >= to {
             return Ok(());

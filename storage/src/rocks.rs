@@ -84,9 +84,9 @@ impl RocksBackend {
         // seconds later, so it is not compressed (LZ4 was 1.5% of all samples at 256
         // durable submitters, in both databases' compactions together).
         opts.set_compression_type(DBCompressionType::None);
-        // No compression by level either: RocksDB moves a flushed file down without
-        // rewriting it (a trivial move) only when no per-level compression is set, and
-        // a trim can delete a file only once it is below level 0.
+        // No compression by level either: RocksDB moves several flushed files down
+        // together without rewriting them (a trivial move) only when no per-level
+        // compression is set, and a trim can delete a file only below level 0.
         opts.set_compression_per_level(&[]);
         // Recycled files hold old records past the last write: recovery stops at the
         // first record that is not of the current file (RocksDB refuses recycling with
