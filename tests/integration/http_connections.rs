@@ -217,3 +217,28 @@ fn a_client_that_half_closes_after_its_request_gets_the_answer() {
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
+
+/// A request head holds at most 100 header fields: one more is refused with 431
+/// Request Header Fields Too Large, and 100 are served.
+#[test]
+fn a_head_of_more_than_a_hundred_fields_is_refused() {
+    let s = server();
+    let answer = |fields: usize| {
+        let mut stream = connect_from([127, 0, 0, 6], addr(&s));
+        let mut head = String::from("GET /healthz HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n");
+        // Two fields are above.
+        for i in 2..fields {
+            head.push_str(&format!("x-field-{i}: {i}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    let hundred = answer(100);
+    assert!(hundred.starts_with("HTTP/1.1 200"), "{hundred:?}");
+    let more = answer(101);
+    assert!(more.starts_with("HTTP/1.1 431"), "{more:?}");
+}
