@@ -222,6 +222,11 @@ impl Backend for FaultyBackend {
         self.inner.drop_log_files_below(to)
     }
 
+    #[cfg(test)]
+    fn settle(&self) -> Result<()> {
+        self.inner.settle()
+    }
+
     fn memory_bytes(&self) -> Option<u64> {
         self.inner.memory_bytes()
     }

@@ -159,6 +159,12 @@ pub trait Backend: Send + Sync + 'static {
     fn drop_log_files_below(&self, _to: u64) -> Result<()> {
         Ok(())
     }
+    /// Flushes what is in memory and waits until no background work (flush or
+    /// compaction) is left: tests that look at the files wait for this, not for a time.
+    #[cfg(test)]
+    fn settle(&self) -> Result<()> {
+        Ok(())
+    }
     /// About how many rows `cf` holds, when the backend can tell without reading them
     /// (RocksDB's estimate: deletions and overwrites not yet compacted away count).
     fn estimate_rows(&self, _cf: &str) -> Option<u64> {

@@ -267,6 +267,13 @@ impl Backend for RocksBackend {
         self.db.delete_file_in_range_cf(cf, 0u64.to_be_bytes(), last.to_be_bytes()).map_err(err)
     }
 
+    #[cfg(test)]
+    fn settle(&self) -> Result<()> {
+        let mut options = rocksdb::WaitForCompactOptions::default();
+        options.set_flush(true);
+        self.db.wait_for_compact(&options).map_err(err)
+    }
+
     fn checkpoint(&self, to: &Path) -> Result<()> {
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(err)?;
         checkpoint.create_checkpoint(to).map_err(err)
