@@ -49,6 +49,8 @@ pub use error::{Result, StorageError};
 #[cfg(feature = "faults")]
 pub use faults::{DiskFaults, ReadFault, WriteFault};
 pub use log::{LogRecord, LOG_RECORD_BYTES_MAX};
+#[cfg(feature = "rocksdb")]
+pub use rocks::deletions_stepped_over;
 
 /// The column family holding the log records, keyed by big-endian LSN.
 pub const CF_LOG: &str = "log";

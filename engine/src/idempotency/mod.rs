@@ -8,7 +8,7 @@ mod model;
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use crossbeam_skiplist::SkipSet;
@@ -113,8 +113,18 @@ pub(crate) struct Tables {
     /// store's age rows up to it are deletions the materializer has not written yet,
     /// and a read of the oldest rows starts after it instead of stepping over them.
     forgotten_through: Mutex<Option<ByAge>>,
+    /// No age row in the store is of an earlier time: the oldest the store held at
+    /// open, lowered by every record made since with an earlier time (a wall clock set
+    /// back between two runs). A read of the oldest rows starts at it, so it does not
+    /// step over the rows of records forgotten before the open, whose deletions the
+    /// store may keep until a compaction: before the first forget of a run (which
+    /// sets `forgotten_through`) every tick read them all. `i64::MIN` until an open
+    /// has read the age rows, and after one that rebuilt them.
+    ages_from: AtomicI64,
     /// Age rows read at open, to compare with the records read.
     ages_loaded: AtomicUsize,
+    /// The earliest time among the age rows read at open (`i64::MAX`: none).
+    ages_loaded_from: AtomicI64,
     /// Keyed at random per process: clients choose the keys.
     hasher: std::hash::RandomState,
     /// Where records out of memory are; unset, every record stays in memory.
@@ -134,7 +144,9 @@ impl Default for Tables {
             stored: Mutex::default(),
             stored_records: AtomicUsize::new(0),
             forgotten_through: Mutex::new(None),
+            ages_from: AtomicI64::new(i64::MIN),
             ages_loaded: AtomicUsize::new(0),
+            ages_loaded_from: AtomicI64::new(i64::MAX),
             hasher: std::hash::RandomState::new(),
             store: OnceLock::new(),
             in_memory_max: AtomicUsize::new(usize::MAX),
@@ -308,6 +320,8 @@ impl Tables {
             }
             None => Vec::new(),
         };
+        // The first key of the earliest time any row can have, if that is further on.
+        let from = from.max(ByAge::row_key(self.ages_from.load(Ordering::Acquire), ""));
         store.scan_from(IDEMPOTENCY_AGES, &from, &mut |row_key, _| {
             let Some(entry) = ByAge::from_row_key(row_key) else { return true };
             let current = match self.records.get(&*entry.key) {
@@ -369,8 +383,10 @@ pub(crate) const DOMAIN: Domain = Domain {
             // Counted only: the records' own rows load the state, and an open compares
             // the two counts (`check_ages`).
             load: |state, bytes| {
-                decode_row::<TimestampMs>(bytes, "idempotency age")?;
-                state.idempotency.ages_loaded.fetch_add(1, Ordering::Relaxed);
+                let created_at = decode_row::<TimestampMs>(bytes, "idempotency age")?;
+                let tables = &state.idempotency;
+                tables.ages_loaded.fetch_add(1, Ordering::Relaxed);
+                tables.ages_loaded_from.fetch_min(created_at, Ordering::Relaxed);
                 Ok(())
             },
             check_v1: check_v1::<TimestampMs>,
@@ -489,6 +505,10 @@ fn put(state: &State, record: IdempotencyRecord, rows: &mut Vec<Row>) {
         None => None,
     };
     let age = ByAge { created_at: record.created_at, key };
+    // Read before the row is written, so a read of the oldest rows never starts past it.
+    if record.created_at < tables.ages_from.load(Ordering::Relaxed) {
+        tables.ages_from.fetch_min(record.created_at, Ordering::AcqRel);
+    }
     if let Some(replaced) = replaced.filter(|&t| t != record.created_at) {
         rows.push(Row::delete(IDEMPOTENCY_AGES, ByAge::row_key(replaced, &record.key)));
     }
@@ -522,6 +542,9 @@ pub(crate) fn check_ages(store: &Store, state: &State) -> Result<()> {
     };
     let ages = tables.ages_loaded.load(Ordering::Relaxed);
     if ages == records {
+        // Before the log's tail is replayed: the records it makes lower it (`put`).
+        let from = tables.ages_loaded_from.load(Ordering::Relaxed);
+        tables.ages_from.store(from, Ordering::Release);
         return Ok(());
     }
     let started = std::time::Instant::now();
@@ -930,6 +953,77 @@ mod tests {
             fingerprint(&("flash_sale", &sale, 2u32)),
             whole(r#"("flash_sale", "fls_0123456789abcdef", 2)"#)
         );
+    }
+
+    /// An open reads the oldest age rows from the oldest row it found, not from the
+    /// first key: the rows of records forgotten before the open are deletions that the
+    /// store keeps until a compaction, and every tick (which reads the oldest record's
+    /// time) stepped over all of them until the run's first forget. A record made
+    /// after the open with an earlier time (the wall clock set back) is still found.
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn after_an_open_the_oldest_record_is_read_without_stepping_over_forgotten_ones() {
+        use crate::{BlockingEngine, Engine, EngineConfig, ExpireDue, ManualClock};
+        use std::time::{Duration, Instant};
+        const FORGOTTEN: usize = 2_000;
+        const T0: TimestampMs = 1_700_000_000_000;
+        let day = crate::Limits::default().idempotency_ttl_ms;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let open = || {
+            let mut config = EngineConfig::new(dir.path());
+            config.clock = clock.clone();
+            // Sweeps only when asked.
+            config.tick_interval_ms = 24 * 60 * 60 * 1000;
+            config.materialize_interval_ms = 1;
+            config.idempotency_records_in_memory = Some(0);
+            Engine::open(config).unwrap()
+        };
+        let record = |shop: &BlockingEngine, key: &str| {
+            let key = IdempotencyKey { scope: "guest".into(), key: key.into() };
+            let body = Vec::new();
+            shop.send(RecordResponse { key, fingerprint: 1, status: 402, body }).unwrap();
+        };
+        let written = |engine: &Engine| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while engine.materialized_lsn() < engine.last_lsn()
+                || engine.state().idempotency_records_in_memory() > 0
+            {
+                assert!(Instant::now() < deadline, "the records were not written");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+
+        let engine = open();
+        let shop = engine.blocking();
+        for n in 0..FORGOTTEN {
+            record(&shop, &format!("old-{n}"));
+        }
+        clock.advance(day);
+        record(&shop, "young");
+        for _ in 0..FORGOTTEN.div_ceil(EXPIRIES_PER_COMMAND_MAX) {
+            shop.send(ExpireDue).unwrap();
+        }
+        assert_eq!(engine.state().idempotency_record_count(), 1, "only the young record left");
+        written(&engine);
+        engine.close();
+
+        let engine = open();
+        let tables = &engine.state().idempotency;
+        let (oldest, stepped) = emporium_storage::deletions_stepped_over(|| tables.oldest());
+        assert_eq!(oldest, Some(T0 + day));
+        assert!(stepped < 10, "stepped over {stepped} deleted age rows");
+        engine.close();
+
+        clock.set(T0 + 1);
+        let engine = open();
+        record(&engine.blocking(), "set-back");
+        written(&engine);
+        let tables = &engine.state().idempotency;
+        let (oldest, stepped) = emporium_storage::deletions_stepped_over(|| tables.oldest());
+        assert_eq!(oldest, Some(T0 + 1), "the record of the earlier time, out of memory");
+        assert!(stepped < 10, "stepped over {stepped} deleted age rows");
+        engine.close();
     }
 
     /// A key used again after its record expired replaces the record, and the age index
