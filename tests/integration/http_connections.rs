@@ -218,27 +218,44 @@ fn a_client_that_half_closes_after_its_request_gets_the_answer() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
 
+/// What the server answers a `GET /healthz` whose head carries `fields` after its
+/// first two (`host`, `connection: close`).
+fn answer_to_head(s: &TestServer, from: [u8; 4], fields: &[String]) -> String {
+    let mut stream = connect_from(from, addr(s));
+    let mut head = String::from("GET /healthz HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n");
+    for field in fields {
+        head.push_str(field);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
 /// A request head holds at most 100 header fields: one more is refused with 431
 /// Request Header Fields Too Large, and 100 are served.
 #[test]
 fn a_head_of_more_than_a_hundred_fields_is_refused() {
     let s = server();
-    let answer = |fields: usize| {
-        let mut stream = connect_from([127, 0, 0, 6], addr(&s));
-        let mut head = String::from("GET /healthz HTTP/1.1\r\nhost: shop\r\nconnection: close\r\n");
-        // Two fields are above.
-        for i in 2..fields {
-            head.push_str(&format!("x-field-{i}: {i}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).unwrap();
-        let mut answer = String::new();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = stream.read_to_string(&mut answer);
-        answer
-    };
-    let hundred = answer(100);
+    // Two fields are the helper's own.
+    let fields = |n: usize| (2..n).map(|i| format!("x-field-{i}: {i}")).collect::<Vec<_>>();
+    let hundred = answer_to_head(&s, [127, 0, 0, 6], &fields(100));
     assert!(hundred.starts_with("HTTP/1.1 200"), "{hundred:?}");
-    let more = answer(101);
+    let more = answer_to_head(&s, [127, 0, 0, 6], &fields(101));
     assert!(more.starts_with("HTTP/1.1 431"), "{more:?}");
+}
+
+/// A request head is at most 64 KiB: a larger one is refused with 431 before any route
+/// runs, and one just below is served.
+#[test]
+fn a_head_of_more_than_64_kib_is_refused() {
+    let s = server();
+    let field = |bytes: usize| vec![format!("x-big: {}", "a".repeat(bytes))];
+    let below = answer_to_head(&s, [127, 0, 0, 7], &field(60 * 1024));
+    assert!(below.starts_with("HTTP/1.1 200"), "{}", &below[..below.len().min(200)]);
+    let above = answer_to_head(&s, [127, 0, 0, 7], &field(65 * 1024));
+    assert!(above.starts_with("HTTP/1.1 431"), "{}", &above[..above.len().min(200)]);
 }
