@@ -125,6 +125,9 @@ pub enum SendError {
     Permanent(String),
 }
 
+/// What [`Sender::send_all`] answers: one result for each message, in their order.
+pub type SentAll<'a> = Pin<Box<dyn Future<Output = Vec<Result<(), SendError>>> + Send + 'a>>;
+
 /// What hands a rendered message over: the file, standard output, SMTP, or one of an
 /// embedding program's own.
 pub trait Sender: Send + Sync + 'static {
@@ -134,6 +137,19 @@ pub trait Sender: Send + Sync + 'static {
         from: &'a str,
         message: &'a Notification,
     ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+
+    /// Sends `messages` from `from`: one result for each, in their order. By default one
+    /// [`Sender::send`] after another; a sender that takes several for the price of one
+    /// (the file: one sync for all their lines) does so.
+    fn send_all<'a>(&'a self, from: &'a str, messages: &'a [Arc<Notification>]) -> SentAll<'a> {
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(messages.len());
+            for message in messages {
+                results.push(self.send(from, message).await);
+            }
+            results
+        })
+    }
 }
 
 /// The JSON line a file or standard output receives.
@@ -154,7 +170,8 @@ fn json_line(from: &str, message: &Notification) -> Vec<u8> {
     line
 }
 
-/// Appends each message to a file, one JSON object per line, synced.
+/// Appends each message to a file, one JSON object per line, synced (once for the
+/// messages sent together).
 pub struct FileSender {
     file: Arc<OutFile>,
 }
@@ -164,20 +181,36 @@ struct OutFile {
     bytes_max: u64,
     /// The open file and its length.
     file: Mutex<Option<(File, u64)>>,
+    /// Syncs of the file made (for the tests: how many lines share one).
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 impl FileSender {
     /// A sender to `path` (created, with its directory, at the first message), rotated
     /// past `bytes_max` bytes.
     pub fn new(path: PathBuf, bytes_max: u64) -> FileSender {
-        FileSender { file: Arc::new(OutFile { path, bytes_max, file: Mutex::new(None) }) }
+        FileSender { file: Arc::new(OutFile::new(path, bytes_max)) }
+    }
+
+    /// Appends and syncs `lines` off the runtime's workers.
+    async fn write(&self, lines: Vec<Vec<u8>>) -> std::io::Result<()> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.append(&lines))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
     }
 }
 
 impl OutFile {
-    fn append(&self, line: &[u8]) -> std::io::Result<()> {
+    fn new(path: PathBuf, bytes_max: u64) -> OutFile {
+        OutFile { path, bytes_max, file: Mutex::new(None), syncs: Default::default() }
+    }
+
+    /// Appends `lines` and syncs them, once at the end (and before a rotation moves the
+    /// file away). On an error some may be written: they are sent again with the rest.
+    fn append(&self, lines: &[Vec<u8>]) -> std::io::Result<()> {
         let mut file = self.file.lock();
-        let written = self.append_locked(&mut file, line);
+        let written = self.append_locked(&mut file, lines);
         if written.is_err() {
             // Opened again next time (the file may have been moved or its disk fixed).
             *file = None;
@@ -185,28 +218,48 @@ impl OutFile {
         written
     }
 
-    fn append_locked(&self, file: &mut Option<(File, u64)>, line: &[u8]) -> std::io::Result<()> {
-        if file.is_none() {
-            if let Some(dir) = self.dir() {
-                std::fs::create_dir_all(dir)?;
+    fn append_locked(
+        &self,
+        file: &mut Option<(File, u64)>,
+        lines: &[Vec<u8>],
+    ) -> std::io::Result<()> {
+        let mut unsynced = false;
+        for line in lines {
+            if file.is_none() {
+                if let Some(dir) = self.dir() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let open = OpenOptions::new().create(true).append(true).open(&self.path)?;
+                let len = open.metadata()?.len();
+                if len == 0 {
+                    // Perhaps just created: its name must outlast a crash with its lines.
+                    self.sync_dir()?;
+                }
+                *file = Some((open, len));
             }
-            let open = OpenOptions::new().create(true).append(true).open(&self.path)?;
-            let len = open.metadata()?.len();
-            if len == 0 {
-                // Perhaps just created: its name must outlast a crash with its lines.
-                self.sync_dir()?;
+            let (open, len) = file.as_mut().expect("opened above");
+            // A line never straddles two files: one longer than the limit has a file
+            // alone.
+            if *len > 0 && len.saturating_add(line.len() as u64) > self.bytes_max {
+                if unsynced {
+                    self.sync(open)?;
+                }
+                *file = Some((self.rotate()?, 0));
             }
-            *file = Some((open, len));
+            let (open, len) = file.as_mut().expect("opened above");
+            open.write_all(line)?;
+            *len += line.len() as u64;
+            unsynced = true;
         }
-        let (_, len) = file.as_ref().expect("opened above");
-        // A line never straddles two files: one longer than the limit has a file alone.
-        if *len > 0 && len.saturating_add(line.len() as u64) > self.bytes_max {
-            *file = Some((self.rotate()?, 0));
+        match file {
+            Some((open, _)) if unsynced => self.sync(open),
+            _ => Ok(()),
         }
-        let (open, len) = file.as_mut().expect("opened above");
-        open.write_all(line)?;
-        open.sync_data()?;
-        *len += line.len() as u64;
+    }
+
+    fn sync(&self, file: &File) -> std::io::Result<()> {
+        file.sync_data()?;
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -253,12 +306,23 @@ impl Sender for FileSender {
         message: &'a Notification,
     ) -> Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>> {
         Box::pin(async move {
-            let line = json_line(from, message);
-            let file = self.file.clone();
-            let written = tokio::task::spawn_blocking(move || file.append(&line))
+            self.write(vec![json_line(from, message)])
                 .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            written.map_err(|e| SendError::Transient(format!("{}: {e}", self.file.path.display())))
+                .map_err(|e| SendError::Transient(format!("{}: {e}", self.file.path.display())))
+        })
+    }
+
+    fn send_all<'a>(&'a self, from: &'a str, messages: &'a [Arc<Notification>]) -> SentAll<'a> {
+        Box::pin(async move {
+            let written = self.write(messages.iter().map(|m| json_line(from, m)).collect()).await;
+            let path = self.file.path.display();
+            messages
+                .iter()
+                .map(|_| match &written {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(SendError::Transient(format!("{path}: {e}"))),
+                })
+                .collect()
         })
     }
 }
@@ -918,9 +982,13 @@ impl Notifier {
                 }
                 continue;
             }
+            let mut results = sender.send_all(&self.settings.from, &due).await.into_iter();
             let mut attempts = Vec::with_capacity(due.len());
             for message in &due {
-                let outcome = match sender.send(&self.settings.from, message).await {
+                let result = results.next().unwrap_or_else(|| {
+                    Err(SendError::Transient("the sender gave no result for it".into()))
+                });
+                let outcome = match result {
                     Ok(()) => AttemptOutcome::Sent,
                     Err(SendError::Permanent(error)) => AttemptOutcome::Failed { error },
                     Err(SendError::Transient(error))
@@ -978,10 +1046,10 @@ mod tests {
     fn the_file_is_rotated_past_its_limit_and_keeps_four_older_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out").join("notifications.jsonl");
-        let out = OutFile { path: path.clone(), bytes_max: 100, file: Mutex::new(None) };
+        let out = OutFile::new(path.clone(), 100);
         // 30 lines of 40 bytes: two to a file, so fifteen files were started.
         for n in 0..30 {
-            out.append(format!("{n:039}\n").as_bytes()).unwrap();
+            out.append(&[format!("{n:039}\n").into_bytes()]).unwrap();
         }
         let lines = |p: &std::path::Path| -> Vec<u64> {
             std::fs::read_to_string(p).unwrap().lines().map(|l| l.parse().unwrap()).collect()
@@ -994,13 +1062,48 @@ mod tests {
         assert!(!out.older(NOTIFICATION_FILES_KEPT + 1).exists());
         // A line longer than the limit has a file of its own; a restart counts what the
         // file already holds.
-        let reopened = OutFile { path: path.clone(), bytes_max: 100, file: Mutex::new(None) };
+        let reopened = OutFile::new(path.clone(), 100);
         let long = format!("{}\n", "7".repeat(150));
-        reopened.append(long.as_bytes()).unwrap();
-        reopened.append(b"1\n").unwrap();
+        reopened.append(&[long.clone().into_bytes()]).unwrap();
+        reopened.append(&[b"1\n".to_vec()]).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
         assert_eq!(std::fs::read_to_string(out.older(1)).unwrap(), long);
         assert_eq!(lines(&out.older(2)), [28, 29]);
+    }
+
+    /// Lines appended together share one sync, and a rotation among them syncs the
+    /// file it moves away first: every line is synced once `append` returns.
+    #[test]
+    fn lines_appended_together_share_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notifications.jsonl");
+        let out = OutFile::new(path.clone(), 1 << 20);
+        let syncs = || out.syncs.load(std::sync::atomic::Ordering::Relaxed);
+        let lines = |from: u64, to: u64| -> Vec<Vec<u8>> {
+            (from..to).map(|n| format!("{n:039}\n").into_bytes()).collect()
+        };
+        out.append(&lines(0, 16)).unwrap();
+        assert_eq!(syncs(), 1);
+        out.append(&lines(16, 17)).unwrap();
+        assert_eq!(syncs(), 2);
+        out.append(&[]).unwrap();
+        assert_eq!(syncs(), 2, "nothing written, nothing synced");
+        let read = |p: &std::path::Path| -> Vec<u64> {
+            std::fs::read_to_string(p).unwrap().lines().map(|l| l.parse().unwrap()).collect()
+        };
+        assert_eq!(read(&path), (0..17).collect::<Vec<_>>());
+
+        // Two lines to a file: six lines after one fill the first file and three more,
+        // each synced once.
+        let small = OutFile::new(dir.path().join("small.jsonl"), 100);
+        small.append(&lines(0, 1)).unwrap();
+        let before = small.syncs.load(std::sync::atomic::Ordering::Relaxed);
+        small.append(&lines(1, 7)).unwrap();
+        let made = small.syncs.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(made, 4, "the three files moved away and the new one");
+        assert_eq!(read(&small.path), [6]);
+        assert_eq!(read(&small.older(1)), [4, 5]);
+        assert_eq!(read(&small.older(3)), [0, 1]);
     }
 
     #[test]
