@@ -37,18 +37,16 @@ const LOG_BLOCK_CACHE_BYTES: usize = 8 << 20;
 
 /// Runs `read` and answers, beside its result, how many deleted rows (deletions
 /// RocksDB has not compacted away yet) the calling thread's reads stepped over while it
-/// ran: a scan meant to start past the deletions shows here that it does. RocksDB's
-/// per-thread counts are on only while `read` runs; reads on other threads are not
-/// counted.
+/// ran: a scan meant to start past the deletions shows here that it does. Reads on
+/// other threads are not counted. RocksDB keeps such counts per thread (its perf level
+/// `EnableCount`, every thread's default, which this sets in case it was lowered).
 pub fn deletions_stepped_over<R>(read: impl FnOnce() -> R) -> (R, u64) {
     use rocksdb::perf::{set_perf_stats, PerfContext, PerfMetric, PerfStatsLevel};
+    set_perf_stats(PerfStatsLevel::EnableCount);
     let mut context = PerfContext::default();
     context.reset();
-    set_perf_stats(PerfStatsLevel::EnableCount);
     let result = read();
-    let stepped = context.metric(PerfMetric::InternalDeleteSkippedCount);
-    set_perf_stats(PerfStatsLevel::Disable);
-    (result, stepped)
+    (result, context.metric(PerfMetric::InternalDeleteSkippedCount))
 }
 
 pub(crate) struct RocksBackend {
