@@ -118,13 +118,12 @@ pub(crate) struct Tables {
     /// back between two runs). A read of the oldest rows starts at it, so it does not
     /// step over the rows of records forgotten before the open, whose deletions the
     /// store may keep until a compaction: before the first forget of a run (which
-    /// sets `forgotten_through`) every tick read them all. `i64::MIN` until an open
-    /// has read the age rows, and after one that rebuilt them.
+    /// sets `forgotten_through`) every tick read them all. `i64::MAX` while there is
+    /// none (lowered by each age row an open reads), `i64::MIN` after an open that
+    /// rebuilt them.
     ages_from: AtomicI64,
     /// Age rows read at open, to compare with the records read.
     ages_loaded: AtomicUsize,
-    /// The earliest time among the age rows read at open (`i64::MAX`: none).
-    ages_loaded_from: AtomicI64,
     /// Keyed at random per process: clients choose the keys.
     hasher: std::hash::RandomState,
     /// Where records out of memory are; unset, every record stays in memory.
@@ -144,9 +143,8 @@ impl Default for Tables {
             stored: Mutex::default(),
             stored_records: AtomicUsize::new(0),
             forgotten_through: Mutex::new(None),
-            ages_from: AtomicI64::new(i64::MIN),
+            ages_from: AtomicI64::new(i64::MAX),
             ages_loaded: AtomicUsize::new(0),
-            ages_loaded_from: AtomicI64::new(i64::MAX),
             hasher: std::hash::RandomState::new(),
             store: OnceLock::new(),
             in_memory_max: AtomicUsize::new(usize::MAX),
@@ -386,7 +384,7 @@ pub(crate) const DOMAIN: Domain = Domain {
                 let created_at = decode_row::<TimestampMs>(bytes, "idempotency age")?;
                 let tables = &state.idempotency;
                 tables.ages_loaded.fetch_add(1, Ordering::Relaxed);
-                tables.ages_loaded_from.fetch_min(created_at, Ordering::Relaxed);
+                tables.ages_from.fetch_min(created_at, Ordering::Relaxed);
                 Ok(())
             },
             check_v1: check_v1::<TimestampMs>,
@@ -542,11 +540,10 @@ pub(crate) fn check_ages(store: &Store, state: &State) -> Result<()> {
     };
     let ages = tables.ages_loaded.load(Ordering::Relaxed);
     if ages == records {
-        // Before the log's tail is replayed: the records it makes lower it (`put`).
-        let from = tables.ages_loaded_from.load(Ordering::Relaxed);
-        tables.ages_from.store(from, Ordering::Release);
         return Ok(());
     }
+    // The rows rewritten below are of any time.
+    tables.ages_from.store(i64::MIN, Ordering::Release);
     let started = std::time::Instant::now();
     let mut batch = emporium_storage::WriteBatch::default();
     codec::scan(store, IDEMPOTENCY_AGES, &mut |key, _| {
