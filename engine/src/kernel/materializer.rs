@@ -25,7 +25,7 @@
 //! interval): every consumer resumes from its own record of what it processed, or
 //! tolerates a re-read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,10 +148,11 @@ pub(crate) struct Materializer {
     pub(crate) pacing: Pacing,
 }
 
-/// Rows waiting to be written: the last value per key, and the state they reach.
+/// Rows waiting to be written, in the order they changed (a row changed twice is here
+/// twice: the flush keeps its last value), and the state they reach.
 #[derive(Default)]
 struct Pending {
-    rows: HashMap<(&'static str, Vec<u8>), Row>,
+    rows: Vec<((&'static str, Vec<u8>), Row)>,
     last_lsn: u64,
     counters: Vec<(&'static str, u64)>,
     /// Since when rows written are waiting to be made durable; `None` when every
@@ -181,9 +182,7 @@ impl Materializer {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.receiver.recv_timeout(wait) {
                 Ok(durable) => {
-                    for row in durable.rows {
-                        pending.rows.insert(row.location(), row);
-                    }
+                    pending.rows.extend(durable.rows.into_iter().map(|row| (row.location(), row)));
                     pending.last_lsn = durable.last_lsn;
                     pending.counters = durable.counters;
                     // Under steady load the channel is never empty, so the interval is
@@ -231,18 +230,26 @@ impl Materializer {
         }
         let lsn = pending.last_lsn.max(materialized);
         let mut batch = std::mem::take(&mut pending.batch);
-        let rows = pending.rows.len() as u64;
         // Written table by table, each in key order: RocksDB's skip list starts an insert
         // where the last one ended (its splice), so a key that follows the last one
         // finds its place near it instead of descending from the top of the list through
-        // nodes out of the cache, as keys in the map's order (random) do.
-        let mut ordered: Vec<_> = pending.rows.drain().collect();
-        ordered.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        let mut written = Vec::with_capacity(ordered.len());
-        for (key, row) in ordered {
+        // nodes out of the cache, as keys in arrival order (random) do. The sort is
+        // stable, so a row's changes stay in the order they were made and only the last
+        // is written: coalesced here rather than in a map as they come, which hashed
+        // every change's key and left the rows to sort all the same.
+        pending.rows.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let mut written = Vec::with_capacity(pending.rows.len());
+        let mut changes = pending.rows.drain(..).peekable();
+        while let Some((key, row)) = changes.next() {
+            if changes.peek().is_some_and(|(next, _)| *next == key) {
+                // A later change of the same row follows.
+                continue;
+            }
             codec::put_row(&mut batch, key, &row);
             written.push(row);
         }
+        drop(changes);
+        let rows = written.len() as u64;
         // Only a flush that carries groups moves the LSN and the counters: an idle one
         // (a consumer moved) has no counters of its own to write, and writing the
         // defaults would reset them.

@@ -78,7 +78,8 @@ pub struct EngineConfig {
     /// bounds that tail when writes are few; under load the memtables fill and are
     /// flushed sooner.
     pub persist_interval_ms: u64,
-    /// Distinct changed rows the materializer holds at most before it writes them.
+    /// Changes of rows the materializer holds at most before it writes them (a row
+    /// changed twice counts twice; it is written once, with its last value).
     pub materialize_rows_max: usize,
     /// Durable groups waiting for the materializer at most; past it the committer, and
     /// so the sequencer, waits: the materializer's lag is bounded.
