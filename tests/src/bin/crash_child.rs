@@ -35,6 +35,9 @@ fn main() -> anyhow::Result<()> {
     // milliseconds, so kills land before, between and after those flushes.
     config.persist_interval_ms = 5 + seed % 60;
     config.log_retain_entries_min = 0;
+    // No reservation may lapse while the test runs (200 cycles take ten minutes and
+    // more): the parent expects every acknowledged order pending, paid or cancelled.
+    config.limits.reservation_ttl_ms = 24 * 60 * 60 * 1000;
     // The deliberately broken build the power-loss test must catch: the log is written
     // without a sync, so acknowledgements outrun durability.
     config.faults.unsynced_log = std::env::var_os("EMPORIUM_CRASH_UNSYNCED_LOG").is_some();
@@ -61,7 +64,8 @@ fn main() -> anyhow::Result<()> {
             per_customer_limit: CRASH_SALE_UNITS,
             starts_at: now,
             ends_at: now + 30 * 24 * 60 * 60 * 1000,
-            reservation_ttl_ms: None,
+            // The longest a sale allows, for the same reason.
+            reservation_ttl_ms: Some(FLASH_SALE_RESERVATION_TTL_MAX_MS),
         })?;
     }
     let sale = all_flash_sales(engine.state())[0].id.to_string();
