@@ -110,8 +110,14 @@ fn operation(route: &crate::routes::Route) -> Value {
             json!({"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}})
         }
         (_, "stream_flash_sale") => {
-            json!({"description": "An event stream: `sale` (the sale as GET answers it), then `remaining` and a final `status` (each {status, remaining, reserved, sold})",
-                   "content": {"text/event-stream": {"schema": {"type": "string"}}}})
+            // For text/event-stream the schema is one event's (as OpenAPI 3.2's
+            // itemSchema): its `event` and `data` fields.
+            let event = json!({"type": "object", "required": ["event", "data"], "properties": {
+                "event": {"type": "string", "enum": ["sale", "remaining", "status"]},
+                "data": {"type": "string", "contentMediaType": "application/json",
+                         "description": "JSON on one line: for `sale` the sale as GET /v1/flash-sales/{id} answers it; for `remaining` and `status`, {status, remaining, reserved, sold}."}}});
+            json!({"description": "An event stream: `sale` (the sale as GET answers it) at once, then `remaining` whenever the counts change (at most every 100 ms) and at least every second while the sale is open, and a final `status` when it ends or is cancelled, after which the stream ends. Each event is described by the schema below.",
+                   "content": {"text/event-stream": {"schema": event}}})
         }
         (_, "openapi") => {
             json!({"description": "This document", "content": {"application/json": {"schema": {"type": "object"}}}})
