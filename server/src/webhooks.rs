@@ -21,7 +21,7 @@
 //!   is connected to (not loopback, private, link-local, shared, multicast or
 //!   unspecified), unless `allow_private` is configured; the connection goes to the
 //!   address checked, so a name that changes its answer between check and use gains
-//!   nothing. `https://` is verified against the system's CA bundle.
+//!   nothing. A URL that writes such an address is refused when the webhook is made. `https://` is verified against the system's CA bundle.
 //!
 //! Deliveries run on the primary only; a standby starts them when promoted.
 
@@ -156,6 +156,12 @@ fn consumer_name(id: &WebhookId) -> String {
 }
 
 impl Webhooks {
+    /// Whether deliveries may go to loopback, private and link-local addresses
+    /// (`--webhook-allow-private`).
+    pub fn allow_private(&self) -> bool {
+        self.settings.allow_private
+    }
+
     /// Starts following the webhooks the state holds (on a primary), and the ones
     /// created later.
     pub fn start(engine: Engine, settings: WebhookSettings) -> Arc<Webhooks> {

@@ -349,7 +349,16 @@ fn deliveries_to_loopback_are_refused_unless_allowed() {
         c.webhooks.backoff_ms = 10;
     });
     let admin = s.admin();
-    let webhook = create(&s, &admin, &receiver.url);
+    // An address written in the URL is checked when the webhook is made.
+    for url in [&receiver.url, "http://10.0.0.1/x", "https://[::1]:8443/x"] {
+        let body = json!({"url": url, "events": ["product.created"]});
+        let refused = s.post("/v1/admin/webhooks").bearer(&admin).json(body).send();
+        assert_eq!(refused.invalid_fields(), ["url"], "{url}");
+    }
+    // A name is resolved at each attempt: one that resolves to loopback is refused then.
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    assert_ne!(by_name, receiver.url);
+    let webhook = create(&s, &admin, &by_name);
     let hook = format!("/v1/admin/webhooks/{}", webhook["id"].as_str().unwrap());
     new_product(&s, &admin, "SSRF-1");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,6 +1,7 @@
 //! `/v1/admin/webhooks`: endpoints that receive the event feed (ops:admin), their
 //! delivery status and history, and their dead letters. Deliveries: `crate::webhooks`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use emporium_engine::*;
@@ -10,7 +11,7 @@ use super::events::EVENT_TYPES;
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
-use crate::webhooks::{Attempt, DeliveryStatus};
+use crate::webhooks::{public, Attempt, DeliveryStatus};
 use crate::wire::*;
 
 #[derive(Deserialize)]
@@ -78,6 +79,19 @@ pub async fn create(call: Call) -> Result<Out, Problem> {
         return Err(Problem::invalid_field(
             "url",
             "must be an http:// or https:// URL with a host",
+        ));
+    }
+    // A name is resolved at each attempt (its answer may change); an address written
+    // in the URL never does, and one deliveries may not go to is refused now.
+    let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    if let Some(ip) = literal.filter(|ip| !call.app.webhooks.allow_private() && !public(*ip)) {
+        return Err(Problem::invalid_field(
+            "url",
+            format!(
+                "{ip} is not a public address: deliveries to it would be refused \
+                 (the server allows them with --webhook-allow-private)"
+            ),
         ));
     }
     let command = CreateWebhook { url: body.url, events: body.events, secret: body.secret };
