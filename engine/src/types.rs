@@ -111,6 +111,11 @@ impl Currency {
         }
     }
 
+    /// Every code [`Currency::new`] accepts, in alphabetical order.
+    pub fn codes() -> impl Iterator<Item = &'static str> {
+        ISO_4217.split(' ')
+    }
+
     /// The three-letter code.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("validated ASCII")
@@ -254,7 +259,7 @@ mod tests {
     /// every code of the list, first and last included, is accepted.
     #[test]
     fn every_listed_currency_is_found() {
-        let codes: Vec<&str> = ISO_4217.split(' ').collect();
+        let codes: Vec<&str> = Currency::codes().collect();
         assert!(codes.windows(2).all(|pair| pair[0] < pair[1]), "ISO_4217 must stay sorted");
         for code in &codes {
             assert!(code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()), "{code:?}");

@@ -288,9 +288,10 @@ fn sku() -> Value {
     json!({"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"})
 }
 
-/// An ISO 4217 code (the server knows which three-letter codes are currencies).
+/// An ISO 4217 code of a currency in use: the codes the server accepts, every one.
 fn currency() -> Value {
-    json!({"type": "string", "pattern": "^[A-Z]{3}$"})
+    let codes: Vec<&str> = emporium_engine::Currency::codes().collect();
+    json!({"type": "string", "enum": codes, "description": "An ISO 4217 code of a currency in use."})
 }
 
 fn email() -> Value {
@@ -681,7 +682,7 @@ fn schemas() -> Value {
             "threshold": {"type": "integer", "minimum": 0, "description": "free_over: free once the subtotal after discounts reaches it (minor units)."},
             "bands": {"type": "array", "minItems": 1, "maxItems": 20, "description": "weight: by increasing up_to_grams; a parcel (the sum of its units' weights) takes the first band that holds it, and one heavier than the last cannot go by the method.",
                       "items": object(&["up_to_grams", "amount"], json!({"up_to_grams": {"type": "integer", "minimum": 1}, "amount": {"type": "integer", "minimum": 0}}))}})),
-        "NewShippingMethod": object(&["name", "currency", "rate"], json!({"name": text(1, 100), "currency": string(), "rate": reference("ShippingRate"),
+        "NewShippingMethod": object(&["name", "currency", "rate"], json!({"name": text(1, 100), "currency": currency(), "rate": reference("ShippingRate"),
             "countries": {"type": "array", "maxItems": 250, "items": string(), "description": "ISO 3166-1 alpha-2 codes it ships to; empty or absent: everywhere."}})),
         "ShippingMethodPatch": object(&[], json!({"name": text(1, 100), "active": {"type": "boolean"}})),
         "ShippingMethod": object(&["id", "name", "currency", "rate", "countries", "active", "created_at", "updated_at"],
