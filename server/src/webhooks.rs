@@ -21,7 +21,8 @@
 //!   is connected to (not loopback, private, link-local, shared, multicast or
 //!   unspecified), unless `allow_private` is configured; the connection goes to the
 //!   address checked, so a name that changes its answer between check and use gains
-//!   nothing. A URL that writes such an address is refused when the webhook is made. `https://` is verified against the system's CA bundle.
+//!   nothing. A URL that writes such an address is refused when the webhook is made.
+//!   `https://` is verified against the system's CA bundle.
 //!
 //! Deliveries run on the primary only; a standby starts them when promoted.
 
