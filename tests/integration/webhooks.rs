@@ -124,8 +124,13 @@ impl Receiver {
         }
     }
 
+    /// What the receiver got, in the order the requests arrived. Each connection's
+    /// thread records a delivery once it has answered it, and the sender may send the
+    /// next one, on another connection, before that: the records' own order can differ.
     fn deliveries(&self) -> Vec<Delivery> {
-        self.got.lock().unwrap().clone()
+        let mut got = self.got.lock().unwrap().clone();
+        got.sort_by_key(|d| d.at);
+        got
     }
 
     /// Waits until `done` holds of the deliveries.
