@@ -21,7 +21,8 @@
 //!   is connected to (not loopback, private, link-local, shared, multicast or
 //!   unspecified), unless `allow_private` is configured; the connection goes to the
 //!   address checked, so a name that changes its answer between check and use gains
-//!   nothing. A URL that writes such an address is refused when the webhook is made.
+//!   nothing. A URL that writes such an address ([`written_address`]: `127.1` too) is
+//!   refused when the webhook is made.
 //!   `https://` is verified against the system's CA bundle.
 //!
 //! Deliveries run on the primary only; a standby starts them when promoted.
@@ -541,6 +542,43 @@ pub fn signature(secret: &str, timestamp_s: i64, body: &[u8]) -> String {
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("t={timestamp_s},v1={hex}")
+}
+
+/// The address a URL's host writes, if it writes one rather than a name: an IPv6
+/// address in brackets, or an IPv4 address in any form the resolver reads as one
+/// (`inet_aton`'s: one to four parts, each decimal, `0x` hexadecimal or `0` octal, the
+/// last filling the bytes left), so that `127.1`, `2130706433` and `0x7f.0.0.1` are
+/// known for the loopback address they are. `None` for a name.
+pub fn written_address(host: &str) -> Option<IpAddr> {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6.parse().ok();
+    }
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) = match part.get(..2) {
+            Some("0x" | "0X") => (&part[2..], 16),
+            _ if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+            _ => (*part, 10),
+        };
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+            return None;
+        }
+        values.push(u32::from_str_radix(digits, radix).ok()?);
+    }
+    let (last, leading) = values.split_last()?;
+    let mut address = 0u32;
+    for (i, &byte) in leading.iter().enumerate() {
+        address |= u32::from(u8::try_from(byte).ok()?) << (24 - 8 * i);
+    }
+    let last_bits = 32 - 8 * leading.len() as u32;
+    if last_bits < 32 && u64::from(*last) >= 1u64 << last_bits {
+        return None;
+    }
+    Some(IpAddr::V4(std::net::Ipv4Addr::from(address | last)))
 }
 
 /// Whether deliveries may go to `ip`: a public unicast address.

@@ -355,7 +355,11 @@ fn deliveries_to_loopback_are_refused_unless_allowed() {
     });
     let admin = s.admin();
     // An address written in the URL is checked when the webhook is made.
-    for url in [&receiver.url, "http://10.0.0.1/x", "https://[::1]:8443/x"] {
+    let loopback_forms = ["http://127.1/x", "http://2130706433/x", "http://0x7f.0.0.1/x"];
+    for url in [&receiver.url, "http://10.0.0.1/x", "https://[::1]:8443/x"]
+        .into_iter()
+        .chain(loopback_forms)
+    {
         let body = json!({"url": url, "events": ["product.created"]});
         let refused = s.post("/v1/admin/webhooks").bearer(&admin).json(body).send();
         assert_eq!(refused.invalid_fields(), ["url"], "{url}");
@@ -404,6 +408,47 @@ fn deliveries_to_loopback_are_refused_unless_allowed() {
     for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1"]
     {
         assert!(emporium_server::webhooks::public(ip.parse().unwrap()), "{ip}");
+    }
+}
+
+#[test]
+fn a_host_is_an_address_in_every_form_the_resolver_reads_as_one() {
+    use emporium_server::webhooks::written_address;
+    for (host, address) in [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("127.0.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0X7F.1", "127.0.0.1"),
+        ("0177.0.0.01", "127.0.0.1"),
+        ("10.0x10.0377", "10.16.0.255"),
+        ("0", "0.0.0.0"),
+        ("4294967295", "255.255.255.255"),
+        ("[::1]", "::1"),
+        ("[::ffff:10.0.0.1]", "::ffff:10.0.0.1"),
+    ] {
+        assert_eq!(written_address(host), Some(address.parse().unwrap()), "{host}");
+    }
+    // Names, and numbers no resolver reads as an address (they go to the resolver at
+    // each attempt like any name).
+    for host in [
+        "localhost",
+        "example.com",
+        "127.0.0.1.nip.io",
+        "1.2.3.4.5",
+        "256.0.0.1",
+        "1.2.65536",
+        "4294967296",
+        "08",
+        "0x",
+        "1..2",
+        "127.0.0.1.",
+        "",
+        "[::1",
+        "[example]",
+    ] {
+        assert_eq!(written_address(host), None, "{host}");
     }
 }
 

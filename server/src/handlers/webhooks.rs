@@ -1,7 +1,6 @@
 //! `/v1/admin/webhooks`: endpoints that receive the event feed (ops:admin), their
 //! delivery status and history, and their dead letters. Deliveries: `crate::webhooks`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use emporium_engine::*;
@@ -11,7 +10,7 @@ use super::events::EVENT_TYPES;
 use crate::auth::perm;
 use crate::http::{Call, Out};
 use crate::problem::Problem;
-use crate::webhooks::{public, Attempt, DeliveryStatus};
+use crate::webhooks::{public, written_address, Attempt, DeliveryStatus};
 use crate::wire::*;
 
 #[derive(Deserialize)]
@@ -84,8 +83,8 @@ pub async fn create(call: Call) -> Result<Out, Problem> {
     // A name is resolved at each attempt (its answer may change); an address written
     // in the URL never does, and one deliveries may not go to is refused now.
     let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
-    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
-    if let Some(ip) = literal.filter(|ip| !call.app.webhooks.allow_private() && !public(*ip)) {
+    let written = written_address(host);
+    if let Some(ip) = written.filter(|ip| !call.app.webhooks.allow_private() && !public(*ip)) {
         return Err(Problem::invalid_field(
             "url",
             format!(
