@@ -279,9 +279,29 @@ fn string() -> Value {
     json!({"type": "string"})
 }
 
-/// A text of `min..=max` characters (the engine also refuses control characters).
+/// No control character (Unicode's `Cc`: U+0000–U+001F and U+007F–U+009F), which the
+/// engine refuses in every text.
+const SINGLE_LINE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// No control character but a tab, a line feed or a carriage return: the texts that
+/// may run over several lines.
+const MULTILINE: &str = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$";
+
+/// A text of `min..=max` characters on one line.
 fn text(min: usize, max: usize) -> Value {
-    json!({"type": "string", "minLength": min, "maxLength": max})
+    json!({"type": "string", "minLength": min, "maxLength": max, "pattern": SINGLE_LINE})
+}
+
+/// A text of `min..=max` characters that may hold tabs and line breaks.
+fn multiline(min: usize, max: usize) -> Value {
+    json!({"type": "string", "minLength": min, "maxLength": max, "pattern": MULTILINE})
+}
+
+/// An input map of at most `entries` texts, each key of 1 to `key_max` characters and
+/// each value of up to `value_max`, on one line.
+fn text_map(entries: usize, key_max: usize, value_max: usize) -> Value {
+    json!({"type": "object", "maxProperties": entries, "propertyNames": text(1, key_max),
+           "additionalProperties": text(0, value_max)})
 }
 
 fn sku() -> Value {
@@ -308,6 +328,12 @@ fn timestamp() -> Value {
 
 fn object(required: &[&str], properties: Value) -> Value {
     json!({"type": "object", "required": required, "properties": properties, "additionalProperties": false})
+}
+
+/// `schema`, with exactly one of `fields` present.
+fn exactly_one_of(fields: &[&str], mut schema: Value) -> Value {
+    schema["oneOf"] = fields.iter().map(|field| json!({"required": [field]})).collect();
+    schema
 }
 
 fn list_of(item: &str) -> Value {
@@ -372,7 +398,7 @@ fn schemas() -> Value {
     );
     let variant_in = object(
         &["sku", "price"],
-        json!({"sku": sku(), "title": text(0, 200), "options": string_map(), "price": reference("Money")}),
+        json!({"sku": sku(), "title": text(0, 200), "options": text_map(10, 64, 128), "price": reference("Money")}),
     );
     let payment = object(
         &["id", "order_id", "method", "card_brand", "amount", "status", "created_at"],
@@ -480,8 +506,8 @@ fn schemas() -> Value {
         })),
         "Promotion": object(&["role", "epoch", "lsn"], json!({"role": {"type": "string", "enum": ["primary"]}, "epoch": {"type": "integer", "description": "The new epoch"}, "lsn": {"type": "integer", "description": "The last LSN of the old epoch; the new one starts after it"}})),
         "Checkpoint": object(&["path", "lsn", "created_at"], json!({"path": string(), "lsn": {"type": "integer"}, "created_at": timestamp()})),
-        "Registration": object(&["email", "password"], json!({"email": email(), "password": text(8, 1024), "name": text(0, 100)})),
-        "NewUser": object(&["email", "password", "role"], json!({"email": email(), "password": text(8, 1024), "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "name": string()})),
+        "Registration": object(&["email", "password"], json!({"email": email(), "password": {"type": "string", "minLength": 8, "maxLength": 1024, "description": "Any characters."}, "name": text(0, 100)})),
+        "NewUser": object(&["email", "password", "role"], json!({"email": email(), "password": {"type": "string", "minLength": 8, "maxLength": 1024, "description": "Any characters."}, "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "name": string()})),
         "NewApiClient": object(&["name", "scopes"], json!({"name": text(1, 100), "scopes": {"type": "array", "maxItems": 32, "items": {"type": "string", "pattern": "^[a-z:_.]{1,64}$"}}})),
         "ApiClientCredentials": object(&["client_id", "client_secret", "name", "scopes", "created_at"], json!({"client_id": string(), "client_secret": string(), "name": string(), "scopes": {"type": "array", "items": string()}, "created_at": timestamp()})),
         "Customer": object(&["id", "email", "name", "role", "created_at"], json!({"id": string(), "email": string(), "name": string(), "role": {"type": "string", "enum": ["customer", "staff", "admin"]}, "created_at": timestamp()})),
@@ -499,11 +525,11 @@ fn schemas() -> Value {
                    "rating": reference("Rating"),
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}}),
         ),
-        "NewProduct": object(&["title", "variants"], json!({"handle": handle(), "title": text(1, 200), "description": text(0, 10_000), "brand": text(0, 100),
-            "category_ids": {"type": "array", "maxItems": 20, "items": string()}, "attributes": string_map(),
+        "NewProduct": object(&["title", "variants"], json!({"handle": handle(), "title": text(1, 200), "description": multiline(0, 10_000), "brand": text(0, 100),
+            "category_ids": {"type": "array", "maxItems": 20, "items": string()}, "attributes": text_map(50, 64, 256),
             "status": {"type": "string", "enum": ["draft", "active"]}, "variants": {"type": "array", "minItems": 1, "maxItems": 100, "items": reference("VariantInput")}})),
-        "ProductPatch": object(&[], json!({"handle": handle(), "title": text(1, 200), "description": text(0, 10_000), "brand": text(0, 100),
-            "category_ids": {"type": "array", "maxItems": 20, "items": string()}, "attributes": string_map(),
+        "ProductPatch": object(&[], json!({"handle": handle(), "title": text(1, 200), "description": multiline(0, 10_000), "brand": text(0, 100),
+            "category_ids": {"type": "array", "maxItems": 20, "items": string()}, "attributes": text_map(50, 64, 256),
             "status": {"type": "string", "enum": ["draft", "active", "archived"]}, "variants": {"type": "array", "minItems": 1, "maxItems": 100, "items": reference("VariantInput")}})),
         "ProductList": list_of("Product"),
         "SearchHit": object(&["id", "title", "brand", "price", "rating", "in_stock", "highlights"],
@@ -537,7 +563,7 @@ fn schemas() -> Value {
         "LocationList": list_of("Location"),
         "Rating": object(&["average", "count", "sum", "stars"], json!({"average": {"type": "number", "description": "sum / count to two decimals, rounded half up; 0 without reviews."}, "count": {"type": "integer", "description": "Published reviews."}, "sum": {"type": "integer", "description": "Their stars, added up."},
             "stars": {"type": "array", "items": {"type": "integer"}, "minItems": 5, "maxItems": 5, "description": "Published reviews with 1, 2, 3, 4 and 5 stars."}})),
-        "NewReview": object(&["rating", "title"], json!({"rating": {"type": "integer", "minimum": 1, "maximum": 5}, "title": text(1, 200), "body": {"type": "string", "maxLength": REVIEW_BODY_MAX, "description": "Newlines allowed."}})),
+        "NewReview": object(&["rating", "title"], json!({"rating": {"type": "integer", "minimum": 1, "maximum": 5}, "title": text(1, 200), "body": {"type": "string", "maxLength": REVIEW_BODY_MAX, "pattern": MULTILINE, "description": "Newlines allowed."}})),
         "Review": object(&["id", "product_id", "author", "rating", "title", "body", "verified_purchase", "helpful", "status", "reason", "created_at", "updated_at", "version"],
             json!({"id": string(), "product_id": string(), "author": {"type": "string", "description": "The author's name when they wrote it."}, "rating": {"type": "integer", "minimum": 1, "maximum": 5}, "title": string(), "body": string(),
                    "verified_purchase": {"type": "boolean", "description": "The author had a paid order containing the product when they wrote (or edited) it."}, "helpful": {"type": "integer", "description": "Customers who found it helpful."},
@@ -564,7 +590,7 @@ fn schemas() -> Value {
             "order_confirmation": {"type": "boolean"}, "payment_received": {"type": "boolean"},
             "order_shipped": {"type": "boolean"}, "refund_issued": {"type": "boolean"}
         })),
-        "NotificationTemplateInput": object(&["subject", "body"], json!({"subject": text(1, 500), "body": text(1, 16384)})),
+        "NotificationTemplateInput": object(&["subject", "body"], json!({"subject": text(1, 500), "body": multiline(1, 16384)})),
         "NotificationTemplate": object(&["kind", "subject", "body", "custom", "updated_at"], json!({
             "kind": {"type": "string", "enum": ["order_confirmation", "payment_received", "order_shipped", "refund_issued"]},
             "subject": string(), "body": string(), "custom": {"type": "boolean"},
@@ -630,17 +656,17 @@ fn schemas() -> Value {
                    "created_at": timestamp(), "updated_at": timestamp(), "version": {"type": "integer"}})),
         "NewCart": object(&[], json!({"currency": currency()})),
         "CartCode": object(&["code"], json!({"code": {"type": "string", "description": "Matched case-insensitively. 404 for an unknown code; 409 discount_unavailable when it cannot be used now (inactive, outside its window, used up, over the customer's limit — a guest cannot use a code limited per customer —, another currency, or not combinable with the codes on the cart; at most 5 codes)."}})),
-        "NewDiscountCode": object(&["code"], json!({
+        "NewDiscountCode": exactly_one_of(&["percent_off", "amount_off"], object(&["code"], json!({
             "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{3,32}$", "description": "Stored upper-cased; unique (409 conflict)."},
             "percent_off": {"type": "integer", "minimum": 1, "maximum": 100, "description": "Exactly one of percent_off and amount_off."},
-            "amount_off": {"allOf": [reference("Money")], "description": "A fixed amount off the eligible lines (at most what they cost); only carts in its currency can use it."},
+            "amount_off": {"allOf": [reference("Money"), {"properties": {"amount": {"minimum": 1}}}], "description": "A fixed amount, more than zero, off the eligible lines (at most what they cost); only carts in its currency can use it."},
             "product_ids": {"type": "array", "items": string(), "maxItems": 100, "description": "Only lines of these products (with category_ids: of either)."},
             "category_ids": {"type": "array", "items": string(), "maxItems": 100, "description": "Only lines of products in these categories or below them."},
             "min_subtotal": {"allOf": [reference("Money")], "description": "The cart's subtotal before discounts must be at least this."},
             "starts_at": {"allOf": [timestamp()], "description": "Default: now."}, "ends_at": timestamp(),
             "usage_limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000, "description": "Orders that may carry the code in all, counted atomically with the checkout's reservation; a cancelled or expired order gives its use back."},
             "per_customer_limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
-            "stackable": {"type": "boolean", "default": false, "description": "Whether it combines with other stackable codes; an exclusive code stands alone among codes (automatic promotions are not codes: they still apply, before it)."}})),
+            "stackable": {"type": "boolean", "default": false, "description": "Whether it combines with other stackable codes; an exclusive code stands alone among codes (automatic promotions are not codes: they still apply, before it)."}}))),
         "DiscountCode": object(&["code", "percent_off", "amount_off", "product_ids", "category_ids", "min_subtotal", "starts_at", "ends_at", "usage_limit", "per_customer_limit", "stackable", "active", "uses", "created_at", "updated_at", "version"],
             json!({"code": string(), "percent_off": {"type": ["integer", "null"]}, "amount_off": {"oneOf": [reference("Money"), {"type": "null"}]},
                    "product_ids": {"type": "array", "items": string()}, "category_ids": {"type": "array", "items": string()},
@@ -713,7 +739,7 @@ fn schemas() -> Value {
         "ReturnReceipt": object(&[], json!({"not_restocked": {"type": "array", "items": string(), "description": "SKUs of the return not to put back in stock (damaged). A SKU no product sells any more is not restocked either."}})),
         "RefundRequest": object(&[], json!({
             "amount": {"allOf": [reference("Money")], "description": "In the order's currency, more than zero and at most what was captured less what was refunded (422 validation_failed on amount.amount otherwise). Absent: everything not yet refunded."},
-            "reason": {"type": "string", "maxLength": 500, "description": "Up to 500 characters; newlines allowed, other control characters not."}})),
+            "reason": {"type": "string", "maxLength": 500, "pattern": MULTILINE, "description": "Up to 500 characters; newlines allowed, other control characters not."}})),
         "Refund": object(&["id", "order_id", "amount", "reason", "provider_reference", "created_at", "order"],
             json!({"id": string(), "order_id": string(), "amount": reference("Money"), "reason": string(),
                    "provider_reference": {"type": "string", "description": "The provider's reference (the built-in test provider refunds at once)."},
@@ -745,7 +771,7 @@ fn schemas() -> Value {
         "OrderList": list_of("Order"),
         "NewFlashSale": object(&["sku", "price", "quantity", "per_customer_limit", "starts_at", "ends_at"],
             json!({"sku": sku(), "price": reference("Money"), "quantity": {"type": "integer", "minimum": 1, "maximum": FLASH_SALE_QUANTITY_MAX},
-                   "per_customer_limit": {"type": "integer", "minimum": 1}, "starts_at": timestamp(), "ends_at": timestamp(),
+                   "per_customer_limit": {"type": "integer", "minimum": 1, "maximum": FLASH_SALE_QUANTITY_MAX, "description": "At most the quantity."}, "starts_at": timestamp(), "ends_at": timestamp(),
                    "reservation_ttl_s": {"type": "integer", "minimum": 1, "maximum": FLASH_SALE_RESERVATION_TTL_MAX_MS / 1000}})),
         "FlashSale": object(&["id", "sku", "product_id", "title", "price", "quantity", "per_customer_limit", "starts_at", "ends_at", "reservation_ttl_s", "status", "remaining", "reserved", "sold", "created_at", "updated_at", "version"],
             json!({"id": string(), "sku": string(), "product_id": string(), "title": string(), "price": reference("Money"),
