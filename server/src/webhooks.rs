@@ -22,8 +22,8 @@
 //!   unspecified), unless `allow_private` is configured; the connection goes to the
 //!   address checked, so a name that changes its answer between check and use gains
 //!   nothing. A URL that writes such an address ([`written_address`]: `127.1` too) is
-//!   refused when the webhook is made.
-//!   `https://` is verified against the system's CA bundle.
+//!   refused when the webhook is made. `https://` is verified against the system's CA
+//!   bundle.
 //!
 //! Deliveries run on the primary only; a standby starts them when promoted.
 
@@ -574,8 +574,8 @@ pub fn written_address(host: &str) -> Option<IpAddr> {
     for (i, &byte) in leading.iter().enumerate() {
         address |= u32::from(u8::try_from(byte).ok()?) << (24 - 8 * i);
     }
-    let last_bits = 32 - 8 * leading.len() as u32;
-    if last_bits < 32 && u64::from(*last) >= 1u64 << last_bits {
+    // The last part fills the bytes the others left, and no more.
+    if u64::from(*last) >> (32 - 8 * leading.len()) != 0 {
         return None;
     }
     Some(IpAddr::V4(std::net::Ipv4Addr::from(address | last)))
