@@ -273,6 +273,9 @@ fn a_standby_that_falls_past_the_retention_cap_bootstraps_again() {
         engine_config.log_retain_entries_min = 10;
         engine_config.log_consumer_lag_max = 50;
         engine_config.materialize_interval_ms = 10;
+        // The log is trimmed only below rows made durable, which by default happens
+        // every ten seconds: as long as this test's deadline for the trim.
+        engine_config.persist_interval_ms = 10;
         let engine = Engine::open(engine_config).unwrap();
         let (addr, _stop) = serve(&primary, &engine).await;
         write_some(&engine, "kept", 5).await;
