@@ -29,7 +29,7 @@ pub struct Call {
     /// Who calls.
     pub principal: Principal,
     /// Path parameters, by name.
-    pub params: Vec<(String, String)>,
+    pub params: crate::routes::Params,
     /// The request path.
     pub path: String,
     /// The raw query string.
@@ -49,7 +49,7 @@ pub struct Call {
 impl Call {
     /// A path parameter.
     pub fn param(&self, name: &str) -> &str {
-        self.params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| *k == name).map_or("", |(_, v)| v.as_str())
     }
 
     /// The JSON body as `T`, with unknown fields refused and the failing field's path
@@ -339,7 +339,7 @@ fn request_id(headers: &HeaderMap) -> String {
 async fn dispatch(
     app: Arc<App>,
     route: &'static Route,
-    params: Vec<(String, String)>,
+    params: crate::routes::Params,
     request: Request<Incoming>,
     request_id: &str,
     peer: IpAddr,

@@ -16,8 +16,8 @@ use crate::http::{Call, Out};
 use crate::problem::Problem;
 use crate::ratelimit::Class;
 
-/// Path parameters by name, in path order.
-pub type Params = Vec<(String, String)>;
+/// Path parameters by name (the route's own, so not copied), in path order.
+pub type Params = Vec<(&'static str, String)>;
 
 /// A handler's future.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Out, Problem>> + Send>>;
@@ -232,7 +232,7 @@ pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Pro
     let matched = ROUTER
         .at(path)
         .map_err(|_| Problem::not_found(format!("no endpoint at {}", truncate(path))))?;
-    let params = matched.params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let params = matched.params.iter().map(|(k, v)| (k, v.to_string())).collect();
     let routes = matched.value.iter().map(|&i| &ROUTES[i]);
     if let Some(route) = routes
         .clone()
