@@ -298,13 +298,14 @@ pub async fn serve(
     // themselves, and a 500 is logged with it below (not a 503: under overload that
     // would add a log write to every refusal).
     let span = tracing::debug_span!("request", request_id = %request_id, method = %method, path = %request.uri().path());
-    let (route_name, mut response) = match routes::find(request.method(), request.uri().path()) {
+    let (route, mut response) = match routes::find(request.method(), request.uri().path()) {
         Ok((route, params)) => {
             let dispatched = dispatch(app.clone(), route, params, request, &request_id, peer);
-            (route.path, dispatched.instrument(span.clone()).await)
+            (Some(route), dispatched.instrument(span.clone()).await)
         }
-        Err(problem) => ("unmatched", problem_response(&problem, &request_id)),
+        Err(problem) => (None, problem_response(&problem, &request_id)),
     };
+    let route_name = route.map_or("unmatched", |r| r.path);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -312,7 +313,7 @@ pub async fn serve(
     if status == 500 {
         tracing::error!(request_id = %request_id, route = route_name, "answered 500");
     }
-    app.metrics.request(route_name, &method, status, started.elapsed().as_secs_f64());
+    app.metrics.request(route, &method, status, started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(route = route_name, status, "answered"));
     Ok(response)
 }

@@ -227,6 +227,13 @@ static ROUTER: LazyLock<matchit::Router<Vec<usize>>> = LazyLock::new(|| {
     router
 });
 
+/// A route's place in [`ROUTES`]; `None` for one made elsewhere (a test's).
+pub fn index(route: &'static Route) -> Option<usize> {
+    let offset = (route as *const Route as usize).checked_sub(ROUTES.as_ptr() as usize)?;
+    let index = offset / std::mem::size_of::<Route>();
+    ROUTES.get(index).filter(|r| std::ptr::eq(*r, route)).map(|_| index)
+}
+
 /// The route for a method and path, with its path parameters; 404 or 405 otherwise.
 pub fn find(method: &Method, path: &str) -> Result<(&'static Route, Params), Problem> {
     let matched = ROUTER
