@@ -46,14 +46,19 @@ fn needs_json_escape(bytes: &[u8]) -> bool {
     words.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
-/// The low `digits` hexadecimal digits of `value`, lower-case, without the formatting
-/// machinery (request ids and idempotency scopes, on every request).
+/// The low `digits` (at most 32) hexadecimal digits of `value`, lower-case, without the
+/// formatting machinery (request ids and idempotency scopes, on every request): made
+/// as bytes and appended at once, where pushing each digit as a `char` checked the
+/// string's room and encoded it every time.
 pub(crate) fn push_hex(out: &mut String, value: u128, digits: u32) {
-    out.extend(
-        (0..digits)
-            .rev()
-            .map(|i| char::from(b"0123456789abcdef"[(value >> (i * 4)) as usize & 15])),
-    );
+    let digits = digits.min(32) as usize;
+    let mut text = [0u8; 32];
+    let mut rest = value;
+    for digit in text[..digits].iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(rest & 15) as usize];
+        rest >>= 4;
+    }
+    out.push_str(std::str::from_utf8(&text[..digits]).expect("hexadecimal digits are ASCII"));
 }
 
 /// An integer in decimal, without the formatting machinery.
@@ -1496,9 +1501,10 @@ pub fn order_json(order: &Order, charges: Option<&OrderCharges>) -> Vec<u8> {
     fn money(out: &mut Vec<u8>, money: Money) {
         out.extend_from_slice(b"{\"amount\":");
         write_json_int(out, money.amount());
-        out.extend_from_slice(b",\"currency\":");
-        text(out, money.currency().as_str());
-        out.push(b'}');
+        // Three ASCII letters (a currency is validated when made): nothing to escape.
+        out.extend_from_slice(b",\"currency\":\"");
+        out.extend_from_slice(money.currency().as_str().as_bytes());
+        out.extend_from_slice(b"\"}");
     }
     fn time(out: &mut Vec<u8>, ms: i64) {
         out.push(b'"');
@@ -1546,23 +1552,43 @@ pub fn order_json(order: &Order, charges: Option<&OrderCharges>) -> Vec<u8> {
     money(out, tax_total);
     out.extend_from_slice(b",\"total\":");
     money(out, order.total);
-    out.extend_from_slice(b",\"currency\":");
-    text(out, order.total.currency().as_str());
-    out.extend_from_slice(b",\"reservation_expires_at\":");
+    out.extend_from_slice(b",\"currency\":\"");
+    out.extend_from_slice(order.total.currency().as_str().as_bytes());
+    out.extend_from_slice(b"\",\"reservation_expires_at\":");
     time(out, order.reservation_expires_at);
+    // A new order has no payments, no address and no method: written as they are.
     out.extend_from_slice(b",\"payments\":");
-    let payments: Vec<PaymentView<'_>> =
-        order.payments.iter().map(|p| PaymentView::new(p, order)).collect();
-    serde_json::to_writer(&mut *out, &payments).expect("writing to a Vec cannot fail");
+    if order.payments.is_empty() {
+        out.extend_from_slice(b"[]");
+    } else {
+        let payments: Vec<PaymentView<'_>> =
+            order.payments.iter().map(|p| PaymentView::new(p, order)).collect();
+        serde_json::to_writer(&mut *out, &payments).expect("writing to a Vec cannot fail");
+    }
     out.extend_from_slice(b",\"shipping_address\":");
-    let address = order.shipping_address.as_deref().map(AddressJson::from);
-    serde_json::to_writer(&mut *out, &address).expect("writing to a Vec cannot fail");
+    match order.shipping_address.as_deref() {
+        None => out.extend_from_slice(b"null"),
+        Some(address) => serde_json::to_writer(&mut *out, &AddressJson::from(address))
+            .expect("writing to a Vec cannot fail"),
+    }
     out.extend_from_slice(b",\"shipping_method\":");
-    serde_json::to_writer(&mut *out, &shipping_method).expect("writing to a Vec cannot fail");
+    match shipping_method {
+        None => out.extend_from_slice(b"null"),
+        Some(method) => {
+            serde_json::to_writer(&mut *out, &method).expect("writing to a Vec cannot fail")
+        }
+    }
     out.extend_from_slice(b",\"created_at\":");
+    let created = out.len();
     time(out, order.created_at);
+    let created = created..out.len();
     out.extend_from_slice(b",\"updated_at\":");
-    time(out, order.updated_at);
+    // Most often the same instant (a new order): its text copied, not made again.
+    if order.updated_at == order.created_at {
+        out.extend_from_within(created);
+    } else {
+        time(out, order.updated_at);
+    }
     out.extend_from_slice(b",\"version\":");
     write_json_int(out, order.version);
     out.push(b'}');
@@ -1703,6 +1729,9 @@ mod tests {
         let mut hex = String::new();
         push_hex(&mut hex, 0x0123_4567_89ab_cdef_u128 << 64 | 0xfe, 32);
         assert_eq!(hex, format!("{:032x}", 0x0123_4567_89ab_cdef_u128 << 64 | 0xfe));
+        // The low digits only, zero-padded, appended to what is there.
+        push_hex(&mut hex, u128::MAX << 64 | 0xab, 16);
+        assert_eq!(&hex[32..], "00000000000000ab");
         let mut out = Vec::new();
         write_json_int(&mut out, -1234567890123_i64);
         assert_eq!(out, b"-1234567890123");
@@ -1789,7 +1818,11 @@ mod tests {
     #[test]
     fn the_direct_order_writer_writes_what_the_view_serializes() {
         for (payments, address) in [(0, false), (0, true), (1, false), (2, true)] {
-            let order = order(payments, address);
+            let mut order = order(payments, address);
+            // A new order's two times are one instant, whose text is copied.
+            if payments == 0 && !address {
+                order.updated_at = order.created_at;
+            }
             let charges = OrderCharges {
                 order_id: order.id,
                 method_id: Some(ShippingMethodId::from_seq(3)),
