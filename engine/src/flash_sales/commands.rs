@@ -194,7 +194,7 @@ impl Request for PurchaseFlashSale {
 
     fn decide(&self, state: &State, ctx: &mut Ctx<'_>) -> Result<Decision<Placed>> {
         let c = self;
-        let print = || idempotency::fingerprint(&("flash_sale", &c.sale_id, c.quantity));
+        let print = || idempotency::purchase_fingerprint(&c.sale_id, c.quantity);
         let tag = match placing(state, c.idempotency.as_ref(), print, ctx)? {
             Ok(tag) => tag,
             Err(replayed) => return Decision::nothing(replayed),

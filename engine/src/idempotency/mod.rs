@@ -395,7 +395,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |_| vec![],
+    counters: |_, _| {},
     timers: Some(Timers {
         due: |state, now, limits| {
             let tables = &state.idempotency;
@@ -669,6 +669,25 @@ pub(crate) fn fingerprint(parts: &dyn std::fmt::Debug) -> u64 {
     let mut hash = Fnv1a(0xcbf2_9ce4_8422_2325);
     // The text is hashed as it is written, never held: writing to the hash cannot fail.
     let _ = std::fmt::Write::write_fmt(&mut hash, format_args!("{parts:?}"));
+    hash.0
+}
+
+/// [`fingerprint`] of a flash-sale purchase, `("flash_sale", sale_id, quantity)`, on the
+/// sequencer for every purchase: when the id has nothing its `Debug` text escapes (an
+/// id this server gave out never has), the rendering's pieces are hashed as they are,
+/// without the formatting machinery (about 1,300 instructions a purchase); otherwise
+/// through [`fingerprint`]. The same value either way.
+pub(crate) fn purchase_fingerprint(sale_id: &str, quantity: i64) -> u64 {
+    // Printable ASCII but the quotes and the backslash: `Debug` writes it as it is.
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\\' | b'\'');
+    if !sale_id.bytes().all(plain) {
+        return fingerprint(&("flash_sale", sale_id, quantity));
+    }
+    let mut hash = Fnv1a(0xcbf2_9ce4_8422_2325);
+    for piece in ["(\"flash_sale\", \"", sale_id, "\", ", itoa::Buffer::new().format(quantity), ")"]
+    {
+        let _ = std::fmt::Write::write_str(&mut hash, piece);
+    }
     hash.0
 }
 
@@ -950,6 +969,24 @@ mod tests {
             fingerprint(&("flash_sale", &sale, 2u32)),
             whole(r#"("flash_sale", "fls_0123456789abcdef", 2)"#)
         );
+    }
+
+    /// A purchase's fingerprint without the formatting machinery is the one through it,
+    /// for ids with every ASCII character and some that are not, and any quantity.
+    #[test]
+    fn a_purchases_fingerprint_is_its_debug_renderings() {
+        let mut ids: Vec<String> =
+            (0u8..=0x7f).map(|b| format!("fls_{}x", char::from(b))).collect();
+        ids.extend(["", "fls_0123456789abcdef", "é", "fls_\u{200b}", "a b"].map(String::from));
+        for id in &ids {
+            for quantity in [i64::MIN, -1, 0, 1, 2, 10, i64::MAX] {
+                assert_eq!(
+                    purchase_fingerprint(id, quantity),
+                    fingerprint(&("flash_sale", id, quantity)),
+                    "{id:?} {quantity}"
+                );
+            }
+        }
     }
 
     /// An open reads the oldest age rows from the oldest row it found, not from the
