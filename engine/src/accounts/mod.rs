@@ -120,7 +120,9 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| vec![&state.accounts.customer_seq],
+    counters: |state, each| {
+        each(&state.accounts.customer_seq);
+    },
     timers: Some(Timers {
         due: |state, now, _| {
             state.accounts.refresh_by_expiry.front().is_some_and(|e| e.value().0 <= now)

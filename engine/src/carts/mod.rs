@@ -111,8 +111,10 @@ pub(crate) const DOMAIN: Domain = Domain {
         skip_list: false,
         reserve: Some(|state, rows| state.carts.carts.reserve(rows)),
     }],
-    counters: |state| {
-        vec![&state.carts.cart_seq, &state.carts.abandoned, &state.carts.closed_through]
+    counters: |state, each| {
+        each(&state.carts.cart_seq);
+        each(&state.carts.abandoned);
+        each(&state.carts.closed_through);
     },
     timers: Some(Timers {
         due: |state, now, limits| {

@@ -100,7 +100,10 @@ pub(crate) const DOMAIN: Domain = Domain {
             }),
         },
     ],
-    counters: |state| vec![&state.catalog.product_seq, &state.catalog.category_seq],
+    counters: |state, each| {
+        each(&state.catalog.product_seq);
+        each(&state.catalog.category_seq);
+    },
     timers: None,
     verify: None,
     written: None,

@@ -141,7 +141,9 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| vec![&state.flash_sales.sale_seq],
+    counters: |state, each| {
+        each(&state.flash_sales.sale_seq);
+    },
     timers: Some(Timers {
         due: |state, now, _| {
             state.flash_sales.transitions.front().is_some_and(|e| e.value().0 <= now)

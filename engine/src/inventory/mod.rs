@@ -156,7 +156,9 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| vec![&state.inventory.location_seq],
+    counters: |state, each| {
+        each(&state.inventory.location_seq);
+    },
     timers: None,
     verify: Some(locations::check_locations),
     written: None,

@@ -166,8 +166,9 @@ pub(crate) struct Domain {
     pub(crate) name: &'static str,
     /// Its tables, loaded in this order (after every earlier domain's).
     pub(crate) tables: &'static [Table],
-    /// Its counters.
-    pub(crate) counters: fn(&State) -> Vec<&Counter>,
+    /// Its counters, each given to the visitor: no list is made for them (the counters
+    /// are read at every commit group's hand-over).
+    pub(crate) counters: for<'a> fn(&'a State, &mut dyn FnMut(&'a Counter)),
     /// Its timers, if it has any.
     pub(crate) timers: Option<Timers>,
     /// A check of the recovered state (after the log tail is replayed).

@@ -259,9 +259,11 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| {
+    counters: |state, each| {
         let tables = &state.notifications;
-        vec![&tables.seq, &tables.status_seq, &tables.queued_through]
+        each(&tables.seq);
+        each(&tables.status_seq);
+        each(&tables.queued_through);
     },
     timers: None,
     verify: None,

@@ -188,7 +188,9 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| vec![&state.orders.order_seq],
+    counters: |state, each| {
+        each(&state.orders.order_seq);
+    },
     timers: Some(Timers { due: |state, now, _| due_expiries(state, now).next().is_some(), expire }),
     verify: Some(check_reservations),
     written: Some(let_written_orders_go),

@@ -84,7 +84,7 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |_| vec![],
+    counters: |_, _| {},
     timers: None,
     verify: Some(calls::check_calls),
     written: None,

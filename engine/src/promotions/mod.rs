@@ -138,7 +138,10 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| vec![&state.promotions.code_seq, &state.promotions.promotion_seq],
+    counters: |state, each| {
+        each(&state.promotions.code_seq);
+        each(&state.promotions.promotion_seq);
+    },
     timers: None,
     verify: Some(check_uses),
     written: None,

@@ -67,7 +67,9 @@ pub(crate) const DOMAIN: Domain = Domain {
         skip_list: false,
         reserve: None,
     }],
-    counters: |state| vec![&state.returns.return_seq],
+    counters: |state, each| {
+        each(&state.returns.return_seq);
+    },
     timers: None,
     verify: None,
     written: None,

@@ -126,7 +126,9 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| vec![&state.reviews.review_seq],
+    counters: |state, each| {
+        each(&state.reviews.review_seq);
+    },
     timers: None,
     verify: Some(check_votes),
     written: None,

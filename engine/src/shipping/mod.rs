@@ -153,7 +153,9 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| vec![&state.shipping.method_seq],
+    counters: |state, each| {
+        each(&state.shipping.method_seq);
+    },
     timers: None,
     verify: None,
     written: None,

@@ -114,7 +114,9 @@ pub(crate) const DOMAIN: Domain = Domain {
             reserve: None,
         },
     ],
-    counters: |state| vec![&state.webhooks.dead_letter_seq],
+    counters: |state, each| {
+        each(&state.webhooks.dead_letter_seq);
+    },
     timers: None,
     verify: None,
     written: None,
