@@ -727,7 +727,7 @@ pub(crate) fn check(
     let mut checks = Checks::default();
     if key.key.is_empty()
         || key.key.len() > 255
-        || !key.key.bytes().all(|b| (0x20..0x7f).contains(&b))
+        || !crate::validate::printable_ascii(key.key.as_bytes())
     {
         checks.fail("idempotency_key", "must be 1-255 printable ASCII characters");
     }
