@@ -678,7 +678,7 @@ pub(crate) fn fingerprint(parts: &dyn std::fmt::Debug) -> u64 {
 /// without the formatting machinery (about 1,300 instructions a purchase); otherwise
 /// through [`fingerprint`]. The same value either way.
 pub(crate) fn purchase_fingerprint(sale_id: &str, quantity: i64) -> u64 {
-    // Printable ASCII but the quotes and the backslash: `Debug` writes it as it is.
+    // Printable ASCII but both quotes and the backslash: `Debug` writes it as it is.
     let plain = |b: u8| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\\' | b'\'');
     if !sale_id.bytes().all(plain) {
         return fingerprint(&("flash_sale", sale_id, quantity));
