@@ -443,29 +443,26 @@ impl Metrics {
     ) {
         let path = route.map_or("unmatched", |r| r.path);
         let series = route.and_then(crate::routes::index).and_then(|i| self.routes.get(i));
-        let Some((route, series)) = route.zip(series) else {
-            self.count_request(path, method, status);
-            self.latency.get_or_create(&RouteLabels { route: path }).observe(seconds);
-            return;
+        let labels = || RequestLabels { route: path, method: method_label(method), status };
+        // Kept at hand only for the route's own method and a listed status.
+        let slot = STATUSES_AT_HAND
+            .iter()
+            .position(|&s| s == status)
+            .filter(|_| route.is_some_and(|r| *method == r.method));
+        match series.zip(slot) {
+            Some((series, slot)) => series.requests[slot]
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
         };
-        match STATUSES_AT_HAND.iter().position(|&s| s == status) {
-            Some(slot) if *method == route.method => {
-                let labels = || RequestLabels { route: path, method: method_label(method), status };
-                let counter = series.requests[slot]
-                    .get_or_init(|| self.requests.get_or_create(&labels()).clone());
-                counter.inc();
-            }
-            _ => self.count_request(path, method, status),
+        let route_labels = RouteLabels { route: path };
+        match series {
+            Some(series) => series
+                .latency
+                .get_or_init(|| self.latency.get_or_create(&route_labels).clone())
+                .observe(seconds),
+            None => self.latency.get_or_create(&route_labels).observe(seconds),
         }
-        series
-            .latency
-            .get_or_init(|| self.latency.get_or_create(&RouteLabels { route: path }).clone())
-            .observe(seconds);
-    }
-
-    fn count_request(&self, route: &'static str, method: &http::Method, status: u16) {
-        let labels = RequestLabels { route, method: method_label(method), status };
-        self.requests.get_or_create(&labels).inc();
     }
 
     /// Records a rate-limit refusal.
