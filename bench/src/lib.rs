@@ -13,7 +13,7 @@ pub mod recovery_data;
 /// does: the engine's per-command cost includes its allocations, and measuring them
 /// with another allocator would measure a configuration nobody runs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: emporium_engine::Allocator = emporium_engine::Allocator;
 
 /// `criterion_main!` with the process set up as `emporium serve` sets up its own
 /// ([`emporium_engine::tune_process_memory`]) before the first benchmark runs.

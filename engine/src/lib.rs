@@ -133,7 +133,7 @@ pub use kpis::*;
 pub use notifications::*;
 pub use orders::*;
 pub use payments::*;
-pub use process::tune_process_memory;
+pub use process::{tune_process_memory, Allocator};
 pub use product_search::*;
 pub use promotions::*;
 pub use recommendations::*;

@@ -12,7 +12,7 @@ use emporium_server::{Config, ServeArgs, Server};
 use tokio::sync::watch;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: emporium_engine::Allocator = emporium_engine::Allocator;
 
 #[derive(Parser)]
 #[command(name = "emporium", version, about = "A commerce engine in one process")]
