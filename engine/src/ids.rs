@@ -64,8 +64,15 @@ impl IdText {
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("ASCII prefix and digits")
+        let text = &self.bytes[..usize::from(self.len)];
+        debug_assert!(std::str::from_utf8(text).is_ok());
+        // SAFETY: the first `len` bytes are only ever written by `new` (a whole `&str`,
+        // the prefix) and then by `push_digits` (ASCII bytes of `DIGITS`): valid UTF-8.
+        // Checking it again was 1-3% of the instructions of every thread that writes
+        // ids (stored rows, log entries, JSON answers).
+        unsafe { std::str::from_utf8_unchecked(text) }
     }
+
 }
 
 impl Deref for IdText {
